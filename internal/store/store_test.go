@@ -1,0 +1,95 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/internal/store/storetest"
+)
+
+// TestStoreSuite runs the same checks against SQLite, PostgreSQL and MariaDB.
+func TestStoreSuite(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			dsn := storetest.DSN(t, d)
+			s, err := store.Open(ctx, store.Config{DSN: dsn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			migs, _ := store.Migrations()
+			v, err := s.SchemaVersion(ctx)
+			if err != nil || v != migs[len(migs)-1].Version {
+				t.Fatalf("schema version = %d, %v; want %d", v, err, migs[len(migs)-1].Version)
+			}
+			// Reopening applies nothing twice.
+			s2, err := store.Open(ctx, store.Config{DSN: dsn})
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			s2.Close()
+
+			id1, err := s.InsertID(ctx, `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, "ann", "x", store.NowMillis())
+			if err != nil {
+				t.Fatal(err)
+			}
+			id2, err := s.InsertID(ctx, `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, "bob", "x", store.NowMillis())
+			if err != nil || id2 <= id1 {
+				t.Fatalf("ids %d %d err %v", id1, id2, err)
+			}
+			_, err = s.ExecContext(ctx, `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, "ann", "y", 1)
+			if !store.IsUniqueViolation(err) {
+				t.Fatalf("duplicate insert: want unique violation, got %v", err)
+			}
+
+			// A failing transaction leaves nothing behind.
+			boom := errors.New("boom")
+			err = s.InTx(ctx, func(tx *store.Tx) error {
+				if _, err := tx.InsertID(ctx, `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, "carl", "x", 1); err != nil {
+					return err
+				}
+				return boom
+			})
+			if !errors.Is(err, boom) {
+				t.Fatalf("InTx err = %v", err)
+			}
+			var n int
+			if err := s.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE name = ?`, "carl").Scan(&n); err != nil || n != 0 {
+				t.Fatalf("rolled-back row visible: n=%d err=%v", n, err)
+			}
+			// A committed one lands whole, including long text (1 MiB values).
+			big := make([]byte, 1<<20)
+			for i := range big {
+				big[i] = 'a' + byte(i%26)
+			}
+			err = s.InTx(ctx, func(tx *store.Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO audit_log (at, actor, action, resource, before_value, after_value, remote) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+					1, "ann", "test", "r", "", string(big), "")
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			if err := s.QueryRowContext(ctx, `SELECT after_value FROM audit_log WHERE action = ?`, "test").Scan(&got); err != nil || got != string(big) {
+				t.Fatalf("1 MiB round trip: len %d err %v", len(got), err)
+			}
+			// Placeholders inside string literals are left alone.
+			if err := s.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE name <> '?' AND name = ?`, "bob").Scan(&n); err != nil || n != 1 {
+				t.Fatalf("literal ?: n=%d err=%v", n, err)
+			}
+		})
+	}
+}
+
+func TestBadDSN(t *testing.T) {
+	for _, dsn := range []string{"", "nothing", "oracle://x", "sqlite://", "mysql://root@127.0.0.1:3306/"} {
+		_, err := store.Open(context.Background(), store.Config{DSN: dsn})
+		if !errors.Is(err, store.ErrBadDSN) {
+			t.Errorf("Open(%q) = %v, want ErrBadDSN", dsn, err)
+		}
+	}
+}
