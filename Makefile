@@ -1,0 +1,33 @@
+# Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
+GO ?= go
+RACE_PKGS := ./config/...
+
+.PHONY: run build test test-short lint bench services fuzz
+
+run:
+	$(GO) run ./cmd/tangram server
+
+build:
+	$(GO) build -o bin/tangram ./cmd/tangram
+
+services:
+	bash scripts/services.sh
+
+test: services
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench:
+	$(GO) run ./bench/config -quick
+
+fuzz:
+	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s
+	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/audit"
+	"github.com/tangram-dev/tangram/internal/auth"
+)
+
+func newAuthCmd(g *globals) *cobra.Command {
+	ctx := context.Background()
+	cmd := &cobra.Command{Use: "auth", Short: "Users, roles, API tokens and the audit log"}
+	whoami := &cobra.Command{Use: "whoami", Short: "Show who the token belongs to", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var p auth.Principal
+		if err := g.client().Do(ctx, "GET", "/api/v1/auth/whoami", nil, &p); err != nil {
+			return err
+		}
+		return g.print(p, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "%s", p.Name)
+			if p.TokenEnv != "" {
+				fmt.Fprintf(w, " (token limited to env %s)", p.TokenEnv)
+			}
+			fmt.Fprintln(w)
+			for _, b := range p.Bindings {
+				row(w, "  "+string(b.Role), "env="+b.Env, "app="+b.App, "ns="+b.NS)
+			}
+		})
+	}}
+	parseBinding := func(s string) (auth.Binding, error) {
+		// role[:env[:app[:ns]]]
+		parts := strings.Split(s, ":")
+		b := auth.Binding{Role: auth.Role(parts[0]), Env: "*", App: "*", NS: "*"}
+		if _, err := auth.ParseRole(parts[0]); err != nil {
+			return b, err
+		}
+		if len(parts) > 4 {
+			return b, fmt.Errorf("role %q: want role[:env[:app[:ns]]]", s)
+		}
+		dst := []*string{&b.Env, &b.App, &b.NS}
+		for i, p := range parts[1:] {
+			if p != "" {
+				*dst[i] = p
+			}
+		}
+		return b, nil
+	}
+	var password string
+	var roles []string
+	userCreate := &cobra.Command{Use: "create-user NAME", Short: "Create a user with roles (role[:env[:app[:ns]]], e.g. releaser:prod:demo)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var bs []auth.Binding
+			for _, r := range roles {
+				b, err := parseBinding(r)
+				if err != nil {
+					return err
+				}
+				bs = append(bs, b)
+			}
+			var u auth.User
+			if err := g.client().Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": args[0], "password": password, "bindings": bs}, &u); err != nil {
+				return err
+			}
+			return g.print(u, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created user %s with %d role binding(s)\n", u.Name, len(u.Bindings)) })
+		}}
+	userCreate.Flags().StringVar(&password, "password", "", "console password (at least 8 characters)")
+	userCreate.Flags().StringSliceVar(&roles, "role", nil, "role binding role[:env[:app[:ns]]] (repeatable)")
+	users := &cobra.Command{Use: "users", Short: "List users", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[auth.User]
+		if err := g.client().Do(ctx, "GET", "/api/v1/auth/users", nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "USER", "ROLES")
+			for _, u := range out.Items {
+				var rs []string
+				for _, b := range u.Bindings {
+					rs = append(rs, fmt.Sprintf("%s:%s:%s:%s", b.Role, b.Env, b.App, b.NS))
+				}
+				row(w, u.Name, strings.Join(rs, " "))
+			}
+		})
+	}}
+	grant := func(verb string) *cobra.Command {
+		return &cobra.Command{Use: verb + " USER ROLE", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a role binding role[:env[:app[:ns]]]", Args: cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				b, err := parseBinding(args[1])
+				if err != nil {
+					return err
+				}
+				p := "/api/v1/auth/users/" + url.PathEscape(args[0]) + "/roles"
+				if verb == "revoke" {
+					p += "/revoke"
+				}
+				if err := g.client().Do(ctx, "POST", p, b, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "%sd %s on env=%s app=%s ns=%s for %s\n", strings.TrimSuffix(verb, "e"), b.Role, b.Env, b.App, b.NS, args[0])
+				return nil
+			}}
+	}
+	var tokUser, tokEnv string
+	tokenCreate := &cobra.Command{Use: "create-token NAME", Short: "Create an API token (printed once)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		var out struct {
+			Token string     `json:"token"`
+			Info  auth.Token `json:"info"`
+		}
+		if err := g.client().Do(ctx, "POST", "/api/v1/auth/tokens", map[string]string{"user": tokUser, "name": args[0], "env": tokEnv}, &out); err != nil {
+			return err
+		}
+		return g.print(out, func(w *tabwriter.Writer) { fmt.Fprintln(w, out.Token) })
+	}}
+	tokenCreate.Flags().StringVar(&tokUser, "user", "", "owner (default: you)")
+	tokenCreate.Flags().StringVar(&tokEnv, "env", "", "limit the token to one environment")
+	tokens := &cobra.Command{Use: "tokens", Short: "List API tokens", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[auth.Token]
+		if err := g.client().Do(ctx, "GET", "/api/v1/auth/tokens", nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "ID", "USER", "NAME", "ENV", "REVOKED", "LAST-USED")
+			for _, t := range out.Items {
+				last := ""
+				if t.LastUsedAt > 0 {
+					last = time.UnixMilli(t.LastUsedAt).UTC().Format(time.RFC3339)
+				}
+				row(w, t.ID, t.User, t.Name, t.Env, t.Revoked, last)
+			}
+		})
+	}}
+	revokeToken := &cobra.Command{Use: "revoke-token ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if _, err := strconv.ParseInt(args[0], 10, 64); err != nil {
+			return fmt.Errorf("token id %q is not a number", args[0])
+		}
+		if err := g.client().Do(ctx, "DELETE", "/api/v1/auth/tokens/"+args[0], nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "token %s revoked\n", args[0])
+		return nil
+	}}
+	var auditLimit int
+	var auditAction, auditActor string
+	auditCmd := &cobra.Command{Use: "audit", Short: "Show the audit log, newest first", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		q := url.Values{}
+		q.Set("limit", strconv.Itoa(auditLimit))
+		if auditAction != "" {
+			q.Set("action", auditAction)
+		}
+		if auditActor != "" {
+			q.Set("actor", auditActor)
+		}
+		var out api.List[audit.Entry]
+		if err := g.client().Do(ctx, "GET", "/api/v1/audit?"+q.Encode(), nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "WHEN", "ACTOR", "ACTION", "RESOURCE")
+			for _, e := range out.Items {
+				row(w, time.UnixMilli(e.At).UTC().Format(time.RFC3339), e.Actor, e.Action, e.Resource)
+			}
+		})
+	}}
+	auditCmd.Flags().IntVar(&auditLimit, "limit", 50, "entries")
+	auditCmd.Flags().StringVar(&auditAction, "action", "", "action prefix, e.g. config.publish")
+	auditCmd.Flags().StringVar(&auditActor, "actor", "", "actor")
+	cmd.AddCommand(whoami, userCreate, users, grant("grant"), grant("revoke"), tokenCreate, tokens, revokeToken, auditCmd)
+	return cmd
+}

@@ -1,0 +1,725 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/internal/api"
+)
+
+type coordFlags struct {
+	env, app, cluster, ns string
+}
+
+func (c *coordFlags) add(cmd *cobra.Command, withNS bool) {
+	cmd.Flags().StringVar(&c.env, "env", envOr("TANGRAM_ENV", "dev"), "environment")
+	cmd.Flags().StringVar(&c.app, "app", os.Getenv("TANGRAM_APP"), "app")
+	cmd.Flags().StringVar(&c.cluster, "cluster", config.DefaultCluster, "cluster")
+	if withNS {
+		cmd.Flags().StringVar(&c.ns, "ns", config.DefaultNamespace, "namespace")
+	}
+}
+
+func (c *coordFlags) check() error {
+	if c.app == "" {
+		return fmt.Errorf("--app is required (or set TANGRAM_APP)")
+	}
+	return nil
+}
+
+func (c *coordFlags) nsPath() string {
+	return "/api/v1/config/envs/" + url.PathEscape(c.env) + "/apps/" + url.PathEscape(c.app) + "/clusters/" + url.PathEscape(c.cluster) + "/namespaces/" + url.PathEscape(c.ns)
+}
+
+func (c *coordFlags) coord() string { return c.env + "/" + c.app + "/" + c.cluster + "/" + c.ns }
+
+func newConfigCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Config center: apps, namespaces, items, releases, gray, approvals"}
+	ctx := context.Background()
+
+	// Apps, envs, clusters, namespaces.
+	var appDesc, appOwner string
+	createApp := &cobra.Command{Use: "create-app NAME", Short: "Create an app (with an 'application' namespace in every environment)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a config.App
+			if err := g.client().Do(ctx, "POST", "/api/v1/config/apps", config.App{Name: args[0], Description: appDesc, Owner: appOwner}, &a); err != nil {
+				return err
+			}
+			return g.print(a, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created app %s\n", a.Name) })
+		}}
+	createApp.Flags().StringVar(&appDesc, "description", "", "description")
+	createApp.Flags().StringVar(&appOwner, "owner", "", "owner (default: you)")
+
+	apps := &cobra.Command{Use: "apps", Short: "List apps", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[config.App]
+		if err := g.client().Do(ctx, "GET", "/api/v1/config/apps", nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "APP", "OWNER", "DESCRIPTION")
+			for _, a := range out.Items {
+				row(w, a.Name, a.Owner, a.Description)
+			}
+		})
+	}}
+
+	var envDesc string
+	var envEmergency bool
+	createEnv := &cobra.Command{Use: "create-env NAME", Short: "Create an environment", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		var e config.Env
+		if err := g.client().Do(ctx, "POST", "/api/v1/config/envs", config.Env{Name: args[0], Description: envDesc, EmergencyPublish: envEmergency}, &e); err != nil {
+			return err
+		}
+		return g.print(e, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created environment %s\n", e.Name) })
+	}}
+	createEnv.Flags().StringVar(&envDesc, "description", "", "description")
+	createEnv.Flags().BoolVar(&envEmergency, "emergency-publish", true, "allow emergency publishes that bypass approvals")
+
+	envs := &cobra.Command{Use: "envs", Short: "List environments", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[config.Env]
+		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "ENV", "EMERGENCY-PUBLISH", "DESCRIPTION")
+			for _, e := range out.Items {
+				row(w, e.Name, e.EmergencyPublish, e.Description)
+			}
+		})
+	}}
+
+	var cc coordFlags
+	createCluster := &cobra.Command{Use: "create-cluster NAME", Short: "Create a cluster (e.g. a data centre) of an app", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if err := cc.check(); err != nil {
+			return err
+		}
+		p := "/api/v1/config/envs/" + url.PathEscape(cc.env) + "/apps/" + url.PathEscape(cc.app) + "/clusters"
+		if err := g.client().Do(ctx, "POST", p, map[string]string{"name": args[0]}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "created cluster %s of %s/%s\n", args[0], cc.env, cc.app)
+		return nil
+	}}
+	cc.add(createCluster, false)
+
+	var nc coordFlags
+	var nsFormat, nsLink string
+	var nsPublic bool
+	createNS := &cobra.Command{Use: "create-ns NAME", Short: "Create a namespace (properties, yaml, json or text; public; or linked to a public one)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := nc.check(); err != nil {
+				return err
+			}
+			p := "/api/v1/config/envs/" + url.PathEscape(nc.env) + "/apps/" + url.PathEscape(nc.app) + "/clusters/" + url.PathEscape(nc.cluster) + "/namespaces"
+			var ns config.Namespace
+			if err := g.client().Do(ctx, "POST", p, config.NamespaceSpec{Name: args[0], Format: nsFormat, Public: nsPublic, LinkApp: nsLink}, &ns); err != nil {
+				return err
+			}
+			return g.print(ns, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created namespace %s (%s)\n", ns.Coord, ns.Format) })
+		}}
+	nc.add(createNS, false)
+	createNS.Flags().StringVar(&nsFormat, "format", "", "properties, yaml, json or text (default: from the name's suffix)")
+	createNS.Flags().BoolVar(&nsPublic, "public", false, "a public namespace other apps can link to")
+	createNS.Flags().StringVar(&nsLink, "link-app", "", "link to the public namespace of this name owned by another app")
+
+	var lc coordFlags
+	listNS := &cobra.Command{Use: "namespaces", Short: "List an app's namespaces in a cluster", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		if err := lc.check(); err != nil {
+			return err
+		}
+		p := "/api/v1/config/envs/" + url.PathEscape(lc.env) + "/apps/" + url.PathEscape(lc.app) + "/clusters/" + url.PathEscape(lc.cluster) + "/namespaces"
+		var out api.List[config.Namespace]
+		if err := g.client().Do(ctx, "GET", p, nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "NAMESPACE", "FORMAT", "RELEASE", "DRAFT-VERSION", "PUBLIC", "LINK-APP", "APPROVAL")
+			for _, n := range out.Items {
+				row(w, n.NS, n.Format, n.ReleaseID, n.DraftVersion, n.Public, n.LinkApp, n.RequireApproval)
+			}
+		})
+	}}
+	lc.add(listNS, false)
+
+	cmd.AddCommand(createApp, apps, createEnv, envs, createCluster, createNS, listNS)
+	cmd.AddCommand(itemCmds(g)...)
+	cmd.AddCommand(releaseCmds(g)...)
+	cmd.AddCommand(grayCmd(g), watchCmd(g))
+	return cmd
+}
+
+func itemCmds(g *globals) []*cobra.Command {
+	ctx := context.Background()
+	var sc coordFlags
+	var secret bool
+	var comment string
+	var version int64
+	set := &cobra.Command{Use: "set KEY VALUE", Short: "Set a key in the draft (use key 'content' or --file for yaml/json/text namespaces)", Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sc.check(); err != nil {
+				return err
+			}
+			value, err := valueArg(cmd, args)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"value": value, "secret": secret, "comment": comment}
+			if cmd.Flags().Changed("version") {
+				body["version"] = version
+			}
+			var out map[string]int64
+			if err := g.client().Do(ctx, "PUT", sc.nsPath()+"/items/"+url.PathEscape(args[0]), body, &out); err != nil {
+				return err
+			}
+			return g.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "set %s in the draft of %s (draft version %d); publish to release it\n", args[0], sc.coord(), out["draft_version"])
+			})
+		}}
+	sc.add(set, true)
+	set.Flags().BoolVar(&secret, "secret", false, "store encrypted and show masked")
+	set.Flags().StringVar(&comment, "comment", "", "comment")
+	set.Flags().Int64Var(&version, "version", 0, "fail unless the draft is at this version (optimistic concurrency)")
+	set.Flags().String("file", "", "read the value from this file ('-' for stdin)")
+
+	var gc coordFlags
+	var draft, reveal bool
+	get := &cobra.Command{Use: "get [KEY]", Short: "Print a released value (or all items with no key)", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := gc.check(); err != nil {
+				return err
+			}
+			if reveal {
+				var cfg config.ClientConfig
+				if err := g.client().Do(ctx, "GET", "/api/v1/config/configs/"+url.PathEscape(gc.env)+"/"+url.PathEscape(gc.app)+"/"+url.PathEscape(gc.cluster)+"/"+url.PathEscape(gc.ns), nil, &cfg); err != nil {
+					return err
+				}
+				if len(args) == 1 {
+					v, ok := cfg.Items[args[0]]
+					if !ok {
+						return fmt.Errorf("key %q not found in %s", args[0], gc.coord())
+					}
+					fmt.Fprintln(g.out, v)
+					return nil
+				}
+				return g.print(cfg.Items, func(w *tabwriter.Writer) {
+					for k, v := range cfg.Items {
+						row(w, k, v)
+					}
+				})
+			}
+			source := ""
+			if draft {
+				source = "?source=draft"
+			}
+			if len(args) == 1 {
+				var it config.SnapItem
+				if err := g.client().Do(ctx, "GET", gc.nsPath()+"/items/"+url.PathEscape(args[0])+source, nil, &it); err != nil {
+					return err
+				}
+				if g.output != "table" {
+					return g.print(it, nil)
+				}
+				fmt.Fprintln(g.out, it.Value)
+				return nil
+			}
+			var out struct {
+				Namespace config.Namespace `json:"namespace"`
+				Items     []config.Item    `json:"items"`
+				Pending   []config.Change  `json:"pending"`
+			}
+			if err := g.client().Do(ctx, "GET", gc.nsPath(), nil, &out); err != nil {
+				return err
+			}
+			return g.print(out, func(w *tabwriter.Writer) {
+				row(w, "KEY", "DRAFT VALUE", "SECRET", "UPDATED-BY")
+				for _, it := range out.Items {
+					row(w, it.Key, it.Value, it.Secret, it.UpdatedBy)
+				}
+				if len(out.Pending) > 0 {
+					fmt.Fprintf(w, "\n%d unpublished change(s)\n", len(out.Pending))
+				}
+			})
+		}}
+	gc.add(get, true)
+	get.Flags().BoolVar(&draft, "draft", false, "read the draft instead of the current release")
+	get.Flags().BoolVar(&reveal, "reveal", false, "read as a client does (secrets in plaintext; needs read permission)")
+
+	var dc coordFlags
+	del := &cobra.Command{Use: "delete KEY", Short: "Delete a key from the draft", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if err := dc.check(); err != nil {
+			return err
+		}
+		var out map[string]int64
+		if err := g.client().Do(ctx, "DELETE", dc.nsPath()+"/items/"+url.PathEscape(args[0]), nil, &out); err != nil {
+			return err
+		}
+		return g.print(out, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "deleted %s from the draft of %s (draft version %d)\n", args[0], dc.coord(), out["draft_version"])
+		})
+	}}
+	dc.add(del, true)
+
+	var ic coordFlags
+	var impFormat string
+	var merge bool
+	imp := &cobra.Command{Use: "import FILE", Short: "Import a .properties/.yaml/.json file into the draft ('-' for stdin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := ic.check(); err != nil {
+				return err
+			}
+			data, err := readFileArg(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			f := impFormat
+			if f == "" && args[0] != "-" {
+				f = string(config.FormatFromName(args[0]))
+			}
+			var out map[string]int64
+			if err := g.client().Do(ctx, "POST", ic.nsPath()+"/import", map[string]any{"format": f, "data": data, "merge": merge}, &out); err != nil {
+				return err
+			}
+			return g.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "imported %d item(s) into the draft of %s (draft version %d); publish to release\n", out["items"], ic.coord(), out["draft_version"])
+			})
+		}}
+	ic.add(imp, true)
+	imp.Flags().StringVar(&impFormat, "format", "", "file format: properties, yaml or json (default: from the file name)")
+	imp.Flags().BoolVar(&merge, "merge", false, "keep draft keys the file does not mention (default: replace the draft)")
+
+	var ec coordFlags
+	var expFormat string
+	var expDraft, expReveal bool
+	exp := &cobra.Command{Use: "export", Short: "Export the current release (or draft) as a file to stdout", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := ec.check(); err != nil {
+				return err
+			}
+			q := url.Values{}
+			if expFormat != "" {
+				q.Set("format", expFormat)
+			}
+			if expDraft {
+				q.Set("source", "draft")
+			}
+			if expReveal {
+				q.Set("reveal", "true")
+			}
+			var out string
+			if err := g.client().Do(ctx, "GET", ec.nsPath()+"/export?"+q.Encode(), nil, &out); err != nil {
+				return err
+			}
+			_, err := io.WriteString(g.out, out)
+			return err
+		}}
+	ec.add(exp, true)
+	exp.Flags().StringVar(&expFormat, "format", "", "properties, yaml or json (properties namespaces only)")
+	exp.Flags().BoolVar(&expDraft, "draft", false, "export the draft")
+	exp.Flags().BoolVar(&expReveal, "reveal", false, "include secret values in plaintext (needs edit permission)")
+
+	var stc coordFlags
+	var reqApproval, sepPublisher bool
+	settings := &cobra.Command{Use: "settings", Short: "Set a namespace's release rules (approvals, separate publisher)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := stc.check(); err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if cmd.Flags().Changed("require-approval") {
+				body["require_approval"] = reqApproval
+			}
+			if cmd.Flags().Changed("separate-publisher") {
+				body["separate_publisher"] = sepPublisher
+			}
+			var ns config.Namespace
+			if err := g.client().Do(ctx, "PATCH", stc.nsPath(), body, &ns); err != nil {
+				return err
+			}
+			return g.print(ns, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "%s: require_approval=%v separate_publisher=%v\n", ns.Coord, ns.RequireApproval, ns.SeparatePublisher)
+			})
+		}}
+	stc.add(settings, true)
+	settings.Flags().BoolVar(&reqApproval, "require-approval", false, "releases must be requested and approved by another user")
+	settings.Flags().BoolVar(&sepPublisher, "separate-publisher", false, "the publisher must differ from the last editor")
+
+	var inc coordFlags
+	instances := &cobra.Command{Use: "instances", Short: "List client instances and the release each holds", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := inc.check(); err != nil {
+				return err
+			}
+			var out api.List[config.Instance]
+			if err := g.client().Do(ctx, "GET", inc.nsPath()+"/instances", nil, &out); err != nil {
+				return err
+			}
+			return g.print(out.Items, func(w *tabwriter.Writer) {
+				row(w, "INSTANCE", "IP", "LABELS", "RELEASE", "GRAY", "LAST-SEEN")
+				for _, in := range out.Items {
+					row(w, in.Instance, in.IP, in.Labels, in.ReleaseID, in.Gray, time.UnixMilli(in.LastSeen).UTC().Format(time.RFC3339))
+				}
+			})
+		}}
+	inc.add(instances, true)
+	return []*cobra.Command{set, get, del, imp, exp, settings, instances}
+}
+
+func valueArg(cmd *cobra.Command, args []string) (string, error) {
+	file, _ := cmd.Flags().GetString("file")
+	switch {
+	case file != "" && len(args) == 2:
+		return "", fmt.Errorf("give VALUE or --file, not both")
+	case file != "":
+		return readFileArg(cmd, file)
+	case len(args) == 2:
+		return args[1], nil
+	}
+	return "", fmt.Errorf("missing VALUE (or --file)")
+}
+
+func readFileArg(cmd *cobra.Command, name string) (string, error) {
+	var b []byte
+	var err error
+	if name == "-" {
+		b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 8<<20))
+	} else {
+		b, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", name, err)
+	}
+	return string(b), nil
+}
+
+func printRelease(g *globals, rel config.Release, verb string) error {
+	return g.print(rel, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "%s release v%d (#%d, %s): %s\n", verb, rel.Version, rel.ID, rel.Kind, rel.Comment)
+		for _, c := range rel.Changes {
+			row(w, "  "+c.Op, c.Key, c.Old, "→", c.New)
+		}
+	})
+}
+
+func releaseCmds(g *globals) []*cobra.Command {
+	ctx := context.Background()
+	var pc coordFlags
+	var msg string
+	var emergency bool
+	publish := &cobra.Command{Use: "publish", Short: "Release the draft as a new immutable release", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := pc.check(); err != nil {
+				return err
+			}
+			var rel config.Release
+			if err := g.client().Do(ctx, "POST", pc.nsPath()+"/publish", config.PublishRequest{Comment: msg, Emergency: emergency}, &rel); err != nil {
+				return err
+			}
+			return printRelease(g, rel, "published")
+		}}
+	pc.add(publish, true)
+	publish.Flags().StringVarP(&msg, "message", "m", "", "release comment")
+	publish.Flags().BoolVar(&emergency, "emergency", false, "bypass a required approval (audited as an emergency publish)")
+
+	var rc coordFlags
+	var to int64
+	var rmsg string
+	rollback := &cobra.Command{Use: "rollback", Short: "Return to the previous release (or --to ID); recorded as a new release", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := rc.check(); err != nil {
+				return err
+			}
+			var rel config.Release
+			if err := g.client().Do(ctx, "POST", rc.nsPath()+"/rollback", config.RollbackRequest{To: to, Comment: rmsg}, &rel); err != nil {
+				return err
+			}
+			return printRelease(g, rel, "rolled back with")
+		}}
+	rc.add(rollback, true)
+	rollback.Flags().Int64Var(&to, "to", 0, "release id to return to (default: the previous release)")
+	rollback.Flags().StringVarP(&rmsg, "message", "m", "", "comment")
+
+	var hc coordFlags
+	var limit int
+	history := &cobra.Command{Use: "history", Short: "List releases, newest first, with their changes", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := hc.check(); err != nil {
+				return err
+			}
+			var out api.List[config.Release]
+			if err := g.client().Do(ctx, "GET", hc.nsPath()+"/releases?limit="+strconv.Itoa(limit), nil, &out); err != nil {
+				return err
+			}
+			return g.print(out.Items, func(w *tabwriter.Writer) {
+				row(w, "ID", "VERSION", "KIND", "AUTHOR", "WHEN", "CHANGES", "COMMENT")
+				for _, r := range out.Items {
+					var ch []string
+					for _, c := range r.Changes {
+						ch = append(ch, c.Op[:1]+":"+c.Key)
+					}
+					row(w, r.ID, "v"+strconv.FormatInt(r.Version, 10), r.Kind, r.Author, time.UnixMilli(r.CreatedAt).UTC().Format(time.RFC3339), strings.Join(ch, " "), r.Comment)
+				}
+			})
+		}}
+	hc.add(history, true)
+	history.Flags().IntVar(&limit, "limit", 20, "how many releases")
+
+	var fc coordFlags
+	var from, dto string
+	diff := &cobra.Command{Use: "diff", Short: "Diff two releases (default: current release → draft)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := fc.check(); err != nil {
+				return err
+			}
+			var out api.List[config.Change]
+			if err := g.client().Do(ctx, "GET", fc.nsPath()+"/diff?from="+url.QueryEscape(from)+"&to="+url.QueryEscape(dto), nil, &out); err != nil {
+				return err
+			}
+			return g.print(out.Items, func(w *tabwriter.Writer) {
+				if len(out.Items) == 0 {
+					fmt.Fprintln(w, "no differences")
+				}
+				for _, c := range out.Items {
+					row(w, c.Op, c.Key, c.Old, "→", c.New)
+				}
+			})
+		}}
+	fc.add(diff, true)
+	diff.Flags().StringVar(&from, "from", "current", "release id or 'current'")
+	diff.Flags().StringVar(&dto, "to", "draft", "release id or 'draft'")
+
+	var qc coordFlags
+	var qmsg string
+	request := &cobra.Command{Use: "request", Short: "Request approval to release the draft", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := qc.check(); err != nil {
+				return err
+			}
+			var out config.ReleaseRequest
+			if err := g.client().Do(ctx, "POST", qc.nsPath()+"/requests", map[string]string{"comment": qmsg}, &out); err != nil {
+				return err
+			}
+			return g.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "release request #%d filed for %s; another releaser approves it with: tangram config approve %d\n", out.ID, qc.coord(), out.ID)
+				for _, c := range out.Changes {
+					row(w, "  "+c.Op, c.Key, c.Old, "→", c.New)
+				}
+			})
+		}}
+	qc.add(request, true)
+	request.Flags().StringVarP(&qmsg, "message", "m", "", "comment")
+
+	var lqc coordFlags
+	var status string
+	requests := &cobra.Command{Use: "requests", Short: "List release requests", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		if err := lqc.check(); err != nil {
+			return err
+		}
+		var out api.List[config.ReleaseRequest]
+		if err := g.client().Do(ctx, "GET", lqc.nsPath()+"/requests?status="+url.QueryEscape(status), nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "ID", "BY", "STATUS", "REVIEWER", "CHANGES", "COMMENT")
+			for _, r := range out.Items {
+				row(w, r.ID, r.RequestedBy, r.Status, r.Reviewer, len(r.Changes), r.Comment)
+			}
+		})
+	}}
+	lqc.add(requests, true)
+	requests.Flags().StringVar(&status, "status", "", "pending, approved, rejected or cancelled")
+
+	decide := func(verb string) *cobra.Command {
+		var c coordFlags
+		var m string
+		cmd := &cobra.Command{Use: verb + " ID", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a release request", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := c.check(); err != nil {
+					return err
+				}
+				if verb == "approve" {
+					var rel config.Release
+					if err := g.client().Do(ctx, "POST", c.nsPath()+"/requests/"+url.PathEscape(args[0])+"/approve", config.Decision{Comment: m}, &rel); err != nil {
+						return err
+					}
+					return printRelease(g, rel, "approved; published")
+				}
+				if err := g.client().Do(ctx, "POST", c.nsPath()+"/requests/"+url.PathEscape(args[0])+"/"+verb, config.Decision{Comment: m}, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "request %s: %s\n", args[0], verb)
+				return nil
+			}}
+		c.add(cmd, true)
+		cmd.Flags().StringVarP(&m, "message", "m", "", "comment")
+		return cmd
+	}
+	return []*cobra.Command{publish, rollback, history, diff, request, requests, decide("approve"), decide("reject"), decide("cancel")}
+}
+
+func grayCmd(g *globals) *cobra.Command {
+	ctx := context.Background()
+	cmd := &cobra.Command{Use: "gray", Short: "Gray release: changes seen only by selected clients"}
+	printGray := func(gr config.Gray) error {
+		return g.print(gr, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "rules: ips=%v labels=%v instances=%v percent=%d\n", gr.Rules.IPs, gr.Rules.Labels, gr.Rules.Instances, gr.Rules.Percent)
+			if gr.Published != nil {
+				fmt.Fprintf(w, "published as release #%d\n", gr.Published.ReleaseID)
+			} else {
+				fmt.Fprintln(w, "not published")
+			}
+			for _, c := range gr.Changes {
+				row(w, "  "+c.Op, c.Key, c.Old, "→", c.New)
+			}
+		})
+	}
+	edit := func(use, short string, nargs cobra.PositionalArgs, build func(cmd *cobra.Command, args []string) (config.GrayEdit, error), extra func(*cobra.Command)) *cobra.Command {
+		var c coordFlags
+		sub := &cobra.Command{Use: use, Short: short, Args: nargs, RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.check(); err != nil {
+				return err
+			}
+			e, err := build(cmd, args)
+			if err != nil {
+				return err
+			}
+			var gr config.Gray
+			if err := g.client().Do(ctx, "POST", c.nsPath()+"/gray", e, &gr); err != nil {
+				return err
+			}
+			return printGray(gr)
+		}}
+		c.add(sub, true)
+		if extra != nil {
+			extra(sub)
+		}
+		return sub
+	}
+	set := edit("set KEY VALUE", "Set a key in the gray branch", cobra.RangeArgs(1, 2), func(cmd *cobra.Command, args []string) (config.GrayEdit, error) {
+		v, err := valueArg(cmd, args)
+		secret, _ := cmd.Flags().GetBool("secret")
+		return config.GrayEdit{Set: []config.Item{{Key: args[0], Value: v, Secret: secret}}}, err
+	}, func(c *cobra.Command) {
+		c.Flags().String("file", "", "read the value from this file")
+		c.Flags().Bool("secret", false, "secret value")
+	})
+	del := edit("delete KEY", "Delete a key in the gray branch (gray clients will not see it)", cobra.ExactArgs(1), func(cmd *cobra.Command, args []string) (config.GrayEdit, error) {
+		return config.GrayEdit{Delete: []string{args[0]}}, nil
+	}, nil)
+	unset := edit("unset KEY", "Drop a key from the gray branch (gray clients see the main value)", cobra.ExactArgs(1), func(cmd *cobra.Command, args []string) (config.GrayEdit, error) {
+		return config.GrayEdit{Unset: []string{args[0]}}, nil
+	}, nil)
+	rules := edit("rules", "Set which clients see the gray release", cobra.NoArgs, func(cmd *cobra.Command, args []string) (config.GrayEdit, error) {
+		ips, _ := cmd.Flags().GetStringSlice("ip")
+		labels, _ := cmd.Flags().GetStringSlice("label")
+		inst, _ := cmd.Flags().GetStringSlice("instance")
+		pct, _ := cmd.Flags().GetInt("percent")
+		return config.GrayEdit{Rules: &config.Rules{IPs: ips, Labels: labels, Instances: inst, Percent: pct}}, nil
+	}, func(c *cobra.Command) {
+		c.Flags().StringSlice("ip", nil, "client IPs or CIDRs")
+		c.Flags().StringSlice("label", nil, "client labels")
+		c.Flags().StringSlice("instance", nil, "client instance ids")
+		c.Flags().Int("percent", 0, "stable percentage (0-100) of client instances")
+	})
+	var sc coordFlags
+	show := &cobra.Command{Use: "show", Short: "Show the gray branch", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		if err := sc.check(); err != nil {
+			return err
+		}
+		var gr config.Gray
+		if err := g.client().Do(ctx, "GET", sc.nsPath()+"/gray", nil, &gr); err != nil {
+			return err
+		}
+		return printGray(gr)
+	}}
+	sc.add(show, true)
+	action := func(verb, short string) *cobra.Command {
+		var c coordFlags
+		var m string
+		var emergency bool
+		sub := &cobra.Command{Use: verb, Short: short, Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.check(); err != nil {
+				return err
+			}
+			if verb == "abandon" {
+				if err := g.client().Do(ctx, "POST", c.nsPath()+"/gray/abandon", nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "gray branch of %s abandoned\n", c.coord())
+				return nil
+			}
+			var rel config.Release
+			if err := g.client().Do(ctx, "POST", c.nsPath()+"/gray/"+verb, config.PublishRequest{Comment: m, Emergency: emergency}, &rel); err != nil {
+				return err
+			}
+			return printRelease(g, rel, "gray "+verb+":")
+		}}
+		c.add(sub, true)
+		sub.Flags().StringVarP(&m, "message", "m", "", "comment")
+		if verb == "promote" {
+			sub.Flags().BoolVar(&emergency, "emergency", false, "bypass a required approval")
+		}
+		return sub
+	}
+	cmd.AddCommand(set, del, unset, rules, show, action("publish", "Publish the gray branch to the selected clients"),
+		action("promote", "Merge the gray branch into the main release for everyone"), action("abandon", "Drop the gray branch"))
+	return cmd
+}
+
+func watchCmd(g *globals) *cobra.Command {
+	var c coordFlags
+	var nss []string
+	var cacheDir string
+	var labels []string
+	cmd := &cobra.Command{Use: "watch", Short: "Run a config client: print the configuration, then every change as it is pushed", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.check(); err != nil {
+				return err
+			}
+			if len(nss) == 0 {
+				nss = []string{c.ns}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			cl, err := config.NewClient(ctx, config.ClientOptions{Servers: strings.Split(g.server, ","), Token: g.token, Env: c.env, App: c.app, Cluster: c.cluster,
+				Namespaces: nss, CacheDir: cacheDir, Labels: labels, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))})
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			for _, ns := range nss {
+				src := "server"
+				if cl.FromCache(ns) {
+					src = "disk copy"
+				}
+				fmt.Fprintf(g.out, "# %s/%s/%s/%s release %s (from %s)\n", c.env, c.app, c.cluster, ns, cl.ReleaseKey(ns), src)
+				for k, v := range cl.Snapshot(ns) {
+					fmt.Fprintf(g.out, "%s = %s\n", k, v)
+				}
+			}
+			cl.OnChange(func(ev config.ChangeEvent) {
+				fmt.Fprintf(g.out, "# %s changed (release %s) at %s\n", ev.NS, cl.ReleaseKey(ev.NS), time.Now().Format(time.TimeOnly))
+				for _, ch := range ev.Changes {
+					fmt.Fprintf(g.out, "%s %s: %q -> %q\n", ch.Op, ch.Key, ch.Old, ch.New)
+				}
+			})
+			<-ctx.Done()
+			return nil
+		}}
+	c.add(cmd, true)
+	cmd.Flags().StringSliceVar(&nss, "namespaces", nil, "namespaces to watch (default: --ns)")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "disk copy directory (default: user cache dir)")
+	cmd.Flags().StringSliceVar(&labels, "label", nil, "client labels for gray rules")
+	return cmd
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tangram-dev/tangram/server"
+)
+
+func newServerCmd() *cobra.Command {
+	cfg := server.DefaultConfig()
+	var logFormat, logLevel string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Tangram platform (API, console, config center)",
+		Long: `Run the Tangram platform in one process: the HTTP API and web console, and the
+components. With no flags it keeps its state in ./data (SQLite) and listens on :7070.
+Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: %w", logLevel, err)
+			}
+			opts := &slog.HandlerOptions{Level: level}
+			var h slog.Handler
+			switch logFormat {
+			case "text":
+				h = slog.NewTextHandler(os.Stderr, opts)
+			case "json":
+				h = slog.NewJSONHandler(os.Stderr, opts)
+			default:
+				return fmt.Errorf("--log-format %q: want text or json", logFormat)
+			}
+			cfg.Logger = slog.New(h)
+			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
+			if path, _ := cmd.Flags().GetString("secret-key-file"); path != "" {
+				cfg.SecretKeyFile = path
+			}
+			srv, err := server.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := srv.Start(ctx); err != nil {
+				return err
+			}
+			if tok := srv.BootstrapToken(); tok != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\n  First start: created user \"admin\" with API token\n\n    %s\n\n  It is shown only this once. Use it as TANGRAM_TOKEN, or to sign in to the console at %s\n\n", tok, srv.URL())
+			}
+			select {
+			case <-ctx.Done():
+			case err := <-srv.Err():
+				cfg.Logger.Error("server failed", "err", err)
+			}
+			cfg.Logger.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address for the API and console")
+	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory")
+	f.StringVar(&cfg.Store, "store", "", "SQL store: sqlite://PATH (default <data>/tangram.db), postgres://… or mysql://user:pass@host:port/db")
+	f.String("secret-key-file", "", "file with the 32-byte key (hex) encrypting secret config items (default <data>/secret.key; env TANGRAM_SECRET_KEY)")
+	f.DurationVar(&cfg.ConfigScanInterval, "config-scan-interval", time.Second, "how often releases made on other servers are picked up")
+	f.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark console cookies Secure (serve behind TLS)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}

@@ -1,0 +1,712 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/auth"
+)
+
+// Register mounts the config API on mux under /api/v1/config. wrap
+// authenticates (auth.Service.Require); every handler checks permissions.
+func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := fn(w, r); err != nil {
+				api.WriteError(w, MapError(err))
+			}
+		})))
+	}
+	const base = "/api/v1/config"
+	const nsPath = base + "/envs/{env}/apps/{app}/clusters/{cluster}/namespaces/{ns}"
+	coord := func(r *http.Request) Coord {
+		return Coord{Env: r.PathValue("env"), App: r.PathValue("app"), Cluster: r.PathValue("cluster"), NS: r.PathValue("ns")}
+	}
+	check := func(r *http.Request, p auth.Perm, c Coord) error { return auth.Check(r.Context(), p, c.Env, c.App, c.NS) }
+	actor := func(r *http.Request) string { return auth.Actor(r.Context()) }
+
+	h("GET "+base+"/envs", func(w http.ResponseWriter, r *http.Request) error {
+		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+			return err
+		}
+		envs, err := s.ListEnvs(r.Context())
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[Env]{Items: envs})
+		return nil
+	})
+	h("POST "+base+"/envs", func(w http.ResponseWriter, r *http.Request) error {
+		if err := auth.Check(r.Context(), auth.PermAdmin, "", "", ""); err != nil {
+			return err
+		}
+		var e Env
+		if err := api.Decode(r, &e); err != nil {
+			return err
+		}
+		out, err := s.CreateEnv(r.Context(), actor(r), e)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, out)
+		return nil
+	})
+	h("PUT "+base+"/envs/{env}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := auth.Check(r.Context(), auth.PermAdmin, r.PathValue("env"), "", ""); err != nil {
+			return err
+		}
+		var e Env
+		if err := api.Decode(r, &e); err != nil {
+			return err
+		}
+		e.Name = r.PathValue("env")
+		out, err := s.UpdateEnv(r.Context(), actor(r), e)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, out)
+		return nil
+	})
+	h("GET "+base+"/apps", func(w http.ResponseWriter, r *http.Request) error {
+		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+			return err
+		}
+		apps, err := s.ListApps(r.Context())
+		if err != nil {
+			return err
+		}
+		p := auth.FromContext(r.Context())
+		visible := apps[:0]
+		for _, a := range apps {
+			if p.Can(auth.PermRead, "", a.Name, "") {
+				visible = append(visible, a)
+			}
+		}
+		api.WriteJSON(w, 200, api.List[App]{Items: visible})
+		return nil
+	})
+	h("POST "+base+"/apps", func(w http.ResponseWriter, r *http.Request) error {
+		var a App
+		if err := api.Decode(r, &a); err != nil {
+			return err
+		}
+		if err := auth.Check(r.Context(), auth.PermEdit, "", a.Name, ""); err != nil {
+			return err
+		}
+		out, err := s.CreateApp(r.Context(), actor(r), a)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, out)
+		return nil
+	})
+	h("GET "+base+"/apps/{app}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := auth.Check(r.Context(), auth.PermRead, "", r.PathValue("app"), ""); err != nil {
+			return err
+		}
+		a, err := s.GetApp(r.Context(), r.PathValue("app"))
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, a)
+		return nil
+	})
+	h("GET "+base+"/envs/{env}/apps/{app}/clusters", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		cl, err := s.ListClusters(r.Context(), c.Env, c.App)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[string]{Items: cl})
+		return nil
+	})
+	h("POST "+base+"/envs/{env}/apps/{app}/clusters", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		var req struct {
+			Name string `json:"name"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		if err := s.CreateCluster(r.Context(), actor(r), c.Env, c.App, req.Name); err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, map[string]string{"name": req.Name})
+		return nil
+	})
+	h("GET "+base+"/envs/{env}/apps/{app}/clusters/{cluster}/namespaces", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		nss, err := s.ListNamespaces(r.Context(), c.Env, c.App, c.Cluster)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[Namespace]{Items: nss})
+		return nil
+	})
+	h("POST "+base+"/envs/{env}/apps/{app}/clusters/{cluster}/namespaces", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		var spec NamespaceSpec
+		if err := api.Decode(r, &spec); err != nil {
+			return err
+		}
+		c.NS = spec.Name
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		ns, err := s.CreateNamespace(r.Context(), actor(r), c.Env, c.App, c.Cluster, spec)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, ns)
+		return nil
+	})
+
+	// One namespace.
+	h("GET "+nsPath, func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		ns, err := s.Namespace(r.Context(), c)
+		if err != nil {
+			return err
+		}
+		items, err := s.Items(r.Context(), c, false)
+		if err != nil {
+			return err
+		}
+		pending, err := s.DiffReleases(r.Context(), c, 0, 0)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]any{"namespace": ns, "items": items, "pending": pending})
+		return nil
+	})
+	h("PATCH "+nsPath, func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermAdmin, c); err != nil {
+			return err
+		}
+		var set Settings
+		if err := api.Decode(r, &set); err != nil {
+			return err
+		}
+		ns, err := s.UpdateSettings(r.Context(), actor(r), c, set)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, ns)
+		return nil
+	})
+	h("GET "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		key := r.PathValue("key")
+		var it SnapItem
+		var found bool
+		if r.URL.Query().Get("source") == "draft" {
+			items, err := s.Items(r.Context(), c, false)
+			if err != nil {
+				return err
+			}
+			for _, x := range items {
+				if x.Key == key {
+					it, found = SnapItem{Key: x.Key, Value: x.Value, Secret: x.Secret}, true
+				}
+			}
+		} else {
+			ns, err := s.Namespace(r.Context(), c)
+			if err != nil {
+				return err
+			}
+			snap, err := s.currentSnapshot(r.Context(), s.st, ns)
+			if err != nil {
+				return err
+			}
+			it, found = snap.Get(key)
+			if found && it.Secret {
+				it.Value = Masked
+			}
+		}
+		if !found {
+			return api.NotFound("key %q not found in %s", key, c)
+		}
+		api.WriteJSON(w, 200, it)
+		return nil
+	})
+	h("PUT "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		var req struct {
+			Value   string `json:"value"`
+			Secret  bool   `json:"secret"`
+			Comment string `json:"comment"`
+			Version *int64 `json:"version"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		v, err := s.EditDraft(r.Context(), actor(r), c, Edit{Set: []Item{{Key: r.PathValue("key"), Value: req.Value, Secret: req.Secret, Comment: req.Comment}}, Version: req.Version})
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
+		return nil
+	})
+	h("DELETE "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		e := Edit{Delete: []string{r.PathValue("key")}}
+		if v := r.URL.Query().Get("version"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return api.BadRequest("version %q is not a number", v)
+			}
+			e.Version = &n
+		}
+		v, err := s.EditDraft(r.Context(), actor(r), c, e)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
+		return nil
+	})
+	h("POST "+nsPath+"/draft", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		var e Edit
+		if err := api.Decode(r, &e); err != nil {
+			return err
+		}
+		v, err := s.EditDraft(r.Context(), actor(r), c, e)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
+		return nil
+	})
+	h("POST "+nsPath+"/publish", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRelease, c); err != nil {
+			return err
+		}
+		var req PublishRequest
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		rel, err := s.Publish(r.Context(), actor(r), c, req)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, rel)
+		return nil
+	})
+	h("GET "+nsPath+"/releases", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		page, err := api.ReadPage(r, 20, 500)
+		if err != nil {
+			return err
+		}
+		rels, err := s.Releases(r.Context(), c, page.Cursor, page.Limit)
+		if err != nil {
+			return err
+		}
+		out := api.List[Release]{Items: rels}
+		if len(rels) == page.Limit {
+			out.NextCursor = strconv.FormatInt(rels[len(rels)-1].ID, 10)
+		}
+		api.WriteJSON(w, 200, out)
+		return nil
+	})
+	h("GET "+nsPath+"/releases/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			return api.BadRequest("release id %q is not a number", r.PathValue("id"))
+		}
+		rel, err := s.Release(r.Context(), c, id)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, rel)
+		return nil
+	})
+	h("GET "+nsPath+"/diff", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		from, err1 := optInt(r, "from")
+		to, err2 := optInt(r, "to")
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		changes, err := s.DiffReleases(r.Context(), c, from, to)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[Change]{Items: changes})
+		return nil
+	})
+	h("POST "+nsPath+"/rollback", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRelease, c); err != nil {
+			return err
+		}
+		var req RollbackRequest
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		rel, err := s.Rollback(r.Context(), actor(r), c, req)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, rel)
+		return nil
+	})
+	h("GET "+nsPath+"/gray", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		g, err := s.GetGray(r.Context(), c)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, g)
+		return nil
+	})
+	h("POST "+nsPath+"/gray", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		var e GrayEdit
+		if err := api.Decode(r, &e); err != nil {
+			return err
+		}
+		g, err := s.EditGray(r.Context(), actor(r), c, e)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, g)
+		return nil
+	})
+	h("POST "+nsPath+"/gray/publish", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRelease, c); err != nil {
+			return err
+		}
+		var req PublishRequest
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		rel, err := s.PublishGray(r.Context(), actor(r), c, req.Comment)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, rel)
+		return nil
+	})
+	h("POST "+nsPath+"/gray/promote", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRelease, c); err != nil {
+			return err
+		}
+		var req PublishRequest
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		rel, err := s.PromoteGray(r.Context(), actor(r), c, req)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, rel)
+		return nil
+	})
+	h("POST "+nsPath+"/gray/abandon", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRelease, c); err != nil {
+			return err
+		}
+		if err := s.AbandonGray(r.Context(), actor(r), c); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	h("GET "+nsPath+"/requests", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		reqs, err := s.Requests(r.Context(), c, r.URL.Query().Get("status"))
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[ReleaseRequest]{Items: reqs})
+		return nil
+	})
+	h("POST "+nsPath+"/requests", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		var req struct {
+			Comment string `json:"comment"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		out, err := s.RequestRelease(r.Context(), actor(r), c, req.Comment)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, out)
+		return nil
+	})
+	h("POST "+nsPath+"/requests/{id}/{decision}", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			return api.BadRequest("request id %q is not a number", r.PathValue("id"))
+		}
+		var d Decision
+		if err := api.Decode(r, &d); err != nil {
+			return err
+		}
+		switch r.PathValue("decision") {
+		case "approve":
+			if err := check(r, auth.PermRelease, c); err != nil {
+				return err
+			}
+			rel, err := s.Approve(r.Context(), actor(r), c, id, d)
+			if err != nil {
+				return err
+			}
+			api.WriteJSON(w, 201, rel)
+			return nil
+		case "reject":
+			if err := check(r, auth.PermRelease, c); err != nil {
+				return err
+			}
+			err = s.Decline(r.Context(), actor(r), c, id, StatusRejected, d)
+		case "cancel":
+			if err := check(r, auth.PermEdit, c); err != nil {
+				return err
+			}
+			err = s.Decline(r.Context(), actor(r), c, id, StatusCancelled, d)
+		default:
+			return api.NotFound("decision %q (want approve, reject or cancel)", r.PathValue("decision"))
+		}
+		if err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	h("GET "+nsPath+"/instances", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		ins, err := s.Instances(r.Context(), c)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[Instance]{Items: ins})
+		return nil
+	})
+	h("GET "+nsPath+"/export", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		var f Format
+		if v := r.URL.Query().Get("format"); v != "" {
+			var err error
+			if f, err = ParseFormat(v); err != nil {
+				return err
+			}
+		}
+		reveal := r.URL.Query().Get("reveal") == "true"
+		if reveal {
+			if err := check(r, auth.PermEdit, c); err != nil {
+				return err
+			}
+		}
+		out, err := s.Export(r.Context(), c, r.URL.Query().Get("source") == "draft", reveal, f)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, out)
+		return nil
+	})
+	h("POST "+nsPath+"/import", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermEdit, c); err != nil {
+			return err
+		}
+		var req struct {
+			Format string `json:"format"`
+			Data   string `json:"data"`
+			Merge  bool   `json:"merge"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		var f Format
+		if req.Format != "" {
+			var err error
+			if f, err = ParseFormat(req.Format); err != nil {
+				return err
+			}
+		}
+		v, n, err := s.Import(r.Context(), actor(r), c, f, req.Data, req.Merge)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]int64{"draft_version": v, "items": int64(n)})
+		return nil
+	})
+
+	// The client (SDK) endpoints.
+	h("GET "+base+"/configs/{env}/{app}/{cluster}/{ns}", func(w http.ResponseWriter, r *http.Request) error {
+		c := coord(r)
+		if err := check(r, auth.PermRead, c); err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		cl := Peer{Instance: q.Get("instance"), IP: q.Get("ip")}
+		if cl.IP == "" {
+			cl.IP, _, _ = net.SplitHostPort(r.RemoteAddr)
+		}
+		if l := q.Get("labels"); l != "" {
+			cl.Labels = strings.Split(l, ",")
+		}
+		cfg, err := s.Fetch(r.Context(), c, cl)
+		if err != nil {
+			return err
+		}
+		if rk := q.Get("release_key"); rk != "" && rk == cfg.ReleaseKey {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		api.WriteJSON(w, 200, cfg)
+		return nil
+	})
+	h("POST "+base+"/watch", func(w http.ResponseWriter, r *http.Request) error {
+		var req WatchRequest
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		for _, n := range req.Namespaces {
+			if err := auth.Check(r.Context(), auth.PermRead, req.Env, req.App, n.NS); err != nil {
+				return err
+			}
+		}
+		hold := s.cfg.MaxHold
+		if v := r.URL.Query().Get("timeout"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return api.BadRequest("timeout %q: want a duration such as 60s", v)
+			}
+			hold = d
+		}
+		changes, err := s.Watch(r.Context(), req, hold)
+		if err != nil {
+			if r.Context().Err() != nil {
+				return nil // client went away
+			}
+			if errors.Is(err, ErrServerClosed) {
+				return api.Errorf(http.StatusServiceUnavailable, "unavailable", "server is shutting down; reconnect")
+			}
+			return err
+		}
+		if changes == nil {
+			changes = []Notification{}
+		}
+		api.WriteJSON(w, 200, map[string]any{"changes": changes})
+		return nil
+	})
+}
+
+func optInt(r *http.Request, name string) (int64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" || v == "draft" || v == "current" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, api.BadRequest("%s %q: want a release id, \"current\" or \"draft\"", name, v)
+	}
+	return n, nil
+}
+
+// MapError turns config errors into API errors with the right status.
+func MapError(err error) error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	var ce *ConflictError
+	switch {
+	case errors.As(err, &ce):
+		e := api.Conflict("%s", ce.Error())
+		e.Details = map[string]int64{"current_version": ce.Current}
+		return e
+	case errors.Is(err, ErrNotFound):
+		return api.NotFound("%s", trimPrefix(err))
+	case errors.Is(err, ErrExists):
+		return api.Conflict("%s", trimPrefix(err))
+	case errors.Is(err, ErrConflict):
+		return api.Conflict("%s", trimPrefix(err))
+	case errors.Is(err, ErrApprovalRequired):
+		return api.Errorf(http.StatusConflict, "approval_required", "%s", trimPrefix(err))
+	case errors.Is(err, ErrForbidden):
+		return api.Forbidden("%s", trimPrefix(err))
+	case errors.Is(err, ErrTooLarge):
+		return api.Errorf(http.StatusRequestEntityTooLarge, "too_large", "%s", trimPrefix(err))
+	case errors.Is(err, ErrInvalid):
+		return api.BadRequest("%s", trimPrefix(err))
+	}
+	return err
+}
+
+func trimPrefix(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"config: not found: ", "config: already exists: ", "config: invalid: ", "config: version conflict: ", "config: approval required: ", "config: not allowed: ", "config: value too large: "} {
+		msg = strings.Replace(msg, p, "", 1)
+	}
+	return msg
+}

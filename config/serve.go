@@ -1,0 +1,273 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tangram-dev/tangram/internal/audit"
+	"github.com/tangram-dev/tangram/internal/store"
+)
+
+// ClientConfig is what a client receives for one namespace: the values in
+// force for it (main release, or gray when selected, over a public
+// namespace it is linked to), with secrets in plaintext.
+type ClientConfig struct {
+	Env     string `json:"env"`
+	App     string `json:"app"`
+	Cluster string `json:"cluster"` // the cluster that served it (may be "default")
+	NS      string `json:"ns"`
+	Format  Format `json:"format"`
+	// ReleaseKey identifies exactly what was served; a client sends it
+	// back to get 304 Not Modified when nothing changed.
+	ReleaseKey string `json:"release_key"`
+	// NotificationID is the id to watch from.
+	NotificationID int64             `json:"notification_id"`
+	Gray           bool              `json:"gray,omitempty"`
+	Items          map[string]string `json:"items"`
+}
+
+// Content returns the document of a yaml/json/text namespace.
+func (c *ClientConfig) Content() string { return c.Items[ContentKey] }
+
+// effective returns the snapshot a client sees of one namespace row, and
+// the ids that made it.
+func (s *Server) effective(ctx context.Context, ns *Namespace, cl Peer) (Snapshot, int64, int64, error) {
+	main, err := s.currentSnapshot(ctx, s.st, ns)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	g, err := s.loadGray(ctx, s.st, ns.ID)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if g != nil && g.published && g.pubRules.Match(ns.Coord, cl) {
+		return g.pubOverlay.Apply(main), ns.ReleaseID, g.releaseID, nil
+	}
+	return main, ns.ReleaseID, 0, nil
+}
+
+// resolve finds the namespace row serving c: the named cluster's when it
+// has been released (or has a gray branch), else the default cluster's.
+func (s *Server) resolve(ctx context.Context, c Coord) (*Namespace, error) {
+	ns, err := s.loadNS(ctx, s.st, c)
+	if err == nil && (ns.ReleaseID != 0 || c.Cluster == DefaultCluster) {
+		return ns, nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if c.Cluster == DefaultCluster {
+		return nil, err
+	}
+	d := c
+	d.Cluster = DefaultCluster
+	dns, derr := s.loadNS(ctx, s.st, d)
+	if derr != nil {
+		if ns != nil {
+			return ns, nil
+		}
+		return nil, err
+	}
+	return dns, nil
+}
+
+// Fetch returns the configuration a client sees for one namespace and
+// records which release the client instance holds.
+func (s *Server) Fetch(ctx context.Context, c Coord, cl Peer) (*ClientConfig, error) {
+	if c.Cluster == "" {
+		c.Cluster = DefaultCluster
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	// Read the notification id before the release: a release landing in
+	// between makes the id stale, so the next watch returns at once.
+	nid := s.hub.current([][]string{watchKeys(c.Env, c.App, c.Cluster, c.NS)})[0]
+	ns, err := s.resolve(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	snap, mainID, grayID, err := s.effective(ctx, ns, cl)
+	if err != nil {
+		return nil, err
+	}
+	var linkID, linkGray int64
+	if ns.LinkApp != "" {
+		pc := Coord{Env: c.Env, App: ns.LinkApp, Cluster: c.Cluster, NS: c.NS}
+		pns, err := s.resolve(ctx, pc)
+		if err != nil {
+			return nil, fmt.Errorf("config: linked public namespace: %w", err)
+		}
+		psnap, pid, pg, err := s.effective(ctx, pns, cl)
+		if err != nil {
+			return nil, err
+		}
+		linkID, linkGray = pid, pg
+		snap = mergeLinked(psnap, snap)
+	}
+	out := &ClientConfig{Env: c.Env, App: c.App, Cluster: ns.Cluster, NS: c.NS, Format: ns.Format, NotificationID: nid,
+		Gray: grayID != 0 || linkGray != 0, Items: make(map[string]string, len(snap)),
+		ReleaseKey: fmt.Sprintf("%d.%d.%d.%d", mainID, grayID, linkID, linkGray)}
+	for _, it := range snap {
+		v := it.Value
+		if it.Secret {
+			if v, err = s.cipher.Open(it.Value); err != nil {
+				return nil, err
+			}
+		}
+		out.Items[it.Key] = v
+	}
+	if cl.Instance != "" {
+		if err := s.recordInstance(ctx, ns.ID, cl, mainID, grayID != 0); err != nil {
+			s.log.Warn("config: record client instance", "err", err)
+		}
+	}
+	return out, nil
+}
+
+// mergeLinked overlays an app's own items on a public namespace's.
+func mergeLinked(public, own Snapshot) Snapshot {
+	o := Overlay{Set: own}
+	return o.Apply(public)
+}
+
+func (s *Server) recordInstance(ctx context.Context, nsID int64, cl Peer, releaseID int64, gray bool) error {
+	labels := strings.Join(cl.Labels, ",")
+	now := store.NowMillis()
+	res, err := s.st.ExecContext(ctx, `UPDATE config_instances SET ip = ?, labels = ?, release_id = ?, gray = ?, last_seen = ? WHERE ns_id = ? AND instance = ?`,
+		cl.IP, labels, releaseID, b2i(gray), now, nsID, cl.Instance)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	_, err = s.st.ExecContext(ctx, `INSERT INTO config_instances (ns_id, instance, ip, labels, release_id, gray, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		nsID, cl.Instance, cl.IP, labels, releaseID, b2i(gray), now)
+	if store.IsUniqueViolation(err) {
+		return nil // raced with another fetch of the same instance
+	}
+	return err
+}
+
+// Instance is a client instance and the release it last fetched.
+type Instance struct {
+	Instance  string `json:"instance"`
+	IP        string `json:"ip"`
+	Labels    string `json:"labels,omitempty"`
+	ReleaseID int64  `json:"release_id"`
+	Gray      bool   `json:"gray"`
+	LastSeen  int64  `json:"last_seen"`
+}
+
+// Instances lists the clients that fetched a namespace, most recent first.
+func (s *Server) Instances(ctx context.Context, c Coord) ([]Instance, error) {
+	ns, err := s.Namespace(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.st.QueryContext(ctx, `SELECT instance, ip, labels, release_id, gray, last_seen FROM config_instances WHERE ns_id = ? ORDER BY last_seen DESC LIMIT 1000`, ns.ID)
+	if err != nil {
+		return nil, fmt.Errorf("config: list instances: %w", err)
+	}
+	defer rows.Close()
+	var out []Instance
+	for rows.Next() {
+		var in Instance
+		var g int
+		if err := rows.Scan(&in.Instance, &in.IP, &in.Labels, &in.ReleaseID, &g, &in.LastSeen); err != nil {
+			return nil, err
+		}
+		in.Gray = g != 0
+		out = append(out, in)
+	}
+	return out, rows.Err()
+}
+
+// Export renders a namespace (its current release, or its draft) as a file
+// in the given format. Properties namespaces export as .properties, or as a
+// flat yaml/json mapping; document namespaces export their document. Secret
+// values are exported masked unless reveal is set.
+func (s *Server) Export(ctx context.Context, c Coord, draft, reveal bool, format Format) (string, error) {
+	ns, err := s.Namespace(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	var snap Snapshot
+	if draft {
+		items, err := s.items(ctx, s.st, ns.ID)
+		if err != nil {
+			return "", err
+		}
+		snap = snapshotOf(items)
+	} else if snap, err = s.currentSnapshot(ctx, s.st, ns); err != nil {
+		return "", err
+	}
+	kvs := make([]KV, 0, len(snap))
+	for _, it := range snap {
+		kvs = append(kvs, KV{Key: it.Key, Value: s.present(it.Value, it.Secret, reveal)})
+	}
+	if ns.Format != Properties {
+		if len(kvs) == 0 {
+			return "", nil
+		}
+		return kvs[0].Value, nil
+	}
+	if format == "" {
+		format = Properties
+	}
+	return FlatDocument(format, kvs)
+}
+
+// Import replaces (or, with merge, updates) a namespace's draft from a
+// file. A properties namespace reads .properties, or yaml/json flattened
+// to dotted keys; a document namespace takes the document whole after
+// validating it. Nothing is published.
+func (s *Server) Import(ctx context.Context, actor string, c Coord, format Format, data string, merge bool) (int64, int, error) {
+	ns, err := s.Namespace(ctx, c)
+	if err != nil {
+		return 0, 0, err
+	}
+	var set []Item
+	if ns.Format != Properties {
+		if err := Validate(ns.Format, data); err != nil {
+			return 0, 0, err
+		}
+		set = []Item{{Key: ContentKey, Value: data}}
+	} else {
+		if format == "" {
+			format = Properties
+		}
+		var kvs []KV
+		switch format {
+		case Properties:
+			kvs, err = ParseProperties(data)
+		case YAML, JSON:
+			kvs, err = FlattenDocument(format, data)
+		default:
+			err = fmt.Errorf("%w: cannot import %s into a properties namespace", ErrInvalid, format)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		// Keep the secret flag of existing secret items.
+		existing, err := s.items(ctx, s.st, ns.ID)
+		if err != nil {
+			return 0, 0, err
+		}
+		secret := map[string]bool{}
+		for _, it := range existing {
+			secret[it.Key] = it.Secret
+		}
+		for _, kv := range kvs {
+			set = append(set, Item{Key: kv.Key, Value: kv.Value, Secret: secret[kv.Key]})
+		}
+	}
+	v, err := s.EditDraft(ctx, actor, c, Edit{Set: set, Replace: !merge})
+	if err == nil {
+		_ = audit.Record(ctx, s.st, audit.Entry{Actor: actor, Action: "config.import", Resource: "config/" + c.String(), After: fmt.Sprintf("%d items from %s (merge=%v)", len(set), format, merge)})
+	}
+	return v, len(set), err
+}

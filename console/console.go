@@ -1,0 +1,244 @@
+// Package console is Tangram's web console: server-rendered pages
+// (html/template) with embedded assets, no Node build step. Pages sit in a
+// common layout; components add pages with Page and navigation links with
+// Nav. Forms post back with the session's CSRF token; every page requires a
+// signed-in user.
+package console
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/audit"
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/store"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Config wires the console to the services it shows.
+type Config struct {
+	Auth          *auth.Service
+	Config        *config.Server
+	Store         *store.Store
+	Logger        *slog.Logger
+	SecureCookies bool
+	Version       string
+}
+
+// NavLink is an entry of the top navigation.
+type NavLink struct{ Href, Label string }
+
+// Console serves the web console.
+type Console struct {
+	cfg   Config
+	log   *slog.Logger
+	pages map[string]*template.Template
+	nav   []NavLink
+}
+
+var funcs = template.FuncMap{
+	"ms": func(v int64) string {
+		if v == 0 {
+			return ""
+		}
+		return time.UnixMilli(v).UTC().Format("2006-01-02 15:04:05")
+	},
+	"join": func(s []string) string { return strings.Join(s, ",") },
+}
+
+// New parses the templates.
+func New(cfg Config) (*Console, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Console{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{},
+		nav: []NavLink{{"/config", "Config"}, {"/audit", "Audit"}}}
+	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
+	if err != nil {
+		return nil, fmt.Errorf("console: parse layout: %w", err)
+	}
+	for _, p := range []string{"login", "apps", "app", "namespace", "audit"} {
+		t, err := layout.Clone()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := t.ParseFS(templateFS, "templates/"+p+".html"); err != nil {
+			return nil, fmt.Errorf("console: parse %s: %w", p, err)
+		}
+		c.pages[p] = t
+	}
+	return c, nil
+}
+
+// Register mounts the console on mux.
+func (c *Console) Register(mux *http.ServeMux) {
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /login", c.loginPage)
+	mux.HandleFunc("POST /login", c.login)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/config", http.StatusSeeOther) })
+	mux.Handle("POST /logout", c.page(c.logout))
+	mux.Handle("GET /audit", c.page(c.auditPage))
+	c.registerConfig(mux)
+}
+
+type view struct {
+	Title   string
+	User    string
+	CSRF    string
+	Nav     []NavLink
+	Flash   string
+	Error   string
+	Version string
+	Data    any
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, page, title string, data any) {
+	v := view{Title: title, Nav: c.nav, Version: c.cfg.Version, Data: data,
+		Flash: r.URL.Query().Get("msg"), Error: r.URL.Query().Get("err")}
+	if p := auth.FromContext(r.Context()); p != nil {
+		v.User, v.CSRF = p.Name, p.CSRF
+	}
+	var buf bytes.Buffer
+	if err := c.pages[page].ExecuteTemplate(&buf, "layout", v); err != nil {
+		c.log.Error("console: render", "page", page, "err", err)
+		http.Error(w, "console: render failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'")
+	_, _ = buf.WriteTo(w)
+}
+
+// page wraps a console handler: it requires a session (redirecting to the
+// login page otherwise) and checks CSRF on posts; handler errors come back
+// to the referring page as a message.
+func (c *Console) page(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ck, err := r.Cookie(auth.SessionCookie)
+		if err != nil || ck.Value == "" {
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		p, err := c.cfg.Auth.Authenticate(r)
+		if err != nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "session expired or bad CSRF token; reload the page", http.StatusForbidden)
+			return
+		}
+		r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+		if err := fn(w, r); err != nil {
+			msg := errMessage(config.MapError(err))
+			if r.Method == http.MethodGet {
+				status := http.StatusInternalServerError
+				var ae *api.Error
+				if errors.As(config.MapError(err), &ae) {
+					status = ae.Status
+				}
+				http.Error(w, msg, status)
+				return
+			}
+			back(w, r, "", msg)
+		}
+	})
+}
+
+func errMessage(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return "internal error"
+}
+
+// back redirects to the page the form was on with a message.
+func back(w http.ResponseWriter, r *http.Request, msg, errMsg string) {
+	target := r.Header.Get("Referer")
+	u, err := url.Parse(target)
+	if target == "" || err != nil || (u.Host != "" && u.Host != r.Host) {
+		u = &url.URL{Path: "/config"}
+	}
+	q := u.Query()
+	q.Del("msg")
+	q.Del("err")
+	if msg != "" {
+		q.Set("msg", msg)
+	}
+	if errMsg != "" {
+		q.Set("err", errMsg)
+	}
+	u.RawQuery = q.Encode()
+	http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+}
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, "login", "Sign in", map[string]string{"Next": r.URL.Query().Get("next")})
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	sid, _, err := c.cfg.Auth.Login(r.Context(), r.PostForm.Get("user"), r.PostForm.Get("secret"), host)
+	if err != nil {
+		http.Redirect(w, r, "/login?err="+url.QueryEscape("wrong user, password or token"), http.StatusSeeOther)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: sid, Path: "/", HttpOnly: true, Secure: c.cfg.SecureCookies,
+		SameSite: http.SameSiteLaxMode, MaxAge: int(auth.SessionTTL.Seconds())})
+	next := r.PostForm.Get("next")
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		next = "/config"
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) error {
+	if ck, err := r.Cookie(auth.SessionCookie); err == nil {
+		_ = c.cfg.Auth.Logout(r.Context(), ck.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+	return nil
+}
+
+func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
+	if err := auth.Check(r.Context(), auth.PermAdmin, "", "", ""); err != nil {
+		return err
+	}
+	cursor, _ := strconv.ParseInt(r.URL.Query().Get("cursor"), 10, 64)
+	es, err := audit.List(r.Context(), c.cfg.Store, audit.Filter{Before: cursor, Limit: 100})
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(es) == 100 {
+		next = strconv.FormatInt(es[len(es)-1].ID, 10)
+	}
+	c.render(w, r, "audit", "Audit", map[string]any{"Entries": es, "Next": next})
+	return nil
+}

@@ -1,0 +1,141 @@
+// Package api holds the conventions every Tangram HTTP API shares: JSON
+// bodies, the error envelope {"error":{"code","message"}} with the right
+// status, size-limited decoding and limit/cursor pagination.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// Error is an API error with an HTTP status and a stable code.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Details carries optional structured context (e.g. the current version on a conflict).
+	Details any `json:"details,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf builds an *Error.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Common constructors.
+func BadRequest(format string, args ...any) *Error {
+	return Errorf(http.StatusBadRequest, "bad_request", format, args...)
+}
+
+// NotFound is a 404 naming what is missing.
+func NotFound(format string, args ...any) *Error {
+	return Errorf(http.StatusNotFound, "not_found", format, args...)
+}
+
+// Conflict is a 409.
+func Conflict(format string, args ...any) *Error {
+	return Errorf(http.StatusConflict, "conflict", format, args...)
+}
+
+// Forbidden is a 403.
+func Forbidden(format string, args ...any) *Error {
+	return Errorf(http.StatusForbidden, "forbidden", format, args...)
+}
+
+// Unauthorized is a 401.
+func Unauthorized(format string, args ...any) *Error {
+	return Errorf(http.StatusUnauthorized, "unauthorized", format, args...)
+}
+
+// WriteJSON writes v as JSON with the status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// WriteError writes err in the error envelope. Errors that are not *Error
+// become 500 with a generic message; their text is not leaked.
+func WriteError(w http.ResponseWriter, err error) {
+	var ae *Error
+	if !errors.As(err, &ae) {
+		ae = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+	}
+	WriteJSON(w, ae.Status, map[string]any{"error": ae})
+}
+
+// MaxBody is the default request body limit (values are limited to 1 MiB;
+// a body carries a little more than one value).
+const MaxBody = 4 << 20
+
+// Decode reads a JSON body into v, refusing unknown fields, bodies over
+// MaxBody and trailing data, with a message naming the problem.
+func Decode(r *http.Request, v any) error {
+	body := http.MaxBytesReader(nil, r.Body, MaxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body over %d bytes", MaxBody)
+		case errors.Is(err, io.EOF):
+			return BadRequest("request body is empty; want a JSON object")
+		case errors.As(err, &se):
+			return BadRequest("request body is not valid JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			return BadRequest("field %q: want %s, got %s", te.Field, te.Type, te.Value)
+		default:
+			return BadRequest("request body: %v", err)
+		}
+	}
+	if dec.More() {
+		return BadRequest("request body has data after the JSON object")
+	}
+	return nil
+}
+
+// Page is a limit/cursor pair read from the query string.
+type Page struct {
+	Limit  int
+	Cursor int64
+}
+
+// ReadPage parses ?limit=&cursor= with a default and maximum limit.
+func ReadPage(r *http.Request, def, max int) (Page, error) {
+	p := Page{Limit: def}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return p, BadRequest("limit %q: want a positive integer", v)
+		}
+		if n > max {
+			n = max
+		}
+		p.Limit = n
+	}
+	if v := r.URL.Query().Get("cursor"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return p, BadRequest("cursor %q: want a cursor returned by a previous page", v)
+		}
+		p.Cursor = n
+	}
+	return p, nil
+}
+
+// List is the envelope of a paginated list.
+type List[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}

@@ -1,0 +1,188 @@
+package auth
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/audit"
+)
+
+// Register mounts the auth and audit API on mux under /api/v1/auth and
+// /api/v1/audit. Handlers expect to run behind Require.
+func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := fn(w, r); err != nil {
+				api.WriteError(w, mapErr(err))
+			}
+		})))
+	}
+	h("GET /api/v1/auth/whoami", func(w http.ResponseWriter, r *http.Request) error {
+		api.WriteJSON(w, 200, FromContext(r.Context()))
+		return nil
+	})
+	h("GET /api/v1/auth/users", func(w http.ResponseWriter, r *http.Request) error {
+		if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+			return err
+		}
+		us, err := s.ListUsers(r.Context())
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[User]{Items: us})
+		return nil
+	})
+	h("POST /api/v1/auth/users", func(w http.ResponseWriter, r *http.Request) error {
+		if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+			return err
+		}
+		var req struct {
+			Name     string    `json:"name"`
+			Password string    `json:"password"`
+			Bindings []Binding `json:"bindings"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		u, err := s.CreateUser(r.Context(), Actor(r.Context()), req.Name, req.Password, req.Bindings)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, u)
+		return nil
+	})
+	h("POST /api/v1/auth/users/{name}/password", func(w http.ResponseWriter, r *http.Request) error {
+		name := r.PathValue("name")
+		p := FromContext(r.Context())
+		if p.Name != name {
+			if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+				return err
+			}
+		}
+		var req struct {
+			Password string `json:"password"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		if err := s.SetPassword(r.Context(), Actor(r.Context()), name, req.Password); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	grant := func(revoke bool) func(w http.ResponseWriter, r *http.Request) error {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+				return err
+			}
+			var b Binding
+			if err := api.Decode(r, &b); err != nil {
+				return err
+			}
+			var err error
+			if revoke {
+				err = s.Revoke(r.Context(), Actor(r.Context()), r.PathValue("name"), b)
+			} else {
+				err = s.Grant(r.Context(), Actor(r.Context()), r.PathValue("name"), b)
+			}
+			if err != nil {
+				return err
+			}
+			u, err := s.UserByName(r.Context(), r.PathValue("name"))
+			if err != nil {
+				return err
+			}
+			api.WriteJSON(w, 200, u)
+			return nil
+		}
+	}
+	h("POST /api/v1/auth/users/{name}/roles", grant(false))
+	h("POST /api/v1/auth/users/{name}/roles/revoke", grant(true))
+	h("GET /api/v1/auth/tokens", func(w http.ResponseWriter, r *http.Request) error {
+		user := r.URL.Query().Get("user")
+		p := FromContext(r.Context())
+		if !p.IsAdmin() {
+			user = p.Name
+		}
+		ts, err := s.ListTokens(r.Context(), user)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[Token]{Items: ts})
+		return nil
+	})
+	h("POST /api/v1/auth/tokens", func(w http.ResponseWriter, r *http.Request) error {
+		var req struct {
+			User string `json:"user"`
+			Name string `json:"name"`
+			Env  string `json:"env"`
+		}
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		p := FromContext(r.Context())
+		if req.User == "" {
+			req.User = p.Name
+		}
+		if req.User != p.Name || p.TokenEnv != "" {
+			if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+				return err
+			}
+		}
+		secret, t, err := s.CreateToken(r.Context(), Actor(r.Context()), req.User, req.Name, req.Env)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 201, map[string]any{"token": secret, "info": t})
+		return nil
+	})
+	h("DELETE /api/v1/auth/tokens/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+			return err
+		}
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			return api.BadRequest("token id %q is not a number", r.PathValue("id"))
+		}
+		if err := s.RevokeToken(r.Context(), Actor(r.Context()), id); err != nil {
+			return api.NotFound("%v", err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	h("GET /api/v1/audit", func(w http.ResponseWriter, r *http.Request) error {
+		if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+			return err
+		}
+		page, err := api.ReadPage(r, 100, 1000)
+		if err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		es, err := audit.List(r.Context(), s.st, audit.Filter{Actor: q.Get("actor"), ActionPrefix: q.Get("action"), ResourcePrefix: q.Get("resource"), Before: page.Cursor, Limit: page.Limit})
+		if err != nil {
+			return err
+		}
+		out := api.List[audit.Entry]{Items: es}
+		if len(es) == page.Limit {
+			out.NextCursor = strconv.FormatInt(es[len(es)-1].ID, 10)
+		}
+		api.WriteJSON(w, 200, out)
+		return nil
+	})
+}
+
+func mapErr(err error) error {
+	switch {
+	case errors.Is(err, ErrUserNotFound):
+		return api.NotFound("%v", err)
+	case errors.Is(err, ErrUserExists):
+		return api.Conflict("%v", err)
+	case errors.Is(err, ErrBadRole), errors.Is(err, ErrBadName):
+		return api.BadRequest("%v", err)
+	}
+	return err
+}

@@ -1,0 +1,327 @@
+// Package server composes Tangram's components into the platform process:
+// it opens the SQL store, bootstraps auth, starts the components, and serves
+// the HTTP API, the console, health checks and metrics on one listener.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/console"
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/store"
+)
+
+// ErrServerClosed is returned by Start after Close.
+var ErrServerClosed = errors.New("server: closed")
+
+// Version is the build's version, set with -ldflags "-X ...server.Version=…".
+var Version = "0.1.0-dev"
+
+// Config configures the platform process.
+type Config struct {
+	// HTTPAddr is the API/console listener. Default ":7070"; ":0" picks a port.
+	HTTPAddr string
+	// DataDir holds local state (the SQLite file, the secret key). Default "./data".
+	DataDir string
+	// Store is the SQL store URL. Default sqlite://<DataDir>/tangram.db.
+	Store string
+	// SecretKey encrypts secret config items (32 bytes). When empty it is
+	// read from SecretKeyFile, which defaults to <DataDir>/secret.key and is
+	// created on first start. Servers sharing a store must share the key.
+	SecretKey     []byte
+	SecretKeyFile string
+	// BootstrapToken, when set, is the first admin's API token
+	// (TANGRAM_BOOTSTRAP_TOKEN) instead of a generated one.
+	BootstrapToken string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// ConfigScanInterval is how often release messages from other servers
+	// are scanned. Default 1s.
+	ConfigScanInterval time.Duration
+	// ConfigMaxHold bounds a config watch. Default 60s.
+	ConfigMaxHold time.Duration
+	// SecureCookies marks console cookies Secure (behind TLS).
+	SecureCookies bool
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{HTTPAddr: ":7070", DataDir: "./data"}
+}
+
+// Validate fills defaults and checks the config.
+func (c *Config) Validate() error {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = ":7070"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Store == "" {
+		c.Store = "sqlite://" + filepath.Join(c.DataDir, "tangram.db")
+	}
+	if c.SecretKeyFile == "" {
+		c.SecretKeyFile = filepath.Join(c.DataDir, "secret.key")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Server is a running platform process.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	st      *store.Store
+	auth    *auth.Service
+	config  *config.Server
+	httpSrv *http.Server
+	ln      net.Listener
+
+	bootstrapToken string
+	started        atomic.Bool
+	closed         atomic.Bool
+	ready          chan struct{}
+	serveErr       chan error
+	wg             sync.WaitGroup
+}
+
+// New validates cfg and returns an unstarted Server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), ready: make(chan struct{}), serveErr: make(chan error, 1)}, nil
+}
+
+// Start opens the store, bootstraps the admin, starts the components and
+// begins serving HTTP. It returns once the server accepts requests.
+func (s *Server) Start(ctx context.Context) (err error) {
+	if s.closed.Load() {
+		return ErrServerClosed
+	}
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("server: already started")
+	}
+	defer func() {
+		if err != nil {
+			s.closeComponents()
+		}
+	}()
+	if err := os.MkdirAll(s.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("server: data directory: %w", err)
+	}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.st, err = store.Open(ctx, store.Config{DSN: s.cfg.Store, Logger: s.log, Registerer: s.reg})
+	if err != nil {
+		return err
+	}
+	s.auth = auth.New(s.st, s.log)
+	if s.bootstrapToken, err = s.auth.Bootstrap(ctx, s.cfg.BootstrapToken); err != nil {
+		return err
+	}
+	key := s.cfg.SecretKey
+	if len(key) == 0 {
+		if env := os.Getenv("TANGRAM_SECRET_KEY"); env != "" {
+			key, err = config.ParseKey(env)
+		} else {
+			key, err = config.LoadOrCreateKey(s.cfg.SecretKeyFile, true)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	cipher, err := config.NewCipher(key)
+	if err != nil {
+		return err
+	}
+	s.config, err = config.New(config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"),
+		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold})
+	if err != nil {
+		return err
+	}
+	if err := s.config.Start(ctx); err != nil {
+		return err
+	}
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
+		func() float64 { return float64(s.config.Watchers()) }))
+
+	handler, err := s.routes()
+	if err != nil {
+		return err
+	}
+	s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.httpSrv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- err
+		}
+	}()
+	close(s.ready)
+	s.log.Info("tangram server started", "http", s.Addr(), "store", string(s.st.Dialect()), "version", Version)
+	return nil
+}
+
+// Addr is the HTTP listener's address (useful with ":0").
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// URL is the base URL of the HTTP API.
+func (s *Server) URL() string {
+	addr := s.Addr()
+	host, port, _ := net.SplitHostPort(addr)
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// BootstrapToken returns the admin token generated on the first start ("" otherwise).
+func (s *Server) BootstrapToken() string { return s.bootstrapToken }
+
+// Ready is closed once Start has succeeded.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Err receives a fatal serving error.
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+// Config returns the config center component.
+func (s *Server) Config() *config.Server { return s.config }
+
+// Auth returns the auth service.
+func (s *Server) Auth() *auth.Service { return s.auth }
+
+// Store returns the SQL store.
+func (s *Server) Store() *store.Store { return s.st }
+
+// Shutdown stops accepting requests, waits for in-flight ones until ctx
+// ends (held watches are released at once), then stops every component.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	if s.config != nil {
+		// Releasing watches first lets their requests finish promptly.
+		errs = append(errs, s.config.Close())
+	}
+	if s.httpSrv != nil {
+		if err := s.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
+			_ = s.httpSrv.Close()
+		}
+	}
+	s.wg.Wait()
+	s.closeComponents()
+	return errors.Join(errs...)
+}
+
+// Close shuts down with a 10 s grace period.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+func (s *Server) closeComponents() {
+	if s.config != nil {
+		_ = s.config.Close()
+	}
+	if s.st != nil {
+		_ = s.st.Close()
+	}
+}
+
+func (s *Server) routes() (http.Handler, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.st.Ping(ctx); err != nil || s.closed.Load() {
+			http.Error(w, "not ready: store unreachable or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, 200, map[string]string{"version": Version})
+	})
+	s.auth.Register(mux, s.auth.Require)
+	s.config.Register(mux, s.auth.Require)
+	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
+	if err != nil {
+		return nil, err
+	}
+	con.Register(mux)
+	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, api.NotFound("no API at %s %s", r.Method, r.URL.Path))
+	}))
+	return s.instrument(mux), nil
+}
+
+func (s *Server) instrument(next http.Handler) http.Handler {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tangram_http_requests_total", Help: "HTTP requests by route, method and status."}, []string{"route", "method", "code"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tangram_http_request_seconds", Help: "HTTP request latency by route (long polls included).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}, []string{"route", "method"})
+	s.reg.MustRegister(requests, latency)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: 200}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
+		latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
