@@ -375,6 +375,9 @@ func FlattenDocument(f Format, doc string) ([]KV, error) {
 	if err != nil {
 		return nil, &SyntaxError{Format: f, Msg: err.Error()}
 	}
+	if _, ok := v.(map[string]any); !ok {
+		return nil, &SyntaxError{Format: f, Line: 1, Msg: "top level must be an object to import into a properties namespace"}
+	}
 	var out []KV
 	var walk func(prefix string, v any)
 	walk = func(prefix string, v any) {

@@ -1,0 +1,224 @@
+package config_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/internal/store/storetest"
+	"github.com/tangram-dev/tangram/server/servertest"
+)
+
+type appConf struct {
+	Greeting string        `config:"greeting"`
+	Limit    int           `config:"limit"`
+	Timeout  time.Duration `config:"timeout"`
+	Hosts    []string      `config:"hosts"`
+	Debug    bool          `config:"debug"`
+}
+
+// syncBuf is a log sink safe for concurrent writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// deadAddr returns an address on which nothing listens.
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr
+}
+
+func TestClientWatchBindFailover(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	for k, v := range map[string]string{"greeting": "hello", "limit": "5", "timeout": "2s", "hosts": "a, b", "debug": "true"} {
+		setItem(t, c, "application", k, v)
+	}
+	publish(t, c, "application", "first")
+
+	ctx := context.Background()
+	// The first address is dead: the client fails over to the live one.
+	cl, err := config.NewClient(ctx, config.ClientOptions{Servers: []string{deadAddr(t), h.URL}, Token: h.Token, Env: "dev", App: "demo",
+		CacheDir: servertest.CacheDir(t), Instance: "test-1", WatchTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if cl.String("greeting", "") != "hello" || cl.Int("limit", 0) != 5 || cl.Duration("timeout", 0) != 2*time.Second || !cl.Bool("debug", false) {
+		t.Fatalf("getters: %v", cl.Snapshot("application"))
+	}
+	if cl.Int("missing", 7) != 7 || cl.Int("greeting", 9) != 9 {
+		t.Fatal("defaults not applied")
+	}
+	bound, err := config.Bind[appConf](cl, "application")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := bound.Load(); v.Greeting != "hello" || v.Limit != 5 || len(v.Hosts) != 2 || v.Hosts[1] != "b" || v.Timeout != 2*time.Second {
+		t.Fatalf("bound: %+v", v)
+	}
+	events := make(chan config.ChangeEvent, 10)
+	cl.OnChange(func(ev config.ChangeEvent) { events <- ev })
+
+	setItem(t, c, "application", "greeting", "hi")
+	mustDo(t, c, "DELETE", ns("application")+"/items/debug", nil, nil)
+	publish(t, c, "application", "second")
+	select {
+	case ev := <-events:
+		byKey := map[string]config.ValueChange{}
+		for _, ch := range ev.Changes {
+			byKey[ch.Key] = ch
+		}
+		if g := byKey["greeting"]; g.Old != "hello" || g.New != "hi" || g.Op != "modified" {
+			t.Fatalf("greeting change %+v", g)
+		}
+		if d := byKey["debug"]; d.Op != "deleted" || d.Old != "true" {
+			t.Fatalf("debug change %+v", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change event within 5s")
+	}
+	if v := bound.Load(); v.Greeting != "hi" || v.Debug {
+		t.Fatalf("hot reload: %+v", v)
+	}
+	// A change that does not decode keeps the previous value.
+	setItem(t, c, "application", "limit", "many")
+	publish(t, c, "application", "bad limit")
+	<-events
+	if bound.Err() == nil || bound.Load().Limit != 5 {
+		t.Fatalf("bad change: err=%v value=%+v", bound.Err(), bound.Load())
+	}
+	// The console/API shows which release this instance holds.
+	var ins struct{ Items []config.Instance }
+	mustDo(t, c, "GET", ns("application")+"/instances", nil, &ins)
+	if len(ins.Items) != 1 || ins.Items[0].Instance != "test-1" || ins.Items[0].ReleaseID == 0 {
+		t.Fatalf("instances: %+v", ins.Items)
+	}
+	// Errors the client cannot fix are reported, not retried forever.
+	_, err = config.NewClient(ctx, config.ClientOptions{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "nope", CacheDir: servertest.CacheDir(t)})
+	if err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("unknown app: %v", err)
+	}
+}
+
+// TestClientDiskFallback stops the server: a new client starts from the
+// disk copy and says so; when a server returns, it catches up on what
+// changed meanwhile.
+func TestClientDiskFallback(t *testing.T) {
+	dsn := storetest.DSN(t, "sqlite")
+	key := bytes.Repeat([]byte{7}, 32)
+	h := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
+	c := h.Client()
+	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	setItem(t, c, "application", "greeting", "hello")
+	publish(t, c, "application", "first")
+	cache := servertest.CacheDir(t)
+	opts := config.ClientOptions{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "demo", CacheDir: cache, WatchTimeout: 2 * time.Second}
+	cl, err := config.NewClient(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	addr := strings.TrimPrefix(h.URL, "http://")
+	if err := h.Srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs syncBuf
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	cl, err = config.NewClient(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("start with server down: %v", err)
+	}
+	defer cl.Close()
+	if !cl.FromCache("application") || cl.String("greeting", "") != "hello" {
+		t.Fatalf("disk copy not used: %v", cl.Snapshot("application"))
+	}
+	if !strings.Contains(logs.String(), "local disk copy") {
+		t.Fatalf("no log line about the disk copy: %s", logs.String())
+	}
+	// No disk copy and no server: a clear error.
+	_, err = config.NewClient(context.Background(), config.ClientOptions{Servers: opts.Servers, Token: h.Token, Env: "dev", App: "demo", CacheDir: servertest.CacheDir(t)})
+	if !errors.Is(err, config.ErrNoConfig) {
+		t.Fatalf("no server, no copy: %v", err)
+	}
+
+	// The server comes back on the same address with a change made while
+	// the client was cut off (written straight to the store by a second server).
+	h2 := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key), servertest.WithAddr(addr))
+	setItem(t, h2.Client(), "application", "greeting", "back")
+	publish(t, h2.Client(), "application", "while away")
+	waitFor(t, "client to catch up", 20*time.Second, func() bool { return cl.String("greeting", "") == "back" })
+	if cl.FromCache("application") {
+		t.Fatal("still flagged as disk copy")
+	}
+}
+
+// TestClusterPushPostgres runs two servers on one PostgreSQL: a release
+// published on one reaches a client watching the other within about a second.
+func TestClusterPushPostgres(t *testing.T) {
+	dsn := storetest.DSN(t, "postgres")
+	key := bytes.Repeat([]byte{9}, 32)
+	a := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
+	b := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
+	ca := a.Client()
+	mustDo(t, ca, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	setItem(t, ca, "application", "k", "v1")
+	publish(t, ca, "application", "one")
+
+	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{b.URL}, Token: b.Token, Env: "dev", App: "demo", CacheDir: servertest.CacheDir(t), WatchTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if cl.String("k", "") != "v1" {
+		t.Fatalf("server b serves %v", cl.Snapshot("application"))
+	}
+	waitFor(t, "watch held on b", 5*time.Second, func() bool { return b.Srv.Config().Watchers() > 0 })
+	setItem(t, ca, "application", "k", "v2")
+	start := time.Now()
+	publish(t, ca, "application", "two")
+	waitFor(t, "client on b to see the release made on a", 5*time.Second, func() bool { return cl.String("k", "") == "v2" })
+	lag := time.Since(start)
+	t.Logf("cross-server push took %v", lag)
+	if lag > 3*time.Second {
+		t.Fatalf("cross-server push took %v; want about the 1s scan interval", lag)
+	}
+}
