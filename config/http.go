@@ -28,7 +28,9 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 	coord := func(r *http.Request) Coord {
 		return Coord{Env: r.PathValue("env"), App: r.PathValue("app"), Cluster: r.PathValue("cluster"), NS: r.PathValue("ns")}
 	}
-	check := func(r *http.Request, p auth.Perm, c Coord) error { return auth.Check(r.Context(), p, c.Env, c.App, c.NS) }
+	check := func(r *http.Request, p auth.Perm, c Coord) error {
+		return auth.Check(r.Context(), p, c.Env, c.App, c.NS)
+	}
 	actor := func(r *http.Request) string { return auth.Actor(r.Context()) }
 
 	h("GET "+base+"/envs", func(w http.ResponseWriter, r *http.Request) error {

@@ -69,7 +69,9 @@ func newAuthCmd(g *globals) *cobra.Command {
 			if err := g.client().Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": args[0], "password": password, "bindings": bs}, &u); err != nil {
 				return err
 			}
-			return g.print(u, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created user %s with %d role binding(s)\n", u.Name, len(u.Bindings)) })
+			return g.print(u, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "created user %s with %d role binding(s)\n", u.Name, len(u.Bindings))
+			})
 		}}
 	userCreate.Flags().StringVar(&password, "password", "", "console password (at least 8 characters)")
 	userCreate.Flags().StringSliceVar(&roles, "role", nil, "role binding role[:env[:app[:ns]]] (repeatable)")
