@@ -1,0 +1,193 @@
+package console_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tangram-dev/tangram/server/servertest"
+)
+
+func chromium(t *testing.T) string {
+	for _, p := range []string{os.Getenv("TANGRAM_TEST_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	t.Fatal("console test needs Debian's chromium: run scripts/services.sh (apt-get install chromium) or set TANGRAM_TEST_CHROMIUM")
+	return ""
+}
+
+// TestConsoleBrowser signs in with headless Chromium, creates an app,
+// edits, publishes, and rolls back through the console's forms.
+func TestConsoleBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	h := servertest.Start(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelT()
+
+	var flash, body string
+	page := func() string {
+		html, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.OuterHTML(chromedp.CSS("body")))
+		return html
+	}
+	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v\npage: %.2000s", name, err, page())
+		}
+	}
+	text := func(sel chromedp.CSS) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(sel))
+		if err != nil {
+			t.Fatalf("text of %s: %v\npage: %.2000s", sel, err, page())
+		}
+		return strings.TrimSpace(s)
+	}
+	// waitFlash waits for the page that follows a form post to show a message.
+	waitFlash := func(want string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			f, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.getElementById("flash")||document.getElementById("error")||{}).innerText||""`))
+			if err == nil && strings.Contains(f, want) {
+				return f
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no message containing %q (last %q, %v)\npage: %.2000s", want, f, err, page())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	id := func(s string) chromedp.ID { return chromedp.ID(s) }
+	// Unauthenticated pages redirect to the login form.
+	step("login page", chromedp.Navigate(h.URL+"/config"), chromedp.WaitVisible(id("login")))
+	step("sign in",
+		chromedp.SetValue(id("user"), "admin"),
+		chromedp.SetValue(id("secret"), h.Token),
+		chromedp.Click(id("login")),
+		chromedp.WaitVisible(id("create-app")))
+	if body = text("#whoami"); body != "admin" {
+		t.Fatalf("signed in as %q", body)
+	}
+	step("create app",
+		chromedp.SetValue(id("new-app"), "shop"),
+		chromedp.Click(id("create-app")))
+	waitFlash("app shop created")
+	setAndPublish := func(value, comment string) {
+		step("set "+value,
+			chromedp.SetValue(id("set-key"), "greeting"),
+			chromedp.SetValue(id("set-value"), value),
+			chromedp.Click(id("set-submit")))
+		waitFlash("saved greeting")
+		step("publish "+comment,
+			chromedp.SetValue(id("publish-comment"), comment),
+			chromedp.Click(id("publish-submit")))
+		waitFlash("published version")
+	}
+	step("open namespace", chromedp.Navigate(h.URL+"/config/dev/shop"), chromedp.Click(id("ns-application")), chromedp.WaitVisible(id("set-form")))
+	setAndPublish("hello", "first")
+	setAndPublish("hi", "second")
+	step("rollback", chromedp.Click(id("rollback-submit")))
+	flash, body = waitFlash("rolled back"), text("#history")
+	if !strings.Contains(flash, "rolled back") || !strings.Contains(body, "rollback") {
+		t.Fatalf("after rollback: flash %q history %q", flash, body)
+	}
+	if body = text(`td.v[data-key="greeting"]`); body != "hello" {
+		t.Fatalf("draft after rollback = %q", body)
+	}
+	// The released value, as the API sees it.
+	req, _ := http.NewRequest("GET", h.URL+"/api/v1/config/envs/dev/apps/shop/clusters/default/namespaces/application/items/greeting", nil)
+	req.Header.Set("Authorization", "Bearer "+h.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 512)
+	n, _ := resp.Body.Read(buf)
+	b.Write(buf[:n])
+	if !strings.Contains(b.String(), `"v":"hello"`) {
+		t.Fatalf("released value after console rollback: %s", b.String())
+	}
+	// The audit page shows what happened.
+	step("audit", chromedp.Navigate(h.URL+"/audit"), chromedp.WaitVisible(id("audit")))
+	body = text("#audit")
+	for _, a := range []string{"config.rollback", "config.publish", "config.app.create", "auth.login"} {
+		if !strings.Contains(body, a) {
+			t.Errorf("audit page lacks %s", a)
+		}
+	}
+}
+
+// TestConsoleCSRF: a form post with the session cookie but without the
+// CSRF token is refused.
+func TestConsoleCSRF(t *testing.T) {
+	h := servertest.Start(t)
+	jar := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := jar.PostForm(h.URL+"/login", map[string][]string{"user": {"admin"}, "secret": {h.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var sess *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "tangram_session" {
+			sess = c
+		}
+	}
+	if sess == nil || !sess.HttpOnly {
+		t.Fatalf("no HttpOnly session cookie: %+v", resp.Cookies())
+	}
+	req, _ := http.NewRequest("POST", h.URL+"/config/apps", strings.NewReader("name=evil"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(sess)
+	resp, err = jar.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("post without CSRF token: %d", resp.StatusCode)
+	}
+	// The same applies to the JSON API reached with the cookie.
+	req, _ = http.NewRequest("POST", h.URL+"/api/v1/config/apps", strings.NewReader(`{"name":"evil"}`))
+	req.AddCookie(sess)
+	resp, err = jar.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("API post with cookie but no CSRF header: %d", resp.StatusCode)
+	}
+	// Wrong password.
+	resp, _ = jar.PostForm(h.URL+"/login", map[string][]string{"user": {"admin"}, "secret": {"nope"}})
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "err=") {
+		t.Fatalf("bad login redirect: %q", loc)
+	}
+}
