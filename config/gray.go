@@ -249,7 +249,7 @@ func (s *Server) PublishGray(ctx context.Context, actor string, c Coord, comment
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return rel, nil
 }
 
@@ -344,7 +344,7 @@ func (s *Server) PromoteGray(ctx context.Context, actor string, c Coord, req Pub
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return rel, nil
 }
 
@@ -377,6 +377,6 @@ func (s *Server) AbandonGray(ctx context.Context, actor string, c Coord) error {
 	if err != nil {
 		return err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return nil
 }

@@ -645,6 +645,17 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 			}
 			hold = d
 		}
+		wt, err := s.newWatch(req, hold)
+		if err != nil {
+			return err
+		}
+		if out := s.changed(wt); len(out) > 0 {
+			writeChanges(w, out)
+			return nil
+		}
+		if s.parkWatch(w, r, wt) {
+			return nil
+		}
 		changes, err := s.Watch(r.Context(), req, hold)
 		if err != nil {
 			if r.Context().Err() != nil {
@@ -655,10 +666,7 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 			}
 			return err
 		}
-		if changes == nil {
-			changes = []Notification{}
-		}
-		api.WriteJSON(w, 200, map[string]any{"changes": changes})
+		writeChanges(w, changes)
 		return nil
 	})
 }
@@ -711,4 +719,14 @@ func trimPrefix(err error) string {
 		msg = strings.Replace(msg, p, "", 1)
 	}
 	return msg
+}
+
+// writeChanges answers a watch through net/http.
+func writeChanges(w http.ResponseWriter, changes []Notification) {
+	buf := changesJSON(changes)
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/store"
@@ -73,7 +74,7 @@ func (s *Server) loadNotifications(ctx context.Context) (int64, error) {
 		notes = append(notes, n)
 		last = max(last, n.id)
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return last, rows.Err()
 }
 
@@ -120,29 +121,53 @@ func (s *Server) scan(ctx context.Context, last int64) (int64, error) {
 	if err := rows.Err(); err != nil {
 		return last, err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return last, nil
 }
 
 // hub holds the latest notification id per key and the watchers waiting
-// on each key.
+// on each key. A waiter fires once: publish removes a fired waiter from
+// every key it waits on, so the woken watch does not contend for the hub
+// lock to unsubscribe. Lock order: hub.mu only; no other lock is taken
+// while holding it.
 type hub struct {
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	latest  map[string]int64
 	waiters map[string]map[*waiter]struct{}
 	closed  bool
+	count   atomic.Int64
 }
 
-type waiter struct{ ch chan struct{} }
+type waiter struct {
+	ch     chan struct{} // signalled on fire (blocking watches)
+	pw     *parkedWatch  // or answered by the fan-out (parked watches)
+	groups [][]string
+	done   atomic.Bool // fired or unsubscribed: no longer in any map
+}
+
+// signal wakes a blocking waiter or collects a parked one into fired.
+func (w *waiter) signal(fired []*parkedWatch) []*parkedWatch {
+	if w.pw != nil {
+		return append(fired, w.pw)
+	}
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+	return fired
+}
 
 func newHub() *hub {
 	return &hub{latest: map[string]int64{}, waiters: map[string]map[*waiter]struct{}{}}
 }
 
-func (h *hub) publish(notes []notice) {
+// publish records new notification ids, wakes blocking waiters and returns
+// the parked watches to answer.
+func (h *hub) publish(notes []notice) []*parkedWatch {
 	if len(notes) == 0 {
-		return
+		return nil
 	}
+	var fired []*parkedWatch
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, n := range notes {
@@ -151,9 +176,26 @@ func (h *hub) publish(notes []notice) {
 		}
 		h.latest[n.key] = n.id
 		for w := range h.waiters[n.key] {
-			select {
-			case w.ch <- struct{}{}:
-			default:
+			h.removeLocked(w)
+			fired = w.signal(fired)
+		}
+	}
+	return fired
+}
+
+// removeLocked takes w out of every key it waits on. h.mu must be held.
+func (h *hub) removeLocked(w *waiter) {
+	if w.done.Swap(true) {
+		return
+	}
+	h.count.Add(-1)
+	for _, g := range w.groups {
+		for _, k := range g {
+			if m := h.waiters[k]; m != nil {
+				delete(m, w)
+				if len(m) == 0 {
+					delete(h.waiters, k)
+				}
 			}
 		}
 	}
@@ -162,8 +204,8 @@ func (h *hub) publish(notes []notice) {
 // current returns the notification id of each key group (max over the
 // group's keys).
 func (h *hub) current(groups [][]string) []int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	out := make([]int64, len(groups))
 	for i, g := range groups {
 		for _, k := range g {
@@ -173,8 +215,11 @@ func (h *hub) current(groups [][]string) []int64 {
 	return out
 }
 
-func (h *hub) subscribe(groups [][]string) (*waiter, bool) {
-	w := &waiter{ch: make(chan struct{}, 1)}
+func (h *hub) subscribe(groups [][]string, pw *parkedWatch) (*waiter, bool) {
+	w := &waiter{groups: groups, pw: pw}
+	if pw == nil {
+		w.ch = make(chan struct{}, 1)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -190,49 +235,39 @@ func (h *hub) subscribe(groups [][]string) (*waiter, bool) {
 			m[w] = struct{}{}
 		}
 	}
+	h.count.Add(1)
 	return w, true
 }
 
-func (h *hub) unsubscribe(w *waiter, groups [][]string) {
+// unsubscribe removes w; it reports false when w had already fired.
+func (h *hub) unsubscribe(w *waiter) bool {
+	if w.done.Load() {
+		return false // fired: publish already removed it
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, g := range groups {
-		for _, k := range g {
-			if m := h.waiters[k]; m != nil {
-				delete(m, w)
-				if len(m) == 0 {
-					delete(h.waiters, k)
-				}
-			}
-		}
+	if w.done.Load() {
+		return false
 	}
+	h.removeLocked(w)
+	return true
 }
 
-func (h *hub) closeAll() {
+func (h *hub) closeAll() []*parkedWatch {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
+	var fired []*parkedWatch
 	for _, m := range h.waiters {
 		for w := range m {
-			select {
-			case w.ch <- struct{}{}:
-			default:
-			}
+			h.removeLocked(w)
+			fired = w.signal(fired)
 		}
 	}
+	return fired
 }
 
-func (h *hub) watching() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	seen := map[*waiter]struct{}{}
-	for _, m := range h.waiters {
-		for w := range m {
-			seen[w] = struct{}{}
-		}
-	}
-	return len(seen)
-}
+func (h *hub) watching() int { return int(h.count.Load()) }
 
 // Notification is a namespace and the notification id a client holds (or,
 // in an answer, the current one).
@@ -257,10 +292,14 @@ func watchKeys(env, app, cluster, ns string) []string {
 	return keys
 }
 
-// Watch returns the namespaces whose notification id differs from the one
-// the client holds, waiting up to hold for one to change. An empty answer
-// means nothing changed within hold.
-func (s *Server) Watch(ctx context.Context, req WatchRequest, hold time.Duration) ([]Notification, error) {
+// watch is a validated watch request.
+type watch struct {
+	req    WatchRequest
+	groups [][]string
+	hold   time.Duration
+}
+
+func (s *Server) newWatch(req WatchRequest, hold time.Duration) (*watch, error) {
 	if req.Cluster == "" {
 		req.Cluster = DefaultCluster
 	}
@@ -278,40 +317,54 @@ func (s *Server) Watch(ctx context.Context, req WatchRequest, hold time.Duration
 	if hold <= 0 || hold > s.cfg.MaxHold {
 		hold = s.cfg.MaxHold
 	}
-	groups := make([][]string, len(req.Namespaces))
+	w := &watch{req: req, hold: hold, groups: make([][]string, len(req.Namespaces))}
 	for i, n := range req.Namespaces {
-		groups[i] = watchKeys(req.Env, req.App, req.Cluster, n.NS)
+		w.groups[i] = watchKeys(req.Env, req.App, req.Cluster, n.NS)
 	}
-	changed := func() []Notification {
-		cur := s.hub.current(groups)
-		var out []Notification
-		for i, n := range req.Namespaces {
-			if cur[i] != n.ID {
-				out = append(out, Notification{NS: n.NS, ID: cur[i]})
-			}
+	return w, nil
+}
+
+// changed lists the namespaces whose id differs from the client's.
+func (s *Server) changed(w *watch) []Notification {
+	cur := s.hub.current(w.groups)
+	var out []Notification
+	for i, n := range w.req.Namespaces {
+		if cur[i] != n.ID {
+			out = append(out, Notification{NS: n.NS, ID: cur[i]})
 		}
-		return out
 	}
-	if out := changed(); len(out) > 0 {
+	return out
+}
+
+// Watch returns the namespaces whose notification id differs from the one
+// the client holds, waiting up to hold for one to change. An empty answer
+// means nothing changed within hold. It holds the calling goroutine; the
+// HTTP handler parks the connection instead when it can (see parkWatch).
+func (s *Server) Watch(ctx context.Context, req WatchRequest, hold time.Duration) ([]Notification, error) {
+	w, err := s.newWatch(req, hold)
+	if err != nil {
+		return nil, err
+	}
+	if out := s.changed(w); len(out) > 0 {
 		return out, nil
 	}
-	w, ok := s.hub.subscribe(groups)
+	wt, ok := s.hub.subscribe(w.groups, nil)
 	if !ok {
 		return nil, ErrServerClosed
 	}
-	defer s.hub.unsubscribe(w, groups)
+	defer s.hub.unsubscribe(wt)
 	// A release may have landed between the check and the subscription.
-	if out := changed(); len(out) > 0 {
+	if out := s.changed(w); len(out) > 0 {
 		return out, nil
 	}
-	timer := time.NewTimer(hold)
+	timer := time.NewTimer(w.hold)
 	defer timer.Stop()
 	select {
-	case <-w.ch:
+	case <-wt.ch:
 		if s.closed.Load() {
 			return nil, ErrServerClosed
 		}
-		return changed(), nil
+		return s.changed(w), nil
 	case <-timer.C:
 		return nil, nil
 	case <-ctx.Done():

@@ -166,7 +166,7 @@ func (s *Server) Publish(ctx context.Context, actor string, c Coord, req Publish
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return rel, nil
 }
 
@@ -377,7 +377,7 @@ func (s *Server) Rollback(ctx context.Context, actor string, c Coord, req Rollba
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return rel, nil
 }
 
@@ -577,7 +577,7 @@ func (s *Server) Approve(ctx context.Context, actor string, c Coord, id int64, d
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish(notes)
+	s.notify(notes)
 	return rel, nil
 }
 

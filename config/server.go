@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/audit"
+	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
 )
 
@@ -35,6 +37,10 @@ type Config struct {
 	MaxValueBytes int
 	// MaxHold is the longest a watch is held open. Default 60s.
 	MaxHold time.Duration
+	// Parker, when set, parks held watch connections without a goroutine
+	// each (the server serves Parker.Listener()). Nil: watches block a
+	// goroutine, as in any net/http handler.
+	Parker *park.Parker
 }
 
 // DefaultConfig returns a Config with defaults filled in (Store and Cipher unset).
@@ -77,6 +83,10 @@ type Server struct {
 
 	started atomic.Bool
 	closed  atomic.Bool
+	// owned tracks short-lived goroutines answering parked watches.
+	ownMu    sync.Mutex
+	draining bool
+	owned    sync.WaitGroup
 	ready   chan struct{}
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -125,7 +135,11 @@ func (s *Server) Close() error {
 		return nil
 	}
 	close(s.stop)
-	s.hub.closeAll()
+	s.fanout(s.hub.closeAll(), http.StatusServiceUnavailable)
+	s.ownMu.Lock()
+	s.draining = true
+	s.ownMu.Unlock()
+	s.owned.Wait()
 	s.wg.Wait()
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"github.com/tangram-dev/tangram/console"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
 )
 
@@ -59,6 +61,9 @@ type Config struct {
 	ConfigMaxHold time.Duration
 	// SecureCookies marks console cookies Secure (behind TLS).
 	SecureCookies bool
+	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
+	// it on loopback: it is not authenticated). Default off.
+	DebugAddr string
 }
 
 // DefaultConfig returns the defaults.
@@ -96,6 +101,9 @@ type Server struct {
 	config  *config.Server
 	httpSrv *http.Server
 	ln      net.Listener
+	parker  *park.Parker
+	// debugSrv serves pprof when Config.DebugAddr is set.
+	debugSrv *http.Server
 
 	bootstrapToken string
 	started        atomic.Bool
@@ -154,8 +162,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.parker = park.New(s.ln.Addr())
 	s.config, err = config.New(config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"),
-		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold})
+		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold, Parker: s.parker})
 	if err != nil {
 		return err
 	}
@@ -169,23 +182,30 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
-	}
 	s.httpSrv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ConnState:         s.parker.ConnState,
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.httpSrv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.serveErr <- err
+	for _, ln := range []net.Listener{s.ln, s.parker.Listener()} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				select {
+				case s.serveErr <- err:
+				default:
+				}
+			}
+		}()
+	}
+	if s.cfg.DebugAddr != "" {
+		if err := s.startDebug(); err != nil {
+			return err
 		}
-	}()
+	}
 	close(s.ready)
 	s.log.Info("tangram server started", "http", s.Addr(), "store", string(s.st.Dialect()), "version", Version)
 	return nil
@@ -238,11 +258,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Releasing watches first lets their requests finish promptly.
 		errs = append(errs, s.config.Close())
 	}
+	if s.parker != nil {
+		_ = s.parker.Close()
+		s.parker.CloseIdle()
+	}
 	if s.httpSrv != nil {
 		if err := s.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
 			_ = s.httpSrv.Close()
 		}
+	}
+	if s.debugSrv != nil {
+		_ = s.debugSrv.Close()
 	}
 	s.wg.Wait()
 	s.closeComponents()
@@ -257,6 +284,12 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeComponents() {
+	if s.parker != nil {
+		_ = s.parker.Close()
+	}
+	if s.ln != nil && s.httpSrv == nil {
+		_ = s.ln.Close() // Start failed before serving
+	}
 	if s.config != nil {
 		_ = s.config.Close()
 	}
@@ -325,3 +358,24 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) startDebug() error {
+	ln, err := net.Listen("tcp", s.cfg.DebugAddr)
+	if err != nil {
+		return fmt.Errorf("server: debug listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.debugSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.debugSrv.Serve(ln)
+	}()
+	s.log.Info("pprof debug listener", "addr", ln.Addr().String())
+	return nil
+}

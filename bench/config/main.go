@@ -1,0 +1,399 @@
+// Command config benchmarks config push: N long-poll watchers (keep-alive
+// HTTP clients, one connection each, in this process) hold watches on one
+// `tangram server` (a separate process, so its memory is its own); then a
+// release is published and the time from the publish to each watcher's
+// notification is measured, over several rounds.
+//
+// There is no runnable peer here (Apollo and Nacos are Java services not
+// installed on this machine); each row is compared with the issue's goal
+// instead: all watchers notified, p99 under 200 ms, server under 300 MiB.
+//
+//	go run ./bench/config            # 10,000 watchers, 5 rounds
+//	go run ./bench/config -quick     # 10,000 watchers, 2 rounds, < 60 s
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const token = "tgm_bench-token-0123456789abcdefghij"
+
+type result struct {
+	Case      string  `json:"case"`
+	Watchers  int     `json:"watchers"`
+	Notified  int     `json:"notified"`
+	P50ms     float64 `json:"p50_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	Maxms     float64 `json:"max_ms"`
+	RSSMiB    float64 `json:"server_rss_mib"`
+	GoalMet   bool    `json:"goal_met"`
+	PublishMs float64 `json:"publish_ms"`
+	// CPU spent during the round by the server and by this process (the
+	// watchers): both share the machine's cores.
+	ServerCPUms float64 `json:"server_cpu_ms"`
+	ClientCPUms float64 `json:"client_cpu_ms"`
+}
+
+func main() {
+	watchers := flag.Int("watchers", 10000, "number of long-poll watchers")
+	rounds := flag.Int("rounds", 5, "publish rounds")
+	quick := flag.Bool("quick", false, "fewer rounds (keeps the watcher count); finishes in under a minute")
+	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
+	flag.Parse()
+	if *quick {
+		*rounds = 2
+	}
+	if err := run(*watchers, *rounds, *bin); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/config:", err)
+		os.Exit(1)
+	}
+}
+
+func raiseFDLimit(n uint64) {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < n {
+		l.Cur = min(n, l.Max)
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func run(n, rounds int, bin string) error {
+	raiseFDLimit(uint64(n) + 1024)
+	dir, err := os.MkdirTemp("", "tangram-bench-config")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if bin == "" {
+		bin = filepath.Join(dir, "tangram")
+		fmt.Fprintln(os.Stderr, "building tangram…")
+		b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
+		b.Stderr = os.Stderr
+		if err := b.Run(); err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	args := []string{"server", "--http", addr, "--data", filepath.Join(dir, "data"), "--log-level", "warn"}
+	if d := os.Getenv("BENCH_DEBUG_ADDR"); d != "" {
+		args = append(args, "--debug-addr", d)
+	}
+	srv := exec.Command(bin, args...)
+	srv.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token)
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_ = srv.Wait()
+	}()
+	base := "http://" + addr
+	tr := &http.Transport{MaxIdleConns: n + 100, MaxIdleConnsPerHost: n + 100, IdleConnTimeout: 5 * time.Minute, DisableCompression: true}
+	hc := &http.Client{Transport: tr}
+	if err := waitReady(hc, base); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	must := func(method, path string, body any) error { return call(ctx, hc, method, base+path, body, nil) }
+	ns := "/api/v1/config/envs/dev/apps/bench/clusters/default/namespaces/application"
+	if err := must("POST", "/api/v1/config/apps", map[string]string{"name": "bench"}); err != nil {
+		return err
+	}
+	edit := func(v int) error {
+		return must("PUT", ns+"/items/value", map[string]string{"value": strconv.Itoa(v)})
+	}
+	publish := func() error { return must("POST", ns+"/publish", map[string]string{"comment": "bench"}) }
+	if err := errors.Join(edit(0), publish()); err != nil {
+		return err
+	}
+	var first struct {
+		Changes []struct{ ID int64 } `json:"changes"`
+	}
+	if err := call(ctx, hc, "POST", base+"/api/v1/config/watch", watchBody(-1), &first); err != nil || len(first.Changes) != 1 {
+		return fmt.Errorf("initial watch: %v %+v", err, first)
+	}
+	startID := first.Changes[0].ID
+
+	// Watchers: each holds a watch, records when its answer arrives, and
+	// watches again with the new id.
+	var (
+		mu       sync.Mutex
+		arrivals = make([][]time.Time, rounds)
+		failures atomic.Int64
+		stop     = make(chan struct{})
+		// rearm[r] closes when round r has been measured: watchers re-arm
+		// then, so the measured window holds only the notification fan-out
+		// and not the next round's watch requests.
+		rearm = make([]chan struct{}, rounds)
+		wg       sync.WaitGroup
+	)
+	for i := range rearm {
+		rearm[i] = make(chan struct{})
+	}
+	fmt.Fprintf(os.Stderr, "opening %d watchers…\n", n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := startID
+			round := 0
+			for round < rounds {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var out struct {
+					Changes []struct{ ID int64 } `json:"changes"`
+				}
+				err := call(ctx, hc, "POST", base+"/api/v1/config/watch?timeout=60s", watchBody(id), &out)
+				at := time.Now()
+				if err != nil {
+					failures.Add(1)
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				if len(out.Changes) == 0 {
+					continue // timed out idle; watch again
+				}
+				id = out.Changes[0].ID
+				mu.Lock()
+				arrivals[round] = append(arrivals[round], at)
+				mu.Unlock()
+				select {
+				case <-rearm[round]:
+				case <-stop:
+					return
+				}
+				round++
+			}
+		}()
+		if i%500 == 499 {
+			time.Sleep(20 * time.Millisecond) // open connections in waves, as real clients start
+		}
+	}
+	var results []result
+	for r := 0; r < rounds; r++ {
+		if err := waitWatchers(hc, base, n, 60*time.Second); err != nil {
+			close(stop)
+			return err
+		}
+		rss := serverRSS(srv.Process.Pid)
+		if err := edit(r + 1); err != nil {
+			close(stop)
+			return err
+		}
+		srvCPU0, ownCPU0 := procCPU(srv.Process.Pid), selfCPU()
+		start := time.Now()
+		if err := publish(); err != nil {
+			close(stop)
+			return err
+		}
+		pubDur := time.Since(start)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			got := len(arrivals[r])
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		mu.Lock()
+		lat := make([]float64, 0, len(arrivals[r]))
+		for _, at := range arrivals[r] {
+			lat = append(lat, float64(at.Sub(start).Microseconds())/1000)
+		}
+		mu.Unlock()
+		sort.Float64s(lat)
+		res := result{Case: fmt.Sprintf("push-%dw-round%d", n, r+1), Watchers: n, Notified: len(lat), RSSMiB: rss, PublishMs: float64(pubDur.Microseconds()) / 1000}
+		if len(lat) > 0 {
+			res.P50ms, res.P99ms, res.Maxms = pct(lat, 0.50), pct(lat, 0.99), lat[len(lat)-1]
+		}
+		close(rearm[r])
+		res.ServerCPUms, res.ClientCPUms = (procCPU(srv.Process.Pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
+		res.GoalMet = res.Notified == n && res.P99ms < 200 && res.RSSMiB < 300
+		results = append(results, res)
+		fmt.Fprintf(os.Stderr, "round %d: %d/%d notified, p99 %.1f ms, server RSS %.0f MiB\n", r+1, res.Notified, n, res.P99ms, res.RSSMiB)
+	}
+	close(stop)
+	wg.Wait()
+	hwm := serverHWM(srv.Process.Pid)
+
+	fmt.Printf("\n| case | watchers | notified | p50 ms | p99 ms | max ms | publish ms | server RSS MiB | server CPU ms | watchers' CPU ms | goal met |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		fmt.Printf("| %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %v |\n", r.Case, r.Watchers, r.Notified, r.P50ms, r.P99ms, r.Maxms, r.PublishMs, r.RSSMiB, r.ServerCPUms, r.ClientCPUms, r.GoalMet)
+	}
+	fmt.Printf("\nserver peak RSS (VmHWM): %.0f MiB; watch request failures: %d\n", hwm, failures.Load())
+	type row struct {
+		Case  string  `json:"case"`
+		Ours  result  `json:"ours"`
+		Peer  any     `json:"peer"`
+		Ratio float64 `json:"ratio"`
+	}
+	out := struct {
+		Bench string `json:"bench"`
+		Peer  string `json:"peer"`
+		Rows  []row  `json:"rows"`
+	}{Bench: "config", Peer: "goal (p99 < 200 ms, RSS < 300 MiB; no Apollo/Nacos runnable here)"}
+	for _, r := range results {
+		// ratio: goal p99 / measured p99 (higher is better, > 1 beats the goal).
+		ratio := 0.0
+		if r.P99ms > 0 {
+			ratio = 200 / r.P99ms
+		}
+		out.Rows = append(out.Rows, row{Case: r.Case, Ours: r, Peer: map[string]float64{"p99_ms": 200, "server_rss_mib": 300}, Ratio: float64(int(ratio*100)) / 100})
+	}
+	b, _ := json.Marshal(out)
+	fmt.Println(string(b))
+	return nil
+}
+
+func watchBody(id int64) map[string]any {
+	return map[string]any{"env": "dev", "app": "bench", "namespaces": []map[string]any{{"ns": "application", "id": id}}}
+}
+
+func pct(sorted []float64, p float64) float64 {
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func call(ctx context.Context, hc *http.Client, method, url string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, b)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return nil
+}
+
+func waitReady(hc *http.Client, base string) error {
+	for i := 0; i < 200; i++ {
+		resp, err := hc.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("server at %s not ready", base)
+}
+
+// waitWatchers polls the server's tangram_config_watchers gauge.
+func waitWatchers(hc *http.Client, base string, n int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	last := 0
+	for time.Now().Before(deadline) {
+		resp, err := hc.Get(base + "/metrics")
+		if err == nil {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				line := sc.Text()
+				if strings.HasPrefix(line, "tangram_config_watchers ") {
+					f, _ := strconv.ParseFloat(strings.TrimPrefix(line, "tangram_config_watchers "), 64)
+					last = int(f)
+				}
+			}
+			resp.Body.Close()
+			if last >= n {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("only %d of %d watchers held after %v", last, n, d)
+}
+
+func procStatus(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, field+":") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
+func serverRSS(pid int) float64 { return procStatus(pid, "VmRSS") }
+func serverHWM(pid int) float64 { return procStatus(pid, "VmHWM") }
+
+// procCPU returns a process's user+system CPU seconds from /proc.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start after ") ".
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // clock ticks (USER_HZ = 100 on Linux)
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}

@@ -1,0 +1,145 @@
+package config
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/park"
+)
+
+// A parked watch is a long poll whose connection has been taken from
+// net/http (see package park): no goroutine, buffers or request are held
+// while it waits. A release, the hold timer or shutdown answers it from a
+// short-lived goroutine owned by the Server, and the connection goes back to
+// the HTTP server for the client's next request.
+type parkedWatch struct {
+	s        *Server
+	w        *watch
+	conn     *park.Conn
+	waiter   atomic.Pointer[waiter]
+	timer    atomic.Pointer[time.Timer]
+	answered atomic.Bool
+}
+
+// parkWatch parks the request's connection until w's namespaces change. It
+// reports false, leaving the request untouched, when the connection cannot
+// be parked (HTTP/2, no parker): the caller then blocks in Watch.
+func (s *Server) parkWatch(rw http.ResponseWriter, r *http.Request, w *watch) bool {
+	if s.cfg.Parker == nil {
+		return false
+	}
+	pc, err := s.cfg.Parker.Park(rw, r)
+	if err != nil {
+		return false
+	}
+	pw := &parkedWatch{s: s, w: w, conn: pc}
+	wt, ok := s.hub.subscribe(w.groups, pw)
+	if !ok {
+		pw.finish(http.StatusServiceUnavailable, nil)
+		return true
+	}
+	pw.waiter.Store(wt)
+	pw.timer.Store(time.AfterFunc(w.hold, pw.expired))
+	// A release may have landed between the caller's check and the subscription.
+	if out := s.changed(w); len(out) > 0 && s.hub.unsubscribe(wt) {
+		pw.finish(http.StatusOK, out)
+	}
+	return true
+}
+
+// notify records releases and answers the watches they fire.
+func (s *Server) notify(notes []notice) {
+	s.fanout(s.hub.publish(notes), http.StatusOK)
+}
+
+// fanChunk is how many parked watches one fan-out goroutine answers.
+const fanChunk = 256
+
+// fanout answers fired parked watches from a few owned goroutines, each of
+// which writes all its answers before handing the connections back to the
+// HTTP server: the write is what the client waits for.
+func (s *Server) fanout(fired []*parkedWatch, status int) {
+	for len(fired) > 0 {
+		n := min(len(fired), fanChunk)
+		chunk := fired[:n]
+		fired = fired[n:]
+		s.goOwned(func() {
+			for _, pw := range chunk {
+				if status == http.StatusOK {
+					pw.answer(status, s.changed(pw.w))
+				} else {
+					pw.answer(status, nil)
+				}
+			}
+			for _, pw := range chunk {
+				pw.conn.Release()
+			}
+		})
+	}
+}
+
+// expired answers "no change" when the hold ends.
+func (pw *parkedWatch) expired() {
+	if wt := pw.waiter.Load(); wt == nil || !pw.s.hub.unsubscribe(wt) {
+		return // already answered
+	}
+	pw.finish(http.StatusOK, nil)
+}
+
+func (pw *parkedWatch) finish(status int, changes []Notification) {
+	pw.answer(status, changes)
+	pw.conn.Release()
+}
+
+// answer writes the response (once); Release hands the connection back.
+func (pw *parkedWatch) answer(status int, changes []Notification) {
+	if !pw.answered.CompareAndSwap(false, true) {
+		return
+	}
+	if t := pw.timer.Load(); t != nil {
+		t.Stop()
+	}
+	if status != http.StatusOK {
+		pw.conn.Answer(status, "application/json", []byte(`{"error":{"code":"unavailable","message":"server is shutting down; reconnect"}}`+"\n"))
+		return
+	}
+	pw.conn.Answer(status, "application/json", changesJSON(changes))
+}
+
+// goOwned runs fn on a goroutine that Close waits for; after Close has
+// begun waiting it runs fn inline instead.
+func (s *Server) goOwned(fn func()) {
+	s.ownMu.Lock()
+	if s.draining {
+		s.ownMu.Unlock()
+		fn()
+		return
+	}
+	s.owned.Add(1)
+	s.ownMu.Unlock()
+	go func() {
+		defer s.owned.Done()
+		fn()
+	}()
+}
+
+// changesJSON renders a watch answer by hand: it is the hot path of a
+// release fanning out to every watcher, and namespace names are validated
+// to need no escaping.
+func changesJSON(changes []Notification) []byte {
+	buf := make([]byte, 0, 32+48*len(changes))
+	buf = append(buf, `{"changes":[`...)
+	for i, n := range changes {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"ns":"`...)
+		buf = append(buf, n.NS...)
+		buf = append(buf, `","id":`...)
+		buf = strconv.AppendInt(buf, n.ID, 10)
+		buf = append(buf, '}')
+	}
+	return append(buf, "]}\n"...)
+}
