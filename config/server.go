@@ -87,9 +87,9 @@ type Server struct {
 	ownMu    sync.Mutex
 	draining bool
 	owned    sync.WaitGroup
-	ready   chan struct{}
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	ready    chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // New returns a Server; Start seeds default environments and starts the

@@ -150,7 +150,7 @@ func run(n, rounds int, bin string) error {
 		// then, so the measured window holds only the notification fan-out
 		// and not the next round's watch requests.
 		rearm = make([]chan struct{}, rounds)
-		wg       sync.WaitGroup
+		wg    sync.WaitGroup
 	)
 	for i := range rearm {
 		rearm[i] = make(chan struct{})
