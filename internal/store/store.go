@@ -142,7 +142,7 @@ func parseDSN(raw string) (Dialect, string, string, error) {
 		if err != nil {
 			return "", "", "", fmt.Errorf("%w: %v", ErrBadDSN, err)
 		}
-		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(FULL)"} {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
