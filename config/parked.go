@@ -2,6 +2,8 @@ package config
 
 import (
 	"net/http"
+	"runtime"
+	"sync"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -54,18 +56,22 @@ func (s *Server) notify(notes []notice) {
 	s.fanout(s.hub.publish(notes), http.StatusOK)
 }
 
-// fanChunk is how many parked watches one fan-out goroutine answers.
-const fanChunk = 256
-
-// fanout answers fired parked watches from a few owned goroutines, each of
-// which writes all its answers before handing the connections back to the
-// HTTP server: the write is what the client waits for.
+// fanout answers fired parked watches. A few owned goroutines (one per
+// CPU) write every answer first; only when all are written are the
+// connections handed back to the HTTP server, whose per-connection set-up
+// would otherwise delay the answers still queued.
 func (s *Server) fanout(fired []*parkedWatch, status int) {
-	for len(fired) > 0 {
-		n := min(len(fired), fanChunk)
-		chunk := fired[:n]
-		fired = fired[n:]
+	if len(fired) == 0 {
+		return
+	}
+	workers := min(runtime.GOMAXPROCS(0), (len(fired)+63)/64)
+	per := (len(fired) + workers - 1) / workers
+	var written sync.WaitGroup
+	for i := 0; i < len(fired); i += per {
+		chunk := fired[i:min(i+per, len(fired))]
+		written.Add(1)
 		s.goOwned(func() {
+			defer written.Done()
 			for _, pw := range chunk {
 				if status == http.StatusOK {
 					pw.answer(status, s.changed(pw.w))
@@ -73,11 +79,14 @@ func (s *Server) fanout(fired []*parkedWatch, status int) {
 					pw.answer(status, nil)
 				}
 			}
-			for _, pw := range chunk {
-				pw.conn.Release()
-			}
 		})
 	}
+	s.goOwned(func() {
+		written.Wait()
+		for _, pw := range fired {
+			pw.conn.Release()
+		}
+	})
 }
 
 // expired answers "no change" when the hold ends.

@@ -61,6 +61,10 @@ type Config struct {
 	ConfigMaxHold time.Duration
 	// SecureCookies marks console cookies Secure (behind TLS).
 	SecureCookies bool
+	// ConfigBlockingWatches holds each config watch on a goroutine, as a
+	// plain net/http long poll does, instead of parking its connection.
+	// Off by default; it exists to compare the two (bench/config).
+	ConfigBlockingWatches bool
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string
@@ -167,8 +171,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
 	}
 	s.parker = park.New(s.ln.Addr())
-	s.config, err = config.New(config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"),
-		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold, Parker: s.parker})
+	ccfg := config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"),
+		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold}
+	if !s.cfg.ConfigBlockingWatches {
+		ccfg.Parker = s.parker
+	}
+	s.config, err = config.New(ccfg)
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,8 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.String("secret-key-file", "", "file with the 32-byte key (hex) encrypting secret config items (default <data>/secret.key; env TANGRAM_SECRET_KEY)")
 	f.DurationVar(&cfg.ConfigScanInterval, "config-scan-interval", time.Second, "how often releases made on other servers are picked up")
 	f.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark console cookies Secure (serve behind TLS)")
+	f.BoolVar(&cfg.ConfigBlockingWatches, "config-blocking-watches", false, "hold config watches on a goroutine each instead of parking them (for comparison)")
+	_ = f.MarkHidden("config-blocking-watches")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (unauthenticated: keep it on loopback)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
