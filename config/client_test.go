@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
@@ -191,10 +192,17 @@ func TestClientDiskFallback(t *testing.T) {
 	}
 }
 
-// TestClusterPushPostgres runs two servers on one PostgreSQL: a release
-// published on one reaches a client watching the other within about a second.
-func TestClusterPushPostgres(t *testing.T) {
-	dsn := storetest.DSN(t, "postgres")
+// TestClusterPush runs two servers on one PostgreSQL (LISTEN/NOTIFY: a few
+// milliseconds) and on one MariaDB (release-message scan: about a second):
+// a release published on one reaches a client watching the other.
+func TestClusterPush(t *testing.T) {
+	for _, d := range []store.Dialect{store.Postgres, store.MySQL} {
+		t.Run(string(d), func(t *testing.T) { clusterPush(t, d) })
+	}
+}
+
+func clusterPush(t *testing.T, d store.Dialect) {
+	dsn := storetest.DSN(t, d)
 	key := bytes.Repeat([]byte{9}, 32)
 	a := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
 	b := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
@@ -221,4 +229,35 @@ func TestClusterPushPostgres(t *testing.T) {
 	if lag > 3*time.Second {
 		t.Fatalf("cross-server push took %v; want about the 1s scan interval", lag)
 	}
+}
+
+// TestClientFailoverLosesNoChange: a client watching server A keeps up when
+// A dies: it reconnects to B (same PostgreSQL store) and, thanks to the
+// notification ids it sends, gets every release made while it moved.
+func TestClientFailoverLosesNoChange(t *testing.T) {
+	dsn := storetest.DSN(t, "postgres")
+	key := bytes.Repeat([]byte{5}, 32)
+	a := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
+	b := servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(key))
+	cb := b.Client()
+	mustDo(t, cb, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	setItem(t, cb, "application", "k", "v1")
+	publish(t, cb, "application", "one")
+	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{a.URL, b.URL}, Token: a.Token, Env: "dev", App: "demo",
+		CacheDir: servertest.CacheDir(t), WatchTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	waitFor(t, "watch held on a", 5*time.Second, func() bool { return a.Srv.Config().Watchers() > 0 })
+	if err := a.Srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Releases land on b while the client is moving over.
+	setItem(t, cb, "application", "k", "v2")
+	setItem(t, cb, "application", "extra", "x")
+	publish(t, cb, "application", "two")
+	waitFor(t, "client to fail over and catch up", 15*time.Second, func() bool {
+		return cl.String("k", "") == "v2" && cl.String("extra", "") == "x"
+	})
 }

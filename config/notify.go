@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tangram-dev/tangram/internal/store"
 )
 
@@ -43,6 +45,13 @@ func (s *Server) writeMessages(ctx context.Context, tx *store.Tx, ns *Namespace)
 			keys = append(keys, c.messageKey())
 		}
 		rows.Close()
+	}
+	if tx.Dialect() == store.Postgres {
+		// Delivered at commit to every server LISTENing: they scan at once
+		// instead of at their next tick.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify('`+pgChannel+`', '')`); err != nil {
+			return nil, fmt.Errorf("config: notify: %w", err)
+		}
 	}
 	out := make([]notice, 0, len(keys))
 	for _, k := range keys {
@@ -83,6 +92,9 @@ func (s *Server) loadNotifications(ctx context.Context) (int64, error) {
 // after a higher one was already scanned.
 const scanOverlap = 512
 
+// pgChannel is the PostgreSQL NOTIFY channel of config releases.
+const pgChannel = "tangram_config_release"
+
 func (s *Server) scanLoop(last int64) {
 	t := time.NewTicker(s.cfg.ScanInterval)
 	defer t.Stop()
@@ -91,6 +103,7 @@ func (s *Server) scanLoop(last int64) {
 		case <-s.stop:
 			return
 		case <-t.C:
+		case <-s.kick:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		next, err := s.scan(ctx, last)
@@ -376,3 +389,55 @@ func (s *Server) Watch(ctx context.Context, req WatchRequest, hold time.Duration
 
 // Watchers returns the number of watches held open on this server.
 func (s *Server) Watchers() int { return s.hub.watching() }
+
+// listenLoop keeps a PostgreSQL connection LISTENing for releases made on
+// any server and kicks the scanner, so cross-server push takes
+// milliseconds; the periodic scan stays as the fallback while the
+// connection is down.
+func (s *Server) listenLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("config: LISTEN connection lost; scanning every interval until it is back", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (s *Server) listenOnce(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, s.st.DSN())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgChannel); err != nil {
+		return err
+	}
+	s.kickScan() // catch anything released while not listening
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		s.kickScan()
+	}
+}
+
+func (s *Server) kickScan() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}

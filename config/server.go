@@ -89,6 +89,7 @@ type Server struct {
 	owned    sync.WaitGroup
 	ready    chan struct{}
 	stop     chan struct{}
+	kick     chan struct{} // scan now (a PostgreSQL NOTIFY arrived)
 	wg       sync.WaitGroup
 }
 
@@ -98,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, st: cfg.Store, cipher: cfg.Cipher, log: cfg.Logger, hub: newHub(), ready: make(chan struct{}), stop: make(chan struct{})}, nil
+	return &Server{cfg: cfg, st: cfg.Store, cipher: cfg.Cipher, log: cfg.Logger, hub: newHub(), ready: make(chan struct{}), stop: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
 }
 
 // Start seeds the default environments on an empty store, loads the latest
@@ -122,6 +123,13 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.scanLoop(last)
 	}()
+	if s.st.Dialect() == store.Postgres {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.listenLoop()
+		}()
+	}
 	close(s.ready)
 	return nil
 }

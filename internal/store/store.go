@@ -63,6 +63,7 @@ type Config struct {
 // Store is a SQL database with Tangram's schema.
 type Store struct {
 	db      *sql.DB
+	dsn     string
 	dialect Dialect
 	log     *slog.Logger
 	latency *prometheus.HistogramVec
@@ -91,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	db.SetMaxOpenConns(maxOpen)
 	db.SetMaxIdleConns(maxOpen)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{db: db, dialect: dialect, log: cfg.Logger}
+	s := &Store{db: db, dsn: cfg.DSN, dialect: dialect, log: cfg.Logger}
 	if cfg.Registerer != nil {
 		s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tangram_store_query_seconds",
@@ -182,6 +183,10 @@ func parseDSN(raw string) (Dialect, string, string, error) {
 
 // Dialect reports which database the store talks to.
 func (s *Store) Dialect() Dialect { return s.dialect }
+
+// DSN is the store URL the store was opened with (it may hold a password:
+// do not log it). PostgreSQL LISTEN connections use it.
+func (s *Store) DSN() string { return s.dsn }
 
 // DB exposes the pool for callers that need database/sql directly (tests, LISTEN).
 func (s *Store) DB() *sql.DB { return s.db }
