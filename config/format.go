@@ -132,7 +132,8 @@ func yamlError(err error) error {
 func jsonError(content string, err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return &SyntaxError{Format: JSON, Line: lineAt(content, int(se.Offset)), Msg: se.Error()}
+		// Offset counts the bytes read including the offending one.
+		return &SyntaxError{Format: JSON, Line: lineAt(content, int(se.Offset)-1), Msg: se.Error()}
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {

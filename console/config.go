@@ -17,6 +17,7 @@ func (c *Console) registerConfig(mux *http.ServeMux) {
 	mux.Handle("POST /config/{env}/{app}/{cluster}/-/namespaces", c.page(c.createNamespace))
 	mux.Handle("POST /config/{env}/{app}/-/clusters", c.page(c.createCluster))
 	mux.Handle("GET "+nsPath, c.page(c.namespacePage))
+	mux.Handle("GET "+nsPath+"/diff", c.page(c.diffPage))
 	mux.Handle("POST "+nsPath+"/{action}", c.page(c.namespaceAction))
 	mux.Handle("POST "+nsPath+"/gray/{action}", c.page(c.grayAction))
 	mux.Handle("POST "+nsPath+"/requests/{id}", c.page(c.requestAction))
@@ -311,5 +312,37 @@ func (c *Console) requestAction(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	back(w, r, "request "+r.PathValue("id")+" "+r.PostFormValue("decision")+"d", "")
+	return nil
+}
+
+func (c *Console) diffPage(w http.ResponseWriter, r *http.Request) error {
+	co := coordOf(r)
+	if err := auth.Check(r.Context(), auth.PermRead, co.Env, co.App, co.NS); err != nil {
+		return err
+	}
+	ns, err := c.cfg.Config.Namespace(r.Context(), co)
+	if err != nil {
+		return err
+	}
+	from, to := r.URL.Query().Get("from"), r.URL.Query().Get("to")
+	if from == "" {
+		from = "current"
+	}
+	if to == "" {
+		to = "draft"
+	}
+	id := func(v string) int64 {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	changes, err := c.cfg.Config.DiffReleases(r.Context(), co, id(from), id(to))
+	if err != nil {
+		return err
+	}
+	releases, err := c.cfg.Config.Releases(r.Context(), co, 0, 100)
+	if err != nil {
+		return err
+	}
+	c.render(w, r, "diff", "Diff "+co.NS, map[string]any{"NS": ns, "From": from, "To": to, "Changes": changes, "Releases": releases})
 	return nil
 }

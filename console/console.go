@@ -75,7 +75,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "audit"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err

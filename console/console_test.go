@@ -118,6 +118,11 @@ func TestConsoleBrowser(t *testing.T) {
 	if body = text(`td.v[data-key="greeting"]`); body != "hello" {
 		t.Fatalf("draft after rollback = %q", body)
 	}
+	// Diff any two releases: v1 ("hello") against v2 ("hi").
+	step("diff page", chromedp.Navigate(h.URL+"/config/dev/shop/default/application/diff?from=1&to=2"), chromedp.WaitVisible(id("diff")))
+	if body = text("#diff"); !strings.Contains(body, "modified") || !strings.Contains(body, "hello") || !strings.Contains(body, "hi") {
+		t.Fatalf("diff page: %q", body)
+	}
 	// The released value, as the API sees it.
 	req, _ := http.NewRequest("GET", h.URL+"/api/v1/config/envs/dev/apps/shop/clusters/default/namespaces/application/items/greeting", nil)
 	req.Header.Set("Authorization", "Bearer "+h.Token)
