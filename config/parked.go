@@ -3,8 +3,8 @@ package config
 import (
 	"net/http"
 	"runtime"
-	"sync"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
