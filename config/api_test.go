@@ -439,7 +439,10 @@ func TestPermissionsSecretsAudit(t *testing.T) {
 
 	// No token: 401 on every API; health and metrics are open.
 	anon := apiclient.New(h.URL, "")
-	wantStatus(t, anon.Do(ctx, "GET", "/api/v1/config/apps", nil, nil), 401, "token")
+	for _, p := range []string{"/api/v1/config/apps", "/api/v1/version", "/api/v1/audit", "/api/v1/auth/users", "/api/v1/config/configs/dev/demo/default/application"} {
+		wantStatus(t, anon.Do(ctx, "GET", p, nil, nil), 401, "token")
+	}
+	wantStatus(t, anon.Do(ctx, "POST", "/api/v1/config/watch", config.WatchRequest{Env: "dev", App: "demo", Namespaces: []config.Notification{{NS: "application"}}}, nil), 401, "token")
 	wantStatus(t, apiclient.New(h.URL, "tgm_wrong").Do(ctx, "GET", "/api/v1/config/apps", nil, nil), 401, "token")
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
 		resp, err := http.Get(h.URL + p)

@@ -59,6 +59,8 @@ type Config struct {
 	ConfigScanInterval time.Duration
 	// ConfigMaxHold bounds a config watch. Default 60s.
 	ConfigMaxHold time.Duration
+	// ConfigMaxValueBytes limits one config value. Default 1 MiB.
+	ConfigMaxValueBytes int
 	// SecureCookies marks console cookies Secure (behind TLS).
 	SecureCookies bool
 	// ConfigBlockingWatches holds each config watch on a goroutine, as a
@@ -172,7 +174,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.parker = park.New(s.ln.Addr())
 	ccfg := config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"),
-		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold}
+		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold, MaxValueBytes: s.cfg.ConfigMaxValueBytes}
 	if !s.cfg.ConfigBlockingWatches {
 		ccfg.Parker = s.parker
 	}
@@ -321,9 +323,9 @@ func (s *Server) routes() (http.Handler, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, 200, map[string]string{"version": Version})
-	})
+	mux.Handle("GET /api/v1/version", s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, 200, map[string]string{"version": Version, "store": string(s.st.Dialect())})
+	})))
 	s.auth.Register(mux, s.auth.Require)
 	s.config.Register(mux, s.auth.Require)
 	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})

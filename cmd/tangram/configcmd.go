@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -214,8 +216,8 @@ func itemCmds(g *globals) []*cobra.Command {
 					return nil
 				}
 				return g.print(cfg.Items, func(w *tabwriter.Writer) {
-					for k, v := range cfg.Items {
-						row(w, k, v)
+					for _, k := range slices.Sorted(maps.Keys(cfg.Items)) {
+						row(w, k, cfg.Items[k])
 					}
 				})
 			}
@@ -704,8 +706,9 @@ func watchCmd(g *globals) *cobra.Command {
 					src = "disk copy"
 				}
 				fmt.Fprintf(g.out, "# %s/%s/%s/%s release %s (from %s)\n", c.env, c.app, c.cluster, ns, cl.ReleaseKey(ns), src)
-				for k, v := range cl.Snapshot(ns) {
-					fmt.Fprintf(g.out, "%s = %s\n", k, v)
+				snap := cl.Snapshot(ns)
+				for _, k := range slices.Sorted(maps.Keys(snap)) {
+					fmt.Fprintf(g.out, "%s = %s\n", k, snap[k])
 				}
 			}
 			cl.OnChange(func(ev config.ChangeEvent) {

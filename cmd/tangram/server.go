@@ -73,6 +73,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.Store, "store", "", "SQL store: sqlite://PATH (default <data>/tangram.db), postgres://… or mysql://user:pass@host:port/db")
 	f.String("secret-key-file", "", "file with the 32-byte key (hex) encrypting secret config items (default <data>/secret.key; env TANGRAM_SECRET_KEY)")
 	f.DurationVar(&cfg.ConfigScanInterval, "config-scan-interval", time.Second, "how often releases made on other servers are picked up")
+	f.IntVar(&cfg.ConfigMaxValueBytes, "config-max-value", 1<<20, "largest config value in bytes")
 	f.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark console cookies Secure (serve behind TLS)")
 	f.BoolVar(&cfg.ConfigBlockingWatches, "config-blocking-watches", false, "hold config watches on a goroutine each instead of parking them (for comparison)")
 	_ = f.MarkHidden("config-blocking-watches")
