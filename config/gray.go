@@ -288,16 +288,8 @@ func (s *Server) PromoteGray(ctx context.Context, actor string, c Coord, req Pub
 		if g == nil || !g.published {
 			return fmt.Errorf("%w: %s has no published gray release to promote", ErrInvalid, c)
 		}
-		if req.Emergency {
-			env, err := s.getEnv(ctx, tx, c.Env)
-			if err != nil {
-				return err
-			}
-			if !env.EmergencyPublish {
-				return fmt.Errorf("%w: emergency publish is switched off in environment %q", ErrForbidden, c.Env)
-			}
-		} else if ns.RequireApproval {
-			return fmt.Errorf("%w: %s requires approval; promote with an emergency publish or merge the gray changes into the draft and request a release", ErrApprovalRequired, c)
+		if err := s.releaseGate(ctx, tx, ns, req.Emergency, "approval; promote with an emergency publish, or set the gray values in the draft and request a release"); err != nil {
+			return err
 		}
 		main, err := s.currentSnapshot(ctx, tx, ns)
 		if err != nil {

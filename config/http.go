@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -25,9 +26,7 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 	}
 	const base = "/api/v1/config"
 	const nsPath = base + "/envs/{env}/apps/{app}/clusters/{cluster}/namespaces/{ns}"
-	coord := func(r *http.Request) Coord {
-		return Coord{Env: r.PathValue("env"), App: r.PathValue("app"), Cluster: r.PathValue("cluster"), NS: r.PathValue("ns")}
-	}
+	coord := coordOf
 	check := func(r *http.Request, p auth.Perm, c Coord) error {
 		return auth.Check(r.Context(), p, c.Env, c.App, c.NS)
 	}
@@ -199,22 +198,9 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		api.WriteJSON(w, 200, map[string]any{"namespace": ns, "items": items, "pending": pending})
 		return nil
 	})
-	h("PATCH "+nsPath, func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermAdmin, c); err != nil {
-			return err
-		}
-		var set Settings
-		if err := api.Decode(r, &set); err != nil {
-			return err
-		}
-		ns, err := s.UpdateSettings(r.Context(), actor(r), c, set)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, ns)
-		return nil
-	})
+	h("PATCH "+nsPath, nsCall(auth.PermAdmin, 200, func(ctx context.Context, actor string, c Coord, set Settings) (any, error) {
+		return s.UpdateSettings(ctx, actor, c, set)
+	}))
 	h("GET "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
 		if err := check(r, auth.PermRead, c); err != nil {
@@ -294,38 +280,13 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
 		return nil
 	})
-	h("POST "+nsPath+"/draft", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
-			return err
-		}
-		var e Edit
-		if err := api.Decode(r, &e); err != nil {
-			return err
-		}
-		v, err := s.EditDraft(r.Context(), actor(r), c, e)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
-		return nil
-	})
-	h("POST "+nsPath+"/publish", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRelease, c); err != nil {
-			return err
-		}
-		var req PublishRequest
-		if err := api.Decode(r, &req); err != nil {
-			return err
-		}
-		rel, err := s.Publish(r.Context(), actor(r), c, req)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 201, rel)
-		return nil
-	})
+	h("POST "+nsPath+"/draft", nsCall(auth.PermEdit, 200, func(ctx context.Context, actor string, c Coord, e Edit) (any, error) {
+		v, err := s.EditDraft(ctx, actor, c, e)
+		return map[string]int64{"draft_version": v}, err
+	}))
+	h("POST "+nsPath+"/publish", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c Coord, req PublishRequest) (any, error) {
+		return s.Publish(ctx, actor, c, req)
+	}))
 	h("GET "+nsPath+"/releases", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
 		if err := check(r, auth.PermRead, c); err != nil {
@@ -346,115 +307,37 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		api.WriteJSON(w, 200, out)
 		return nil
 	})
-	h("GET "+nsPath+"/releases/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
-			return err
-		}
+	h("GET "+nsPath+"/releases/{id}", nsRead(func(r *http.Request, c Coord) (any, error) {
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 		if err != nil {
-			return api.BadRequest("release id %q is not a number", r.PathValue("id"))
+			return nil, api.BadRequest("release id %q is not a number", r.PathValue("id"))
 		}
-		rel, err := s.Release(r.Context(), c, id)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, rel)
-		return nil
-	})
-	h("GET "+nsPath+"/diff", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
-			return err
-		}
+		return s.Release(r.Context(), c, id)
+	}))
+	h("GET "+nsPath+"/diff", nsRead(func(r *http.Request, c Coord) (any, error) {
 		from, err1 := optInt(r, "from")
 		to, err2 := optInt(r, "to")
 		if err := errors.Join(err1, err2); err != nil {
-			return err
+			return nil, err
 		}
 		changes, err := s.DiffReleases(r.Context(), c, from, to)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, api.List[Change]{Items: changes})
-		return nil
-	})
-	h("POST "+nsPath+"/rollback", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRelease, c); err != nil {
-			return err
-		}
-		var req RollbackRequest
-		if err := api.Decode(r, &req); err != nil {
-			return err
-		}
-		rel, err := s.Rollback(r.Context(), actor(r), c, req)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 201, rel)
-		return nil
-	})
-	h("GET "+nsPath+"/gray", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
-			return err
-		}
-		g, err := s.GetGray(r.Context(), c)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, g)
-		return nil
-	})
-	h("POST "+nsPath+"/gray", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
-			return err
-		}
-		var e GrayEdit
-		if err := api.Decode(r, &e); err != nil {
-			return err
-		}
-		g, err := s.EditGray(r.Context(), actor(r), c, e)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, g)
-		return nil
-	})
-	h("POST "+nsPath+"/gray/publish", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRelease, c); err != nil {
-			return err
-		}
-		var req PublishRequest
-		if err := api.Decode(r, &req); err != nil {
-			return err
-		}
-		rel, err := s.PublishGray(r.Context(), actor(r), c, req.Comment)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 201, rel)
-		return nil
-	})
-	h("POST "+nsPath+"/gray/promote", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRelease, c); err != nil {
-			return err
-		}
-		var req PublishRequest
-		if err := api.Decode(r, &req); err != nil {
-			return err
-		}
-		rel, err := s.PromoteGray(r.Context(), actor(r), c, req)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 201, rel)
-		return nil
-	})
+		return api.List[Change]{Items: changes}, err
+	}))
+	h("POST "+nsPath+"/rollback", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c Coord, req RollbackRequest) (any, error) {
+		return s.Rollback(ctx, actor, c, req)
+	}))
+	h("GET "+nsPath+"/gray", nsRead(func(r *http.Request, c Coord) (any, error) {
+		return s.GetGray(r.Context(), c)
+	}))
+	h("POST "+nsPath+"/gray", nsCall(auth.PermEdit, 200, func(ctx context.Context, actor string, c Coord, e GrayEdit) (any, error) {
+		return s.EditGray(ctx, actor, c, e)
+	}))
+	h("POST "+nsPath+"/gray/publish", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c Coord, req PublishRequest) (any, error) {
+		return s.PublishGray(ctx, actor, c, req.Comment)
+	}))
+	h("POST "+nsPath+"/gray/promote", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c Coord, req PublishRequest) (any, error) {
+		return s.PromoteGray(ctx, actor, c, req)
+	}))
 	h("POST "+nsPath+"/gray/abandon", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
 		if err := check(r, auth.PermRelease, c); err != nil {
@@ -466,36 +349,15 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	})
-	h("GET "+nsPath+"/requests", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
-			return err
-		}
+	h("GET "+nsPath+"/requests", nsRead(func(r *http.Request, c Coord) (any, error) {
 		reqs, err := s.Requests(r.Context(), c, r.URL.Query().Get("status"))
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, api.List[ReleaseRequest]{Items: reqs})
-		return nil
-	})
-	h("POST "+nsPath+"/requests", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
-			return err
-		}
-		var req struct {
-			Comment string `json:"comment"`
-		}
-		if err := api.Decode(r, &req); err != nil {
-			return err
-		}
-		out, err := s.RequestRelease(r.Context(), actor(r), c, req.Comment)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 201, out)
-		return nil
-	})
+		return api.List[ReleaseRequest]{Items: reqs}, err
+	}))
+	h("POST "+nsPath+"/requests", nsCall(auth.PermEdit, 201, func(ctx context.Context, actor string, c Coord, req struct {
+		Comment string `json:"comment"`
+	}) (any, error) {
+		return s.RequestRelease(ctx, actor, c, req.Comment)
+	}))
 	h("POST "+nsPath+"/requests/{id}/{decision}", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
@@ -536,18 +398,10 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	})
-	h("GET "+nsPath+"/instances", func(w http.ResponseWriter, r *http.Request) error {
-		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
-			return err
-		}
+	h("GET "+nsPath+"/instances", nsRead(func(r *http.Request, c Coord) (any, error) {
 		ins, err := s.Instances(r.Context(), c)
-		if err != nil {
-			return err
-		}
-		api.WriteJSON(w, 200, api.List[Instance]{Items: ins})
-		return nil
-	})
+		return api.List[Instance]{Items: ins}, err
+	}))
 	h("GET "+nsPath+"/export", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
 		if err := check(r, auth.PermRead, c); err != nil {
@@ -729,4 +583,46 @@ func writeChanges(w http.ResponseWriter, changes []Notification) {
 	h["Content-Length"] = []string{strconv.Itoa(len(buf))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf)
+}
+
+func coordOf(r *http.Request) Coord {
+	return Coord{Env: r.PathValue("env"), App: r.PathValue("app"), Cluster: r.PathValue("cluster"), NS: r.PathValue("ns")}
+}
+
+// nsCall adapts a namespace operation with a JSON body: it checks perm on
+// the namespace, decodes Req, runs fn and answers with status.
+func nsCall[Req any](perm auth.Perm, status int, fn func(ctx context.Context, actor string, c Coord, req Req) (any, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c := coordOf(r)
+		if err := auth.Check(r.Context(), perm, c.Env, c.App, c.NS); err != nil {
+			return err
+		}
+		var req Req
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		out, err := fn(r.Context(), auth.Actor(r.Context()), c, req)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, status, out)
+		return nil
+	}
+}
+
+// nsRead adapts a read of a namespace: it checks read permission, runs fn
+// and answers 200.
+func nsRead(fn func(r *http.Request, c Coord) (any, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c := coordOf(r)
+		if err := auth.Check(r.Context(), auth.PermRead, c.Env, c.App, c.NS); err != nil {
+			return err
+		}
+		out, err := fn(r, c)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, http.StatusOK, out)
+		return nil
+	}
 }

@@ -125,16 +125,10 @@ func (s *Server) Publish(ctx context.Context, actor string, c Coord, req Publish
 		}
 		kind := KindNormal
 		if req.Emergency {
-			env, err := s.getEnv(ctx, tx, c.Env)
-			if err != nil {
-				return err
-			}
-			if !env.EmergencyPublish {
-				return fmt.Errorf("%w: emergency publish is switched off in environment %q", ErrForbidden, c.Env)
-			}
 			kind = KindEmergency
-		} else if ns.RequireApproval {
-			return fmt.Errorf("%w: %s requires an approved release request (or an emergency publish)", ErrApprovalRequired, c)
+		}
+		if err := s.releaseGate(ctx, tx, ns, req.Emergency, "an approved release request (or an emergency publish)"); err != nil {
+			return err
 		}
 		if ns.SeparatePublisher && ns.LastEditor == actor && !req.Emergency {
 			return fmt.Errorf("%w: %s requires the publisher to differ from the last editor (%s)", ErrForbidden, c, actor)
@@ -168,6 +162,26 @@ func (s *Server) Publish(ctx context.Context, actor string, c Coord, req Publish
 	}
 	s.notify(notes)
 	return rel, nil
+}
+
+// releaseGate applies a namespace's release rules to a direct release: a
+// namespace that requires approval refuses it unless it is an emergency
+// publish, which the environment must allow.
+func (s *Server) releaseGate(ctx context.Context, tx *store.Tx, ns *Namespace, emergency bool, instead string) error {
+	if emergency {
+		env, err := s.getEnv(ctx, tx, ns.Env)
+		if err != nil {
+			return err
+		}
+		if !env.EmergencyPublish {
+			return fmt.Errorf("%w: emergency publish is switched off in environment %q", ErrForbidden, ns.Env)
+		}
+		return nil
+	}
+	if ns.RequireApproval {
+		return fmt.Errorf("%w: %s requires %s", ErrApprovalRequired, ns.Coord, instead)
+	}
+	return nil
 }
 
 // validateSnapshot checks documents of yaml/json namespaces, naming the line.
