@@ -133,15 +133,7 @@ func (s *Server) Publish(ctx context.Context, actor string, c Coord, req Publish
 		if ns.SeparatePublisher && ns.LastEditor == actor && !req.Emergency {
 			return fmt.Errorf("%w: %s requires the publisher to differ from the last editor (%s)", ErrForbidden, c, actor)
 		}
-		items, err := s.items(ctx, tx, ns.ID)
-		if err != nil {
-			return err
-		}
-		snap := snapshotOf(items)
-		if err := s.validateSnapshot(ns, snap); err != nil {
-			return err
-		}
-		prev, err := s.currentSnapshot(ctx, tx, ns)
+		snap, prev, err := s.draftForRelease(ctx, tx, ns)
 		if err != nil {
 			return err
 		}
@@ -162,6 +154,21 @@ func (s *Server) Publish(ctx context.Context, actor string, c Coord, req Publish
 	}
 	s.notify(notes)
 	return rel, nil
+}
+
+// draftForRelease returns the namespace's draft as a validated snapshot,
+// and the snapshot of its current release.
+func (s *Server) draftForRelease(ctx context.Context, tx *store.Tx, ns *Namespace) (draft, current Snapshot, err error) {
+	items, err := s.items(ctx, tx, ns.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	draft = snapshotOf(items)
+	if err := s.validateSnapshot(ns, draft); err != nil {
+		return nil, nil, err
+	}
+	current, err = s.currentSnapshot(ctx, tx, ns)
+	return draft, current, err
 }
 
 // releaseGate applies a namespace's release rules to a direct release: a
@@ -461,15 +468,7 @@ func (s *Server) RequestRelease(ctx context.Context, actor string, c Coord, comm
 		if err != nil {
 			return err
 		}
-		items, err := s.items(ctx, tx, ns.ID)
-		if err != nil {
-			return err
-		}
-		snap := snapshotOf(items)
-		if err := s.validateSnapshot(ns, snap); err != nil {
-			return err
-		}
-		prev, err := s.currentSnapshot(ctx, tx, ns)
+		snap, prev, err := s.draftForRelease(ctx, tx, ns)
 		if err != nil {
 			return err
 		}
