@@ -339,6 +339,13 @@ func TestGrayRelease(t *testing.T) {
 	}
 	err := c.Do(ctx, "GET", ns("application")+"/gray", nil, nil)
 	wantStatus(t, err, 404, "no gray branch")
+	// History shows each main release's changes against the main release it
+	// replaced (not against the gray release listed between them).
+	var hist api.List[config.Release]
+	mustDo(t, c, "GET", ns("application")+"/releases?limit=2", nil, &hist)
+	if hist.Items[0].Kind != config.KindPromote || len(hist.Items[0].Changes) != 3 || hist.Items[1].Kind != config.KindGray || len(hist.Items[1].Changes) != 3 {
+		t.Fatalf("history changes: %+v", hist.Items)
+	}
 	var diff api.List[config.Change]
 	mustDo(t, c, "GET", ns("application")+"/diff", nil, &diff)
 	if len(diff.Items) != 0 {

@@ -246,18 +246,14 @@ func (s *Server) Releases(ctx context.Context, c Coord, before int64, limit int)
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	if len(out) > limit {
+		out = out[:limit]
+	}
 	res := make([]Release, 0, len(out))
 	for i, r := range out {
-		if i == limit {
-			break
-		}
-		var prev Snapshot
-		if i+1 < len(out) {
-			prev = out[i+1].Snapshot
-		} else if r.BaseID != 0 || r.Version > 1 {
-			if p, err := s.previousOf(ctx, r); err == nil && p != nil {
-				prev = p.Snapshot
-			}
+		prev, err := s.replaced(ctx, r, out[i+1:])
+		if err != nil {
+			return nil, err
 		}
 		r.Changes = Diff(prev, r.Snapshot)
 		res = append(res, *r)
@@ -265,13 +261,40 @@ func (s *Server) Releases(ctx context.Context, c Coord, before int64, limit int)
 	return res, nil
 }
 
-// previousOf is the release listed before r (by version).
-func (s *Server) previousOf(ctx context.Context, r *Release) (*Release, error) {
-	p, err := scanRelease(s.st.QueryRowContext(ctx, `SELECT `+relCols+` FROM config_releases WHERE ns_id = ? AND version < ? ORDER BY version DESC LIMIT 1`, r.NSID, r.Version))
+// replaced returns the snapshot r changed: for a main release, the main
+// release before it (which was current until r); for a gray release, the
+// main release it was published over. older holds releases listed after r
+// (lower ids), looked at before the store.
+func (s *Server) replaced(ctx context.Context, r *Release, older []*Release) (Snapshot, error) {
+	if r.Kind == KindGray {
+		for _, o := range older {
+			if o.ID == r.BaseID {
+				return o.Snapshot, nil
+			}
+		}
+		if r.BaseID == 0 {
+			return nil, nil
+		}
+		b, err := s.release(ctx, s.st, r.BaseID)
+		if err != nil {
+			return nil, err
+		}
+		return b.Snapshot, nil
+	}
+	for _, o := range older {
+		if o.Kind != KindGray {
+			return o.Snapshot, nil
+		}
+	}
+	p, err := scanRelease(s.st.QueryRowContext(ctx, `SELECT `+relCols+` FROM config_releases WHERE ns_id = ? AND version < ? AND kind <> ? ORDER BY version DESC LIMIT 1`,
+		r.NSID, r.Version, KindGray))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
-	return p, err
+	if err != nil {
+		return nil, err
+	}
+	return p.Snapshot, nil
 }
 
 // Release loads one release of a namespace with masked items.
