@@ -315,7 +315,9 @@ func (c *Client) watchOnce(ctx context.Context) ([]Notification, error) {
 		req.Namespaces = append(req.Namespaces, Notification{NS: ns, ID: c.state[ns].notifyID})
 	}
 	c.mu.RUnlock()
-	wctx, cancel := context.WithTimeout(ctx, c.opts.WatchTimeout+30*time.Second)
+	// A watch the server does not answer within its hold plus a margin is
+	// on a dead or partitioned connection: give up and fail over.
+	wctx, cancel := context.WithTimeout(ctx, c.opts.WatchTimeout+max(c.opts.WatchTimeout/2, 5*time.Second))
 	defer cancel()
 	var out struct {
 		Changes []Notification `json:"changes"`
