@@ -72,12 +72,22 @@ func (s *Server) fanout(fired []*parkedWatch, status int) {
 		written.Add(1)
 		s.goOwned(func() {
 			defer written.Done()
+			// Watchers of a namespace usually hold the same ids and get the
+			// same answer: format each distinct answer once.
+			cache := map[string]*park.Response{}
 			for _, pw := range chunk {
-				if status == http.StatusOK {
-					pw.answer(status, s.changed(pw.w))
-				} else {
+				if status != http.StatusOK {
 					pw.answer(status, nil)
+					continue
 				}
+				changes := s.changed(pw.w)
+				key := answerKey(pw.w, changes)
+				resp := cache[key]
+				if resp == nil {
+					resp = park.NewResponse(http.StatusOK, "application/json", changesJSON(changes))
+					cache[key] = resp
+				}
+				pw.send(resp)
 			}
 		})
 	}
@@ -104,17 +114,39 @@ func (pw *parkedWatch) finish(status int, changes []Notification) {
 
 // answer writes the response (once); Release hands the connection back.
 func (pw *parkedWatch) answer(status int, changes []Notification) {
+	if status != http.StatusOK {
+		pw.send(park.NewResponse(status, "application/json", []byte(`{"error":{"code":"unavailable","message":"server is shutting down; reconnect"}}`+"\n")))
+		return
+	}
+	pw.send(park.NewResponse(status, "application/json", changesJSON(changes)))
+}
+
+func (pw *parkedWatch) send(r *park.Response) {
 	if !pw.answered.CompareAndSwap(false, true) {
 		return
 	}
 	if t := pw.timer.Load(); t != nil {
 		t.Stop()
 	}
-	if status != http.StatusOK {
-		pw.conn.Answer(status, "application/json", []byte(`{"error":{"code":"unavailable","message":"server is shutting down; reconnect"}}`+"\n"))
-		return
+	pw.conn.Send(r)
+}
+
+// answerKey identifies a watch answer: the watched namespaces and the ids
+// answered (the answer lists only the changed ones, with their new ids).
+func answerKey(w *watch, changes []Notification) string {
+	b := make([]byte, 0, 64)
+	b = append(b, w.req.Env...)
+	b = append(b, '|')
+	b = append(b, w.req.App...)
+	b = append(b, '|')
+	b = append(b, w.req.Cluster...)
+	for _, n := range changes {
+		b = append(b, '|')
+		b = append(b, n.NS...)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, n.ID, 10)
 	}
-	pw.conn.Answer(status, "application/json", changesJSON(changes))
+	return string(b)
 }
 
 // goOwned runs fn on a goroutine that Close waits for; after Close has

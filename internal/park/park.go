@@ -103,11 +103,15 @@ func (c *Conn) Respond(status int, contentType string, body []byte) {
 	c.Release()
 }
 
-// Answer writes a complete response; it runs at most once per Conn. Call
-// Release afterwards. Splitting the two lets a fan-out write every answer
-// first and hand the connections back after.
-func (c *Conn) Answer(status int, contentType string, body []byte) {
-	c.once.Do(func() {
+// Response is a complete HTTP/1.1 response, formatted once in its
+// keep-alive and its closing form, to be sent to many parked connections.
+type Response struct {
+	keep, close []byte
+}
+
+// NewResponse formats a response.
+func NewResponse(status int, contentType string, body []byte) *Response {
+	head := func(closing bool) []byte {
 		var b bytes.Buffer
 		b.Grow(160 + len(body))
 		b.WriteString("HTTP/1.1 ")
@@ -120,17 +124,36 @@ func (c *Conn) Answer(status int, contentType string, body []byte) {
 		b.WriteString(strconv.Itoa(len(body)))
 		b.WriteString("\r\nDate: ")
 		b.WriteString(httpDate())
-		if !c.keep {
+		if closing {
 			b.WriteString("\r\nConnection: close")
 		}
 		b.WriteString("\r\n\r\n")
 		b.Write(body)
+		return b.Bytes()
+	}
+	return &Response{keep: head(false), close: head(true)}
+}
+
+// Answer writes a complete response; it runs at most once per Conn. Call
+// Release afterwards. Splitting the two lets a fan-out write every answer
+// first and hand the connections back after.
+func (c *Conn) Answer(status int, contentType string, body []byte) {
+	c.Send(NewResponse(status, contentType, body))
+}
+
+// Send writes a preformatted response (once per Conn), like Answer.
+func (c *Conn) Send(r *Response) {
+	c.once.Do(func() {
+		out := r.keep
+		if !c.keep {
+			out = r.close
+		}
 		// No write deadline: the client of a parked request is waiting for
 		// exactly this answer, so a response of a few hundred bytes fits in
 		// the socket's empty send buffer and the write does not block.
 		// (Setting and clearing a deadline costs two timer updates per
 		// answer, a tenth of the fan-out's CPU.)
-		_, err := c.conn.Write(b.Bytes())
+		_, err := c.conn.Write(out)
 		c.ok = err == nil
 	})
 }
