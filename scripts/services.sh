@@ -45,6 +45,12 @@ if ! up 3306; then
   wait_up 3306 || log "MariaDB did not start on 3306"
 fi
 if up 3306 && command -v mysql >/dev/null; then
+  if ! mysql -h 127.0.0.1 -uroot -e "SELECT 1" >/dev/null 2>&1; then
+    # A fresh Debian MariaDB lets root in only through the socket: allow
+    # root without a password over TCP from loopback, as the tests expect.
+    mysql -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(''); FLUSH PRIVILEGES;" >/dev/null 2>&1 \
+      || log "MariaDB: could not allow root over TCP; set TANGRAM_TEST_MYSQL"
+  fi
   mysql -h 127.0.0.1 -uroot -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true
 fi
 
