@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/server"
 )
 
@@ -51,6 +53,11 @@ func Start(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := server.Config{HTTPAddr: "127.0.0.1:0", DataDir: dir, BootstrapToken: AdminToken, Logger: logger()}
+	// TANGRAM_TEST_STORE=postgres|mysql runs every test server on a fresh
+	// database of that dialect instead of SQLite.
+	if d := os.Getenv("TANGRAM_TEST_STORE"); d != "" && d != "sqlite" {
+		cfg.Store = storetest.DSN(t, store.Dialect(d))
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
