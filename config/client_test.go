@@ -229,6 +229,29 @@ func clusterPush(t *testing.T, d store.Dialect) {
 	if lag > 3*time.Second {
 		t.Fatalf("cross-server push took %v; want about the 1s scan interval", lag)
 	}
+	if d != store.Postgres {
+		return
+	}
+	// Kill the LISTEN connections: pushes keep arriving (scan), and the
+	// servers LISTEN again.
+	ctx := context.Background()
+	listeners := func() int {
+		var n int
+		if err := b.Srv.Store().QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := listeners(); n != 2 {
+		t.Fatalf("%d LISTEN connections, want 2", n)
+	}
+	if _, err := b.Srv.Store().ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`); err != nil {
+		t.Fatal(err)
+	}
+	setItem(t, ca, "application", "k", "v3")
+	publish(t, ca, "application", "three")
+	waitFor(t, "push with the LISTEN connections killed", 5*time.Second, func() bool { return cl.String("k", "") == "v3" })
+	waitFor(t, "servers to LISTEN again", 10*time.Second, func() bool { return listeners() == 2 })
 }
 
 // TestClientFailoverLosesNoChange: a client watching server A keeps up when

@@ -157,3 +157,53 @@ func TestKill9DuringPublishes(t *testing.T) {
 	}
 	t.Logf("%d publishes acknowledged before SIGKILL; all intact after restart", len(acks))
 }
+
+// TestGracefulShutdown sends SIGTERM to a server holding a watch: the
+// watch is answered at once (503, so the client reconnects elsewhere) and
+// the process exits 0 promptly.
+func TestGracefulShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	addr := freeAddr(t)
+	proc := startProcess(t, bin, addr, t.TempDir())
+	c := apiclient.New("http://"+addr, servertest.AdminToken)
+	ctx := context.Background()
+	if err := c.Do(ctx, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var first struct{ Changes []config.Notification }
+	req := config.WatchRequest{Env: "dev", App: "demo", Namespaces: []config.Notification{{NS: "application", ID: -1}}}
+	if err := c.Do(ctx, "POST", "/api/v1/config/watch", req, &first); err != nil {
+		t.Fatal(err)
+	}
+	req.Namespaces[0].ID = first.Changes[0].ID
+	answered := make(chan error, 1)
+	go func() { answered <- c.Do(ctx, "POST", "/api/v1/config/watch?timeout=60s", req, nil) }()
+	time.Sleep(300 * time.Millisecond) // let the watch be parked
+	start := time.Now()
+	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-answered:
+		if !apiclient.IsStatus(err, 503) {
+			t.Fatalf("held watch answered %v, want 503", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("held watch not answered within 5s of SIGTERM")
+	}
+	done := make(chan error, 1)
+	go func() { done <- proc.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		proc.Process.Kill()
+		t.Fatal("server did not exit within 10s of SIGTERM")
+	}
+	t.Logf("shut down in %v", time.Since(start).Round(time.Millisecond))
+}
