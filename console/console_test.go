@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +138,19 @@ func TestConsoleBrowser(t *testing.T) {
 	b.Write(buf[:n])
 	if !strings.Contains(b.String(), `"v":"hello"`) {
 		t.Fatalf("released value after console rollback: %s", b.String())
+	}
+	// TANGRAM_SCREENSHOTS=dir saves the pages as PNGs (for docs and review).
+	if dir := os.Getenv("TANGRAM_SCREENSHOTS"); dir != "" {
+		for name, path := range map[string]string{"apps": "/config", "app": "/config/dev/shop", "namespace": "/config/dev/shop/default/application", "diff": "/config/dev/shop/default/application/diff?from=1&to=2"} {
+			step("shot "+name, chromedp.Navigate(h.URL+path))
+			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// The audit page shows what happened.
 	step("audit", chromedp.Navigate(h.URL+"/audit"), chromedp.WaitVisible(id("audit")))
