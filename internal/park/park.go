@@ -29,19 +29,31 @@ var ErrNotSupported = errors.New("park: connection cannot be parked")
 
 // Parker parks connections and hands them back through its listener.
 type Parker struct {
-	ln *listener
+	ln   *listener
+	idle *idler
 }
 
-// New returns a Parker. Serve its Listener with the same http.Server.
+// New returns a Parker. Serve its Listener with the same http.Server, and
+// Close it when done.
 func New(addr net.Addr) *Parker {
-	return &Parker{ln: &listener{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}}
+	p := &Parker{ln: &listener{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}}
+	p.idle = newIdler(p.ln.handoff)
+	return p
 }
 
 // Listener yields answered connections for the HTTP server to serve.
 func (p *Parker) Listener() net.Listener { return p.ln }
 
-// Close closes the listener; connections answered afterwards are closed.
-func (p *Parker) Close() error { return p.ln.Close() }
+// Close closes the listener and the connections waiting for their client's
+// next request; connections answered afterwards are closed.
+func (p *Parker) Close() error {
+	p.idle.close()
+	return p.ln.Close()
+}
+
+// Idle returns how many answered connections wait for their client's next
+// request outside the HTTP server.
+func (p *Parker) Idle() int { return p.idle.len() }
 
 // ConnState must be called from the HTTP server's ConnState hook: it tracks
 // connections handed back until the server reads a request from them.
@@ -52,7 +64,7 @@ func (p *Parker) ConnState(c net.Conn, st http.ConnState) {
 }
 
 // CloseIdle closes connections handed back on which no new request has
-// arrived. http.Server.Shutdown treats such connections as new ones and
+// arrived (those still waiting outside the server are closed by Close). http.Server.Shutdown treats such connections as new ones and
 // waits up to 5 s for them; to the client they are idle keep-alive
 // connections, which Shutdown closes at once.
 func (p *Parker) CloseIdle() {
@@ -168,11 +180,14 @@ func (c *Conn) Release() {
 			c.conn.Close()
 			return
 		}
-		var conn net.Conn = c.conn
 		if len(c.buffered) > 0 {
-			conn = &replayConn{Conn: c.conn, r: io.MultiReader(bytes.NewReader(c.buffered), c.conn)}
+			// The next request is already here.
+			c.p.ln.handoff(&replayConn{Conn: c.conn, r: io.MultiReader(bytes.NewReader(c.buffered), c.conn)})
+			return
 		}
-		c.p.ln.handoff(conn)
+		if !c.p.idle.add(c.conn) {
+			c.p.ln.handoff(c.conn)
+		}
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -133,5 +134,37 @@ func TestParkPipelined(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("connection still open: %v", err)
+	}
+}
+
+// TestParkIdleHangup: an answered connection waits outside the HTTP server
+// (on Linux) and is released when its client hangs up.
+func TestParkIdleHangup(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	base, p, stop := server(t)
+	defer stop()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /park?after=1ms&id=z HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	deadline := time.Now().Add(2 * time.Second)
+	for p.Idle() != 1 && runtime.GOOS == "linux" {
+		if time.Now().After(deadline) {
+			t.Fatalf("answered connection not idle outside the server: %d", p.Idle())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.Close()
+	for p.Idle() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("hung-up connection still held: %d", p.Idle())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
