@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -251,6 +253,21 @@ func TestWatchPush(t *testing.T) {
 	mustDo(t, c, "POST", "/api/v1/config/watch", config.WatchRequest{Env: "dev", App: "demo", Cluster: "dc1", Namespaces: []config.Notification{{NS: "application", ID: id}}}, &cl)
 	if len(cl.Changes) != 1 {
 		t.Fatalf("cluster watch: %+v", cl)
+	}
+	// A client that hangs up stops holding a watch at once (no waiting for
+	// the hold to end).
+	if runtime.GOOS == "linux" {
+		conn, err := net.Dial("tcp", h.Srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cur struct{ Changes []config.Notification }
+		mustDo(t, c, "POST", "/api/v1/config/watch", config.WatchRequest{Env: "dev", App: "demo", Namespaces: []config.Notification{{NS: "application", ID: -1}}}, &cur)
+		body := fmt.Sprintf(`{"env":"dev","app":"demo","namespaces":[{"ns":"application","id":%d}]}`, cur.Changes[0].ID)
+		fmt.Fprintf(conn, "POST /api/v1/config/watch?timeout=60s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", h.Token, len(body), body)
+		waitFor(t, "raw watch to be held", 5*time.Second, func() bool { return h.Srv.Config().Watchers() == 1 })
+		conn.Close()
+		waitFor(t, "hung-up watch to be dropped", 5*time.Second, func() bool { return h.Srv.Config().Watchers() == 0 })
 	}
 	// Bad watch input.
 	err := c.Do(ctx, "POST", "/api/v1/config/watch", config.WatchRequest{Env: "dev", App: "demo"}, nil)

@@ -44,6 +44,7 @@ func (s *Server) parkWatch(rw http.ResponseWriter, r *http.Request, w *watch) bo
 	}
 	pw.waiter.Store(wt)
 	pw.timer.Store(time.AfterFunc(w.hold, pw.expired))
+	pc.OnHangup(pw.hangup)
 	// A release may have landed between the caller's check and the subscription.
 	if out := s.changed(w); len(out) > 0 && s.hub.unsubscribe(wt) {
 		pw.finish(http.StatusOK, out)
@@ -97,6 +98,21 @@ func (s *Server) fanout(fired []*parkedWatch, status int) {
 			pw.conn.Release()
 		}
 	})
+}
+
+// hangup drops a parked watch whose client closed the connection, so a
+// vanished client does not hold a watch until its hold ends.
+func (pw *parkedWatch) hangup() {
+	if wt := pw.waiter.Load(); wt == nil || !pw.s.hub.unsubscribe(wt) {
+		return // already answered
+	}
+	if !pw.answered.CompareAndSwap(false, true) {
+		return
+	}
+	if t := pw.timer.Load(); t != nil {
+		t.Stop()
+	}
+	pw.conn.Close()
 }
 
 // expired answers "no change" when the hold ends.

@@ -27,7 +27,7 @@ type idler struct {
 	handoff func(net.Conn)
 
 	mu     sync.Mutex
-	conns  map[int32]net.Conn
+	conns  map[int32]entry
 	closed bool
 
 	done chan struct{}
@@ -39,7 +39,7 @@ func newIdler(handoff func(net.Conn)) *idler {
 	if err != nil {
 		return nil // park then hands connections back at once
 	}
-	d := &idler{epfd: epfd, handoff: handoff, conns: map[int32]net.Conn{}, done: make(chan struct{})}
+	d := &idler{epfd: epfd, handoff: handoff, conns: map[int32]entry{}, done: make(chan struct{})}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -64,9 +64,28 @@ func fdOf(c net.Conn) (int, bool) {
 	return fd, fd >= 0
 }
 
+// entry is a connection in the set and what to do when it has an event:
+// nil hands it to the HTTP server (an answered connection whose client
+// sent its next request); otherwise the function is called (a parked
+// watch whose client hung up).
+type entry struct {
+	c  net.Conn
+	fn func()
+}
+
 // add keeps c until it turns readable; false means the caller must hand it
 // over itself.
 func (d *idler) add(c net.Conn) bool {
+	return d.watch(c, unix.EPOLLIN|unix.EPOLLRDHUP, nil)
+}
+
+// onHangup calls fn (once, from the idler's goroutine) if c's peer closes
+// or resets the connection before unwatch.
+func (d *idler) onHangup(c net.Conn, fn func()) bool {
+	return d.watch(c, unix.EPOLLRDHUP, fn)
+}
+
+func (d *idler) watch(c net.Conn, events uint32, fn func()) bool {
 	if d == nil {
 		return false
 	}
@@ -79,9 +98,9 @@ func (d *idler) add(c net.Conn) bool {
 		d.mu.Unlock()
 		return false
 	}
-	d.conns[int32(fd)] = c
+	d.conns[int32(fd)] = entry{c: c, fn: fn}
 	d.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd)}
+	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT, Fd: int32(fd)}
 	if err := unix.EpollCtl(d.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		d.mu.Lock()
 		delete(d.conns, int32(fd))
@@ -91,16 +110,37 @@ func (d *idler) add(c net.Conn) bool {
 	return true
 }
 
-// take removes the connection of fd from the set, if it is still there.
-func (d *idler) take(fd int32) net.Conn {
+// unwatch takes c out of the set (if it is there) before its owner writes
+// to, hands over or closes it.
+func (d *idler) unwatch(c net.Conn) {
+	if d == nil {
+		return
+	}
+	fd, ok := fdOf(c)
+	if !ok {
+		return
+	}
 	d.mu.Lock()
-	c := d.conns[fd]
+	e, ok := d.conns[int32(fd)]
+	if ok && e.c == c {
+		delete(d.conns, int32(fd))
+	}
+	d.mu.Unlock()
+	if ok && e.c == c {
+		_ = unix.EpollCtl(d.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+}
+
+// take removes the entry of fd from the set, if it is still there.
+func (d *idler) take(fd int32) (entry, bool) {
+	d.mu.Lock()
+	e, ok := d.conns[fd]
 	delete(d.conns, fd)
 	d.mu.Unlock()
-	if c != nil {
+	if ok {
 		_ = unix.EpollCtl(d.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	}
-	return c
+	return e, ok
 }
 
 func (d *idler) loop() {
@@ -119,8 +159,13 @@ func (d *idler) loop() {
 			return
 		}
 		for i := 0; i < n; i++ {
-			if c := d.take(events[i].Fd); c != nil {
-				d.handoff(c)
+			e, ok := d.take(events[i].Fd)
+			switch {
+			case !ok:
+			case e.fn != nil:
+				e.fn()
+			default:
+				d.handoff(e.c)
 			}
 		}
 	}
@@ -142,20 +187,29 @@ func (d *idler) close() {
 	close(d.done)
 	d.wg.Wait()
 	d.mu.Lock()
-	for fd, c := range d.conns {
+	for fd, e := range d.conns {
 		_ = unix.EpollCtl(d.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-		c.Close()
+		if e.fn == nil {
+			e.c.Close() // idle keep-alive: parked watches are their owners' to close
+		}
 		delete(d.conns, fd)
 	}
 	d.mu.Unlock()
 	_ = unix.Close(d.epfd)
 }
 
+// len counts the idle answered connections.
 func (d *idler) len() int {
 	if d == nil {
 		return 0
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.conns)
+	n := 0
+	for _, e := range d.conns {
+		if e.fn == nil {
+			n++
+		}
+	}
+	return n
 }

@@ -8,7 +8,9 @@ import "net"
 // HTTP server as soon as they are answered.
 type idler struct{}
 
-func newIdler(func(net.Conn)) *idler { return nil }
-func (d *idler) add(net.Conn) bool   { return false }
-func (d *idler) close()              {}
-func (d *idler) len() int            { return 0 }
+func newIdler(func(net.Conn)) *idler            { return nil }
+func (d *idler) add(net.Conn) bool              { return false }
+func (d *idler) onHangup(net.Conn, func()) bool { return false }
+func (d *idler) unwatch(net.Conn)               {}
+func (d *idler) close()                         {}
+func (d *idler) len() int                       { return 0 }

@@ -156,6 +156,7 @@ func (c *Conn) Answer(status int, contentType string, body []byte) {
 // Send writes a preformatted response (once per Conn), like Answer.
 func (c *Conn) Send(r *Response) {
 	c.once.Do(func() {
+		c.p.idle.unwatch(c.conn)
 		out := r.keep
 		if !c.keep {
 			out = r.close
@@ -174,7 +175,7 @@ func (c *Conn) Send(r *Response) {
 // when it was not answered, the write failed, the client asked to close, or
 // the Parker is closed. It runs at most once per Conn.
 func (c *Conn) Release() {
-	c.once.Do(func() {}) // an unanswered connection is closed below
+	c.once.Do(func() { c.p.idle.unwatch(c.conn) }) // an unanswered connection is closed below
 	c.released.Do(func() {
 		if !c.ok || !c.keep {
 			c.conn.Close()
@@ -193,9 +194,15 @@ func (c *Conn) Release() {
 
 // Close drops a parked connection without answering.
 func (c *Conn) Close() {
-	c.once.Do(func() {})
+	c.once.Do(func() { c.p.idle.unwatch(c.conn) })
 	c.released.Do(func() { c.conn.Close() })
 }
+
+// OnHangup calls fn, once, if the client closes or resets the connection
+// while it is parked (Linux; elsewhere a vanished client is noticed when
+// its answer is written). fn must not block; it typically drops the
+// parked request with Close.
+func (c *Conn) OnHangup(fn func()) { c.p.idle.onHangup(c.conn, fn) }
 
 // RemoteAddr is the client's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
