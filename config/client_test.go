@@ -220,6 +220,13 @@ func clusterPush(t *testing.T, d store.Dialect) {
 		t.Fatalf("server b serves %v", cl.Snapshot("application"))
 	}
 	waitFor(t, "watch held on b", 5*time.Second, func() bool { return b.Srv.Config().Watchers() > 0 })
+	// The client fetched from b; every server's client list shows it once
+	// b has flushed its fetch records.
+	waitFor(t, "client instance visible on a", 3*config.InstanceFlushInterval, func() bool {
+		var ins struct{ Items []config.Instance }
+		mustDo(t, ca, "GET", ns("application")+"/instances", nil, &ins)
+		return len(ins.Items) == 1 && ins.Items[0].ReleaseID > 0
+	})
 	setItem(t, ca, "application", "k", "v2")
 	start := time.Now()
 	publish(t, ca, "application", "two")

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
+	"sync"
 
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/store"
@@ -120,9 +122,7 @@ func (s *Server) Fetch(ctx context.Context, c Coord, cl Peer) (*ClientConfig, er
 		out.Items[it.Key] = v
 	}
 	if cl.Instance != "" {
-		if err := s.recordInstance(ctx, ns.ID, cl, mainID, grayID != 0); err != nil {
-			s.log.Warn("config: record client instance", "err", err)
-		}
+		s.instances.note(ns.ID, Instance{Instance: cl.Instance, IP: cl.IP, Labels: strings.Join(cl.Labels, ","), ReleaseID: mainID, Gray: grayID != 0, LastSeen: store.NowMillis()})
 	}
 	return out, nil
 }
@@ -131,25 +131,6 @@ func (s *Server) Fetch(ctx context.Context, c Coord, cl Peer) (*ClientConfig, er
 func mergeLinked(public, own Snapshot) Snapshot {
 	o := Overlay{Set: own}
 	return o.Apply(public)
-}
-
-func (s *Server) recordInstance(ctx context.Context, nsID int64, cl Peer, releaseID int64, gray bool) error {
-	labels := strings.Join(cl.Labels, ",")
-	now := store.NowMillis()
-	res, err := s.st.ExecContext(ctx, `UPDATE config_instances SET ip = ?, labels = ?, release_id = ?, gray = ?, last_seen = ? WHERE ns_id = ? AND instance = ?`,
-		cl.IP, labels, releaseID, b2i(gray), now, nsID, cl.Instance)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		return nil
-	}
-	_, err = s.st.ExecContext(ctx, `INSERT INTO config_instances (ns_id, instance, ip, labels, release_id, gray, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		nsID, cl.Instance, cl.IP, labels, releaseID, b2i(gray), now)
-	if store.IsUniqueViolation(err) {
-		return nil // raced with another fetch of the same instance
-	}
-	return err
 }
 
 // Instance is a client instance and the release it last fetched.
@@ -173,7 +154,7 @@ func (s *Server) Instances(ctx context.Context, c Coord) ([]Instance, error) {
 		return nil, fmt.Errorf("config: list instances: %w", err)
 	}
 	defer rows.Close()
-	var out []Instance
+	byID := map[string]Instance{}
 	for rows.Next() {
 		var in Instance
 		var g int
@@ -181,9 +162,91 @@ func (s *Server) Instances(ctx context.Context, c Coord) ([]Instance, error) {
 			return nil, err
 		}
 		in.Gray = g != 0
+		byID[in.Instance] = in
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Fetches on this server not yet flushed to the store.
+	for _, in := range s.instances.pending(ns.ID) {
+		byID[in.Instance] = in
+	}
+	out := make([]Instance, 0, len(byID))
+	for _, in := range byID {
 		out = append(out, in)
 	}
-	return out, rows.Err()
+	sort.Slice(out, func(i, j int) bool { return out[i].LastSeen > out[j].LastSeen })
+	return out, nil
+}
+
+// instanceLog collects which release each client instance fetched and
+// writes them to the store in one transaction per flush, so that a release
+// fetched by 10,000 clients costs a few transactions rather than 10,000
+// (Apollo queues its instance audits the same way).
+type instanceLog struct {
+	mu   sync.Mutex
+	recs map[instanceKey]Instance
+}
+
+type instanceKey struct {
+	ns       int64
+	instance string
+}
+
+func (l *instanceLog) note(ns int64, in Instance) {
+	l.mu.Lock()
+	if l.recs == nil {
+		l.recs = map[instanceKey]Instance{}
+	}
+	if len(l.recs) < 200_000 { // bounded: beyond it, wait for the next flush
+		l.recs[instanceKey{ns, in.Instance}] = in
+	}
+	l.mu.Unlock()
+}
+
+func (l *instanceLog) pending(ns int64) []Instance {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Instance
+	for k, in := range l.recs {
+		if k.ns == ns {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func (l *instanceLog) take() map[instanceKey]Instance {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	recs := l.recs
+	l.recs = nil
+	return recs
+}
+
+// flushInstances writes the collected instance records.
+func (s *Server) flushInstances(ctx context.Context) error {
+	recs := s.instances.take()
+	if len(recs) == 0 {
+		return nil
+	}
+	return s.st.InTx(ctx, func(tx *store.Tx) error {
+		for k, in := range recs {
+			res, err := tx.ExecContext(ctx, `UPDATE config_instances SET ip = ?, labels = ?, release_id = ?, gray = ?, last_seen = ? WHERE ns_id = ? AND instance = ?`,
+				in.IP, in.Labels, in.ReleaseID, b2i(in.Gray), in.LastSeen, k.ns, k.instance)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO config_instances (ns_id, instance, ip, labels, release_id, gray, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				k.ns, k.instance, in.IP, in.Labels, in.ReleaseID, b2i(in.Gray), in.LastSeen); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Export renders a namespace (its current release, or its draft) as a file

@@ -80,6 +80,8 @@ type Server struct {
 	cipher *Cipher
 	log    *slog.Logger
 	hub    *hub
+	// instances collects client fetches for the console's client list.
+	instances instanceLog
 
 	started atomic.Bool
 	closed  atomic.Bool
@@ -122,6 +124,11 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.scanLoop(last)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.instanceLoop()
 	}()
 	if s.st.Dialect() == store.Postgres {
 		s.wg.Add(1)
@@ -851,4 +858,28 @@ func snapshotOf(items []Item) Snapshot {
 		out = append(out, SnapItem{Key: it.Key, Value: it.Value, Secret: it.Secret})
 	}
 	return out.sorted()
+}
+
+// InstanceFlushInterval is how often client fetch records are written.
+const InstanceFlushInterval = 2 * time.Second
+
+func (s *Server) instanceLoop() {
+	t := time.NewTicker(InstanceFlushInterval)
+	defer t.Stop()
+	flush := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.flushInstances(ctx); err != nil {
+			s.log.Warn("config: record client instances", "err", err)
+		}
+	}
+	for {
+		select {
+		case <-s.stop:
+			flush() // the last fetches before shutdown
+			return
+		case <-t.C:
+			flush()
+		}
+	}
 }
