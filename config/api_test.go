@@ -635,3 +635,52 @@ func TestImportExport(t *testing.T) {
 	err = c.Do(ctx, "POST", ns("application")+"/import", map[string]any{"format": "properties", "data": "ok=1\nbad*key=2\n"}, nil)
 	wantStatus(t, err, 400, "line 2")
 }
+
+// TestFetchCacheFollowsReleases: fetches are served from a cache keyed by
+// the notification id; every kind of change clients can see must show up in
+// the next fetch, also when many fetch at once.
+func TestFetchCacheFollowsReleases(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	ctx := context.Background()
+	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	all := func(q string) []config.ClientConfig {
+		out := make([]config.ClientConfig, 40)
+		errs := make(chan error, len(out))
+		for i := range out {
+			go func() {
+				errs <- c.Do(ctx, "GET", "/api/v1/config/configs/dev/demo/default/application?"+q, nil, &out[i])
+			}()
+		}
+		for range out {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	expect := func(step, q, want string) {
+		t.Helper()
+		for _, cfg := range all(q) {
+			if cfg.Items["k"] != want {
+				t.Fatalf("%s: fetch sees k=%q, want %q", step, cfg.Items["k"], want)
+			}
+		}
+	}
+	setItem(t, c, "application", "k", "v1")
+	publish(t, c, "application", "one")
+	expect("publish", "", "v1")
+	setItem(t, c, "application", "k", "v2")
+	expect("draft edit is not released", "", "v1")
+	publish(t, c, "application", "two")
+	expect("second publish", "", "v2")
+	mustDo(t, c, "POST", ns("application")+"/gray", config.GrayEdit{Set: []config.Item{{Key: "k", Value: "g"}}, Rules: &config.Rules{Labels: []string{"canary"}}}, nil)
+	expect("unpublished gray", "labels=canary", "v2")
+	mustDo(t, c, "POST", ns("application")+"/gray/publish", config.PublishRequest{}, nil)
+	expect("gray published (canary)", "labels=canary", "g")
+	expect("gray published (others)", "", "v2")
+	mustDo(t, c, "POST", ns("application")+"/gray/abandon", nil, nil)
+	expect("gray abandoned", "labels=canary", "v2")
+	mustDo(t, c, "POST", ns("application")+"/rollback", config.RollbackRequest{}, nil)
+	expect("rollback", "", "v1")
+}

@@ -99,11 +99,12 @@ func TestCipher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, s2 := c.Seal("pw"), c.Seal("pw")
-	if s1 == s2 || strings.Contains(s1, "pw") {
+	const plain = "correct-horse-battery-staple"
+	s1, s2 := c.Seal(plain), c.Seal(plain)
+	if s1 == s2 || strings.Contains(s1, plain) || strings.Contains(s1, "horse") {
 		t.Fatalf("seal not randomized or leaks: %s %s", s1, s2)
 	}
-	if p, err := c.Open(s1); err != nil || p != "pw" {
+	if p, err := c.Open(s1); err != nil || p != plain {
 		t.Fatalf("open: %q %v", p, err)
 	}
 	other, _ := NewCipher(bytes.Repeat([]byte{2}, 32))

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/store"
@@ -33,21 +36,117 @@ type ClientConfig struct {
 // Content returns the document of a yaml/json/text namespace.
 func (c *ClientConfig) Content() string { return c.Items[ContentKey] }
 
-// effective returns the snapshot a client sees of one namespace row, and
-// the ids that made it.
-func (s *Server) effective(ctx context.Context, ns *Namespace, cl Peer) (Snapshot, int64, int64, error) {
+// served is one namespace as fetches see it, loaded from the store once
+// per notification id: its row, its current release and its published
+// gray branch, secrets decrypted. Every change that alters what clients
+// get writes a release message, which changes the notification id, so an
+// entry is valid exactly while the id it was loaded under is current.
+type served struct {
+	ns       *Namespace
+	main     Snapshot
+	gray     *Overlay
+	rules    Rules
+	grayRel  int64
+	link     *served // the public namespace this one is linked to
+	loadedAt int64   // notification id read before loading
+}
+
+// view returns the snapshot a client sees of s, and the ids that made it.
+func (sv *served) view(cl Peer) (Snapshot, int64, int64) {
+	if sv.gray != nil && sv.rules.Match(sv.ns.Coord, cl) {
+		return sv.gray.Apply(sv.main), sv.ns.ReleaseID, sv.grayRel
+	}
+	return sv.main, sv.ns.ReleaseID, 0
+}
+
+func (s *Server) decrypt(snap Snapshot) (Snapshot, error) {
+	out := make(Snapshot, len(snap))
+	for i, it := range snap {
+		out[i] = it
+		if it.Secret {
+			v, err := s.cipher.Open(it.Value)
+			if err != nil {
+				return nil, err
+			}
+			out[i].Value = v
+		}
+	}
+	return out, nil
+}
+
+// loadServed reads what fetches of c need.
+func (s *Server) loadServed(ctx context.Context, c Coord, linked bool) (*served, error) {
+	ns, err := s.resolve(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	sv := &served{ns: ns}
 	main, err := s.currentSnapshot(ctx, s.st, ns)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
+	}
+	if sv.main, err = s.decrypt(main); err != nil {
+		return nil, err
 	}
 	g, err := s.loadGray(ctx, s.st, ns.ID)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	if g != nil && g.published && g.pubRules.Match(ns.Coord, cl) {
-		return g.pubOverlay.Apply(main), ns.ReleaseID, g.releaseID, nil
+	if g != nil && g.published {
+		set, err := s.decrypt(g.pubOverlay.Set)
+		if err != nil {
+			return nil, err
+		}
+		sv.gray = &Overlay{Set: set, Delete: g.pubOverlay.Delete}
+		sv.rules, sv.grayRel = g.pubRules, g.releaseID
 	}
-	return main, ns.ReleaseID, 0, nil
+	if ns.LinkApp != "" && !linked {
+		pc := Coord{Env: c.Env, App: ns.LinkApp, Cluster: c.Cluster, NS: c.NS}
+		if sv.link, err = s.loadServed(ctx, pc, true); err != nil {
+			return nil, fmt.Errorf("config: linked public namespace: %w", err)
+		}
+	}
+	return sv, nil
+}
+
+// servedCache holds one served entry per namespace coordinate.
+type servedCache struct {
+	mu sync.Mutex
+	m  map[Coord]*served
+	sf singleflight.Group
+}
+
+// servedFor returns the entry for c loaded under notification id nid, loading it
+// once however many fetches ask at the same moment (after a release, every
+// client of the namespace does).
+func (s *Server) servedFor(ctx context.Context, c Coord, nid int64) (*served, error) {
+	sc := &s.served
+	sc.mu.Lock()
+	sv := sc.m[c]
+	sc.mu.Unlock()
+	if sv != nil && sv.loadedAt == nid {
+		return sv, nil
+	}
+	v, err, _ := sc.sf.Do(c.String()+"#"+strconv.FormatInt(nid, 10), func() (any, error) {
+		sv, err := s.loadServed(context.WithoutCancel(ctx), c, false)
+		if err != nil {
+			return nil, err
+		}
+		sv.loadedAt = nid
+		sc.mu.Lock()
+		if sc.m == nil || len(sc.m) >= 10_000 {
+			sc.m = map[Coord]*served{} // bounded: clients may name any cluster
+		}
+		if old := sc.m[c]; old == nil || old.loadedAt <= nid {
+			sc.m[c] = sv
+		}
+		sc.mu.Unlock()
+		return sv, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*served), nil
 }
 
 // resolve finds the namespace row serving c: the named cluster's when it
@@ -87,39 +186,23 @@ func (s *Server) Fetch(ctx context.Context, c Coord, cl Peer) (*ClientConfig, er
 	// Read the notification id before the release: a release landing in
 	// between makes the id stale, so the next watch returns at once.
 	nid := s.hub.current([][]string{watchKeys(c.Env, c.App, c.Cluster, c.NS)})[0]
-	ns, err := s.resolve(ctx, c)
+	sv, err := s.servedFor(ctx, c, nid)
 	if err != nil {
 		return nil, err
 	}
-	snap, mainID, grayID, err := s.effective(ctx, ns, cl)
-	if err != nil {
-		return nil, err
-	}
+	snap, mainID, grayID := sv.view(cl)
 	var linkID, linkGray int64
-	if ns.LinkApp != "" {
-		pc := Coord{Env: c.Env, App: ns.LinkApp, Cluster: c.Cluster, NS: c.NS}
-		pns, err := s.resolve(ctx, pc)
-		if err != nil {
-			return nil, fmt.Errorf("config: linked public namespace: %w", err)
-		}
-		psnap, pid, pg, err := s.effective(ctx, pns, cl)
-		if err != nil {
-			return nil, err
-		}
-		linkID, linkGray = pid, pg
+	if sv.link != nil {
+		var psnap Snapshot
+		psnap, linkID, linkGray = sv.link.view(cl)
 		snap = mergeLinked(psnap, snap)
 	}
+	ns := sv.ns
 	out := &ClientConfig{Env: c.Env, App: c.App, Cluster: ns.Cluster, NS: c.NS, Format: ns.Format, NotificationID: nid,
 		Gray: grayID != 0 || linkGray != 0, Items: make(map[string]string, len(snap)),
 		ReleaseKey: fmt.Sprintf("%d.%d.%d.%d", mainID, grayID, linkID, linkGray)}
 	for _, it := range snap {
-		v := it.Value
-		if it.Secret {
-			if v, err = s.cipher.Open(it.Value); err != nil {
-				return nil, err
-			}
-		}
-		out.Items[it.Key] = v
+		out.Items[it.Key] = it.Value
 	}
 	if cl.Instance != "" {
 		s.instances.note(ns.ID, Instance{Instance: cl.Instance, IP: cl.IP, Labels: strings.Join(cl.Labels, ","), ReleaseID: mainID, Gray: grayID != 0, LastSeen: store.NowMillis()})

@@ -82,6 +82,8 @@ type Server struct {
 	hub    *hub
 	// instances collects client fetches for the console's client list.
 	instances instanceLog
+	// served caches what fetches need, per namespace and notification id.
+	served servedCache
 
 	started atomic.Bool
 	closed  atomic.Bool

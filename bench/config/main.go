@@ -53,6 +53,11 @@ type result struct {
 	// watchers): both share the machine's cores.
 	ServerCPUms float64 `json:"server_cpu_ms"`
 	ClientCPUms float64 `json:"client_cpu_ms"`
+	// The fetch storm after the round: every watcher fetches the new
+	// configuration at once; times from the storm's start.
+	Fetched    int     `json:"fetched"`
+	FetchP50ms float64 `json:"fetch_p50_ms"`
+	FetchP99ms float64 `json:"fetch_p99_ms"`
 }
 
 func main() {
@@ -115,10 +120,10 @@ func run(n, rounds int, bin string) error {
 		all[i], hwms[i], fails[i] = res, hwm, f
 	}
 
-	fmt.Printf("\n| case | server | watchers | notified | p50 ms | p99 ms | max ms | publish ms | server RSS MiB | server CPU ms | watchers' CPU ms | goal met |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Printf("\n| case | server | watchers | notified | p50 ms | p99 ms | max ms | publish ms | server RSS MiB | server CPU ms | watchers' CPU ms | goal met | fetch storm p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, m := range modes {
 		for _, r := range all[i] {
-			fmt.Printf("| %s | %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %v |\n", r.Case, m.name, r.Watchers, r.Notified, r.P50ms, r.P99ms, r.Maxms, r.PublishMs, r.RSSMiB, r.ServerCPUms, r.ClientCPUms, r.GoalMet)
+			fmt.Printf("| %s | %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %v | %.0f / %.0f (%d) |\n", r.Case, m.name, r.Watchers, r.Notified, r.P50ms, r.P99ms, r.Maxms, r.PublishMs, r.RSSMiB, r.ServerCPUms, r.ClientCPUms, r.GoalMet, r.FetchP50ms, r.FetchP99ms, r.Fetched)
 		}
 	}
 	fmt.Printf("\nserver peak RSS (VmHWM): parked %.0f MiB, goroutine per watch %.0f MiB; watch request failures: %d, %d\n", hwms[0], hwms[1], fails[0], fails[1])
@@ -207,6 +212,7 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 	var (
 		mu       sync.Mutex
 		arrivals = make([][]time.Time, rounds)
+		fetched  = make([][]time.Time, rounds)
 		failures atomic.Int64
 		stop     = make(chan struct{})
 		// rearm[r] closes when round r has been measured: watchers re-arm
@@ -221,6 +227,7 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 	fmt.Fprintf(os.Stderr, "opening %d watchers…\n", n)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
+		instance := "w" + strconv.Itoa(i)
 		go func() {
 			defer wg.Done()
 			id := startID
@@ -252,6 +259,15 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 				case <-rearm[round]:
 				case <-stop:
 					return
+				}
+				// Then every watcher fetches the new configuration at once, as
+				// clients do after a notification (the fetch storm).
+				if err := call(ctx, hc, "GET", base+"/api/v1/config/configs/dev/bench/default/application?instance="+instance, nil, nil); err != nil {
+					failures.Add(1)
+				} else {
+					mu.Lock()
+					fetched[round] = append(fetched[round], time.Now())
+					mu.Unlock()
 				}
 				round++
 			}
@@ -306,9 +322,31 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 		if len(lat) > 0 {
 			res.P50ms, res.P99ms, res.Maxms = pct(lat, 0.50), pct(lat, 0.99), lat[len(lat)-1]
 		}
-		close(rearm[r])
 		res.ServerCPUms, res.ClientCPUms = (procCPU(srv.Process.Pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
 		res.GoalMet = res.Notified == n && res.P99ms < 200 && res.RSSMiB < 300
+		storm := time.Now()
+		close(rearm[r])
+		deadline = time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			got := len(fetched[r])
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		mu.Lock()
+		fl := make([]float64, 0, len(fetched[r]))
+		for _, at := range fetched[r] {
+			fl = append(fl, float64(at.Sub(storm).Microseconds())/1000)
+		}
+		mu.Unlock()
+		sort.Float64s(fl)
+		res.Fetched = len(fl)
+		if len(fl) > 0 {
+			res.FetchP50ms, res.FetchP99ms = pct(fl, 0.50), pct(fl, 0.99)
+		}
 		results = append(results, res)
 		fmt.Fprintf(os.Stderr, "round %d: %d/%d notified, p99 %.1f ms, server RSS %.0f MiB\n", r+1, res.Notified, n, res.P99ms, res.RSSMiB)
 	}
