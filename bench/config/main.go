@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"sort"
@@ -38,6 +39,13 @@ import (
 )
 
 const token = "tgm_bench-token-0123456789abcdefghij"
+
+// settle is the idle time before each publish (-settle); fetchStorm makes
+// every watcher fetch the new configuration after each round (-fetch).
+var (
+	settle     time.Duration
+	fetchStorm bool
+)
 
 type result struct {
 	Case      string  `json:"case"`
@@ -64,6 +72,8 @@ func main() {
 	watchers := flag.Int("watchers", 10000, "number of long-poll watchers")
 	rounds := flag.Int("rounds", 5, "publish rounds")
 	quick := flag.Bool("quick", false, "fewer rounds (keeps the watcher count); finishes in under a minute")
+	flag.DurationVar(&settle, "settle", time.Second, "idle time between all watches being held and the publish")
+	flag.BoolVar(&fetchStorm, "fetch", true, "after each round, every watcher fetches the new configuration at once (measured separately)")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
 	flag.Parse()
 	if *quick {
@@ -262,7 +272,9 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 				}
 				// Then every watcher fetches the new configuration at once, as
 				// clients do after a notification (the fetch storm).
-				if err := call(ctx, hc, "GET", base+"/api/v1/config/configs/dev/bench/default/application?instance="+instance, nil, nil); err != nil {
+				if !fetchStorm {
+					// no fetch: go straight back to watching
+				} else if err := call(ctx, hc, "GET", base+"/api/v1/config/configs/dev/bench/default/application?instance="+instance, nil, nil); err != nil {
 					failures.Add(1)
 				} else {
 					mu.Lock()
@@ -282,6 +294,11 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 			close(stop)
 			return nil, 0, 0, err
 		}
+		// Releases come minutes apart in production, to watchers that have
+		// long been idle: let the re-armed watches settle (and this load
+		// generator collect its garbage) before publishing.
+		time.Sleep(settle)
+		runtime.GC()
 		rss := serverRSS(srv.Process.Pid)
 		if err := edit(r + 1); err != nil {
 			close(stop)
@@ -327,7 +344,7 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 		storm := time.Now()
 		close(rearm[r])
 		deadline = time.Now().Add(60 * time.Second)
-		for {
+		for fetchStorm {
 			mu.Lock()
 			got := len(fetched[r])
 			mu.Unlock()
