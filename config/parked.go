@@ -37,6 +37,9 @@ func (s *Server) parkWatch(rw http.ResponseWriter, r *http.Request, w *watch) bo
 		return false
 	}
 	pw := &parkedWatch{s: s, w: w, conn: pc}
+	// Watch for a hang-up before subscribing: once subscribed, a release
+	// may answer the connection (and hand it on) at any moment.
+	pc.OnHangup(pw.hangup)
 	wt, ok := s.hub.subscribe(w.groups, pw)
 	if !ok {
 		pw.finish(http.StatusServiceUnavailable, nil)
@@ -44,7 +47,6 @@ func (s *Server) parkWatch(rw http.ResponseWriter, r *http.Request, w *watch) bo
 	}
 	pw.waiter.Store(wt)
 	pw.timer.Store(time.AfterFunc(w.hold, pw.expired))
-	pc.OnHangup(pw.hangup)
 	// A release may have landed between the caller's check and the subscription.
 	if out := s.changed(w); len(out) > 0 && s.hub.unsubscribe(wt) {
 		pw.finish(http.StatusOK, out)

@@ -94,16 +94,18 @@ func (d *idler) watch(c net.Conn, events uint32, fn func()) bool {
 		return false
 	}
 	d.mu.Lock()
-	if d.closed {
+	if _, busy := d.conns[int32(fd)]; busy || d.closed {
 		d.mu.Unlock()
-		return false
+		return false // never two registrations of one descriptor
 	}
 	d.conns[int32(fd)] = entry{c: c, fn: fn}
 	d.mu.Unlock()
 	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT, Fd: int32(fd)}
 	if err := unix.EpollCtl(d.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		d.mu.Lock()
-		delete(d.conns, int32(fd))
+		if e, ok := d.conns[int32(fd)]; ok && e.c == c {
+			delete(d.conns, int32(fd))
+		}
 		d.mu.Unlock()
 		return false
 	}
