@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -289,5 +291,43 @@ func TestClientFailoverLosesNoChange(t *testing.T) {
 	publish(t, cb, "application", "two")
 	waitFor(t, "client to fail over and catch up", 15*time.Second, func() bool {
 		return cl.String("k", "") == "v2" && cl.String("extra", "") == "x"
+	})
+}
+
+// TestClientsUnderReleaseStorm: many clients, releases back to back, so
+// watches are parked, answered, idled and handed back while others are
+// being parked. Every client must end on the last release well within its
+// watch timeout (2 s + 5 s): a watch left unanswered or a connection left
+// without an owner would make it wait for that timeout.
+func TestClientsUnderReleaseStorm(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	setItem(t, c, "application", "k", "0")
+	publish(t, c, "application", "0")
+	var clients []*config.Client
+	for i := 0; i < 50; i++ {
+		cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "demo",
+			CacheDir: servertest.CacheDir(t), WatchTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		clients = append(clients, cl)
+	}
+	const rounds = 30
+	for i := 1; i <= rounds; i++ {
+		setItem(t, c, "application", "k", strconv.Itoa(i))
+		publish(t, c, "application", strconv.Itoa(i))
+		time.Sleep(time.Duration(i%4) * 5 * time.Millisecond)
+	}
+	want := strconv.Itoa(rounds)
+	waitFor(t, "every client to hold the last release", 4*time.Second, func() bool {
+		for _, cl := range clients {
+			if cl.String("k", "") != want {
+				return false
+			}
+		}
+		return true
 	})
 }
