@@ -5,9 +5,11 @@
 // net/http spends about 25 KiB per held request (two goroutines, 10 KiB of
 // bufio buffers, the request). A parked connection costs the socket and a
 // small struct. A handler hijacks the connection with Park; later, from any
-// goroutine, Respond writes a complete HTTP/1.1 response and gives the
-// connection to Listener, which the HTTP server also serves: the client's
-// next request on the connection is read by net/http as on a new one.
+// goroutine, Respond (or Send then Release) writes a complete HTTP/1.1
+// response. The answered connection then waits, on Linux, in one epoll set
+// until its client sends the next request, and only then goes to Listener,
+// which the HTTP server also serves: net/http reads that request as on a
+// new connection. Elsewhere it goes to Listener at once.
 package park
 
 import (
@@ -47,8 +49,9 @@ func (p *Parker) Listener() net.Listener { return p.ln }
 // Close closes the listener and the connections waiting for their client's
 // next request; connections answered afterwards are closed.
 func (p *Parker) Close() error {
+	err := p.ln.Close() // first: a hand-off blocked on the listener returns
 	p.idle.close()
-	return p.ln.Close()
+	return err
 }
 
 // Idle returns how many answered connections wait for their client's next
@@ -64,7 +67,8 @@ func (p *Parker) ConnState(c net.Conn, st http.ConnState) {
 }
 
 // CloseIdle closes connections handed back on which no new request has
-// arrived (those still waiting outside the server are closed by Close). http.Server.Shutdown treats such connections as new ones and
+// arrived yet (those still waiting outside the server are closed by
+// Close). http.Server.Shutdown treats such connections as new ones and
 // waits up to 5 s for them; to the client they are idle keep-alive
 // connections, which Shutdown closes at once.
 func (p *Parker) CloseIdle() {
