@@ -234,6 +234,11 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 			}
 		}
 		if !found {
+			if r.URL.Query().Get("source") != "draft" {
+				if ns, err := s.Namespace(r.Context(), c); err == nil && ns.ReleaseID == 0 {
+					return api.NotFound("%s has no release yet: publish it, or read the draft (?source=draft, CLI --draft)", c)
+				}
+			}
 			return api.NotFound("key %q not found in %s", key, c)
 		}
 		api.WriteJSON(w, 200, it)
