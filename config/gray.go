@@ -64,6 +64,16 @@ func (s *Server) loadGray(ctx context.Context, q store.Querier, nsID int64) (*gr
 	return g, nil
 }
 
+// loadNSGray loads a namespace and its gray branch (nil when it has none).
+func (s *Server) loadNSGray(ctx context.Context, q store.Querier, c Coord) (*Namespace, *grayRow, error) {
+	ns, err := s.loadNS(ctx, q, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := s.loadGray(ctx, q, ns.ID)
+	return ns, g, err
+}
+
 func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -138,16 +148,12 @@ type GrayEdit struct {
 // EditGray changes the gray branch draft, creating the branch if needed.
 func (s *Server) EditGray(ctx context.Context, actor string, c Coord, e GrayEdit) (*Gray, error) {
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		ns, err := s.loadNS(ctx, tx, c)
+		ns, g, err := s.loadNSGray(ctx, tx, c)
 		if err != nil {
 			return err
 		}
 		if ns.ReleaseID == 0 {
 			return fmt.Errorf("%w: publish %s once before starting a gray release", ErrInvalid, c)
-		}
-		g, err := s.loadGray(ctx, tx, ns.ID)
-		if err != nil {
-			return err
 		}
 		if g == nil {
 			g = &grayRow{}
@@ -205,11 +211,7 @@ func (s *Server) PublishGray(ctx context.Context, actor string, c Coord, comment
 	var rel *Release
 	var notes []notice
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		ns, err := s.loadNS(ctx, tx, c)
-		if err != nil {
-			return err
-		}
-		g, err := s.loadGray(ctx, tx, ns.ID)
+		ns, g, err := s.loadNSGray(ctx, tx, c)
 		if err != nil {
 			return err
 		}
@@ -277,11 +279,7 @@ func (s *Server) PromoteGray(ctx context.Context, actor string, c Coord, req Pub
 	var rel *Release
 	var notes []notice
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		ns, err := s.loadNS(ctx, tx, c)
-		if err != nil {
-			return err
-		}
-		g, err := s.loadGray(ctx, tx, ns.ID)
+		ns, g, err := s.loadNSGray(ctx, tx, c)
 		if err != nil {
 			return err
 		}
@@ -344,11 +342,7 @@ func (s *Server) PromoteGray(ctx context.Context, actor string, c Coord, req Pub
 func (s *Server) AbandonGray(ctx context.Context, actor string, c Coord) error {
 	var notes []notice
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		ns, err := s.loadNS(ctx, tx, c)
-		if err != nil {
-			return err
-		}
-		g, err := s.loadGray(ctx, tx, ns.ID)
+		ns, g, err := s.loadNSGray(ctx, tx, c)
 		if err != nil {
 			return err
 		}
