@@ -16,6 +16,7 @@ import (
 	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
+	"github.com/tangram-dev/tangram/server"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -330,4 +331,22 @@ func TestClientsUnderReleaseStorm(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestSecretKeyMismatch: a second server on the same store with another
+// secret key refuses to start, naming the problem.
+func TestSecretKeyMismatch(t *testing.T) {
+	dsn := storetest.DSN(t, "sqlite")
+	servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(bytes.Repeat([]byte{1}, 32)))
+	srv, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), Store: dsn, SecretKey: bytes.Repeat([]byte{2}, 32),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = srv.Start(context.Background())
+	if !errors.Is(err, config.ErrKeyMismatch) || !strings.Contains(err.Error(), "same --secret-key-file") {
+		t.Fatalf("start with another key: %v", err)
+	}
+	// The same key is accepted.
+	servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(bytes.Repeat([]byte{1}, 32)))
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -308,7 +309,10 @@ func Bucket(coord Coord, instance string) int {
 }
 
 // Cipher encrypts secret values with AES-256-GCM.
-type Cipher struct{ aead cipher.AEAD }
+type Cipher struct {
+	aead        cipher.AEAD
+	fingerprint string
+}
 
 const encPrefix = "tgmenc:v1:"
 
@@ -325,7 +329,8 @@ func NewCipher(key []byte) (*Cipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cipher{aead: aead}, nil
+	sum := sha256.Sum256(append([]byte("tangram config secret key v1\x00"), key...))
+	return &Cipher{aead: aead, fingerprint: hex.EncodeToString(sum[:])}, nil
 }
 
 // LoadOrCreateKey reads a key file holding 32 bytes as 64 hex characters
@@ -357,6 +362,10 @@ func ParseKey(s string) ([]byte, error) {
 	}
 	return nil, errors.New("config: secret key must be 32 bytes as 64 hex characters or base64")
 }
+
+// Fingerprint identifies the key without revealing it (SHA-256 of a
+// domain-separated copy of the 256-bit key).
+func (c *Cipher) Fingerprint() string { return c.fingerprint }
 
 // Seal encrypts a value.
 func (c *Cipher) Seal(plain string) string {

@@ -115,6 +115,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("config: server already started")
 	}
+	if err := s.checkKey(ctx); err != nil {
+		return err
+	}
 	if err := s.seed(ctx); err != nil {
 		return err
 	}
@@ -158,6 +161,36 @@ func (s *Server) Close() error {
 	s.ownMu.Unlock()
 	s.owned.Wait()
 	s.wg.Wait()
+	return nil
+}
+
+// ErrKeyMismatch is returned by Start when the secret key is not the one
+// the store's secrets were written with.
+var ErrKeyMismatch = errors.New("config: secret key mismatch")
+
+// checkKey records the secret key's fingerprint on the first start and
+// refuses a different key later: every server sharing a store must use the
+// same key, or secrets written by one could not be read by another.
+func (s *Server) checkKey(ctx context.Context) error {
+	fp := s.cipher.Fingerprint()
+	var have string
+	err := s.st.QueryRowContext(ctx, `SELECT value FROM server_settings WHERE name = ?`, "config.secret_key_fingerprint").Scan(&have)
+	if errors.Is(err, sql.ErrNoRows) {
+		_, err = s.st.ExecContext(ctx, `INSERT INTO server_settings (name, value, updated_at) VALUES (?, ?, ?)`, "config.secret_key_fingerprint", fp, store.NowMillis())
+		if store.IsUniqueViolation(err) {
+			return s.checkKey(ctx) // another server recorded one at the same moment
+		}
+		if err != nil {
+			return fmt.Errorf("config: record secret key fingerprint: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config: read secret key fingerprint: %w", err)
+	}
+	if have != fp {
+		return fmt.Errorf("%w: this store's secrets were written with another key; start every server with the same --secret-key-file or TANGRAM_SECRET_KEY", ErrKeyMismatch)
+	}
 	return nil
 }
 
