@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 
@@ -307,11 +308,19 @@ func (l *instanceLog) take() map[instanceKey]Instance {
 	return recs
 }
 
-// flushInstances writes the collected instance records.
+// InstanceRetention is how long a client instance that stopped fetching
+// stays in the client list.
+const InstanceRetention = 7 * 24 * time.Hour
+
+// flushInstances writes the collected instance records and forgets
+// instances not seen for InstanceRetention.
 func (s *Server) flushInstances(ctx context.Context) error {
 	recs := s.instances.take()
 	if len(recs) == 0 {
 		return nil
+	}
+	if _, err := s.st.ExecContext(ctx, `DELETE FROM config_instances WHERE last_seen < ?`, store.NowMillis()-InstanceRetention.Milliseconds()); err != nil {
+		return err
 	}
 	return s.st.InTx(ctx, func(tx *store.Tx) error {
 		for k, in := range recs {
