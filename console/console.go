@@ -70,12 +70,12 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Console{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{},
-		nav: []NavLink{{"/config", "Config"}, {"/audit", "Audit"}}}
+		nav: []NavLink{{"/config", "Config"}, {"/users", "Users"}, {"/audit", "Audit"}}}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -97,6 +97,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/config", http.StatusSeeOther) })
 	mux.Handle("POST /logout", c.page(c.logout))
 	mux.Handle("GET /audit", c.page(c.auditPage))
+	c.registerUsers(mux)
 	c.registerConfig(mux)
 }
 

@@ -2,7 +2,10 @@ package console_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -208,5 +212,66 @@ func TestConsoleCSRF(t *testing.T) {
 	resp.Body.Close()
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "err=") {
 		t.Fatalf("bad login redirect: %q", loc)
+	}
+}
+
+// TestConsoleUsers: an admin creates a user and a token from the console;
+// the token works against the API; a non-admin is refused the page.
+func TestConsoleUsers(t *testing.T) {
+	h := servertest.Start(t)
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	login := func(user, secret string) {
+		resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {user}, "secret": {secret}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	page := func(method, path string, form url.Values) (int, string) {
+		var resp *http.Response
+		var err error
+		if method == "GET" {
+			resp, err = hc.Get(h.URL + path)
+		} else {
+			resp, err = hc.PostForm(h.URL+path, form)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	csrf := func(body string) string {
+		i := strings.Index(body, `name="csrf" value="`)
+		if i < 0 {
+			t.Fatalf("no CSRF field in page")
+		}
+		rest := body[i+len(`name="csrf" value="`):]
+		return rest[:strings.IndexByte(rest, '"')]
+	}
+	login("admin", h.Token)
+	_, body := page("GET", "/users", nil)
+	tok := csrf(body)
+	if code, body := page("POST", "/users", url.Values{"csrf": {tok}, "name": {"vera"}, "password": {"long enough"}, "role": {"viewer"}}); code != 200 || !strings.Contains(body, "vera") {
+		t.Fatalf("create user: %d", code)
+	}
+	code, body := page("POST", "/tokens", url.Values{"csrf": {tok}, "user": {"vera"}, "name": {"ci"}})
+	i := strings.Index(body, "<code>tgm_")
+	if code != 200 || i < 0 {
+		t.Fatalf("create token: %d", code)
+	}
+	secret := body[i+len("<code>") : i+strings.Index(body[i:], "</code>")]
+	var who struct{ Name string }
+	if err := apiclient.New(h.URL, secret).Do(context.Background(), "GET", "/api/v1/auth/whoami", nil, &who); err != nil || who.Name != "vera" {
+		t.Fatalf("token from the console: %v %+v", err, who)
+	}
+	// vera is a viewer: the users page is refused.
+	jar2, _ := cookiejar.New(nil)
+	hc = &http.Client{Jar: jar2}
+	login("vera", "long enough")
+	if code, _ := page("GET", "/users", nil); code != http.StatusForbidden {
+		t.Fatalf("viewer on the users page: %d", code)
 	}
 }

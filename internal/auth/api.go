@@ -15,7 +15,7 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
 		mux.Handle(pattern, wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := fn(w, r); err != nil {
-				api.WriteError(w, mapErr(err))
+				api.WriteError(w, MapError(err))
 			}
 		})))
 	}
@@ -175,7 +175,8 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 	})
 }
 
-func mapErr(err error) error {
+// MapError turns auth errors into API errors with the right status.
+func MapError(err error) error {
 	switch {
 	case errors.Is(err, ErrUserNotFound):
 		return api.NotFound("%v", err)
