@@ -299,12 +299,26 @@ func (c *Client) watchLoop(ctx context.Context) {
 			backoff = min(backoff*2, 30*time.Second)
 			continue
 		}
-		backoff = 500 * time.Millisecond
+		failed := false
 		for _, n := range changed {
 			if err := c.refresh(ctx, n); err != nil {
 				c.log.Warn("config: refresh after change", "ns", n.NS, "err", err)
+				failed = true
 			}
 		}
+		if !failed {
+			backoff = 500 * time.Millisecond
+			continue
+		}
+		// The namespace's id stays old, so the next watch answers at once:
+		// back off instead of asking in a tight loop (e.g. read permission
+		// revoked, or the server failing).
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 
