@@ -275,3 +275,57 @@ func TestConsoleUsers(t *testing.T) {
 		t.Fatalf("viewer on the users page: %d", code)
 	}
 }
+
+// TestConsoleYAMLNamespace drives a yaml namespace through the console's
+// forms: bad yaml is refused at publish with its line, good yaml publishes.
+func TestConsoleYAMLNamespace(t *testing.T) {
+	h := servertest.Start(t)
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	get := func(path string) string {
+		resp, err := hc.Get(h.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	body := get("/config")
+	i := strings.Index(body, `name="csrf" value="`)
+	rest := body[i+len(`name="csrf" value="`):]
+	csrf := rest[:strings.IndexByte(rest, '"')]
+	post := func(path string, form url.Values) string {
+		form.Set("csrf", csrf)
+		req, _ := http.NewRequest("POST", h.URL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Referer", h.URL+"/config/dev/shop/default/app.yaml")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	post("/config/apps", url.Values{"name": {"shop"}})
+	post("/config/dev/shop/default/-/namespaces", url.Values{"name": {"app.yaml"}, "format": {"yaml"}})
+	page := post("/config/dev/shop/default/app.yaml/set", url.Values{"key": {"content"}, "value": {"server:\n  port: [80\n"}})
+	if !strings.Contains(page, "saved content") || !strings.Contains(page, `<textarea name="value" id="set-value">server:`) {
+		t.Fatalf("yaml draft not shown in the editor:\n%.1500s", page)
+	}
+	page = post("/config/dev/shop/default/app.yaml/publish", url.Values{"comment": {"bad"}, "mode": {"publish"}})
+	if !strings.Contains(page, `id="error"`) || !strings.Contains(page, "invalid yaml at line") {
+		t.Fatalf("bad yaml published or error without a line:\n%.1500s", page)
+	}
+	post("/config/dev/shop/default/app.yaml/set", url.Values{"key": {"content"}, "value": {"server:\n  port: 80\n"}})
+	page = post("/config/dev/shop/default/app.yaml/publish", url.Values{"comment": {"good"}, "mode": {"publish"}})
+	if !strings.Contains(page, "published version 1") {
+		t.Fatalf("good yaml not published:\n%.1500s", page)
+	}
+}
