@@ -413,6 +413,22 @@ func (c *Client) OnChange(fn func(ChangeEvent)) {
 	c.mu.Unlock()
 }
 
+// Watch calls fn with the old and new value whenever key of namespace ns
+// changes (an added key has old ""; a deleted one has new ""). It runs on
+// the watch goroutine, like OnChange.
+func (c *Client) Watch(ns, key string, fn func(old, new string)) {
+	c.OnChange(func(ev ChangeEvent) {
+		if ev.NS != ns {
+			return
+		}
+		for _, ch := range ev.Changes {
+			if ch.Key == key {
+				fn(ch.Old, ch.New)
+			}
+		}
+	})
+}
+
 // Lookup returns a value from a namespace.
 func (c *Client) Lookup(ns, key string) (string, bool) {
 	c.mu.RLock()

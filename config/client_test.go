@@ -100,6 +100,9 @@ func TestClientWatchBindFailover(t *testing.T) {
 	}
 	events := make(chan config.ChangeEvent, 10)
 	cl.OnChange(func(ev config.ChangeEvent) { events <- ev })
+	type oldNew struct{ old, new string }
+	greetings := make(chan oldNew, 10)
+	cl.Watch("application", "greeting", func(old, new string) { greetings <- oldNew{old, new} })
 
 	setItem(t, c, "application", "greeting", "hi")
 	mustDo(t, c, "DELETE", ns("application")+"/items/debug", nil, nil)
@@ -121,6 +124,9 @@ func TestClientWatchBindFailover(t *testing.T) {
 	}
 	if v := bound.Load(); v.Greeting != "hi" || v.Debug {
 		t.Fatalf("hot reload: %+v", v)
+	}
+	if g := <-greetings; g.old != "hello" || g.new != "hi" {
+		t.Fatalf("Watch(greeting): %+v", g)
 	}
 	// A change that does not decode keeps the previous value.
 	setItem(t, c, "application", "limit", "many")
