@@ -45,6 +45,7 @@ const token = "tgm_bench-token-0123456789abcdefghij"
 var (
 	settle     time.Duration
 	fetchStorm bool
+	withEtcd   bool
 )
 
 type result struct {
@@ -75,7 +76,16 @@ func main() {
 	flag.DurationVar(&settle, "settle", time.Second, "idle time between all watches being held and the publish")
 	flag.BoolVar(&fetchStorm, "fetch", true, "after each round, every watcher fetches the new configuration at once (measured separately)")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
+	serveEtcdFlag := flag.Bool("serve-etcd", false, "internal: run the etcd peer (args: dir client-url peer-url)")
+	flag.BoolVar(&withEtcd, "etcd", true, "also measure etcd (watch on one key) as a peer")
 	flag.Parse()
+	if *serveEtcdFlag {
+		if err := serveEtcd(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+			fmt.Fprintln(os.Stderr, "etcd:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *quick {
 		*rounds = 2
 	}
@@ -117,29 +127,44 @@ func run(n, rounds int, bin string) error {
 		name  string
 		extra []string
 	}
-	modes := []mode{{"parked", nil}, {"net/http goroutine per watch", []string{"--config-blocking-watches"}}}
-	var all [2][]result
-	var hwms [2]float64
-	var fails [2]int64
+	modes := []mode{{"tangram (parked)", nil}, {"tangram, goroutine per watch", []string{"--config-blocking-watches"}}}
+	if withEtcd {
+		modes = append(modes, mode{"etcd 3.6 (watch)", nil})
+	}
+	all := make([][]result, len(modes))
+	hwms := make([]float64, len(modes))
+	fails := make([]int64, len(modes))
 	for i, m := range modes {
 		fmt.Fprintf(os.Stderr, "== %s\n", m.name)
-		res, hwm, f, err := measure(n, rounds, bin, filepath.Join(dir, fmt.Sprint("data", i)), m.extra)
+		var err error
+		if i == 2 {
+			all[i], hwms[i], fails[i], err = measureEtcd(n, rounds, dir)
+		} else {
+			all[i], hwms[i], fails[i], err = measure(n, rounds, bin, filepath.Join(dir, fmt.Sprint("data", i)), m.extra)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
-		all[i], hwms[i], fails[i] = res, hwm, f
 	}
 
 	fmt.Printf("\n| case | server | watchers | notified | p50 ms | p99 ms | max ms | publish ms | server RSS MiB | server CPU ms | watchers' CPU ms | goal met | fetch storm p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, m := range modes {
 		for _, r := range all[i] {
-			fmt.Printf("| %s | %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %v | %.0f / %.0f (%d) |\n", r.Case, m.name, r.Watchers, r.Notified, r.P50ms, r.P99ms, r.Maxms, r.PublishMs, r.RSSMiB, r.ServerCPUms, r.ClientCPUms, r.GoalMet, r.FetchP50ms, r.FetchP99ms, r.Fetched)
+			storm := "–"
+			if r.Fetched > 0 {
+				storm = fmt.Sprintf("%.0f / %.0f", r.FetchP50ms, r.FetchP99ms)
+			}
+			fmt.Printf("| %s | %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %v | %s |\n", r.Case, m.name, r.Watchers, r.Notified, r.P50ms, r.P99ms, r.Maxms, r.PublishMs, r.RSSMiB, r.ServerCPUms, r.ClientCPUms, r.GoalMet, storm)
 		}
 	}
-	fmt.Printf("\nserver peak RSS (VmHWM): parked %.0f MiB, goroutine per watch %.0f MiB; watch request failures: %d, %d\n", hwms[0], hwms[1], fails[0], fails[1])
-	fmt.Printf("goal: every watcher notified, p99 < 200 ms, server < 300 MiB. No Apollo or Nacos runs here (Java); the peer is the same server holding each watch on a goroutine, as a plain net/http long poll does.\n")
+	fmt.Printf("\nserver peak RSS (VmHWM):")
+	for i, m := range modes {
+		fmt.Printf(" %s %.0f MiB (%d failed requests);", m.name, hwms[i], fails[i])
+	}
+	fmt.Printf("\ngoal: every watcher notified, p99 < 200 ms, server < 300 MiB. Apollo and Nacos (Java) do not run here; the peers are etcd (each watcher its own client and connection) and our server holding each watch on a goroutine, as a plain net/http long poll does.\n")
 	// A row: our figures at the top level (as the issue lists them), then
-	// DESIGN.md's ours/peer/ratio.
+	// DESIGN.md's ours/peer/ratio with etcd as the peer (the goroutine-per-
+	// watch figures as "baseline").
 	type row struct {
 		Case     string  `json:"case"`
 		Watchers int     `json:"watchers"`
@@ -148,27 +173,33 @@ func run(n, rounds int, bin string) error {
 		Maxms    float64 `json:"max_ms"`
 		RSSMiB   float64 `json:"server_rss_mib"`
 		Ours     result  `json:"ours"`
-		Peer     result  `json:"peer"`
-		Ratio    float64 `json:"ratio"`
+		Peer     *result `json:"peer,omitempty"`
+		Baseline result  `json:"baseline"`
+		// Ratio is peer p99 / our p99: how many times faster the last
+		// watcher is notified (higher is better).
+		Ratio float64 `json:"ratio"`
+	}
+	peerName := "tangram with a goroutine per held watch (plain net/http long poll)"
+	peerIdx := 1
+	if withEtcd {
+		peerName, peerIdx = "etcd 3.6 embedded, one client per watcher", 2
 	}
 	out := struct {
 		Bench string `json:"bench"`
 		Peer  string `json:"peer"`
 		Rows  []row  `json:"rows"`
-	}{Bench: "config", Peer: "tangram with a goroutine per held watch (plain net/http long poll)"}
+	}{Bench: "config", Peer: peerName}
 	for i := range all[0] {
-		if i >= len(all[1]) {
+		if i >= len(all[peerIdx]) || i >= len(all[1]) {
 			break
 		}
-		o, p := all[0][i], all[1][i]
-		// ratio: peer p99 / our p99 — the speed-up of the notification
-		// (higher is better).
+		o, p := all[0][i], all[peerIdx][i]
 		ratio := 0.0
 		if o.P99ms > 0 {
 			ratio = p.P99ms / o.P99ms
 		}
 		out.Rows = append(out.Rows, row{Case: o.Case, Watchers: o.Watchers, P50ms: o.P50ms, P99ms: o.P99ms, Maxms: o.Maxms, RSSMiB: o.RSSMiB,
-			Ours: o, Peer: p, Ratio: float64(int(ratio*100)) / 100})
+			Ours: o, Peer: &p, Baseline: all[1][i], Ratio: float64(int(ratio*100)) / 100})
 	}
 	b, _ := json.Marshal(out)
 	fmt.Println(string(b))
