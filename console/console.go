@@ -205,6 +205,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	sid, _, err := c.cfg.Auth.Login(r.Context(), r.PostForm.Get("user"), r.PostForm.Get("secret"), host)
+	if errors.Is(err, auth.ErrTooManyAttempts) {
+		http.Redirect(w, r, "/login?err="+url.QueryEscape("too many failed sign-ins; wait a minute"), http.StatusSeeOther)
+		return
+	}
 	if err != nil {
 		http.Redirect(w, r, "/login?err="+url.QueryEscape("wrong user, password or token"), http.StatusSeeOther)
 		return

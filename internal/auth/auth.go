@@ -40,7 +40,58 @@ var (
 	ErrUserExists      = errors.New("auth: user already exists")
 	ErrBadRole         = errors.New("auth: unknown role")
 	ErrBadName         = errors.New("auth: bad name")
+	ErrTooManyAttempts = errors.New("auth: too many failed sign-ins; wait a minute")
 )
+
+// dummyHash is checked against when a sign-in names no user.
+var dummyHash, _ = HashPassword("tangram-no-such-user")
+
+// Failed sign-ins are limited per client address and user name: after
+// maxFailures within failureWindow, sign-ins from that address for that
+// name are refused until the window passes. Each attempt costs a PBKDF2
+// computation, so this also bounds the CPU an attacker can spend.
+const (
+	maxFailures   = 5
+	failureWindow = time.Minute
+)
+
+type failureLog struct {
+	mu sync.Mutex
+	m  map[string][]time.Time
+}
+
+func (f *failureLog) key(remote, name string) string { return remote + "\x00" + name }
+
+func (f *failureLog) recent(k string, now time.Time) []time.Time {
+	ts := f.m[k]
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) > failureWindow {
+		i++
+	}
+	return ts[i:]
+}
+
+func (f *failureLog) blocked(remote, name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.recent(f.key(remote, name), time.Now())) >= maxFailures
+}
+
+func (f *failureLog) fail(remote, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || len(f.m) > 100_000 {
+		f.m = map[string][]time.Time{}
+	}
+	k, now := f.key(remote, name), time.Now()
+	f.m[k] = append(f.recent(k, now), now)
+}
+
+func (f *failureLog) reset(remote, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, f.key(remote, name))
+}
 
 // Role is a named set of permissions.
 type Role string
@@ -156,6 +207,8 @@ type Service struct {
 	mu    sync.Mutex
 	cache map[string]cachedPrincipal // token hash -> principal
 	ttl   time.Duration
+
+	failures failureLog
 }
 
 type cachedPrincipal struct {
@@ -602,8 +655,15 @@ const SessionTTL = 12 * time.Hour
 // place of a password, and opens a console session. It returns the session
 // id (for the cookie) and its CSRF token.
 func (s *Service) Login(ctx context.Context, name, secret, remote string) (sid, csrf string, err error) {
+	if s.failures.blocked(remote, name) {
+		return "", "", ErrTooManyAttempts
+	}
 	u, err := s.UserByName(ctx, name)
 	if err != nil || u.Disabled {
+		// Spend the time a password check takes, so that the answer does
+		// not tell which user names exist.
+		CheckPassword(dummyHash, secret)
+		s.failures.fail(remote, name)
 		return "", "", ErrUnauthenticated
 	}
 	ok := u.pwHash != "" && CheckPassword(u.pwHash, secret)
@@ -613,9 +673,11 @@ func (s *Service) Login(ctx context.Context, name, secret, remote string) (sid, 
 		}
 	}
 	if !ok {
+		s.failures.fail(remote, name)
 		_ = audit.Record(ctx, s.st, audit.Entry{Actor: name, Action: "auth.login.failed", Resource: "user/" + name, Remote: remote})
 		return "", "", ErrUnauthenticated
 	}
+	s.failures.reset(remote, name)
 	sid = NewToken()
 	csrf = NewToken()
 	now := time.Now()

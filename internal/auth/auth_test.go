@@ -122,6 +122,21 @@ func TestServiceTokensSessions(t *testing.T) {
 	if _, _, err := s.Login(ctx, "admin", tok, ""); err != nil {
 		t.Fatalf("login with token: %v", err)
 	}
+	// Failed sign-ins are limited per address and name; a success resets.
+	for i := 0; i < 5; i++ {
+		if _, _, err := s.Login(ctx, "bob", "wrong", "10.0.0.9"); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	if _, _, err := s.Login(ctx, "bob", "long enough pw", "10.0.0.9"); !errors.Is(err, auth.ErrTooManyAttempts) {
+		t.Fatalf("sixth attempt: %v", err)
+	}
+	if _, _, err := s.Login(ctx, "bob", "long enough pw", "10.0.0.10"); err != nil {
+		t.Fatalf("other address: %v", err)
+	}
+	if _, _, err := s.Login(ctx, "nobody", "x", "10.0.0.11"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("unknown user: %v", err)
+	}
 	if err := s.Logout(ctx, sid); err != nil {
 		t.Fatal(err)
 	}
