@@ -89,6 +89,39 @@ func newConfigCmd(g *globals) *cobra.Command {
 	createEnv.Flags().StringVar(&envDesc, "description", "", "description")
 	createEnv.Flags().BoolVar(&envEmergency, "emergency-publish", true, "allow emergency publishes that bypass approvals")
 
+	var upDesc string
+	var upEmergency bool
+	updateEnv := &cobra.Command{Use: "update-env NAME", Short: "Change an environment's description or emergency-publish switch", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		var cur api.List[config.Env]
+		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &cur); err != nil {
+			return err
+		}
+		var e *config.Env
+		for i := range cur.Items {
+			if cur.Items[i].Name == args[0] {
+				e = &cur.Items[i]
+			}
+		}
+		if e == nil {
+			return fmt.Errorf("environment %q not found", args[0])
+		}
+		if cmd.Flags().Changed("description") {
+			e.Description = upDesc
+		}
+		if cmd.Flags().Changed("emergency-publish") {
+			e.EmergencyPublish = upEmergency
+		}
+		var out config.Env
+		if err := g.client().Do(ctx, "PUT", "/api/v1/config/envs/"+url.PathEscape(args[0]), e, &out); err != nil {
+			return err
+		}
+		return g.print(out, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "environment %s: emergency publish %v\n", out.Name, out.EmergencyPublish)
+		})
+	}}
+	updateEnv.Flags().StringVar(&upDesc, "description", "", "description")
+	updateEnv.Flags().BoolVar(&upEmergency, "emergency-publish", true, "allow emergency publishes that bypass approvals")
+
 	envs := &cobra.Command{Use: "envs", Short: "List environments", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		var out api.List[config.Env]
 		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &out); err != nil {
@@ -155,7 +188,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	}}
 	lc.add(listNS, false)
 
-	cmd.AddCommand(createApp, apps, createEnv, envs, createCluster, createNS, listNS)
+	cmd.AddCommand(createApp, apps, createEnv, updateEnv, envs, createCluster, createNS, listNS)
 	cmd.AddCommand(itemCmds(g)...)
 	cmd.AddCommand(releaseCmds(g)...)
 	cmd.AddCommand(grayCmd(g), watchCmd(g))

@@ -101,6 +101,14 @@ func TestTour(t *testing.T) {
 	if a := run(t, h, "auth", "audit", "--action", "config.request"); !strings.Contains(a, "config.request.approve") {
 		t.Fatalf("audit: %s", a)
 	}
+	// Environments: create one, switch emergency publish off.
+	run(t, h, "config", "create-env", "staging")
+	if out := run(t, h, "config", "update-env", "staging", "--emergency-publish=false"); !strings.Contains(out, "emergency publish false") {
+		t.Fatalf("update-env: %s", out)
+	}
+	if out := run(t, h, "config", "envs", "-o", "json"); !strings.Contains(out, `"name": "staging"`) {
+		t.Fatalf("envs: %s", out)
+	}
 	// Errors are clear.
 	if _, err := runErr(h, "config", "get", "--env", "dev", "--app", "ghost", "x"); err == nil || !strings.Contains(err.Error(), `app "ghost"`) {
 		t.Fatalf("unknown app: %v", err)
