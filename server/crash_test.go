@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -36,10 +39,10 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func startProcess(t *testing.T, bin, addr, data string) *exec.Cmd {
+func startProcess(t *testing.T, bin, addr, data string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "server", "--http", addr, "--data", data, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+servertest.AdminToken)
+	cmd := exec.Command(bin, append([]string{"server", "--http", addr, "--data", data, "--log-level", "warn"}, extra...)...)
+	cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+servertest.AdminToken, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -206,4 +209,54 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("server did not exit within 10s of SIGTERM")
 	}
 	t.Logf("shut down in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestClusterOfProcesses runs two tangram server processes on one
+// PostgreSQL store: a secret published through one is read, in plaintext,
+// by a client of the other, which is notified of the release.
+func TestClusterOfProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	dsn := storetest.DSN(t, store.Postgres)
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	a := startProcess(t, bin, addrA, t.TempDir(), "--store", dsn)
+	defer func() { a.Process.Signal(syscall.SIGTERM); a.Wait() }()
+	b := startProcess(t, bin, addrB, t.TempDir(), "--store", dsn)
+	defer func() { b.Process.Signal(syscall.SIGTERM); b.Wait() }()
+	ca := apiclient.New("http://"+addrA, servertest.AdminToken)
+	ctx := context.Background()
+	const ns = "/api/v1/config/envs/dev/apps/demo/clusters/default/namespaces/application"
+	if err := ca.Do(ctx, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	set := func(v string) {
+		if err := ca.Do(ctx, "PUT", ns+"/items/db.password", map[string]any{"value": v, "secret": true}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := ca.Do(ctx, "POST", ns+"/publish", config.PublishRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("first-secret")
+	cl, err := config.NewClient(ctx, config.ClientOptions{Servers: []string{"http://" + addrB}, Token: servertest.AdminToken, Env: "dev", App: "demo",
+		CacheDir: t.TempDir(), WatchTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if got := cl.String("db.password", ""); got != "first-secret" {
+		t.Fatalf("server b serves %q", got)
+	}
+	time.Sleep(200 * time.Millisecond) // let the client's watch be held on b
+	start := time.Now()
+	set("second-secret")
+	for cl.String("db.password", "") != "second-secret" {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("client of b not notified of the release made on a within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("release on process a reached the client of process b in %v", time.Since(start).Round(time.Millisecond))
 }
