@@ -20,7 +20,7 @@ func ExampleParseProperties() {
 	// db.url="jdbc:mysql://db/app"
 	// db.pool="10"
 	// greeting="hello\nworld"
-	// invalid properties at line 2: config: invalid: key "bad*key" must be 1-256 characters of letters, digits and . _ - / [ ] @ $
+	// invalid properties at line 2: config: invalid: key "bad*key" must be 1-191 characters of letters, digits and . _ - / [ ] @ $
 }
 
 func ExampleRules_Match() {

@@ -469,6 +469,9 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		}
 		q := r.URL.Query()
 		cl := Peer{Instance: q.Get("instance"), IP: q.Get("ip")}
+		if len(cl.Instance) > 128 || len(cl.IP) > 64 || len(q.Get("labels")) > 1024 {
+			return api.BadRequest("instance (128), ip (64) or labels (1024) longer than its limit")
+		}
 		if cl.IP == "" {
 			cl.IP, _, _ = net.SplitHostPort(r.RemoteAddr)
 		}

@@ -46,7 +46,7 @@ const Masked = "******"
 
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	keyRE  = regexp.MustCompile(`^[A-Za-z0-9._\-/\[\]@$]{1,256}$`)
+	keyRE  = regexp.MustCompile(`^[A-Za-z0-9._\-/\[\]@$]{1,191}$`)
 )
 
 // ValidName checks an env, app, cluster or namespace name.
@@ -60,7 +60,7 @@ func ValidName(kind, s string) error {
 // ValidKey checks an item key.
 func ValidKey(s string) error {
 	if !keyRE.MatchString(s) {
-		return fmt.Errorf("%w: key %q must be 1-256 characters of letters, digits and . _ - / [ ] @ $", ErrInvalid, s)
+		return fmt.Errorf("%w: key %q must be 1-191 characters of letters, digits and . _ - / [ ] @ $", ErrInvalid, s)
 	}
 	return nil
 }

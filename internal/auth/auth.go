@@ -425,7 +425,7 @@ func (s *Service) CreateUser(ctx context.Context, actor, name, password string, 
 		return nil, err
 	}
 	for i, b := range bindings {
-		if _, err := ParseRole(string(b.Role)); err != nil {
+		if err := b.validate(); err != nil {
 			return nil, err
 		}
 		bindings[i] = normBinding(b)
@@ -462,6 +462,23 @@ func (s *Service) CreateUser(ctx context.Context, actor, name, password string, 
 	return s.UserByName(ctx, name)
 }
 
+var scopeRE = regexp.MustCompile(`^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$`)
+
+// validScope checks a binding's or token's env/app/ns ("" and "*" mean any).
+func validScope(kind, v string) error {
+	if v != "" && !scopeRE.MatchString(v) {
+		return fmt.Errorf("%w: %s %q must be * or 1-64 letters, digits, '.', '_' or '-'", ErrBadName, kind, v)
+	}
+	return nil
+}
+
+func (b Binding) validate() error {
+	if _, err := ParseRole(string(b.Role)); err != nil {
+		return err
+	}
+	return errors.Join(validScope("env", b.Env), validScope("app", b.App), validScope("namespace", b.NS))
+}
+
 func normBinding(b Binding) Binding {
 	if b.Env == "" {
 		b.Env = "*"
@@ -477,7 +494,7 @@ func normBinding(b Binding) Binding {
 
 // Grant adds a binding to a user.
 func (s *Service) Grant(ctx context.Context, actor, user string, b Binding) error {
-	if _, err := ParseRole(string(b.Role)); err != nil {
+	if err := b.validate(); err != nil {
 		return err
 	}
 	b = normBinding(b)
@@ -536,6 +553,9 @@ func (s *Service) addToken(ctx context.Context, q store.Querier, userID int64, n
 func (s *Service) CreateToken(ctx context.Context, actor, user, name, env string) (string, Token, error) {
 	if err := ValidName("token", name); err != nil {
 		return "", Token{}, err
+	}
+	if err := validScope("env", env); err != nil || env == "*" {
+		return "", Token{}, fmt.Errorf("%w: token env %q: leave it empty for every environment, or name one", ErrBadName, env)
 	}
 	u, err := s.UserByName(ctx, user)
 	if err != nil {

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -92,6 +93,12 @@ func TestServiceTokensSessions(t *testing.T) {
 	}
 	if _, err := s.CreateUser(ctx, "admin", "bob", "", nil); !errors.Is(err, auth.ErrUserExists) {
 		t.Fatalf("duplicate user: %v", err)
+	}
+	if _, err := s.CreateUser(ctx, "admin", "carl", "", []auth.Binding{{Role: auth.Viewer, Env: "no spaces"}}); !errors.Is(err, auth.ErrBadName) {
+		t.Fatalf("bad binding env: %v", err)
+	}
+	if _, _, err := s.CreateToken(ctx, "admin", "bob", "long", strings.Repeat("e", 300)); !errors.Is(err, auth.ErrBadName) {
+		t.Fatalf("bad token env: %v", err)
 	}
 	secret, info, err := s.CreateToken(ctx, "admin", "bob", "ci", "dev")
 	if err != nil {
