@@ -337,6 +337,9 @@ func (s *Server) CreateApp(ctx context.Context, actor string, a App) (*App, erro
 	if a.Owner == "" {
 		a.Owner = actor
 	}
+	if len(a.Owner) > 64 {
+		return nil, fmt.Errorf("%w: owner %q is longer than 64 characters", ErrInvalid, a.Owner)
+	}
 	a.CreatedAt = store.NowMillis()
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO config_apps (name, owner, description, created_at) VALUES (?, ?, ?, ?)`, a.Name, a.Owner, a.Description, a.CreatedAt)
