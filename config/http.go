@@ -482,6 +482,7 @@ func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
+		w.Header().Set("Cache-Control", "no-store") // may hold secrets in plaintext
 		if rk := q.Get("release_key"); rk != "" && rk == cfg.ReleaseKey {
 			w.WriteHeader(http.StatusNotModified)
 			return nil
