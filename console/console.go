@@ -151,6 +151,10 @@ func (c *Console) page(fn func(w http.ResponseWriter, r *http.Request) error) ht
 		}
 		r = r.WithContext(auth.WithPrincipal(r.Context(), p))
 		if err := fn(w, r); err != nil {
+			var ae *api.Error
+			if mapped := config.MapError(err); !errors.As(mapped, &ae) {
+				c.log.Error("console: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
 			msg := errMessage(config.MapError(err))
 			if r.Method == http.MethodGet {
 				status := http.StatusInternalServerError

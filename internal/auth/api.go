@@ -15,7 +15,12 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
 		mux.Handle(pattern, wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := fn(w, r); err != nil {
-				api.WriteError(w, MapError(err))
+				mapped := MapError(err)
+				var ae *api.Error
+				if !errors.As(mapped, &ae) {
+					s.log.Error("auth: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				}
+				api.WriteError(w, mapped)
 			}
 		})))
 	}
