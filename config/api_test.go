@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -475,6 +476,20 @@ func TestPermissionsSecretsAudit(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	defer func() {
+		// The metrics page shows what happened.
+		resp, err := http.Get(h.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`tangram_config_releases_total{kind="normal"} 1`, `tangram_config_fetches_total{cache=`, `tangram_http_requests_total{code="401"`, `tangram_store_query_seconds_bucket`} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	}()
 
 	mustDo(t, admin, "POST", "/api/v1/auth/users", map[string]any{"name": "vic", "bindings": []map[string]string{{"role": "viewer", "app": "demo"}}}, nil)
 	var out struct{ Token string }

@@ -25,6 +25,9 @@ import (
 type notice struct {
 	key string
 	id  int64
+	// kind is the release kind on the notice of the released namespace
+	// itself ("" on scanned and linked notices); counted once committed.
+	kind string
 }
 
 // writeMessages records a release of ns, and of every namespace linked to

@@ -56,7 +56,14 @@ func (s *Server) parkWatch(rw http.ResponseWriter, r *http.Request, w *watch) bo
 
 // notify records releases and answers the watches they fire.
 func (s *Server) notify(notes []notice) {
-	s.fanout(s.hub.publish(notes), http.StatusOK)
+	for _, n := range notes {
+		if n.kind != "" {
+			s.metrics.releases.WithLabelValues(n.kind).Inc()
+		}
+	}
+	fired := s.hub.publish(notes)
+	s.metrics.answers.WithLabelValues("change").Add(float64(len(fired)))
+	s.fanout(fired, http.StatusOK)
 }
 
 // fanout answers fired parked watches. A few owned goroutines (one per
@@ -114,6 +121,7 @@ func (pw *parkedWatch) hangup() {
 	if t := pw.timer.Load(); t != nil {
 		t.Stop()
 	}
+	pw.s.metrics.answers.WithLabelValues("hangup").Inc()
 	pw.conn.Close()
 }
 
@@ -122,6 +130,7 @@ func (pw *parkedWatch) expired() {
 	if wt := pw.waiter.Load(); wt == nil || !pw.s.hub.unsubscribe(wt) {
 		return // already answered
 	}
+	pw.s.metrics.answers.WithLabelValues("timeout").Inc()
 	pw.finish(http.StatusOK, nil)
 }
 

@@ -98,6 +98,9 @@ func (s *Server) insertRelease(ctx context.Context, tx *store.Tx, ns *Namespace,
 		}
 	}
 	notes, err := s.writeMessages(ctx, tx, ns)
+	if len(notes) > 0 {
+		notes[0].kind = kind // counted by notify once the transaction has committed
+	}
 	return r, notes, err
 }
 

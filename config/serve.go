@@ -126,8 +126,10 @@ func (s *Server) servedFor(ctx context.Context, c Coord, nid int64) (*served, er
 	sv := sc.m[c]
 	sc.mu.Unlock()
 	if sv != nil && sv.loadedAt == nid {
+		s.metrics.fetches.WithLabelValues("hit").Inc()
 		return sv, nil
 	}
+	s.metrics.fetches.WithLabelValues("miss").Inc()
 	v, err, _ := sc.sf.Do(c.String()+"#"+strconv.FormatInt(nid, 10), func() (any, error) {
 		sv, err := s.loadServed(context.WithoutCancel(ctx), c, false)
 		if err != nil {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
@@ -37,6 +39,8 @@ type Config struct {
 	MaxValueBytes int
 	// MaxHold is the longest a watch is held open. Default 60s.
 	MaxHold time.Duration
+	// Registerer receives the config center's metrics. Default: none.
+	Registerer prometheus.Registerer
 	// Parker, when set, parks held watch connections without a goroutine
 	// each (the server serves Parker.Listener()). Nil: watches block a
 	// goroutine, as in any net/http handler.
@@ -83,7 +87,8 @@ type Server struct {
 	// instances collects client fetches for the console's client list.
 	instances instanceLog
 	// served caches what fetches need, per namespace and notification id.
-	served servedCache
+	served  servedCache
+	metrics *metrics
 
 	started atomic.Bool
 	closed  atomic.Bool
@@ -103,7 +108,11 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, st: cfg.Store, cipher: cfg.Cipher, log: cfg.Logger, hub: newHub(), ready: make(chan struct{}), stop: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("config: metrics: %w", err)
+	}
+	return &Server{cfg: cfg, st: cfg.Store, cipher: cfg.Cipher, log: cfg.Logger, metrics: m, hub: newHub(), ready: make(chan struct{}), stop: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
 }
 
 // Start seeds the default environments on an empty store, loads the latest
@@ -155,7 +164,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	close(s.stop)
-	s.fanout(s.hub.closeAll(), http.StatusServiceUnavailable)
+	fired := s.hub.closeAll()
+	s.metrics.answers.WithLabelValues("shutdown").Add(float64(len(fired)))
+	s.fanout(fired, http.StatusServiceUnavailable)
 	s.ownMu.Lock()
 	s.draining = true
 	s.ownMu.Unlock()

@@ -173,7 +173,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
 	}
 	s.parker = park.New(s.ln.Addr())
-	ccfg := config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"),
+	ccfg := config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"), Registerer: s.reg,
 		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold, MaxValueBytes: s.cfg.ConfigMaxValueBytes}
 	if !s.cfg.ConfigBlockingWatches {
 		ccfg.Parker = s.parker
