@@ -375,17 +375,23 @@ func (s *Server) Watch(ctx context.Context, req WatchRequest, hold time.Duration
 	}
 	timer := time.NewTimer(w.hold)
 	defer timer.Stop()
+	answered := s.metrics.answers.WithLabelValues
 	select {
 	case <-wt.ch:
 		if s.closed.Load() {
+			answered("shutdown").Inc()
 			return nil, ErrServerClosed
 		}
+		answered("change").Inc()
 		return s.changed(w), nil
 	case <-timer.C:
+		answered("timeout").Inc()
 		return nil, nil
 	case <-ctx.Done():
+		answered("hangup").Inc()
 		return nil, ctx.Err()
 	case <-s.stop:
+		answered("shutdown").Inc()
 		return nil, ErrServerClosed
 	}
 }
