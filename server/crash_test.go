@@ -72,9 +72,16 @@ func TestKill9DuringPublishes(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
+	t.Run("sqlite", func(t *testing.T) { kill9(t, bin, nil) })
+	// On PostgreSQL the killed server's open transactions are aborted by the
+	// database when its connections drop.
+	t.Run("postgres", func(t *testing.T) { kill9(t, bin, []string{"--store", storetest.DSN(t, store.Postgres)}) })
+}
+
+func kill9(t *testing.T, bin string, extra []string) {
 	data := t.TempDir()
 	addr := freeAddr(t)
-	proc := startProcess(t, bin, addr, data)
+	proc := startProcess(t, bin, addr, data, extra...)
 	c := apiclient.New("http://"+addr, servertest.AdminToken)
 	ctx := context.Background()
 	if err := c.Do(ctx, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil); err != nil {
@@ -118,7 +125,7 @@ func TestKill9DuringPublishes(t *testing.T) {
 		t.Fatal("no publish was acknowledged before the kill")
 	}
 
-	proc = startProcess(t, bin, addr, data)
+	proc = startProcess(t, bin, addr, data, extra...)
 	defer func() { proc.Process.Signal(syscall.SIGTERM); proc.Wait() }()
 	for _, a := range acks {
 		var rel config.Release
