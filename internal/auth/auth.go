@@ -311,7 +311,12 @@ func (s *Service) Bootstrap(ctx context.Context, token string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("auth: bootstrap token given but user admin is gone: %w", err)
 		}
-		_, err = s.addToken(ctx, s.st, u.ID, "bootstrap", "", token)
+		err = s.st.InTx(ctx, func(tx *store.Tx) error {
+			if _, err := s.addToken(ctx, tx, u.ID, "bootstrap", "", token); err != nil {
+				return err
+			}
+			return audit.Record(ctx, tx, audit.Entry{Actor: "system", Action: "auth.bootstrap.token", Resource: "user/admin", After: "token from TANGRAM_BOOTSTRAP_TOKEN added"})
+		})
 		return "", err
 	}
 	generated := token == ""

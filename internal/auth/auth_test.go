@@ -71,6 +71,14 @@ func TestServiceTokensSessions(t *testing.T) {
 	if again, err := s.Bootstrap(ctx, ""); err != nil || again != "" {
 		t.Fatalf("second bootstrap printed a token: %q %v", again, err)
 	}
+	// A later start with TANGRAM_BOOTSTRAP_TOKEN adds that token to admin
+	// (the way back in after losing the first one).
+	if printed, err := s.Bootstrap(ctx, "tgm_recovery-token-0123456789"); err != nil || printed != "" {
+		t.Fatalf("recovery bootstrap: %q %v", printed, err)
+	}
+	if rp, err := s.AuthenticateToken(ctx, "tgm_recovery-token-0123456789"); err != nil || !rp.IsAdmin() {
+		t.Fatalf("recovery token: %+v %v", rp, err)
+	}
 	p, err := s.AuthenticateToken(ctx, tok)
 	if err != nil || !p.IsAdmin() || p.Name != "admin" {
 		t.Fatalf("admin token: %+v %v", p, err)
