@@ -87,7 +87,7 @@ func TestServiceTokensSessions(t *testing.T) {
 		t.Fatalf("wrong token: %v", err)
 	}
 	var stored string
-	if err := st.QueryRowContext(ctx, `SELECT hash FROM api_tokens`).Scan(&stored); err != nil || stored == tok || stored != auth.HashToken(tok) {
+	if err := st.QueryRowContext(ctx, `SELECT hash FROM api_tokens ORDER BY id LIMIT 1`).Scan(&stored); err != nil || stored == tok || stored != auth.HashToken(tok) {
 		t.Fatalf("token stored as %q", stored)
 	}
 	if _, err := s.CreateUser(ctx, "admin", "bob", "short", nil); err == nil {
