@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Lease is a named leader lease in the store: the single-writer work of a
+// cluster (a trigger loop, a recovery scan) runs on the holder. Term grows
+// by one each time the lease changes hands; work stamped with the term it
+// was done under can be fenced off once a newer term exists, so a paused
+// former holder cannot overwrite its successor.
+type Lease struct {
+	Name      string
+	Holder    string
+	Term      int64
+	ExpiresAt time.Time
+}
+
+// ErrLeaseLost is returned by RenewLease when the caller no longer holds
+// the lease (it expired and was taken, or the term moved on).
+var ErrLeaseLost = errors.New("store: lease lost")
+
+// AcquireLease takes the lease for holder for ttl if it is free, expired,
+// or already held by holder (then it is extended, same term). It reports
+// whether holder now holds it, and the lease as it stands.
+//
+// Expiry is judged by the caller's clock: servers sharing a store need
+// clocks within a fraction of ttl of each other; the term, not the clock,
+// is what keeps two holders' writes apart.
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, bool, error) {
+	if name == "" || holder == "" || ttl <= 0 {
+		return Lease{}, false, fmt.Errorf("store: lease needs a name, a holder and a positive ttl")
+	}
+	now := time.Now()
+	exp := now.Add(ttl).UnixMilli()
+	// Extend our own live lease.
+	res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at >= ?`, exp, name, holder, now.UnixMilli())
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("store: lease %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		// Take it over once expired (from anyone, ourselves included: a new term).
+		res, err = s.ExecContext(ctx, `UPDATE leases SET holder = ?, term = term + 1, expires_at = ? WHERE name = ? AND expires_at < ?`, holder, exp, name, now.UnixMilli())
+		if err != nil {
+			return Lease{}, false, fmt.Errorf("store: lease %s: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			// Or create it.
+			_, err = s.ExecContext(ctx, `INSERT INTO leases (name, holder, term, expires_at) VALUES (?, ?, 1, ?)`, name, holder, exp)
+			if err != nil && !IsUniqueViolation(err) {
+				return Lease{}, false, fmt.Errorf("store: lease %s: %w", name, err)
+			}
+		}
+	}
+	l, err := s.Lease(ctx, name)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	return l, l.Holder == holder && l.ExpiresAt.After(now), nil
+}
+
+// RenewLease extends a lease held by holder under term; ErrLeaseLost when
+// it is no longer theirs (expired or taken).
+func (s *Store) RenewLease(ctx context.Context, name, holder string, term int64, ttl time.Duration) error {
+	now := time.Now()
+	res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ? AND term = ? AND expires_at >= ?`,
+		now.Add(ttl).UnixMilli(), name, holder, term, now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store: renew lease %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: %s (term %d, holder %s)", ErrLeaseLost, name, term, holder)
+	}
+	return nil
+}
+
+// ReleaseLease gives the lease up at once (if holder still holds term), so
+// another server can take it without waiting for the expiry.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string, term int64) error {
+	_, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND term = ?`, name, holder, term)
+	if err != nil {
+		return fmt.Errorf("store: release lease %s: %w", name, err)
+	}
+	return nil
+}
+
+// Lease reads a lease; ErrNotFound when it was never taken.
+func (s *Store) Lease(ctx context.Context, name string) (Lease, error) {
+	l := Lease{Name: name}
+	var exp int64
+	err := s.QueryRowContext(ctx, `SELECT holder, term, expires_at FROM leases WHERE name = ?`, name).Scan(&l.Holder, &l.Term, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, fmt.Errorf("%w: lease %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("store: read lease %s: %w", name, err)
+	}
+	l.ExpiresAt = time.UnixMilli(exp)
+	return l, nil
+}

@@ -1,0 +1,89 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/internal/store/storetest"
+)
+
+// TestLeases runs on every dialect: one holder at a time among racing
+// servers, extension keeps the term, takeover after expiry bumps it, and a
+// former holder cannot renew.
+func TestLeases(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			s := storetest.Open(t, d)
+			// Ten servers race for a fresh lease: exactly one wins.
+			var mu sync.Mutex
+			winners := map[string]int64{}
+			var wg sync.WaitGroup
+			for i := 0; i < 10; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					holder := fmt.Sprintf("srv-%d", i)
+					l, ok, err := s.AcquireLease(ctx, "trigger", holder, time.Minute)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if ok {
+						mu.Lock()
+						winners[holder] = l.Term
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			if len(winners) != 1 {
+				t.Fatalf("winners: %v", winners)
+			}
+			var holder string
+			for h, term := range winners {
+				holder = h
+				if term != 1 {
+					t.Fatalf("first term %d", term)
+				}
+			}
+			// The holder extends, same term; others are refused.
+			l, ok, err := s.AcquireLease(ctx, "trigger", holder, time.Minute)
+			if err != nil || !ok || l.Term != 1 {
+				t.Fatalf("extend: %+v %v %v", l, ok, err)
+			}
+			if _, ok, _ := s.AcquireLease(ctx, "trigger", "intruder", time.Minute); ok {
+				t.Fatal("live lease taken")
+			}
+			if err := s.RenewLease(ctx, "trigger", holder, 1, 50*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			// Expired: another server takes it with a new term; the old holder
+			// cannot renew.
+			time.Sleep(80 * time.Millisecond)
+			l, ok, err = s.AcquireLease(ctx, "trigger", "srv-new", time.Minute)
+			if err != nil || !ok || l.Term != 2 || l.Holder != "srv-new" {
+				t.Fatalf("takeover: %+v %v %v", l, ok, err)
+			}
+			if err := s.RenewLease(ctx, "trigger", holder, 1, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+				t.Fatalf("stale renew: %v", err)
+			}
+			// Release lets the next one in at once.
+			if err := s.ReleaseLease(ctx, "trigger", "srv-new", 2); err != nil {
+				t.Fatal(err)
+			}
+			l, ok, err = s.AcquireLease(ctx, "trigger", holder, time.Minute)
+			if err != nil || !ok || l.Term != 3 {
+				t.Fatalf("after release: %+v %v %v", l, ok, err)
+			}
+			if _, err := s.Lease(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("missing lease: %v", err)
+			}
+		})
+	}
+}
