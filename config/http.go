@@ -17,17 +17,8 @@ import (
 // Register mounts the config API on mux under /api/v1/config. wrap
 // authenticates (auth.Service.Require); every handler checks permissions.
 func (s *Server) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
-	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
-		mux.Handle(pattern, wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := fn(w, r); err != nil {
-				mapped := MapError(err)
-				var ae *api.Error
-				if !errors.As(mapped, &ae) {
-					s.log.Error("config: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				}
-				api.WriteError(w, mapped)
-			}
-		})))
+	h := func(pattern string, fn api.HandlerFunc) {
+		mux.Handle(pattern, wrap(api.Handler(s.log, MapError, fn)))
 	}
 	const base = "/api/v1/config"
 	const nsPath = base + "/envs/{env}/apps/{app}/clusters/{cluster}/namespaces/{ns}"

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -171,29 +170,9 @@ func measureEtcd(n, rounds int, dir string) ([]result, float64, int64, error) {
 			return nil, 0, 0, err
 		}
 		pub := time.Since(start)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			mu.Lock()
-			got := len(arrivals[r])
-			mu.Unlock()
-			if got >= n || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		mu.Lock()
-		lat := make([]float64, 0, len(arrivals[r]))
-		for _, at := range arrivals[r] {
-			lat = append(lat, float64(at.Sub(start).Microseconds())/1000)
-		}
-		mu.Unlock()
-		sort.Float64s(lat)
-		res := result{Case: fmt.Sprintf("push-%dw-round%d", n, r+1), Watchers: n, Notified: len(lat), RSSMiB: rss, PublishMs: float64(pub.Microseconds()) / 1000}
-		if len(lat) > 0 {
-			res.P50ms, res.P99ms, res.Maxms = pct(lat, 0.50), pct(lat, 0.99), lat[len(lat)-1]
-		}
+		lat := collect(&mu, &arrivals[r], n, start, 30*time.Second)
+		res := newResult(n, r, lat, rss, pub)
 		res.ServerCPUms, res.ClientCPUms = (procCPU(cmd.Process.Pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
-		res.GoalMet = res.Notified == n && res.P99ms < 200 && res.RSSMiB < 300
 		results = append(results, res)
 		fmt.Fprintf(os.Stderr, "etcd round %d: %d/%d notified, p99 %.1f ms, RSS %.0f MiB\n", r+1, res.Notified, n, res.P99ms, res.RSSMiB)
 	}

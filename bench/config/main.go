@@ -357,48 +357,15 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 			return nil, 0, 0, err
 		}
 		pubDur := time.Since(start)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			mu.Lock()
-			got := len(arrivals[r])
-			mu.Unlock()
-			if got >= n || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		mu.Lock()
-		lat := make([]float64, 0, len(arrivals[r]))
-		for _, at := range arrivals[r] {
-			lat = append(lat, float64(at.Sub(start).Microseconds())/1000)
-		}
-		mu.Unlock()
-		sort.Float64s(lat)
-		res := result{Case: fmt.Sprintf("push-%dw-round%d", n, r+1), Watchers: n, Notified: len(lat), RSSMiB: rss, PublishMs: float64(pubDur.Microseconds()) / 1000}
-		if len(lat) > 0 {
-			res.P50ms, res.P99ms, res.Maxms = pct(lat, 0.50), pct(lat, 0.99), lat[len(lat)-1]
-		}
+		lat := collect(&mu, &arrivals[r], n, start, 30*time.Second)
+		res := newResult(n, r, lat, rss, pubDur)
 		res.ServerCPUms, res.ClientCPUms = (procCPU(srv.Process.Pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
-		res.GoalMet = res.Notified == n && res.P99ms < 200 && res.RSSMiB < 300
 		storm := time.Now()
 		close(rearm[r])
-		deadline = time.Now().Add(60 * time.Second)
-		for fetchStorm {
-			mu.Lock()
-			got := len(fetched[r])
-			mu.Unlock()
-			if got >= n || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
+		var fl []float64
+		if fetchStorm {
+			fl = collect(&mu, &fetched[r], n, storm, 60*time.Second)
 		}
-		mu.Lock()
-		fl := make([]float64, 0, len(fetched[r]))
-		for _, at := range fetched[r] {
-			fl = append(fl, float64(at.Sub(storm).Microseconds())/1000)
-		}
-		mu.Unlock()
-		sort.Float64s(fl)
 		res.Fetched = len(fl)
 		if len(fl) > 0 {
 			res.FetchP50ms, res.FetchP99ms = pct(fl, 0.50), pct(fl, 0.99)
@@ -411,6 +378,39 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 	hwm := serverHWM(srv.Process.Pid)
 	tr.CloseIdleConnections()
 	return results, hwm, failures.Load(), nil
+}
+
+// collect waits until n times are in *times (or d passes) and returns the
+// delays from start, in milliseconds, sorted.
+func collect(mu *sync.Mutex, times *[]time.Time, n int, start time.Time, d time.Duration) []float64 {
+	deadline := time.Now().Add(d)
+	for {
+		mu.Lock()
+		got := len(*times)
+		mu.Unlock()
+		if got >= n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	lat := make([]float64, 0, len(*times))
+	for _, at := range *times {
+		lat = append(lat, float64(at.Sub(start).Microseconds())/1000)
+	}
+	mu.Unlock()
+	sort.Float64s(lat)
+	return lat
+}
+
+// newResult summarises round r's notification delays against the goal.
+func newResult(n, r int, lat []float64, rss float64, publish time.Duration) result {
+	res := result{Case: fmt.Sprintf("push-%dw-round%d", n, r+1), Watchers: n, Notified: len(lat), RSSMiB: rss, PublishMs: float64(publish.Microseconds()) / 1000}
+	if len(lat) > 0 {
+		res.P50ms, res.P99ms, res.Maxms = pct(lat, 0.50), pct(lat, 0.99), lat[len(lat)-1]
+	}
+	res.GoalMet = res.Notified == n && res.P99ms < 200 && res.RSSMiB < 300
+	return res
 }
 
 func watchBody(id int64) map[string]any {

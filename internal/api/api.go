@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 )
@@ -138,4 +139,28 @@ func ReadPage(r *http.Request, def, max int) (Page, error) {
 type List[T any] struct {
 	Items      []T    `json:"items"`
 	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// HandlerFunc is an API handler that returns its error instead of writing it.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handler adapts fn: a returned error is passed through mapErr (a
+// component's mapping of its sentinel errors, or nil) and written in the
+// error envelope; errors that map to no *Error become a 500 and are logged,
+// since the client is told only "internal error".
+func Handler(log *slog.Logger, mapErr func(error) error, fn HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := fn(w, r)
+		if err == nil {
+			return
+		}
+		if mapErr != nil {
+			err = mapErr(err)
+		}
+		var ae *Error
+		if !errors.As(err, &ae) {
+			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		WriteError(w, err)
+	})
 }

@@ -12,17 +12,9 @@ import (
 // Register mounts the auth and audit API on mux under /api/v1/auth and
 // /api/v1/audit. Handlers expect to run behind Require.
 func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
-	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
-		mux.Handle(pattern, wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := fn(w, r); err != nil {
-				mapped := MapError(err)
-				var ae *api.Error
-				if !errors.As(mapped, &ae) {
-					s.log.Error("auth: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				}
-				api.WriteError(w, mapped)
-			}
-		})))
+	log := s.log.With("component", "auth")
+	h := func(pattern string, fn api.HandlerFunc) {
+		mux.Handle(pattern, wrap(api.Handler(log, MapError, fn)))
 	}
 	h("GET /api/v1/auth/whoami", func(w http.ResponseWriter, r *http.Request) error {
 		api.WriteJSON(w, 200, FromContext(r.Context()))
