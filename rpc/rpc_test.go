@@ -1,0 +1,327 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tangram-dev/tangram/rpc/codec"
+)
+
+type echoReq struct {
+	Text  string
+	Sleep time.Duration
+	Fail  Code
+	Panic bool
+}
+
+type echoResp struct {
+	Text string
+	Peer string
+	Meta map[string]string
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testServer starts a server with the echo methods on 127.0.0.1:0.
+func testServer(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	must(t, Handle(s, "Echo/Echo", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		if r.Panic {
+			panic("boom")
+		}
+		if r.Sleep > 0 {
+			select {
+			case <-time.After(r.Sleep):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if r.Fail != OK {
+			return nil, Errorf(r.Fail, "asked to fail")
+		}
+		return &echoResp{Text: r.Text, Peer: addr, Meta: Incoming(ctx)}, nil
+	}))
+	must(t, Handle(s, "Echo/Bytes", func(ctx context.Context, r *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+		return r, nil
+	}))
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return s, addr
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dial(t *testing.T, target string, opts ...DialOption) *Client {
+	t.Helper()
+	opts = append([]DialOption{WithLogger(quietLogger())}, opts...)
+	c, err := Dial(context.Background(), target, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestUnaryCodecs(t *testing.T) {
+	_, addr := testServer(t, Config{})
+	c := dial(t, addr)
+	ctx := context.Background()
+	for _, cd := range []codec.Codec{codec.Msgpack, codec.JSON} {
+		resp, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "hi " + cd.Name()}, Codec(cd))
+		if err != nil || resp.Text != "hi "+cd.Name() {
+			t.Fatalf("%s: %+v %v", cd.Name(), resp, err)
+		}
+	}
+	big := strings.Repeat("x", 1024)
+	out, err := Call[wrapperspb.BytesValue](ctx, c, "Echo/Bytes", wrapperspb.Bytes([]byte(big)))
+	if err != nil || string(out.Value) != big {
+		t.Fatalf("proto: %v", err)
+	}
+	// A protobuf request to a method whose request type is not a protobuf message.
+	_, err = Call[echoResp](ctx, c, "Echo/Echo", wrapperspb.String("x"))
+	if CodeOf(err) != InvalidArgument || !strings.Contains(err.Error(), "proto") {
+		t.Fatalf("codec mismatch: %v", err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	_, addr := testServer(t, Config{})
+	c := dial(t, addr)
+	ctx := context.Background()
+	_, err := Call[echoResp](ctx, c, "Echo/Nope", &echoReq{})
+	if CodeOf(err) != NotFound || !strings.Contains(err.Error(), "Echo/Nope") {
+		t.Fatalf("unknown method: %v", err)
+	}
+	_, err = Call[echoResp](ctx, c, "Nope/Echo", &echoReq{})
+	if CodeOf(err) != NotFound || !strings.Contains(err.Error(), "unknown service Nope") {
+		t.Fatalf("unknown service: %v", err)
+	}
+	_, err = Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Fail: PermissionDenied})
+	if !errors.Is(err, &Error{Code: PermissionDenied}) {
+		t.Fatalf("typed error: %v", err)
+	}
+	_, err = Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Panic: true})
+	if CodeOf(err) != Internal || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("panic: %v", err)
+	}
+	// The server survives the panic.
+	if _, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Call[echoResp](ctx, c, "bad", &echoReq{}); CodeOf(err) != InvalidArgument {
+		t.Fatalf("bad name: %v", err)
+	}
+}
+
+func TestDeadlineCancelsHandlerAndLateReplyDropped(t *testing.T) {
+	var handlerErr atomic.Value
+	s, addr := testServer(t, Config{})
+	must(t, Handle(s, "Slow/Wait", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		<-ctx.Done()
+		handlerErr.Store(ctx.Err())
+		return &echoResp{}, nil
+	}))
+	// A handler that ignores its context and answers late.
+	must(t, Handle(s, "Slow/Ignore", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		time.Sleep(r.Sleep)
+		return &echoResp{Text: "late"}, nil
+	}))
+	c := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := Call[echoResp](ctx, c, "Slow/Wait", &echoReq{})
+	if CodeOf(err) != DeadlineExceeded {
+		t.Fatalf("want DeadlineExceeded, got %v", err)
+	}
+	waitFor(t, func() bool { return handlerErr.Load() != nil })
+	if !errors.Is(handlerErr.Load().(error), context.DeadlineExceeded) {
+		t.Fatalf("handler context: %v", handlerErr.Load())
+	}
+	_, err = Call[echoResp](context.Background(), c, "Slow/Ignore", &echoReq{Sleep: 150 * time.Millisecond}, Timeout(30*time.Millisecond))
+	if CodeOf(err) != DeadlineExceeded {
+		t.Fatalf("want DeadlineExceeded, got %v", err)
+	}
+	waitFor(t, func() bool { return c.LateReplies() == 1 })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMultiplexedOutOfOrder(t *testing.T) {
+	_, addr := testServer(t, Config{})
+	c := dial(t, addr)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			text := strings.Repeat("a", i)
+			resp, err := Call[echoResp](context.Background(), c, "Echo/Echo",
+				&echoReq{Text: text, Sleep: time.Duration(200-i) * 100 * time.Microsecond})
+			if err == nil && resp.Text != text {
+				err = errors.New("wrong reply")
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestAsyncOnewayAndMetadata(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	got := make(chan string, 1)
+	must(t, Handle(s, "Log/Write", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		got <- r.Text + "|" + Incoming(ctx)[MetaXID]
+		return nil, nil
+	}))
+	c := dial(t, addr)
+	ctx := WithOutgoing(context.Background(), MetaXID, "xid-1")
+	must(t, c.Oneway(ctx, "Log/Write", &echoReq{Text: "fire"}))
+	select {
+	case v := <-got:
+		if v != "fire|xid-1" {
+			t.Fatal(v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("oneway call not handled")
+	}
+	f := Go[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "async"})
+	resp, err := f.Wait()
+	if err != nil || resp.Text != "async" || resp.Meta[MetaXID] != "xid-1" {
+		t.Fatalf("%+v %v", resp, err)
+	}
+	cb := make(chan string, 1)
+	CallFunc(ctx, c, "Echo/Echo", &echoReq{Text: "callback"}, func(r *echoResp, err error) {
+		if err != nil {
+			cb <- err.Error()
+			return
+		}
+		cb <- r.Text
+	})
+	if v := <-cb; v != "callback" {
+		t.Fatal(v)
+	}
+}
+
+type greeter struct{}
+
+type HelloReq struct{ Name string }
+type HelloResp struct{ Greeting string }
+
+func (greeter) SayHello(ctx context.Context, r *HelloReq) (*HelloResp, error) {
+	return &HelloResp{Greeting: "hello " + r.Name}, nil
+}
+func (greeter) NotAnRPC(x int) int { return x }
+
+func TestReflectionRegister(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	must(t, s.Register("Greeter", greeter{}))
+	if err := s.Register("Bad", struct{}{}); err == nil {
+		t.Fatal("want an error for a type without RPC methods")
+	}
+	c := dial(t, addr)
+	resp, err := Call[HelloResp](context.Background(), c, "Greeter/SayHello", &HelloReq{Name: "seed"})
+	if err != nil || resp.Greeting != "hello seed" {
+		t.Fatalf("%+v %v", resp, err)
+	}
+}
+
+func TestConcurrencyLimits(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	release := make(chan struct{})
+	must(t, Handle(s, "Lim/One", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		<-release
+		return &echoResp{}, nil
+	}, MaxConcurrency(1)))
+	c := dial(t, addr, WithRetry(RetryPolicy{MaxAttempts: 1}))
+	f := Go[echoResp](context.Background(), c, "Lim/One", &echoReq{})
+	waitFor(t, func() bool { return s.InFlight() == 1 })
+	_, err := Call[echoResp](context.Background(), c, "Lim/One", &echoReq{})
+	if CodeOf(err) != ResourceExhausted {
+		t.Fatalf("want ResourceExhausted, got %v", err)
+	}
+	close(release)
+	if _, err := f.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServerInFlightLimit(t *testing.T) {
+	s, addr := testServer(t, Config{MaxInFlight: 2})
+	release := make(chan struct{})
+	must(t, Handle(s, "Lim/Block", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		<-release
+		return &echoResp{}, nil
+	}))
+	c := dial(t, addr, WithRetry(RetryPolicy{MaxAttempts: 1}))
+	f1 := Go[echoResp](context.Background(), c, "Lim/Block", &echoReq{})
+	f2 := Go[echoResp](context.Background(), c, "Lim/Block", &echoReq{})
+	waitFor(t, func() bool { return s.InFlight() == 2 })
+	_, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{})
+	if CodeOf(err) != ResourceExhausted {
+		t.Fatalf("want ResourceExhausted, got %v", err)
+	}
+	close(release)
+	f1.Wait()
+	f2.Wait()
+}
+
+func TestCompression(t *testing.T) {
+	_, addr := testServer(t, Config{CompressAbove: 100})
+	c := dial(t, addr, WithCompression(100))
+	text := strings.Repeat("compress me ", 1000)
+	resp, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: text})
+	if err != nil || resp.Text != text {
+		t.Fatalf("%v", err)
+	}
+}
