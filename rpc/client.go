@@ -465,6 +465,8 @@ func (c *Client) roundTrip(ctx context.Context, ep *endpoint, f *Frame) (*Frame,
 	}
 	cc.pending[id] = cl
 	cc.mu.Unlock()
+	cc.active.Add(1)
+	defer cc.active.Add(-1)
 	if err := cc.send(f); err != nil {
 		cc.mu.Lock()
 		_, mine := cc.pending[id]

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,11 @@ type conn struct {
 	closed    chan struct{}
 	closeErr  error // set before closed is closed
 
+	// active counts calls in flight on the connection. When more than one
+	// is, the sender that becomes the writer yields once before writing so
+	// the others can add their frames to the same system call.
+	active atomic.Int64
+
 	lastRead  atomic.Int64 // unix nanoseconds of the last frame read
 	pingSent  atomic.Bool
 	pingStamp atomic.Int64
@@ -69,6 +75,11 @@ func (c *conn) send(f *Frame) error {
 		return nil
 	}
 	c.writing = true
+	if c.active.Load() > 1 {
+		c.wmu.Unlock()
+		runtime.Gosched()
+		c.wmu.Lock()
+	}
 	for len(c.wbuf) > 0 && c.werr == nil {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]

@@ -137,6 +137,7 @@ type Server struct {
 	handlers sync.WaitGroup // calls and streams only
 	stop     chan struct{}
 	hbOnce   sync.Once
+	workers  *workerPool
 }
 
 // NewServer returns a server configured by cfg.
@@ -145,13 +146,15 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.fill()
-	return &Server{
+	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		services:  map[string]map[string]*method{},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		stop:      make(chan struct{}),
-	}, nil
+	}
+	s.workers = newWorkerPool(s.stop, &s.wg)
+	return s, nil
 }
 
 func (s *Server) add(full string, m *method, opts []MethodOption) error {
@@ -529,11 +532,13 @@ func (sc *serverConn) dispatch(f *Frame) {
 		sc.calls[f.ID] = cancel
 		sc.mu.Unlock()
 	}
-	go sc.runCall(ctx, cancel, f, m)
+	sc.active.Add(1)
+	sc.s.workers.run(func() { sc.runCall(ctx, cancel, f, m) })
 }
 
 func (sc *serverConn) runCall(ctx context.Context, cancel context.CancelFunc, f *Frame, m *method) {
 	defer sc.done(m)
+	defer sc.active.Add(-1)
 	resp, err := sc.invoke(ctx, f, m)
 	if f.Type == FrameRequest {
 		sc.mu.Lock()
