@@ -529,12 +529,12 @@ func newEndpoint(c *Client, a Address) *endpoint {
 	return &endpoint{c: c, addr: a, conns: make([]*clientConn, c.o.conns)}
 }
 
-func (ep *endpoint) Addr() string             { return ep.addr.Addr }
-func (ep *endpoint) Weight() int              { return ep.addr.Weight }
-func (ep *endpoint) Zone() string             { return ep.addr.Zone }
-func (ep *endpoint) Outstanding() int64       { return ep.outstanding.Load() }
-func (ep *endpoint) Latency() time.Duration   { return time.Duration(ep.ewma.Load()) }
-func (ep *endpoint) setAddress(a Address)     { ep.mu.Lock(); ep.addr = a; ep.mu.Unlock() }
+func (ep *endpoint) Addr() string           { return ep.addr.Addr }
+func (ep *endpoint) Weight() int            { return ep.addr.Weight }
+func (ep *endpoint) Zone() string           { return ep.addr.Zone }
+func (ep *endpoint) Outstanding() int64     { return ep.outstanding.Load() }
+func (ep *endpoint) Latency() time.Duration { return time.Duration(ep.ewma.Load()) }
+func (ep *endpoint) setAddress(a Address)   { ep.mu.Lock(); ep.addr = a; ep.mu.Unlock() }
 func (ep *endpoint) observe(d time.Duration) {
 	old := ep.ewma.Load()
 	if old == 0 {

@@ -104,8 +104,8 @@ func (c Config) Validate() error {
 type method struct {
 	full   string
 	newReq func() any
-	call   UnaryHandler                                   // unary
-	stream func(ctx context.Context, st *stream) error    // streaming
+	call   UnaryHandler                                // unary
+	stream func(ctx context.Context, st *stream) error // streaming
 	limit  int64
 	active atomic.Int64
 }

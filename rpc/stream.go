@@ -24,18 +24,18 @@ type stream struct {
 
 	ctx     context.Context
 	cancel  context.CancelFunc
-	trailer Metadata // server: sent with the close; client: received
+	trailer Metadata    // server: sent with the close; client: received
 	stopCtx func() bool // client: unregisters the context watcher
 
 	mu         sync.Mutex
 	recvQ      [][]byte
-	recvClosed bool   // peer closed its sending side (or the stream ended)
-	recvErr    error  // final status; nil means io.EOF at the end
-	inflight   int    // bytes received and not yet granted back
-	credit     int    // bytes consumed and not yet granted back
-	sendWin    int    // bytes this side may still send
-	sendClosed bool   // CloseSend called
-	failed     error  // local failure: stops both directions
+	recvClosed bool  // peer closed its sending side (or the stream ended)
+	recvErr    error // final status; nil means io.EOF at the end
+	inflight   int   // bytes received and not yet granted back
+	credit     int   // bytes consumed and not yet granted back
+	sendWin    int   // bytes this side may still send
+	sendClosed bool  // CloseSend called
+	failed     error // local failure: stops both directions
 	recvSig    chan struct{}
 	sendSig    chan struct{}
 	done       chan struct{} // closed once the stream has ended for good
