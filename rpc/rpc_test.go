@@ -154,7 +154,7 @@ func TestDeadlineCancelsHandlerAndLateReplyDropped(t *testing.T) {
 	must(t, Handle(s, "Slow/Wait", func(ctx context.Context, r *echoReq) (*echoResp, error) {
 		<-ctx.Done()
 		handlerErr.Store(ctx.Err())
-		return &echoResp{}, nil
+		return nil, ctx.Err()
 	}))
 	// A handler that ignores its context and answers late.
 	must(t, Handle(s, "Slow/Ignore", func(ctx context.Context, r *echoReq) (*echoResp, error) {
@@ -325,3 +325,5 @@ func TestCompression(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }

@@ -1,0 +1,273 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/rpc/balance"
+)
+
+// Killing one of two servers mid-traffic: idempotent calls continue on the
+// other without an error the caller sees; the dead endpoint leaves rotation
+// and comes back once a server listens on its address again.
+func TestFailoverAndProbeBack(t *testing.T) {
+	s1, addr1 := testServer(t, Config{})
+	_, addr2 := testServer(t, Config{})
+	c := dial(t, addr1+","+addr2, WithBalancer(balance.RoundRobin()), WithIdempotent("Echo/Echo"))
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var calls, failures atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "x", Sleep: time.Millisecond}); err != nil {
+					failures.Add(1)
+					t.Errorf("call failed during failover: %v", err)
+				}
+				calls.Add(1)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	s1.Close() // abrupt: connections reset, calls in flight fail and are retried
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if calls.Load() < 50 || failures.Load() > 0 {
+		t.Fatalf("%d calls, %d failures", calls.Load(), failures.Load())
+	}
+	waitFor(t, func() bool { return !c.Endpoints()[addr1] })
+	// All calls now land on the survivor.
+	for range 10 {
+		r, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{})
+		if err != nil || r.Peer != addr2 {
+			t.Fatalf("%+v %v", r, err)
+		}
+	}
+	// A new server on the old address is probed back into rotation.
+	ln, err := net.Listen("tcp", addr1)
+	if err != nil {
+		t.Skipf("cannot rebind %s: %v", addr1, err)
+	}
+	s3, _ := NewServer(Config{Logger: quietLogger()})
+	must(t, Handle(s3, "Echo/Echo", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		return &echoResp{Peer: addr1}, nil
+	}))
+	go s3.Serve(ln)
+	defer s3.Close()
+	waitFor(t, func() bool { return c.Endpoints()[addr1] })
+	seen := map[string]bool{}
+	for range 10 {
+		r, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{})
+		must(t, err)
+		seen[r.Peer] = true
+	}
+	if !seen[addr1] || !seen[addr2] {
+		t.Fatalf("calls reached %v", seen)
+	}
+}
+
+// A call that is not idempotent and was already written is not retried: the
+// caller gets Unavailable.
+func TestNonIdempotentNotRetried(t *testing.T) {
+	var runs atomic.Int64
+	s1, addr1 := testServer(t, Config{})
+	started := make(chan struct{}, 1)
+	must(t, Handle(s1, "Pay/Charge", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		runs.Add(1)
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	c := dial(t, addr1)
+	f := Go[echoResp](context.Background(), c, "Pay/Charge", &echoReq{})
+	<-started
+	s1.Close()
+	_, err := f.Wait()
+	if CodeOf(err) != Unavailable {
+		t.Fatalf("want Unavailable, got %v", err)
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("ran %d times", runs.Load())
+	}
+}
+
+// proxy forwards TCP to target; blackhole makes it swallow traffic in both
+// directions without closing anything — a network partition on loopback.
+type proxy struct {
+	ln        net.Listener
+	target    string
+	blackhole atomic.Bool
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	p := &proxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go p.pipe(in, out)
+			go p.pipe(out, in)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.blackhole.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
+
+// A partitioned server: the connection stays open but nothing arrives. The
+// heartbeat fails the pending call with Unavailable within the timeout, and
+// idempotent calls go to the other server.
+func TestHeartbeatDetectsPartition(t *testing.T) {
+	_, addr1 := testServer(t, Config{})
+	_, addr2 := testServer(t, Config{})
+	p := newProxy(t, addr1)
+	c := dial(t, p.ln.Addr().String(), WithHeartbeat(50*time.Millisecond, 200*time.Millisecond))
+	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}); err != nil {
+		t.Fatal(err)
+	}
+	p.blackhole.Store(true)
+	start := time.Now()
+	_, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{})
+	if CodeOf(err) != Unavailable {
+		t.Fatalf("want Unavailable, got %v", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("took %v to notice the partition", el)
+	}
+
+	c2 := dial(t, p.ln.Addr().String()+","+addr2, WithHeartbeat(50*time.Millisecond, 200*time.Millisecond),
+		WithBalancer(balance.RoundRobin()))
+	for range 4 {
+		r, err := Call[echoResp](context.Background(), c2, "Echo/Echo", &echoReq{}, Idempotent())
+		if err != nil || r.Peer != addr2 {
+			t.Fatalf("%+v %v", r, err)
+		}
+	}
+}
+
+// Shutdown: calls in flight finish, clients are told to go away, new calls
+// go to the other server, and nothing fails.
+func TestGracefulShutdownDrains(t *testing.T) {
+	s1, addr1 := testServer(t, Config{})
+	_, addr2 := testServer(t, Config{})
+	c := dial(t, addr1+","+addr2, WithBalancer(balance.RoundRobin()))
+	var slow []*Future[echoResp]
+	for range 6 {
+		slow = append(slow, Go[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: "slow", Sleep: 300 * time.Millisecond}))
+	}
+	waitFor(t, func() bool { return s1.InFlight() > 0 })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- s1.Shutdown(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	for range 20 {
+		r, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: "new"})
+		if err != nil {
+			t.Fatalf("call during shutdown: %v", err)
+		}
+		if r.Peer != addr2 {
+			t.Fatalf("new call reached the draining server")
+		}
+	}
+	for _, f := range slow {
+		if r, err := f.Wait(); err != nil || r.Text != "slow" {
+			t.Fatalf("in-flight call: %+v %v", r, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Hedging: one endpoint is slow; the backup request to the other answers
+// first, and the slow copy is canceled on its server.
+func TestHedgedRequest(t *testing.T) {
+	s1, addr1 := testServer(t, Config{})
+	s2, addr2 := testServer(t, Config{})
+	var canceled atomic.Int64
+	must(t, Handle(s1, "Hedge/Get", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		select {
+		case <-time.After(2 * time.Second):
+			return &echoResp{Peer: addr1}, nil
+		case <-ctx.Done():
+			canceled.Add(1)
+			return nil, ctx.Err()
+		}
+	}))
+	must(t, Handle(s2, "Hedge/Get", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		return &echoResp{Peer: addr2}, nil
+	}))
+	c := dial(t, addr1+","+addr2, WithBalancer(balance.RoundRobin()))
+	for range 6 {
+		start := time.Now()
+		r, err := Call[echoResp](context.Background(), c, "Hedge/Get", &echoReq{}, Hedge(20*time.Millisecond))
+		must(t, err)
+		if r.Peer != addr2 || time.Since(start) > time.Second {
+			t.Fatalf("answer from %s after %v", r.Peer, time.Since(start))
+		}
+	}
+	// Each losing copy on the slow server was canceled there.
+	waitFor(t, func() bool { return canceled.Load() >= 3 })
+}

@@ -1,0 +1,177 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+type num struct{ N int }
+
+func TestServerStreaming(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	must(t, HandleStream(s, "Count/Up", func(ss *ServerStream[num, num]) error {
+		req, err := ss.Recv()
+		if err != nil {
+			return err
+		}
+		for i := range req.N {
+			if err := ss.Send(&num{N: i}); err != nil {
+				return err
+			}
+		}
+		ss.SetTrailer(Metadata{"sent": "yes"})
+		return nil
+	}))
+	c := dial(t, addr)
+	st, err := NewStream[num, num](context.Background(), c, "Count/Up")
+	must(t, err)
+	must(t, st.Send(&num{N: 1000}))
+	must(t, st.CloseSend())
+	for i := range 1000 {
+		m, err := st.Recv()
+		if err != nil || m.N != i {
+			t.Fatalf("message %d: %+v %v", i, m, err)
+		}
+	}
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("want io.EOF, got %v", err)
+	}
+	if st.Trailer()["sent"] != "yes" {
+		t.Fatalf("trailer %v", st.Trailer())
+	}
+}
+
+func TestBidiStreamAndErrors(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	must(t, HandleStream(s, "Chat/Echo", func(ss *ServerStream[echoReq, echoResp]) error {
+		for {
+			m, err := ss.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if m.Fail != OK {
+				return Errorf(m.Fail, "stream asked to fail")
+			}
+			if err := ss.Send(&echoResp{Text: strings.ToUpper(m.Text)}); err != nil {
+				return err
+			}
+		}
+	}))
+	c := dial(t, addr)
+	st, err := NewStream[echoReq, echoResp](context.Background(), c, "Chat/Echo")
+	must(t, err)
+	for _, w := range []string{"a", "b", "c"} {
+		must(t, st.Send(&echoReq{Text: w}))
+		r, err := st.Recv()
+		if err != nil || r.Text != strings.ToUpper(w) {
+			t.Fatalf("%v %v", r, err)
+		}
+	}
+	must(t, st.Send(&echoReq{Fail: Aborted}))
+	if _, err := st.Recv(); CodeOf(err) != Aborted {
+		t.Fatalf("want Aborted, got %v", err)
+	}
+	// A unary call to a stream method and the reverse are refused.
+	if _, err := Call[echoResp](context.Background(), c, "Chat/Echo", &echoReq{}); CodeOf(err) != InvalidArgument {
+		t.Fatalf("unary to stream: %v", err)
+	}
+	st2, err := NewStream[echoReq, echoResp](context.Background(), c, "Echo/Echo")
+	must(t, err)
+	if _, err := st2.Recv(); CodeOf(err) != InvalidArgument {
+		t.Fatalf("stream to unary: %v", err)
+	}
+}
+
+// A client that does not read must not make the server's memory grow: the
+// server's Send blocks once the window is full.
+func TestStreamFlowControl(t *testing.T) {
+	s, addr := testServer(t, Config{StreamWindow: 64 << 10})
+	sent := make(chan int, 1)
+	blocked := make(chan struct{})
+	must(t, HandleStream(s, "Flood/Out", func(ss *ServerStream[num, echoResp]) error {
+		payload := strings.Repeat("x", 1024)
+		n := 0
+		defer func() { sent <- n }()
+		for {
+			ctx, cancel := context.WithTimeout(ss.Context(), 200*time.Millisecond)
+			done := make(chan error, 1)
+			go func() { done <- ss.Send(&echoResp{Text: payload}) }()
+			select {
+			case err := <-done:
+				cancel()
+				if err != nil {
+					return err
+				}
+				n++
+			case <-ctx.Done():
+				cancel()
+				close(blocked)
+				return <-done
+			}
+		}
+	}))
+	c := dial(t, addr, func(o *dialOptions) { o.streamWindow = 64 << 10 })
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := NewStream[num, echoResp](ctx, c, "Flood/Out")
+	must(t, err)
+	must(t, st.Send(&num{}))
+	select {
+	case <-blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server never blocked: flow control is not working")
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	// Now read everything: the window reopens and the sender resumes.
+	got := 0
+	for got < 64 {
+		if _, err := st.Recv(); err != nil {
+			t.Fatalf("after %d: %v", got, err)
+		}
+		got++
+	}
+	cancel() // aborts the stream; the server's Send returns
+	n := <-sent
+	if n > 64+5 || n < 50 {
+		t.Fatalf("server sent %d 1 KiB messages into a 64 KiB window before blocking", n)
+	}
+	if _, err := st.Recv(); err == nil {
+		t.Fatal("want an error after cancel")
+	}
+}
+
+func TestStreamCancelReachesServer(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	canceled := make(chan error, 1)
+	must(t, HandleStream(s, "Wait/Forever", func(ss *ServerStream[num, num]) error {
+		<-ss.Context().Done()
+		canceled <- ss.Context().Err()
+		return ss.Context().Err()
+	}))
+	c := dial(t, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := NewStream[num, num](ctx, c, "Wait/Forever")
+	must(t, err)
+	must(t, st.Send(&num{}))
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-canceled:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server stream not canceled")
+	}
+	if _, err := st.Recv(); CodeOf(err) != Canceled {
+		t.Fatalf("client Recv after cancel: %v", err)
+	}
+}
