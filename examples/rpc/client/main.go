@@ -1,0 +1,67 @@
+// Command client calls Greeter on a set of servers and reports which one
+// answered each call. Kill a server while it runs: the calls go on.
+//
+//	go run ./examples/rpc/client -servers 127.0.0.1:7101,127.0.0.1:7102 -n 50
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/tangram-dev/tangram/examples/rpc/greet"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+func main() {
+	servers := flag.String("servers", "127.0.0.1:7101,127.0.0.1:7102", "comma-separated server addresses")
+	n := flag.Int("n", 50, "calls to make")
+	every := flag.Duration("every", 100*time.Millisecond, "pause between calls")
+	flag.Parse()
+	if err := run(*servers, *n, *every); err != nil {
+		fmt.Fprintln(os.Stderr, "client:", err)
+		os.Exit(1)
+	}
+}
+
+func run(servers string, n int, every time.Duration) error {
+	ctx := context.Background()
+	c, err := rpc.Dial(ctx, servers,
+		rpc.WithTimeout(2*time.Second),
+		rpc.WithIdempotent("Greeter/SayHello"), // safe to retry on another server
+		rpc.WithInterceptors(rpc.ClientCaller("example-client")),
+		rpc.WithHeartbeat(500*time.Millisecond, 2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	g := greet.NewGreeterClient(c) // implements greet.Greeter by remote calls
+	if err := g.Audit(ctx, &greet.AuditLine{Text: "client started"}); err != nil {
+		return err
+	}
+	failed := 0
+	for i := range n {
+		r, err := g.SayHello(ctx, &greet.HelloRequest{Name: fmt.Sprintf("call %d", i)})
+		if err != nil {
+			failed++
+			fmt.Printf("%3d error: %v\n", i, err)
+		} else {
+			fmt.Printf("%3d %s (from %s)\n", i, r.Message, r.Server)
+		}
+		time.Sleep(every)
+	}
+	// The async form: a future per call.
+	f := g.SayHelloAsync(ctx, &greet.HelloRequest{Name: "async"})
+	if r, err := f.Wait(); err == nil {
+		fmt.Printf("async %s (from %s)\n", r.Message, r.Server)
+	} else {
+		failed++
+	}
+	fmt.Printf("done: %d calls, %d failed\n", n+1, failed)
+	if failed > 0 {
+		return fmt.Errorf("%d calls failed", failed)
+	}
+	return nil
+}

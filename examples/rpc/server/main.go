@@ -1,0 +1,76 @@
+// Command server serves the Greeter service of examples/rpc/greet.
+//
+//	go run ./examples/rpc/server -addr 127.0.0.1:7101 -name one
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tangram-dev/tangram/examples/rpc/greet"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+type greeter struct{ name string }
+
+func (g greeter) SayHello(ctx context.Context, req *greet.HelloRequest) (*greet.HelloReply, error) {
+	if req.Name == "" {
+		return nil, rpc.Errorf(rpc.InvalidArgument, "name is empty")
+	}
+	return &greet.HelloReply{Message: "hello " + req.Name, Server: g.name}, nil
+}
+
+func (g greeter) Audit(ctx context.Context, req *greet.AuditLine) error {
+	slog.Info("audit", "text", req.Text, "caller", rpc.Incoming(ctx)[rpc.MetaCaller])
+	return nil
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:7101", "listen address")
+	name := flag.String("name", "", "server name put in replies (default: the address)")
+	flag.Parse()
+	if *name == "" {
+		*name = *addr
+	}
+	if err := run(*addr, *name); err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, name string) error {
+	srv, err := rpc.NewServer(rpc.Config{Interceptors: []rpc.ServerInterceptor{rpc.ServerLogging(slog.Default())}})
+	if err != nil {
+		return err
+	}
+	if err := greet.RegisterGreeter(srv, greeter{name: name}); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("serving Greeter on %s as %q\n", ln.Addr(), name)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Println("draining")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	<-errc
+	return err
+}
