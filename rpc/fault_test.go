@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -270,4 +271,72 @@ func TestHedgedRequest(t *testing.T) {
 	}
 	// Each losing copy on the slow server was canceled there.
 	waitFor(t, func() bool { return canceled.Load() >= 3 })
+}
+
+// The retry budget: each call earns BudgetRatio of a retry, bursts are capped
+// at BudgetMax, and a retry without a token is not made.
+func TestRetryBudget(t *testing.T) {
+	c := &Client{o: dialOptions{retry: RetryPolicy{MaxAttempts: 3, BudgetRatio: 0.5, BudgetMax: 2}}}
+	c.budget.Store(2000)
+	if !c.withdraw() || !c.withdraw() || c.withdraw() {
+		t.Fatal("a budget of 2 allowed a third retry")
+	}
+	c.deposit()
+	if c.withdraw() {
+		t.Fatal("half a token allowed a retry")
+	}
+	c.deposit()
+	c.deposit()
+	if !c.withdraw() {
+		t.Fatal("two calls at ratio 0.5 did not earn a retry")
+	}
+	for range 100 {
+		c.deposit()
+	}
+	if c.budget.Load() > 2500 {
+		t.Fatalf("budget grew to %d past its cap", c.budget.Load())
+	}
+}
+
+// All endpoints refusing (overloaded): the caller gets ResourceExhausted
+// after at most MaxAttempts tries on distinct endpoints, not a retry storm.
+func TestRefusedCallsRetryElsewhereThenGiveUp(t *testing.T) {
+	var addrs []string
+	var releases []chan struct{}
+	for range 3 {
+		s, addr := testServer(t, Config{})
+		rel := make(chan struct{})
+		releases = append(releases, rel)
+		must(t, Handle(s, "Busy/One", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+			<-rel
+			return &echoResp{Peer: addr}, nil
+		}, MaxConcurrency(1)))
+		addrs = append(addrs, addr)
+	}
+	c := dial(t, strings.Join(addrs, ","), WithBalancer(balance.RoundRobin()))
+	// Occupy the first two servers.
+	f1 := Go[echoResp](context.Background(), c, "Busy/One", &echoReq{})
+	f2 := Go[echoResp](context.Background(), c, "Busy/One", &echoReq{})
+	time.Sleep(50 * time.Millisecond)
+	// This call is refused by whichever busy server it reaches first and
+	// retried until it lands on the free one.
+	f3 := Go[echoResp](context.Background(), c, "Busy/One", &echoReq{})
+	time.Sleep(50 * time.Millisecond)
+	// Now every server is busy: a fourth call is refused everywhere.
+	_, err := Call[echoResp](context.Background(), c, "Busy/One", &echoReq{})
+	if CodeOf(err) != ResourceExhausted {
+		t.Fatalf("want ResourceExhausted, got %v", err)
+	}
+	for _, r := range releases {
+		close(r)
+	}
+	seen := map[string]bool{}
+	for _, f := range []*Future[echoResp]{f1, f2, f3} {
+		r, err := f.Wait()
+		must(t, err)
+		seen[r.Peer] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("the three calls ran on %d servers", len(seen))
+	}
 }

@@ -1,0 +1,110 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+func TestTracingJoinsTraces(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	_, addr := testServer(t, Config{Interceptors: []ServerInterceptor{ServerTracing(tp)}})
+	c := dial(t, addr, WithInterceptors(ClientTracing(tp)))
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "parent")
+	resp, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "t"})
+	must(t, err)
+	parent.End()
+	if !strings.HasPrefix(resp.Meta[MetaTraceParent], "00-"+parent.SpanContext().TraceID().String()) {
+		t.Fatalf("traceparent %q not in the parent's trace", resp.Meta[MetaTraceParent])
+	}
+	_, err = Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Fail: NotFound})
+	if CodeOf(err) != NotFound {
+		t.Fatal(err)
+	}
+	spans := rec.Ended()
+	kinds := map[trace.SpanKind]int{}
+	for _, s := range spans {
+		if s.SpanContext().TraceID() != parent.SpanContext().TraceID() {
+			t.Fatalf("span %s in another trace", s.Name())
+		}
+		kinds[s.SpanKind()]++
+	}
+	if kinds[trace.SpanKindClient] != 2 || kinds[trace.SpanKindServer] != 2 {
+		t.Fatalf("span kinds %v", kinds)
+	}
+	var failed int
+	for _, s := range spans {
+		if s.Status().Code == 1 /* codes.Error */ {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Fatalf("%d error spans, want 2 (client and server)", failed)
+	}
+}
+
+func TestMetricsInterceptors(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	must(t, err)
+	s, addr := testServer(t, Config{Interceptors: []ServerInterceptor{m.ServerInterceptor()}})
+	must(t, Handle(s, "Slow/Ignore", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		<-ctx.Done()
+		return &echoResp{}, nil // answers after the caller gave up: a late reply
+	}))
+	c := dial(t, addr, WithMetrics(m))
+	ctx := context.Background()
+	Call[echoResp](ctx, c, "Echo/Echo", &echoReq{})
+	Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Fail: Unauthenticated})
+	Call[echoResp](ctx, c, "Slow/Ignore", &echoReq{}, Timeout(20*time.Millisecond))
+	waitFor(t, func() bool { return testutil.ToFloat64(m.lateReplies) == 1 })
+	if v := testutil.ToFloat64(m.serverTotal.WithLabelValues("Echo/Echo", "Unauthenticated")); v != 1 {
+		t.Fatalf("server errors by code: %v", v)
+	}
+	if v := testutil.ToFloat64(m.clientTotal.WithLabelValues("Echo/Echo", "OK")); v != 1 {
+		t.Fatalf("client OK count: %v", v)
+	}
+	if n := testutil.CollectAndCount(m.serverSeconds); n != 2 {
+		t.Fatalf("%d latency series", n)
+	}
+}
+
+func TestAuthAndCallerPropagation(t *testing.T) {
+	type who struct{}
+	auth := ServerAuth(func(ctx context.Context, token string) (context.Context, error) {
+		if token != "s3cret" {
+			return nil, errors.New("unknown token")
+		}
+		return context.WithValue(ctx, who{}, "svc-a"), nil
+	})
+	s, addr := testServer(t, Config{Interceptors: []ServerInterceptor{auth}})
+	must(t, Handle(s, "Who/Am", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		in := Incoming(ctx)
+		return &echoResp{Text: ctx.Value(who{}).(string) + "|" + in[MetaCaller] + "|" + in[MetaXID]}, nil
+	}))
+	anon := dial(t, addr)
+	if _, err := Call[echoResp](context.Background(), anon, "Who/Am", &echoReq{}); CodeOf(err) != Unauthenticated {
+		t.Fatalf("no token: %v", err)
+	}
+	bad := dial(t, addr, WithInterceptors(ClientToken("wrong")))
+	if _, err := Call[echoResp](context.Background(), bad, "Who/Am", &echoReq{}); CodeOf(err) != Unauthenticated || !strings.Contains(err.Error(), "unknown token") {
+		t.Fatalf("bad token: %v", err)
+	}
+	good := dial(t, addr, WithInterceptors(ClientToken("s3cret"), ClientCaller("svc-a")))
+	// A handler's context carries tangram-xid; ClientCaller forwards it.
+	handlerCtx := withIncoming(context.Background(), Metadata{MetaXID: "gx-9"})
+	r, err := Call[echoResp](handlerCtx, good, "Who/Am", &echoReq{})
+	if err != nil || r.Text != "svc-a|svc-a|gx-9" {
+		t.Fatalf("%+v %v", r, err)
+	}
+}
