@@ -1,6 +1,6 @@
 # Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
 GO ?= go
-RACE_PKGS := ./config/... ./internal/park/... ./internal/store/...
+RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/...
 
 .PHONY: run build test test-short lint bench services fuzz
 
@@ -31,7 +31,9 @@ lint:
 
 bench:
 	$(GO) run ./bench/config -quick
+	$(GO) run ./bench/rpc -quick
 
 fuzz:
+	$(GO) test ./rpc -run '^$$' -fuzz FuzzFrame -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s

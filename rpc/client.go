@@ -255,6 +255,9 @@ func (c *Client) Invoke(ctx context.Context, method string, req, resp any, opts 
 // says only whether it could be sent.
 func (c *Client) Oneway(ctx context.Context, method string, req any, opts ...CallOption) error {
 	var co callOptions
+	if extra, _ := ctx.Value(callOptsKey{}).([]CallOption); extra != nil {
+		opts = append(extra, opts...)
+	}
 	for _, o := range opts {
 		o(&co)
 	}
@@ -502,6 +505,9 @@ func (c *Client) roundTrip(ctx context.Context, ep *endpoint, f *Frame) (*Frame,
 	cl.f, cl.err = nil, nil
 	callPool.Put(cl)
 	if cerr != nil {
+		// A connection lost mid-call counts as a very slow call, so
+		// latency-aware balancers steer away until fresh calls succeed.
+		ep.observe(time.Second)
 		return nil, cerr
 	}
 	if rf.Status != OK && rf.Flags&FlagRefused != 0 {

@@ -28,6 +28,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/rpc"
 )
 
 // ErrServerClosed is returned by Start after Close.
@@ -40,6 +41,9 @@ var Version = "0.1.0-dev"
 type Config struct {
 	// HTTPAddr is the API/console listener. Default ":7070"; ":0" picks a port.
 	HTTPAddr string
+	// RPCAddr is the Tangram RPC listener: the platform's APIs for SDKs.
+	// Default ":7071"; "off" disables it.
+	RPCAddr string
 	// DataDir holds local state (the SQLite file, the secret key). Default "./data".
 	DataDir string
 	// Store is the SQL store URL. Default sqlite://<DataDir>/tangram.db.
@@ -74,13 +78,16 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":7070", DataDir: "./data"}
+	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", DataDir: "./data"}
 }
 
 // Validate fills defaults and checks the config.
 func (c *Config) Validate() error {
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = ":7070"
+	}
+	if c.RPCAddr == "" {
+		c.RPCAddr = ":7071"
 	}
 	if c.DataDir == "" {
 		c.DataDir = "./data"
@@ -107,6 +114,8 @@ type Server struct {
 	config  *config.Server
 	httpSrv *http.Server
 	ln      net.Listener
+	rpc     *rpc.Server
+	rpcLn   net.Listener
 	parker  *park.Parker
 	// debugSrv serves pprof when Config.DebugAddr is set.
 	debugSrv *http.Server
@@ -211,6 +220,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			}
 		}()
 	}
+	if err := s.startRPC(); err != nil {
+		return err
+	}
 	if s.cfg.DebugAddr != "" {
 		if err := s.startDebug(); err != nil {
 			return err
@@ -272,6 +284,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.parker.Close()
 		s.parker.CloseIdle()
 	}
+	if s.rpc != nil {
+		if err := s.rpc.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: rpc shutdown: %w", err))
+		}
+	}
 	if s.httpSrv != nil {
 		if err := s.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
@@ -299,6 +316,11 @@ func (s *Server) closeComponents() {
 	}
 	if s.ln != nil && s.httpSrv == nil {
 		_ = s.ln.Close() // Start failed before serving
+	}
+	if s.rpc != nil {
+		_ = s.rpc.Close()
+	} else if s.rpcLn != nil {
+		_ = s.rpcLn.Close()
 	}
 	if s.config != nil {
 		_ = s.config.Close()

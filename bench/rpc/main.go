@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/rpc"
@@ -116,6 +117,7 @@ func serve(kind, addr string) error {
 		go s.Serve(ln)
 		defer s.Stop()
 	case "netrpc":
+		log.SetOutput(io.Discard) // net/rpc logs the listener's close
 		s := rpc.NewServer()
 		if err := s.RegisterName("Echo", new(NetEcho)); err != nil {
 			return err

@@ -69,6 +69,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address for the API and console")
+	f.StringVar(&cfg.RPCAddr, "rpc", cfg.RPCAddr, "Tangram RPC listen address for SDKs (\"off\" disables it)")
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory")
 	f.StringVar(&cfg.Store, "store", "", "SQL store: sqlite://PATH (default <data>/tangram.db), postgres://… or mysql://user:pass@host:port/db")
 	f.String("secret-key-file", "", "file with the 32-byte key (hex) encrypting secret config items (default <data>/secret.key; env TANGRAM_SECRET_KEY)")

@@ -1,0 +1,70 @@
+package rpc
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/tangram-dev/tangram/rpc/balance"
+)
+
+// chanResolver pushes whatever lists the test sends it.
+type chanResolver struct{ ch chan []Address }
+
+func (r chanResolver) Watch(ctx context.Context, update func([]Address)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case a := <-r.ch:
+			update(a)
+		}
+	}
+}
+
+func TestResolverUpdates(t *testing.T) {
+	_, a1 := testServer(t, Config{})
+	_, a2 := testServer(t, Config{})
+	r := chanResolver{ch: make(chan []Address)}
+	var c *Client
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c = dial(t, "", WithResolver(r), WithBalancer(balance.RoundRobin()), WithConns(3))
+	}()
+	r.ch <- []Address{{Addr: a1}}
+	wg.Wait()
+	peers := func() map[string]int {
+		m := map[string]int{}
+		for range 12 {
+			resp, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{})
+			must(t, err)
+			m[resp.Peer]++
+		}
+		return m
+	}
+	if m := peers(); m[a1] != 12 {
+		t.Fatalf("%v", m)
+	}
+	r.ch <- []Address{{Addr: a1}, {Addr: a2}}
+	waitFor(t, func() bool { return len(c.Endpoints()) == 2 })
+	if m := peers(); m[a1] != 6 || m[a2] != 6 {
+		t.Fatalf("%v", m)
+	}
+	r.ch <- []Address{{Addr: a2}}
+	waitFor(t, func() bool { return len(c.Endpoints()) == 1 })
+	if m := peers(); m[a2] != 12 {
+		t.Fatalf("%v", m)
+	}
+	// Three connection slots were used on the endpoint (round robin over slots).
+	c.mu.Lock()
+	ep := c.endpoints[a2]
+	c.mu.Unlock()
+	waitFor(t, func() bool { return len(ep.snapshot()) == 3 })
+	r.ch <- nil
+	waitFor(t, func() bool { return len(c.Endpoints()) == 0 })
+	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}); CodeOf(err) != Unavailable {
+		t.Fatalf("no endpoints: %v", err)
+	}
+}

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+// HealthReply answers tangram.Health/Check.
+type HealthReply struct {
+	Status  string `json:"status" msgpack:"status"`
+	Version string `json:"version" msgpack:"version"`
+}
+
+// WhoAmIReply answers tangram.Platform/WhoAmI.
+type WhoAmIReply struct {
+	Name    string `json:"name" msgpack:"name"`
+	Admin   bool   `json:"admin" msgpack:"admin"`
+	Version string `json:"version" msgpack:"version"`
+}
+
+// Empty is a request without fields.
+type Empty struct{}
+
+// startRPC serves Tangram RPC on Config.RPCAddr. Every method needs an API
+// token (bearer, in the authorization metadata) except tangram.Health/*;
+// handlers find the caller with auth.FromContext, as HTTP handlers do.
+// Components register their RPC services on RPC().
+func (s *Server) startRPC() error {
+	if s.cfg.RPCAddr == "off" {
+		return nil
+	}
+	m, err := rpc.NewMetrics(s.reg)
+	if err != nil {
+		return err
+	}
+	authn := rpc.ServerAuth(func(ctx context.Context, token string) (context.Context, error) {
+		p, err := s.auth.AuthenticateToken(ctx, token)
+		if err != nil {
+			if errors.Is(err, auth.ErrUnauthenticated) {
+				return nil, rpc.Errorf(rpc.Unauthenticated, "invalid or expired API token")
+			}
+			return nil, rpc.Errorf(rpc.Unavailable, "checking the token: %v", err)
+		}
+		return auth.WithPrincipal(ctx, p), nil
+	})
+	srv, err := rpc.NewServer(rpc.Config{
+		Logger: s.log.With("component", "rpc"),
+		Interceptors: []rpc.ServerInterceptor{m.ServerInterceptor(),
+			func(ctx context.Context, req any, info *rpc.CallInfo, next rpc.UnaryHandler) (any, error) {
+				if strings.HasPrefix(info.Method, "tangram.Health/") {
+					return next(ctx, req)
+				}
+				return authn(ctx, req, info, next)
+			}},
+		StreamInterceptors: []rpc.StreamServerInterceptor{func(ctx context.Context, info *rpc.CallInfo, next func(context.Context) error) error {
+			_, err := authn(ctx, nil, info, func(ctx context.Context, _ any) (any, error) { return nil, next(ctx) })
+			return err
+		}},
+	})
+	if err != nil {
+		return err
+	}
+	if err := rpc.Handle(srv, "tangram.Health/Check", func(ctx context.Context, _ *Empty) (*HealthReply, error) {
+		if s.closed.Load() {
+			return &HealthReply{Status: "shutting down", Version: Version}, nil
+		}
+		if err := s.st.Ping(ctx); err != nil {
+			return nil, rpc.Errorf(rpc.Unavailable, "store unreachable: %v", err)
+		}
+		return &HealthReply{Status: "ok", Version: Version}, nil
+	}); err != nil {
+		return err
+	}
+	if err := rpc.Handle(srv, "tangram.Platform/WhoAmI", func(ctx context.Context, _ *Empty) (*WhoAmIReply, error) {
+		p := auth.FromContext(ctx)
+		return &WhoAmIReply{Name: p.Name, Admin: p.IsAdmin(), Version: Version}, nil
+	}); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.RPCAddr)
+	if err != nil {
+		return fmt.Errorf("server: rpc listen on %s: %w", s.cfg.RPCAddr, err)
+	}
+	s.rpc, s.rpcLn = srv, ln
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, rpc.ErrServerClosed) {
+			select {
+			case s.serveErr <- err:
+			default:
+			}
+		}
+	}()
+	s.log.Info("rpc listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// RPC returns the platform's RPC server, for components to register their
+// services on; nil when RPCAddr is "off".
+func (s *Server) RPC() *rpc.Server { return s.rpc }
+
+// RPCAddr is the RPC listener's address ("" when off).
+func (s *Server) RPCAddr() string {
+	if s.rpcLn == nil {
+		return ""
+	}
+	return s.rpcLn.Addr().String()
+}
