@@ -37,16 +37,21 @@ func (f *Future[Resp]) Wait() (*Resp, error) {
 // is bounded by ctx and by the client's lifetime (Close fails it).
 func Go[Resp any](ctx context.Context, c *Client, method string, req any, opts ...CallOption) *Future[Resp] {
 	f := &Future[Resp]{done: make(chan struct{})}
-	c.goFunc(func() {
+	if !c.goFunc(func() {
 		f.resp, f.err = Call[Resp](ctx, c, method, req, opts...)
 		close(f.done)
-	})
+	}) {
+		f.err = ErrClientClosed
+		close(f.done)
+	}
 	return f
 }
 
 // CallFunc starts a call and runs cb with its result on another goroutine.
 func CallFunc[Resp any](ctx context.Context, c *Client, method string, req any, cb func(*Resp, error), opts ...CallOption) {
-	c.goFunc(func() { cb(Call[Resp](ctx, c, method, req, opts...)) })
+	if !c.goFunc(func() { cb(Call[Resp](ctx, c, method, req, opts...)) }) {
+		cb(nil, ErrClientClosed)
+	}
 }
 
 // ClientStream is the client's side of a stream: it sends Req messages and

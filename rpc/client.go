@@ -21,9 +21,11 @@ import (
 // probe reconnects. It is safe for concurrent use.
 type Client struct {
 	o      dialOptions
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	wgMu     sync.Mutex
+	stopping bool
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint
@@ -72,27 +74,45 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*Client, erro
 	cctx, cancel := context.WithCancel(context.Background())
 	c := &Client{o: o, ctx: cctx, cancel: cancel, endpoints: map[string]*endpoint{}, resolved: make(chan struct{})}
 	c.budget.Store(int64(o.retry.BudgetMax) * 1000)
+	watchErr := make(chan error, 1)
 	c.goFunc(func() {
-		if err := o.resolver.Watch(cctx, c.update); err != nil && cctx.Err() == nil {
-			o.logger.Error("rpc: resolver stopped", "err", err)
+		err := o.resolver.Watch(cctx, c.update)
+		if cctx.Err() == nil {
+			if err == nil {
+				err = errors.New("resolver stopped watching")
+			}
+			o.logger.Error("rpc: resolver stopped; the endpoint list no longer changes", "err", err)
 		}
+		watchErr <- err
 	})
 	c.goFunc(c.heartbeats)
 	select {
 	case <-c.resolved:
 		return c, nil
+	case err := <-watchErr:
+		c.Close()
+		return nil, fmt.Errorf("rpc: dial %q: resolver failed before its first list: %w", target, err)
 	case <-ctx.Done():
 		c.Close()
 		return nil, fmt.Errorf("rpc: dial %q: no endpoints from the resolver: %w", target, ctx.Err())
 	}
 }
 
-func (c *Client) goFunc(f func()) {
+// goFunc runs f on a goroutine the client owns (Close waits for it). It
+// reports false, without running f, once the client is closing.
+func (c *Client) goFunc(f func()) bool {
+	c.wgMu.Lock()
+	if c.stopping {
+		c.wgMu.Unlock()
+		return false
+	}
 	c.wg.Add(1)
+	c.wgMu.Unlock()
 	go func() {
 		defer c.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // update installs a new endpoint list from the resolver.
@@ -181,6 +201,9 @@ func (c *Client) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	c.wgMu.Lock()
+	c.stopping = true
+	c.wgMu.Unlock()
 	c.cancel()
 	c.mu.Lock()
 	for _, ep := range c.endpoints {
@@ -384,11 +407,13 @@ func (c *Client) hedged(ctx context.Context, info *CallInfo, f *Frame, key strin
 		*tried = append(*tried, ep)
 		info.Peer = ep.addr.Addr
 		fc := *f
-		running++
-		c.goFunc(func() {
+		if !c.goFunc(func() {
 			rf, err := c.roundTrip(hctx, ep, &fc)
 			results <- result{rf, err}
-		})
+		}) {
+			return ErrClientClosed
+		}
+		running++
 		return nil
 	}
 	if err := start(); err != nil {
@@ -529,6 +554,7 @@ type endpoint struct {
 	conns   []*clientConn
 	removed bool
 	probing bool
+	filling bool
 }
 
 func newEndpoint(c *Client, a Address) *endpoint {
@@ -574,8 +600,11 @@ func (ep *endpoint) conn(ctx context.Context) (*clientConn, error) {
 	}
 	for _, cc := range ep.conns { // any live connection beats waiting for a dial
 		if cc != nil && cc.usable() && n > 1 {
+			if !ep.filling {
+				ep.filling = true
+				ep.c.goFunc(func() { ep.fill(i) })
+			}
 			ep.mu.Unlock()
-			ep.c.goFunc(func() { ep.fill(i) })
 			return cc, nil
 		}
 	}
@@ -596,6 +625,7 @@ func (ep *endpoint) conn(ctx context.Context) (*clientConn, error) {
 func (ep *endpoint) fill(i uint32) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
+	ep.filling = false
 	if cc := ep.conns[i]; ep.removed || (cc != nil && cc.usable()) {
 		return
 	}
@@ -621,7 +651,7 @@ func (ep *endpoint) markDownLocked(err error) {
 		return
 	}
 	ep.c.o.logger.Warn("rpc: endpoint out of rotation", "addr", ep.addr.Addr, "err", err)
-	go ep.c.rebuild()
+	ep.c.goFunc(ep.c.rebuild) // not here: c.mu is taken before ep.mu elsewhere
 	if !ep.probing && !ep.removed {
 		ep.probing = true
 		ep.c.goFunc(ep.probe)

@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -66,5 +68,33 @@ func TestResolverUpdates(t *testing.T) {
 	waitFor(t, func() bool { return len(c.Endpoints()) == 0 })
 	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}); CodeOf(err) != Unavailable {
 		t.Fatalf("no endpoints: %v", err)
+	}
+}
+
+type failingResolver struct{}
+
+func (failingResolver) Watch(ctx context.Context, update func([]Address)) error {
+	return errors.New("registry unreachable")
+}
+
+// A resolver that fails before its first list fails Dial at once, with its
+// error, instead of leaving Dial waiting on a context without a deadline.
+func TestDialResolverFails(t *testing.T) {
+	_, err := Dial(context.Background(), "", WithResolver(failingResolver{}), WithLogger(quietLogger()))
+	if err == nil || !strings.Contains(err.Error(), "registry unreachable") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// After Close, async calls complete with ErrClientClosed instead of hanging.
+func TestAsyncAfterClose(t *testing.T) {
+	_, addr := testServer(t, Config{})
+	c := dial(t, addr)
+	c.Close()
+	if _, err := Go[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}).Wait(); CodeOf(err) != Canceled {
+		t.Fatalf("Go after Close: %v", err)
+	}
+	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}); CodeOf(err) != Canceled {
+		t.Fatalf("Call after Close: %v", err)
 	}
 }
