@@ -20,7 +20,7 @@ import (
 // what is safe to retry, and takes failing endpoints out of rotation until a
 // probe reconnects. It is safe for concurrent use.
 type Client struct {
-	o      dialOptions
+	o        dialOptions
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
