@@ -44,9 +44,7 @@ type conn struct {
 	// the others can add their frames to the same system call.
 	active atomic.Int64
 
-	lastRead  atomic.Int64 // unix nanoseconds of the last frame read
-	pingSent  atomic.Bool
-	pingStamp atomic.Int64
+	lastRead atomic.Int64 // unix nanoseconds of the last frame read
 }
 
 func newConn(nc net.Conn, maxFrame int) *conn {

@@ -278,8 +278,9 @@ func TestHedgedRequest(t *testing.T) {
 func TestRetryBudget(t *testing.T) {
 	c := &Client{o: dialOptions{retry: RetryPolicy{MaxAttempts: 3, BudgetRatio: 0.5, BudgetMax: 2}}}
 	c.budget.Store(2000)
-	if !c.withdraw() || !c.withdraw() || c.withdraw() {
-		t.Fatal("a budget of 2 allowed a third retry")
+	first, second, third := c.withdraw(), c.withdraw(), c.withdraw()
+	if !first || !second || third {
+		t.Fatalf("budget of 2: withdrawals %v %v %v, want true true false", first, second, third)
 	}
 	c.deposit()
 	if c.withdraw() {
