@@ -3,103 +3,14 @@ package config_test
 import (
 	"bytes"
 	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/internal/netfault"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
-
-// proxy forwards TCP connections to a target until blackhole is called;
-// from then on it keeps every connection open but passes no bytes, as a
-// network partition does (no RST, no FIN).
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	holed  bool
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			holed := p.holed
-			p.mu.Unlock()
-			if holed {
-				continue // accepted, never answered
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, up)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); p.pipe(up, c) }()
-			go func() { defer p.wg.Done(); p.pipe(c, up) }()
-		}
-	}()
-	t.Cleanup(p.close)
-	return p
-}
-
-// pipe copies src to dst until the blackhole, then discards.
-func (p *proxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32*1024)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		holed := p.holed
-		p.mu.Unlock()
-		if holed {
-			continue
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-func (p *proxy) blackhole() {
-	p.mu.Lock()
-	p.holed = true
-	p.mu.Unlock()
-}
-
-func (p *proxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *proxy) url() string { return "http://" + p.ln.Addr().String() }
 
 // TestClientPartition: the client's server is cut off without a FIN or
 // RST (a partition, not a crash). The held watch times out, the client
@@ -113,15 +24,15 @@ func TestClientPartition(t *testing.T) {
 	mustDo(t, cb, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
 	setItem(t, cb, "application", "k", "v1")
 	publish(t, cb, "application", "one")
-	px := newProxy(t, a.Srv.Addr())
-	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{px.url(), b.URL}, Token: a.Token, Env: "dev", App: "demo",
+	px := netfault.New(t, a.Srv.Addr())
+	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{"http://"+px.Addr(), b.URL}, Token: a.Token, Env: "dev", App: "demo",
 		CacheDir: servertest.CacheDir(t), WatchTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	waitFor(t, "watch held on a through the proxy", 5*time.Second, func() bool { return a.Srv.Config().Watchers() > 0 })
-	px.blackhole()
+	px.Partition()
 	setItem(t, cb, "application", "k", "v2")
 	start := time.Now()
 	publish(t, cb, "application", "two")

@@ -2,8 +2,6 @@ package rpc
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/netfault"
 	"github.com/tangram-dev/tangram/rpc/balance"
 )
 
@@ -107,85 +106,18 @@ func TestNonIdempotentNotRetried(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP to target; blackhole makes it swallow traffic in both
-// directions without closing anything — a network partition on loopback.
-type proxy struct {
-	ln        net.Listener
-	target    string
-	blackhole atomic.Bool
-	wg        sync.WaitGroup
-	mu        sync.Mutex
-	conns     []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	p := &proxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go p.pipe(in, out)
-			go p.pipe(out, in)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.blackhole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				dst.Close()
-			}
-			return
-		}
-	}
-}
-
 // A partitioned server: the connection stays open but nothing arrives. The
 // heartbeat fails the pending call with Unavailable within the timeout, and
 // idempotent calls go to the other server.
 func TestHeartbeatDetectsPartition(t *testing.T) {
 	_, addr1 := testServer(t, Config{})
 	_, addr2 := testServer(t, Config{})
-	p := newProxy(t, addr1)
-	c := dial(t, p.ln.Addr().String(), WithHeartbeat(50*time.Millisecond, 200*time.Millisecond))
+	p := netfault.New(t, addr1)
+	c := dial(t, p.Addr(), WithHeartbeat(50*time.Millisecond, 200*time.Millisecond))
 	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}); err != nil {
 		t.Fatal(err)
 	}
-	p.blackhole.Store(true)
+	p.Partition()
 	start := time.Now()
 	_, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{})
 	if CodeOf(err) != Unavailable {
@@ -195,7 +127,7 @@ func TestHeartbeatDetectsPartition(t *testing.T) {
 		t.Fatalf("took %v to notice the partition", el)
 	}
 
-	c2 := dial(t, p.ln.Addr().String()+","+addr2, WithHeartbeat(50*time.Millisecond, 200*time.Millisecond),
+	c2 := dial(t, p.Addr()+","+addr2, WithHeartbeat(50*time.Millisecond, 200*time.Millisecond),
 		WithBalancer(balance.RoundRobin()))
 	for range 4 {
 		r, err := Call[echoResp](context.Background(), c2, "Echo/Echo", &echoReq{}, Idempotent())
