@@ -130,3 +130,39 @@ func ClientCaller(name string) ClientInterceptor {
 		return next(WithOutgoing(Propagate(ctx), MetaCaller, name), info, req, resp)
 	}
 }
+
+// StreamServerTracing is ServerTracing for streams: one span per stream.
+func StreamServerTracing(tp trace.TracerProvider) StreamServerInterceptor {
+	tr := tp.Tracer(tracerName)
+	return func(ctx context.Context, info *CallInfo, next func(context.Context) error) error {
+		ctx = traceContext.Extract(ctx, mdCarrier(Incoming(ctx)))
+		ctx, span := tr.Start(ctx, info.Method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("rpc.system", "tangram"), attribute.String("rpc.method", info.Method),
+				attribute.Bool("rpc.tangram.stream", true), attribute.String("network.peer.address", info.Peer)))
+		defer span.End()
+		err := next(ctx)
+		endSpan(span, err)
+		return err
+	}
+}
+
+// StreamClientTracing is ClientTracing for streams: the span ends when Recv
+// returns the stream's end (or Cancel is called).
+func StreamClientTracing(tp trace.TracerProvider) StreamClientInterceptor {
+	tr := tp.Tracer(tracerName)
+	return func(ctx context.Context, info *CallInfo) (context.Context, func(error)) {
+		ctx, span := tr.Start(ctx, info.Method, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("rpc.system", "tangram"), attribute.String("rpc.method", info.Method),
+				attribute.Bool("rpc.tangram.stream", true)))
+		md := Metadata{}
+		traceContext.Inject(ctx, mdCarrier(md))
+		kv := make([]string, 0, 2*len(md))
+		for k, v := range md {
+			kv = append(kv, k, v)
+		}
+		return WithOutgoing(ctx, kv...), func(err error) {
+			endSpan(span, err)
+			span.End()
+		}
+	}
+}

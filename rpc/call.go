@@ -135,4 +135,7 @@ func (s *ClientStream[Req, Resp]) Trailer() Metadata {
 }
 
 // Cancel aborts the stream: the server's context is canceled.
-func (s *ClientStream[Req, Resp]) Cancel() { s.st.abort() }
+func (s *ClientStream[Req, Resp]) Cancel() {
+	s.st.abort()
+	s.finish(&Error{Code: Canceled, Message: "stream canceled"})
+}

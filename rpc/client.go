@@ -314,6 +314,10 @@ func (c *Client) invoke(ctx context.Context, info *CallInfo, req, resp any, co *
 			f.Body, f.Flags = z, FlagCompressed
 		}
 	}
+	if len(f.Body) > c.o.maxFrame-maxHeaderSection {
+		// A frame past the peer's limit would cost the whole connection.
+		return Errorf(ResourceExhausted, "request of %d bytes exceeds the %d-byte frame limit", len(f.Body), c.o.maxFrame)
+	}
 	if t := co.timeout; t > 0 || c.o.timeout > 0 {
 		if t <= 0 {
 			t = c.o.timeout
@@ -377,7 +381,7 @@ func decodeResponse(rf *Frame, resp any, method string) error {
 	body := rf.Body
 	if rf.Flags&FlagCompressed != 0 {
 		var err error
-		if body, err = decompress(body, DefaultMaxFrameSize); err != nil {
+		if body, err = decompress(body, maxInflate); err != nil {
 			return Errorf(Internal, "%s: %v", method, err)
 		}
 	}

@@ -42,6 +42,11 @@ const (
 	maxMetaKeys = 256
 	// DefaultMaxFrameSize bounds one frame's header section plus body.
 	DefaultMaxFrameSize = 16 << 20
+	// maxHeaderSection is the room senders leave for the header section
+	// when they check a body against the frame limit.
+	maxHeaderSection = 64 << 10
+	// maxInflate bounds a decompressed response body on the client.
+	maxInflate = 64 << 20
 )
 
 // Frame is one decoded protocol frame.

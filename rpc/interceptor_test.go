@@ -108,3 +108,34 @@ func TestAuthAndCallerPropagation(t *testing.T) {
 		t.Fatalf("%+v %v", r, err)
 	}
 }
+
+func TestStreamTracingAndMetrics(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	must(t, err)
+	s, addr := testServer(t, Config{StreamInterceptors: []StreamServerInterceptor{StreamServerTracing(tp), m.StreamServerInterceptor()}})
+	must(t, HandleStream(s, "S/Two", func(ss *ServerStream[num, num]) error {
+		ss.Send(&num{N: 1})
+		ss.Send(&num{N: 2})
+		return nil
+	}))
+	c := dial(t, addr, WithStreamInterceptors(StreamClientTracing(tp)))
+	st, err := NewStream[num, num](context.Background(), c, "S/Two")
+	must(t, err)
+	for {
+		if _, err := st.Recv(); err != nil {
+			break
+		}
+	}
+	waitFor(t, func() bool { return len(rec.Ended()) == 2 })
+	spans := rec.Ended()
+	if spans[0].SpanContext().TraceID() != spans[1].SpanContext().TraceID() {
+		t.Fatal("client and server stream spans in different traces")
+	}
+	if v := testutil.ToFloat64(m.serverTotal.WithLabelValues("S/Two", "OK")); v != 1 {
+		t.Fatalf("stream count %v", v)
+	}
+}

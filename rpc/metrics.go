@@ -77,3 +77,18 @@ func (m *Metrics) ClientInterceptor() ClientInterceptor {
 		return err
 	}
 }
+
+// StreamServerInterceptor records streams like unary calls: duration from
+// open to end, in flight, and the final status code.
+func (m *Metrics) StreamServerInterceptor() StreamServerInterceptor {
+	return func(ctx context.Context, info *CallInfo, next func(context.Context) error) error {
+		g := m.serverActive.WithLabelValues(info.Method)
+		g.Inc()
+		start := time.Now()
+		err := next(ctx)
+		m.serverSeconds.WithLabelValues(info.Method).Observe(time.Since(start).Seconds())
+		m.serverTotal.WithLabelValues(info.Method, CodeOf(err).String()).Inc()
+		g.Dec()
+		return err
+	}
+}

@@ -327,3 +327,24 @@ func TestCompression(t *testing.T) {
 }
 
 func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
+
+// An oversized request is refused on the client, before it could cost the
+// connection the other calls share; an oversized response becomes an error.
+func TestFrameLimitsPerCall(t *testing.T) {
+	s, addr := testServer(t, Config{MaxFrameSize: 256 << 10})
+	must(t, Handle(s, "Big/Out", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		return &echoResp{Text: strings.Repeat("x", 300<<10)}, nil
+	}))
+	c := dial(t, addr, WithMaxFrameSize(256<<10))
+	_, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: strings.Repeat("y", 300<<10)})
+	if CodeOf(err) != ResourceExhausted || !strings.Contains(err.Error(), "frame limit") {
+		t.Fatalf("big request: %v", err)
+	}
+	_, err = Call[echoResp](context.Background(), c, "Big/Out", &echoReq{})
+	if CodeOf(err) != ResourceExhausted || !strings.Contains(err.Error(), "Big/Out") {
+		t.Fatalf("big response: %v", err)
+	}
+	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: "small"}); err != nil {
+		t.Fatalf("the connection should be intact: %v", err)
+	}
+}

@@ -567,6 +567,9 @@ func (sc *serverConn) runCall(ctx context.Context, cancel context.CancelFunc, f 
 					out.Body, out.Flags = z, FlagCompressed
 				}
 			}
+			if len(out.Body) > sc.s.cfg.MaxFrameSize-maxHeaderSection {
+				err = Errorf(ResourceExhausted, "%s: response of %d bytes exceeds the %d-byte frame limit", m.full, len(out.Body), sc.s.cfg.MaxFrameSize)
+			}
 		}
 	}
 	if err != nil {

@@ -131,6 +131,9 @@ func (st *stream) send(v any) error {
 	if err != nil {
 		return Errorf(InvalidArgument, "encoding a stream message: %v", err)
 	}
+	if len(body) > st.c.fr.max-maxHeaderSection {
+		return Errorf(ResourceExhausted, "stream message of %d bytes exceeds the %d-byte frame limit", len(body), st.c.fr.max)
+	}
 	for {
 		st.mu.Lock()
 		switch {
