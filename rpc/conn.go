@@ -1,7 +1,9 @@
 package rpc
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -172,4 +174,32 @@ func (c *conn) onRead(f *Frame) bool {
 		return true
 	}
 	return false
+}
+
+// Ping connects to a Tangram RPC server, sends a PING frame and waits for
+// its PONG: a health probe that needs no service registered on the server.
+func Ping(ctx context.Context, addr string) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stamp := uint64(time.Now().UnixNano())
+	if _, err := nc.Write(appendFrame(nil, &Frame{Type: FramePing, ID: stamp})); err != nil {
+		return err
+	}
+	fr := newFrameReader(nc, 1<<20)
+	for {
+		var f Frame
+		if err := fr.read(&f); err != nil {
+			return fmt.Errorf("rpc ping %s: %w", addr, err)
+		}
+		if f.Type == FramePong && f.ID == stamp {
+			return nil
+		}
+	}
 }

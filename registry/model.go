@@ -1,0 +1,169 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+)
+
+// Errors of the package.
+var (
+	ErrNotFound  = errors.New("registry: not found")
+	ErrInvalid   = errors.New("registry: invalid")
+	ErrForbidden = errors.New("registry: forbidden")
+)
+
+// Defaults for the name parts.
+const (
+	DefaultNamespace = "public"
+	DefaultGroup     = "default"
+)
+
+// Key names a service: namespace → group → service.
+type Key struct {
+	Namespace string `json:"namespace" msgpack:"namespace"`
+	Group     string `json:"group" msgpack:"group"`
+	Service   string `json:"service" msgpack:"service"`
+}
+
+func (k Key) String() string { return k.Namespace + "/" + k.Group + "/" + k.Service }
+
+// fill applies the defaults.
+func (k *Key) fill() {
+	if k.Namespace == "" {
+		k.Namespace = DefaultNamespace
+	}
+	if k.Group == "" {
+		k.Group = DefaultGroup
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+func (k Key) validate() error {
+	for _, p := range []struct{ what, v string }{{"namespace", k.Namespace}, {"group", k.Group}, {"service", k.Service}} {
+		if !nameRE.MatchString(p.v) {
+			return fmt.Errorf("%w %s %q: 1–128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", ErrInvalid, p.what, p.v)
+		}
+	}
+	return nil
+}
+
+// Instance is one registered endpoint of a service.
+type Instance struct {
+	Key
+	// ID is unique within the service; registration is idempotent by it.
+	// Default "host:port".
+	ID        string            `json:"id" msgpack:"id"`
+	Host      string            `json:"host" msgpack:"host"`
+	Port      int               `json:"port" msgpack:"port"`
+	Weight    int               `json:"weight" msgpack:"weight"` // 0–10000; 0 takes no traffic
+	Zone      string            `json:"zone,omitempty" msgpack:"zone,omitempty"`
+	Cluster   string            `json:"cluster,omitempty" msgpack:"cluster,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty" msgpack:"metadata,omitempty"`
+	Healthy   bool              `json:"healthy" msgpack:"healthy"`
+	Enabled   bool              `json:"enabled" msgpack:"enabled"`
+	Ephemeral bool              `json:"ephemeral" msgpack:"ephemeral"`
+	// Set by the registry.
+	Owner        string `json:"owner,omitempty" msgpack:"owner,omitempty"`                 // server that holds its heartbeats
+	Version      int64  `json:"version,omitempty" msgpack:"version,omitempty"`             // orders updates across servers
+	RegisteredAt int64  `json:"registered_at,omitempty" msgpack:"registered_at,omitempty"` // unix ms
+	LastBeat     int64  `json:"last_beat,omitempty" msgpack:"last_beat,omitempty"`         // unix ms
+}
+
+// Addr is "host:port".
+func (in *Instance) Addr() string { return net.JoinHostPort(in.Host, strconv.Itoa(in.Port)) }
+
+// Limits on instance fields.
+const (
+	MaxMetadataKeys  = 64
+	MaxMetadataBytes = 8 << 10
+	MaxWeight        = 10000
+	DefaultWeight    = 100
+)
+
+// normalize applies defaults and validates a registration.
+func (in *Instance) normalize() error {
+	in.Key.fill()
+	if err := in.Key.validate(); err != nil {
+		return err
+	}
+	if in.Host == "" || len(in.Host) > 253 {
+		return fmt.Errorf("%w host %q: want an IP address or a DNS name of at most 253 bytes", ErrInvalid, in.Host)
+	}
+	if ip := net.ParseIP(in.Host); ip == nil && !hostRE.MatchString(in.Host) {
+		return fmt.Errorf("%w host %q: not an IP address or DNS name", ErrInvalid, in.Host)
+	}
+	if in.Port < 1 || in.Port > 65535 {
+		return fmt.Errorf("%w port %d: want 1–65535", ErrInvalid, in.Port)
+	}
+	if in.Weight < 0 || in.Weight > MaxWeight {
+		return fmt.Errorf("%w weight %d: want 0–%d", ErrInvalid, in.Weight, MaxWeight)
+	}
+	if in.ID == "" {
+		in.ID = in.Addr()
+	}
+	if len(in.ID) > 256 {
+		return fmt.Errorf("%w instance id: %d bytes, at most 256", ErrInvalid, len(in.ID))
+	}
+	if len(in.Zone) > 64 || len(in.Cluster) > 64 {
+		return fmt.Errorf("%w zone or cluster longer than 64 bytes", ErrInvalid)
+	}
+	if len(in.Metadata) > MaxMetadataKeys {
+		return fmt.Errorf("%w metadata: %d keys, at most %d", ErrInvalid, len(in.Metadata), MaxMetadataKeys)
+	}
+	size := 0
+	for k, v := range in.Metadata {
+		size += len(k) + len(v)
+	}
+	if size > MaxMetadataBytes {
+		return fmt.Errorf("%w metadata: %d bytes, at most %d", ErrInvalid, size, MaxMetadataBytes)
+	}
+	return nil
+}
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$`)
+
+// clone returns a deep copy.
+func (in *Instance) clone() *Instance {
+	c := *in
+	if in.Metadata != nil {
+		c.Metadata = make(map[string]string, len(in.Metadata))
+		for k, v := range in.Metadata {
+			c.Metadata[k] = v
+		}
+	}
+	return &c
+}
+
+// Event is one change to a service's instances.
+type Event struct {
+	Revision int64     `json:"revision" msgpack:"revision"`
+	Type     string    `json:"type" msgpack:"type"` // "put" or "delete"
+	Instance *Instance `json:"instance" msgpack:"instance"`
+}
+
+// Event types.
+const (
+	EventPut    = "put"
+	EventDelete = "delete"
+)
+
+// Snapshot is a service's instances at a revision, or the changes since a
+// revision a watcher already has.
+type Snapshot struct {
+	Key      Key   `json:"key" msgpack:"key"`
+	Revision int64 `json:"revision" msgpack:"revision"`
+	// Full is set when Instances is the complete list (first watch, or the
+	// watcher's revision is older than the change log); otherwise Events
+	// holds the changes after the watcher's revision.
+	Full      bool        `json:"full" msgpack:"full"`
+	Instances []*Instance `json:"instances,omitempty" msgpack:"instances,omitempty"`
+	Events    []Event     `json:"events,omitempty" msgpack:"events,omitempty"`
+	// Emptied is set on a full, empty list when the service's instances
+	// were deregistered or expired here (not merely unknown to this server,
+	// as after a restart): only then may a client drop its non-empty list.
+	Emptied bool `json:"emptied,omitempty" msgpack:"emptied,omitempty"`
+}

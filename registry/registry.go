@@ -1,0 +1,641 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tangram-dev/tangram/internal/store"
+)
+
+// Config configures a Registry. Zero values take the documented defaults.
+type Config struct {
+	// Store keeps persistent instances; without it only ephemeral
+	// instances can be registered.
+	Store  *store.Store
+	Logger *slog.Logger
+	// Registerer receives the registry's metrics (optional).
+	Registerer prometheus.Registerer
+	// NodeName names this server as the owner of the instances registered
+	// through it. Default: hostname:pid.
+	NodeName string
+	// HeartbeatInterval is how often clients renew (5 s); an ephemeral
+	// instance turns unhealthy after UnhealthyAfter (15 s) without a renewal
+	// and is removed after RemoveAfter (30 s).
+	HeartbeatInterval time.Duration
+	UnhealthyAfter    time.Duration
+	RemoveAfter       time.Duration
+	// DisableSelfPreservation turns off Eureka's self-preservation (on by
+	// default): when the renewals of the last PreservationWindow (60 s) fall
+	// below PreservationThreshold (0.85) of those expected, the registry
+	// assumes a network fault, not mass death, and stops removing instances —
+	// but never keeps an instance more than PreservationMax (3 min) past its
+	// last renewal. It applies only with at least PreservationMinInstances
+	// (10) ephemeral instances: a handful dying is not a pattern.
+	DisableSelfPreservation  bool
+	PreservationWindow       time.Duration
+	PreservationThreshold    float64
+	PreservationMax          time.Duration
+	PreservationMinInstances int
+	// ProbeInterval and ProbeTimeout govern health probes of persistent
+	// instances (5 s, 2 s); ReloadInterval how often persistent instances
+	// written by other servers are read from the store (2 s).
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	ReloadInterval time.Duration
+	// LogSize is how many changes per service are kept for watchers that
+	// resume from a revision (256); older watchers get a full list.
+	LogSize int
+}
+
+func (c *Config) fill() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.NodeName == "" {
+		h, _ := os.Hostname()
+		c.NodeName = fmt.Sprintf("%s:%d", h, os.Getpid())
+	}
+	def(&c.HeartbeatInterval, 5*time.Second)
+	def(&c.UnhealthyAfter, 3*c.HeartbeatInterval)
+	def(&c.RemoveAfter, 6*c.HeartbeatInterval)
+	def(&c.PreservationWindow, time.Minute)
+	def(&c.PreservationMax, 3*time.Minute)
+	def(&c.ProbeInterval, 5*time.Second)
+	def(&c.ProbeTimeout, 2*time.Second)
+	def(&c.ReloadInterval, 2*time.Second)
+	if c.PreservationThreshold <= 0 {
+		c.PreservationThreshold = 0.85
+	}
+	if c.PreservationMinInstances <= 0 {
+		c.PreservationMinInstances = 10
+	}
+	if c.LogSize <= 0 {
+		c.LogSize = 256
+	}
+}
+
+// Registry holds services and their instances in memory: ephemeral ones
+// live by heartbeats, persistent ones are also kept in the SQL store and
+// probed. Watchers are told of every change.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	mu       sync.RWMutex
+	services map[Key]*service
+	rev      int64
+	lastVer  int64
+	renews   []int64 // per-second renewal counts, a ring over the window
+	renewSec int64   // unix second of the newest bucket
+	preserve bool
+
+	watchers atomic.Int64
+	metrics  *metrics
+	stop     chan struct{}
+	ctx      context.Context // canceled by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+	started  time.Time
+}
+
+type service struct {
+	instances map[string]*Instance
+	rev       int64   // revision of the last change
+	log       []Event // changes, oldest first
+	floor     int64   // revisions <= floor are no longer in log
+	changed   chan struct{}
+	emptied   bool
+}
+
+// New returns a registry; Start begins its background work.
+func New(cfg Config) (*Registry, error) {
+	cfg.fill()
+	if cfg.UnhealthyAfter > cfg.RemoveAfter {
+		return nil, fmt.Errorf("registry: UnhealthyAfter %v exceeds RemoveAfter %v", cfg.UnhealthyAfter, cfg.RemoveAfter)
+	}
+	r := &Registry{
+		cfg: cfg, log: cfg.Logger, now: time.Now,
+		services: map[Key]*service{},
+		rev:      1, // 0 means "no revision" to Watch
+		renews:   make([]int64, int(max(cfg.PreservationWindow/time.Second, 1))),
+		stop:     make(chan struct{}),
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.metrics = newMetrics(r)
+	if cfg.Registerer != nil {
+		if err := r.metrics.register(cfg.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Start loads persistent instances and starts the expiry, probe and reload
+// loops.
+func (r *Registry) Start(ctx context.Context) error {
+	r.started = r.now()
+	if r.cfg.Store != nil {
+		if err := r.reload(ctx); err != nil {
+			return err
+		}
+		r.goFunc(r.reloadLoop)
+		r.goFunc(r.probeLoop)
+	}
+	r.goFunc(r.expiryLoop)
+	return nil
+}
+
+func (r *Registry) goFunc(f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the background loops; watchers are released.
+func (r *Registry) Close() error {
+	if !r.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(r.stop)
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+// Node is this server's owner name.
+func (r *Registry) Node() string { return r.cfg.NodeName }
+
+func (r *Registry) svc(k Key, create bool) *service {
+	s := r.services[k]
+	if s == nil && create {
+		s = &service{instances: map[string]*Instance{}, changed: make(chan struct{})}
+		r.services[k] = s
+	}
+	return s
+}
+
+// version returns a new instance version: wall-clock microseconds, kept
+// increasing, so the latest write wins across servers.
+func (r *Registry) version() int64 {
+	v := r.now().UnixMicro()
+	if v <= r.lastVer {
+		v = r.lastVer + 1
+	}
+	r.lastVer = v
+	return v
+}
+
+// emit records a change of s (r.mu held for writing).
+func (r *Registry) emit(k Key, s *service, typ string, in *Instance) {
+	r.rev++
+	s.rev = r.rev
+	s.log = append(s.log, Event{Revision: r.rev, Type: typ, Instance: in.clone()})
+	if over := len(s.log) - r.cfg.LogSize; over > 0 {
+		s.floor = s.log[over-1].Revision
+		s.log = append(s.log[:0:0], s.log[over:]...)
+	}
+	if typ == EventDelete {
+		s.emptied = len(s.instances) == 0
+	} else {
+		s.emptied = false
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Register adds or replaces an instance (idempotent by ID) owned by this
+// server, and returns it as stored.
+func (r *Registry) Register(ctx context.Context, in Instance) (*Instance, error) {
+	if err := in.normalize(); err != nil {
+		return nil, err
+	}
+	if !in.Ephemeral && r.cfg.Store == nil {
+		return nil, fmt.Errorf("%w: persistent instances need a store", ErrInvalid)
+	}
+	now := r.now()
+	r.mu.Lock()
+	s := r.svc(in.Key, true)
+	old := s.instances[in.ID]
+	stored := in.clone()
+	stored.Owner = r.cfg.NodeName
+	stored.LastBeat = now.UnixMilli()
+	stored.RegisteredAt = stored.LastBeat
+	if old != nil {
+		stored.RegisteredAt = old.RegisteredAt
+	}
+	if stored.Ephemeral {
+		stored.Healthy = true
+	} else if old != nil {
+		stored.Healthy = old.Healthy
+	} else {
+		stored.Healthy = true // until the first probe says otherwise
+	}
+	stored.Version = r.version()
+	r.mu.Unlock()
+	if !stored.Ephemeral {
+		if err := r.savePersistent(ctx, stored); err != nil {
+			return nil, err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s = r.svc(in.Key, true)
+	if cur := s.instances[in.ID]; cur != nil && cur.Version > stored.Version {
+		return cur.clone(), nil // a newer write won meanwhile
+	}
+	s.instances[in.ID] = stored
+	r.countRenewal(now)
+	if old == nil || changed(old, stored) {
+		r.emit(in.Key, s, EventPut, stored)
+	}
+	return stored.clone(), nil
+}
+
+// changed reports whether a watcher would see a difference.
+func changed(a, b *Instance) bool {
+	if a.Host != b.Host || a.Port != b.Port || a.Weight != b.Weight || a.Zone != b.Zone || a.Cluster != b.Cluster ||
+		a.Healthy != b.Healthy || a.Enabled != b.Enabled || a.Ephemeral != b.Ephemeral || len(a.Metadata) != len(b.Metadata) {
+		return true
+	}
+	for k, v := range a.Metadata {
+		if b.Metadata[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// Heartbeat renews an ephemeral instance. ErrNotFound tells the client to
+// register again (this server restarted, or the instance expired).
+func (r *Registry) Heartbeat(ctx context.Context, k Key, id string) error {
+	k.fill()
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.svc(k, false)
+	var in *Instance
+	if s != nil {
+		in = s.instances[id]
+	}
+	if in == nil || !in.Ephemeral {
+		return fmt.Errorf("%w: instance %s of %s (register it again)", ErrNotFound, id, k)
+	}
+	r.countRenewal(now)
+	in.LastBeat = now.UnixMilli()
+	if in.Owner != r.cfg.NodeName {
+		in.Owner = r.cfg.NodeName // the client moved here
+		in.Version = r.version()
+	}
+	if !in.Healthy {
+		in.Healthy = true
+		in.Version = r.version()
+		r.emit(k, s, EventPut, in)
+	}
+	return nil
+}
+
+// Deregister removes an instance.
+func (r *Registry) Deregister(ctx context.Context, k Key, id string) error {
+	k.fill()
+	r.mu.RLock()
+	var in *Instance
+	if s := r.svc(k, false); s != nil {
+		in = s.instances[id]
+	}
+	r.mu.RUnlock()
+	if in == nil {
+		return fmt.Errorf("%w: instance %s of %s", ErrNotFound, id, k)
+	}
+	if !in.Ephemeral {
+		if err := r.deletePersistent(ctx, k, id); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(k, id)
+	return nil
+}
+
+func (r *Registry) removeLocked(k Key, id string) *Instance {
+	s := r.svc(k, false)
+	if s == nil {
+		return nil
+	}
+	in := s.instances[id]
+	if in == nil {
+		return nil
+	}
+	delete(s.instances, id)
+	r.emit(k, s, EventDelete, in)
+	return in
+}
+
+// Patch is an operator's change to an instance; nil fields stay.
+type Patch struct {
+	Weight   *int              `json:"weight,omitempty"`
+	Enabled  *bool             `json:"enabled,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"` // replaces the metadata when set
+}
+
+// Update applies an operator's patch (weight, enable/drain, metadata).
+func (r *Registry) Update(ctx context.Context, k Key, id string, p Patch) (*Instance, error) {
+	k.fill()
+	r.mu.RLock()
+	var cur *Instance
+	if s := r.svc(k, false); s != nil {
+		if in := s.instances[id]; in != nil {
+			cur = in.clone()
+		}
+	}
+	r.mu.RUnlock()
+	if cur == nil {
+		return nil, fmt.Errorf("%w: instance %s of %s", ErrNotFound, id, k)
+	}
+	if p.Weight != nil {
+		cur.Weight = *p.Weight
+	}
+	if p.Enabled != nil {
+		cur.Enabled = *p.Enabled
+	}
+	if p.Metadata != nil {
+		cur.Metadata = p.Metadata
+	}
+	if err := cur.normalize(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	cur.Version = r.version()
+	r.mu.Unlock()
+	if !cur.Ephemeral {
+		if err := r.savePersistent(ctx, cur); err != nil {
+			return nil, err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.svc(k, true)
+	in := s.instances[id]
+	if in == nil {
+		return nil, fmt.Errorf("%w: instance %s of %s", ErrNotFound, id, k)
+	}
+	in.Weight, in.Enabled, in.Metadata, in.Version = cur.Weight, cur.Enabled, cur.Metadata, cur.Version
+	r.emit(k, s, EventPut, in)
+	return in.clone(), nil
+}
+
+// Get returns the full list of a service.
+func (r *Registry) Get(k Key) Snapshot {
+	k.fill()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.snapshotLocked(k, r.svc(k, false))
+}
+
+func (r *Registry) snapshotLocked(k Key, s *service) Snapshot {
+	// The registry-wide revision: every later change of this service has
+	// a higher one, so a watcher can resume from it.
+	snap := Snapshot{Key: k, Full: true, Instances: []*Instance{}, Revision: r.rev}
+	if s == nil {
+		return snap
+	}
+	snap.Emptied = s.emptied && len(s.instances) == 0
+	for _, in := range s.instances {
+		snap.Instances = append(snap.Instances, in.clone())
+	}
+	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].ID < snap.Instances[j].ID })
+	return snap
+}
+
+// Watch returns the changes of a service after revision rev: at once when
+// there are some, else when the next one happens or ctx ends (then with no
+// changes and the same revision). rev 0, or a revision older than the
+// change log, gets the full list.
+func (r *Registry) Watch(ctx context.Context, k Key, rev int64) (Snapshot, error) {
+	k.fill()
+	if err := k.validate(); err != nil {
+		return Snapshot{}, err
+	}
+	r.watchers.Add(1)
+	defer r.watchers.Add(-1)
+	for {
+		r.mu.Lock()
+		s := r.svc(k, true)
+		if rev <= 0 || rev < s.floor || rev > r.rev {
+			snap := r.snapshotLocked(k, s)
+			r.mu.Unlock()
+			return snap, nil
+		}
+		if s.rev > rev {
+			snap := Snapshot{Key: k, Revision: s.rev}
+			for _, ev := range s.log {
+				if ev.Revision > rev {
+					ev.Instance = ev.Instance.clone()
+					snap.Events = append(snap.Events, ev)
+				}
+			}
+			r.mu.Unlock()
+			return snap, nil
+		}
+		ch := s.changed
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Snapshot{Key: k, Revision: rev}, nil
+		case <-r.stop:
+			return Snapshot{Key: k, Revision: rev}, errors.New("registry: closed")
+		}
+	}
+}
+
+// ServiceInfo summarizes a service.
+type ServiceInfo struct {
+	Key
+	Instances int   `json:"instances"`
+	Healthy   int   `json:"healthy"`
+	Revision  int64 `json:"revision"`
+}
+
+// Services lists the services of a namespace ("" for all) that have
+// instances.
+func (r *Registry) Services(namespace string) []ServiceInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []ServiceInfo
+	for k, s := range r.services {
+		if (namespace != "" && k.Namespace != namespace) || len(s.instances) == 0 {
+			continue
+		}
+		si := ServiceInfo{Key: k, Instances: len(s.instances), Revision: s.rev}
+		for _, in := range s.instances {
+			if in.Healthy && in.Enabled {
+				si.Healthy++
+			}
+		}
+		out = append(out, si)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
+	return out
+}
+
+// Status is the registry's health as operators see it.
+type Status struct {
+	Node             string `json:"node"`
+	Services         int    `json:"services"`
+	Instances        int    `json:"instances"`
+	Ephemeral        int    `json:"ephemeral"`
+	SelfPreservation bool   `json:"self_preservation"`
+	// Renewals in the last window, and the number expected from the
+	// ephemeral instances this server owns.
+	Renewals         int64 `json:"renewals"`
+	ExpectedRenewals int64 `json:"expected_renewals"`
+	Watchers         int64 `json:"watchers"`
+}
+
+// Status reports counts and the self-preservation state.
+func (r *Registry) Status() Status {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	st := Status{Node: r.cfg.NodeName, SelfPreservation: r.preserve, Watchers: r.watchers.Load()}
+	for _, s := range r.services {
+		if len(s.instances) > 0 {
+			st.Services++
+		}
+		st.Instances += len(s.instances)
+		for _, in := range s.instances {
+			if in.Ephemeral {
+				st.Ephemeral++
+			}
+		}
+	}
+	st.Renewals, st.ExpectedRenewals = r.renewalsLocked(r.now()), r.expectedLocked()
+	return st
+}
+
+// countRenewal adds one renewal to the current second's bucket.
+func (r *Registry) countRenewal(now time.Time) {
+	r.advance(now)
+	r.renews[len(r.renews)-1]++
+}
+
+// advance shifts the renewal ring to now.
+func (r *Registry) advance(now time.Time) {
+	sec := now.Unix()
+	if r.renewSec == 0 {
+		r.renewSec = sec
+		return
+	}
+	shift := sec - r.renewSec
+	if shift <= 0 {
+		return
+	}
+	n := int64(len(r.renews))
+	if shift >= n {
+		clear(r.renews)
+	} else {
+		copy(r.renews, r.renews[shift:])
+		clear(r.renews[n-shift:])
+	}
+	r.renewSec = sec
+}
+
+func (r *Registry) renewalsLocked(now time.Time) int64 {
+	var sum int64
+	if now.Unix()-r.renewSec >= int64(len(r.renews)) {
+		return 0
+	}
+	skip := now.Unix() - r.renewSec // buckets older than the window
+	for i, v := range r.renews {
+		if int64(i) >= skip {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func (r *Registry) expectedLocked() int64 {
+	var n int64
+	for _, s := range r.services {
+		for _, in := range s.instances {
+			if in.Ephemeral && in.Owner == r.cfg.NodeName {
+				n++
+			}
+		}
+	}
+	return n * int64(r.cfg.PreservationWindow/r.cfg.HeartbeatInterval)
+}
+
+func (r *Registry) expiryLoop() {
+	t := time.NewTicker(max(min(r.cfg.HeartbeatInterval/5, time.Second), 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.expire()
+		}
+	}
+}
+
+// expire marks silent ephemeral instances unhealthy and removes the ones
+// silent past RemoveAfter, unless self-preservation holds them.
+func (r *Registry) expire() {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(now)
+	expected := r.expectedLocked()
+	owned := expected / max(int64(r.cfg.PreservationWindow/r.cfg.HeartbeatInterval), 1)
+	renewals := r.renewalsLocked(now)
+	preserve := !r.cfg.DisableSelfPreservation && owned >= int64(r.cfg.PreservationMinInstances) &&
+		now.Sub(r.started) >= r.cfg.PreservationWindow &&
+		float64(renewals) < r.cfg.PreservationThreshold*float64(expected)
+	if preserve != r.preserve {
+		r.preserve = preserve
+		if preserve {
+			r.log.Warn("registry: self-preservation on: renewals fell below the threshold; expired instances are kept (a network fault is likelier than mass death)",
+				"renewals", renewals, "expected", expected, "max_hold", r.cfg.PreservationMax)
+		} else {
+			r.log.Info("registry: self-preservation off", "renewals", renewals, "expected", expected)
+		}
+	}
+	nowMs := now.UnixMilli()
+	for k, s := range r.services {
+		for id, in := range s.instances {
+			if !in.Ephemeral || in.Owner != r.cfg.NodeName {
+				continue
+			}
+			silent := time.Duration(nowMs-in.LastBeat) * time.Millisecond
+			switch {
+			case silent >= r.cfg.RemoveAfter && (!preserve || silent >= r.cfg.PreservationMax):
+				r.log.Info("registry: instance expired", "service", k.String(), "id", id, "silent", silent.Round(time.Millisecond))
+				r.removeLocked(k, id)
+				r.metrics.expired.Inc()
+			case silent >= r.cfg.UnhealthyAfter && in.Healthy:
+				in.Healthy = false
+				in.Version = r.version()
+				r.emit(k, s, EventPut, in)
+			}
+		}
+	}
+}
