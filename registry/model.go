@@ -156,6 +156,9 @@ const (
 type Snapshot struct {
 	Key      Key   `json:"key" msgpack:"key"`
 	Revision int64 `json:"revision" msgpack:"revision"`
+	// Node is the server that answered: revisions are its own, so a
+	// watcher resumes from one only on the same server.
+	Node string `json:"node" msgpack:"node"`
 	// Full is set when Instances is the complete list (first watch, or the
 	// watcher's revision is older than the change log); otherwise Events
 	// holds the changes after the watcher's revision.

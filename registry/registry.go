@@ -413,7 +413,7 @@ func (r *Registry) Get(k Key) Snapshot {
 func (r *Registry) snapshotLocked(k Key, s *service) Snapshot {
 	// The registry-wide revision: every later change of this service has
 	// a higher one, so a watcher can resume from it.
-	snap := Snapshot{Key: k, Full: true, Instances: []*Instance{}, Revision: r.rev}
+	snap := Snapshot{Key: k, Full: true, Instances: []*Instance{}, Revision: r.rev, Node: r.cfg.NodeName}
 	if s == nil {
 		return snap
 	}
@@ -445,7 +445,7 @@ func (r *Registry) Watch(ctx context.Context, k Key, rev int64) (Snapshot, error
 			return snap, nil
 		}
 		if s.rev > rev {
-			snap := Snapshot{Key: k, Revision: s.rev}
+			snap := Snapshot{Key: k, Revision: s.rev, Node: r.cfg.NodeName}
 			for _, ev := range s.log {
 				if ev.Revision > rev {
 					ev.Instance = ev.Instance.clone()
@@ -460,9 +460,9 @@ func (r *Registry) Watch(ctx context.Context, k Key, rev int64) (Snapshot, error
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return Snapshot{Key: k, Revision: rev}, nil
+			return Snapshot{Key: k, Revision: rev, Node: r.cfg.NodeName}, nil
 		case <-r.stop:
-			return Snapshot{Key: k, Revision: rev}, errors.New("registry: closed")
+			return Snapshot{Key: k, Revision: rev, Node: r.cfg.NodeName}, errors.New("registry: closed")
 		}
 	}
 }

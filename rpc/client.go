@@ -308,7 +308,7 @@ func (c *Client) invoke(ctx context.Context, info *CallInfo, req, resp any, co *
 	if err != nil {
 		return Errorf(InvalidArgument, "encoding the request of %s: %v", info.Method, err)
 	}
-	f := Frame{Type: typ, Service: svc, Method: name, Codec: cd.ID(), Body: body, Meta: Outgoing(ctx)}
+	f := Frame{Type: typ, Service: svc, Method: name, Codec: cd.ID(), Body: body, Meta: c.metadata(ctx)}
 	if c.o.compressAbove > 0 && len(body) > c.o.compressAbove {
 		if z, err := compress(body); err == nil {
 			f.Body, f.Flags = z, FlagCompressed
@@ -365,6 +365,23 @@ func (c *Client) invoke(ctx context.Context, info *CallInfo, req, resp any, co *
 			return e
 		}
 	}
+}
+
+// metadata is what a call carries: the client's static pairs under the
+// context's.
+func (c *Client) metadata(ctx context.Context) Metadata {
+	md := Outgoing(ctx)
+	if len(c.o.meta) == 0 {
+		return md
+	}
+	out := make(Metadata, len(md)+len(c.o.meta))
+	for k, v := range c.o.meta {
+		out[k] = v
+	}
+	for k, v := range md {
+		out[k] = v
+	}
+	return out
 }
 
 func decodeResponse(rf *Frame, resp any, method string) error {
@@ -548,7 +565,8 @@ func (c *Client) roundTrip(ctx context.Context, ep *endpoint, f *Frame) (*Frame,
 // endpoint is one server address with its connection pool and statistics.
 type endpoint struct {
 	c           *Client
-	addr        Address
+	addr        Address                 // as first resolved; Addr never changes
+	cur         atomic.Pointer[Address] // latest weight, zone and metadata
 	outstanding atomic.Int64
 	ewma        atomic.Int64 // ns
 	down        atomic.Bool
@@ -562,15 +580,17 @@ type endpoint struct {
 }
 
 func newEndpoint(c *Client, a Address) *endpoint {
-	return &endpoint{c: c, addr: a, conns: make([]*clientConn, c.o.conns)}
+	ep := &endpoint{c: c, addr: a, conns: make([]*clientConn, c.o.conns)}
+	ep.cur.Store(&a)
+	return ep
 }
 
 func (ep *endpoint) Addr() string           { return ep.addr.Addr }
-func (ep *endpoint) Weight() int            { return ep.addr.Weight }
-func (ep *endpoint) Zone() string           { return ep.addr.Zone }
+func (ep *endpoint) Weight() int            { return ep.cur.Load().Weight }
+func (ep *endpoint) Zone() string           { return ep.cur.Load().Zone }
 func (ep *endpoint) Outstanding() int64     { return ep.outstanding.Load() }
 func (ep *endpoint) Latency() time.Duration { return time.Duration(ep.ewma.Load()) }
-func (ep *endpoint) setAddress(a Address)   { ep.mu.Lock(); ep.addr = a; ep.mu.Unlock() }
+func (ep *endpoint) setAddress(a Address)   { ep.cur.Store(&a) }
 func (ep *endpoint) observe(d time.Duration) {
 	old := ep.ewma.Load()
 	if old == 0 {
@@ -854,7 +874,7 @@ func (c *Client) openOn(ctx context.Context, ep *endpoint, svc, name string, cd 
 		sctx, cancel = context.WithTimeout(ctx, co.timeout)
 	}
 	st.ctx, st.cancel = sctx, cancel
-	f := Frame{Type: FrameStreamOpen, ID: id, Service: svc, Method: name, Codec: cd.ID(), Meta: Outgoing(ctx)}
+	f := Frame{Type: FrameStreamOpen, ID: id, Service: svc, Method: name, Codec: cd.ID(), Meta: c.metadata(ctx)}
 	if dl, ok := sctx.Deadline(); ok {
 		if f.Timeout = time.Until(dl); f.Timeout <= 0 {
 			cancel()

@@ -34,6 +34,7 @@ type dialOptions struct {
 	compressAbove int
 	streamWindow  int
 	idempotent    map[string]bool
+	meta          Metadata
 }
 
 // RetryPolicy bounds retries. A call is retried only when it cannot have run
@@ -148,6 +149,22 @@ func WithIdempotent(methods ...string) DialOption {
 		}
 	}
 }
+
+// WithMetadata sends the pairs kv (key, value, …) with every call and stream
+// of the client, under any set on the call's context.
+func WithMetadata(kv ...string) DialOption {
+	return func(o *dialOptions) {
+		if o.meta == nil {
+			o.meta = Metadata{}
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			o.meta[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+// WithToken sends token as the bearer token of every call and stream.
+func WithToken(token string) DialOption { return WithMetadata(MetaAuthorization, "Bearer "+token) }
 
 // CallOption modifies one call.
 type CallOption func(*callOptions)

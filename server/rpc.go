@@ -83,6 +83,9 @@ func (s *Server) startRPC() error {
 	}); err != nil {
 		return err
 	}
+	if err := s.registry.RegisterRPC(srv); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.RPCAddr)
 	if err != nil {
 		return fmt.Errorf("server: rpc listen on %s: %w", s.cfg.RPCAddr, err)

@@ -28,6 +28,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
 
@@ -71,6 +72,9 @@ type Config struct {
 	// plain net/http long poll does, instead of parking its connection.
 	// Off by default; it exists to compare the two (bench/config).
 	ConfigBlockingWatches bool
+	// NodeName names this server in the registry cluster (the owner of the
+	// instances registered through it). Default: hostname:pid.
+	NodeName string
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string
@@ -106,17 +110,18 @@ func (c *Config) Validate() error {
 
 // Server is a running platform process.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	st      *store.Store
-	auth    *auth.Service
-	config  *config.Server
-	httpSrv *http.Server
-	ln      net.Listener
-	rpc     *rpc.Server
-	rpcLn   net.Listener
-	parker  *park.Parker
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	st       *store.Store
+	auth     *auth.Service
+	config   *config.Server
+	registry *registry.Registry
+	httpSrv  *http.Server
+	ln       net.Listener
+	rpc      *rpc.Server
+	rpcLn    net.Listener
+	parker   *park.Parker
 	// debugSrv serves pprof when Config.DebugAddr is set.
 	debugSrv *http.Server
 
@@ -197,6 +202,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
 		func() float64 { return float64(s.config.Watchers()) }))
 
+	s.registry, err = registry.New(registry.Config{Store: s.st, Logger: s.log.With("component", "registry"), Registerer: s.reg,
+		NodeName: s.cfg.NodeName})
+	if err != nil {
+		return err
+	}
+	if err := s.registry.Start(ctx); err != nil {
+		return err
+	}
+
 	handler, err := s.routes()
 	if err != nil {
 		return err
@@ -266,6 +280,9 @@ func (s *Server) Config() *config.Server { return s.config }
 // Auth returns the auth service.
 func (s *Server) Auth() *auth.Service { return s.auth }
 
+// Registry returns the service registry component.
+func (s *Server) Registry() *registry.Registry { return s.registry }
+
 // Store returns the SQL store.
 func (s *Server) Store() *store.Store { return s.st }
 
@@ -283,6 +300,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.parker != nil {
 		_ = s.parker.Close()
 		s.parker.CloseIdle()
+	}
+	if s.registry != nil {
+		// Ends watch streams, which would otherwise hold the RPC drain
+		// until its deadline; clients resume on another server.
+		_ = s.registry.Close()
 	}
 	if s.rpc != nil {
 		if err := s.rpc.Shutdown(ctx); err != nil {
@@ -325,6 +347,9 @@ func (s *Server) closeComponents() {
 	if s.config != nil {
 		_ = s.config.Close()
 	}
+	if s.registry != nil {
+		_ = s.registry.Close()
+	}
 	if s.st != nil {
 		_ = s.st.Close()
 	}
@@ -350,6 +375,7 @@ func (s *Server) routes() (http.Handler, error) {
 	})))
 	s.auth.Register(mux, s.auth.Require)
 	s.config.Register(mux, s.auth.Require)
+	s.registry.Mount(mux, s.auth.Require, s.log)
 	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
 	if err != nil {
 		return nil, err

@@ -43,6 +43,12 @@ func WithSecretKey(k []byte) Option { return func(c *server.Config) { c.SecretKe
 // WithAddr sets the listen address.
 func WithAddr(a string) Option { return func(c *server.Config) { c.HTTPAddr = a } }
 
+// WithRPCAddr sets the RPC listen address.
+func WithRPCAddr(a string) Option { return func(c *server.Config) { c.RPCAddr = a } }
+
+// WithNodeName sets the server's registry node name.
+func WithNodeName(n string) Option { return func(c *server.Config) { c.NodeName = n } }
+
 // WithScanInterval sets the config release-message scan interval.
 func WithScanInterval(d time.Duration) Option {
 	return func(c *server.Config) { c.ConfigScanInterval = d }
