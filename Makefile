@@ -1,6 +1,6 @@
 # Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
 GO ?= go
-RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/...
+RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/...
 
 .PHONY: run build test test-short lint bench services fuzz
 

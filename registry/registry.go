@@ -106,6 +106,9 @@ type Registry struct {
 
 	watchers atomic.Int64
 	metrics  *metrics
+	gossip   *gossip              // nil without replication
+	orphaned map[string]time.Time // owners that left the cluster, since when
+	tombs    map[tombKey]tomb     // recent deletions, against late older puts
 	stop     chan struct{}
 	ctx      context.Context // canceled by Close
 	cancel   context.CancelFunc
@@ -133,6 +136,8 @@ func New(cfg Config) (*Registry, error) {
 		cfg: cfg, log: cfg.Logger, now: time.Now,
 		services: map[Key]*service{},
 		rev:      1, // 0 means "no revision" to Watch
+		orphaned: map[string]time.Time{},
+		tombs:    map[tombKey]tomb{},
 		renews:   make([]int64, int(max(cfg.PreservationWindow/time.Second, 1))),
 		stop:     make(chan struct{}),
 	}
@@ -176,6 +181,9 @@ func (r *Registry) Close() error {
 	}
 	close(r.stop)
 	r.cancel()
+	if r.gossip != nil {
+		r.gossip.close()
+	}
 	r.wg.Wait()
 	return nil
 }
@@ -203,8 +211,17 @@ func (r *Registry) version() int64 {
 	return v
 }
 
-// emit records a change of s (r.mu held for writing).
+// emit records a change made on this server and gossips it to the other
+// servers when the instance is ephemeral (r.mu held for writing).
 func (r *Registry) emit(k Key, s *service, typ string, in *Instance) {
+	r.record(k, s, typ, in)
+	if r.gossip != nil && in.Ephemeral {
+		r.gossip.queue(typ, in)
+	}
+}
+
+// record stores a change in the service's log and wakes its watchers.
+func (r *Registry) record(k Key, s *service, typ string, in *Instance) {
 	r.rev++
 	s.rev = r.rev
 	s.log = append(s.log, Event{Revision: r.rev, Type: typ, Instance: in.clone()})
@@ -300,11 +317,9 @@ func (r *Registry) Heartbeat(ctx context.Context, k Key, id string) error {
 	}
 	r.countRenewal(now)
 	in.LastBeat = now.UnixMilli()
-	if in.Owner != r.cfg.NodeName {
-		in.Owner = r.cfg.NodeName // the client moved here
-		in.Version = r.version()
-	}
-	if !in.Healthy {
+	moved := in.Owner != r.cfg.NodeName // the client moved here: take the instance over
+	in.Owner = r.cfg.NodeName
+	if moved || !in.Healthy {
 		in.Healthy = true
 		in.Version = r.version()
 		r.emit(k, s, EventPut, in)
@@ -603,6 +618,11 @@ func (r *Registry) expire() {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for k, t := range r.tombs {
+		if now.Sub(t.at) > 10*time.Minute {
+			delete(r.tombs, k)
+		}
+	}
 	r.advance(now)
 	expected := r.expectedLocked()
 	owned := expected / max(int64(r.cfg.PreservationWindow/r.cfg.HeartbeatInterval), 1)
@@ -622,6 +642,14 @@ func (r *Registry) expire() {
 	nowMs := now.UnixMilli()
 	for k, s := range r.services {
 		for id, in := range s.instances {
+			if since, ok := r.orphaned[in.Owner]; ok && in.Ephemeral && now.Sub(since) >= r.cfg.RemoveAfter {
+				// Its owner left the cluster (or is cut off) and no client
+				// renewed it here: drop the replica, quietly (each server
+				// does the same for itself).
+				delete(s.instances, id)
+				r.record(k, s, EventDelete, in)
+				continue
+			}
 			if !in.Ephemeral || in.Owner != r.cfg.NodeName {
 				continue
 			}

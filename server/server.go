@@ -72,6 +72,11 @@ type Config struct {
 	// plain net/http long poll does, instead of parking its connection.
 	// Off by default; it exists to compare the two (bench/config).
 	ConfigBlockingWatches bool
+	// GossipAddr is the registry's replication listener (TCP and UDP),
+	// e.g. ":7946"; empty runs the registry alone. Join lists peers'
+	// gossip addresses (implies GossipAddr ":7946" when that is empty).
+	GossipAddr string
+	Join       []string
 	// NodeName names this server in the registry cluster (the owner of the
 	// instances registered through it). Default: hostname:pid.
 	NodeName string
@@ -209,6 +214,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	if err := s.registry.Start(ctx); err != nil {
 		return err
+	}
+	if s.cfg.GossipAddr == "" && len(s.cfg.Join) > 0 {
+		s.cfg.GossipAddr = ":7946"
+	}
+	if s.cfg.GossipAddr != "" {
+		if err := s.registry.StartGossip(registry.GossipConfig{BindAddr: s.cfg.GossipAddr, Join: s.cfg.Join}); err != nil {
+			return err
+		}
 	}
 
 	handler, err := s.routes()

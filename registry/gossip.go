@@ -1,0 +1,430 @@
+package registry
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Replication is AP: every server owns the ephemeral instances registered
+// (and renewed) through it, accepts writes for them on its own, and tells
+// the others. Servers find each other and detect failures with
+// hashicorp/memberlist (SWIM gossip). Each change is gossiped as a delta;
+// every PushPullInterval a server exchanges its whole owned set with a
+// random peer (anti-entropy), and on (re)joining it sends its set to the
+// newcomer at once. A server's set is authoritative for the instances it
+// owns, so a deletion made during a partition is not undone when the
+// partition heals, and versions (the owner's clock, kept increasing) pick
+// the latest write when a client moved between servers. Replicas of a
+// server that left (or is cut off) are dropped after RemoveAfter unless a
+// client renews them here — then this server takes them over.
+
+// GossipConfig configures replication.
+type GossipConfig struct {
+	// BindAddr is the gossip listener (TCP and UDP on one port), e.g.
+	// "0.0.0.0:7946" or "127.0.0.1:0".
+	BindAddr string
+	// AdvertiseAddr is the address peers reach this server at (default:
+	// BindAddr's, when not a wildcard).
+	AdvertiseAddr string
+	// Join lists gossip addresses of servers already in the cluster.
+	Join []string
+	// PushPullInterval is the anti-entropy period (default 10 s).
+	PushPullInterval time.Duration
+	// Fast uses memberlist's loopback timings (tests).
+	Fast bool
+	// Transport replaces memberlist's network transport (fault tests).
+	Transport memberlist.Transport
+}
+
+type tombKey struct {
+	k  Key
+	id string
+}
+
+type tomb struct {
+	version int64
+	at      time.Time
+}
+
+// wire messages
+const (
+	msgDelta = 1
+	msgState = 2
+)
+
+type delRef struct {
+	Key     Key    `msgpack:"k"`
+	ID      string `msgpack:"i"`
+	Version int64  `msgpack:"v"`
+}
+
+type gossipMsg struct {
+	Kind  uint8       `msgpack:"t"`
+	Owner string      `msgpack:"o"`
+	Stamp int64       `msgpack:"s"` // state: the owner's clock when it was captured
+	Puts  []*Instance `msgpack:"p,omitempty"`
+	Dels  []delRef    `msgpack:"d,omitempty"`
+}
+
+type gossip struct {
+	r     *Registry
+	ml    *memberlist.Memberlist
+	q     *memberlist.TransmitLimitedQueue
+	log   *slog.Logger
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	done  bool
+	large chan []byte // deltas too big for a gossip packet, sent over TCP
+}
+
+type broadcast struct {
+	name string
+	msg  []byte
+}
+
+func (b *broadcast) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(*broadcast)
+	return ok && ob.name == b.name
+}
+func (b *broadcast) Name() string    { return b.name }
+func (b *broadcast) Message() []byte { return b.msg }
+func (b *broadcast) Finished()       {}
+
+// StartGossip joins (or forms) a replication cluster. Call after Start.
+func (r *Registry) StartGossip(cfg GossipConfig) error {
+	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
+	if err != nil {
+		return fmt.Errorf("registry: gossip address %q: %w", cfg.BindAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("registry: gossip port %q: %w", portStr, err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Fast {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	mc.Name = r.cfg.NodeName
+	mc.BindAddr, mc.BindPort = host, port
+	if host == "" {
+		mc.BindAddr = "0.0.0.0"
+	}
+	if cfg.AdvertiseAddr != "" {
+		ah, ap, err := net.SplitHostPort(cfg.AdvertiseAddr)
+		if err != nil {
+			return fmt.Errorf("registry: gossip advertise address %q: %w", cfg.AdvertiseAddr, err)
+		}
+		mc.AdvertiseAddr = ah
+		mc.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	if cfg.PushPullInterval > 0 {
+		mc.PushPullInterval = cfg.PushPullInterval
+	} else if !cfg.Fast {
+		mc.PushPullInterval = 10 * time.Second
+	}
+	g := &gossip{r: r, log: r.log.With("part", "gossip"), large: make(chan []byte, 1024)}
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	}
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = log.New(slogWriter{g.log}, "", 0)
+	g.q = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
+		if g.ml == nil {
+			return 1
+		}
+		return g.ml.NumMembers()
+	}, RetransmitMult: mc.RetransmitMult}
+	r.mu.Lock()
+	r.gossip = g // deltas queue from now on
+	r.mu.Unlock()
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		r.mu.Lock()
+		r.gossip = nil
+		r.mu.Unlock()
+		return fmt.Errorf("registry: gossip: %w", err)
+	}
+	g.ml = ml
+	g.wg.Add(1)
+	go g.sendLarge()
+	if len(cfg.Join) > 0 {
+		if n, err := ml.Join(cfg.Join); err != nil {
+			// AP: a server that cannot reach its peers still serves; it
+			// keeps trying through memberlist's own probing of --join
+			// addresses only if one answered, so log loudly.
+			g.log.Warn("registry: could not join the cluster yet; serving alone until a peer joins us", "join", cfg.Join, "err", err)
+		} else {
+			g.log.Info("registry: joined the cluster", "contacted", n, "members", ml.NumMembers())
+		}
+	}
+	return nil
+}
+
+// GossipAddr is the gossip listener's advertised address ("" without gossip).
+func (r *Registry) GossipAddr() string {
+	if r.gossip == nil || r.gossip.ml == nil {
+		return ""
+	}
+	n := r.gossip.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Members lists the live servers of the cluster (just this one without
+// gossip).
+func (r *Registry) Members() []string {
+	if r.gossip == nil || r.gossip.ml == nil {
+		return []string{r.cfg.NodeName}
+	}
+	var out []string
+	for _, m := range r.gossip.ml.Members() {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// Join adds peers to the cluster after start (tests, operators).
+func (r *Registry) Join(addrs ...string) error {
+	if r.gossip == nil {
+		return fmt.Errorf("registry: gossip is off")
+	}
+	_, err := r.gossip.ml.Join(addrs)
+	return err
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(string(p))
+	return len(p), nil
+}
+
+// queue gossips one change of an instance this server holds.
+func (g *gossip) queue(typ string, in *Instance) {
+	m := gossipMsg{Kind: msgDelta, Owner: g.r.cfg.NodeName}
+	if typ == EventDelete {
+		m.Dels = []delRef{{Key: in.Key, ID: in.ID, Version: in.Version}}
+	} else {
+		m.Puts = []*Instance{in.clone()}
+	}
+	b, err := msgpack.Marshal(&m)
+	if err != nil {
+		g.log.Error("registry: encoding a gossip delta", "err", err)
+		return
+	}
+	if len(b) > 1000 {
+		select {
+		case g.large <- b:
+		default:
+			g.log.Warn("registry: gossip backlog full; the change reaches peers with the next anti-entropy round")
+		}
+		return
+	}
+	g.q.QueueBroadcast(&broadcast{name: in.Key.String() + "/" + in.ID, msg: b})
+	// In a small cluster also send it to every member at once: gossip
+	// rounds add up to a few hundred milliseconds, a datagram to each peer
+	// costs microseconds. The queued copy still covers a lost datagram.
+	if ml := g.ml; ml != nil && ml.NumMembers() <= 16 {
+		for _, n := range ml.Members() {
+			if n.Name != g.r.cfg.NodeName {
+				_ = ml.SendBestEffort(n, b)
+			}
+		}
+	}
+}
+
+func (g *gossip) sendLarge() {
+	defer g.wg.Done()
+	for b := range g.large {
+		for _, n := range g.ml.Members() {
+			if n.Name == g.r.cfg.NodeName {
+				continue
+			}
+			if err := g.ml.SendReliable(n, b); err != nil {
+				g.log.Debug("registry: sending a delta", "to", n.Name, "err", err)
+			}
+		}
+	}
+}
+
+func (g *gossip) close() {
+	g.mu.Lock()
+	if g.done {
+		g.mu.Unlock()
+		return
+	}
+	g.done = true
+	g.mu.Unlock()
+	if g.ml != nil {
+		_ = g.ml.Leave(time.Second)
+		_ = g.ml.Shutdown()
+	}
+	close(g.large)
+	g.wg.Wait()
+}
+
+// memberlist.Delegate
+
+func (g *gossip) NodeMeta(limit int) []byte { return nil }
+
+func (g *gossip) NotifyMsg(b []byte) {
+	var m gossipMsg
+	if err := msgpack.Unmarshal(b, &m); err != nil {
+		g.log.Warn("registry: undecodable gossip message dropped", "err", err, "bytes", len(b))
+		return
+	}
+	g.r.applyRemote(&m)
+}
+
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte {
+	return g.q.GetBroadcasts(overhead, limit)
+}
+
+func (g *gossip) LocalState(join bool) []byte {
+	b, err := msgpack.Marshal(g.r.ownedState())
+	if err != nil {
+		g.log.Error("registry: encoding the owned state", "err", err)
+		return nil
+	}
+	return b
+}
+
+func (g *gossip) MergeRemoteState(buf []byte, join bool) {
+	g.NotifyMsg(buf)
+}
+
+// memberlist.EventDelegate
+
+func (g *gossip) NotifyJoin(n *memberlist.Node) {
+	if n.Name == g.r.cfg.NodeName {
+		return
+	}
+	g.r.mu.Lock()
+	delete(g.r.orphaned, n.Name)
+	g.r.mu.Unlock()
+	g.log.Info("registry: server joined", "node", n.Name, "addr", n.Address())
+	// Send our set at once rather than waiting for anti-entropy.
+	b := g.LocalState(false)
+	g.mu.Lock()
+	done := g.done
+	if !done {
+		g.wg.Add(1)
+	}
+	g.mu.Unlock()
+	if done {
+		return
+	}
+	go func() {
+		defer g.wg.Done()
+		if err := g.ml.SendReliable(n, b); err != nil {
+			g.log.Debug("registry: sending state to a new member", "node", n.Name, "err", err)
+		}
+	}()
+}
+
+func (g *gossip) NotifyLeave(n *memberlist.Node) {
+	if n.Name == g.r.cfg.NodeName {
+		return
+	}
+	g.log.Warn("registry: server left or unreachable; its instances go unless renewed here", "node", n.Name, "after", g.r.cfg.RemoveAfter)
+	g.r.mu.Lock()
+	if _, ok := g.r.orphaned[n.Name]; !ok {
+		g.r.orphaned[n.Name] = g.r.now()
+	}
+	g.r.mu.Unlock()
+}
+
+func (g *gossip) NotifyUpdate(n *memberlist.Node) {}
+
+var _ io.Writer = slogWriter{}
+
+// ownedState captures the ephemeral instances this server owns.
+func (r *Registry) ownedState() *gossipMsg {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := &gossipMsg{Kind: msgState, Owner: r.cfg.NodeName, Stamp: r.version()}
+	for _, s := range r.services {
+		for _, in := range s.instances {
+			if in.Ephemeral && in.Owner == r.cfg.NodeName {
+				m.Puts = append(m.Puts, in.clone())
+			}
+		}
+	}
+	return m
+}
+
+// applyRemote folds another server's delta or state into ours.
+func (r *Registry) applyRemote(m *gossipMsg) {
+	if m.Owner == r.cfg.NodeName {
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m.Stamp > r.lastVer {
+		r.lastVer = m.Stamp // keep our versions after what we have seen
+	}
+	inState := map[tombKey]bool{}
+	for _, in := range m.Puts {
+		if in == nil || in.normalize() != nil || !in.Ephemeral {
+			continue
+		}
+		tk := tombKey{in.Key, in.ID}
+		inState[tk] = true
+		if t, ok := r.tombs[tk]; ok && t.version >= in.Version {
+			continue
+		}
+		if in.Version > r.lastVer {
+			r.lastVer = in.Version
+		}
+		s := r.svc(in.Key, true)
+		cur := s.instances[in.ID]
+		if cur != nil && cur.Version >= in.Version {
+			continue
+		}
+		c := in.clone()
+		c.LastBeat = now.UnixMilli()
+		s.instances[in.ID] = c
+		if cur == nil || changed(cur, c) {
+			r.record(in.Key, s, EventPut, c)
+		}
+	}
+	for _, d := range m.Dels {
+		d.Key.fill()
+		tk := tombKey{d.Key, d.ID}
+		if t := r.tombs[tk]; t.version < d.Version {
+			r.tombs[tk] = tomb{version: d.Version, at: now}
+		}
+		s := r.svc(d.Key, false)
+		if s == nil {
+			continue
+		}
+		if cur := s.instances[d.ID]; cur != nil && cur.Version <= d.Version {
+			delete(s.instances, d.ID)
+			r.record(d.Key, s, EventDelete, cur)
+		}
+	}
+	if m.Kind == msgState {
+		// The owner's full set: its instances we hold that it no longer
+		// has (and that are older than the capture) were deleted there.
+		for k, s := range r.services {
+			for id, in := range s.instances {
+				if in.Ephemeral && in.Owner == m.Owner && !inState[tombKey{k, id}] && in.Version < m.Stamp {
+					delete(s.instances, id)
+					r.tombs[tombKey{k, id}] = tomb{version: in.Version, at: now}
+					r.record(k, s, EventDelete, in)
+				}
+			}
+		}
+		delete(r.orphaned, m.Owner)
+	}
+}
