@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -77,7 +78,7 @@ type gossipMsg struct {
 
 type gossip struct {
 	r     *Registry
-	ml    *memberlist.Memberlist
+	mlp   atomic.Pointer[memberlist.Memberlist]
 	q     *memberlist.TransmitLimitedQueue
 	log   *slog.Logger
 	wg    sync.WaitGroup
@@ -85,6 +86,9 @@ type gossip struct {
 	done  bool
 	large chan []byte // deltas too big for a gossip packet, sent over TCP
 }
+
+// ml is the memberlist, nil until it is created.
+func (g *gossip) ml() *memberlist.Memberlist { return g.mlp.Load() }
 
 type broadcast struct {
 	name string
@@ -139,10 +143,10 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	mc.Events = g
 	mc.Logger = log.New(slogWriter{g.log}, "", 0)
 	g.q = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
-		if g.ml == nil {
-			return 1
+		if ml := g.ml(); ml != nil {
+			return ml.NumMembers()
 		}
-		return g.ml.NumMembers()
+		return 1
 	}, RetransmitMult: mc.RetransmitMult}
 	r.mu.Lock()
 	r.gossip = g // deltas queue from now on
@@ -154,7 +158,7 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 		r.mu.Unlock()
 		return fmt.Errorf("registry: gossip: %w", err)
 	}
-	g.ml = ml
+	g.mlp.Store(ml)
 	g.wg.Add(1)
 	go g.sendLarge()
 	if len(cfg.Join) > 0 {
@@ -172,24 +176,19 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 
 // GossipAddr is the gossip listener's advertised address ("" without gossip).
 func (r *Registry) GossipAddr() string {
-	if r.gossip == nil || r.gossip.ml == nil {
+	if r.gossip == nil || r.gossip.ml() == nil {
 		return ""
 	}
-	n := r.gossip.ml.LocalNode()
+	n := r.gossip.ml().LocalNode()
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
 // Members lists the live servers of the cluster (just this one without
 // gossip).
 func (r *Registry) Members() []string {
-	if r.gossip == nil || r.gossip.ml == nil {
-		return []string{r.cfg.NodeName}
-	}
-	var out []string
-	for _, m := range r.gossip.ml.Members() {
-		out = append(out, m.Name)
-	}
-	return out
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.membersLocked()
 }
 
 // Join adds peers to the cluster after start (tests, operators).
@@ -197,7 +196,7 @@ func (r *Registry) Join(addrs ...string) error {
 	if r.gossip == nil {
 		return fmt.Errorf("registry: gossip is off")
 	}
-	_, err := r.gossip.ml.Join(addrs)
+	_, err := r.gossip.ml().Join(addrs)
 	return err
 }
 
@@ -233,7 +232,7 @@ func (g *gossip) queue(typ string, in *Instance) {
 	// In a small cluster also send it to every member at once: gossip
 	// rounds add up to a few hundred milliseconds, a datagram to each peer
 	// costs microseconds. The queued copy still covers a lost datagram.
-	if ml := g.ml; ml != nil && ml.NumMembers() <= 16 {
+	if ml := g.ml(); ml != nil && ml.NumMembers() <= 16 {
 		for _, n := range ml.Members() {
 			if n.Name != g.r.cfg.NodeName {
 				_ = ml.SendBestEffort(n, b)
@@ -245,11 +244,11 @@ func (g *gossip) queue(typ string, in *Instance) {
 func (g *gossip) sendLarge() {
 	defer g.wg.Done()
 	for b := range g.large {
-		for _, n := range g.ml.Members() {
+		for _, n := range g.ml().Members() {
 			if n.Name == g.r.cfg.NodeName {
 				continue
 			}
-			if err := g.ml.SendReliable(n, b); err != nil {
+			if err := g.ml().SendReliable(n, b); err != nil {
 				g.log.Debug("registry: sending a delta", "to", n.Name, "err", err)
 			}
 		}
@@ -264,9 +263,9 @@ func (g *gossip) close() {
 	}
 	g.done = true
 	g.mu.Unlock()
-	if g.ml != nil {
-		_ = g.ml.Leave(time.Second)
-		_ = g.ml.Shutdown()
+	if ml := g.ml(); ml != nil {
+		_ = ml.Leave(time.Second)
+		_ = ml.Shutdown()
 	}
 	close(g.large)
 	g.wg.Wait()
@@ -325,7 +324,7 @@ func (g *gossip) NotifyJoin(n *memberlist.Node) {
 	}
 	go func() {
 		defer g.wg.Done()
-		if err := g.ml.SendReliable(n, b); err != nil {
+		if err := g.ml().SendReliable(n, b); err != nil {
 			g.log.Debug("registry: sending state to a new member", "node", n.Name, "err", err)
 		}
 	}()

@@ -524,6 +524,21 @@ type Status struct {
 	Renewals         int64 `json:"renewals"`
 	ExpectedRenewals int64 `json:"expected_renewals"`
 	Watchers         int64 `json:"watchers"`
+	// Members are the servers of the replication cluster this one sees.
+	Members []string `json:"members"`
+}
+
+func (r *Registry) membersLocked() []string {
+	g := r.gossip
+	if g == nil || g.ml() == nil {
+		return []string{r.cfg.NodeName}
+	}
+	var out []string
+	for _, m := range g.ml().Members() {
+		out = append(out, m.Name)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Status reports counts and the self-preservation state.
@@ -543,6 +558,7 @@ func (r *Registry) Status() Status {
 		}
 	}
 	st.Renewals, st.ExpectedRenewals = r.renewalsLocked(r.now()), r.expectedLocked()
+	st.Members = r.membersLocked()
 	return st
 }
 
