@@ -1,105 +1,30 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/tangram-dev/tangram/internal/etcdpeer"
 )
-
-// serveEtcd runs an embedded etcd (the peer) in this process, started as a
-// child of the benchmark so that its memory is its own, until SIGTERM.
-func serveEtcd(dir, clientURL, peerURL string) error {
-	cfg := embed.NewConfig()
-	cfg.Dir = dir
-	cu, err := url.Parse(clientURL)
-	if err != nil {
-		return err
-	}
-	pu, err := url.Parse(peerURL)
-	if err != nil {
-		return err
-	}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return err
-	}
-	defer e.Close()
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(60 * time.Second):
-		return fmt.Errorf("etcd not ready")
-	}
-	fmt.Println("ready")
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
-	select {
-	case <-sig:
-	case err := <-e.Err():
-		return err
-	}
-	return nil
-}
-
-func freeURL() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return "http://" + ln.Addr().String(), nil
-}
 
 // measureEtcd runs the same rounds against etcd (go.etcd.io/etcd, embedded
 // in a child process): n watchers, each with its own client and so its own
 // connection, as each config client has, watching one key; a round puts a
 // new value and times each watcher's event from the start of the put.
 func measureEtcd(n, rounds int, dir string) ([]result, float64, int64, error) {
-	exe, err := os.Executable()
+	peer, err := etcdpeer.Start("-serve-etcd", filepath.Join(dir, "etcd"))
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	cu, err1 := freeURL()
-	pu, err2 := freeURL()
-	if err1 != nil || err2 != nil {
-		return nil, 0, 0, fmt.Errorf("ports: %v %v", err1, err2)
-	}
-	cmd := exec.Command(exe, "-serve-etcd", filepath.Join(dir, "etcd"), cu, pu)
-	var errBuf bytes.Buffer // etcd logs its shutdown as errors; shown only if it fails to start
-	cmd.Stderr = &errBuf
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, 0, 0, err
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
-		return nil, 0, 0, fmt.Errorf("etcd child: %q %v\n%s", line, err, errBuf.String())
-	}
-	endpoint := cu[len("http://"):]
+	defer peer.Stop()
+	endpoint, pid := peer.Endpoint, peer.PID()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const key = "/bench/application"
@@ -163,8 +88,8 @@ func measureEtcd(n, rounds int, dir string) ([]result, float64, int64, error) {
 	var results []result
 	for r := 0; r < rounds; r++ {
 		time.Sleep(settle)
-		rss := serverRSS(cmd.Process.Pid)
-		srvCPU0, ownCPU0 := procCPU(cmd.Process.Pid), selfCPU()
+		rss := serverRSS(pid)
+		srvCPU0, ownCPU0 := procCPU(pid), selfCPU()
 		start := time.Now()
 		if _, err := admin.Put(ctx, key, strconv.Itoa(r+1)); err != nil {
 			return nil, 0, 0, err
@@ -172,9 +97,9 @@ func measureEtcd(n, rounds int, dir string) ([]result, float64, int64, error) {
 		pub := time.Since(start)
 		lat := collect(&mu, &arrivals[r], n, start, 30*time.Second)
 		res := newResult(n, r, lat, rss, pub)
-		res.ServerCPUms, res.ClientCPUms = (procCPU(cmd.Process.Pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
+		res.ServerCPUms, res.ClientCPUms = (procCPU(pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
 		results = append(results, res)
 		fmt.Fprintf(os.Stderr, "etcd round %d: %d/%d notified, p99 %.1f ms, RSS %.0f MiB\n", r+1, res.Notified, n, res.P99ms, res.RSSMiB)
 	}
-	return results, serverHWM(cmd.Process.Pid), failures, nil
+	return results, serverHWM(pid), failures, nil
 }

@@ -36,6 +36,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/etcdpeer"
 )
 
 const token = "tgm_bench-token-0123456789abcdefghij"
@@ -80,7 +82,7 @@ func main() {
 	flag.BoolVar(&withEtcd, "etcd", true, "also measure etcd (watch on one key) as a peer")
 	flag.Parse()
 	if *serveEtcdFlag {
-		if err := serveEtcd(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+		if err := etcdpeer.Serve(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
 			fmt.Fprintln(os.Stderr, "etcd:", err)
 			os.Exit(1)
 		}
