@@ -213,7 +213,7 @@ func (g *gossip) queue(typ string, in *Instance) {
 	if typ == EventDelete {
 		m.Dels = []delRef{{Key: in.Key, ID: in.ID, Version: in.Version}}
 	} else {
-		m.Puts = []*Instance{in.clone()}
+		m.Puts = []*Instance{in}
 	}
 	b, err := msgpack.Marshal(&m)
 	if err != nil {
@@ -354,7 +354,7 @@ func (r *Registry) ownedState() *gossipMsg {
 	for _, s := range r.services {
 		for _, in := range s.instances {
 			if in.Ephemeral && in.Owner == r.cfg.NodeName {
-				m.Puts = append(m.Puts, in.clone())
+				m.Puts = append(m.Puts, in)
 			}
 		}
 	}
@@ -391,8 +391,9 @@ func (r *Registry) applyRemote(m *gossipMsg) {
 			continue
 		}
 		c := in.clone()
-		c.LastBeat = now.UnixMilli()
+		r.intern(s, c)
 		s.instances[in.ID] = c
+		s.beats[in.ID] = now.UnixMilli()
 		if cur == nil || changed(cur, c) {
 			r.record(in.Key, s, EventPut, c)
 		}
@@ -409,6 +410,7 @@ func (r *Registry) applyRemote(m *gossipMsg) {
 		}
 		if cur := s.instances[d.ID]; cur != nil && cur.Version <= d.Version {
 			delete(s.instances, d.ID)
+			delete(s.beats, d.ID)
 			r.record(d.Key, s, EventDelete, cur)
 		}
 	}
@@ -419,6 +421,7 @@ func (r *Registry) applyRemote(m *gossipMsg) {
 			for id, in := range s.instances {
 				if in.Ephemeral && in.Owner == m.Owner && !inState[tombKey{k, id}] && in.Version < m.Stamp {
 					delete(s.instances, id)
+					delete(s.beats, id)
 					r.tombs[tombKey{k, id}] = tomb{version: in.Version, at: now}
 					r.record(k, s, EventDelete, in)
 				}

@@ -184,7 +184,7 @@ func (reg *Registry) find(k Key, id string) *Instance {
 	defer reg.mu.RUnlock()
 	if s := reg.svc(k, false); s != nil {
 		if in := s.instances[id]; in != nil {
-			return in.clone()
+			return in
 		}
 	}
 	return nil

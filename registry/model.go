@@ -6,6 +6,9 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Errors of the package.
@@ -70,7 +73,6 @@ type Instance struct {
 	Owner        string `json:"owner,omitempty" msgpack:"owner,omitempty"`                 // server that holds its heartbeats
 	Version      int64  `json:"version,omitempty" msgpack:"version,omitempty"`             // orders updates across servers
 	RegisteredAt int64  `json:"registered_at,omitempty" msgpack:"registered_at,omitempty"` // unix ms
-	LastBeat     int64  `json:"last_beat,omitempty" msgpack:"last_beat,omitempty"`         // unix ms
 }
 
 // Addr is "host:port".
@@ -169,4 +171,29 @@ type Snapshot struct {
 	// were deregistered or expired here (not merely unknown to this server,
 	// as after a restart): only then may a client drop its non-empty list.
 	Emptied bool `json:"emptied,omitempty" msgpack:"emptied,omitempty"`
+
+	enc *encoding // shared msgpack encoding, when many watchers get this value
+}
+
+type encoding struct {
+	once sync.Once
+	b    []byte
+	err  error
+}
+
+type snapshotWire Snapshot
+
+// MarshalMsgpack encodes the snapshot once however many watch streams send
+// it (the encoding is cached when the registry shares the value).
+func (s *Snapshot) MarshalMsgpack() ([]byte, error) {
+	if s.enc == nil {
+		return msgpack.Marshal((*snapshotWire)(s))
+	}
+	s.enc.once.Do(func() { s.enc.b, s.enc.err = msgpack.Marshal((*snapshotWire)(s)) })
+	return s.enc.b, s.enc.err
+}
+
+// UnmarshalMsgpack decodes what MarshalMsgpack wrote.
+func (s *Snapshot) UnmarshalMsgpack(b []byte) error {
+	return msgpack.Unmarshal(b, (*snapshotWire)(s))
 }

@@ -95,6 +95,7 @@ func (r *Registry) reload(ctx context.Context) error {
 		if cur != nil {
 			in.Healthy = cur.Healthy
 		}
+		r.intern(s, in)
 		s.instances[ref.id] = in
 		r.emit(ref.k, s, EventPut, in)
 	}
@@ -149,7 +150,7 @@ func (r *Registry) probeAll() {
 	for _, s := range r.services {
 		for _, in := range s.instances {
 			if !in.Ephemeral {
-				targets = append(targets, in.clone())
+				targets = append(targets, in)
 			}
 		}
 	}
@@ -180,9 +181,11 @@ func (r *Registry) probeAll() {
 		if in == nil || in.Ephemeral || in.Healthy == ok[i] {
 			continue
 		}
-		in.Healthy = ok[i]
+		c := in.clone()
+		c.Healthy = ok[i]
+		s.instances[t.ID] = c
 		r.log.Info("registry: probe changed health", "service", t.Key.String(), "id", in.ID, "healthy", ok[i])
-		r.emit(t.Key, s, EventPut, in)
+		r.emit(t.Key, s, EventPut, c)
 	}
 }
 

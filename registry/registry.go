@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,9 +107,11 @@ type Registry struct {
 
 	watchers atomic.Int64
 	metrics  *metrics
-	gossip   *gossip              // nil without replication
-	orphaned map[string]time.Time // owners that left the cluster, since when
-	tombs    map[tombKey]tomb     // recent deletions, against late older puts
+	gossip   *gossip                      // nil without replication
+	orphaned map[string]time.Time         // owners that left the cluster, since when
+	tombs    map[tombKey]tomb             // recent deletions, against late older puts
+	owners   map[string]string            // interned owner names
+	metas    map[string]map[string]string // interned metadata maps, by content
 	stop     chan struct{}
 	ctx      context.Context // canceled by Close
 	cancel   context.CancelFunc
@@ -117,13 +120,21 @@ type Registry struct {
 	started  time.Time
 }
 
+// service holds one service's instances. Stored *Instance values are never
+// modified: a change stores a new one, so snapshots, change logs and gossip
+// share them without copying.
 type service struct {
+	key       Key // the canonical strings every instance shares
 	instances map[string]*Instance
-	rev       int64   // revision of the last change
-	log       []Event // changes, oldest first
-	floor     int64   // revisions <= floor are no longer in log
+	beats     map[string]int64 // last renewal (unix ms) of ephemeral instances
+	rev       int64            // revision of the last change
+	log       []Event          // changes, oldest first
+	floor     int64            // revisions <= floor are no longer in log
 	changed   chan struct{}
 	emptied   bool
+	node      string
+	dmu       sync.Mutex // guards lastDelta (read-locked callers share it)
+	lastDelta *deltaCache
 }
 
 // New returns a registry; Start begins its background work.
@@ -137,6 +148,8 @@ func New(cfg Config) (*Registry, error) {
 		services: map[Key]*service{},
 		rev:      1, // 0 means "no revision" to Watch
 		orphaned: map[string]time.Time{},
+		owners:   map[string]string{},
+		metas:    map[string]map[string]string{},
 		tombs:    map[tombKey]tomb{},
 		renews:   make([]int64, int(max(cfg.PreservationWindow/time.Second, 1))),
 		stop:     make(chan struct{}),
@@ -194,7 +207,7 @@ func (r *Registry) Node() string { return r.cfg.NodeName }
 func (r *Registry) svc(k Key, create bool) *service {
 	s := r.services[k]
 	if s == nil && create {
-		s = &service{instances: map[string]*Instance{}, changed: make(chan struct{})}
+		s = &service{key: k, node: r.cfg.NodeName, instances: map[string]*Instance{}, beats: map[string]int64{}, changed: make(chan struct{})}
 		r.services[k] = s
 	}
 	return s
@@ -224,7 +237,7 @@ func (r *Registry) emit(k Key, s *service, typ string, in *Instance) {
 func (r *Registry) record(k Key, s *service, typ string, in *Instance) {
 	r.rev++
 	s.rev = r.rev
-	s.log = append(s.log, Event{Revision: r.rev, Type: typ, Instance: in.clone()})
+	s.log = append(s.log, Event{Revision: r.rev, Type: typ, Instance: in})
 	if over := len(s.log) - r.cfg.LogSize; over > 0 {
 		s.floor = s.log[over-1].Revision
 		s.log = append(s.log[:0:0], s.log[over:]...)
@@ -252,9 +265,9 @@ func (r *Registry) Register(ctx context.Context, in Instance) (*Instance, error)
 	s := r.svc(in.Key, true)
 	old := s.instances[in.ID]
 	stored := in.clone()
+	r.intern(s, stored)
 	stored.Owner = r.cfg.NodeName
-	stored.LastBeat = now.UnixMilli()
-	stored.RegisteredAt = stored.LastBeat
+	stored.RegisteredAt = now.UnixMilli()
 	if old != nil {
 		stored.RegisteredAt = old.RegisteredAt
 	}
@@ -276,14 +289,76 @@ func (r *Registry) Register(ctx context.Context, in Instance) (*Instance, error)
 	defer r.mu.Unlock()
 	s = r.svc(in.Key, true)
 	if cur := s.instances[in.ID]; cur != nil && cur.Version > stored.Version {
-		return cur.clone(), nil // a newer write won meanwhile
+		return cur, nil // a newer write won meanwhile
 	}
 	s.instances[in.ID] = stored
+	if stored.Ephemeral {
+		s.beats[in.ID] = now.UnixMilli()
+	}
 	r.countRenewal(now)
 	if old == nil || changed(old, stored) {
 		r.emit(in.Key, s, EventPut, stored)
 	}
-	return stored.clone(), nil
+	return stored, nil
+}
+
+// intern makes in share the service's name strings, the owner name and an
+// identical metadata map already stored, so a hundred thousand instances
+// do not hold a hundred thousand copies of each.
+func (r *Registry) intern(s *service, in *Instance) {
+	in.Key = s.key
+	if o, ok := r.owners[in.Owner]; ok {
+		in.Owner = o
+	} else if len(r.owners) < 4096 {
+		r.owners[in.Owner] = in.Owner
+	}
+	if len(in.Metadata) == 0 {
+		in.Metadata = nil
+		return
+	}
+	keys := make([]string, 0, len(in.Metadata))
+	for k := range in.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(in.Metadata[k])
+		b.WriteByte(0)
+	}
+	if m, ok := r.metas[b.String()]; ok {
+		in.Metadata = m
+		return
+	}
+	if len(r.metas) >= 16384 {
+		clear(r.metas) // a cache, not a registry of its own: start over
+	}
+	r.metas[b.String()] = in.Metadata
+}
+
+// delta returns the changes after rev. Watchers woken by one change all ask
+// for the same range: they share one Snapshot, and so one encoding of it.
+func (s *service) delta(rev int64) *Snapshot {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if d := s.lastDelta; d != nil && d.from == rev && d.snap.Revision == s.rev {
+		return d.snap
+	}
+	snap := &Snapshot{Key: s.key, Revision: s.rev, Node: s.node, enc: &encoding{}}
+	for _, ev := range s.log {
+		if ev.Revision > rev {
+			snap.Events = append(snap.Events, ev)
+		}
+	}
+	s.lastDelta = &deltaCache{from: rev, snap: snap}
+	return snap
+}
+
+type deltaCache struct {
+	from int64
+	snap *Snapshot
 }
 
 // changed reports whether a watcher would see a difference.
@@ -316,13 +391,13 @@ func (r *Registry) Heartbeat(ctx context.Context, k Key, id string) error {
 		return fmt.Errorf("%w: instance %s of %s (register it again)", ErrNotFound, id, k)
 	}
 	r.countRenewal(now)
-	in.LastBeat = now.UnixMilli()
-	moved := in.Owner != r.cfg.NodeName // the client moved here: take the instance over
-	in.Owner = r.cfg.NodeName
-	if moved || !in.Healthy {
-		in.Healthy = true
-		in.Version = r.version()
-		r.emit(k, s, EventPut, in)
+	s.beats[id] = now.UnixMilli()
+	if moved := in.Owner != r.cfg.NodeName; moved || !in.Healthy {
+		// Back to health, or the client moved here: take the instance over.
+		c := in.clone()
+		c.Owner, c.Healthy, c.Version = r.cfg.NodeName, true, r.version()
+		s.instances[id] = c
+		r.emit(k, s, EventPut, c)
 	}
 	return nil
 }
@@ -360,6 +435,7 @@ func (r *Registry) removeLocked(k Key, id string) *Instance {
 		return nil
 	}
 	delete(s.instances, id)
+	delete(s.beats, id)
 	r.emit(k, s, EventDelete, in)
 	return in
 }
@@ -412,9 +488,12 @@ func (r *Registry) Update(ctx context.Context, k Key, id string, p Patch) (*Inst
 	if in == nil {
 		return nil, fmt.Errorf("%w: instance %s of %s", ErrNotFound, id, k)
 	}
-	in.Weight, in.Enabled, in.Metadata, in.Version = cur.Weight, cur.Enabled, cur.Metadata, cur.Version
-	r.emit(k, s, EventPut, in)
-	return in.clone(), nil
+	c := in.clone()
+	c.Weight, c.Enabled, c.Metadata, c.Version = cur.Weight, cur.Enabled, cur.Metadata, cur.Version
+	r.intern(s, c)
+	s.instances[id] = c
+	r.emit(k, s, EventPut, c)
+	return c, nil
 }
 
 // Get returns the full list of a service.
@@ -434,7 +513,7 @@ func (r *Registry) snapshotLocked(k Key, s *service) Snapshot {
 	}
 	snap.Emptied = s.emptied && len(s.instances) == 0
 	for _, in := range s.instances {
-		snap.Instances = append(snap.Instances, in.clone())
+		snap.Instances = append(snap.Instances, in)
 	}
 	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].ID < snap.Instances[j].ID })
 	return snap
@@ -452,26 +531,27 @@ func (r *Registry) Watch(ctx context.Context, k Key, rev int64) (Snapshot, error
 	r.watchers.Add(1)
 	defer r.watchers.Add(-1)
 	for {
-		r.mu.Lock()
-		s := r.svc(k, true)
+		r.mu.RLock()
+		s := r.svc(k, false)
+		if s == nil {
+			r.mu.RUnlock()
+			r.mu.Lock()
+			r.svc(k, true)
+			r.mu.Unlock()
+			continue
+		}
 		if rev <= 0 || rev < s.floor || rev > r.rev {
 			snap := r.snapshotLocked(k, s)
-			r.mu.Unlock()
+			r.mu.RUnlock()
 			return snap, nil
 		}
 		if s.rev > rev {
-			snap := Snapshot{Key: k, Revision: s.rev, Node: r.cfg.NodeName}
-			for _, ev := range s.log {
-				if ev.Revision > rev {
-					ev.Instance = ev.Instance.clone()
-					snap.Events = append(snap.Events, ev)
-				}
-			}
-			r.mu.Unlock()
-			return snap, nil
+			snap := s.delta(rev)
+			r.mu.RUnlock()
+			return *snap, nil
 		}
 		ch := s.changed
-		r.mu.Unlock()
+		r.mu.RUnlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -663,22 +743,24 @@ func (r *Registry) expire() {
 				// renewed it here: drop the replica, quietly (each server
 				// does the same for itself).
 				delete(s.instances, id)
+				delete(s.beats, id)
 				r.record(k, s, EventDelete, in)
 				continue
 			}
 			if !in.Ephemeral || in.Owner != r.cfg.NodeName {
 				continue
 			}
-			silent := time.Duration(nowMs-in.LastBeat) * time.Millisecond
+			silent := time.Duration(nowMs-s.beats[id]) * time.Millisecond
 			switch {
 			case silent >= r.cfg.RemoveAfter && (!preserve || silent >= r.cfg.PreservationMax):
 				r.log.Info("registry: instance expired", "service", k.String(), "id", id, "silent", silent.Round(time.Millisecond))
 				r.removeLocked(k, id)
 				r.metrics.expired.Inc()
 			case silent >= r.cfg.UnhealthyAfter && in.Healthy:
-				in.Healthy = false
-				in.Version = r.version()
-				r.emit(k, s, EventPut, in)
+				c := in.clone()
+				c.Healthy, c.Version = false, r.version()
+				s.instances[id] = c
+				r.emit(k, s, EventPut, c)
 			}
 		}
 	}
