@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tangram-dev/tangram/rpc/codec"
 )
 
 // Replication is AP: every server owns the ephemeral instances registered
@@ -277,7 +279,7 @@ func (g *gossip) NodeMeta(limit int) []byte { return nil }
 
 func (g *gossip) NotifyMsg(b []byte) {
 	var m gossipMsg
-	if err := msgpack.Unmarshal(b, &m); err != nil {
+	if err := codec.Msgpack.Unmarshal(b, &m); err != nil {
 		g.log.Warn("registry: undecodable gossip message dropped", "err", err, "bytes", len(b))
 		return
 	}

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -43,11 +43,27 @@ func (k *Key) fill() {
 	}
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+// validName: 1–128 letters, digits, '.', '_', ':' or '-', starting with a
+// letter or digit (a loop: this runs on every registration).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == ':' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 func (k Key) validate() error {
 	for _, p := range []struct{ what, v string }{{"namespace", k.Namespace}, {"group", k.Group}, {"service", k.Service}} {
-		if !nameRE.MatchString(p.v) {
+		if !validName(p.v) {
 			return fmt.Errorf("%w %s %q: 1–128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", ErrInvalid, p.what, p.v)
 		}
 	}
@@ -95,7 +111,7 @@ func (in *Instance) normalize() error {
 	if in.Host == "" || len(in.Host) > 253 {
 		return fmt.Errorf("%w host %q: want an IP address or a DNS name of at most 253 bytes", ErrInvalid, in.Host)
 	}
-	if ip := net.ParseIP(in.Host); ip == nil && !hostRE.MatchString(in.Host) {
+	if ip := net.ParseIP(in.Host); ip == nil && !validHostname(in.Host) {
 		return fmt.Errorf("%w host %q: not an IP address or DNS name", ErrInvalid, in.Host)
 	}
 	if in.Port < 1 || in.Port > 65535 {
@@ -126,7 +142,26 @@ func (in *Instance) normalize() error {
 	return nil
 }
 
-var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$`)
+// validHostname checks a DNS name: dot-separated labels of 1–63 letters,
+// digits and '-', not starting with '-'; a trailing dot is allowed.
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // clone returns a deep copy.
 func (in *Instance) clone() *Instance {

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,7 +67,14 @@ func main() {
 	rounds := flag.Int("rounds", 5, "push rounds")
 	conc := flag.Int("c", 64, "concurrent registering callers")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
+	cpuprofile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		if f, err := os.Create(*cpuprofile); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if *serve {
 		if err := etcdpeer.Serve(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
 			fmt.Fprintln(os.Stderr, "etcd:", err)
@@ -78,6 +86,7 @@ func main() {
 		*n, *rounds = 20000, 3
 	}
 	if err := run(*n, *watchers, *rounds, *conc, *bin); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench/registry:", err)
 		os.Exit(1)
 	}

@@ -121,6 +121,9 @@ func (msgpackCodec) Append(dst []byte, v any) ([]byte, error) {
 }
 
 func (msgpackCodec) Unmarshal(data []byte, v any) error {
+	if err := checkMsgpack(data); err != nil {
+		return err
+	}
 	if err := msgpack.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("codec msgpack: %w", err)
 	}

@@ -44,3 +44,32 @@ func TestRoundTrips(t *testing.T) {
 		t.Fatal("ByName(xml)")
 	}
 }
+
+// Five bytes declaring a huge array must be refused before msgpack/v5
+// preallocates it; valid messages pass.
+func TestMsgpackLengthBomb(t *testing.T) {
+	var out struct{ P []*msg }
+	bomb := []byte("\x81\xa1P\xdd\x7f\xff\xff\xff\xc0")
+	if err := Msgpack.Unmarshal(bomb, &out); err == nil || !strings.Contains(err.Error(), "declares") {
+		t.Fatalf("want a refusal, got %v", err)
+	}
+	b, _ := Msgpack.Append(nil, &struct{ P []*msg }{P: []*msg{{A: "x", B: []int{1, 2, 3}}, nil}})
+	if err := checkMsgpack(b); err != nil {
+		t.Fatalf("valid message refused: %v", err)
+	}
+	if err := checkMsgpack(b[:len(b)-1]); err == nil {
+		t.Fatal("truncated message accepted")
+	}
+}
+
+func FuzzMsgpack(f *testing.F) {
+	b, _ := Msgpack.Append(nil, &msg{A: "x", B: []int{1, 2}})
+	f.Add(b)
+	f.Add([]byte("\x81\xa1P\xdd\x7f\xff\xff\xff\xc0"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var m msg
+		_ = Msgpack.Unmarshal(in, &m)
+		var anyv any
+		_ = Msgpack.Unmarshal(in, &anyv)
+	})
+}
