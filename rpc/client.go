@@ -274,6 +274,38 @@ func (c *Client) Invoke(ctx context.Context, method string, req, resp any, opts 
 	})(ctx, info, req, resp)
 }
 
+// rawCodec passes bytes through under another codec's wire ID: proxies
+// forward bodies without decoding them.
+type rawCodec struct{ id uint8 }
+
+func (r rawCodec) ID() uint8    { return r.id }
+func (r rawCodec) Name() string { return "raw" }
+func (r rawCodec) Append(dst []byte, v any) ([]byte, error) {
+	switch b := v.(type) {
+	case []byte:
+		return append(dst, b...), nil
+	case rawBody:
+		return append(dst, b...), nil
+	}
+	return dst, fmt.Errorf("raw codec: %T is not []byte", v)
+}
+func (r rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+
+// InvokeRaw calls method with a body already encoded in the codec with wire
+// ID codecID and returns the answer's body undecoded — what a proxy needs.
+// Metadata comes from ctx as for any call.
+func (c *Client) InvokeRaw(ctx context.Context, method string, codecID uint8, body []byte, opts ...CallOption) ([]byte, error) {
+	if codec.ByID(codecID) == nil {
+		return nil, Errorf(InvalidArgument, "unknown codec id %d", codecID)
+	}
+	var out []byte
+	err := c.Invoke(ctx, method, body, &out, append(opts, Codec(rawCodec{id: codecID}))...)
+	return out, err
+}
+
 // Oneway sends a call without waiting for (or getting) an answer; the error
 // says only whether it could be sent.
 func (c *Client) Oneway(ctx context.Context, method string, req any, opts ...CallOption) error {
@@ -353,7 +385,7 @@ func (c *Client) invoke(ctx context.Context, info *CallInfo, req, resp any, co *
 			if typ == FrameOneway {
 				return nil
 			}
-			return decodeResponse(rf, resp, info.Method)
+			return decodeResponse(rf, resp, info.Method, cd)
 		}
 		e := toError(err)
 		if last != nil && e.notSent && e.Code == Unavailable && strings.HasPrefix(e.Message, "no healthy endpoint") {
@@ -384,14 +416,17 @@ func (c *Client) metadata(ctx context.Context) Metadata {
 	return out
 }
 
-func decodeResponse(rf *Frame, resp any, method string) error {
+func decodeResponse(rf *Frame, resp any, method string, sent codec.Codec) error {
 	if rf.Status != OK {
 		return &Error{Code: rf.Status, Message: rf.Message}
 	}
 	if resp == nil {
 		return nil
 	}
-	cd := codec.ByID(rf.Codec)
+	cd := sent
+	if cd.ID() != rf.Codec {
+		cd = codec.ByID(rf.Codec)
+	}
 	if cd == nil {
 		return Errorf(Internal, "%s: response in unknown codec %d", method, rf.Codec)
 	}

@@ -348,3 +348,31 @@ func TestFrameLimitsPerCall(t *testing.T) {
 		t.Fatalf("the connection should be intact: %v", err)
 	}
 }
+
+// A server with a Fallback forwards calls it has no handler for, undecoded,
+// through InvokeRaw — a one-hop proxy in a dozen lines.
+func TestFallbackAndInvokeRaw(t *testing.T) {
+	_, backend := testServer(t, Config{})
+	bc := dial(t, backend)
+	front, err := NewServer(Config{Logger: quietLogger(), Fallback: func(ctx context.Context, method string, codecID uint8, body []byte) ([]byte, error) {
+		var kv []string
+		for k, v := range Incoming(ctx) {
+			kv = append(kv, k, v)
+		}
+		return bc.InvokeRaw(WithOutgoing(ctx, kv...), method, codecID, body)
+	}})
+	must(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	go front.Serve(ln)
+	defer front.Close()
+	c := dial(t, ln.Addr().String())
+	ctx := WithOutgoing(context.Background(), MetaXID, "x-1")
+	r, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "via proxy"}, Codec(codec.JSON))
+	if err != nil || r.Text != "via proxy" || r.Peer != backend || r.Meta[MetaXID] != "x-1" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if _, err := Call[echoResp](ctx, c, "Echo/Nope", &echoReq{}); CodeOf(err) != NotFound {
+		t.Fatalf("backend's error through the proxy: %v", err)
+	}
+}

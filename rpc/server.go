@@ -45,7 +45,16 @@ type Config struct {
 	Interceptors []ServerInterceptor
 	// StreamInterceptors wrap every stream handler.
 	StreamInterceptors []StreamServerInterceptor
+	// Fallback, when set, answers unary calls to methods nobody registered,
+	// with the request body undecoded (a proxy forwards it as it is). The
+	// answer is sent in the request's codec.
+	Fallback RawHandler
 }
+
+// RawHandler handles a call without decoding it: method is
+// "Service/Method", codecID the body's codec. Incoming(ctx) has the caller's
+// metadata.
+type RawHandler func(ctx context.Context, method string, codecID uint8, body []byte) ([]byte, error)
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() Config {
@@ -108,6 +117,7 @@ type method struct {
 	stream func(ctx context.Context, st *stream) error // streaming
 	limit  int64
 	active atomic.Int64
+	raw    bool // served by Config.Fallback
 }
 
 // MethodOption configures one registered method.
@@ -126,6 +136,7 @@ type Server struct {
 
 	mu        sync.RWMutex
 	services  map[string]map[string]*method
+	fallbacks map[string]*method // per-method limits and counters of Fallback calls
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 
@@ -149,6 +160,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		services:  map[string]map[string]*method{},
+		fallbacks: map[string]*method{},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		stop:      make(chan struct{}),
@@ -476,6 +488,9 @@ func (sc *serverConn) admit(f *Frame) (*method, bool) {
 		return nil, false
 	}
 	m := s.lookup(f.Service, f.Method)
+	if m == nil && s.cfg.Fallback != nil && f.Type != FrameStreamOpen {
+		m = s.fallbackMethod(f)
+	}
 	if m == nil {
 		if s.lookupService(f.Service) {
 			sc.refuse(f, NotFound, "unknown method "+f.Service+"/"+f.Method)
@@ -501,6 +516,23 @@ func (sc *serverConn) admit(f *Frame) (*method, bool) {
 	}
 	s.handlers.Add(1)
 	return m, true
+}
+
+// fallbackMethod wraps Config.Fallback as a method for one call; its request
+// is the raw body.
+func (s *Server) fallbackMethod(f *Frame) *method {
+	full := f.Service + "/" + f.Method
+	s.mu.Lock()
+	m := s.fallbacks[full]
+	if m == nil && len(s.fallbacks) < 4096 {
+		m = &method{full: full, raw: true}
+		s.fallbacks[full] = m
+	}
+	s.mu.Unlock()
+	if m == nil {
+		m = &method{full: full, raw: true}
+	}
+	return m
 }
 
 func (s *Server) lookupService(svc string) bool {
@@ -555,7 +587,10 @@ func (sc *serverConn) runCall(ctx context.Context, cancel context.CancelFunc, f 
 	out := Frame{Type: FrameResponse, ID: f.ID, Codec: f.Codec}
 	bp := bufPool.Get().(*[]byte)
 	if err == nil && resp != nil {
-		c := codec.ByID(f.Codec)
+		var c codec.Codec = codec.ByID(f.Codec)
+		if _, ok := resp.(rawBody); ok {
+			c = rawCodec{id: f.Codec}
+		}
 		body, merr := c.Append((*bp)[:0], resp)
 		*bp = body
 		if merr != nil {
@@ -595,6 +630,15 @@ func (sc *serverConn) invoke(ctx context.Context, f *Frame, m *method) (resp any
 		if body, err = decompress(body, sc.s.cfg.MaxFrameSize); err != nil {
 			return nil, Errorf(InvalidArgument, "%v", err)
 		}
+	}
+	if m.raw {
+		info := &CallInfo{Method: m.full, Peer: sc.peer}
+		ctx = context.WithValue(withIncoming(ctx, f.Meta), callInfoKey{}, info)
+		out, err := sc.s.cfg.Fallback(ctx, m.full, f.Codec, body)
+		if err != nil {
+			return nil, err
+		}
+		return rawBody(out), nil
 	}
 	req := m.newReq()
 	if err := c.Unmarshal(body, req); err != nil {
@@ -731,6 +775,9 @@ func (s *Server) Close() error {
 	s.handlers.Wait()
 	return nil
 }
+
+// rawBody is a Fallback answer: already encoded.
+type rawBody []byte
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
