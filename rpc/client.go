@@ -773,6 +773,8 @@ type clientConn struct {
 	ep       *endpoint
 	nextID   atomic.Uint64
 	draining atomic.Bool
+	goaway   atomic.Bool   // a GOAWAY arrived
+	goawayID atomic.Uint64 // the last request ID it says the server accepted
 
 	mu      sync.Mutex
 	pending map[uint64]*call // nil once the connection is closed
@@ -841,6 +843,8 @@ func (cc *clientConn) readLoop() {
 			}
 		case FrameGoAway:
 			c.o.logger.Info("rpc: server going away", "addr", cc.ep.addr.Addr, "reason", f.Message)
+			cc.goawayID.Store(f.ID)
+			cc.goaway.Store(true)
 			cc.drain()
 		default:
 			err = fmt.Errorf("unexpected frame type %d from a server", f.Type)
@@ -861,8 +865,14 @@ func (cc *clientConn) readLoop() {
 	pending, streams := cc.pending, cc.streams
 	cc.pending, cc.streams = nil, nil
 	cc.mu.Unlock()
-	for _, cl := range pending {
+	last, refused := cc.goawayID.Load(), cc.goaway.Load()
+	for id, cl := range pending {
 		cl.err = e
+		if refused && id > last {
+			// The server said it accepted nothing after last: this call
+			// never ran, so it may go elsewhere.
+			cl.err = &Error{Code: e.Code, Message: e.Message + " (not started by the server)", notSent: true}
+		}
 		cl.done <- struct{}{}
 	}
 	for _, st := range streams {

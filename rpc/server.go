@@ -767,6 +767,9 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for sc := range s.conns {
+		// Say which calls were accepted: the client may safely retry the
+		// ones it sent after them elsewhere.
+		_ = sc.send(&Frame{Type: FrameGoAway, ID: sc.lastID.Load(), Message: "server closed"})
 		sc.close(&Error{Code: Unavailable, Message: "server closed"})
 	}
 	s.mu.Unlock()

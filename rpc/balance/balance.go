@@ -163,7 +163,7 @@ type p2cPicker struct{ wr *wrPicker }
 func cost(ep Endpoint) float64 {
 	lat := float64(ep.Latency())
 	if lat <= 0 {
-		lat = float64(time.Millisecond) // unknown: assume fast so new endpoints get tried
+		return 0 // never measured: try it, so it gets a measurement
 	}
 	return lat * float64(ep.Outstanding()+1) / float64(weight(ep))
 }
