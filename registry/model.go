@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Errors of the package.
@@ -216,19 +214,4 @@ type encoding struct {
 	err  error
 }
 
-type snapshotWire Snapshot
 
-// MarshalMsgpack encodes the snapshot once however many watch streams send
-// it (the encoding is cached when the registry shares the value).
-func (s *Snapshot) MarshalMsgpack() ([]byte, error) {
-	if s.enc == nil {
-		return msgpack.Marshal((*snapshotWire)(s))
-	}
-	s.enc.once.Do(func() { s.enc.b, s.enc.err = msgpack.Marshal((*snapshotWire)(s)) })
-	return s.enc.b, s.enc.err
-}
-
-// UnmarshalMsgpack decodes what MarshalMsgpack wrote.
-func (s *Snapshot) UnmarshalMsgpack(b []byte) error {
-	return msgpack.Unmarshal(b, (*snapshotWire)(s))
-}

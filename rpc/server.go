@@ -683,8 +683,10 @@ func (sc *serverConn) openStream(f *Frame) {
 	sc.mu.Lock()
 	sc.streams[f.ID] = st
 	sc.mu.Unlock()
+	sc.active.Add(1) // streams count too: many waking at once batch their writes
 	go func() {
 		defer sc.done(m)
+		defer sc.active.Add(-1)
 		err := sc.runStream(ctx, st, m, info)
 		sc.mu.Lock()
 		delete(sc.streams, f.ID)
