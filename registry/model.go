@@ -213,5 +213,3 @@ type encoding struct {
 	b    []byte
 	err  error
 }
-
-
