@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tangram-dev/tangram/rpc"
@@ -49,7 +50,7 @@ type Client struct {
 	cfg ClientConfig
 	log *slog.Logger
 	rc  *rpc.Client
-	id  string
+	id  atomic.Value // string: the hash key that picks this client's server
 
 	mu         sync.Mutex
 	registered map[Key]map[string]*Instance
@@ -95,8 +96,9 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(context.Background())
-	c := &Client{cfg: cfg, log: cfg.Logger, rc: rc, id: fmt.Sprintf("%x", rand.Uint64()),
+	c := &Client{cfg: cfg, log: cfg.Logger, rc: rc,
 		registered: map[Key]map[string]*Instance{}, ctx: cctx, cancel: cancel}
+	c.id.Store(fmt.Sprintf("%x", rand.Uint64()))
 	c.goFunc(c.heartbeats)
 	return c, nil
 }
@@ -110,7 +112,12 @@ func (c *Client) goFunc(f func()) {
 }
 
 // sticky routes a call to this client's server of choice.
-func (c *Client) sticky() rpc.CallOption { return rpc.HashKey(c.id) }
+func (c *Client) sticky() rpc.CallOption { return rpc.HashKey(c.id.Load().(string)) }
+
+// moveOn picks another server after a failure that did not take the server
+// out of rotation (a frozen or partitioned server still accepts
+// connections; its calls just time out).
+func (c *Client) moveOn() { c.id.Store(fmt.Sprintf("%x", rand.Uint64())) }
 
 // Register registers an instance and renews it until Deregister or Close.
 func (c *Client) Register(ctx context.Context, in Instance) (*Instance, error) {
@@ -167,7 +174,8 @@ func (c *Client) heartbeats() {
 			cancel()
 			if err != nil {
 				if c.ctx.Err() == nil {
-					c.log.Warn("registry: heartbeat failed; will retry", "service", k.String(), "err", err)
+					c.log.Warn("registry: heartbeat failed; trying another server next", "service", k.String(), "err", err)
+					c.moveOn()
 				}
 				continue
 			}
@@ -181,6 +189,7 @@ func (c *Client) heartbeats() {
 				rctx, rcancel := context.WithTimeout(c.ctx, c.cfg.HeartbeatInterval)
 				if _, err := rpc.Call[Instance](rctx, c.rc, "tangram.Registry/Register", in, c.sticky()); err != nil {
 					c.log.Warn("registry: re-registering failed; will retry", "service", k.String(), "id", id, "err", err)
+					c.moveOn()
 				} else {
 					c.log.Info("registry: re-registered an instance the server did not know", "service", k.String(), "id", id)
 				}
@@ -262,6 +271,7 @@ func (w *watch) run(ctx context.Context) error {
 			w.useSnapshot(err)
 		}
 		w.c.log.Debug("registry: watch stream ended; reconnecting", "service", w.key.String(), "err", err, "backoff", backoff)
+		w.c.moveOn()
 		wait := backoff/2 + rand.N(backoff/2+1)
 		if !w.live && !w.cached {
 			wait = min(wait, time.Until(deadline)+time.Millisecond)

@@ -9,30 +9,42 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tangram-dev/tangram/examples/rpc/greet"
+	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
 
 func main() {
 	servers := flag.String("servers", "127.0.0.1:7101,127.0.0.1:7102", "comma-separated server addresses")
+	reg := flag.String("registry", "", "find the servers through the registry at these RPC addresses instead of -servers")
 	n := flag.Int("n", 50, "calls to make")
 	every := flag.Duration("every", 100*time.Millisecond, "pause between calls")
 	flag.Parse()
-	if err := run(*servers, *n, *every); err != nil {
+	if err := run(*servers, *reg, *n, *every); err != nil {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		os.Exit(1)
 	}
 }
 
-func run(servers string, n int, every time.Duration) error {
+func run(servers, reg string, n int, every time.Duration) error {
 	ctx := context.Background()
-	c, err := rpc.Dial(ctx, servers,
-		rpc.WithTimeout(2*time.Second),
+	var extra []rpc.DialOption
+	if reg != "" {
+		rc, err := registry.NewClient(ctx, registry.ClientConfig{Servers: strings.Split(reg, ","), Token: os.Getenv("TANGRAM_TOKEN")})
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		extra = append(extra, rpc.WithResolver(rc.Resolver(registry.Key{Service: "greeter"})))
+	}
+	c, err := rpc.Dial(ctx, servers, append([]rpc.DialOption{
+		rpc.WithTimeout(2 * time.Second),
 		rpc.WithIdempotent("Greeter/SayHello"), // safe to retry on another server
 		rpc.WithInterceptors(rpc.ClientCaller("example-client")),
-		rpc.WithHeartbeat(500*time.Millisecond, 2*time.Second))
+		rpc.WithHeartbeat(500*time.Millisecond, 2*time.Second)}, extra...)...)
 	if err != nil {
 		return err
 	}

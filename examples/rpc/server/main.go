@@ -11,14 +11,19 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tangram-dev/tangram/examples/rpc/greet"
+	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
 
 type greeter struct{ name string }
+
+var hbInterval = 5 * time.Second
 
 func (g greeter) SayHello(ctx context.Context, req *greet.HelloRequest) (*greet.HelloReply, error) {
 	if req.Name == "" {
@@ -35,17 +40,21 @@ func (g greeter) Audit(ctx context.Context, req *greet.AuditLine) error {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:7101", "listen address")
 	name := flag.String("name", "", "server name put in replies (default: the address)")
+	reg := flag.String("registry", "", "register in the registry at these RPC addresses (comma-separated); empty: don't")
+	zone := flag.String("zone", "", "zone to register in")
+	heartbeat := flag.Duration("heartbeat", 5*time.Second, "registry heartbeat interval")
 	flag.Parse()
+	hbInterval = *heartbeat
 	if *name == "" {
 		*name = *addr
 	}
-	if err := run(*addr, *name); err != nil {
+	if err := run(*addr, *name, *reg, *zone); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, name string) error {
+func run(addr, name, reg, zone string) error {
 	srv, err := rpc.NewServer(rpc.Config{Interceptors: []rpc.ServerInterceptor{rpc.ServerLogging(slog.Default())}})
 	if err != nil {
 		return err
@@ -60,6 +69,24 @@ func run(addr, name string) error {
 	fmt.Printf("serving Greeter on %s as %q\n", ln.Addr(), name)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if reg != "" {
+		// Register at start; Close (deferred) deregisters on the way out,
+		// before the server drains, so clients stop picking this instance.
+		rc, err := registry.NewClient(ctx, registry.ClientConfig{Servers: strings.Split(reg, ","), Token: os.Getenv("TANGRAM_TOKEN"),
+			HeartbeatInterval: hbInterval})
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		p, _ := strconv.Atoi(port)
+		if _, err := rc.Register(ctx, registry.Instance{Key: registry.Key{Service: "greeter"}, Host: host, Port: p,
+			Weight: 100, Zone: zone, Enabled: true, Ephemeral: true, Metadata: map[string]string{"name": name}}); err != nil {
+			return err
+		}
+		fmt.Printf("registered as greeter %s:%d\n", host, p)
+		go func() { <-ctx.Done(); rc.Close() }()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
