@@ -25,6 +25,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/registry"
 )
 
 //go:embed templates/*.html
@@ -37,6 +38,7 @@ var staticFS embed.FS
 type Config struct {
 	Auth          *auth.Service
 	Config        *config.Server
+	Registry      *registry.Registry // optional: the registry pages
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -70,12 +72,12 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Console{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{},
-		nav: []NavLink{{"/config", "Config"}, {"/users", "Users"}, {"/audit", "Audit"}}}
+		nav: []NavLink{{"/config", "Config"}, {"/registry", "Registry"}, {"/users", "Users"}, {"/audit", "Audit"}}}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -99,6 +101,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /audit", c.page(c.auditPage))
 	c.registerUsers(mux)
 	c.registerConfig(mux)
+	c.registerRegistry(mux)
 }
 
 type view struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -327,5 +329,60 @@ func TestConsoleYAMLNamespace(t *testing.T) {
 	page = post("/config/dev/shop/default/app.yaml/publish", url.Values{"comment": {"good"}, "mode": {"publish"}})
 	if !strings.Contains(page, "published version 1") {
 		t.Fatalf("good yaml not published:\n%.1500s", page)
+	}
+}
+
+// The registry pages: status with self-preservation, services with zones,
+// instances with health, and a drain from the console (audited).
+func TestConsoleRegistry(t *testing.T) {
+	h := servertest.Start(t)
+	reg := h.Srv.Registry()
+	for i, z := range []string{"az1", "az2"} {
+		if _, err := reg.Register(context.Background(), registry.Instance{Key: registry.Key{Service: "pay"}, Host: "10.0.0." + strconv.Itoa(i+1),
+			Port: 80, Weight: 100, Zone: z, Enabled: true, Ephemeral: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	get := func(path string) string {
+		resp, err := hc.Get(h.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	body := get("/registry")
+	for _, want := range []string{`id="self-preservation">off`, `id="svc-pay"`, "az1 (1), az2 (1)"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("registry page lacks %q:\n%s", want, body)
+		}
+	}
+	body = get("/registry/public/default/pay")
+	i := strings.Index(body, `name="csrf" value="`)
+	if i < 0 || !strings.Contains(body, "10.0.0.1:80") || !strings.Contains(body, "healthy") {
+		t.Fatalf("service page:\n%s", body)
+	}
+	rest := body[i+len(`name="csrf" value="`):]
+	csrf := rest[:strings.IndexByte(rest, '"')]
+	req, _ := http.NewRequest("POST", h.URL+"/registry/public/default/pay/10.0.0.1:80/drain", strings.NewReader(url.Values{"csrf": {csrf}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.Contains(get("/registry/public/default/pay"), "drained") {
+		t.Fatal("drain not shown")
+	}
+	if !strings.Contains(get("/audit"), "registry.update") {
+		t.Fatal("drain not audited")
 	}
 }

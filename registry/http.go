@@ -167,18 +167,29 @@ func (reg *Registry) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		if err := api.Decode(r, &p); err != nil {
 			return err
 		}
-		before := reg.find(k, r.PathValue("id"))
-		out, err := reg.Update(r.Context(), k, r.PathValue("id"), p)
+		out, err := reg.Patch(r.Context(), k, r.PathValue("id"), p)
 		if err != nil {
 			return err
 		}
-		reg.audit(r.Context(), "registry.update", out, before, out)
 		api.WriteJSON(w, 200, out)
 		return nil
 	})
 }
 
-// find returns a copy of an instance, or nil.
+// Patch applies an operator's change (Update) and audits it as the caller
+// in ctx — what the HTTP API and the console do.
+func (reg *Registry) Patch(ctx context.Context, k Key, id string, p Patch) (*Instance, error) {
+	k.fill()
+	before := reg.find(k, id)
+	out, err := reg.Update(ctx, k, id, p)
+	if err != nil {
+		return nil, err
+	}
+	reg.audit(ctx, "registry.update", out, before, out)
+	return out, nil
+}
+
+// find returns an instance (not to be modified), or nil.
 func (reg *Registry) find(k Key, id string) *Instance {
 	reg.mu.RLock()
 	defer reg.mu.RUnlock()

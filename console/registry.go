@@ -1,0 +1,102 @@
+package console
+
+import (
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/registry"
+)
+
+func (c *Console) registerRegistry(mux *http.ServeMux) {
+	if c.cfg.Registry == nil {
+		return
+	}
+	mux.Handle("GET /registry", c.page(c.registryPage))
+	mux.Handle("GET /registry/{ns}/{group}/{service}", c.page(c.servicePage))
+	mux.Handle("POST /registry/{ns}/{group}/{service}/{id}/{action}", c.page(c.instanceAction))
+}
+
+type serviceRow struct {
+	registry.ServiceInfo
+	Zones string
+}
+
+func (c *Console) registryPage(w http.ResponseWriter, r *http.Request) error {
+	if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+		return err
+	}
+	reg := c.cfg.Registry
+	p := auth.FromContext(r.Context())
+	var rows []serviceRow
+	for _, s := range reg.Services("") {
+		if !p.Can(auth.PermRead, s.Namespace, s.Service, "") {
+			continue
+		}
+		zones := map[string]int{}
+		for _, in := range reg.Get(s.Key).Instances {
+			z := in.Zone
+			if z == "" {
+				z = "-"
+			}
+			zones[z]++
+		}
+		var zs []string
+		for z, n := range zones {
+			zs = append(zs, z+" ("+strconv.Itoa(n)+")")
+		}
+		sort.Strings(zs)
+		rows = append(rows, serviceRow{ServiceInfo: s, Zones: strings.Join(zs, ", ")})
+	}
+	c.render(w, r, "registry", "Registry", map[string]any{"Status": reg.Status(), "Services": rows})
+	return nil
+}
+
+func serviceKey(r *http.Request) registry.Key {
+	return registry.Key{Namespace: r.PathValue("ns"), Group: r.PathValue("group"), Service: r.PathValue("service")}
+}
+
+func (c *Console) servicePage(w http.ResponseWriter, r *http.Request) error {
+	k := serviceKey(r)
+	if err := auth.Check(r.Context(), auth.PermRead, k.Namespace, k.Service, ""); err != nil {
+		return err
+	}
+	snap := c.cfg.Registry.Get(k)
+	c.render(w, r, "service", k.Service, map[string]any{"Key": k, "Snapshot": snap,
+		"CanOperate": auth.FromContext(r.Context()).Can(auth.PermRelease, k.Namespace, k.Service, "")})
+	return nil
+}
+
+// instanceAction drains, undrains or reweights an instance (audited).
+func (c *Console) instanceAction(w http.ResponseWriter, r *http.Request) error {
+	k := serviceKey(r)
+	if err := auth.Check(r.Context(), auth.PermRelease, k.Namespace, k.Service, ""); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	var p registry.Patch
+	switch r.PathValue("action") {
+	case "drain", "enable":
+		on := r.PathValue("action") == "enable"
+		p.Enabled = &on
+	case "weight":
+		n, err := strconv.Atoi(r.FormValue("weight"))
+		if err != nil {
+			back(w, r, "", "weight: not a number")
+			return nil
+		}
+		p.Weight = &n
+	default:
+		http.NotFound(w, r)
+		return nil
+	}
+	if _, err := c.cfg.Registry.Patch(r.Context(), k, id, p); err != nil {
+		return registry.MapError(err)
+	}
+	http.Redirect(w, r, "/registry/"+url.PathEscape(k.Namespace)+"/"+url.PathEscape(k.Group)+"/"+url.PathEscape(k.Service)+"?msg="+
+		url.QueryEscape("updated "+id), http.StatusSeeOther)
+	return nil
+}
