@@ -170,6 +170,18 @@ func (r *Registry) probeAll() {
 	if r.ctx.Err() != nil {
 		return
 	}
+	r.applyProbes(targets, ok)
+}
+
+// Probe damping (HAProxy's rise/fall): health changes only after this many
+// probes in a row disagree with it, so one lost packet does not flap an
+// instance in and out of every client's list.
+const (
+	probeRise = 2
+	probeFall = 2
+)
+
+func (r *Registry) applyProbes(targets []*Instance, ok []bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, t := range targets {
@@ -178,9 +190,20 @@ func (r *Registry) probeAll() {
 			continue
 		}
 		in := s.instances[t.ID]
+		tk := tombKey{t.Key, t.ID}
 		if in == nil || in.Ephemeral || in.Healthy == ok[i] {
+			delete(r.streaks, tk)
 			continue
 		}
+		r.streaks[tk]++
+		need := probeFall
+		if ok[i] {
+			need = probeRise
+		}
+		if r.streaks[tk] < need {
+			continue
+		}
+		delete(r.streaks, tk)
 		c := in.clone()
 		c.Healthy = ok[i]
 		s.instances[t.ID] = c

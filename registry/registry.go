@@ -111,6 +111,8 @@ type Registry struct {
 	orphaned map[string]time.Time         // owners that left the cluster, since when
 	tombs    map[tombKey]tomb             // recent deletions, against late older puts
 	owners   map[string]string            // interned owner names
+	streaks  map[tombKey]int              // probes in a row disagreeing with an instance's health
+	flaps    map[tombKey][]int64          // recent unhealthy transitions (unix ms) of ephemeral instances
 	metas    map[string]map[string]string // interned metadata maps, by content
 	stop     chan struct{}
 	ctx      context.Context // canceled by Close
@@ -149,6 +151,8 @@ func New(cfg Config) (*Registry, error) {
 		rev:      1, // 0 means "no revision" to Watch
 		orphaned: map[string]time.Time{},
 		owners:   map[string]string{},
+		streaks:  map[tombKey]int{},
+		flaps:    map[tombKey][]int64{},
 		metas:    map[string]map[string]string{},
 		tombs:    map[tombKey]tomb{},
 		renews:   make([]int64, int(max(cfg.PreservationWindow/time.Second, 1))),
@@ -361,6 +365,23 @@ type deltaCache struct {
 	snap *Snapshot
 }
 
+// flapping reports whether an instance turned unhealthy three times or more
+// in the last two minutes.
+func (r *Registry) flapping(k Key, id string, now time.Time) bool {
+	tk := tombKey{k, id}
+	ts := r.flaps[tk]
+	cut := now.Add(-2 * time.Minute).UnixMilli()
+	for len(ts) > 0 && ts[0] < cut {
+		ts = ts[1:]
+	}
+	if len(ts) == 0 {
+		delete(r.flaps, tk)
+		return false
+	}
+	r.flaps[tk] = ts
+	return len(ts) >= 3
+}
+
 // changed reports whether a watcher would see a difference.
 func changed(a, b *Instance) bool {
 	if a.Host != b.Host || a.Port != b.Port || a.Weight != b.Weight || a.Zone != b.Zone || a.Cluster != b.Cluster ||
@@ -391,7 +412,13 @@ func (r *Registry) Heartbeat(ctx context.Context, k Key, id string) error {
 		return fmt.Errorf("%w: instance %s of %s (register it again)", ErrNotFound, id, k)
 	}
 	r.countRenewal(now)
+	prev := s.beats[id]
 	s.beats[id] = now.UnixMilli()
+	if !in.Healthy && r.flapping(k, id, now) && now.UnixMilli()-prev > int64(r.cfg.HeartbeatInterval/time.Millisecond)*2 {
+		// A flapping instance must renew twice in a row (within two
+		// intervals) before it takes traffic again.
+		return nil
+	}
 	if moved := in.Owner != r.cfg.NodeName; moved || !in.Healthy {
 		// Back to health, or the client moved here: take the instance over.
 		c := in.clone()
@@ -757,6 +784,8 @@ func (r *Registry) expire() {
 				r.removeLocked(k, id)
 				r.metrics.expired.Inc()
 			case silent >= r.cfg.UnhealthyAfter && in.Healthy:
+				tk := tombKey{k, id}
+				r.flaps[tk] = append(r.flaps[tk], nowMs)
 				c := in.clone()
 				c.Healthy, c.Version = false, r.version()
 				s.instances[id] = c

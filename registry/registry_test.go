@@ -318,3 +318,66 @@ func TestPersistentInstancesAndProbes(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Flapping is damped: probes need two results in a row to change a
+// persistent instance's health; an ephemeral instance that keeps going
+// silent needs two renewals in a row to be healthy again.
+func TestFlapDamping(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	r, clk := newTestRegistry(t, Config{Store: st, ProbeInterval: time.Hour, ReloadInterval: time.Hour})
+	ctx := context.Background()
+	p, err := r.Register(ctx, Instance{Key: Key{Service: "db"}, Host: "10.9.9.9", Port: 5432, Enabled: true, Weight: 100})
+	must(t, err)
+	healthy := func(svc, id string) bool {
+		for _, in := range r.Get(Key{Service: svc}).Instances {
+			if in.ID == id {
+				return in.Healthy
+			}
+		}
+		t.Fatalf("%s gone", id)
+		return false
+	}
+	r.applyProbes([]*Instance{p}, []bool{false})
+	if !healthy("db", p.ID) {
+		t.Fatal("one failed probe marked it unhealthy")
+	}
+	r.applyProbes([]*Instance{p}, []bool{false})
+	if healthy("db", p.ID) {
+		t.Fatal("two failed probes did not")
+	}
+	r.applyProbes([]*Instance{p}, []bool{true})
+	r.applyProbes([]*Instance{p}, []bool{false}) // the streak breaks
+	r.applyProbes([]*Instance{p}, []bool{true})
+	if healthy("db", p.ID) {
+		t.Fatal("alternating probes brought it back")
+	}
+	r.applyProbes([]*Instance{p}, []bool{true})
+	if !healthy("db", p.ID) {
+		t.Fatal("two good probes in a row did not bring it back")
+	}
+
+	// Ephemeral: three silences in two minutes make it a flapper.
+	_, err = r.Register(ctx, inst("api", 1))
+	must(t, err)
+	k := Key{Service: "api"}
+	for range 3 {
+		clk.add(16 * time.Second)
+		r.expire()
+		if healthy("api", "10.0.0.1:1") {
+			t.Fatal("silent instance still healthy")
+		}
+		must(t, r.Heartbeat(ctx, k, "10.0.0.1:1"))
+		must(t, r.Heartbeat(ctx, k, "10.0.0.1:1"))
+	}
+	clk.add(16 * time.Second)
+	r.expire()
+	must(t, r.Heartbeat(ctx, k, "10.0.0.1:1")) // first renewal after the silence
+	if healthy("api", "10.0.0.1:1") {
+		t.Fatal("a flapping instance came back on one renewal")
+	}
+	clk.add(time.Second)
+	must(t, r.Heartbeat(ctx, k, "10.0.0.1:1"))
+	if !healthy("api", "10.0.0.1:1") {
+		t.Fatal("two renewals in a row did not bring it back")
+	}
+}
