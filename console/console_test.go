@@ -282,22 +282,7 @@ func TestConsoleUsers(t *testing.T) {
 // forms: bad yaml is refused at publish with its line, good yaml publishes.
 func TestConsoleYAMLNamespace(t *testing.T) {
 	h := servertest.Start(t)
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
-	resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	get := func(path string) string {
-		resp, err := hc.Get(h.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	hc, get := adminSession(t, h)
 	body := get("/config")
 	i := strings.Index(body, `name="csrf" value="`)
 	rest := body[i+len(`name="csrf" value="`):]
@@ -343,22 +328,7 @@ func TestConsoleRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
-	resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	get := func(path string) string {
-		resp, err := hc.Get(h.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	hc, get := adminSession(t, h)
 	body := get("/registry")
 	for _, want := range []string{`id="self-preservation">off`, `id="svc-pay"`, "az1 (1), az2 (1)"} {
 		if !strings.Contains(body, want) {
@@ -374,7 +344,7 @@ func TestConsoleRegistry(t *testing.T) {
 	csrf := rest[:strings.IndexByte(rest, '"')]
 	req, _ := http.NewRequest("POST", h.URL+"/registry/public/default/pay/10.0.0.1:80/drain", strings.NewReader(url.Values{"csrf": {csrf}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err = hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,5 +354,27 @@ func TestConsoleRegistry(t *testing.T) {
 	}
 	if !strings.Contains(get("/audit"), "registry.update") {
 		t.Fatal("drain not audited")
+	}
+}
+
+// adminSession signs in to the console as the admin and returns the client
+// (cookies) and a GET helper returning the page body.
+func adminSession(t *testing.T, h *servertest.Harness) (*http.Client, func(path string) string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return hc, func(path string) string {
+		resp, err := hc.Get(h.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -109,20 +108,12 @@ func (r *Registry) reload(ctx context.Context) error {
 	return nil
 }
 
-func (r *Registry) reloadLoop() {
-	t := time.NewTicker(r.cfg.ReloadInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ReloadInterval*2)
-			if err := r.reload(ctx); err != nil {
-				r.log.Warn("registry: reloading persistent instances failed; keeping what is in memory", "err", err)
-			}
-			cancel()
-		}
+// reloadOnce reads persistent instances written by other servers.
+func (r *Registry) reloadOnce() {
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.ReloadInterval*2)
+	defer cancel()
+	if err := r.reload(ctx); err != nil && r.ctx.Err() == nil {
+		r.log.Warn("registry: reloading persistent instances failed; keeping what is in memory", "err", err)
 	}
 }
 
@@ -130,19 +121,6 @@ func (r *Registry) reloadLoop() {
 // connect), "http:/path" (GET, healthy on 2xx/3xx), "rpc" (a Tangram RPC
 // ping frame answered by a pong).
 const MetaProbe = "probe"
-
-func (r *Registry) probeLoop() {
-	t := time.NewTicker(r.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.stop:
-			return
-		case <-t.C:
-			r.probeAll()
-		}
-	}
-}
 
 func (r *Registry) probeAll() {
 	r.mu.RLock()

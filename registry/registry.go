@@ -176,10 +176,10 @@ func (r *Registry) Start(ctx context.Context) error {
 		if err := r.reload(ctx); err != nil {
 			return err
 		}
-		r.goFunc(r.reloadLoop)
-		r.goFunc(r.probeLoop)
+		r.goFunc(func() { r.every(r.cfg.ReloadInterval, r.reloadOnce) })
+		r.goFunc(func() { r.every(r.cfg.ProbeInterval, r.probeAll) })
 	}
-	r.goFunc(r.expiryLoop)
+	r.goFunc(func() { r.every(max(min(r.cfg.HeartbeatInterval/5, time.Second), 10*time.Millisecond), r.expire) })
 	return nil
 }
 
@@ -722,15 +722,16 @@ func (r *Registry) expectedLocked() int64 {
 	return n * int64(r.cfg.PreservationWindow/r.cfg.HeartbeatInterval)
 }
 
-func (r *Registry) expiryLoop() {
-	t := time.NewTicker(max(min(r.cfg.HeartbeatInterval/5, time.Second), 10*time.Millisecond))
+// every runs fn every d until Close.
+func (r *Registry) every(d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
-			r.expire()
+			fn()
 		}
 	}
 }

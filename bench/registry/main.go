@@ -210,6 +210,31 @@ func percentiles(lat []time.Duration) (p50, p99, mx float64) {
 	return q(0.5), q(0.99), float64(lat[len(lat)-1]) / 1e6
 }
 
+// pushRounds changes the watched service once per round (change) and
+// collects, for every watcher, the time from the start of the change to its
+// event (arrivals), waiting at most 10 s per round.
+func pushRounds(rounds, watchers int, arrivals <-chan time.Time, change func(round int) error) ([]time.Duration, error) {
+	var lat []time.Duration
+	for r := range rounds {
+		time.Sleep(300 * time.Millisecond)
+		start := time.Now()
+		if err := change(r); err != nil {
+			return nil, err
+		}
+		timeout := time.After(10 * time.Second)
+	collect:
+		for range watchers {
+			select {
+			case t := <-arrivals:
+				lat = append(lat, t.Sub(start))
+			case <-timeout:
+				break collect
+			}
+		}
+	}
+	return lat, nil
+}
+
 func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error) {
 	res := result{Impl: "tangram", Instances: n, Watchers: watchers}
 	httpAddr, err1 := freeAddr()
@@ -308,24 +333,13 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 		}()
 	}
 	ready.Wait()
-	var lat []time.Duration
-	for r := range rounds {
-		time.Sleep(300 * time.Millisecond)
-		start := time.Now()
+	lat, err := pushRounds(rounds, watchers, arrivals, func(r int) error {
 		in := registry.Instance{Key: key, Host: "10.200.0.1", Port: 9000 + r, Weight: 100, Enabled: true, Ephemeral: true}
-		if _, err := rpc.Call[registry.Instance](ctx, c, "tangram.Registry/Register", &in); err != nil {
-			return res, err
-		}
-		timeout := time.After(10 * time.Second)
-	collect:
-		for range watchers {
-			select {
-			case t := <-arrivals:
-				lat = append(lat, t.Sub(start))
-			case <-timeout:
-				break collect
-			}
-		}
+		_, err := rpc.Call[registry.Instance](ctx, c, "tangram.Registry/Register", &in)
+		return err
+	})
+	if err != nil {
+		return res, err
 	}
 	res.Notified = len(lat)
 	res.P50ms, res.P99ms, res.Maxms = percentiles(lat)
@@ -399,23 +413,9 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 			}
 		}()
 	}
-	var lat []time.Duration
-	for r := range rounds {
-		time.Sleep(300 * time.Millisecond)
-		start := time.Now()
-		if err := register("watched", 0, "10.200.0.1", 9000+r); err != nil {
-			return res, err
-		}
-		timeout := time.After(10 * time.Second)
-	collect:
-		for range watchers {
-			select {
-			case t := <-arrivals:
-				lat = append(lat, t.Sub(start))
-			case <-timeout:
-				break collect
-			}
-		}
+	lat, err := pushRounds(rounds, watchers, arrivals, func(r int) error { return register("watched", 0, "10.200.0.1", 9000+r) })
+	if err != nil {
+		return res, err
 	}
 	res.Notified = len(lat)
 	res.P50ms, res.P99ms, res.Maxms = percentiles(lat)
