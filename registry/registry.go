@@ -113,6 +113,8 @@ type Registry struct {
 	owners   map[string]string            // interned owner names
 	streaks  map[tombKey]int              // probes in a row disagreeing with an instance's health
 	flaps    map[tombKey][]int64          // recent unhealthy transitions (unix ms) of ephemeral instances
+	dirty    map[Key]struct{}             // services changed since the fan-out loop last ran
+	hub      chan struct{}                // wakes the fan-out loop
 	metas    map[string]map[string]string // interned metadata maps, by content
 	stop     chan struct{}
 	ctx      context.Context // canceled by Close
@@ -137,6 +139,7 @@ type service struct {
 	node      string
 	dmu       sync.Mutex // guards lastDelta (read-locked callers share it)
 	lastDelta *deltaCache
+	pushers   map[*pusher]struct{} // watch streams served by the fan-out loop
 }
 
 // New returns a registry; Start begins its background work.
@@ -153,6 +156,8 @@ func New(cfg Config) (*Registry, error) {
 		owners:   map[string]string{},
 		streaks:  map[tombKey]int{},
 		flaps:    map[tombKey][]int64{},
+		dirty:    map[Key]struct{}{},
+		hub:      make(chan struct{}, 1),
 		metas:    map[string]map[string]string{},
 		tombs:    map[tombKey]tomb{},
 		renews:   make([]int64, int(max(cfg.PreservationWindow/time.Second, 1))),
@@ -180,6 +185,7 @@ func (r *Registry) Start(ctx context.Context) error {
 		r.goFunc(func() { r.every(r.cfg.ProbeInterval, r.probeAll) })
 	}
 	r.goFunc(func() { r.every(max(min(r.cfg.HeartbeatInterval/5, time.Second), 10*time.Millisecond), r.expire) })
+	r.goFunc(r.fanOut)
 	return nil
 }
 
@@ -253,6 +259,9 @@ func (r *Registry) record(k Key, s *service, typ string, in *Instance) {
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
+	if len(s.pushers) > 0 {
+		r.markDirty(k)
+	}
 }
 
 // Register adds or replaces an instance (idempotent by ID) owned by this

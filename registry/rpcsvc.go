@@ -131,25 +131,14 @@ func (reg *Registry) RegisterRPC(srv *rpc.Server) error {
 			if err := check(ctx, auth.PermRead, req.Key); err != nil {
 				return rpcError(err)
 			}
+			if err := req.Key.validate(); err != nil {
+				return rpcError(err)
+			}
 			rev := req.Revision
 			if req.Node != reg.cfg.NodeName {
 				rev = 0
 			}
-			for {
-				snap, err := reg.Watch(ctx, req.Key, rev)
-				if err != nil {
-					return rpcError(err)
-				}
-				if ctx.Err() != nil {
-					return nil
-				}
-				if snap.Full || len(snap.Events) > 0 {
-					if err := ss.Send(&snap); err != nil {
-						return err
-					}
-				}
-				rev = snap.Revision
-			}
+			return rpcError(reg.serveWatch(ctx, req.Key, rev, ss.TrySend, ss.Send))
 		}),
 	}
 	return errors.Join(errs...)

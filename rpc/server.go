@@ -227,6 +227,11 @@ func (s *ServerStream[Req, Resp]) Recv() (*Req, error) {
 // Send sends a message, waiting while the client's window is full.
 func (s *ServerStream[Req, Resp]) Send(m *Resp) error { return s.st.send(m) }
 
+// TrySend sends a message if the client's window has room and reports
+// whether it did; it never waits (a fan-out loop serving many streams must
+// not stall on one slow reader).
+func (s *ServerStream[Req, Resp]) TrySend(m *Resp) (bool, error) { return s.st.sendMsg(m, false) }
+
 // SetTrailer sets metadata sent with the stream's final status.
 func (s *ServerStream[Req, Resp]) SetTrailer(md Metadata) { s.st.trailer = md }
 

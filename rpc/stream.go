@@ -124,15 +124,22 @@ func (st *stream) finishLocked() {
 }
 
 func (st *stream) send(v any) error {
+	_, err := st.sendMsg(v, true)
+	return err
+}
+
+// sendMsg sends v; without wait it returns false, sending nothing, when the
+// peer's window is used up.
+func (st *stream) sendMsg(v any, wait bool) (bool, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer putBuf(bp)
 	body, err := st.codec.Append((*bp)[:0], v)
 	*bp = body
 	if err != nil {
-		return Errorf(InvalidArgument, "encoding a stream message: %v", err)
+		return false, Errorf(InvalidArgument, "encoding a stream message: %v", err)
 	}
 	if len(body) > st.c.fr.max-maxHeaderSection {
-		return Errorf(ResourceExhausted, "stream message of %d bytes exceeds the %d-byte frame limit", len(body), st.c.fr.max)
+		return false, Errorf(ResourceExhausted, "stream message of %d bytes exceeds the %d-byte frame limit", len(body), st.c.fr.max)
 	}
 	for {
 		st.mu.Lock()
@@ -140,26 +147,29 @@ func (st *stream) send(v any) error {
 		case st.failed != nil:
 			err := st.failed
 			st.mu.Unlock()
-			return err
+			return false, err
 		case st.sendClosed:
 			st.mu.Unlock()
-			return Errorf(FailedPrecondition, "send after CloseSend")
+			return false, Errorf(FailedPrecondition, "send after CloseSend")
 		case !st.isClient && st.doneClosed():
 			st.mu.Unlock()
-			return Errorf(Canceled, "stream ended")
+			return false, Errorf(Canceled, "stream ended")
 		case st.sendWin > 0:
 			st.sendWin -= max(len(body), 1)
 			st.mu.Unlock()
-			return st.c.send(&Frame{Type: FrameStreamData, ID: st.id, Codec: st.codec.ID(), Body: body})
+			return true, st.c.send(&Frame{Type: FrameStreamData, ID: st.id, Codec: st.codec.ID(), Body: body})
 		}
 		st.mu.Unlock()
+		if !wait {
+			return false, nil
+		}
 		select {
 		case <-st.sendSig:
 		case <-st.ctx.Done():
-			return ctxError(st.ctx)
+			return false, ctxError(st.ctx)
 		case <-st.done:
 		case <-st.c.closed:
-			return st.c.closeErr
+			return false, st.c.closeErr
 		}
 	}
 }
