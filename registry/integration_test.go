@@ -321,3 +321,91 @@ func TestHTTPAPI(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// A watcher that stops reading must not hold up the others: the fan-out
+// loop skips it once its window is full, the others keep getting every
+// change at once, and when it reads again it catches up in order.
+func TestSlowWatcherDoesNotStallOthers(t *testing.T) {
+	h := servertest.Start(t)
+	ctx := context.Background()
+	dialer := func() *rpc.Client {
+		c, err := rpc.Dial(ctx, h.Srv.RPCAddr(), rpc.WithToken(h.Token), rpc.WithLogger(quiet()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	open := func(c *rpc.Client) *rpc.ClientStream[registry.WatchRequest, registry.Snapshot] {
+		st, err := rpc.NewStream[registry.WatchRequest, registry.Snapshot](ctx, c, "tangram.Registry/Watch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&registry.WatchRequest{Key: registry.Key{Service: "busy"}}); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := st.Recv(); err != nil || !s.Full {
+			t.Fatalf("first answer: %+v %v", s, err)
+		}
+		return st
+	}
+	slow := open(dialer())
+	fast := open(dialer())
+	reg := h.Srv.Registry()
+	const n = 4000 // ~100 bytes each: well past a 256 KiB window
+	seen := make(chan int, n)
+	go func() {
+		ports := map[int]bool{}
+		for len(ports) < n {
+			s, err := fast.Recv()
+			if err != nil {
+				return
+			}
+			note := func(port int) {
+				if !ports[port] {
+					ports[port] = true
+					seen <- port
+				}
+			}
+			for _, in := range s.Instances { // a full list when it fell behind the change log
+				note(in.Port)
+			}
+			for _, ev := range s.Events {
+				note(ev.Instance.Port)
+			}
+		}
+	}()
+	for i := range n {
+		if _, err := reg.Register(ctx, registry.Instance{Key: registry.Key{Service: "busy"}, Host: "10.1.0.1", Port: 1000 + i,
+			Weight: 100, Enabled: true, Ephemeral: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for got := 0; got < n; got++ {
+		select {
+		case <-seen:
+		case <-deadline:
+			t.Fatalf("the reading watcher got %d of %d changes while another did not read", got, n)
+		}
+	}
+	// The slow one now reads: every instance, in revision order.
+	ports := map[int]bool{}
+	var last int64
+	for len(ports) < n {
+		s, err := slow.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Revision < last {
+			t.Fatalf("revision went back from %d to %d", last, s.Revision)
+		}
+		last = s.Revision
+		for _, in := range s.Instances {
+			ports[in.Port] = true
+		}
+		for _, ev := range s.Events {
+			ports[ev.Instance.Port] = true
+		}
+	}
+}
