@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/internal/procstat"
 )
 
 const token = "tgm_bench-token-0123456789abcdefghij"
@@ -502,25 +503,8 @@ func waitWatchers(hc *http.Client, base string, n int, d time.Duration) error {
 	return fmt.Errorf("only %d of %d watchers held after %v", last, n, d)
 }
 
-func procStatus(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, field+":") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				return kb / 1024
-			}
-		}
-	}
-	return 0
-}
-
-func serverRSS(pid int) float64 { return procStatus(pid, "VmRSS") }
-func serverHWM(pid int) float64 { return procStatus(pid, "VmHWM") }
+func serverRSS(pid int) float64 { return procstat.MiB(pid, "VmRSS") }
+func serverHWM(pid int) float64 { return procstat.MiB(pid, "VmHWM") }
 
 // procCPU returns a process's user+system CPU seconds from /proc.
 func procCPU(pid int) float64 {

@@ -29,8 +29,6 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +37,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tangram-dev/tangram/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/internal/procstat"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -155,19 +154,7 @@ func run(n, watchers, rounds, conc int, bin string) error {
 	return nil
 }
 
-func rssBytes(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func rssBytes(pid int, field string) float64 { return procstat.MiB(pid, field) * (1 << 20) }
 
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/tangram-dev/tangram/internal/procstat"
 	trpc "github.com/tangram-dev/tangram/rpc"
 )
 
@@ -282,19 +283,7 @@ func client(kind, addr string, conc int, dur time.Duration, size int) error {
 	return nil
 }
 
-func peakMiB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
+func peakMiB(pid int) float64 { return procstat.MiB(pid, "VmHWM") }
 
 // ---- orchestration ----
 
