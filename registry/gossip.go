@@ -86,7 +86,31 @@ type gossip struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	done  bool
-	large chan []byte // deltas too big for a gossip packet, sent over TCP
+	out   chan outMsg // deltas sent straight to the peers by sendLoop
+
+	// peers mirrors memberlist's member list (this server excluded), kept
+	// from its join/leave events. Lock order: the registry's r.mu may be held
+	// when taking pmu, and code holding r.mu never calls into memberlist —
+	// memberlist calls our delegate (which takes r.mu) with its own locks
+	// held, so the reverse order would deadlock.
+	pmu   sync.Mutex
+	peers map[string]*memberlist.Node
+}
+
+type outMsg struct {
+	b        []byte
+	reliable bool // over TCP (too big for a datagram)
+}
+
+// peerList returns the current peers.
+func (g *gossip) peerList() []*memberlist.Node {
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
+	out := make([]*memberlist.Node, 0, len(g.peers))
+	for _, n := range g.peers {
+		out = append(out, n)
+	}
+	return out
 }
 
 // ml is the memberlist, nil until it is created.
@@ -137,7 +161,7 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	} else if !cfg.Fast {
 		mc.PushPullInterval = 10 * time.Second
 	}
-	g := &gossip{r: r, log: r.log.With("part", "gossip"), large: make(chan []byte, 1024)}
+	g := &gossip{r: r, log: r.log.With("part", "gossip"), out: make(chan outMsg, 4096), peers: map[string]*memberlist.Node{}}
 	if cfg.Transport != nil {
 		mc.Transport = cfg.Transport
 	}
@@ -145,10 +169,9 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	mc.Events = g
 	mc.Logger = log.New(slogWriter{g.log}, "", 0)
 	g.q = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
-		if ml := g.ml(); ml != nil {
-			return ml.NumMembers()
-		}
-		return 1
+		g.pmu.Lock()
+		defer g.pmu.Unlock()
+		return len(g.peers) + 1
 	}, RetransmitMult: mc.RetransmitMult}
 	r.mu.Lock()
 	r.gossip = g // deltas queue from now on
@@ -162,7 +185,7 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	}
 	g.mlp.Store(ml)
 	g.wg.Add(1)
-	go g.sendLarge()
+	go g.sendLoop()
 	if len(cfg.Join) > 0 {
 		if n, err := ml.Join(cfg.Join); err != nil {
 			// AP: a server that cannot reach its peers still serves; it
@@ -222,35 +245,43 @@ func (g *gossip) queue(typ string, in *Instance) {
 		g.log.Error("registry: encoding a gossip delta", "err", err)
 		return
 	}
-	if len(b) > 1000 {
-		select {
-		case g.large <- b:
-		default:
-			g.log.Warn("registry: gossip backlog full; the change reaches peers with the next anti-entropy round")
-		}
+	m2 := outMsg{b: b, reliable: len(b) > 1000}
+	if !m2.reliable {
+		g.q.QueueBroadcast(&broadcast{name: in.Key.String() + "/" + in.ID, msg: b})
+	}
+	// Also send it to every peer at once (small clusters; big deltas always):
+	// gossip rounds add up to a few hundred milliseconds, a datagram to each
+	// peer costs microseconds. The queued copy still covers a lost datagram.
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
 		return
 	}
-	g.q.QueueBroadcast(&broadcast{name: in.Key.String() + "/" + in.ID, msg: b})
-	// In a small cluster also send it to every member at once: gossip
-	// rounds add up to a few hundred milliseconds, a datagram to each peer
-	// costs microseconds. The queued copy still covers a lost datagram.
-	if ml := g.ml(); ml != nil && ml.NumMembers() <= 16 {
-		for _, n := range ml.Members() {
-			if n.Name != g.r.cfg.NodeName {
-				_ = ml.SendBestEffort(n, b)
-			}
-		}
+	select {
+	case g.out <- m2:
+	default:
+		g.log.Warn("registry: gossip backlog full; the change reaches peers by gossip or the next anti-entropy round")
 	}
 }
 
-func (g *gossip) sendLarge() {
+// sendLoop sends deltas straight to the peers; it runs outside the
+// registry's lock, as memberlist calls must.
+func (g *gossip) sendLoop() {
 	defer g.wg.Done()
-	for b := range g.large {
-		for _, n := range g.ml().Members() {
-			if n.Name == g.r.cfg.NodeName {
-				continue
+	for m := range g.out {
+		ml := g.ml()
+		peers := g.peerList()
+		if !m.reliable && len(peers) > 15 {
+			continue // large cluster: gossip alone spreads it
+		}
+		for _, n := range peers {
+			var err error
+			if m.reliable {
+				err = ml.SendReliable(n, m.b)
+			} else {
+				err = ml.SendBestEffort(n, m.b)
 			}
-			if err := g.ml().SendReliable(n, b); err != nil {
+			if err != nil {
 				g.log.Debug("registry: sending a delta", "to", n.Name, "err", err)
 			}
 		}
@@ -258,18 +289,24 @@ func (g *gossip) sendLarge() {
 }
 
 func (g *gossip) close() {
+	// r.mu orders this against queue (called under it); it is released
+	// before memberlist is told anything (see pmu's lock order).
+	g.r.mu.Lock()
 	g.mu.Lock()
-	if g.done {
-		g.mu.Unlock()
+	done := g.done
+	if !done {
+		g.done = true
+		close(g.out)
+	}
+	g.mu.Unlock()
+	g.r.mu.Unlock()
+	if done {
 		return
 	}
-	g.done = true
-	g.mu.Unlock()
 	if ml := g.ml(); ml != nil {
 		_ = ml.Leave(time.Second)
 		_ = ml.Shutdown()
 	}
-	close(g.large)
 	g.wg.Wait()
 }
 
@@ -309,6 +346,9 @@ func (g *gossip) NotifyJoin(n *memberlist.Node) {
 	if n.Name == g.r.cfg.NodeName {
 		return
 	}
+	g.pmu.Lock()
+	g.peers[n.Name] = n
+	g.pmu.Unlock()
 	g.r.mu.Lock()
 	delete(g.r.orphaned, n.Name)
 	g.r.mu.Unlock()
@@ -337,6 +377,9 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 		return
 	}
 	g.log.Warn("registry: server left or unreachable; its instances go unless renewed here", "node", n.Name, "after", g.r.cfg.RemoveAfter)
+	g.pmu.Lock()
+	delete(g.peers, n.Name)
+	g.pmu.Unlock()
 	g.r.mu.Lock()
 	if _, ok := g.r.orphaned[n.Name]; !ok {
 		g.r.orphaned[n.Name] = g.r.now()

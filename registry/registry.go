@@ -645,13 +645,11 @@ type Status struct {
 }
 
 func (r *Registry) membersLocked() []string {
-	g := r.gossip
-	if g == nil || g.ml() == nil {
-		return []string{r.cfg.NodeName}
-	}
-	var out []string
-	for _, m := range g.ml().Members() {
-		out = append(out, m.Name)
+	out := []string{r.cfg.NodeName}
+	if g := r.gossip; g != nil {
+		for _, n := range g.peerList() { // not memberlist itself: see gossip.pmu
+			out = append(out, n.Name)
+		}
 	}
 	sort.Strings(out)
 	return out
