@@ -79,14 +79,14 @@ type gossipMsg struct {
 }
 
 type gossip struct {
-	r     *Registry
-	mlp   atomic.Pointer[memberlist.Memberlist]
-	q     *memberlist.TransmitLimitedQueue
-	log   *slog.Logger
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	done  bool
-	out   chan outMsg // deltas sent straight to the peers by sendLoop
+	r    *Registry
+	mlp  atomic.Pointer[memberlist.Memberlist]
+	q    *memberlist.TransmitLimitedQueue
+	log  *slog.Logger
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	done bool
+	out  chan outMsg // deltas sent straight to the peers by sendLoop
 
 	// peers mirrors memberlist's member list (this server excluded), kept
 	// from its join/leave events. Lock order: the registry's r.mu may be held
