@@ -46,6 +46,15 @@ type GossipConfig struct {
 	Fast bool
 	// Transport replaces memberlist's network transport (fault tests).
 	Transport memberlist.Transport
+	// RejoinInterval is how often a server that has no peers retries the
+	// Join addresses, and tries to reach servers it lost to a failure (not
+	// to a graceful leave) again (default 5 s; 1 s with Fast). SWIM alone
+	// never merges two halves of a cluster once each has declared the
+	// other dead; this does, like Consul's retry_join and reconnect.
+	RejoinInterval time.Duration
+	// ReconnectTimeout is how long a lost server's address is retried
+	// (default 72 h).
+	ReconnectTimeout time.Duration
 }
 
 type tombKey struct {
@@ -95,6 +104,14 @@ type gossip struct {
 	// held, so the reverse order would deadlock.
 	pmu   sync.Mutex
 	peers map[string]*memberlist.Node
+	lost  map[string]lostPeer // failed (not left) servers, by name
+
+	stop chan struct{} // closed by close: ends rejoinLoop
+}
+
+type lostPeer struct {
+	addr  string
+	since time.Time
 }
 
 type outMsg struct {
@@ -142,6 +159,9 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
+		// A lone server cut off from the rest has nobody to confirm its
+		// suspicions, so it waits the maximum: keep that short here.
+		mc.SuspicionMaxTimeoutMult = 2
 	}
 	mc.Name = r.cfg.NodeName
 	mc.BindAddr, mc.BindPort = host, port
@@ -161,7 +181,8 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	} else if !cfg.Fast {
 		mc.PushPullInterval = 10 * time.Second
 	}
-	g := &gossip{r: r, log: r.log.With("part", "gossip"), out: make(chan outMsg, 4096), peers: map[string]*memberlist.Node{}}
+	g := &gossip{r: r, log: r.log.With("part", "gossip"), out: make(chan outMsg, 4096),
+		peers: map[string]*memberlist.Node{}, lost: map[string]lostPeer{}, stop: make(chan struct{})}
 	if cfg.Transport != nil {
 		mc.Transport = cfg.Transport
 	}
@@ -188,15 +209,66 @@ func (r *Registry) StartGossip(cfg GossipConfig) error {
 	go g.sendLoop()
 	if len(cfg.Join) > 0 {
 		if n, err := ml.Join(cfg.Join); err != nil {
-			// AP: a server that cannot reach its peers still serves; it
-			// keeps trying through memberlist's own probing of --join
-			// addresses only if one answered, so log loudly.
-			g.log.Warn("registry: could not join the cluster yet; serving alone until a peer joins us", "join", cfg.Join, "err", err)
+			// AP: a server that cannot reach its peers still serves, and
+			// rejoinLoop keeps trying.
+			g.log.Warn("registry: could not join the cluster yet; serving alone and retrying", "join", cfg.Join, "err", err)
 		} else {
 			g.log.Info("registry: joined the cluster", "contacted", n, "members", ml.NumMembers())
 		}
 	}
+	every, keep := cfg.RejoinInterval, cfg.ReconnectTimeout
+	if every <= 0 {
+		every = 5 * time.Second
+		if cfg.Fast {
+			every = time.Second
+		}
+	}
+	if keep <= 0 {
+		keep = 72 * time.Hour
+	}
+	g.wg.Add(1)
+	go g.rejoinLoop(cfg.Join, every, keep)
 	return nil
+}
+
+// rejoinLoop retries the Join addresses while this server has no peers, and
+// the addresses of servers lost to a failure until they are back or
+// ReconnectTimeout passes.
+func (g *gossip) rejoinLoop(join []string, every, keep time.Duration) {
+	defer g.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var addrs []string
+		g.pmu.Lock()
+		alone := len(g.peers) == 0
+		for name, lp := range g.lost {
+			if now.Sub(lp.since) > keep {
+				g.log.Warn("registry: giving up on a lost server", "node", name, "addr", lp.addr, "after", keep)
+				delete(g.lost, name)
+				continue
+			}
+			addrs = append(addrs, lp.addr)
+		}
+		g.pmu.Unlock()
+		if alone {
+			addrs = append(addrs, join...)
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if n, err := g.ml().Join(addrs); n > 0 {
+			g.log.Info("registry: rejoined", "contacted", n, "tried", addrs)
+		} else {
+			g.log.Debug("registry: rejoin found nobody", "tried", addrs, "err", err)
+		}
+	}
 }
 
 // GossipAddr is the gossip listener's advertised address ("" without gossip).
@@ -297,6 +369,7 @@ func (g *gossip) close() {
 	if !done {
 		g.done = true
 		close(g.out)
+		close(g.stop)
 	}
 	g.mu.Unlock()
 	g.r.mu.Unlock()
@@ -348,6 +421,7 @@ func (g *gossip) NotifyJoin(n *memberlist.Node) {
 	}
 	g.pmu.Lock()
 	g.peers[n.Name] = n
+	delete(g.lost, n.Name)
 	g.pmu.Unlock()
 	g.r.mu.Lock()
 	delete(g.r.orphaned, n.Name)
@@ -379,6 +453,9 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 	g.log.Warn("registry: server left or unreachable; its instances go unless renewed here", "node", n.Name, "after", g.r.cfg.RemoveAfter)
 	g.pmu.Lock()
 	delete(g.peers, n.Name)
+	if n.State != memberlist.StateLeft {
+		g.lost[n.Name] = lostPeer{addr: n.Address(), since: time.Now()}
+	}
 	g.pmu.Unlock()
 	g.r.mu.Lock()
 	if _, ok := g.r.orphaned[n.Name]; !ok {

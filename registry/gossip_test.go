@@ -74,6 +74,16 @@ func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Co
 	return t.NetTransport.DialTimeout(addr, timeout)
 }
 
+// memberlist uses the address-aware calls when the transport has them (as
+// the embedded NetTransport does), so those must be filtered too.
+func (t *faultTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return t.WriteTo(b, a.Addr)
+}
+
+func (t *faultTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.DialTimeout(a.Addr, timeout)
+}
+
 type node struct {
 	r    *Registry
 	addr string
@@ -87,30 +97,11 @@ func cluster(t *testing.T, zones []string) ([]*node, *faults) {
 	f := &faults{zoneOf: map[string]string{}, cut: map[[2]string]bool{}}
 	var nodes []*node
 	for i, z := range zones {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0,
-			Logger: log.New(io.Discard, "", 0)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort()))
-		f.mu.Lock()
-		f.zoneOf[addr] = z
-		f.mu.Unlock()
-		r, err := New(Config{Logger: quiet(), NodeName: fmt.Sprintf("%s-%d", z, i),
-			HeartbeatInterval: 100 * time.Millisecond, UnhealthyAfter: 400 * time.Millisecond, RemoveAfter: time.Second,
-			DisableSelfPreservation: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		must(t, r.Start(context.Background()))
-		gc := GossipConfig{BindAddr: addr, Fast: true, PushPullInterval: 500 * time.Millisecond,
-			Transport: &faultTransport{NetTransport: nt, self: addr, f: f}}
+		var join []string
 		if len(nodes) > 0 {
-			gc.Join = []string{nodes[0].addr}
+			join = []string{nodes[0].addr}
 		}
-		must(t, r.StartGossip(gc))
-		t.Cleanup(func() { r.Close() })
-		nodes = append(nodes, &node{r: r, addr: addr, zone: z})
+		nodes = append(nodes, startNode(t, f, z, i, join))
 	}
 	waitUntil(t, 10*time.Second, "all members see each other", func() bool {
 		for _, n := range nodes {
@@ -121,6 +112,49 @@ func cluster(t *testing.T, zones []string) ([]*node, *faults) {
 		return true
 	})
 	return nodes, f
+}
+
+// startNode starts one gossiping registry in zone z behind f.
+func startNode(t *testing.T, f *faults, z string, i int, join []string) *node {
+	t.Helper()
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0,
+		Logger: log.New(io.Discard, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort()))
+	f.mu.Lock()
+	f.zoneOf[addr] = z
+	f.mu.Unlock()
+	r, err := New(Config{Logger: quiet(), NodeName: fmt.Sprintf("%s-%d", z, i),
+		HeartbeatInterval: 100 * time.Millisecond, UnhealthyAfter: 400 * time.Millisecond, RemoveAfter: time.Second,
+		DisableSelfPreservation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, r.Start(context.Background()))
+	gc := GossipConfig{BindAddr: addr, Fast: true, PushPullInterval: 500 * time.Millisecond,
+		RejoinInterval: 200 * time.Millisecond, Transport: &faultTransport{NetTransport: nt, self: addr, f: f}, Join: join}
+	must(t, r.StartGossip(gc))
+	t.Cleanup(func() { r.Close() })
+	return &node{r: r, addr: addr, zone: z}
+}
+
+// TestJoinRetried: a server whose --join peer cannot be reached at start
+// keeps trying, and the two form a cluster once the way is open.
+func TestJoinRetried(t *testing.T) {
+	f := &faults{zoneOf: map[string]string{}, cut: map[[2]string]bool{}}
+	f.set(true, "a", "b")
+	a := startNode(t, f, "a", 0, nil)
+	b := startNode(t, f, "b", 1, []string{a.addr})
+	time.Sleep(500 * time.Millisecond)
+	if n := len(b.r.Members()); n != 1 {
+		t.Fatalf("joined through a cut: %d members", n)
+	}
+	f.set(false, "a", "b")
+	waitUntil(t, 5*time.Second, "the two servers to find each other", func() bool {
+		return len(a.r.Members()) == 2 && len(b.r.Members()) == 2
+	})
 }
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -291,9 +325,20 @@ func TestPartitionThreeZones(t *testing.T) {
 	}
 	// Hold the cut long enough for memberlist to declare the other zones
 	// dead and for their replicas to be dropped.
-	time.Sleep(4 * time.Second)
+	waitUntil(t, 20*time.Second, "each zone to count only its own servers", func() bool {
+		return len(nodes[0].r.Members()) == 2 && len(nodes[3].r.Members()) == 2 && len(nodes[4].r.Members()) == 1
+	})
+	time.Sleep(2 * time.Second) // > RemoveAfter: the other zones' replicas are gone now
 	if l := ids(nodes[4].r, "svc"); !contains(l, "10.0.0.1:204") {
 		t.Fatalf("zone c lost its own instance during the cut: %v", l)
+	}
+	// The cut is real: zone c saw nothing of the others' new registrations,
+	// and each side counts only its own servers.
+	if l := ids(nodes[4].r, "svc"); contains(l, "10.0.0.1:200") || contains(l, "10.0.0.1:202") {
+		t.Fatalf("zone c saw registrations made across the cut: %v", l)
+	}
+	if l := ids(nodes[4].r, "svc"); contains(l, "10.0.0.1:101") || contains(l, "10.0.0.1:102") {
+		t.Fatalf("zone c kept replicas of servers it lost long ago: %v", l)
 	}
 
 	f.set(false, "a", "b", "c")

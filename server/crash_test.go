@@ -43,9 +43,25 @@ func startProcess(t *testing.T, bin, addr, data string, extra ...string) *exec.C
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--data", data, "--log-level", "warn"}, extra...)...)
 	cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+servertest.AdminToken, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
+	// The server's log goes to a file that is shown when the test fails.
+	logf, err := os.CreateTemp(t.TempDir(), "server-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			if len(b) > 8<<10 {
+				b = b[len(b)-8<<10:]
+			}
+			t.Logf("server %s (--http %s) log:\n%s", data, addr, b)
+		}
+	})
 	c := apiclient.New("http://"+addr, "")
 	for i := 0; i < 200; i++ {
 		if err := c.Do(context.Background(), "GET", "/readyz", nil, nil); err == nil {
