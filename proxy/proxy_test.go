@@ -28,7 +28,7 @@ func register(t *testing.T, c *registry.Client, svc, addr string) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	p, _ := strconv.Atoi(port)
-	if _, err := c.Register(context.Background(), registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: p,
+	if _, err := c.Register(context.Background(), registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: uint16(p),
 		Weight: 100, Enabled: true, Ephemeral: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -435,7 +435,7 @@ func (r resolver) Watch(ctx context.Context, update func([]rpc.Address)) error {
 		var out []rpc.Address
 		for _, in := range list {
 			if in.Healthy && in.Enabled && in.Weight > 0 {
-				out = append(out, rpc.Address{Addr: in.Addr(), Weight: in.Weight, Zone: in.Zone, Meta: in.Metadata})
+				out = append(out, rpc.Address{Addr: in.Addr(), Weight: int(in.Weight), Zone: in.Zone, Meta: in.Metadata})
 			}
 		}
 		update(out)

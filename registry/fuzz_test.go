@@ -27,7 +27,7 @@ func FuzzGossipMessage(f *testing.F) {
 		g := &gossip{r: r, log: quiet()}
 		g.NotifyMsg(b)
 		for _, s := range r.services {
-			for _, in := range s.instances {
+			for _, in := range s.instances.all() {
 				c := in.clone()
 				if err := c.normalize(); err != nil || !in.Ephemeral {
 					t.Fatalf("accepted an invalid instance %+v: %v", in, err)

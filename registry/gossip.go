@@ -474,7 +474,7 @@ func (r *Registry) ownedState() *gossipMsg {
 	defer r.mu.Unlock()
 	m := &gossipMsg{Kind: msgState, Owner: r.cfg.NodeName, Stamp: r.version()}
 	for _, s := range r.services {
-		for _, in := range s.instances {
+		for _, in := range s.instances.all() {
 			if in.Ephemeral && in.Owner == r.cfg.NodeName {
 				m.Puts = append(m.Puts, in)
 			}
@@ -508,14 +508,14 @@ func (r *Registry) applyRemote(m *gossipMsg) {
 			r.lastVer = in.Version
 		}
 		s := r.svc(in.Key, true)
-		cur := s.instances[in.ID]
+		cur := s.instances.get(in.ID)
 		if cur != nil && cur.Version >= in.Version {
 			continue
 		}
 		c := in.clone()
 		r.intern(s, c)
-		s.instances[in.ID] = c
-		s.beats[in.ID] = now.UnixMilli()
+		s.instances.put(in.ID, c)
+		s.instances.setBeat(in.ID, now.UnixMilli())
 		if cur == nil || changed(cur, c) {
 			r.record(in.Key, s, EventPut, c)
 		}
@@ -530,9 +530,8 @@ func (r *Registry) applyRemote(m *gossipMsg) {
 		if s == nil {
 			continue
 		}
-		if cur := s.instances[d.ID]; cur != nil && cur.Version <= d.Version {
-			delete(s.instances, d.ID)
-			delete(s.beats, d.ID)
+		if cur := s.instances.get(d.ID); cur != nil && cur.Version <= d.Version {
+			s.instances.del(d.ID)
 			r.record(d.Key, s, EventDelete, cur)
 		}
 	}
@@ -540,10 +539,9 @@ func (r *Registry) applyRemote(m *gossipMsg) {
 		// The owner's full set: its instances we hold that it no longer
 		// has (and that are older than the capture) were deleted there.
 		for k, s := range r.services {
-			for id, in := range s.instances {
+			for id, in := range s.instances.all() {
 				if in.Ephemeral && in.Owner == m.Owner && !inState[tombKey{k, id}] && in.Version < m.Stamp {
-					delete(s.instances, id)
-					delete(s.beats, id)
+					s.instances.del(id)
 					r.tombs[tombKey{k, id}] = tomb{version: in.Version, at: now}
 					r.record(k, s, EventDelete, in)
 				}

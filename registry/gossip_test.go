@@ -208,7 +208,7 @@ func renewer(t *testing.T, nodes []*node) func() {
 				n.r.mu.RLock()
 				var refs []InstanceRef
 				for k, s := range n.r.services {
-					for id, in := range s.instances {
+					for id, in := range s.instances.all() {
 						if in.Owner == n.r.cfg.NodeName {
 							refs = append(refs, InstanceRef{Key: k, ID: id})
 						}

@@ -194,7 +194,7 @@ func (reg *Registry) find(k Key, id string) *Instance {
 	reg.mu.RLock()
 	defer reg.mu.RUnlock()
 	if s := reg.svc(k, false); s != nil {
-		if in := s.instances[id]; in != nil {
+		if in := s.instances.get(id); in != nil {
 			return in
 		}
 	}

@@ -64,9 +64,9 @@ func echoServer(t *testing.T) (string, func()) {
 func register(t *testing.T, c *registry.Client, svc, addr string) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
-	p := 0
+	var p uint16
 	for _, ch := range port {
-		p = p*10 + int(ch-'0')
+		p = p*10 + uint16(ch-'0')
 	}
 	if _, err := c.Register(context.Background(), registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: p,
 		Weight: 100, Enabled: true, Ephemeral: true}); err != nil {
@@ -273,6 +273,16 @@ func TestHTTPAPI(t *testing.T) {
 	if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), "port 0") {
 		t.Fatalf("bad port: %v", err)
 	}
+	for _, bad := range []map[string]any{
+		{"service": "web", "host": "10.1.1.1", "port": 70000},
+		{"service": "web", "host": "10.1.1.1", "port": 80, "weight": -1},
+		{"service": "web", "host": "10.1.1.1", "port": 80, "weight": 10001},
+	} {
+		err = c.Do(ctx, "POST", "/api/v1/registry/instances", bad, nil)
+		if !apiclient.IsStatus(err, 400) || (!strings.Contains(err.Error(), "port") && !strings.Contains(err.Error(), "weight")) {
+			t.Fatalf("%v: %v", bad, err)
+		}
+	}
 	if err := h.Client("tgm_wrong").Do(ctx, "GET", "/api/v1/registry/services", nil, nil); !apiclient.IsStatus(err, 401) {
 		t.Fatalf("bad token: %v", err)
 	}
@@ -368,15 +378,15 @@ func TestSlowWatcherDoesNotStallOthers(t *testing.T) {
 				}
 			}
 			for _, in := range s.Instances { // a full list when it fell behind the change log
-				note(in.Port)
+				note(int(in.Port))
 			}
 			for _, ev := range s.Events {
-				note(ev.Instance.Port)
+				note(int(ev.Instance.Port))
 			}
 		}
 	}()
 	for i := range n {
-		if _, err := reg.Register(ctx, registry.Instance{Key: registry.Key{Service: "busy"}, Host: "10.1.0.1", Port: 1000 + i,
+		if _, err := reg.Register(ctx, registry.Instance{Key: registry.Key{Service: "busy"}, Host: "10.1.0.1", Port: uint16(1000 + i),
 			Weight: 100, Enabled: true, Ephemeral: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -402,10 +412,10 @@ func TestSlowWatcherDoesNotStallOthers(t *testing.T) {
 		}
 		last = s.Revision
 		for _, in := range s.Instances {
-			ports[in.Port] = true
+			ports[int(in.Port)] = true
 		}
 		for _, ev := range s.Events {
-			ports[ev.Instance.Port] = true
+			ports[int(ev.Instance.Port)] = true
 		}
 	}
 }

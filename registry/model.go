@@ -75,14 +75,16 @@ type Instance struct {
 	// Default "host:port".
 	ID        string            `json:"id" msgpack:"id"`
 	Host      string            `json:"host" msgpack:"host"`
-	Port      int               `json:"port" msgpack:"port"`
-	Weight    int               `json:"weight" msgpack:"weight"` // 0–10000; 0 takes no traffic
-	Zone      string            `json:"zone,omitempty" msgpack:"zone,omitempty"`
-	Cluster   string            `json:"cluster,omitempty" msgpack:"cluster,omitempty"`
-	Metadata  map[string]string `json:"metadata,omitempty" msgpack:"metadata,omitempty"`
+	// Port and Weight are 16-bit and sit with the flags in one word: the
+	// registry holds many instances (see docs/registry.md, memory).
+	Port      uint16            `json:"port" msgpack:"port"`
+	Weight    uint16            `json:"weight" msgpack:"weight"` // 0–10000; 0 takes no traffic
 	Healthy   bool              `json:"healthy" msgpack:"healthy"`
 	Enabled   bool              `json:"enabled" msgpack:"enabled"`
 	Ephemeral bool              `json:"ephemeral" msgpack:"ephemeral"`
+	Zone      string            `json:"zone,omitempty" msgpack:"zone,omitempty"`
+	Cluster   string            `json:"cluster,omitempty" msgpack:"cluster,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty" msgpack:"metadata,omitempty"`
 	// Set by the registry.
 	Owner        string `json:"owner,omitempty" msgpack:"owner,omitempty"`                 // server that holds its heartbeats
 	Version      int64  `json:"version,omitempty" msgpack:"version,omitempty"`             // orders updates across servers
@@ -90,7 +92,7 @@ type Instance struct {
 }
 
 // Addr is "host:port".
-func (in *Instance) Addr() string { return net.JoinHostPort(in.Host, strconv.Itoa(in.Port)) }
+func (in *Instance) Addr() string { return net.JoinHostPort(in.Host, strconv.Itoa(int(in.Port))) }
 
 // Limits on instance fields.
 const (
@@ -112,10 +114,10 @@ func (in *Instance) normalize() error {
 	if ip := net.ParseIP(in.Host); ip == nil && !validHostname(in.Host) {
 		return fmt.Errorf("%w host %q: not an IP address or DNS name", ErrInvalid, in.Host)
 	}
-	if in.Port < 1 || in.Port > 65535 {
-		return fmt.Errorf("%w port %d: want 1–65535", ErrInvalid, in.Port)
+	if in.Port == 0 {
+		return fmt.Errorf("%w port 0: want 1–65535", ErrInvalid)
 	}
-	if in.Weight < 0 || in.Weight > MaxWeight {
+	if in.Weight > MaxWeight {
 		return fmt.Errorf("%w weight %d: want 0–%d", ErrInvalid, in.Weight, MaxWeight)
 	}
 	if in.ID == "" {
@@ -123,6 +125,9 @@ func (in *Instance) normalize() error {
 	}
 	if len(in.ID) > 256 {
 		return fmt.Errorf("%w instance id: %d bytes, at most 256", ErrInvalid, len(in.ID))
+	}
+	if i := strings.Index(in.ID, in.Host); i >= 0 {
+		in.Host = in.ID[i : i+len(in.Host)] // "host:port" IDs: one string, not two
 	}
 	if len(in.Zone) > 64 || len(in.Cluster) > 64 {
 		return fmt.Errorf("%w zone or cluster longer than 64 bytes", ErrInvalid)

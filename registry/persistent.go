@@ -87,7 +87,7 @@ func (r *Registry) reload(ctx context.Context) error {
 	defer r.mu.Unlock()
 	for ref, in := range seen {
 		s := r.svc(ref.k, true)
-		cur := s.instances[ref.id]
+		cur := s.instances.get(ref.id)
 		if cur != nil && cur.Version >= in.Version {
 			continue
 		}
@@ -95,11 +95,11 @@ func (r *Registry) reload(ctx context.Context) error {
 			in.Healthy = cur.Healthy
 		}
 		r.intern(s, in)
-		s.instances[ref.id] = in
+		s.instances.put(ref.id, in)
 		r.emit(ref.k, s, EventPut, in)
 	}
 	for k, s := range r.services {
-		for id, in := range s.instances {
+		for id, in := range s.instances.all() {
 			if !in.Ephemeral && seen[ref{k, id}] == nil {
 				r.removeLocked(k, id)
 			}
@@ -126,7 +126,7 @@ func (r *Registry) probeAll() {
 	r.mu.RLock()
 	var targets []*Instance
 	for _, s := range r.services {
-		for _, in := range s.instances {
+		for _, in := range s.instances.all() {
 			if !in.Ephemeral {
 				targets = append(targets, in)
 			}
@@ -167,7 +167,7 @@ func (r *Registry) applyProbes(targets []*Instance, ok []bool) {
 		if s == nil {
 			continue
 		}
-		in := s.instances[t.ID]
+		in := s.instances.get(t.ID)
 		tk := tombKey{t.Key, t.ID}
 		if in == nil || in.Ephemeral || in.Healthy == ok[i] {
 			delete(r.streaks, tk)
@@ -184,7 +184,7 @@ func (r *Registry) applyProbes(targets []*Instance, ok []bool) {
 		delete(r.streaks, tk)
 		c := in.clone()
 		c.Healthy = ok[i]
-		s.instances[t.ID] = c
+		s.instances.put(t.ID, c)
 		r.log.Info("registry: probe changed health", "service", t.Key.String(), "id", in.ID, "healthy", ok[i])
 		r.emit(t.Key, s, EventPut, c)
 	}

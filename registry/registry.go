@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"os"
 	"sort"
@@ -129,11 +130,10 @@ type Registry struct {
 // share them without copying.
 type service struct {
 	key       Key // the canonical strings every instance shares
-	instances map[string]*Instance
-	beats     map[string]int64 // last renewal (unix ms) of ephemeral instances
-	rev       int64            // revision of the last change
-	log       []Event          // changes, oldest first
-	floor     int64            // revisions <= floor are no longer in log
+	instances instMap
+	rev       int64    // revision of the last change
+	log       []change // changes, oldest first
+	floor     int64    // revisions <= floor are no longer in log
 	changed   chan struct{}
 	emptied   bool
 	node      string
@@ -217,7 +217,7 @@ func (r *Registry) Node() string { return r.cfg.NodeName }
 func (r *Registry) svc(k Key, create bool) *service {
 	s := r.services[k]
 	if s == nil && create {
-		s = &service{key: k, node: r.cfg.NodeName, instances: map[string]*Instance{}, beats: map[string]int64{}, changed: make(chan struct{})}
+		s = &service{key: k, node: r.cfg.NodeName, instances: instMap{m: map[string]slot{}}, changed: make(chan struct{})}
 		r.services[k] = s
 	}
 	return s
@@ -247,13 +247,21 @@ func (r *Registry) emit(k Key, s *service, typ string, in *Instance) {
 func (r *Registry) record(k Key, s *service, typ string, in *Instance) {
 	r.rev++
 	s.rev = r.rev
-	s.log = append(s.log, Event{Revision: r.rev, Type: typ, Instance: in})
-	if over := len(s.log) - r.cfg.LogSize; over > 0 {
-		s.floor = s.log[over-1].Revision
-		s.log = append(s.log[:0:0], s.log[over:]...)
+	s.log = append(s.log, newChange(r.rev, typ, in))
+	// A watcher further behind than a quarter of the service's size is sent
+	// a snapshot instead, which is no bigger than the changes it missed; so
+	// the log keeps at most LogSize and about half the service's size,
+	// trimmed in place in batches (amortised O(1), no allocation).
+	keep := min(r.cfg.LogSize, max(minLog, s.instances.len()/4))
+	if len(s.log) >= 2*keep {
+		over := len(s.log) - keep
+		s.floor = s.log[over-1].rev()
+		n := copy(s.log, s.log[over:])
+		clear(s.log[n:])
+		s.log = s.log[:n]
 	}
 	if typ == EventDelete {
-		s.emptied = len(s.instances) == 0
+		s.emptied = s.instances.len() == 0
 	} else {
 		s.emptied = false
 	}
@@ -276,7 +284,7 @@ func (r *Registry) Register(ctx context.Context, in Instance) (*Instance, error)
 	now := r.now()
 	r.mu.Lock()
 	s := r.svc(in.Key, true)
-	old := s.instances[in.ID]
+	old := s.instances.get(in.ID)
 	stored := in.clone()
 	r.intern(s, stored)
 	stored.Owner = r.cfg.NodeName
@@ -301,12 +309,12 @@ func (r *Registry) Register(ctx context.Context, in Instance) (*Instance, error)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s = r.svc(in.Key, true)
-	if cur := s.instances[in.ID]; cur != nil && cur.Version > stored.Version {
+	if cur := s.instances.get(in.ID); cur != nil && cur.Version > stored.Version {
 		return cur, nil // a newer write won meanwhile
 	}
-	s.instances[in.ID] = stored
+	s.instances.put(in.ID, stored)
 	if stored.Ephemeral {
-		s.beats[in.ID] = now.UnixMilli()
+		s.instances.setBeat(in.ID, now.UnixMilli())
 	}
 	r.countRenewal(now)
 	if old == nil || changed(old, stored) {
@@ -360,13 +368,81 @@ func (s *service) delta(rev int64) *Snapshot {
 		return d.snap
 	}
 	snap := &Snapshot{Key: s.key, Revision: s.rev, Node: s.node, enc: &encoding{}}
-	for _, ev := range s.log {
-		if ev.Revision > rev {
-			snap.Events = append(snap.Events, ev)
+	for _, c := range s.log {
+		if c.rev() > rev {
+			snap.Events = append(snap.Events, c.event())
 		}
 	}
 	s.lastDelta = &deltaCache{from: rev, snap: snap}
 	return snap
+}
+
+// instMap holds a service's instances by ID with the last renewal of each:
+// one map, not two, for it is most of the registry's memory.
+type instMap struct{ m map[string]slot }
+
+type slot struct {
+	in   *Instance
+	beat int64 // last renewal (unix ms) of an ephemeral instance
+}
+
+func (m *instMap) get(id string) *Instance { return m.m[id].in }
+func (m *instMap) len() int                { return len(m.m) }
+func (m *instMap) del(id string)           { delete(m.m, id) }
+func (m *instMap) beat(id string) int64    { return m.m[id].beat }
+
+// put stores in under id, keeping its last renewal.
+func (m *instMap) put(id string, in *Instance) {
+	s := m.m[id]
+	s.in = in
+	m.m[id] = s
+}
+
+// setBeat records a renewal of a stored instance.
+func (m *instMap) setBeat(id string, ms int64) {
+	if s, ok := m.m[id]; ok {
+		s.beat = ms
+		m.m[id] = s
+	}
+}
+
+// all iterates over the instances (deleting during it is allowed).
+func (m *instMap) all() iter.Seq2[string, *Instance] {
+	return func(yield func(string, *Instance) bool) {
+		for id, s := range m.m {
+			if !yield(id, s.in) {
+				return
+			}
+		}
+	}
+}
+
+// change is one entry of a service's log: 16 bytes (the revision and the
+// event type share a word), for the registry keeps many.
+type change struct {
+	rt int64 // revision<<1 | 1 for a deletion
+	in *Instance
+}
+
+// minLog is the fewest changes a service's log keeps.
+const minLog = 16
+
+func newChange(rev int64, typ string, in *Instance) change {
+	c := change{rt: rev << 1, in: in}
+	if typ == EventDelete {
+		c.rt |= 1
+	}
+	return c
+}
+
+func (c change) rev() int64 { return c.rt >> 1 }
+
+func (c change) event() Event {
+	typ := EventPut
+	if c.rt&1 == 1 {
+		typ = EventDelete
+	}
+	return Event{Revision: c.rev(), Type: typ, Instance: c.in}
 }
 
 type deltaCache struct {
@@ -415,14 +491,14 @@ func (r *Registry) Heartbeat(ctx context.Context, k Key, id string) error {
 	s := r.svc(k, false)
 	var in *Instance
 	if s != nil {
-		in = s.instances[id]
+		in = s.instances.get(id)
 	}
 	if in == nil || !in.Ephemeral {
 		return fmt.Errorf("%w: instance %s of %s (register it again)", ErrNotFound, id, k)
 	}
 	r.countRenewal(now)
-	prev := s.beats[id]
-	s.beats[id] = now.UnixMilli()
+	prev := s.instances.beat(id)
+	s.instances.setBeat(id, now.UnixMilli())
 	if !in.Healthy && r.flapping(k, id, now) && now.UnixMilli()-prev > int64(r.cfg.HeartbeatInterval/time.Millisecond)*2 {
 		// A flapping instance must renew twice in a row (within two
 		// intervals) before it takes traffic again.
@@ -432,7 +508,7 @@ func (r *Registry) Heartbeat(ctx context.Context, k Key, id string) error {
 		// Back to health, or the client moved here: take the instance over.
 		c := in.clone()
 		c.Owner, c.Healthy, c.Version = r.cfg.NodeName, true, r.version()
-		s.instances[id] = c
+		s.instances.put(id, c)
 		r.emit(k, s, EventPut, c)
 	}
 	return nil
@@ -444,7 +520,7 @@ func (r *Registry) Deregister(ctx context.Context, k Key, id string) error {
 	r.mu.RLock()
 	var in *Instance
 	if s := r.svc(k, false); s != nil {
-		in = s.instances[id]
+		in = s.instances.get(id)
 	}
 	r.mu.RUnlock()
 	if in == nil {
@@ -466,12 +542,11 @@ func (r *Registry) removeLocked(k Key, id string) *Instance {
 	if s == nil {
 		return nil
 	}
-	in := s.instances[id]
+	in := s.instances.get(id)
 	if in == nil {
 		return nil
 	}
-	delete(s.instances, id)
-	delete(s.beats, id)
+	s.instances.del(id)
 	r.emit(k, s, EventDelete, in)
 	return in
 }
@@ -489,7 +564,7 @@ func (r *Registry) Update(ctx context.Context, k Key, id string, p Patch) (*Inst
 	r.mu.RLock()
 	var cur *Instance
 	if s := r.svc(k, false); s != nil {
-		if in := s.instances[id]; in != nil {
+		if in := s.instances.get(id); in != nil {
 			cur = in.clone()
 		}
 	}
@@ -498,7 +573,10 @@ func (r *Registry) Update(ctx context.Context, k Key, id string, p Patch) (*Inst
 		return nil, fmt.Errorf("%w: instance %s of %s", ErrNotFound, id, k)
 	}
 	if p.Weight != nil {
-		cur.Weight = *p.Weight
+		if *p.Weight < 0 || *p.Weight > MaxWeight {
+			return nil, fmt.Errorf("%w weight %d: want 0–%d", ErrInvalid, *p.Weight, MaxWeight)
+		}
+		cur.Weight = uint16(*p.Weight)
 	}
 	if p.Enabled != nil {
 		cur.Enabled = *p.Enabled
@@ -520,14 +598,14 @@ func (r *Registry) Update(ctx context.Context, k Key, id string, p Patch) (*Inst
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.svc(k, true)
-	in := s.instances[id]
+	in := s.instances.get(id)
 	if in == nil {
 		return nil, fmt.Errorf("%w: instance %s of %s", ErrNotFound, id, k)
 	}
 	c := in.clone()
 	c.Weight, c.Enabled, c.Metadata, c.Version = cur.Weight, cur.Enabled, cur.Metadata, cur.Version
 	r.intern(s, c)
-	s.instances[id] = c
+	s.instances.put(id, c)
 	r.emit(k, s, EventPut, c)
 	return c, nil
 }
@@ -547,8 +625,8 @@ func (r *Registry) snapshotLocked(k Key, s *service) Snapshot {
 	if s == nil {
 		return snap
 	}
-	snap.Emptied = s.emptied && len(s.instances) == 0
-	for _, in := range s.instances {
+	snap.Emptied = s.emptied && s.instances.len() == 0
+	for _, in := range s.instances.all() {
 		snap.Instances = append(snap.Instances, in)
 	}
 	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].ID < snap.Instances[j].ID })
@@ -613,11 +691,11 @@ func (r *Registry) Services(namespace string) []ServiceInfo {
 	defer r.mu.RUnlock()
 	var out []ServiceInfo
 	for k, s := range r.services {
-		if (namespace != "" && k.Namespace != namespace) || len(s.instances) == 0 {
+		if (namespace != "" && k.Namespace != namespace) || s.instances.len() == 0 {
 			continue
 		}
-		si := ServiceInfo{Key: k, Instances: len(s.instances), Revision: s.rev}
-		for _, in := range s.instances {
+		si := ServiceInfo{Key: k, Instances: s.instances.len(), Revision: s.rev}
+		for _, in := range s.instances.all() {
 			if in.Healthy && in.Enabled {
 				si.Healthy++
 			}
@@ -661,11 +739,11 @@ func (r *Registry) Status() Status {
 	defer r.mu.RUnlock()
 	st := Status{Node: r.cfg.NodeName, SelfPreservation: r.preserve, Watchers: r.watchers.Load()}
 	for _, s := range r.services {
-		if len(s.instances) > 0 {
+		if s.instances.len() > 0 {
 			st.Services++
 		}
-		st.Instances += len(s.instances)
-		for _, in := range s.instances {
+		st.Instances += s.instances.len()
+		for _, in := range s.instances.all() {
 			if in.Ephemeral {
 				st.Ephemeral++
 			}
@@ -720,7 +798,7 @@ func (r *Registry) renewalsLocked(now time.Time) int64 {
 func (r *Registry) expectedLocked() int64 {
 	var n int64
 	for _, s := range r.services {
-		for _, in := range s.instances {
+		for _, in := range s.instances.all() {
 			if in.Ephemeral && in.Owner == r.cfg.NodeName {
 				n++
 			}
@@ -772,20 +850,19 @@ func (r *Registry) expire() {
 	}
 	nowMs := now.UnixMilli()
 	for k, s := range r.services {
-		for id, in := range s.instances {
+		for id, in := range s.instances.all() {
 			if since, ok := r.orphaned[in.Owner]; ok && in.Ephemeral && now.Sub(since) >= r.cfg.RemoveAfter {
 				// Its owner left the cluster (or is cut off) and no client
 				// renewed it here: drop the replica, quietly (each server
 				// does the same for itself).
-				delete(s.instances, id)
-				delete(s.beats, id)
+				s.instances.del(id)
 				r.record(k, s, EventDelete, in)
 				continue
 			}
 			if !in.Ephemeral || in.Owner != r.cfg.NodeName {
 				continue
 			}
-			silent := time.Duration(nowMs-s.beats[id]) * time.Millisecond
+			silent := time.Duration(nowMs-s.instances.beat(id)) * time.Millisecond
 			switch {
 			case silent >= r.cfg.RemoveAfter && (!preserve || silent >= r.cfg.PreservationMax):
 				r.log.Info("registry: instance expired", "service", k.String(), "id", id, "silent", silent.Round(time.Millisecond))
@@ -796,7 +873,7 @@ func (r *Registry) expire() {
 				r.flaps[tk] = append(r.flaps[tk], nowMs)
 				c := in.clone()
 				c.Healthy, c.Version = false, r.version()
-				s.instances[id] = c
+				s.instances.put(id, c)
 				r.emit(k, s, EventPut, c)
 			}
 		}

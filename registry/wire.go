@@ -136,7 +136,7 @@ func (r *wireReader) instance(in *Instance) {
 	if port > 65535 || weight > MaxWeight {
 		r.err = fmt.Errorf("%w: port %d or weight %d out of range", errWire, port, weight)
 	}
-	in.Port, in.Weight = int(port), int(weight)
+	in.Port, in.Weight = uint16(port), uint16(weight)
 	in.Version, in.RegisteredAt = r.varint(), r.varint()
 	if n := r.count(2); n > 0 && r.err == nil {
 		if n > MaxMetadataKeys {

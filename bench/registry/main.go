@@ -321,7 +321,7 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 	}
 	ready.Wait()
 	lat, err := pushRounds(rounds, watchers, arrivals, func(r int) error {
-		in := registry.Instance{Key: key, Host: "10.200.0.1", Port: 9000 + r, Weight: 100, Enabled: true, Ephemeral: true}
+		in := registry.Instance{Key: key, Host: "10.200.0.1", Port: uint16(9000 + r), Weight: 100, Enabled: true, Ephemeral: true}
 		_, err := rpc.Call[registry.Instance](ctx, c, "tangram.Registry/Register", &in)
 		return err
 	})
@@ -357,7 +357,7 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 		if err != nil {
 			return err
 		}
-		val, _ := json.Marshal(registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: port, Weight: 100,
+		val, _ := json.Marshal(registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: uint16(port), Weight: 100,
 			Enabled: true, Ephemeral: true, Metadata: map[string]string{"version": "1.0"}})
 		_, err = cli.Put(ctx, fmt.Sprintf("/registry/public/default/%s/%s:%d", svc, host, port), string(val), clientv3.WithLease(lease.ID))
 		return err

@@ -129,9 +129,9 @@ deregisters it; without, it expires after 30 s.`,
 		}}
 	rf.add(reg)
 	reg.Flags().StringVar(&in.Host, "host", "", "host (IP or DNS name)")
-	reg.Flags().IntVar(&in.Port, "port", 0, "port")
+	reg.Flags().Uint16Var(&in.Port, "port", 0, "port")
 	reg.Flags().StringVar(&in.ID, "id", "", "instance id (default host:port)")
-	reg.Flags().IntVar(&in.Weight, "weight", registry.DefaultWeight, "weight 0–10000")
+	reg.Flags().Uint16Var(&in.Weight, "weight", registry.DefaultWeight, "weight 0–10000")
 	reg.Flags().StringVar(&in.Zone, "zone", "", "zone")
 	reg.Flags().StringVar(&in.Cluster, "cluster", "", "cluster")
 	reg.Flags().StringArrayVar(&meta, "meta", nil, "metadata key=value (repeatable)")

@@ -79,8 +79,8 @@ func run(addr, name, reg, zone string) error {
 		}
 		defer rc.Close()
 		host, port, _ := net.SplitHostPort(ln.Addr().String())
-		p, _ := strconv.Atoi(port)
-		if _, err := rc.Register(ctx, registry.Instance{Key: registry.Key{Service: "greeter"}, Host: host, Port: p,
+		p, _ := strconv.ParseUint(port, 10, 16)
+		if _, err := rc.Register(ctx, registry.Instance{Key: registry.Key{Service: "greeter"}, Host: host, Port: uint16(p),
 			Weight: 100, Zone: zone, Enabled: true, Ephemeral: true, Metadata: map[string]string{"name": name}}); err != nil {
 			return err
 		}
