@@ -73,8 +73,8 @@ type Instance struct {
 	Key
 	// ID is unique within the service; registration is idempotent by it.
 	// Default "host:port".
-	ID        string            `json:"id" msgpack:"id"`
-	Host      string            `json:"host" msgpack:"host"`
+	ID   string `json:"id" msgpack:"id"`
+	Host string `json:"host" msgpack:"host"`
 	// Port and Weight are 16-bit and sit with the flags in one word: the
 	// registry holds many instances (see docs/registry.md, memory).
 	Port      uint16            `json:"port" msgpack:"port"`
