@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/tangram-dev/tangram/rpc"
 )
 
 // Watch streams are served by one fan-out loop: when a service changes, the
@@ -16,13 +18,13 @@ type pusher struct {
 	key  Key
 	mu   sync.Mutex // held while sending
 	rev  int64      // last revision sent; guarded by mu
-	send func(*Snapshot) (bool, error)
+	send func(*rpc.SendBatch, *Snapshot) (bool, error)
 	wake chan struct{}
 }
 
 // subscribe registers a push watcher of k starting after rev (0: full list).
-// trySend must not block.
-func (r *Registry) subscribe(k Key, rev int64, trySend func(*Snapshot) (bool, error)) *pusher {
+// trySend must not block; it may hold its write back until the batch's Flush.
+func (r *Registry) subscribe(k Key, rev int64, trySend func(*rpc.SendBatch, *Snapshot) (bool, error)) *pusher {
 	p := &pusher{key: k, rev: rev, send: trySend, wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	s := r.svc(k, true)
@@ -80,7 +82,7 @@ func (r *Registry) catchUp(p *pusher, send func(*Snapshot) error) error {
 
 // serve runs a push watcher until ctx ends: the fan-out loop sends what it
 // can; this goroutine sends the first list and catches up when woken.
-func (r *Registry) serveWatch(ctx context.Context, k Key, rev int64, trySend func(*Snapshot) (bool, error), send func(*Snapshot) error) error {
+func (r *Registry) serveWatch(ctx context.Context, k Key, rev int64, trySend func(*rpc.SendBatch, *Snapshot) (bool, error), send func(*Snapshot) error) error {
 	p := r.subscribe(k, rev, trySend)
 	defer r.unsubscribe(p)
 	for {
@@ -150,8 +152,11 @@ func (r *Registry) pushService(k Key) {
 		}
 	}
 	r.mu.RUnlock()
+	// One write per connection for the lot, not one per watcher.
+	var b rpc.SendBatch
+	defer b.Flush()
 	for _, j := range jobs {
-		ok, err := j.p.send(j.snap)
+		ok, err := j.p.send(&b, j.snap)
 		if ok && err == nil {
 			j.p.rev = j.snap.Revision
 		}

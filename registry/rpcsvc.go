@@ -138,7 +138,7 @@ func (reg *Registry) RegisterRPC(srv *rpc.Server) error {
 			if req.Node != reg.cfg.NodeName {
 				rev = 0
 			}
-			return rpcError(reg.serveWatch(ctx, req.Key, rev, ss.TrySend, ss.Send))
+			return rpcError(reg.serveWatch(ctx, req.Key, rev, ss.TrySendBatch, ss.Send))
 		}),
 	}
 	return errors.Join(errs...)

@@ -35,6 +35,7 @@ type conn struct {
 	wbuf    []byte
 	spare   []byte
 	writing bool
+	corked  int // open SendBatches holding this connection's writes back
 	werr    error
 
 	closeOnce sync.Once
@@ -70,7 +71,7 @@ func (c *conn) send(f *Frame) error {
 		return err
 	}
 	c.wbuf = appendFrame(c.wbuf, f)
-	if c.writing {
+	if c.writing || (c.corked > 0 && len(c.wbuf) <= maxPendingWrite) {
 		c.wmu.Unlock()
 		return nil
 	}
@@ -80,6 +81,13 @@ func (c *conn) send(f *Frame) error {
 		runtime.Gosched()
 		c.wmu.Lock()
 	}
+	c.writeLocked()
+	return nil
+}
+
+// writeLocked writes wbuf until it is empty (c.writing set, wmu held; it is
+// released on return).
+func (c *conn) writeLocked() {
 	for len(c.wbuf) > 0 && c.werr == nil {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
@@ -102,7 +110,42 @@ func (c *conn) send(f *Frame) error {
 	if werr != nil {
 		c.close(werr)
 	}
-	return nil
+}
+
+// A SendBatch holds back the writes of stream messages sent through it
+// (ServerStream.TrySendBatch) until Flush, so a fan-out to many streams
+// costs one system call per connection rather than one per message. The
+// zero value is ready; it is not safe for concurrent use.
+type SendBatch struct {
+	conns []*conn
+}
+
+func (b *SendBatch) add(c *conn) {
+	for _, x := range b.conns {
+		if x == c {
+			return
+		}
+	}
+	c.wmu.Lock()
+	c.corked++
+	c.wmu.Unlock()
+	b.conns = append(b.conns, c)
+}
+
+// Flush writes what the batch held back and empties it.
+func (b *SendBatch) Flush() {
+	for _, c := range b.conns {
+		c.wmu.Lock()
+		c.corked--
+		if c.corked > 0 || c.writing || len(c.wbuf) == 0 {
+			c.wmu.Unlock()
+			continue
+		}
+		c.writing = true
+		c.writeLocked()
+	}
+	clear(b.conns)
+	b.conns = b.conns[:0]
 }
 
 // close shuts the connection once; err is what pending work fails with.

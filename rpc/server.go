@@ -232,6 +232,12 @@ func (s *ServerStream[Req, Resp]) Send(m *Resp) error { return s.st.send(m) }
 // not stall on one slow reader).
 func (s *ServerStream[Req, Resp]) TrySend(m *Resp) (bool, error) { return s.st.sendMsg(m, false) }
 
+// TrySendBatch is TrySend with the write held back until b.Flush.
+func (s *ServerStream[Req, Resp]) TrySendBatch(b *SendBatch, m *Resp) (bool, error) {
+	b.add(s.st.c)
+	return s.st.sendMsg(m, false)
+}
+
 // SetTrailer sets metadata sent with the stream's final status.
 func (s *ServerStream[Req, Resp]) SetTrailer(md Metadata) { s.st.trailer = md }
 

@@ -218,6 +218,13 @@ func (st *stream) recv(v any) error {
 			return err
 		}
 		st.mu.Unlock()
+		if st.isClient {
+			// A client stream is failed (and recvSig signalled) when its
+			// context ends or its connection closes: one channel to wait
+			// on, which matters with thousands of watch streams.
+			<-st.recvSig
+			continue
+		}
 		select {
 		case <-st.recvSig:
 		case <-st.ctx.Done():

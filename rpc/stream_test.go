@@ -46,6 +46,83 @@ func TestServerStreaming(t *testing.T) {
 	}
 }
 
+// A SendBatch holds the messages of several streams back until Flush, then
+// they arrive in order.
+func TestSendBatch(t *testing.T) {
+	s, addr := testServer(t, Config{})
+	queued := make(chan struct{})
+	var b SendBatch
+	var streams []*ServerStream[num, num]
+	must(t, HandleStream(s, "Batch/Hold", func(ss *ServerStream[num, num]) error {
+		if _, err := ss.Recv(); err != nil {
+			return err
+		}
+		queued <- struct{}{}
+		<-ss.Context().Done()
+		return nil
+	}))
+	c := dial(t, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var clients []*ClientStream[num, num]
+	for range 2 {
+		st, err := NewStream[num, num](ctx, c, "Batch/Hold")
+		must(t, err)
+		must(t, st.Send(&num{}))
+		clients = append(clients, st)
+	}
+	for range 2 {
+		<-queued
+	}
+	// The handlers are parked; send through the server's streams directly.
+	s.mu.Lock()
+	for sc := range s.conns {
+		sc.mu.Lock()
+		for _, st := range sc.streams {
+			streams = append(streams, &ServerStream[num, num]{st: st})
+		}
+		sc.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if len(streams) != 2 {
+		t.Fatalf("%d server streams", len(streams))
+	}
+	for i := range 3 {
+		for _, ss := range streams {
+			if ok, err := ss.TrySendBatch(&b, &num{N: i}); !ok || err != nil {
+				t.Fatalf("TrySendBatch: %v %v", ok, err)
+			}
+		}
+	}
+	got := make(chan int, 6)
+	for _, st := range clients {
+		go func() {
+			for range 3 {
+				m, err := st.Recv()
+				if err != nil {
+					return
+				}
+				got <- m.N
+			}
+		}()
+	}
+	select {
+	case n := <-got:
+		t.Fatalf("message %d arrived before Flush", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	b.Flush()
+	var seq []int
+	for range 6 {
+		select {
+		case n := <-got:
+			seq = append(seq, n)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("after Flush, only %v arrived", seq)
+		}
+	}
+}
+
 func TestBidiStreamAndErrors(t *testing.T) {
 	s, addr := testServer(t, Config{})
 	must(t, HandleStream(s, "Chat/Echo", func(ss *ServerStream[echoReq, echoResp]) error {

@@ -67,6 +67,7 @@ func main() {
 	conc := flag.Int("c", 64, "concurrent registering callers")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
 	cpuprofile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile here")
+	onlyOurs := flag.Bool("ours", false, "measure Tangram only (profiling; no table or JSON)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		if f, err := os.Create(*cpuprofile); err == nil {
@@ -83,6 +84,18 @@ func main() {
 	}
 	if *quick {
 		*n, *rounds = 20000, 3
+	}
+	if *onlyOurs {
+		dir, _ := os.MkdirTemp("", "bench-registry-")
+		defer os.RemoveAll(dir)
+		ours, err := measureOurs(*bin, filepath.Join(dir, "data"), *n, *watchers, *rounds, *conc)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/registry:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("tangram: %.0f registrations/s, %.0f B/instance, push p50 %.2f ms p99 %.2f ms max %.2f ms (%d/%d)\n",
+			ours.RegPerSec, ours.BytesPerInst, ours.P50ms, ours.P99ms, ours.Maxms, ours.Notified, *watchers**rounds)
+		return
 	}
 	if err := run(*n, *watchers, *rounds, *conc, *bin); err != nil {
 		pprof.StopCPUProfile()
@@ -197,25 +210,60 @@ func percentiles(lat []time.Duration) (p50, p99, mx float64) {
 	return q(0.5), q(0.99), float64(lat[len(lat)-1]) / 1e6
 }
 
+// arrivals records, for every watcher, when its event of each round came:
+// each watcher writes its own slot (no lock or channel shared by a thousand
+// receivers to skew either side's figures).
+type arrivals struct {
+	round atomic.Int64
+	count atomic.Int64
+	at    [][]time.Time // [watcher][round]
+}
+
+func newArrivals(watchers, rounds int) *arrivals {
+	a := &arrivals{at: make([][]time.Time, watchers)}
+	for i := range a.at {
+		a.at[i] = make([]time.Time, rounds)
+	}
+	return a
+}
+
+// note records watcher i's first event of the current round.
+func (a *arrivals) note(i int) {
+	now := time.Now()
+	r := a.round.Load()
+	if r < 0 || a.at[i][r] != (time.Time{}) {
+		return
+	}
+	a.at[i][r] = now
+	a.count.Add(1)
+}
+
 // pushRounds changes the watched service once per round (change) and
 // collects, for every watcher, the time from the start of the change to its
-// event (arrivals), waiting at most 10 s per round.
-func pushRounds(rounds, watchers int, arrivals <-chan time.Time, change func(round int) error) ([]time.Duration, error) {
-	var lat []time.Duration
+// event, waiting at most 10 s per round.
+func pushRounds(rounds, watchers int, a *arrivals, change func(round int) error) ([]time.Duration, error) {
+	a.round.Store(-1)
+	starts := make([]time.Time, rounds)
 	for r := range rounds {
 		time.Sleep(300 * time.Millisecond)
-		start := time.Now()
+		a.round.Store(int64(r))
+		a.count.Store(0)
+		starts[r] = time.Now()
 		if err := change(r); err != nil {
 			return nil, err
 		}
-		timeout := time.After(10 * time.Second)
-	collect:
-		for range watchers {
-			select {
-			case t := <-arrivals:
-				lat = append(lat, t.Sub(start))
-			case <-timeout:
-				break collect
+		deadline := time.Now().Add(10 * time.Second)
+		for a.count.Load() < int64(watchers) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond) // stragglers past the count are late, not lost
+		a.round.Store(-1)
+	}
+	var lat []time.Duration
+	for _, w := range a.at {
+		for r, t := range w {
+			if !t.IsZero() {
+				lat = append(lat, t.Sub(starts[r]))
 			}
 		}
 	}
@@ -281,7 +329,7 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 		clients = append(clients, wc)
 	}
 	key := registry.Key{Service: "watched"}
-	arrivals := make(chan time.Time, watchers*rounds*2)
+	arr := newArrivals(watchers, rounds)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var ready sync.WaitGroup
@@ -314,13 +362,13 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 					continue
 				}
 				if len(s.Events) > 0 {
-					arrivals <- time.Now()
+					arr.note(i)
 				}
 			}
 		}()
 	}
 	ready.Wait()
-	lat, err := pushRounds(rounds, watchers, arrivals, func(r int) error {
+	lat, err := pushRounds(rounds, watchers, arr, func(r int) error {
 		in := registry.Instance{Key: key, Host: "10.200.0.1", Port: uint16(9000 + r), Weight: 100, Enabled: true, Ephemeral: true}
 		_, err := rpc.Call[registry.Instance](ctx, c, "tangram.Registry/Register", &in)
 		return err
@@ -380,7 +428,7 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 		defer wc.Close()
 		clients = append(clients, wc)
 	}
-	arrivals := make(chan time.Time, watchers*rounds*2)
+	arr := newArrivals(watchers, rounds)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -395,12 +443,12 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 			defer wg.Done()
 			for wr := range ch {
 				if len(wr.Events) > 0 {
-					arrivals <- time.Now()
+					arr.note(i)
 				}
 			}
 		}()
 	}
-	lat, err := pushRounds(rounds, watchers, arrivals, func(r int) error { return register("watched", 0, "10.200.0.1", 9000+r) })
+	lat, err := pushRounds(rounds, watchers, arr, func(r int) error { return register("watched", 0, "10.200.0.1", 9000+r) })
 	if err != nil {
 		return res, err
 	}
