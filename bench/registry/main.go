@@ -12,8 +12,8 @@
 //
 // It prints a markdown table and, last, one JSON line (DESIGN.md's format).
 //
-//	go run ./bench/registry           # 100,000 instances, 5 push rounds
-//	go run ./bench/registry -quick    # 20,000 instances, 3 rounds, under a minute
+//	go run ./bench/registry           # 100,000 instances, 10 push rounds
+//	go run ./bench/registry -quick    # 20,000 instances, 5 rounds, under a minute
 package main
 
 import (
@@ -60,10 +60,10 @@ type result struct {
 
 func main() {
 	serve := flag.Bool("serve-etcd", false, "internal: run the etcd peer (args: dir client-url peer-url)")
-	quick := flag.Bool("quick", false, "20,000 instances and 3 push rounds (under a minute)")
+	quick := flag.Bool("quick", false, "20,000 instances and 5 push rounds (under a minute)")
 	n := flag.Int("n", 100000, "instances to register")
 	watchers := flag.Int("watchers", 1000, "watchers of the pushed service")
-	rounds := flag.Int("rounds", 5, "push rounds")
+	rounds := flag.Int("rounds", 10, "push rounds")
 	conc := flag.Int("c", 64, "concurrent registering callers")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
 	cpuprofile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile here")
@@ -83,7 +83,7 @@ func main() {
 		return
 	}
 	if *quick {
-		*n, *rounds = 20000, 3
+		*n, *rounds = 20000, 5
 	}
 	if *onlyOurs {
 		dir, _ := os.MkdirTemp("", "bench-registry-")
