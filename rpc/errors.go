@@ -121,3 +121,11 @@ var (
 	// ErrClientClosed is returned by calls on a closed client.
 	ErrClientClosed = &Error{Code: Canceled, Message: "client closed"}
 )
+
+// NotSent reports whether a call failed before its request left this
+// process (no connection, or refused by a server shutting down), so running
+// it elsewhere cannot run it twice.
+func NotSent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.notSent
+}

@@ -86,6 +86,9 @@ func (s *Server) startRPC() error {
 	if err := s.registry.RegisterRPC(srv); err != nil {
 		return err
 	}
+	if err := s.jobs.RegisterRPC(srv); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.RPCAddr)
 	if err != nil {
 		return fmt.Errorf("server: rpc listen on %s: %w", s.cfg.RPCAddr, err)

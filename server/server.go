@@ -28,6 +28,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -122,6 +123,7 @@ type Server struct {
 	auth     *auth.Service
 	config   *config.Server
 	registry *registry.Registry
+	jobs     *job.Scheduler
 	httpSrv  *http.Server
 	ln       net.Listener
 	rpc      *rpc.Server
@@ -224,6 +226,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 
+	s.jobs, err = job.New(job.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName})
+	if err != nil {
+		return err
+	}
+	if err := s.jobs.Start(ctx); err != nil {
+		return err
+	}
+
 	handler, err := s.routes()
 	if err != nil {
 		return err
@@ -293,6 +303,9 @@ func (s *Server) Config() *config.Server { return s.config }
 // Auth returns the auth service.
 func (s *Server) Auth() *auth.Service { return s.auth }
 
+// Jobs returns the job scheduler component.
+func (s *Server) Jobs() *job.Scheduler { return s.jobs }
+
 // Registry returns the service registry component.
 func (s *Server) Registry() *registry.Registry { return s.registry }
 
@@ -313,6 +326,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.parker != nil {
 		_ = s.parker.Close()
 		s.parker.CloseIdle()
+	}
+	if s.jobs != nil {
+		_ = s.jobs.Close()
 	}
 	if s.registry != nil {
 		// Ends watch streams, which would otherwise hold the RPC drain
@@ -360,6 +376,9 @@ func (s *Server) closeComponents() {
 	if s.config != nil {
 		_ = s.config.Close()
 	}
+	if s.jobs != nil {
+		_ = s.jobs.Close()
+	}
 	if s.registry != nil {
 		_ = s.registry.Close()
 	}
@@ -389,6 +408,7 @@ func (s *Server) routes() (http.Handler, error) {
 	s.auth.Register(mux, s.auth.Require)
 	s.config.Register(mux, s.auth.Require)
 	s.registry.Mount(mux, s.auth.Require, s.log)
+	s.jobs.Mount(mux, s.auth.Require, s.log)
 	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -101,4 +102,27 @@ func (s *Store) Lease(ctx context.Context, name string) (Lease, error) {
 	}
 	l.ExpiresAt = time.UnixMilli(exp)
 	return l, nil
+}
+
+// Leases lists the leases whose names start with prefix, expired ones
+// included.
+func (s *Store) Leases(ctx context.Context, prefix string) ([]Lease, error) {
+	rows, err := s.QueryContext(ctx, `SELECT name, holder, term, expires_at FROM leases WHERE name LIKE ? ORDER BY name`, prefix+"%")
+	if err != nil {
+		return nil, fmt.Errorf("store: list leases %s*: %w", prefix, err)
+	}
+	defer rows.Close()
+	var out []Lease
+	for rows.Next() {
+		var l Lease
+		var exp int64
+		if err := rows.Scan(&l.Name, &l.Holder, &l.Term, &exp); err != nil {
+			return nil, fmt.Errorf("store: list leases: %w", err)
+		}
+		l.ExpiresAt = time.UnixMilli(exp)
+		if strings.HasPrefix(l.Name, prefix) { // LIKE's _ and % match more
+			out = append(out, l)
+		}
+	}
+	return out, rows.Err()
 }

@@ -1,0 +1,432 @@
+package job
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+// Run statuses.
+const (
+	StatusPending   = "pending"
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusKilled    = "killed"
+	StatusDiscarded = "discarded"
+)
+
+// ExecutorInfo is a registered executor.
+type ExecutorInfo struct {
+	App      string    `json:"app" msgpack:"app"`
+	Addr     string    `json:"addr" msgpack:"addr"`
+	Capacity int       `json:"capacity" msgpack:"capacity"`
+	Running  int       `json:"running" msgpack:"running"`
+	Handlers []string  `json:"handlers" msgpack:"handlers"`
+	LastBeat time.Time `json:"last_beat" msgpack:"last_beat"`
+	signKey  string
+}
+
+// RunRequest asks an executor to run a job (tangram.Executor/Run).
+type RunRequest struct {
+	RunID      int64  `msgpack:"run"`
+	JobID      int64  `msgpack:"job"`
+	Job        string `msgpack:"name"`
+	Handler    string `msgpack:"handler"`
+	Params     string `msgpack:"params"`
+	ShardIndex int    `msgpack:"shard"`
+	ShardTotal int    `msgpack:"shards"`
+	Attempt    int    `msgpack:"attempt"`
+	Block      string `msgpack:"block"`
+	TimeoutMS  int64  `msgpack:"timeout_ms"`
+	FireAt     int64  `msgpack:"fire_at"`
+	// Stamp and Sig authenticate the request: HMAC-SHA256 with the key the
+	// executor registered, over the fields above and Stamp (unix ms).
+	Stamp int64  `msgpack:"stamp"`
+	Sig   string `msgpack:"sig"`
+}
+
+func (r *RunRequest) canonical() string {
+	return fmt.Sprintf("run\n%d\n%d\n%s\n%s\n%d\n%d\n%d\n%s\n%d\n%d\n%d\n%s", r.RunID, r.JobID, r.Job, r.Handler,
+		r.ShardIndex, r.ShardTotal, r.Attempt, r.Block, r.TimeoutMS, r.FireAt, r.Stamp, r.Params)
+}
+
+// RunReply says whether the executor took the run.
+type RunReply struct {
+	// Discarded: the job's previous run is still going and its block
+	// strategy is discard_later.
+	Discarded bool `msgpack:"discarded,omitempty"`
+}
+
+// KillRequest cancels a run on its executor (tangram.Executor/Kill).
+type KillRequest struct {
+	RunID int64  `msgpack:"run"`
+	Stamp int64  `msgpack:"stamp"`
+	Sig   string `msgpack:"sig"`
+}
+
+func (r *KillRequest) canonical() string { return fmt.Sprintf("kill\n%d\n%d", r.RunID, r.Stamp) }
+
+func sign(key, msg string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte(msg))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// executors lists the live executors of app that have handler, in address
+// order.
+func (s *Scheduler) executors(ctx context.Context, app, handler string) ([]ExecutorInfo, error) {
+	all, err := listExecutors(ctx, s.st, app, time.Now().Add(-s.cfg.ExecutorTimeout))
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, e := range all {
+		if handler == "" || slices.Contains(e.Handlers, handler) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func listExecutors(ctx context.Context, q store.Querier, app string, since time.Time) ([]ExecutorInfo, error) {
+	query := `SELECT app, addr, sign_key, capacity, running, handlers, last_beat FROM job_executors WHERE last_beat >= ?`
+	args := []any{ms(since)}
+	if app != "" {
+		query += ` AND app = ?`
+		args = append(args, app)
+	}
+	rows, err := q.QueryContext(ctx, query+` ORDER BY app, addr`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("job: list executors: %w", err)
+	}
+	defer rows.Close()
+	var out []ExecutorInfo
+	for rows.Next() {
+		var e ExecutorInfo
+		var handlers string
+		var beat int64
+		if err := rows.Scan(&e.App, &e.Addr, &e.signKey, &e.Capacity, &e.Running, &handlers, &beat); err != nil {
+			return nil, fmt.Errorf("job: list executors: %w", err)
+		}
+		_ = json.Unmarshal([]byte(handlers), &e.Handlers)
+		e.LastBeat = fromMS(beat)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// route orders the candidate executors for one run: the first is tried
+// first; the rest are fallbacks when it cannot be reached.
+func (s *Scheduler) route(j *Job, shard int, ex []ExecutorInfo) []ExecutorInfo {
+	if len(ex) <= 1 {
+		return ex
+	}
+	out := slices.Clone(ex)
+	rotate := func(i int) {
+		i %= len(out)
+		out = append(out[i:], out[:i]...)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch j.Route {
+	case RouteFirst, RouteFailover:
+		// address order; failover skips the unreachable by trying the next
+	case RouteLast:
+		slices.Reverse(out)
+	case RouteRoundRobin:
+		rotate(s.rr[j.ID])
+		s.rr[j.ID]++
+	case RouteRandom:
+		rand.Shuffle(len(out), func(a, b int) { out[a], out[b] = out[b], out[a] })
+	case RouteHash:
+		// Rendezvous hashing: the executor with the highest hash of
+		// (job, executor) — a job stays put while the set is stable.
+		key := strconv.FormatInt(j.ID, 10)
+		sort.Slice(out, func(a, b int) bool { return hashOf(key+"/"+out[a].Addr) > hashOf(key+"/"+out[b].Addr) })
+	case RouteLFU:
+		sort.SliceStable(out, func(a, b int) bool {
+			return s.uses[useKey(j.ID, out[a].Addr)] < s.uses[useKey(j.ID, out[b].Addr)]
+		})
+	case RouteLRU:
+		sort.SliceStable(out, func(a, b int) bool {
+			return s.lastAt[useKey(j.ID, out[a].Addr)] < s.lastAt[useKey(j.ID, out[b].Addr)]
+		})
+	case RouteBusyover:
+		sort.SliceStable(out, func(a, b int) bool { return out[a].Running < out[b].Running })
+	case RouteBroadcast:
+		rotate(shard)
+		return out[:1] // each shard to its own executor
+	}
+	return out
+}
+
+func useKey(job int64, addr string) string { return strconv.FormatInt(job, 10) + "/" + addr }
+
+func (s *Scheduler) noteUse(job int64, addr string) {
+	s.mu.Lock()
+	s.uses[useKey(job, addr)]++
+	s.lastAt[useKey(job, addr)] = time.Now().UnixNano()
+	s.mu.Unlock()
+}
+
+// client returns a connection to an executor.
+func (s *Scheduler) client(ctx context.Context, addr string) (*rpc.Client, error) {
+	s.mu.Lock()
+	c := s.conns[addr]
+	s.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	opts := append([]rpc.DialOption{rpc.WithLogger(s.log), rpc.WithDialTimeout(2 * time.Second)}, s.cfg.DialOptions...)
+	c, err := rpc.Dial(ctx, addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.conns[addr]; old != nil {
+		c.Close()
+		return old, nil
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// dispatchPending dispatches a pending run (a retry, a manual trigger, a
+// child) whose time has come.
+func (s *Scheduler) dispatchPending(ctx context.Context, it runItem) {
+	term, ok := s.term(it.part)
+	if !ok {
+		return
+	}
+	var jobID int64
+	var status string
+	if err := s.st.QueryRowContext(ctx, `SELECT job_id, status FROM job_runs WHERE id = ?`, it.runID).Scan(&jobID, &status); err != nil || status != StatusPending {
+		return
+	}
+	j, err := loadJob(ctx, s.st, jobID)
+	if err != nil {
+		s.finish(ctx, it.runID, StatusFailed, err.Error(), "")
+		return
+	}
+	s.dispatch(ctx, j, it.runID, it.part, term)
+}
+
+// dispatch sends a pending run to an executor chosen by the job's route,
+// trying the next candidate when one cannot be reached. The run turns
+// running in the store (under the partition's term) before the request
+// goes out, so a run is never sent twice.
+func (s *Scheduler) dispatch(ctx context.Context, j *Job, runID int64, part int, term int64) {
+	var rr RunRequest
+	var status string
+	err := s.st.QueryRowContext(ctx, `SELECT fire_at, attempt, shard_index, shard_total, params, status FROM job_runs WHERE id = ?`, runID).
+		Scan(&rr.FireAt, &rr.Attempt, &rr.ShardIndex, &rr.ShardTotal, &rr.Params, &status)
+	if err != nil || status != StatusPending {
+		return
+	}
+	ex, err := s.executors(ctx, j.App, j.Handler)
+	if err != nil {
+		s.log.Warn("job: listing executors failed; the run waits", "job", j.Name, "err", err)
+		s.wheel.add(runKey(runID), time.Now().Add(time.Second), runItem{runID: runID, part: part})
+		return
+	}
+	if len(ex) == 0 {
+		s.finish(ctx, runID, StatusFailed, fmt.Sprintf("no live executor of app %q has handler %q", j.App, j.Handler), "")
+		return
+	}
+	rr.RunID, rr.JobID, rr.Job, rr.Handler, rr.Block = runID, j.ID, j.Name, j.Handler, j.Block
+	rr.TimeoutMS = j.Timeout.D().Milliseconds()
+	var lastErr error
+	for _, e := range s.route(j, rr.ShardIndex, ex) {
+		// Claim: pending → running on e, fenced.
+		err := s.st.InTx(ctx, func(tx *store.Tx) error {
+			if err := s.fenceTx(ctx, tx, part, term); err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = 'running', executor = ?, started_at = ?, term = ? WHERE id = ? AND status = 'pending'`,
+				e.Addr, ms(time.Now()), term, runID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return errStale
+			}
+			return nil
+		})
+		if err != nil {
+			if !errors.Is(err, errStale) && !errors.Is(err, errFenced) {
+				s.log.Warn("job: claiming a run failed", "run", runID, "err", err)
+			}
+			return
+		}
+		rr.Stamp = ms(time.Now())
+		rr.Sig = sign(e.signKey, rr.canonical())
+		reply, sent, err := s.send(ctx, e.Addr, &rr)
+		if err == nil {
+			s.noteUse(j.ID, e.Addr)
+			if reply.Discarded {
+				s.finish(ctx, runID, StatusDiscarded, "the previous run is still going (block strategy discard_later)", "")
+			}
+			return
+		}
+		lastErr = err
+		s.log.Warn("job: executor unreachable; trying the next", "job", j.Name, "executor", e.Addr, "err", err)
+		// Back to pending for the next candidate — only if the executor
+		// certainly did not get it (no connection); otherwise it may be
+		// running there, and the run fails rather than runs twice.
+		if sent {
+			break
+		}
+		if _, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'pending', executor = '' WHERE id = ? AND status = 'running' AND executor = ?`, runID, e.Addr); err != nil {
+			return
+		}
+		if j.Route == RouteBroadcast {
+			break
+		}
+	}
+	s.finish(ctx, runID, StatusFailed, fmt.Sprintf("no executor took the run: %v", lastErr), "")
+}
+
+// send delivers a run; sent is false when no connection could be made (the
+// executor certainly did not get it).
+func (s *Scheduler) send(ctx context.Context, addr string, rr *RunRequest) (reply *RunReply, sent bool, err error) {
+	c, err := s.client(ctx, addr)
+	if err != nil {
+		return nil, false, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reply, err = rpc.Call[RunReply](cctx, c, "tangram.Executor/Run", rr)
+	return reply, err == nil || !rpc.NotSent(err), err
+}
+
+// finish records a run's outcome once (a repeated report is acknowledged
+// and ignored), then applies the job's policy: a retry after a failure, the
+// children after a success, the next fire of a delay trigger.
+func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output string) error {
+	var jobID, fireAt int64
+	var attempt, shard int
+	var params string
+	now := time.Now()
+	done := false
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'running')`,
+			status, truncate(msg, 4000), ms(now), runID)
+		if err != nil {
+			return fmt.Errorf("job: finish run %d: %w", runID, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil // already finished: a repeated report
+		}
+		done = true
+		if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params FROM job_runs WHERE id = ?`, runID).
+			Scan(&jobID, &fireAt, &attempt, &shard, &params); err != nil {
+			return err
+		}
+		j, err := loadJob(ctx, tx, jobID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case status == StatusFailed && attempt < j.Retries:
+			backoff := j.RetryBackoff.D() << min(attempt, 20)
+			_, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at)
+				SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, 'retry', params, 'pending', ?, '', 0, '', ?, 0, 0 FROM job_runs WHERE id = ?`,
+				ms(now.Add(backoff)), ms(now), runID)
+			if err != nil && !store.IsUniqueViolation(err) {
+				return fmt.Errorf("job: schedule retry of run %d: %w", runID, err)
+			}
+		case status == StatusSucceeded:
+			for _, c := range j.Children {
+				child, err := loadJob(ctx, tx, c)
+				if err != nil {
+					continue // a deleted child
+				}
+				p := child.Params
+				if output != "" {
+					p = output // a parent's small output feeds its children
+				}
+				if _, err := s.insertPending(ctx, tx, child, "child", p, now); err != nil {
+					return err
+				}
+			}
+		}
+		if j.Trigger.Kind == TriggerDelay && j.Enabled && shard == 0 {
+			_, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = 0`, ms(now.Add(j.Trigger.Every.D())), jobID)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Error("job: recording a run's outcome failed", "run", runID, "err", err)
+		return err
+	}
+	if done {
+		s.log.Debug("job: run finished", "run", runID, "status", status)
+		s.wakeLoader()
+	}
+	return nil
+}
+
+// insertPending adds a run to dispatch now (manual trigger, child).
+func (s *Scheduler) insertPending(ctx context.Context, tx *store.Tx, j *Job, cause, params string, now time.Time) ([]int64, error) {
+	for i := range 16 {
+		fireAt := ms(now) + int64(i)
+		ids, err := s.insertRuns(ctx, tx, j, fireAt, 0, cause, params, 0, now)
+		if errors.Is(err, errStale) {
+			continue // another trigger in the same millisecond
+		}
+		return ids, err
+	}
+	return nil, fmt.Errorf("job: %s triggered too often in one millisecond", j.Name)
+}
+
+// reapLost fails the running runs of the owned partitions whose executor
+// stopped heartbeating, or that ran past their timeout by a minute (the
+// executor should have killed them); retries follow the job's policy.
+func (s *Scheduler) reapLost(ctx context.Context, in string) {
+	cut := ms(time.Now().Add(-s.cfg.ExecutorTimeout))
+	rows, err := s.st.QueryContext(ctx, `SELECT r.id FROM job_runs r WHERE r.part IN (`+in+`) AND r.status = 'running' AND r.started_at < ?
+		AND NOT EXISTS (SELECT 1 FROM job_executors e WHERE e.addr = r.executor AND e.last_beat >= ?)`, cut, cut)
+	if err != nil {
+		s.log.Warn("job: looking for lost runs failed", "err", err)
+		return
+	}
+	var lost []int64
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil {
+			lost = append(lost, id)
+		}
+	}
+	rows.Close()
+	for _, id := range lost {
+		s.log.Warn("job: run lost with its executor", "run", id)
+		s.finish(ctx, id, StatusFailed, "executor lost (no heartbeat)", "")
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,286 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/audit"
+	"github.com/tangram-dev/tangram/internal/auth"
+)
+
+// MapError turns job errors into API errors.
+func MapError(err error) error {
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, ErrNotFound):
+		return api.NotFound("%s", strings.TrimPrefix(err.Error(), "job: not found: "))
+	case errors.Is(err, ErrInvalid):
+		return api.BadRequest("%s", strings.TrimPrefix(err.Error(), "job: invalid "))
+	}
+	return err
+}
+
+// Permissions are per app (the executor group): reading needs read, jobs
+// are created and changed with edit, triggered and killed with release.
+// Every change is audited.
+
+// Mount mounts the job API under /api/v1/jobs; wrap authenticates every
+// request.
+func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler, log *slog.Logger) {
+	h := func(pattern string, fn api.HandlerFunc) {
+		mux.Handle(pattern, wrap(api.Handler(log, MapError, fn)))
+	}
+	const base = "/api/v1/jobs"
+	id := func(r *http.Request, name string) (int64, error) {
+		v, err := strconv.ParseInt(r.PathValue(name), 10, 64)
+		if err != nil || v <= 0 {
+			return 0, api.BadRequest("%s %q: not a positive number", name, r.PathValue(name))
+		}
+		return v, nil
+	}
+	// job loads a job by the {id} path value (a number or a name) and
+	// checks perm on its app.
+	job := func(r *http.Request, perm auth.Perm) (*Job, error) {
+		var j *Job
+		var err error
+		if n, perr := strconv.ParseInt(r.PathValue("id"), 10, 64); perr == nil {
+			j, err = s.Get(r.Context(), n)
+		} else {
+			j, err = s.ByName(r.Context(), r.PathValue("id"))
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := auth.Check(r.Context(), perm, "", j.App, ""); err != nil {
+			return nil, err
+		}
+		return j, nil
+	}
+	h("GET "+base, func(w http.ResponseWriter, r *http.Request) error {
+		app := r.URL.Query().Get("app")
+		if err := auth.Check(r.Context(), auth.PermRead, "", app, ""); err != nil {
+			return err
+		}
+		jobs, err := s.List(r.Context(), app)
+		if err != nil {
+			return err
+		}
+		p := auth.FromContext(r.Context())
+		out := make([]*Job, 0, len(jobs))
+		for _, j := range jobs {
+			if p.Can(auth.PermRead, "", j.App, "") {
+				out = append(out, j)
+			}
+		}
+		api.WriteJSON(w, 200, api.List[*Job]{Items: out})
+		return nil
+	})
+	h("POST "+base, func(w http.ResponseWriter, r *http.Request) error {
+		var in Job
+		if err := api.Decode(r, &in); err != nil {
+			return err
+		}
+		if err := auth.Check(r.Context(), auth.PermEdit, "", in.App, ""); err != nil {
+			return err
+		}
+		out, err := s.Create(r.Context(), in)
+		if err != nil {
+			return err
+		}
+		s.audit(r.Context(), "job.create", out, nil, out)
+		api.WriteJSON(w, 201, out)
+		return nil
+	})
+	h("GET "+base+"/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, j)
+		return nil
+	})
+	h("PUT "+base+"/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		before, err := job(r, auth.PermEdit)
+		if err != nil {
+			return err
+		}
+		var in Job
+		if err := api.Decode(r, &in); err != nil {
+			return err
+		}
+		if err := auth.Check(r.Context(), auth.PermEdit, "", in.App, ""); err != nil {
+			return err
+		}
+		out, err := s.Update(r.Context(), before.ID, in)
+		if err != nil {
+			return err
+		}
+		s.audit(r.Context(), "job.update", out, before, out)
+		api.WriteJSON(w, 200, out)
+		return nil
+	})
+	h("DELETE "+base+"/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		before, err := job(r, auth.PermEdit)
+		if err != nil {
+			return err
+		}
+		if err := s.Delete(r.Context(), before.ID); err != nil {
+			return err
+		}
+		s.audit(r.Context(), "job.delete", before, before, nil)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	for _, v := range []struct {
+		verb string
+		on   bool
+	}{{"enable", true}, {"disable", false}} {
+		h("POST "+base+"/{id}/"+v.verb, func(w http.ResponseWriter, r *http.Request) error {
+			before, err := job(r, auth.PermEdit)
+			if err != nil {
+				return err
+			}
+			out, err := s.SetEnabled(r.Context(), before.ID, v.on)
+			if err != nil {
+				return err
+			}
+			s.audit(r.Context(), "job."+v.verb, out, before, out)
+			api.WriteJSON(w, 200, out)
+			return nil
+		})
+	}
+	h("POST "+base+"/{id}/trigger", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRelease)
+		if err != nil {
+			return err
+		}
+		var in struct {
+			Params string `json:"params"`
+		}
+		if r.ContentLength != 0 {
+			if err := api.Decode(r, &in); err != nil {
+				return err
+			}
+		}
+		ids, err := s.Trigger(r.Context(), j.ID, in.Params)
+		if err != nil {
+			return err
+		}
+		s.audit(r.Context(), "job.trigger", j, nil, map[string]any{"runs": ids, "params": in.Params})
+		api.WriteJSON(w, 202, map[string]any{"runs": ids})
+		return nil
+	})
+	h("GET "+base+"/{id}/runs", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		runs, err := s.Runs(r.Context(), j.ID, limit)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[Run]{Items: runs})
+		return nil
+	})
+	run := func(r *http.Request, perm auth.Perm) (*Run, error) {
+		rid, err := id(r, "run")
+		if err != nil {
+			return nil, err
+		}
+		rn, err := s.GetRun(r.Context(), rid)
+		if err != nil {
+			return nil, err
+		}
+		j, err := s.Get(r.Context(), rn.JobID)
+		app := ""
+		if err == nil {
+			app = j.App
+		}
+		if err := auth.Check(r.Context(), perm, "", app, ""); err != nil {
+			return nil, err
+		}
+		return rn, nil
+	}
+	h("GET /api/v1/job-runs/{run}", func(w http.ResponseWriter, r *http.Request) error {
+		rn, err := run(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, rn)
+		return nil
+	})
+	h("POST /api/v1/job-runs/{run}/kill", func(w http.ResponseWriter, r *http.Request) error {
+		rn, err := run(r, auth.PermRelease)
+		if err != nil {
+			return err
+		}
+		if err := s.Kill(r.Context(), rn.ID); err != nil {
+			return err
+		}
+		s.auditRun(r.Context(), "job.kill", rn)
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	})
+	// Logs: ?from=N returns the chunks from N and the next N; polling it
+	// follows a live run.
+	h("GET /api/v1/job-runs/{run}/logs", func(w http.ResponseWriter, r *http.Request) error {
+		rn, err := run(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		from, _ := strconv.Atoi(r.URL.Query().Get("from"))
+		text, next, err := s.Logs(r.Context(), rn.ID, max(from, 0))
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]any{"text": text, "next": next, "status": rn.Status})
+		return nil
+	})
+	h("GET /api/v1/job-executors", func(w http.ResponseWriter, r *http.Request) error {
+		app := r.URL.Query().Get("app")
+		if err := auth.Check(r.Context(), auth.PermRead, "", app, ""); err != nil {
+			return err
+		}
+		ex, err := s.Executors(r.Context(), app)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[ExecutorInfo]{Items: ex})
+		return nil
+	})
+	h("GET /api/v1/job-status", func(w http.ResponseWriter, r *http.Request) error {
+		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]any{"node": s.Node(), "partitions": s.cfg.Partitions, "owned": s.Owned()})
+		return nil
+	})
+}
+
+func (s *Scheduler) audit(ctx context.Context, action string, j *Job, before, after any) {
+	e := audit.Entry{Actor: auth.Actor(ctx), Action: action, Resource: "job/" + j.App + "/" + j.Name}
+	if before != nil {
+		e.Before = audit.Value(before)
+	}
+	if after != nil {
+		e.After = audit.Value(after)
+	}
+	if err := audit.Record(ctx, s.st, e); err != nil {
+		s.log.Error("job: audit record failed", "action", action, "err", err)
+	}
+}
+
+func (s *Scheduler) auditRun(ctx context.Context, action string, r *Run) {
+	e := audit.Entry{Actor: auth.Actor(ctx), Action: action, Resource: "job-run/" + strconv.FormatInt(r.ID, 10), Before: audit.Value(r)}
+	if err := audit.Record(ctx, s.st, e); err != nil {
+		s.log.Error("job: audit record failed", "action", action, "err", err)
+	}
+}

@@ -1,0 +1,183 @@
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+// BeatRequest registers or renews an executor (tangram.Job/Heartbeat).
+type BeatRequest struct {
+	App      string   `msgpack:"app"`
+	Addr     string   `msgpack:"addr"`
+	SignKey  string   `msgpack:"key"`
+	Capacity int      `msgpack:"capacity"`
+	Running  int      `msgpack:"running"`
+	Handlers []string `msgpack:"handlers"`
+}
+
+// ReportRequest is a run's outcome (tangram.Job/Report).
+type ReportRequest struct {
+	App    string `msgpack:"app"`
+	RunID  int64  `msgpack:"run"`
+	Status string `msgpack:"status"`
+	Error  string `msgpack:"error,omitempty"`
+	Output string `msgpack:"output,omitempty"`
+}
+
+// LogRequest appends a chunk to a run's log (tangram.Job/Log).
+type LogRequest struct {
+	App   string `msgpack:"app"`
+	RunID int64  `msgpack:"run"`
+	Seq   int    `msgpack:"seq"`
+	Text  string `msgpack:"text"`
+}
+
+// LeaveRequest removes an executor (tangram.Job/Leave).
+type LeaveRequest struct {
+	App  string `msgpack:"app"`
+	Addr string `msgpack:"addr"`
+}
+
+// Limits on what executors send.
+const (
+	MaxLogChunk  = 64 << 10
+	MaxOutput    = 64 << 10
+	maxHandlers  = 1024
+	maxSignKey   = 128
+	maxAddrBytes = 256
+)
+
+func rpcError(err error) error {
+	var ae *api.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ae):
+		switch ae.Status {
+		case http.StatusUnauthorized:
+			return rpc.Errorf(rpc.Unauthenticated, "%s", ae.Message)
+		case http.StatusForbidden:
+			return rpc.Errorf(rpc.PermissionDenied, "%s", ae.Message)
+		case http.StatusNotFound:
+			return rpc.Errorf(rpc.NotFound, "%s", ae.Message)
+		}
+		return rpc.Errorf(rpc.InvalidArgument, "%s", ae.Message)
+	case errors.Is(err, ErrNotFound):
+		return rpc.Errorf(rpc.NotFound, "%v", err)
+	case errors.Is(err, ErrInvalid):
+		return rpc.Errorf(rpc.InvalidArgument, "%v", err)
+	}
+	return rpc.Errorf(rpc.Unavailable, "%v", err)
+}
+
+// RegisterRPC adds the executor-facing services to srv (whose interceptors
+// authenticate callers): executors need edit permission on their app.
+func (s *Scheduler) RegisterRPC(srv *rpc.Server) error {
+	return errors.Join(
+		rpc.Handle(srv, "tangram.Job/Heartbeat", func(ctx context.Context, req *BeatRequest) (*Empty, error) {
+			return &Empty{}, rpcError(s.heartbeat(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Report", func(ctx context.Context, req *ReportRequest) (*Empty, error) {
+			return &Empty{}, rpcError(s.report(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Log", func(ctx context.Context, req *LogRequest) (*Empty, error) {
+			return &Empty{}, rpcError(s.appendLog(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Leave", func(ctx context.Context, req *LeaveRequest) (*Empty, error) {
+			if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+				return nil, rpcError(err)
+			}
+			_, err := s.st.ExecContext(ctx, `DELETE FROM job_executors WHERE app = ? AND addr = ?`, req.App, req.Addr)
+			return &Empty{}, rpcError(err)
+		}),
+	)
+}
+
+func (s *Scheduler) heartbeat(ctx context.Context, req *BeatRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	if !nameRE.MatchString(req.App) {
+		return fmt.Errorf("%w app %q", ErrInvalid, req.App)
+	}
+	if req.Addr == "" || len(req.Addr) > maxAddrBytes || len(req.SignKey) < 16 || len(req.SignKey) > maxSignKey ||
+		len(req.Handlers) > maxHandlers || req.Capacity < 0 {
+		return fmt.Errorf("%w executor registration: address, a 16–128 byte signing key, at most %d handlers", ErrInvalid, maxHandlers)
+	}
+	handlers, _ := json.Marshal(req.Handlers)
+	now := ms(time.Now())
+	res, err := s.st.ExecContext(ctx, `UPDATE job_executors SET sign_key = ?, capacity = ?, running = ?, handlers = ?, last_beat = ? WHERE app = ? AND addr = ?`,
+		req.SignKey, req.Capacity, req.Running, string(handlers), now, req.App, req.Addr)
+	if err != nil {
+		return fmt.Errorf("job: executor heartbeat: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	_, err = s.st.ExecContext(ctx, `INSERT INTO job_executors (app, addr, sign_key, capacity, running, handlers, last_beat) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		req.App, req.Addr, req.SignKey, req.Capacity, req.Running, string(handlers), now)
+	if err != nil && !store.IsUniqueViolation(err) {
+		return fmt.Errorf("job: executor registration: %w", err)
+	}
+	if err == nil {
+		s.log.Info("job: executor registered", "app", req.App, "addr", req.Addr, "handlers", len(req.Handlers))
+	}
+	return nil
+}
+
+// appOfRun checks that a run belongs to a job of app.
+func (s *Scheduler) appOfRun(ctx context.Context, runID int64, app string) error {
+	var got string
+	err := s.st.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, runID).Scan(&got)
+	if err != nil {
+		return fmt.Errorf("%w: run %d", ErrNotFound, runID)
+	}
+	if got != app {
+		return fmt.Errorf("%w: run %d belongs to app %q, not %q", ErrInvalid, runID, got, app)
+	}
+	return nil
+}
+
+func (s *Scheduler) report(ctx context.Context, req *ReportRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	switch req.Status {
+	case StatusSucceeded, StatusFailed, StatusKilled, StatusDiscarded:
+	default:
+		return fmt.Errorf("%w status %q: want succeeded, failed, killed or discarded", ErrInvalid, req.Status)
+	}
+	if len(req.Output) > MaxOutput {
+		return fmt.Errorf("%w output: %d bytes, at most %d", ErrInvalid, len(req.Output), MaxOutput)
+	}
+	if err := s.appOfRun(ctx, req.RunID, req.App); err != nil {
+		return err
+	}
+	return s.finish(ctx, req.RunID, req.Status, req.Error, req.Output)
+}
+
+func (s *Scheduler) appendLog(ctx context.Context, req *LogRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	if len(req.Text) > MaxLogChunk || req.Seq < 0 {
+		return fmt.Errorf("%w log chunk: at most %d bytes, seq ≥ 0", ErrInvalid, MaxLogChunk)
+	}
+	if err := s.appOfRun(ctx, req.RunID, req.App); err != nil {
+		return err
+	}
+	_, err := s.st.ExecContext(ctx, `INSERT INTO job_logs (run_id, seq, body, created_at) VALUES (?, ?, ?, ?)`, req.RunID, req.Seq, req.Text, ms(time.Now()))
+	if err != nil && !store.IsUniqueViolation(err) { // a resent chunk
+		return fmt.Errorf("job: append log: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,614 @@
+package job
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+// Config configures a Scheduler.
+type Config struct {
+	// Store holds jobs, runs, logs, executors and the partition leases.
+	// Every server of a cluster points at the same one. Required.
+	Store *store.Store
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// NodeName names this server among those sharing the store (the
+	// holder of partition leases). Default hostname:pid.
+	NodeName string
+	// Partitions splits the jobs; each is leased by one server at a time.
+	// Every server sharing a store must use the same number. Default 16.
+	Partitions int
+	// LeaseTTL is how long a partition stays with a server that stopped
+	// renewing it: the longest a dead server's jobs wait. Default 10 s.
+	LeaseTTL time.Duration
+	// LoadAhead is how far ahead due jobs are read into the timing wheel,
+	// every LoadInterval. Defaults 5 s and 1 s.
+	LoadAhead    time.Duration
+	LoadInterval time.Duration
+	// ExecutorTimeout removes an executor whose heartbeats stopped, and
+	// fails its running runs (retried per their job). Default 30 s.
+	ExecutorTimeout time.Duration
+	// Workers fire and dispatch due triggers concurrently. Default 16.
+	Workers int
+	// DialOptions for the connections to executors.
+	DialOptions []rpc.DialOption
+}
+
+func (c *Config) fill() error {
+	if c.Store == nil {
+		return fmt.Errorf("job: Config.Store is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.NodeName == "" {
+		h, _ := os.Hostname()
+		c.NodeName = h + ":" + strconv.Itoa(os.Getpid())
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 16
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.LoadAhead <= 0 {
+		c.LoadAhead = 5 * time.Second
+	}
+	if c.LoadInterval <= 0 {
+		c.LoadInterval = time.Second
+	}
+	if c.ExecutorTimeout <= 0 {
+		c.ExecutorTimeout = 30 * time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 16
+	}
+	return nil
+}
+
+// Scheduler is the trigger side: it stores jobs, fires them on time on the
+// server that leases their partition, and dispatches runs to executors.
+// Several Schedulers (servers) share one store; each fire is claimed in the
+// store under the partition's fencing term, so none fires twice.
+type Scheduler struct {
+	cfg   Config
+	log   *slog.Logger
+	st    *store.Store
+	wheel *wheel
+
+	mu     sync.Mutex
+	owned  map[int]int64 // partition → lease term
+	rr     map[int64]int // round-robin position per job
+	uses   map[string]int64
+	lastAt map[string]int64
+	conns  map[string]*rpc.Client // executor address → client
+	closed bool
+
+	work chan any
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// fireItem is a job's scheduled fire in the wheel.
+type fireItem struct {
+	jobID  int64
+	fireAt int64 // unix ms
+	part   int
+}
+
+// runItem is a pending run (a retry, a manual trigger) due for dispatch.
+type runItem struct {
+	runID int64
+	part  int
+}
+
+type runKey int64
+
+// New returns a scheduler; Start begins its work.
+func New(cfg Config) (*Scheduler, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()),
+		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
+		conns: map[string]*rpc.Client{}, work: make(chan any, 4096), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+}
+
+// Start begins leasing partitions and firing their jobs.
+func (s *Scheduler) Start(ctx context.Context) error {
+	s.goFunc(s.leaseLoop)
+	s.goFunc(s.loadLoop)
+	s.goFunc(s.triggerLoop)
+	for range s.cfg.Workers {
+		s.goFunc(s.worker)
+	}
+	return nil
+}
+
+// Close stops the scheduler and gives its partitions up at once.
+func (s *Scheduler) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	s.mu.Unlock()
+	s.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	owned := s.owned
+	s.owned = map[int]int64{}
+	conns := s.conns
+	s.conns = map[string]*rpc.Client{}
+	s.mu.Unlock()
+	for p, term := range owned {
+		_ = s.st.ReleaseLease(ctx, partLease(p), s.cfg.NodeName, term)
+	}
+	_ = s.st.ReleaseLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, 0)
+	for _, c := range conns {
+		c.Close()
+	}
+	return nil
+}
+
+func (s *Scheduler) goFunc(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Node is this server's name.
+func (s *Scheduler) Node() string { return s.cfg.NodeName }
+
+// Owned lists the partitions this server holds.
+func (s *Scheduler) Owned() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(s.owned))
+	for p := range s.owned {
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func partLease(p int) string      { return "job/p/" + strconv.Itoa(p) }
+func memberLease(n string) string { return "job/m/" + n }
+func partOf(id int64, n int) int  { return int(uint64(id) % uint64(n)) }
+func ms(t time.Time) int64        { return t.UnixMilli() }
+func fromMS(v int64) time.Time    { return time.UnixMilli(v).UTC() }
+func (s *Scheduler) wakeLoader()  { signal(s.kick) }
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// leaseLoop keeps this server's membership and its fair share of the
+// partitions: ceil(partitions / live servers). A server joining takes free
+// partitions; one holding too many gives the excess up, so a cluster of N
+// servers splits the work N ways.
+func (s *Scheduler) leaseLoop() {
+	every := s.cfg.LeaseTTL / 3
+	for {
+		s.balance()
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (s *Scheduler) balance() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL/2)
+	defer cancel()
+	if _, _, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.cfg.LeaseTTL); err != nil {
+		s.log.Warn("job: renewing membership failed", "err", err)
+		return
+	}
+	now := time.Now()
+	members, err := s.st.Leases(ctx, "job/m/")
+	if err != nil {
+		s.log.Warn("job: listing servers failed", "err", err)
+		return
+	}
+	live := 0
+	for _, m := range members {
+		if m.ExpiresAt.After(now) {
+			live++
+		}
+	}
+	fair := (s.cfg.Partitions + max(live, 1) - 1) / max(live, 1)
+	// Renew what we hold.
+	s.mu.Lock()
+	owned := make(map[int]int64, len(s.owned))
+	for p, t := range s.owned {
+		owned[p] = t
+	}
+	s.mu.Unlock()
+	for p, term := range owned {
+		if err := s.st.RenewLease(ctx, partLease(p), s.cfg.NodeName, term, s.cfg.LeaseTTL); err != nil {
+			s.log.Warn("job: lost a partition", "partition", p, "err", err)
+			s.drop(p)
+			delete(owned, p)
+		}
+	}
+	// Give up the excess, highest partitions first.
+	if len(owned) > fair {
+		ps := make([]int, 0, len(owned))
+		for p := range owned {
+			ps = append(ps, p)
+		}
+		sort.Sort(sort.Reverse(sort.IntSlice(ps)))
+		for _, p := range ps[:len(owned)-fair] {
+			s.drop(p)
+			_ = s.st.ReleaseLease(ctx, partLease(p), s.cfg.NodeName, owned[p])
+			delete(owned, p)
+			s.log.Info("job: gave a partition up to rebalance", "partition", p, "servers", live)
+		}
+		return
+	}
+	if len(owned) >= fair {
+		return
+	}
+	leases, err := s.st.Leases(ctx, "job/p/")
+	if err != nil {
+		return
+	}
+	held := map[int]bool{}
+	for _, l := range leases {
+		p, err := strconv.Atoi(strings.TrimPrefix(l.Name, "job/p/"))
+		if err == nil && l.ExpiresAt.After(now) && l.Holder != s.cfg.NodeName {
+			held[p] = true
+		}
+	}
+	start := rand.IntN(s.cfg.Partitions)
+	for i := range s.cfg.Partitions {
+		if len(owned) >= fair {
+			break
+		}
+		p := (start + i) % s.cfg.Partitions
+		if _, ok := owned[p]; ok || held[p] {
+			continue
+		}
+		l, ok, err := s.st.AcquireLease(ctx, partLease(p), s.cfg.NodeName, s.cfg.LeaseTTL)
+		if err != nil || !ok {
+			continue
+		}
+		owned[p] = l.Term
+		s.mu.Lock()
+		s.owned[p] = l.Term
+		s.mu.Unlock()
+		s.log.Info("job: took a partition", "partition", p, "term", l.Term)
+		s.wakeLoader()
+	}
+}
+
+// drop forgets a partition (its timers fire nowhere: fire checks the
+// lease, and the new holder loads the jobs).
+func (s *Scheduler) drop(p int) {
+	s.mu.Lock()
+	delete(s.owned, p)
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) term(p int) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.owned[p]
+	return t, ok
+}
+
+// loadLoop reads the jobs and pending runs of the owned partitions that are
+// due within LoadAhead into the wheel, and fails runs whose executor is gone.
+func (s *Scheduler) loadLoop() {
+	t := time.NewTicker(s.cfg.LoadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.load()
+	}
+}
+
+func (s *Scheduler) load() {
+	parts := s.Owned()
+	if len(parts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LoadInterval*5)
+	defer cancel()
+	in := inList(parts)
+	horizon := ms(time.Now().Add(s.cfg.LoadAhead))
+	rows, err := s.st.QueryContext(ctx, `SELECT id, part, next_fire_at FROM job_jobs WHERE enabled = 1 AND next_fire_at > 0 AND next_fire_at <= ? AND part IN (`+in+`)`, horizon)
+	if err != nil {
+		s.log.Warn("job: loading due jobs failed", "err", err)
+		return
+	}
+	var fires []fireItem
+	for rows.Next() {
+		var f fireItem
+		if err := rows.Scan(&f.jobID, &f.part, &f.fireAt); err == nil {
+			fires = append(fires, f)
+		}
+	}
+	rows.Close()
+	for _, f := range fires {
+		if at, ok := s.wheel.has(f.jobID); ok && ms(at) == f.fireAt {
+			continue
+		}
+		s.wheel.add(f.jobID, fromMS(f.fireAt), f)
+	}
+	rows, err = s.st.QueryContext(ctx, `SELECT id, part, due_at FROM job_runs WHERE status = 'pending' AND due_at <= ? AND part IN (`+in+`)`, horizon)
+	if err != nil {
+		s.log.Warn("job: loading pending runs failed", "err", err)
+		return
+	}
+	type pend struct {
+		runItem
+		due int64
+	}
+	var runs []pend
+	for rows.Next() {
+		var p pend
+		if err := rows.Scan(&p.runID, &p.part, &p.due); err == nil {
+			runs = append(runs, p)
+		}
+	}
+	rows.Close()
+	for _, p := range runs {
+		if _, ok := s.wheel.has(runKey(p.runID)); !ok {
+			s.wheel.add(runKey(p.runID), fromMS(p.due), p.runItem)
+		}
+	}
+	s.reapLost(ctx, in)
+}
+
+func inList(ps []int) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(p))
+	}
+	return b.String()
+}
+
+// triggerLoop sleeps until the wheel's next due time and hands what is due
+// to the workers.
+func (s *Scheduler) triggerLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		for _, v := range s.wheel.advance(time.Now()) {
+			select {
+			case s.work <- v:
+			case <-s.stop:
+				return
+			}
+		}
+		d := time.Hour
+		if at, ok := s.wheel.nextDue(); ok {
+			d = max(time.Until(at), 0)
+		}
+		timer.Reset(d)
+		select {
+		case <-s.stop:
+			return
+		case <-timer.C:
+		case <-s.wheel.changed:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+	}
+}
+
+func (s *Scheduler) worker() {
+	for {
+		select {
+		case <-s.stop:
+			return
+		case v := <-s.work:
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			switch it := v.(type) {
+			case fireItem:
+				s.fire(ctx, it)
+			case runItem:
+				s.dispatchPending(ctx, it)
+			}
+			cancel()
+		}
+	}
+}
+
+// errFenced means this server no longer holds the partition.
+var errFenced = errors.New("job: partition lease lost")
+
+// fenceTx checks, inside tx, that this server still holds partition p under
+// term, locking the lease row so a takeover waits for tx to end.
+func (s *Scheduler) fenceTx(ctx context.Context, tx *store.Tx, p int, term int64) error {
+	res, err := tx.ExecContext(ctx, `UPDATE leases SET term = term WHERE name = ? AND holder = ? AND term = ? AND expires_at >= ?`,
+		partLease(p), s.cfg.NodeName, term, ms(time.Now()))
+	if err != nil {
+		return fmt.Errorf("job: fence: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return errFenced
+	}
+	return nil
+}
+
+// fire claims one scheduled fire of a job in the store — the job's
+// next_fire_at moves on from exactly fireAt, under the partition's term, in
+// the same transaction that inserts the run — and dispatches it.
+func (s *Scheduler) fire(ctx context.Context, f fireItem) {
+	term, ok := s.term(f.part)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	var runs []int64
+	var j *Job
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		if err := s.fenceTx(ctx, tx, f.part, term); err != nil {
+			return err
+		}
+		var err error
+		j, err = loadJob(ctx, tx, f.jobID)
+		if err != nil {
+			return err
+		}
+		if !j.Enabled || ms(j.NextFireAt) != f.fireAt {
+			return errStale
+		}
+		fireAt := fromMS(f.fireAt)
+		next := j.nextFire(fireAt)
+		cause := "schedule"
+		if late := now.Sub(fireAt); late > j.MisfireThreshold.D() {
+			// Missed (the cluster was down, a partition changed hands late).
+			for !next.IsZero() && next.Before(now) {
+				next = j.nextFire(next)
+			}
+			if j.Misfire == MisfireSkip {
+				s.log.Warn("job: missed fire skipped", "job", j.Name, "fire_at", fireAt, "late", late.Round(time.Millisecond))
+				return s.advanceJob(ctx, tx, j, f.fireAt, next)
+			}
+			cause = "misfire"
+		}
+		if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
+			return err
+		}
+		runs, err = s.insertRuns(ctx, tx, j, f.fireAt, 0, cause, j.Params, term, now)
+		return err
+	})
+	switch {
+	case errors.Is(err, errStale), errors.Is(err, errFenced):
+		return
+	case err != nil:
+		s.log.Error("job: claiming a fire failed; it will be retried", "job", f.jobID, "err", err)
+		// Put it back after a pause (the store may be down).
+		s.wheel.add(f.jobID, time.Now().Add(time.Second), f)
+		return
+	}
+	if nf := j.NextFireAt; !nf.IsZero() && nf.Before(time.Now().Add(s.cfg.LoadAhead)) {
+		s.wheel.add(j.ID, nf, fireItem{jobID: j.ID, fireAt: ms(nf), part: f.part})
+	}
+	for _, id := range runs {
+		s.dispatch(ctx, j, id, f.part, term)
+	}
+}
+
+var errStale = errors.New("job: fire already claimed or job changed")
+
+// advanceJob moves the job's next fire from exactly prev to next (zero:
+// none); zero rows means another holder already did — a double fire avoided.
+func (s *Scheduler) advanceJob(ctx context.Context, tx *store.Tx, j *Job, prev int64, next time.Time) error {
+	nv := int64(0)
+	if !next.IsZero() {
+		nv = ms(next)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = ?`, nv, j.ID, prev)
+	if err != nil {
+		return fmt.Errorf("job: advance %s: %w", j.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return errStale
+	}
+	j.NextFireAt = time.Time{}
+	if nv > 0 {
+		j.NextFireAt = fromMS(nv)
+	}
+	return nil
+}
+
+// insertRuns adds the pending run(s) of one fire: one per executor for a
+// sharding broadcast, else one.
+func (s *Scheduler) insertRuns(ctx context.Context, tx *store.Tx, j *Job, fireAt int64, attempt int, cause, params string, term int64, now time.Time) ([]int64, error) {
+	total := 1
+	if j.Route == RouteBroadcast {
+		ex, err := s.executors(ctx, j.App, j.Handler)
+		if err != nil {
+			return nil, err
+		}
+		total = max(len(ex), 1)
+	}
+	ids := make([]int64, 0, total)
+	for i := range total {
+		id, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, '', ?, '', ?, 0, 0)`,
+			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, attempt, i, total, cause, params, ms(now), term, ms(now))
+		if err != nil {
+			if store.IsUniqueViolation(err) {
+				return nil, errStale
+			}
+			return nil, fmt.Errorf("job: insert run of %s: %w", j.Name, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// loadJob reads a job by ID.
+func loadJob(ctx context.Context, q store.Querier, id int64) (*Job, error) {
+	var body string
+	var next, ver, created, updated int64
+	var enabled int
+	err := q.QueryRowContext(ctx, `SELECT body, enabled, next_fire_at, version, created_at, updated_at FROM job_jobs WHERE id = ?`, id).
+		Scan(&body, &enabled, &next, &ver, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: job %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job: read job %d: %w", id, err)
+	}
+	j := &Job{}
+	if err := json.Unmarshal([]byte(body), j); err != nil {
+		return nil, fmt.Errorf("job: job %d: stored body unreadable: %w", id, err)
+	}
+	j.ID, j.Enabled, j.Version = id, enabled == 1, ver
+	j.NextFireAt = time.Time{}
+	if next > 0 {
+		j.NextFireAt = fromMS(next)
+	}
+	j.CreatedAt, j.UpdatedAt = fromMS(created), fromMS(updated)
+	return j, nil
+}
+
+// hashOf is the consistent-hash position of a string.
+func hashOf(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
