@@ -206,11 +206,27 @@ func (e *Executor) beat(ctx context.Context) error {
 	sort.Strings(names)
 	e.mu.Lock()
 	running := e.running
+	var runs []int64
+	for id := range e.runs {
+		runs = append(runs, id)
+	}
+	for _, js := range e.jobs {
+		for _, q := range js.queue {
+			runs = append(runs, q.RunID)
+		}
+	}
 	e.mu.Unlock()
+	e.outMu.Lock()
+	for _, m := range e.out {
+		if m.report != nil {
+			runs = append(runs, m.report.RunID)
+		}
+	}
+	e.outMu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err := rpc.Call[Empty](cctx, e.cli, "tangram.Job/Heartbeat", &BeatRequest{App: e.cfg.App, Addr: e.addr, SignKey: e.key,
-		Capacity: e.cfg.Capacity, Running: running, Handlers: names})
+		Capacity: e.cfg.Capacity, Running: running, Handlers: names, Runs: runs})
 	return err
 }
 

@@ -22,6 +22,11 @@ type BeatRequest struct {
 	Capacity int      `msgpack:"capacity"`
 	Running  int      `msgpack:"running"`
 	Handlers []string `msgpack:"handlers"`
+	// Runs lists the runs this executor has: running, queued, or finished
+	// with the report not yet acknowledged. A run the store says is running
+	// here but is not listed (a dispatch cut short by a crash, an executor
+	// restarted at the same address) is failed, and retried per its job.
+	Runs []int64 `msgpack:"runs"`
 }
 
 // ReportRequest is a run's outcome (tangram.Job/Report).
@@ -121,6 +126,7 @@ func (s *Scheduler) heartbeat(ctx context.Context, req *BeatRequest) error {
 		return fmt.Errorf("job: executor heartbeat: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
+		s.reconcile(ctx, req)
 		return nil
 	}
 	_, err = s.st.ExecContext(ctx, `INSERT INTO job_executors (app, addr, sign_key, capacity, running, handlers, last_beat) VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -133,6 +139,36 @@ func (s *Scheduler) heartbeat(ctx context.Context, req *BeatRequest) error {
 	}
 	return nil
 }
+
+// reconcile fails the runs the store has running on this executor that it
+// does not have (after a grace for a dispatch still on its way).
+func (s *Scheduler) reconcile(ctx context.Context, req *BeatRequest) {
+	rows, err := s.st.QueryContext(ctx, `SELECT id FROM job_runs WHERE executor = ? AND status = 'running' AND started_at < ?`,
+		req.Addr, ms(time.Now().Add(-dispatchGrace)))
+	if err != nil {
+		return
+	}
+	has := make(map[int64]bool, len(req.Runs))
+	for _, id := range req.Runs {
+		has[id] = true
+	}
+	var lost []int64
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil && !has[id] {
+			lost = append(lost, id)
+		}
+	}
+	rows.Close()
+	for _, id := range lost {
+		s.log.Warn("job: a run its executor does not have failed", "run", id, "executor", req.Addr)
+		_ = s.finish(ctx, id, StatusFailed, "lost: its executor does not have it (dispatch cut short, or the executor restarted)", "")
+	}
+}
+
+// dispatchGrace is how long a run may be marked running on an executor
+// before the executor's heartbeats must list it.
+const dispatchGrace = 10 * time.Second
 
 // appOfRun checks that a run belongs to a job of app.
 func (s *Scheduler) appOfRun(ctx context.Context, runID int64, app string) error {

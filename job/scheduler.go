@@ -97,6 +97,7 @@ type Scheduler struct {
 	uses   map[string]int64
 	lastAt map[string]int64
 	conns  map[string]*rpc.Client // executor address → client
+	member int64                  // term of this server's membership lease
 	closed bool
 
 	work chan any
@@ -163,7 +164,7 @@ func (s *Scheduler) Close() error {
 	for p, term := range owned {
 		_ = s.st.ReleaseLease(ctx, partLease(p), s.cfg.NodeName, term)
 	}
-	_ = s.st.ReleaseLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, 0)
+	_ = s.st.ReleaseLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.member)
 	for _, c := range conns {
 		c.Close()
 	}
@@ -225,10 +226,14 @@ func (s *Scheduler) leaseLoop() {
 func (s *Scheduler) balance() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL/2)
 	defer cancel()
-	if _, _, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.cfg.LeaseTTL); err != nil {
+	ml, _, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.cfg.LeaseTTL)
+	if err != nil {
 		s.log.Warn("job: renewing membership failed", "err", err)
 		return
 	}
+	s.mu.Lock()
+	s.member = ml.Term
+	s.mu.Unlock()
 	now := time.Now()
 	members, err := s.st.Leases(ctx, "job/m/")
 	if err != nil {

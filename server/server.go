@@ -81,6 +81,9 @@ type Config struct {
 	// NodeName names this server in the registry cluster (the owner of the
 	// instances registered through it). Default: hostname:pid.
 	NodeName string
+	// JobLeaseTTL is how long a job partition stays with a server that
+	// stopped renewing it — the longest a dead server's jobs wait. Default 10 s.
+	JobLeaseTTL time.Duration
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string
@@ -226,7 +229,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 
-	s.jobs, err = job.New(job.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName})
+	s.jobs, err = job.New(job.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName,
+		LeaseTTL: s.cfg.JobLeaseTTL})
 	if err != nil {
 		return err
 	}
