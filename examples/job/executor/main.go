@@ -1,13 +1,13 @@
 // Command executor is an example Tangram job executor: it registers with the
 // scheduler as app "demo" and offers three handlers.
 //
-//	TANGRAM_TOKEN=… go run ./examples/job/executor -servers 127.0.0.1:7071
+//		TANGRAM_TOKEN=… go run ./examples/job/executor -servers 127.0.0.1:7071
 //
-//   - hello: logs a greeting with the run's params;
-//   - record: appends "job fire_at run shard/total" to the -record file (the
-//     kill -9 tests count double and missed fires with it);
-//   - sleep: sleeps for the duration in its params ("2s"), logging each second,
-//     until it is killed.
+//	  - hello: logs a greeting with the run's params;
+//	  - record: appends "job fire_at run shard/total" to the -record file (the
+//	    kill -9 tests count double and missed fires with it);
+//	  - sleep: sleeps for the duration in its params ("2s"), logging each second,
+//	    until it is killed.
 package main
 
 import (
