@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/job"
+)
+
+// jobFlags are the fields of a job given on the command line.
+type jobFlags struct {
+	app, handler, params      string
+	cron, tz, every, at, kind string
+	route, block, misfire     string
+	retries                   int
+	backoff, timeout          time.Duration
+	disabled                  bool
+	children                  []int64
+	file                      string
+}
+
+func (f *jobFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.file, "file", "", "read the job as JSON from this file (- for stdin); flags override its fields")
+	fl.StringVar(&f.app, "app", "", "executor app (group) that runs it")
+	fl.StringVar(&f.handler, "handler", "", "handler name in the executor")
+	fl.StringVar(&f.params, "params", "", "parameters passed to the handler")
+	fl.StringVar(&f.cron, "cron", "", "cron expression, seconds first (\"*/5 * * * * *\") or five fields")
+	fl.StringVar(&f.tz, "tz", "", "time zone of --cron (IANA name; default UTC)")
+	fl.StringVar(&f.every, "every", "", "period: fires at this rate (or this long after each run ends, with --kind delay)")
+	fl.StringVar(&f.at, "at", "", "fire once at this RFC 3339 time")
+	fl.StringVar(&f.kind, "kind", "", "trigger kind: cron, rate, delay, once, manual (default: from the other flags)")
+	fl.StringVar(&f.route, "route", "", "routing: first, last, round_robin, random, consistent_hash, least_frequently_used, least_recently_used, failover, busyover, sharding_broadcast")
+	fl.StringVar(&f.block, "block", "", "while the previous run goes: serial, discard_later, cover_early")
+	fl.StringVar(&f.misfire, "misfire", "", "missed fires: skip or fire_once")
+	fl.IntVar(&f.retries, "retries", 0, "retries after a failure")
+	fl.DurationVar(&f.backoff, "retry-backoff", 0, "wait before the first retry (doubles each time)")
+	fl.DurationVar(&f.timeout, "timeout", 0, "kill a run that takes longer")
+	fl.BoolVar(&f.disabled, "disabled", false, "create it disabled")
+	fl.Int64SliceVar(&f.children, "child", nil, "job ID to trigger after a success (repeatable)")
+}
+
+// apply merges the flags that were given into j.
+func (f *jobFlags) apply(cmd *cobra.Command, j *job.Job) error {
+	if f.file != "" {
+		var b []byte
+		var err error
+		if f.file == "-" {
+			b, err = io.ReadAll(cmd.InOrStdin())
+		} else {
+			b, err = os.ReadFile(f.file)
+		}
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, j); err != nil {
+			return fmt.Errorf("--file: %w", err)
+		}
+	}
+	ch := cmd.Flags().Changed
+	set := func(name string, dst *string, v string) {
+		if ch(name) {
+			*dst = v
+		}
+	}
+	set("app", &j.App, f.app)
+	set("handler", &j.Handler, f.handler)
+	set("params", &j.Params, f.params)
+	set("route", &j.Route, f.route)
+	set("block", &j.Block, f.block)
+	set("misfire", &j.Misfire, f.misfire)
+	set("tz", &j.Trigger.TimeZone, f.tz)
+	if ch("cron") {
+		j.Trigger.Kind, j.Trigger.Cron = job.TriggerCron, f.cron
+	}
+	if ch("every") {
+		d, err := time.ParseDuration(f.every)
+		if err != nil {
+			return fmt.Errorf("--every %q: %w", f.every, err)
+		}
+		j.Trigger.Kind, j.Trigger.Every = job.TriggerRate, job.Duration(d)
+	}
+	if ch("at") {
+		t, err := time.Parse(time.RFC3339, f.at)
+		if err != nil {
+			return fmt.Errorf("--at %q: want an RFC 3339 time like 2026-12-01T08:00:00+08:00", f.at)
+		}
+		j.Trigger.Kind, j.Trigger.At = job.TriggerOnce, t
+	}
+	set("kind", &j.Trigger.Kind, f.kind)
+	if ch("retries") {
+		j.Retries = f.retries
+	}
+	if ch("retry-backoff") {
+		j.RetryBackoff = job.Duration(f.backoff)
+	}
+	if ch("timeout") {
+		j.Timeout = job.Duration(f.timeout)
+	}
+	if ch("child") {
+		j.Children = f.children
+	}
+	if ch("disabled") {
+		j.Enabled = !f.disabled
+	}
+	return nil
+}
+
+func jobRows(w *tabwriter.Writer, list []*job.Job) {
+	row(w, "ID", "NAME", "APP", "HANDLER", "TRIGGER", "ROUTE", "ENABLED", "NEXT FIRE")
+	for _, j := range list {
+		tr := j.Trigger.Kind
+		switch j.Trigger.Kind {
+		case job.TriggerCron:
+			tr = "cron " + j.Trigger.Cron
+			if j.Trigger.TimeZone != "" {
+				tr += " " + j.Trigger.TimeZone
+			}
+		case job.TriggerRate, job.TriggerDelay:
+			tr += " " + j.Trigger.Every.D().String()
+		case job.TriggerOnce:
+			tr += " " + j.Trigger.At.Format(time.RFC3339)
+		}
+		next := "-"
+		if !j.NextFireAt.IsZero() {
+			next = j.NextFireAt.Local().Format("2006-01-02 15:04:05.000")
+		}
+		row(w, j.ID, j.Name, j.App, j.Handler, tr, j.Route, j.Enabled, next)
+	}
+}
+
+func runRows(w *tabwriter.Writer, list []job.Run) {
+	row(w, "RUN", "FIRE AT", "CAUSE", "ATTEMPT", "SHARD", "STATUS", "EXECUTOR", "DURATION", "ERROR")
+	for _, r := range list {
+		d := "-"
+		if !r.FinishedAt.IsZero() && !r.StartedAt.IsZero() {
+			d = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
+		}
+		row(w, r.ID, r.FireAt.Local().Format("01-02 15:04:05.000"), r.Cause, r.Attempt, fmt.Sprintf("%d/%d", r.ShardIndex, r.ShardTotal),
+			r.Status, r.Executor, d, r.Error)
+	}
+}
+
+func newJobCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "Job scheduler: jobs, triggers, runs, logs, kills"}
+	ctx := context.Background()
+	path := func(id string) string { return "/api/v1/jobs/" + url.PathEscape(id) }
+
+	var af jobFlags
+	add := &cobra.Command{Use: "add NAME", Short: "Create a job (e.g. --app demo --handler hello --cron \"*/5 * * * * *\")", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			j := job.Job{Name: args[0], Enabled: true}
+			if err := af.apply(cmd, &j); err != nil {
+				return err
+			}
+			j.Name = args[0]
+			var out job.Job
+			if err := g.client().Do(ctx, "POST", "/api/v1/jobs", &j, &out); err != nil {
+				return err
+			}
+			return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+		}}
+	af.add(add)
+
+	var ef jobFlags
+	edit := &cobra.Command{Use: "edit JOB", Short: "Change a job (by ID or name): the flags given replace those fields", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var j job.Job
+			if err := g.client().Do(ctx, "GET", path(args[0]), nil, &j); err != nil {
+				return err
+			}
+			if err := ef.apply(cmd, &j); err != nil {
+				return err
+			}
+			var out job.Job
+			if err := g.client().Do(ctx, "PUT", path(args[0]), &j, &out); err != nil {
+				return err
+			}
+			return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+		}}
+	ef.add(edit)
+
+	var app string
+	list := &cobra.Command{Use: "list", Short: "List jobs", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[*job.Job]
+		q := ""
+		if app != "" {
+			q = "?app=" + url.QueryEscape(app)
+		}
+		if err := g.client().Do(ctx, "GET", "/api/v1/jobs"+q, nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) { jobRows(w, out.Items) })
+	}}
+	list.Flags().StringVar(&app, "app", "", "only this app's jobs")
+
+	get := &cobra.Command{Use: "get JOB", Short: "Show a job (by ID or name)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		var out job.Job
+		if err := g.client().Do(ctx, "GET", path(args[0]), nil, &out); err != nil {
+			return err
+		}
+		return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+	}}
+
+	var params string
+	var follow bool
+	trigger := &cobra.Command{Use: "trigger JOB", Short: "Run a job now (--params overrides its parameters; --follow streams the log)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out struct {
+				Runs []int64 `json:"runs"`
+			}
+			if err := g.client().Do(ctx, "POST", path(args[0])+"/trigger", map[string]string{"params": params}, &out); err != nil {
+				return err
+			}
+			for _, id := range out.Runs {
+				fmt.Fprintf(g.out, "run %d\n", id)
+			}
+			if follow && len(out.Runs) > 0 {
+				return followLog(g, out.Runs[0], true)
+			}
+			return nil
+		}}
+	trigger.Flags().StringVar(&params, "params", "", "parameters for this run")
+	trigger.Flags().BoolVarP(&follow, "follow", "f", false, "stream the run's log until it ends")
+
+	var limit int
+	runs := &cobra.Command{Use: "runs JOB", Short: "List a job's runs, newest first", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[job.Run]
+		if err := g.client().Do(ctx, "GET", fmt.Sprintf("%s/runs?limit=%d", path(args[0]), limit), nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) { runRows(w, out.Items) })
+	}}
+	runs.Flags().IntVar(&limit, "limit", 20, "how many")
+
+	kill := &cobra.Command{Use: "kill RUN", Short: "Kill a running run", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if err := g.client().Do(ctx, "POST", "/api/v1/job-runs/"+url.PathEscape(args[0])+"/kill", nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "kill sent to run %s\n", args[0])
+		return nil
+	}}
+
+	var lf bool
+	logs := &cobra.Command{Use: "logs RUN", Short: "Print a run's log (-f follows it until the run ends)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id int64
+			if _, err := fmt.Sscan(args[0], &id); err != nil {
+				return fmt.Errorf("run %q: not a number", args[0])
+			}
+			return followLog(g, id, lf)
+		}}
+	logs.Flags().BoolVarP(&lf, "follow", "f", false, "follow the log until the run ends")
+
+	toggle := func(verb string) *cobra.Command {
+		return &cobra.Command{Use: verb + " JOB", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a job's schedule", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var out job.Job
+				if err := g.client().Do(ctx, "POST", path(args[0])+"/"+verb, nil, &out); err != nil {
+					return err
+				}
+				return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+			}}
+	}
+	del := &cobra.Command{Use: "delete JOB", Short: "Delete a job (its runs and logs stay)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if err := g.client().Do(ctx, "DELETE", path(args[0]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "deleted %s\n", args[0])
+		return nil
+	}}
+	execs := &cobra.Command{Use: "executors", Short: "List live executors", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		var out api.List[job.ExecutorInfo]
+		if err := g.client().Do(ctx, "GET", "/api/v1/job-executors", nil, &out); err != nil {
+			return err
+		}
+		return g.print(out.Items, func(w *tabwriter.Writer) {
+			row(w, "APP", "ADDRESS", "RUNNING", "CAPACITY", "HANDLERS", "LAST HEARTBEAT")
+			for _, e := range out.Items {
+				row(w, e.App, e.Addr, e.Running, e.Capacity, strings.Join(e.Handlers, ","), e.LastBeat.Local().Format("15:04:05"))
+			}
+		})
+	}}
+	cmd.AddCommand(add, edit, list, get, trigger, runs, kill, logs, toggle("enable"), toggle("disable"), del, execs)
+	return cmd
+}
+
+// followLog prints a run's log; with follow it polls until the run ends
+// (or Ctrl-C).
+func followLog(g *globals, run int64, follow bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	from := 0
+	for {
+		var out struct {
+			Text   string `json:"text"`
+			Next   int    `json:"next"`
+			Status string `json:"status"`
+		}
+		if err := g.client().Do(ctx, "GET", fmt.Sprintf("/api/v1/job-runs/%d/logs?from=%d", run, from), nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprint(g.out, out.Text)
+		from = out.Next
+		done := out.Status != job.StatusPending && out.Status != job.StatusRunning
+		if !follow || (done && out.Text == "") {
+			if follow {
+				fmt.Fprintf(g.out, "run %d %s\n", run, out.Status)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
