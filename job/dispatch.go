@@ -52,6 +52,10 @@ type RunRequest struct {
 	Block      string `msgpack:"block"`
 	TimeoutMS  int64  `msgpack:"timeout_ms"`
 	FireAt     int64  `msgpack:"fire_at"`
+	// Glue jobs carry their current source.
+	GlueType    string `msgpack:"glue_type,omitempty"`
+	GlueVersion int    `msgpack:"glue_version,omitempty"`
+	GlueSource  string `msgpack:"glue,omitempty"`
 	// Stamp and Sig authenticate the request: HMAC-SHA256 with the key the
 	// executor registered, over the fields above and Stamp (unix ms).
 	Stamp int64  `msgpack:"stamp"`
@@ -59,8 +63,9 @@ type RunRequest struct {
 }
 
 func (r *RunRequest) canonical() string {
-	return fmt.Sprintf("run\n%d\n%d\n%s\n%s\n%d\n%d\n%d\n%s\n%d\n%d\n%d\n%s", r.RunID, r.JobID, r.Job, r.Handler,
-		r.ShardIndex, r.ShardTotal, r.Attempt, r.Block, r.TimeoutMS, r.FireAt, r.Stamp, r.Params)
+	src := sha256.Sum256([]byte(r.GlueSource))
+	return fmt.Sprintf("run\n%d\n%d\n%s\n%s\n%d\n%d\n%d\n%s\n%d\n%d\n%d\n%s\n%d\n%x\n%s", r.RunID, r.JobID, r.Job, r.Handler,
+		r.ShardIndex, r.ShardTotal, r.Attempt, r.Block, r.TimeoutMS, r.FireAt, r.Stamp, r.GlueType, r.GlueVersion, src, r.Params)
 }
 
 // RunReply says whether the executor took the run.
@@ -248,6 +253,14 @@ func (s *Scheduler) dispatch(ctx context.Context, j *Job, runID int64, part int,
 		return
 	}
 	rr.RunID, rr.JobID, rr.Job, rr.Handler, rr.Block = runID, j.ID, j.Name, j.Handler, j.Block
+	if t := GlueType(j.Handler); t != "" {
+		g, err := s.Glue(ctx, j.ID, 0)
+		if err != nil {
+			s.finish(ctx, runID, StatusFailed, fmt.Sprintf("glue job %s has no source saved", j.Name), "")
+			return
+		}
+		rr.GlueType, rr.GlueVersion, rr.GlueSource = t, g.Version, g.Source
+	}
 	rr.TimeoutMS = j.Timeout.D().Milliseconds()
 	var lastErr error
 	for _, e := range s.route(j, rr.ShardIndex, ex) {

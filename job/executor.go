@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -38,7 +40,8 @@ type Context struct {
 	// Output, when set, is passed to the job's children as their params.
 	Output string
 
-	buf *runLog
+	buf  *runLog
+	glue *glueCode
 }
 
 // ExecutorConfig configures an Executor.
@@ -68,6 +71,15 @@ type ExecutorConfig struct {
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
 	DialOptions   []rpc.DialOption
+	// Glue lists the glue types this executor runs ("shell", "python3",
+	// "go"); none by default — running code sent by the scheduler is
+	// opt-in. GlueDir holds each run's working directory (default
+	// <tmp>/tangram-glue); GlueEnv adds variables to a glue's environment;
+	// GlueKillGrace is the wait between SIGTERM and SIGKILL (default 5 s).
+	Glue          []string
+	GlueDir       string
+	GlueEnv       []string
+	GlueKillGrace time.Duration
 }
 
 // Executor runs jobs for the scheduler.
@@ -143,13 +155,28 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.GlueDir == "" {
+		cfg.GlueDir = filepath.Join(os.TempDir(), "tangram-glue")
+	}
+	if cfg.GlueKillGrace <= 0 {
+		cfg.GlueKillGrace = 5 * time.Second
+	}
+	for _, t := range cfg.Glue {
+		if !validGlue(t) {
+			return nil, fmt.Errorf("job: executor glue type %q: want shell, python3 or go", t)
+		}
+	}
 	var k [24]byte
 	if _, err := rand.Read(k[:]); err != nil {
 		return nil, err
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger, key: hex.EncodeToString(k[:]), handlers: map[string]Handler{},
+	e := &Executor{cfg: cfg, log: cfg.Logger, key: hex.EncodeToString(k[:]), handlers: map[string]Handler{},
 		jobs: map[int64]*jobState{}, runs: map[int64]*execRun{}, seen: map[int64]time.Time{},
-		outC: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		outC: make(chan struct{}, 1), stop: make(chan struct{})}
+	for _, t := range cfg.Glue {
+		e.handlers["glue:"+t] = e.glueHandler(t)
+	}
+	return e, nil
 }
 
 // Handle registers a handler by name (before Start).
@@ -334,6 +361,7 @@ func (e *Executor) run(ctx context.Context, js *jobState, r *execRun, h Handler)
 	rl := &runLog{e: e, runID: req.RunID}
 	jc := &Context{RunID: req.RunID, JobID: req.JobID, Job: req.Job, Params: req.Params, ShardIndex: req.ShardIndex,
 		ShardTotal: req.ShardTotal, Attempt: req.Attempt, FireAt: fromMS(req.FireAt), buf: rl,
+		glue: glueOf(req),
 		Log: slog.New(slog.NewTextHandler(rl, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	err := e.call(ctx, h, jc)
 	rl.flush()
@@ -549,4 +577,11 @@ func (l *runLog) flush() {
 		l.e.enqueueLocked(outMsg{log: &LogRequest{App: l.e.cfg.App, RunID: l.runID, Seq: l.seq, Text: string(chunk)}})
 		l.seq++
 	}
+}
+
+func glueOf(req *RunRequest) *glueCode {
+	if req.GlueType == "" {
+		return nil
+	}
+	return &glueCode{typ: req.GlueType, version: req.GlueVersion, source: req.GlueSource}
 }

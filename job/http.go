@@ -177,6 +177,101 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		api.WriteJSON(w, 202, map[string]any{"runs": ids})
 		return nil
 	})
+	// Glue: reading needs read; saving and rolling back run code on
+	// executors, so they need the admin role.
+	h("GET "+base+"/{id}/glue", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		hist, err := s.GlueHistory(r.Context(), j.ID)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[GlueVersion]{Items: hist})
+		return nil
+	})
+	h("POST "+base+"/{id}/glue", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermAdmin)
+		if err != nil {
+			return err
+		}
+		var in struct {
+			Source string `json:"source"`
+			Note   string `json:"note"`
+		}
+		if err := api.Decode(r, &in); err != nil {
+			return err
+		}
+		v, err := s.SaveGlue(r.Context(), j.ID, in.Source, in.Note, auth.Actor(r.Context()))
+		if err != nil {
+			return err
+		}
+		s.audit(r.Context(), "job.glue.save", j, nil, v)
+		api.WriteJSON(w, 201, v)
+		return nil
+	})
+	glueVersion := func(r *http.Request) (int, error) {
+		v := r.PathValue("version")
+		if v == "current" {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return 0, api.BadRequest("glue version %q: want a positive number or current", v)
+		}
+		return n, nil
+	}
+	h("GET "+base+"/{id}/glue/{version}", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		n, err := glueVersion(r)
+		if err != nil {
+			return err
+		}
+		v, err := s.Glue(r.Context(), j.ID, n)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, v)
+		return nil
+	})
+	h("POST "+base+"/{id}/glue/{version}/rollback", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermAdmin)
+		if err != nil {
+			return err
+		}
+		n, err := glueVersion(r)
+		if err != nil {
+			return err
+		}
+		v, err := s.RollbackGlue(r.Context(), j.ID, n, auth.Actor(r.Context()))
+		if err != nil {
+			return err
+		}
+		s.audit(r.Context(), "job.glue.rollback", j, nil, v)
+		api.WriteJSON(w, 201, v)
+		return nil
+	})
+	h("GET "+base+"/{id}/glue-diff", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		from, err1 := strconv.Atoi(r.URL.Query().Get("from"))
+		to, err2 := strconv.Atoi(r.URL.Query().Get("to"))
+		if err1 != nil || err2 != nil || from <= 0 || to < 0 {
+			return api.BadRequest("from and to: glue version numbers (to=0: current)")
+		}
+		d, err := s.DiffGlue(r.Context(), j.ID, from, to)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, map[string]string{"diff": d})
+		return nil
+	})
 	h("GET "+base+"/{id}/runs", func(w http.ResponseWriter, r *http.Request) error {
 		j, err := job(r, auth.PermRead)
 		if err != nil {

@@ -159,6 +159,9 @@ func (j *Job) Normalize() error {
 	if !nameRE.MatchString(j.Handler) {
 		return bad("handler", "%q: 1–128 letters, digits, '.', '_', ':' or '-'", j.Handler)
 	}
+	if t := GlueType(j.Handler); t != "" && !validGlue(t) {
+		return bad("handler", "%q: glue types are glue:shell, glue:python3 and glue:go", j.Handler)
+	}
 	if len(j.Params) > MaxParamsBytes {
 		return bad("params", "%d bytes, at most %d", len(j.Params), MaxParamsBytes)
 	}

@@ -57,3 +57,14 @@ CREATE TABLE job_executors (
   last_beat BIGINT NOT NULL,
   PRIMARY KEY (app, addr)
 );
+
+-- Glue sources: every saved version is kept (history, diff, rollback).
+CREATE TABLE job_glue (
+  job_id BIGINT NOT NULL,
+  version INTEGER NOT NULL,
+  source {{TEXT}} NOT NULL,
+  note {{TEXT}} NOT NULL,
+  author {{KEY}} NOT NULL,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (job_id, version)
+);
