@@ -362,7 +362,7 @@ func (e *Executor) run(ctx context.Context, js *jobState, r *execRun, h Handler)
 	jc := &Context{RunID: req.RunID, JobID: req.JobID, Job: req.Job, Params: req.Params, ShardIndex: req.ShardIndex,
 		ShardTotal: req.ShardTotal, Attempt: req.Attempt, FireAt: fromMS(req.FireAt), buf: rl,
 		glue: glueOf(req),
-		Log: slog.New(slog.NewTextHandler(rl, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		Log:  slog.New(slog.NewTextHandler(rl, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	err := e.call(ctx, h, jc)
 	rl.flush()
 	rep := &ReportRequest{App: e.cfg.App, RunID: req.RunID, Status: StatusSucceeded, Output: truncate(jc.Output, MaxOutput)}
