@@ -37,6 +37,11 @@ func (s *Scheduler) Create(ctx context.Context, j Job) (*Job, error) {
 	if err := j.Normalize(); err != nil {
 		return nil, err
 	}
+	if j.Flow != nil {
+		if err := checkFlowJobs(ctx, s.st, j.Flow); err != nil {
+			return nil, err
+		}
+	}
 	now := time.Now()
 	body, _ := json.Marshal(&j)
 	next := int64(0)
@@ -70,6 +75,11 @@ func (s *Scheduler) Update(ctx context.Context, id int64, j Job) (*Job, error) {
 	j.ID = id
 	if err := j.Normalize(); err != nil {
 		return nil, err
+	}
+	if j.Flow != nil {
+		if err := checkFlowJobs(ctx, s.st, j.Flow); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	body, _ := json.Marshal(&j)
@@ -182,12 +192,7 @@ func (s *Scheduler) Trigger(ctx context.Context, id int64, params string) ([]int
 	if err != nil {
 		return nil, err
 	}
-	p := partOf(id, s.cfg.Partitions)
-	if _, ok := s.term(p); ok {
-		for _, rid := range ids {
-			s.wheel.add(runKey(rid), time.Now(), runItem{runID: rid, part: p})
-		}
-	}
+	s.queueRuns(ctx, ids)
 	return ids, nil
 }
 

@@ -330,14 +330,15 @@ func (s *Scheduler) send(ctx context.Context, addr string, rr *RunRequest) (repl
 // and ignored), then applies the job's policy: a retry after a failure, the
 // children after a success, the next fire of a delay trigger.
 func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output string) error {
-	var jobID, fireAt int64
+	var jobID, fireAt, flowID int64
 	var attempt, shard int
-	var params string
+	var params, node string
+	var newRuns []int64
 	now := time.Now()
 	done := false
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'running')`,
-			status, truncate(msg, 4000), ms(now), runID)
+		res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ?, output = ? WHERE id = ? AND status IN ('pending', 'running')`,
+			status, truncate(msg, 4000), ms(now), truncate(output, MaxOutput), runID)
 		if err != nil {
 			return fmt.Errorf("job: finish run %d: %w", runID, err)
 		}
@@ -345,8 +346,8 @@ func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output
 			return nil // already finished: a repeated report
 		}
 		done = true
-		if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params FROM job_runs WHERE id = ?`, runID).
-			Scan(&jobID, &fireAt, &attempt, &shard, &params); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params, flow_id, node FROM job_runs WHERE id = ?`, runID).
+			Scan(&jobID, &fireAt, &attempt, &shard, &params, &flowID, &node); err != nil {
 			return err
 		}
 		j, err := loadJob(ctx, tx, jobID)
@@ -356,11 +357,19 @@ func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output
 		if err != nil {
 			return err
 		}
+		retry := status == StatusFailed && attempt < j.Retries
+		if flowID != 0 {
+			ids, err := s.advanceFlow(ctx, tx, flowID, node, status, retry, now)
+			if err != nil {
+				return err
+			}
+			newRuns = append(newRuns, ids...)
+		}
 		switch {
-		case status == StatusFailed && attempt < j.Retries:
+		case retry:
 			backoff := j.RetryBackoff.D() << min(attempt, 20)
-			_, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at)
-				SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, 'retry', params, 'pending', ?, '', 0, '', ?, 0, 0 FROM job_runs WHERE id = ?`,
+			_, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+				SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, 'retry', params, 'pending', ?, '', 0, '', ?, 0, 0, '', flow_id, node FROM job_runs WHERE id = ?`,
 				ms(now.Add(backoff)), ms(now), runID)
 			if err != nil && !store.IsUniqueViolation(err) {
 				return fmt.Errorf("job: schedule retry of run %d: %w", runID, err)
@@ -375,9 +384,11 @@ func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output
 				if output != "" {
 					p = output // a parent's small output feeds its children
 				}
-				if _, err := s.insertPending(ctx, tx, child, "child", p, now); err != nil {
+				ids, err := s.insertPending(ctx, tx, child, "child", p, now)
+				if err != nil {
 					return err
 				}
+				newRuns = append(newRuns, ids...)
 			}
 		}
 		if j.Trigger.Kind == TriggerDelay && j.Enabled && shard == 0 {
@@ -394,16 +405,36 @@ func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output
 	}
 	if done {
 		s.log.Debug("job: run finished", "run", runID, "status", status)
+		s.queueRuns(ctx, newRuns)
 		s.wakeLoader()
 	}
 	return nil
 }
 
+// queueRuns puts new pending runs in the wheel at once when this server
+// holds their partitions (the holders' loaders find the others).
+func (s *Scheduler) queueRuns(ctx context.Context, ids []int64) {
+	for _, id := range ids {
+		var part int
+		if err := s.st.QueryRowContext(ctx, `SELECT part FROM job_runs WHERE id = ?`, id).Scan(&part); err != nil {
+			continue
+		}
+		if _, ok := s.term(part); ok {
+			s.wheel.add(runKey(id), time.Now(), runItem{runID: id, part: part})
+		}
+	}
+}
+
 // insertPending adds a run to dispatch now (manual trigger, child).
 func (s *Scheduler) insertPending(ctx context.Context, tx *store.Tx, j *Job, cause, params string, now time.Time) ([]int64, error) {
+	if j.Flow != nil {
+		pj := *j
+		pj.Params = params
+		return s.startFlow(ctx, tx, &pj, ms(now), cause, now)
+	}
 	for i := range 16 {
 		fireAt := ms(now) + int64(i)
-		ids, err := s.insertRuns(ctx, tx, j, fireAt, 0, cause, params, 0, now)
+		ids, err := s.insertRuns(ctx, tx, j, fireAt, 0, cause, params, 0, now, flowRef{})
 		if errors.Is(err, errStale) {
 			continue // another trigger in the same millisecond
 		}

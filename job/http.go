@@ -339,6 +339,61 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		api.WriteJSON(w, 200, map[string]any{"text": text, "next": next, "status": rn.Status})
 		return nil
 	})
+	h("GET "+base+"/{id}/flows", func(w http.ResponseWriter, r *http.Request) error {
+		j, err := job(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		fs, err := s.Flows(r.Context(), j.ID, limit)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, api.List[FlowRun]{Items: fs})
+		return nil
+	})
+	flow := func(r *http.Request, perm auth.Perm) (*FlowRun, error) {
+		fid, err := id(r, "flow")
+		if err != nil {
+			return nil, err
+		}
+		f, err := s.GetFlow(r.Context(), fid)
+		if err != nil {
+			return nil, err
+		}
+		app := ""
+		if j, err := s.Get(r.Context(), f.JobID); err == nil {
+			app = j.App
+		}
+		if err := auth.Check(r.Context(), perm, "", app, ""); err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	h("GET /api/v1/job-flows/{flow}", func(w http.ResponseWriter, r *http.Request) error {
+		f, err := flow(r, auth.PermRead)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, f)
+		return nil
+	})
+	h("POST /api/v1/job-flows/{flow}/nodes/{node}/retry", func(w http.ResponseWriter, r *http.Request) error {
+		f, err := flow(r, auth.PermRelease)
+		if err != nil {
+			return err
+		}
+		ids, err := s.RetryNode(r.Context(), f.ID, r.PathValue("node"))
+		if err != nil {
+			return err
+		}
+		e := audit.Entry{Actor: auth.Actor(r.Context()), Action: "job.flow.retry", Resource: "job-flow/" + strconv.FormatInt(f.ID, 10) + "/" + r.PathValue("node")}
+		if err := audit.Record(r.Context(), s.st, e); err != nil {
+			s.log.Error("job: audit record failed", "err", err)
+		}
+		api.WriteJSON(w, 202, map[string]any{"runs": ids})
+		return nil
+	})
 	h("GET /api/v1/job-executors", func(w http.ResponseWriter, r *http.Request) error {
 		app := r.URL.Query().Get("app")
 		if err := auth.Check(r.Context(), auth.PermRead, "", app, ""); err != nil {

@@ -124,6 +124,8 @@ type Job struct {
 	Timeout Duration `json:"timeout,omitempty"`
 	// Children are triggered when a run of this job succeeds.
 	Children []int64 `json:"children,omitempty"`
+	// Flow makes this a DAG workflow of other jobs (handler "flow").
+	Flow *Flow `json:"flow,omitempty"`
 	Enabled  bool    `json:"enabled"`
 	// Set by the scheduler.
 	NextFireAt time.Time `json:"next_fire_at,omitzero"`
@@ -155,6 +157,17 @@ func (j *Job) Normalize() error {
 	}
 	if !nameRE.MatchString(j.App) {
 		return bad("app", "%q: 1–128 letters, digits, '.', '_', ':' or '-'", j.App)
+	}
+	if j.Flow != nil && j.Handler == "" {
+		j.Handler = FlowHandler
+	}
+	if (j.Flow != nil) != (j.Handler == FlowHandler) {
+		return bad("flow", "a flow job has handler %q and flow nodes; other jobs have neither", FlowHandler)
+	}
+	if j.Flow != nil {
+		if err := j.Flow.validate(j.ID); err != nil {
+			return err
+		}
 	}
 	if !nameRE.MatchString(j.Handler) {
 		return bad("handler", "%q: 1–128 letters, digits, '.', '_', ':' or '-'", j.Handler)

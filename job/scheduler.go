@@ -515,7 +515,11 @@ func (s *Scheduler) fire(ctx context.Context, f fireItem) {
 		if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
 			return err
 		}
-		runs, err = s.insertRuns(ctx, tx, j, f.fireAt, 0, cause, j.Params, term, now)
+		if j.Flow != nil {
+			runs, err = s.startFlow(ctx, tx, j, f.fireAt, cause, now)
+			return err
+		}
+		runs, err = s.insertRuns(ctx, tx, j, f.fireAt, 0, cause, j.Params, term, now, flowRef{})
 		return err
 	})
 	switch {
@@ -529,6 +533,10 @@ func (s *Scheduler) fire(ctx context.Context, f fireItem) {
 	}
 	if nf := j.NextFireAt; !nf.IsZero() && nf.Before(time.Now().Add(s.cfg.LoadAhead)) {
 		s.wheel.add(j.ID, nf, fireItem{jobID: j.ID, fireAt: ms(nf), part: f.part})
+	}
+	if j.Flow != nil {
+		s.queueRuns(ctx, runs)
+		return
 	}
 	for _, id := range runs {
 		s.dispatch(ctx, j, id, f.part, term)
@@ -560,7 +568,7 @@ func (s *Scheduler) advanceJob(ctx context.Context, tx *store.Tx, j *Job, prev i
 
 // insertRuns adds the pending run(s) of one fire: one per executor for a
 // sharding broadcast, else one.
-func (s *Scheduler) insertRuns(ctx context.Context, tx *store.Tx, j *Job, fireAt int64, attempt int, cause, params string, term int64, now time.Time) ([]int64, error) {
+func (s *Scheduler) insertRuns(ctx context.Context, tx *store.Tx, j *Job, fireAt int64, attempt int, cause, params string, term int64, now time.Time, fl flowRef) ([]int64, error) {
 	total := 1
 	if j.Route == RouteBroadcast {
 		ex, err := s.executors(ctx, j.App, j.Handler)
@@ -571,9 +579,9 @@ func (s *Scheduler) insertRuns(ctx context.Context, tx *store.Tx, j *Job, fireAt
 	}
 	ids := make([]int64, 0, total)
 	for i := range total {
-		id, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, '', ?, '', ?, 0, 0)`,
-			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, attempt, i, total, cause, params, ms(now), term, ms(now))
+		id, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, '', ?, '', ?, 0, 0, '', ?, ?)`,
+			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, attempt, i, total, cause, params, ms(now), term, ms(now), fl.id, fl.node)
 		if err != nil {
 			if store.IsUniqueViolation(err) {
 				return nil, errStale

@@ -33,9 +33,13 @@ CREATE TABLE job_runs (
   error {{TEXT}} NOT NULL,
   created_at BIGINT NOT NULL,
   started_at BIGINT NOT NULL,
-  finished_at BIGINT NOT NULL
+  finished_at BIGINT NOT NULL,
+  output {{TEXT}} NOT NULL,
+  flow_id BIGINT NOT NULL,
+  node {{KEY}} NOT NULL
 );
-CREATE UNIQUE INDEX job_runs_fire ON job_runs (job_id, fire_at, attempt, shard_index);
+CREATE UNIQUE INDEX job_runs_fire ON job_runs (job_id, fire_at, attempt, shard_index, flow_id);
+CREATE INDEX job_runs_flow ON job_runs (flow_id);
 CREATE INDEX job_runs_status ON job_runs (part, status, due_at);
 CREATE INDEX job_runs_job ON job_runs (job_id, id);
 
@@ -68,3 +72,15 @@ CREATE TABLE job_glue (
   created_at BIGINT NOT NULL,
   PRIMARY KEY (job_id, version)
 );
+
+-- DAG workflow runs: one per fire of a flow job; its node runs are job_runs
+-- rows with flow_id set.
+CREATE TABLE job_flows (
+  id {{ID}},
+  job_id BIGINT NOT NULL,
+  fire_at BIGINT NOT NULL,
+  status {{KEY}} NOT NULL,
+  created_at BIGINT NOT NULL,
+  finished_at BIGINT NOT NULL
+);
+CREATE INDEX job_flows_job ON job_flows (job_id, id);
