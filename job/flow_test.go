@@ -43,7 +43,11 @@ func TestFlowFanOutFanInFailureAndResume(t *testing.T) {
 			jc.Output = "b(" + jc.Params + ")"
 			return nil
 		},
-		"load": func(ctx context.Context, jc *job.Context) error { note("load"); loadParams.Store(jc.Params); return nil },
+		"load": func(ctx context.Context, jc *job.Context) error {
+			note("load")
+			loadParams.Store(jc.Params)
+			return nil
+		},
 	})
 	mk := func(name, handler string) int64 {
 		return create(t, c, map[string]any{"name": name, "app": "etl", "handler": handler, "trigger": map[string]any{"kind": "manual"}, "enabled": true}).ID

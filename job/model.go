@@ -125,8 +125,8 @@ type Job struct {
 	// Children are triggered when a run of this job succeeds.
 	Children []int64 `json:"children,omitempty"`
 	// Flow makes this a DAG workflow of other jobs (handler "flow").
-	Flow *Flow `json:"flow,omitempty"`
-	Enabled  bool    `json:"enabled"`
+	Flow    *Flow `json:"flow,omitempty"`
+	Enabled bool  `json:"enabled"`
 	// Set by the scheduler.
 	NextFireAt time.Time `json:"next_fire_at,omitzero"`
 	Version    int64     `json:"version,omitempty"`
