@@ -462,14 +462,23 @@ func (s *Scheduler) worker() {
 var errFenced = errors.New("job: partition lease lost")
 
 // fenceTx checks, inside tx, that this server still holds partition p under
-// term, locking the lease row so a takeover waits for tx to end.
+// term. On PostgreSQL and MySQL it locks the lease row (FOR UPDATE), so a
+// takeover waits for tx to end; SQLite has one writer, and a transaction
+// whose snapshot went stale fails on its first write.
 func (s *Scheduler) fenceTx(ctx context.Context, tx *store.Tx, p int, term int64) error {
-	res, err := tx.ExecContext(ctx, `UPDATE leases SET term = term WHERE name = ? AND holder = ? AND term = ? AND expires_at >= ?`,
-		partLease(p), s.cfg.NodeName, term, ms(time.Now()))
-	if err != nil {
+	q := `SELECT holder, term, expires_at FROM leases WHERE name = ?`
+	if tx.Dialect() != store.SQLite {
+		q += ` FOR UPDATE`
+	}
+	var holder string
+	var t, exp int64
+	if err := tx.QueryRowContext(ctx, q, partLease(p)).Scan(&holder, &t, &exp); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return errFenced
+		}
 		return fmt.Errorf("job: fence: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if holder != s.cfg.NodeName || t != term || exp < ms(time.Now()) {
 		return errFenced
 	}
 	return nil
