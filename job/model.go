@@ -324,9 +324,11 @@ func (j *Job) firstFire(now time.Time) time.Time {
 		from = j.StartAt.Add(-time.Millisecond)
 	}
 	var t time.Time
-	switch j.Trigger.Kind {
-	case TriggerOnce:
+	switch {
+	case j.Trigger.Kind == TriggerOnce:
 		t = j.Trigger.At // in the past: a misfire, handled by policy
+	case (j.Trigger.Kind == TriggerRate || j.Trigger.Kind == TriggerDelay) && j.StartAt.After(now):
+		t = j.StartAt // a period counted from its start
 	default:
 		t = s.next(from)
 	}
