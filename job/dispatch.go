@@ -328,87 +328,92 @@ func (s *Scheduler) send(ctx context.Context, addr string, rr *RunRequest) (repl
 
 // finish records a run's outcome once (a repeated report is acknowledged
 // and ignored), then applies the job's policy: a retry after a failure, the
-// children after a success, the next fire of a delay trigger.
+// children after a success, the next fire of a delay trigger, the next
+// nodes of a flow.
 func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output string) error {
-	var jobID, fireAt, flowID int64
-	var attempt, shard int
-	var params, node string
 	var newRuns []int64
-	now := time.Now()
-	done := false
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ?, output = ? WHERE id = ? AND status IN ('pending', 'running')`,
-			status, truncate(msg, 4000), ms(now), truncate(output, MaxOutput), runID)
-		if err != nil {
-			return fmt.Errorf("job: finish run %d: %w", runID, err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return nil // already finished: a repeated report
-		}
-		done = true
-		if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params, flow_id, node FROM job_runs WHERE id = ?`, runID).
-			Scan(&jobID, &fireAt, &attempt, &shard, &params, &flowID, &node); err != nil {
-			return err
-		}
-		j, err := loadJob(ctx, tx, jobID)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		retry := status == StatusFailed && attempt < j.Retries
-		if flowID != 0 {
-			ids, err := s.advanceFlow(ctx, tx, flowID, node, status, retry, now)
-			if err != nil {
-				return err
-			}
-			newRuns = append(newRuns, ids...)
-		}
-		switch {
-		case retry:
-			backoff := j.RetryBackoff.D() << min(attempt, 20)
-			_, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
-				SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, 'retry', params, 'pending', ?, '', 0, '', ?, 0, 0, '', flow_id, node FROM job_runs WHERE id = ?`,
-				ms(now.Add(backoff)), ms(now), runID)
-			if err != nil && !store.IsUniqueViolation(err) {
-				return fmt.Errorf("job: schedule retry of run %d: %w", runID, err)
-			}
-		case status == StatusSucceeded:
-			for _, c := range j.Children {
-				child, err := loadJob(ctx, tx, c)
-				if err != nil {
-					continue // a deleted child
-				}
-				p := child.Params
-				if output != "" {
-					p = output // a parent's small output feeds its children
-				}
-				ids, err := s.insertPending(ctx, tx, child, "child", p, now)
-				if err != nil {
-					return err
-				}
-				newRuns = append(newRuns, ids...)
-			}
-		}
-		if j.Trigger.Kind == TriggerDelay && j.Enabled && shard == 0 {
-			_, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = 0`, ms(now.Add(j.Trigger.Every.D())), jobID)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		var err error
+		newRuns, err = s.finishTx(ctx, tx, runID, status, msg, output, time.Now())
+		return err
 	})
 	if err != nil {
 		s.log.Error("job: recording a run's outcome failed", "run", runID, "err", err)
 		return err
 	}
-	if done {
-		s.log.Debug("job: run finished", "run", runID, "status", status)
-		s.queueRuns(ctx, newRuns)
+	s.queueRuns(ctx, newRuns)
+	return nil
+}
+
+// finishTx is finish inside tx; it returns the runs it started.
+func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, status, msg, output string, now time.Time) ([]int64, error) {
+	var jobID, fireAt, flowID int64
+	var attempt, shard int
+	var params, node string
+	var newRuns []int64
+	res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ?, output = ? WHERE id = ? AND status IN ('pending', 'running')`,
+		status, truncate(msg, 4000), ms(now), truncate(output, MaxOutput), runID)
+	if err != nil {
+		return nil, fmt.Errorf("job: finish run %d: %w", runID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return nil, nil // already finished: a repeated report
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params, flow_id, node FROM job_runs WHERE id = ?`, runID).
+		Scan(&jobID, &fireAt, &attempt, &shard, &params, &flowID, &node); err != nil {
+		return nil, err
+	}
+	j, err := loadJob(ctx, tx, jobID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	retry := status == StatusFailed && attempt < j.Retries
+	if flowID != 0 {
+		ids, err := s.advanceFlow(ctx, tx, flowID, node, status, retry, now)
+		if err != nil {
+			return nil, err
+		}
+		newRuns = append(newRuns, ids...)
+	}
+	switch {
+	case retry:
+		backoff := j.RetryBackoff.D() << min(attempt, 20)
+		id, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+			SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, cause, params, 'pending', ?, '', 0, '', ?, 0, 0, '', flow_id, node FROM job_runs WHERE id = ?`,
+			ms(now.Add(backoff)), ms(now), runID)
+		if err != nil {
+			return nil, fmt.Errorf("job: schedule retry of run %d: %w", runID, err)
+		}
+		if backoff < s.cfg.LoadInterval {
+			newRuns = append(newRuns, id)
+		}
+	case status == StatusSucceeded:
+		for _, c := range j.Children {
+			child, err := loadJob(ctx, tx, c)
+			if err != nil {
+				continue // a deleted child
+			}
+			p := child.Params
+			if output != "" {
+				p = output // a parent's small output feeds its children
+			}
+			ids, err := s.insertPending(ctx, tx, child, "child", p, now)
+			if err != nil {
+				return nil, err
+			}
+			newRuns = append(newRuns, ids...)
+		}
+	}
+	if j.Trigger.Kind == TriggerDelay && j.Enabled && shard == 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = 0`, ms(now.Add(j.Trigger.Every.D())), jobID); err != nil {
+			return nil, err
+		}
 		s.wakeLoader()
 	}
-	return nil
+	return newRuns, nil
 }
 
 // queueRuns puts new pending runs in the wheel at once when this server
@@ -416,11 +421,12 @@ func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output
 func (s *Scheduler) queueRuns(ctx context.Context, ids []int64) {
 	for _, id := range ids {
 		var part int
-		if err := s.st.QueryRowContext(ctx, `SELECT part FROM job_runs WHERE id = ?`, id).Scan(&part); err != nil {
+		var due int64
+		if err := s.st.QueryRowContext(ctx, `SELECT part, due_at FROM job_runs WHERE id = ?`, id).Scan(&part, &due); err != nil {
 			continue
 		}
 		if _, ok := s.term(part); ok {
-			s.wheel.add(runKey(id), time.Now(), runItem{runID: id, part: part})
+			s.wheel.add(runKey(id), fromMS(due), runItem{runID: id, part: part})
 		}
 	}
 }
@@ -432,15 +438,18 @@ func (s *Scheduler) insertPending(ctx context.Context, tx *store.Tx, j *Job, cau
 		pj.Params = params
 		return s.startFlow(ctx, tx, &pj, ms(now), cause, now)
 	}
-	for i := range 16 {
-		fireAt := ms(now) + int64(i)
-		ids, err := s.insertRuns(ctx, tx, j, fireAt, 0, cause, params, 0, now, flowRef{})
-		if errors.Is(err, errStale) {
-			continue // another trigger in the same millisecond
-		}
-		return ids, err
+	// After any run of the same cause at or after now: a manual or child
+	// run never takes the slot (fire time, cause) of another.
+	var last int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(fire_at), 0) FROM job_runs WHERE job_id = ? AND cause = ? AND flow_id = 0 AND fire_at >= ?`,
+		j.ID, cause, ms(now)).Scan(&last); err != nil {
+		return nil, fmt.Errorf("job: trigger %s: %w", j.Name, err)
 	}
-	return nil, fmt.Errorf("job: %s triggered too often in one millisecond", j.Name)
+	ids, err := s.insertRuns(ctx, tx, j, max(ms(now), last+1), 0, cause, params, 0, now, flowRef{})
+	if errors.Is(err, errStale) {
+		return nil, fmt.Errorf("%w: %s was triggered twice at the same moment; trigger again", ErrInvalid, j.Name)
+	}
+	return ids, err
 }
 
 // reapLost fails the running runs of the owned partitions whose executor
@@ -473,4 +482,98 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+type execCache struct {
+	at   time.Time
+	list []ExecutorInfo
+}
+
+// cachedExecutors is executors with the list of each app kept for a
+// second (the trigger path asks for it on every fire).
+func (s *Scheduler) cachedExecutors(ctx context.Context, app, handler string) ([]ExecutorInfo, error) {
+	s.mu.Lock()
+	c, ok := s.execs[app]
+	s.mu.Unlock()
+	if !ok || time.Since(c.at) > time.Second {
+		list, err := listExecutors(ctx, s.st, app, time.Now().Add(-s.cfg.ExecutorTimeout))
+		if err != nil {
+			return nil, err
+		}
+		c = execCache{at: time.Now(), list: list}
+		s.mu.Lock()
+		s.execs[app] = c
+		s.mu.Unlock()
+	}
+	out := make([]ExecutorInfo, 0, len(c.list))
+	for _, e := range c.list {
+		if slices.Contains(e.Handlers, handler) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// forgetExecutors drops an app's cached list (an executor failed).
+func (s *Scheduler) forgetExecutors(app string) {
+	s.mu.Lock()
+	delete(s.execs, app)
+	s.mu.Unlock()
+}
+
+// sending is a run request on its way to an executor.
+type sending struct {
+	j       *Job
+	a       assigned
+	part    int
+	term    int64
+	fut     *rpc.Future[RunReply]
+	dialErr error
+}
+
+// sendAsync sends an assigned run without waiting for the answer.
+func (s *Scheduler) sendAsync(ctx context.Context, j *Job, a assigned, part int, term int64) *sending {
+	sd := &sending{j: j, a: a, part: part, term: term}
+	rr := RunRequest{RunID: a.id, JobID: j.ID, Job: j.Name, Handler: j.Handler, Params: j.Params, ShardIndex: a.shard, ShardTotal: a.total,
+		Block: j.Block, TimeoutMS: j.Timeout.D().Milliseconds(), FireAt: a.fireAt}
+	rr.Stamp = ms(time.Now())
+	rr.Sig = sign(a.ex.signKey, rr.canonical())
+	c, err := s.client(ctx, a.ex.Addr)
+	if err != nil {
+		sd.dialErr = err
+		return sd
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	sd.fut = rpc.Go[RunReply](cctx, c, "tangram.Executor/Run", &rr)
+	go func() { <-sd.fut.Done(); cancel() }()
+	return sd
+}
+
+// sent settles a sendAsync: a run its executor did not get goes back to
+// pending and down the slow path (the next candidate); one it may have got
+// but did not confirm fails (retried per the job) rather than risk running
+// twice.
+func (s *Scheduler) sent(ctx context.Context, sd *sending) {
+	var reply *RunReply
+	err := sd.dialErr
+	if err == nil {
+		reply, err = sd.fut.Wait()
+	}
+	if err == nil {
+		s.noteUse(sd.j.ID, sd.a.ex.Addr)
+		if reply.Discarded {
+			s.finish(ctx, sd.a.id, StatusDiscarded, "the previous run is still going (block strategy discard_later)", "")
+		}
+		return
+	}
+	s.forgetExecutors(sd.j.App)
+	if sd.dialErr != nil || rpc.NotSent(err) {
+		s.log.Warn("job: executor unreachable; routing the run elsewhere", "job", sd.j.Name, "executor", sd.a.ex.Addr, "err", err)
+		if _, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'pending', executor = '' WHERE id = ? AND status = 'running' AND executor = ?`,
+			sd.a.id, sd.a.ex.Addr); err == nil {
+			s.dispatch(ctx, sd.j, sd.a.id, sd.part, sd.term)
+		}
+		return
+	}
+	s.finish(ctx, sd.a.id, StatusFailed, fmt.Sprintf("executor %s: %v", sd.a.ex.Addr, err), "")
 }

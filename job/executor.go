@@ -440,18 +440,24 @@ func (e *Executor) enqueueLocked(m outMsg) {
 	signal(e.outC)
 }
 
-// sendLoop delivers reports and log chunks in order, retrying each until
-// a server acknowledges it, so no run stays "running" after it ended here.
+// sendLoop delivers reports and log chunks in order, many per call,
+// retrying until a server acknowledges them, so no run stays "running"
+// after it ended here.
 func (e *Executor) sendLoop() {
 	backoff := 100 * time.Millisecond
 	for {
 		e.outMu.Lock()
-		var m *outMsg
-		if len(e.out) > 0 {
-			m = &e.out[0]
+		n := min(len(e.out), MaxDeliver)
+		req := &DeliverRequest{App: e.cfg.App}
+		for _, m := range e.out[:n] {
+			if m.report != nil {
+				req.Reports = append(req.Reports, *m.report)
+			} else {
+				req.Logs = append(req.Logs, *m.log)
+			}
 		}
 		e.outMu.Unlock()
-		if m == nil {
+		if n == 0 {
 			select {
 			case <-e.outC:
 				continue
@@ -459,17 +465,12 @@ func (e *Executor) sendLoop() {
 				return
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var err error
-		if m.report != nil {
-			_, err = rpc.Call[Empty](ctx, e.cli, "tangram.Job/Report", m.report)
-		} else {
-			_, err = rpc.Call[Empty](ctx, e.cli, "tangram.Job/Log", m.log)
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := rpc.Call[Empty](ctx, e.cli, "tangram.Job/Deliver", req)
 		cancel()
 		code := rpc.CodeOf(err)
-		if err != nil && code != rpc.InvalidArgument && code != rpc.NotFound && code != rpc.PermissionDenied {
-			e.log.Warn("job: sending a run's report failed; retrying", "err", err, "backoff", backoff)
+		if err != nil && code != rpc.InvalidArgument && code != rpc.PermissionDenied {
+			e.log.Warn("job: delivering run reports failed; retrying", "err", err, "backoff", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-e.stop:
@@ -479,12 +480,12 @@ func (e *Executor) sendLoop() {
 			continue
 		}
 		if err != nil {
-			e.log.Error("job: the scheduler refused a report; dropped", "err", err)
+			e.log.Error("job: the scheduler refused run reports; dropped", "items", n, "err", err)
 		}
 		backoff = 100 * time.Millisecond
 		e.outMu.Lock()
-		e.out[0] = outMsg{}
-		e.out = e.out[1:]
+		clear(e.out[:n])
+		e.out = e.out[n:]
 		e.outMu.Unlock()
 	}
 }

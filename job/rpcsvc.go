@@ -46,6 +46,18 @@ type LogRequest struct {
 	Text  string `msgpack:"text"`
 }
 
+// DeliverRequest carries an executor's queued log chunks and reports in
+// one call (tangram.Job/Deliver): the logs are stored, then the reports
+// recorded, all in one transaction.
+type DeliverRequest struct {
+	App     string          `msgpack:"app"`
+	Logs    []LogRequest    `msgpack:"logs,omitempty"`
+	Reports []ReportRequest `msgpack:"reports,omitempty"`
+}
+
+// MaxDeliver bounds the items of one DeliverRequest.
+const MaxDeliver = 1024
+
 // LeaveRequest removes an executor (tangram.Job/Leave).
 type LeaveRequest struct {
 	App  string `msgpack:"app"`
@@ -96,6 +108,9 @@ func (s *Scheduler) RegisterRPC(srv *rpc.Server) error {
 		}),
 		rpc.Handle(srv, "tangram.Job/Log", func(ctx context.Context, req *LogRequest) (*Empty, error) {
 			return &Empty{}, rpcError(s.appendLog(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Deliver", func(ctx context.Context, req *DeliverRequest) (*Empty, error) {
+			return &Empty{}, rpcError(s.deliver(ctx, req))
 		}),
 		rpc.Handle(srv, "tangram.Job/Leave", func(ctx context.Context, req *LeaveRequest) (*Empty, error) {
 			if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
@@ -215,5 +230,79 @@ func (s *Scheduler) appendLog(ctx context.Context, req *LogRequest) error {
 	if err != nil && !store.IsUniqueViolation(err) { // a resent chunk
 		return fmt.Errorf("job: append log: %w", err)
 	}
+	return nil
+}
+
+func (s *Scheduler) deliver(ctx context.Context, req *DeliverRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	if len(req.Logs)+len(req.Reports) > MaxDeliver {
+		return fmt.Errorf("%w delivery: %d items, at most %d", ErrInvalid, len(req.Logs)+len(req.Reports), MaxDeliver)
+	}
+	for _, l := range req.Logs {
+		if l.App != req.App || len(l.Text) > MaxLogChunk || l.Seq < 0 {
+			return fmt.Errorf("%w log chunk of run %d: app %q, at most %d bytes, seq ≥ 0", ErrInvalid, l.RunID, l.App, MaxLogChunk)
+		}
+	}
+	for _, r := range req.Reports {
+		if r.App != req.App || len(r.Output) > MaxOutput {
+			return fmt.Errorf("%w report of run %d: app %q, output at most %d bytes", ErrInvalid, r.RunID, r.App, MaxOutput)
+		}
+		switch r.Status {
+		case StatusSucceeded, StatusFailed, StatusKilled, StatusDiscarded:
+		default:
+			return fmt.Errorf("%w report of run %d: status %q", ErrInvalid, r.RunID, r.Status)
+		}
+	}
+	var newRuns []int64
+	now := time.Now()
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		newRuns = newRuns[:0]
+		// Runs of other apps (or gone) are skipped, not failed: the batch
+		// must not be refused whole for one stale entry.
+		owned := map[int64]bool{}
+		check := func(run int64) bool {
+			if ok, seen := owned[run]; seen {
+				return ok
+			}
+			var app string
+			err := tx.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, run).Scan(&app)
+			owned[run] = err == nil && app == req.App
+			return owned[run]
+		}
+		for _, l := range req.Logs {
+			if !check(l.RunID) {
+				continue
+			}
+			// Upsert-free: a resent chunk has the same (run, seq); skip it.
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_logs WHERE run_id = ? AND seq = ?`, l.RunID, l.Seq).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO job_logs (run_id, seq, body, created_at) VALUES (?, ?, ?, ?)`, l.RunID, l.Seq, l.Text, ms(now)); err != nil {
+				return fmt.Errorf("job: append log: %w", err)
+			}
+		}
+		for _, r := range req.Reports {
+			if !check(r.RunID) {
+				s.log.Warn("job: report for a run of another app or a deleted job ignored", "run", r.RunID, "app", req.App)
+				continue
+			}
+			ids, err := s.finishTx(ctx, tx, r.RunID, r.Status, r.Error, r.Output, now)
+			if err != nil {
+				return err
+			}
+			newRuns = append(newRuns, ids...)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.queueRuns(ctx, newRuns)
 	return nil
 }

@@ -97,6 +97,7 @@ type Scheduler struct {
 	uses   map[string]int64
 	lastAt map[string]int64
 	conns  map[string]*rpc.Client // executor address → client
+	execs  map[string]execCache   // live executors by app, briefly cached
 	member int64                  // term of this server's membership lease
 	closed bool
 
@@ -128,7 +129,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()),
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, work: make(chan any, 4096), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, work: make(chan any, 4096), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // Start begins leasing partitions and firing their jobs.
@@ -440,21 +441,42 @@ func (s *Scheduler) triggerLoop() {
 	}
 }
 
+// worker takes what is due; under load it takes up to maxBatch items at
+// once and claims the fires of one partition in one transaction (one commit
+// for many fires).
 func (s *Scheduler) worker() {
+	const maxBatch = 256
 	for {
+		var first any
 		select {
 		case <-s.stop:
 			return
-		case v := <-s.work:
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		case first = <-s.work:
+		}
+		batch := []any{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case v := <-s.work:
+				batch = append(batch, v)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		fires := map[int][]fireItem{}
+		for _, v := range batch {
 			switch it := v.(type) {
 			case fireItem:
-				s.fire(ctx, it)
+				fires[it.part] = append(fires[it.part], it)
 			case runItem:
 				s.dispatchPending(ctx, it)
 			}
-			cancel()
 		}
+		for part, items := range fires {
+			s.fireBatch(ctx, part, items)
+		}
+		cancel()
 	}
 }
 
@@ -484,72 +506,149 @@ func (s *Scheduler) fenceTx(ctx context.Context, tx *store.Tx, p int, term int64
 	return nil
 }
 
-// fire claims one scheduled fire of a job in the store — the job's
-// next_fire_at moves on from exactly fireAt, under the partition's term, in
-// the same transaction that inserts the run — and dispatches it.
-func (s *Scheduler) fire(ctx context.Context, f fireItem) {
-	term, ok := s.term(f.part)
+// fireBatch claims scheduled fires of one partition in the store — each
+// job's next_fire_at moves on from exactly its fire time, under the
+// partition's term, in the same transaction that inserts the runs, already
+// assigned to an executor by the job's route — and then sends them.
+func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
+	term, ok := s.term(part)
 	if !ok {
 		return
 	}
 	now := time.Now()
-	var runs []int64
-	var j *Job
+	type claim struct {
+		j    *Job
+		runs []assigned
+	}
+	var claims []claim
+	var flowRuns []int64
+	var retry []fireItem
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		if err := s.fenceTx(ctx, tx, f.part, term); err != nil {
+		claims, flowRuns, retry = claims[:0], flowRuns[:0], retry[:0]
+		if err := s.fenceTx(ctx, tx, part, term); err != nil {
 			return err
 		}
-		var err error
-		j, err = loadJob(ctx, tx, f.jobID)
-		if err != nil {
-			return err
-		}
-		if !j.Enabled || ms(j.NextFireAt) != f.fireAt {
-			return errStale
-		}
-		fireAt := fromMS(f.fireAt)
-		next := j.nextFire(fireAt)
-		cause := "schedule"
-		if late := now.Sub(fireAt); late > j.MisfireThreshold.D() {
-			// Missed (the cluster was down, a partition changed hands late).
-			for !next.IsZero() && next.Before(now) {
-				next = j.nextFire(next)
+		for _, f := range items {
+			j, err := loadJob(ctx, tx, f.jobID)
+			if errors.Is(err, ErrNotFound) {
+				continue
 			}
-			if j.Misfire == MisfireSkip {
-				s.log.Warn("job: missed fire skipped", "job", j.Name, "fire_at", fireAt, "late", late.Round(time.Millisecond))
-				return s.advanceJob(ctx, tx, j, f.fireAt, next)
+			if err != nil {
+				return err
 			}
-			cause = "misfire"
+			if !j.Enabled || ms(j.NextFireAt) != f.fireAt {
+				continue // changed, or fired already
+			}
+			fireAt := fromMS(f.fireAt)
+			next := j.nextFire(fireAt)
+			cause := "schedule"
+			if late := now.Sub(fireAt); late > j.MisfireThreshold.D() {
+				// Missed (the cluster was down, a partition changed hands late).
+				for !next.IsZero() && next.Before(now) {
+					next = j.nextFire(next)
+				}
+				if j.Misfire == MisfireSkip {
+					s.log.Warn("job: missed fire skipped", "job", j.Name, "fire_at", fireAt, "late", late.Round(time.Millisecond))
+					if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil && !errors.Is(err, errStale) {
+						return err
+					}
+					continue
+				}
+				cause = "misfire"
+			}
+			if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
+				if errors.Is(err, errStale) {
+					continue
+				}
+				return err
+			}
+			if j.Flow != nil {
+				ids, err := s.startFlow(ctx, tx, j, f.fireAt, cause, now)
+				if err != nil {
+					return err
+				}
+				flowRuns = append(flowRuns, ids...)
+			} else {
+				runs, err := s.insertAssigned(ctx, tx, j, f.fireAt, cause, term, now)
+				if err != nil {
+					return err
+				}
+				claims = append(claims, claim{j, runs})
+			}
+			if nf := j.NextFireAt; !nf.IsZero() && nf.Before(now.Add(s.cfg.LoadAhead)) {
+				retry = append(retry, fireItem{jobID: j.ID, fireAt: ms(nf), part: part})
+			}
 		}
-		if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
-			return err
-		}
-		if j.Flow != nil {
-			runs, err = s.startFlow(ctx, tx, j, f.fireAt, cause, now)
-			return err
-		}
-		runs, err = s.insertRuns(ctx, tx, j, f.fireAt, 0, cause, j.Params, term, now, flowRef{})
-		return err
+		return nil
 	})
 	switch {
-	case errors.Is(err, errStale), errors.Is(err, errFenced):
+	case errors.Is(err, errFenced):
 		return
 	case err != nil:
-		s.log.Error("job: claiming a fire failed; it will be retried", "job", f.jobID, "err", err)
-		// Put it back after a pause (the store may be down).
-		s.wheel.add(f.jobID, time.Now().Add(time.Second), f)
+		s.log.Error("job: claiming fires failed; they will be retried", "fires", len(items), "err", err)
+		for _, f := range items {
+			s.wheel.add(f.jobID, time.Now().Add(time.Second), f) // the store may be down
+		}
 		return
 	}
-	if nf := j.NextFireAt; !nf.IsZero() && nf.Before(time.Now().Add(s.cfg.LoadAhead)) {
-		s.wheel.add(j.ID, nf, fireItem{jobID: j.ID, fireAt: ms(nf), part: f.part})
+	for _, f := range retry {
+		s.wheel.add(f.jobID, fromMS(f.fireAt), f)
 	}
-	if j.Flow != nil {
-		s.queueRuns(ctx, runs)
-		return
+	s.queueRuns(ctx, flowRuns)
+	var sends []*sending
+	for _, c := range claims {
+		for _, a := range c.runs {
+			if a.ex == nil {
+				s.dispatch(ctx, c.j, a.id, part, term) // no executor chosen: the slow path fails or routes it
+				continue
+			}
+			sends = append(sends, s.sendAsync(ctx, c.j, a, part, term))
+		}
 	}
-	for _, id := range runs {
-		s.dispatch(ctx, j, id, f.part, term)
+	for _, sd := range sends {
+		s.sent(ctx, sd)
 	}
+}
+
+// assigned is a run inserted by fireBatch, running on ex (nil: pending).
+type assigned struct {
+	id     int64
+	fireAt int64
+	shard  int
+	total  int
+	ex     *ExecutorInfo
+}
+
+// insertAssigned inserts the runs of one fire already assigned to the
+// executor the job's route picks (one per executor for a broadcast).
+func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *Job, fireAt int64, cause string, term int64, now time.Time) ([]assigned, error) {
+	ex, err := s.cachedExecutors(ctx, j.App, j.Handler)
+	if err != nil {
+		return nil, err
+	}
+	total := 1
+	if j.Route == RouteBroadcast {
+		total = max(len(ex), 1)
+	}
+	out := make([]assigned, 0, total)
+	for i := range total {
+		a := assigned{fireAt: fireAt, shard: i, total: total}
+		status, addr, started := StatusPending, "", int64(0)
+		if GlueType(j.Handler) == "" {
+			if cands := s.route(j, i, ex); len(cands) > 0 {
+				e := cands[0]
+				a.ex, status, addr, started = &e, StatusRunning, e.Addr, ms(now)
+			}
+		}
+		a.id, err = tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+			VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 0, '', 0, '')`,
+			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, i, total, cause, j.Params, status, ms(now), addr, term, ms(now), started)
+		if err != nil {
+			return nil, fmt.Errorf("job: insert run of %s: %w", j.Name, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 var errStale = errors.New("job: fire already claimed or job changed")

@@ -1,0 +1,467 @@
+// Command job benchmarks Tangram's job scheduler: trigger lateness (the
+// scheduled time to the handler's start, on an executor in another
+// process) and double or missed fires, with one tangram server and with two
+// sharing a PostgreSQL store, against robfig/cron/v3 in-process — the
+// single-node floor: no store, no network, no executor process.
+//
+// Workload: N rate jobs, each every P, phases spread evenly (so N/P
+// triggers a second, one every P/N): 10,000 jobs every 10 s = 1,000
+// triggers/s by default. After a warm-up, fires whose scheduled time falls
+// in the measured window are counted: each job's expected fires, the ones
+// executed, the ones executed twice.
+//
+//	go run ./bench/job            # 10,000 jobs, 1,000/s, 30 s measured
+//	go run ./bench/job -quick     # 20 s measured, under a minute per case
+//
+// It prints a markdown table and, last, one JSON line (DESIGN.md's format).
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/robfig/cron/v3"
+
+	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/job"
+)
+
+const token = "tgm_benchjobtoken00000000000000000000000"
+
+type result struct {
+	Impl     string  `json:"impl"`
+	Servers  int     `json:"servers"`
+	Expected int     `json:"expected_fires"`
+	Executed int     `json:"executed"`
+	Double   int     `json:"double_fires"`
+	Missed   int     `json:"missed_fires"`
+	P50      float64 `json:"lateness_p50_ms"`
+	P99      float64 `json:"lateness_p99_ms"`
+	Max      float64 `json:"lateness_max_ms"`
+	Rate     float64 `json:"triggers_per_sec"`
+}
+
+// record is one executed fire.
+type record struct {
+	job    int64
+	fireAt int64 // unix ms
+	start  int64 // unix ns
+}
+
+func main() {
+	role := flag.String("role", "", "internal: executor")
+	servers := flag.String("servers", "", "internal: executor's servers")
+	out := flag.String("out", "", "internal: executor's record file")
+	n := flag.Int("jobs", 10000, "jobs")
+	period := flag.Duration("every", 10*time.Second, "each job's period")
+	measure := flag.Duration("d", 30*time.Second, "measured window")
+	quick := flag.Bool("quick", false, "20 s measured")
+	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
+	cases := flag.String("cases", "robfig,tangram-1,tangram-2", "cases to run")
+	flag.Parse()
+	if *role == "executor" {
+		if err := runExecutor(*servers, *out); err != nil {
+			fmt.Fprintln(os.Stderr, "executor:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *quick {
+		*measure = 20 * time.Second
+	}
+	if err := run(*n, *period, *measure, *bin, strings.Split(*cases, ",")); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/job:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n int, period, measure time.Duration, bin string, cases []string) error {
+	dir, err := os.MkdirTemp("", "bench-job-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if bin == "" && (slices.Contains(cases, "tangram-1") || slices.Contains(cases, "tangram-2")) {
+		bin = filepath.Join(dir, "tangram")
+		fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
+		b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
+		b.Stderr = os.Stderr
+		if err := b.Run(); err != nil {
+			return err
+		}
+	}
+	var results []result
+	for _, c := range cases {
+		fmt.Fprintf(os.Stderr, "%s: %d jobs every %v, %v measured …\n", c, n, period, measure)
+		var r result
+		var err error
+		switch c {
+		case "robfig":
+			r, err = measureRobfig(n, period, measure)
+		case "tangram-1", "tangram-2":
+			k, _ := strconv.Atoi(strings.TrimPrefix(c, "tangram-"))
+			r, err = measureTangram(bin, dir, k, n, period, measure)
+		default:
+			err = fmt.Errorf("unknown case %q", c)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", c, err)
+		}
+		results = append(results, r)
+	}
+	fmt.Printf("\nbench/job: %d jobs every %v (%.0f triggers/s), %v measured; executor in another process; 2 shared cores\n\n",
+		n, period, float64(n)/period.Seconds(), measure)
+	fmt.Println("| case | servers | lateness p50 | p99 | max | executed / expected | double | missed |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range results {
+		fmt.Printf("| %s | %d | %.2f ms | %.2f ms | %.2f ms | %d / %d | %d | %d |\n", r.Impl, r.Servers, r.P50, r.P99, r.Max, r.Executed, r.Expected, r.Double, r.Missed)
+	}
+	var peer *result
+	for i := range results {
+		if results[i].Impl == "robfig/cron" {
+			peer = &results[i]
+		}
+	}
+	type row struct {
+		Case  string  `json:"case"`
+		Ours  result  `json:"ours"`
+		Peer  *result `json:"peer"`
+		Ratio float64 `json:"ratio"`
+	}
+	var rows []row
+	for _, r := range results {
+		if r.Impl == "robfig/cron" {
+			continue
+		}
+		rw := row{Case: fmt.Sprintf("lateness-%dk-per-sec-%d-server", int(float64(n)/period.Seconds())/1000, r.Servers), Ours: r, Peer: peer}
+		if peer != nil && r.P99 > 0 {
+			rw.Ratio = float64(int(peer.P99/r.P99*100+0.5)) / 100 // peer p99 / ours: above 1, ours is less late
+		}
+		rows = append(rows, rw)
+	}
+	b, _ := json.Marshal(map[string]any{"bench": "job", "peer": "robfig/cron/v3 (in-process)", "rows": rows})
+	fmt.Println(string(b))
+	return nil
+}
+
+// phase is job i's offset in the period.
+func phase(i, n int, period time.Duration) time.Duration { return period * time.Duration(i) / time.Duration(n) }
+
+// evaluate turns records into a result for fires scheduled in [from, to).
+func evaluate(impl string, servers, n int, period time.Duration, base, from, to time.Time, recs []record) result {
+	r := result{Impl: impl, Servers: servers}
+	// Expected: each job's scheduled times base+phase+k*period in the window.
+	for i := range n {
+		first := base.Add(phase(i, n, period))
+		for t := first; t.Before(to); t = t.Add(period) {
+			if !t.Before(from) {
+				r.Expected++
+			}
+		}
+	}
+	seen := map[[2]int64]bool{}
+	var lat []float64
+	for _, rc := range recs {
+		at := time.UnixMilli(rc.fireAt)
+		if at.Before(from) || !at.Before(to) {
+			continue
+		}
+		k := [2]int64{rc.job, rc.fireAt}
+		if seen[k] {
+			r.Double++
+			continue
+		}
+		seen[k] = true
+		r.Executed++
+		lat = append(lat, float64(rc.start-at.UnixNano())/1e6)
+	}
+	r.Missed = max(r.Expected-r.Executed, 0)
+	r.Rate = float64(r.Executed) / to.Sub(from).Seconds()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.P50, r.P99, r.Max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
+	}
+	return r
+}
+
+// sched is a robfig/cron Schedule firing at base+phase+k*period, to the
+// millisecond (robfig's own @every rounds to seconds).
+type sched struct {
+	first  time.Time
+	period time.Duration
+}
+
+func (s sched) Next(t time.Time) time.Time {
+	if t.Before(s.first) {
+		return s.first
+	}
+	k := t.Sub(s.first)/s.period + 1
+	return s.first.Add(k * s.period)
+}
+
+func measureRobfig(n int, period, measure time.Duration) (result, error) {
+	c := cron.New()
+	base := time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+	var mu sync.Mutex
+	recs := make([]record, 0, n*int(measure/period+3))
+	for i := range n {
+		s := sched{first: base.Add(phase(i, n, period)), period: period}
+		var next atomic.Int64
+		next.Store(s.first.UnixMilli())
+		c.Schedule(s, cron.FuncJob(func() {
+			start := time.Now().UnixNano()
+			// The scheduled time this run stands for: the latest one not after now.
+			at := next.Load()
+			for time.UnixMilli(at + period.Milliseconds()).Before(time.Unix(0, start)) {
+				at += period.Milliseconds()
+			}
+			next.Store(at + period.Milliseconds())
+			mu.Lock()
+			recs = append(recs, record{job: int64(i), fireAt: at, start: start})
+			mu.Unlock()
+		}))
+	}
+	c.Start()
+	warm := period
+	from := base.Add(warm)
+	to := from.Add(measure)
+	time.Sleep(time.Until(to) + 500*time.Millisecond)
+	<-c.Stop().Done()
+	mu.Lock()
+	defer mu.Unlock()
+	// robfig's job IDs are the job index; map to the evaluation's by index.
+	return evaluate("robfig/cron", 1, n, period, base, from, to, recs), nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// freshPostgres creates an empty database and returns its URL and a drop.
+func freshPostgres() (string, func(), error) {
+	base := os.Getenv("TANGRAM_TEST_POSTGRES")
+	if base == "" {
+		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		return "", nil, err
+	}
+	name := fmt.Sprintf("bench_job_%d", rand.Uint32())
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		admin.Close()
+		return "", nil, fmt.Errorf("PostgreSQL at %s (set TANGRAM_TEST_POSTGRES; scripts/services.sh starts one): %w", base, err)
+	}
+	u, _ := url.Parse(base)
+	u.Path = "/" + name
+	return u.String(), func() {
+		_, _ = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	}, nil
+}
+
+func measureTangram(bin, dir string, servers, n int, period, measure time.Duration) (result, error) {
+	dsn, drop, err := freshPostgres()
+	if err != nil {
+		return result{}, err
+	}
+	defer drop()
+	var https, rpcs []string
+	for i := range servers {
+		h, err1 := freeAddr()
+		r, err2 := freeAddr()
+		if err1 != nil || err2 != nil {
+			return result{}, fmt.Errorf("ports: %v %v", err1, err2)
+		}
+		cmd := exec.Command(bin, "server", "--http", h, "--rpc", r, "--data", filepath.Join(dir, fmt.Sprintf("s%d-%d", servers, i)),
+			"--store", dsn, "--node-name", fmt.Sprintf("bench-%d", i), "--log-level", "error")
+		cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return result{}, err
+		}
+		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		https, rpcs = append(https, h), append(rpcs, r)
+		// The first server migrates the store; start the second after it.
+		if err := waitReady("http://" + h); err != nil {
+			return result{}, err
+		}
+	}
+	recFile := filepath.Join(dir, fmt.Sprintf("records-%d.txt", servers))
+	self, _ := os.Executable()
+	ex := exec.Command(self, "-role", "executor", "-servers", strings.Join(rpcs, ","), "-out", recFile)
+	ex.Env = append(os.Environ(), "TANGRAM_TOKEN="+token)
+	ex.Stderr = os.Stderr
+	if err := ex.Start(); err != nil {
+		return result{}, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = ex.Process.Kill()
+			_ = ex.Wait()
+		}
+	}()
+	api := apiclient.New("http://"+https[0], token)
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var l struct{ Items []job.ExecutorInfo }
+		if err := api.Do(ctx, "GET", "/api/v1/job-executors", nil, &l); err == nil && len(l.Items) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return result{}, fmt.Errorf("the executor never registered")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Create the jobs, phases spread over the period from base.
+	base := time.Now().Add(time.Duration(n)*time.Millisecond + 3*time.Second).Truncate(time.Millisecond)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var cerr atomic.Value
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := apiclient.New("http://"+https[0], token)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				j := map[string]any{"name": fmt.Sprintf("bench-%d", i), "app": "bench", "handler": "rec", "enabled": true,
+					"start_at": base.Add(phase(i, n, period)).Format(time.RFC3339Nano), "misfire": "fire_once",
+					"trigger": map[string]any{"kind": "rate", "every": period.String()}}
+				if err := c.Do(ctx, "POST", "/api/v1/jobs", j, nil); err != nil {
+					cerr.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if e, _ := cerr.Load().(error); e != nil {
+		return result{}, fmt.Errorf("creating jobs: %w", e)
+	}
+	if time.Now().After(base) {
+		return result{}, fmt.Errorf("creating %d jobs took past their start; use fewer jobs", n)
+	}
+	from := base.Add(period) // one period of warm-up
+	to := from.Add(measure)
+	time.Sleep(time.Until(to) + 2*time.Second)
+	_ = ex.Process.Signal(syscall.SIGTERM)
+	_ = ex.Wait()
+	stopped = true
+	recs, err := readRecords(recFile)
+	if err != nil {
+		return result{}, err
+	}
+	// Map job IDs to indexes: jobs were created in order of name; read them.
+	var l struct{ Items []*job.Job }
+	if err := api.Do(ctx, "GET", "/api/v1/jobs", nil, &l); err != nil {
+		return result{}, err
+	}
+	idx := map[int64]int64{}
+	for _, j := range l.Items {
+		i, _ := strconv.Atoi(strings.TrimPrefix(j.Name, "bench-"))
+		idx[j.ID] = int64(i)
+	}
+	for k := range recs {
+		recs[k].job = idx[recs[k].job]
+	}
+	return evaluate("tangram", servers, n, period, base, from, to, recs), nil
+}
+
+func waitReady(base string) error {
+	c := apiclient.New(base, "")
+	for range 400 {
+		if err := c.Do(context.Background(), "GET", "/readyz", nil, nil); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("server at %s never became ready", base)
+}
+
+func readRecords(path string) ([]record, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []record
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r record
+		if _, err := fmt.Sscan(sc.Text(), &r.job, &r.fireAt, &r.start); err == nil {
+			out = append(out, r)
+		}
+	}
+	return out, sc.Err()
+}
+
+// runExecutor is the benchmark's executor process: handler "rec" notes the
+// job, its scheduled time and the moment it started; the notes go to out
+// when the process is told to stop.
+func runExecutor(servers, out string) error {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: servers, Token: os.Getenv("TANGRAM_TOKEN"), App: "bench", Logger: log,
+		Capacity: 4096, HeartbeatInterval: time.Second})
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var recs []record
+	e.Handle("rec", func(ctx context.Context, jc *job.Context) error {
+		start := time.Now().UnixNano()
+		mu.Lock()
+		recs = append(recs, record{job: jc.JobID, fireAt: jc.FireAt.UnixMilli(), start: start})
+		mu.Unlock()
+		return nil
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	mu.Lock()
+	f, err := os.Create(out)
+	if err == nil {
+		w := bufio.NewWriter(f)
+		for _, r := range recs {
+			fmt.Fprintf(w, "%d %d %d\n", r.job, r.fireAt, r.start)
+		}
+		err = w.Flush()
+		f.Close()
+	}
+	mu.Unlock()
+	return err // the process ends here; the servers drop it by heartbeat
+}
