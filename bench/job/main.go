@@ -166,7 +166,9 @@ func run(n int, period, measure time.Duration, bin string, cases []string) error
 }
 
 // phase is job i's offset in the period.
-func phase(i, n int, period time.Duration) time.Duration { return period * time.Duration(i) / time.Duration(n) }
+func phase(i, n int, period time.Duration) time.Duration {
+	return period * time.Duration(i) / time.Duration(n)
+}
 
 // evaluate turns records into a result for fires scheduled in [from, to).
 func evaluate(impl string, servers, n int, period time.Duration, base, from, to time.Time, recs []record) result {
