@@ -371,6 +371,12 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 		return nil, err
 	}
 	retry := status == StatusFailed && attempt < j.Retries
+	if j.AlarmWebhook != "" && !retry && status != StatusSucceeded && status != StatusDiscarded {
+		var executor string
+		_ = tx.QueryRowContext(ctx, `SELECT executor FROM job_runs WHERE id = ?`, runID).Scan(&executor)
+		s.alarm(Alarm{Job: j.Name, JobID: j.ID, App: j.App, RunID: runID, Status: status, Error: msg, Attempt: attempt,
+			FireAt: fromMS(fireAt), Executor: executor, Server: s.cfg.NodeName}, j.AlarmWebhook)
+	}
 	if flowID != 0 {
 		ids, err := s.advanceFlow(ctx, tx, flowID, node, status, retry, now)
 		if err != nil {

@@ -2,8 +2,11 @@ package job_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,5 +250,45 @@ func TestBadInputNamesTheField(t *testing.T) {
 	}
 	if _, err := job.NewExecutor(job.ExecutorConfig{Servers: "127.0.0.1:1", App: "x"}); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("an executor without a token started: %v", err)
+	}
+}
+
+// A run that fails for good posts an alarm to the job's webhook, once.
+func TestAlarmWebhook(t *testing.T) {
+	got := make(chan job.Alarm, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a job.Alarm
+		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
+			got <- a
+		}
+	}))
+	defer hook.Close()
+	h := servertest.Start(t)
+	c := h.Client()
+	executor(t, h, "ops", map[string]job.Handler{
+		"fail": func(ctx context.Context, jc *job.Context) error { return errors.New("disk full") },
+	})
+	j := create(t, c, map[string]any{"name": "alarming", "app": "ops", "handler": "fail", "retries": 1, "retry_backoff": "50ms",
+		"alarm_webhook": hook.URL, "trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", j.ID), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.Job != "alarming" || a.Status != job.StatusFailed || a.Error != "disk full" || a.Attempt != 1 {
+			t.Fatalf("alarm %+v", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alarm")
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("a second alarm: %+v", a)
+	case <-time.After(300 * time.Millisecond):
+	}
+	err := c.Do(context.Background(), "POST", "/api/v1/jobs", map[string]any{"name": "bad-hook", "app": "ops", "handler": "fail",
+		"alarm_webhook": "ftp://x", "trigger": map[string]any{"kind": "manual"}}, nil)
+	if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), "alarm_webhook") {
+		t.Fatalf("bad webhook: %v", err)
 	}
 }

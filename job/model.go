@@ -125,8 +125,11 @@ type Job struct {
 	// Children are triggered when a run of this job succeeds.
 	Children []int64 `json:"children,omitempty"`
 	// Flow makes this a DAG workflow of other jobs (handler "flow").
-	Flow    *Flow `json:"flow,omitempty"`
-	Enabled bool  `json:"enabled"`
+	Flow *Flow `json:"flow,omitempty"`
+	// AlarmWebhook receives a JSON POST (an Alarm) when a run fails for
+	// good, times out or is killed.
+	AlarmWebhook string `json:"alarm_webhook,omitempty"`
+	Enabled      bool   `json:"enabled"`
 	// Set by the scheduler.
 	NextFireAt time.Time `json:"next_fire_at,omitzero"`
 	Version    int64     `json:"version,omitempty"`
@@ -223,6 +226,9 @@ func (j *Job) Normalize() error {
 	}
 	if j.Retries > 0 && j.RetryBackoff == 0 {
 		j.RetryBackoff = Duration(time.Second)
+	}
+	if err := validWebhook(j.AlarmWebhook); err != nil {
+		return err
 	}
 	if len(j.Children) > MaxChildren {
 		return bad("children", "%d, at most %d", len(j.Children), MaxChildren)

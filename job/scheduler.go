@@ -45,6 +45,12 @@ type Config struct {
 	ExecutorTimeout time.Duration
 	// Workers fire and dispatch due triggers concurrently. Default 16.
 	Workers int
+	// RunRetention deletes finished runs and their logs after this long
+	// (default 30 days); RunsPerJob keeps at most this many runs of a job
+	// (default 1,000). JanitorInterval is how often (default 10 min).
+	RunRetention    time.Duration
+	RunsPerJob      int
+	JanitorInterval time.Duration
 	// DialOptions for the connections to executors.
 	DialOptions []rpc.DialOption
 }
@@ -78,6 +84,15 @@ func (c *Config) fill() error {
 	if c.Workers <= 0 {
 		c.Workers = 16
 	}
+	if c.RunRetention <= 0 {
+		c.RunRetention = 30 * 24 * time.Hour
+	}
+	if c.RunsPerJob <= 0 {
+		c.RunsPerJob = 1000
+	}
+	if c.JanitorInterval <= 0 {
+		c.JanitorInterval = 10 * time.Minute
+	}
 	return nil
 }
 
@@ -101,10 +116,11 @@ type Scheduler struct {
 	member int64                  // term of this server's membership lease
 	closed bool
 
-	work chan any
-	kick chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	work   chan any
+	alarms chan alarmItem
+	kick   chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 // fireItem is a job's scheduled fire in the wheel.
@@ -129,7 +145,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()),
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, work: make(chan any, 4096), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, work: make(chan any, 4096), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // Start begins leasing partitions and firing their jobs.
@@ -137,6 +153,8 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	s.goFunc(s.leaseLoop)
 	s.goFunc(s.loadLoop)
 	s.goFunc(s.triggerLoop)
+	s.goFunc(s.alarmLoop)
+	s.goFunc(s.janitor)
 	for range s.cfg.Workers {
 		s.goFunc(s.worker)
 	}
@@ -732,4 +750,100 @@ func hashOf(s string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return h.Sum64()
+}
+
+// janitor applies log and run retention on the partitions this server
+// holds: runs (and their logs) finished longer ago than RunRetention, and
+// beyond the newest RunsPerJob of each job, are deleted.
+func (s *Scheduler) janitor() {
+	t := time.NewTicker(s.cfg.JanitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JanitorInterval)
+		if n, err := s.sweep(ctx); err != nil {
+			s.log.Warn("job: retention sweep failed", "err", err)
+		} else if n > 0 {
+			s.log.Info("job: retention removed old runs and their logs", "runs", n)
+		}
+		cancel()
+	}
+}
+
+// sweep deletes what retention no longer keeps; it returns the runs removed.
+func (s *Scheduler) sweep(ctx context.Context) (int, error) {
+	parts := s.Owned()
+	if len(parts) == 0 {
+		return 0, nil
+	}
+	in := inList(parts)
+	var doomed []int64
+	cut := ms(time.Now().Add(-s.cfg.RunRetention))
+	rows, err := s.st.QueryContext(ctx, `SELECT id FROM job_runs WHERE part IN (`+in+`) AND finished_at > 0 AND finished_at < ? LIMIT 10000`, cut)
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil {
+			doomed = append(doomed, id)
+		}
+	}
+	rows.Close()
+	// Per job, the runs beyond the newest RunsPerJob.
+	rows, err = s.st.QueryContext(ctx, `SELECT job_id, COUNT(*) FROM job_runs WHERE part IN (`+in+`) GROUP BY job_id HAVING COUNT(*) > ?`, s.cfg.RunsPerJob)
+	if err != nil {
+		return 0, err
+	}
+	var over []int64
+	for rows.Next() {
+		var id, n int64
+		if rows.Scan(&id, &n) == nil {
+			over = append(over, id)
+		}
+	}
+	rows.Close()
+	for _, jid := range over {
+		var edge int64
+		err := s.st.QueryRowContext(ctx, `SELECT id FROM job_runs WHERE job_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?`, jid, s.cfg.RunsPerJob).Scan(&edge)
+		if err != nil {
+			continue
+		}
+		r, err := s.st.QueryContext(ctx, `SELECT id FROM job_runs WHERE job_id = ? AND id <= ? AND finished_at > 0 LIMIT 10000`, jid, edge)
+		if err != nil {
+			continue
+		}
+		for r.Next() {
+			var id int64
+			if r.Scan(&id) == nil {
+				doomed = append(doomed, id)
+			}
+		}
+		r.Close()
+	}
+	total := len(doomed)
+	for len(doomed) > 0 {
+		n := min(len(doomed), 500)
+		ids := make([]int, 0, n)
+		for _, id := range doomed[:n] {
+			ids = append(ids, int(id))
+		}
+		list := inList(ids)
+		err := s.st.InTx(ctx, func(tx *store.Tx) error {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM job_logs WHERE run_id IN (`+list+`)`); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `DELETE FROM job_runs WHERE id IN (`+list+`)`)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("job: retention: %w", err)
+		}
+		doomed = doomed[n:]
+	}
+	return total, nil
 }
