@@ -25,6 +25,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/registry"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 	Auth          *auth.Service
 	Config        *config.Server
 	Registry      *registry.Registry // optional: the registry pages
+	Jobs          *job.Scheduler     // optional: the job pages
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -64,6 +66,25 @@ var funcs = template.FuncMap{
 		return time.UnixMilli(v).UTC().Format("2006-01-02 15:04:05")
 	},
 	"join": func(s []string) string { return strings.Join(s, ",") },
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05.000")
+	},
+	"dur": func(a, b time.Time) string {
+		if a.IsZero() || b.IsZero() {
+			return ""
+		}
+		return b.Sub(a).Round(time.Millisecond).String()
+	},
+	"pct": func(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" },
+	"bar": func(n, max int) int {
+		if max <= 0 {
+			return 0
+		}
+		return n * 200 / max
+	},
 }
 
 // New parses the templates.
@@ -72,12 +93,12 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Console{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{},
-		nav: []NavLink{{"/config", "Config"}, {"/registry", "Registry"}, {"/users", "Users"}, {"/audit", "Audit"}}}
+		nav: []NavLink{{"/config", "Config"}, {"/registry", "Registry"}, {"/jobs", "Jobs"}, {"/users", "Users"}, {"/audit", "Audit"}}}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -102,6 +123,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerUsers(mux)
 	c.registerConfig(mux)
 	c.registerRegistry(mux)
+	c.registerJobs(mux)
 }
 
 type view struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -315,4 +316,102 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// Stats summarises recent runs for the console's dashboard.
+type Stats struct {
+	Since      time.Time      `json:"since"`
+	ByStatus   map[string]int `json:"by_status"`
+	Total      int            `json:"total"`
+	Success    float64        `json:"success_rate"` // of finished runs
+	LateP50    float64        `json:"lateness_p50_ms"`
+	LateP99    float64        `json:"lateness_p99_ms"`
+	PerDay     []DayCount     `json:"per_day"`
+	Jobs       int            `json:"jobs"`
+	Executors  int            `json:"executors"`
+	Partitions []int          `json:"partitions"`
+}
+
+// DayCount is the runs of one day (UTC).
+type DayCount struct {
+	Day       string `json:"day"`
+	Runs      int    `json:"runs"`
+	Succeeded int    `json:"succeeded"`
+	Failed    int    `json:"failed"`
+}
+
+// Stats counts the runs created in the last day by status, the success
+// rate, the lateness (scheduled time → start) of scheduled runs, and runs
+// per day over the last week.
+func (s *Scheduler) Stats(ctx context.Context) (*Stats, error) {
+	now := time.Now().UTC()
+	st := &Stats{Since: now.Add(-24 * time.Hour), ByStatus: map[string]int{}, Partitions: s.Owned()}
+	rows, err := s.st.QueryContext(ctx, `SELECT status, COUNT(*) FROM job_runs WHERE created_at >= ? GROUP BY status`, ms(st.Since))
+	if err != nil {
+		return nil, fmt.Errorf("job: stats: %w", err)
+	}
+	for rows.Next() {
+		var k string
+		var n int
+		if rows.Scan(&k, &n) == nil {
+			st.ByStatus[k] = n
+			st.Total += n
+		}
+	}
+	rows.Close()
+	if fin := st.ByStatus[StatusSucceeded] + st.ByStatus[StatusFailed] + st.ByStatus[StatusKilled]; fin > 0 {
+		st.Success = float64(st.ByStatus[StatusSucceeded]) / float64(fin)
+	}
+	rows, err = s.st.QueryContext(ctx, `SELECT started_at - fire_at FROM job_runs WHERE created_at >= ? AND cause = 'schedule' AND attempt = 0 AND started_at > 0 ORDER BY id DESC LIMIT 20000`, ms(st.Since))
+	if err != nil {
+		return nil, fmt.Errorf("job: stats: %w", err)
+	}
+	var late []int64
+	for rows.Next() {
+		var d int64
+		if rows.Scan(&d) == nil {
+			late = append(late, d)
+		}
+	}
+	rows.Close()
+	if len(late) > 0 {
+		slices.Sort(late)
+		st.LateP50, st.LateP99 = float64(late[len(late)/2]), float64(late[min(len(late)-1, len(late)*99/100)])
+	}
+	days := map[string]*DayCount{}
+	for i := 6; i >= 0; i-- {
+		d := now.AddDate(0, 0, -i).Format("2006-01-02")
+		dc := &DayCount{Day: d}
+		days[d] = dc
+		st.PerDay = append(st.PerDay, *dc)
+	}
+	rows, err = s.st.QueryContext(ctx, `SELECT created_at, status FROM job_runs WHERE created_at >= ? ORDER BY id DESC LIMIT 200000`,
+		ms(now.AddDate(0, 0, -6).Truncate(24*time.Hour)))
+	if err != nil {
+		return nil, fmt.Errorf("job: stats: %w", err)
+	}
+	for rows.Next() {
+		var at int64
+		var status string
+		if rows.Scan(&at, &status) != nil {
+			continue
+		}
+		if dc := days[fromMS(at).Format("2006-01-02")]; dc != nil {
+			dc.Runs++
+			switch status {
+			case StatusSucceeded:
+				dc.Succeeded++
+			case StatusFailed, StatusKilled:
+				dc.Failed++
+			}
+		}
+	}
+	rows.Close()
+	for i := range st.PerDay {
+		st.PerDay[i] = *days[st.PerDay[i].Day]
+	}
+	_ = s.st.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_jobs`).Scan(&st.Jobs)
+	ex, _ := s.Executors(ctx, "")
+	st.Executors = len(ex)
+	return st, nil
 }

@@ -127,3 +127,27 @@ func TestFlowValidation(t *testing.T) {
 		}
 	}
 }
+
+// Two nodes may run the same job (a regression: their runs once collided
+// in the store and the executor's reports stalled behind the failure).
+func TestFlowSameJobTwice(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	var n atomic.Int32
+	executor(t, h, "etl", map[string]job.Handler{"step": func(ctx context.Context, jc *job.Context) error { n.Add(1); return nil }})
+	step := create(t, c, map[string]any{"name": "step", "app": "etl", "handler": "step", "trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	f := create(t, c, map[string]any{"name": "twice", "app": "etl", "trigger": map[string]any{"kind": "manual"}, "enabled": true,
+		"flow": map[string]any{"nodes": []map[string]any{{"name": "a", "job": step.ID}, {"name": "b", "job": step.ID, "after": []string{"a"}},
+			{"name": "c", "job": step.ID, "after": []string{"a"}}}}})
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", f.ID), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the flow to succeed", func() bool {
+		var l struct{ Items []job.FlowRun }
+		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/jobs/%d/flows", f.ID), nil, &l)
+		return len(l.Items) == 1 && l.Items[0].Status == job.FlowSucceeded
+	})
+	if n.Load() != 3 {
+		t.Fatalf("the step ran %d times, want 3", n.Load())
+	}
+}

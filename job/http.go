@@ -434,3 +434,9 @@ func (s *Scheduler) auditRun(ctx context.Context, action string, r *Run) {
 		s.log.Error("job: audit record failed", "action", action, "err", err)
 	}
 }
+
+// AuditAction records an operator's action on a job (the console's
+// buttons), as the API does.
+func (s *Scheduler) AuditAction(ctx context.Context, action string, j *Job, after any) {
+	s.audit(ctx, action, j, nil, after)
+}

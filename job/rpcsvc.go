@@ -255,6 +255,45 @@ func (s *Scheduler) deliver(ctx context.Context, req *DeliverRequest) error {
 			return fmt.Errorf("%w report of run %d: status %q", ErrInvalid, r.RunID, r.Status)
 		}
 	}
+	// One transaction for the lot; if it fails, each item alone, so one
+	// report that cannot be recorded does not hold up the executor's queue
+	// behind it forever (it is logged and its run failed instead).
+	if ids, err := s.deliverTx(ctx, req.App, req.Logs, req.Reports); err == nil {
+		s.queueRuns(ctx, ids)
+		return nil
+	}
+	ok := 0
+	var lastErr error
+	for i := range req.Logs {
+		if _, err := s.deliverTx(ctx, req.App, req.Logs[i:i+1], nil); err != nil {
+			lastErr = err
+			s.log.Error("job: a run's log chunk could not be stored; dropped", "run", req.Logs[i].RunID, "err", err)
+			continue
+		}
+		ok++
+	}
+	for i := range req.Reports {
+		ids, err := s.deliverTx(ctx, req.App, nil, req.Reports[i:i+1])
+		if err != nil {
+			lastErr = err
+			r := req.Reports[i]
+			s.log.Error("job: a run's report could not be recorded; the run is failed", "run", r.RunID, "status", r.Status, "err", err)
+			if ferr := s.finishPlain(ctx, r.RunID, fmt.Sprintf("its report (%s) could not be recorded: %v", r.Status, err)); ferr != nil {
+				s.log.Error("job: failing the run failed too", "run", r.RunID, "err", ferr)
+			}
+			continue
+		}
+		ok++
+		s.queueRuns(ctx, ids)
+	}
+	if ok == 0 && lastErr != nil {
+		return lastErr // nothing went in: the store is likely down; the executor retries
+	}
+	return nil
+}
+
+// deliverTx records log chunks and reports of app in one transaction.
+func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []LogRequest, reports []ReportRequest) ([]int64, error) {
 	var newRuns []int64
 	now := time.Now()
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
@@ -266,16 +305,16 @@ func (s *Scheduler) deliver(ctx context.Context, req *DeliverRequest) error {
 			if ok, seen := owned[run]; seen {
 				return ok
 			}
-			var app string
-			err := tx.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, run).Scan(&app)
-			owned[run] = err == nil && app == req.App
+			var a string
+			err := tx.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, run).Scan(&a)
+			owned[run] = err == nil && a == app
 			return owned[run]
 		}
-		for _, l := range req.Logs {
+		for _, l := range logs {
 			if !check(l.RunID) {
 				continue
 			}
-			// Upsert-free: a resent chunk has the same (run, seq); skip it.
+			// A resent chunk has the same (run, seq): skip it.
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_logs WHERE run_id = ? AND seq = ?`, l.RunID, l.Seq).Scan(&n); err != nil {
 				return err
@@ -287,9 +326,9 @@ func (s *Scheduler) deliver(ctx context.Context, req *DeliverRequest) error {
 				return fmt.Errorf("job: append log: %w", err)
 			}
 		}
-		for _, r := range req.Reports {
+		for _, r := range reports {
 			if !check(r.RunID) {
-				s.log.Warn("job: report for a run of another app or a deleted job ignored", "run", r.RunID, "app", req.App)
+				s.log.Warn("job: report for a run of another app or a deleted job ignored", "run", r.RunID, "app", app)
 				continue
 			}
 			ids, err := s.finishTx(ctx, tx, r.RunID, r.Status, r.Error, r.Output, now)
@@ -300,9 +339,13 @@ func (s *Scheduler) deliver(ctx context.Context, req *DeliverRequest) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.queueRuns(ctx, newRuns)
-	return nil
+	return newRuns, err
+}
+
+// finishPlain marks a run failed without applying its job's policy (the
+// policy is what failed).
+func (s *Scheduler) finishPlain(ctx context.Context, runID int64, msg string) error {
+	_, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'running')`,
+		truncate(msg, 4000), ms(time.Now()), runID)
+	return err
 }

@@ -413,7 +413,7 @@ func (s *Server) routes() (http.Handler, error) {
 	s.config.Register(mux, s.auth.Require)
 	s.registry.Mount(mux, s.auth.Require, s.log)
 	s.jobs.Mount(mux, s.auth.Require, s.log)
-	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
+	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
 	if err != nil {
 		return nil, err
 	}

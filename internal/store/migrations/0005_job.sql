@@ -38,7 +38,7 @@ CREATE TABLE job_runs (
   flow_id BIGINT NOT NULL,
   node {{KEY}} NOT NULL
 );
-CREATE UNIQUE INDEX job_runs_fire ON job_runs (job_id, fire_at, attempt, shard_index, flow_id, cause);
+CREATE UNIQUE INDEX job_runs_fire ON job_runs (job_id, fire_at, attempt, shard_index, flow_id, node, cause);
 CREATE INDEX job_runs_flow ON job_runs (flow_id);
 CREATE INDEX job_runs_status ON job_runs (part, status, due_at);
 CREATE INDEX job_runs_job ON job_runs (job_id, id);
