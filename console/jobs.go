@@ -230,7 +230,7 @@ func (c *Console) runPage(w http.ResponseWriter, r *http.Request) error {
 		app = j.App
 	}
 	c.render(w, r, "jobrun", "Run "+strconv.FormatInt(run.ID, 10), map[string]any{"Run": run, "Job": j, "Log": text, "Next": next,
-		"Live": run.Status == job.StatusPending || run.Status == job.StatusRunning,
+		"Live":    run.Status == job.StatusPending || run.Status == job.StatusRunning,
 		"CanKill": auth.FromContext(r.Context()).Can(auth.PermRelease, "", app, "")})
 	return nil
 }
