@@ -33,10 +33,12 @@ bench:
 	$(GO) run ./bench/config -quick
 	$(GO) run ./bench/rpc -quick
 	$(GO) run ./bench/registry -quick
+	$(GO) run ./bench/job -quick
 
 fuzz:
 	$(GO) test ./rpc -run '^$$' -fuzz FuzzFrame -fuzztime 30s
 	$(GO) test ./rpc/codec -run '^$$' -fuzz FuzzMsgpack -fuzztime 30s
 	$(GO) test ./registry -run '^$$' -fuzz FuzzGossipMessage -fuzztime 30s
+	$(GO) test ./job -run '^$$' -fuzz FuzzJobJSON -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s

@@ -292,7 +292,110 @@ func newJobCmd(g *globals) *cobra.Command {
 			}
 		})
 	}}
-	cmd.AddCommand(add, edit, list, get, trigger, runs, kill, logs, toggle("enable"), toggle("disable"), del, execs)
+	glue := &cobra.Command{Use: "glue", Short: "A glue job's code: save, show, history, diff, rollback"}
+	var gfile, gnote string
+	gsave := &cobra.Command{Use: "save JOB", Short: "Save a new version of a glue job's code (--file, - for stdin; needs admin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var b []byte
+			var err error
+			if gfile == "-" || gfile == "" {
+				b, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				b, err = os.ReadFile(gfile)
+			}
+			if err != nil {
+				return err
+			}
+			var v job.GlueVersion
+			if err := g.client().Do(ctx, "POST", path(args[0])+"/glue", map[string]string{"source": string(b), "note": gnote}, &v); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "saved version %d\n", v.Version)
+			return nil
+		}}
+	gsave.Flags().StringVar(&gfile, "file", "-", "file with the code (- reads stdin)")
+	gsave.Flags().StringVarP(&gnote, "message", "m", "", "note for this version")
+	var gversion string
+	gshow := &cobra.Command{Use: "show JOB", Short: "Print a version of the code (--version, default current)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v job.GlueVersion
+			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue/"+url.PathEscape(gversion), nil, &v); err != nil {
+				return err
+			}
+			fmt.Fprint(g.out, v.Source)
+			return nil
+		}}
+	gshow.Flags().StringVar(&gversion, "version", "current", "version number or current")
+	ghist := &cobra.Command{Use: "history JOB", Short: "List the saved versions", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out api.List[job.GlueVersion]
+			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue", nil, &out); err != nil {
+				return err
+			}
+			return g.print(out.Items, func(w *tabwriter.Writer) {
+				row(w, "VERSION", "SAVED", "AUTHOR", "NOTE")
+				for _, v := range out.Items {
+					row(w, v.Version, v.CreatedAt.Local().Format("2006-01-02 15:04:05"), v.Author, v.Note)
+				}
+			})
+		}}
+	gdiff := &cobra.Command{Use: "diff JOB FROM [TO]", Short: "Diff two versions (TO default: current)", Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			to := "0"
+			if len(args) == 3 {
+				to = args[2]
+			}
+			var out struct {
+				Diff string `json:"diff"`
+			}
+			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue-diff?from="+url.QueryEscape(args[1])+"&to="+url.QueryEscape(to), nil, &out); err != nil {
+				return err
+			}
+			fmt.Fprint(g.out, out.Diff)
+			return nil
+		}}
+	grollback := &cobra.Command{Use: "rollback JOB VERSION", Short: "Make an old version current again (saved as a new version)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v job.GlueVersion
+			if err := g.client().Do(ctx, "POST", path(args[0])+"/glue/"+url.PathEscape(args[1])+"/rollback", nil, &v); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "version %s is current again as version %d\n", args[1], v.Version)
+			return nil
+		}}
+	glue.AddCommand(gsave, gshow, ghist, gdiff, grollback)
+
+	flows := &cobra.Command{Use: "flows JOB", Short: "A workflow job's runs, the newest with its nodes", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out api.List[job.FlowRun]
+			if err := g.client().Do(ctx, "GET", path(args[0])+"/flows", nil, &out); err != nil {
+				return err
+			}
+			var latest job.FlowRun
+			if len(out.Items) > 0 {
+				if err := g.client().Do(ctx, "GET", fmt.Sprintf("/api/v1/job-flows/%d", out.Items[0].ID), nil, &latest); err != nil {
+					return err
+				}
+			}
+			return g.print(out.Items, func(w *tabwriter.Writer) {
+				row(w, "FLOW RUN", "FIRED", "STATUS", "FINISHED")
+				for _, f := range out.Items {
+					fin := "-"
+					if !f.FinishedAt.IsZero() {
+						fin = f.FinishedAt.Local().Format("15:04:05.000")
+					}
+					row(w, f.ID, f.FireAt.Local().Format("2006-01-02 15:04:05"), f.Status, fin)
+				}
+				if len(latest.Nodes) > 0 {
+					row(w)
+					row(w, "NODE", "AFTER", "STATUS", "RUN", "OUTPUT", "ERROR")
+					for _, n := range latest.Nodes {
+						row(w, n.Name, strings.Join(n.After, ","), n.Status, n.RunID, n.Output, n.Error)
+					}
+				}
+			})
+		}}
+	cmd.AddCommand(add, edit, list, get, trigger, runs, kill, logs, toggle("enable"), toggle("disable"), del, execs, glue, flows)
 	return cmd
 }
 

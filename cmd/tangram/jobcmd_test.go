@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +17,8 @@ import (
 
 func TestJobCLI(t *testing.T) {
 	h := servertest.Start(t)
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: "demo", HeartbeatInterval: 200 * time.Millisecond})
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: "demo", HeartbeatInterval: 200 * time.Millisecond,
+		Glue: []string{job.GlueShell}, GlueDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +77,60 @@ func TestJobCLI(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if out := run(t, h, "job", "executors"); !strings.Contains(out, "hello,sleep") {
+	if out := run(t, h, "job", "executors"); !strings.Contains(out, "glue:shell,hello,sleep") {
 		t.Fatalf("executors: %s", out)
+	}
+
+	// A glue shell job: save, run, change, diff, roll back.
+	run(t, h, "job", "add", "sh", "--app", "demo", "--handler", "glue:shell", "--kind", "manual")
+	dir := t.TempDir()
+	v1, v2 := filepath.Join(dir, "v1.sh"), filepath.Join(dir, "v2.sh")
+	os.WriteFile(v1, []byte("echo glue says $1\n"), 0o644)
+	os.WriteFile(v2, []byte("echo glue now says $1\n"), 0o644)
+	if out := run(t, h, "job", "glue", "save", "sh", "--file", v1, "-m", "first"); !strings.Contains(out, "saved version 1") {
+		t.Fatalf("glue save: %s", out)
+	}
+	if out := run(t, h, "job", "trigger", "sh", "--params", "hi", "-f"); !strings.Contains(out, "glue says hi") || !strings.Contains(out, "succeeded") {
+		t.Fatalf("glue run: %s", out)
+	}
+	run(t, h, "job", "glue", "save", "sh", "--file", v2, "-m", "second")
+	if out := run(t, h, "job", "glue", "diff", "sh", "1", "2"); !strings.Contains(out, "-echo glue says $1") || !strings.Contains(out, "+echo glue now says $1") {
+		t.Fatalf("glue diff: %s", out)
+	}
+	if out := run(t, h, "job", "glue", "rollback", "sh", "1"); !strings.Contains(out, "current again as version 3") {
+		t.Fatalf("glue rollback: %s", out)
+	}
+	if out := run(t, h, "job", "glue", "show", "sh"); out != "echo glue says $1\n" {
+		t.Fatalf("glue show: %q", out)
+	}
+	if out := run(t, h, "job", "glue", "history", "sh"); !strings.Contains(out, "rollback to version 1") {
+		t.Fatalf("glue history: %s", out)
+	}
+
+	// A workflow from a JSON file, run to completion.
+	var ids []string
+	for _, n := range []string{"s1", "s2"} {
+		out := run(t, h, "job", "add", n, "--app", "demo", "--handler", "hello", "--kind", "manual", "-o", "json")
+		var j job.Job
+		if err := json.Unmarshal([]byte(out), &j); err != nil {
+			t.Fatalf("add %s: %v %s", n, err, out)
+		}
+		ids = append(ids, strconv.FormatInt(j.ID, 10))
+	}
+	flow := filepath.Join(dir, "flow.json")
+	os.WriteFile(flow, []byte(`{"app":"demo","trigger":{"kind":"manual"},"flow":{"nodes":[{"name":"one","job":`+ids[0]+`},{"name":"two","job":`+ids[1]+`,"after":["one"]}]}}`), 0o644)
+	run(t, h, "job", "add", "wf", "--file", flow)
+	run(t, h, "job", "trigger", "wf")
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		out := run(t, h, "job", "flows", "wf")
+		if strings.Contains(out, "succeeded") && strings.Count(out, "succeeded") >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flows: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

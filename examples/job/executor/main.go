@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,17 +30,22 @@ func main() {
 	app := flag.String("app", "demo", "executor app (group)")
 	listen := flag.String("listen", "127.0.0.1:0", "address the scheduler reaches this executor at")
 	record := flag.String("record", "", "file the record handler appends to")
+	glue := flag.String("glue", "", "glue types to run, comma-separated: shell,python3,go (none by default)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*servers, *app, *listen, *record, log); err != nil {
+	var types []string
+	if *glue != "" {
+		types = strings.Split(*glue, ",")
+	}
+	if err := run(*servers, *app, *listen, *record, types, log); err != nil {
 		log.Error("executor", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(servers, app, listen, record string, log *slog.Logger) error {
+func run(servers, app, listen, record string, glue []string, log *slog.Logger) error {
 	e, err := job.NewExecutor(job.ExecutorConfig{Servers: servers, Token: os.Getenv("TANGRAM_TOKEN"), App: app,
-		ListenAddr: listen, Logger: log, HeartbeatInterval: time.Second})
+		ListenAddr: listen, Logger: log, HeartbeatInterval: time.Second, Glue: glue})
 	if err != nil {
 		return err
 	}
