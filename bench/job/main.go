@@ -199,6 +199,24 @@ func evaluate(impl string, servers, n int, period time.Duration, base, from, to 
 		lat = append(lat, float64(rc.start-at.UnixNano())/1e6)
 	}
 	r.Missed = max(r.Expected-r.Executed, 0)
+	if os.Getenv("BENCH_JOB_DEBUG") != "" {
+		// The worst lateness per second of the window: periodic spikes
+		// point at a periodic cause.
+		worst := map[int64]float64{}
+		for _, rc := range recs {
+			at := time.UnixMilli(rc.fireAt)
+			if at.Before(from) || !at.Before(to) {
+				continue
+			}
+			sec := int64(at.Sub(from) / time.Second)
+			worst[sec] = max(worst[sec], float64(rc.start-at.UnixNano())/1e6)
+		}
+		var line []string
+		for sec := int64(0); sec < int64(to.Sub(from)/time.Second); sec++ {
+			line = append(line, fmt.Sprintf("%.0f", worst[sec]))
+		}
+		fmt.Fprintf(os.Stderr, "%s/%d worst lateness per second (ms): %s\n", impl, servers, strings.Join(line, " "))
+	}
 	r.Rate = float64(r.Executed) / to.Sub(from).Seconds()
 	if len(lat) > 0 {
 		slices.Sort(lat)
