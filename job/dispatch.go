@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/store"
@@ -175,6 +176,62 @@ func (s *Scheduler) route(j *Job, shard int, ex []ExecutorInfo) []ExecutorInfo {
 		rotate(shard)
 		return out[:1] // each shard to its own executor
 	}
+	// Executors marked slow go last: used only when no other will do.
+	now := time.Now()
+	sort.SliceStable(out, func(a, b int) bool { return !s.slowLocked(out[a].Addr, now) && s.slowLocked(out[b].Addr, now) })
+	return out
+}
+
+// Slow executors: one that timed out or could not take a run slowThreshold
+// times within slowWindow is avoided for slowWindow (XXL-JOB's "slow"
+// trigger pool, per executor).
+const (
+	slowThreshold = 3
+	slowWindow    = time.Minute
+)
+
+// markSlow records a timeout or dispatch failure on an executor.
+func (s *Scheduler) markSlow(addr string) {
+	if addr == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	ts := s.slowHits[addr]
+	for len(ts) > 0 && now.Sub(ts[0]) > slowWindow {
+		ts = ts[1:]
+	}
+	ts = append(ts, now)
+	s.slowHits[addr] = ts
+	if len(ts) == slowThreshold {
+		s.log.Warn("job: executor marked slow; avoided for a minute", "executor", addr)
+	}
+}
+
+func (s *Scheduler) slowLocked(addr string, now time.Time) bool {
+	ts := s.slowHits[addr]
+	n := 0
+	for _, t := range ts {
+		if now.Sub(t) <= slowWindow {
+			n++
+		}
+	}
+	return n >= slowThreshold
+}
+
+// Slow lists the executors this server avoids now.
+func (s *Scheduler) Slow() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	now := time.Now()
+	for a := range s.slowHits {
+		if s.slowLocked(a, now) {
+			out = append(out, a)
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 
@@ -241,6 +298,20 @@ func (s *Scheduler) dispatch(ctx context.Context, j *Job, runID int64, part int,
 		Scan(&rr.FireAt, &rr.Attempt, &rr.ShardIndex, &rr.ShardTotal, &rr.Params, &status)
 	if err != nil || status != StatusPending {
 		return
+	}
+	switch g, err := s.gate(ctx, s.st, j); {
+	case err != nil:
+		s.wheel.add(runKey(runID), time.Now().Add(time.Second), runItem{runID: runID, part: part})
+		return
+	case g == gateWait:
+		// serial: wait for a running run to end (checked every 200 ms).
+		s.wheel.add(runKey(runID), time.Now().Add(200*time.Millisecond), runItem{runID: runID, part: part})
+		return
+	case g == gateDiscard:
+		s.finish(ctx, runID, StatusDiscarded, fmt.Sprintf("max_concurrency %d reached (block strategy discard_later)", j.MaxConcurrency), "")
+		return
+	case g == gateCover:
+		s.coverOldest(ctx, j)
 	}
 	ex, err := s.executors(ctx, j.App, j.Handler)
 	if err != nil {
@@ -359,9 +430,13 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 	if n, _ := res.RowsAffected(); n != 1 {
 		return nil, nil // already finished: a repeated report
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params, flow_id, node FROM job_runs WHERE id = ?`, runID).
-		Scan(&jobID, &fireAt, &attempt, &shard, &params, &flowID, &node); err != nil {
+	var executor string
+	if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params, flow_id, node, executor FROM job_runs WHERE id = ?`, runID).
+		Scan(&jobID, &fireAt, &attempt, &shard, &params, &flowID, &node, &executor); err != nil {
 		return nil, err
+	}
+	if status == StatusFailed && strings.HasPrefix(msg, "timed out after") {
+		s.markSlow(executor)
 	}
 	j, err := loadJob(ctx, tx, jobID)
 	if errors.Is(err, ErrNotFound) {
@@ -372,8 +447,6 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 	}
 	retry := status == StatusFailed && attempt < j.Retries
 	if j.AlarmWebhook != "" && !retry && status != StatusSucceeded && status != StatusDiscarded {
-		var executor string
-		_ = tx.QueryRowContext(ctx, `SELECT executor FROM job_runs WHERE id = ?`, runID).Scan(&executor)
 		s.alarm(Alarm{Job: j.Name, JobID: j.ID, App: j.App, RunID: runID, Status: status, Error: msg, Attempt: attempt,
 			FireAt: fromMS(fireAt), Executor: executor, Server: s.cfg.NodeName}, j.AlarmWebhook)
 	}
@@ -573,6 +646,7 @@ func (s *Scheduler) sent(ctx context.Context, sd *sending) {
 		return
 	}
 	s.forgetExecutors(sd.j.App)
+	s.markSlow(sd.a.ex.Addr)
 	if sd.dialErr != nil || rpc.NotSent(err) {
 		s.log.Warn("job: executor unreachable; routing the run elsewhere", "job", sd.j.Name, "executor", sd.a.ex.Addr, "err", err)
 		if _, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'pending', executor = '' WHERE id = ? AND status = 'running' AND executor = ?`,
@@ -582,4 +656,44 @@ func (s *Scheduler) sent(ctx context.Context, sd *sending) {
 		return
 	}
 	s.finish(ctx, sd.a.id, StatusFailed, fmt.Sprintf("executor %s: %v", sd.a.ex.Addr, err), "")
+}
+
+// Concurrency gate outcomes.
+const (
+	gateOpen    = iota // under the cap (or no cap)
+	gateWait           // serial: wait for a slot
+	gateDiscard        // discard_later: drop the new run
+	gateCover          // cover_early: kill the oldest running run, then go
+)
+
+// gate applies a job's max_concurrency.
+func (s *Scheduler) gate(ctx context.Context, q store.Querier, j *Job) (int, error) {
+	if j.MaxConcurrency <= 0 {
+		return gateOpen, nil
+	}
+	var n int
+	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_runs WHERE job_id = ? AND status = 'running'`, j.ID).Scan(&n); err != nil {
+		return gateOpen, fmt.Errorf("job: running runs of %s: %w", j.Name, err)
+	}
+	if n < j.MaxConcurrency {
+		return gateOpen, nil
+	}
+	switch j.Block {
+	case BlockDiscard:
+		return gateDiscard, nil
+	case BlockCover:
+		return gateCover, nil
+	}
+	return gateWait, nil
+}
+
+// coverOldest kills the job's oldest running run (cover_early).
+func (s *Scheduler) coverOldest(ctx context.Context, j *Job) {
+	var id int64
+	if err := s.st.QueryRowContext(ctx, `SELECT id FROM job_runs WHERE job_id = ? AND status = 'running' ORDER BY id LIMIT 1`, j.ID).Scan(&id); err != nil {
+		return
+	}
+	if err := s.Kill(ctx, id); err != nil {
+		s.log.Warn("job: covering the oldest run failed", "job", j.Name, "run", id, "err", err)
+	}
 }

@@ -410,7 +410,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]any{"node": s.Node(), "partitions": s.cfg.Partitions, "owned": s.Owned()})
+		api.WriteJSON(w, 200, map[string]any{"node": s.Node(), "partitions": s.cfg.Partitions, "owned": s.Owned(), "slow_executors": s.Slow()})
 		return nil
 	})
 }

@@ -292,3 +292,54 @@ func TestAlarmWebhook(t *testing.T) {
 		t.Fatalf("bad webhook: %v", err)
 	}
 }
+
+// max_concurrency caps a job's running runs across executors: with
+// serial, a trigger beyond the cap waits for a slot even though another
+// executor is free.
+func TestMaxConcurrencySerial(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	started := make(chan int64, 4)
+	block := func(ctx context.Context, jc *job.Context) error {
+		started <- jc.RunID
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}
+	executor(t, h, "etl", map[string]job.Handler{"block": block})
+	executor(t, h, "etl", map[string]job.Handler{"block": block})
+	waitFor(t, 5*time.Second, "two executors", func() bool {
+		var l struct{ Items []job.ExecutorInfo }
+		_ = c.Do(context.Background(), "GET", "/api/v1/job-executors", nil, &l)
+		return len(l.Items) == 2
+	})
+	j := create(t, c, map[string]any{"name": "capped", "app": "etl", "handler": "block", "max_concurrency": 1,
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	trigger := func() int64 {
+		var tr struct{ Runs []int64 }
+		if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", j.ID), nil, &tr); err != nil {
+			t.Fatal(err)
+		}
+		return tr.Runs[0]
+	}
+	first := trigger()
+	if got := <-started; got != first {
+		t.Fatalf("started %d, want %d", got, first)
+	}
+	second := trigger()
+	select {
+	case id := <-started:
+		t.Fatalf("run %d started beyond max_concurrency 1", id)
+	case <-time.After(700 * time.Millisecond):
+	}
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/job-runs/%d/kill", first), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-started:
+		if id != second {
+			t.Fatalf("started %d, want %d", id, second)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting run never started after the first was killed")
+	}
+}

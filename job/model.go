@@ -117,6 +117,10 @@ type Job struct {
 	MisfireThreshold Duration `json:"misfire_threshold,omitempty"`
 	Route            string   `json:"route,omitempty"` // default round_robin
 	Block            string   `json:"block,omitempty"` // default serial
+	// MaxConcurrency caps the job's running runs across all executors (0:
+	// no cap); a trigger beyond it follows Block: serial waits, discard_later
+	// is discarded, cover_early kills the oldest running run.
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
 	// Retries after a failure, waiting RetryBackoff, doubled each time.
 	Retries      int      `json:"retries,omitempty"`
 	RetryBackoff Duration `json:"retry_backoff,omitempty"`
@@ -217,6 +221,9 @@ func (j *Job) Normalize() error {
 	case BlockSerial, BlockDiscard, BlockCover:
 	default:
 		return bad("block", "%q: want serial, discard_later or cover_early", j.Block)
+	}
+	if j.MaxConcurrency < 0 || j.MaxConcurrency > 10000 {
+		return bad("max_concurrency", "%d: want 0 (no cap) to 10000", j.MaxConcurrency)
 	}
 	if j.Retries < 0 || j.Retries > MaxRetries {
 		return bad("retries", "%d: want 0–%d", j.Retries, MaxRetries)

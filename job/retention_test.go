@@ -81,3 +81,25 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("%d log chunks left, want 3", logs)
 	}
 }
+
+// An executor that timed out or failed to take runs three times in a
+// minute is tried last.
+func TestSlowExecutorGoesLast(t *testing.T) {
+	s := &Scheduler{log: slog.New(slog.NewTextHandler(io.Discard, nil)), rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
+		slowHits: map[string][]time.Time{}}
+	ex := []ExecutorInfo{{Addr: "a"}, {Addr: "b"}, {Addr: "c"}}
+	j := &Job{ID: 1, Route: RouteFirst}
+	for range 2 {
+		s.markSlow("a")
+	}
+	if got := s.route(j, 0, ex); got[0].Addr != "a" {
+		t.Fatalf("two failures already avoided a: %v", got)
+	}
+	s.markSlow("a")
+	if got := s.route(j, 0, ex); got[0].Addr != "b" || got[2].Addr != "a" {
+		t.Fatalf("slow a not last: %v", got)
+	}
+	if sl := s.Slow(); len(sl) != 1 || sl[0] != "a" {
+		t.Fatalf("Slow() = %v", sl)
+	}
+}

@@ -106,15 +106,16 @@ type Scheduler struct {
 	st    *store.Store
 	wheel *wheel
 
-	mu     sync.Mutex
-	owned  map[int]int64 // partition → lease term
-	rr     map[int64]int // round-robin position per job
-	uses   map[string]int64
-	lastAt map[string]int64
-	conns  map[string]*rpc.Client // executor address → client
-	execs  map[string]execCache   // live executors by app, briefly cached
-	member int64                  // term of this server's membership lease
-	closed bool
+	mu       sync.Mutex
+	owned    map[int]int64 // partition → lease term
+	rr       map[int64]int // round-robin position per job
+	uses     map[string]int64
+	lastAt   map[string]int64
+	conns    map[string]*rpc.Client // executor address → client
+	execs    map[string]execCache   // live executors by app, briefly cached
+	slowHits map[string][]time.Time // recent timeouts and dispatch failures by executor
+	member   int64                  // term of this server's membership lease
+	closed   bool
 
 	work   chan any
 	alarms chan alarmItem
@@ -145,7 +146,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()),
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, work: make(chan any, 4096), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // Start begins leasing partitions and firing their jobs.
@@ -644,6 +645,10 @@ func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *Job, fi
 	if err != nil {
 		return nil, err
 	}
+	gate, err := s.gate(ctx, tx, j)
+	if err != nil {
+		return nil, err
+	}
 	total := 1
 	if j.Route == RouteBroadcast {
 		total = max(len(ex), 1)
@@ -652,7 +657,10 @@ func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *Job, fi
 	for i := range total {
 		a := assigned{fireAt: fireAt, shard: i, total: total}
 		status, addr, started := StatusPending, "", int64(0)
-		if GlueType(j.Handler) == "" {
+		if gate != gateOpen {
+			// Over max_concurrency: pending, for dispatch (which applies the
+			// block strategy) rather than straight to an executor.
+		} else if GlueType(j.Handler) == "" {
 			if cands := s.route(j, i, ex); len(cands) > 0 {
 				e := cands[0]
 				a.ex, status, addr, started = &e, StatusRunning, e.Addr, ms(now)
