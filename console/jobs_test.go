@@ -59,16 +59,7 @@ func TestConsoleJobsBrowser(t *testing.T) {
 		"flow": map[string]any{"nodes": []map[string]any{{"name": "first", "job": a.ID}, {"name": "second", "job": a.ID, "after": []string{"first"}}}}}, &flow))
 	must(api.Do(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", flow.ID), nil, nil))
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	bctx, cancelT := context.WithTimeout(bctx, 90*time.Second)
-	defer cancelT()
+	bctx := browser(t)
 	page := func() string {
 		html, _ := chromedp.Run(context.WithoutCancel(bctx), chromedp.OuterHTML(chromedp.CSS("body")))
 		return html

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/api"
@@ -73,28 +72,8 @@ const (
 	maxAddrBytes = 256
 )
 
-func rpcError(err error) error {
-	var ae *api.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ae):
-		switch ae.Status {
-		case http.StatusUnauthorized:
-			return rpc.Errorf(rpc.Unauthenticated, "%s", ae.Message)
-		case http.StatusForbidden:
-			return rpc.Errorf(rpc.PermissionDenied, "%s", ae.Message)
-		case http.StatusNotFound:
-			return rpc.Errorf(rpc.NotFound, "%s", ae.Message)
-		}
-		return rpc.Errorf(rpc.InvalidArgument, "%s", ae.Message)
-	case errors.Is(err, ErrNotFound):
-		return rpc.Errorf(rpc.NotFound, "%v", err)
-	case errors.Is(err, ErrInvalid):
-		return rpc.Errorf(rpc.InvalidArgument, "%v", err)
-	}
-	return rpc.Errorf(rpc.Unavailable, "%v", err)
-}
+// rpcError maps job and auth errors to RPC codes.
+func rpcError(err error) error { return api.RPCError(err, ErrNotFound, ErrInvalid) }
 
 // RegisterRPC adds the executor-facing services to srv (whose interceptors
 // authenticate callers): executors need edit permission on their app.

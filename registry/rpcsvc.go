@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"errors"
-	"net/http"
 
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -42,28 +41,7 @@ type WatchRequest struct {
 type Empty struct{}
 
 // rpcError maps registry and auth errors to RPC codes.
-func rpcError(err error) error {
-	var ae *api.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ae):
-		switch ae.Status {
-		case http.StatusUnauthorized:
-			return rpc.Errorf(rpc.Unauthenticated, "%s", ae.Message)
-		case http.StatusForbidden:
-			return rpc.Errorf(rpc.PermissionDenied, "%s", ae.Message)
-		case http.StatusNotFound:
-			return rpc.Errorf(rpc.NotFound, "%s", ae.Message)
-		}
-		return rpc.Errorf(rpc.InvalidArgument, "%s", ae.Message)
-	case errors.Is(err, ErrNotFound):
-		return rpc.Errorf(rpc.NotFound, "%v", err)
-	case errors.Is(err, ErrInvalid):
-		return rpc.Errorf(rpc.InvalidArgument, "%v", err)
-	}
-	return err
-}
+func rpcError(err error) error { return api.RPCError(err, ErrNotFound, ErrInvalid) }
 
 // RegisterRPC registers the registry's methods ("tangram.Registry/…") on
 // srv: Register, Heartbeat, Deregister, Get and the Watch stream, which sends
