@@ -32,28 +32,41 @@ type Run struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
-// Create stores a new job and schedules it.
-func (s *Scheduler) Create(ctx context.Context, j Job) (*Job, error) {
-	j.ID = 0
+// prepare validates a job for storing and returns its stored form and
+// first fire time (unix ms, 0: none).
+func (s *Scheduler) prepare(ctx context.Context, j *Job, now time.Time) (string, int64, error) {
 	if err := j.Normalize(); err != nil {
-		return nil, err
+		return "", 0, err
 	}
 	if j.Flow != nil {
 		if err := checkFlowJobs(ctx, s.st, j.Flow); err != nil {
-			return nil, err
+			return "", 0, err
 		}
 	}
-	now := time.Now()
-	body, _ := json.Marshal(&j)
+	body, err := json.Marshal(j)
+	if err != nil {
+		return "", 0, fmt.Errorf("job: encode %s: %w", j.Name, err)
+	}
 	next := int64(0)
 	if t := j.firstFire(now); !t.IsZero() {
 		next = ms(t)
 	}
+	return string(body), next, nil
+}
+
+// Create stores a new job and schedules it.
+func (s *Scheduler) Create(ctx context.Context, j Job) (*Job, error) {
+	j.ID = 0
+	now := time.Now()
+	body, next, err := s.prepare(ctx, &j, now)
+	if err != nil {
+		return nil, err
+	}
 	var id int64
-	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+	err = s.st.InTx(ctx, func(tx *store.Tx) error {
 		var err error
 		id, err = tx.InsertID(ctx, `INSERT INTO job_jobs (name, app, body, enabled, part, next_fire_at, version, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, 1, ?, ?)`,
-			j.Name, j.App, string(body), boolInt(j.Enabled), next, ms(now), ms(now))
+			j.Name, j.App, body, boolInt(j.Enabled), next, ms(now), ms(now))
 		if err != nil {
 			if store.IsUniqueViolation(err) {
 				return fmt.Errorf("%w name: a job named %q exists", ErrInvalid, j.Name)
@@ -74,22 +87,13 @@ func (s *Scheduler) Create(ctx context.Context, j Job) (*Job, error) {
 // from now.
 func (s *Scheduler) Update(ctx context.Context, id int64, j Job) (*Job, error) {
 	j.ID = id
-	if err := j.Normalize(); err != nil {
+	now := time.Now()
+	body, next, err := s.prepare(ctx, &j, now)
+	if err != nil {
 		return nil, err
 	}
-	if j.Flow != nil {
-		if err := checkFlowJobs(ctx, s.st, j.Flow); err != nil {
-			return nil, err
-		}
-	}
-	now := time.Now()
-	body, _ := json.Marshal(&j)
-	next := int64(0)
-	if t := j.firstFire(now); !t.IsZero() {
-		next = ms(t)
-	}
 	res, err := s.st.ExecContext(ctx, `UPDATE job_jobs SET name = ?, app = ?, body = ?, enabled = ?, next_fire_at = ?, version = version + 1, updated_at = ? WHERE id = ?`,
-		j.Name, j.App, string(body), boolInt(j.Enabled), next, ms(now), id)
+		j.Name, j.App, body, boolInt(j.Enabled), next, ms(now), id)
 	if err != nil {
 		if store.IsUniqueViolation(err) {
 			return nil, fmt.Errorf("%w name: a job named %q exists", ErrInvalid, j.Name)
