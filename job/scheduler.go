@@ -833,6 +833,11 @@ func (s *Scheduler) sweep(ctx context.Context) (int, error) {
 		}
 		r.Close()
 	}
+	// Executors silent for a day are forgotten (they are out of routing
+	// after ExecutorTimeout already).
+	if _, err := s.st.ExecContext(ctx, `DELETE FROM job_executors WHERE last_beat < ?`, ms(time.Now().Add(-24*time.Hour))); err != nil {
+		return 0, fmt.Errorf("job: retention of executors: %w", err)
+	}
 	total := len(doomed)
 	for len(doomed) > 0 {
 		n := min(len(doomed), 500)

@@ -23,7 +23,8 @@ import (
 // TestJobsNoDoubleFireUnderKill9 is issue 5's fault test: two tangram
 // servers share one PostgreSQL store and split the job partitions; an
 // executor process records every run it executes. Servers are killed with
-// SIGKILL and restarted in a loop while 20 jobs fire every 100 ms. No fire
+// SIGKILL and restarted in a loop, then one is paused (SIGSTOP) past its
+// lease and resumed, while 20 jobs fire every 100 ms. No fire
 // may run twice, every claimed run must end (none stuck running), and the
 // jobs must keep firing after each kill.
 func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
@@ -49,6 +50,7 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, s := range srvs {
+			s.cmd.Process.Signal(syscall.SIGCONT)
 			s.cmd.Process.Kill()
 			s.cmd.Wait()
 		}
@@ -102,6 +104,20 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 		api = apiclient.New("http://"+srvs[i].http, servertest.AdminToken)
 		waitUntil(fmt.Sprintf("round %d: jobs firing again", round), 30*time.Second, func() bool { return lines() > before+200 })
 	}
+	// A pause longer than the lease (SIGSTOP: a GC pause, a frozen VM): the
+	// other server takes the partitions; when the paused one wakes, its
+	// stale claims must fail the fencing check.
+	i := rand.IntN(2)
+	if err := srvs[i].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	before := lines()
+	waitUntil("jobs firing while a server is paused", 30*time.Second, func() bool { return lines() > before+300 })
+	if err := srvs[i].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	before = lines()
+	waitUntil("jobs firing after the pause", 30*time.Second, func() bool { return lines() > before+300 })
 	// Stop firing, let everything settle.
 	for _, id := range ids {
 		if err := api.Do(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/disable", id), nil, nil); err != nil {
@@ -142,5 +158,5 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 		seen[key] = fs[2]
 		n++
 	}
-	t.Logf("%d runs executed across 4 kill -9 rounds, none twice", n)
+	t.Logf("%d runs executed across 4 kill -9 rounds and a pause, none twice", n)
 }
