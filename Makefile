@@ -1,6 +1,6 @@
 # Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
 GO ?= go
-RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/...
+RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/...
 
 .PHONY: run build test test-short lint bench services fuzz
 
@@ -40,5 +40,6 @@ fuzz:
 	$(GO) test ./rpc/codec -run '^$$' -fuzz FuzzMsgpack -fuzztime 30s
 	$(GO) test ./registry -run '^$$' -fuzz FuzzGossipMessage -fuzztime 30s
 	$(GO) test ./job -run '^$$' -fuzz FuzzJobJSON -fuzztime 30s
+	$(GO) test ./mq/store -run '^$$' -fuzz FuzzRecord -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s

@@ -1,0 +1,209 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// cqEntry is a consume queue entry: where the message is in the commitlog,
+// its size, and the hash of its tag (for filtering on the broker).
+const cqEntry = 20
+
+// consumeQueue is one (topic, queue)'s index: files of perFile entries,
+// named by their first queue offset.
+type consumeQueue struct {
+	dir     string
+	perFile int64
+	mu      sync.Mutex
+	files   map[int64]*os.File // by first queue offset
+	next    int64              // queue offset of the next entry
+	minOff  int64              // first queue offset still on disk
+}
+
+func openConsumeQueue(dir string, perFile int) (*consumeQueue, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: consume queue dir: %w", err)
+	}
+	q := &consumeQueue{dir: dir, perFile: int64(perFile), files: map[int64]*os.File{}}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: consume queue dir: %w", err)
+	}
+	var starts []int64
+	for _, e := range ents {
+		if v, ok := parseSegmentName(e.Name()); ok {
+			starts = append(starts, v)
+		}
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	for _, st := range starts {
+		if st%q.perFile != 0 {
+			q.closeAll()
+			return nil, fmt.Errorf("store: consume queue file %s does not start on a %d-entry boundary", filepath.Join(dir, segmentName(st)), q.perFile)
+		}
+		f, err := os.OpenFile(filepath.Join(dir, segmentName(st)), os.O_RDWR, 0o644)
+		if err != nil {
+			q.closeAll()
+			return nil, fmt.Errorf("store: consume queue: %w", err)
+		}
+		q.files[st] = f
+		if fi, err := f.Stat(); err == nil && fi.Size() > q.perFile*cqEntry {
+			q.closeAll()
+			return nil, fmt.Errorf("store: consume queue file %s holds more than %d entries: it was written with another QueueFileEntries", filepath.Join(dir, segmentName(st)), q.perFile)
+		}
+	}
+	if len(starts) > 0 {
+		q.minOff = starts[0]
+		last := starts[len(starts)-1]
+		// The last file's valid entries end at the first all-zero one.
+		n, err := q.countValid(q.files[last])
+		if err != nil {
+			q.closeAll()
+			return nil, err
+		}
+		q.next = last + n
+	}
+	return q, nil
+}
+
+func (q *consumeQueue) countValid(f *os.File) (int64, error) {
+	buf := make([]byte, cqEntry*1024)
+	var n int64
+	for {
+		k, err := f.ReadAt(buf, n*cqEntry)
+		for i := 0; i+cqEntry <= k; i += cqEntry {
+			if binary.BigEndian.Uint32(buf[i+8:]) == 0 { // size 0: no entry
+				return n, nil
+			}
+			n++
+		}
+		if errors.Is(err, io.EOF) || k < len(buf) {
+			return n, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("store: read consume queue: %w", err)
+		}
+	}
+}
+
+func (q *consumeQueue) closeAll() {
+	for _, f := range q.files {
+		_ = f.Close()
+	}
+	q.files = map[int64]*os.File{}
+}
+
+func (q *consumeQueue) fileFor(off int64, create bool) (*os.File, error) {
+	start := off - off%q.perFile
+	if f := q.files[start]; f != nil {
+		return f, nil
+	}
+	if !create {
+		return nil, nil
+	}
+	f, err := os.OpenFile(filepath.Join(q.dir, segmentName(start)), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: consume queue: %w", err)
+	}
+	q.files[start] = f
+	return f, nil
+}
+
+// put records the message at queue offset off; an offset already there (a
+// replay during recovery) is skipped.
+func (q *consumeQueue) put(off, phys int64, size int32, tag int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if off < q.next {
+		return nil
+	}
+	if off > q.next {
+		return fmt.Errorf("store: consume queue %s: entry %d after %d leaves a gap", q.dir, off, q.next)
+	}
+	f, err := q.fileFor(off, true)
+	if err != nil {
+		return err
+	}
+	var b [cqEntry]byte
+	binary.BigEndian.PutUint64(b[0:], uint64(phys))
+	binary.BigEndian.PutUint32(b[8:], uint32(size))
+	binary.BigEndian.PutUint64(b[12:], uint64(tag))
+	if _, err := f.WriteAt(b[:], (off%q.perFile)*cqEntry); err != nil {
+		return fmt.Errorf("store: consume queue write: %w", err)
+	}
+	q.next = off + 1
+	return nil
+}
+
+type cqRef struct {
+	phys int64
+	size int32
+	tag  int64
+}
+
+// get reads up to max entries from off.
+func (q *consumeQueue) get(off int64, max int) ([]cqRef, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []cqRef
+	for ; off < q.next && len(out) < max; off++ {
+		if off < q.minOff {
+			off = q.minOff
+		}
+		f, err := q.fileFor(off, false)
+		if err != nil || f == nil {
+			return out, err
+		}
+		var b [cqEntry]byte
+		if _, err := f.ReadAt(b[:], (off%q.perFile)*cqEntry); err != nil {
+			return out, fmt.Errorf("store: consume queue read: %w", err)
+		}
+		out = append(out, cqRef{phys: int64(binary.BigEndian.Uint64(b[0:])), size: int32(binary.BigEndian.Uint32(b[8:])),
+			tag: int64(binary.BigEndian.Uint64(b[12:]))})
+	}
+	return out, nil
+}
+
+// truncateAfter drops the entries that point at or beyond the commitlog's
+// end (their records were lost with a torn tail).
+func (q *consumeQueue) truncateAfter(end int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.next > q.minOff {
+		off := q.next - 1
+		f, err := q.fileFor(off, false)
+		if err != nil || f == nil {
+			return err
+		}
+		var b [cqEntry]byte
+		if _, err := f.ReadAt(b[:], (off%q.perFile)*cqEntry); err != nil {
+			return fmt.Errorf("store: consume queue read: %w", err)
+		}
+		if int64(binary.BigEndian.Uint64(b[0:]))+int64(binary.BigEndian.Uint32(b[8:])) <= end {
+			return nil
+		}
+		var zero [cqEntry]byte
+		if _, err := f.WriteAt(zero[:], (off%q.perFile)*cqEntry); err != nil {
+			return fmt.Errorf("store: consume queue truncate: %w", err)
+		}
+		q.next = off
+	}
+	return nil
+}
+
+func (q *consumeQueue) sync() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, f := range q.files {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("store: consume queue sync: %w", err)
+		}
+	}
+	return nil
+}

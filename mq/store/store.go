@@ -1,0 +1,432 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Flush policies.
+const (
+	FlushAsync = "async" // every FlushInterval; a crash of the machine loses at most that much
+	FlushSync  = "sync"  // group commit: Put returns once the message is on disk
+)
+
+// Config configures a Store.
+type Config struct {
+	// Dir holds commitlog/, consumequeue/ and the checkpoint. Required.
+	Dir string
+	// SegmentSize is the size of a commitlog file (default 1 GiB).
+	SegmentSize int
+	// QueueFileEntries is the entries of a consume queue file (default
+	// 300,000: 6 MB).
+	QueueFileEntries int
+	// Flush is FlushAsync (default) or FlushSync; FlushInterval paces the
+	// async flusher (default 500 ms).
+	Flush         string
+	FlushInterval time.Duration
+	Logger        *slog.Logger
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("store: closed")
+
+// TagProperty is the property whose value's hash goes into the consume
+// queue for filtering by tag.
+const TagProperty = "TAGS"
+
+type queueKey struct {
+	topic string
+	queue uint32
+}
+
+// Store is the storage engine: Put appends to the commitlog, a dispatcher
+// indexes new records into their consume queues, Get reads a queue.
+type Store struct {
+	cfg Config
+	log *slog.Logger
+	cl  *commitLog
+
+	qmu      sync.Mutex
+	queues   map[queueKey]*consumeQueue
+	counters map[queueKey]int64 // next queue offset to assign (under cl.mu via append)
+
+	dmu        sync.Mutex
+	dispatched int64 // commitlog offset indexed so far
+	dcond      *sync.Cond
+
+	kick   chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+	closed bool
+}
+
+// Open opens (or creates) a store and recovers it: the commitlog's tail
+// is checked record by record from the checkpoint and truncated at the
+// first torn or corrupt one; consume queues lose entries past the end and
+// gain the records written after the checkpoint.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("store: Config.Dir is required")
+	}
+	if cfg.SegmentSize <= 0 {
+		cfg.SegmentSize = 1 << 30
+	}
+	if cfg.SegmentSize < 4096 || cfg.SegmentSize%4096 != 0 {
+		return nil, fmt.Errorf("store: segment size %d: want a multiple of 4096", cfg.SegmentSize)
+	}
+	if cfg.QueueFileEntries <= 0 {
+		cfg.QueueFileEntries = 300000
+	}
+	switch cfg.Flush {
+	case "":
+		cfg.Flush = FlushAsync
+	case FlushAsync, FlushSync:
+	default:
+		return nil, fmt.Errorf("store: flush %q: want async or sync", cfg.Flush)
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cl, err := openCommitLog(filepath.Join(cfg.Dir, "commitlog"), cfg.SegmentSize, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger, cl: cl, queues: map[queueKey]*consumeQueue{}, counters: map[queueKey]int64{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.dcond = sync.NewCond(&s.dmu)
+	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.cl.allocate(s.stop) }()
+	go func() { defer s.wg.Done(); s.dispatchLoop() }()
+	go func() { defer s.wg.Done(); s.flushLoop() }()
+	signal(s.cl.ahead)
+	return s, nil
+}
+
+func (s *Store) checkpointPath() string { return filepath.Join(s.cfg.Dir, "checkpoint") }
+
+func (s *Store) readCheckpoint() int64 {
+	b, err := os.ReadFile(s.checkpointPath())
+	if err != nil || len(b) != 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(b))
+}
+
+func (s *Store) writeCheckpoint(off int64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(off))
+	tmp := s.checkpointPath() + ".tmp"
+	if err := os.WriteFile(tmp, b[:], 0o644); err != nil {
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	return os.Rename(tmp, s.checkpointPath())
+}
+
+func (s *Store) recover() error {
+	// Consume queues on disk.
+	root := filepath.Join(s.cfg.Dir, "consumequeue")
+	topics, _ := os.ReadDir(root)
+	for _, t := range topics {
+		qs, _ := os.ReadDir(filepath.Join(root, t.Name()))
+		for _, qd := range qs {
+			id, err := strconv.ParseUint(qd.Name(), 10, 32)
+			if err != nil {
+				continue
+			}
+			q, err := openConsumeQueue(filepath.Join(root, t.Name(), qd.Name()), s.cfg.QueueFileEntries)
+			if err != nil {
+				return err
+			}
+			k := queueKey{t.Name(), uint32(id)}
+			s.queues[k] = q
+		}
+	}
+	from := s.readCheckpoint()
+	end, err := s.cl.recover(from, func(m *Message) error { return s.index(m) })
+	if err != nil {
+		return err
+	}
+	for k, q := range s.queues {
+		if err := q.truncateAfter(end); err != nil {
+			return err
+		}
+		s.counters[k] = q.next
+	}
+	s.dispatched = end
+	return nil
+}
+
+// queue returns the consume queue of k, creating it.
+func (s *Store) queue(k queueKey) (*consumeQueue, error) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if q := s.queues[k]; q != nil {
+		return q, nil
+	}
+	q, err := openConsumeQueue(filepath.Join(s.cfg.Dir, "consumequeue", k.topic, strconv.FormatUint(uint64(k.queue), 10)), s.cfg.QueueFileEntries)
+	if err != nil {
+		return nil, err
+	}
+	s.queues[k] = q
+	return q, nil
+}
+
+func tagHash(props map[string]string) int64 {
+	t := props[TagProperty]
+	if t == "" {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(t))
+	return int64(h.Sum64() >> 1)
+}
+
+// index adds a message's consume queue entry.
+func (s *Store) index(m *Message) error {
+	q, err := s.queue(queueKey{m.Topic, m.QueueID})
+	if err != nil {
+		return err
+	}
+	return q.put(m.QueueOffset, m.Offset, m.Size, tagHash(m.Properties))
+}
+
+// Put appends a message and assigns its commitlog and queue offsets. With
+// FlushSync it returns once the message is on disk.
+func (s *Store) Put(m *Message) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if !validTopic(m.Topic) {
+		return fmt.Errorf("store: topic %q: 1–%d letters, digits, '%%', '_', '-' or '.'", m.Topic, MaxTopicLen)
+	}
+	err := s.cl.append(m, func(m *Message) {
+		k := queueKey{m.Topic, m.QueueID}
+		m.QueueOffset = s.counters[k]
+		s.counters[k]++
+	})
+	if err != nil {
+		return err
+	}
+	signal(s.kick)
+	if s.cfg.Flush == FlushSync {
+		return s.cl.waitFlushed(m.Offset + int64(m.Size))
+	}
+	return nil
+}
+
+func validTopic(t string) bool {
+	if len(t) == 0 || len(t) > MaxTopicLen || t == "." || t == ".." {
+		return false
+	}
+	for _, c := range []byte(t) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '%' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// dispatchLoop indexes what the commitlog gained into the consume queues.
+// Every few seconds it also syncs the consume queues and writes the
+// checkpoint (how far they are complete), which bounds the recovery scan.
+func (s *Store) dispatchLoop() {
+	last := time.Now()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-time.After(100 * time.Millisecond):
+		}
+		if err := s.dispatch(); err != nil {
+			s.log.Error("store: indexing the commitlog failed; retrying", "err", err)
+			continue
+		}
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			if err := s.checkpoint(); err != nil {
+				s.log.Error("store: checkpoint failed", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Store) checkpoint() error {
+	s.dmu.Lock()
+	at := s.dispatched
+	s.dmu.Unlock()
+	s.qmu.Lock()
+	qs := make([]*consumeQueue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	s.qmu.Unlock()
+	for _, q := range qs {
+		if err := q.sync(); err != nil {
+			return err
+		}
+	}
+	return s.writeCheckpoint(at)
+}
+
+func (s *Store) dispatch() error {
+	s.dmu.Lock()
+	from := s.dispatched
+	s.dmu.Unlock()
+	end := s.cl.end()
+	if from >= end {
+		return nil
+	}
+	pos, err := s.cl.scan(from, end, s.index)
+	s.dmu.Lock()
+	s.dispatched = pos
+	s.dcond.Broadcast()
+	s.dmu.Unlock()
+	return err
+}
+
+// WaitIndexed blocks until everything appended before the call is readable
+// through Get (for tests and for read-your-writes).
+func (s *Store) WaitIndexed() {
+	end := s.cl.end()
+	signal(s.kick)
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	for s.dispatched < end && !s.closed {
+		s.dcond.Wait()
+	}
+}
+
+func (s *Store) flushLoop() {
+	if s.cfg.Flush == FlushSync {
+		s.cl.syncFlusher()
+		return
+	}
+	t := time.NewTicker(s.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if _, err := s.cl.flush(); err != nil {
+				s.log.Error("store: commitlog flush failed", "err", err)
+			}
+		}
+	}
+}
+
+// Get reads up to max messages of a queue from queue offset from; next is
+// the offset to ask for after them.
+func (s *Store) Get(topic string, queue uint32, from int64, max int) (msgs []*Message, next int64, err error) {
+	if s.isClosed() {
+		return nil, from, ErrClosed
+	}
+	s.qmu.Lock()
+	q := s.queues[queueKey{topic, queue}]
+	s.qmu.Unlock()
+	if q == nil {
+		return nil, from, nil
+	}
+	refs, err := q.get(from, max)
+	if err != nil {
+		return nil, from, err
+	}
+	next = from
+	for _, r := range refs {
+		m, err := s.cl.read(r.phys, int(r.size))
+		if err != nil {
+			return msgs, next, err
+		}
+		msgs = append(msgs, m)
+		next = m.QueueOffset + 1
+	}
+	return msgs, next, nil
+}
+
+// MaxOffset is the queue offset after the last indexed message of a queue.
+func (s *Store) MaxOffset(topic string, queue uint32) int64 {
+	s.qmu.Lock()
+	q := s.queues[queueKey{topic, queue}]
+	s.qmu.Unlock()
+	if q == nil {
+		return 0
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.next
+}
+
+// ReadAt reads the message at a commitlog offset (a message ID encodes it).
+func (s *Store) ReadAt(offset int64, size int32) (*Message, error) {
+	return s.cl.read(offset, int(size))
+}
+
+// End is the commitlog offset after the last record.
+func (s *Store) End() int64 { return s.cl.end() }
+
+func (s *Store) isClosed() bool {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	return s.closed
+}
+
+// Close stops the store: indexes and flushes what was appended, writes the
+// checkpoint, and unmaps the files.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.dmu.Lock()
+		s.closed = true
+		s.dcond.Broadcast()
+		s.dmu.Unlock()
+		close(s.stop)
+		s.cl.shutFlush()
+		s.wg.Wait()
+		if e := s.dispatch(); e != nil {
+			err = e
+		}
+		if _, e := s.cl.flush(); e != nil && err == nil {
+			err = e
+		}
+		s.qmu.Lock()
+		for _, q := range s.queues {
+			if e := q.sync(); e != nil && err == nil {
+				err = e
+			}
+		}
+		s.qmu.Unlock()
+		if e := s.writeCheckpoint(s.dispatched); e != nil && err == nil {
+			err = e
+		}
+		s.closeFiles()
+	})
+	return err
+}
+
+func (s *Store) closeFiles() {
+	s.cl.mu.Lock()
+	s.cl.closeAll()
+	s.cl.mu.Unlock()
+	s.qmu.Lock()
+	for _, q := range s.queues {
+		q.closeAll()
+	}
+	s.qmu.Unlock()
+}
