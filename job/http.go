@@ -2,11 +2,9 @@ package job
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -14,18 +12,7 @@ import (
 )
 
 // MapError turns job errors into API errors.
-func MapError(err error) error {
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-		return err
-	case errors.Is(err, ErrNotFound):
-		return api.NotFound("%s", strings.TrimPrefix(err.Error(), "job: not found: "))
-	case errors.Is(err, ErrInvalid):
-		return api.BadRequest("%s", strings.TrimPrefix(err.Error(), "job: invalid "))
-	}
-	return err
-}
+func MapError(err error) error { return api.MapSentinels(err, ErrNotFound, ErrInvalid) }
 
 // Permissions are per app (the executor group): reading needs read, jobs
 // are created and changed with edit, triggered and killed with release.

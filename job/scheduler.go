@@ -372,48 +372,46 @@ func (s *Scheduler) load() {
 	defer cancel()
 	in := inList(parts)
 	horizon := ms(time.Now().Add(s.cfg.LoadAhead))
-	rows, err := s.st.QueryContext(ctx, `SELECT id, part, next_fire_at FROM job_jobs WHERE enabled = 1 AND next_fire_at > 0 AND next_fire_at <= ? AND part IN (`+in+`)`, horizon)
+	fires, err := triples(ctx, s.st, `SELECT id, part, next_fire_at FROM job_jobs WHERE enabled = 1 AND next_fire_at > 0 AND next_fire_at <= ? AND part IN (`+in+`)`, horizon)
 	if err != nil {
 		s.log.Warn("job: loading due jobs failed", "err", err)
 		return
 	}
-	var fires []fireItem
-	for rows.Next() {
-		var f fireItem
-		if err := rows.Scan(&f.jobID, &f.part, &f.fireAt); err == nil {
-			fires = append(fires, f)
-		}
-	}
-	rows.Close()
 	for _, f := range fires {
-		if at, ok := s.wheel.has(f.jobID); ok && ms(at) == f.fireAt {
+		if at, ok := s.wheel.has(f[0]); ok && ms(at) == f[2] {
 			continue
 		}
-		s.wheel.add(f.jobID, fromMS(f.fireAt), f)
+		s.wheel.add(f[0], fromMS(f[2]), fireItem{jobID: f[0], part: int(f[1]), fireAt: f[2]})
 	}
-	rows, err = s.st.QueryContext(ctx, `SELECT id, part, due_at FROM job_runs WHERE status = 'pending' AND due_at <= ? AND part IN (`+in+`)`, horizon)
+	runs, err := triples(ctx, s.st, `SELECT id, part, due_at FROM job_runs WHERE status = 'pending' AND due_at <= ? AND part IN (`+in+`)`, horizon)
 	if err != nil {
 		s.log.Warn("job: loading pending runs failed", "err", err)
 		return
 	}
-	type pend struct {
-		runItem
-		due int64
-	}
-	var runs []pend
-	for rows.Next() {
-		var p pend
-		if err := rows.Scan(&p.runID, &p.part, &p.due); err == nil {
-			runs = append(runs, p)
-		}
-	}
-	rows.Close()
-	for _, p := range runs {
-		if _, ok := s.wheel.has(runKey(p.runID)); !ok {
-			s.wheel.add(runKey(p.runID), fromMS(p.due), p.runItem)
+	for _, r := range runs {
+		if _, ok := s.wheel.has(runKey(r[0])); !ok {
+			s.wheel.add(runKey(r[0]), fromMS(r[2]), runItem{runID: r[0], part: int(r[1])})
 		}
 	}
 	s.reapLost(ctx, in)
+}
+
+// triples runs a query of three integer columns (id, partition, time).
+func triples(ctx context.Context, q store.Querier, query string, args ...any) ([][3]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][3]int64
+	for rows.Next() {
+		var t [3]int64
+		if err := rows.Scan(&t[0], &t[1], &t[2]); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
 }
 
 func inList(ps []int) string {

@@ -2,11 +2,9 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/api"
@@ -25,18 +23,7 @@ func check(ctx context.Context, p auth.Perm, k Key) error {
 }
 
 // MapError turns registry errors into API errors.
-func MapError(err error) error {
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-		return err
-	case errors.Is(err, ErrNotFound):
-		return api.NotFound("%s", strings.TrimPrefix(err.Error(), "registry: not found: "))
-	case errors.Is(err, ErrInvalid):
-		return api.BadRequest("%s", strings.TrimPrefix(err.Error(), "registry: invalid "))
-	}
-	return err
-}
+func MapError(err error) error { return api.MapSentinels(err, ErrNotFound, ErrInvalid) }
 
 func keyOf(r *http.Request) Key {
 	k := Key{Namespace: r.PathValue("ns"), Group: r.PathValue("group"), Service: r.PathValue("service")}
