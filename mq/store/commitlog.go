@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +10,9 @@ import (
 	"sync"
 	"time"
 )
+
+// errDeleted: the record's segment was deleted by retention.
+var errDeleted = errors.New("store: deleted by retention")
 
 // commitLog is the sequence of segments. Appends go to the last one; a
 // record that does not fit closes the segment with a blank record and goes
@@ -28,14 +33,15 @@ type commitLog struct {
 
 	ahead     chan struct{} // ask the allocator for the next segment
 	nextSeg   *segment      // allocated ahead (mu)
-	allocWait *sync.Cond    // appenders waiting for nextSeg (mu)
+	creating  int64         // start of the segment the allocator is making, -1: none (mu)
+	allocWait *sync.Cond    // appenders waiting for it (mu)
 }
 
 func openCommitLog(dir string, size int, log *slog.Logger) (*commitLog, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: commitlog dir: %w", err)
 	}
-	c := &commitLog{dir: dir, size: size, log: log, ahead: make(chan struct{}, 1)}
+	c := &commitLog{dir: dir, size: size, log: log, ahead: make(chan struct{}, 1), creating: -1}
 	c.flushCond = sync.NewCond(&c.flushMu)
 	c.allocWait = sync.NewCond(&c.mu)
 	ents, err := os.ReadDir(dir)
@@ -148,8 +154,15 @@ func (c *commitLog) recover(from int64, fn func(m *Message) error) (int64, error
 	return pos, nil
 }
 
+// addSegmentLocked makes the next segment current: the one allocated
+// ahead, or the one the allocator is making (waited for), or a new one. A
+// segment file is only ever created and mapped by one party — the
+// allocator's pre-fault zeroes pages, which must never happen under data.
 func (c *commitLog) addSegmentLocked() error {
 	start := c.segs[len(c.segs)-1].start + int64(c.size)
+	for c.creating == start {
+		c.allocWait.Wait()
+	}
 	var seg *segment
 	if c.nextSeg != nil && c.nextSeg.start == start {
 		seg, c.nextSeg = c.nextSeg, nil
@@ -178,16 +191,15 @@ func (c *commitLog) allocate(stop <-chan struct{}) {
 			continue
 		}
 		start := c.segs[len(c.segs)-1].start + int64(c.size)
+		c.creating = start
 		c.mu.Unlock()
 		seg, err := openSegment(c.dir, start, c.size, true)
+		c.mu.Lock()
+		c.creating = -1
 		if err != nil {
 			c.log.Error("store: allocating the next commitlog segment failed; appends will allocate it", "err", err)
-			continue
-		}
-		c.mu.Lock()
-		if c.nextSeg == nil && c.segs[len(c.segs)-1].start+int64(c.size) == start {
-			c.nextSeg = seg
-			seg = nil
+		} else if c.nextSeg == nil && len(c.segs) > 0 && c.segs[len(c.segs)-1].start+int64(c.size) == start {
+			c.nextSeg, seg = seg, nil
 		}
 		c.allocWait.Broadcast()
 		c.mu.Unlock()
@@ -242,7 +254,7 @@ func (c *commitLog) read(offset int64, size int) (*Message, error) {
 	}
 	i := sort.Search(len(c.segs), func(i int) bool { return c.segs[i].start > offset }) - 1
 	if i < 0 {
-		return nil, fmt.Errorf("store: offset %d is before the first segment (deleted by retention)", offset)
+		return nil, fmt.Errorf("%w: offset %d", errDeleted, offset)
 	}
 	s := c.segs[i]
 	off := int(offset - s.start)
@@ -386,3 +398,39 @@ func (c *commitLog) scan(from, end int64, fn func(m *Message) error) (int64, err
 	}
 	return pos, nil
 }
+
+// firstStoredAt is the store time of a segment's first message (0 when it
+// has none).
+func (s *segment) firstStoredAt(size int) int64 {
+	for off := 0; off < size; {
+		kind, n := peek(s.data[off:])
+		switch kind {
+		case kindMessage:
+			return int64(binary.BigEndian.Uint64(s.data[off+44:]))
+		case kindBlank:
+			off += n
+			continue
+		}
+		return 0
+	}
+	return 0
+}
+
+// dropOldest removes the oldest segment if keep says so, never the one
+// being written; it returns the new first offset and whether it removed one.
+func (c *commitLog) dropOldest(keep func(first, next *segment) bool) (int64, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.segs) < 2 || keep(c.segs[0], c.segs[1]) {
+		return c.segs[0].start, false, nil
+	}
+	old := c.segs[0]
+	c.segs = c.segs[1:]
+	if err := old.remove(); err != nil {
+		return c.segs[0].start, true, err
+	}
+	return c.segs[0].start, true, nil
+}
+
+// bytesLocked is the size of the segments on disk (mu held).
+func (c *commitLog) bytesLocked() int64 { return int64(len(c.segs)) * int64(c.size) }

@@ -142,6 +142,7 @@ func (q *consumeQueue) put(off, phys int64, size int32, tag int64) error {
 }
 
 type cqRef struct {
+	off  int64 // queue offset
 	phys int64
 	size int32
 	tag  int64
@@ -164,7 +165,7 @@ func (q *consumeQueue) get(off int64, max int) ([]cqRef, error) {
 		if _, err := f.ReadAt(b[:], (off%q.perFile)*cqEntry); err != nil {
 			return out, fmt.Errorf("store: consume queue read: %w", err)
 		}
-		out = append(out, cqRef{phys: int64(binary.BigEndian.Uint64(b[0:])), size: int32(binary.BigEndian.Uint32(b[8:])),
+		out = append(out, cqRef{off: off, phys: int64(binary.BigEndian.Uint64(b[0:])), size: int32(binary.BigEndian.Uint32(b[8:])),
 			tag: int64(binary.BigEndian.Uint64(b[12:]))})
 	}
 	return out, nil
@@ -206,4 +207,46 @@ func (q *consumeQueue) sync() error {
 		}
 	}
 	return nil
+}
+
+// dropBefore removes the files whose entries all point below phys (their
+// messages were deleted by retention); reads before the new first offset
+// start at it.
+func (q *consumeQueue) dropBefore(phys int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var starts []int64
+	for st := range q.files {
+		starts = append(starts, st)
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	for _, st := range starts {
+		last := min(st+q.perFile, q.next) - 1
+		if st+q.perFile > q.next || last < st {
+			break // the file being written stays
+		}
+		var b [cqEntry]byte
+		if _, err := q.files[st].ReadAt(b[:], (last%q.perFile)*cqEntry); err != nil {
+			return fmt.Errorf("store: consume queue read: %w", err)
+		}
+		if int64(binary.BigEndian.Uint64(b[0:])) >= phys {
+			break
+		}
+		f := q.files[st]
+		delete(q.files, st)
+		name := f.Name()
+		_ = f.Close()
+		if err := os.Remove(name); err != nil {
+			return fmt.Errorf("store: remove consume queue file: %w", err)
+		}
+		q.minOff = st + q.perFile
+	}
+	return nil
+}
+
+// first is the first queue offset still on disk.
+func (q *consumeQueue) first() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.minOff
 }

@@ -32,7 +32,16 @@ type Config struct {
 	// async flusher (default 500 ms).
 	Flush         string
 	FlushInterval time.Duration
-	Logger        *slog.Logger
+	// Retention: commitlog segments whose messages are all older than
+	// RetainAge (default 72 h), and the oldest while the log is larger than
+	// RetainBytes (0: no size limit), are deleted by DeleteExpired, with the
+	// consume queue files that point into them — except what Protect says is
+	// still needed (the lowest commitlog offset a consumer group has not
+	// consumed; nil: nothing is protected).
+	RetainAge   time.Duration
+	RetainBytes int64
+	Protect     func() int64
+	Logger      *slog.Logger
 }
 
 // ErrClosed is returned after Close.
@@ -95,6 +104,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 500 * time.Millisecond
+	}
+	if cfg.RetainAge <= 0 {
+		cfg.RetainAge = 72 * time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -344,18 +356,27 @@ func (s *Store) Get(topic string, queue uint32, from int64, max int) (msgs []*Me
 	if q == nil {
 		return nil, from, nil
 	}
-	refs, err := q.get(from, max)
-	if err != nil {
-		return nil, from, err
-	}
 	next = from
-	for _, r := range refs {
-		m, err := s.cl.read(r.phys, int(r.size))
+	for len(msgs) < max {
+		refs, err := q.get(next, max-len(msgs))
 		if err != nil {
 			return msgs, next, err
 		}
-		msgs = append(msgs, m)
-		next = m.QueueOffset + 1
+		if len(refs) == 0 {
+			break
+		}
+		for _, r := range refs {
+			m, err := s.cl.read(r.phys, int(r.size))
+			if errors.Is(err, errDeleted) {
+				next = r.off + 1
+				continue // its segment went to retention: skip to what is left
+			}
+			if err != nil {
+				return msgs, r.off, err
+			}
+			msgs = append(msgs, m)
+			next = r.off + 1
+		}
 	}
 	return msgs, next, nil
 }
@@ -429,4 +450,66 @@ func (s *Store) closeFiles() {
 		q.closeAll()
 	}
 	s.qmu.Unlock()
+}
+
+// DeleteExpired applies retention at now and returns how many commitlog
+// segments it deleted. The segment being written is never deleted.
+func (s *Store) DeleteExpired(now time.Time) (int, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
+	cut := now.Add(-s.cfg.RetainAge).UnixMilli()
+	protect := int64(-1)
+	if s.cfg.Protect != nil {
+		protect = s.cfg.Protect()
+	}
+	n := 0
+	var first int64
+	for {
+		var dropped bool
+		var err error
+		first, dropped, err = s.cl.dropOldest(func(old, next *segment) bool {
+			if protect >= 0 && next.start > protect {
+				return true // a consumer still needs old
+			}
+			tooBig := s.cfg.RetainBytes > 0 && s.cl.bytesLocked() > s.cfg.RetainBytes
+			at := next.firstStoredAt(s.cfg.SegmentSize)
+			expired := at > 0 && at < cut
+			return !tooBig && !expired
+		})
+		if err != nil {
+			return n, err
+		}
+		if !dropped {
+			break
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	s.qmu.Lock()
+	qs := make([]*consumeQueue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	s.qmu.Unlock()
+	for _, q := range qs {
+		if err := q.dropBefore(first); err != nil {
+			return n, err
+		}
+	}
+	s.log.Info("store: retention deleted commitlog segments", "segments", n, "first_offset", first)
+	return n, nil
+}
+
+// MinOffset is the first queue offset of a queue still on disk.
+func (s *Store) MinOffset(topic string, queue uint32) int64 {
+	s.qmu.Lock()
+	q := s.queues[queueKey{topic, queue}]
+	s.qmu.Unlock()
+	if q == nil {
+		return 0
+	}
+	return q.first()
 }

@@ -266,3 +266,68 @@ func child() {
 		}
 	}
 }
+
+// Retention deletes whole old segments (never the one being written) and
+// the consume queue files that point into them; what a consumer still
+// needs is kept.
+func TestRetention(t *testing.T) {
+	dir := t.TempDir()
+	var protect int64 = -1
+	s, err := Open(Config{Dir: dir, SegmentSize: 64 << 10, QueueFileEntries: 20, Logger: quiet(), RetainAge: time.Hour,
+		Protect: func() int64 { return protect }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ms []*Message
+	for i := range 400 {
+		m := &Message{Topic: "r", Body: bytes.Repeat([]byte{byte(i)}, 1000)}
+		if err := s.Put(m); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	s.WaitIndexed()
+	// Protected: a consumer still needs message 100.
+	protect = ms[100].Offset
+	n, err := s.DeleteExpired(time.Now().Add(2 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := s.Get("r", 0, 100, 1); err != nil || len(got) != 1 || got[0].QueueOffset != 100 {
+		t.Fatalf("a protected message went: %v %v (deleted %d segments)", got, err, n)
+	}
+	protect = -1
+	n, err = s.DeleteExpired(time.Now().Add(2 * time.Hour))
+	if err != nil || n == 0 {
+		t.Fatalf("deleted %d segments: %v", n, err)
+	}
+	segs, _ := os.ReadDir(filepath.Join(dir, "commitlog"))
+	for _, e := range segs {
+		if st, ok := parseSegmentName(e.Name()); ok && st+64<<10 <= ms[0].Offset {
+			t.Fatalf("segment %s survived", e.Name())
+		}
+	}
+	first := s.MinOffset("r", 0)
+	if first == 0 {
+		t.Fatal("no consume queue file was deleted")
+	}
+	// Reading from before the first readable message starts at it; the
+	// entries whose segment is gone are skipped.
+	got, _, err := s.Get("r", 0, 0, 1)
+	if err != nil || len(got) != 1 || got[0].QueueOffset < first || got[0].Body[0] != byte(got[0].QueueOffset) {
+		t.Fatalf("read from the start after retention: %v %v (first %d)", got, err, first)
+	}
+	rest, _, err := s.Get("r", 0, got[0].QueueOffset, 1000)
+	if err != nil || int64(len(rest)) != 400-got[0].QueueOffset {
+		t.Fatalf("after retention, %d messages from %d: %v", len(rest), got[0].QueueOffset, err)
+	}
+	// The newest messages are all there.
+	if got, _, err := s.Get("r", 0, 399, 1); err != nil || len(got) != 1 {
+		t.Fatalf("the newest message: %v %v", got, err)
+	}
+	// Nothing is old at "now".
+	if n, err := s.DeleteExpired(time.Now()); err != nil || n != 0 {
+		t.Fatalf("deleted %d fresh segments: %v", n, err)
+	}
+}
