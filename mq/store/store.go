@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -62,6 +63,8 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 	cl  *commitLog
+
+	keys *keyIndex
 
 	qmu      sync.Mutex
 	queues   map[queueKey]*consumeQueue
@@ -118,6 +121,10 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg, log: cfg.Logger, cl: cl, queues: map[queueKey]*consumeQueue{}, counters: map[queueKey]int64{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.dcond = sync.NewCond(&s.dmu)
+	if s.keys, err = openKeyIndex(filepath.Join(cfg.Dir, "index")); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -180,6 +187,9 @@ func (s *Store) recover() error {
 		}
 		s.counters[k] = q.next
 	}
+	if err := s.keys.truncateFrom(end); err != nil {
+		return err
+	}
 	s.dispatched = end
 	return nil
 }
@@ -215,7 +225,45 @@ func (s *Store) index(m *Message) error {
 	if err != nil {
 		return err
 	}
-	return q.put(m.QueueOffset, m.Offset, m.Size, tagHash(m.Properties))
+	if err := q.put(m.QueueOffset, m.Offset, m.Size, tagHash(m.Properties)); err != nil {
+		return err
+	}
+	return s.keys.add(m)
+}
+
+// Lookup returns up to max messages of topic with key among their keys
+// (KeysProperty), oldest first; messages deleted by retention are not
+// returned.
+func (s *Store) Lookup(topic, key string, max int) ([]*Message, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	var out []*Message
+	for _, r := range s.keys.candidates(topic, key) {
+		if len(out) >= max {
+			break
+		}
+		m, err := s.cl.read(r.phys, int(r.size))
+		if errors.Is(err, errDeleted) {
+			continue
+		}
+		if err != nil {
+			continue // past a recovered end, or a stale entry: not this key
+		}
+		if m.Topic == topic && hasKey(m.Properties[KeysProperty], key) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func hasKey(keys, key string) bool {
+	for _, k := range strings.Fields(keys) {
+		if k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // Put appends a message and assigns its commitlog and queue offsets. With
@@ -293,6 +341,9 @@ func (s *Store) checkpoint() error {
 		if err := q.sync(); err != nil {
 			return err
 		}
+	}
+	if err := s.keys.sync(); err != nil {
+		return err
 	}
 	return s.writeCheckpoint(at)
 }
@@ -433,6 +484,9 @@ func (s *Store) Close() error {
 			}
 		}
 		s.qmu.Unlock()
+		if e := s.keys.sync(); e != nil && err == nil {
+			err = e
+		}
 		if e := s.writeCheckpoint(s.dispatched); e != nil && err == nil {
 			err = e
 		}
@@ -442,6 +496,9 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeFiles() {
+	if s.keys != nil {
+		_ = s.keys.close()
+	}
 	s.cl.mu.Lock()
 	s.cl.closeAll()
 	s.cl.mu.Unlock()
