@@ -344,7 +344,7 @@ func TestClientsUnderReleaseStorm(t *testing.T) {
 func TestSecretKeyMismatch(t *testing.T) {
 	dsn := storetest.DSN(t, "sqlite")
 	servertest.Start(t, servertest.WithStore(dsn), servertest.WithSecretKey(bytes.Repeat([]byte{1}, 32)))
-	srv, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", DataDir: t.TempDir(), Store: dsn, SecretKey: bytes.Repeat([]byte{2}, 32),
+	srv, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", BrokerAddr: "off", DataDir: t.TempDir(), Store: dsn, SecretKey: bytes.Repeat([]byte{2}, 32),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

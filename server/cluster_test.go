@@ -43,7 +43,7 @@ func TestThreeServerCluster(t *testing.T) {
 	var srvs []srv
 	for i := range 3 {
 		s := srv{http: freeAddr(t), rpc: freeAddr(t), gossip: freeAddr(t)}
-		extra := []string{"--rpc", s.rpc, "--gossip", s.gossip, "--node-name", "s" + string(rune('1'+i))}
+		extra := []string{"--rpc", s.rpc, "--broker", "off", "--gossip", s.gossip, "--node-name", "s" + string(rune('1'+i))}
 		if i > 0 {
 			extra = append(extra, "--join", srvs[0].gossip)
 		}

@@ -40,7 +40,7 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 		data      string
 	}
 	start := func(i int, s *srv) {
-		s.cmd = startProcess(t, bin, s.http, s.data, "--store", dsn, "--rpc", s.rpc, "--job-lease-ttl", "2s",
+		s.cmd = startProcess(t, bin, s.http, s.data, "--store", dsn, "--rpc", s.rpc, "--broker", "off", "--job-lease-ttl", "2s",
 			"--node-name", fmt.Sprintf("j%d-%d", i, time.Now().UnixNano()))
 	}
 	srvs := make([]*srv, 2)

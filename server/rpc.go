@@ -89,6 +89,12 @@ func (s *Server) startRPC() error {
 	if err := s.jobs.RegisterRPC(srv); err != nil {
 		return err
 	}
+	if err := s.names.RegisterRPC(srv); err != nil {
+		return err
+	}
+	if err := s.registerPlatformPrincipal(srv); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.RPCAddr)
 	if err != nil {
 		return fmt.Errorf("server: rpc listen on %s: %w", s.cfg.RPCAddr, err)

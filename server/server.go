@@ -29,6 +29,8 @@ import (
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/job"
+	"github.com/tangram-dev/tangram/mq/broker"
+	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -84,6 +86,17 @@ type Config struct {
 	// JobLeaseTTL is how long a job partition stays with a server that
 	// stopped renewing it — the longest a dead server's jobs wait. Default 10 s.
 	JobLeaseTTL time.Duration
+	// BrokerAddr is the in-process MQ broker's listener (default ":7072";
+	// "off" runs none: brokers then run as `tangram broker`). Its data is
+	// in <DataDir>/broker. BrokerName defaults to "broker-<hostname>";
+	// BrokerFlush is "async" (default) or "sync"; BrokerSegmentSize is the
+	// commitlog file size (default 1 GiB); BrokerNoAutoCreate refuses sends
+	// to unknown topics.
+	BrokerAddr         string
+	BrokerName         string
+	BrokerFlush        string
+	BrokerSegmentSize  int
+	BrokerNoAutoCreate bool
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string
@@ -91,7 +104,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", DataDir: "./data"}
+	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", DataDir: "./data"}
 }
 
 // Validate fills defaults and checks the config.
@@ -104,6 +117,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		c.DataDir = "./data"
+	}
+	if c.BrokerAddr == "" {
+		c.BrokerAddr = ":7072"
 	}
 	if c.Store == "" {
 		c.Store = "sqlite://" + filepath.Join(c.DataDir, "tangram.db")
@@ -127,6 +143,8 @@ type Server struct {
 	config   *config.Server
 	registry *registry.Registry
 	jobs     *job.Scheduler
+	names    *names.Table
+	broker   *broker.Broker
 	httpSrv  *http.Server
 	ln       net.Listener
 	rpc      *rpc.Server
@@ -238,6 +256,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	s.startNames()
+	if err := s.startBroker(); err != nil {
+		return err
+	}
+
 	handler, err := s.routes()
 	if err != nil {
 		return err
@@ -334,6 +357,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.jobs != nil {
 		_ = s.jobs.Close()
 	}
+	if s.broker != nil {
+		errs = append(errs, s.broker.Close())
+	}
 	if s.registry != nil {
 		// Ends watch streams, which would otherwise hold the RPC drain
 		// until its deadline; clients resume on another server.
@@ -382,6 +408,9 @@ func (s *Server) closeComponents() {
 	}
 	if s.jobs != nil {
 		_ = s.jobs.Close()
+	}
+	if s.broker != nil {
+		_ = s.broker.Close()
 	}
 	if s.registry != nil {
 		_ = s.registry.Close()

@@ -218,7 +218,7 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	args := append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--data", data, "--log-level", "warn"}, extra...)
+	args := append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--broker", "off", "--data", data, "--log-level", "warn"}, extra...)
 	if d := os.Getenv("BENCH_DEBUG_ADDR"); d != "" {
 		args = append(args, "--debug-addr", d)
 	}

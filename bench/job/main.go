@@ -319,7 +319,7 @@ func measureTangram(bin, dir string, servers, n int, period, measure time.Durati
 		if err1 != nil || err2 != nil {
 			return result{}, fmt.Errorf("ports: %v %v", err1, err2)
 		}
-		cmd := exec.Command(bin, "server", "--http", h, "--rpc", r, "--data", filepath.Join(dir, fmt.Sprintf("s%d-%d", servers, i)),
+		cmd := exec.Command(bin, "server", "--http", h, "--rpc", r, "--broker", "off", "--data", filepath.Join(dir, fmt.Sprintf("s%d-%d", servers, i)),
 			"--store", dsn, "--node-name", fmt.Sprintf("bench-%d", i), "--log-level", "error")
 		cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
 		cmd.Stderr = os.Stderr

@@ -277,7 +277,7 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 	if err1 != nil || err2 != nil {
 		return res, fmt.Errorf("ports: %v %v", err1, err2)
 	}
-	args := []string{"server", "--http", httpAddr, "--rpc", rpcAddr, "--data", data, "--log-level", "error"}
+	args := []string{"server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--data", data, "--log-level", "error"}
 	if d := os.Getenv("BENCH_DEBUG_ADDR"); d != "" {
 		args = append(args, "--debug-addr", d) // pprof of the server
 	}

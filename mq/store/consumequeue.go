@@ -148,25 +148,30 @@ type cqRef struct {
 	tag  int64
 }
 
-// get reads up to max entries from off.
+// get reads up to max entries from off, each file's run in one read.
 func (q *consumeQueue) get(off int64, max int) ([]cqRef, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if off < q.minOff {
+		off = q.minOff
+	}
 	var out []cqRef
-	for ; off < q.next && len(out) < max; off++ {
-		if off < q.minOff {
-			off = q.minOff
-		}
+	for off < q.next && len(out) < max {
 		f, err := q.fileFor(off, false)
 		if err != nil || f == nil {
 			return out, err
 		}
-		var b [cqEntry]byte
-		if _, err := f.ReadAt(b[:], (off%q.perFile)*cqEntry); err != nil {
+		n := min(int64(max-len(out)), q.next-off, q.perFile-off%q.perFile)
+		b := make([]byte, n*cqEntry)
+		if _, err := f.ReadAt(b, (off%q.perFile)*cqEntry); err != nil {
 			return out, fmt.Errorf("store: consume queue read: %w", err)
 		}
-		out = append(out, cqRef{off: off, phys: int64(binary.BigEndian.Uint64(b[0:])), size: int32(binary.BigEndian.Uint32(b[8:])),
-			tag: int64(binary.BigEndian.Uint64(b[12:]))})
+		for i := int64(0); i < n; i++ {
+			e := b[i*cqEntry:]
+			out = append(out, cqRef{off: off + i, phys: int64(binary.BigEndian.Uint64(e[0:])), size: int32(binary.BigEndian.Uint32(e[8:])),
+				tag: int64(binary.BigEndian.Uint64(e[12:]))})
+		}
+		off += n
 	}
 	return out, nil
 }

@@ -17,6 +17,9 @@ import (
 // KEYS): Lookup finds messages by any of them.
 const KeysProperty = "KEYS"
 
+// IDProperty is the producer's message ID, also found by Lookup.
+const IDProperty = "ID"
+
 // keyIndex finds messages by key: an append-only file of 20-byte entries
 // (hash of topic and key, commitlog offset, size), loaded into memory at
 // open. Hash collisions are resolved by reading the message and checking.
@@ -121,7 +124,10 @@ func (k *keyIndex) truncateFrom(end int64) error {
 // add indexes a message's keys (a replay of one already indexed is skipped).
 func (k *keyIndex) add(m *Message) error {
 	keys := m.Properties[KeysProperty]
-	if keys == "" {
+	if id := m.Properties[IDProperty]; id != "" {
+		keys += " " + id
+	}
+	if strings.TrimSpace(keys) == "" {
 		return nil
 	}
 	k.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +74,7 @@ type Store struct {
 	dmu        sync.Mutex
 	dispatched int64 // commitlog offset indexed so far
 	dcond      *sync.Cond
+	changed    chan struct{} // closed and replaced when dispatch indexes something
 
 	kick   chan struct{}
 	stop   chan struct{}
@@ -121,6 +123,7 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg, log: cfg.Logger, cl: cl, queues: map[queueKey]*consumeQueue{}, counters: map[queueKey]int64{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.dcond = sync.NewCond(&s.dmu)
+	s.changed = make(chan struct{})
 	if s.keys, err = openKeyIndex(filepath.Join(cfg.Dir, "index")); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -209,15 +212,7 @@ func (s *Store) queue(k queueKey) (*consumeQueue, error) {
 	return q, nil
 }
 
-func tagHash(props map[string]string) int64 {
-	t := props[TagProperty]
-	if t == "" {
-		return 0
-	}
-	h := fnv.New64a()
-	h.Write([]byte(t))
-	return int64(h.Sum64() >> 1)
-}
+func tagHash(props map[string]string) int64 { return TagHash(props[TagProperty]) }
 
 // index adds a message's consume queue entry.
 func (s *Store) index(m *Message) error {
@@ -250,7 +245,7 @@ func (s *Store) Lookup(topic, key string, max int) ([]*Message, error) {
 		if err != nil {
 			continue // past a recovered end, or a stale entry: not this key
 		}
-		if m.Topic == topic && hasKey(m.Properties[KeysProperty], key) {
+		if m.Topic == topic && (hasKey(m.Properties[KeysProperty], key) || m.Properties[IDProperty] == key) {
 			out = append(out, m)
 		}
 	}
@@ -289,6 +284,44 @@ func (s *Store) Put(m *Message) error {
 	}
 	return nil
 }
+
+// PutBatch appends messages in order; with FlushSync it returns once all
+// are on disk (one wait for the batch). On an error the messages before
+// the failing one are stored (their Offset is set) and the rest are not.
+func (s *Store) PutBatch(ms []*Message) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	var end int64
+	for _, m := range ms {
+		if !validTopic(m.Topic) {
+			return fmt.Errorf("store: topic %q: 1–%d letters, digits, '%%', '_', '-' or '.'", m.Topic, MaxTopicLen)
+		}
+		err := s.cl.append(m, func(m *Message) {
+			k := queueKey{m.Topic, m.QueueID}
+			m.QueueOffset = s.counters[k]
+			s.counters[k]++
+		})
+		if err != nil {
+			if end > 0 {
+				signal(s.kick)
+				if s.cfg.Flush == FlushSync {
+					_ = s.cl.waitFlushed(end)
+				}
+			}
+			return err
+		}
+		end = m.Offset + int64(m.Size)
+	}
+	signal(s.kick)
+	if s.cfg.Flush == FlushSync && end > 0 {
+		return s.cl.waitFlushed(end)
+	}
+	return nil
+}
+
+// ValidTopic reports whether t is a usable topic name.
+func ValidTopic(t string) bool { return validTopic(t) }
 
 func validTopic(t string) bool {
 	if len(t) == 0 || len(t) > MaxTopicLen || t == "." || t == ".." {
@@ -358,6 +391,10 @@ func (s *Store) dispatch() error {
 	}
 	pos, err := s.cl.scan(from, end, s.index)
 	s.dmu.Lock()
+	if pos > s.dispatched {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
 	s.dispatched = pos
 	s.dcond.Broadcast()
 	s.dmu.Unlock()
@@ -398,6 +435,25 @@ func (s *Store) flushLoop() {
 // Get reads up to max messages of a queue from queue offset from; next is
 // the offset to ask for after them.
 func (s *Store) Get(topic string, queue uint32, from int64, max int) (msgs []*Message, next int64, err error) {
+	return s.GetTags(topic, queue, from, max, nil)
+}
+
+// TagHash is the hash of a tag that consume queue entries carry.
+func TagHash(tag string) int64 {
+	if tag == "" {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(tag))
+	return int64(h.Sum64() >> 1)
+}
+
+// GetTags is Get keeping only messages whose tag is one of tags (all when
+// tags is empty). Entries are filtered by the hash in the consume queue
+// without reading the commitlog, then by the tag itself. At most 8×max
+// entries are examined per call, so a sparse filter returns fewer than
+// max messages with next advanced past what was skipped.
+func (s *Store) GetTags(topic string, queue uint32, from int64, max int, tags []string) (msgs []*Message, next int64, err error) {
 	if s.isClosed() {
 		return nil, from, ErrClosed
 	}
@@ -407,8 +463,16 @@ func (s *Store) Get(topic string, queue uint32, from int64, max int) (msgs []*Me
 	if q == nil {
 		return nil, from, nil
 	}
+	var hashes map[int64]bool
+	if len(tags) > 0 {
+		hashes = make(map[int64]bool, len(tags))
+		for _, t := range tags {
+			hashes[TagHash(t)] = true
+		}
+	}
 	next = from
-	for len(msgs) < max {
+	budget := 8 * max
+	for len(msgs) < max && budget > 0 {
 		refs, err := q.get(next, max-len(msgs))
 		if err != nil {
 			return msgs, next, err
@@ -416,20 +480,34 @@ func (s *Store) Get(topic string, queue uint32, from int64, max int) (msgs []*Me
 		if len(refs) == 0 {
 			break
 		}
+		budget -= len(refs)
 		for _, r := range refs {
+			next = r.off + 1
+			if hashes != nil && !hashes[r.tag] {
+				continue
+			}
 			m, err := s.cl.read(r.phys, int(r.size))
 			if errors.Is(err, errDeleted) {
-				next = r.off + 1
 				continue // its segment went to retention: skip to what is left
 			}
 			if err != nil {
 				return msgs, r.off, err
 			}
+			if hashes != nil && !slices.Contains(tags, m.Properties[TagProperty]) {
+				continue // a hash collision
+			}
 			msgs = append(msgs, m)
-			next = r.off + 1
 		}
 	}
 	return msgs, next, nil
+}
+
+// Changed returns a channel closed when the consume queues next gain
+// entries (for long polls).
+func (s *Store) Changed() <-chan struct{} {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	return s.changed
 }
 
 // MaxOffset is the queue offset after the last indexed message of a queue.
@@ -569,4 +647,39 @@ func (s *Store) MinOffset(topic string, queue uint32) int64 {
 		return 0
 	}
 	return q.first()
+}
+
+// Flush is the flush policy (FlushAsync or FlushSync).
+func (s *Store) Flush() string { return s.cfg.Flush }
+
+// PhysOffset is the commitlog offset of a queue's entry at queue offset
+// qoff; false when the queue has no such entry.
+func (s *Store) PhysOffset(topic string, queue uint32, qoff int64) (int64, bool) {
+	s.qmu.Lock()
+	q := s.queues[queueKey{topic, queue}]
+	s.qmu.Unlock()
+	if q == nil {
+		return 0, false
+	}
+	refs, err := q.get(qoff, 1)
+	if err != nil || len(refs) == 0 || refs[0].off != qoff {
+		return 0, false
+	}
+	return refs[0].phys, true
+}
+
+// OffsetAt is the first queue offset of a queue whose message was stored
+// at or after t (unix ms); MaxOffset when none was.
+func (s *Store) OffsetAt(topic string, queue uint32, t int64) int64 {
+	lo, hi := s.MinOffset(topic, queue), s.MaxOffset(topic, queue)
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		ms, _, err := s.Get(topic, queue, mid, 1)
+		if err != nil || len(ms) == 0 || ms[0].StoredAt >= t {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }

@@ -58,7 +58,7 @@ func WithScanInterval(d time.Duration) Option {
 func Start(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := server.Config{HTTPAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", DataDir: dir, BootstrapToken: AdminToken, Logger: logger()}
+	cfg := server.Config{HTTPAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", BrokerAddr: "127.0.0.1:0", BrokerSegmentSize: 8 << 20, DataDir: dir, BootstrapToken: AdminToken, Logger: logger()}
 	// TANGRAM_TEST_STORE=postgres|mysql runs every test server on a fresh
 	// database of that dialect instead of SQLite.
 	if d := os.Getenv("TANGRAM_TEST_STORE"); d != "" && d != "sqlite" {

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/mq/broker"
+	"github.com/tangram-dev/tangram/mq/store"
+	"github.com/tangram-dev/tangram/mq/wire"
+	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/server"
+)
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func newBrokerCmd(g *globals) *cobra.Command {
+	var (
+		listen, advertise, name, dir, servers, flush, levels, logFormat, logLevel string
+		segment, maxBody                                                          int
+		autoCreate                                                                bool
+		retainAge                                                                 time.Duration
+		retainBytes                                                               int64
+	)
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Run a message queue broker on its own (tangram server runs one in-process)",
+		Long: `Run an MQ broker: a commitlog on local disk serving producers and consumers over
+Tangram RPC. It registers its topics with every server given (the name service) and
+checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			token := g.token
+			if token == "" {
+				return errors.New("a token is needed to register with the servers: --token or TANGRAM_TOKEN")
+			}
+			var dls []time.Duration
+			for _, f := range strings.Fields(levels) {
+				d, err := time.ParseDuration(f)
+				if err != nil || d <= 0 {
+					return fmt.Errorf("--delay-levels %q: %q is not a duration", levels, f)
+				}
+				dls = append(dls, d)
+			}
+			if name == "" {
+				host, _ := os.Hostname()
+				name = "broker-" + host
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var conns []*rpc.Client
+			for _, s := range strings.Split(servers, ",") {
+				c, err := rpc.Dial(ctx, strings.TrimSpace(s), rpc.WithToken(token), rpc.WithLogger(log))
+				if err != nil {
+					return fmt.Errorf("--servers: %w", err)
+				}
+				defer c.Close()
+				conns = append(conns, c)
+			}
+			b, err := broker.Open(broker.Config{
+				Name: name, Dir: dir, AutoCreate: autoCreate, MaxBody: maxBody, DelayLevels: dls, Advertise: advertise, Logger: log,
+				Store: store.Config{SegmentSize: segment, Flush: flush, RetainAge: retainAge, RetainBytes: retainBytes},
+				Authenticate: func(ctx context.Context, tok string) (*auth.Principal, error) {
+					var errs []error
+					for _, c := range conns {
+						rep, err := rpc.Call[server.PrincipalReply](rpc.WithOutgoing(ctx, rpc.MetaAuthorization, "Bearer "+tok), c, "tangram.Platform/Principal", &server.Empty{})
+						if err == nil {
+							return &rep.Principal, nil
+						}
+						if rpc.CodeOf(err) == rpc.Unauthenticated {
+							return nil, err
+						}
+						errs = append(errs, err)
+					}
+					return nil, errors.Join(errs...)
+				},
+				Register: func(ctx context.Context, in wire.BrokerInfo) error {
+					var errs []error
+					for _, c := range conns {
+						if _, err := rpc.Call[wire.RouteReply](ctx, c, wire.MethodRegisterBroker, &in); err != nil {
+							errs = append(errs, err)
+						}
+					}
+					return errors.Join(errs...)
+				},
+			})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				b.Close()
+				return fmt.Errorf("broker: listen on %s: %w", listen, err)
+			}
+			if err := b.Serve(ln); err != nil {
+				b.Close()
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "broker %s listening on %s\n", name, b.Addr())
+			<-ctx.Done()
+			log.Info("broker shutting down")
+			return b.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", ":7072", "listen address")
+	f.StringVar(&advertise, "advertise", "", "address clients dial (default the listener's)")
+	f.StringVar(&name, "name", "", "broker name (default broker-<hostname>)")
+	f.StringVar(&dir, "dir", filepath.Join("data", "broker"), "data directory (commitlog, queues, offsets)")
+	f.StringVar(&servers, "servers", envOr("TANGRAM_SERVERS", "127.0.0.1:7071"), "Tangram servers' RPC addresses, comma-separated (env TANGRAM_SERVERS)")
+	f.StringVar(&flush, "flush", "async", "flush policy: async (interval) or sync (an ack means fsynced)")
+	f.IntVar(&segment, "segment-size", 1<<30, "commitlog file size in bytes")
+	f.IntVar(&maxBody, "max-body", wire.DefaultMaxBody, "largest message body in bytes")
+	f.BoolVar(&autoCreate, "auto-create", true, "create unknown topics on first send")
+	f.StringVar(&levels, "delay-levels", "", "delay levels, e.g. \"1s 5s 10s 30s 1m\" (default RocketMQ's 18, 1s … 2h)")
+	f.DurationVar(&retainAge, "retain", 72*time.Hour, "delete commitlog files older than this")
+	f.Int64Var(&retainBytes, "retain-bytes", 0, "delete the oldest commitlog files beyond this size (0: no limit)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}

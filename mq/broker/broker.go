@@ -1,0 +1,486 @@
+// Package broker is the message queue's broker (`tangram broker`, and
+// in-process under `tangram server`): it keeps topics in a storage engine
+// (package mq/store), serves producers and consumers over Tangram RPC,
+// keeps consumer groups' offsets and membership, delivers delayed and
+// retried messages, resolves transactional half messages, and registers
+// its topics with the name service.
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/mq/store"
+	"github.com/tangram-dev/tangram/mq/wire"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+// DefaultDelayLevels are RocketMQ's 18 delay levels.
+var DefaultDelayLevels = []time.Duration{time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
+	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute,
+	7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour}
+
+// Config configures a broker.
+type Config struct {
+	// Name identifies the broker (in message IDs and routes). Required.
+	Name string
+	// Dir holds the store and the broker's state files. Required.
+	Dir string
+	// Store settings: segment size, flush policy, retention (see
+	// store.Config). Dir, Protect and Logger are filled in.
+	Store store.Config
+	// MaxBody bounds a message body (default 4 MiB).
+	MaxBody int
+	// AutoCreate creates unknown topics on first send with DefaultQueues
+	// queues (default 4).
+	AutoCreate    bool
+	DefaultQueues int
+	// DelayLevels are the delays of levels 1…n (default RocketMQ's 18,
+	// 1 s … 2 h). Retries use level 3 + times reconsumed.
+	DelayLevels []time.Duration
+	// ConsumerTimeout drops a consumer whose heartbeats stop (default 30 s);
+	// LockTTL is how long an ordered-consumption queue lock lasts unrenewed
+	// (default 60 s).
+	ConsumerTimeout time.Duration
+	LockTTL         time.Duration
+	// Transaction check-back: a half message unresolved after TxCheckAfter
+	// (default 6 s) is checked with its producer group every TxCheckInterval
+	// (default 30 s), at most TxMaxChecks times (default 15), then rolled
+	// back.
+	TxCheckAfter    time.Duration
+	TxCheckInterval time.Duration
+	TxMaxChecks     int
+	// MaxInFlightBytes bounds the bytes of sends being stored at once; above
+	// it sends are refused with a retriable "broker busy" (default 256 MiB).
+	MaxInFlightBytes int64
+	// BusyAfter: when storing a send has taken longer than this, the disk or
+	// page cache is saturated and new sends are refused as busy (default 1 s).
+	BusyAfter time.Duration
+	// Authenticate resolves a client's API token. Required.
+	Authenticate func(ctx context.Context, token string) (*auth.Principal, error)
+	// Register publishes the broker's topics to the name service; called
+	// every RegisterInterval (default 10 s) and after topic changes.
+	Register         func(ctx context.Context, info wire.BrokerInfo) error
+	RegisterInterval time.Duration
+	// Advertise is the address clients dial (default: the listener's).
+	Advertise string
+	Logger    *slog.Logger
+}
+
+// Broker is a running broker.
+type Broker struct {
+	cfg Config
+	log *slog.Logger
+	st  *store.Store
+	srv *rpc.Server
+	ln  net.Listener
+
+	tmu    sync.RWMutex
+	topics map[string]*wire.TopicConfig
+	rr     sync.Map // topic -> *atomic.Uint32 (queue round robin)
+
+	offsets   *offsetTable
+	consumers *consumerTable
+	delay     *delayService
+	tx        *txService
+
+	inflight  atomic.Int64
+	putStart  atomic.Int64 // unix ns a store call began, 0 when none is running
+	addr      atomic.Value // string
+	regKick   chan struct{}
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	metrics   *metrics
+}
+
+// ErrBusy is the retriable refusal under back-pressure.
+var ErrBusy = errors.New("broker busy")
+
+// Open opens a broker's store and state; Serve starts serving.
+func Open(cfg Config) (*Broker, error) {
+	if cfg.Name == "" || wire.ValidName(cfg.Name, false) != nil {
+		return nil, fmt.Errorf("broker: name %q: 1–127 letters, digits, '_', '-' or '.'", cfg.Name)
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("broker: Config.Dir is required")
+	}
+	if cfg.Authenticate == nil {
+		return nil, errors.New("broker: Config.Authenticate is required")
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = wire.DefaultMaxBody
+	}
+	if cfg.DefaultQueues <= 0 {
+		cfg.DefaultQueues = wire.DefaultQueues
+	}
+	if len(cfg.DelayLevels) == 0 {
+		cfg.DelayLevels = DefaultDelayLevels
+	}
+	if cfg.ConsumerTimeout <= 0 {
+		cfg.ConsumerTimeout = 30 * time.Second
+	}
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = 60 * time.Second
+	}
+	if cfg.TxCheckAfter <= 0 {
+		cfg.TxCheckAfter = 6 * time.Second
+	}
+	if cfg.TxCheckInterval <= 0 {
+		cfg.TxCheckInterval = 30 * time.Second
+	}
+	if cfg.TxMaxChecks <= 0 {
+		cfg.TxMaxChecks = 15
+	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 256 << 20
+	}
+	if cfg.BusyAfter <= 0 {
+		cfg.BusyAfter = time.Second
+	}
+	if cfg.RegisterInterval <= 0 {
+		cfg.RegisterInterval = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger, topics: map[string]*wire.TopicConfig{}, regKick: make(chan struct{}, 1),
+		stop: make(chan struct{}), metrics: newMetrics()}
+	if err := b.loadTopics(); err != nil {
+		return nil, err
+	}
+	var err error
+	if b.offsets, err = openOffsets(filepath.Join(cfg.Dir, "offsets.json")); err != nil {
+		return nil, err
+	}
+	b.consumers = newConsumerTable(cfg.ConsumerTimeout, cfg.LockTTL)
+	sc := cfg.Store
+	sc.Dir = filepath.Join(cfg.Dir, "store")
+	sc.Logger = cfg.Logger
+	sc.Protect = b.protect
+	if b.st, err = store.Open(sc); err != nil {
+		return nil, fmt.Errorf("broker %s: %w", cfg.Name, err)
+	}
+	if b.delay, err = newDelayService(b); err != nil {
+		b.st.Close()
+		return nil, err
+	}
+	b.tx = newTxService(b)
+	return b, nil
+}
+
+// Store is the broker's storage engine.
+func (b *Broker) Store() *store.Store { return b.st }
+
+// Name is the broker's name.
+func (b *Broker) Name() string { return b.cfg.Name }
+
+// Addr is the address clients dial ("" before Serve).
+func (b *Broker) Addr() string {
+	a, _ := b.addr.Load().(string)
+	return a
+}
+
+// Serve serves clients on ln and starts the background work (delays,
+// transaction checks, offset flushing, name-service registration). It
+// returns once serving has started.
+func (b *Broker) Serve(ln net.Listener) error {
+	srv, err := b.newRPCServer()
+	if err != nil {
+		return err
+	}
+	b.srv, b.ln = srv, ln
+	adv := b.cfg.Advertise
+	if adv == "" {
+		adv = ln.Addr().String()
+	}
+	b.addr.Store(adv)
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, rpc.ErrServerClosed) {
+			b.log.Error("broker: serving stopped", "err", err)
+		}
+	}()
+	b.start(b.delay.run, b.tx.run, b.flushLoop, b.registerLoop, b.retentionLoop)
+	b.log.Info("broker serving", "name", b.cfg.Name, "addr", adv, "flush", b.st.Flush())
+	return nil
+}
+
+func (b *Broker) start(fns ...func()) {
+	for _, f := range fns {
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); f() }()
+	}
+}
+
+// Close stops serving, flushes offsets and closes the store.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		close(b.stop)
+		if b.srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = b.srv.Shutdown(ctx)
+			cancel()
+			b.srv.Close()
+		}
+		b.wg.Wait()
+		err = errors.Join(b.offsets.flush(), b.delay.save(), b.st.Close())
+	})
+	return err
+}
+
+// --- topics ---
+
+func (b *Broker) topicsPath() string { return filepath.Join(b.cfg.Dir, "topics.json") }
+
+func (b *Broker) loadTopics() error {
+	data, err := os.ReadFile(b.topicsPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	var ts []*wire.TopicConfig
+	if err := json.Unmarshal(data, &ts); err != nil {
+		return fmt.Errorf("broker: %s: %w", b.topicsPath(), err)
+	}
+	for _, t := range ts {
+		b.topics[t.Name] = t
+	}
+	return nil
+}
+
+// saveTopics writes the topic table (under tmu).
+func (b *Broker) saveTopicsLocked() error {
+	ts := make([]*wire.TopicConfig, 0, len(b.topics))
+	for _, t := range b.topics {
+		ts = append(ts, t)
+	}
+	slices.SortFunc(ts, func(a, c *wire.TopicConfig) int { return strings.Compare(a.Name, c.Name) })
+	data, err := json.MarshalIndent(ts, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(b.topicsPath(), data)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("broker: writing %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("broker: syncing %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// topic returns a topic's config, or nil.
+func (b *Broker) topic(name string) *wire.TopicConfig {
+	b.tmu.RLock()
+	defer b.tmu.RUnlock()
+	return b.topics[name]
+}
+
+// CreateTopic creates a topic, or grows its queue count (queues never
+// shrink: their messages stay readable).
+func (b *Broker) CreateTopic(cfg wire.TopicConfig) (*wire.TopicConfig, error) {
+	if err := wire.ValidTopic(cfg.Name); err != nil {
+		return nil, err
+	}
+	if cfg.Queues == 0 {
+		cfg.Queues = b.cfg.DefaultQueues
+	}
+	if cfg.Queues < 1 || cfg.Queues > wire.MaxQueues {
+		return nil, fmt.Errorf("%w queue count %d (want 1–%d)", wire.ErrInvalid, cfg.Queues, wire.MaxQueues)
+	}
+	b.tmu.Lock()
+	t := b.topics[cfg.Name]
+	switch {
+	case t == nil:
+		cfg.Created = time.Now().UnixMilli()
+		t = &cfg
+		b.topics[cfg.Name] = t
+	case cfg.Queues > t.Queues || cfg.Order != t.Order:
+		c := *t
+		c.Queues, c.Order = max(t.Queues, cfg.Queues), cfg.Order
+		t = &c
+		b.topics[cfg.Name] = t
+	default:
+		b.tmu.Unlock()
+		return t, nil
+	}
+	err := b.saveTopicsLocked()
+	b.tmu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	b.log.Info("broker: topic created", "topic", t.Name, "queues", t.Queues)
+	signalChan(b.regKick)
+	return t, nil
+}
+
+// ensureSystemTopic creates a retry or dead-letter topic on first use.
+func (b *Broker) ensureSystemTopic(name string) error {
+	if b.topic(name) != nil {
+		return nil
+	}
+	_, err := b.CreateTopic(wire.TopicConfig{Name: name, Queues: 1})
+	return err
+}
+
+// DeleteTopic removes a topic from the table: it is no longer routed or
+// readable; its messages go with retention.
+func (b *Broker) DeleteTopic(name string) error {
+	b.tmu.Lock()
+	if b.topics[name] == nil {
+		b.tmu.Unlock()
+		return fmt.Errorf("%w: topic %q on broker %s", ErrNotFound, name, b.cfg.Name)
+	}
+	delete(b.topics, name)
+	err := b.saveTopicsLocked()
+	b.tmu.Unlock()
+	b.offsets.dropTopic(name)
+	signalChan(b.regKick)
+	return err
+}
+
+// Topics lists the topics with their queues' bounds.
+func (b *Broker) Topics() []wire.TopicStats {
+	b.tmu.RLock()
+	ts := make([]wire.TopicConfig, 0, len(b.topics))
+	for _, t := range b.topics {
+		ts = append(ts, *t)
+	}
+	b.tmu.RUnlock()
+	slices.SortFunc(ts, func(a, c wire.TopicConfig) int { return strings.Compare(a.Name, c.Name) })
+	out := make([]wire.TopicStats, len(ts))
+	for i, t := range ts {
+		out[i].TopicConfig = t
+		for q := 0; q < t.Queues; q++ {
+			out[i].Min = append(out[i].Min, b.st.MinOffset(t.Name, uint32(q)))
+			out[i].Max = append(out[i].Max, b.st.MaxOffset(t.Name, uint32(q)))
+		}
+	}
+	return out
+}
+
+// ErrNotFound marks a missing topic or message.
+var ErrNotFound = errors.New("not found")
+
+// info is what the broker registers with the name service.
+func (b *Broker) info() wire.BrokerInfo {
+	b.tmu.RLock()
+	defer b.tmu.RUnlock()
+	in := wire.BrokerInfo{Name: b.cfg.Name, Addr: b.Addr(), Role: "master", AutoCreate: b.cfg.AutoCreate}
+	for _, t := range b.topics {
+		in.Topics = append(in.Topics, *t)
+	}
+	slices.SortFunc(in.Topics, func(a, c wire.TopicConfig) int { return strings.Compare(a.Name, c.Name) })
+	return in
+}
+
+func (b *Broker) registerLoop() {
+	if b.cfg.Register == nil {
+		return
+	}
+	t := time.NewTicker(b.cfg.RegisterInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := b.cfg.Register(ctx, b.info()); err != nil {
+			b.log.Warn("broker: registering with the name service failed", "err", err)
+		}
+		cancel()
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		case <-b.regKick:
+		}
+	}
+}
+
+func (b *Broker) flushLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			if err := b.offsets.flush(); err != nil {
+				b.log.Error("broker: saving consumer offsets failed", "err", err)
+			}
+			if err := b.delay.save(); err != nil {
+				b.log.Error("broker: saving delay progress failed", "err", err)
+			}
+			b.consumers.expire(time.Now())
+		}
+	}
+}
+
+func (b *Broker) retentionLoop() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			if n, err := b.st.DeleteExpired(time.Now()); err != nil {
+				b.log.Error("broker: retention failed", "err", err)
+			} else if n > 0 {
+				b.log.Info("broker: retention deleted segments", "segments", n)
+			}
+		}
+	}
+}
+
+// protect is the lowest commitlog offset a consumer group still needs: the
+// message at each group's committed offset in each queue.
+func (b *Broker) protect() int64 {
+	low := int64(-1)
+	for _, o := range b.offsets.all() {
+		phys, ok := b.st.PhysOffset(o.Topic, o.Queue, o.Offset)
+		if ok && (low < 0 || phys < low) {
+			low = phys
+		}
+	}
+	return low // -1: nothing to protect
+}
+
+func signalChan(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,326 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tangram-dev/tangram/mq/wire"
+)
+
+type qkey struct {
+	topic string
+	queue uint32
+}
+
+// offsetTable keeps consumer groups' committed offsets, saved to a JSON
+// file every second when changed (and on Close). A crash loses at most the
+// last second's commits: those messages are delivered again (at least once).
+type offsetTable struct {
+	path  string
+	mu    sync.Mutex
+	m     map[string]map[qkey]int64
+	epoch map[string]int64 // group -> last reset (unix ms)
+	dirty bool
+}
+
+type offsetFile struct {
+	Group   string             `json:"group"`
+	Epoch   int64              `json:"epoch,omitempty"`
+	Offsets []wire.QueueOffset `json:"offsets"`
+}
+
+func openOffsets(path string) (*offsetTable, error) {
+	t := &offsetTable{path: path, m: map[string]map[qkey]int64{}, epoch: map[string]int64{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return t, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	var fs []offsetFile
+	if err := json.Unmarshal(data, &fs); err != nil {
+		return nil, fmt.Errorf("broker: %s: %w", path, err)
+	}
+	for _, f := range fs {
+		g := map[qkey]int64{}
+		for _, o := range f.Offsets {
+			g[qkey{o.Topic, o.Queue}] = o.Offset
+		}
+		t.m[f.Group] = g
+		t.epoch[f.Group] = f.Epoch
+	}
+	return t, nil
+}
+
+// groupEpoch is the group's reset epoch.
+func (t *offsetTable) groupEpoch(group string) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.epoch[group]
+}
+
+// reset sets offsets and starts a new epoch: commits from consumers that
+// read their offsets before it are ignored.
+func (t *offsetTable) reset(group string, offs []wire.QueueOffset) int64 {
+	t.mu.Lock()
+	e := max(time.Now().UnixMilli(), t.epoch[group]+1)
+	t.epoch[group] = e
+	t.mu.Unlock()
+	t.commit(group, e, offs)
+	return e
+}
+
+// commit records offsets; false when epoch is stale.
+func (t *offsetTable) commit(group string, epoch int64, offs []wire.QueueOffset) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if epoch < t.epoch[group] {
+		return false
+	}
+	g := t.m[group]
+	if g == nil {
+		g = map[qkey]int64{}
+		t.m[group] = g
+	}
+	for _, o := range offs {
+		k := qkey{o.Topic, o.Queue}
+		if cur, ok := g[k]; !ok || cur != o.Offset {
+			g[k] = o.Offset
+			t.dirty = true
+		}
+	}
+	return true
+}
+
+// get returns a group's offset in a queue, -1 when it has none.
+func (t *offsetTable) get(group, topic string, queue uint32) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if o, ok := t.m[group][qkey{topic, queue}]; ok {
+		return o
+	}
+	return -1
+}
+
+type groupOffset struct {
+	Group string
+	wire.QueueOffset
+}
+
+func (t *offsetTable) all() []groupOffset {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []groupOffset
+	for g, m := range t.m {
+		for k, o := range m {
+			out = append(out, groupOffset{g, wire.QueueOffset{Topic: k.topic, Queue: k.queue, Offset: o}})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Group != b.Group {
+			return a.Group < b.Group
+		}
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		return a.Queue < b.Queue
+	})
+	return out
+}
+
+func (t *offsetTable) dropTopic(topic string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, g := range t.m {
+		for k := range g {
+			if k.topic == topic {
+				delete(g, k)
+				t.dirty = true
+			}
+		}
+	}
+}
+
+func (t *offsetTable) flush() error {
+	t.mu.Lock()
+	if !t.dirty {
+		t.mu.Unlock()
+		return nil
+	}
+	t.dirty = false
+	var fs []offsetFile
+	for g, m := range t.m {
+		f := offsetFile{Group: g, Epoch: t.epoch[g]}
+		for k, o := range m {
+			f.Offsets = append(f.Offsets, wire.QueueOffset{Topic: k.topic, Queue: k.queue, Offset: o})
+		}
+		slices.SortFunc(f.Offsets, func(a, b wire.QueueOffset) int {
+			if a.Topic != b.Topic {
+				if a.Topic < b.Topic {
+					return -1
+				}
+				return 1
+			}
+			return int(a.Queue) - int(b.Queue)
+		})
+		fs = append(fs, f)
+	}
+	t.mu.Unlock()
+	slices.SortFunc(fs, func(a, b offsetFile) int {
+		if a.Group < b.Group {
+			return -1
+		}
+		if a.Group > b.Group {
+			return 1
+		}
+		return 0
+	})
+	data, err := json.Marshal(fs)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(t.path, data); err != nil {
+		t.mu.Lock()
+		t.dirty = true
+		t.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// consumerTable tracks the live consumers of each group (by heartbeat) and
+// the queue locks of ordered consumption.
+type consumerTable struct {
+	timeout, lockTTL time.Duration
+	mu               sync.Mutex
+	groups           map[string]map[string]consumerEntry
+	locks            map[lockKey]queueLock
+}
+
+type consumerEntry struct {
+	seen   time.Time
+	topics []string
+}
+
+type lockKey struct {
+	group, topic string
+	queue        uint32
+}
+
+type queueLock struct {
+	client  string
+	expires time.Time
+}
+
+func newConsumerTable(timeout, lockTTL time.Duration) *consumerTable {
+	return &consumerTable{timeout: timeout, lockTTL: lockTTL, groups: map[string]map[string]consumerEntry{}, locks: map[lockKey]queueLock{}}
+}
+
+// beat records a consumer and returns the group's live clients, sorted.
+func (c *consumerTable) beat(group, client string, topics []string, now time.Time) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[group]
+	if g == nil {
+		g = map[string]consumerEntry{}
+		c.groups[group] = g
+	}
+	g[client] = consumerEntry{seen: now, topics: topics}
+	return c.clientsLocked(group, now)
+}
+
+func (c *consumerTable) clientsLocked(group string, now time.Time) []string {
+	var out []string
+	for id, e := range c.groups[group] {
+		if now.Sub(e.seen) <= c.timeout {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (c *consumerTable) clients(group string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clientsLocked(group, time.Now())
+}
+
+func (c *consumerTable) groupNames() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for g := range c.groups {
+		out = append(out, g)
+	}
+	return out
+}
+
+// remove drops a consumer and its locks (it left).
+func (c *consumerTable) remove(group, client string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.groups[group], client)
+	for k, l := range c.locks {
+		if k.group == group && l.client == client {
+			delete(c.locks, k)
+		}
+	}
+}
+
+// expire drops consumers whose heartbeats stopped.
+func (c *consumerTable) expire(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g, m := range c.groups {
+		for id, e := range m {
+			if now.Sub(e.seen) > c.timeout {
+				delete(m, id)
+			}
+		}
+		if len(m) == 0 {
+			delete(c.groups, g)
+		}
+	}
+	for k, l := range c.locks {
+		if now.After(l.expires) {
+			delete(c.locks, k)
+		}
+	}
+}
+
+// lock takes or renews queue locks; it returns the queues client holds.
+func (c *consumerTable) lock(group, client, topic string, queues []uint32, now time.Time) []uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var got []uint32
+	for _, q := range queues {
+		k := lockKey{group, topic, q}
+		l, ok := c.locks[k]
+		if ok && l.client != client && now.Before(l.expires) {
+			continue
+		}
+		c.locks[k] = queueLock{client: client, expires: now.Add(c.lockTTL)}
+		got = append(got, q)
+	}
+	return got
+}
+
+func (c *consumerTable) unlock(group, client, topic string, queues []uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, q := range queues {
+		k := lockKey{group, topic, q}
+		if l, ok := c.locks[k]; ok && l.client == client {
+			delete(c.locks, k)
+		}
+	}
+}
