@@ -124,6 +124,12 @@ type Producer struct {
 	fmu    sync.Mutex
 	faulty map[string]time.Time // broker -> avoid until
 
+	qmu      sync.RWMutex // SendAsync enqueues under R; Close takes W
+	bmu      sync.Mutex
+	batchers map[string]*batcher
+	closing  bool
+	stopping chan struct{}
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -141,7 +147,7 @@ func (c *Client) NewProducer(cfg ProducerConfig) (*Producer, error) {
 			return nil, fmt.Errorf("mq: producer group: %w", err)
 		}
 	}
-	p := &Producer{c: c, cfg: cfg, faulty: map[string]time.Time{}}
+	p := &Producer{c: c, cfg: cfg, faulty: map[string]time.Time{}, batchers: map[string]*batcher{}, stopping: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	if cfg.TxChecker != nil {
@@ -155,8 +161,17 @@ func (c *Client) NewProducer(cfg ProducerConfig) (*Producer, error) {
 	return p, nil
 }
 
-// Close stops the producer's background work (transaction checks).
+// Close sends what SendAsync queued and stops the producer's background
+// work (transaction checks).
 func (p *Producer) Close() error {
+	p.qmu.Lock()
+	p.bmu.Lock()
+	if !p.closing {
+		p.closing = true
+		close(p.stopping)
+	}
+	p.bmu.Unlock()
+	p.qmu.Unlock()
 	p.cancel()
 	p.wg.Wait()
 	return nil
@@ -194,14 +209,149 @@ func (p *Producer) SendBatch(ctx context.Context, ms []*Message) ([]*SendResult,
 	return p.send(ctx, req, ms[0].ShardingKey)
 }
 
-// SendAsync sends in the background and calls done with the outcome.
+// SendAsync queues m and calls done with the outcome. Messages queued
+// together for a topic travel in one batch per queue (natural batching:
+// whatever is waiting when a batch leaves, up to 256 messages or 1 MiB,
+// at most 4 batches in flight per topic), so throughput grows with load
+// without a linger delay. Order across SendAsync calls is not kept: send
+// ordered streams with Send.
 func (p *Producer) SendAsync(ctx context.Context, m *Message, done func(*SendResult, error)) {
+	w, err := m.wire(time.Now().UnixMilli())
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	// The read lock keeps Close from finishing the batchers between the
+	// check and the enqueue.
+	p.qmu.RLock()
+	defer p.qmu.RUnlock()
+	b := p.batcherFor(m.Topic)
+	if b == nil {
+		done(nil, errors.New("mq: producer closed"))
+		return
+	}
+	select {
+	case b.ch <- &pendingSend{ctx: ctx, w: w, key: m.ShardingKey, done: done}:
+	case <-ctx.Done():
+		done(nil, ctx.Err())
+	}
+}
+
+type pendingSend struct {
+	ctx  context.Context
+	w    wire.Msg
+	key  string
+	done func(*SendResult, error)
+}
+
+type batcher struct {
+	topic string
+	ch    chan *pendingSend
+}
+
+const (
+	asyncBatch    = 256
+	asyncBytes    = 1 << 20
+	asyncInFlight = 4
+)
+
+func (p *Producer) batcherFor(topic string) *batcher {
+	p.bmu.Lock()
+	defer p.bmu.Unlock()
+	if p.closing {
+		return nil
+	}
+	if b := p.batchers[topic]; b != nil {
+		return b
+	}
+	b := &batcher{topic: topic, ch: make(chan *pendingSend, asyncBatch*asyncInFlight)}
+	p.batchers[topic] = b
 	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		r, err := p.Send(ctx, m)
-		done(r, err)
-	}()
+	go func() { defer p.wg.Done(); p.runBatcher(b) }()
+	return b
+}
+
+// runBatcher sends what is queued for a topic until the producer closes,
+// then what is left.
+func (p *Producer) runBatcher(b *batcher) {
+	sem := make(chan struct{}, asyncInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		var first *pendingSend
+		select {
+		case first = <-b.ch:
+		case <-p.stopping:
+			for {
+				select {
+				case first = <-b.ch:
+					p.flushAsync(b.topic, p.drain(b, first))
+				default:
+					return
+				}
+			}
+		}
+		batch := p.drain(b, first)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p.flushAsync(b.topic, batch)
+		}()
+	}
+}
+
+func (p *Producer) drain(b *batcher, first *pendingSend) []*pendingSend {
+	batch := []*pendingSend{first}
+	size := len(first.w.Body)
+	for len(batch) < asyncBatch && size < asyncBytes {
+		select {
+		case ps := <-b.ch:
+			batch = append(batch, ps)
+			size += len(ps.w.Body)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// flushAsync sends a batch: keyed messages grouped by their queue, the
+// rest together to one queue.
+func (p *Producer) flushAsync(topic string, batch []*pendingSend) {
+	groups := map[string][]*pendingSend{}
+	var order []string
+	for _, ps := range batch {
+		k := ps.key
+		if k != "" {
+			k = "k:" + strconv.FormatUint(uint64(keyHash(k)), 10)
+		}
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], ps)
+	}
+	for _, k := range order {
+		g := groups[k]
+		req := &wire.SendRequest{Topic: topic, Msgs: make([]wire.Msg, len(g)), AutoCreate: p.cfg.AutoCreate, Queues: p.cfg.Queues}
+		for i, ps := range g {
+			req.Msgs[i] = ps.w
+		}
+		rs, err := p.send(g[0].ctx, req, g[0].key)
+		for i, ps := range g {
+			if err != nil {
+				ps.done(nil, err)
+			} else {
+				ps.done(rs[i], nil)
+			}
+		}
+	}
+}
+
+func keyHash(k string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(k))
+	return h.Sum32()
 }
 
 // SendOneway sends without waiting for the broker (no acknowledgement, no
@@ -320,9 +470,7 @@ func (p *Producer) pick(r *route, key string, tried []string) (queueRef, bool) {
 		return queueRef{}, false
 	}
 	if key != "" {
-		h := fnv.New32a()
-		h.Write([]byte(key))
-		return qs[h.Sum32()%uint32(len(qs))], true
+		return qs[keyHash(key)%uint32(len(qs))], true
 	}
 	now := time.Now()
 	start := int(p.rr.Add(1))

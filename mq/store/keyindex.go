@@ -17,8 +17,6 @@ import (
 // KEYS): Lookup finds messages by any of them.
 const KeysProperty = "KEYS"
 
-// IDProperty is the producer's message ID, also found by Lookup.
-const IDProperty = "ID"
 
 // keyIndex finds messages by key: an append-only file of 20-byte entries
 // (hash of topic and key, commitlog offset, size), loaded into memory at
@@ -124,10 +122,7 @@ func (k *keyIndex) truncateFrom(end int64) error {
 // add indexes a message's keys (a replay of one already indexed is skipped).
 func (k *keyIndex) add(m *Message) error {
 	keys := m.Properties[KeysProperty]
-	if id := m.Properties[IDProperty]; id != "" {
-		keys += " " + id
-	}
-	if strings.TrimSpace(keys) == "" {
+	if keys == "" {
 		return nil
 	}
 	k.mu.Lock()

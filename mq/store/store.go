@@ -245,7 +245,7 @@ func (s *Store) Lookup(topic, key string, max int) ([]*Message, error) {
 		if err != nil {
 			continue // past a recovered end, or a stale entry: not this key
 		}
-		if m.Topic == topic && (hasKey(m.Properties[KeysProperty], key) || m.Properties[IDProperty] == key) {
+		if m.Topic == topic && hasKey(m.Properties[KeysProperty], key) {
 			out = append(out, m)
 		}
 	}
