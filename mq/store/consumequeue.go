@@ -23,6 +23,7 @@ type consumeQueue struct {
 	mu      sync.Mutex
 	files   map[int64]*os.File // by first queue offset
 	next    int64              // queue offset of the next entry
+	pend    []byte             // entries from next on, not yet written (see flush)
 	minOff  int64              // first queue offset still on disk
 }
 
@@ -115,29 +116,44 @@ func (q *consumeQueue) fileFor(off int64, create bool) (*os.File, error) {
 	return f, nil
 }
 
-// put records the message at queue offset off; an offset already there (a
-// replay during recovery) is skipped.
+// put adds the entry for queue offset off to the pending entries, written
+// by flush; an offset already there (a replay during recovery) is skipped.
 func (q *consumeQueue) put(off, phys int64, size int32, tag int64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if off < q.next {
+	end := q.next + int64(len(q.pend)/cqEntry)
+	if off < end {
 		return nil
 	}
-	if off > q.next {
-		return fmt.Errorf("store: consume queue %s: entry %d after %d leaves a gap", q.dir, off, q.next)
-	}
-	f, err := q.fileFor(off, true)
-	if err != nil {
-		return err
+	if off > end {
+		return fmt.Errorf("store: consume queue %s: entry %d after %d leaves a gap", q.dir, off, end)
 	}
 	var b [cqEntry]byte
 	binary.BigEndian.PutUint64(b[0:], uint64(phys))
 	binary.BigEndian.PutUint32(b[8:], uint32(size))
 	binary.BigEndian.PutUint64(b[12:], uint64(tag))
-	if _, err := f.WriteAt(b[:], (off%q.perFile)*cqEntry); err != nil {
-		return fmt.Errorf("store: consume queue write: %w", err)
+	q.pend = append(q.pend, b[:]...)
+	return nil
+}
+
+// flush writes the pending entries, one write per file they fall in, and
+// makes them readable.
+func (q *consumeQueue) flush() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.pend) > 0 {
+		f, err := q.fileFor(q.next, true)
+		if err != nil {
+			return err
+		}
+		n := min(int64(len(q.pend)/cqEntry), q.perFile-q.next%q.perFile)
+		if _, err := f.WriteAt(q.pend[:n*cqEntry], (q.next%q.perFile)*cqEntry); err != nil {
+			return fmt.Errorf("store: consume queue write: %w", err)
+		}
+		q.next += n
+		q.pend = q.pend[n*cqEntry:]
 	}
-	q.next = off + 1
+	q.pend = q.pend[:0:0]
 	return nil
 }
 

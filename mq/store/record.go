@@ -124,7 +124,11 @@ const (
 
 // peek looks at the record at the start of b (the rest of a segment) and
 // returns its kind and size, checking the CRC of a message.
-func peek(b []byte) (recordKind, int) {
+func peek(b []byte) (recordKind, int) { return peekRecord(b, true) }
+
+// peekRecord is peek, checking the CRC only when verify is set (the
+// dispatcher reads records this process just wrote).
+func peekRecord(b []byte, verify bool) (recordKind, int) {
 	if len(b) < 8 {
 		return kindEnd, 0
 	}
@@ -138,7 +142,7 @@ func peek(b []byte) (recordKind, int) {
 	case magic != magicMessage || size < headerSize+7 || size > len(b):
 		return kindBad, 0
 	}
-	if crc32.Checksum(b[12:size], crcTable) != binary.BigEndian.Uint32(b[8:]) {
+	if verify && crc32.Checksum(b[12:size], crcTable) != binary.BigEndian.Uint32(b[8:]) {
 		return kindBad, 0
 	}
 	return kindMessage, size
@@ -147,7 +151,11 @@ func peek(b []byte) (recordKind, int) {
 // decode parses a message record (whose CRC peek has checked). Every
 // length is checked against what is left, so bad input is an error, never
 // a panic or a huge allocation.
-func decode(b []byte) (*Message, error) {
+func decode(b []byte) (*Message, error) { return decodeRecord(b, true) }
+
+// decodeRecord is decode; without withBody the body is left out (for
+// indexing, which needs only the header and properties).
+func decodeRecord(b []byte, withBody bool) (*Message, error) {
 	be := binary.BigEndian
 	if len(b) < headerSize+7 || int(be.Uint32(b[0:])) != len(b) || be.Uint32(b[4:]) != magicMessage {
 		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
@@ -201,6 +209,8 @@ func decode(b []byte) (*Message, error) {
 	if bl != len(r) {
 		return nil, fmt.Errorf("%w: body length %d, %d bytes left", ErrCorrupt, bl, len(r))
 	}
-	m.Body = append([]byte(nil), r...)
+	if withBody {
+		m.Body = append([]byte(nil), r...)
+	}
 	return m, nil
 }

@@ -69,6 +69,7 @@ type Store struct {
 
 	qmu      sync.Mutex
 	queues   map[queueKey]*consumeQueue
+	touched  map[*consumeQueue]bool // queues with entries to flush (dispatcher)
 	counters map[queueKey]int64 // next queue offset to assign (under cl.mu via append)
 
 	dmu        sync.Mutex
@@ -120,7 +121,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, cl: cl, queues: map[queueKey]*consumeQueue{}, counters: map[queueKey]int64{},
+	s := &Store{cfg: cfg, log: cfg.Logger, cl: cl, queues: map[queueKey]*consumeQueue{}, touched: map[*consumeQueue]bool{}, counters: map[queueKey]int64{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.dcond = sync.NewCond(&s.dmu)
 	s.changed = make(chan struct{})
@@ -181,6 +182,9 @@ func (s *Store) recover() error {
 	}
 	from := s.readCheckpoint()
 	end, err := s.cl.recover(from, func(m *Message) error { return s.index(m) })
+	if ferr := s.flushQueues(); err == nil {
+		err = ferr
+	}
 	if err != nil {
 		return err
 	}
@@ -195,6 +199,19 @@ func (s *Store) recover() error {
 	}
 	s.dispatched = end
 	return nil
+}
+
+// flushQueues writes the entries index added (dispatcher and recovery
+// only: one goroutine).
+func (s *Store) flushQueues() error {
+	var errs []error
+	for q := range s.touched {
+		if err := q.flush(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(s.touched, q)
+	}
+	return errors.Join(errs...)
 }
 
 // queue returns the consume queue of k, creating it.
@@ -223,6 +240,7 @@ func (s *Store) index(m *Message) error {
 	if err := q.put(m.QueueOffset, m.Offset, m.Size, tagHash(m.Properties)); err != nil {
 		return err
 	}
+	s.touched[q] = true
 	return s.keys.add(m)
 }
 
@@ -390,6 +408,9 @@ func (s *Store) dispatch() error {
 		return nil
 	}
 	pos, err := s.cl.scan(from, end, s.index)
+	if ferr := s.flushQueues(); err == nil {
+		err = ferr
+	}
 	s.dmu.Lock()
 	if pos > s.dispatched {
 		close(s.changed)
