@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
@@ -90,14 +91,44 @@ func (c *Client) CreateTopic(ctx context.Context, name string, queues int, order
 	if err := wire.ValidName(name, false); err != nil {
 		return fmt.Errorf("mq: topic %w", err)
 	}
-	err := c.eachBroker(ctx, brokers, func(_ wire.BrokerInfo, cl *rpc.Client) error {
+	var made []string
+	err := c.eachBroker(ctx, brokers, func(b wire.BrokerInfo, cl *rpc.Client) error {
 		_, err := rpc.Call[wire.TopicConfig](ctx, cl, wire.MethodCreateTopic, &wire.TopicConfig{Name: name, Queues: queues, Order: order}, rpc.Idempotent())
+		if err == nil {
+			made = append(made, b.Name)
+		}
 		return err
 	})
-	c.mu.Lock()
-	delete(c.routes, name)
-	c.mu.Unlock()
+	// Brokers register the new topic with the name service on their own;
+	// return once it routes, so a send right after finds it.
+	for deadline := time.Now().Add(5 * time.Second); len(made) > 0 && time.Now().Before(deadline); {
+		r, rerr := c.route(ctx, name, true)
+		if rerr == nil && routesAll(r, made) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	return err
+}
+
+func routesAll(r *route, brokers []string) bool {
+	for _, b := range brokers {
+		found := false
+		for _, q := range r.queues {
+			if q.Broker == b {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // DeleteTopic deletes a topic from every broker holding it.

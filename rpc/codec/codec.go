@@ -5,6 +5,7 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -113,11 +114,17 @@ func (msgpackCodec) ID() uint8    { return IDMsgpack }
 func (msgpackCodec) Name() string { return "msgpack" }
 
 func (msgpackCodec) Append(dst []byte, v any) ([]byte, error) {
-	b, err := msgpack.Marshal(v)
+	// Encode straight onto dst with a pooled encoder: no intermediate
+	// buffer to allocate and copy.
+	buf := bytes.NewBuffer(dst)
+	enc := msgpack.GetEncoder()
+	enc.Reset(buf)
+	err := enc.Encode(v)
+	msgpack.PutEncoder(enc)
 	if err != nil {
 		return dst, fmt.Errorf("codec msgpack: %w", err)
 	}
-	return append(dst, b...), nil
+	return buf.Bytes(), nil
 }
 
 func (msgpackCodec) Unmarshal(data []byte, v any) error {
