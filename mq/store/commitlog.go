@@ -276,9 +276,19 @@ func (c *commitLog) end() int64 {
 }
 
 // flush syncs everything appended so far and reports the flushed offset.
-func (c *commitLog) flush() (int64, error) {
+func (c *commitLog) flush() (int64, error) { return c.flushTo(false) }
+
+// flushTo syncs what was appended; with wholePages it stops at the last
+// whole page. The async flusher uses that: syncing the page appends are
+// still filling would make the next append wait for the disk (a page
+// under writeback cannot be written), a stall of milliseconds for every
+// producer; that page goes out with the next flush.
+func (c *commitLog) flushTo(wholePages bool) (int64, error) {
 	c.mu.Lock()
 	to := c.wrote
+	if wholePages {
+		to &^= 4095
+	}
 	var segs []*segment
 	for _, s := range c.segs {
 		if s.start+int64(c.size) > c.flushedLocked() && s.start < to {

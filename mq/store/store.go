@@ -446,7 +446,7 @@ func (s *Store) flushLoop() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if _, err := s.cl.flush(); err != nil {
+			if _, err := s.cl.flushTo(true); err != nil {
 				s.log.Error("store: commitlog flush failed", "err", err)
 			}
 		}
