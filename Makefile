@@ -34,6 +34,7 @@ bench:
 	$(GO) run ./bench/rpc -quick
 	$(GO) run ./bench/registry -quick
 	$(GO) run ./bench/job -quick
+	$(GO) run ./bench/mq -quick
 
 fuzz:
 	$(GO) test ./rpc -run '^$$' -fuzz FuzzFrame -fuzztime 30s
@@ -41,5 +42,7 @@ fuzz:
 	$(GO) test ./registry -run '^$$' -fuzz FuzzGossipMessage -fuzztime 30s
 	$(GO) test ./job -run '^$$' -fuzz FuzzJobJSON -fuzztime 30s
 	$(GO) test ./mq/store -run '^$$' -fuzz FuzzRecord -fuzztime 30s
+	$(GO) test ./mq/wire -run '^$$' -fuzz FuzzSendRequest -fuzztime 30s
+	$(GO) test ./mq/wire -run '^$$' -fuzz FuzzParseID -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s
