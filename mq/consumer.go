@@ -67,7 +67,11 @@ type Consumer struct {
 	members    []string
 	epoch      int64
 	epochKnown bool
-	started    bool
+	// local caches how far each queue (by broker name, not address) was
+	// consumed, so a queue that moves to the broker's slave, or back, goes
+	// on from here even if the other side has not heard the last commit.
+	local   map[localKey]int64
+	started bool
 
 	tasks  chan task
 	ctx    context.Context
@@ -84,6 +88,11 @@ type subscription struct {
 type pqKey struct {
 	topic string
 	queueRef
+}
+
+type localKey struct {
+	topic, broker string
+	queue         uint32
 }
 
 type task struct {
@@ -164,7 +173,7 @@ func (c *Client) NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.LongPoll <= 0 {
 		cfg.LongPoll = 15 * time.Second
 	}
-	return &Consumer{c: c, cfg: cfg, subs: map[string]*subscription{}, owned: map[pqKey]*processQueue{}}, nil
+	return &Consumer{c: c, cfg: cfg, subs: map[string]*subscription{}, owned: map[pqKey]*processQueue{}, local: map[localKey]int64{}}, nil
 }
 
 // Subscribe consumes topic's messages with one of tags (all when none)
@@ -353,6 +362,9 @@ func (cs *Consumer) rebalance(ctx context.Context) {
 		return // no broker answered: keep what we have
 	}
 	reset := cs.epochKnown && epoch > cs.epoch
+	if reset {
+		clear(cs.local)
+	}
 	if epoch > cs.epoch || !cs.epochKnown {
 		cs.epoch, cs.epochKnown = max(epoch, 0), ok
 	}
@@ -463,11 +475,17 @@ func (cs *Consumer) addQueues(ctx context.Context, keys []pqKey, subs map[pqKey]
 			continue // next rebalance tries again
 		}
 		start := rep.Offsets[k.Queue].Offset
+		cs.mu.Lock()
+		local, haveLocal := cs.local[localKey{k.topic, k.Broker, k.Queue}]
+		cs.mu.Unlock()
 		if start < 0 || cs.cfg.Broadcast {
 			start = rep.Min[k.Queue]
 			if cs.cfg.FromLatest {
 				start = rep.Max[k.Queue]
 			}
+		}
+		if haveLocal && local > start && local <= rep.Max[k.Queue] {
+			start = local // the broker has not heard our last commit (a failover)
 		}
 		pctx, cancel := context.WithCancel(cs.ctx)
 		pq := &processQueue{key: k, sub: subs[k], ctx: pctx, cancel: cancel, next: start, committed: start, inflight: map[int64]bool{}}
@@ -841,6 +859,11 @@ func (cs *Consumer) commit(ctx context.Context, pqs []*processQueue) {
 			cs.c.log.Warn("mq: committing offsets failed", "broker", addr, "err", err)
 		}
 	}
+	cs.mu.Lock()
+	for i, pq := range changed {
+		cs.local[localKey{pq.key.topic, pq.key.Broker, pq.key.Queue}] = values[i]
+	}
+	cs.mu.Unlock()
 	for i, pq := range changed {
 		if !failed[pq.key.Addr] {
 			pq.mu.Lock()

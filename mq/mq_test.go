@@ -44,10 +44,10 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) addBroker(name string, mod func(*broker.Config)) *broker.Broker {
 	e.t.Helper()
-	return e.openBroker(name, filepath.Join(e.t.TempDir(), name), mod)
+	return e.openBroker(name, filepath.Join(e.t.TempDir(), name), "127.0.0.1:0", mod)
 }
 
-func (e *env) openBroker(name, dir string, mod func(*broker.Config)) *broker.Broker {
+func (e *env) openBroker(name, dir, addr string, mod func(*broker.Config)) *broker.Broker {
 	e.t.Helper()
 	cfg := broker.Config{Name: name, Dir: dir, Store: store.Config{SegmentSize: 4 << 20},
 		AutoCreate: true, DelayLevels: fastLevels(), RegisterInterval: 200 * time.Millisecond,
@@ -64,7 +64,7 @@ func (e *env) openBroker(name, dir string, mod func(*broker.Config)) *broker.Bro
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 
 // startNames creates the MQ name service (served on the RPC listener).
 func (s *Server) startNames() {
-	s.names = names.New(0)
+	s.names = names.New(s.cfg.MQNameTTL)
 }
 
 // startBroker runs the in-process MQ broker on Config.BrokerAddr, with its

@@ -97,6 +97,9 @@ type Config struct {
 	BrokerFlush        string
 	BrokerSegmentSize  int
 	BrokerNoAutoCreate bool
+	// MQNameTTL is how long the name service keeps a broker that stopped
+	// registering (default 30 s; brokers register every 10 s).
+	MQNameTTL time.Duration
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string

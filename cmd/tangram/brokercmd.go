@@ -40,11 +40,12 @@ func newLogger(format, level string) (*slog.Logger, error) {
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var (
-		listen, advertise, name, dir, servers, flush, levels, logFormat, logLevel string
-		segment, maxBody                                                          int
-		autoCreate                                                                bool
-		retainAge                                                                 time.Duration
-		retainBytes                                                               int64
+		listen, advertise, name, dir, servers, flush, levels, logFormat, logLevel, master string
+		syncReplicas                                                                      bool
+		segment, maxBody                                                                  int
+		autoCreate                                                                        bool
+		retainAge                                                                         time.Duration
+		retainBytes                                                                       int64
 	)
 	cmd := &cobra.Command{
 		Use:   "broker",
@@ -86,6 +87,7 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 				conns = append(conns, c)
 			}
 			b, err := broker.Open(broker.Config{
+				Master: master, Token: token, SyncReplicas: syncReplicas,
 				Name: name, Dir: dir, AutoCreate: autoCreate, MaxBody: maxBody, DelayLevels: dls, Advertise: advertise, Logger: log,
 				Store: store.Config{SegmentSize: segment, Flush: flush, RetainAge: retainAge, RetainBytes: retainBytes},
 				Authenticate: func(ctx context.Context, tok string) (*auth.Principal, error) {
@@ -143,6 +145,8 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 	f.StringVar(&levels, "delay-levels", "", "delay levels, e.g. \"1s 5s 10s 30s 1m\" (default RocketMQ's 18, 1s … 2h)")
 	f.DurationVar(&retainAge, "retain", 72*time.Hour, "delete commitlog files older than this")
 	f.Int64Var(&retainBytes, "retain-bytes", 0, "delete the oldest commitlog files beyond this size (0: no limit)")
+	f.StringVar(&master, "master", "", "run as a slave of the broker at this address (same --name and --segment-size): replicate it, serve reads while it is down")
+	f.BoolVar(&syncReplicas, "sync-replicas", false, "acknowledge a send only once a slave has stored it (on a master)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

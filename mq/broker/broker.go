@@ -75,6 +75,17 @@ type Config struct {
 	// every RegisterInterval (default 10 s) and after topic changes.
 	Register         func(ctx context.Context, info wire.BrokerInfo) error
 	RegisterInterval time.Duration
+	// Master, when set, makes this broker a slave of the broker at that
+	// address (same Name): it replicates the master's commitlog, topics and
+	// offsets, serves reads while the master is down, and refuses writes.
+	// Token authenticates it to the master (admin).
+	Master string
+	Token  string
+	// SyncReplicas makes a master acknowledge a send only once a slave has
+	// stored it (ReplicaTimeout, default 3 s); without a slave in sync,
+	// sends fail as busy (the message stays on the master).
+	SyncReplicas   bool
+	ReplicaTimeout time.Duration
 	// Advertise is the address clients dial (default: the listener's).
 	Advertise string
 	Logger    *slog.Logger
@@ -96,6 +107,7 @@ type Broker struct {
 	consumers *consumerTable
 	delay     *delayService
 	tx        *txService
+	repl      *replication
 
 	inflight  atomic.Int64
 	putStart  atomic.Int64 // unix ns a store call began, 0 when none is running
@@ -151,6 +163,12 @@ func Open(cfg Config) (*Broker, error) {
 	if cfg.BusyAfter <= 0 {
 		cfg.BusyAfter = time.Second
 	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = 3 * time.Second
+	}
+	if cfg.Master != "" && cfg.SyncReplicas {
+		return nil, errors.New("broker: SyncReplicas is a master's setting; this broker is a slave (Master is set)")
+	}
 	if cfg.RegisterInterval <= 0 {
 		cfg.RegisterInterval = 10 * time.Second
 	}
@@ -161,7 +179,7 @@ func Open(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, topics: map[string]*wire.TopicConfig{}, regKick: make(chan struct{}, 1),
-		stop: make(chan struct{}), metrics: newMetrics()}
+		stop: make(chan struct{}), metrics: newMetrics(), repl: newReplication()}
 	if err := b.loadTopics(); err != nil {
 		return nil, err
 	}
@@ -218,8 +236,12 @@ func (b *Broker) Serve(ln net.Listener) error {
 			b.log.Error("broker: serving stopped", "err", err)
 		}
 	}()
-	b.start(b.delay.run, b.tx.run, b.flushLoop, b.registerLoop, b.retentionLoop)
-	b.log.Info("broker serving", "name", b.cfg.Name, "addr", adv, "flush", b.st.Flush())
+	if b.isSlave() {
+		b.start(b.replicaLoop, b.flushLoop, b.registerLoop, b.retentionLoop)
+	} else {
+		b.start(b.delay.run, b.tx.run, b.flushLoop, b.registerLoop, b.retentionLoop)
+	}
+	b.log.Info("broker serving", "name", b.cfg.Name, "addr", adv, "flush", b.st.Flush(), "master", b.cfg.Master)
 	return nil
 }
 
@@ -242,7 +264,7 @@ func (b *Broker) Close() error {
 			b.srv.Close()
 		}
 		b.wg.Wait()
-		err = errors.Join(b.offsets.flush(), b.delay.save(), b.st.Close())
+		err = errors.Join(b.offsets.flush(), b.delay.save(), b.tx.save(), b.st.Close())
 	})
 	return err
 }
@@ -401,6 +423,9 @@ func (b *Broker) info() wire.BrokerInfo {
 	b.tmu.RLock()
 	defer b.tmu.RUnlock()
 	in := wire.BrokerInfo{Name: b.cfg.Name, Addr: b.Addr(), Role: "master", AutoCreate: b.cfg.AutoCreate}
+	if b.isSlave() {
+		in.Role, in.Master, in.AutoCreate = "slave", b.cfg.Master, false
+	}
 	for _, t := range b.topics {
 		in.Topics = append(in.Topics, *t)
 	}

@@ -324,3 +324,45 @@ func (c *consumerTable) unlock(group, client, topic string, queues []uint32) {
 		}
 	}
 }
+
+// snapshot returns every group's offsets and epoch.
+func (t *offsetTable) snapshot() []wire.GroupOffsets {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]wire.GroupOffsets, 0, len(t.m))
+	for g, m := range t.m {
+		gofs := wire.GroupOffsets{Group: g, Epoch: t.epoch[g]}
+		for k, o := range m {
+			gofs.Offsets = append(gofs.Offsets, wire.QueueOffset{Topic: k.topic, Queue: k.queue, Offset: o})
+		}
+		out = append(out, gofs)
+	}
+	return out
+}
+
+// merge folds in another broker's offsets (master and slave exchange
+// theirs): a newer epoch (a reset) replaces a group's offsets; within the
+// same epoch each queue keeps the larger offset, so consumers that moved
+// on at one side never go back at the other.
+func (t *offsetTable) merge(gs []wire.GroupOffsets) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, g := range gs {
+		cur := t.m[g.Group]
+		switch {
+		case g.Epoch < t.epoch[g.Group]:
+			continue
+		case g.Epoch > t.epoch[g.Group] || cur == nil:
+			cur = map[qkey]int64{}
+			t.m[g.Group] = cur
+			t.epoch[g.Group] = g.Epoch
+		}
+		for _, o := range g.Offsets {
+			k := qkey{o.Topic, o.Queue}
+			if v, ok := cur[k]; !ok || o.Offset > v {
+				cur[k] = o.Offset
+				t.dirty = true
+			}
+		}
+	}
+}

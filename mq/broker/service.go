@@ -64,8 +64,12 @@ func (b *Broker) newRPCServer() (*rpc.Server, error) {
 		rpc.Handle(srv, wire.MethodRetry, b.handleRetry),
 		rpc.Handle(srv, wire.MethodEndTx, b.handleEndTx),
 		rpc.HandleStream(srv, wire.MethodTxChecks, b.handleTxChecks),
+		rpc.HandleStream(srv, wire.MethodReplicate, b.handleReplicate),
 		rpc.Handle(srv, wire.MethodCreateTopic, func(ctx context.Context, req *wire.TopicConfig) (*wire.TopicConfig, error) {
 			if err := authz(ctx, auth.PermEdit, req.Name); err != nil {
+				return nil, err
+			}
+			if err := b.refuseOnSlave("creating a topic"); err != nil {
 				return nil, err
 			}
 			t, err := b.CreateTopic(*req)
@@ -73,6 +77,9 @@ func (b *Broker) newRPCServer() (*rpc.Server, error) {
 		}),
 		rpc.Handle(srv, wire.MethodDeleteTopic, func(ctx context.Context, req *wire.NameRequest) (*wire.NameRequest, error) {
 			if err := authz(ctx, auth.PermAdmin, req.Name); err != nil {
+				return nil, err
+			}
+			if err := b.refuseOnSlave("deleting a topic"); err != nil {
 				return nil, err
 			}
 			return req, rpcError(b.DeleteTopic(req.Name))
@@ -167,6 +174,9 @@ func (b *Broker) handleSend(ctx context.Context, req *wire.SendRequest) (*wire.S
 	if err := authz(ctx, auth.PermEdit, req.Topic); err != nil {
 		return nil, err
 	}
+	if err := b.refuseOnSlave("a send"); err != nil {
+		return nil, err
+	}
 	rep, err := b.Send(req)
 	return rep, rpcError(err)
 }
@@ -217,6 +227,12 @@ func (b *Broker) Send(req *wire.SendRequest) (*wire.SendReply, error) {
 	b.observePut(start, len(ms), bytes)
 	if err != nil {
 		return nil, fmt.Errorf("broker: storing: %w", err)
+	}
+	if b.cfg.SyncReplicas {
+		last := ms[len(ms)-1]
+		if err := b.repl.wait(last.Offset+int64(last.Size), b.cfg.ReplicaTimeout); err != nil {
+			return nil, err
+		}
 	}
 	rep := &wire.SendReply{Queue: uint32(q), IDs: make([]string, len(ms))}
 	for i, m := range ms {
@@ -434,8 +450,10 @@ func (b *Broker) handleHeartbeat(ctx context.Context, req *wire.HeartbeatRequest
 	}
 	// The group's retry topic exists before its first failure, so its
 	// consumers route it from the start (RocketMQ does the same).
-	if err := b.ensureSystemTopic(wire.RetryTopic(req.Group)); err != nil {
-		return nil, rpcError(err)
+	if !b.isSlave() {
+		if err := b.ensureSystemTopic(wire.RetryTopic(req.Group)); err != nil {
+			return nil, rpcError(err)
+		}
 	}
 	return &wire.HeartbeatReply{Clients: b.consumers.beat(req.Group, req.Client, req.Topics, time.Now()),
 		Epoch: b.offsets.groupEpoch(req.Group)}, nil
@@ -457,6 +475,9 @@ func (b *Broker) handleLock(ctx context.Context, req *wire.LockRequest) (*wire.L
 // --- retry and dead letters ---
 
 func (b *Broker) handleRetry(ctx context.Context, req *wire.RetryRequest) (*wire.RetryReply, error) {
+	if err := b.refuseOnSlave("a retry"); err != nil {
+		return nil, err
+	}
 	if err := wire.ValidName(req.Group, false); err != nil {
 		return nil, rpcError(err)
 	}

@@ -133,6 +133,9 @@ func (t *txService) writeOp(half int64, outcome, movedTo string) error {
 }
 
 func (b *Broker) handleEndTx(ctx context.Context, req *wire.EndTxRequest) (*wire.NameRequest, error) {
+	if err := b.refuseOnSlave("ending a transaction"); err != nil {
+		return nil, err
+	}
 	name, off, size, err := wire.ParseID(req.ID)
 	if err != nil {
 		return nil, rpcError(err)

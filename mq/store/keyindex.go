@@ -17,7 +17,6 @@ import (
 // KEYS): Lookup finds messages by any of them.
 const KeysProperty = "KEYS"
 
-
 // keyIndex finds messages by key: an append-only file of 20-byte entries
 // (hash of topic and key, commitlog offset, size), loaded into memory at
 // open. Hash collisions are resolved by reading the message and checking.

@@ -70,7 +70,7 @@ type Store struct {
 	qmu      sync.Mutex
 	queues   map[queueKey]*consumeQueue
 	touched  map[*consumeQueue]bool // queues with entries to flush (dispatcher)
-	counters map[queueKey]int64 // next queue offset to assign (under cl.mu via append)
+	counters map[queueKey]int64     // next queue offset to assign (under cl.mu via append)
 
 	dmu        sync.Mutex
 	dispatched int64 // commitlog offset indexed so far

@@ -381,3 +381,55 @@ func TestLookupByKey(t *testing.T) {
 		t.Fatalf("reused key: %v", got)
 	}
 }
+
+func TestReplicateRaw(t *testing.T) {
+	master, err := Open(Config{Dir: t.TempDir(), SegmentSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	slave, err := Open(Config{Dir: t.TempDir(), SegmentSize: 64 << 10, Flush: FlushSync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	for i := range 500 {
+		if err := master.Put(&Message{Topic: "t", QueueID: uint32(i % 3), Body: bytes.Repeat([]byte{byte(i)}, 300+i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pos int64
+	for pos < master.End() {
+		data, next, err := master.ReadRaw(pos, 8<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next == pos {
+			t.Fatalf("no progress at %d", pos)
+		}
+		if err := slave.AppendRaw(pos, data); err != nil {
+			t.Fatal(err)
+		}
+		pos = next
+	}
+	if slave.End() != master.End() {
+		t.Fatalf("slave ends at %d, master at %d", slave.End(), master.End())
+	}
+	slave.WaitIndexed()
+	for q := uint32(0); q < 3; q++ {
+		ms, _, err := slave.Get("t", q, 0, 1000)
+		if err != nil || int64(len(ms)) != master.MaxOffset("t", q) {
+			t.Fatalf("queue %d: %d on the slave, %d on the master (%v)", q, len(ms), master.MaxOffset("t", q), err)
+		}
+	}
+	// Out of place, or corrupt, data is refused.
+	data, _, _ := master.ReadRaw(0, 4096)
+	if err := slave.AppendRaw(0, data); err == nil {
+		t.Fatal("data at a wrong offset accepted")
+	}
+	bad := append([]byte(nil), data...)
+	bad[len(bad)/2] ^= 0xff
+	if err := slave.AppendRaw(slave.End(), bad); err == nil {
+		t.Fatal("corrupt data accepted")
+	}
+}

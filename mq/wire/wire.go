@@ -32,6 +32,8 @@ const (
 	MethodGroups      = "tangram.MQ/Groups"
 	MethodResetOffset = "tangram.MQ/ResetOffset"
 
+	MethodReplicate = "tangram.MQ/Replicate"
+
 	MethodRegisterBroker = "tangram.MQNames/Register"
 	MethodRoute          = "tangram.MQNames/Route"
 	MethodBrokers        = "tangram.MQNames/Brokers"
@@ -438,4 +440,32 @@ func ParseID(id string) (broker string, offset int64, size int32, err error) {
 		return "", 0, 0, fmt.Errorf("%w message ID %.80q: bad offset or size", ErrInvalid, id)
 	}
 	return broker, int64(off), int32(sz), nil
+}
+
+// GroupOffsets is one group's committed offsets, for replication.
+type GroupOffsets struct {
+	Group   string        `msgpack:"group"`
+	Epoch   int64         `msgpack:"epoch"`
+	Offsets []QueueOffset `msgpack:"offsets"`
+}
+
+// ReplAck flows from a slave to its master: the first names where the
+// slave's commitlog ends (From) and its segment size; later ones confirm
+// how far it has stored (Acked) and carry the offsets consumers committed
+// on the slave while the master was away.
+type ReplAck struct {
+	From        int64          `msgpack:"from"`
+	SegmentSize int            `msgpack:"seg,omitempty"`
+	Acked       int64          `msgpack:"acked"`
+	Offsets     []GroupOffsets `msgpack:"offsets,omitempty"`
+}
+
+// ReplFrame flows from a master to a slave: commitlog records at Offset,
+// and now and then the topic table and the groups' offsets.
+type ReplFrame struct {
+	Offset  int64          `msgpack:"offset"`
+	Data    []byte         `msgpack:"data,omitempty"`
+	Topics  []TopicConfig  `msgpack:"topics,omitempty"`
+	Offsets []GroupOffsets `msgpack:"offsets,omitempty"`
+	Meta    bool           `msgpack:"meta,omitempty"` // Topics and Offsets are set
 }
