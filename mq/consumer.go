@@ -644,7 +644,7 @@ func (cs *Consumer) run(m *Message, pq *processQueue) (err error) {
 			err = fmt.Errorf("mq: handler panicked: %v", r)
 		}
 	}()
-	return h(cs.ctx, m)
+	return h(handlerContext(cs.ctx, m), m)
 }
 
 func (cs *Consumer) worker() {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
@@ -656,4 +658,51 @@ func TestSendAsyncBatchesAndCloseFlushes(t *testing.T) {
 		return nil
 	})
 	waitFor(t, 20*time.Second, "all async messages", func() bool { return got.distinct() == n })
+}
+
+func TestBroadcastAndTraceContext(t *testing.T) {
+	e := newEnv(t)
+	e.addBroker("b1", nil)
+	c1, c2 := e.client(), e.client()
+	ctx := ctxT(t, 30*time.Second)
+	if err := c1.CreateTopic(ctx, "config-changed", 2, false); err != nil {
+		t.Fatal(err)
+	}
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	var mu sync.Mutex
+	got := map[string]int{}
+	var badCtx []string
+	h := func(who string) mq.Handler {
+		return func(ctx context.Context, m *mq.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got[who]++
+			if trace.SpanContextFromContext(ctx).TraceID() != tid || rpc.Outgoing(ctx)[rpc.MetaXID] != "gx-42" {
+				badCtx = append(badCtx, who)
+			}
+			return nil
+		}
+	}
+	startConsumer(t, c1, mq.ConsumerConfig{Group: "all", Broadcast: true}, "config-changed", nil, h("a"))
+	startConsumer(t, c2, mq.ConsumerConfig{Group: "all", Broadcast: true}, "config-changed", nil, h("b"))
+	time.Sleep(300 * time.Millisecond)
+	sctx := trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+	sctx = rpc.WithOutgoing(sctx, rpc.MetaXID, "gx-42")
+	p := e.producer(c1, mq.ProducerConfig{})
+	for i := range 20 {
+		if _, err := p.Send(sctx, &mq.Message{Topic: "config-changed", Body: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "both members get every message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got["a"] == 20 && got["b"] == 20
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(badCtx) > 0 {
+		t.Fatalf("handlers without the producer's trace context or xid: %d", len(badCtx))
+	}
 }

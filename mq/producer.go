@@ -49,7 +49,7 @@ type Message struct {
 // Prop returns a property.
 func (m *Message) Prop(k string) string { return m.Props[k] }
 
-func (m *Message) wire(now int64) (wire.Msg, error) {
+func (m *Message) wire(ctx context.Context, now int64) (wire.Msg, error) {
 	if m.Topic == "" {
 		return wire.Msg{}, errors.New("mq: message without a topic")
 	}
@@ -70,6 +70,7 @@ func (m *Message) wire(now int64) (wire.Msg, error) {
 	if !m.DeliverAt.IsZero() {
 		p[wire.PropDeliverAt] = strconv.FormatInt(m.DeliverAt.UnixMilli(), 10)
 	}
+	injectContext(ctx, p)
 	return wire.Msg{Props: p, Body: m.Body, BornAt: now}, nil
 }
 
@@ -200,7 +201,7 @@ func (p *Producer) SendBatch(ctx context.Context, ms []*Message) ([]*SendResult,
 		if m.Topic != topic {
 			return nil, fmt.Errorf("mq: a batch is one topic's: %q and %q", topic, m.Topic)
 		}
-		w, err := m.wire(now)
+		w, err := m.wire(ctx, now)
 		if err != nil {
 			return nil, err
 		}
@@ -216,7 +217,7 @@ func (p *Producer) SendBatch(ctx context.Context, ms []*Message) ([]*SendResult,
 // without a linger delay. Order across SendAsync calls is not kept: send
 // ordered streams with Send.
 func (p *Producer) SendAsync(ctx context.Context, m *Message, done func(*SendResult, error)) {
-	w, err := m.wire(time.Now().UnixMilli())
+	w, err := m.wire(ctx, time.Now().UnixMilli())
 	if err != nil {
 		done(nil, err)
 		return
@@ -357,7 +358,7 @@ func keyHash(k string) uint32 {
 // SendOneway sends without waiting for the broker (no acknowledgement, no
 // retry: the fastest, and may lose the message).
 func (p *Producer) SendOneway(ctx context.Context, m *Message) error {
-	w, err := m.wire(time.Now().UnixMilli())
+	w, err := m.wire(ctx, time.Now().UnixMilli())
 	if err != nil {
 		return err
 	}
