@@ -7,6 +7,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/job"
+	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/registry"
 )
 
@@ -37,10 +39,12 @@ var staticFS embed.FS
 
 // Config wires the console to the services it shows.
 type Config struct {
-	Auth          *auth.Service
-	Config        *config.Server
-	Registry      *registry.Registry // optional: the registry pages
-	Jobs          *job.Scheduler     // optional: the job pages
+	Auth     *auth.Service
+	Config   *config.Server
+	Registry *registry.Registry // optional: the registry pages
+	Jobs     *job.Scheduler     // optional: the job pages
+	// MQ, optional, returns the platform's MQ client (the message queue pages).
+	MQ            func(ctx context.Context) (*mq.Client, error)
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -93,12 +97,12 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Console{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{},
-		nav: []NavLink{{"/config", "Config"}, {"/registry", "Registry"}, {"/jobs", "Jobs"}, {"/users", "Users"}, {"/audit", "Audit"}}}
+		nav: []NavLink{{"/config", "Config"}, {"/registry", "Registry"}, {"/jobs", "Jobs"}, {"/mq", "MQ"}, {"/users", "Users"}, {"/audit", "Audit"}}}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -124,6 +128,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerConfig(mux)
 	c.registerRegistry(mux)
 	c.registerJobs(mux)
+	c.registerMQ(mux)
 }
 
 type view struct {

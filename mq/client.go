@@ -148,7 +148,9 @@ func (c *Client) route(ctx context.Context, topic string, refresh bool) (*route,
 	c.mu.Lock()
 	r := c.routes[topic]
 	c.mu.Unlock()
-	if r != nil && !refresh && time.Since(r.fetched) < c.cfg.RouteRefresh {
+	// A route without queues (a topic not created yet, or not registered
+	// yet) is asked again after a second rather than RouteRefresh.
+	if r != nil && !refresh && time.Since(r.fetched) < c.cfg.RouteRefresh && (len(r.queues) > 0 || time.Since(r.fetched) < time.Second) {
 		return r, nil
 	}
 	rep, err := rpc.Call[wire.RouteReply](ctx, c.names, wire.MethodRoute, &wire.RouteRequest{Topic: topic}, rpc.Idempotent())

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/mq/store"
@@ -75,6 +79,33 @@ func sanitizeName(h string) string {
 		return "local"
 	}
 	return sb.String()
+}
+
+// serviceToken derives the platform's own token from the secret key, so
+// every server of a cluster has the same one.
+func serviceToken(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("tangram platform service token v1"))
+	return auth.TokenPrefix + "svc_" + hex.EncodeToString(m.Sum(nil))
+}
+
+// mqClient is the platform's own MQ client (the console's view of topics,
+// groups and brokers), made on first use.
+func (s *Server) mqClient(ctx context.Context) (*mq.Client, error) {
+	s.mqMu.Lock()
+	defer s.mqMu.Unlock()
+	if s.mqc != nil {
+		return s.mqc, nil
+	}
+	if s.RPCAddr() == "" {
+		return nil, fmt.Errorf("server: the MQ console needs the RPC listener")
+	}
+	c, err := mq.NewClient(ctx, mq.Config{Servers: s.RPCAddr(), Token: s.svcToken, Logger: s.log.With("component", "mq-client")})
+	if err != nil {
+		return nil, err
+	}
+	s.mqc = c
+	return c, nil
 }
 
 // PrincipalReply answers tangram.Platform/Principal: the caller's identity

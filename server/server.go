@@ -29,6 +29,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/job"
+	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/registry"
@@ -148,6 +149,9 @@ type Server struct {
 	jobs     *job.Scheduler
 	names    *names.Table
 	broker   *broker.Broker
+	svcToken string
+	mqMu     sync.Mutex
+	mqc      *mq.Client
 	httpSrv  *http.Server
 	ln       net.Listener
 	rpc      *rpc.Server
@@ -209,6 +213,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	s.svcToken = serviceToken(key)
+	s.auth.SetServiceToken(s.svcToken)
 	cipher, err := config.NewCipher(key)
 	if err != nil {
 		return err
@@ -412,6 +418,12 @@ func (s *Server) closeComponents() {
 	if s.jobs != nil {
 		_ = s.jobs.Close()
 	}
+	s.mqMu.Lock()
+	if s.mqc != nil {
+		_ = s.mqc.Close()
+		s.mqc = nil
+	}
+	s.mqMu.Unlock()
 	if s.broker != nil {
 		_ = s.broker.Close()
 	}
@@ -445,7 +457,7 @@ func (s *Server) routes() (http.Handler, error) {
 	s.config.Register(mux, s.auth.Require)
 	s.registry.Mount(mux, s.auth.Require, s.log)
 	s.jobs.Mount(mux, s.auth.Require, s.log)
-	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
+	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, MQ: s.mqClient, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -209,7 +210,18 @@ type Service struct {
 	ttl   time.Duration
 
 	failures failureLog
+
+	serviceToken atomic.Pointer[string]
 }
+
+// ServicePrincipal names the platform itself when its servers call each
+// other or their brokers (the console reading broker state).
+const ServicePrincipal = "tangram-platform"
+
+// SetServiceToken sets the platform's own token: an admin credential that
+// exists in no table, derived by every server from the secret key they
+// share (so a broker may check it with any of them).
+func (s *Service) SetServiceToken(tok string) { s.serviceToken.Store(&tok) }
 
 type cachedPrincipal struct {
 	p       *Principal
@@ -635,6 +647,9 @@ func (s *Service) flush() {
 func (s *Service) AuthenticateToken(ctx context.Context, tok string) (*Principal, error) {
 	if tok == "" {
 		return nil, ErrUnauthenticated
+	}
+	if st := s.serviceToken.Load(); st != nil && subtle.ConstantTimeCompare([]byte(tok), []byte(*st)) == 1 {
+		return &Principal{Name: ServicePrincipal, Bindings: []Binding{{Role: Admin, Env: "*", App: "*", NS: "*"}}}, nil
 	}
 	h := HashToken(tok)
 	now := time.Now()

@@ -1,0 +1,162 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/mq"
+)
+
+func (c *Console) registerMQ(mux *http.ServeMux) {
+	if c.cfg.MQ == nil {
+		return
+	}
+	mux.Handle("GET /mq", c.page(c.mqPage))
+	mux.Handle("GET /mq/topics/{topic}", c.page(c.mqTopicPage))
+	mux.Handle("GET /mq/groups/{group}", c.page(c.mqGroupPage))
+	mux.Handle("POST /mq/groups/{group}/resend", c.page(c.mqResend))
+}
+
+func (c *Console) mqClient(ctx context.Context) (*mq.Client, error) {
+	cl, err := c.cfg.MQ(ctx)
+	if err != nil {
+		return nil, api.Errorf(http.StatusServiceUnavailable, "unavailable", "message queue unavailable: %v", err)
+	}
+	return cl, nil
+}
+
+// mqPage: brokers, topics with their size, groups with their lag.
+func (c *Console) mqPage(w http.ResponseWriter, r *http.Request) error {
+	if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+		return err
+	}
+	cl, err := c.mqClient(r.Context())
+	if err != nil {
+		return err
+	}
+	p := auth.FromContext(r.Context())
+	data := map[string]any{}
+	var errs []string
+	if bs, err := cl.Brokers(r.Context()); err != nil {
+		errs = append(errs, err.Error())
+	} else {
+		data["Brokers"] = bs
+	}
+	ts, err := cl.Topics(r.Context(), false)
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	var topics []mq.TopicInfo
+	for _, t := range ts {
+		if p.Can(auth.PermRead, "", t.Name, "") {
+			topics = append(topics, t)
+		}
+	}
+	data["Topics"] = topics
+	gs, err := cl.Groups(r.Context(), "")
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	var groups []mq.GroupInfo
+	for _, g := range gs {
+		if p.Can(auth.PermRead, "", g.Group, "") {
+			groups = append(groups, g)
+		}
+	}
+	data["Groups"] = groups
+	data["Errors"] = errs
+	c.render(w, r, "mq", "Message queue", data)
+	return nil
+}
+
+// mqTopicPage: a topic's queues on each broker, and look-up by key or ID.
+func (c *Console) mqTopicPage(w http.ResponseWriter, r *http.Request) error {
+	topic := r.PathValue("topic")
+	if err := auth.Check(r.Context(), auth.PermRead, "", topic, ""); err != nil {
+		return err
+	}
+	cl, err := c.mqClient(r.Context())
+	if err != nil {
+		return err
+	}
+	ts, err := cl.Topics(r.Context(), true)
+	if err != nil && len(ts) == 0 {
+		return api.Errorf(http.StatusBadGateway, "broker_error", "%v", err)
+	}
+	var info *mq.TopicInfo
+	for i := range ts {
+		if ts[i].Name == topic {
+			info = &ts[i]
+		}
+	}
+	if info == nil {
+		return api.Errorf(http.StatusNotFound, "not_found", "topic %q does not exist", topic)
+	}
+	data := map[string]any{"Topic": info, "Key": r.FormValue("key"), "ID": r.FormValue("id")}
+	if key, id := r.FormValue("key"), r.FormValue("id"); key != "" || id != "" {
+		lookTopic := topic
+		if id != "" {
+			lookTopic = ""
+		}
+		ms, err := cl.Lookup(r.Context(), lookTopic, id, key)
+		if err != nil {
+			data["LookupError"] = err.Error()
+		}
+		data["Found"] = ms
+		data["Searched"] = true
+	}
+	c.render(w, r, "mqtopic", topic, data)
+	return nil
+}
+
+// mqGroupPage: a group's members, offsets and lag, and its dead letters.
+func (c *Console) mqGroupPage(w http.ResponseWriter, r *http.Request) error {
+	group := r.PathValue("group")
+	if err := auth.Check(r.Context(), auth.PermRead, "", group, ""); err != nil {
+		return err
+	}
+	cl, err := c.mqClient(r.Context())
+	if err != nil {
+		return err
+	}
+	gs, err := cl.Groups(r.Context(), group)
+	if err != nil && len(gs) == 0 {
+		return api.Errorf(http.StatusBadGateway, "broker_error", "%v", err)
+	}
+	data := map[string]any{"Group": group}
+	if len(gs) == 1 {
+		data["Info"] = gs[0]
+	}
+	dead, err := cl.DeadLetters(r.Context(), group, 0, 100)
+	if err != nil {
+		data["DLQError"] = err.Error()
+	}
+	data["Dead"] = dead
+	data["CanResend"] = auth.FromContext(r.Context()).Can(auth.PermEdit, "", group, "")
+	c.render(w, r, "mqgroup", group, data)
+	return nil
+}
+
+// mqResend sends a dead letter back to its group.
+func (c *Console) mqResend(w http.ResponseWriter, r *http.Request) error {
+	group := r.PathValue("group")
+	if err := auth.Check(r.Context(), auth.PermEdit, "", group, ""); err != nil {
+		return err
+	}
+	cl, err := c.mqClient(r.Context())
+	if err != nil {
+		return err
+	}
+	id := r.FormValue("id")
+	if err := cl.Resend(r.Context(), group, id); err != nil {
+		back(w, r, "", "resend "+id+": "+err.Error())
+		return nil
+	}
+	c.log.Info("console: dead letter resent", "group", group, "id", id, "by", auth.FromContext(r.Context()).Name)
+	http.Redirect(w, r, "/mq/groups/"+url.PathEscape(group)+"?msg="+url.QueryEscape("resent "+id), http.StatusSeeOther)
+	return nil
+}
+
