@@ -159,4 +159,3 @@ func (c *Console) mqResend(w http.ResponseWriter, r *http.Request) error {
 	http.Redirect(w, r, "/mq/groups/"+url.PathEscape(group)+"?msg="+url.QueryEscape("resent "+id), http.StatusSeeOther)
 	return nil
 }
-
