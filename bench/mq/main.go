@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,7 @@ func main() {
 	rate := flag.Int("rate", 5000, "messages per second for end-to-end latency")
 	e2eDur := flag.Duration("e2e", 10*time.Second, "end-to-end latency run length")
 	onlyOurs := flag.Bool("ours", false, "measure Tangram only")
+	only := flag.String("case", "", "run only cases whose name contains this")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (client and broker) here")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -94,6 +96,9 @@ func main() {
 	}
 	var rows []row
 	run := func(c string, f func(s system) (result, error), ours, peer system) {
+		if *only != "" && !strings.Contains(c, *only) {
+			return
+		}
 		var r row
 		r.Case = c
 		for i := 0; i < *rounds; i++ {

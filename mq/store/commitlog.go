@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -127,10 +128,15 @@ func (c *commitLog) recover(from int64, fn func(m *Message) error) (int64, error
 			if kind == kindBad {
 				c.log.Warn("store: commitlog ends in a torn or corrupt record; truncated there", "segment", s.path, "offset", s.start+int64(off))
 			}
-			// End of data: truncate the rest.
-			clear(s.data[off:])
-			if err := s.sync(off, c.size); err != nil {
-				return 0, err
+			// End of data: zero what lies after it (a torn record, or
+			// records a machine crash left behind a hole), so no stale record
+			// comes back once appends reach it — only up to the last non-zero
+			// page, so an empty segment is not rewritten with zeros.
+			if end := lastNonZero(s.data[off:]); end > 0 {
+				clear(s.data[off : off+end])
+				if err := s.sync(off, off+end); err != nil {
+					return 0, err
+				}
 			}
 			for _, later := range c.segs[i+1:] {
 				c.log.Warn("store: removing a commitlog segment after the recovered end", "segment", later.path)
@@ -450,3 +456,18 @@ func (c *commitLog) dropOldest(keep func(first, next *segment) bool) (int64, boo
 
 // bytesLocked is the size of the segments on disk (mu held).
 func (c *commitLog) bytesLocked() int64 { return int64(len(c.segs)) * int64(c.size) }
+
+var zeroPage [4096]byte
+
+// lastNonZero returns the length of b up to the end of its last 4 KiB
+// block holding a non-zero byte (0 when b is all zeros).
+func lastNonZero(b []byte) int {
+	for end := len(b); end > 0; {
+		start := max(0, end-len(zeroPage))
+		if !bytes.Equal(b[start:end], zeroPage[:end-start]) {
+			return end
+		}
+		end = start
+	}
+	return 0
+}

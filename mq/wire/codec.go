@@ -212,3 +212,30 @@ func (r *PullReply) DecodeMsgpack(d *msgpack.Decoder) (err error) {
 	}
 	return nil
 }
+
+func propsHint(p map[string]string) int {
+	n := 1
+	for k, v := range p {
+		n += len(k) + len(v) + 4
+	}
+	return n
+}
+
+// SizeHint estimates the encoded size (the codec sizes its buffer once).
+func (r *SendRequest) SizeHint() int {
+	n := 32 + len(r.Topic)
+	for i := range r.Msgs {
+		n += 16 + len(r.Msgs[i].Body) + propsHint(r.Msgs[i].Props)
+	}
+	return n
+}
+
+// SizeHint estimates the encoded size.
+func (r *PullReply) SizeHint() int {
+	n := 40
+	for i := range r.Msgs {
+		m := &r.Msgs[i]
+		n += 48 + len(m.ID) + len(m.Topic) + len(m.Body) + propsHint(m.Props)
+	}
+	return n
+}

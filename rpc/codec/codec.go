@@ -117,6 +117,9 @@ func (msgpackCodec) Append(dst []byte, v any) ([]byte, error) {
 	// Encode straight onto dst with a pooled encoder: no intermediate
 	// buffer to allocate and copy.
 	buf := bytes.NewBuffer(dst)
+	if h, ok := v.(interface{ SizeHint() int }); ok {
+		buf.Grow(h.SizeHint()) // one allocation for a large body
+	}
 	enc := msgpack.GetEncoder()
 	enc.Reset(buf)
 	err := enc.Encode(v)
