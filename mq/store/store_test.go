@@ -433,3 +433,30 @@ func TestReplicateRaw(t *testing.T) {
 		t.Fatal("corrupt data accepted")
 	}
 }
+
+// TestAsyncFlushWindow: under async flush an acknowledged message is on
+// disk within two flush intervals, even when it is the last one (its page
+// only partly filled).
+func TestAsyncFlushWindow(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir(), SegmentSize: 1 << 20, FlushInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 30 {
+		if err := s.Put(&Message{Topic: "t", Body: bytes.Repeat([]byte{'x'}, 100+i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := s.End()
+	if end%4096 == 0 {
+		t.Fatalf("test needs a partial last page; end %d", end)
+	}
+	deadline := time.Now().Add(2*50*time.Millisecond + 200*time.Millisecond)
+	for s.Flushed() < end {
+		if time.Now().After(deadline) {
+			t.Fatalf("flushed %d of %d after two intervals", s.Flushed(), end)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
