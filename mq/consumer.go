@@ -95,9 +95,12 @@ type localKey struct {
 	queue         uint32
 }
 
+// task is a run of consecutive messages of one queue for one worker
+// (fewer hand-offs than one message each; the runs are short enough that
+// every worker has work).
 type task struct {
 	pq *processQueue
-	m  *Message
+	ms []*Message
 }
 
 // processQueue is one owned queue: what was pulled and is not yet done.
@@ -594,22 +597,30 @@ func (cs *Consumer) pull(pq *processQueue) {
 			pq.inflight[sm.QueueOffset] = true
 		}
 		pq.mu.Unlock()
+		ms := make([]*Message, len(rep.Msgs))
 		for i := range rep.Msgs {
-			m := fromStored(pq.key.Broker, &rep.Msgs[i])
-			if cs.cfg.Orderly {
+			ms[i] = fromStored(pq.key.Broker, &rep.Msgs[i])
+		}
+		if cs.cfg.Orderly {
+			for _, m := range ms {
 				select {
 				case pq.orderly <- m:
 				case <-pq.ctx.Done():
 					return
 				}
-				continue
 			}
+			continue
+		}
+		chunk := min(32, max(1, (len(ms)+cs.cfg.Concurrency-1)/cs.cfg.Concurrency))
+		for len(ms) > 0 {
+			n := min(chunk, len(ms))
 			select {
-			case cs.tasks <- task{pq, m}:
+			case cs.tasks <- task{pq, ms[:n]}:
 			case <-pq.ctx.Done():
-				pq.abandon(m.QueueOffset) // not started: the next owner gets them
+				pq.abandon(ms[0].QueueOffset) // not started: the next owner gets them
 				return
 			}
+			ms = ms[n:]
 		}
 	}
 }
@@ -621,9 +632,9 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// handlerFor finds a message's handler. The subscriptions do not change
+// after Start, so no lock is needed.
 func (cs *Consumer) handlerFor(m *Message, pq *processQueue) Handler {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
 	if s := cs.subs[m.Topic]; s != nil && s.handler != nil {
 		return s.handler
 	}
@@ -658,37 +669,48 @@ func (cs *Consumer) worker() {
 	}
 }
 
-// consume runs one message; a failure goes back through the retry topic
-// (or, if the broker cannot be told, is run again here later).
+// consume runs a task's messages in order.
 func (cs *Consumer) consume(t task) {
-	err := cs.run(t.m, t.pq)
+	for _, m := range t.ms {
+		if !cs.consumeOne(t.pq, m) {
+			return // the rest of the run was given up with this one
+		}
+	}
+}
+
+// consumeOne runs one message; a failure goes back through the retry
+// topic (or, if the broker cannot be told, is run again here later). It
+// returns false when the message and those after it were left unconsumed.
+func (cs *Consumer) consumeOne(pq *processQueue, m *Message) bool {
+	err := cs.run(m, pq)
 	if err == nil {
-		t.pq.done(t.m.QueueOffset)
-		return
+		pq.done(m.QueueOffset)
+		return true
 	}
 	if errors.Is(err, ErrNotConsumed) {
-		t.pq.abandon(t.m.QueueOffset)
+		pq.abandon(m.QueueOffset)
 		sleep(cs.ctx, 50*time.Millisecond)
-		return
+		return false
 	}
 	if cs.cfg.Broadcast {
-		cs.c.log.Warn("mq: broadcast message failed; not retried", "topic", t.m.Topic, "id", t.m.ID, "err", err)
-		t.pq.done(t.m.QueueOffset)
-		return
+		cs.c.log.Warn("mq: broadcast message failed; not retried", "topic", m.Topic, "id", m.ID, "err", err)
+		pq.done(m.QueueOffset)
+		return true
 	}
 	ctx, cancel := context.WithTimeout(cs.ctx, 5*time.Second)
 	defer cancel()
-	if rerr := cs.sendBack(ctx, t.pq.key.Addr, t.m, false); rerr != nil {
-		cs.c.log.Warn("mq: sending a failed message back failed; retrying it here", "id", t.m.ID, "err", rerr)
+	if rerr := cs.sendBack(ctx, pq.key.Addr, m, false); rerr != nil {
+		cs.c.log.Warn("mq: sending a failed message back failed; retrying it here", "id", m.ID, "err", rerr)
 		time.AfterFunc(time.Second, func() {
 			select {
-			case cs.tasks <- t:
+			case cs.tasks <- task{pq, []*Message{m}}:
 			case <-cs.ctx.Done():
 			}
 		})
-		return
+		return true
 	}
-	t.pq.done(t.m.QueueOffset)
+	pq.done(m.QueueOffset)
+	return true
 }
 
 func (cs *Consumer) sendBack(ctx context.Context, addr string, m *Message, dlq bool) error {

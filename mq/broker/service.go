@@ -386,7 +386,7 @@ func (b *Broker) Pull(ctx context.Context, req *wire.PullRequest) (*wire.PullRep
 
 func (b *Broker) stored(m *store.Message) wire.StoredMsg {
 	return wire.StoredMsg{ID: wire.FormatID(b.cfg.Name, m.Offset, m.Size), Topic: m.Topic, Queue: m.QueueID,
-		QueueOffset: m.QueueOffset, Props: m.Properties, Body: m.Body, BornAt: m.BornAt, StoredAt: m.StoredAt}
+		QueueOffset: m.QueueOffset, Props: m.Properties, Body: m.Body, BornAt: m.BornAt, StoredAt: m.StoredAt, Offset: m.Offset, Size: m.Size}
 }
 
 // --- offsets, membership, locks ---

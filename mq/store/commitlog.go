@@ -252,7 +252,11 @@ func (c *commitLog) append(m *Message, assign func(m *Message)) error {
 }
 
 // read returns the record at offset (size bytes), decoded.
-func (c *commitLog) read(offset int64, size int) (*Message, error) {
+func (c *commitLog) read(offset int64, size int) (*Message, error) { return c.readTopic(offset, size, "") }
+
+// readTopic is read for a caller that expects the topic (no allocation
+// for its name).
+func (c *commitLog) readTopic(offset int64, size int, topic string) (*Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if offset < 0 || offset+int64(size) > c.wrote {
@@ -271,7 +275,7 @@ func (c *commitLog) read(offset int64, size int) (*Message, error) {
 	if kind != kindMessage || n != size {
 		return nil, fmt.Errorf("%w: at offset %d", ErrCorrupt, offset)
 	}
-	return decode(s.data[off : off+size])
+	return decodeRecord(s.data[off:off+size], true, topic)
 }
 
 // end is the offset after the last record.
@@ -402,7 +406,7 @@ func (c *commitLog) scanRecords(from, end int64, verify bool, fn func(m *Message
 				pos = s.start + int64(c.size)
 				continue
 			case kindMessage:
-				m, err := decodeRecord(s.data[off:off+n], false)
+				m, err := decodeRecord(s.data[off:off+n], false, "")
 				if err != nil {
 					return pos, err
 				}

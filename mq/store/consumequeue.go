@@ -219,11 +219,17 @@ func (q *consumeQueue) truncateAfter(end int64) error {
 	return nil
 }
 
+// sync fsyncs the queue's files — outside the lock, so readers and the
+// dispatcher do not wait for the disk.
 func (q *consumeQueue) sync() error {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	files := make([]*os.File, 0, len(q.files))
 	for _, f := range q.files {
-		if err := f.Sync(); err != nil {
+		files = append(files, f)
+	}
+	q.mu.Unlock()
+	for _, f := range files {
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 			return fmt.Errorf("store: consume queue sync: %w", err)
 		}
 	}

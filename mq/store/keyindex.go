@@ -153,11 +153,15 @@ func (k *keyIndex) candidates(topic, key string) []cqRef {
 
 func (k *keyIndex) sync() error {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if err := k.w.Flush(); err != nil {
+	err := k.w.Flush()
+	k.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("store: key index flush: %w", err)
 	}
-	return k.f.Sync()
+	if err := k.f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 func (k *keyIndex) close() error {

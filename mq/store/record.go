@@ -151,11 +151,11 @@ func peekRecord(b []byte, verify bool) (recordKind, int) {
 // decode parses a message record (whose CRC peek has checked). Every
 // length is checked against what is left, so bad input is an error, never
 // a panic or a huge allocation.
-func decode(b []byte) (*Message, error) { return decodeRecord(b, true) }
+func decode(b []byte) (*Message, error) { return decodeRecord(b, true, "") }
 
 // decodeRecord is decode; without withBody the body is left out (for
 // indexing, which needs only the header and properties).
-func decodeRecord(b []byte, withBody bool) (*Message, error) {
+func decodeRecord(b []byte, withBody bool, topicHint string) (*Message, error) {
 	be := binary.BigEndian
 	if len(b) < headerSize+7 || int(be.Uint32(b[0:])) != len(b) || be.Uint32(b[4:]) != magicMessage {
 		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
@@ -168,7 +168,12 @@ func decodeRecord(b []byte, withBody bool) (*Message, error) {
 	if tl == 0 || tl > len(r) {
 		return nil, fmt.Errorf("%w: topic length %d", ErrCorrupt, tl)
 	}
-	m.Topic, r = string(r[:tl]), r[tl:]
+	if string(r[:tl]) == topicHint {
+		m.Topic = topicHint // no allocation when the caller knows it
+	} else {
+		m.Topic = string(r[:tl])
+	}
+	r = r[tl:]
 	if len(r) < 2 {
 		return nil, fmt.Errorf("%w: truncated properties", ErrCorrupt)
 	}
@@ -188,7 +193,7 @@ func decodeRecord(b []byte, withBody bool) (*Message, error) {
 		if kl+2 > len(props) {
 			return nil, fmt.Errorf("%w: property key length %d", ErrCorrupt, kl)
 		}
-		k := string(props[:kl])
+		k := internKey(props[:kl])
 		props = props[kl:]
 		vl := int(be.Uint16(props))
 		props = props[2:]
@@ -213,4 +218,21 @@ func decodeRecord(b []byte, withBody bool) (*Message, error) {
 		m.Body = append([]byte(nil), r...)
 	}
 	return m, nil
+}
+
+// internKey returns the common property names without allocating.
+func internKey(b []byte) string {
+	switch string(b) {
+	case "ID":
+		return "ID"
+	case "TAGS":
+		return "TAGS"
+	case "KEYS":
+		return "KEYS"
+	case "traceparent":
+		return "traceparent"
+	case "tangram-xid":
+		return "tangram-xid"
+	}
+	return string(b)
 }

@@ -133,9 +133,10 @@ func Open(cfg Config) (*Store, error) {
 		s.closeFiles()
 		return nil, err
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.cl.allocate(s.stop) }()
 	go func() { defer s.wg.Done(); s.dispatchLoop() }()
+	go func() { defer s.wg.Done(); s.checkpointLoop() }()
 	go func() { defer s.wg.Done(); s.flushLoop() }()
 	signal(s.cl.ahead)
 	return s, nil
@@ -357,20 +358,33 @@ func validTopic(t string) bool {
 // Every few seconds it also syncs the consume queues and writes the
 // checkpoint (how far they are complete), which bounds the recovery scan.
 func (s *Store) dispatchLoop() {
-	last := time.Now()
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.kick:
-		case <-time.After(100 * time.Millisecond):
+		case <-t.C:
 		}
 		if err := s.dispatch(); err != nil {
 			s.log.Error("store: indexing the commitlog failed; retrying", "err", err)
-			continue
 		}
-		if time.Since(last) > 5*time.Second {
-			last = time.Now()
+		t.Reset(100 * time.Millisecond)
+	}
+}
+
+// checkpointLoop syncs the consume queues and writes the checkpoint (how
+// far they are complete) every 5 s, which bounds the recovery scan. It runs
+// beside the dispatcher so new messages are not held up by fsyncs.
+func (s *Store) checkpointLoop() {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
 			if err := s.checkpoint(); err != nil {
 				s.log.Error("store: checkpoint failed", "err", err)
 			}
@@ -516,7 +530,7 @@ func (s *Store) GetTags(topic string, queue uint32, from int64, max int, tags []
 			if hashes != nil && !hashes[r.tag] {
 				continue
 			}
-			m, err := s.cl.read(r.phys, int(r.size))
+			m, err := s.cl.readTopic(r.phys, int(r.size), topic)
 			if errors.Is(err, errDeleted) {
 				continue // its segment went to retention: skip to what is left
 			}

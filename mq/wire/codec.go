@@ -34,10 +34,24 @@ func decodeProps(d *msgpack.Decoder) (map[string]string, error) {
 		return nil, fmt.Errorf("%w: %d properties (at most %d)", ErrInvalid, n, MaxProps)
 	}
 	p := make(map[string]string, n)
+	var kb [32]byte
 	for range n {
-		k, err := d.DecodeString()
+		kl, err := d.DecodeBytesLen()
 		if err != nil {
 			return nil, err
+		}
+		var k string
+		if kl >= 0 && kl <= len(kb) {
+			if err := d.ReadFull(kb[:kl]); err != nil {
+				return nil, err
+			}
+			k = internKey(kb[:kl])
+		} else if kl > len(kb) {
+			b := make([]byte, kl)
+			if err := d.ReadFull(b); err != nil {
+				return nil, err
+			}
+			k = string(b)
 		}
 		v, err := d.DecodeString()
 		if err != nil {
@@ -126,22 +140,43 @@ func (r *SendRequest) DecodeMsgpack(d *msgpack.Decoder) (err error) {
 	return nil
 }
 
-// EncodeMsgpack implements msgpack.CustomEncoder.
+// EncodeMsgpack implements msgpack.CustomEncoder. A pull reply's messages
+// share their topic, queue and broker, which go once; each message's ID
+// goes as its commitlog offset and size.
 func (r *PullReply) EncodeMsgpack(e *msgpack.Encoder) error {
-	_ = e.EncodeArrayLen(5)
+	var topic, broker string
+	var queue uint32
+	if len(r.Msgs) > 0 {
+		topic, queue = r.Msgs[0].Topic, r.Msgs[0].Queue
+		broker, _, _, _ = ParseID(r.Msgs[0].ID)
+	}
+	_ = e.EncodeArrayLen(8)
 	_ = e.EncodeInt(r.Next)
 	_ = e.EncodeInt(r.Min)
 	_ = e.EncodeInt(r.Max)
 	_ = e.EncodeBool(r.Moved)
+	_ = e.EncodeString(broker)
+	_ = e.EncodeString(topic)
+	_ = e.EncodeUint(uint64(queue))
 	if err := e.EncodeArrayLen(len(r.Msgs)); err != nil {
 		return err
 	}
 	for i := range r.Msgs {
 		m := &r.Msgs[i]
-		_ = e.EncodeArrayLen(8)
-		_ = e.EncodeString(m.ID)
-		_ = e.EncodeString(m.Topic)
-		_ = e.EncodeUint(uint64(m.Queue))
+		off, size := m.Offset, m.Size
+		if size <= 0 {
+			var b string
+			var err error
+			if b, off, size, err = ParseID(m.ID); err != nil || b != broker {
+				return fmt.Errorf("%w: message ID %q in a pull reply from %s", ErrInvalid, m.ID, broker)
+			}
+		}
+		if m.Topic != topic || m.Queue != queue {
+			return fmt.Errorf("%w: a pull reply mixes topics or queues", ErrInvalid)
+		}
+		_ = e.EncodeArrayLen(7)
+		_ = e.EncodeInt(off)
+		_ = e.EncodeInt(int64(size))
 		_ = e.EncodeInt(m.QueueOffset)
 		if err := encodeProps(e, m.Props); err != nil {
 			return err
@@ -155,9 +190,10 @@ func (r *PullReply) EncodeMsgpack(e *msgpack.Encoder) error {
 	return nil
 }
 
-// DecodeMsgpack implements msgpack.CustomDecoder.
+// DecodeMsgpack implements msgpack.CustomDecoder. Bodies are read into
+// shared 64 KiB slabs: one allocation for many messages.
 func (r *PullReply) DecodeMsgpack(d *msgpack.Decoder) (err error) {
-	if err := arrayLen(d, 5, "pull reply"); err != nil {
+	if err := arrayLen(d, 8, "pull reply"); err != nil {
 		return err
 	}
 	if r.Next, err = d.DecodeInt64(); err != nil {
@@ -172,6 +208,18 @@ func (r *PullReply) DecodeMsgpack(d *msgpack.Decoder) (err error) {
 	if r.Moved, err = d.DecodeBool(); err != nil {
 		return err
 	}
+	broker, err := d.DecodeString()
+	if err != nil {
+		return err
+	}
+	topic, err := d.DecodeString()
+	if err != nil {
+		return err
+	}
+	queue, err := d.DecodeUint32()
+	if err != nil {
+		return err
+	}
 	n, err := d.DecodeArrayLen()
 	if err != nil {
 		return err
@@ -180,28 +228,46 @@ func (r *PullReply) DecodeMsgpack(d *msgpack.Decoder) (err error) {
 		return fmt.Errorf("%w: pull reply of %d messages (at most %d)", ErrInvalid, n, MaxPull)
 	}
 	r.Msgs = make([]StoredMsg, max(n, 0))
+	var slab []byte
 	for i := range r.Msgs {
 		m := &r.Msgs[i]
-		if err := arrayLen(d, 8, "stored message"); err != nil {
+		m.Topic, m.Queue = topic, queue
+		if err := arrayLen(d, 7, "stored message"); err != nil {
 			return err
 		}
-		if m.ID, err = d.DecodeString(); err != nil {
+		off, err := d.DecodeInt64()
+		if err != nil {
 			return err
 		}
-		if m.Topic, err = d.DecodeString(); err != nil {
+		size, err := d.DecodeInt32()
+		if err != nil {
 			return err
 		}
-		if m.Queue, err = d.DecodeUint32(); err != nil {
-			return err
+		if off < 0 || size <= 0 {
+			return fmt.Errorf("%w: message offset %d size %d", ErrInvalid, off, size)
 		}
+		m.ID = FormatID(broker, off, size)
 		if m.QueueOffset, err = d.DecodeInt64(); err != nil {
 			return err
 		}
 		if m.Props, err = decodeProps(d); err != nil {
 			return err
 		}
-		if m.Body, err = d.DecodeBytes(); err != nil {
+		bl, err := d.DecodeBytesLen()
+		if err != nil {
 			return err
+		}
+		if bl > MaxBodyBytes {
+			return fmt.Errorf("%w: body of %d bytes", ErrInvalid, bl)
+		}
+		if bl >= 0 {
+			if bl > len(slab) {
+				slab = make([]byte, max(bl, 64<<10))
+			}
+			m.Body, slab = slab[:bl:bl], slab[bl:]
+			if err := d.ReadFull(m.Body); err != nil {
+				return err
+			}
 		}
 		if m.BornAt, err = d.DecodeInt64(); err != nil {
 			return err
@@ -238,4 +304,25 @@ func (r *PullReply) SizeHint() int {
 		n += 48 + len(m.ID) + len(m.Topic) + len(m.Body) + propsHint(m.Props)
 	}
 	return n
+}
+
+// internKey returns the reserved property names without allocating.
+func internKey(b []byte) string {
+	switch string(b) {
+	case PropID:
+		return PropID
+	case PropTags:
+		return PropTags
+	case PropKeys:
+		return PropKeys
+	case PropTrace:
+		return PropTrace
+	case PropXID:
+		return PropXID
+	case PropReconsume:
+		return PropReconsume
+	case PropRealTopic:
+		return PropRealTopic
+	}
+	return string(b)
 }

@@ -75,13 +75,14 @@ func DLQTopic(group string) string { return DLQPrefix + group }
 
 // Limits.
 const (
-	MaxBatch        = 4096    // messages in one Send
-	MaxPull         = 1024    // messages in one Pull
-	MaxWaitMs       = 60_000  // longest long poll
-	MaxQueues       = 1024    // queues per topic
-	MaxName         = 127     // topic, group and client names
-	MaxProps        = 64      // properties per message
-	DefaultMaxBody  = 4 << 20 // message body
+	MaxBatch        = 4096     // messages in one Send
+	MaxPull         = 1024     // messages in one Pull
+	MaxWaitMs       = 60_000   // longest long poll
+	MaxQueues       = 1024     // queues per topic
+	MaxName         = 127      // topic, group and client names
+	MaxProps        = 64       // properties per message
+	DefaultMaxBody  = 4 << 20  // message body
+	MaxBodyBytes    = 64 << 20 // the largest body a broker may allow
 	DefaultQueues   = 4
 	DefaultMaxRetry = 16
 )
@@ -136,6 +137,10 @@ type StoredMsg struct {
 	Body        []byte            `msgpack:"b"`
 	BornAt      int64             `msgpack:"born"`
 	StoredAt    int64             `msgpack:"stored"`
+	// Offset and Size locate it in the broker's commitlog (the ID says the
+	// same; set by the broker, so encoding need not parse the ID).
+	Offset int64 `msgpack:"-" json:"-"`
+	Size   int32 `msgpack:"-" json:"-"`
 }
 
 // PullReply carries messages and the next offset to pull from; Min and
@@ -425,7 +430,20 @@ func (r *PullRequest) Check() error {
 // FormatID makes a broker message ID: the commitlog offset and size (which
 // locate the message) and the broker's name.
 func FormatID(broker string, offset int64, size int32) string {
-	return fmt.Sprintf("%016X%08X@%s", offset, uint32(size), broker)
+	const hexDigits = "0123456789ABCDEF"
+	b := make([]byte, 25+len(broker))
+	for i := 15; i >= 0; i-- {
+		b[i] = hexDigits[offset&0xf]
+		offset >>= 4
+	}
+	sz := uint32(size)
+	for i := 23; i >= 16; i-- {
+		b[i] = hexDigits[sz&0xf]
+		sz >>= 4
+	}
+	b[24] = '@'
+	copy(b[25:], broker)
+	return string(b)
 }
 
 // ParseID splits a broker message ID.
