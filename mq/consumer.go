@@ -251,7 +251,7 @@ func (cs *Consumer) Close() error {
 	defer cancel()
 	for _, addr := range cs.brokerAddrs(ctx) {
 		if b, err := cs.c.broker(ctx, addr); err == nil {
-			_, _ = rpc.Call[wire.HeartbeatReply](ctx, b, wire.MethodUnregister, &wire.HeartbeatRequest{Group: cs.cfg.Group, Client: cs.c.id})
+			_, _ = rpc.Call[wire.HeartbeatReply](ctx, b, wire.MethodUnregister, &wire.HeartbeatRequest{Group: cs.cfg.Group, Client: cs.c.id, Topics: cs.topics()})
 		}
 	}
 	return nil

@@ -53,11 +53,23 @@ func (b *Broker) newRPCServer() (*rpc.Server, error) {
 		rpc.Handle(srv, wire.MethodOffsets, b.handleOffsets),
 		rpc.Handle(srv, wire.MethodHeartbeat, b.handleHeartbeat),
 		rpc.Handle(srv, wire.MethodUnregister, func(ctx context.Context, req *wire.HeartbeatRequest) (*wire.HeartbeatReply, error) {
+			// Leaving needs what joining needed: read on the topics.
+			if len(req.Topics) == 0 {
+				req.Topics = []string{req.Group}
+			}
+			for _, t := range req.Topics {
+				if err := authz(ctx, auth.PermRead, t); err != nil {
+					return nil, err
+				}
+			}
 			b.consumers.remove(req.Group, req.Client)
 			return &wire.HeartbeatReply{Clients: b.consumers.clients(req.Group)}, nil
 		}),
 		rpc.Handle(srv, wire.MethodLock, b.handleLock),
 		rpc.Handle(srv, wire.MethodUnlock, func(ctx context.Context, req *wire.LockRequest) (*wire.LockReply, error) {
+			if err := authz(ctx, auth.PermRead, req.Topic); err != nil {
+				return nil, err
+			}
 			b.consumers.unlock(req.Group, req.Client, req.Topic, req.Queues)
 			return &wire.LockReply{}, nil
 		}),
