@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net"
 	"os"
 	"os/exec"
@@ -59,20 +61,22 @@ func freeAddr(t *testing.T) string {
 
 // brokerProc runs `tangram broker` as a child process.
 type brokerProc struct {
-	cmd *exec.Cmd
-	log *bytes.Buffer
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	metrics string // its Prometheus endpoint
 }
 
 func startBrokerProc(t *testing.T, e *env, name, addr, dir, flush string) *brokerProc {
 	t.Helper()
 	var log bytes.Buffer
-	cmd := exec.Command(tangramBin(t), "broker", "--listen", addr, "--name", name, "--dir", dir, "--servers", e.h.Srv.RPCAddr(),
+	maddr := freeAddr(t)
+	cmd := exec.Command(tangramBin(t), "broker", "--listen", addr, "--metrics", maddr, "--name", name, "--dir", dir, "--servers", e.h.Srv.RPCAddr(),
 		"--flush", flush, "--segment-size", strconv.Itoa(1<<20), "--token", servertest.AdminToken, "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &brokerProc{cmd: cmd, log: &log}
+	p := &brokerProc{cmd: cmd, log: &log, metrics: "http://" + maddr + "/metrics"}
 	t.Cleanup(func() { p.kill() })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -158,7 +162,7 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 			mu.Lock()
 			nAcked, sent := len(acked), next
 			mu.Unlock()
-			startBrokerProc(t, e, "kb", addr, dir, flush)
+			bp = startBrokerProc(t, e, "kb", addr, dir, flush)
 			seen := map[string]int{}
 			var smu sync.Mutex
 			startConsumer(t, e.client(), mq.ConsumerConfig{Group: "verify"}, "durable", nil, func(ctx context.Context, m *mq.Message) error {
@@ -178,6 +182,17 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 				return true
 			})
 			time.Sleep(300 * time.Millisecond)
+			resp, err := http.Get(bp.metrics)
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, m := range []string{"tangram_mq_messages_out_total", "tangram_mq_flush_seconds", `tangram_mq_group_lag{broker="kb",group="verify"}`} {
+				if !strings.Contains(string(metrics), m) {
+					t.Errorf("metrics lack %s", m)
+				}
+			}
 			smu.Lock()
 			defer smu.Unlock()
 			for b, n := range seen {

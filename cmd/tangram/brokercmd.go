@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -40,12 +44,12 @@ func newLogger(format, level string) (*slog.Logger, error) {
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var (
-		listen, advertise, name, dir, servers, flush, levels, logFormat, logLevel, master string
-		syncReplicas                                                                      bool
-		segment, maxBody                                                                  int
-		autoCreate                                                                        bool
-		retainAge                                                                         time.Duration
-		retainBytes                                                                       int64
+		listen, advertise, name, dir, servers, flush, levels, logFormat, logLevel, master, metricsAddr string
+		syncReplicas                                                                                   bool
+		segment, maxBody                                                                               int
+		autoCreate                                                                                     bool
+		retainAge                                                                                      time.Duration
+		retainBytes                                                                                    int64
 	)
 	cmd := &cobra.Command{
 		Use:   "broker",
@@ -127,6 +131,20 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "broker %s listening on %s\n", name, b.Addr())
+			if metricsAddr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(b.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				mux := http.NewServeMux()
+				mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+				mln, err := net.Listen("tcp", metricsAddr)
+				if err != nil {
+					b.Close()
+					return fmt.Errorf("broker: metrics listen on %s: %w", metricsAddr, err)
+				}
+				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+				go func() { _ = ms.Serve(mln) }()
+				defer ms.Close()
+			}
 			<-ctx.Done()
 			log.Info("broker shutting down")
 			return b.Close()
@@ -147,6 +165,7 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 	f.Int64Var(&retainBytes, "retain-bytes", 0, "delete the oldest commitlog files beyond this size (0: no limit)")
 	f.StringVar(&master, "master", "", "run as a slave of the broker at this address (same --name and --segment-size): replicate it, serve reads while it is down")
 	f.BoolVar(&syncReplicas, "sync-replicas", false, "acknowledge a send only once a slave has stored it (on a master)")
+	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on this address (GET /metrics)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

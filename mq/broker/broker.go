@@ -192,6 +192,7 @@ func Open(cfg Config) (*Broker, error) {
 	sc.Dir = filepath.Join(cfg.Dir, "store")
 	sc.Logger = cfg.Logger
 	sc.Protect = b.protect
+	sc.OnFlush = func(d time.Duration) { b.metrics.flushHist.Observe(d.Seconds()) }
 	if b.st, err = store.Open(sc); err != nil {
 		return nil, fmt.Errorf("broker %s: %w", cfg.Name, err)
 	}

@@ -17,12 +17,16 @@ type metrics struct {
 	busy, retried, dlq       atomic.Int64
 	txChecks                 atomic.Int64
 	putHist                  prometheus.Histogram
+	flushHist                prometheus.Histogram
 }
 
 func newMetrics() *metrics {
 	return &metrics{putHist: prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "tangram_mq_store_seconds", Help: "Time to store a send batch (including the flush wait under sync flush).",
-		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10)})}
+		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10)}),
+		flushHist: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tangram_mq_flush_seconds", Help: "Time to sync the commitlog to disk (one group commit, or one async round).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)})}
 }
 
 func (m *metrics) observePut(n int, bytes int64, d time.Duration) {
@@ -56,6 +60,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	c.b.metrics.putHist.Describe(ch)
+	c.b.metrics.flushHist.Describe(ch)
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -71,6 +76,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(g.Lag), n, g.Group)
 	}
 	m.putHist.Collect(ch)
+	m.flushHist.Collect(ch)
 }
 
 func sortGroups(gs []wire.GroupStats) {

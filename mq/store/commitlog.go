@@ -36,6 +36,8 @@ type commitLog struct {
 	nextSeg   *segment      // allocated ahead (mu)
 	creating  int64         // start of the segment the allocator is making, -1: none (mu)
 	allocWait *sync.Cond    // appenders waiting for it (mu)
+
+	onFlush func(time.Duration) // optional: each sync's duration
 }
 
 func openCommitLog(dir string, size int, log *slog.Logger) (*commitLog, error) {
@@ -252,7 +254,9 @@ func (c *commitLog) append(m *Message, assign func(m *Message)) error {
 }
 
 // read returns the record at offset (size bytes), decoded.
-func (c *commitLog) read(offset int64, size int) (*Message, error) { return c.readTopic(offset, size, "") }
+func (c *commitLog) read(offset int64, size int) (*Message, error) {
+	return c.readTopic(offset, size, "")
+}
 
 // readTopic is read for a caller that expects the topic (no allocation
 // for its name).
@@ -307,12 +311,16 @@ func (c *commitLog) flushTo(wholePages bool) (int64, error) {
 	}
 	from := c.flushedLocked()
 	c.mu.Unlock()
+	start := time.Now()
 	for _, s := range segs {
 		lo := max(from-s.start, 0)
 		hi := min(to-s.start, int64(c.size))
 		if err := s.sync(int(lo), int(hi)); err != nil {
 			return from, err
 		}
+	}
+	if c.onFlush != nil && to > from {
+		c.onFlush(time.Since(start))
 	}
 	c.flushMu.Lock()
 	if to > c.flushed {

@@ -43,7 +43,10 @@ type Config struct {
 	RetainAge   time.Duration
 	RetainBytes int64
 	Protect     func() int64
-	Logger      *slog.Logger
+	// OnFlush, when set, is told how long each commitlog sync took (for
+	// a flush-latency metric).
+	OnFlush func(time.Duration)
+	Logger  *slog.Logger
 }
 
 // ErrClosed is returned after Close.
@@ -121,6 +124,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	cl.onFlush = cfg.OnFlush
 	s := &Store{cfg: cfg, log: cfg.Logger, cl: cl, queues: map[queueKey]*consumeQueue{}, touched: map[*consumeQueue]bool{}, counters: map[queueKey]int64{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.dcond = sync.NewCond(&s.dmu)
