@@ -82,7 +82,9 @@ func fromStored(broker string, s *wire.StoredMsg) *Message {
 		m.Keys = strings.Fields(k)
 	}
 	m.MsgID = s.Props[wire.PropID]
-	m.Reconsumed, _ = strconv.Atoi(s.Props[wire.PropReconsume])
+	if v := s.Props[wire.PropReconsume]; v != "" {
+		m.Reconsumed, _ = strconv.Atoi(v)
+	}
 	if rt := s.Props[wire.PropRealTopic]; rt != "" && strings.HasPrefix(s.Topic, wire.RetryPrefix) {
 		m.Topic = rt // a retried message shows its own topic
 	}

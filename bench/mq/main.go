@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -72,7 +73,21 @@ func main() {
 	onlyOurs := flag.Bool("ours", false, "measure Tangram only")
 	only := flag.String("case", "", "run only cases whose name contains this")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (client and broker) here")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of this process here at the end")
 	flag.Parse()
+	// As `tangram server` and `tangram broker` run (GOGC 400 unless set);
+	// both systems share this process, so both get it.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if *memprofile != "" {
+		defer func() {
+			f, err := os.Create(*memprofile)
+			check(err)
+			check(pprof.Lookup("allocs").WriteTo(f, 0))
+			f.Close()
+		}()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		check(err)
@@ -316,11 +331,16 @@ func (t *tangram) e2e(ctx context.Context, topic string, rate int, d time.Durati
 	}
 	var mu sync.Mutex
 	var lat []time.Duration
+	debug := os.Getenv("E2E_DEBUG") != ""
 	check(cs.Subscribe(topic, nil, func(ctx context.Context, m *mq.Message) error {
 		sent := time.Unix(0, int64(binary.BigEndian.Uint64(m.Body)))
+		d := time.Since(sent)
 		mu.Lock()
-		lat = append(lat, time.Since(sent))
+		lat = append(lat, d)
 		mu.Unlock()
+		if debug && d > 2*time.Millisecond {
+			fmt.Fprintf(os.Stderr, "slow %v sent %s stored +%dms q%d\n", d, sent.Format("05.000000"), m.StoredAt.Sub(sent).Milliseconds(), m.Queue)
+		}
 		return nil
 	}))
 	if err := cs.Start(ctx); err != nil {
@@ -338,6 +358,12 @@ func (t *tangram) e2e(ctx context.Context, topic string, rate int, d time.Durati
 	n := paced(rate, d, func() {
 		b := append([]byte(nil), body...)
 		binary.BigEndian.PutUint64(b, uint64(time.Now().UnixNano()))
+		if os.Getenv("E2E_SYNC") != "" {
+			if _, err := pr.Send(ctx, &mq.Message{Topic: topic, Body: b}); err != nil {
+				errs.Add(1)
+			}
+			return
+		}
 		pr.SendAsync(ctx, &mq.Message{Topic: topic, Body: b}, func(_ *mq.SendResult, err error) {
 			if err != nil {
 				errs.Add(1)

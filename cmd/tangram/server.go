@@ -40,6 +40,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 				return fmt.Errorf("--log-format %q: want text or json", logFormat)
 			}
 			cfg.Logger = slog.New(h)
+			tuneGC()
 			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
 			if path, _ := cmd.Flags().GetString("secret-key-file"); path != "" {
 				cfg.SecretKeyFile = path

@@ -358,7 +358,7 @@ func (b *Broker) Pull(ctx context.Context, req *wire.PullRequest) (*wire.PullRep
 		}
 	}()
 	for {
-		changed := b.st.Changed()
+		changed := b.st.QueueChanged(t.Name, req.Queue)
 		lo, hi := b.st.MinOffset(t.Name, req.Queue), b.st.MaxOffset(t.Name, req.Queue)
 		rep := &wire.PullReply{Min: lo, Max: hi, Next: req.Offset}
 		if req.Offset < lo || req.Offset > hi {

@@ -24,6 +24,7 @@ type consumeQueue struct {
 	files   map[int64]*os.File // by first queue offset
 	next    int64              // queue offset of the next entry
 	pend    []byte             // entries from next on, not yet written (see flush)
+	notify  chan struct{}      // closed and replaced when entries become readable
 	minOff  int64              // first queue offset still on disk
 }
 
@@ -31,7 +32,7 @@ func openConsumeQueue(dir string, perFile int) (*consumeQueue, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: consume queue dir: %w", err)
 	}
-	q := &consumeQueue{dir: dir, perFile: int64(perFile), files: map[int64]*os.File{}}
+	q := &consumeQueue{dir: dir, perFile: int64(perFile), files: map[int64]*os.File{}, notify: make(chan struct{})}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("store: consume queue dir: %w", err)
@@ -152,9 +153,18 @@ func (q *consumeQueue) flush() error {
 		}
 		q.next += n
 		q.pend = q.pend[n*cqEntry:]
+		close(q.notify)
+		q.notify = make(chan struct{})
 	}
 	q.pend = q.pend[:0:0]
 	return nil
+}
+
+// changed returns a channel closed when the queue next gains entries.
+func (q *consumeQueue) changed() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.notify
 }
 
 type cqRef struct {

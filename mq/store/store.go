@@ -72,7 +72,9 @@ type Store struct {
 
 	qmu      sync.Mutex
 	queues   map[queueKey]*consumeQueue
-	touched  map[*consumeQueue]bool // queues with entries to flush (dispatcher)
+	touched  map[*consumeQueue]bool // queues with entries to flush (under dispatchMu)
+
+	dispatchMu sync.Mutex // one indexer at a time: the dispatcher or an appender
 	counters map[queueKey]int64     // next queue offset to assign (under cl.mu via append)
 
 	dmu        sync.Mutex
@@ -301,7 +303,7 @@ func (s *Store) Put(m *Message) error {
 	if err != nil {
 		return err
 	}
-	signal(s.kick)
+	s.indexNow()
 	if s.cfg.Flush == FlushSync {
 		return s.cl.waitFlushed(m.Offset + int64(m.Size))
 	}
@@ -336,7 +338,7 @@ func (s *Store) PutBatch(ms []*Message) error {
 		}
 		end = m.Offset + int64(m.Size)
 	}
-	signal(s.kick)
+	s.indexNow()
 	if s.cfg.Flush == FlushSync && end > 0 {
 		return s.cl.waitFlushed(end)
 	}
@@ -417,7 +419,31 @@ func (s *Store) checkpoint() error {
 	return s.writeCheckpoint(at)
 }
 
+// indexNow makes what was just appended readable: it indexes it on the
+// caller's goroutine when no one else is indexing (a message reaches a
+// waiting consumer without a hand-off to the dispatcher), else leaves it to
+// the dispatcher.
+func (s *Store) indexNow() {
+	if !s.dispatchMu.TryLock() {
+		signal(s.kick)
+		return
+	}
+	err := s.dispatchLocked()
+	s.dispatchMu.Unlock()
+	if err != nil {
+		signal(s.kick) // the dispatcher retries and logs
+	}
+}
+
 func (s *Store) dispatch() error {
+	s.dispatchMu.Lock()
+	defer s.dispatchMu.Unlock()
+	return s.dispatchLocked()
+}
+
+// dispatchLocked indexes the commitlog from where indexing stopped to its
+// end (dispatchMu held: one indexer at a time).
+func (s *Store) dispatchLocked() error {
 	s.dmu.Lock()
 	from := s.dispatched
 	s.dmu.Unlock()
@@ -548,6 +574,18 @@ func (s *Store) GetTags(topic string, queue uint32, from int64, max int, tags []
 		}
 	}
 	return msgs, next, nil
+}
+
+// QueueChanged returns a channel closed when a queue next gains entries
+// (a long poll waits on its own queue; until the queue exists, on any).
+func (s *Store) QueueChanged(topic string, queue uint32) <-chan struct{} {
+	s.qmu.Lock()
+	q := s.queues[queueKey{topic, queue}]
+	s.qmu.Unlock()
+	if q == nil {
+		return s.Changed()
+	}
+	return q.changed()
 }
 
 // Changed returns a channel closed when the consume queues next gain

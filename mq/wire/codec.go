@@ -262,7 +262,9 @@ func (r *PullReply) DecodeMsgpack(d *msgpack.Decoder) (err error) {
 		}
 		if bl >= 0 {
 			if bl > len(slab) {
-				slab = make([]byte, max(bl, 64<<10))
+				// Room for this body and as many more of its size as are
+				// left (up to 64 KiB): a short reply gets a short slab.
+				slab = make([]byte, max(bl, min(64<<10, bl*(n-i))))
 			}
 			m.Body, slab = slab[:bl:bl], slab[bl:]
 			if err := d.ReadFull(m.Body); err != nil {
