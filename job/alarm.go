@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/mail"
+	"net/smtp"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -36,19 +41,67 @@ func validWebhook(s string) error {
 	return nil
 }
 
-// alarm queues a webhook call; the queue is bounded (a flood of failures
-// drops alarms, logged, rather than growing memory).
-func (s *Scheduler) alarm(a Alarm, hook string) {
+// SMTPConfig is the mail server alarm e-mails go through.
+type SMTPConfig struct {
+	Addr     string // host:port
+	From     string
+	Username string // optional: PLAIN auth (over TLS, or to localhost)
+	Password string
+}
+
+const maxAlarmEmails = 20
+
+func validEmails(l []string) error {
+	if len(l) > maxAlarmEmails {
+		return fmt.Errorf("%w alarm_email: %d addresses, at most %d", ErrInvalid, len(l), maxAlarmEmails)
+	}
+	for _, a := range l {
+		if _, err := mail.ParseAddress(a); err != nil || strings.ContainsAny(a, "\r\n") || len(a) > 254 {
+			return fmt.Errorf("%w alarm_email %q: not an e-mail address", ErrInvalid, a)
+		}
+	}
+	return nil
+}
+
+// alarm queues a webhook call and e-mails; the queue is bounded (a flood
+// of failures drops alarms, logged, rather than growing memory).
+func (s *Scheduler) alarm(a Alarm, hook string, emails []string) {
 	select {
-	case s.alarms <- alarmItem{a, hook}:
+	case s.alarms <- alarmItem{a, hook, emails}:
 	default:
 		s.log.Error("job: alarm queue full; alarm dropped", "job", a.Job, "run", a.RunID)
 	}
 }
 
 type alarmItem struct {
-	a    Alarm
-	hook string
+	a      Alarm
+	hook   string
+	emails []string
+}
+
+// mailAlarm sends an alarm e-mail to its recipients.
+func (s *Scheduler) mailAlarm(a Alarm, to []string) error {
+	c := s.cfg.SMTP
+	if c == nil || c.Addr == "" {
+		return errors.New("no SMTP server configured (tangram server --smtp-addr)")
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fmt.Errorf("smtp address %q: %w", c.Addr, err)
+	}
+	var auth smtp.Auth
+	if c.Username != "" {
+		auth = smtp.PlainAuth("", c.Username, c.Password, host)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: [tangram] job %s: run %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+		c.From, strings.Join(to, ", "), a.Job, a.RunID, a.Status, time.Now().UTC().Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Job:      %s (id %d, app %s)\r\nRun:      %d, attempt %d\r\nStatus:   %s\r\nFired at: %s\r\nExecutor: %s\r\nServer:   %s\r\n",
+		a.Job, a.JobID, a.App, a.RunID, a.Attempt, a.Status, a.FireAt.UTC().Format(time.RFC3339), a.Executor, a.Server)
+	if a.Error != "" {
+		fmt.Fprintf(&b, "Error:    %s\r\n", strings.ReplaceAll(a.Error, "\n", "\r\n          "))
+	}
+	return smtp.SendMail(c.Addr, auth, c.From, to, []byte(b.String()))
 }
 
 // alarmLoop posts alarms, retrying each up to 4 times (1 s, 2 s, 4 s apart)
@@ -62,10 +115,16 @@ func (s *Scheduler) alarmLoop() {
 			return
 		case it = <-s.alarms:
 		}
+		if len(it.emails) > 0 {
+			s.retryAlarm(it, "e-mail", func() error { return s.mailAlarm(it.a, it.emails) })
+		}
+		if it.hook == "" {
+			continue
+		}
 		body, _ := json.Marshal(it.a)
-		backoff := time.Second
-		for attempt := 1; ; attempt++ {
+		s.retryAlarm(it, "webhook", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, it.hook, bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("User-Agent", "tangram-job-alarm")
@@ -76,20 +135,28 @@ func (s *Scheduler) alarmLoop() {
 					err = fmt.Errorf("status %s", resp.Status)
 				}
 			}
-			cancel()
-			if err == nil {
-				break
-			}
-			if attempt == 4 {
-				s.log.Error("job: alarm webhook failed; giving up", "job", it.a.Job, "run", it.a.RunID, "err", err)
-				break
-			}
-			select {
-			case <-s.stop:
-				return
-			case <-time.After(backoff):
-			}
-			backoff *= 2
+			return err
+		})
+	}
+}
+
+// retryAlarm tries send up to 4 times (1 s, 2 s, 4 s apart).
+func (s *Scheduler) retryAlarm(it alarmItem, what string, send func() error) {
+	backoff := time.Second
+	for attempt := 1; ; attempt++ {
+		err := send()
+		if err == nil {
+			return
 		}
+		if attempt == 4 {
+			s.log.Error("job: alarm "+what+" failed; giving up", "job", it.a.Job, "run", it.a.RunID, "err", err)
+			return
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff *= 2
 	}
 }

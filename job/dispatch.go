@@ -446,9 +446,9 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 		return nil, err
 	}
 	retry := status == StatusFailed && attempt < j.Retries
-	if j.AlarmWebhook != "" && !retry && status != StatusSucceeded && status != StatusDiscarded {
+	if (j.AlarmWebhook != "" || len(j.AlarmEmail) > 0) && !retry && status != StatusSucceeded && status != StatusDiscarded {
 		s.alarm(Alarm{Job: j.Name, JobID: j.ID, App: j.App, RunID: runID, Status: status, Error: msg, Attempt: attempt,
-			FireAt: fromMS(fireAt), Executor: executor, Server: s.cfg.NodeName}, j.AlarmWebhook)
+			FireAt: fromMS(fireAt), Executor: executor, Server: s.cfg.NodeName}, j.AlarmWebhook, j.AlarmEmail)
 	}
 	if flowID != 0 {
 		ids, err := s.advanceFlow(ctx, tx, flowID, node, status, retry, now)

@@ -133,7 +133,10 @@ type Job struct {
 	// AlarmWebhook receives a JSON POST (an Alarm) when a run fails for
 	// good, times out or is killed.
 	AlarmWebhook string `json:"alarm_webhook,omitempty"`
-	Enabled      bool   `json:"enabled"`
+	// AlarmEmail lists addresses mailed the same alarm (needs the server's
+	// SMTP settings: --smtp-addr, --smtp-from).
+	AlarmEmail []string `json:"alarm_email,omitempty"`
+	Enabled    bool     `json:"enabled"`
 	// Set by the scheduler.
 	NextFireAt time.Time `json:"next_fire_at,omitzero"`
 	Version    int64     `json:"version,omitempty"`
@@ -235,6 +238,9 @@ func (j *Job) Normalize() error {
 		j.RetryBackoff = Duration(time.Second)
 	}
 	if err := validWebhook(j.AlarmWebhook); err != nil {
+		return err
+	}
+	if err := validEmails(j.AlarmEmail); err != nil {
 		return err
 	}
 	if len(j.Children) > MaxChildren {

@@ -51,6 +51,8 @@ type Config struct {
 	RunRetention    time.Duration
 	RunsPerJob      int
 	JanitorInterval time.Duration
+	// SMTP sends alarm e-mails (jobs' alarm_email); nil: none are sent.
+	SMTP *SMTPConfig
 	// DialOptions for the connections to executors.
 	DialOptions []rpc.DialOption
 }

@@ -101,6 +101,8 @@ type Config struct {
 	// MQNameTTL is how long the name service keeps a broker that stopped
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration
+	// SMTP, when its Addr is set, sends jobs' alarm e-mails.
+	SMTP job.SMTPConfig
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string
@@ -256,8 +258,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 
+	var smtpCfg *job.SMTPConfig
+	if s.cfg.SMTP.Addr != "" {
+		smtpCfg = &s.cfg.SMTP
+	}
 	s.jobs, err = job.New(job.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName,
-		LeaseTTL: s.cfg.JobLeaseTTL})
+		LeaseTTL: s.cfg.JobLeaseTTL, SMTP: smtpCfg})
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,8 @@ type jobFlags struct {
 	disabled                  bool
 	children                  []int64
 	file                      string
+	alarmWebhook              string
+	alarmEmail                []string
 }
 
 func (f *jobFlags) add(cmd *cobra.Command) {
@@ -49,6 +51,8 @@ func (f *jobFlags) add(cmd *cobra.Command) {
 	fl.DurationVar(&f.timeout, "timeout", 0, "kill a run that takes longer")
 	fl.BoolVar(&f.disabled, "disabled", false, "create it disabled")
 	fl.Int64SliceVar(&f.children, "child", nil, "job ID to trigger after a success (repeatable)")
+	fl.StringVar(&f.alarmWebhook, "alarm-webhook", "", "URL that receives a JSON POST when a run fails for good, times out or is killed")
+	fl.StringSliceVar(&f.alarmEmail, "alarm-email", nil, "addresses e-mailed the same alarm (the server needs --smtp-addr)")
 }
 
 // apply merges the flags that were given into j.
@@ -113,6 +117,10 @@ func (f *jobFlags) apply(cmd *cobra.Command, j *job.Job) error {
 	}
 	if ch("disabled") {
 		j.Enabled = !f.disabled
+	}
+	set("alarm-webhook", &j.AlarmWebhook, f.alarmWebhook)
+	if ch("alarm-email") {
+		j.AlarmEmail = f.alarmEmail
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 			cfg.Logger = slog.New(h)
 			tuneGC()
 			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
+			cfg.SMTP.Password = os.Getenv("TANGRAM_SMTP_PASSWORD")
 			if path, _ := cmd.Flags().GetString("secret-key-file"); path != "" {
 				cfg.SecretKeyFile = path
 			}
@@ -88,6 +89,9 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.BrokerFlush, "broker-flush", "async", "broker flush policy: async (interval) or sync (an ack means fsynced)")
 	f.IntVar(&cfg.BrokerSegmentSize, "broker-segment-size", 1<<30, "broker commitlog file size in bytes")
 	f.BoolVar(&cfg.BrokerNoAutoCreate, "broker-no-auto-create", false, "refuse sends to topics that do not exist")
+	f.StringVar(&cfg.SMTP.Addr, "smtp-addr", "", "mail server (host:port) for job alarm e-mails")
+	f.StringVar(&cfg.SMTP.From, "smtp-from", "tangram@localhost", "sender of alarm e-mails")
+	f.StringVar(&cfg.SMTP.Username, "smtp-user", "", "SMTP user (password in TANGRAM_SMTP_PASSWORD); PLAIN auth needs TLS or a local server")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (unauthenticated: keep it on loopback)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
