@@ -105,7 +105,8 @@ type ProducerConfig struct {
 	// Group names the producer group (required for transactional messages:
 	// the broker checks unresolved ones with the group).
 	Group string
-	// Retries is how many other brokers a failed send tries (default 2).
+	// Retries is how many other brokers a failed send tries (default 2;
+	// negative: none).
 	Retries int
 	// Timeout bounds one send attempt (default 5 s).
 	Timeout time.Duration
@@ -139,8 +140,11 @@ type Producer struct {
 
 // NewProducer returns a producer using c.
 func (c *Client) NewProducer(cfg ProducerConfig) (*Producer, error) {
-	if cfg.Retries <= 0 {
+	switch {
+	case cfg.Retries == 0:
 		cfg.Retries = 2
+	case cfg.Retries < 0:
+		cfg.Retries = 0 // fail at the first error
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second

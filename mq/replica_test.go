@@ -1,6 +1,7 @@
 package mq_test
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"strconv"
@@ -8,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/netfault"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
+	"github.com/tangram-dev/tangram/rpc"
 	"github.com/tangram-dev/tangram/server"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
@@ -94,4 +97,78 @@ func TestMasterFailoverToSyncSlave(t *testing.T) {
 		t.Fatalf("after the master came back %d more were consumed again", total-n-dups)
 	}
 	t.Logf("failed over after %d consumed; %d seen twice across the failover", atFailover, dups)
+}
+
+// TestReplicationPartition cuts the master–slave link (a proxy that holds
+// every byte, as a dead network path does) while producers send. With
+// sync replication sends fail as busy — retriable — during the cut and
+// succeed again after it; with async they go on. Either way the slave
+// catches up after the heal to a byte-identical commitlog.
+func TestReplicationPartition(t *testing.T) {
+	for _, sync := range []bool{true, false} {
+		name := "async"
+		if sync {
+			name = "sync"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := servertest.Start(t, func(c *server.Config) { c.BrokerAddr = "off" })
+			e := &env{t: t, h: h}
+			master := e.addBroker("r1", func(c *broker.Config) { c.SyncReplicas = sync; c.ReplicaTimeout = 300 * time.Millisecond })
+			proxy := netfault.New(t, master.Addr())
+			slave := e.addBroker("r1", func(c *broker.Config) { c.Master = proxy.Addr(); c.Token = servertest.AdminToken })
+			c := e.client()
+			ctx := ctxT(t, 60*time.Second)
+			if err := c.CreateTopic(ctx, "rep", 2, false); err != nil {
+				t.Fatal(err)
+			}
+			p := e.producer(c, mq.ProducerConfig{Retries: -1, Timeout: 2 * time.Second})
+			send := func(i int) error {
+				_, err := p.Send(ctx, &mq.Message{Topic: "rep", Body: []byte(strconv.Itoa(i))})
+				return err
+			}
+			for i := 0; i < 100; {
+				if err := send(i); err != nil {
+					if i == 0 { // the slave is still connecting
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					t.Fatal(err)
+				}
+				i++
+			}
+			proxy.Partition()
+			failed, ok := 0, 0
+			for i := 100; i < 110; i++ {
+				if err := send(i); err != nil {
+					if rpc.CodeOf(err) != rpc.ResourceExhausted {
+						t.Fatalf("send during the cut: %v (want a retriable busy)", err)
+					}
+					failed++
+				} else {
+					ok++
+				}
+			}
+			if sync && ok > 0 || !sync && failed > 0 {
+				t.Fatalf("during the cut: %d sends acknowledged, %d refused", ok, failed)
+			}
+			proxy.Heal()
+			healed := time.Now()
+			waitFor(t, 20*time.Second, "sends acknowledged again", func() bool { return send(999) == nil })
+			t.Logf("%d refused during the cut; acknowledged again %v after the heal", failed, time.Since(healed).Round(time.Millisecond))
+			waitFor(t, 20*time.Second, "the slave to catch up", func() bool {
+				return slave.Store().End() == master.Store().End()
+			})
+			for pos := int64(0); pos < master.Store().End(); {
+				a, next, err := master.Store().ReadRaw(pos, 1<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _, err := slave.Store().ReadRaw(pos, 1<<20)
+				if err != nil || !bytes.Equal(a, b) {
+					t.Fatalf("commitlogs differ at %d (%v)", pos, err)
+				}
+				pos = next
+			}
+		})
+	}
 }
