@@ -478,6 +478,7 @@ func (cs *Consumer) addQueues(ctx context.Context, keys []pqKey, subs map[pqKey]
 			continue // next rebalance tries again
 		}
 		start := rep.Offsets[k.Queue].Offset
+		committed := start // -1 when the group has none here: the first commit records where it starts
 		cs.mu.Lock()
 		local, haveLocal := cs.local[localKey{k.topic, k.Broker, k.Queue}]
 		cs.mu.Unlock()
@@ -491,7 +492,7 @@ func (cs *Consumer) addQueues(ctx context.Context, keys []pqKey, subs map[pqKey]
 			start = local // the broker has not heard our last commit (a failover)
 		}
 		pctx, cancel := context.WithCancel(cs.ctx)
-		pq := &processQueue{key: k, sub: subs[k], ctx: pctx, cancel: cancel, next: start, committed: start, inflight: map[int64]bool{}}
+		pq := &processQueue{key: k, sub: subs[k], ctx: pctx, cancel: cancel, next: start, committed: committed, inflight: map[int64]bool{}}
 		cs.mu.Lock()
 		if cs.owned[k] != nil || cs.ctx.Err() != nil {
 			cs.mu.Unlock()

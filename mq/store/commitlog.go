@@ -194,7 +194,9 @@ func (c *commitLog) allocate(stop <-chan struct{}) {
 		case <-c.ahead:
 		}
 		c.mu.Lock()
-		if c.nextSeg != nil || len(c.segs) == 0 {
+		// Only once the segment being written is half full: an idle broker
+		// keeps one segment on disk, not two.
+		if c.nextSeg != nil || len(c.segs) == 0 || c.wrote-c.segs[len(c.segs)-1].start < int64(c.size)/2 {
 			c.mu.Unlock()
 			continue
 		}
