@@ -248,15 +248,14 @@ func (c *Client) ResetOffset(ctx context.Context, group, topic string, to int64)
 	})
 }
 
-// Lookup finds messages by broker ID (…@broker), or in a topic by key or
-// producer message ID.
+// Lookup finds messages by broker ID (…@broker), or in a topic by key.
 func (c *Client) Lookup(ctx context.Context, topic, id, key string) ([]*Message, error) {
 	req := &wire.LookupRequest{Topic: topic, ID: id, Key: key}
 	var only []string
 	if name, _, _, err := wire.ParseID(id); err == nil {
 		only = []string{name}
 	} else if topic == "" {
-		return nil, fmt.Errorf("mq: lookup needs a broker message ID, or a topic with --key or a producer ID")
+		return nil, fmt.Errorf("mq: lookup needs a broker message ID (…@broker), or a topic and a key")
 	}
 	var out []*Message
 	err := c.eachBroker(ctx, only, func(b wire.BrokerInfo, cl *rpc.Client) error {

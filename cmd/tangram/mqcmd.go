@@ -243,7 +243,7 @@ func newMQCmd(g *globals) *cobra.Command {
 	consume.Flags().BoolVar(&cf.latest, "from-latest", false, "a new group starts at the end instead of the beginning")
 
 	var lf struct{ id, topic, key string }
-	lookup := &cobra.Command{Use: "lookup", Short: "Find messages by broker ID (--id …@broker), or in a --topic by --key or producer --id", Args: cobra.NoArgs,
+	lookup := &cobra.Command{Use: "lookup", Short: "Find messages by broker ID (--id …@broker), or in a --topic by --key", Args: cobra.NoArgs,
 		RunE: with(func(ctx context.Context, c *mq.Client, args []string) error {
 			ms, err := c.Lookup(ctx, lf.topic, lf.id, lf.key)
 			if err != nil {
@@ -251,7 +251,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			}
 			return g.print(msgsJSON(ms), func(w *tabwriter.Writer) { msgRows(w, ms) })
 		})}
-	lookup.Flags().StringVar(&lf.id, "id", "", "broker message ID, or the producer's message ID with --topic")
+	lookup.Flags().StringVar(&lf.id, "id", "", "broker message ID (…@broker)")
 	lookup.Flags().StringVar(&lf.topic, "topic", "", "topic to search by key")
 	lookup.Flags().StringVar(&lf.key, "key", "", "message key")
 

@@ -627,7 +627,7 @@ func (b *Broker) handleLookup(ctx context.Context, req *wire.LookupRequest) (*wi
 			return nil, err
 		}
 		rep.Msgs = append(rep.Msgs, b.stored(m))
-	case req.Topic != "" && (req.Key != "" || req.ID != ""):
+	case req.Topic != "" && req.Key != "":
 		if err := wire.ValidTopic(req.Topic); err != nil {
 			return nil, rpcError(err)
 		}
@@ -635,9 +635,6 @@ func (b *Broker) handleLookup(ctx context.Context, req *wire.LookupRequest) (*wi
 			return nil, err
 		}
 		key := req.Key
-		if key == "" {
-			key = req.ID
-		}
 		ms, err := b.st.Lookup(req.Topic, key, req.Max)
 		if err != nil {
 			return nil, rpcError(err)
@@ -646,7 +643,7 @@ func (b *Broker) handleLookup(ctx context.Context, req *wire.LookupRequest) (*wi
 			rep.Msgs = append(rep.Msgs, b.stored(m))
 		}
 	default:
-		return nil, rpc.Errorf(rpc.InvalidArgument, "lookup: give a broker message ID (…@broker), or a topic with a key or producer ID")
+		return nil, rpc.Errorf(rpc.InvalidArgument, "lookup: give a broker message ID (…@broker), or a topic and a key")
 	}
 	return rep, nil
 }

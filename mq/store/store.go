@@ -70,12 +70,12 @@ type Store struct {
 
 	keys *keyIndex
 
-	qmu      sync.Mutex
-	queues   map[queueKey]*consumeQueue
-	touched  map[*consumeQueue]bool // queues with entries to flush (under dispatchMu)
+	qmu     sync.Mutex
+	queues  map[queueKey]*consumeQueue
+	touched map[*consumeQueue]bool // queues with entries to flush (under dispatchMu)
 
-	dispatchMu sync.Mutex // one indexer at a time: the dispatcher or an appender
-	counters map[queueKey]int64     // next queue offset to assign (under cl.mu via append)
+	dispatchMu sync.Mutex         // one indexer at a time: the dispatcher or an appender
+	counters   map[queueKey]int64 // next queue offset to assign (under cl.mu via append)
 
 	dmu        sync.Mutex
 	dispatched int64 // commitlog offset indexed so far

@@ -279,7 +279,7 @@ type NameRequest struct {
 	Name string `msgpack:"name"`
 }
 
-// LookupRequest finds messages by broker ID, by producer ID, or by key.
+// LookupRequest finds messages by broker ID, or in a topic by key.
 type LookupRequest struct {
 	Topic string `msgpack:"topic,omitempty"`
 	ID    string `msgpack:"id,omitempty"`
