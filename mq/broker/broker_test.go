@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
+	"github.com/tangram-dev/tangram/rpc"
 )
 
 func admin(context.Context, string) (*auth.Principal, error) {
@@ -144,6 +146,67 @@ func TestBusyRefusesSends(t *testing.T) {
 	}
 	b.inflight.Add(-10)
 	if _, err := b.Send(&wire.SendRequest{Topic: "t", Queue: 0, Msgs: []wire.Msg{{Body: []byte("x")}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A served broker answers sends and pulls over RPC, and everything it
+// started ends on Close (TestMain checks for leaked goroutines).
+func TestServeAndClose(t *testing.T) {
+	registered := make(chan wire.BrokerInfo, 10)
+	b := open(t, t.TempDir(), func(c *Config) {
+		c.AutoCreate = true
+		c.RegisterInterval = 50 * time.Millisecond
+		c.Register = func(_ context.Context, in wire.BrokerInfo) error {
+			select {
+			case registered <- in:
+			default:
+			}
+			return nil
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Serve(ln); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := rpc.Dial(ctx, b.Addr(), rpc.WithToken("any"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rpc.Call[wire.SendReply](ctx, c, wire.MethodSend, &wire.SendRequest{Topic: "auto", Queue: -1, AutoCreate: true,
+		Msgs: []wire.Msg{{Body: []byte("a")}, {Body: []byte("b")}}})
+	if err != nil || len(rep.IDs) != 2 {
+		t.Fatalf("send: %+v %v", rep, err)
+	}
+	pr, err := rpc.Call[wire.PullReply](ctx, c, wire.MethodPull, &wire.PullRequest{Group: "g", Topic: "auto", Queue: rep.Queue, Max: 10, WaitMs: 1000})
+	if err != nil || len(pr.Msgs) != 2 || string(pr.Msgs[1].Body) != "b" || pr.Msgs[0].ID != rep.IDs[0] {
+		t.Fatalf("pull: %+v %v", pr, err)
+	}
+	// A long poll on an empty queue ends when a message arrives.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_, _ = rpc.Call[wire.SendReply](ctx, c, wire.MethodSend, &wire.SendRequest{Topic: "auto", Queue: int32(rep.Queue), Msgs: []wire.Msg{{Body: []byte("c")}}})
+	}()
+	start := time.Now()
+	pr, err = rpc.Call[wire.PullReply](ctx, c, wire.MethodPull, &wire.PullRequest{Group: "g", Topic: "auto", Queue: rep.Queue, Offset: pr.Next, Max: 10, WaitMs: 5000})
+	if err != nil || len(pr.Msgs) != 1 || time.Since(start) > 2*time.Second {
+		t.Fatalf("long poll: %+v %v after %v", pr, err, time.Since(start))
+	}
+	select {
+	case in := <-registered:
+		if in.Name != "b" || in.Addr != b.Addr() {
+			t.Fatalf("registered %+v", in)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("never registered")
+	}
+	c.Close()
+	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
