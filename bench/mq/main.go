@@ -332,11 +332,16 @@ func (t *tangram) e2e(ctx context.Context, topic string, rate int, d time.Durati
 	var mu sync.Mutex
 	var lat []time.Duration
 	debug := os.Getenv("E2E_DEBUG") != ""
+	var received atomic.Int64
+	measureFrom := time.Now().Add(time.Hour) // set when sending starts
 	check(cs.Subscribe(topic, nil, func(ctx context.Context, m *mq.Message) error {
 		sent := time.Unix(0, int64(binary.BigEndian.Uint64(m.Body)))
 		d := time.Since(sent)
+		received.Add(1)
 		mu.Lock()
-		lat = append(lat, d)
+		if !sent.Before(measureFrom) {
+			lat = append(lat, d)
+		}
 		mu.Unlock()
 		if debug && d > 2*time.Millisecond {
 			fmt.Fprintf(os.Stderr, "slow %v sent %s stored +%dms q%d\n", d, sent.Format("05.000000"), m.StoredAt.Sub(sent).Milliseconds(), m.Queue)
@@ -355,7 +360,10 @@ func (t *tangram) e2e(ctx context.Context, topic string, rate int, d time.Durati
 	defer pc.Close()
 	pr, _ := pc.NewProducer(mq.ProducerConfig{})
 	var errs atomic.Int64
-	n := paced(rate, d, func() {
+	mu.Lock()
+	measureFrom = time.Now().Add(e2eWarmup)
+	mu.Unlock()
+	n := paced(rate, e2eWarmup+d, func() {
 		b := append([]byte(nil), body...)
 		binary.BigEndian.PutUint64(b, uint64(time.Now().UnixNano()))
 		if os.Getenv("E2E_SYNC") != "" {
@@ -372,19 +380,17 @@ func (t *tangram) e2e(ctx context.Context, topic string, rate int, d time.Durati
 	})
 	pr.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		k := len(lat)
-		mu.Unlock()
-		if k >= n-int(errs.Load()) {
-			break
-		}
+	for time.Now().Before(deadline) && received.Load() < int64(n)-errs.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return result{P50ms: percentile(lat, 0.5), P99ms: percentile(lat, 0.99), Maxms: percentile(lat, 1), Messages: len(lat), Errors: errs.Load() + int64(n-len(lat))}, nil
+	return result{P50ms: percentile(lat, 0.5), P99ms: percentile(lat, 0.99), Maxms: percentile(lat, 1), Messages: len(lat), Errors: errs.Load() + int64(n) - received.Load()}, nil
 }
+
+// e2eWarmup is sent before end-to-end latency is measured (both systems):
+// connections, first segments and page faults, goroutine stacks.
+const e2eWarmup = time.Second
 
 // paced calls f rate times a second for d, in 1 ms ticks; it returns the calls.
 func paced(rate int, d time.Duration, f func()) int {
@@ -534,11 +540,20 @@ func (j *jetstream) e2e(ctx context.Context, topic string, rate int, d time.Dura
 	cjs, _ := cn.JetStream()
 	var mu sync.Mutex
 	var lat []time.Duration
+	var received atomic.Int64
+	measureFrom := time.Now().Add(time.Hour)
 	sub, err := cjs.Subscribe(topic+".>", func(m *nats.Msg) {
 		sent := time.Unix(0, int64(binary.BigEndian.Uint64(m.Data)))
+		d := time.Since(sent)
+		received.Add(1)
 		mu.Lock()
-		lat = append(lat, time.Since(sent))
+		if !sent.Before(measureFrom) {
+			lat = append(lat, d)
+		}
 		mu.Unlock()
+		if os.Getenv("E2E_DEBUG") != "" && d > 2*time.Millisecond {
+			fmt.Fprintf(os.Stderr, "slow-js %v sent %s\n", d, sent.Format("05.000000"))
+		}
 		_ = m.Ack()
 	}, nats.Durable("e2e"), nats.ManualAck(), nats.AckExplicit(), nats.BindStream(topic))
 	if err != nil {
@@ -552,7 +567,10 @@ func (j *jetstream) e2e(ctx context.Context, topic string, rate int, d time.Dura
 	defer pn.Close()
 	pjs, _ := pn.JetStream(nats.PublishAsyncMaxPending(4096))
 	var errs atomic.Int64
-	n := paced(rate, d, func() {
+	mu.Lock()
+	measureFrom = time.Now().Add(e2eWarmup)
+	mu.Unlock()
+	n := paced(rate, e2eWarmup+d, func() {
 		b := append([]byte(nil), body...)
 		binary.BigEndian.PutUint64(b, uint64(time.Now().UnixNano()))
 		if _, err := pjs.PublishAsync(topic+".e2e", b); err != nil {
@@ -561,16 +579,10 @@ func (j *jetstream) e2e(ctx context.Context, topic string, rate int, d time.Dura
 	})
 	<-pjs.PublishAsyncComplete()
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		k := len(lat)
-		mu.Unlock()
-		if k >= n-int(errs.Load()) {
-			break
-		}
+	for time.Now().Before(deadline) && received.Load() < int64(n)-errs.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return result{P50ms: percentile(lat, 0.5), P99ms: percentile(lat, 0.99), Maxms: percentile(lat, 1), Messages: len(lat), Errors: errs.Load() + int64(n-len(lat))}, nil
+	return result{P50ms: percentile(lat, 0.5), P99ms: percentile(lat, 0.99), Maxms: percentile(lat, 1), Messages: len(lat), Errors: errs.Load() + int64(n) - received.Load()}, nil
 }

@@ -510,3 +510,4 @@ func signalChan(c chan struct{}) {
 	default:
 	}
 }
+
