@@ -510,4 +510,3 @@ func signalChan(c chan struct{}) {
 	default:
 	}
 }
-
