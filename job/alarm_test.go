@@ -77,7 +77,6 @@ func (m *mailSink) serve(c net.Conn) {
 	}
 }
 
-
 // A run that fails for good e-mails its job's alarm addresses.
 func TestAlarmEmail(t *testing.T) {
 	sink := newMailSink(t)

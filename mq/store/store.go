@@ -288,27 +288,7 @@ func hasKey(keys, key string) bool {
 
 // Put appends a message and assigns its commitlog and queue offsets. With
 // FlushSync it returns once the message is on disk.
-func (s *Store) Put(m *Message) error {
-	if s.isClosed() {
-		return ErrClosed
-	}
-	if !validTopic(m.Topic) {
-		return fmt.Errorf("store: topic %q: 1–%d letters, digits, '%%', '_', '-' or '.'", m.Topic, MaxTopicLen)
-	}
-	err := s.cl.append(m, func(m *Message) {
-		k := queueKey{m.Topic, m.QueueID}
-		m.QueueOffset = s.counters[k]
-		s.counters[k]++
-	})
-	if err != nil {
-		return err
-	}
-	s.indexNow()
-	if s.cfg.Flush == FlushSync {
-		return s.cl.waitFlushed(m.Offset + int64(m.Size))
-	}
-	return nil
-}
+func (s *Store) Put(m *Message) error { return s.PutBatch([]*Message{m}) }
 
 // PutBatch appends messages in order; with FlushSync it returns once all
 // are on disk (one wait for the batch). On an error the messages before
