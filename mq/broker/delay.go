@@ -97,10 +97,15 @@ func (d *delayService) save() error {
 	}
 	d.mu.Unlock()
 	data, err := json.Marshal(st)
-	if err != nil {
-		return err
+	if err == nil {
+		err = writeFileAtomic(d.path(), data)
 	}
-	return writeFileAtomic(d.path(), data)
+	if err != nil {
+		d.mu.Lock()
+		d.dirty = true // try again next round
+		d.mu.Unlock()
+	}
+	return err
 }
 
 func (d *delayService) run() {

@@ -73,7 +73,13 @@ func (t *txService) save() error {
 	t.dirty = false
 	data, _ := json.Marshal(txState{HalfNext: t.halfNext})
 	t.mu.Unlock()
-	return writeFileAtomic(t.path(), data)
+	if err := writeFileAtomic(t.path(), data); err != nil {
+		t.mu.Lock()
+		t.dirty = true // try again next round
+		t.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // readOps folds new %OP% records into the outcome table.

@@ -340,9 +340,8 @@ func validTopic(t string) bool {
 	return true
 }
 
-// dispatchLoop indexes what the commitlog gained into the consume queues.
-// Every few seconds it also syncs the consume queues and writes the
-// checkpoint (how far they are complete), which bounds the recovery scan.
+// dispatchLoop indexes what the commitlog gained into the consume queues
+// when an appender could not do it inline (see indexNow), and every 100 ms.
 func (s *Store) dispatchLoop() {
 	t := time.NewTimer(100 * time.Millisecond)
 	defer t.Stop()
