@@ -1,20 +1,14 @@
 package config
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
-	"os"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/tangram-dev/tangram/internal/ident"
 )
 
 // Sentinel errors of the config center. Errors returned by the Service
@@ -38,20 +32,15 @@ const (
 	DefaultNamespace = "application"
 )
 
-// DefaultEnvs are created on first start.
-var DefaultEnvs = []string{"dev", "test", "prod"}
+// DefaultEnvs returns the environments a server creates on first start.
+func DefaultEnvs() []string { return []string{"dev", "test", "prod"} }
 
 // Masked replaces secret values in management output.
 const Masked = "******"
 
-var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	keyRE  = regexp.MustCompile(`^[A-Za-z0-9._\-/\[\]@$]{1,191}$`)
-)
-
 // ValidName checks an env, app, cluster or namespace name.
 func ValidName(kind, s string) error {
-	if !nameRE.MatchString(s) {
+	if !ident.Name(s, 64, "._-") {
 		return fmt.Errorf("%w: %s name %q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, kind, s)
 	}
 	return nil
@@ -59,7 +48,7 @@ func ValidName(kind, s string) error {
 
 // ValidKey checks an item key.
 func ValidKey(s string) error {
-	if !keyRE.MatchString(s) {
+	if !ident.Chars(s, 1, 191, "._-/[]@$") {
 		return fmt.Errorf("%w: key %q must be 1-191 characters of letters, digits and . _ - / [ ] @ $", ErrInvalid, s)
 	}
 	return nil
@@ -75,8 +64,8 @@ type Coord struct {
 
 func (c Coord) String() string { return c.Env + "/" + c.App + "/" + c.Cluster + "/" + c.NS }
 
-// messageKey is the release-message key of a namespace.
-func (c Coord) messageKey() string { return c.Env + "|" + c.App + "|" + c.Cluster + "|" + c.NS }
+// MessageKey is the release-message key of a namespace.
+func (c Coord) MessageKey() string { return c.Env + "|" + c.App + "|" + c.Cluster + "|" + c.NS }
 
 // Validate checks every part.
 func (c Coord) Validate() error {
@@ -109,7 +98,8 @@ type SnapItem struct {
 	Secret bool   `json:"s,omitempty"`
 }
 
-func (s Snapshot) sorted() Snapshot {
+// Sorted sorts s by key in place and returns it.
+func (s Snapshot) Sorted() Snapshot {
 	sort.Slice(s, func(i, j int) bool { return s[i].Key < s[j].Key })
 	return s
 }
@@ -191,25 +181,28 @@ func (o Overlay) Apply(base Snapshot) Snapshot {
 	for _, it := range m {
 		out = append(out, it)
 	}
-	return out.sorted()
+	return out.Sorted()
 }
 
 // Empty reports whether the overlay changes nothing.
 func (o Overlay) Empty() bool { return len(o.Set) == 0 && len(o.Delete) == 0 }
 
-func (o *Overlay) set(it SnapItem) {
-	o.unset(it.Key)
+// Put sets key it.Key to it, replacing an earlier set or delete of the key.
+func (o *Overlay) Put(it SnapItem) {
+	o.Forget(it.Key)
 	o.Set = append(o.Set, it)
 	sort.Slice(o.Set, func(i, j int) bool { return o.Set[i].Key < o.Set[j].Key })
 }
 
-func (o *Overlay) del(key string) {
-	o.unset(key)
+// Remove records the deletion of key.
+func (o *Overlay) Remove(key string) {
+	o.Forget(key)
 	o.Delete = append(o.Delete, key)
 	sort.Strings(o.Delete)
 }
 
-func (o *Overlay) unset(key string) {
+// Forget drops any change to key from the overlay.
+func (o *Overlay) Forget(key string) {
 	s := o.Set[:0]
 	for _, it := range o.Set {
 		if it.Key != key {
@@ -306,88 +299,4 @@ func Bucket(coord Coord, instance string) int {
 	h := fnv.New32a()
 	h.Write([]byte(coord.Env + "/" + coord.App + "/" + coord.NS + "#" + instance))
 	return int(h.Sum32() % 100)
-}
-
-// Cipher encrypts secret values with AES-256-GCM.
-type Cipher struct {
-	aead        cipher.AEAD
-	fingerprint string
-}
-
-const encPrefix = "tgmenc:v1:"
-
-// NewCipher builds a Cipher from a 32-byte key.
-func NewCipher(key []byte) (*Cipher, error) {
-	if len(key) != 32 {
-		return nil, fmt.Errorf("config: secret key must be 32 bytes, got %d", len(key))
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(append([]byte("tangram config secret key v1\x00"), key...))
-	return &Cipher{aead: aead, fingerprint: hex.EncodeToString(sum[:])}, nil
-}
-
-// LoadOrCreateKey reads a key file holding 32 bytes as 64 hex characters
-// (or base64); when the file does not exist and create is set, it writes a
-// new random key with mode 0600.
-func LoadOrCreateKey(path string, create bool) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && create {
-		key := make([]byte, 32)
-		_, _ = rand.Read(key)
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("config: write secret key %s: %w", path, err)
-		}
-		return key, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("config: read secret key: %w", err)
-	}
-	return ParseKey(strings.TrimSpace(string(b)))
-}
-
-// ParseKey decodes a 32-byte key given as hex or base64.
-func ParseKey(s string) ([]byte, error) {
-	if k, err := hex.DecodeString(s); err == nil && len(k) == 32 {
-		return k, nil
-	}
-	if k, err := base64.StdEncoding.DecodeString(s); err == nil && len(k) == 32 {
-		return k, nil
-	}
-	return nil, errors.New("config: secret key must be 32 bytes as 64 hex characters or base64")
-}
-
-// Fingerprint identifies the key without revealing it (SHA-256 of a
-// domain-separated copy of the 256-bit key).
-func (c *Cipher) Fingerprint() string { return c.fingerprint }
-
-// Seal encrypts a value.
-func (c *Cipher) Seal(plain string) string {
-	nonce := make([]byte, c.aead.NonceSize())
-	_, _ = rand.Read(nonce)
-	out := c.aead.Seal(nonce, nonce, []byte(plain), nil)
-	return encPrefix + base64.RawStdEncoding.EncodeToString(out)
-}
-
-// Open decrypts a value sealed by Seal.
-func (c *Cipher) Open(sealed string) (string, error) {
-	if !strings.HasPrefix(sealed, encPrefix) {
-		return "", errors.New("config: secret value is not sealed")
-	}
-	raw, err := base64.RawStdEncoding.DecodeString(sealed[len(encPrefix):])
-	if err != nil || len(raw) < c.aead.NonceSize() {
-		return "", errors.New("config: secret value is corrupt")
-	}
-	n := c.aead.NonceSize()
-	plain, err := c.aead.Open(nil, raw[:n], raw[n:], nil)
-	if err != nil {
-		return "", errors.New("config: secret value does not decrypt with this key (was --secret-key-file changed?)")
-	}
-	return string(plain), nil
 }

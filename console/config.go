@@ -10,6 +10,9 @@ import (
 )
 
 func (c *Console) registerConfig(mux *http.ServeMux) {
+	if c.cfg.Config == nil {
+		return
+	}
 	const nsPath = "/config/{env}/{app}/{cluster}/{ns}"
 	mux.Handle("GET /config", c.page(c.appsPage))
 	mux.Handle("POST /config/apps", c.page(c.createApp))
@@ -55,7 +58,7 @@ func (c *Console) createApp(w http.ResponseWriter, r *http.Request) error {
 	if _, err := c.cfg.Config.CreateApp(r.Context(), auth.Actor(r.Context()), config.App{Name: name, Description: r.PostFormValue("description")}); err != nil {
 		return err
 	}
-	back(w, r, "app "+name+" created", "")
+	c.back(w, r, "app "+name+" created", "")
 	return nil
 }
 
@@ -97,7 +100,7 @@ func (c *Console) createNamespace(w http.ResponseWriter, r *http.Request) error 
 	if _, err := c.cfg.Config.CreateNamespace(r.Context(), auth.Actor(r.Context()), co.Env, co.App, co.Cluster, spec); err != nil {
 		return err
 	}
-	back(w, r, "namespace "+co.NS+" created", "")
+	c.back(w, r, "namespace "+co.NS+" created", "")
 	return nil
 }
 
@@ -110,7 +113,7 @@ func (c *Console) createCluster(w http.ResponseWriter, r *http.Request) error {
 	if err := c.cfg.Config.CreateCluster(r.Context(), auth.Actor(r.Context()), env, app, name); err != nil {
 		return err
 	}
-	back(w, r, "cluster "+name+" created", "")
+	c.back(w, r, "cluster "+name+" created", "")
 	return nil
 }
 
@@ -188,39 +191,39 @@ func (c *Console) namespaceAction(w http.ResponseWriter, r *http.Request) error 
 		if _, err := cs.EditDraft(ctx, actor, co, config.Edit{Set: []config.Item{it}, Version: formVersion(r)}); err != nil {
 			return err
 		}
-		back(w, r, "saved "+it.Key+" to the draft", "")
+		c.back(w, r, "saved "+it.Key+" to the draft", "")
 	case "delete":
 		if _, err := cs.EditDraft(ctx, actor, co, config.Edit{Delete: []string{r.PostFormValue("key")}, Version: formVersion(r)}); err != nil {
 			return err
 		}
-		back(w, r, "deleted "+r.PostFormValue("key")+" from the draft", "")
+		c.back(w, r, "deleted "+r.PostFormValue("key")+" from the draft", "")
 	case "publish":
 		if r.PostFormValue("mode") == "request" {
 			req, err := cs.RequestRelease(ctx, actor, co, r.PostFormValue("comment"))
 			if err != nil {
 				return err
 			}
-			back(w, r, "release request #"+strconv.FormatInt(req.ID, 10)+" filed", "")
+			c.back(w, r, "release request #"+strconv.FormatInt(req.ID, 10)+" filed", "")
 			return nil
 		}
 		rel, err := cs.Publish(ctx, actor, co, config.PublishRequest{Comment: r.PostFormValue("comment"), Emergency: r.PostFormValue("emergency") == "1", Version: formVersion(r)})
 		if err != nil {
 			return err
 		}
-		back(w, r, "published version "+strconv.FormatInt(rel.Version, 10), "")
+		c.back(w, r, "published version "+strconv.FormatInt(rel.Version, 10), "")
 	case "rollback":
 		to, _ := strconv.ParseInt(r.PostFormValue("to"), 10, 64)
 		rel, err := cs.Rollback(ctx, actor, co, config.RollbackRequest{To: to})
 		if err != nil {
 			return err
 		}
-		back(w, r, "rolled back: "+rel.Comment, "")
+		c.back(w, r, "rolled back: "+rel.Comment, "")
 	case "settings":
 		ra, sp := r.PostFormValue("require_approval") == "1", r.PostFormValue("separate_publisher") == "1"
 		if _, err := cs.UpdateSettings(ctx, actor, co, config.Settings{RequireApproval: &ra, SeparatePublisher: &sp}); err != nil {
 			return err
 		}
-		back(w, r, "settings saved", "")
+		c.back(w, r, "settings saved", "")
 	}
 	return nil
 }
@@ -258,7 +261,7 @@ func (c *Console) grayAction(w http.ResponseWriter, r *http.Request) error {
 		if _, err := cs.EditGray(ctx, actor, co, e); err != nil {
 			return err
 		}
-		back(w, r, "gray branch saved", "")
+		c.back(w, r, "gray branch saved", "")
 	case "action":
 		if err := auth.Check(ctx, auth.PermRelease, co.Env, co.App, co.NS); err != nil {
 			return err
@@ -275,7 +278,7 @@ func (c *Console) grayAction(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		back(w, r, "gray "+r.PostFormValue("action")+" done", "")
+		c.back(w, r, "gray "+r.PostFormValue("action")+" done", "")
 	default:
 		http.NotFound(w, r)
 	}
@@ -311,7 +314,7 @@ func (c *Console) requestAction(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	back(w, r, "request "+r.PathValue("id")+" "+r.PostFormValue("decision")+"d", "")
+	c.back(w, r, "request "+r.PathValue("id")+" "+r.PostFormValue("decision")+"d", "")
 	return nil
 }
 

@@ -21,14 +21,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tangram-dev/tangram/config"
+	jobserver "github.com/tangram-dev/tangram/job/server"
+
+	registryserver "github.com/tangram-dev/tangram/registry/server"
+
+	configserver "github.com/tangram-dev/tangram/config/server"
+
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
-	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/mq"
-	"github.com/tangram-dev/tangram/registry"
 )
 
 //go:embed templates/*.html
@@ -40,9 +43,9 @@ var staticFS embed.FS
 // Config wires the console to the services it shows.
 type Config struct {
 	Auth     *auth.Service
-	Config   *config.Server
-	Registry *registry.Registry // optional: the registry pages
-	Jobs     *job.Scheduler     // optional: the job pages
+	Config   *configserver.Server     // optional: the config pages
+	Registry *registryserver.Registry // optional: the registry pages
+	Jobs     *jobserver.Scheduler     // optional: the job pages
 	// MQ, optional, returns the platform's MQ client (the message queue pages).
 	MQ            func(ctx context.Context) (*mq.Client, error)
 	Store         *store.Store
@@ -50,6 +53,28 @@ type Config struct {
 	SecureCookies bool
 	Version       string
 }
+
+// nav is the top navigation: a link for each component the console was
+// given, then users and audit.
+func (cfg Config) nav() []NavLink {
+	var out []NavLink
+	if cfg.Config != nil {
+		out = append(out, NavLink{"/config", "Config"})
+	}
+	if cfg.Registry != nil {
+		out = append(out, NavLink{"/registry", "Registry"})
+	}
+	if cfg.Jobs != nil {
+		out = append(out, NavLink{"/jobs", "Jobs"})
+	}
+	if cfg.MQ != nil {
+		out = append(out, NavLink{"/mq", "MQ"})
+	}
+	return append(out, NavLink{"/users", "Users"}, NavLink{"/audit", "Audit"})
+}
+
+// home is the first page of the navigation.
+func (c *Console) home() string { return c.nav[0].Href }
 
 // NavLink is an entry of the top navigation.
 type NavLink struct{ Href, Label string }
@@ -97,7 +122,7 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Console{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{},
-		nav: []NavLink{{"/config", "Config"}, {"/registry", "Registry"}, {"/jobs", "Jobs"}, {"/mq", "MQ"}, {"/users", "Users"}, {"/audit", "Audit"}}}
+		nav: cfg.nav()}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
@@ -121,7 +146,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /login", c.loginPage)
 	mux.HandleFunc("POST /login", c.login)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/config", http.StatusSeeOther) })
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, c.home(), http.StatusSeeOther) })
 	mux.Handle("POST /logout", c.page(c.logout))
 	mux.Handle("GET /audit", c.page(c.auditPage))
 	c.registerUsers(mux)
@@ -182,20 +207,20 @@ func (c *Console) page(fn func(w http.ResponseWriter, r *http.Request) error) ht
 		r = r.WithContext(auth.WithPrincipal(r.Context(), p))
 		if err := fn(w, r); err != nil {
 			var ae *api.Error
-			if mapped := config.MapError(err); !errors.As(mapped, &ae) {
+			if mapped := configserver.MapError(err); !errors.As(mapped, &ae) {
 				c.log.Error("console: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
-			msg := errMessage(config.MapError(err))
+			msg := errMessage(configserver.MapError(err))
 			if r.Method == http.MethodGet {
 				status := http.StatusInternalServerError
 				var ae *api.Error
-				if errors.As(config.MapError(err), &ae) {
+				if errors.As(configserver.MapError(err), &ae) {
 					status = ae.Status
 				}
 				http.Error(w, msg, status)
 				return
 			}
-			back(w, r, "", msg)
+			c.back(w, r, "", msg)
 		}
 	})
 }
@@ -209,11 +234,11 @@ func errMessage(err error) string {
 }
 
 // back redirects to the page the form was on with a message.
-func back(w http.ResponseWriter, r *http.Request, msg, errMsg string) {
+func (c *Console) back(w http.ResponseWriter, r *http.Request, msg, errMsg string) {
 	target := r.Header.Get("Referer")
 	u, err := url.Parse(target)
 	if target == "" || err != nil || (u.Host != "" && u.Host != r.Host) {
-		u = &url.URL{Path: "/config"}
+		u = &url.URL{Path: c.home()}
 	}
 	q := u.Query()
 	q.Del("msg")
@@ -251,7 +276,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		SameSite: http.SameSiteLaxMode, MaxAge: int(auth.SessionTTL.Seconds())})
 	next := r.PostForm.Get("next")
 	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-		next = "/config"
+		next = c.home()
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

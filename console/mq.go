@@ -152,7 +152,7 @@ func (c *Console) mqResend(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := r.FormValue("id")
 	if err := cl.Resend(r.Context(), group, id); err != nil {
-		back(w, r, "", "resend "+id+": "+err.Error())
+		c.back(w, r, "", "resend "+id+": "+err.Error())
 		return nil
 	}
 	c.log.Info("console: dead letter resent", "group", group, "id", id, "by", auth.FromContext(r.Context()).Name)

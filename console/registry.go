@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	registryserver "github.com/tangram-dev/tangram/registry/server"
+
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/registry"
 )
@@ -85,7 +87,7 @@ func (c *Console) instanceAction(w http.ResponseWriter, r *http.Request) error {
 	case "weight":
 		n, err := strconv.Atoi(r.FormValue("weight"))
 		if err != nil {
-			back(w, r, "", "weight: not a number")
+			c.back(w, r, "", "weight: not a number")
 			return nil
 		}
 		p.Weight = &n
@@ -94,7 +96,7 @@ func (c *Console) instanceAction(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if _, err := c.cfg.Registry.Patch(r.Context(), k, id, p); err != nil {
-		return registry.MapError(err)
+		return registryserver.MapError(err)
 	}
 	http.Redirect(w, r, "/registry/"+url.PathEscape(k.Namespace)+"/"+url.PathEscape(k.Group)+"/"+url.PathEscape(k.Service)+"?msg="+
 		url.QueryEscape("updated "+id), http.StatusSeeOther)

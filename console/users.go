@@ -27,14 +27,14 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 		if _, err := c.cfg.Auth.CreateUser(r.Context(), auth.Actor(r.Context()), name, r.PostFormValue("password"), []auth.Binding{b}); err != nil {
 			return authErr(err)
 		}
-		back(w, r, "user "+name+" created", "")
+		c.back(w, r, "user "+name+" created", "")
 		return nil
 	}))
 	mux.Handle("POST /users/{name}/grant", admin(func(w http.ResponseWriter, r *http.Request) error {
 		if err := c.cfg.Auth.Grant(r.Context(), auth.Actor(r.Context()), r.PathValue("name"), bindingFrom(r)); err != nil {
 			return authErr(err)
 		}
-		back(w, r, "role granted to "+r.PathValue("name"), "")
+		c.back(w, r, "role granted to "+r.PathValue("name"), "")
 		return nil
 	}))
 	mux.Handle("POST /tokens", admin(func(w http.ResponseWriter, r *http.Request) error {
@@ -54,7 +54,7 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 		if err := c.cfg.Auth.RevokeToken(r.Context(), auth.Actor(r.Context()), id); err != nil {
 			return api.NotFound("%v", err)
 		}
-		back(w, r, "token "+r.PathValue("id")+" revoked", "")
+		c.back(w, r, "token "+r.PathValue("id")+" revoked", "")
 		return nil
 	}))
 }

@@ -80,6 +80,9 @@ type ExecutorConfig struct {
 	GlueDir       string
 	GlueEnv       []string
 	GlueKillGrace time.Duration
+	// GoGlue runs glue of type "go"; required when Glue lists it (package
+	// job/goglue provides one).
+	GoGlue GoInterpreter
 }
 
 // Executor runs jobs for the scheduler.
@@ -134,7 +137,7 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if cfg.Token == "" && !cfg.Insecure {
 		return nil, fmt.Errorf("job: executor needs an API token (TANGRAM_TOKEN) to register and to verify run requests; set Insecure to run without one")
 	}
-	if !nameRE.MatchString(cfg.App) {
+	if !validName(cfg.App) {
 		return nil, fmt.Errorf("job: executor app %q: 1–128 letters, digits, '.', '_', ':' or '-'", cfg.App)
 	}
 	if cfg.Servers == "" {
@@ -164,6 +167,9 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	for _, t := range cfg.Glue {
 		if !validGlue(t) {
 			return nil, fmt.Errorf("job: executor glue type %q: want shell, python3 or go", t)
+		}
+		if t == GlueGo && cfg.GoGlue == nil {
+			return nil, fmt.Errorf("job: executor glue type go needs ExecutorConfig.GoGlue (goglue.Interpreter{} from package github.com/tangram-dev/tangram/job/goglue)")
 		}
 	}
 	var k [24]byte
@@ -585,4 +591,21 @@ func glueOf(req *RunRequest) *glueCode {
 		return nil
 	}
 	return &glueCode{typ: req.GlueType, version: req.GlueVersion, source: req.GlueSource}
+}
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// signal wakes a loop waiting on ch without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

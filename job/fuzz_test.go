@@ -28,12 +28,12 @@ func FuzzJobJSON(f *testing.F) {
 		if err := j.Normalize(); err != nil {
 			return
 		}
-		t0 := j.firstFire(now)
+		t0 := j.FirstFire(now)
 		for range 5 {
 			if t0.IsZero() {
 				return
 			}
-			t1 := j.nextFire(t0)
+			t1 := j.NextFire(t0)
 			if !t1.IsZero() && !t1.After(t0) {
 				t.Fatalf("next fire %v is not after %v for %s", t1, t0, b)
 			}

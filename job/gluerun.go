@@ -11,9 +11,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"github.com/traefik/yaegi/interp"
-	"github.com/traefik/yaegi/stdlib"
 )
 
 // glueCode is the source a glue run carries.
@@ -106,19 +103,8 @@ func (e *Executor) runScript(ctx context.Context, jc *Context, g *glueCode, inte
 	return err
 }
 
-// runGo interprets a Go glue with yaegi. The source is a main package that
-// defines
-//
-//	func Run(ctx context.Context, params string) (output string, err error)
-//
-// with the standard library available; what it prints goes to the run's
-// log. A Go glue shares the executor's process: it must return when ctx
-// ends (the run is reported killed at once either way).
+// runGo runs a Go glue with the executor's GoInterpreter.
 func (e *Executor) runGo(ctx context.Context, jc *Context, g *glueCode) error {
-	i := interp.New(interp.Options{Stdout: jc.buf, Stderr: jc.buf, Env: append([]string{"TANGRAM_PARAMS=" + jc.Params}, e.cfg.GlueEnv...)})
-	if err := i.Use(stdlib.Symbols); err != nil {
-		return fmt.Errorf("glue go: %w", err)
-	}
 	type result struct {
 		out string
 		err error
@@ -130,21 +116,7 @@ func (e *Executor) runGo(ctx context.Context, jc *Context, g *glueCode) error {
 				res <- result{err: fmt.Errorf("glue go panicked: %v", p)}
 			}
 		}()
-		if _, err := i.EvalWithContext(ctx, g.source); err != nil {
-			res <- result{err: fmt.Errorf("glue go: %w", err)}
-			return
-		}
-		v, err := i.EvalWithContext(ctx, "main.Run")
-		if err != nil {
-			res <- result{err: fmt.Errorf("glue go: no main.Run: %w", err)}
-			return
-		}
-		fn, ok := v.Interface().(func(context.Context, string) (string, error))
-		if !ok {
-			res <- result{err: fmt.Errorf("glue go: main.Run is %s, want func(context.Context, string) (string, error)", v.Type())}
-			return
-		}
-		out, err := fn(ctx, jc.Params)
+		out, err := e.cfg.GoGlue.Run(ctx, g.source, jc.Params, append([]string{"TANGRAM_PARAMS=" + jc.Params}, e.cfg.GlueEnv...), jc.buf)
 		res <- result{out, err}
 	}()
 	select {
@@ -154,6 +126,19 @@ func (e *Executor) runGo(ctx context.Context, jc *Context, g *glueCode) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+// GoInterpreter runs the source of a Go glue: a main package that defines
+//
+//	func Run(ctx context.Context, params string) (output string, err error)
+//
+// Run calls it with params, env as its environment and out as its standard
+// output and error. Package job/goglue provides one (yaegi); it is apart
+// from this package because an interpreter with the standard library's
+// symbols weighs about 20 MB, which an executor without Go glue should not
+// carry.
+type GoInterpreter interface {
+	Run(ctx context.Context, source, params string, env []string, out io.Writer) (output string, err error)
 }
 
 var _ io.Writer = (*runLog)(nil)

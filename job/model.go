@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/ident"
 
 	"github.com/robfig/cron/v3"
 )
@@ -144,7 +145,9 @@ type Job struct {
 	UpdatedAt  time.Time `json:"updated_at,omitzero"`
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+// validName reports whether s may name a job, an app or a handler: 1-128
+// letters, digits, '.', '_', ':' or '-', starting with a letter or digit.
+func validName(s string) bool { return ident.Name(s, 128, "._:-") }
 
 // Limits.
 const (
@@ -162,10 +165,10 @@ func (j *Job) Normalize() error {
 	bad := func(field, format string, a ...any) error {
 		return fmt.Errorf("%w %s: %s", ErrInvalid, field, fmt.Sprintf(format, a...))
 	}
-	if !nameRE.MatchString(j.Name) {
+	if !validName(j.Name) {
 		return bad("name", "%q: 1–128 letters, digits, '.', '_', ':' or '-'", j.Name)
 	}
-	if !nameRE.MatchString(j.App) {
+	if !validName(j.App) {
 		return bad("app", "%q: 1–128 letters, digits, '.', '_', ':' or '-'", j.App)
 	}
 	if j.Flow != nil && j.Handler == "" {
@@ -179,7 +182,7 @@ func (j *Job) Normalize() error {
 			return err
 		}
 	}
-	if !nameRE.MatchString(j.Handler) {
+	if !validName(j.Handler) {
 		return bad("handler", "%q: 1–128 letters, digits, '.', '_', ':' or '-'", j.Handler)
 	}
 	if t := GlueType(j.Handler); t != "" && !validGlue(t) {
@@ -332,8 +335,8 @@ type manualSchedule struct{}
 
 func (manualSchedule) next(time.Time) time.Time { return time.Time{} }
 
-// firstFire is the first fire time of a job created or changed at now.
-func (j *Job) firstFire(now time.Time) time.Time {
+// FirstFire is the first fire time of a job created or changed at now.
+func (j *Job) FirstFire(now time.Time) time.Time {
 	s, err := j.Trigger.schedule()
 	if err != nil || !j.Enabled {
 		return time.Time{}
@@ -354,8 +357,8 @@ func (j *Job) firstFire(now time.Time) time.Time {
 	return j.bound(t)
 }
 
-// nextFire is the fire time after one at prev.
-func (j *Job) nextFire(prev time.Time) time.Time {
+// NextFire is the fire time after one at prev.
+func (j *Job) NextFire(prev time.Time) time.Time {
 	s, err := j.Trigger.schedule()
 	if err != nil || j.Trigger.Kind == TriggerOnce || j.Trigger.Kind == TriggerDelay {
 		return time.Time{} // delay: set when the run finishes

@@ -30,12 +30,12 @@ func TestFireTimes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := c.job.firstFire(now)
+			got := c.job.FirstFire(now)
 			if !got.Equal(c.want[0]) {
 				t.Fatalf("first fire %v, want %v", got, c.want[0])
 			}
 			for _, w := range c.want[1:] {
-				got = c.job.nextFire(got)
+				got = c.job.NextFire(got)
 				if !got.Equal(w) {
 					t.Fatalf("next fire %v, want %v", got, w)
 				}

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/mq/redisdedup"
+	"github.com/tangram-dev/tangram/mq/sqldedup"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tangram-dev/tangram/internal/store"
@@ -19,7 +23,7 @@ func dedupStores(t *testing.T) map[string]mq.DedupStore {
 	out := map[string]mq.DedupStore{}
 	for _, d := range storetest.Dialects {
 		st := storetest.Open(t, d)
-		sd := &mq.SQLDedup{DB: st.DB(), Dialect: string(d)}
+		sd := &sqldedup.Store{DB: st.DB(), Dialect: string(d)}
 		if d == store.SQLite {
 			sd.Dialect = "sqlite"
 		}
@@ -37,7 +41,7 @@ func dedupStores(t *testing.T) map[string]mq.DedupStore {
 	if err := rc.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("Redis at %s is not reachable (%v); start it with scripts/services.sh or set TANGRAM_TEST_REDIS", addr, err)
 	}
-	out["redis"] = &mq.RedisDedup{Client: rc, Prefix: fmt.Sprintf("test:%d:", time.Now().UnixNano())}
+	out["redis"] = &redisdedup.Store{Client: rc, Prefix: fmt.Sprintf("test:%d:", time.Now().UnixNano())}
 	return out
 }
 
@@ -54,7 +58,9 @@ func TestDedupStores(t *testing.T) {
 			}
 			expect("a", mq.Claimed)
 			expect("a", mq.InProgress)
-			if err := st.Done(ctx, "a", 300*time.Millisecond); err != nil {
+			keep := 300 * time.Millisecond
+			doneAt := time.Now()
+			if err := st.Done(ctx, "a", keep); err != nil {
 				t.Fatal(err)
 			}
 			expect("a", mq.Duplicate)
@@ -63,8 +69,17 @@ func TestDedupStores(t *testing.T) {
 				t.Fatal(err)
 			}
 			expect("b", mq.Claimed)
-			time.Sleep(400 * time.Millisecond)
-			expect("a", mq.Claimed) // its record expired
+			// The record expires after keep, never before.
+			wait.For(t, 10*time.Second, "the record of a to expire", func() bool {
+				c, err := st.Claim(ctx, "a", time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c == mq.Claimed && time.Since(doneAt) < keep {
+					t.Fatalf("record expired after %v, before its %v", time.Since(doneAt), keep)
+				}
+				return c == mq.Claimed
+			})
 		})
 	}
 }

@@ -3,7 +3,6 @@ package mq_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -62,15 +61,12 @@ func (e *env) openBroker(name, dir, addr string, mod func(*broker.Config)) *brok
 	if mod != nil {
 		mod(&cfg)
 	}
-	b, err := broker.Open(cfg)
+	cfg.Addr = addr
+	b, err := broker.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := b.Serve(ln); err != nil {
+	if err := b.Start(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { b.Close() })

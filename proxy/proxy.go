@@ -97,10 +97,27 @@ type front interface {
 	close()
 }
 
-// New checks cfg and connects to the registry.
-func New(ctx context.Context, cfg Config) (*Proxy, error) {
-	if len(cfg.Routes) == 0 {
-		return nil, errors.New("proxy: no routes")
+// DefaultConfig returns the defaults (no routes; Balancer P2C).
+func DefaultConfig() Config {
+	return Config{Balancer: balance.P2C(), DrainTimeout: 10 * time.Second, Logger: slog.Default()}
+}
+
+// Validate checks c; it changes nothing (New fills the defaults).
+func (c Config) Validate() error {
+	if len(c.Routes) == 0 {
+		return errors.New("proxy: no routes")
+	}
+	if len(c.Registry.Servers) == 0 {
+		return errors.New("proxy: no registry servers (Config.Registry.Servers)")
+	}
+	return nil
+}
+
+// New checks cfg and returns an unstarted proxy; Start connects to the
+// registry and listens.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Balancer == nil {
 		cfg.Balancer = balance.P2C()
@@ -118,22 +135,29 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		cfg.Registry.Logger = cfg.Logger
 	}
 	cfg.Registry.KeepOnClose = true // the proxy registers nothing
-	disc, err := registry.NewClient(ctx, cfg.Registry)
-	if err != nil {
-		return nil, err
-	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, disc: disc, metrics: newMetrics()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	if cfg.Registerer != nil {
 		if err := p.metrics.register(cfg.Registerer); err != nil {
-			disc.Close()
 			return nil, err
 		}
 	}
 	return p, nil
 }
 
-// Start listens on every route.
+// Start connects to the registry and listens on every route; it returns
+// once they serve, and they serve until Shutdown or Close.
 func (p *Proxy) Start(ctx context.Context) error {
+	if p.closed.Load() {
+		return errors.New("proxy: closed")
+	}
+	if p.disc != nil {
+		return errors.New("proxy: already started")
+	}
+	disc, err := registry.NewClient(ctx, p.cfg.Registry)
+	if err != nil {
+		return err
+	}
+	p.disc = disc
 	for _, r := range p.cfg.Routes {
 		ln, err := net.Listen("tcp", r.Listen)
 		if err != nil {
@@ -180,7 +204,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		errs = append(errs, f.shutdown(ctx))
 	}
 	p.wg.Wait()
-	p.disc.Close()
+	if p.disc != nil {
+		p.disc.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -193,6 +219,9 @@ func (p *Proxy) Close() error {
 		f.close()
 	}
 	p.wg.Wait()
+	if p.disc == nil {
+		return nil
+	}
 	return p.disc.Close()
 }
 

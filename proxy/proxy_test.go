@@ -54,7 +54,7 @@ func rpcBackend(t *testing.T) (string, func()) {
 
 func startProxy(t *testing.T, h *servertest.Harness, routes ...proxy.Route) *proxy.Proxy {
 	t.Helper()
-	p, err := proxy.New(context.Background(), proxy.Config{Logger: quiet(), Routes: routes,
+	p, err := proxy.New(proxy.Config{Logger: quiet(), Routes: routes,
 		Registry: registry.ClientConfig{Servers: []string{h.Srv.RPCAddr()}, Token: h.Token, Logger: quiet()}})
 	if err != nil {
 		t.Fatal(err)

@@ -121,7 +121,7 @@ func (c *Client) moveOn() { c.id.Store(fmt.Sprintf("%x", rand.Uint64())) }
 
 // Register registers an instance and renews it until Deregister or Close.
 func (c *Client) Register(ctx context.Context, in Instance) (*Instance, error) {
-	if err := in.normalize(); err != nil {
+	if err := in.Normalize(); err != nil {
 		return nil, err
 	}
 	out, err := rpc.Call[Instance](ctx, c.rc, "tangram.Registry/Register", &in, c.sticky())
@@ -135,7 +135,7 @@ func (c *Client) Register(ctx context.Context, in Instance) (*Instance, error) {
 			m = map[string]*Instance{}
 			c.registered[out.Key] = m
 		}
-		m[out.ID] = in.clone()
+		m[out.ID] = in.Clone()
 		c.mu.Unlock()
 	}
 	return out, nil
@@ -143,7 +143,7 @@ func (c *Client) Register(ctx context.Context, in Instance) (*Instance, error) {
 
 // Deregister removes an instance and stops renewing it.
 func (c *Client) Deregister(ctx context.Context, k Key, id string) error {
-	k.fill()
+	k.Fill()
 	c.mu.Lock()
 	delete(c.registered[k], id)
 	c.mu.Unlock()
@@ -229,7 +229,7 @@ func (c *Client) Close() error {
 
 // Get returns a service's instances from a server.
 func (c *Client) Get(ctx context.Context, k Key) (*Snapshot, error) {
-	k.fill()
+	k.Fill()
 	return rpc.Call[Snapshot](ctx, c.rc, "tangram.Registry/Get", &k, c.sticky())
 }
 
@@ -239,8 +239,8 @@ func (c *Client) Get(ctx context.Context, k Key) (*Snapshot, error) {
 // when no server answers in SnapshotWait; and an empty list never replaces a
 // non-empty one unless the server says the service was emptied.
 func (c *Client) Watch(ctx context.Context, k Key, fn func([]*Instance)) error {
-	k.fill()
-	if err := k.validate(); err != nil {
+	k.Fill()
+	if err := k.Validate(); err != nil {
 		return err
 	}
 	w := &watch{c: c, key: k, fn: fn, list: map[string]*Instance{}}

@@ -31,8 +31,8 @@ type Key struct {
 
 func (k Key) String() string { return k.Namespace + "/" + k.Group + "/" + k.Service }
 
-// fill applies the defaults.
-func (k *Key) fill() {
+// Fill applies the defaults.
+func (k *Key) Fill() {
 	if k.Namespace == "" {
 		k.Namespace = DefaultNamespace
 	}
@@ -59,7 +59,8 @@ func validName(s string) bool {
 	return true
 }
 
-func (k Key) validate() error {
+// Validate checks the names of a key (after Fill).
+func (k Key) Validate() error {
 	for _, p := range []struct{ what, v string }{{"namespace", k.Namespace}, {"group", k.Group}, {"service", k.Service}} {
 		if !validName(p.v) {
 			return fmt.Errorf("%w %s %q: 1–128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", ErrInvalid, p.what, p.v)
@@ -102,10 +103,10 @@ const (
 	DefaultWeight    = 100
 )
 
-// normalize applies defaults and validates a registration.
-func (in *Instance) normalize() error {
-	in.Key.fill()
-	if err := in.Key.validate(); err != nil {
+// Normalize applies defaults and validates a registration.
+func (in *Instance) Normalize() error {
+	in.Key.Fill()
+	if err := in.Key.Validate(); err != nil {
 		return err
 	}
 	if in.Host == "" || len(in.Host) > 253 {
@@ -166,8 +167,8 @@ func validHostname(h string) bool {
 	return true
 }
 
-// clone returns a deep copy.
-func (in *Instance) clone() *Instance {
+// Clone returns a deep copy.
+func (in *Instance) Clone() *Instance {
 	c := *in
 	if in.Metadata != nil {
 		c.Metadata = make(map[string]string, len(in.Metadata))

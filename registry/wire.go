@@ -221,6 +221,11 @@ func (s *Snapshot) appendWire(b []byte) []byte {
 
 func (s *Snapshot) marshal() ([]byte, error) { return wrapBin(s.appendWire(make([]byte, 0, 256))) }
 
+// ShareEncoding makes s keep its encoding once made, for a value that many
+// watch streams send: it is encoded once, however many send it. s must not
+// change after it is first encoded.
+func (s *Snapshot) ShareEncoding() { s.enc = &encoding{} }
+
 // MarshalMsgpack encodes the snapshot once however many watch streams send
 // it (the encoding is cached when the registry shares the value).
 func (s *Snapshot) MarshalMsgpack() ([]byte, error) {

@@ -68,9 +68,6 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*Client, erro
 		d := &net.Dialer{Timeout: o.dialTimeout, KeepAlive: 30 * time.Second}
 		o.dialer = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
-	if o.metrics != nil {
-		o.interceptors = append([]ClientInterceptor{o.metrics.ClientInterceptor()}, o.interceptors...)
-	}
 	cctx, cancel := context.WithCancel(context.Background())
 	c := &Client{o: o, ctx: cctx, cancel: cancel, endpoints: map[string]*endpoint{}, resolved: make(chan struct{})}
 	c.budget.Store(int64(o.retry.BudgetMax) * 1000)
@@ -814,8 +811,8 @@ func (cc *clientConn) readLoop() {
 			cc.mu.Unlock()
 			if cl == nil {
 				c.late.Add(1)
-				if c.o.metrics != nil {
-					c.o.metrics.lateReplies.Inc()
+				if c.o.onLateReply != nil {
+					c.o.onLateReply()
 				}
 			} else {
 				cl.f = f

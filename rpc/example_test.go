@@ -30,5 +30,5 @@ func Example() {
 	fmt.Println(rpc.CodeOf(err), err)
 	// Output:
 	// 5 <nil>
-	// NotFound rpc: NotFound: unknown method Calc/Mul
+	// Unimplemented rpc: Unimplemented: unknown method Calc/Mul
 }

@@ -29,7 +29,7 @@ type dialOptions struct {
 	interceptors  []ClientInterceptor
 	streamIcs     []StreamClientInterceptor
 	logger        *slog.Logger
-	metrics       *Metrics
+	onLateReply   func()
 	dialer        func(ctx context.Context, addr string) (net.Conn, error)
 	compressAbove int
 	streamWindow  int
@@ -125,8 +125,9 @@ func WithStreamInterceptors(ics ...StreamClientInterceptor) DialOption {
 // WithLogger sets the client's logger.
 func WithLogger(l *slog.Logger) DialOption { return func(o *dialOptions) { o.logger = l } }
 
-// WithMetrics records client metrics (latency, errors, late replies) in m.
-func WithMetrics(m *Metrics) DialOption { return func(o *dialOptions) { o.metrics = m } }
+// WithLateReplyHook calls fn for every reply that arrives after its call
+// had already timed out or been canceled (package rpcmetrics counts them).
+func WithLateReplyHook(fn func()) DialOption { return func(o *dialOptions) { o.onLateReply = fn } }
 
 // WithDialer replaces net.Dialer (tests use it to inject faults).
 func WithDialer(d func(ctx context.Context, addr string) (net.Conn, error)) DialOption {

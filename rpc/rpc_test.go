@@ -124,11 +124,11 @@ func TestErrors(t *testing.T) {
 	c := dial(t, addr)
 	ctx := context.Background()
 	_, err := Call[echoResp](ctx, c, "Echo/Nope", &echoReq{})
-	if CodeOf(err) != NotFound || !strings.Contains(err.Error(), "Echo/Nope") {
+	if CodeOf(err) != Unimplemented || !strings.Contains(err.Error(), "Echo/Nope") {
 		t.Fatalf("unknown method: %v", err)
 	}
 	_, err = Call[echoResp](ctx, c, "Nope/Echo", &echoReq{})
-	if CodeOf(err) != NotFound || !strings.Contains(err.Error(), "unknown service Nope") {
+	if CodeOf(err) != Unimplemented || !strings.Contains(err.Error(), "unknown service Nope") {
 		t.Fatalf("unknown service: %v", err)
 	}
 	_, err = Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Fail: PermissionDenied})
@@ -372,7 +372,7 @@ func TestFallbackAndInvokeRaw(t *testing.T) {
 	if err != nil || r.Text != "via proxy" || r.Peer != backend || r.Meta[MetaXID] != "x-1" {
 		t.Fatalf("%+v %v", r, err)
 	}
-	if _, err := Call[echoResp](ctx, c, "Echo/Nope", &echoReq{}); CodeOf(err) != NotFound {
+	if _, err := Call[echoResp](ctx, c, "Echo/Nope", &echoReq{}); CodeOf(err) != Unimplemented {
 		t.Fatalf("backend's error through the proxy: %v", err)
 	}
 }

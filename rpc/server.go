@@ -504,9 +504,9 @@ func (sc *serverConn) admit(f *Frame) (*method, bool) {
 	}
 	if m == nil {
 		if s.lookupService(f.Service) {
-			sc.refuse(f, NotFound, "unknown method "+f.Service+"/"+f.Method)
+			sc.refuse(f, Unimplemented, "unknown method "+f.Service+"/"+f.Method)
 		} else {
-			sc.refuse(f, NotFound, "unknown service "+f.Service)
+			sc.refuse(f, Unimplemented, "unknown service "+f.Service)
 		}
 		return nil, false
 	}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/tangram-dev/tangram/rpc/rpcmetrics"
+
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -35,7 +37,7 @@ func (s *Server) startRPC() error {
 	if s.cfg.RPCAddr == "off" {
 		return nil
 	}
-	m, err := rpc.NewMetrics(s.reg)
+	m, err := rpcmetrics.New(s.reg)
 	if err != nil {
 		return err
 	}
@@ -83,14 +85,12 @@ func (s *Server) startRPC() error {
 	}); err != nil {
 		return err
 	}
-	if err := s.registry.RegisterRPC(srv); err != nil {
-		return err
-	}
-	if err := s.jobs.RegisterRPC(srv); err != nil {
-		return err
-	}
-	if err := s.names.RegisterRPC(srv); err != nil {
-		return err
+	for _, r := range s.comps {
+		if rr, ok := r.comp.(RPCRegistrar); ok {
+			if err := rr.RegisterRPC(srv); err != nil {
+				return fmt.Errorf("server: %s RPC services: %w", r.name, err)
+			}
+		}
 	}
 	if err := s.registerPlatformPrincipal(srv); err != nil {
 		return err

@@ -14,25 +14,29 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	jobserver "github.com/tangram-dev/tangram/job/server"
+
+	registryserver "github.com/tangram-dev/tangram/registry/server"
+
+	configserver "github.com/tangram-dev/tangram/config/server"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/console"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
-	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
-	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 )
 
@@ -53,9 +57,11 @@ type Config struct {
 	DataDir string
 	// Store is the SQL store URL. Default sqlite://<DataDir>/tangram.db.
 	Store string
-	// SecretKey encrypts secret config items (32 bytes). When empty it is
-	// read from SecretKeyFile, which defaults to <DataDir>/secret.key and is
-	// created on first start. Servers sharing a store must share the key.
+	// SecretKey encrypts secret config items (32 bytes) and derives the
+	// platform's service token. When empty it is read from SecretKeyFile,
+	// which defaults to <DataDir>/secret.key and is created on first start.
+	// Servers sharing a store must share the key. (The command reads it
+	// from TANGRAM_SECRET_KEY; this package reads no environment.)
 	SecretKey     []byte
 	SecretKeyFile string
 	// BootstrapToken, when set, is the first admin's API token
@@ -102,10 +108,13 @@ type Config struct {
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration
 	// SMTP, when its Addr is set, sends jobs' alarm e-mails.
-	SMTP job.SMTPConfig
+	SMTP jobserver.SMTPConfig
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.
 	DebugAddr string
+	// Components picks the components this process runs (ComponentNames:
+	// config, registry, job, mq, broker); empty runs them all.
+	Components []string
 }
 
 // DefaultConfig returns the defaults.
@@ -113,19 +122,20 @@ func DefaultConfig() Config {
 	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", DataDir: "./data"}
 }
 
-// Validate fills defaults and checks the config.
-func (c *Config) Validate() error {
+// withDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.HTTPAddr == "" {
-		c.HTTPAddr = ":7070"
+		c.HTTPAddr = d.HTTPAddr
 	}
 	if c.RPCAddr == "" {
-		c.RPCAddr = ":7071"
+		c.RPCAddr = d.RPCAddr
 	}
 	if c.DataDir == "" {
-		c.DataDir = "./data"
+		c.DataDir = d.DataDir
 	}
 	if c.BrokerAddr == "" {
-		c.BrokerAddr = ":7072"
+		c.BrokerAddr = d.BrokerAddr
 	}
 	if c.Store == "" {
 		c.Store = "sqlite://" + filepath.Join(c.DataDir, "tangram.db")
@@ -135,6 +145,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate checks c; it changes nothing (New fills the defaults).
+func (c Config) Validate() error {
+	if len(c.SecretKey) != 0 && len(c.SecretKey) != 32 {
+		return fmt.Errorf("server: SecretKey has %d bytes; want 32", len(c.SecretKey))
+	}
+	if _, err := c.selected(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -146,9 +167,10 @@ type Server struct {
 	reg      *prometheus.Registry
 	st       *store.Store
 	auth     *auth.Service
-	config   *config.Server
-	registry *registry.Registry
-	jobs     *job.Scheduler
+	comps    []running // started components, in start order
+	config   *configserver.Server
+	registry *registryserver.Registry
+	jobs     *jobserver.Scheduler
 	names    *names.Table
 	broker   *broker.Broker
 	svcToken string
@@ -172,6 +194,7 @@ type Server struct {
 
 // New validates cfg and returns an unstarted Server.
 func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -206,74 +229,37 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	key := s.cfg.SecretKey
 	if len(key) == 0 {
-		if env := os.Getenv("TANGRAM_SECRET_KEY"); env != "" {
-			key, err = config.ParseKey(env)
-		} else {
-			key, err = config.LoadOrCreateKey(s.cfg.SecretKeyFile, true)
-		}
-		if err != nil {
+		if key, err = configserver.LoadOrCreateKey(s.cfg.SecretKeyFile, true); err != nil {
 			return err
 		}
 	}
 	s.svcToken = serviceToken(key)
 	s.auth.SetServiceToken(s.svcToken)
-	cipher, err := config.NewCipher(key)
-	if err != nil {
-		return err
-	}
 	s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
 	}
 	s.parker = park.New(s.ln.Addr())
-	ccfg := config.Config{Store: s.st, Cipher: cipher, Logger: s.log.With("component", "config"), Registerer: s.reg,
-		ScanInterval: s.cfg.ConfigScanInterval, MaxHold: s.cfg.ConfigMaxHold, MaxValueBytes: s.cfg.ConfigMaxValueBytes}
-	if !s.cfg.ConfigBlockingWatches {
-		ccfg.Parker = s.parker
-	}
-	s.config, err = config.New(ccfg)
-	if err != nil {
-		return err
-	}
-	if err := s.config.Start(ctx); err != nil {
-		return err
-	}
-	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
-		func() float64 { return float64(s.config.Watchers()) }))
-
-	s.registry, err = registry.New(registry.Config{Store: s.st, Logger: s.log.With("component", "registry"), Registerer: s.reg,
-		NodeName: s.cfg.NodeName})
-	if err != nil {
-		return err
-	}
-	if err := s.registry.Start(ctx); err != nil {
-		return err
-	}
-	if s.cfg.GossipAddr == "" && len(s.cfg.Join) > 0 {
-		s.cfg.GossipAddr = ":7946"
-	}
-	if s.cfg.GossipAddr != "" {
-		if err := s.registry.StartGossip(registry.GossipConfig{BindAddr: s.cfg.GossipAddr, Join: s.cfg.Join}); err != nil {
-			return err
+	selected, _ := s.cfg.selected() // checked by New
+	for _, name := range selected {
+		c, err := s.build(name, key)
+		if err != nil {
+			return fmt.Errorf("server: %s: %w", name, err)
+		}
+		if err := c.Start(ctx); err != nil {
+			_ = c.Close()
+			return fmt.Errorf("server: start %s: %w", name, err)
+		}
+		s.comps = append(s.comps, running{name, c})
+		if mc, ok := c.(MetricsCollector); ok {
+			if err := s.reg.Register(mc.Collector()); err != nil {
+				s.log.Warn("component metrics not registered", "component", name, "err", err)
+			}
 		}
 	}
-
-	var smtpCfg *job.SMTPConfig
-	if s.cfg.SMTP.Addr != "" {
-		smtpCfg = &s.cfg.SMTP
-	}
-	s.jobs, err = job.New(job.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName,
-		LeaseTTL: s.cfg.JobLeaseTTL, SMTP: smtpCfg})
-	if err != nil {
-		return err
-	}
-	if err := s.jobs.Start(ctx); err != nil {
-		return err
-	}
-
-	s.startNames()
-	if err := s.startBroker(); err != nil {
-		return err
+	if s.config != nil {
+		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
+			func() float64 { return float64(s.config.Watchers()) }))
 	}
 
 	handler, err := s.routes()
@@ -308,7 +294,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 	close(s.ready)
-	s.log.Info("tangram server started", "http", s.Addr(), "store", string(s.st.Dialect()), "version", Version)
+	s.log.Info("tangram server started", "http", s.Addr(), "store", string(s.st.Dialect()), "version", Version,
+		"components", strings.Join(selected, ","))
 	return nil
 }
 
@@ -339,17 +326,26 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Err receives a fatal serving error.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
-// Config returns the config center component.
-func (s *Server) Config() *config.Server { return s.config }
+// Components names the components this process runs, in start order.
+func (s *Server) Components() []string {
+	out := make([]string, len(s.comps))
+	for i, r := range s.comps {
+		out[i] = r.name
+	}
+	return out
+}
+
+// Config returns the config center component (nil when not running).
+func (s *Server) Config() *configserver.Server { return s.config }
 
 // Auth returns the auth service.
 func (s *Server) Auth() *auth.Service { return s.auth }
 
-// Jobs returns the job scheduler component.
-func (s *Server) Jobs() *job.Scheduler { return s.jobs }
+// Jobs returns the job scheduler component (nil when not running).
+func (s *Server) Jobs() *jobserver.Scheduler { return s.jobs }
 
-// Registry returns the service registry component.
-func (s *Server) Registry() *registry.Registry { return s.registry }
+// Registry returns the service registry component (nil when not running).
+func (s *Server) Registry() *registryserver.Registry { return s.registry }
 
 // Store returns the SQL store.
 func (s *Server) Store() *store.Store { return s.st }
@@ -361,24 +357,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	if s.config != nil {
-		// Releasing watches first lets their requests finish promptly.
-		errs = append(errs, s.config.Close())
+	// Components stop in the reverse of their start order, each within
+	// ctx: config releases its held watches (so their requests end), the
+	// scheduler gives up its partitions, the broker drains, the registry
+	// leaves its gossip cluster (ending watch streams, which would
+	// otherwise hold the RPC drain until its deadline).
+	for i := len(s.comps) - 1; i >= 0; i-- {
+		if err := s.comps[i].comp.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: %s shutdown: %w", s.comps[i].name, err))
+		}
 	}
 	if s.parker != nil {
 		_ = s.parker.Close()
 		s.parker.CloseIdle()
-	}
-	if s.jobs != nil {
-		_ = s.jobs.Close()
-	}
-	if s.broker != nil {
-		errs = append(errs, s.broker.Close())
-	}
-	if s.registry != nil {
-		// Ends watch streams, which would otherwise hold the RPC drain
-		// until its deadline; clients resume on another server.
-		_ = s.registry.Close()
 	}
 	if s.rpc != nil {
 		if err := s.rpc.Shutdown(ctx); err != nil {
@@ -418,23 +409,14 @@ func (s *Server) closeComponents() {
 	} else if s.rpcLn != nil {
 		_ = s.rpcLn.Close()
 	}
-	if s.config != nil {
-		_ = s.config.Close()
-	}
-	if s.jobs != nil {
-		_ = s.jobs.Close()
-	}
 	s.mqMu.Lock()
 	if s.mqc != nil {
 		_ = s.mqc.Close()
 		s.mqc = nil
 	}
 	s.mqMu.Unlock()
-	if s.broker != nil {
-		_ = s.broker.Close()
-	}
-	if s.registry != nil {
-		_ = s.registry.Close()
+	for i := len(s.comps) - 1; i >= 0; i-- {
+		_ = s.comps[i].comp.Close()
 	}
 	if s.st != nil {
 		_ = s.st.Close()
@@ -460,10 +442,16 @@ func (s *Server) routes() (http.Handler, error) {
 		api.WriteJSON(w, 200, map[string]string{"version": Version, "store": string(s.st.Dialect())})
 	})))
 	s.auth.Register(mux, s.auth.Require)
-	s.config.Register(mux, s.auth.Require)
-	s.registry.Mount(mux, s.auth.Require, s.log)
-	s.jobs.Mount(mux, s.auth.Require, s.log)
-	con, err := console.New(console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, MQ: s.mqClient, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version})
+	for _, r := range s.comps {
+		if m, ok := r.comp.(HTTPMounter); ok {
+			m.Mount(mux, s.auth.Require)
+		}
+	}
+	ccfg := console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version}
+	if s.names != nil {
+		ccfg.MQ = s.mqClient
+	}
+	con, err := console.New(ccfg)
 	if err != nil {
 		return nil, err
 	}

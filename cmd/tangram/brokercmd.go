@@ -20,12 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
-	"github.com/tangram-dev/tangram/server"
 )
 
 // tuneGC raises the garbage collector's target for the long-running
@@ -102,43 +100,18 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 				defer c.Close()
 				conns = append(conns, c)
 			}
-			b, err := broker.Open(broker.Config{
-				Master: master, Token: token, SyncReplicas: syncReplicas,
+			authenticate, register := broker.Remote(conns)
+			b, err := broker.New(broker.Config{
+				Master: master, Token: token, SyncReplicas: syncReplicas, Addr: listen,
 				Name: name, Dir: dir, AutoCreate: autoCreate, MaxBody: maxBody, DelayLevels: dls, Advertise: advertise, Logger: log,
-				Store: store.Config{SegmentSize: segment, Flush: flush, RetainAge: retainAge, RetainBytes: retainBytes},
-				Authenticate: func(ctx context.Context, tok string) (*auth.Principal, error) {
-					var errs []error
-					for _, c := range conns {
-						rep, err := rpc.Call[server.PrincipalReply](rpc.WithOutgoing(ctx, rpc.MetaAuthorization, "Bearer "+tok), c, "tangram.Platform/Principal", &server.Empty{})
-						if err == nil {
-							return &rep.Principal, nil
-						}
-						if rpc.CodeOf(err) == rpc.Unauthenticated {
-							return nil, err
-						}
-						errs = append(errs, err)
-					}
-					return nil, errors.Join(errs...)
-				},
-				Register: func(ctx context.Context, in wire.BrokerInfo) error {
-					var errs []error
-					for _, c := range conns {
-						if _, err := rpc.Call[wire.RouteReply](ctx, c, wire.MethodRegisterBroker, &in); err != nil {
-							errs = append(errs, err)
-						}
-					}
-					return errors.Join(errs...)
-				},
+				Store:        store.Config{SegmentSize: segment, Flush: flush, RetainAge: retainAge, RetainBytes: retainBytes},
+				Authenticate: authenticate,
+				Register:     register,
 			})
 			if err != nil {
 				return err
 			}
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				b.Close()
-				return fmt.Errorf("broker: listen on %s: %w", listen, err)
-			}
-			if err := b.Serve(ln); err != nil {
+			if err := b.Start(ctx); err != nil {
 				b.Close()
 				return err
 			}
@@ -159,7 +132,9 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 			}
 			<-ctx.Done()
 			log.Info("broker shutting down")
-			return b.Close()
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return b.Shutdown(sctx)
 		},
 	}
 	f := cmd.Flags()

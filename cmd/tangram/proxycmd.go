@@ -43,7 +43,7 @@ func newProxyCmd(g *globals) *cobra.Command {
 			cfg.Registerer = reg
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			p, err := proxy.New(ctx, cfg)
+			p, err := proxy.New(cfg)
 			if err != nil {
 				return err
 			}

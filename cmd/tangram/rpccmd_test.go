@@ -23,7 +23,7 @@ func TestRPCCall(t *testing.T) {
 		t.Fatalf("whoami: %s", out)
 	}
 	_, err := runErr(h, "rpc", "call", addr, "tangram.Nope/X", "{}")
-	if err == nil || !strings.Contains(err.Error(), "NotFound") {
+	if err == nil || !strings.Contains(err.Error(), "Unimplemented") {
 		t.Fatalf("unknown service: %v", err)
 	}
 	if _, err := runErr(h, "rpc", "call", addr, "tangram.Health/Check", "{not json"); err == nil || !strings.Contains(err.Error(), "not valid JSON") {

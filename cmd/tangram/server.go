@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	configserver "github.com/tangram-dev/tangram/config/server"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +48,13 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 			cfg.SMTP.Password = os.Getenv("TANGRAM_SMTP_PASSWORD")
 			if path, _ := cmd.Flags().GetString("secret-key-file"); path != "" {
 				cfg.SecretKeyFile = path
+			}
+			if env := os.Getenv("TANGRAM_SECRET_KEY"); env != "" {
+				key, err := configserver.ParseKey(env)
+				if err != nil {
+					return fmt.Errorf("TANGRAM_SECRET_KEY: %w", err)
+				}
+				cfg.SecretKey = key
 			}
 			srv, err := server.New(cfg)
 			if err != nil {
@@ -92,6 +102,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.SMTP.Addr, "smtp-addr", "", "mail server (host:port) for job alarm e-mails")
 	f.StringVar(&cfg.SMTP.From, "smtp-from", "tangram@localhost", "sender of alarm e-mails")
 	f.StringVar(&cfg.SMTP.Username, "smtp-user", "", "SMTP user (password in TANGRAM_SMTP_PASSWORD); PLAIN auth needs TLS or a local server")
+	f.StringSliceVar(&cfg.Components, "components", nil, "components this process runs, comma-separated: "+strings.Join(server.ComponentNames(), ",")+" (default all)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (unauthenticated: keep it on loopback)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -22,12 +22,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/ident"
 
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/store"
@@ -44,8 +45,14 @@ var (
 	ErrTooManyAttempts = errors.New("auth: too many failed sign-ins; wait a minute")
 )
 
-// dummyHash is checked against when a sign-in names no user.
-var dummyHash, _ = HashPassword("tangram-no-such-user")
+// dummyHash is checked against when a sign-in names no user, so that such a
+// sign-in costs as long as one with a wrong password. It is made on first
+// use: 210,000 PBKDF2 rounds at program start would slow every command and
+// every program that links this package.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("tangram-no-such-user")
+	return h
+})
 
 // Failed sign-ins are limited per client address and user name: after
 // maxFailures within failureWindow, sign-ins from that address for that
@@ -287,11 +294,9 @@ func CheckPassword(stored, pw string) bool {
 	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
-
 // ValidName checks a user or token name.
 func ValidName(kind, s string) error {
-	if !nameRE.MatchString(s) {
+	if !ident.Name(s, 64, "._@-") {
 		return fmt.Errorf("%w: %s %q must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit", ErrBadName, kind, s)
 	}
 	return nil
@@ -479,11 +484,9 @@ func (s *Service) CreateUser(ctx context.Context, actor, name, password string, 
 	return s.UserByName(ctx, name)
 }
 
-var scopeRE = regexp.MustCompile(`^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$`)
-
 // validScope checks a binding's or token's env/app/ns ("" and "*" mean any).
 func validScope(kind, v string) error {
-	if v != "" && !scopeRE.MatchString(v) {
+	if v != "" && v != "*" && !ident.Name(v, 64, "._-") {
 		return fmt.Errorf("%w: %s %q must be * or 1-64 letters, digits, '.', '_' or '-'", ErrBadName, kind, v)
 	}
 	return nil
@@ -702,7 +705,7 @@ func (s *Service) Login(ctx context.Context, name, secret, remote string) (sid, 
 	if err != nil || u.Disabled {
 		// Spend the time a password check takes, so that the answer does
 		// not tell which user names exist.
-		CheckPassword(dummyHash, secret)
+		CheckPassword(dummyHash(), secret)
 		s.failures.fail(remote, name)
 		return "", "", ErrUnauthenticated
 	}
@@ -785,4 +788,15 @@ func (s *Service) SetPassword(ctx context.Context, actor, user, password string)
 		}
 		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.user.password", Resource: "user/" + user, After: "***"})
 	})
+}
+
+// MethodPrincipal is the RPC method (served by tangram server) that answers
+// with the caller's principal: brokers running apart from the servers
+// authenticate their clients' tokens through it.
+const MethodPrincipal = "tangram.Platform/Principal"
+
+// PrincipalReply answers MethodPrincipal: the caller's identity and
+// bindings.
+type PrincipalReply struct {
+	Principal Principal `msgpack:"principal"`
 }

@@ -27,11 +27,13 @@ import (
 	"github.com/tangram-dev/tangram/rpc"
 )
 
-// DefaultDelayLevels are RocketMQ's 18 delay levels.
-var DefaultDelayLevels = []time.Duration{time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
-	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute,
-	7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute,
-	time.Hour, 2 * time.Hour}
+// DefaultDelayLevels returns RocketMQ's 18 delay levels, 1 s … 2 h.
+func DefaultDelayLevels() []time.Duration {
+	return []time.Duration{time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
+		time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute,
+		7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute,
+		time.Hour, 2 * time.Hour}
+}
 
 // Config configures a broker.
 type Config struct {
@@ -86,9 +88,81 @@ type Config struct {
 	// sends fail as busy (the message stays on the master).
 	SyncReplicas   bool
 	ReplicaTimeout time.Duration
-	// Advertise is the address clients dial (default: the listener's).
+	// Addr is the listener Start opens (default ":7072"; "127.0.0.1:0"
+	// picks a port). Advertise is the address clients dial (default: the
+	// listener's).
+	Addr      string
 	Advertise string
 	Logger    *slog.Logger
+}
+
+// DefaultConfig returns the defaults (Name, Dir and Authenticate unset).
+func DefaultConfig() Config {
+	return Config{Addr: ":7072", MaxBody: wire.DefaultMaxBody, DefaultQueues: wire.DefaultQueues,
+		DelayLevels: DefaultDelayLevels(), ConsumerTimeout: 30 * time.Second, LockTTL: 60 * time.Second,
+		TxCheckAfter: 6 * time.Second, TxCheckInterval: 30 * time.Second, TxMaxChecks: 15,
+		MaxInFlightBytes: 256 << 20, BusyAfter: time.Second, ReplicaTimeout: 3 * time.Second,
+		RegisterInterval: 10 * time.Second, Logger: slog.Default()}
+}
+
+// withDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	pos := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	dur := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = d.Addr
+	}
+	pos(&c.MaxBody, d.MaxBody)
+	pos(&c.DefaultQueues, d.DefaultQueues)
+	pos(&c.TxMaxChecks, d.TxMaxChecks)
+	if len(c.DelayLevels) == 0 {
+		c.DelayLevels = d.DelayLevels
+	}
+	dur(&c.ConsumerTimeout, d.ConsumerTimeout)
+	dur(&c.LockTTL, d.LockTTL)
+	dur(&c.TxCheckAfter, d.TxCheckAfter)
+	dur(&c.TxCheckInterval, d.TxCheckInterval)
+	dur(&c.BusyAfter, d.BusyAfter)
+	dur(&c.ReplicaTimeout, d.ReplicaTimeout)
+	dur(&c.RegisterInterval, d.RegisterInterval)
+	if c.MaxInFlightBytes <= 0 {
+		c.MaxInFlightBytes = d.MaxInFlightBytes
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// Validate checks c; it changes nothing (New fills the defaults).
+func (c Config) Validate() error {
+	if c.Name == "" || wire.ValidName(c.Name, false) != nil {
+		return fmt.Errorf("broker: name %q: 1–127 letters, digits, '_', '-' or '.'", c.Name)
+	}
+	if c.Dir == "" {
+		return errors.New("broker: Config.Dir is required")
+	}
+	if c.Authenticate == nil {
+		return errors.New("broker: Config.Authenticate is required")
+	}
+	if c.Master != "" && c.SyncReplicas {
+		return errors.New("broker: SyncReplicas is a master's setting; this broker is a slave (Master is set)")
+	}
+	for i, d := range c.DelayLevels {
+		if d <= 0 {
+			return fmt.Errorf("broker: delay level %d is %v; want a positive duration", i+1, d)
+		}
+	}
+	return nil
 }
 
 // Broker is a running broker.
@@ -116,76 +190,41 @@ type Broker struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	closeErr  error
+	smu       sync.Mutex // orders Start against Shutdown
+	started   bool
 	metrics   *metrics
 }
 
 // ErrBusy is the retriable refusal under back-pressure.
 var ErrBusy = errors.New("broker busy")
 
-// Open opens a broker's store and state; Serve starts serving.
-func Open(cfg Config) (*Broker, error) {
-	if cfg.Name == "" || wire.ValidName(cfg.Name, false) != nil {
-		return nil, fmt.Errorf("broker: name %q: 1–127 letters, digits, '_', '-' or '.'", cfg.Name)
-	}
-	if cfg.Dir == "" {
-		return nil, errors.New("broker: Config.Dir is required")
-	}
-	if cfg.Authenticate == nil {
-		return nil, errors.New("broker: Config.Authenticate is required")
-	}
-	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = wire.DefaultMaxBody
-	}
-	if cfg.DefaultQueues <= 0 {
-		cfg.DefaultQueues = wire.DefaultQueues
-	}
-	if len(cfg.DelayLevels) == 0 {
-		cfg.DelayLevels = DefaultDelayLevels
-	}
-	if cfg.ConsumerTimeout <= 0 {
-		cfg.ConsumerTimeout = 30 * time.Second
-	}
-	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = 60 * time.Second
-	}
-	if cfg.TxCheckAfter <= 0 {
-		cfg.TxCheckAfter = 6 * time.Second
-	}
-	if cfg.TxCheckInterval <= 0 {
-		cfg.TxCheckInterval = 30 * time.Second
-	}
-	if cfg.TxMaxChecks <= 0 {
-		cfg.TxMaxChecks = 15
-	}
-	if cfg.MaxInFlightBytes <= 0 {
-		cfg.MaxInFlightBytes = 256 << 20
-	}
-	if cfg.BusyAfter <= 0 {
-		cfg.BusyAfter = time.Second
-	}
-	if cfg.ReplicaTimeout <= 0 {
-		cfg.ReplicaTimeout = 3 * time.Second
-	}
-	if cfg.Master != "" && cfg.SyncReplicas {
-		return nil, errors.New("broker: SyncReplicas is a master's setting; this broker is a slave (Master is set)")
-	}
-	if cfg.RegisterInterval <= 0 {
-		cfg.RegisterInterval = 10 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
-	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, topics: map[string]*wire.TopicConfig{}, regKick: make(chan struct{}, 1),
-		stop: make(chan struct{}), metrics: newMetrics(), repl: newReplication()}
-	if err := b.loadTopics(); err != nil {
+// ErrServerClosed is returned by Start after Close.
+var ErrServerClosed = errors.New("broker: closed")
+
+// New checks cfg and returns an unstarted broker; Start opens its store and
+// serves.
+func New(cfg Config) (*Broker, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	return &Broker{cfg: cfg, log: cfg.Logger, topics: map[string]*wire.TopicConfig{}, regKick: make(chan struct{}, 1),
+		stop: make(chan struct{}), metrics: newMetrics(), repl: newReplication()}, nil
+}
+
+// open opens the store and the state files.
+func (b *Broker) open() error {
+	cfg := b.cfg
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if err := b.loadTopics(); err != nil {
+		return err
 	}
 	var err error
 	if b.offsets, err = openOffsets(filepath.Join(cfg.Dir, "offsets.json")); err != nil {
-		return nil, err
+		return err
 	}
 	b.consumers = newConsumerTable(cfg.ConsumerTimeout, cfg.LockTTL)
 	sc := cfg.Store
@@ -194,14 +233,15 @@ func Open(cfg Config) (*Broker, error) {
 	sc.Protect = b.protect
 	sc.OnFlush = func(d time.Duration) { b.metrics.flushHist.Observe(d.Seconds()) }
 	if b.st, err = store.Open(sc); err != nil {
-		return nil, fmt.Errorf("broker %s: %w", cfg.Name, err)
+		return fmt.Errorf("broker %s: %w", cfg.Name, err)
 	}
 	if b.delay, err = newDelayService(b); err != nil {
 		b.st.Close()
-		return nil, err
+		b.st = nil
+		return err
 	}
 	b.tx = newTxService(b)
-	return b, nil
+	return nil
 }
 
 // Store is the broker's storage engine.
@@ -210,18 +250,43 @@ func (b *Broker) Store() *store.Store { return b.st }
 // Name is the broker's name.
 func (b *Broker) Name() string { return b.cfg.Name }
 
-// Addr is the address clients dial ("" before Serve).
+// Addr is the address clients dial ("" before Start).
 func (b *Broker) Addr() string {
 	a, _ := b.addr.Load().(string)
 	return a
 }
 
-// Serve serves clients on ln and starts the background work (delays,
-// transaction checks, offset flushing, name-service registration). It
-// returns once serving has started.
-func (b *Broker) Serve(ln net.Listener) error {
+// Start opens the store, listens on Config.Addr, serves clients and starts
+// the background work (delays, transaction checks, offset flushing,
+// name-service registration). It returns once serving has started; the
+// broker runs until Shutdown or Close, not until ctx ends.
+func (b *Broker) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	select {
+	case <-b.stop:
+		return ErrServerClosed
+	default:
+	}
+	if b.started {
+		return errors.New("broker: already started")
+	}
+	b.started = true
+	if b.st == nil { // tests open a broker without serving it first
+		if err := b.open(); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", b.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("broker: listen on %s: %w", b.cfg.Addr, err)
+	}
 	srv, err := b.newRPCServer()
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	b.srv, b.ln = srv, ln
@@ -242,7 +307,7 @@ func (b *Broker) Serve(ln net.Listener) error {
 	} else {
 		b.start(b.delay.run, b.tx.run, b.flushLoop, b.registerLoop, b.retentionLoop)
 	}
-	b.log.Info("broker serving", "name", b.cfg.Name, "addr", adv, "flush", b.st.Flush(), "master", b.cfg.Master)
+	b.log.Info("broker serving", "name", b.cfg.Name, "addr", adv, "flush", b.st.FlushPolicy(), "master", b.cfg.Master)
 	return nil
 }
 
@@ -253,21 +318,37 @@ func (b *Broker) start(fns ...func()) {
 	}
 }
 
-// Close stops serving, flushes offsets and closes the store.
-func (b *Broker) Close() error {
+// Shutdown stops taking new calls, lets calls in progress finish until ctx
+// ends (long polls are answered at once), then stops the background work,
+// saves offsets, delay and transaction progress and closes the store.
+// Every call returns once all of it has stopped.
+func (b *Broker) Shutdown(ctx context.Context) error {
 	var err error
 	b.closeOnce.Do(func() {
+		b.smu.Lock()
 		close(b.stop)
+		b.smu.Unlock()
 		if b.srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = b.srv.Shutdown(ctx)
-			cancel()
+			if serr := b.srv.Shutdown(ctx); serr != nil {
+				err = fmt.Errorf("broker: drain: %w", serr)
+			}
 			b.srv.Close()
 		}
 		b.wg.Wait()
-		err = errors.Join(b.offsets.flush(), b.delay.save(), b.tx.save(), b.st.Close())
+		if b.st != nil {
+			err = errors.Join(err, b.offsets.flush(), b.delay.save(), b.tx.save(), b.st.Close())
+		}
+		b.closeErr = err
 	})
+	b.wg.Wait()
 	return err
+}
+
+// Close is Shutdown with 2 s for calls in progress.
+func (b *Broker) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return b.Shutdown(ctx)
 }
 
 // --- topics ---

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,8 +24,11 @@ func open(t *testing.T, dir string, mod func(*Config)) *Broker {
 	if mod != nil {
 		mod(&cfg)
 	}
-	b, err := Open(cfg)
+	b, err := New(cfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.open(); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -157,6 +159,7 @@ func TestServeAndClose(t *testing.T) {
 	b := open(t, t.TempDir(), func(c *Config) {
 		c.AutoCreate = true
 		c.RegisterInterval = 50 * time.Millisecond
+		c.Addr = "127.0.0.1:0"
 		c.Register = func(_ context.Context, in wire.BrokerInfo) error {
 			select {
 			case registered <- in:
@@ -165,11 +168,7 @@ func TestServeAndClose(t *testing.T) {
 			return nil
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Serve(ln); err != nil {
+	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -10,7 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/apirpc"
+
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
@@ -169,7 +170,7 @@ func rpcError(err error) error {
 	case errors.Is(err, store.ErrClosed):
 		return rpc.Errorf(rpc.Unavailable, "%v", err)
 	}
-	return api.RPCError(err, ErrNotFound, wire.ErrInvalid)
+	return apirpc.Error(err, ErrNotFound, wire.ErrInvalid)
 }
 
 // --- send ---

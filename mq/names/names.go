@@ -16,7 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/apirpc"
+
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
@@ -29,13 +30,44 @@ type Table struct {
 	m   map[string]wire.BrokerInfo // by broker name + "/" + role
 }
 
-// New returns an empty table; ttl ≤ 0 means 30 s.
-func New(ttl time.Duration) *Table {
-	if ttl <= 0 {
-		ttl = 30 * time.Second
-	}
-	return &Table{ttl: ttl, m: map[string]wire.BrokerInfo{}}
+// Config configures a Table.
+type Config struct {
+	// TTL is how long a broker that stopped registering stays in routes
+	// (default 30 s; brokers register every 10 s).
+	TTL time.Duration
 }
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{TTL: 30 * time.Second} }
+
+// Validate checks c; it changes nothing.
+func (c Config) Validate() error {
+	if c.TTL < 0 {
+		return fmt.Errorf("names: TTL %v is negative", c.TTL)
+	}
+	return nil
+}
+
+// New returns an empty table (a zero TTL takes the default).
+func New(cfg Config) (*Table, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultConfig().TTL
+	}
+	return &Table{ttl: cfg.TTL, m: map[string]wire.BrokerInfo{}}, nil
+}
+
+// Start, Shutdown and Close complete the component contract: the table has
+// no background work (expiry is checked on each read), so they do nothing.
+func (t *Table) Start(context.Context) error { return nil }
+
+// Shutdown does nothing; see Start.
+func (t *Table) Shutdown(context.Context) error { return nil }
+
+// Close does nothing; see Start.
+func (t *Table) Close() error { return nil }
 
 // Register records a broker's heartbeat.
 func (t *Table) Register(in wire.BrokerInfo) error {
@@ -130,7 +162,7 @@ func (t *Table) Topics() map[string][]wire.BrokerQueues {
 }
 
 func rpcError(err error) error {
-	return api.RPCError(err, errors.New("no such thing"), wire.ErrInvalid)
+	return apirpc.Error(err, errors.New("no such thing"), wire.ErrInvalid)
 }
 
 // RegisterRPC serves the name service: brokers register with admin

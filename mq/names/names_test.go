@@ -9,7 +9,7 @@ import (
 )
 
 func TestRouteMastersSlavesAndExpiry(t *testing.T) {
-	tb := New(200 * time.Millisecond)
+	tb, _ := New(Config{TTL: 200 * time.Millisecond})
 	topics := []wire.TopicConfig{{Name: "orders", Queues: 4}}
 	must := func(err error) {
 		t.Helper()
@@ -40,7 +40,7 @@ func TestRouteMastersSlavesAndExpiry(t *testing.T) {
 }
 
 func TestRegisterRejectsBadInput(t *testing.T) {
-	tb := New(0)
+	tb, _ := New(Config{})
 	for _, c := range []struct {
 		in   wire.BrokerInfo
 		want string

@@ -714,8 +714,8 @@ func (s *Store) MinOffset(topic string, queue uint32) int64 {
 	return q.first()
 }
 
-// Flush is the flush policy (FlushAsync or FlushSync).
-func (s *Store) Flush() string { return s.cfg.Flush }
+// FlushPolicy is the flush policy (FlushAsync or FlushSync).
+func (s *Store) FlushPolicy() string { return s.cfg.Flush }
 
 // PhysOffset is the commitlog offset of a queue's entry at queue offset
 // qoff; false when the queue has no such entry.

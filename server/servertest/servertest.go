@@ -49,6 +49,9 @@ func WithRPCAddr(a string) Option { return func(c *server.Config) { c.RPCAddr = 
 // WithNodeName sets the server's registry node name.
 func WithNodeName(n string) Option { return func(c *server.Config) { c.NodeName = n } }
 
+// WithComponents picks the components the server runs (default all).
+func WithComponents(names ...string) Option { return func(c *server.Config) { c.Components = names } }
+
 // WithScanInterval sets the config release-message scan interval.
 func WithScanInterval(d time.Duration) Option {
 	return func(c *server.Config) { c.ConfigScanInterval = d }

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tangram-dev/tangram/job/goglue"
+
 	"github.com/tangram-dev/tangram/job"
 )
 
@@ -45,7 +47,7 @@ func main() {
 
 func run(servers, app, listen, record string, glue []string, log *slog.Logger) error {
 	e, err := job.NewExecutor(job.ExecutorConfig{Servers: servers, Token: os.Getenv("TANGRAM_TOKEN"), App: app,
-		ListenAddr: listen, Logger: log, HeartbeatInterval: time.Second, Glue: glue})
+		ListenAddr: listen, Logger: log, HeartbeatInterval: time.Second, Glue: glue, GoGlue: goglue.Interpreter{}})
 	if err != nil {
 		return err
 	}

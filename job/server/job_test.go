@@ -1,0 +1,345 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/job"
+	"github.com/tangram-dev/tangram/server/servertest"
+)
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// executor starts an executor of app against the harness's RPC port.
+func executor(t *testing.T, h *servertest.Harness, app string, handlers map[string]job.Handler) *job.Executor {
+	t.Helper()
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: app,
+		HeartbeatInterval: 200 * time.Millisecond, ShutdownGrace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, fn := range handlers {
+		e.Handle(n, fn)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func create(t *testing.T, c *apiclient.Client, j map[string]any) *job.Job {
+	t.Helper()
+	var out job.Job
+	if err := c.Do(context.Background(), "POST", "/api/v1/jobs", j, &out); err != nil {
+		t.Fatalf("create %v: %v", j["name"], err)
+	}
+	return &out
+}
+
+func runs(t *testing.T, c *apiclient.Client, id int64) []job.Run {
+	t.Helper()
+	var l struct{ Items []job.Run }
+	if err := c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/jobs/%d/runs?limit=1000", id), nil, &l); err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+func count(rs []job.Run, status string) int {
+	n := 0
+	for _, r := range rs {
+		if r.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+// A rate job fires on time on a registered executor; its log lines reach the
+// scheduler; lateness (scheduled → handler start) is milliseconds.
+func TestRateJobRunsOnExecutor(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	var mu sync.Mutex
+	var late []time.Duration
+	executor(t, h, "billing", map[string]job.Handler{
+		"tick": func(ctx context.Context, jc *job.Context) error {
+			mu.Lock()
+			late = append(late, time.Since(jc.FireAt))
+			mu.Unlock()
+			jc.Log.Info("ticking", "params", jc.Params)
+			return nil
+		},
+	})
+	j := create(t, c, map[string]any{"name": "tick", "app": "billing", "handler": "tick", "params": "p=1", "enabled": true,
+		"trigger": map[string]any{"kind": "rate", "every": "200ms"}})
+	waitFor(t, 10*time.Second, "four successful runs", func() bool { return count(runs(t, c, j.ID), job.StatusSucceeded) >= 4 })
+	rs := runs(t, c, j.ID)
+	seen := map[time.Time]bool{}
+	for _, r := range rs {
+		if seen[r.FireAt] {
+			t.Fatalf("fire time %v ran twice", r.FireAt)
+		}
+		seen[r.FireAt] = true
+	}
+	mu.Lock()
+	for _, l := range late[1:] { // the first may wait for the partition lease
+		if l > 200*time.Millisecond {
+			t.Errorf("a run started %v after its time", l)
+		}
+	}
+	mu.Unlock()
+	var logs struct {
+		Text string `json:"text"`
+	}
+	last := rs[len(rs)-1]
+	waitFor(t, 5*time.Second, "the run's log", func() bool {
+		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/job-runs/%d/logs", last.ID), nil, &logs)
+		return strings.Contains(logs.Text, "ticking") && strings.Contains(logs.Text, `params="p=1"`)
+	})
+	// Disabled: no more fires.
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/disable", j.ID), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	n := len(runs(t, c, j.ID))
+	time.Sleep(600 * time.Millisecond)
+	if m := len(runs(t, c, j.ID)); m != n {
+		t.Fatalf("a disabled job fired: %d → %d runs", n, m)
+	}
+}
+
+// A failing run is retried per the job; a manual trigger passes params; a
+// child runs after its parent succeeds, with the parent's output.
+func TestRetryManualTriggerAndChild(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	var attempts atomic.Int32
+	childGot := make(chan string, 1)
+	executor(t, h, "ops", map[string]job.Handler{
+		"flaky": func(ctx context.Context, jc *job.Context) error {
+			attempts.Add(1)
+			return errors.New("boom " + jc.Params)
+		},
+		"parent": func(ctx context.Context, jc *job.Context) error { jc.Output = "from-parent"; return nil },
+		"child":  func(ctx context.Context, jc *job.Context) error { childGot <- jc.Params; return nil },
+	})
+	flaky := create(t, c, map[string]any{"name": "flaky", "app": "ops", "handler": "flaky", "retries": 2, "retry_backoff": "50ms",
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	var tr struct{ Runs []int64 }
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", flaky.ID), map[string]any{"params": "x"}, &tr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "three failed attempts", func() bool { return count(runs(t, c, flaky.ID), job.StatusFailed) == 3 })
+	time.Sleep(300 * time.Millisecond)
+	rs := runs(t, c, flaky.ID)
+	if len(rs) != 3 || attempts.Load() != 3 {
+		t.Fatalf("want 3 attempts, got %d runs, %d calls", len(rs), attempts.Load())
+	}
+	for _, r := range rs {
+		if r.Error != "boom x" || r.Params != "x" {
+			t.Fatalf("run %+v", r)
+		}
+	}
+	child := create(t, c, map[string]any{"name": "child", "app": "ops", "handler": "child", "trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	parent := create(t, c, map[string]any{"name": "parent", "app": "ops", "handler": "parent", "children": []int64{child.ID},
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%s/trigger", parent.Name), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-childGot:
+		if p != "from-parent" {
+			t.Fatalf("child got params %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the child never ran")
+	}
+}
+
+// Kill cancels a running handler; discard_later drops a trigger while the
+// previous run goes; a timeout fails the run.
+func TestKillDiscardAndTimeout(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	started := make(chan int64, 10)
+	executor(t, h, "etl", map[string]job.Handler{
+		"block": func(ctx context.Context, jc *job.Context) error {
+			started <- jc.RunID
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+	j := create(t, c, map[string]any{"name": "long", "app": "etl", "handler": "block", "block": "discard_later",
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	trigger := func() {
+		if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", j.ID), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trigger()
+	var first int64
+	select {
+	case first = <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run never started")
+	}
+	trigger()
+	waitFor(t, 5*time.Second, "the second trigger discarded", func() bool { return count(runs(t, c, j.ID), job.StatusDiscarded) == 1 })
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/job-runs/%d/kill", first), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the run killed", func() bool {
+		var r job.Run
+		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/job-runs/%d", first), nil, &r)
+		return r.Status == job.StatusKilled
+	})
+
+	to := create(t, c, map[string]any{"name": "slow", "app": "etl", "handler": "block", "timeout": "150ms",
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", to.ID), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the slow run timed out", func() bool {
+		rs := runs(t, c, to.ID)
+		return len(rs) == 1 && rs[0].Status == job.StatusFailed && strings.Contains(rs[0].Error, "timed out after 150ms")
+	})
+}
+
+func TestBadInputNamesTheField(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	for _, tc := range []struct {
+		job  map[string]any
+		want string
+	}{
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "cron", "cron": "61 * * * * *"}}, "trigger.cron"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "cron", "cron": "0 * * * * *", "time_zone": "Mars/Base"}}, "trigger.time_zone"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "rate"}}, "trigger.every"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "route": "sideways", "trigger": map[string]any{"kind": "manual"}}, "route"},
+		{map[string]any{"name": "a b", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "manual"}}, "name"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "retries": -1, "trigger": map[string]any{"kind": "manual"}}, "retries"},
+	} {
+		err := c.Do(context.Background(), "POST", "/api/v1/jobs", tc.job, nil)
+		if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: want a 400 naming %s, got %v", tc.job, tc.want, err)
+		}
+	}
+	if err := h.Client("tgm_wrong").Do(context.Background(), "GET", "/api/v1/jobs", nil, nil); !apiclient.IsStatus(err, 401) {
+		t.Fatalf("bad token: %v", err)
+	}
+	if _, err := job.NewExecutor(job.ExecutorConfig{Servers: "127.0.0.1:1", App: "x"}); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("an executor without a token started: %v", err)
+	}
+}
+
+// A run that fails for good posts an alarm to the job's webhook, once.
+func TestAlarmWebhook(t *testing.T) {
+	got := make(chan job.Alarm, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a job.Alarm
+		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
+			got <- a
+		}
+	}))
+	defer hook.Close()
+	h := servertest.Start(t)
+	c := h.Client()
+	executor(t, h, "ops", map[string]job.Handler{
+		"fail": func(ctx context.Context, jc *job.Context) error { return errors.New("disk full") },
+	})
+	j := create(t, c, map[string]any{"name": "alarming", "app": "ops", "handler": "fail", "retries": 1, "retry_backoff": "50ms",
+		"alarm_webhook": hook.URL, "trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", j.ID), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.Job != "alarming" || a.Status != job.StatusFailed || a.Error != "disk full" || a.Attempt != 1 {
+			t.Fatalf("alarm %+v", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alarm")
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("a second alarm: %+v", a)
+	case <-time.After(300 * time.Millisecond):
+	}
+	err := c.Do(context.Background(), "POST", "/api/v1/jobs", map[string]any{"name": "bad-hook", "app": "ops", "handler": "fail",
+		"alarm_webhook": "ftp://x", "trigger": map[string]any{"kind": "manual"}}, nil)
+	if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), "alarm_webhook") {
+		t.Fatalf("bad webhook: %v", err)
+	}
+}
+
+// max_concurrency caps a job's running runs across executors: with
+// serial, a trigger beyond the cap waits for a slot even though another
+// executor is free.
+func TestMaxConcurrencySerial(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	started := make(chan int64, 4)
+	block := func(ctx context.Context, jc *job.Context) error {
+		started <- jc.RunID
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}
+	executor(t, h, "etl", map[string]job.Handler{"block": block})
+	executor(t, h, "etl", map[string]job.Handler{"block": block})
+	waitFor(t, 5*time.Second, "two executors", func() bool {
+		var l struct{ Items []job.ExecutorInfo }
+		_ = c.Do(context.Background(), "GET", "/api/v1/job-executors", nil, &l)
+		return len(l.Items) == 2
+	})
+	j := create(t, c, map[string]any{"name": "capped", "app": "etl", "handler": "block", "max_concurrency": 1,
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	trigger := func() int64 {
+		var tr struct{ Runs []int64 }
+		if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", j.ID), nil, &tr); err != nil {
+			t.Fatal(err)
+		}
+		return tr.Runs[0]
+	}
+	first := trigger()
+	if got := <-started; got != first {
+		t.Fatalf("started %d, want %d", got, first)
+	}
+	second := trigger()
+	select {
+	case id := <-started:
+		t.Fatalf("run %d started beyond max_concurrency 1", id)
+	case <-time.After(700 * time.Millisecond):
+	}
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/job-runs/%d/kill", first), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-started:
+		if id != second {
+			t.Fatalf("started %d, want %d", id, second)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting run never started after the first was killed")
+	}
+}

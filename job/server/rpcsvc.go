@@ -1,0 +1,281 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/apirpc"
+
+	"github.com/tangram-dev/tangram/job"
+
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/rpc"
+)
+
+// Limits on what executors send.
+const (
+	maxHandlers  = 1024
+	maxSignKey   = 128
+	maxAddrBytes = 256
+)
+
+// rpcError maps job and auth errors to RPC codes.
+func rpcError(err error) error { return apirpc.Error(err, job.ErrNotFound, job.ErrInvalid) }
+
+// RegisterRPC adds the executor-facing services to srv (whose interceptors
+// authenticate callers): executors need edit permission on their app.
+func (s *Scheduler) RegisterRPC(srv *rpc.Server) error {
+	return errors.Join(
+		rpc.Handle(srv, "tangram.Job/Heartbeat", func(ctx context.Context, req *job.BeatRequest) (*job.Empty, error) {
+			return &job.Empty{}, rpcError(s.heartbeat(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Report", func(ctx context.Context, req *job.ReportRequest) (*job.Empty, error) {
+			return &job.Empty{}, rpcError(s.report(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Log", func(ctx context.Context, req *job.LogRequest) (*job.Empty, error) {
+			return &job.Empty{}, rpcError(s.appendLog(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Deliver", func(ctx context.Context, req *job.DeliverRequest) (*job.Empty, error) {
+			return &job.Empty{}, rpcError(s.deliver(ctx, req))
+		}),
+		rpc.Handle(srv, "tangram.Job/Leave", func(ctx context.Context, req *job.LeaveRequest) (*job.Empty, error) {
+			if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+				return nil, rpcError(err)
+			}
+			_, err := s.st.ExecContext(ctx, `DELETE FROM job_executors WHERE app = ? AND addr = ?`, req.App, req.Addr)
+			return &job.Empty{}, rpcError(err)
+		}),
+	)
+}
+
+func (s *Scheduler) heartbeat(ctx context.Context, req *job.BeatRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	if job.ValidName(req.App) != nil {
+		return fmt.Errorf("%w app %q", job.ErrInvalid, req.App)
+	}
+	if req.Addr == "" || len(req.Addr) > maxAddrBytes || len(req.SignKey) < 16 || len(req.SignKey) > maxSignKey ||
+		len(req.Handlers) > maxHandlers || req.Capacity < 0 {
+		return fmt.Errorf("%w executor registration: address, a 16–128 byte signing key, at most %d handlers", job.ErrInvalid, maxHandlers)
+	}
+	handlers, _ := json.Marshal(req.Handlers)
+	now := ms(time.Now())
+	res, err := s.st.ExecContext(ctx, `UPDATE job_executors SET sign_key = ?, capacity = ?, running = ?, handlers = ?, last_beat = ? WHERE app = ? AND addr = ?`,
+		req.SignKey, req.Capacity, req.Running, string(handlers), now, req.App, req.Addr)
+	if err != nil {
+		return fmt.Errorf("job: executor heartbeat: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		s.reconcile(ctx, req)
+		return nil
+	}
+	_, err = s.st.ExecContext(ctx, `INSERT INTO job_executors (app, addr, sign_key, capacity, running, handlers, last_beat) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		req.App, req.Addr, req.SignKey, req.Capacity, req.Running, string(handlers), now)
+	if err != nil && !store.IsUniqueViolation(err) {
+		return fmt.Errorf("job: executor registration: %w", err)
+	}
+	if err == nil {
+		s.log.Info("job: executor registered", "app", req.App, "addr", req.Addr, "handlers", len(req.Handlers))
+	}
+	return nil
+}
+
+// reconcile fails the runs the store has running on this executor that it
+// does not have (after a grace for a dispatch still on its way).
+func (s *Scheduler) reconcile(ctx context.Context, req *job.BeatRequest) {
+	rows, err := s.st.QueryContext(ctx, `SELECT id FROM job_runs WHERE executor = ? AND status = 'running' AND started_at < ?`,
+		req.Addr, ms(time.Now().Add(-dispatchGrace)))
+	if err != nil {
+		return
+	}
+	has := make(map[int64]bool, len(req.Runs))
+	for _, id := range req.Runs {
+		has[id] = true
+	}
+	var lost []int64
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil && !has[id] {
+			lost = append(lost, id)
+		}
+	}
+	rows.Close()
+	for _, id := range lost {
+		s.log.Warn("job: a run its executor does not have failed", "run", id, "executor", req.Addr)
+		_ = s.finish(ctx, id, job.StatusFailed, "lost: its executor does not have it (dispatch cut short, or the executor restarted)", "")
+	}
+}
+
+// dispatchGrace is how long a run may be marked running on an executor
+// before the executor's heartbeats must list it.
+const dispatchGrace = 10 * time.Second
+
+// appOfRun checks that a run belongs to a job of app.
+func (s *Scheduler) appOfRun(ctx context.Context, runID int64, app string) error {
+	var got string
+	err := s.st.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, runID).Scan(&got)
+	if err != nil {
+		return fmt.Errorf("%w: run %d", job.ErrNotFound, runID)
+	}
+	if got != app {
+		return fmt.Errorf("%w: run %d belongs to app %q, not %q", job.ErrInvalid, runID, got, app)
+	}
+	return nil
+}
+
+func (s *Scheduler) report(ctx context.Context, req *job.ReportRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	switch req.Status {
+	case job.StatusSucceeded, job.StatusFailed, job.StatusKilled, job.StatusDiscarded:
+	default:
+		return fmt.Errorf("%w status %q: want succeeded, failed, killed or discarded", job.ErrInvalid, req.Status)
+	}
+	if len(req.Output) > job.MaxOutput {
+		return fmt.Errorf("%w output: %d bytes, at most %d", job.ErrInvalid, len(req.Output), job.MaxOutput)
+	}
+	if err := s.appOfRun(ctx, req.RunID, req.App); err != nil {
+		return err
+	}
+	return s.finish(ctx, req.RunID, req.Status, req.Error, req.Output)
+}
+
+func (s *Scheduler) appendLog(ctx context.Context, req *job.LogRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	if len(req.Text) > job.MaxLogChunk || req.Seq < 0 {
+		return fmt.Errorf("%w log chunk: at most %d bytes, seq ≥ 0", job.ErrInvalid, job.MaxLogChunk)
+	}
+	if err := s.appOfRun(ctx, req.RunID, req.App); err != nil {
+		return err
+	}
+	_, err := s.st.ExecContext(ctx, `INSERT INTO job_logs (run_id, seq, body, created_at) VALUES (?, ?, ?, ?)`, req.RunID, req.Seq, req.Text, ms(time.Now()))
+	if err != nil && !store.IsUniqueViolation(err) { // a resent chunk
+		return fmt.Errorf("job: append log: %w", err)
+	}
+	return nil
+}
+
+func (s *Scheduler) deliver(ctx context.Context, req *job.DeliverRequest) error {
+	if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+		return err
+	}
+	if len(req.Logs)+len(req.Reports) > job.MaxDeliver {
+		return fmt.Errorf("%w delivery: %d items, at most %d", job.ErrInvalid, len(req.Logs)+len(req.Reports), job.MaxDeliver)
+	}
+	for _, l := range req.Logs {
+		if l.App != req.App || len(l.Text) > job.MaxLogChunk || l.Seq < 0 {
+			return fmt.Errorf("%w log chunk of run %d: app %q, at most %d bytes, seq ≥ 0", job.ErrInvalid, l.RunID, l.App, job.MaxLogChunk)
+		}
+	}
+	for _, r := range req.Reports {
+		if r.App != req.App || len(r.Output) > job.MaxOutput {
+			return fmt.Errorf("%w report of run %d: app %q, output at most %d bytes", job.ErrInvalid, r.RunID, r.App, job.MaxOutput)
+		}
+		switch r.Status {
+		case job.StatusSucceeded, job.StatusFailed, job.StatusKilled, job.StatusDiscarded:
+		default:
+			return fmt.Errorf("%w report of run %d: status %q", job.ErrInvalid, r.RunID, r.Status)
+		}
+	}
+	// One transaction for the lot; if it fails, each item alone, so one
+	// report that cannot be recorded does not hold up the executor's queue
+	// behind it forever (it is logged and its run failed instead).
+	if ids, err := s.deliverTx(ctx, req.App, req.Logs, req.Reports); err == nil {
+		s.queueRuns(ctx, ids)
+		return nil
+	}
+	ok := 0
+	var lastErr error
+	for i := range req.Logs {
+		if _, err := s.deliverTx(ctx, req.App, req.Logs[i:i+1], nil); err != nil {
+			lastErr = err
+			s.log.Error("job: a run's log chunk could not be stored; dropped", "run", req.Logs[i].RunID, "err", err)
+			continue
+		}
+		ok++
+	}
+	for i := range req.Reports {
+		ids, err := s.deliverTx(ctx, req.App, nil, req.Reports[i:i+1])
+		if err != nil {
+			lastErr = err
+			r := req.Reports[i]
+			s.log.Error("job: a run's report could not be recorded; the run is failed", "run", r.RunID, "status", r.Status, "err", err)
+			if ferr := s.finishPlain(ctx, r.RunID, fmt.Sprintf("its report (%s) could not be recorded: %v", r.Status, err)); ferr != nil {
+				s.log.Error("job: failing the run failed too", "run", r.RunID, "err", ferr)
+			}
+			continue
+		}
+		ok++
+		s.queueRuns(ctx, ids)
+	}
+	if ok == 0 && lastErr != nil {
+		return lastErr // nothing went in: the store is likely down; the executor retries
+	}
+	return nil
+}
+
+// deliverTx records log chunks and reports of app in one transaction.
+func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []job.LogRequest, reports []job.ReportRequest) ([]int64, error) {
+	var newRuns []int64
+	now := time.Now()
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		newRuns = newRuns[:0]
+		// Runs of other apps (or gone) are skipped, not failed: the batch
+		// must not be refused whole for one stale entry.
+		owned := map[int64]bool{}
+		check := func(run int64) bool {
+			if ok, seen := owned[run]; seen {
+				return ok
+			}
+			var a string
+			err := tx.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, run).Scan(&a)
+			owned[run] = err == nil && a == app
+			return owned[run]
+		}
+		for _, l := range logs {
+			if !check(l.RunID) {
+				continue
+			}
+			// A resent chunk has the same (run, seq): skip it.
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_logs WHERE run_id = ? AND seq = ?`, l.RunID, l.Seq).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO job_logs (run_id, seq, body, created_at) VALUES (?, ?, ?, ?)`, l.RunID, l.Seq, l.Text, ms(now)); err != nil {
+				return fmt.Errorf("job: append log: %w", err)
+			}
+		}
+		for _, r := range reports {
+			if !check(r.RunID) {
+				s.log.Warn("job: report for a run of another app or a deleted job ignored", "run", r.RunID, "app", app)
+				continue
+			}
+			ids, err := s.finishTx(ctx, tx, r.RunID, r.Status, r.Error, r.Output, now)
+			if err != nil {
+				return err
+			}
+			newRuns = append(newRuns, ids...)
+		}
+		return nil
+	})
+	return newRuns, err
+}
+
+// finishPlain marks a run failed without applying its job's policy (the
+// policy is what failed).
+func (s *Scheduler) finishPlain(ctx context.Context, runID int64, msg string) error {
+	_, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'running')`,
+		truncate(msg, 4000), ms(time.Now()), runID)
+	return err
+}
