@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
@@ -83,17 +85,15 @@ func TestConsoleBrowser(t *testing.T) {
 	// waitFlash waits for the page that follows a form post to show a message.
 	waitFlash := func(want string) string {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			f, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.getElementById("flash")||document.getElementById("error")||{}).innerText||""`))
-			if err == nil && strings.Contains(f, want) {
-				return f
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no message containing %q (last %q, %v)\npage: %.2000s", want, f, err, page())
-			}
-			time.Sleep(50 * time.Millisecond)
+		var f string
+		var err error
+		if !wait.Until(20*time.Second, func() bool {
+			f, err = chromedp.Run(ctx, chromedp.Evaluate[string](`(document.getElementById("flash")||document.getElementById("error")||{}).innerText||""`))
+			return err == nil && strings.Contains(f, want)
+		}) {
+			t.Fatalf("no message containing %q (last %q, %v)\npage: %.2000s", want, f, err, page())
 		}
+		return f
 	}
 	id := func(s string) chromedp.ID { return chromedp.ID(s) }
 	// Unauthenticated pages redirect to the login form.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/tangram-dev/tangram/job"
@@ -72,16 +74,13 @@ func TestConsoleJobsBrowser(t *testing.T) {
 	}
 	waitText := func(sel string, want string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-			if err == nil && strings.Contains(s, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never showed %q (last %q, %v)\npage: %.3000s", sel, want, s, err, page())
-			}
-			time.Sleep(100 * time.Millisecond)
+		var s string
+		var err error
+		if !wait.Until(20*time.Second, func() bool {
+			s, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
+			return err == nil && strings.Contains(s, want)
+		}) {
+			t.Fatalf("%s never showed %q (last %q, %v)\npage: %.3000s", sel, want, s, err, page())
 		}
 	}
 	id := func(s string) chromedp.ID { return chromedp.ID(s) }
@@ -95,16 +94,12 @@ func TestConsoleJobsBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS(`input[name="params"]`), "from-the-console"), chromedp.Click(id("trigger")))
 	waitText("#flash", "triggered 1 run")
 	var runs []job.Run
-	deadline := time.Now().Add(10 * time.Second)
-	for len(runs) == 0 || runs[0].Status != job.StatusRunning {
+	wait.For(t, 10*time.Second, "the run to start", func() bool {
 		var l struct{ Items []job.Run }
 		must(api.Do(ctx, "GET", fmt.Sprintf("/api/v1/jobs/%d/runs", ticker.ID), nil, &l))
 		runs = l.Items
-		if time.Now().After(deadline) {
-			t.Fatalf("the run never started: %+v", runs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(runs) > 0 && runs[0].Status == job.StatusRunning
+	})
 	run := runs[0].ID
 	step("run page", chromedp.Navigate(fmt.Sprintf("%s/jobs/runs/%d", h.URL, run)), chromedp.WaitVisible(id("log")))
 	// Lines logged after the page loaded arrive through the page's script.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/tangram-dev/tangram/mq"
@@ -75,19 +77,18 @@ func TestConsoleMQBrowser(t *testing.T) {
 	}
 	waitText := func(path, sel, want string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-			if err == nil && strings.Contains(s, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never showed %q (last %q, %v)\npage: %.3000s", sel, want, s, err, page())
-			}
-			time.Sleep(200 * time.Millisecond)
-			if path != "" {
+		var s string
+		var err error
+		first := true
+		if !wait.Until(20*time.Second, func() bool {
+			if !first && path != "" { // the page shows what was true when it loaded
 				_ = chromedp.Do(bctx, chromedp.Navigate(h.URL+path))
 			}
+			first = false
+			s, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
+			return err == nil && strings.Contains(s, want)
+		}) {
+			t.Fatalf("%s never showed %q (last %q, %v)\npage: %.3000s", sel, want, s, err, page())
 		}
 	}
 	id := func(s string) chromedp.ID { return chromedp.ID(s) }

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
@@ -78,17 +80,17 @@ func startBrokerProc(t *testing.T, e *env, name, addr, dir, flush string) *broke
 	}
 	p := &brokerProc{cmd: cmd, log: &log, metrics: "http://" + maddr + "/metrics"}
 	t.Cleanup(func() { p.kill() })
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	if !wait.Until(10*time.Second, func() bool {
 		for _, b := range e.h.Srv.Names().Brokers() {
 			if b.Name == name && b.Addr == addr && time.Since(time.UnixMilli(b.Seen)) < time.Second {
-				return p
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("broker %s did not register; its log:\n%s", name, log.String())
 	}
-	t.Fatalf("broker %s did not register; its log:\n%s", name, log.String())
-	return nil
+	return p
 }
 
 func (p *brokerProc) kill() {
@@ -150,13 +152,13 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 					}
 				}()
 			}
-			waitFor(t, 20*time.Second, "1,000 acknowledged sends", func() bool {
+			wait.For(t, 20*time.Second, "1,000 acknowledged sends", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(acked) >= 1000
 			})
 			bp.kill()
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond) // sleep-ok: producers go on sending into the dead broker
 			close(stop)
 			wg.Wait()
 			mu.Lock()
@@ -171,7 +173,7 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 				smu.Unlock()
 				return nil
 			})
-			waitFor(t, 30*time.Second, "every acknowledged message", func() bool {
+			wait.For(t, 30*time.Second, "every acknowledged message", func() bool {
 				smu.Lock()
 				defer smu.Unlock()
 				for i := range acked {
@@ -181,13 +183,16 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 				}
 				return true
 			})
-			time.Sleep(300 * time.Millisecond)
-			resp, err := http.Get(bp.metrics)
-			if err != nil {
-				t.Fatal(err)
-			}
-			metrics, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			var metrics []byte
+			wait.For(t, 10*time.Second, "the group's lag in the broker's metrics", func() bool {
+				resp, err := http.Get(bp.metrics)
+				if err != nil {
+					t.Fatal(err)
+				}
+				metrics, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return strings.Contains(string(metrics), `tangram_mq_group_lag{broker="kb",group="verify"}`)
+			})
 			for _, m := range []string{"tangram_mq_messages_out_total", "tangram_mq_flush_seconds", `tangram_mq_group_lag{broker="kb",group="verify"}`} {
 				if !strings.Contains(string(metrics), m) {
 					t.Errorf("metrics lack %s", m)
@@ -251,7 +256,9 @@ func TestConsumerKilledMidBatchIsRedelivered(t *testing.T) {
 	var cmu sync.Mutex
 	child := map[string]bool{}
 	lines := make(chan struct{}, n)
+	drained := make(chan struct{}, 1) // the child's output read to its end
 	go func() {
+		defer func() { drained <- struct{}{} }()
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			f := strings.Split(sc.Text(), "\t")
@@ -269,6 +276,8 @@ func TestConsumerKilledMidBatchIsRedelivered(t *testing.T) {
 		}
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
+	// Read what the child printed to the end before Wait closes the pipe.
+	wait.Receive(t, 10*time.Second, "the end of the child's output", drained)
 	_ = cmd.Wait()
 	got := newCollector()
 	startConsumer(t, c, mq.ConsumerConfig{Group: "workers"}, "work", nil, func(ctx context.Context, m *mq.Message) error {
@@ -276,22 +285,34 @@ func TestConsumerKilledMidBatchIsRedelivered(t *testing.T) {
 		return nil
 	})
 	// What the child had not committed comes to the survivor once the
-	// broker drops the dead member (3 s without heartbeats).
-	waitFor(t, 30*time.Second, "the group to finish the topic", func() bool {
+	// broker drops the dead member (3 s without heartbeats). The group's
+	// lag cannot say when: a queue the child never committed on has no
+	// offset to measure from. So wait for the messages themselves (what the
+	// child printed before it died was read to its end above), and fail
+	// with the ones that never came.
+	missing := func() []int {
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		cmu.Lock()
+		defer cmu.Unlock()
+		var l []int
+		for i := range n {
+			if !child[strconv.Itoa(i)] && got.seen[strconv.Itoa(i)] == 0 {
+				l = append(l, i)
+			}
+		}
+		return l
+	}
+	wait.Until(30*time.Second, func() bool { return len(missing()) == 0 })
+	wait.For(t, 30*time.Second, "the group to have one member and no lag", func() bool {
 		gs, err := c.Groups(ctx, "workers")
 		return err == nil && len(gs) == 1 && gs[0].Lag == 0 && len(gs[0].Clients) == 1
 	})
-	time.Sleep(500 * time.Millisecond)
+	lost := missing()
 	got.mu.Lock()
 	defer got.mu.Unlock()
 	cmu.Lock()
 	defer cmu.Unlock()
-	var lost []int
-	for i := range n {
-		if !child[strconv.Itoa(i)] && got.seen[strconv.Itoa(i)] == 0 {
-			lost = append(lost, i)
-		}
-	}
 	if len(lost) > 0 {
 		t.Fatalf("%d messages lost (child printed %d, survivor consumed %d): %v", len(lost), len(child), len(got.seen), lost[:min(10, len(lost))])
 	}

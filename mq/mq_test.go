@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -72,17 +74,15 @@ func (e *env) openBroker(name, dir, addr string, mod func(*broker.Config)) *brok
 	e.t.Cleanup(func() { b.Close() })
 	e.brokers = append(e.brokers, b)
 	// Wait until the name service knows it.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	wait.For(e.t, 5*time.Second, "broker "+name+" to register", func() bool {
 		for _, bi := range e.h.Srv.Names().Brokers() {
 			if bi.Name == name && bi.Addr == b.Addr() {
-				return b
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	e.t.Fatalf("broker %s never registered", name)
-	return nil
+		return false
+	})
+	return b
 }
 
 func (e *env) client() *mq.Client {
@@ -143,17 +143,6 @@ func (c *collector) count() int {
 	return c.n
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func startConsumer(t *testing.T, c *mq.Client, cfg mq.ConsumerConfig, topic string, tags []string, h mq.Handler) *mq.Consumer {
 	t.Helper()
 	if cfg.Heartbeat == 0 {
@@ -212,12 +201,12 @@ func TestSendAndConsumeAcrossBrokers(t *testing.T) {
 		got.add("a", m)
 		return nil
 	})
-	waitFor(t, 30*time.Second, "all messages", func() bool { return got.distinct() == n })
+	wait.For(t, 30*time.Second, "all messages", func() bool { return got.distinct() == n })
 	if got.count() != n {
 		t.Fatalf("delivered %d times for %d messages", got.count(), n)
 	}
 	// Offsets are committed: the group's lag drops to zero.
-	waitFor(t, 10*time.Second, "lag 0", func() bool {
+	wait.For(t, 10*time.Second, "lag 0", func() bool {
 		gs, err := c.Groups(ctx, "g1")
 		if err != nil || len(gs) != 1 || gs[0].Lag != 0 {
 			return false
@@ -262,7 +251,7 @@ func TestGroupRebalanceAndHandOver(t *testing.T) {
 	}
 	a := startConsumer(t, c1, mq.ConsumerConfig{Group: "g"}, "events", nil, h("a"))
 	b := startConsumer(t, c2, mq.ConsumerConfig{Group: "g"}, "events", nil, h("b"))
-	waitFor(t, 10*time.Second, "8 queues split", func() bool {
+	wait.For(t, 10*time.Second, "8 queues split", func() bool {
 		return countUser(a.Owned())+countUser(b.Owned()) == 8 && countUser(a.Owned()) == 4
 	})
 	p := e.producer(c1, mq.ProducerConfig{})
@@ -271,7 +260,7 @@ func TestGroupRebalanceAndHandOver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "400 consumed", func() bool { return got.distinct() == 400 })
+	wait.For(t, 20*time.Second, "400 consumed", func() bool { return got.distinct() == 400 })
 	got.mu.Lock()
 	na, nb := len(got.by["a"]), len(got.by["b"])
 	got.mu.Unlock()
@@ -280,13 +269,13 @@ func TestGroupRebalanceAndHandOver(t *testing.T) {
 	}
 	// b leaves: a takes every queue and consumes what follows.
 	b.Close()
-	waitFor(t, 10*time.Second, "a owns all queues", func() bool { return countUser(a.Owned()) == 8 })
+	wait.For(t, 10*time.Second, "a owns all queues", func() bool { return countUser(a.Owned()) == 8 })
 	for i := 400; i < 600; i++ {
 		if _, err := p.Send(ctx, &mq.Message{Topic: "events", Body: []byte(strconv.Itoa(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "600 consumed", func() bool { return got.distinct() == 600 })
+	wait.For(t, 20*time.Second, "600 consumed", func() bool { return got.distinct() == 600 })
 }
 
 func countUser(owned []string) int {
@@ -329,7 +318,7 @@ func TestRetryThenDeadLetterThenResend(t *testing.T) {
 		}
 	}
 	var dead []*mq.Message
-	waitFor(t, 30*time.Second, "5 dead letters", func() bool {
+	wait.For(t, 30*time.Second, "5 dead letters", func() bool {
 		var err error
 		dead, err = c.DeadLetters(ctx, "billing", 0, 100)
 		return err == nil && len(dead) == 5
@@ -351,7 +340,7 @@ func TestRetryThenDeadLetterThenResend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "resent messages consumed", func() bool {
+	wait.For(t, 20*time.Second, "resent messages consumed", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, a := range attempts {
@@ -393,7 +382,7 @@ func TestDelayedAndTimedMessages(t *testing.T) {
 	if _, err := p.Send(ctx, &mq.Message{Topic: "later", Body: []byte("now")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "4 messages", func() bool {
+	wait.For(t, 10*time.Second, "4 messages", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(arrived) == 4
@@ -438,7 +427,7 @@ func TestOrderedConsumptionByKey(t *testing.T) {
 		}
 		last[key] = seq
 		mu.Unlock()
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(100 * time.Microsecond) // sleep-ok: a handler that takes a while, so overlaps would show
 		mu.Lock()
 		running[key] = false
 		mu.Unlock()
@@ -456,7 +445,7 @@ func TestOrderedConsumptionByKey(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, 30*time.Second, "all keys complete", func() bool {
+	wait.For(t, 30*time.Second, "all keys complete", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(last) < keys {
@@ -478,7 +467,7 @@ func TestOrderedConsumptionByKey(t *testing.T) {
 
 func TestTransactionalMessages(t *testing.T) {
 	e := newEnv(t)
-	e.addBroker("b1", func(c *broker.Config) {
+	b1 := e.addBroker("b1", func(c *broker.Config) {
 		c.TxCheckAfter = 300 * time.Millisecond
 		c.TxCheckInterval = 300 * time.Millisecond
 		c.TxMaxChecks = 3
@@ -507,11 +496,10 @@ func TestTransactionalMessages(t *testing.T) {
 		got.add("", m)
 		return nil
 	})
-	// Let the producer's check stream connect.
-	time.Sleep(300 * time.Millisecond)
+	wait.For(t, 10*time.Second, "the producer's check stream", func() bool { return b1.TxCheckers("orders-svc") == 1 })
 	for body, st := range map[string]mq.TxState{"commit": mq.TxCommit, "rollback": mq.TxRollback, "unknown-then-commit": mq.TxUnknown, "never-known": mq.TxUnknown} {
 		_, _, err := p.SendTransaction(ctx, &mq.Message{Topic: "tx", Body: []byte(body)}, func(ctx context.Context, half *mq.SendResult) (mq.TxState, error) {
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // sleep-ok: a local transaction that takes a while
 			got.mu.Lock()
 			defer got.mu.Unlock()
 			if got.seen[body] != 0 {
@@ -523,23 +511,36 @@ func TestTransactionalMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "commit and checked commit delivered", func() bool { return got.distinct() == 2 })
-	time.Sleep(1500 * time.Millisecond) // 3 checks of never-known, then rolled back
+	wait.For(t, 10*time.Second, "commit and checked commit delivered", func() bool { return got.distinct() == 2 })
+	checksOf := func(body string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, b := range checked {
+			if b == body {
+				n++
+			}
+		}
+		return n
+	}
+	wait.For(t, 10*time.Second, "three checks of never-known", func() bool { return checksOf("never-known") >= 3 })
+	// After its last check it is rolled back at the next round (300 ms): a
+	// transaction sent now, answered unknown, is first checked no sooner,
+	// so once that check has come the rollback round has passed.
+	_, _, err := p.SendTransaction(ctx, &mq.Message{Topic: "tx", Body: []byte("witness")}, func(context.Context, *mq.SendResult) (mq.TxState, error) {
+		return mq.TxUnknown, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the witness's first check", func() bool { return checksOf("witness") > 0 })
 	got.mu.Lock()
 	defer got.mu.Unlock()
 	if got.seen["commit"] != 1 || got.seen["unknown-then-commit"] != 1 || got.seen["rollback"] != 0 || got.seen["never-known"] != 0 {
 		t.Fatalf("delivered: %v", got.seen)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	n := 0
-	for _, b := range checked {
-		if b == "never-known" {
-			n++
-		}
-	}
-	if n != 3 {
-		t.Fatalf("never-known was checked %d times, want 3 (then rolled back); checks: %v", n, checked)
+	if n := checksOf("never-known"); n != 3 {
+		t.Fatalf("never-known was checked %d times, want 3 (then rolled back)", n)
 	}
 }
 
@@ -566,8 +567,8 @@ func TestTagFilterAndResetOffset(t *testing.T) {
 		got.add("", m)
 		return nil
 	})
-	waitFor(t, 10*time.Second, "33 refunds", func() bool { return got.distinct() == 33 })
-	waitFor(t, 10*time.Second, "lag 0", func() bool {
+	wait.For(t, 10*time.Second, "33 refunds", func() bool { return got.distinct() == 33 })
+	wait.For(t, 10*time.Second, "lag 0", func() bool {
 		gs, err := c.Groups(ctx, "refunds")
 		return err == nil && len(gs) == 1 && gs[0].Lag == 0
 	})
@@ -575,7 +576,7 @@ func TestTagFilterAndResetOffset(t *testing.T) {
 	if err := c.ResetOffset(ctx, "refunds", "shop", 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "33 refunds again", func() bool { return got.count() == 66 })
+	wait.For(t, 10*time.Second, "33 refunds again", func() bool { return got.count() == 66 })
 	_ = cs
 }
 
@@ -662,7 +663,7 @@ func TestSendAsyncBatchesAndCloseFlushes(t *testing.T) {
 		got.add("", m)
 		return nil
 	})
-	waitFor(t, 20*time.Second, "all async messages", func() bool { return got.distinct() == n })
+	wait.For(t, 20*time.Second, "all async messages", func() bool { return got.distinct() == n })
 }
 
 func TestBroadcastAndTraceContext(t *testing.T) {
@@ -677,11 +678,16 @@ func TestBroadcastAndTraceContext(t *testing.T) {
 	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
 	var mu sync.Mutex
 	got := map[string]int{}
+	warmed := map[string]bool{} // member/queue
 	var badCtx []string
 	h := func(who string) mq.Handler {
 		return func(ctx context.Context, m *mq.Message) error {
 			mu.Lock()
 			defer mu.Unlock()
+			if string(m.Body) == "warm" {
+				warmed[who+"/"+strconv.Itoa(int(m.Queue))] = true
+				return nil
+			}
 			got[who]++
 			if trace.SpanContextFromContext(ctx).TraceID() != tid || rpc.Outgoing(ctx)[rpc.MetaXID] != "gx-42" {
 				badCtx = append(badCtx, who)
@@ -691,7 +697,17 @@ func TestBroadcastAndTraceContext(t *testing.T) {
 	}
 	startConsumer(t, c1, mq.ConsumerConfig{Group: "all", Broadcast: true}, "config-changed", nil, h("a"))
 	startConsumer(t, c2, mq.ConsumerConfig{Group: "all", Broadcast: true}, "config-changed", nil, h("b"))
-	time.Sleep(300 * time.Millisecond)
+	// Broadcast members start at the end of the queue: once each has had a
+	// warm-up message, what is sent next is after both positions.
+	warm := e.producer(c1, mq.ProducerConfig{})
+	wait.For(t, 10*time.Second, "both members to receive a warm-up message", func() bool {
+		if _, err := warm.Send(ctx, &mq.Message{Topic: "config-changed", Body: []byte("warm")}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return warmed["a/0"] && warmed["a/1"] && warmed["b/0"] && warmed["b/1"]
+	})
 	sctx := trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
 	sctx = rpc.WithOutgoing(sctx, rpc.MetaXID, "gx-42")
 	p := e.producer(c1, mq.ProducerConfig{})
@@ -700,7 +716,7 @@ func TestBroadcastAndTraceContext(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "both members get every message", func() bool {
+	wait.For(t, 10*time.Second, "both members get every message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return got["a"] == 20 && got["b"] == 20

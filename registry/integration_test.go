@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
@@ -74,17 +76,6 @@ func register(t *testing.T, c *registry.Client, svc, addr string) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A service registers through the registry; an RPC client finds it through
 // the Resolver, follows a second instance joining and the first leaving.
 func TestDiscoveryDrivesRPCClient(t *testing.T) {
@@ -112,7 +103,7 @@ func TestDiscoveryDrivesRPCClient(t *testing.T) {
 	}
 	start := time.Now()
 	register(t, provider, "echo", a2)
-	waitFor(t, "the second instance in the client", func() bool { return len(rc.Endpoints()) == 2 })
+	wait.For(t, 10*time.Second, "the second instance in the client", func() bool { return len(rc.Endpoints()) == 2 })
 	t.Logf("registration reached the RPC client in %v", time.Since(start))
 	stop1()
 	host, _, _ := net.SplitHostPort(a1)
@@ -120,7 +111,7 @@ func TestDiscoveryDrivesRPCClient(t *testing.T) {
 	if err := provider.Deregister(context.Background(), registry.Key{Service: "echo"}, a1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first instance gone", func() bool { return len(rc.Endpoints()) == 1 })
+	wait.For(t, 10*time.Second, "the first instance gone", func() bool { return len(rc.Endpoints()) == 1 })
 	for range 5 {
 		if got := who(); got != a2 {
 			t.Fatalf("call reached %s", got)
@@ -161,14 +152,14 @@ func TestServerRestartEmptyPushProtectionAndReregister(t *testing.T) {
 		}
 		return lists[len(lists)-1]
 	}
-	waitFor(t, "the first list", func() bool { return len(last()) == 1 })
+	wait.For(t, 10*time.Second, "the first list", func() bool { return len(last()) == 1 })
 
 	h.Srv.Close()
 	h2 := servertest.Start(t, servertest.WithDataDir(dir), servertest.WithRPCAddr(rpcAddr), servertest.WithNodeName("reg-1b"))
 	_ = h2
 	// The provider re-registers within about one heartbeat interval.
 	start := time.Now()
-	waitFor(t, "re-registration on the restarted server", func() bool {
+	wait.For(t, 10*time.Second, "re-registration on the restarted server", func() bool {
 		return len(h2.Srv.Registry().Get(registry.Key{Service: "svc"}).Instances) == 1
 	})
 	t.Logf("instance back %v after the restart", time.Since(start))
@@ -180,7 +171,7 @@ func TestServerRestartEmptyPushProtectionAndReregister(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	waitFor(t, "the watcher still holding the instance", func() bool { return len(last()) == 1 })
+	wait.For(t, 10*time.Second, "the watcher still holding the instance", func() bool { return len(last()) == 1 })
 }
 
 func freeAddr(t *testing.T) string {
@@ -296,7 +287,7 @@ func TestHTTPAPI(t *testing.T) {
 		c.Do(ctx, "GET", "/api/v1/registry/services/public/default/web/watch?timeout=10s&revision="+itoa(snap.Revision), nil, &s)
 		woke <- s
 	}()
-	time.Sleep(50 * time.Millisecond)
+	wait.For(t, 5*time.Second, "the watch to be held", func() bool { return h.Srv.Registry().Status().Watchers == 1 })
 	var out registry.Instance
 	if err := c.Do(ctx, "PATCH", "/api/v1/registry/services/public/default/web/instances/10.1.1.1:80", map[string]any{"enabled": false}, &out); err != nil || out.Enabled {
 		t.Fatalf("drain: %+v %v", out, err)

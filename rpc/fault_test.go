@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/netfault"
 	"github.com/tangram-dev/tangram/rpc/balance"
 )
@@ -42,15 +44,16 @@ func TestFailoverAndProbeBack(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	wait.For(t, 5*time.Second, "50 calls before the failover", func() bool { return calls.Load() >= 50 })
 	s1.Close() // abrupt: connections reset, calls in flight fail and are retried
-	time.Sleep(200 * time.Millisecond)
+	after := calls.Load()
+	wait.For(t, 5*time.Second, "100 calls after the failover", func() bool { return calls.Load() >= after+100 })
 	close(stop)
 	wg.Wait()
 	if calls.Load() < 50 || failures.Load() > 0 {
 		t.Fatalf("%d calls, %d failures", calls.Load(), failures.Load())
 	}
-	waitFor(t, func() bool { return !c.Endpoints()[addr1] })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return !c.Endpoints()[addr1] })
 	// All calls now land on the survivor.
 	for range 10 {
 		r, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{})
@@ -69,7 +72,7 @@ func TestFailoverAndProbeBack(t *testing.T) {
 	}))
 	go s3.Serve(ln)
 	defer s3.Close()
-	waitFor(t, func() bool { return c.Endpoints()[addr1] })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return c.Endpoints()[addr1] })
 	seen := map[string]bool{}
 	for range 10 {
 		r, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{})
@@ -147,14 +150,14 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	for range 6 {
 		slow = append(slow, Go[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: "slow", Sleep: 300 * time.Millisecond}))
 	}
-	waitFor(t, func() bool { return s1.InFlight() > 0 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return s1.InFlight() > 0 })
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		done <- s1.Shutdown(ctx)
 	}()
-	time.Sleep(50 * time.Millisecond)
+	wait.For(t, 5*time.Second, "s1 to be draining", s1.draining.Load)
 	for range 20 {
 		r, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{Text: "new"})
 		if err != nil {
@@ -202,7 +205,7 @@ func TestHedgedRequest(t *testing.T) {
 		}
 	}
 	// Each losing copy on the slow server was canceled there.
-	waitFor(t, func() bool { return canceled.Load() >= 3 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return canceled.Load() >= 3 })
 }
 
 // The retry budget: each call earns BudgetRatio of a retry, bursts are capped
@@ -236,8 +239,10 @@ func TestRetryBudget(t *testing.T) {
 func TestRefusedCallsRetryElsewhereThenGiveUp(t *testing.T) {
 	var addrs []string
 	var releases []chan struct{}
+	var servers []*Server
 	for range 3 {
 		s, addr := testServer(t, Config{})
+		servers = append(servers, s)
 		rel := make(chan struct{})
 		releases = append(releases, rel)
 		must(t, Handle(s, "Busy/One", func(ctx context.Context, r *echoReq) (*echoResp, error) {
@@ -250,11 +255,18 @@ func TestRefusedCallsRetryElsewhereThenGiveUp(t *testing.T) {
 	// Occupy the first two servers.
 	f1 := Go[echoResp](context.Background(), c, "Busy/One", &echoReq{})
 	f2 := Go[echoResp](context.Background(), c, "Busy/One", &echoReq{})
-	time.Sleep(50 * time.Millisecond)
+	busy := func() int {
+		n := 0
+		for _, s := range servers {
+			n += s.InFlight()
+		}
+		return n
+	}
+	wait.For(t, 5*time.Second, "two servers busy", func() bool { return busy() == 2 })
 	// This call is refused by whichever busy server it reaches first and
 	// retried until it lands on the free one.
 	f3 := Go[echoResp](context.Background(), c, "Busy/One", &echoReq{})
-	time.Sleep(50 * time.Millisecond)
+	wait.For(t, 5*time.Second, "three servers busy", func() bool { return busy() == 3 })
 	// Now every server is busy: a fourth call is refused everywhere.
 	_, err := Call[echoResp](context.Background(), c, "Busy/One", &echoReq{})
 	if CodeOf(err) != ResourceExhausted {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -98,7 +101,7 @@ func TestStreamTracing(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, func() bool { return len(rec.Ended()) == 2 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return len(rec.Ended()) == 2 })
 	spans := rec.Ended()
 	if spans[0].SpanContext().TraceID() != spans[1].SpanContext().TraceID() {
 		t.Fatal("client and server stream spans in different traces")

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/rpc/balance"
 )
@@ -50,12 +53,12 @@ func TestResolverUpdates(t *testing.T) {
 		t.Fatalf("%v", m)
 	}
 	r.ch <- []Address{{Addr: a1}, {Addr: a2}}
-	waitFor(t, func() bool { return len(c.Endpoints()) == 2 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return len(c.Endpoints()) == 2 })
 	if m := peers(); m[a1] != 6 || m[a2] != 6 {
 		t.Fatalf("%v", m)
 	}
 	r.ch <- []Address{{Addr: a2}}
-	waitFor(t, func() bool { return len(c.Endpoints()) == 1 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return len(c.Endpoints()) == 1 })
 	if m := peers(); m[a2] != 12 {
 		t.Fatalf("%v", m)
 	}
@@ -63,9 +66,9 @@ func TestResolverUpdates(t *testing.T) {
 	c.mu.Lock()
 	ep := c.endpoints[a2]
 	c.mu.Unlock()
-	waitFor(t, func() bool { return len(ep.snapshot()) == 3 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return len(ep.snapshot()) == 3 })
 	r.ch <- nil
-	waitFor(t, func() bool { return len(c.Endpoints()) == 0 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return len(c.Endpoints()) == 0 })
 	if _, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{}); CodeOf(err) != Unavailable {
 		t.Fatalf("no endpoints: %v", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tangram-dev/tangram/rpc/codec"
@@ -158,7 +160,7 @@ func TestDeadlineCancelsHandlerAndLateReplyDropped(t *testing.T) {
 	}))
 	// A handler that ignores its context and answers late.
 	must(t, Handle(s, "Slow/Ignore", func(ctx context.Context, r *echoReq) (*echoResp, error) {
-		time.Sleep(r.Sleep)
+		time.Sleep(r.Sleep) // sleep-ok: a handler that takes its time and ignores ctx
 		return &echoResp{Text: "late"}, nil
 	}))
 	c := dial(t, addr)
@@ -168,7 +170,7 @@ func TestDeadlineCancelsHandlerAndLateReplyDropped(t *testing.T) {
 	if CodeOf(err) != DeadlineExceeded {
 		t.Fatalf("want DeadlineExceeded, got %v", err)
 	}
-	waitFor(t, func() bool { return handlerErr.Load() != nil })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return handlerErr.Load() != nil })
 	if !errors.Is(handlerErr.Load().(error), context.DeadlineExceeded) {
 		t.Fatalf("handler context: %v", handlerErr.Load())
 	}
@@ -176,18 +178,7 @@ func TestDeadlineCancelsHandlerAndLateReplyDropped(t *testing.T) {
 	if CodeOf(err) != DeadlineExceeded {
 		t.Fatalf("want DeadlineExceeded, got %v", err)
 	}
-	waitFor(t, func() bool { return c.LateReplies() == 1 })
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the condition", func() bool { return c.LateReplies() == 1 })
 }
 
 func TestMultiplexedOutOfOrder(t *testing.T) {
@@ -285,7 +276,7 @@ func TestConcurrencyLimits(t *testing.T) {
 	}, MaxConcurrency(1)))
 	c := dial(t, addr, WithRetry(RetryPolicy{MaxAttempts: 1}))
 	f := Go[echoResp](context.Background(), c, "Lim/One", &echoReq{})
-	waitFor(t, func() bool { return s.InFlight() == 1 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return s.InFlight() == 1 })
 	_, err := Call[echoResp](context.Background(), c, "Lim/One", &echoReq{})
 	if CodeOf(err) != ResourceExhausted {
 		t.Fatalf("want ResourceExhausted, got %v", err)
@@ -306,7 +297,7 @@ func TestServerInFlightLimit(t *testing.T) {
 	c := dial(t, addr, WithRetry(RetryPolicy{MaxAttempts: 1}))
 	f1 := Go[echoResp](context.Background(), c, "Lim/Block", &echoReq{})
 	f2 := Go[echoResp](context.Background(), c, "Lim/Block", &echoReq{})
-	waitFor(t, func() bool { return s.InFlight() == 2 })
+	wait.For(t, 5*time.Second, "the condition", func() bool { return s.InFlight() == 2 })
 	_, err := Call[echoResp](context.Background(), c, "Echo/Echo", &echoReq{})
 	if CodeOf(err) != ResourceExhausted {
 		t.Fatalf("want ResourceExhausted, got %v", err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 )
 
 type num struct{ N int }
@@ -238,7 +240,7 @@ func TestStreamCancelReachesServer(t *testing.T) {
 	st, err := NewStream[num, num](ctx, c, "Wait/Forever")
 	must(t, err)
 	must(t, st.Send(&num{}))
-	time.Sleep(20 * time.Millisecond)
+	wait.For(t, 5*time.Second, "the stream to reach the handler", func() bool { return s.InFlight() == 1 })
 	cancel()
 	select {
 	case err := <-canceled:

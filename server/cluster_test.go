@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/server/servertest"
@@ -52,16 +54,6 @@ func TestThreeServerCluster(t *testing.T) {
 		srvs = append(srvs, s)
 	}
 	api := func(i int) *apiclient.Client { return apiclient.New("http://"+srvs[i].http, servertest.AdminToken) }
-	waitUntil := func(what string, d time.Duration, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %v: %s", d, what)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
 	members := func(i int) int {
 		var st registry.Status
 		if err := api(i).Do(context.Background(), "GET", "/api/v1/registry/status", nil, &st); err != nil {
@@ -69,7 +61,7 @@ func TestThreeServerCluster(t *testing.T) {
 		}
 		return len(st.Members)
 	}
-	waitUntil("three members everywhere", 20*time.Second, func() bool { return members(0) == 3 && members(1) == 3 && members(2) == 3 })
+	wait.For(t, 20*time.Second, "three members everywhere", func() bool { return members(0) == 3 && members(1) == 3 && members(2) == 3 })
 
 	// The example service registers on server 1.
 	svc := exec.Command(exSrv, "-addr", "127.0.0.1:0", "-name", "one", "-registry", srvs[0].rpc, "-heartbeat", "300ms")
@@ -91,7 +83,7 @@ func TestThreeServerCluster(t *testing.T) {
 		}
 		return snap.Instances
 	}
-	waitUntil("the instance on every server", 20*time.Second, func() bool {
+	wait.For(t, 20*time.Second, "the instance on every server", func() bool {
 		return len(listed(0)) == 1 && len(listed(1)) == 1 && len(listed(2)) == 1
 	})
 
@@ -115,7 +107,7 @@ func TestThreeServerCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { px.Process.Signal(syscall.SIGTERM); px.Wait() })
-	waitUntil("the proxy listening", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "the proxy listening", func() bool {
 		c, err := exec.Command(exCli, "-servers", proxyAddr, "-n", "1", "-every", "1ms").CombinedOutput()
 		return err == nil && strings.Contains(string(c), "0 failed")
 	})
@@ -125,21 +117,21 @@ func TestThreeServerCluster(t *testing.T) {
 	if err := srvs[0].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil("servers 2 and 3 see two members", 30*time.Second, func() bool { return members(1) == 2 && members(2) == 2 })
+	wait.For(t, 30*time.Second, "servers 2 and 3 see two members", func() bool { return members(1) == 2 && members(2) == 2 })
 	// The service moved to another server; it never left the others' lists.
 	for range 20 {
 		if len(listed(1)) != 1 || len(listed(2)) != 1 {
 			t.Fatalf("instance lost during the cut: %v / %v", listed(1), listed(2))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // sleep-ok: the lists are sampled through 2 s of the cut
 	}
 	runClient("-registry", srvs[2].rpc)
 
 	if err := srvs[0].cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil("three members again", 30*time.Second, func() bool { return members(0) == 3 && members(1) == 3 && members(2) == 3 })
-	waitUntil("one instance everywhere after the heal", 30*time.Second, func() bool {
+	wait.For(t, 30*time.Second, "three members again", func() bool { return members(0) == 3 && members(1) == 3 && members(2) == 3 })
+	wait.For(t, 30*time.Second, "one instance everywhere after the heal", func() bool {
 		return len(listed(0)) == 1 && len(listed(1)) == 1 && len(listed(2)) == 1
 	})
 	runClient("-registry", srvs[0].rpc)

@@ -3,15 +3,20 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/apiclient"
@@ -63,15 +68,29 @@ func startProcess(t *testing.T, bin, addr, data string, extra ...string) *exec.C
 		}
 	})
 	c := apiclient.New("http://"+addr, "")
-	for i := 0; i < 200; i++ {
-		if err := c.Do(context.Background(), "GET", "/readyz", nil, nil); err == nil {
-			return cmd
-		}
-		time.Sleep(25 * time.Millisecond)
+	if !wait.Until(5*time.Second, func() bool { return c.Do(context.Background(), "GET", "/readyz", nil, nil) == nil }) {
+		cmd.Process.Kill()
+		t.Fatal("server did not become ready in 5s")
 	}
-	cmd.Process.Kill()
-	t.Fatal("server did not become ready")
-	return nil
+	return cmd
+}
+
+// watchers reads how many config watches the server at addr holds, from
+// its metrics (which need no token).
+func watchers(addr string) int {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "tangram_config_watchers "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	return -1
 }
 
 type acked struct {
@@ -131,7 +150,12 @@ func kill9(t *testing.T, bin string, extra []string) {
 			}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Kill it in the middle of the writes, once some are acknowledged.
+	wait.For(t, 10*time.Second, "20 acknowledged releases", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acks) >= 20
+	})
 	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +231,7 @@ func TestGracefulShutdown(t *testing.T) {
 	req.Namespaces[0].ID = first.Changes[0].ID
 	answered := make(chan error, 1)
 	go func() { answered <- c.Do(ctx, "POST", "/api/v1/config/watch?timeout=60s", req, nil) }()
-	time.Sleep(300 * time.Millisecond) // let the watch be parked
+	wait.For(t, 5*time.Second, "the watch to be held", func() bool { return watchers(addr) == 1 })
 	start := time.Now()
 	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -272,14 +296,9 @@ func TestClusterOfProcesses(t *testing.T) {
 	if got := cl.String("db.password", ""); got != "first-secret" {
 		t.Fatalf("server b serves %q", got)
 	}
-	time.Sleep(200 * time.Millisecond) // let the client's watch be held on b
+	wait.For(t, 5*time.Second, "the client's watch to be held on b", func() bool { return watchers(addrB) == 1 })
 	start := time.Now()
 	set("second-secret")
-	for cl.String("db.password", "") != "second-secret" {
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("client of b not notified of the release made on a within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the client of b to see the release made on a", func() bool { return cl.String("db.password", "") == "second-secret" })
 	t.Logf("release on process a reached the client of process b in %v", time.Since(start).Round(time.Millisecond))
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
@@ -64,17 +66,7 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 	}
 	t.Cleanup(func() { ex.Process.Signal(syscall.SIGTERM); ex.Wait() })
 	ctx := context.Background()
-	waitUntil := func(what string, d time.Duration, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %v: %s", d, what)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	waitUntil("the executor registered", 20*time.Second, func() bool {
+	wait.For(t, 20*time.Second, "the executor registered", func() bool {
 		var l struct{ Items []job.ExecutorInfo }
 		return api.Do(ctx, "GET", "/api/v1/job-executors", nil, &l) == nil && len(l.Items) == 1
 	})
@@ -93,16 +85,16 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 		b, _ := os.ReadFile(record)
 		return strings.Count(string(b), "\n")
 	}
-	waitUntil("runs recorded", 20*time.Second, func() bool { return lines() > 100 })
+	wait.For(t, 20*time.Second, "runs recorded", func() bool { return lines() > 100 })
 	for round := range 4 {
 		i := rand.IntN(2)
 		srvs[i].cmd.Process.Kill()
 		srvs[i].cmd.Wait()
 		before := lines()
-		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond) // sleep-ok: the killed server stays down a random while
 		start(i, srvs[i])
 		api = apiclient.New("http://"+srvs[i].http, servertest.AdminToken)
-		waitUntil(fmt.Sprintf("round %d: jobs firing again", round), 30*time.Second, func() bool { return lines() > before+200 })
+		wait.For(t, 30*time.Second, fmt.Sprintf("round %d: jobs firing again", round), func() bool { return lines() > before+200 })
 	}
 	// A pause longer than the lease (SIGSTOP: a GC pause, a frozen VM): the
 	// other server takes the partitions; when the paused one wakes, its
@@ -112,19 +104,19 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := lines()
-	waitUntil("jobs firing while a server is paused", 30*time.Second, func() bool { return lines() > before+300 })
+	wait.For(t, 30*time.Second, "jobs firing while a server is paused", func() bool { return lines() > before+300 })
 	if err := srvs[i].cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	before = lines()
-	waitUntil("jobs firing after the pause", 30*time.Second, func() bool { return lines() > before+300 })
+	wait.For(t, 30*time.Second, "jobs firing after the pause", func() bool { return lines() > before+300 })
 	// Stop firing, let everything settle.
 	for _, id := range ids {
 		if err := api.Do(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/disable", id), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitUntil("every run finished", 30*time.Second, func() bool {
+	wait.For(t, 30*time.Second, "every run finished", func() bool {
 		for _, id := range ids {
 			var l struct{ Items []job.Run }
 			if err := api.Do(ctx, "GET", fmt.Sprintf("/api/v1/jobs/%d/runs?limit=1000", id), nil, &l); err != nil {

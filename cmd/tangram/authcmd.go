@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -17,9 +16,9 @@ import (
 )
 
 func newAuthCmd(g *globals) *cobra.Command {
-	ctx := context.Background()
 	cmd := &cobra.Command{Use: "auth", Short: "Users, roles, API tokens and the audit log"}
 	whoami := &cobra.Command{Use: "whoami", Short: "Show who the token belongs to", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var p auth.Principal
 		if err := g.client().Do(ctx, "GET", "/api/v1/auth/whoami", nil, &p); err != nil {
 			return err
@@ -57,6 +56,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	var roles []string
 	userCreate := &cobra.Command{Use: "create-user NAME", Short: "Create a user with roles (role[:env[:app[:ns]]], e.g. releaser:prod:demo)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var bs []auth.Binding
 			for _, r := range roles {
 				b, err := parseBinding(r)
@@ -76,6 +76,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	userCreate.Flags().StringVar(&password, "password", "", "console password (at least 8 characters)")
 	userCreate.Flags().StringSliceVar(&roles, "role", nil, "role binding role[:env[:app[:ns]]] (repeatable)")
 	users := &cobra.Command{Use: "users", Short: "List users", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[auth.User]
 		if err := g.client().Do(ctx, "GET", "/api/v1/auth/users", nil, &out); err != nil {
 			return err
@@ -94,6 +95,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	grant := func(verb string) *cobra.Command {
 		return &cobra.Command{Use: verb + " USER ROLE", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a role binding role[:env[:app[:ns]]]", Args: cobra.ExactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx := cmd.Context()
 				b, err := parseBinding(args[1])
 				if err != nil {
 					return err
@@ -111,6 +113,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	}
 	var tokUser, tokEnv string
 	tokenCreate := &cobra.Command{Use: "create-token NAME", Short: "Create an API token (printed once)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out struct {
 			Token string     `json:"token"`
 			Info  auth.Token `json:"info"`
@@ -123,6 +126,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	tokenCreate.Flags().StringVar(&tokUser, "user", "", "owner (default: you)")
 	tokenCreate.Flags().StringVar(&tokEnv, "env", "", "limit the token to one environment")
 	tokens := &cobra.Command{Use: "tokens", Short: "List API tokens", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[auth.Token]
 		if err := g.client().Do(ctx, "GET", "/api/v1/auth/tokens", nil, &out); err != nil {
 			return err
@@ -139,6 +143,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		})
 	}}
 	revokeToken := &cobra.Command{Use: "revoke-token ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if _, err := strconv.ParseInt(args[0], 10, 64); err != nil {
 			return fmt.Errorf("token id %q is not a number", args[0])
 		}
@@ -151,6 +156,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	var auditLimit int
 	var auditAction, auditActor string
 	auditCmd := &cobra.Command{Use: "audit", Short: "Show the audit log, newest first", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		q := url.Values{}
 		q.Set("limit", strconv.Itoa(auditLimit))
 		if auditAction != "" {

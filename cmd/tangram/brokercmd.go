@@ -89,7 +89,7 @@ checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.
 				host, _ := os.Hostname()
 				name = "broker-" + host
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			var conns []*rpc.Client
 			for _, s := range strings.Split(servers, ",") {

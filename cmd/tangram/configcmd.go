@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,12 +48,12 @@ func (c *coordFlags) coord() string { return c.env + "/" + c.app + "/" + c.clust
 
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Config center: apps, namespaces, items, releases, gray, approvals"}
-	ctx := context.Background()
 
 	// Apps, envs, clusters, namespaces.
 	var appDesc, appOwner string
 	createApp := &cobra.Command{Use: "create-app NAME", Short: "Create an app (with an 'application' namespace in every environment)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var a config.App
 			if err := g.client().Do(ctx, "POST", "/api/v1/config/apps", config.App{Name: args[0], Description: appDesc, Owner: appOwner}, &a); err != nil {
 				return err
@@ -65,6 +64,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	createApp.Flags().StringVar(&appOwner, "owner", "", "owner (default: you)")
 
 	apps := &cobra.Command{Use: "apps", Short: "List apps", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[config.App]
 		if err := g.client().Do(ctx, "GET", "/api/v1/config/apps", nil, &out); err != nil {
 			return err
@@ -80,6 +80,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	var envDesc string
 	var envEmergency bool
 	createEnv := &cobra.Command{Use: "create-env NAME", Short: "Create an environment", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var e config.Env
 		if err := g.client().Do(ctx, "POST", "/api/v1/config/envs", config.Env{Name: args[0], Description: envDesc, EmergencyPublish: envEmergency}, &e); err != nil {
 			return err
@@ -92,6 +93,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	var upDesc string
 	var upEmergency bool
 	updateEnv := &cobra.Command{Use: "update-env NAME", Short: "Change an environment's description or emergency-publish switch", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var cur api.List[config.Env]
 		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &cur); err != nil {
 			return err
@@ -123,6 +125,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	updateEnv.Flags().BoolVar(&upEmergency, "emergency-publish", true, "allow emergency publishes that bypass approvals")
 
 	envs := &cobra.Command{Use: "envs", Short: "List environments", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[config.Env]
 		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &out); err != nil {
 			return err
@@ -137,6 +140,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 
 	var cc coordFlags
 	createCluster := &cobra.Command{Use: "create-cluster NAME", Short: "Create a cluster (e.g. a data centre) of an app", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := cc.check(); err != nil {
 			return err
 		}
@@ -154,6 +158,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	var nsPublic bool
 	createNS := &cobra.Command{Use: "create-ns NAME", Short: "Create a namespace (properties, yaml, json or text; public; or linked to a public one)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := nc.check(); err != nil {
 				return err
 			}
@@ -171,6 +176,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 
 	var lc coordFlags
 	listNS := &cobra.Command{Use: "namespaces", Short: "List an app's namespaces in a cluster", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := lc.check(); err != nil {
 			return err
 		}
@@ -196,13 +202,13 @@ func newConfigCmd(g *globals) *cobra.Command {
 }
 
 func itemCmds(g *globals) []*cobra.Command {
-	ctx := context.Background()
 	var sc coordFlags
 	var secret bool
 	var comment string
 	var version int64
 	set := &cobra.Command{Use: "set KEY VALUE", Short: "Set a key in the draft (use key 'content' or --file for yaml/json/text namespaces)", Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := sc.check(); err != nil {
 				return err
 			}
@@ -232,6 +238,7 @@ func itemCmds(g *globals) []*cobra.Command {
 	var draft, reveal bool
 	get := &cobra.Command{Use: "get [KEY]", Short: "Print a released value (or all items with no key)", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := gc.check(); err != nil {
 				return err
 			}
@@ -293,6 +300,7 @@ func itemCmds(g *globals) []*cobra.Command {
 
 	var dc coordFlags
 	del := &cobra.Command{Use: "delete KEY", Short: "Delete a key from the draft", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := dc.check(); err != nil {
 			return err
 		}
@@ -311,6 +319,7 @@ func itemCmds(g *globals) []*cobra.Command {
 	var merge bool
 	imp := &cobra.Command{Use: "import FILE", Short: "Import a .properties/.yaml/.json file into the draft ('-' for stdin)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := ic.check(); err != nil {
 				return err
 			}
@@ -339,6 +348,7 @@ func itemCmds(g *globals) []*cobra.Command {
 	var expDraft, expReveal bool
 	exp := &cobra.Command{Use: "export", Short: "Export the current release (or draft) as a file to stdout", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := ec.check(); err != nil {
 				return err
 			}
@@ -368,6 +378,7 @@ func itemCmds(g *globals) []*cobra.Command {
 	var reqApproval, sepPublisher bool
 	settings := &cobra.Command{Use: "settings", Short: "Set a namespace's release rules (approvals, separate publisher)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := stc.check(); err != nil {
 				return err
 			}
@@ -393,6 +404,7 @@ func itemCmds(g *globals) []*cobra.Command {
 	var inc coordFlags
 	instances := &cobra.Command{Use: "instances", Short: "List client instances and the release each holds", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := inc.check(); err != nil {
 				return err
 			}
@@ -448,12 +460,12 @@ func printRelease(g *globals, rel config.Release, verb string) error {
 }
 
 func releaseCmds(g *globals) []*cobra.Command {
-	ctx := context.Background()
 	var pc coordFlags
 	var msg string
 	var emergency bool
 	publish := &cobra.Command{Use: "publish", Short: "Release the draft as a new immutable release", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := pc.check(); err != nil {
 				return err
 			}
@@ -472,6 +484,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 	var rmsg string
 	rollback := &cobra.Command{Use: "rollback", Short: "Return to the previous release (or --to ID); recorded as a new release", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := rc.check(); err != nil {
 				return err
 			}
@@ -489,6 +502,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 	var limit int
 	history := &cobra.Command{Use: "history", Short: "List releases, newest first, with their changes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := hc.check(); err != nil {
 				return err
 			}
@@ -514,6 +528,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 	var from, dto string
 	diff := &cobra.Command{Use: "diff", Short: "Diff two releases (default: current release → draft)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := fc.check(); err != nil {
 				return err
 			}
@@ -538,6 +553,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 	var qmsg string
 	request := &cobra.Command{Use: "request", Short: "Request approval to release the draft", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := qc.check(); err != nil {
 				return err
 			}
@@ -558,6 +574,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 	var lqc coordFlags
 	var status string
 	requests := &cobra.Command{Use: "requests", Short: "List release requests", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := lqc.check(); err != nil {
 			return err
 		}
@@ -580,6 +597,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 		var m string
 		cmd := &cobra.Command{Use: verb + " ID", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a release request", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx := cmd.Context()
 				if err := c.check(); err != nil {
 					return err
 				}
@@ -604,7 +622,6 @@ func releaseCmds(g *globals) []*cobra.Command {
 }
 
 func grayCmd(g *globals) *cobra.Command {
-	ctx := context.Background()
 	cmd := &cobra.Command{Use: "gray", Short: "Gray release: changes seen only by selected clients"}
 	printGray := func(gr config.Gray) error {
 		return g.print(gr, func(w *tabwriter.Writer) {
@@ -622,6 +639,7 @@ func grayCmd(g *globals) *cobra.Command {
 	edit := func(use, short string, nargs cobra.PositionalArgs, build func(cmd *cobra.Command, args []string) (config.GrayEdit, error), extra func(*cobra.Command)) *cobra.Command {
 		var c coordFlags
 		sub := &cobra.Command{Use: use, Short: short, Args: nargs, RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := c.check(); err != nil {
 				return err
 			}
@@ -669,6 +687,7 @@ func grayCmd(g *globals) *cobra.Command {
 	})
 	var sc coordFlags
 	show := &cobra.Command{Use: "show", Short: "Show the gray branch", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := sc.check(); err != nil {
 			return err
 		}
@@ -684,6 +703,7 @@ func grayCmd(g *globals) *cobra.Command {
 		var m string
 		var emergency bool
 		sub := &cobra.Command{Use: verb, Short: short, Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := c.check(); err != nil {
 				return err
 			}
@@ -719,13 +739,14 @@ func watchCmd(g *globals) *cobra.Command {
 	var labels []string
 	cmd := &cobra.Command{Use: "watch", Short: "Run a config client: print the configuration, then every change as it is pushed", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if err := c.check(); err != nil {
 				return err
 			}
 			if len(nss) == 0 {
 				nss = []string{c.ns}
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			cl, err := config.NewClient(ctx, config.ClientOptions{Servers: strings.Split(g.server, ","), Token: g.token, Env: c.env, App: c.app, Cluster: c.cluster,
 				Namespaces: nss, CacheDir: cacheDir, Labels: labels, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))})

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -162,12 +161,12 @@ func runRows(w *tabwriter.Writer, list []job.Run) {
 
 func newJobCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Job scheduler: jobs, triggers, runs, logs, kills"}
-	ctx := context.Background()
 	path := func(id string) string { return "/api/v1/jobs/" + url.PathEscape(id) }
 
 	var af jobFlags
 	add := &cobra.Command{Use: "add NAME", Short: "Create a job (e.g. --app demo --handler hello --cron \"*/5 * * * * *\")", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			j := job.Job{Name: args[0], Enabled: true}
 			if err := af.apply(cmd, &j); err != nil {
 				return err
@@ -184,6 +183,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	var ef jobFlags
 	edit := &cobra.Command{Use: "edit JOB", Short: "Change a job (by ID or name): the flags given replace those fields", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var j job.Job
 			if err := g.client().Do(ctx, "GET", path(args[0]), nil, &j); err != nil {
 				return err
@@ -201,6 +201,7 @@ func newJobCmd(g *globals) *cobra.Command {
 
 	var app string
 	list := &cobra.Command{Use: "list", Short: "List jobs", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[*job.Job]
 		q := ""
 		if app != "" {
@@ -214,6 +215,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	list.Flags().StringVar(&app, "app", "", "only this app's jobs")
 
 	get := &cobra.Command{Use: "get JOB", Short: "Show a job (by ID or name)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out job.Job
 		if err := g.client().Do(ctx, "GET", path(args[0]), nil, &out); err != nil {
 			return err
@@ -225,6 +227,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	var follow bool
 	trigger := &cobra.Command{Use: "trigger JOB", Short: "Run a job now (--params overrides its parameters; --follow streams the log)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var out struct {
 				Runs []int64 `json:"runs"`
 			}
@@ -235,7 +238,7 @@ func newJobCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(g.out, "run %d\n", id)
 			}
 			if follow && len(out.Runs) > 0 {
-				return followLog(g, out.Runs[0], true)
+				return followLog(ctx, g, out.Runs[0], true)
 			}
 			return nil
 		}}
@@ -244,6 +247,7 @@ func newJobCmd(g *globals) *cobra.Command {
 
 	var limit int
 	runs := &cobra.Command{Use: "runs JOB", Short: "List a job's runs, newest first", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[job.Run]
 		if err := g.client().Do(ctx, "GET", fmt.Sprintf("%s/runs?limit=%d", path(args[0]), limit), nil, &out); err != nil {
 			return err
@@ -253,6 +257,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	runs.Flags().IntVar(&limit, "limit", 20, "how many")
 
 	kill := &cobra.Command{Use: "kill RUN", Short: "Kill a running run", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := g.client().Do(ctx, "POST", "/api/v1/job-runs/"+url.PathEscape(args[0])+"/kill", nil, nil); err != nil {
 			return err
 		}
@@ -267,13 +272,14 @@ func newJobCmd(g *globals) *cobra.Command {
 			if _, err := fmt.Sscan(args[0], &id); err != nil {
 				return fmt.Errorf("run %q: not a number", args[0])
 			}
-			return followLog(g, id, lf)
+			return followLog(cmd.Context(), g, id, lf)
 		}}
 	logs.Flags().BoolVarP(&lf, "follow", "f", false, "follow the log until the run ends")
 
 	toggle := func(verb string) *cobra.Command {
 		return &cobra.Command{Use: verb + " JOB", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a job's schedule", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx := cmd.Context()
 				var out job.Job
 				if err := g.client().Do(ctx, "POST", path(args[0])+"/"+verb, nil, &out); err != nil {
 					return err
@@ -282,6 +288,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			}}
 	}
 	del := &cobra.Command{Use: "delete JOB", Short: "Delete a job (its runs and logs stay)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := g.client().Do(ctx, "DELETE", path(args[0]), nil, nil); err != nil {
 			return err
 		}
@@ -289,6 +296,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		return nil
 	}}
 	execs := &cobra.Command{Use: "executors", Short: "List live executors", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[job.ExecutorInfo]
 		if err := g.client().Do(ctx, "GET", "/api/v1/job-executors", nil, &out); err != nil {
 			return err
@@ -304,6 +312,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	var gfile, gnote string
 	gsave := &cobra.Command{Use: "save JOB", Short: "Save a new version of a glue job's code (--file, - for stdin; needs admin)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var b []byte
 			var err error
 			if gfile == "-" || gfile == "" {
@@ -326,6 +335,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	var gversion string
 	gshow := &cobra.Command{Use: "show JOB", Short: "Print a version of the code (--version, default current)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var v job.GlueVersion
 			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue/"+url.PathEscape(gversion), nil, &v); err != nil {
 				return err
@@ -336,6 +346,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	gshow.Flags().StringVar(&gversion, "version", "current", "version number or current")
 	ghist := &cobra.Command{Use: "history JOB", Short: "List the saved versions", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var out api.List[job.GlueVersion]
 			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue", nil, &out); err != nil {
 				return err
@@ -349,6 +360,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		}}
 	gdiff := &cobra.Command{Use: "diff JOB FROM [TO]", Short: "Diff two versions (TO default: current)", Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			to := "0"
 			if len(args) == 3 {
 				to = args[2]
@@ -364,6 +376,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		}}
 	grollback := &cobra.Command{Use: "rollback JOB VERSION", Short: "Make an old version current again (saved as a new version)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var v job.GlueVersion
 			if err := g.client().Do(ctx, "POST", path(args[0])+"/glue/"+url.PathEscape(args[1])+"/rollback", nil, &v); err != nil {
 				return err
@@ -375,6 +388,7 @@ func newJobCmd(g *globals) *cobra.Command {
 
 	flows := &cobra.Command{Use: "flows JOB", Short: "A workflow job's runs, the newest with its nodes", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			var out api.List[job.FlowRun]
 			if err := g.client().Do(ctx, "GET", path(args[0])+"/flows", nil, &out); err != nil {
 				return err
@@ -409,9 +423,7 @@ func newJobCmd(g *globals) *cobra.Command {
 
 // followLog prints a run's log; with follow it polls until the run ends
 // (or Ctrl-C).
-func followLog(g *globals, run int64, follow bool) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
+func followLog(ctx context.Context, g *globals, run int64, follow bool) error {
 	from := 0
 	for {
 		var out struct {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
@@ -62,21 +64,9 @@ func TestJobCLI(t *testing.T) {
 	if _, err := fmtSscan(out, &runID); err != nil {
 		t.Fatalf("trigger: %s", out)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(run(t, h, "job", "runs", "nap"), "running") {
-		if time.Now().After(deadline) {
-			t.Fatal("nap never started")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the nap run to start", func() bool { return strings.Contains(run(t, h, "job", "runs", "nap"), "running") })
 	run(t, h, "job", "kill", runID)
-	deadline = time.Now().Add(5 * time.Second)
-	for !strings.Contains(run(t, h, "job", "runs", "nap"), "killed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nap not killed: %s", run(t, h, "job", "runs", "nap"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the nap run to be killed", func() bool { return strings.Contains(run(t, h, "job", "runs", "nap"), "killed") })
 	if out := run(t, h, "job", "executors"); !strings.Contains(out, "glue:shell,hello,sleep") {
 		t.Fatalf("executors: %s", out)
 	}
@@ -121,17 +111,9 @@ func TestJobCLI(t *testing.T) {
 	os.WriteFile(flow, []byte(`{"app":"demo","trigger":{"kind":"manual"},"flow":{"nodes":[{"name":"one","job":`+ids[0]+`},{"name":"two","job":`+ids[1]+`,"after":["one"]}]}}`), 0o644)
 	run(t, h, "job", "add", "wf", "--file", flow)
 	run(t, h, "job", "trigger", "wf")
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		out := run(t, h, "job", "flows", "wf")
-		if strings.Contains(out, "succeeded") && strings.Count(out, "succeeded") >= 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flows: %s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, "the flow and both its nodes to succeed", func() bool {
+		return strings.Count(run(t, h, "job", "flows", "wf"), "succeeded") >= 3
+	})
 }
 
 // fmtSscan reads "run N" from trigger's output.

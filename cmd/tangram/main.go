@@ -3,12 +3,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
+	// Ctrl-C or SIGTERM cancels whatever the command is doing: a request in
+	// flight, a watch, a wait for a run. Long-running commands (server,
+	// broker, proxy) shut down gracefully on it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}

@@ -45,7 +45,7 @@ func newMQCmd(g *globals) *cobra.Command {
 	}
 	with := func(f func(ctx context.Context, c *mq.Client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer cancel()
 			c, err := client(ctx)
 			if err != nil {

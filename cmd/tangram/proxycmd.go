@@ -41,7 +41,7 @@ func newProxyCmd(g *globals) *cobra.Command {
 			}
 			reg := prometheus.NewRegistry()
 			cfg.Registerer = reg
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			p, err := proxy.New(cfg)
 			if err != nil {

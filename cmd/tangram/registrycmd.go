@@ -45,10 +45,10 @@ func instanceRows(w *tabwriter.Writer, list []*registry.Instance) {
 
 func newRegistryCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "registry", Short: "Service registry: services, instances, watches, drains"}
-	ctx := context.Background()
 
 	var listNS string
 	list := &cobra.Command{Use: "list", Short: "List services with instances", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var out api.List[registry.ServiceInfo]
 		q := ""
 		if listNS != "" {
@@ -68,6 +68,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 
 	var sf svcFlags
 	get := &cobra.Command{Use: "get SERVICE", Short: "Show a service's instances", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var snap registry.Snapshot
 		if err := g.client().Do(ctx, "GET", sf.path(args[0]), nil, &snap); err != nil {
 			return err
@@ -86,6 +87,7 @@ servers (TCP connect; metadata probe=http:/path or probe=rpc for other probes). 
 instance lives by heartbeats: with --keep this command renews it until interrupted, then
 deregisters it; without, it expires after 30 s.`,
 		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			in.Namespace, in.Group, in.Service = rf.namespace, rf.group, args[0]
 			in.Ephemeral, in.Enabled = !persistent, true
 			for _, kv := range meta {
@@ -140,6 +142,7 @@ deregisters it; without, it expires after 30 s.`,
 
 	var df svcFlags
 	dereg := &cobra.Command{Use: "deregister SERVICE ID", Short: "Remove an instance", Args: cobra.ExactArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		if err := g.client().Do(ctx, "DELETE", df.path(args[0])+"/instances/"+url.PathEscape(args[1]), nil, nil); err != nil {
 			return err
 		}
@@ -153,6 +156,7 @@ deregisters it; without, it expires after 30 s.`,
 	var weight int
 	drain := &cobra.Command{Use: "drain SERVICE ID", Short: "Take an instance out of traffic (--undo puts it back; --weight sets its weight)",
 		Args: cobra.ExactArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			p := registry.Patch{}
 			if cmd.Flags().Changed("weight") {
 				p.Weight = &weight
@@ -174,6 +178,7 @@ deregisters it; without, it expires after 30 s.`,
 	var count int
 	watch := &cobra.Command{Use: "watch SERVICE", Short: "Print a service's instances, then every change as it is pushed", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			sig, stop := signal.NotifyContext(ctx, os.Interrupt)
 			defer stop()
 			c := g.client()
@@ -211,6 +216,7 @@ deregisters it; without, it expires after 30 s.`,
 	watch.Flags().IntVar(&count, "count", 0, "stop after this many updates (0: until interrupted)")
 
 	status := &cobra.Command{Use: "status", Short: "Registry counts and self-preservation state", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
 		var st registry.Status
 		if err := g.client().Do(ctx, "GET", "/api/v1/registry/status", nil, &st); err != nil {
 			return err

@@ -235,9 +235,7 @@ func TestWatchPush(t *testing.T) {
 		}
 		got <- out.Changes
 	}()
-	for h.Srv.Config().Watchers() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the watch to be held", func() bool { return h.Srv.Config().Watchers() > 0 })
 	setItem(t, c, "application", "k", "v2")
 	pubAt := time.Now()
 	publish(t, c, "application", "two")

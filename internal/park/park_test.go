@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"go.uber.org/goleak"
 )
 
@@ -153,18 +155,7 @@ func TestParkIdleHangup(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.ReadAll(resp.Body)
-	deadline := time.Now().Add(2 * time.Second)
-	for p.Idle() != 1 && runtime.GOOS == "linux" {
-		if time.Now().After(deadline) {
-			t.Fatalf("answered connection not idle outside the server: %d", p.Idle())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 2*time.Second, "the answered connection to be idle outside the server", func() bool { return p.Idle() == 1 || runtime.GOOS != "linux" })
 	c.Close()
-	for p.Idle() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("hung-up connection still held: %d", p.Idle())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 2*time.Second, "the hung-up connection to be dropped", func() bool { return p.Idle() == 0 })
 }

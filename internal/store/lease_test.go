@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 )
@@ -60,15 +62,25 @@ func TestLeases(t *testing.T) {
 			if _, ok, _ := s.AcquireLease(ctx, "trigger", "intruder", time.Minute); ok {
 				t.Fatal("live lease taken")
 			}
-			if err := s.RenewLease(ctx, "trigger", holder, 1, 50*time.Millisecond); err != nil {
+			const ttl = 50 * time.Millisecond
+			renewed := time.Now()
+			if err := s.RenewLease(ctx, "trigger", holder, 1, ttl); err != nil {
 				t.Fatal(err)
 			}
-			// Expired: another server takes it with a new term; the old holder
-			// cannot renew.
-			time.Sleep(80 * time.Millisecond)
-			l, ok, err = s.AcquireLease(ctx, "trigger", "srv-new", time.Minute)
-			if err != nil || !ok || l.Term != 2 || l.Holder != "srv-new" {
-				t.Fatalf("takeover: %+v %v %v", l, ok, err)
+			// Expired (never before its TTL): another server takes it with a
+			// new term; the old holder cannot renew.
+			wait.For(t, 5*time.Second, "the lease to expire", func() bool {
+				l, ok, err = s.AcquireLease(ctx, "trigger", "srv-new", time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok && time.Since(renewed) < ttl {
+					t.Fatalf("lease taken over %v after a renewal for %v", time.Since(renewed), ttl)
+				}
+				return ok
+			})
+			if l.Term != 2 || l.Holder != "srv-new" {
+				t.Fatalf("takeover: %+v", l)
 			}
 			if err := s.RenewLease(ctx, "trigger", holder, 1, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
 				t.Fatalf("stale renew: %v", err)

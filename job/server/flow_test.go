@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/server/servertest"
@@ -77,13 +79,15 @@ func TestFlowFanOutFanInFailureAndResume(t *testing.T) {
 		_ = c.Do(ctx, "GET", fmt.Sprintf("/api/v1/job-flows/%d", fid), nil, &f)
 		return f
 	}
-	waitFor(t, 10*time.Second, "the flow to fail at tb", func() bool { return flowRun().Status == job.FlowFailed })
-	time.Sleep(200 * time.Millisecond)
-	f := flowRun()
 	states := map[string]string{}
-	for _, n := range f.Nodes {
-		states[n.Name] = n.Status
-	}
+	wait.For(t, 10*time.Second, "the flow to fail at tb with ta done", func() bool {
+		f := flowRun()
+		clear(states)
+		for _, n := range f.Nodes {
+			states[n.Name] = n.Status
+		}
+		return f.Status == job.FlowFailed && states["ta"] == "succeeded"
+	})
 	if states["extract"] != "succeeded" || states["ta"] != "succeeded" || states["tb"] != "failed" || states["load"] != "waiting" {
 		t.Fatalf("after the failure: %v", states)
 	}
@@ -91,7 +95,7 @@ func TestFlowFanOutFanInFailureAndResume(t *testing.T) {
 	if err := c.Do(ctx, "POST", fmt.Sprintf("/api/v1/job-flows/%d/nodes/tb/retry", fid), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the flow to finish", func() bool { return flowRun().Status == job.FlowSucceeded })
+	wait.For(t, 10*time.Second, "the flow to finish", func() bool { return flowRun().Status == job.FlowSucceeded })
 	mu.Lock()
 	defer mu.Unlock()
 	if order[0] != "extract" || order[len(order)-1] != "load" {
@@ -142,7 +146,7 @@ func TestFlowSameJobTwice(t *testing.T) {
 	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", f.ID), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the flow to succeed", func() bool {
+	wait.For(t, 10*time.Second, "the flow to succeed", func() bool {
 		var l struct{ Items []job.FlowRun }
 		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/jobs/%d/flows", f.ID), nil, &l)
 		return len(l.Items) == 1 && l.Items[0].Status == job.FlowSucceeded

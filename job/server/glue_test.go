@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/job/goglue"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
@@ -48,7 +50,7 @@ func triggerAndWait(t *testing.T, c *apiclient.Client, id int64, params string) 
 		t.Fatal(err)
 	}
 	var r job.Run
-	waitFor(t, 15*time.Second, "the glue run to end", func() bool {
+	wait.For(t, 15*time.Second, "the glue run to end", func() bool {
 		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/job-runs/%d", tr.Runs[0]), nil, &r)
 		return r.Status != "" && r.Status != job.StatusPending && r.Status != job.StatusRunning
 	})
@@ -128,7 +130,7 @@ func Run(ctx context.Context, params string) (string, error) {
 	if r := triggerAndWait(t, c, gojob.ID, "abc"); r.Status != job.StatusSucceeded || !strings.Contains(logOf(t, c, r.ID), "go glue says ABC") {
 		t.Fatalf("go: %+v %q", r, logOf(t, c, r.ID))
 	}
-	waitFor(t, 10*time.Second, "the Go glue's child", func() bool {
+	wait.For(t, 10*time.Second, "the Go glue's child", func() bool {
 		rs := runs(t, c, child.ID)
 		return len(rs) == 1 && rs[0].Status == job.StatusSucceeded && strings.Contains(logOf(t, c, rs[0].ID), "child got out-abc")
 	})
@@ -167,7 +169,7 @@ func TestGlueKillEndsProcessGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pid int
-	waitFor(t, 10*time.Second, "the child's pid", func() bool {
+	wait.For(t, 10*time.Second, "the child's pid", func() bool {
 		b, err := os.ReadFile(pidFile)
 		if err != nil {
 			return false
@@ -178,12 +180,12 @@ func TestGlueKillEndsProcessGroup(t *testing.T) {
 	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/job-runs/%d/kill", tr.Runs[0]), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the run killed", func() bool {
+	wait.For(t, 10*time.Second, "the run killed", func() bool {
 		var r job.Run
 		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/job-runs/%d", tr.Runs[0]), nil, &r)
 		return r.Status == job.StatusKilled
 	})
-	waitFor(t, 5*time.Second, "the background child gone", func() bool {
+	wait.For(t, 5*time.Second, "the background child gone", func() bool {
 		return syscall.Kill(pid, 0) != nil
 	})
 }

@@ -13,19 +13,41 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// witness creates a job firing every 50 ms on app's executor (which must
+// handle "witness" with witnessHandler) and returns a function that waits
+// until it has run n more times. A negative ("this does not fire") is
+// asserted across such runs: they prove the scheduler's loops went round
+// several times since, which no fixed sleep can on a busy machine.
+func witness(t *testing.T, c *apiclient.Client, app string, fired <-chan struct{}) func(n int) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	create(t, c, map[string]any{"name": "witness-" + app, "app": app, "handler": "witness", "enabled": true,
+		"trigger": map[string]any{"kind": "rate", "every": "50ms"}})
+	return func(n int) {
+		t.Helper()
+		for range len(fired) { // runs from before the call do not count
+			<-fired
 		}
-		time.Sleep(20 * time.Millisecond)
+		for i := range n {
+			wait.Receive(t, 10*time.Second, fmt.Sprintf("witness run %d of %d", i+1, n), fired)
+		}
+	}
+}
+
+// witnessHandler signals each run of the witness job.
+func witnessHandler(fired chan<- struct{}) job.Handler {
+	return func(ctx context.Context, jc *job.Context) error {
+		select {
+		case fired <- struct{}{}:
+		default:
+		}
+		return nil
 	}
 }
 
@@ -82,7 +104,9 @@ func TestRateJobRunsOnExecutor(t *testing.T) {
 	c := h.Client()
 	var mu sync.Mutex
 	var late []time.Duration
+	fired := make(chan struct{}, 64)
 	executor(t, h, "billing", map[string]job.Handler{
+		"witness": witnessHandler(fired),
 		"tick": func(ctx context.Context, jc *job.Context) error {
 			mu.Lock()
 			late = append(late, time.Since(jc.FireAt))
@@ -93,7 +117,7 @@ func TestRateJobRunsOnExecutor(t *testing.T) {
 	})
 	j := create(t, c, map[string]any{"name": "tick", "app": "billing", "handler": "tick", "params": "p=1", "enabled": true,
 		"trigger": map[string]any{"kind": "rate", "every": "200ms"}})
-	waitFor(t, 10*time.Second, "four successful runs", func() bool { return count(runs(t, c, j.ID), job.StatusSucceeded) >= 4 })
+	wait.For(t, 10*time.Second, "four successful runs", func() bool { return count(runs(t, c, j.ID), job.StatusSucceeded) >= 4 })
 	rs := runs(t, c, j.ID)
 	seen := map[time.Time]bool{}
 	for _, r := range rs {
@@ -113,7 +137,7 @@ func TestRateJobRunsOnExecutor(t *testing.T) {
 		Text string `json:"text"`
 	}
 	last := rs[len(rs)-1]
-	waitFor(t, 5*time.Second, "the run's log", func() bool {
+	wait.For(t, 5*time.Second, "the run's log", func() bool {
 		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/job-runs/%d/logs", last.ID), nil, &logs)
 		return strings.Contains(logs.Text, "ticking") && strings.Contains(logs.Text, `params="p=1"`)
 	})
@@ -121,9 +145,13 @@ func TestRateJobRunsOnExecutor(t *testing.T) {
 	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/disable", j.ID), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// A fire claimed before the disable is recorded by the time the
+	// witness has run once; after that, four more witness runs (200 ms of
+	// the disabled job's period) must add none.
+	more := witness(t, c, "billing", fired)
+	more(1)
 	n := len(runs(t, c, j.ID))
-	time.Sleep(600 * time.Millisecond)
+	more(4)
 	if m := len(runs(t, c, j.ID)); m != n {
 		t.Fatalf("a disabled job fired: %d → %d runs", n, m)
 	}
@@ -136,7 +164,9 @@ func TestRetryManualTriggerAndChild(t *testing.T) {
 	c := h.Client()
 	var attempts atomic.Int32
 	childGot := make(chan string, 1)
+	fired := make(chan struct{}, 64)
 	executor(t, h, "ops", map[string]job.Handler{
+		"witness": witnessHandler(fired),
 		"flaky": func(ctx context.Context, jc *job.Context) error {
 			attempts.Add(1)
 			return errors.New("boom " + jc.Params)
@@ -150,8 +180,10 @@ func TestRetryManualTriggerAndChild(t *testing.T) {
 	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", flaky.ID), map[string]any{"params": "x"}, &tr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "three failed attempts", func() bool { return count(runs(t, c, flaky.ID), job.StatusFailed) == 3 })
-	time.Sleep(300 * time.Millisecond)
+	wait.For(t, 10*time.Second, "three failed attempts", func() bool { return count(runs(t, c, flaky.ID), job.StatusFailed) == 3 })
+	// A fourth attempt would come 50 ms (the backoff) after the third:
+	// none may have come after five witness runs.
+	witness(t, c, "ops", fired)(5)
 	rs := runs(t, c, flaky.ID)
 	if len(rs) != 3 || attempts.Load() != 3 {
 		t.Fatalf("want 3 attempts, got %d runs, %d calls", len(rs), attempts.Load())
@@ -205,11 +237,11 @@ func TestKillDiscardAndTimeout(t *testing.T) {
 		t.Fatal("the run never started")
 	}
 	trigger()
-	waitFor(t, 5*time.Second, "the second trigger discarded", func() bool { return count(runs(t, c, j.ID), job.StatusDiscarded) == 1 })
+	wait.For(t, 5*time.Second, "the second trigger discarded", func() bool { return count(runs(t, c, j.ID), job.StatusDiscarded) == 1 })
 	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/job-runs/%d/kill", first), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the run killed", func() bool {
+	wait.For(t, 5*time.Second, "the run killed", func() bool {
 		var r job.Run
 		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/job-runs/%d", first), nil, &r)
 		return r.Status == job.StatusKilled
@@ -220,7 +252,7 @@ func TestKillDiscardAndTimeout(t *testing.T) {
 	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", to.ID), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the slow run timed out", func() bool {
+	wait.For(t, 5*time.Second, "the slow run timed out", func() bool {
 		rs := runs(t, c, to.ID)
 		return len(rs) == 1 && rs[0].Status == job.StatusFailed && strings.Contains(rs[0].Error, "timed out after 150ms")
 	})
@@ -307,7 +339,7 @@ func TestMaxConcurrencySerial(t *testing.T) {
 	}
 	executor(t, h, "etl", map[string]job.Handler{"block": block})
 	executor(t, h, "etl", map[string]job.Handler{"block": block})
-	waitFor(t, 5*time.Second, "two executors", func() bool {
+	wait.For(t, 5*time.Second, "two executors", func() bool {
 		var l struct{ Items []job.ExecutorInfo }
 		_ = c.Do(context.Background(), "GET", "/api/v1/job-executors", nil, &l)
 		return len(l.Items) == 2

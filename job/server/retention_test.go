@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/job"
 
 	"github.com/tangram-dev/tangram/internal/store"
@@ -36,21 +38,14 @@ func TestRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, "the five runs to fail (no executor)", func() bool {
 		rs, _ := s.Runs(ctx, j.ID, 100)
 		done := len(rs) == 5
 		for _, r := range rs {
-			done = done && r.Status == job.StatusFailed // no executor
+			done = done && r.Status == job.StatusFailed
 		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("runs did not finish: %+v", rs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return done
+	})
 	rs, _ := s.Runs(ctx, j.ID, 100)
 	for _, r := range rs {
 		if _, err := st.ExecContext(ctx, `INSERT INTO job_logs (run_id, seq, body, created_at) VALUES (?, 0, 'x', 0)`, r.ID); err != nil {
@@ -63,12 +58,7 @@ func TestRetention(t *testing.T) {
 		VALUES (?, ?, 1, 0, 0, 1, 'manual', '', 'succeeded', 0, '', 0, '', 0, 0, ?, '', 0, '')`, j2.ID, partOf(j2.ID, s.cfg.Partitions), ms(time.Now().Add(-2*time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	for len(s.Owned()) < s.cfg.Partitions {
-		if time.Now().After(deadline) {
-			t.Fatal("partitions not owned")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, "every partition to be owned", func() bool { return len(s.Owned()) == s.cfg.Partitions })
 	n, err := s.sweep(ctx)
 	if err != nil || n != 3 {
 		t.Fatalf("sweep removed %d runs, want 3 (2 beyond the newest 3, 1 too old): %v", n, err)

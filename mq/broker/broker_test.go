@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
@@ -64,25 +66,32 @@ func TestDelaysSurviveRestart(t *testing.T) {
 	send(map[string]string{wire.PropDelay: "1"}, "early") // 100 ms: delivered before the restart
 	send(map[string]string{wire.PropDelay: "2"}, "level2")
 	send(map[string]string{wire.PropDeliverAt: strconv.FormatInt(time.Now().Add(700*time.Millisecond).UnixMilli(), 10)}, "timed")
-	time.Sleep(200 * time.Millisecond)
+	bodies := func() map[string]int {
+		b.st.WaitIndexed()
+		seen := map[string]int{}
+		for _, m := range pullAll(t, b, "later", 1) {
+			seen[string(m.Body)]++
+		}
+		return seen
+	}
+	wait.For(t, 5*time.Second, "the 100 ms message before the restart", func() bool { return bodies()["early"] == 1 })
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	b = open(t, dir, nil)
 	defer b.Close()
 	b.start(b.delay.run)
-	deadline := time.Now().Add(5 * time.Second)
-	var got []wire.StoredMsg
-	for time.Now().Before(deadline) {
-		b.st.WaitIndexed()
-		if got = pullAll(t, b, "later", 1); len(got) >= 3 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
+	wait.For(t, 5*time.Second, "the three messages", func() bool { return len(bodies()) == 3 })
+	// Witnesses sent now on the same level and timer queues come after any
+	// repeat of the earlier ones: once they are here, none is coming.
+	send(map[string]string{wire.PropDelay: "2"}, "witness-level2")
+	send(map[string]string{wire.PropDeliverAt: strconv.FormatInt(time.Now().Add(50*time.Millisecond).UnixMilli(), 10)}, "witness-timed")
+	wait.For(t, 5*time.Second, "the witnesses", func() bool {
+		s := bodies()
+		return s["witness-level2"] == 1 && s["witness-timed"] == 1
+	})
 	b.st.WaitIndexed()
-	got = pullAll(t, b, "later", 1)
+	got := pullAll(t, b, "later", 1)
 	seen := map[string]int{}
 	for _, m := range got {
 		seen[string(m.Body)]++
@@ -90,7 +99,7 @@ func TestDelaysSurviveRestart(t *testing.T) {
 			t.Errorf("%s kept delay properties: %v", m.Body, m.Props)
 		}
 	}
-	if len(got) != 3 || seen["early"] != 1 || seen["level2"] != 1 || seen["timed"] != 1 {
+	if len(got) != 5 || seen["early"] != 1 || seen["level2"] != 1 || seen["timed"] != 1 {
 		t.Fatalf("delivered %v", seen)
 	}
 }
@@ -188,7 +197,7 @@ func TestServeAndClose(t *testing.T) {
 	}
 	// A long poll on an empty queue ends when a message arrives.
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // sleep-ok: the message comes while the poll waits
 		_, _ = rpc.Call[wire.SendReply](ctx, c, wire.MethodSend, &wire.SendRequest{Topic: "auto", Queue: int32(rep.Queue), Msgs: []wire.Msg{{Body: []byte("c")}}})
 	}()
 	start := time.Now()

@@ -337,3 +337,11 @@ func (t *txService) checkOne(m *store.Message, checks int) error {
 	t.b.metrics.txChecks.Add(1)
 	return nil
 }
+
+// TxCheckers is how many producers of group listen for transaction
+// check-backs on this broker.
+func (b *Broker) TxCheckers(group string) int {
+	b.tx.mu.Lock()
+	defer b.tx.mu.Unlock()
+	return len(b.tx.streams[group])
+}

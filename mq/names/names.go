@@ -26,6 +26,7 @@ import (
 // Table is the name service.
 type Table struct {
 	ttl time.Duration
+	now func() time.Time // time.Now; tests move a clock of their own
 	mu  sync.RWMutex
 	m   map[string]wire.BrokerInfo // by broker name + "/" + role
 }
@@ -56,7 +57,7 @@ func New(cfg Config) (*Table, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultConfig().TTL
 	}
-	return &Table{ttl: cfg.TTL, m: map[string]wire.BrokerInfo{}}, nil
+	return &Table{ttl: cfg.TTL, now: time.Now, m: map[string]wire.BrokerInfo{}}, nil
 }
 
 // Start, Shutdown and Close complete the component contract: the table has
@@ -88,7 +89,7 @@ func (t *Table) Register(in wire.BrokerInfo) error {
 			return fmt.Errorf("%w topic %q: %d queues", wire.ErrInvalid, tc.Name, tc.Queues)
 		}
 	}
-	in.Seen = time.Now().UnixMilli()
+	in.Seen = t.now().UnixMilli()
 	t.mu.Lock()
 	t.m[in.Name+"/"+in.Role] = in
 	t.mu.Unlock()
@@ -97,7 +98,7 @@ func (t *Table) Register(in wire.BrokerInfo) error {
 
 // live returns the brokers heard from within the TTL.
 func (t *Table) live() []wire.BrokerInfo {
-	cut := time.Now().Add(-t.ttl).UnixMilli()
+	cut := t.now().Add(-t.ttl).UnixMilli()
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	out := make([]wire.BrokerInfo, 0, len(t.m))

@@ -10,6 +10,8 @@ import (
 
 func TestRouteMastersSlavesAndExpiry(t *testing.T) {
 	tb, _ := New(Config{TTL: 200 * time.Millisecond})
+	clock := time.Now()
+	tb.now = func() time.Time { return clock }
 	topics := []wire.TopicConfig{{Name: "orders", Queues: 4}}
 	must := func(err error) {
 		t.Helper()
@@ -28,7 +30,11 @@ func TestRouteMastersSlavesAndExpiry(t *testing.T) {
 		t.Fatalf("unknown topic: %+v", r)
 	}
 	// The master goes silent; its slave keeps renewing: reads move to it.
-	time.Sleep(250 * time.Millisecond)
+	clock = clock.Add(200 * time.Millisecond)
+	if r := tb.Route("orders"); r.Queues[0].Addr != "m:1" {
+		t.Fatalf("master dropped at its TTL, not after it: %+v", r)
+	}
+	clock = clock.Add(50 * time.Millisecond)
 	must(tb.Register(wire.BrokerInfo{Name: "b1", Addr: "s:1", Role: "slave", Topics: topics}))
 	r = tb.Route("orders")
 	if len(r.Queues) != 1 || r.Queues[0].Addr != "s:1" || r.Queues[0].Role != "slave" {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -452,11 +454,5 @@ func TestAsyncFlushWindow(t *testing.T) {
 	if end%4096 == 0 {
 		t.Fatalf("test needs a partial last page; end %d", end)
 	}
-	deadline := time.Now().Add(2*50*time.Millisecond + 200*time.Millisecond)
-	for s.Flushed() < end {
-		if time.Now().After(deadline) {
-			t.Fatalf("flushed %d of %d after two intervals", s.Flushed(), end)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 2*50*time.Millisecond+200*time.Millisecond, "everything flushed within two intervals", func() bool { return !(s.Flushed() < end) })
 }

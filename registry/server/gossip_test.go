@@ -10,8 +10,11 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/registry"
 
@@ -23,9 +26,10 @@ import (
 // send across a cut (packets vanish, dials time out) — a network partition
 // without network namespaces.
 type faults struct {
-	mu     sync.Mutex
-	zoneOf map[string]string // gossip address → zone
-	cut    map[[2]string]bool
+	cutDials atomic.Int64 // dials refused by a cut
+	mu       sync.Mutex
+	zoneOf   map[string]string // gossip address → zone
+	cut      map[[2]string]bool
 }
 
 func (f *faults) blocked(from, to string) bool {
@@ -70,7 +74,8 @@ func (t *faultTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 
 func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	if t.f.blocked(t.self, addr) {
-		time.Sleep(min(timeout, 200*time.Millisecond))
+		t.f.cutDials.Add(1)
+		time.Sleep(min(timeout, 200*time.Millisecond)) // sleep-ok: a cut link times out instead of refusing
 		return nil, errCut
 	}
 	return t.NetTransport.DialTimeout(addr, timeout)
@@ -105,7 +110,7 @@ func cluster(t *testing.T, zones []string) ([]*node, *faults) {
 		}
 		nodes = append(nodes, startNode(t, f, z, i, join))
 	}
-	waitUntil(t, 10*time.Second, "all members see each other", func() bool {
+	wait.For(t, 10*time.Second, "all members see each other", func() bool {
 		for _, n := range nodes {
 			if len(n.r.Members()) != len(nodes) {
 				return false
@@ -148,25 +153,15 @@ func TestJoinRetried(t *testing.T) {
 	f.set(true, "a", "b")
 	a := startNode(t, f, "a", 0, nil)
 	b := startNode(t, f, "b", 1, []string{a.addr})
-	time.Sleep(500 * time.Millisecond)
+	// The join and two retries have met the cut.
+	wait.For(t, 10*time.Second, "three dials refused by the cut", func() bool { return f.cutDials.Load() >= 3 })
 	if n := len(b.r.Members()); n != 1 {
 		t.Fatalf("joined through a cut: %d members", n)
 	}
 	f.set(false, "a", "b")
-	waitUntil(t, 5*time.Second, "the two servers to find each other", func() bool {
+	wait.For(t, 5*time.Second, "the two servers to find each other", func() bool {
 		return len(a.r.Members()) == 2 && len(b.r.Members()) == 2
 	})
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // ids lists the instance IDs of a service as a server sees them.
@@ -235,7 +230,7 @@ func TestGossipReplicates(t *testing.T) {
 	_, err = nodes[1].r.Register(ctx, inst("orders", 2))
 	must(t, err)
 	want := []string{"10.0.0.1:1", "10.0.0.1:2"}
-	waitUntil(t, 5*time.Second, "both instances on every server", func() bool {
+	wait.For(t, 5*time.Second, "both instances on every server", func() bool {
 		for _, n := range nodes {
 			if !equal(ids(n.r, "orders"), want) {
 				return false
@@ -265,7 +260,7 @@ func TestGossipReplicates(t *testing.T) {
 	// A deregistration on the owner reaches everyone.
 	must(t, nodes[0].r.Deregister(ctx, registry.Key{Service: "orders"}, "10.0.0.1:1"))
 	want = []string{"10.0.0.1:2", "10.0.0.1:3"}
-	waitUntil(t, 5*time.Second, "the deregistration everywhere", func() bool {
+	wait.For(t, 5*time.Second, "the deregistration everywhere", func() bool {
 		for _, n := range nodes {
 			if !equal(ids(n.r, "orders"), want) {
 				return false
@@ -296,7 +291,7 @@ func TestPartitionThreeZones(t *testing.T) {
 		return out
 	}()
 	sort.Strings(all)
-	waitUntil(t, 5*time.Second, "the pre-partition set everywhere", func() bool {
+	wait.For(t, 5*time.Second, "the pre-partition set everywhere", func() bool {
 		for _, n := range nodes {
 			if !equal(ids(n.r, "svc"), all) {
 				return false
@@ -317,7 +312,7 @@ func TestPartitionThreeZones(t *testing.T) {
 	must(t, nodes[0].r.Deregister(ctx, registry.Key{Service: "svc"}, "10.0.0.1:100"))
 	// Zone-local consistency: the two servers of zone b see each other's new
 	// instances, and the lone server of zone c serves its own.
-	waitUntil(t, 5*time.Second, "zone b sees its own registrations", func() bool {
+	wait.For(t, 5*time.Second, "zone b sees its own registrations", func() bool {
 		l := ids(nodes[3].r, "svc")
 		return contains(l, "10.0.0.1:202") && contains(l, "10.0.0.1:203")
 	})
@@ -326,10 +321,13 @@ func TestPartitionThreeZones(t *testing.T) {
 	}
 	// Hold the cut long enough for memberlist to declare the other zones
 	// dead and for their replicas to be dropped.
-	waitUntil(t, 20*time.Second, "each zone to count only its own servers", func() bool {
+	wait.For(t, 20*time.Second, "each zone to count only its own servers", func() bool {
 		return len(nodes[0].r.Members()) == 2 && len(nodes[3].r.Members()) == 2 && len(nodes[4].r.Members()) == 1
 	})
-	time.Sleep(2 * time.Second) // > RemoveAfter: the other zones' replicas are gone now
+	wait.For(t, 10*time.Second, "zone c to drop the replicas of the servers it lost", func() bool {
+		l := ids(nodes[4].r, "svc")
+		return !contains(l, "10.0.0.1:101") && !contains(l, "10.0.0.1:102")
+	})
 	if l := ids(nodes[4].r, "svc"); !contains(l, "10.0.0.1:204") {
 		t.Fatalf("zone c lost its own instance during the cut: %v", l)
 	}
@@ -351,7 +349,7 @@ func TestPartitionThreeZones(t *testing.T) {
 		want = append(want, fmt.Sprintf("10.0.0.1:%d", 200+i))
 	}
 	sort.Strings(want)
-	waitUntil(t, 20*time.Second, "all five servers converged after the heal", func() bool {
+	wait.For(t, 20*time.Second, "all five servers converged after the heal", func() bool {
 		for _, n := range nodes {
 			if !equal(ids(n.r, "svc"), want) {
 				return false

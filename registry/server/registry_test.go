@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/registry"
 
 	"github.com/tangram-dev/tangram/internal/store"
@@ -204,7 +206,7 @@ func TestWatchDeltasResumeAndSnapshot(t *testing.T) {
 		s, _ := r.Watch(ctx, k, first.Revision)
 		got <- s
 	}()
-	time.Sleep(20 * time.Millisecond)
+	wait.For(t, 5*time.Second, "the watch to wait", func() bool { return r.watchers.Load() == 1 })
 	r.Register(ctx, inst("feed", 1))
 	select {
 	case s := <-got:
@@ -298,26 +300,14 @@ func TestPersistentInstancesAndProbes(t *testing.T) {
 		t.Fatalf("after restart: %+v", snap)
 	}
 	ln.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for r2.Get(registry.Key{Service: "db"}).Instances[0].Healthy {
-		if time.Now().After(deadline) {
-			t.Fatal("probe never noticed the closed port")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the probe to notice the closed port", func() bool { return !(r2.Get(registry.Key{Service: "db"}).Instances[0].Healthy) })
 	// Another server deregisters it: the reload removes it here.
 	r3, err := New(Config{Store: st, Logger: quiet(), NodeName: "c"})
 	must(t, err)
 	must(t, r3.Start(context.Background()))
 	must(t, r3.Deregister(context.Background(), registry.Key{Service: "db"}, in.Addr()))
 	r3.Close()
-	deadline = time.Now().Add(5 * time.Second)
-	for len(r2.Get(registry.Key{Service: "db"}).Instances) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("deregistration on another server not picked up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the deregistration on another server to be picked up", func() bool { return !(len(r2.Get(registry.Key{Service: "db"}).Instances) != 0) })
 }
 
 // Flapping is damped: probes need two results in a row to change a

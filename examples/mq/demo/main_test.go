@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	poll "github.com/tangram-dev/tangram/internal/wait"
+
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
@@ -27,18 +29,22 @@ func TestDemos(t *testing.T) {
 		t.Fatalf("tx: %v", err)
 	}
 	// dlq waits for a resend: do it, as the tour's reader would.
+	resent := make(chan struct{})
 	go func() {
-		for ctx.Err() == nil {
-			time.Sleep(300 * time.Millisecond)
-			dead, err := c.DeadLetters(ctx, "demo-billing", 0, 10)
-			if err == nil && len(dead) == 1 {
-				if err := c.Resend(ctx, "demo-billing", dead[0].ID); err != nil {
-					t.Errorf("resend: %v", err)
-				}
-				return
-			}
+		defer close(resent)
+		var dead []*mq.Message
+		if !poll.Until(60*time.Second, func() bool {
+			var err error
+			dead, err = c.DeadLetters(ctx, "demo-billing", 0, 10)
+			return ctx.Err() != nil || err == nil && len(dead) == 1
+		}) || ctx.Err() != nil {
+			return
+		}
+		if err := c.Resend(ctx, "demo-billing", dead[0].ID); err != nil {
+			t.Errorf("resend: %v", err)
 		}
 	}()
+	defer func() { cancel(); <-resent }()
 	start := time.Now()
 	if err := deadLetters(ctx, c); err != nil {
 		t.Fatalf("dlq: %v", err)
