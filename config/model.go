@@ -1,26 +1,26 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
 	"sort"
 	"strings"
 
+	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/ident"
 )
 
 // Sentinel errors of the config center. Errors returned by the Service
 // wrap one of these; the HTTP layer maps them onto status codes.
 var (
-	ErrNotFound         = errors.New("config: not found")
-	ErrExists           = errors.New("config: already exists")
-	ErrInvalid          = errors.New("config: invalid")
-	ErrConflict         = errors.New("config: version conflict")
-	ErrApprovalRequired = errors.New("config: approval required")
-	ErrForbidden        = errors.New("config: not allowed")
-	ErrTooLarge         = errors.New("config: value too large")
+	ErrNotFound         = errcode.New(errcode.NotFound, "config: not found")
+	ErrExists           = errcode.New(errcode.AlreadyExists, "config: already exists")
+	ErrInvalid          = errcode.New(errcode.BadRequest, "config: invalid")
+	ErrConflict         = errcode.New(errcode.Conflict, "config: version conflict")
+	ErrApprovalRequired = errcode.New(errcode.ApprovalRequired, "config: approval required")
+	ErrForbidden        = errcode.New(errcode.Forbidden, "config: not allowed")
+	ErrTooLarge         = errcode.New(errcode.TooLarge, "config: value too large")
 )
 
 // MaxValueBytes is the default limit of one item's value.

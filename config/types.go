@@ -73,6 +73,9 @@ func (e *ConflictError) Error() string {
 
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
+// ErrorDetails is the API error's details: {"current_version": N}.
+func (e *ConflictError) ErrorDetails() any { return map[string]int64{"current_version": e.Current} }
+
 // Release is an immutable published snapshot of a namespace.
 type Release struct {
 	ID      int64  `json:"id"`

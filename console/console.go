@@ -206,31 +206,17 @@ func (c *Console) page(fn func(w http.ResponseWriter, r *http.Request) error) ht
 		}
 		r = r.WithContext(auth.WithPrincipal(r.Context(), p))
 		if err := fn(w, r); err != nil {
-			var ae *api.Error
-			if mapped := configserver.MapError(err); !errors.As(mapped, &ae) {
+			if api.Internal(err) {
 				c.log.Error("console: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
-			msg := errMessage(configserver.MapError(err))
+			ae := api.From(err)
 			if r.Method == http.MethodGet {
-				status := http.StatusInternalServerError
-				var ae *api.Error
-				if errors.As(configserver.MapError(err), &ae) {
-					status = ae.Status
-				}
-				http.Error(w, msg, status)
+				http.Error(w, ae.Message, ae.Status)
 				return
 			}
-			c.back(w, r, "", msg)
+			c.back(w, r, "", ae.Message)
 		}
 	})
-}
-
-func errMessage(err error) string {
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		return ae.Message
-	}
-	return "internal error"
 }
 
 // back redirects to the page the form was on with a message.

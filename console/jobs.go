@@ -6,8 +6,6 @@ import (
 	"net/url"
 	"strconv"
 
-	jobserver "github.com/tangram-dev/tangram/job/server"
-
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/job"
@@ -77,7 +75,7 @@ func (c *Console) jobOf(r *http.Request, perm auth.Perm) (*job.Job, error) {
 	}
 	j, err := c.cfg.Jobs.Get(r.Context(), id)
 	if err != nil {
-		return nil, jobserver.MapError(err)
+		return nil, err
 	}
 	if err := auth.Check(r.Context(), perm, "", j.App, ""); err != nil {
 		return nil, err
@@ -179,14 +177,14 @@ func (c *Console) jobAction(w http.ResponseWriter, r *http.Request) error {
 	case "trigger":
 		ids, err := s.Trigger(r.Context(), j.ID, r.FormValue("params"))
 		if err != nil {
-			return jobserver.MapError(err)
+			return err
 		}
 		s.AuditAction(r.Context(), "job.trigger", j, map[string]any{"runs": ids, "params": r.FormValue("params")})
 		msg = "triggered " + strconv.Itoa(len(ids)) + " run(s)"
 	case "enable", "disable":
 		out, err := s.SetEnabled(r.Context(), j.ID, action == "enable")
 		if err != nil {
-			return jobserver.MapError(err)
+			return err
 		}
 		s.AuditAction(r.Context(), "job."+action, out, out)
 		msg = action + "d"
@@ -205,7 +203,7 @@ func (c *Console) runOf(r *http.Request, perm auth.Perm) (*job.Run, *job.Job, er
 	}
 	run, err := c.cfg.Jobs.GetRun(r.Context(), id)
 	if err != nil {
-		return nil, nil, jobserver.MapError(err)
+		return nil, nil, err
 	}
 	j, _ := c.cfg.Jobs.Get(r.Context(), run.JobID)
 	app := ""
@@ -258,7 +256,7 @@ func (c *Console) runKill(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := c.cfg.Jobs.Kill(r.Context(), run.ID); err != nil {
-		return jobserver.MapError(err)
+		return err
 	}
 	if j != nil {
 		c.cfg.Jobs.AuditAction(r.Context(), "job.kill", j, map[string]any{"run": run.ID})
@@ -274,17 +272,17 @@ func (c *Console) flowRetry(w http.ResponseWriter, r *http.Request) error {
 	}
 	f, err := c.cfg.Jobs.GetFlow(r.Context(), fid)
 	if err != nil {
-		return jobserver.MapError(err)
+		return err
 	}
 	j, err := c.cfg.Jobs.Get(r.Context(), f.JobID)
 	if err != nil {
-		return jobserver.MapError(err)
+		return err
 	}
 	if err := auth.Check(r.Context(), auth.PermRelease, "", j.App, ""); err != nil {
 		return err
 	}
 	if _, err := c.cfg.Jobs.RetryNode(r.Context(), fid, r.PathValue("node")); err != nil {
-		return jobserver.MapError(err)
+		return err
 	}
 	c.cfg.Jobs.AuditAction(r.Context(), "job.flow.retry", j, map[string]any{"flow": fid, "node": r.PathValue("node")})
 	http.Redirect(w, r, "/jobs/"+strconv.FormatInt(j.ID, 10)+"?msg="+url.QueryEscape("retrying "+r.PathValue("node")), http.StatusSeeOther)

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	registryserver "github.com/tangram-dev/tangram/registry/server"
-
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/registry"
 )
@@ -96,7 +94,7 @@ func (c *Console) instanceAction(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if _, err := c.cfg.Registry.Patch(r.Context(), k, id, p); err != nil {
-		return registryserver.MapError(err)
+		return err
 	}
 	http.Redirect(w, r, "/registry/"+url.PathEscape(k.Namespace)+"/"+url.PathEscape(k.Group)+"/"+url.PathEscape(k.Service)+"?msg="+
 		url.QueryEscape("updated "+id), http.StatusSeeOther)

@@ -25,14 +25,14 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 		b := bindingFrom(r)
 		name := strings.TrimSpace(r.PostFormValue("name"))
 		if _, err := c.cfg.Auth.CreateUser(r.Context(), auth.Actor(r.Context()), name, r.PostFormValue("password"), []auth.Binding{b}); err != nil {
-			return authErr(err)
+			return err
 		}
 		c.back(w, r, "user "+name+" created", "")
 		return nil
 	}))
 	mux.Handle("POST /users/{name}/grant", admin(func(w http.ResponseWriter, r *http.Request) error {
 		if err := c.cfg.Auth.Grant(r.Context(), auth.Actor(r.Context()), r.PathValue("name"), bindingFrom(r)); err != nil {
-			return authErr(err)
+			return err
 		}
 		c.back(w, r, "role granted to "+r.PathValue("name"), "")
 		return nil
@@ -41,7 +41,7 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 		user, name := strings.TrimSpace(r.PostFormValue("user")), strings.TrimSpace(r.PostFormValue("name"))
 		secret, _, err := c.cfg.Auth.CreateToken(r.Context(), auth.Actor(r.Context()), user, name, strings.TrimSpace(r.PostFormValue("env")))
 		if err != nil {
-			return authErr(err)
+			return err
 		}
 		// Shown once, on the page this post renders (not in a URL).
 		return c.renderUsers(w, r, user, secret)
@@ -80,7 +80,3 @@ func (c *Console) renderUsers(w http.ResponseWriter, r *http.Request, tokenUser,
 	c.render(w, r, "users", "Users", map[string]any{"Users": users, "Tokens": tokens, "NewToken": token, "NewTokenUser": tokenUser})
 	return nil
 }
-
-// authErr turns auth errors into API errors with a message for the page;
-// others stay internal.
-func authErr(err error) error { return auth.MapError(err) }

@@ -2,11 +2,11 @@ package job
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/ident"
 
 	"github.com/robfig/cron/v3"
@@ -14,8 +14,8 @@ import (
 
 // Errors.
 var (
-	ErrInvalid  = errors.New("job: invalid")
-	ErrNotFound = errors.New("job: not found")
+	ErrInvalid  = errcode.New(errcode.BadRequest, "job: invalid")
+	ErrNotFound = errcode.New(errcode.NotFound, "job: not found")
 )
 
 // Trigger kinds.

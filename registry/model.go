@@ -1,19 +1,20 @@
 package registry
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
 // Errors of the package.
 var (
-	ErrNotFound  = errors.New("registry: not found")
-	ErrInvalid   = errors.New("registry: invalid")
-	ErrForbidden = errors.New("registry: forbidden")
+	ErrNotFound  = errcode.New(errcode.NotFound, "registry: not found")
+	ErrInvalid   = errcode.New(errcode.BadRequest, "registry: invalid")
+	ErrForbidden = errcode.New(errcode.Forbidden, "registry: forbidden")
 )
 
 // Defaults for the name parts.

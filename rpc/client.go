@@ -214,7 +214,7 @@ func (c *Client) Close() error {
 func (c *Client) pick(key string, tried []*endpoint) (*endpoint, error) {
 	pb := c.picker.Load()
 	if pb == nil {
-		return nil, &Error{Code: Unavailable, Message: "no healthy endpoint", notSent: true}
+		return nil, &Error{Code: Unavailable, Message: "no healthy endpoint", notSent: true, exhausted: true}
 	}
 	info := balance.Info{Key: key}
 	if len(tried) > 0 {
@@ -229,7 +229,7 @@ func (c *Client) pick(key string, tried []*endpoint) (*endpoint, error) {
 	}
 	ep, ok := pb.p.Pick(info)
 	if !ok {
-		return nil, &Error{Code: Unavailable, Message: "no healthy endpoint left to try", notSent: true}
+		return nil, &Error{Code: Unavailable, Message: "no healthy endpoint left to try", notSent: true, exhausted: true}
 	}
 	return ep.(*endpoint), nil
 }
@@ -385,7 +385,7 @@ func (c *Client) invoke(ctx context.Context, info *CallInfo, req, resp any, co *
 			return decodeResponse(rf, resp, info.Method, cd)
 		}
 		e := toError(err)
-		if last != nil && e.notSent && e.Code == Unavailable && strings.HasPrefix(e.Message, "no healthy endpoint") {
+		if last != nil && e.exhausted {
 			return last // nowhere left to retry: report what the last attempt got
 		}
 		last = e

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
 // Code is a status code carried on the wire in response and stream-close
@@ -58,6 +60,8 @@ type Error struct {
 	// notSent is set on the client when the request never left this process,
 	// so a retry cannot run the call twice.
 	notSent bool
+	// exhausted is set on the client when no endpoint is left to try.
+	exhausted bool
 }
 
 func (e *Error) Error() string {
@@ -67,11 +71,18 @@ func (e *Error) Error() string {
 	return "rpc: " + e.Code.String() + ": " + e.Message
 }
 
-// Is makes errors.Is(err, &rpc.Error{Code: rpc.NotFound}) match on the code.
+// Is makes errors.Is(err, &rpc.Error{Code: rpc.NotFound}) match on the
+// code, and errors.Is(err, registry.ErrNotFound) match a component's
+// sentinel whose catalogue code maps to this status.
 func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+	if t, ok := target.(*Error); ok {
+		return t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+	}
+	return errcode.Matches(e.ErrorCode(), target)
 }
+
+// ErrorCode returns the catalogue code of the status (docs/errors.md).
+func (e *Error) ErrorCode() errcode.Code { return errcode.FromRPC(uint16(e.Code)) }
 
 // Errorf returns an *Error with the code and a formatted message.
 func Errorf(code Code, format string, args ...any) error {
@@ -79,7 +90,9 @@ func Errorf(code Code, format string, args ...any) error {
 }
 
 // CodeOf returns the code of err: OK for nil, the code of an *Error in the
-// chain, Canceled or DeadlineExceeded for the context errors, Unknown else.
+// chain, the status of a catalogue code (a component's sentinel, see
+// internal/errcode), Canceled or DeadlineExceeded for the context errors,
+// Unknown else.
 func CodeOf(err error) Code {
 	if err == nil {
 		return OK
@@ -87,6 +100,9 @@ func CodeOf(err error) Code {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
+	}
+	if c, ok := errcode.Of(err); ok {
+		return Code(errcode.Lookup(c).RPC)
 	}
 	switch {
 	case errors.Is(err, context.Canceled):

@@ -20,7 +20,7 @@ import (
 // authenticates (auth.Service.Require); every handler checks permissions.
 func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	h := func(pattern string, fn api.HandlerFunc) {
-		mux.Handle(pattern, wrap(api.Handler(s.log, MapError, fn)))
+		mux.Handle(pattern, wrap(api.Handler(s.log, fn)))
 	}
 	const base = "/api/v1/config"
 	const nsPath = base + "/envs/{env}/apps/{app}/clusters/{cluster}/namespaces/{ns}"
@@ -542,44 +542,6 @@ func optInt(r *http.Request, name string) (int64, error) {
 		return 0, api.BadRequest("%s %q: want a release id, \"current\" or \"draft\"", name, v)
 	}
 	return n, nil
-}
-
-// MapError turns config errors into API errors with the right status.
-func MapError(err error) error {
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		return err
-	}
-	var ce *config.ConflictError
-	switch {
-	case errors.As(err, &ce):
-		e := api.Conflict("%s", ce.Error())
-		e.Details = map[string]int64{"current_version": ce.Current}
-		return e
-	case errors.Is(err, config.ErrNotFound):
-		return api.NotFound("%s", trimPrefix(err))
-	case errors.Is(err, config.ErrExists):
-		return api.Conflict("%s", trimPrefix(err))
-	case errors.Is(err, config.ErrConflict):
-		return api.Conflict("%s", trimPrefix(err))
-	case errors.Is(err, config.ErrApprovalRequired):
-		return api.Errorf(http.StatusConflict, "approval_required", "%s", trimPrefix(err))
-	case errors.Is(err, config.ErrForbidden):
-		return api.Forbidden("%s", trimPrefix(err))
-	case errors.Is(err, config.ErrTooLarge):
-		return api.Errorf(http.StatusRequestEntityTooLarge, "too_large", "%s", trimPrefix(err))
-	case errors.Is(err, config.ErrInvalid):
-		return api.BadRequest("%s", trimPrefix(err))
-	}
-	return err
-}
-
-func trimPrefix(err error) string {
-	msg := err.Error()
-	for _, p := range []string{"config: not found: ", "config: already exists: ", "config: invalid: ", "config: version conflict: ", "config: approval required: ", "config: not allowed: ", "config: value too large: "} {
-		msg = strings.Replace(msg, p, "", 1)
-	}
-	return msg
 }
 
 // writeChanges answers a watch through net/http.

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
 // Error is an API error with an HTTP status and a stable code.
@@ -24,34 +27,89 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
+// ErrorCode returns the catalogue code, so errcode.Of works on API errors.
+func (e *Error) ErrorCode() errcode.Code { return errcode.Code(e.Code) }
+
+// Is makes errors.Is(err, config.ErrNotFound) true for an API error with the
+// sentinel's code, as clients decode it from the wire.
+func (e *Error) Is(target error) bool { return errcode.Matches(errcode.Code(e.Code), target) }
+
+// Detailer is implemented by errors that carry structured context for the
+// envelope's details (e.g. the current version on a conflict).
+type Detailer interface{ ErrorDetails() any }
+
+// From turns any error into the *Error a client sees: an *Error as it is;
+// an error with a catalogue code (a component's sentinel, wrapped with
+// context) by its code, with the sentinel's words trimmed from the message;
+// context errors as canceled/timeout; anything else as internal, whose text
+// is not sent (Handler logs it).
+func From(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	code, ok := errcode.Of(err)
+	switch {
+	case ok:
+	case errors.Is(err, context.DeadlineExceeded):
+		code = errcode.Timeout
+	case errors.Is(err, context.Canceled):
+		code = errcode.Canceled
+	default:
+		return &Error{Status: http.StatusInternalServerError, Code: string(errcode.Internal), Message: "internal error"}
+	}
+	out := &Error{Status: errcode.Lookup(code).HTTP, Code: string(code), Message: errcode.Message(err)}
+	var d Detailer
+	if errors.As(err, &d) {
+		out.Details = d.ErrorDetails()
+	}
+	return out
+}
+
+// Internal reports whether err maps to no catalogue code (a 500 whose
+// text the client is not told).
+func Internal(err error) bool {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return false
+	}
+	_, ok := errcode.Of(err)
+	return !ok && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
 // Errorf builds an *Error.
 func Errorf(status int, code, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// Common constructors.
+// Of builds an *Error with a catalogue code and its status.
+func Of(code errcode.Code, format string, args ...any) *Error {
+	return Errorf(errcode.Lookup(code).HTTP, string(code), format, args...)
+}
+
+// BadRequest is a 400.
 func BadRequest(format string, args ...any) *Error {
-	return Errorf(http.StatusBadRequest, "bad_request", format, args...)
+	return Of(errcode.BadRequest, format, args...)
 }
 
 // NotFound is a 404 naming what is missing.
 func NotFound(format string, args ...any) *Error {
-	return Errorf(http.StatusNotFound, "not_found", format, args...)
+	return Of(errcode.NotFound, format, args...)
 }
 
 // Conflict is a 409.
 func Conflict(format string, args ...any) *Error {
-	return Errorf(http.StatusConflict, "conflict", format, args...)
+	return Of(errcode.Conflict, format, args...)
 }
 
 // Forbidden is a 403.
 func Forbidden(format string, args ...any) *Error {
-	return Errorf(http.StatusForbidden, "forbidden", format, args...)
+	return Of(errcode.Forbidden, format, args...)
 }
 
 // Unauthorized is a 401.
 func Unauthorized(format string, args ...any) *Error {
-	return Errorf(http.StatusUnauthorized, "unauthorized", format, args...)
+	return Of(errcode.Unauthorized, format, args...)
 }
 
 // WriteJSON writes v as JSON with the status.
@@ -63,13 +121,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// WriteError writes err in the error envelope. Errors that are not *Error
-// become 500 with a generic message; their text is not leaked.
+// WriteError writes err, mapped by From, in the error envelope.
 func WriteError(w http.ResponseWriter, err error) {
-	var ae *Error
-	if !errors.As(err, &ae) {
-		ae = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
-	}
+	ae := From(err)
 	WriteJSON(w, ae.Status, map[string]any{"error": ae})
 }
 
@@ -89,9 +143,11 @@ func Decode(r *http.Request, v any) error {
 		var te *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &mbe):
-			return Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body over %d bytes", MaxBody)
+			return Of(errcode.TooLarge, "request body over %d bytes", MaxBody)
 		case errors.Is(err, io.EOF):
 			return BadRequest("request body is empty; want a JSON object")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return BadRequest("request body is not valid JSON: it ends before the object does")
 		case errors.As(err, &se):
 			return BadRequest("request body is not valid JSON at byte %d: %v", se.Offset, err)
 		case errors.As(err, &te):
@@ -144,21 +200,16 @@ type List[T any] struct {
 // HandlerFunc is an API handler that returns its error instead of writing it.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-// Handler adapts fn: a returned error is passed through mapErr (a
-// component's mapping of its sentinel errors, or nil) and written in the
-// error envelope; errors that map to no *Error become a 500 and are logged,
-// since the client is told only "internal error".
-func Handler(log *slog.Logger, mapErr func(error) error, fn HandlerFunc) http.Handler {
+// Handler adapts fn: a returned error is mapped by From and written in the
+// error envelope; errors with no catalogue code become a 500 and are
+// logged, since the client is told only "internal error".
+func Handler(log *slog.Logger, fn HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := fn(w, r)
 		if err == nil {
 			return
 		}
-		if mapErr != nil {
-			err = mapErr(err)
-		}
-		var ae *Error
-		if !errors.As(err, &ae) {
+		if Internal(err) {
 			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
 		WriteError(w, err)

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -14,7 +13,7 @@ import (
 func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	log := s.log.With("component", "auth")
 	h := func(pattern string, fn api.HandlerFunc) {
-		mux.Handle(pattern, wrap(api.Handler(log, MapError, fn)))
+		mux.Handle(pattern, wrap(api.Handler(log, fn)))
 	}
 	h("GET /api/v1/auth/whoami", func(w http.ResponseWriter, r *http.Request) error {
 		api.WriteJSON(w, 200, FromContext(r.Context()))
@@ -170,17 +169,4 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		api.WriteJSON(w, 200, out)
 		return nil
 	})
-}
-
-// MapError turns auth errors into API errors with the right status.
-func MapError(err error) error {
-	switch {
-	case errors.Is(err, ErrUserNotFound):
-		return api.NotFound("%v", err)
-	case errors.Is(err, ErrUserExists):
-		return api.Conflict("%v", err)
-	case errors.Is(err, ErrBadRole), errors.Is(err, ErrBadName):
-		return api.BadRequest("%v", err)
-	}
-	return err
 }

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/ident"
 
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -36,13 +37,13 @@ import (
 
 // Sentinel errors.
 var (
-	ErrUnauthenticated = errors.New("auth: missing or invalid credentials")
-	ErrForbidden       = errors.New("auth: permission denied")
-	ErrUserNotFound    = errors.New("auth: user not found")
-	ErrUserExists      = errors.New("auth: user already exists")
-	ErrBadRole         = errors.New("auth: unknown role")
-	ErrBadName         = errors.New("auth: bad name")
-	ErrTooManyAttempts = errors.New("auth: too many failed sign-ins; wait a minute")
+	ErrUnauthenticated = errcode.New(errcode.Unauthorized, "auth: missing or invalid credentials")
+	ErrForbidden       = errcode.New(errcode.Forbidden, "auth: permission denied")
+	ErrUserNotFound    = errcode.New(errcode.NotFound, "auth: user not found")
+	ErrUserExists      = errcode.New(errcode.AlreadyExists, "auth: user already exists")
+	ErrBadRole         = errcode.New(errcode.BadRequest, "auth: unknown role")
+	ErrBadName         = errcode.New(errcode.BadRequest, "auth: bad name")
+	ErrTooManyAttempts = errcode.New(errcode.TooManyRequests, "auth: too many failed sign-ins; wait a minute")
 )
 
 // dummyHash is checked against when a sign-in names no user, so that such a

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tangram-dev/tangram/internal/errcode"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -40,8 +41,8 @@ const (
 
 // Sentinel errors. Callers test them with errors.Is.
 var (
-	ErrNotFound  = errors.New("store: not found")
-	ErrConflict  = errors.New("store: conflict")
+	ErrNotFound  = errcode.New(errcode.NotFound, "store: not found")
+	ErrConflict  = errcode.New(errcode.Conflict, "store: conflict")
 	ErrBadDSN    = errors.New("store: bad data source")
 	ErrMigration = errors.New("store: migration failed")
 )

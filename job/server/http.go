@@ -12,9 +12,6 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 )
 
-// MapError turns job errors into API errors.
-func MapError(err error) error { return api.MapSentinels(err, job.ErrNotFound, job.ErrInvalid) }
-
 // Permissions are per app (the executor group): reading needs read, jobs
 // are created and changed with edit, triggered and killed with release.
 // Every change is audited.
@@ -23,7 +20,7 @@ func MapError(err error) error { return api.MapSentinels(err, job.ErrNotFound, j
 // request.
 func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	h := func(pattern string, fn api.HandlerFunc) {
-		mux.Handle(pattern, wrap(api.Handler(s.log, MapError, fn)))
+		mux.Handle(pattern, wrap(api.Handler(s.log, fn)))
 	}
 	const base = "/api/v1/jobs"
 	id := func(r *http.Request, name string) (int64, error) {

@@ -24,7 +24,7 @@ const (
 )
 
 // rpcError maps job and auth errors to RPC codes.
-func rpcError(err error) error { return apirpc.Error(err, job.ErrNotFound, job.ErrInvalid) }
+func rpcError(err error) error { return apirpc.Error(err) }
 
 // RegisterRPC adds the executor-facing services to srv (whose interceptors
 // authenticate callers): executors need edit permission on their app.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
@@ -197,10 +198,10 @@ type Broker struct {
 }
 
 // ErrBusy is the retriable refusal under back-pressure.
-var ErrBusy = errors.New("broker busy")
+var ErrBusy = errcode.New(errcode.TooManyRequests, "broker: busy")
 
 // ErrServerClosed is returned by Start after Close.
-var ErrServerClosed = errors.New("broker: closed")
+var ErrServerClosed = errcode.New(errcode.Unavailable, "broker: closed")
 
 // New checks cfg and returns an unstarted broker; Start opens its store and
 // serves.
@@ -498,7 +499,7 @@ func (b *Broker) Topics() []wire.TopicStats {
 }
 
 // ErrNotFound marks a missing topic or message.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = errcode.New(errcode.NotFound, "broker: not found")
 
 // info is what the broker registers with the name service.
 func (b *Broker) info() wire.BrokerInfo {

@@ -65,7 +65,7 @@ func (r *replication) wait(end int64, timeout time.Duration) error {
 
 func (b *Broker) isSlave() bool { return b.cfg.Master != "" }
 
-var errSlave = errors.New("read-only")
+var errSlave = errors.New("broker: read-only")
 
 func (b *Broker) refuseOnSlave(what string) error {
 	if b.isSlave() {

@@ -164,13 +164,7 @@ func authz(ctx context.Context, perm auth.Perm, topic string) error {
 // rpcError maps broker errors to RPC codes: busy is ResourceExhausted
 // (retriable), a closed store Unavailable.
 func rpcError(err error) error {
-	switch {
-	case errors.Is(err, ErrBusy):
-		return rpc.Errorf(rpc.ResourceExhausted, "%v", err)
-	case errors.Is(err, store.ErrClosed):
-		return rpc.Errorf(rpc.Unavailable, "%v", err)
-	}
-	return apirpc.Error(err, ErrNotFound, wire.ErrInvalid)
+	return apirpc.Error(err)
 }
 
 // --- send ---

@@ -163,7 +163,7 @@ func (t *Table) Topics() map[string][]wire.BrokerQueues {
 }
 
 func rpcError(err error) error {
-	return apirpc.Error(err, errors.New("no such thing"), wire.ErrInvalid)
+	return apirpc.Error(err)
 }
 
 // RegisterRPC serves the name service: brokers register with admin

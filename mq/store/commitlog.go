@@ -13,7 +13,7 @@ import (
 )
 
 // errDeleted: the record's segment was deleted by retention.
-var errDeleted = errors.New("store: deleted by retention")
+var errDeleted = errors.New("mq/store: deleted by retention")
 
 // commitLog is the sequence of segments. Appends go to the last one; a
 // record that does not fit closes the segment with a blank record and goes

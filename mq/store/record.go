@@ -35,7 +35,7 @@ const (
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrCorrupt marks a record that fails its checks.
-var ErrCorrupt = errors.New("store: corrupt record")
+var ErrCorrupt = errors.New("mq/store: corrupt record")
 
 // Message is one stored message.
 type Message struct {

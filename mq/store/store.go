@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
 // Flush policies.
@@ -50,7 +52,7 @@ type Config struct {
 }
 
 // ErrClosed is returned after Close.
-var ErrClosed = errors.New("store: closed")
+var ErrClosed = errcode.New(errcode.Unavailable, "mq/store: closed")
 
 // TagProperty is the property whose value's hash goes into the consume
 // queue for filtering by tag.

@@ -6,10 +6,11 @@
 package wire
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
 // RPC methods.
@@ -88,7 +89,7 @@ const (
 )
 
 // ErrInvalid marks a request that fails validation.
-var ErrInvalid = errors.New("invalid")
+var ErrInvalid = errcode.New(errcode.BadRequest, "mq/wire: invalid")
 
 // Msg is a message a producer sends.
 type Msg struct {

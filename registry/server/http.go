@@ -23,11 +23,6 @@ func check(ctx context.Context, p auth.Perm, k registry.Key) error {
 	return auth.Check(ctx, p, k.Namespace, k.Service, "")
 }
 
-// MapError turns registry errors into API errors.
-func MapError(err error) error {
-	return api.MapSentinels(err, registry.ErrNotFound, registry.ErrInvalid)
-}
-
 func keyOf(r *http.Request) registry.Key {
 	k := registry.Key{Namespace: r.PathValue("ns"), Group: r.PathValue("group"), Service: r.PathValue("service")}
 	k.Fill()
@@ -38,7 +33,7 @@ func keyOf(r *http.Request) registry.Key {
 // authenticates every request.
 func (reg *Registry) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	h := func(pattern string, fn api.HandlerFunc) {
-		mux.Handle(pattern, wrap(api.Handler(reg.log, MapError, fn)))
+		mux.Handle(pattern, wrap(api.Handler(reg.log, fn)))
 	}
 	const base = "/api/v1/registry"
 	const svcPath = base + "/services/{ns}/{group}/{service}"

@@ -13,7 +13,7 @@ import (
 )
 
 // rpcError maps registry and auth errors to RPC codes.
-func rpcError(err error) error { return apirpc.Error(err, registry.ErrNotFound, registry.ErrInvalid) }
+func rpcError(err error) error { return apirpc.Error(err) }
 
 // RegisterRPC registers the registry's methods ("tangram.Registry/…") on
 // srv: Register, Heartbeat, Deregister, Get and the Watch stream, which sends
