@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tangram-dev/tangram/config"
+	configserver "github.com/tangram-dev/tangram/config/server"
 	"github.com/tangram-dev/tangram/internal/auth"
 )
 
@@ -39,20 +40,13 @@ func (c *Console) appsPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p := auth.FromContext(r.Context())
-	visible := apps[:0]
-	for _, a := range apps {
-		if p.Can(auth.PermRead, "", a.Name, "") {
-			visible = append(visible, a)
-		}
-	}
-	c.render(w, r, "apps", "Configuration", map[string]any{"Envs": envs, "Apps": visible})
+	c.render(w, r, "apps", "Configuration", map[string]any{"Envs": envs, "Apps": configserver.VisibleApps(r.Context(), apps)})
 	return nil
 }
 
 func (c *Console) createApp(w http.ResponseWriter, r *http.Request) error {
 	name := strings.TrimSpace(r.PostFormValue("name"))
-	if err := auth.Check(r.Context(), auth.PermEdit, "", name, ""); err != nil {
+	if err := configserver.Authorize(r.Context(), configserver.OpCreateApp, config.Coord{App: name}); err != nil {
 		return err
 	}
 	if _, err := c.cfg.Config.CreateApp(r.Context(), auth.Actor(r.Context()), config.App{Name: name, Description: r.PostFormValue("description")}); err != nil {
@@ -64,7 +58,7 @@ func (c *Console) createApp(w http.ResponseWriter, r *http.Request) error {
 
 func (c *Console) appPage(w http.ResponseWriter, r *http.Request) error {
 	env, app := r.PathValue("env"), r.PathValue("app")
-	if err := auth.Check(r.Context(), auth.PermRead, env, app, ""); err != nil {
+	if err := configserver.Authorize(r.Context(), configserver.OpRead, config.Coord{Env: env, App: app}); err != nil {
 		return err
 	}
 	cluster := r.URL.Query().Get("cluster")
@@ -90,7 +84,7 @@ func (c *Console) appPage(w http.ResponseWriter, r *http.Request) error {
 func (c *Console) createNamespace(w http.ResponseWriter, r *http.Request) error {
 	co := coordOf(r)
 	co.NS = r.PostFormValue("name")
-	if err := auth.Check(r.Context(), auth.PermEdit, co.Env, co.App, co.NS); err != nil {
+	if err := configserver.Authorize(r.Context(), configserver.OpCreateNS, co); err != nil {
 		return err
 	}
 	spec := config.NamespaceSpec{Name: co.NS, Format: r.PostFormValue("format"), Public: r.PostFormValue("public") == "1", LinkApp: strings.TrimSpace(r.PostFormValue("link_app"))}
@@ -106,7 +100,7 @@ func (c *Console) createNamespace(w http.ResponseWriter, r *http.Request) error 
 
 func (c *Console) createCluster(w http.ResponseWriter, r *http.Request) error {
 	env, app := r.PathValue("env"), r.PathValue("app")
-	if err := auth.Check(r.Context(), auth.PermEdit, env, app, ""); err != nil {
+	if err := configserver.Authorize(r.Context(), configserver.OpCreateCluster, config.Coord{Env: env, App: app}); err != nil {
 		return err
 	}
 	name := r.PostFormValue("name")
@@ -119,7 +113,7 @@ func (c *Console) createCluster(w http.ResponseWriter, r *http.Request) error {
 
 func (c *Console) namespacePage(w http.ResponseWriter, r *http.Request) error {
 	co := coordOf(r)
-	if err := auth.Check(r.Context(), auth.PermRead, co.Env, co.App, co.NS); err != nil {
+	if err := configserver.Authorize(r.Context(), configserver.OpRead, co); err != nil {
 		return err
 	}
 	ctx := r.Context()
@@ -173,16 +167,16 @@ func (c *Console) namespaceAction(w http.ResponseWriter, r *http.Request) error 
 	ctx := r.Context()
 	actor := auth.Actor(ctx)
 	cs := c.cfg.Config
-	perm := map[string]auth.Perm{"set": auth.PermEdit, "delete": auth.PermEdit, "publish": auth.PermRelease, "rollback": auth.PermRelease, "settings": auth.PermAdmin}
-	p, ok := perm[r.PathValue("action")]
+	ops := map[string]configserver.Op{"set": configserver.OpEditDraft, "delete": configserver.OpEditDraft, "publish": configserver.OpPublish, "rollback": configserver.OpRollback, "settings": configserver.OpSettings}
+	op, ok := ops[r.PathValue("action")]
 	if !ok {
 		http.NotFound(w, r)
 		return nil
 	}
 	if r.PathValue("action") == "publish" && r.PostFormValue("mode") == "request" {
-		p = auth.PermEdit
+		op = configserver.OpRequest
 	}
-	if err := auth.Check(ctx, p, co.Env, co.App, co.NS); err != nil {
+	if err := configserver.Authorize(ctx, op, co); err != nil {
 		return err
 	}
 	switch r.PathValue("action") {
@@ -245,7 +239,7 @@ func (c *Console) grayAction(w http.ResponseWriter, r *http.Request) error {
 	cs := c.cfg.Config
 	switch r.PathValue("action") {
 	case "set":
-		if err := auth.Check(ctx, auth.PermEdit, co.Env, co.App, co.NS); err != nil {
+		if err := configserver.Authorize(ctx, configserver.OpEditGray, co); err != nil {
 			return err
 		}
 		e := config.GrayEdit{}
@@ -263,7 +257,7 @@ func (c *Console) grayAction(w http.ResponseWriter, r *http.Request) error {
 		}
 		c.back(w, r, "gray branch saved", "")
 	case "action":
-		if err := auth.Check(ctx, auth.PermRelease, co.Env, co.App, co.NS); err != nil {
+		if err := configserver.Authorize(ctx, configserver.OpReleaseGray, co); err != nil {
 			return err
 		}
 		var err error
@@ -297,7 +291,7 @@ func (c *Console) requestAction(w http.ResponseWriter, r *http.Request) error {
 	actor := auth.Actor(ctx)
 	switch d := r.PostFormValue("decision"); d {
 	case "approve", "reject":
-		if err := auth.Check(ctx, auth.PermRelease, co.Env, co.App, co.NS); err != nil {
+		if err := configserver.Authorize(ctx, configserver.OpReview, co); err != nil {
 			return err
 		}
 		if d == "approve" {
@@ -306,6 +300,9 @@ func (c *Console) requestAction(w http.ResponseWriter, r *http.Request) error {
 			err = cs.Decline(ctx, actor, co, id, config.StatusRejected, config.Decision{})
 		}
 	case "cancel":
+		if err := configserver.Authorize(ctx, configserver.OpCancelRequest, co); err != nil {
+			return err
+		}
 		err = cs.Decline(ctx, actor, co, id, config.StatusCancelled, config.Decision{})
 	default:
 		http.NotFound(w, r)
@@ -320,7 +317,7 @@ func (c *Console) requestAction(w http.ResponseWriter, r *http.Request) error {
 
 func (c *Console) diffPage(w http.ResponseWriter, r *http.Request) error {
 	co := coordOf(r)
-	if err := auth.Check(r.Context(), auth.PermRead, co.Env, co.App, co.NS); err != nil {
+	if err := configserver.Authorize(r.Context(), configserver.OpRead, co); err != nil {
 		return err
 	}
 	ns, err := c.cfg.Config.Namespace(r.Context(), co)

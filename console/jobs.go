@@ -9,6 +9,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/job"
+	jobserver "github.com/tangram-dev/tangram/job/server"
 )
 
 func (c *Console) registerJobs(mux *http.ServeMux) {
@@ -44,12 +45,8 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p := auth.FromContext(r.Context())
 	var rows []jobRow
-	for _, j := range jobs {
-		if !p.Can(auth.PermRead, "", j.App, "") {
-			continue
-		}
+	for _, j := range jobserver.VisibleJobs(r.Context(), jobs) {
 		row := jobRow{Job: j}
 		if rs, err := s.Runs(r.Context(), j.ID, 1); err == nil && len(rs) > 0 {
 			row.Last = &rs[0]

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/registry"
+	registryserver "github.com/tangram-dev/tangram/registry/server"
 )
 
 func (c *Console) registerRegistry(mux *http.ServeMux) {
@@ -30,12 +31,8 @@ func (c *Console) registryPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	reg := c.cfg.Registry
-	p := auth.FromContext(r.Context())
 	var rows []serviceRow
-	for _, s := range reg.Services("") {
-		if !p.Can(auth.PermRead, s.Namespace, s.Service, "") {
-			continue
-		}
+	for _, s := range registryserver.VisibleServices(r.Context(), reg.Services("")) {
 		zones := map[string]int{}
 		for _, in := range reg.Get(s.Key).Instances {
 			z := in.Zone

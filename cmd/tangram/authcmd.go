@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -10,8 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tangram-dev/tangram/internal/api"
-	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 )
 
@@ -19,8 +16,8 @@ func newAuthCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "auth", Short: "Users, roles, API tokens and the audit log"}
 	whoami := &cobra.Command{Use: "whoami", Short: "Show who the token belongs to", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var p auth.Principal
-		if err := g.client().Do(ctx, "GET", "/api/v1/auth/whoami", nil, &p); err != nil {
+		p, err := g.authAdmin().WhoAmI(ctx)
+		if err != nil {
 			return err
 		}
 		return g.print(p, func(w *tabwriter.Writer) {
@@ -65,8 +62,8 @@ func newAuthCmd(g *globals) *cobra.Command {
 				}
 				bs = append(bs, b)
 			}
-			var u auth.User
-			if err := g.client().Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": args[0], "password": password, "bindings": bs}, &u); err != nil {
+			u, err := g.authAdmin().CreateUser(ctx, auth.UserSpec{Name: args[0], Password: password, Bindings: bs})
+			if err != nil {
 				return err
 			}
 			return g.print(u, func(w *tabwriter.Writer) {
@@ -77,13 +74,13 @@ func newAuthCmd(g *globals) *cobra.Command {
 	userCreate.Flags().StringSliceVar(&roles, "role", nil, "role binding role[:env[:app[:ns]]] (repeatable)")
 	users := &cobra.Command{Use: "users", Short: "List users", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[auth.User]
-		if err := g.client().Do(ctx, "GET", "/api/v1/auth/users", nil, &out); err != nil {
+		out, err := g.authAdmin().Users(ctx)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "USER", "ROLES")
-			for _, u := range out.Items {
+			for _, u := range out {
 				var rs []string
 				for _, b := range u.Bindings {
 					rs = append(rs, fmt.Sprintf("%s:%s:%s:%s", b.Role, b.Env, b.App, b.NS))
@@ -100,11 +97,12 @@ func newAuthCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				p := "/api/v1/auth/users/" + url.PathEscape(args[0]) + "/roles"
+				a := g.authAdmin()
+				change := a.Grant
 				if verb == "revoke" {
-					p += "/revoke"
+					change = a.Revoke
 				}
-				if err := g.client().Do(ctx, "POST", p, b, nil); err != nil {
+				if err := change(ctx, args[0], b); err != nil {
 					return err
 				}
 				fmt.Fprintf(g.out, "%sd %s on env=%s app=%s ns=%s for %s\n", strings.TrimSuffix(verb, "e"), b.Role, b.Env, b.App, b.NS, args[0])
@@ -114,11 +112,8 @@ func newAuthCmd(g *globals) *cobra.Command {
 	var tokUser, tokEnv string
 	tokenCreate := &cobra.Command{Use: "create-token NAME", Short: "Create an API token (printed once)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out struct {
-			Token string     `json:"token"`
-			Info  auth.Token `json:"info"`
-		}
-		if err := g.client().Do(ctx, "POST", "/api/v1/auth/tokens", map[string]string{"user": tokUser, "name": args[0], "env": tokEnv}, &out); err != nil {
+		out, err := g.authAdmin().CreateToken(ctx, auth.TokenSpec{User: tokUser, Name: args[0], Env: tokEnv})
+		if err != nil {
 			return err
 		}
 		return g.print(out, func(w *tabwriter.Writer) { fmt.Fprintln(w, out.Token) })
@@ -127,13 +122,13 @@ func newAuthCmd(g *globals) *cobra.Command {
 	tokenCreate.Flags().StringVar(&tokEnv, "env", "", "limit the token to one environment")
 	tokens := &cobra.Command{Use: "tokens", Short: "List API tokens", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[auth.Token]
-		if err := g.client().Do(ctx, "GET", "/api/v1/auth/tokens", nil, &out); err != nil {
+		out, err := g.authAdmin().Tokens(ctx)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "ID", "USER", "NAME", "ENV", "REVOKED", "LAST-USED")
-			for _, t := range out.Items {
+			for _, t := range out {
 				last := ""
 				if t.LastUsedAt > 0 {
 					last = time.UnixMilli(t.LastUsedAt).UTC().Format(time.RFC3339)
@@ -144,10 +139,11 @@ func newAuthCmd(g *globals) *cobra.Command {
 	}}
 	revokeToken := &cobra.Command{Use: "revoke-token ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		if _, err := strconv.ParseInt(args[0], 10, 64); err != nil {
+		id, err := strconv.ParseInt(args[0], 10, 64)
+		if err != nil {
 			return fmt.Errorf("token id %q is not a number", args[0])
 		}
-		if err := g.client().Do(ctx, "DELETE", "/api/v1/auth/tokens/"+args[0], nil, nil); err != nil {
+		if err := g.authAdmin().RevokeToken(ctx, id); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.out, "token %s revoked\n", args[0])
@@ -157,21 +153,13 @@ func newAuthCmd(g *globals) *cobra.Command {
 	var auditAction, auditActor string
 	auditCmd := &cobra.Command{Use: "audit", Short: "Show the audit log, newest first", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		q := url.Values{}
-		q.Set("limit", strconv.Itoa(auditLimit))
-		if auditAction != "" {
-			q.Set("action", auditAction)
-		}
-		if auditActor != "" {
-			q.Set("actor", auditActor)
-		}
-		var out api.List[audit.Entry]
-		if err := g.client().Do(ctx, "GET", "/api/v1/audit?"+q.Encode(), nil, &out); err != nil {
+		out, err := g.authAdmin().Audit(ctx, auth.AuditFilter{Limit: auditLimit, ActionPrefix: auditAction, Actor: auditActor})
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "WHEN", "ACTOR", "ACTION", "RESOURCE")
-			for _, e := range out.Items {
+			for _, e := range out {
 				row(w, time.UnixMilli(e.At).UTC().Format(time.RFC3339), e.Actor, e.Action, e.Resource)
 			}
 		})

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -17,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tangram-dev/tangram/config"
-	"github.com/tangram-dev/tangram/internal/api"
 )
 
 type coordFlags struct {
@@ -40,8 +38,8 @@ func (c *coordFlags) check() error {
 	return nil
 }
 
-func (c *coordFlags) nsPath() string {
-	return "/api/v1/config/envs/" + url.PathEscape(c.env) + "/apps/" + url.PathEscape(c.app) + "/clusters/" + url.PathEscape(c.cluster) + "/namespaces/" + url.PathEscape(c.ns)
+func (c *coordFlags) co() config.Coord {
+	return config.Coord{Env: c.env, App: c.app, Cluster: c.cluster, NS: c.ns}
 }
 
 func (c *coordFlags) coord() string { return c.env + "/" + c.app + "/" + c.cluster + "/" + c.ns }
@@ -54,8 +52,8 @@ func newConfigCmd(g *globals) *cobra.Command {
 	createApp := &cobra.Command{Use: "create-app NAME", Short: "Create an app (with an 'application' namespace in every environment)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var a config.App
-			if err := g.client().Do(ctx, "POST", "/api/v1/config/apps", config.App{Name: args[0], Description: appDesc, Owner: appOwner}, &a); err != nil {
+			a, err := g.configAdmin().CreateApp(ctx, config.App{Name: args[0], Description: appDesc, Owner: appOwner})
+			if err != nil {
 				return err
 			}
 			return g.print(a, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created app %s\n", a.Name) })
@@ -65,13 +63,13 @@ func newConfigCmd(g *globals) *cobra.Command {
 
 	apps := &cobra.Command{Use: "apps", Short: "List apps", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[config.App]
-		if err := g.client().Do(ctx, "GET", "/api/v1/config/apps", nil, &out); err != nil {
+		out, err := g.configAdmin().Apps(ctx)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "APP", "OWNER", "DESCRIPTION")
-			for _, a := range out.Items {
+			for _, a := range out {
 				row(w, a.Name, a.Owner, a.Description)
 			}
 		})
@@ -81,8 +79,8 @@ func newConfigCmd(g *globals) *cobra.Command {
 	var envEmergency bool
 	createEnv := &cobra.Command{Use: "create-env NAME", Short: "Create an environment", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var e config.Env
-		if err := g.client().Do(ctx, "POST", "/api/v1/config/envs", config.Env{Name: args[0], Description: envDesc, EmergencyPublish: envEmergency}, &e); err != nil {
+		e, err := g.configAdmin().CreateEnv(ctx, config.Env{Name: args[0], Description: envDesc, EmergencyPublish: envEmergency})
+		if err != nil {
 			return err
 		}
 		return g.print(e, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created environment %s\n", e.Name) })
@@ -94,14 +92,14 @@ func newConfigCmd(g *globals) *cobra.Command {
 	var upEmergency bool
 	updateEnv := &cobra.Command{Use: "update-env NAME", Short: "Change an environment's description or emergency-publish switch", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var cur api.List[config.Env]
-		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &cur); err != nil {
+		cur, err := g.configAdmin().Envs(ctx)
+		if err != nil {
 			return err
 		}
 		var e *config.Env
-		for i := range cur.Items {
-			if cur.Items[i].Name == args[0] {
-				e = &cur.Items[i]
+		for i := range cur {
+			if cur[i].Name == args[0] {
+				e = &cur[i]
 			}
 		}
 		if e == nil {
@@ -113,8 +111,8 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if cmd.Flags().Changed("emergency-publish") {
 			e.EmergencyPublish = upEmergency
 		}
-		var out config.Env
-		if err := g.client().Do(ctx, "PUT", "/api/v1/config/envs/"+url.PathEscape(args[0]), e, &out); err != nil {
+		out, err := g.configAdmin().UpdateEnv(ctx, *e)
+		if err != nil {
 			return err
 		}
 		return g.print(out, func(w *tabwriter.Writer) {
@@ -126,13 +124,13 @@ func newConfigCmd(g *globals) *cobra.Command {
 
 	envs := &cobra.Command{Use: "envs", Short: "List environments", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[config.Env]
-		if err := g.client().Do(ctx, "GET", "/api/v1/config/envs", nil, &out); err != nil {
+		out, err := g.configAdmin().Envs(ctx)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "ENV", "EMERGENCY-PUBLISH", "DESCRIPTION")
-			for _, e := range out.Items {
+			for _, e := range out {
 				row(w, e.Name, e.EmergencyPublish, e.Description)
 			}
 		})
@@ -144,8 +142,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err := cc.check(); err != nil {
 			return err
 		}
-		p := "/api/v1/config/envs/" + url.PathEscape(cc.env) + "/apps/" + url.PathEscape(cc.app) + "/clusters"
-		if err := g.client().Do(ctx, "POST", p, map[string]string{"name": args[0]}, nil); err != nil {
+		if err := g.configAdmin().CreateCluster(ctx, cc.env, cc.app, args[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.out, "created cluster %s of %s/%s\n", args[0], cc.env, cc.app)
@@ -162,9 +159,8 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if err := nc.check(); err != nil {
 				return err
 			}
-			p := "/api/v1/config/envs/" + url.PathEscape(nc.env) + "/apps/" + url.PathEscape(nc.app) + "/clusters/" + url.PathEscape(nc.cluster) + "/namespaces"
-			var ns config.Namespace
-			if err := g.client().Do(ctx, "POST", p, config.NamespaceSpec{Name: args[0], Format: nsFormat, Public: nsPublic, LinkApp: nsLink}, &ns); err != nil {
+			ns, err := g.configAdmin().CreateNamespace(ctx, nc.env, nc.app, nc.cluster, config.NamespaceSpec{Name: args[0], Format: nsFormat, Public: nsPublic, LinkApp: nsLink})
+			if err != nil {
 				return err
 			}
 			return g.print(ns, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created namespace %s (%s)\n", ns.Coord, ns.Format) })
@@ -180,14 +176,13 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err := lc.check(); err != nil {
 			return err
 		}
-		p := "/api/v1/config/envs/" + url.PathEscape(lc.env) + "/apps/" + url.PathEscape(lc.app) + "/clusters/" + url.PathEscape(lc.cluster) + "/namespaces"
-		var out api.List[config.Namespace]
-		if err := g.client().Do(ctx, "GET", p, nil, &out); err != nil {
+		out, err := g.configAdmin().Namespaces(ctx, lc.env, lc.app, lc.cluster)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "NAMESPACE", "FORMAT", "RELEASE", "DRAFT-VERSION", "PUBLIC", "LINK-APP", "APPROVAL")
-			for _, n := range out.Items {
+			for _, n := range out {
 				row(w, n.NS, n.Format, n.ReleaseID, n.DraftVersion, n.Public, n.LinkApp, n.RequireApproval)
 			}
 		})
@@ -216,16 +211,16 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"value": value, "secret": secret, "comment": comment}
+			e := config.ItemEdit{Value: value, Secret: secret, Comment: comment}
 			if cmd.Flags().Changed("version") {
-				body["version"] = version
+				e.Version = &version
 			}
-			var out map[string]int64
-			if err := g.client().Do(ctx, "PUT", sc.nsPath()+"/items/"+url.PathEscape(args[0]), body, &out); err != nil {
+			v, err := g.configAdmin().SetItem(ctx, sc.co(), args[0], e)
+			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "set %s in the draft of %s (draft version %d); publish to release it\n", args[0], sc.coord(), out["draft_version"])
+			return g.print(config.DraftVersion{DraftVersion: v}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "set %s in the draft of %s (draft version %d); publish to release it\n", args[0], sc.coord(), v)
 			})
 		}}
 	sc.add(set, true)
@@ -243,8 +238,8 @@ func itemCmds(g *globals) []*cobra.Command {
 				return err
 			}
 			if reveal {
-				var cfg config.ClientConfig
-				if err := g.client().Do(ctx, "GET", "/api/v1/config/configs/"+url.PathEscape(gc.env)+"/"+url.PathEscape(gc.app)+"/"+url.PathEscape(gc.cluster)+"/"+url.PathEscape(gc.ns), nil, &cfg); err != nil {
+				cfg, err := g.configAdmin().Served(ctx, gc.co())
+				if err != nil {
 					return err
 				}
 				if len(args) == 1 {
@@ -261,13 +256,9 @@ func itemCmds(g *globals) []*cobra.Command {
 					}
 				})
 			}
-			source := ""
-			if draft {
-				source = "?source=draft"
-			}
 			if len(args) == 1 {
-				var it config.SnapItem
-				if err := g.client().Do(ctx, "GET", gc.nsPath()+"/items/"+url.PathEscape(args[0])+source, nil, &it); err != nil {
+				it, err := g.configAdmin().Item(ctx, gc.co(), args[0], draft)
+				if err != nil {
 					return err
 				}
 				if g.output != "table" {
@@ -276,12 +267,8 @@ func itemCmds(g *globals) []*cobra.Command {
 				fmt.Fprintln(g.out, it.Value)
 				return nil
 			}
-			var out struct {
-				Namespace config.Namespace `json:"namespace"`
-				Items     []config.Item    `json:"items"`
-				Pending   []config.Change  `json:"pending"`
-			}
-			if err := g.client().Do(ctx, "GET", gc.nsPath(), nil, &out); err != nil {
+			out, err := g.configAdmin().Namespace(ctx, gc.co())
+			if err != nil {
 				return err
 			}
 			return g.print(out, func(w *tabwriter.Writer) {
@@ -304,12 +291,12 @@ func itemCmds(g *globals) []*cobra.Command {
 		if err := dc.check(); err != nil {
 			return err
 		}
-		var out map[string]int64
-		if err := g.client().Do(ctx, "DELETE", dc.nsPath()+"/items/"+url.PathEscape(args[0]), nil, &out); err != nil {
+		v, err := g.configAdmin().DeleteItem(ctx, dc.co(), args[0])
+		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
-			fmt.Fprintf(w, "deleted %s from the draft of %s (draft version %d)\n", args[0], dc.coord(), out["draft_version"])
+		return g.print(config.DraftVersion{DraftVersion: v}, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "deleted %s from the draft of %s (draft version %d)\n", args[0], dc.coord(), v)
 		})
 	}}
 	dc.add(del, true)
@@ -331,12 +318,12 @@ func itemCmds(g *globals) []*cobra.Command {
 			if f == "" && args[0] != "-" {
 				f = string(config.FormatFromName(args[0]))
 			}
-			var out map[string]int64
-			if err := g.client().Do(ctx, "POST", ic.nsPath()+"/import", map[string]any{"format": f, "data": data, "merge": merge}, &out); err != nil {
+			out, err := g.configAdmin().Import(ctx, ic.co(), config.ImportRequest{Format: f, Data: data, Merge: merge})
+			if err != nil {
 				return err
 			}
 			return g.print(out, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "imported %d item(s) into the draft of %s (draft version %d); publish to release\n", out["items"], ic.coord(), out["draft_version"])
+				fmt.Fprintf(w, "imported %d item(s) into the draft of %s (draft version %d); publish to release\n", out.Items, ic.coord(), out.DraftVersion)
 			})
 		}}
 	ic.add(imp, true)
@@ -352,21 +339,11 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err := ec.check(); err != nil {
 				return err
 			}
-			q := url.Values{}
-			if expFormat != "" {
-				q.Set("format", expFormat)
-			}
-			if expDraft {
-				q.Set("source", "draft")
-			}
-			if expReveal {
-				q.Set("reveal", "true")
-			}
-			var out string
-			if err := g.client().Do(ctx, "GET", ec.nsPath()+"/export?"+q.Encode(), nil, &out); err != nil {
+			out, err := g.configAdmin().Export(ctx, ec.co(), config.ExportOptions{Format: expFormat, Draft: expDraft, Reveal: expReveal})
+			if err != nil {
 				return err
 			}
-			_, err := io.WriteString(g.out, out)
+			_, err = io.WriteString(g.out, out)
 			return err
 		}}
 	ec.add(exp, true)
@@ -382,15 +359,15 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err := stc.check(); err != nil {
 				return err
 			}
-			body := map[string]any{}
+			var set config.Settings
 			if cmd.Flags().Changed("require-approval") {
-				body["require_approval"] = reqApproval
+				set.RequireApproval = &reqApproval
 			}
 			if cmd.Flags().Changed("separate-publisher") {
-				body["separate_publisher"] = sepPublisher
+				set.SeparatePublisher = &sepPublisher
 			}
-			var ns config.Namespace
-			if err := g.client().Do(ctx, "PATCH", stc.nsPath(), body, &ns); err != nil {
+			ns, err := g.configAdmin().UpdateSettings(ctx, stc.co(), set)
+			if err != nil {
 				return err
 			}
 			return g.print(ns, func(w *tabwriter.Writer) {
@@ -408,13 +385,13 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err := inc.check(); err != nil {
 				return err
 			}
-			var out api.List[config.Instance]
-			if err := g.client().Do(ctx, "GET", inc.nsPath()+"/instances", nil, &out); err != nil {
+			out, err := g.configAdmin().Instances(ctx, inc.co())
+			if err != nil {
 				return err
 			}
-			return g.print(out.Items, func(w *tabwriter.Writer) {
+			return g.print(out, func(w *tabwriter.Writer) {
 				row(w, "INSTANCE", "IP", "LABELS", "RELEASE", "GRAY", "LAST-SEEN")
-				for _, in := range out.Items {
+				for _, in := range out {
 					row(w, in.Instance, in.IP, in.Labels, in.ReleaseID, in.Gray, time.UnixMilli(in.LastSeen).UTC().Format(time.RFC3339))
 				}
 			})
@@ -469,8 +446,8 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err := pc.check(); err != nil {
 				return err
 			}
-			var rel config.Release
-			if err := g.client().Do(ctx, "POST", pc.nsPath()+"/publish", config.PublishRequest{Comment: msg, Emergency: emergency}, &rel); err != nil {
+			rel, err := g.configAdmin().Publish(ctx, pc.co(), config.PublishRequest{Comment: msg, Emergency: emergency})
+			if err != nil {
 				return err
 			}
 			return printRelease(g, rel, "published")
@@ -488,8 +465,8 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err := rc.check(); err != nil {
 				return err
 			}
-			var rel config.Release
-			if err := g.client().Do(ctx, "POST", rc.nsPath()+"/rollback", config.RollbackRequest{To: to, Comment: rmsg}, &rel); err != nil {
+			rel, err := g.configAdmin().Rollback(ctx, rc.co(), config.RollbackRequest{To: to, Comment: rmsg})
+			if err != nil {
 				return err
 			}
 			return printRelease(g, rel, "rolled back with")
@@ -506,13 +483,13 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err := hc.check(); err != nil {
 				return err
 			}
-			var out api.List[config.Release]
-			if err := g.client().Do(ctx, "GET", hc.nsPath()+"/releases?limit="+strconv.Itoa(limit), nil, &out); err != nil {
+			out, err := g.configAdmin().Releases(ctx, hc.co(), limit)
+			if err != nil {
 				return err
 			}
-			return g.print(out.Items, func(w *tabwriter.Writer) {
+			return g.print(out, func(w *tabwriter.Writer) {
 				row(w, "ID", "VERSION", "KIND", "AUTHOR", "WHEN", "CHANGES", "COMMENT")
-				for _, r := range out.Items {
+				for _, r := range out {
 					var ch []string
 					for _, c := range r.Changes {
 						ch = append(ch, c.Op[:1]+":"+c.Key)
@@ -532,15 +509,15 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err := fc.check(); err != nil {
 				return err
 			}
-			var out api.List[config.Change]
-			if err := g.client().Do(ctx, "GET", fc.nsPath()+"/diff?from="+url.QueryEscape(from)+"&to="+url.QueryEscape(dto), nil, &out); err != nil {
+			out, err := g.configAdmin().Diff(ctx, fc.co(), from, dto)
+			if err != nil {
 				return err
 			}
-			return g.print(out.Items, func(w *tabwriter.Writer) {
-				if len(out.Items) == 0 {
+			return g.print(out, func(w *tabwriter.Writer) {
+				if len(out) == 0 {
 					fmt.Fprintln(w, "no differences")
 				}
-				for _, c := range out.Items {
+				for _, c := range out {
 					row(w, c.Op, c.Key, c.Old, "→", c.New)
 				}
 			})
@@ -557,8 +534,8 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err := qc.check(); err != nil {
 				return err
 			}
-			var out config.ReleaseRequest
-			if err := g.client().Do(ctx, "POST", qc.nsPath()+"/requests", map[string]string{"comment": qmsg}, &out); err != nil {
+			out, err := g.configAdmin().RequestRelease(ctx, qc.co(), qmsg)
+			if err != nil {
 				return err
 			}
 			return g.print(out, func(w *tabwriter.Writer) {
@@ -578,13 +555,13 @@ func releaseCmds(g *globals) []*cobra.Command {
 		if err := lqc.check(); err != nil {
 			return err
 		}
-		var out api.List[config.ReleaseRequest]
-		if err := g.client().Do(ctx, "GET", lqc.nsPath()+"/requests?status="+url.QueryEscape(status), nil, &out); err != nil {
+		out, err := g.configAdmin().Requests(ctx, lqc.co(), status)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "ID", "BY", "STATUS", "REVIEWER", "CHANGES", "COMMENT")
-			for _, r := range out.Items {
+			for _, r := range out {
 				row(w, r.ID, r.RequestedBy, r.Status, r.Reviewer, len(r.Changes), r.Comment)
 			}
 		})
@@ -601,14 +578,24 @@ func releaseCmds(g *globals) []*cobra.Command {
 				if err := c.check(); err != nil {
 					return err
 				}
-				if verb == "approve" {
-					var rel config.Release
-					if err := g.client().Do(ctx, "POST", c.nsPath()+"/requests/"+url.PathEscape(args[0])+"/approve", config.Decision{Comment: m}, &rel); err != nil {
+				id, err := strconv.ParseInt(args[0], 10, 64)
+				if err != nil {
+					return fmt.Errorf("request id %q is not a number (see tangram config requests)", args[0])
+				}
+				a, d := g.configAdmin(), config.Decision{Comment: m}
+				switch verb {
+				case "approve":
+					rel, err := a.Approve(ctx, c.co(), id, d)
+					if err != nil {
 						return err
 					}
 					return printRelease(g, rel, "approved; published")
+				case "reject":
+					err = a.Reject(ctx, c.co(), id, d)
+				default:
+					err = a.Cancel(ctx, c.co(), id, d)
 				}
-				if err := g.client().Do(ctx, "POST", c.nsPath()+"/requests/"+url.PathEscape(args[0])+"/"+verb, config.Decision{Comment: m}, nil); err != nil {
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(g.out, "request %s: %s\n", args[0], verb)
@@ -647,8 +634,8 @@ func grayCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var gr config.Gray
-			if err := g.client().Do(ctx, "POST", c.nsPath()+"/gray", e, &gr); err != nil {
+			gr, err := g.configAdmin().EditGray(ctx, c.co(), e)
+			if err != nil {
 				return err
 			}
 			return printGray(gr)
@@ -691,8 +678,8 @@ func grayCmd(g *globals) *cobra.Command {
 		if err := sc.check(); err != nil {
 			return err
 		}
-		var gr config.Gray
-		if err := g.client().Do(ctx, "GET", sc.nsPath()+"/gray", nil, &gr); err != nil {
+		gr, err := g.configAdmin().Gray(ctx, sc.co())
+		if err != nil {
 			return err
 		}
 		return printGray(gr)
@@ -707,15 +694,21 @@ func grayCmd(g *globals) *cobra.Command {
 			if err := c.check(); err != nil {
 				return err
 			}
+			a := g.configAdmin()
 			if verb == "abandon" {
-				if err := g.client().Do(ctx, "POST", c.nsPath()+"/gray/abandon", nil, nil); err != nil {
+				if err := a.AbandonGray(ctx, c.co()); err != nil {
 					return err
 				}
 				fmt.Fprintf(g.out, "gray branch of %s abandoned\n", c.coord())
 				return nil
 			}
-			var rel config.Release
-			if err := g.client().Do(ctx, "POST", c.nsPath()+"/gray/"+verb, config.PublishRequest{Comment: m, Emergency: emergency}, &rel); err != nil {
+			req := config.PublishRequest{Comment: m, Emergency: emergency}
+			publish := a.PublishGray
+			if verb == "promote" {
+				publish = a.PromoteGray
+			}
+			rel, err := publish(ctx, c.co(), req)
+			if err != nil {
 				return err
 			}
 			return printRelease(g, rel, "gray "+verb+":")

@@ -5,15 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/job"
 )
 
@@ -161,7 +160,6 @@ func runRows(w *tabwriter.Writer, list []job.Run) {
 
 func newJobCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Job scheduler: jobs, triggers, runs, logs, kills"}
-	path := func(id string) string { return "/api/v1/jobs/" + url.PathEscape(id) }
 
 	var af jobFlags
 	add := &cobra.Command{Use: "add NAME", Short: "Create a job (e.g. --app demo --handler hello --cron \"*/5 * * * * *\")", Args: cobra.ExactArgs(1),
@@ -172,11 +170,11 @@ func newJobCmd(g *globals) *cobra.Command {
 				return err
 			}
 			j.Name = args[0]
-			var out job.Job
-			if err := g.client().Do(ctx, "POST", "/api/v1/jobs", &j, &out); err != nil {
+			out, err := g.jobAdmin().Create(ctx, &j)
+			if err != nil {
 				return err
 			}
-			return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+			return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 		}}
 	af.add(add)
 
@@ -184,43 +182,40 @@ func newJobCmd(g *globals) *cobra.Command {
 	edit := &cobra.Command{Use: "edit JOB", Short: "Change a job (by ID or name): the flags given replace those fields", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var j job.Job
-			if err := g.client().Do(ctx, "GET", path(args[0]), nil, &j); err != nil {
+			a := g.jobAdmin()
+			j, err := a.Job(ctx, args[0])
+			if err != nil {
 				return err
 			}
-			if err := ef.apply(cmd, &j); err != nil {
+			if err := ef.apply(cmd, j); err != nil {
 				return err
 			}
-			var out job.Job
-			if err := g.client().Do(ctx, "PUT", path(args[0]), &j, &out); err != nil {
+			out, err := a.Update(ctx, args[0], j)
+			if err != nil {
 				return err
 			}
-			return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+			return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 		}}
 	ef.add(edit)
 
 	var app string
 	list := &cobra.Command{Use: "list", Short: "List jobs", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[*job.Job]
-		q := ""
-		if app != "" {
-			q = "?app=" + url.QueryEscape(app)
-		}
-		if err := g.client().Do(ctx, "GET", "/api/v1/jobs"+q, nil, &out); err != nil {
+		out, err := g.jobAdmin().Jobs(ctx, app)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) { jobRows(w, out.Items) })
+		return g.print(out, func(w *tabwriter.Writer) { jobRows(w, out) })
 	}}
 	list.Flags().StringVar(&app, "app", "", "only this app's jobs")
 
 	get := &cobra.Command{Use: "get JOB", Short: "Show a job (by ID or name)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out job.Job
-		if err := g.client().Do(ctx, "GET", path(args[0]), nil, &out); err != nil {
+		out, err := g.jobAdmin().Job(ctx, args[0])
+		if err != nil {
 			return err
 		}
-		return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+		return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 	}}
 
 	var params string
@@ -228,17 +223,15 @@ func newJobCmd(g *globals) *cobra.Command {
 	trigger := &cobra.Command{Use: "trigger JOB", Short: "Run a job now (--params overrides its parameters; --follow streams the log)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var out struct {
-				Runs []int64 `json:"runs"`
-			}
-			if err := g.client().Do(ctx, "POST", path(args[0])+"/trigger", map[string]string{"params": params}, &out); err != nil {
+			ids, err := g.jobAdmin().Trigger(ctx, args[0], params)
+			if err != nil {
 				return err
 			}
-			for _, id := range out.Runs {
+			for _, id := range ids {
 				fmt.Fprintf(g.out, "run %d\n", id)
 			}
-			if follow && len(out.Runs) > 0 {
-				return followLog(ctx, g, out.Runs[0], true)
+			if follow && len(ids) > 0 {
+				return followLog(ctx, g, ids[0], true)
 			}
 			return nil
 		}}
@@ -248,17 +241,21 @@ func newJobCmd(g *globals) *cobra.Command {
 	var limit int
 	runs := &cobra.Command{Use: "runs JOB", Short: "List a job's runs, newest first", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[job.Run]
-		if err := g.client().Do(ctx, "GET", fmt.Sprintf("%s/runs?limit=%d", path(args[0]), limit), nil, &out); err != nil {
+		out, err := g.jobAdmin().Runs(ctx, args[0], limit)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) { runRows(w, out.Items) })
+		return g.print(out, func(w *tabwriter.Writer) { runRows(w, out) })
 	}}
 	runs.Flags().IntVar(&limit, "limit", 20, "how many")
 
 	kill := &cobra.Command{Use: "kill RUN", Short: "Kill a running run", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		if err := g.client().Do(ctx, "POST", "/api/v1/job-runs/"+url.PathEscape(args[0])+"/kill", nil, nil); err != nil {
+		id, err := strconv.ParseInt(args[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("run %q: not a number", args[0])
+		}
+		if err := g.jobAdmin().Kill(ctx, id); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.out, "kill sent to run %s\n", args[0])
@@ -280,16 +277,21 @@ func newJobCmd(g *globals) *cobra.Command {
 		return &cobra.Command{Use: verb + " JOB", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a job's schedule", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				ctx := cmd.Context()
-				var out job.Job
-				if err := g.client().Do(ctx, "POST", path(args[0])+"/"+verb, nil, &out); err != nil {
+				a := g.jobAdmin()
+				toggle := a.Enable
+				if verb == "disable" {
+					toggle = a.Disable
+				}
+				out, err := toggle(ctx, args[0])
+				if err != nil {
 					return err
 				}
-				return g.print(&out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{&out}) })
+				return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 			}}
 	}
 	del := &cobra.Command{Use: "delete JOB", Short: "Delete a job (its runs and logs stay)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		if err := g.client().Do(ctx, "DELETE", path(args[0]), nil, nil); err != nil {
+		if err := g.jobAdmin().Delete(ctx, args[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.out, "deleted %s\n", args[0])
@@ -297,13 +299,13 @@ func newJobCmd(g *globals) *cobra.Command {
 	}}
 	execs := &cobra.Command{Use: "executors", Short: "List live executors", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[job.ExecutorInfo]
-		if err := g.client().Do(ctx, "GET", "/api/v1/job-executors", nil, &out); err != nil {
+		out, err := g.jobAdmin().Executors(ctx, "")
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "APP", "ADDRESS", "RUNNING", "CAPACITY", "HANDLERS", "LAST HEARTBEAT")
-			for _, e := range out.Items {
+			for _, e := range out {
 				row(w, e.App, e.Addr, e.Running, e.Capacity, strings.Join(e.Handlers, ","), e.LastBeat.Local().Format("15:04:05"))
 			}
 		})
@@ -323,8 +325,8 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var v job.GlueVersion
-			if err := g.client().Do(ctx, "POST", path(args[0])+"/glue", map[string]string{"source": string(b), "note": gnote}, &v); err != nil {
+			v, err := g.jobAdmin().SaveGlue(ctx, args[0], job.GlueSource{Source: string(b), Note: gnote})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "saved version %d\n", v.Version)
@@ -336,8 +338,8 @@ func newJobCmd(g *globals) *cobra.Command {
 	gshow := &cobra.Command{Use: "show JOB", Short: "Print a version of the code (--version, default current)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var v job.GlueVersion
-			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue/"+url.PathEscape(gversion), nil, &v); err != nil {
+			v, err := g.jobAdmin().Glue(ctx, args[0], gversion)
+			if err != nil {
 				return err
 			}
 			fmt.Fprint(g.out, v.Source)
@@ -347,13 +349,13 @@ func newJobCmd(g *globals) *cobra.Command {
 	ghist := &cobra.Command{Use: "history JOB", Short: "List the saved versions", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var out api.List[job.GlueVersion]
-			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue", nil, &out); err != nil {
+			out, err := g.jobAdmin().GlueHistory(ctx, args[0])
+			if err != nil {
 				return err
 			}
-			return g.print(out.Items, func(w *tabwriter.Writer) {
+			return g.print(out, func(w *tabwriter.Writer) {
 				row(w, "VERSION", "SAVED", "AUTHOR", "NOTE")
-				for _, v := range out.Items {
+				for _, v := range out {
 					row(w, v.Version, v.CreatedAt.Local().Format("2006-01-02 15:04:05"), v.Author, v.Note)
 				}
 			})
@@ -361,24 +363,32 @@ func newJobCmd(g *globals) *cobra.Command {
 	gdiff := &cobra.Command{Use: "diff JOB FROM [TO]", Short: "Diff two versions (TO default: current)", Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			to := "0"
+			from, err := strconv.Atoi(args[1])
+			if err != nil || from <= 0 {
+				return fmt.Errorf("FROM %q: want a glue version number", args[1])
+			}
+			to := 0
 			if len(args) == 3 {
-				to = args[2]
+				if to, err = strconv.Atoi(args[2]); err != nil || to <= 0 {
+					return fmt.Errorf("TO %q: want a glue version number", args[2])
+				}
 			}
-			var out struct {
-				Diff string `json:"diff"`
-			}
-			if err := g.client().Do(ctx, "GET", path(args[0])+"/glue-diff?from="+url.QueryEscape(args[1])+"&to="+url.QueryEscape(to), nil, &out); err != nil {
+			d, err := g.jobAdmin().DiffGlue(ctx, args[0], from, to)
+			if err != nil {
 				return err
 			}
-			fmt.Fprint(g.out, out.Diff)
+			fmt.Fprint(g.out, d)
 			return nil
 		}}
 	grollback := &cobra.Command{Use: "rollback JOB VERSION", Short: "Make an old version current again (saved as a new version)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var v job.GlueVersion
-			if err := g.client().Do(ctx, "POST", path(args[0])+"/glue/"+url.PathEscape(args[1])+"/rollback", nil, &v); err != nil {
+			version, err := strconv.Atoi(args[1])
+			if err != nil || version <= 0 {
+				return fmt.Errorf("VERSION %q: want a glue version number", args[1])
+			}
+			v, err := g.jobAdmin().RollbackGlue(ctx, args[0], version)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "version %s is current again as version %d\n", args[1], v.Version)
@@ -389,19 +399,20 @@ func newJobCmd(g *globals) *cobra.Command {
 	flows := &cobra.Command{Use: "flows JOB", Short: "A workflow job's runs, the newest with its nodes", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var out api.List[job.FlowRun]
-			if err := g.client().Do(ctx, "GET", path(args[0])+"/flows", nil, &out); err != nil {
+			a := g.jobAdmin()
+			out, err := a.Flows(ctx, args[0])
+			if err != nil {
 				return err
 			}
 			var latest job.FlowRun
-			if len(out.Items) > 0 {
-				if err := g.client().Do(ctx, "GET", fmt.Sprintf("/api/v1/job-flows/%d", out.Items[0].ID), nil, &latest); err != nil {
+			if len(out) > 0 {
+				if latest, err = a.Flow(ctx, out[0].ID); err != nil {
 					return err
 				}
 			}
-			return g.print(out.Items, func(w *tabwriter.Writer) {
+			return g.print(out, func(w *tabwriter.Writer) {
 				row(w, "FLOW RUN", "FIRED", "STATUS", "FINISHED")
-				for _, f := range out.Items {
+				for _, f := range out {
 					fin := "-"
 					if !f.FinishedAt.IsZero() {
 						fin = f.FinishedAt.Local().Format("15:04:05.000")
@@ -426,12 +437,8 @@ func newJobCmd(g *globals) *cobra.Command {
 func followLog(ctx context.Context, g *globals, run int64, follow bool) error {
 	from := 0
 	for {
-		var out struct {
-			Text   string `json:"text"`
-			Next   int    `json:"next"`
-			Status string `json:"status"`
-		}
-		if err := g.client().Do(ctx, "GET", fmt.Sprintf("/api/v1/job-runs/%d/logs?from=%d", run, from), nil, &out); err != nil {
+		out, err := g.jobAdmin().Logs(ctx, run, from)
+		if err != nil {
 			return err
 		}
 		fmt.Fprint(g.out, out.Text)

@@ -3,17 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/registry"
 )
 
@@ -24,8 +21,8 @@ func (s *svcFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.group, "group", registry.DefaultGroup, "group")
 }
 
-func (s *svcFlags) path(service string) string {
-	return "/api/v1/registry/services/" + url.PathEscape(s.namespace) + "/" + url.PathEscape(s.group) + "/" + url.PathEscape(service)
+func (s *svcFlags) key(service string) registry.Key {
+	return registry.Key{Namespace: s.namespace, Group: s.group, Service: service}
 }
 
 func instanceRows(w *tabwriter.Writer, list []*registry.Instance) {
@@ -49,17 +46,13 @@ func newRegistryCmd(g *globals) *cobra.Command {
 	var listNS string
 	list := &cobra.Command{Use: "list", Short: "List services with instances", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var out api.List[registry.ServiceInfo]
-		q := ""
-		if listNS != "" {
-			q = "?namespace=" + url.QueryEscape(listNS)
-		}
-		if err := g.client().Do(ctx, "GET", "/api/v1/registry/services"+q, nil, &out); err != nil {
+		out, err := g.registryAdmin().Services(ctx, listNS)
+		if err != nil {
 			return err
 		}
-		return g.print(out.Items, func(w *tabwriter.Writer) {
+		return g.print(out, func(w *tabwriter.Writer) {
 			row(w, "NAMESPACE", "GROUP", "SERVICE", "INSTANCES", "HEALTHY")
-			for _, s := range out.Items {
+			for _, s := range out {
 				row(w, s.Namespace, s.Group, s.Service, s.Instances, s.Healthy)
 			}
 		})
@@ -69,8 +62,8 @@ func newRegistryCmd(g *globals) *cobra.Command {
 	var sf svcFlags
 	get := &cobra.Command{Use: "get SERVICE", Short: "Show a service's instances", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var snap registry.Snapshot
-		if err := g.client().Do(ctx, "GET", sf.path(args[0]), nil, &snap); err != nil {
+		snap, err := g.registryAdmin().Service(ctx, sf.key(args[0]))
+		if err != nil {
 			return err
 		}
 		return g.print(snap, func(w *tabwriter.Writer) { instanceRows(w, snap.Instances) })
@@ -100,9 +93,9 @@ deregisters it; without, it expires after 30 s.`,
 				}
 				in.Metadata[k] = v
 			}
-			var out registry.Instance
-			c := g.client()
-			if err := c.Do(ctx, "POST", "/api/v1/registry/instances", in, &out); err != nil {
+			a := g.registryAdmin()
+			out, err := a.Register(ctx, in)
+			if err != nil {
 				return err
 			}
 			if err := g.print(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "registered %s in %s\n", out.ID, out.Key) }); err != nil {
@@ -113,18 +106,22 @@ deregisters it; without, it expires after 30 s.`,
 			}
 			sig, stop := signal.NotifyContext(ctx, os.Interrupt)
 			defer stop()
-			hb := rf.path(args[0]) + "/instances/" + url.PathEscape(out.ID)
+			k := rf.key(args[0])
 			t := time.NewTicker(5 * time.Second)
 			defer t.Stop()
 			for {
 				select {
 				case <-sig.Done():
 					fmt.Fprintf(g.out, "deregistering %s\n", out.ID)
-					return c.Do(context.Background(), "DELETE", hb, nil, nil)
+					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					defer cancel()
+					return a.Deregister(dctx, k, out.ID)
 				case <-t.C:
-					if err := c.Do(ctx, "PUT", hb+"/heartbeat", nil, nil); err != nil {
+					if err := a.Heartbeat(ctx, k, out.ID); err != nil {
 						fmt.Fprintf(cmd.ErrOrStderr(), "heartbeat: %v; registering again\n", err)
-						_ = c.Do(ctx, "POST", "/api/v1/registry/instances", in, &out)
+						if again, err := a.Register(ctx, in); err == nil {
+							out = again
+						}
 					}
 				}
 			}
@@ -143,7 +140,7 @@ deregisters it; without, it expires after 30 s.`,
 	var df svcFlags
 	dereg := &cobra.Command{Use: "deregister SERVICE ID", Short: "Remove an instance", Args: cobra.ExactArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		if err := g.client().Do(ctx, "DELETE", df.path(args[0])+"/instances/"+url.PathEscape(args[1]), nil, nil); err != nil {
+		if err := g.registryAdmin().Deregister(ctx, df.key(args[0]), args[1]); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.out, "deregistered %s\n", args[1])
@@ -164,8 +161,8 @@ deregisters it; without, it expires after 30 s.`,
 				enabled := undo
 				p.Enabled = &enabled
 			}
-			var out registry.Instance
-			if err := g.client().Do(ctx, "PATCH", dr.path(args[0])+"/instances/"+url.PathEscape(args[1]), p, &out); err != nil {
+			out, err := g.registryAdmin().Update(ctx, dr.key(args[0]), args[1], p)
+			if err != nil {
 				return err
 			}
 			return g.print(out, func(w *tabwriter.Writer) { instanceRows(w, []*registry.Instance{&out}) })
@@ -181,17 +178,20 @@ deregisters it; without, it expires after 30 s.`,
 			ctx := cmd.Context()
 			sig, stop := signal.NotifyContext(ctx, os.Interrupt)
 			defer stop()
-			c := g.client()
+			a := g.registryAdmin()
 			var rev int64
 			for n := 0; count == 0 || n < count; {
-				var snap registry.Snapshot
-				err := c.Do(sig, "GET", wf.path(args[0])+"/watch?timeout=30s&revision="+strconv.FormatInt(rev, 10), nil, &snap)
+				snap, err := a.Watch(sig, wf.key(args[0]), rev, 30*time.Second)
 				if sig.Err() != nil {
 					return nil
 				}
 				if err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "watch: %v; retrying\n", err)
-					time.Sleep(time.Second)
+					select {
+					case <-sig.Done():
+						return nil
+					case <-time.After(time.Second):
+					}
 					continue
 				}
 				switch {
@@ -217,8 +217,8 @@ deregisters it; without, it expires after 30 s.`,
 
 	status := &cobra.Command{Use: "status", Short: "Registry counts and self-preservation state", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		var st registry.Status
-		if err := g.client().Do(ctx, "GET", "/api/v1/registry/status", nil, &st); err != nil {
+		st, err := g.registryAdmin().Status(ctx)
+		if err != nil {
 			return err
 		}
 		return g.print(st, func(w *tabwriter.Writer) {

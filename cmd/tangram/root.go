@@ -11,7 +11,10 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/config"
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/job"
+	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/server"
 )
 
@@ -57,9 +60,13 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-func (g *globals) client() *apiclient.Client {
-	return apiclient.New(g.server, g.token)
-}
+func (g *globals) authAdmin() *auth.Client { return auth.NewClient(g.server, g.token) }
+
+func (g *globals) configAdmin() *config.Admin { return config.NewAdmin(g.server, g.token) }
+
+func (g *globals) jobAdmin() *job.Admin { return job.NewAdmin(g.server, g.token) }
+
+func (g *globals) registryAdmin() *registry.Admin { return registry.NewAdmin(g.server, g.token) }
 
 // print writes v as JSON or YAML, or calls table for the table format.
 func (g *globals) print(v any, table func(w *tabwriter.Writer)) error {

@@ -25,13 +25,10 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	const base = "/api/v1/config"
 	const nsPath = base + "/envs/{env}/apps/{app}/clusters/{cluster}/namespaces/{ns}"
 	coord := coordOf
-	check := func(r *http.Request, p auth.Perm, c config.Coord) error {
-		return auth.Check(r.Context(), p, c.Env, c.App, c.NS)
-	}
 	actor := func(r *http.Request) string { return auth.Actor(r.Context()) }
 
 	h("GET "+base+"/envs", func(w http.ResponseWriter, r *http.Request) error {
-		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+		if err := Authorize(r.Context(), OpRead, config.Coord{}); err != nil {
 			return err
 		}
 		envs, err := s.ListEnvs(r.Context())
@@ -42,7 +39,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		return nil
 	})
 	h("POST "+base+"/envs", func(w http.ResponseWriter, r *http.Request) error {
-		if err := auth.Check(r.Context(), auth.PermAdmin, "", "", ""); err != nil {
+		if err := Authorize(r.Context(), OpManageEnvs, config.Coord{}); err != nil {
 			return err
 		}
 		var e config.Env
@@ -57,7 +54,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		return nil
 	})
 	h("PUT "+base+"/envs/{env}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := auth.Check(r.Context(), auth.PermAdmin, r.PathValue("env"), "", ""); err != nil {
+		if err := Authorize(r.Context(), OpManageEnvs, config.Coord{Env: r.PathValue("env")}); err != nil {
 			return err
 		}
 		var e config.Env
@@ -73,21 +70,14 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		return nil
 	})
 	h("GET "+base+"/apps", func(w http.ResponseWriter, r *http.Request) error {
-		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+		if err := Authorize(r.Context(), OpRead, config.Coord{}); err != nil {
 			return err
 		}
 		apps, err := s.ListApps(r.Context())
 		if err != nil {
 			return err
 		}
-		p := auth.FromContext(r.Context())
-		visible := apps[:0]
-		for _, a := range apps {
-			if p.Can(auth.PermRead, "", a.Name, "") {
-				visible = append(visible, a)
-			}
-		}
-		api.WriteJSON(w, 200, api.List[config.App]{Items: visible})
+		api.WriteJSON(w, 200, api.List[config.App]{Items: VisibleApps(r.Context(), apps)})
 		return nil
 	})
 	h("POST "+base+"/apps", func(w http.ResponseWriter, r *http.Request) error {
@@ -95,7 +85,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		if err := api.Decode(r, &a); err != nil {
 			return err
 		}
-		if err := auth.Check(r.Context(), auth.PermEdit, "", a.Name, ""); err != nil {
+		if err := Authorize(r.Context(), OpCreateApp, config.Coord{App: a.Name}); err != nil {
 			return err
 		}
 		out, err := s.CreateApp(r.Context(), actor(r), a)
@@ -106,7 +96,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		return nil
 	})
 	h("GET "+base+"/apps/{app}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := auth.Check(r.Context(), auth.PermRead, "", r.PathValue("app"), ""); err != nil {
+		if err := Authorize(r.Context(), OpRead, config.Coord{App: r.PathValue("app")}); err != nil {
 			return err
 		}
 		a, err := s.GetApp(r.Context(), r.PathValue("app"))
@@ -118,7 +108,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	})
 	h("GET "+base+"/envs/{env}/apps/{app}/clusters", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		cl, err := s.ListClusters(r.Context(), c.Env, c.App)
@@ -130,7 +120,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	})
 	h("POST "+base+"/envs/{env}/apps/{app}/clusters", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
+		if err := Authorize(r.Context(), OpCreateCluster, c); err != nil {
 			return err
 		}
 		var req struct {
@@ -147,7 +137,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	})
 	h("GET "+base+"/envs/{env}/apps/{app}/clusters/{cluster}/namespaces", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		nss, err := s.ListNamespaces(r.Context(), c.Env, c.App, c.Cluster)
@@ -164,7 +154,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 			return err
 		}
 		c.NS = spec.Name
-		if err := check(r, auth.PermEdit, c); err != nil {
+		if err := Authorize(r.Context(), OpCreateNS, c); err != nil {
 			return err
 		}
 		ns, err := s.CreateNamespace(r.Context(), actor(r), c.Env, c.App, c.Cluster, spec)
@@ -178,7 +168,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	// One namespace.
 	h("GET "+nsPath, func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		ns, err := s.Namespace(r.Context(), c)
@@ -193,15 +183,15 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]any{"namespace": ns, "items": items, "pending": pending})
+		api.WriteJSON(w, 200, config.NamespaceView{Namespace: *ns, Items: items, Pending: pending})
 		return nil
 	})
-	h("PATCH "+nsPath, nsCall(auth.PermAdmin, 200, func(ctx context.Context, actor string, c config.Coord, set config.Settings) (any, error) {
+	h("PATCH "+nsPath, nsCall(OpSettings, 200, func(ctx context.Context, actor string, c config.Coord, set config.Settings) (any, error) {
 		return s.UpdateSettings(ctx, actor, c, set)
 	}))
 	h("GET "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		key := r.PathValue("key")
@@ -244,15 +234,10 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	})
 	h("PUT "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
+		if err := Authorize(r.Context(), OpEditDraft, c); err != nil {
 			return err
 		}
-		var req struct {
-			Value   string `json:"value"`
-			Secret  bool   `json:"secret"`
-			Comment string `json:"comment"`
-			Version *int64 `json:"version"`
-		}
+		var req config.ItemEdit
 		if err := api.Decode(r, &req); err != nil {
 			return err
 		}
@@ -260,12 +245,12 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
+		api.WriteJSON(w, 200, config.DraftVersion{DraftVersion: v})
 		return nil
 	})
 	h("DELETE "+nsPath+"/items/{key}", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
+		if err := Authorize(r.Context(), OpEditDraft, c); err != nil {
 			return err
 		}
 		e := config.Edit{Delete: []string{r.PathValue("key")}}
@@ -280,19 +265,19 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]int64{"draft_version": v})
+		api.WriteJSON(w, 200, config.DraftVersion{DraftVersion: v})
 		return nil
 	})
-	h("POST "+nsPath+"/draft", nsCall(auth.PermEdit, 200, func(ctx context.Context, actor string, c config.Coord, e config.Edit) (any, error) {
+	h("POST "+nsPath+"/draft", nsCall(OpEditDraft, 200, func(ctx context.Context, actor string, c config.Coord, e config.Edit) (any, error) {
 		v, err := s.EditDraft(ctx, actor, c, e)
-		return map[string]int64{"draft_version": v}, err
+		return config.DraftVersion{DraftVersion: v}, err
 	}))
-	h("POST "+nsPath+"/publish", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c config.Coord, req config.PublishRequest) (any, error) {
+	h("POST "+nsPath+"/publish", nsCall(OpPublish, 201, func(ctx context.Context, actor string, c config.Coord, req config.PublishRequest) (any, error) {
 		return s.Publish(ctx, actor, c, req)
 	}))
 	h("GET "+nsPath+"/releases", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		page, err := api.ReadPage(r, 20, 500)
@@ -326,24 +311,24 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		changes, err := s.DiffReleases(r.Context(), c, from, to)
 		return api.List[config.Change]{Items: changes}, err
 	}))
-	h("POST "+nsPath+"/rollback", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c config.Coord, req config.RollbackRequest) (any, error) {
+	h("POST "+nsPath+"/rollback", nsCall(OpRollback, 201, func(ctx context.Context, actor string, c config.Coord, req config.RollbackRequest) (any, error) {
 		return s.Rollback(ctx, actor, c, req)
 	}))
 	h("GET "+nsPath+"/gray", nsRead(func(r *http.Request, c config.Coord) (any, error) {
 		return s.GetGray(r.Context(), c)
 	}))
-	h("POST "+nsPath+"/gray", nsCall(auth.PermEdit, 200, func(ctx context.Context, actor string, c config.Coord, e config.GrayEdit) (any, error) {
+	h("POST "+nsPath+"/gray", nsCall(OpEditGray, 200, func(ctx context.Context, actor string, c config.Coord, e config.GrayEdit) (any, error) {
 		return s.EditGray(ctx, actor, c, e)
 	}))
-	h("POST "+nsPath+"/gray/publish", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c config.Coord, req config.PublishRequest) (any, error) {
+	h("POST "+nsPath+"/gray/publish", nsCall(OpReleaseGray, 201, func(ctx context.Context, actor string, c config.Coord, req config.PublishRequest) (any, error) {
 		return s.PublishGray(ctx, actor, c, req.Comment)
 	}))
-	h("POST "+nsPath+"/gray/promote", nsCall(auth.PermRelease, 201, func(ctx context.Context, actor string, c config.Coord, req config.PublishRequest) (any, error) {
+	h("POST "+nsPath+"/gray/promote", nsCall(OpReleaseGray, 201, func(ctx context.Context, actor string, c config.Coord, req config.PublishRequest) (any, error) {
 		return s.PromoteGray(ctx, actor, c, req)
 	}))
 	h("POST "+nsPath+"/gray/abandon", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRelease, c); err != nil {
+		if err := Authorize(r.Context(), OpReleaseGray, c); err != nil {
 			return err
 		}
 		if err := s.AbandonGray(r.Context(), actor(r), c); err != nil {
@@ -356,7 +341,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		reqs, err := s.Requests(r.Context(), c, r.URL.Query().Get("status"))
 		return api.List[config.ReleaseRequest]{Items: reqs}, err
 	}))
-	h("POST "+nsPath+"/requests", nsCall(auth.PermEdit, 201, func(ctx context.Context, actor string, c config.Coord, req struct {
+	h("POST "+nsPath+"/requests", nsCall(OpRequest, 201, func(ctx context.Context, actor string, c config.Coord, req struct {
 		Comment string `json:"comment"`
 	}) (any, error) {
 		return s.RequestRelease(ctx, actor, c, req.Comment)
@@ -373,7 +358,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		}
 		switch r.PathValue("decision") {
 		case "approve":
-			if err := check(r, auth.PermRelease, c); err != nil {
+			if err := Authorize(r.Context(), OpReview, c); err != nil {
 				return err
 			}
 			rel, err := s.Approve(r.Context(), actor(r), c, id, d)
@@ -383,12 +368,12 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 			api.WriteJSON(w, 201, rel)
 			return nil
 		case "reject":
-			if err := check(r, auth.PermRelease, c); err != nil {
+			if err := Authorize(r.Context(), OpReview, c); err != nil {
 				return err
 			}
 			err = s.Decline(r.Context(), actor(r), c, id, config.StatusRejected, d)
 		case "cancel":
-			if err := check(r, auth.PermEdit, c); err != nil {
+			if err := Authorize(r.Context(), OpCancelRequest, c); err != nil {
 				return err
 			}
 			err = s.Decline(r.Context(), actor(r), c, id, config.StatusCancelled, d)
@@ -407,7 +392,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	}))
 	h("GET "+nsPath+"/export", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		var f config.Format
@@ -419,7 +404,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		}
 		reveal := r.URL.Query().Get("reveal") == "true"
 		if reveal {
-			if err := check(r, auth.PermEdit, c); err != nil {
+			if err := Authorize(r.Context(), OpReveal, c); err != nil {
 				return err
 			}
 		}
@@ -433,14 +418,10 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	})
 	h("POST "+nsPath+"/import", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermEdit, c); err != nil {
+		if err := Authorize(r.Context(), OpEditDraft, c); err != nil {
 			return err
 		}
-		var req struct {
-			Format string `json:"format"`
-			Data   string `json:"data"`
-			Merge  bool   `json:"merge"`
-		}
+		var req config.ImportRequest
 		if err := api.Decode(r, &req); err != nil {
 			return err
 		}
@@ -455,14 +436,14 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]int64{"draft_version": v, "items": int64(n)})
+		api.WriteJSON(w, 200, config.DraftVersion{DraftVersion: v, Items: int64(n)})
 		return nil
 	})
 
 	// The client (SDK) endpoints.
 	h("GET "+base+"/configs/{env}/{app}/{cluster}/{ns}", func(w http.ResponseWriter, r *http.Request) error {
 		c := coord(r)
-		if err := check(r, auth.PermRead, c); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		q := r.URL.Query()
@@ -494,7 +475,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 			return err
 		}
 		for _, n := range req.Namespaces {
-			if err := auth.Check(r.Context(), auth.PermRead, req.Env, req.App, n.NS); err != nil {
+			if err := Authorize(r.Context(), OpRead, config.Coord{Env: req.Env, App: req.App, NS: n.NS}); err != nil {
 				return err
 			}
 		}
@@ -560,10 +541,10 @@ func coordOf(r *http.Request) config.Coord {
 
 // nsCall adapts a namespace operation with a JSON body: it checks perm on
 // the namespace, decodes Req, runs fn and answers with status.
-func nsCall[Req any](perm auth.Perm, status int, fn func(ctx context.Context, actor string, c config.Coord, req Req) (any, error)) func(http.ResponseWriter, *http.Request) error {
+func nsCall[Req any](op Op, status int, fn func(ctx context.Context, actor string, c config.Coord, req Req) (any, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		c := coordOf(r)
-		if err := auth.Check(r.Context(), perm, c.Env, c.App, c.NS); err != nil {
+		if err := Authorize(r.Context(), op, c); err != nil {
 			return err
 		}
 		var req Req
@@ -584,7 +565,7 @@ func nsCall[Req any](perm auth.Perm, status int, fn func(ctx context.Context, ac
 func nsRead(fn func(r *http.Request, c config.Coord) (any, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		c := coordOf(r)
-		if err := auth.Check(r.Context(), auth.PermRead, c.Env, c.App, c.NS); err != nil {
+		if err := Authorize(r.Context(), OpRead, c); err != nil {
 			return err
 		}
 		out, err := fn(r, c)

@@ -34,11 +34,7 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
 			return err
 		}
-		var req struct {
-			Name     string    `json:"name"`
-			Password string    `json:"password"`
-			Bindings []Binding `json:"bindings"`
-		}
+		var req UserSpec
 		if err := api.Decode(r, &req); err != nil {
 			return err
 		}
@@ -111,11 +107,7 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		return nil
 	})
 	h("POST /api/v1/auth/tokens", func(w http.ResponseWriter, r *http.Request) error {
-		var req struct {
-			User string `json:"user"`
-			Name string `json:"name"`
-			Env  string `json:"env"`
-		}
+		var req TokenSpec
 		if err := api.Decode(r, &req); err != nil {
 			return err
 		}
@@ -132,7 +124,7 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 201, map[string]any{"token": secret, "info": t})
+		api.WriteJSON(w, 201, CreatedToken{Token: secret, Info: t})
 		return nil
 	})
 	h("DELETE /api/v1/auth/tokens/{id}", func(w http.ResponseWriter, r *http.Request) error {
@@ -144,7 +136,7 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 			return api.BadRequest("token id %q is not a number", r.PathValue("id"))
 		}
 		if err := s.RevokeToken(r.Context(), Actor(r.Context()), id); err != nil {
-			return api.NotFound("%v", err)
+			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil

@@ -44,6 +44,7 @@ var (
 	ErrBadRole         = errcode.New(errcode.BadRequest, "auth: unknown role")
 	ErrBadName         = errcode.New(errcode.BadRequest, "auth: bad name")
 	ErrTooManyAttempts = errcode.New(errcode.TooManyRequests, "auth: too many failed sign-ins; wait a minute")
+	ErrTokenNotFound   = errcode.New(errcode.NotFound, "auth: token not found")
 )
 
 // dummyHash is checked against when a sign-in names no user, so that such a
@@ -631,7 +632,7 @@ func (s *Service) RevokeToken(ctx context.Context, actor string, id int64) error
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("auth: token %d not found", id)
+			return fmt.Errorf("%w: id %d", ErrTokenNotFound, id)
 		}
 		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.token.revoke", Resource: "token/" + strconv.FormatInt(id, 10)})
 	})
@@ -800,4 +801,18 @@ const MethodPrincipal = "tangram.Platform/Principal"
 // bindings.
 type PrincipalReply struct {
 	Principal Principal `msgpack:"principal"`
+}
+
+// Visible keeps the items the caller in ctx may read; scope names an
+// item's environment (or registry namespace), app and namespace. Lists
+// served over HTTP and shown in the console filter through it.
+func Visible[T any](ctx context.Context, items []T, scope func(T) (env, app, ns string)) []T {
+	p := FromContext(ctx)
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		if e, a, n := scope(it); p.Can(PermRead, e, a, n) {
+			out = append(out, it)
+		}
+	}
+	return out
 }

@@ -57,14 +57,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
-		p := auth.FromContext(r.Context())
-		out := make([]*job.Job, 0, len(jobs))
-		for _, j := range jobs {
-			if p.Can(auth.PermRead, "", j.App, "") {
-				out = append(out, j)
-			}
-		}
-		api.WriteJSON(w, 200, api.List[*job.Job]{Items: out})
+		api.WriteJSON(w, 200, api.List[*job.Job]{Items: VisibleJobs(r.Context(), jobs)})
 		return nil
 	})
 	h("POST "+base, func(w http.ResponseWriter, r *http.Request) error {
@@ -159,7 +152,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 			return err
 		}
 		s.audit(r.Context(), "job.trigger", j, nil, map[string]any{"runs": ids, "params": in.Params})
-		api.WriteJSON(w, 202, map[string]any{"runs": ids})
+		api.WriteJSON(w, 202, job.Triggered{Runs: ids})
 		return nil
 	})
 	// Glue: reading needs read; saving and rolling back run code on
@@ -181,10 +174,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
-		var in struct {
-			Source string `json:"source"`
-			Note   string `json:"note"`
-		}
+		var in job.GlueSource
 		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
@@ -254,7 +244,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]string{"diff": d})
+		api.WriteJSON(w, 200, job.GlueDiff{Diff: d})
 		return nil
 	})
 	h("GET "+base+"/{id}/runs", func(w http.ResponseWriter, r *http.Request) error {
@@ -321,7 +311,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]any{"text": text, "next": next, "status": rn.Status})
+		api.WriteJSON(w, 200, job.LogChunk{Text: text, Next: next, Status: rn.Status})
 		return nil
 	})
 	h("GET "+base+"/{id}/flows", func(w http.ResponseWriter, r *http.Request) error {
@@ -376,7 +366,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err := audit.Record(r.Context(), s.st, e); err != nil {
 			s.log.Error("job: audit record failed", "err", err)
 		}
-		api.WriteJSON(w, 202, map[string]any{"runs": ids})
+		api.WriteJSON(w, 202, job.Triggered{Runs: ids})
 		return nil
 	})
 	h("GET /api/v1/job-executors", func(w http.ResponseWriter, r *http.Request) error {
@@ -395,7 +385,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, map[string]any{"node": s.Node(), "partitions": s.cfg.Partitions, "owned": s.Owned(), "slow_executors": s.Slow()})
+		api.WriteJSON(w, 200, job.Status{Node: s.Node(), Partitions: s.cfg.Partitions, Owned: s.Owned(), SlowExecutors: s.Slow()})
 		return nil
 	})
 }
@@ -424,4 +414,10 @@ func (s *Scheduler) auditRun(ctx context.Context, action string, r *job.Run) {
 // buttons), as the API does.
 func (s *Scheduler) AuditAction(ctx context.Context, action string, j *job.Job, after any) {
 	s.audit(ctx, action, j, nil, after)
+}
+
+// VisibleJobs keeps the jobs the caller in ctx may read (the rule the API
+// and the console share).
+func VisibleJobs(ctx context.Context, jobs []*job.Job) []*job.Job {
+	return auth.Visible(ctx, jobs, func(j *job.Job) (string, string, string) { return "", j.App, "" })
 }

@@ -50,14 +50,7 @@ func (reg *Registry) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		if err := auth.Check(r.Context(), auth.PermRead, ns, "", ""); err != nil {
 			return err
 		}
-		var out []registry.ServiceInfo
-		p := auth.FromContext(r.Context())
-		for _, s := range reg.Services(ns) {
-			if p.Can(auth.PermRead, s.Namespace, s.Service, "") {
-				out = append(out, s)
-			}
-		}
-		api.WriteJSON(w, 200, api.List[registry.ServiceInfo]{Items: out})
+		api.WriteJSON(w, 200, api.List[registry.ServiceInfo]{Items: VisibleServices(r.Context(), reg.Services(ns))})
 		return nil
 	})
 	h("GET "+svcPath, func(w http.ResponseWriter, r *http.Request) error {
@@ -200,4 +193,10 @@ func (reg *Registry) audit(ctx context.Context, action string, in, before, after
 	if err := audit.Record(ctx, reg.cfg.Store, e); err != nil {
 		reg.log.Error("registry: audit record failed", "action", action, "err", err)
 	}
+}
+
+// VisibleServices keeps the services the caller in ctx may read (the rule
+// the API and the console share).
+func VisibleServices(ctx context.Context, svcs []registry.ServiceInfo) []registry.ServiceInfo {
+	return auth.Visible(ctx, svcs, func(s registry.ServiceInfo) (string, string, string) { return s.Namespace, s.Service, "" })
 }
