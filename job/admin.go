@@ -100,7 +100,9 @@ func (a *Admin) Delete(ctx context.Context, job string) error {
 }
 
 // Enable turns a job's schedule on.
-func (a *Admin) Enable(ctx context.Context, job string) (*Job, error) { return a.toggle(ctx, job, "enable") }
+func (a *Admin) Enable(ctx context.Context, job string) (*Job, error) {
+	return a.toggle(ctx, job, "enable")
+}
 
 // Disable turns a job's schedule off (manual triggers still run it).
 func (a *Admin) Disable(ctx context.Context, job string) (*Job, error) {
