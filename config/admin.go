@@ -314,8 +314,8 @@ func (a *Admin) AbandonGray(ctx context.Context, c Coord) error {
 
 // Served reads a namespace as a client does (secrets in plaintext; read
 // permission).
-func (a *Admin) Served(ctx context.Context, c Coord) (ClientConfig, error) {
-	var out ClientConfig
+func (a *Admin) Served(ctx context.Context, c Coord) (Payload, error) {
+	var out Payload
 	err := a.c.Do(ctx, "GET", adminBase+"/configs/"+url.PathEscape(c.Env)+"/"+url.PathEscape(c.App)+"/"+url.PathEscape(c.Cluster)+"/"+url.PathEscape(c.NS), nil, &out)
 	return out, err
 }

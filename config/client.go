@@ -24,8 +24,8 @@ import (
 	"github.com/tangram-dev/tangram/internal/apiclient"
 )
 
-// ClientOptions configures a config Client.
-type ClientOptions struct {
+// ClientConfig configures a config Client.
+type ClientConfig struct {
 	// Servers are base URLs of config servers (http://host:7070); the client
 	// fails over between them. Required.
 	Servers []string
@@ -70,7 +70,7 @@ type ChangeEvent struct {
 }
 
 type nsState struct {
-	cfg       *ClientConfig
+	cfg       *Payload
 	notifyID  int64
 	fromCache bool
 }
@@ -79,7 +79,7 @@ type nsState struct {
 // long polling, and falls back to a disk copy when no server answers.
 // It is safe for concurrent use.
 type Client struct {
-	opts ClientOptions
+	opts ClientConfig
 	log  *slog.Logger
 	api  []*apiclient.Client
 	cur  atomic.Int32
@@ -100,9 +100,9 @@ var ErrNoConfig = errors.New("config: no server reachable and no local copy")
 
 // NewClient loads every namespace (from a server, or from the disk copy if
 // none answers) and starts watching for changes.
-func NewClient(ctx context.Context, opts ClientOptions) (*Client, error) {
+func NewClient(ctx context.Context, opts ClientConfig) (*Client, error) {
 	if len(opts.Servers) == 0 {
-		return nil, errors.New("config: ClientOptions.Servers is empty")
+		return nil, errors.New("config: ClientConfig.Servers is empty")
 	}
 	if opts.Cluster == "" {
 		opts.Cluster = DefaultCluster
@@ -190,7 +190,7 @@ func (c *Client) path(ns string) string {
 
 // fetchAny fetches ns from the current server, failing over to the others.
 // It returns (nil, nil) on 304 Not Modified.
-func (c *Client) fetchAny(ctx context.Context, ns, releaseKey string) (*ClientConfig, error) {
+func (c *Client) fetchAny(ctx context.Context, ns, releaseKey string) (*Payload, error) {
 	q := url.Values{}
 	q.Set("instance", c.opts.Instance)
 	if c.opts.IP != "" {
@@ -221,7 +221,7 @@ func (c *Client) fetchAny(ctx context.Context, ns, releaseKey string) (*ClientCo
 			cancel()
 			return nil, nil
 		}
-		var cfg ClientConfig
+		var cfg Payload
 		err = json.NewDecoder(resp.Body).Decode(&cfg)
 		resp.Body.Close()
 		cancel()
@@ -247,7 +247,7 @@ func (c *Client) cacheFile(ns string) string {
 	return filepath.Join(c.opts.CacheDir, c.opts.Env+"+"+c.opts.App+"+"+c.opts.Cluster+"+"+ns+".json")
 }
 
-func (c *Client) writeCache(cfg *ClientConfig) {
+func (c *Client) writeCache(cfg *Payload) {
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return
@@ -263,12 +263,12 @@ func (c *Client) writeCache(cfg *ClientConfig) {
 	}
 }
 
-func (c *Client) readCache(ns string) (*ClientConfig, error) {
+func (c *Client) readCache(ns string) (*Payload, error) {
 	b, err := os.ReadFile(c.cacheFile(ns))
 	if err != nil {
 		return nil, err
 	}
-	var cfg ClientConfig
+	var cfg Payload
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return nil, fmt.Errorf("corrupt disk copy %s: %w", c.cacheFile(ns), err)
 	}

@@ -159,10 +159,10 @@ type GrayEdit struct {
 	Rules  *Rules   `json:"rules,omitempty"`
 }
 
-// ClientConfig is what a client receives for one namespace: the values in
+// Payload is what a client receives for one namespace: the values in
 // force for it (main release, or gray when selected, over a public
 // namespace it is linked to), with secrets in plaintext.
-type ClientConfig struct {
+type Payload struct {
 	Env     string `json:"env"`
 	App     string `json:"app"`
 	Cluster string `json:"cluster"` // the cluster that served it (may be "default")
@@ -178,7 +178,7 @@ type ClientConfig struct {
 }
 
 // Content returns the document of a yaml/json/text namespace.
-func (c *ClientConfig) Content() string { return c.Items[ContentKey] }
+func (c *Payload) Content() string { return c.Items[ContentKey] }
 
 // Instance is a client instance and the release it last fetched.
 type Instance struct {

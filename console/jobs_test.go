@@ -25,7 +25,7 @@ func TestConsoleJobsBrowser(t *testing.T) {
 		t.Skip("browser test skipped in -short mode")
 	}
 	h := servertest.Start(t)
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: "demo", HeartbeatInterval: 200 * time.Millisecond})
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: []string{h.Srv.RPCAddr()}, Token: servertest.AdminToken, App: "demo", HeartbeatInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,8 +47,8 @@ type Context struct {
 
 // ExecutorConfig configures an Executor.
 type ExecutorConfig struct {
-	// Servers are the tangram servers' RPC addresses ("h:p,h:p").
-	Servers string
+	// Servers are the tangram servers' RPC addresses ("host:port").
+	Servers []string
 	// Token is an API token with edit permission on App. Without one the
 	// executor refuses to start unless Insecure is set: it would accept
 	// runs from anyone who can reach it.
@@ -140,7 +141,7 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if !validName(cfg.App) {
 		return nil, fmt.Errorf("job: executor app %q: 1–128 letters, digits, '.', '_', ':' or '-'", cfg.App)
 	}
-	if cfg.Servers == "" {
+	if len(cfg.Servers) == 0 {
 		return nil, fmt.Errorf("job: executor needs the servers' RPC addresses")
 	}
 	if cfg.ListenAddr == "" {
@@ -211,7 +212,7 @@ func (e *Executor) Start(ctx context.Context) error {
 	if e.cfg.Token != "" {
 		opts = append(opts, rpc.WithToken(e.cfg.Token))
 	}
-	cli, err := rpc.Dial(ctx, e.cfg.Servers, opts...)
+	cli, err := rpc.Dial(ctx, strings.Join(e.cfg.Servers, ","), opts...)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("job: executor: %w", err)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +27,8 @@ import (
 // Config configures a Client.
 type Config struct {
 	// Servers lists the Tangram servers' RPC addresses (the name service),
-	// "host:port[,host:port…]". Required.
-	Servers string
+	// "host:port". Required.
+	Servers []string
 	// Token is the API token sent to servers and brokers.
 	Token string
 	// RouteRefresh is how often cached routes are refreshed (default 30 s;
@@ -74,7 +75,7 @@ func (q queueRef) String() string { return q.Broker + "/" + strconv.FormatUint(u
 
 // NewClient connects to the name service.
 func NewClient(ctx context.Context, cfg Config) (*Client, error) {
-	if cfg.Servers == "" {
+	if len(cfg.Servers) == 0 {
 		return nil, errors.New("mq: Config.Servers is required")
 	}
 	if cfg.RouteRefresh <= 0 {
@@ -85,7 +86,7 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, brokers: map[string]*rpc.Client{}, routes: map[string]*route{}, stop: make(chan struct{})}
 	var err error
-	if c.names, err = rpc.Dial(ctx, cfg.Servers, c.dialOpts()...); err != nil {
+	if c.names, err = rpc.Dial(ctx, strings.Join(cfg.Servers, ","), c.dialOpts()...); err != nil {
 		return nil, fmt.Errorf("mq: name service: %w", err)
 	}
 	host, _ := os.Hostname()

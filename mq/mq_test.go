@@ -89,7 +89,7 @@ func (e *env) client() *mq.Client {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := mq.NewClient(ctx, mq.Config{Servers: e.h.Srv.RPCAddr(), Token: servertest.AdminToken, RouteRefresh: 500 * time.Millisecond})
+	c, err := mq.NewClient(ctx, mq.Config{Servers: []string{e.h.Srv.RPCAddr()}, Token: servertest.AdminToken, RouteRefresh: 500 * time.Millisecond})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -605,7 +605,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("bad delay level: %v", err)
 	}
 	// A token without permission on the topic is refused.
-	bad, err := mq.NewClient(ctx, mq.Config{Servers: e.h.Srv.RPCAddr(), Token: "tgm_not-a-token"})
+	bad, err := mq.NewClient(ctx, mq.Config{Servers: []string{e.h.Srv.RPCAddr()}, Token: "tgm_not-a-token"})
 	if err != nil {
 		t.Fatal(err)
 	}

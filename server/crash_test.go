@@ -198,7 +198,7 @@ func kill9(t *testing.T, bin string, extra []string) {
 	if cur.ID < maxAck {
 		t.Fatalf("current release %d is older than acknowledged release %d", cur.ID, maxAck)
 	}
-	var cfg config.ClientConfig
+	var cfg config.Payload
 	if err := c.Do(ctx, "GET", "/api/v1/config/configs/dev/demo/default/application", nil, &cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestClusterOfProcesses(t *testing.T) {
 		}
 	}
 	set("first-secret")
-	cl, err := config.NewClient(ctx, config.ClientOptions{Servers: []string{"http://" + addrB}, Token: servertest.AdminToken, Env: "dev", App: "demo",
+	cl, err := config.NewClient(ctx, config.ClientConfig{Servers: []string{"http://" + addrB}, Token: servertest.AdminToken, Env: "dev", App: "demo",
 		CacheDir: t.TempDir(), WatchTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)

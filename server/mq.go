@@ -47,7 +47,7 @@ func (s *Server) mqClient(ctx context.Context) (*mq.Client, error) {
 	if s.RPCAddr() == "" {
 		return nil, fmt.Errorf("server: the MQ console needs the RPC listener")
 	}
-	c, err := mq.NewClient(ctx, mq.Config{Servers: s.RPCAddr(), Token: s.svcToken, Logger: s.log.With("component", "mq-client")})
+	c, err := mq.NewClient(ctx, mq.Config{Servers: []string{s.RPCAddr()}, Token: s.svcToken, Logger: s.log.With("component", "mq-client")})
 	if err != nil {
 		return nil, err
 	}

@@ -452,7 +452,7 @@ func readRecords(path string) ([]record, error) {
 // when the process is told to stop.
 func runExecutor(servers, out string) error {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: servers, Token: os.Getenv("TANGRAM_TOKEN"), App: "bench", Logger: log,
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: strings.Split(servers, ","), Token: os.Getenv("TANGRAM_TOKEN"), App: "bench", Logger: log,
 		Capacity: 4096, HeartbeatInterval: time.Second})
 	if err != nil {
 		return err

@@ -238,7 +238,7 @@ func (t *tangram) name() string { return "tangram" }
 func (t *tangram) close()       { t.srv.Close() }
 
 func (t *tangram) client(ctx context.Context) (*mq.Client, error) {
-	return mq.NewClient(ctx, mq.Config{Servers: t.addr, Token: token, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return mq.NewClient(ctx, mq.Config{Servers: []string{t.addr}, Token: token, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 func (t *tangram) publish(ctx context.Context, topic string, producers, n int, body []byte) (result, error) {

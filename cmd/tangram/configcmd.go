@@ -741,7 +741,7 @@ func watchCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
-			cl, err := config.NewClient(ctx, config.ClientOptions{Servers: strings.Split(g.server, ","), Token: g.token, Env: c.env, App: c.app, Cluster: c.cluster,
+			cl, err := config.NewClient(ctx, config.ClientConfig{Servers: strings.Split(g.server, ","), Token: g.token, Env: c.env, App: c.app, Cluster: c.cluster,
 				Namespaces: nss, CacheDir: cacheDir, Labels: labels, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))})
 			if err != nil {
 				return err

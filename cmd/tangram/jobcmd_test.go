@@ -19,7 +19,7 @@ import (
 
 func TestJobCLI(t *testing.T) {
 	h := servertest.Start(t)
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: "demo", HeartbeatInterval: 200 * time.Millisecond,
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: []string{h.Srv.RPCAddr()}, Token: servertest.AdminToken, App: "demo", HeartbeatInterval: 200 * time.Millisecond,
 		Glue: []string{job.GlueShell}, GlueDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

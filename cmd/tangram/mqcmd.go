@@ -41,7 +41,7 @@ func newMQCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "mq", Short: "Message queue: topics, send, consume, look-up, groups, dead letters"}
 	cmd.PersistentFlags().StringVar(&rpcServer, "rpc-server", "", "server RPC address (env TANGRAM_RPC; default the --server host, port 7071)")
 	client := func(ctx context.Context) (*mq.Client, error) {
-		return mq.NewClient(ctx, mq.Config{Servers: g.rpcTarget(rpcServer), Token: g.token})
+		return mq.NewClient(ctx, mq.Config{Servers: strings.Split(g.rpcTarget(rpcServer), ","), Token: g.token})
 	}
 	with := func(f func(ctx context.Context, c *mq.Client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {

@@ -56,9 +56,9 @@ func publish(t *testing.T, c *apiclient.Client, nsName, comment string) config.R
 	return rel
 }
 
-func fetch(t *testing.T, c *apiclient.Client, q string) config.ClientConfig {
+func fetch(t *testing.T, c *apiclient.Client, q string) config.Payload {
 	t.Helper()
-	var cfg config.ClientConfig
+	var cfg config.Payload
 	mustDo(t, c, "GET", "/api/v1/config/configs/dev/demo/default/application?"+q, nil, &cfg)
 	return cfg
 }
@@ -377,7 +377,7 @@ func TestGrayRelease(t *testing.T) {
 	wantStatus(t, err, 400, "line")
 	mustDo(t, c, "POST", ns("app.yaml")+"/gray", config.GrayEdit{Set: []config.Item{{Key: "content", Value: "level: debug\n"}}, Rules: &config.Rules{Instances: []string{"pod-7"}}}, nil)
 	mustDo(t, c, "POST", ns("app.yaml")+"/gray/publish", config.PublishRequest{}, nil)
-	var y config.ClientConfig
+	var y config.Payload
 	mustDo(t, c, "GET", "/api/v1/config/configs/dev/demo/default/app.yaml?instance=pod-7", nil, &y)
 	if y.Content() != "level: debug\n" {
 		t.Fatalf("yaml gray: %q", y.Content())
@@ -528,7 +528,7 @@ func TestPermissionsSecretsAudit(t *testing.T) {
 	if it.Value != config.Masked {
 		t.Fatalf("released item shows secret %q", it.Value)
 	}
-	var cfg config.ClientConfig
+	var cfg config.Payload
 	mustDo(t, vic, "GET", "/api/v1/config/configs/dev/demo/default/application", nil, &cfg)
 	if cfg.Items["db.password"] != "s3cr3t-value" {
 		t.Fatalf("client with read permission gets %q", cfg.Items["db.password"])
@@ -575,7 +575,7 @@ func TestPublicNamespaces(t *testing.T) {
 	mustDo(t, c, "POST", "/api/v1/config/envs/dev/apps/demo/clusters/default/namespaces", config.NamespaceSpec{Name: "redis", LinkApp: "infra"}, nil)
 	setItem(t, c, "redis", "pool", "50")
 	publish(t, c, "redis", "override pool")
-	var cfg config.ClientConfig
+	var cfg config.Payload
 	mustDo(t, c, "GET", "/api/v1/config/configs/dev/demo/default/redis", nil, &cfg)
 	if cfg.Items["addr"] != "10.0.0.1:6379" || cfg.Items["pool"] != "50" {
 		t.Fatalf("linked namespace: %+v", cfg.Items)
@@ -658,8 +658,8 @@ func TestFetchCacheFollowsReleases(t *testing.T) {
 	c := h.Client()
 	ctx := context.Background()
 	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
-	all := func(q string) []config.ClientConfig {
-		out := make([]config.ClientConfig, 40)
+	all := func(q string) []config.Payload {
+		out := make([]config.Payload, 40)
 		errs := make(chan error, len(out))
 		for i := range out {
 			go func() {

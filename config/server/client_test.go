@@ -72,7 +72,7 @@ func TestClientWatchBindFailover(t *testing.T) {
 
 	ctx := context.Background()
 	// The first address is dead: the client fails over to the live one.
-	cl, err := config.NewClient(ctx, config.ClientOptions{Servers: []string{deadAddr(t), h.URL}, Token: h.Token, Env: "dev", App: "demo",
+	cl, err := config.NewClient(ctx, config.ClientConfig{Servers: []string{deadAddr(t), h.URL}, Token: h.Token, Env: "dev", App: "demo",
 		CacheDir: servertest.CacheDir(t), Instance: "test-1", WatchTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestClientWatchBindFailover(t *testing.T) {
 		t.Fatalf("instances: %+v", ins.Items)
 	}
 	// Errors the client cannot fix are reported, not retried forever.
-	_, err = config.NewClient(ctx, config.ClientOptions{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "nope", CacheDir: servertest.CacheDir(t)})
+	_, err = config.NewClient(ctx, config.ClientConfig{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "nope", CacheDir: servertest.CacheDir(t)})
 	if err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("unknown app: %v", err)
 	}
@@ -153,7 +153,7 @@ func TestClientDiskFallback(t *testing.T) {
 	setItem(t, c, "application", "greeting", "hello")
 	publish(t, c, "application", "first")
 	cache := servertest.CacheDir(t)
-	opts := config.ClientOptions{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "demo", CacheDir: cache, WatchTimeout: 2 * time.Second}
+	opts := config.ClientConfig{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "demo", CacheDir: cache, WatchTimeout: 2 * time.Second}
 	cl, err := config.NewClient(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestClientDiskFallback(t *testing.T) {
 		t.Fatalf("no log line about the disk copy: %s", logs.String())
 	}
 	// No disk copy and no server: a clear error.
-	_, err = config.NewClient(context.Background(), config.ClientOptions{Servers: opts.Servers, Token: h.Token, Env: "dev", App: "demo", CacheDir: servertest.CacheDir(t)})
+	_, err = config.NewClient(context.Background(), config.ClientConfig{Servers: opts.Servers, Token: h.Token, Env: "dev", App: "demo", CacheDir: servertest.CacheDir(t)})
 	if !errors.Is(err, config.ErrNoConfig) {
 		t.Fatalf("no server, no copy: %v", err)
 	}
@@ -213,7 +213,7 @@ func clusterPush(t *testing.T, d store.Dialect) {
 	setItem(t, ca, "application", "k", "v1")
 	publish(t, ca, "application", "one")
 
-	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{b.URL}, Token: b.Token, Env: "dev", App: "demo", CacheDir: servertest.CacheDir(t), WatchTimeout: 30 * time.Second})
+	cl, err := config.NewClient(context.Background(), config.ClientConfig{Servers: []string{b.URL}, Token: b.Token, Env: "dev", App: "demo", CacheDir: servertest.CacheDir(t), WatchTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestClientFailoverLosesNoChange(t *testing.T) {
 	mustDo(t, cb, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
 	setItem(t, cb, "application", "k", "v1")
 	publish(t, cb, "application", "one")
-	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{a.URL, b.URL}, Token: a.Token, Env: "dev", App: "demo",
+	cl, err := config.NewClient(context.Background(), config.ClientConfig{Servers: []string{a.URL, b.URL}, Token: a.Token, Env: "dev", App: "demo",
 		CacheDir: servertest.CacheDir(t), WatchTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +307,7 @@ func TestClientsUnderReleaseStorm(t *testing.T) {
 	publish(t, c, "application", "0")
 	var clients []*config.Client
 	for i := 0; i < 50; i++ {
-		cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "demo",
+		cl, err := config.NewClient(context.Background(), config.ClientConfig{Servers: []string{h.URL}, Token: h.Token, Env: "dev", App: "demo",
 			CacheDir: servertest.CacheDir(t), WatchTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)

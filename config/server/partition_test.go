@@ -28,7 +28,7 @@ func TestClientPartition(t *testing.T) {
 	setItem(t, cb, "application", "k", "v1")
 	publish(t, cb, "application", "one")
 	px := netfault.New(t, a.Srv.Addr())
-	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{"http://" + px.Addr(), b.URL}, Token: a.Token, Env: "dev", App: "demo",
+	cl, err := config.NewClient(context.Background(), config.ClientConfig{Servers: []string{"http://" + px.Addr(), b.URL}, Token: a.Token, Env: "dev", App: "demo",
 		CacheDir: servertest.CacheDir(t), WatchTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -160,7 +160,7 @@ func (s *Server) resolve(ctx context.Context, c config.Coord) (*config.Namespace
 
 // Fetch returns the configuration a client sees for one namespace and
 // records which release the client instance holds.
-func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer) (*config.ClientConfig, error) {
+func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer) (*config.Payload, error) {
 	if c.Cluster == "" {
 		c.Cluster = config.DefaultCluster
 	}
@@ -182,7 +182,7 @@ func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer) (*co
 		snap = mergeLinked(psnap, snap)
 	}
 	ns := sv.ns
-	out := &config.ClientConfig{Env: c.Env, App: c.App, Cluster: ns.Cluster, NS: c.NS, Format: ns.Format, NotificationID: nid,
+	out := &config.Payload{Env: c.Env, App: c.App, Cluster: ns.Cluster, NS: c.NS, Format: ns.Format, NotificationID: nid,
 		Gray: grayID != 0 || linkGray != 0, Items: make(map[string]string, len(snap)),
 		ReleaseKey: fmt.Sprintf("%d.%d.%d.%d", mainID, grayID, linkID, linkGray)}
 	for _, it := range snap {

@@ -39,7 +39,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	cl, err := config.NewClient(ctx, config.ClientOptions{
+	cl, err := config.NewClient(ctx, config.ClientConfig{
 		Servers: strings.Split(*servers, ","), Token: os.Getenv("TANGRAM_TOKEN"),
 		Env: *env, App: *app, Logger: log,
 	})

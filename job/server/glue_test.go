@@ -22,7 +22,7 @@ import (
 
 func glueExecutor(t *testing.T, h *servertest.Harness, app string, types ...string) {
 	t.Helper()
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: app,
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: []string{h.Srv.RPCAddr()}, Token: servertest.AdminToken, App: app,
 		HeartbeatInterval: 200 * time.Millisecond, Glue: types, GoGlue: goglue.Interpreter{}, GlueDir: t.TempDir(), GlueKillGrace: 300 * time.Millisecond,
 		GlueEnv: []string{"GREETING=hi"}})
 	if err != nil {

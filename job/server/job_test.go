@@ -54,7 +54,7 @@ func witnessHandler(fired chan<- struct{}) job.Handler {
 // executor starts an executor of app against the harness's RPC port.
 func executor(t *testing.T, h *servertest.Harness, app string, handlers map[string]job.Handler) *job.Executor {
 	t.Helper()
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken, App: app,
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: []string{h.Srv.RPCAddr()}, Token: servertest.AdminToken, App: app,
 		HeartbeatInterval: 200 * time.Millisecond, ShutdownGrace: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +280,7 @@ func TestBadInputNamesTheField(t *testing.T) {
 	if err := h.Client("tgm_wrong").Do(context.Background(), "GET", "/api/v1/jobs", nil, nil); !apiclient.IsStatus(err, 401) {
 		t.Fatalf("bad token: %v", err)
 	}
-	if _, err := job.NewExecutor(job.ExecutorConfig{Servers: "127.0.0.1:1", App: "x"}); err == nil || !strings.Contains(err.Error(), "token") {
+	if _, err := job.NewExecutor(job.ExecutorConfig{Servers: []string{"127.0.0.1:1"}, App: "x"}); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("an executor without a token started: %v", err)
 	}
 }

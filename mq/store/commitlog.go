@@ -307,11 +307,11 @@ func (c *commitLog) flushTo(wholePages bool) (int64, error) {
 	}
 	var segs []*segment
 	for _, s := range c.segs {
-		if s.start+int64(c.size) > c.flushedLocked() && s.start < to {
+		if s.start+int64(c.size) > c.flushedOffset() && s.start < to {
 			segs = append(segs, s)
 		}
 	}
-	from := c.flushedLocked()
+	from := c.flushedOffset()
 	c.mu.Unlock()
 	start := time.Now()
 	for _, s := range segs {
@@ -333,7 +333,9 @@ func (c *commitLog) flushTo(wholePages bool) (int64, error) {
 	return to, nil
 }
 
-func (c *commitLog) flushedLocked() int64 {
+// flushedOffset returns how far the log is on disk; it takes flushMu itself
+// (callers may hold mu: the lock order is mu, then flushMu).
+func (c *commitLog) flushedOffset() int64 {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
 	return c.flushed

@@ -485,7 +485,7 @@ func (s *Store) flushLoop() {
 }
 
 // Flushed is the commitlog offset up to which the log is on disk.
-func (s *Store) Flushed() int64 { return s.cl.flushedLocked() }
+func (s *Store) Flushed() int64 { return s.cl.flushedOffset() }
 
 // Get reads up to max messages of a queue from queue offset from; next is
 // the offset to ask for after them.

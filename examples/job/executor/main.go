@@ -46,7 +46,7 @@ func main() {
 }
 
 func run(servers, app, listen, record string, glue []string, log *slog.Logger) error {
-	e, err := job.NewExecutor(job.ExecutorConfig{Servers: servers, Token: os.Getenv("TANGRAM_TOKEN"), App: app,
+	e, err := job.NewExecutor(job.ExecutorConfig{Servers: strings.Split(servers, ","), Token: os.Getenv("TANGRAM_TOKEN"), App: app,
 		ListenAddr: listen, Logger: log, HeartbeatInterval: time.Second, Glue: glue, GoGlue: goglue.Interpreter{}})
 	if err != nil {
 		return err

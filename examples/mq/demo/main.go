@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +37,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	c, err := mq.NewClient(ctx, mq.Config{Servers: *servers, Token: os.Getenv("TANGRAM_TOKEN")})
+	c, err := mq.NewClient(ctx, mq.Config{Servers: strings.Split(*servers, ","), Token: os.Getenv("TANGRAM_TOKEN")})
 	if err != nil {
 		log.Fatal(err)
 	}

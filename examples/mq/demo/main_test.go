@@ -17,7 +17,7 @@ func TestDemos(t *testing.T) {
 	h := servertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c, err := mq.NewClient(ctx, mq.Config{Servers: h.Srv.RPCAddr(), Token: servertest.AdminToken})
+	c, err := mq.NewClient(ctx, mq.Config{Servers: []string{h.Srv.RPCAddr()}, Token: servertest.AdminToken})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 func main() {
-	cl, err := config.NewClient(context.Background(), config.ClientOptions{Servers: []string{"http://127.0.0.1:7070"}, App: "demo", Env: "dev"})
+	cl, err := config.NewClient(context.Background(), config.ClientConfig{Servers: []string{"http://127.0.0.1:7070"}, App: "demo", Env: "dev"})
 	if err != nil {
 		fmt.Println(err)
 		return

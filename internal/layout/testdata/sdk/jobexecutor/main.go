@@ -9,7 +9,7 @@ import (
 )
 
 func main() {
-	ex, err := job.NewExecutor(job.ExecutorConfig{Servers: "127.0.0.1:7071", App: "demo", Insecure: true})
+	ex, err := job.NewExecutor(job.ExecutorConfig{Servers: []string{"127.0.0.1:7071"}, App: "demo", Insecure: true})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -11,7 +11,7 @@ import (
 
 func main() {
 	ctx := context.Background()
-	c, err := mq.NewClient(ctx, mq.Config{Servers: "127.0.0.1:7071"})
+	c, err := mq.NewClient(ctx, mq.Config{Servers: []string{"127.0.0.1:7071"}})
 	if err != nil {
 		fmt.Println(err)
 		return
