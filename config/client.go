@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/backoff"
 )
 
 // ClientConfig configures a config Client.
@@ -276,7 +277,7 @@ func (c *Client) readCache(ns string) (*Payload, error) {
 }
 
 func (c *Client) watchLoop(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	bo := backoff.New(500*time.Millisecond, 30*time.Second)
 	for {
 		select {
 		case <-c.stop:
@@ -290,13 +291,10 @@ func (c *Client) watchLoop(ctx context.Context) {
 			}
 			// Fail over to the next server and back off.
 			c.cur.Store(int32((int(c.cur.Load()) + 1) % len(c.api)))
-			c.log.Debug("config: watch failed; retrying", "err", err, "next", c.api[c.cur.Load()].Base, "backoff", backoff)
-			select {
-			case <-c.stop:
+			c.log.Debug("config: watch failed; retrying", "err", err, "next", c.api[c.cur.Load()].Base, "backoff", bo.Current())
+			if !bo.Sleep(c.stop) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 30*time.Second)
 			continue
 		}
 		failed := false
@@ -307,18 +305,15 @@ func (c *Client) watchLoop(ctx context.Context) {
 			}
 		}
 		if !failed {
-			backoff = 500 * time.Millisecond
+			bo.Reset()
 			continue
 		}
 		// The namespace's id stays old, so the next watch answers at once:
 		// back off instead of asking in a tight loop (e.g. read permission
 		// revoked, or the server failing).
-		select {
-		case <-c.stop:
+		if !bo.Sleep(c.stop) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 

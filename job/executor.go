@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/rpc"
 )
 
@@ -451,7 +452,7 @@ func (e *Executor) enqueueLocked(m outMsg) {
 // retrying until a server acknowledges them, so no run stays "running"
 // after it ended here.
 func (e *Executor) sendLoop() {
-	backoff := 100 * time.Millisecond
+	bo := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		e.outMu.Lock()
 		n := min(len(e.out), MaxDeliver)
@@ -477,19 +478,16 @@ func (e *Executor) sendLoop() {
 		cancel()
 		code := rpc.CodeOf(err)
 		if err != nil && code != rpc.InvalidArgument && code != rpc.PermissionDenied {
-			e.log.Warn("job: delivering run reports failed; retrying", "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-e.stop:
+			e.log.Warn("job: delivering run reports failed; retrying", "err", err, "backoff", bo.Current())
+			if !bo.Sleep(e.stop) {
 				return
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		if err != nil {
 			e.log.Error("job: the scheduler refused run reports; dropped", "items", n, "err", err)
 		}
-		backoff = 100 * time.Millisecond
+		bo.Reset()
 		e.outMu.Lock()
 		clear(e.out[:n])
 		e.out = e.out[n:]

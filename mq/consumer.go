@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -549,7 +550,7 @@ func (cs *Consumer) pull(pq *processQueue) {
 	if pq.sub != nil {
 		tags = pq.sub.tags
 	}
-	backoff := 100 * time.Millisecond
+	bo := backoff.New(100*time.Millisecond, 3*time.Second)
 	for pq.ctx.Err() == nil {
 		pq.mu.Lock()
 		from, n, locked, refetch, gen := pq.next, len(pq.inflight), pq.locked, pq.refetch, pq.gen
@@ -580,11 +581,10 @@ func (cs *Consumer) pull(pq *processQueue) {
 				return
 			}
 			cs.c.log.Debug("mq: pull failed", "queue", pq.key.queueRef.String(), "topic", pq.key.topic, "err", err)
-			sleep(pq.ctx, backoff)
-			backoff = min(backoff*2, 3*time.Second)
+			bo.Sleep(pq.ctx.Done())
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		bo.Reset()
 		pq.mu.Lock()
 		if pq.gen != gen {
 			pq.mu.Unlock()

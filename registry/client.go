@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/rpc"
 	"github.com/tangram-dev/tangram/rpc/balance"
 )
@@ -261,7 +262,7 @@ type watch struct {
 func (w *watch) run(ctx context.Context) error {
 	// Until a server answers, the disk snapshot stands in after SnapshotWait.
 	deadline := time.Now().Add(w.c.cfg.SnapshotWait)
-	backoff := 100 * time.Millisecond
+	bo := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil && w.c.ctx.Err() == nil {
 		err := w.stream(ctx)
 		if ctx.Err() != nil || w.c.ctx.Err() != nil {
@@ -270,9 +271,9 @@ func (w *watch) run(ctx context.Context) error {
 		if !w.live && !w.cached && time.Now().After(deadline) {
 			w.useSnapshot(err)
 		}
-		w.c.log.Debug("registry: watch stream ended; reconnecting", "service", w.key.String(), "err", err, "backoff", backoff)
+		w.c.log.Debug("registry: watch stream ended; reconnecting", "service", w.key.String(), "err", err, "backoff", bo.Current())
 		w.c.moveOn()
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := bo.Next()
 		if !w.live && !w.cached {
 			wait = min(wait, time.Until(deadline)+time.Millisecond)
 		}
@@ -281,7 +282,6 @@ func (w *watch) run(ctx context.Context) error {
 		case <-w.c.ctx.Done():
 		case <-time.After(max(wait, time.Millisecond)):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 	return nil
 }

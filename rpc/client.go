@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/rpc/balance"
 	"github.com/tangram-dev/tangram/rpc/codec"
 )
@@ -717,13 +717,10 @@ func (ep *endpoint) markDownLocked(err error) {
 // probe redials a down endpoint with exponential backoff and jitter until it
 // answers, then puts it back in rotation.
 func (ep *endpoint) probe() {
-	backoff := 50 * time.Millisecond
+	bo := backoff.New(50*time.Millisecond, 5*time.Second)
 	for {
-		wait := backoff/2 + rand.N(backoff/2+1)
-		select {
-		case <-ep.c.ctx.Done():
+		if !bo.Sleep(ep.c.ctx.Done()) {
 			return
-		case <-time.After(wait):
 		}
 		ep.mu.Lock()
 		if ep.removed {
@@ -742,7 +739,6 @@ func (ep *endpoint) probe() {
 			return
 		}
 		ep.mu.Unlock()
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/rpc/codec"
 )
 
@@ -334,7 +335,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	s.hbOnce.Do(func() { s.goFunc(s.heartbeats) })
-	var delay time.Duration
+	bo := backoff.New(5*time.Millisecond, time.Second)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -343,14 +344,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				s.log.Warn("rpc: accept failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
+				s.log.Warn("rpc: accept failed; retrying", "err", err, "delay", bo.Current())
+				bo.Sleep(nil) // accept errors are transient (EMFILE): wait them out
 				continue
 			}
 			return fmt.Errorf("rpc: accept: %w", err)
 		}
-		delay = 0
+		bo.Reset()
 		s.serveConn(nc)
 	}
 }

@@ -9,8 +9,6 @@ import (
 
 	"github.com/tangram-dev/tangram/config"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tangram-dev/tangram/internal/store"
 )
 
@@ -51,12 +49,10 @@ func (s *Server) writeMessages(ctx context.Context, tx *store.Tx, ns *config.Nam
 		}
 		rows.Close()
 	}
-	if tx.Dialect() == store.Postgres {
-		// Delivered at commit to every server LISTENing: they scan at once
-		// instead of at their next tick.
-		if _, err := tx.ExecContext(ctx, `SELECT pg_notify('`+pgChannel+`', '')`); err != nil {
-			return nil, fmt.Errorf("config: notify: %w", err)
-		}
+	// Delivered at commit to every server listening: they scan at once
+	// instead of at their next tick.
+	if err := tx.Notify(ctx, pgChannel); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	out := make([]notice, 0, len(keys))
 	for _, k := range keys {
@@ -97,7 +93,7 @@ func (s *Server) loadNotifications(ctx context.Context) (int64, error) {
 // after a higher one was already scanned.
 const scanOverlap = 512
 
-// pgChannel is the PostgreSQL NOTIFY channel of config releases.
+// pgChannel is the store's wake-up channel of config releases.
 const pgChannel = "tangram_config_release"
 
 func (s *Server) scanLoop(last int64) {
@@ -386,10 +382,9 @@ func (s *Server) Watch(ctx context.Context, req config.WatchRequest, hold time.D
 // Watchers returns the number of watches held open on this server.
 func (s *Server) Watchers() int { return s.hub.watching() }
 
-// listenLoop keeps a PostgreSQL connection LISTENing for releases made on
-// any server and kicks the scanner, so cross-server push takes
-// milliseconds; the periodic scan stays as the fallback while the
-// connection is down.
+// listenLoop has the store wake the scanner when a release is made on any
+// server, so cross-server push takes milliseconds; the periodic scan stays
+// as the fallback while the connection is down.
 func (s *Server) listenLoop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -397,37 +392,8 @@ func (s *Server) listenLoop() {
 		<-s.stop
 		cancel()
 	}()
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := s.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("config: LISTEN connection lost; scanning every interval until it is back", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
-	}
-}
-
-func (s *Server) listenOnce(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, s.st.DSN())
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+pgChannel); err != nil {
-		return err
-	}
-	s.kickScan() // catch anything released while not listening
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		s.kickScan()
+	if err := s.st.Listen(ctx, pgChannel, s.kickScan, s.log); err != nil {
+		s.log.Error("config: cannot listen for releases; scanning every interval", "err", err)
 	}
 }
 

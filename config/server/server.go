@@ -165,7 +165,7 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.instanceLoop()
 	}()
-	if s.st.Dialect() == store.Postgres {
+	if s.st.CanListen() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

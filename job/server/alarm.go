@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/job"
 )
 
@@ -100,9 +101,9 @@ func (s *Scheduler) alarmLoop() {
 	}
 }
 
-// retryAlarm tries send up to 4 times (1 s, 2 s, 4 s apart).
+// retryAlarm tries send up to 4 times (about 1 s, 2 s, 4 s apart).
 func (s *Scheduler) retryAlarm(it alarmItem, what string, send func() error) {
-	backoff := time.Second
+	bo := backoff.New(time.Second, 8*time.Second)
 	for attempt := 1; ; attempt++ {
 		err := send()
 		if err == nil {
@@ -112,11 +113,8 @@ func (s *Scheduler) retryAlarm(it alarmItem, what string, send func() error) {
 			s.log.Error("job: alarm "+what+" failed; giving up", "job", it.a.Job, "run", it.a.RunID, "err", err)
 			return
 		}
-		select {
-		case <-s.stop:
+		if !bo.Sleep(s.stop) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff *= 2
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/backoff"
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -156,7 +157,7 @@ func (b *Broker) handleReplicate(ss *rpc.ServerStream[wire.ReplAck, wire.ReplFra
 
 // replicaLoop follows the master until the broker closes.
 func (b *Broker) replicaLoop() {
-	backoff := 100 * time.Millisecond
+	bo := backoff.New(100*time.Millisecond, 3*time.Second)
 	for {
 		err := b.follow()
 		select {
@@ -167,12 +168,9 @@ func (b *Broker) replicaLoop() {
 		if err != nil {
 			b.log.Warn("broker: replication from the master stopped; reconnecting", "master", b.cfg.Master, "err", err)
 		}
-		select {
-		case <-b.stop:
+		if !bo.Sleep(b.stop) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 3*time.Second)
 	}
 }
 
