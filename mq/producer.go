@@ -68,7 +68,13 @@ func (m *Message) wire(ctx context.Context, now int64) (wire.Msg, error) {
 		p[wire.PropDelay] = strconv.Itoa(m.DelayLevel)
 	}
 	if !m.DeliverAt.IsZero() {
-		p[wire.PropDeliverAt] = strconv.FormatInt(m.DeliverAt.UnixMilli(), 10)
+		// The wire carries milliseconds: round up, so that a message is
+		// never delivered before the instant asked for.
+		ms := m.DeliverAt.UnixMilli()
+		if m.DeliverAt.After(time.UnixMilli(ms)) {
+			ms++
+		}
+		p[wire.PropDeliverAt] = strconv.FormatInt(ms, 10)
 	}
 	injectContext(ctx, p)
 	return wire.Msg{Props: p, Body: m.Body, BornAt: now}, nil
