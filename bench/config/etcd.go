@@ -11,7 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/tangram-dev/tangram/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
 )
 
 // measureEtcd runs the same rounds against etcd (go.etcd.io/etcd, embedded

@@ -37,7 +37,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tangram-dev/tangram/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
 	"github.com/tangram-dev/tangram/internal/procstat"
 )
 

@@ -36,7 +36,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/tangram-dev/tangram/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
 	"github.com/tangram-dev/tangram/internal/procstat"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
