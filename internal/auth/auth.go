@@ -12,17 +12,10 @@ package auth
 
 import (
 	"context"
-	"crypto/pbkdf2"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"database/sql"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,65 +40,6 @@ var (
 	ErrTokenNotFound   = errcode.New(errcode.NotFound, "auth: token not found")
 )
 
-// dummyHash is checked against when a sign-in names no user, so that such a
-// sign-in costs as long as one with a wrong password. It is made on first
-// use: 210,000 PBKDF2 rounds at program start would slow every command and
-// every program that links this package.
-var dummyHash = sync.OnceValue(func() string {
-	h, _ := HashPassword("tangram-no-such-user")
-	return h
-})
-
-// Failed sign-ins are limited per client address and user name: after
-// maxFailures within failureWindow, sign-ins from that address for that
-// name are refused until the window passes. Each attempt costs a PBKDF2
-// computation, so this also bounds the CPU an attacker can spend.
-const (
-	maxFailures   = 5
-	failureWindow = time.Minute
-)
-
-type failureLog struct {
-	mu sync.Mutex
-	m  map[string][]time.Time
-}
-
-func (f *failureLog) key(remote, name string) string { return remote + "\x00" + name }
-
-func (f *failureLog) recent(k string, now time.Time) []time.Time {
-	ts := f.m[k]
-	i := 0
-	for i < len(ts) && now.Sub(ts[i]) > failureWindow {
-		i++
-	}
-	return ts[i:]
-}
-
-func (f *failureLog) blocked(remote, name string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.recent(f.key(remote, name), time.Now())) >= maxFailures
-}
-
-func (f *failureLog) fail(remote, name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.m == nil || len(f.m) > 100_000 {
-		f.m = map[string][]time.Time{}
-	}
-	k, now := f.key(remote, name), time.Now()
-	f.m[k] = append(f.recent(k, now), now)
-}
-
-func (f *failureLog) reset(remote, name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.m, f.key(remote, name))
-}
-
-// Role is a named set of permissions.
-type Role string
-
 // The roles, weakest first.
 const (
 	Viewer   Role = "viewer"
@@ -114,9 +48,6 @@ const (
 	Admin    Role = "admin"
 )
 
-// Perm is one permission.
-type Perm int
-
 // The permissions.
 const (
 	PermRead Perm = iota + 1
@@ -124,90 +55,6 @@ const (
 	PermRelease
 	PermAdmin
 )
-
-func (p Perm) String() string {
-	switch p {
-	case PermRead:
-		return "read"
-	case PermEdit:
-		return "edit"
-	case PermRelease:
-		return "release"
-	case PermAdmin:
-		return "admin"
-	}
-	return "perm(" + strconv.Itoa(int(p)) + ")"
-}
-
-func (r Role) level() Perm {
-	switch r {
-	case Viewer:
-		return PermRead
-	case Editor:
-		return PermEdit
-	case Releaser:
-		return PermRelease
-	case Admin:
-		return PermAdmin
-	}
-	return 0
-}
-
-// ParseRole validates a role name.
-func ParseRole(s string) (Role, error) {
-	r := Role(s)
-	if r.level() == 0 {
-		return "", fmt.Errorf("%w %q (want viewer, editor, releaser or admin)", ErrBadRole, s)
-	}
-	return r, nil
-}
-
-// Binding grants a role on a scope. "*" matches any value.
-type Binding struct {
-	Role Role   `json:"role"`
-	Env  string `json:"env"`
-	App  string `json:"app"`
-	NS   string `json:"ns"`
-}
-
-func (b Binding) covers(env, app, ns string) bool {
-	m := func(pat, v string) bool { return pat == "*" || v == "" || pat == v }
-	return m(b.Env, env) && m(b.App, app) && m(b.NS, ns)
-}
-
-// Principal is an authenticated caller.
-type Principal struct {
-	UserID   int64     `json:"user_id"`
-	Name     string    `json:"name"`
-	Bindings []Binding `json:"bindings"`
-	// TokenEnv, when set, limits the credential to one environment.
-	TokenEnv string `json:"token_env,omitempty"`
-	// Session is set for console sessions; CSRF is their token.
-	Session bool   `json:"-"`
-	CSRF    string `json:"-"`
-}
-
-// Can reports whether p holds perm on the scope. Empty scope parts mean
-// "not scoped" (e.g. env "" for an app-wide operation); they are matched by
-// any binding, but a token limited to an environment needs env to equal it
-// unless the permission is read on a global listing.
-func (p *Principal) Can(perm Perm, env, app, ns string) bool {
-	if p == nil {
-		return false
-	}
-	if p.TokenEnv != "" && env != p.TokenEnv && !(env == "" && perm == PermRead) {
-		return false
-	}
-	for _, b := range p.Bindings {
-		if b.Role.level() >= perm && b.covers(env, app, ns) {
-			return true
-		}
-	}
-	return false
-}
-
-// IsAdmin reports whether p is an unrestricted admin.
-func (p *Principal) IsAdmin() bool { return p.Can(PermAdmin, "", "", "") && p.TokenEnv == "" }
 
 // Service manages users, roles, tokens and sessions.
 type Service struct {
@@ -243,57 +90,6 @@ func New(st *store.Store, log *slog.Logger) *Service {
 		log = slog.Default()
 	}
 	return &Service{st: st, log: log, cache: map[string]cachedPrincipal{}, ttl: 10 * time.Second}
-}
-
-// TokenPrefix starts every API token, so leaked tokens are easy to find.
-const TokenPrefix = "tgm_"
-
-// NewToken returns a fresh random API token.
-func NewToken() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
-}
-
-// HashToken is the stored form of a token or session id.
-func HashToken(tok string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(sum[:])
-}
-
-const pbkdf2Iter = 210_000
-
-// HashPassword returns the stored form of a password.
-func HashPassword(pw string) (string, error) {
-	salt := make([]byte, 16)
-	_, _ = rand.Read(salt)
-	key, err := pbkdf2.Key(sha256.New, pw, salt, pbkdf2Iter, 32)
-	if err != nil {
-		return "", fmt.Errorf("auth: hash password: %w", err)
-	}
-	return fmt.Sprintf("pbkdf2-sha256$%d$%s$%s", pbkdf2Iter, base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
-}
-
-// CheckPassword compares pw with a stored hash in constant time.
-func CheckPassword(stored, pw string) bool {
-	parts := strings.Split(stored, "$")
-	if len(parts) != 4 || parts[0] != "pbkdf2-sha256" {
-		return false
-	}
-	iter, err := strconv.Atoi(parts[1])
-	if err != nil || iter < 1 {
-		return false
-	}
-	salt, err1 := base64.RawStdEncoding.DecodeString(parts[2])
-	want, err2 := base64.RawStdEncoding.DecodeString(parts[3])
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	got, err := pbkdf2.Key(sha256.New, pw, salt, iter, len(want))
-	if err != nil {
-		return false
-	}
-	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
 // ValidName checks a user or token name.
@@ -554,143 +350,10 @@ func (s *Service) Revoke(ctx context.Context, actor, user string, b Binding) err
 	return err
 }
 
-// Token describes an API token (never its secret).
-type Token struct {
-	ID         int64  `json:"id"`
-	User       string `json:"user"`
-	Name       string `json:"name"`
-	Env        string `json:"env,omitempty"`
-	CreatedAt  int64  `json:"created_at"`
-	LastUsedAt int64  `json:"last_used_at"`
-	Revoked    bool   `json:"revoked"`
-}
-
-func (s *Service) addToken(ctx context.Context, q store.Querier, userID int64, name, env, tok string) (int64, error) {
-	return q.InsertID(ctx, `INSERT INTO api_tokens (user_id, name, hash, env, created_at) VALUES (?, ?, ?, ?, ?)`,
-		userID, name, HashToken(tok), env, store.NowMillis())
-}
-
-// CreateToken issues a token for user, optionally limited to env. The
-// secret is returned once and only its hash is stored.
-func (s *Service) CreateToken(ctx context.Context, actor, user, name, env string) (string, Token, error) {
-	if err := ValidName("token", name); err != nil {
-		return "", Token{}, err
-	}
-	if err := validScope("env", env); err != nil || env == "*" {
-		return "", Token{}, fmt.Errorf("%w: token env %q: leave it empty for every environment, or name one", ErrBadName, env)
-	}
-	u, err := s.UserByName(ctx, user)
-	if err != nil {
-		return "", Token{}, err
-	}
-	tok := NewToken()
-	var id int64
-	err = s.st.InTx(ctx, func(tx *store.Tx) error {
-		var err error
-		if id, err = s.addToken(ctx, tx, u.ID, name, env, tok); err != nil {
-			return err
-		}
-		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.token.create", Resource: "user/" + user + "/token/" + name, After: "env=" + env + " secret=***"})
-	})
-	if err != nil {
-		return "", Token{}, fmt.Errorf("auth: create token: %w", err)
-	}
-	return tok, Token{ID: id, User: user, Name: name, Env: env, CreatedAt: store.NowMillis()}, nil
-}
-
-// ListTokens lists tokens, of one user or all when user is "".
-func (s *Service) ListTokens(ctx context.Context, user string) ([]Token, error) {
-	q := `SELECT t.id, u.name, t.name, t.env, t.created_at, t.last_used_at, t.revoked FROM api_tokens t JOIN users u ON u.id = t.user_id`
-	var args []any
-	if user != "" {
-		q += ` WHERE u.name = ?`
-		args = append(args, user)
-	}
-	rows, err := s.st.QueryContext(ctx, q+` ORDER BY t.id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("auth: list tokens: %w", err)
-	}
-	defer rows.Close()
-	var out []Token
-	for rows.Next() {
-		var t Token
-		var rev int
-		if err := rows.Scan(&t.ID, &t.User, &t.Name, &t.Env, &t.CreatedAt, &t.LastUsedAt, &rev); err != nil {
-			return nil, err
-		}
-		t.Revoked = rev != 0
-		out = append(out, t)
-	}
-	return out, rows.Err()
-}
-
-// RevokeToken revokes a token by id.
-func (s *Service) RevokeToken(ctx context.Context, actor string, id int64) error {
-	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE api_tokens SET revoked = 1 WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: id %d", ErrTokenNotFound, id)
-		}
-		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.token.revoke", Resource: "token/" + strconv.FormatInt(id, 10)})
-	})
-	s.flush()
-	return err
-}
-
 func (s *Service) flush() {
 	s.mu.Lock()
 	clear(s.cache)
 	s.mu.Unlock()
-}
-
-// AuthenticateToken resolves a bearer token. Results are cached for a few
-// seconds so that long-poll clients do not hit the store on every request;
-// revocation on this server applies at once, on other servers within the TTL.
-func (s *Service) AuthenticateToken(ctx context.Context, tok string) (*Principal, error) {
-	if tok == "" {
-		return nil, ErrUnauthenticated
-	}
-	if st := s.serviceToken.Load(); st != nil && subtle.ConstantTimeCompare([]byte(tok), []byte(*st)) == 1 {
-		return &Principal{Name: ServicePrincipal, Bindings: []Binding{{Role: Admin, Env: "*", App: "*", NS: "*"}}}, nil
-	}
-	h := HashToken(tok)
-	now := time.Now()
-	s.mu.Lock()
-	if c, ok := s.cache[h]; ok && now.Before(c.expires) {
-		s.mu.Unlock()
-		return c.p, nil
-	}
-	s.mu.Unlock()
-	var (
-		id, userID int64
-		env, name  string
-		revoked    int
-		disabled   int
-	)
-	err := s.st.QueryRowContext(ctx, `SELECT t.id, t.user_id, t.env, t.revoked, u.name, u.disabled FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`, h).
-		Scan(&id, &userID, &env, &revoked, &name, &disabled)
-	if errors.Is(err, sql.ErrNoRows) || revoked != 0 || disabled != 0 {
-		return nil, ErrUnauthenticated
-	}
-	if err != nil {
-		return nil, fmt.Errorf("auth: look up token: %w", err)
-	}
-	bs, err := s.bindings(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	p := &Principal{UserID: userID, Name: name, Bindings: bs, TokenEnv: env}
-	_, _ = s.st.ExecContext(ctx, `UPDATE api_tokens SET last_used_at = ? WHERE id = ?`, store.NowMillis(), id)
-	s.mu.Lock()
-	if len(s.cache) > 100_000 {
-		clear(s.cache)
-	}
-	s.cache[h] = cachedPrincipal{p: p, expires: now.Add(s.ttl)}
-	s.mu.Unlock()
-	return p, nil
 }
 
 // SessionTTL is how long a console session lasts.
@@ -771,27 +434,6 @@ func (s *Service) AuthenticateSession(ctx context.Context, sid string) (*Princip
 	return &Principal{UserID: userID, Name: name, Bindings: bs, Session: true, CSRF: csrf}, nil
 }
 
-// SetPassword changes a user's password.
-func (s *Service) SetPassword(ctx context.Context, actor, user, password string) error {
-	if len(password) < 8 {
-		return fmt.Errorf("%w: password must be at least 8 characters", ErrBadName)
-	}
-	h, err := HashPassword(password)
-	if err != nil {
-		return err
-	}
-	return s.st.InTx(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = ? WHERE name = ?`, h, user)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: %q", ErrUserNotFound, user)
-		}
-		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.user.password", Resource: "user/" + user, After: "***"})
-	})
-}
-
 // MethodPrincipal is the RPC method (served by tangram server) that answers
 // with the caller's principal: brokers running apart from the servers
 // authenticate their clients' tokens through it.
@@ -801,18 +443,4 @@ const MethodPrincipal = "tangram.Platform/Principal"
 // bindings.
 type PrincipalReply struct {
 	Principal Principal `msgpack:"principal"`
-}
-
-// Visible keeps the items the caller in ctx may read; scope names an
-// item's environment (or registry namespace), app and namespace. Lists
-// served over HTTP and shown in the console filter through it.
-func Visible[T any](ctx context.Context, items []T, scope func(T) (env, app, ns string)) []T {
-	p := FromContext(ctx)
-	out := make([]T, 0, len(items))
-	for _, it := range items {
-		if e, a, n := scope(it); p.Can(PermRead, e, a, n) {
-			out = append(out, it)
-		}
-	}
-	return out
 }

@@ -1,0 +1,167 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/store"
+)
+
+func partLease(p int) string { return "job/p/" + strconv.Itoa(p) }
+
+func memberLease(n string) string { return "job/m/" + n }
+
+func partOf(id int64, n int) int { return int(uint64(id) % uint64(n)) }
+
+// leaseLoop keeps this server's membership and its fair share of the
+// partitions: ceil(partitions / live servers). A server joining takes free
+// partitions; one holding too many gives the excess up, so a cluster of N
+// servers splits the work N ways.
+func (s *Scheduler) leaseLoop() {
+	every := s.cfg.LeaseTTL / 3
+	for {
+		s.balance()
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (s *Scheduler) balance() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL/2)
+	defer cancel()
+	ml, _, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.cfg.LeaseTTL)
+	if err != nil {
+		s.log.Warn("job: renewing membership failed", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.member = ml.Term
+	s.mu.Unlock()
+	now := time.Now()
+	members, err := s.st.Leases(ctx, "job/m/")
+	if err != nil {
+		s.log.Warn("job: listing servers failed", "err", err)
+		return
+	}
+	live := 0
+	for _, m := range members {
+		if m.ExpiresAt.After(now) {
+			live++
+		}
+	}
+	fair := (s.cfg.Partitions + max(live, 1) - 1) / max(live, 1)
+	// Renew what we hold.
+	s.mu.Lock()
+	owned := make(map[int]int64, len(s.owned))
+	for p, t := range s.owned {
+		owned[p] = t
+	}
+	s.mu.Unlock()
+	for p, term := range owned {
+		if err := s.st.RenewLease(ctx, partLease(p), s.cfg.NodeName, term, s.cfg.LeaseTTL); err != nil {
+			s.log.Warn("job: lost a partition", "partition", p, "err", err)
+			s.drop(p)
+			delete(owned, p)
+		}
+	}
+	// Give up the excess, highest partitions first.
+	if len(owned) > fair {
+		ps := make([]int, 0, len(owned))
+		for p := range owned {
+			ps = append(ps, p)
+		}
+		sort.Sort(sort.Reverse(sort.IntSlice(ps)))
+		for _, p := range ps[:len(owned)-fair] {
+			s.drop(p)
+			_ = s.st.ReleaseLease(ctx, partLease(p), s.cfg.NodeName, owned[p])
+			delete(owned, p)
+			s.log.Info("job: gave a partition up to rebalance", "partition", p, "servers", live)
+		}
+		return
+	}
+	if len(owned) >= fair {
+		return
+	}
+	leases, err := s.st.Leases(ctx, "job/p/")
+	if err != nil {
+		return
+	}
+	held := map[int]bool{}
+	for _, l := range leases {
+		p, err := strconv.Atoi(strings.TrimPrefix(l.Name, "job/p/"))
+		if err == nil && l.ExpiresAt.After(now) && l.Holder != s.cfg.NodeName {
+			held[p] = true
+		}
+	}
+	start := rand.IntN(s.cfg.Partitions)
+	for i := range s.cfg.Partitions {
+		if len(owned) >= fair {
+			break
+		}
+		p := (start + i) % s.cfg.Partitions
+		if _, ok := owned[p]; ok || held[p] {
+			continue
+		}
+		l, ok, err := s.st.AcquireLease(ctx, partLease(p), s.cfg.NodeName, s.cfg.LeaseTTL)
+		if err != nil || !ok {
+			continue
+		}
+		owned[p] = l.Term
+		s.mu.Lock()
+		s.owned[p] = l.Term
+		s.mu.Unlock()
+		s.log.Info("job: took a partition", "partition", p, "term", l.Term)
+		s.wakeLoader()
+	}
+}
+
+// drop forgets a partition (its timers fire nowhere: fire checks the
+// lease, and the new holder loads the jobs).
+func (s *Scheduler) drop(p int) {
+	s.mu.Lock()
+	delete(s.owned, p)
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) term(p int) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.owned[p]
+	return t, ok
+}
+
+// errFenced means this server no longer holds the partition.
+var errFenced = errors.New("job: partition lease lost")
+
+// fenceTx checks, inside tx, that this server still holds partition p under
+// term. On PostgreSQL and MySQL it locks the lease row (FOR UPDATE), so a
+// takeover waits for tx to end; SQLite has one writer, and a transaction
+// whose snapshot went stale fails on its first write.
+func (s *Scheduler) fenceTx(ctx context.Context, tx *store.Tx, p int, term int64) error {
+	q := `SELECT holder, term, expires_at FROM leases WHERE name = ?`
+	if tx.Dialect() != store.SQLite {
+		q += ` FOR UPDATE`
+	}
+	var holder string
+	var t, exp int64
+	if err := tx.QueryRowContext(ctx, q, partLease(p)).Scan(&holder, &t, &exp); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return errFenced
+		}
+		return fmt.Errorf("job: fence: %w", err)
+	}
+	if holder != s.cfg.NodeName || t != term || exp < ms(time.Now()) {
+		return errFenced
+	}
+	return nil
+}
