@@ -8,13 +8,13 @@ package console
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"embed"
 	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -204,7 +204,7 @@ func (c *Console) page(fn func(w http.ResponseWriter, r *http.Request) error) ht
 			http.Error(w, "session expired or bad CSRF token; reload the page", http.StatusForbidden)
 			return
 		}
-		r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+		r = r.WithContext(audit.WithRemote(auth.WithPrincipal(r.Context(), p), auth.RemoteHost(r)))
 		if err := fn(w, r); err != nil {
 			if api.Internal(err) {
 				c.log.Error("console: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -239,8 +239,38 @@ func (c *Console) back(w http.ResponseWriter, r *http.Request, msg, errMsg strin
 	http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
 }
 
+// loginCookie carries the sign-in form's CSRF token (double submit: the
+// form holds the same value, which a cross-site page can neither read
+// nor set), so another site cannot sign a visitor in as someone else.
+const loginCookie = "tangram_login"
+
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, r, "login", "Sign in", map[string]string{"Next": r.URL.Query().Get("next")})
+	tok := ""
+	if ck, err := r.Cookie(loginCookie); err == nil && len(ck.Value) >= 32 && len(ck.Value) <= 64 {
+		tok = ck.Value
+	} else {
+		tok = auth.NewToken()
+		http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: tok, Path: "/login", HttpOnly: true, Secure: c.cfg.SecureCookies,
+			SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+	}
+	c.render(w, r, "login", "Sign in", map[string]string{"Next": safeNext(r.URL.Query().Get("next")), "LoginCSRF": tok})
+}
+
+// safeNext returns next when it is a path on this site, else "". Browsers
+// read a backslash as a slash, so "/\evil.example" is "//evil.example":
+// another site.
+func safeNext(next string) string {
+	if len(next) < 1 || len(next) > 2048 || next[0] != '/' || strings.ContainsAny(next, "\\\x00\r\n\t") {
+		return ""
+	}
+	if len(next) > 1 && next[1] == '/' {
+		return ""
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return ""
+	}
+	return next
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
@@ -248,8 +278,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form", http.StatusBadRequest)
 		return
 	}
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	sid, _, err := c.cfg.Auth.Login(r.Context(), r.PostForm.Get("user"), r.PostForm.Get("secret"), host)
+	ck, err := r.Cookie(loginCookie)
+	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get("csrf"))) != 1 {
+		http.Redirect(w, r, "/login?err="+url.QueryEscape("the sign-in form expired or came from another site; sign in again"), http.StatusSeeOther)
+		return
+	}
+	sid, _, err := c.cfg.Auth.Login(r.Context(), r.PostForm.Get("user"), r.PostForm.Get("secret"), auth.RemoteHost(r))
 	if errors.Is(err, auth.ErrTooManyAttempts) {
 		http.Redirect(w, r, "/login?err="+url.QueryEscape("too many failed sign-ins; wait a minute"), http.StatusSeeOther)
 		return
@@ -260,8 +294,8 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: sid, Path: "/", HttpOnly: true, Secure: c.cfg.SecureCookies,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(auth.SessionTTL.Seconds())})
-	next := r.PostForm.Get("next")
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+	next := safeNext(r.PostForm.Get("next"))
+	if next == "" {
 		next = c.home()
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -180,11 +181,7 @@ func TestConsoleBrowser(t *testing.T) {
 func TestConsoleCSRF(t *testing.T) {
 	h := servertest.Start(t)
 	jar := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := jar.PostForm(h.URL+"/login", map[string][]string{"user": {"admin"}, "secret": {h.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := postLogin(t, jar, h.URL, "admin", h.Token, "")
 	var sess *http.Cookie
 	for _, c := range resp.Cookies() {
 		if c.Name == "tangram_session" {
@@ -197,7 +194,7 @@ func TestConsoleCSRF(t *testing.T) {
 	req, _ := http.NewRequest("POST", h.URL+"/config/apps", strings.NewReader("name=evil"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(sess)
-	resp, err = jar.Do(req)
+	resp, err := jar.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,8 +214,7 @@ func TestConsoleCSRF(t *testing.T) {
 		t.Fatalf("API post with cookie but no CSRF header: %d", resp.StatusCode)
 	}
 	// Wrong password.
-	resp, _ = jar.PostForm(h.URL+"/login", map[string][]string{"user": {"admin"}, "secret": {"nope"}})
-	resp.Body.Close()
+	resp = postLogin(t, jar, h.URL, "admin", "nope", "")
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "err=") {
 		t.Fatalf("bad login redirect: %q", loc)
 	}
@@ -231,11 +227,7 @@ func TestConsoleUsers(t *testing.T) {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar}
 	login := func(user, secret string) {
-		resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {user}, "secret": {secret}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		postLogin(t, hc, h.URL, user, secret, "")
 	}
 	page := func(method, path string, form url.Values) (int, string) {
 		var resp *http.Response
@@ -370,11 +362,7 @@ func adminSession(t *testing.T, h *servertest.Harness) (*http.Client, func(path 
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar}
-	resp, err := hc.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	postLogin(t, hc, h.URL, "admin", h.Token, "")
 	return hc, func(path string) string {
 		resp, err := hc.Get(h.URL + path)
 		if err != nil {
@@ -383,5 +371,72 @@ func adminSession(t *testing.T, h *servertest.Harness) (*http.Client, func(path 
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
+	}
+}
+
+var loginCSRFField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// postLogin signs in through the form as a browser does: it loads the
+// sign-in page (which sets the form's CSRF cookie and field) and posts the
+// form with both. The response is returned unfollowed when hc does not
+// follow redirects.
+func postLogin(t *testing.T, hc *http.Client, base, user, secret, next string) *http.Response {
+	t.Helper()
+	resp, err := hc.Get(base + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := loginCSRFField.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("the sign-in page has no CSRF field:\n%s", body)
+	}
+	form := url.Values{"user": {user}, "secret": {secret}, "csrf": {string(m[1])}, "next": {next}}
+	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, c := range resp.Cookies() {
+		req.AddCookie(c)
+	}
+	out, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Body.Close()
+	return out
+}
+
+// TestLoginForm: the sign-in form needs its CSRF pair, and the page it
+// returns to is a path on this site only.
+func TestLoginForm(t *testing.T) {
+	h := servertest.Start(t)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// A cross-site form post has no CSRF cookie: refused, no session.
+	resp, err := noFollow.PostForm(h.URL+"/login", url.Values{"user": {"admin"}, "secret": {h.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.Name == "tangram_session" && c.Value != "" {
+			t.Fatal("a sign-in without the form's CSRF token opened a session")
+		}
+	}
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "err=") {
+		t.Fatalf("sign-in without CSRF: %q", loc)
+	}
+	for next, want := range map[string]string{
+		"/config/apps?x=1":      "/config/apps?x=1",
+		"/\\evil.example":       "/config",
+		"//evil.example":        "/config",
+		"/\\/evil.example":      "/config",
+		"https://evil.example/": "/config",
+		"/%0d%0aSet-Cookie:x":   "/%0d%0aSet-Cookie:x",
+		"javascript:alert(1)":   "/config",
+	} {
+		resp := postLogin(t, noFollow, h.URL, "admin", h.Token, next)
+		if loc := resp.Header.Get("Location"); loc != want {
+			t.Errorf("next=%q: redirected to %q, want %q", next, loc, want)
+		}
 	}
 }

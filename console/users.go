@@ -1,16 +1,19 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 )
 
 // The users page: admins list users and their role bindings, create users,
-// grant roles, and create and revoke API tokens.
+// grant roles, disable users or end their sessions, and create (optionally
+// expiring) and revoke API tokens.
 func (c *Console) registerUsers(mux *http.ServeMux) {
 	admin := func(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 		return c.page(func(w http.ResponseWriter, r *http.Request) error {
@@ -24,7 +27,8 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 	mux.Handle("POST /users", admin(func(w http.ResponseWriter, r *http.Request) error {
 		b := bindingFrom(r)
 		name := strings.TrimSpace(r.PostFormValue("name"))
-		if _, err := c.cfg.Auth.CreateUser(r.Context(), auth.Actor(r.Context()), name, r.PostFormValue("password"), []auth.Binding{b}); err != nil {
+		spec := auth.UserSpec{Name: name, Password: r.PostFormValue("password"), TokenOnly: r.PostFormValue("token_only") == "on", Bindings: []auth.Binding{b}}
+		if _, err := c.cfg.Auth.CreateUser(r.Context(), auth.Actor(r.Context()), spec); err != nil {
 			return err
 		}
 		c.back(w, r, "user "+name+" created", "")
@@ -37,9 +41,43 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 		c.back(w, r, "role granted to "+r.PathValue("name"), "")
 		return nil
 	}))
+	able := func(disabled bool) http.Handler {
+		return admin(func(w http.ResponseWriter, r *http.Request) error {
+			name := r.PathValue("name")
+			if disabled && name == auth.Actor(r.Context()) {
+				return api.BadRequest("you cannot disable yourself; ask another admin")
+			}
+			if err := c.cfg.Auth.SetDisabled(r.Context(), auth.Actor(r.Context()), name, disabled); err != nil {
+				return err
+			}
+			verb := "enabled"
+			if disabled {
+				verb = "disabled; their sessions ended"
+			}
+			c.back(w, r, "user "+name+" "+verb, "")
+			return nil
+		})
+	}
+	mux.Handle("POST /users/{name}/disable", able(true))
+	mux.Handle("POST /users/{name}/enable", able(false))
+	mux.Handle("POST /users/{name}/signout", admin(func(w http.ResponseWriter, r *http.Request) error {
+		n, err := c.cfg.Auth.EndSessions(r.Context(), auth.Actor(r.Context()), r.PathValue("name"), "")
+		if err != nil {
+			return err
+		}
+		c.back(w, r, fmt.Sprintf("%d session(s) of %s ended", n, r.PathValue("name")), "")
+		return nil
+	}))
 	mux.Handle("POST /tokens", admin(func(w http.ResponseWriter, r *http.Request) error {
 		user, name := strings.TrimSpace(r.PostFormValue("user")), strings.TrimSpace(r.PostFormValue("name"))
-		secret, _, err := c.cfg.Auth.CreateToken(r.Context(), auth.Actor(r.Context()), user, name, strings.TrimSpace(r.PostFormValue("env")))
+		var ttl time.Duration
+		if v := strings.TrimSpace(r.PostFormValue("ttl")); v != "" {
+			var err error
+			if ttl, err = time.ParseDuration(v); err != nil || ttl <= 0 {
+				return api.BadRequest("expiry %q: want a duration such as 24h or 720h", v)
+			}
+		}
+		secret, _, err := c.cfg.Auth.CreateToken(r.Context(), auth.Actor(r.Context()), user, name, strings.TrimSpace(r.PostFormValue("env")), ttl)
 		if err != nil {
 			return err
 		}
@@ -77,6 +115,7 @@ func (c *Console) renderUsers(w http.ResponseWriter, r *http.Request, tokenUser,
 	if err != nil {
 		return err
 	}
-	c.render(w, r, "users", "Users", map[string]any{"Users": users, "Tokens": tokens, "NewToken": token, "NewTokenUser": tokenUser})
+	c.render(w, r, "users", "Users", map[string]any{"Users": users, "Tokens": tokens, "NewToken": token, "NewTokenUser": tokenUser,
+		"Roles": auth.Roles(), "Now": time.Now()})
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tangram-dev/tangram/rpc/rpcmetrics"
 
+	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -28,6 +29,14 @@ type WhoAmIReply struct {
 
 // Empty is a request without fields.
 type Empty struct{}
+
+// hostOf is the host part of a peer address, for audit entries.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
 
 // startRPC serves Tangram RPC on Config.RPCAddr. Every method needs an API
 // token (bearer, in the authorization metadata) except tangram.Health/*;
@@ -58,10 +67,10 @@ func (s *Server) startRPC() error {
 				if strings.HasPrefix(info.Method, "tangram.Health/") {
 					return next(ctx, req)
 				}
-				return authn(ctx, req, info, next)
+				return authn(audit.WithRemote(ctx, hostOf(info.Peer)), req, info, next)
 			}},
 		StreamInterceptors: []rpc.StreamServerInterceptor{func(ctx context.Context, info *rpc.CallInfo, next func(context.Context) error) error {
-			_, err := authn(ctx, nil, info, func(ctx context.Context, _ any) (any, error) { return nil, next(ctx) })
+			_, err := authn(audit.WithRemote(ctx, hostOf(info.Peer)), nil, info, func(ctx context.Context, _ any) (any, error) { return nil, next(ctx) })
 			return err
 		}},
 	})

@@ -257,6 +257,21 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			}
 		}
 	}
+	// A token may be limited only to an environment that exists: a config
+	// environment or a registry namespace.
+	if s.config != nil {
+		s.auth.AddEnvSource(func(ctx context.Context) ([]string, error) {
+			envs, err := s.config.ListEnvs(ctx)
+			names := make([]string, len(envs))
+			for i, e := range envs {
+				names[i] = e.Name
+			}
+			return names, err
+		})
+	}
+	if s.registry != nil {
+		s.auth.AddEnvSource(func(context.Context) ([]string, error) { return s.registry.Namespaces(), nil })
+	}
 	if s.config != nil {
 		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
 			func() float64 { return float64(s.config.Watchers()) }))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		return b, nil
 	}
 	var password string
+	var tokenOnly bool
 	var roles []string
 	userCreate := &cobra.Command{Use: "create-user NAME", Short: "Create a user with roles (role[:env[:app[:ns]]], e.g. releaser:prod:demo)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -62,7 +64,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 				}
 				bs = append(bs, b)
 			}
-			u, err := g.authAdmin().CreateUser(ctx, auth.UserSpec{Name: args[0], Password: password, Bindings: bs})
+			u, err := g.authAdmin().CreateUser(ctx, auth.UserSpec{Name: args[0], Password: password, TokenOnly: tokenOnly, Bindings: bs})
 			if err != nil {
 				return err
 			}
@@ -71,6 +73,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 			})
 		}}
 	userCreate.Flags().StringVar(&password, "password", "", "console password (at least 8 characters)")
+	userCreate.Flags().BoolVar(&tokenOnly, "token-only", false, "no password: the user signs in only with API tokens (services, brokers)")
 	userCreate.Flags().StringSliceVar(&roles, "role", nil, "role binding role[:env[:app[:ns]]] (repeatable)")
 	users := &cobra.Command{Use: "users", Short: "List users", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
@@ -110,9 +113,17 @@ func newAuthCmd(g *globals) *cobra.Command {
 			}}
 	}
 	var tokUser, tokEnv string
+	var tokTTL time.Duration
 	tokenCreate := &cobra.Command{Use: "create-token NAME", Short: "Create an API token (printed once)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		out, err := g.authAdmin().CreateToken(ctx, auth.TokenSpec{User: tokUser, Name: args[0], Env: tokEnv})
+		spec := auth.TokenSpec{User: tokUser, Name: args[0], Env: tokEnv}
+		if tokTTL < 0 {
+			return fmt.Errorf("--ttl %s: want a positive duration", tokTTL)
+		}
+		if tokTTL > 0 {
+			spec.TTL = tokTTL.String()
+		}
+		out, err := g.authAdmin().CreateToken(ctx, spec)
 		if err != nil {
 			return err
 		}
@@ -120,6 +131,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 	}}
 	tokenCreate.Flags().StringVar(&tokUser, "user", "", "owner (default: you)")
 	tokenCreate.Flags().StringVar(&tokEnv, "env", "", "limit the token to one environment")
+	tokenCreate.Flags().DurationVar(&tokTTL, "ttl", 0, "expire the token after this long, e.g. 720h (default: never)")
 	tokens := &cobra.Command{Use: "tokens", Short: "List API tokens", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
 		out, err := g.authAdmin().Tokens(ctx)
@@ -127,13 +139,23 @@ func newAuthCmd(g *globals) *cobra.Command {
 			return err
 		}
 		return g.print(out, func(w *tabwriter.Writer) {
-			row(w, "ID", "USER", "NAME", "ENV", "REVOKED", "LAST-USED")
+			row(w, "ID", "USER", "NAME", "ENV", "STATE", "LAST-USED", "EXPIRES")
+			now := time.Now()
 			for _, t := range out {
-				last := ""
+				last, expires, state := "", "never", "active"
 				if t.LastUsedAt > 0 {
 					last = time.UnixMilli(t.LastUsedAt).UTC().Format(time.RFC3339)
 				}
-				row(w, t.ID, t.User, t.Name, t.Env, t.Revoked, last)
+				if t.ExpiresAt > 0 {
+					expires = time.UnixMilli(t.ExpiresAt).UTC().Format(time.RFC3339)
+				}
+				switch {
+				case t.Revoked:
+					state = "revoked"
+				case t.Expired(now):
+					state = "expired"
+				}
+				row(w, t.ID, t.User, t.Name, t.Env, state, last, expires)
 			}
 		})
 	}}
@@ -149,6 +171,59 @@ func newAuthCmd(g *globals) *cobra.Command {
 		fmt.Fprintf(g.out, "token %s revoked\n", args[0])
 		return nil
 	}}
+	setPassword := &cobra.Command{Use: "set-password USER", Short: "Change a password, read from standard input",
+		Long: `Change a user's password. The passwords are read from standard input, never from
+flags: for your own password, the current one on the first line and the new one on
+the second (a user without a password gives an unrestricted API token of theirs as
+the current one); an unrestricted admin setting another user's password gives only
+the new one. Every other console session of the user ends.`,
+		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			a := g.authAdmin()
+			me, err := a.WhoAmI(ctx)
+			if err != nil {
+				return err
+			}
+			sc := bufio.NewScanner(cmd.InOrStdin())
+			next := func(what string) (string, error) {
+				if !sc.Scan() {
+					return "", fmt.Errorf("set-password: standard input ended before the %s password", what)
+				}
+				return strings.TrimRight(sc.Text(), "\r"), nil
+			}
+			var pc auth.PasswordChange
+			if me.Name == args[0] {
+				if pc.Current, err = next("current"); err != nil {
+					return err
+				}
+			}
+			if pc.Password, err = next("new"); err != nil {
+				return err
+			}
+			if err := a.ChangePassword(ctx, args[0], pc); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "password of %s changed; their other sessions ended\n", args[0])
+			return nil
+		}}
+	able := func(verb string) *cobra.Command {
+		return &cobra.Command{Use: verb + "-user USER", Short: map[string]string{"disable": "Disable a user: their tokens stop working and their sessions end", "enable": "Enable a disabled user"}[verb],
+			Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+				if err := g.authAdmin().SetDisabled(cmd.Context(), args[0], verb == "disable"); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "user %s %sd\n", args[0], verb)
+				return nil
+			}}
+	}
+	endSessions := &cobra.Command{Use: "end-sessions USER", Short: "Sign a user out of every console session", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		n, err := g.authAdmin().EndSessions(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "%d session(s) of %s ended\n", n, args[0])
+		return nil
+	}}
 	var auditLimit int
 	var auditAction, auditActor string
 	auditCmd := &cobra.Command{Use: "audit", Short: "Show the audit log, newest first", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
@@ -158,15 +233,16 @@ func newAuthCmd(g *globals) *cobra.Command {
 			return err
 		}
 		return g.print(out, func(w *tabwriter.Writer) {
-			row(w, "WHEN", "ACTOR", "ACTION", "RESOURCE")
+			row(w, "WHEN", "ACTOR", "ACTION", "RESOURCE", "FROM")
 			for _, e := range out {
-				row(w, time.UnixMilli(e.At).UTC().Format(time.RFC3339), e.Actor, e.Action, e.Resource)
+				row(w, time.UnixMilli(e.At).UTC().Format(time.RFC3339), e.Actor, e.Action, e.Resource, e.Remote)
 			}
 		})
 	}}
 	auditCmd.Flags().IntVar(&auditLimit, "limit", 50, "entries")
 	auditCmd.Flags().StringVar(&auditAction, "action", "", "action prefix, e.g. config.publish")
 	auditCmd.Flags().StringVar(&auditActor, "actor", "", "actor")
-	cmd.AddCommand(whoami, userCreate, users, grant("grant"), grant("revoke"), tokenCreate, tokens, revokeToken, auditCmd)
+	cmd.AddCommand(whoami, userCreate, users, grant("grant"), grant("revoke"), setPassword, able("disable"), able("enable"), endSessions,
+		tokenCreate, tokens, revokeToken, auditCmd)
 	return cmd
 }

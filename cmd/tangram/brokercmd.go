@@ -65,7 +65,10 @@ func newBrokerCmd(g *globals) *cobra.Command {
 		Short: "Run a message queue broker on its own (tangram server runs one in-process)",
 		Long: `Run an MQ broker: a commitlog on local disk serving producers and consumers over
 Tangram RPC. It registers its topics with every server given (the name service) and
-checks clients' API tokens with them; its own token (TANGRAM_TOKEN) needs admin.`,
+checks clients' API tokens with them. Its own token (TANGRAM_TOKEN) needs the broker
+role, which lets it register and replicate and nothing else:
+  tangram auth create-user broker-1 --token-only --role broker
+  tangram auth create-token broker-1 --user broker-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(logFormat, logLevel)

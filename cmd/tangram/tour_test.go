@@ -82,10 +82,19 @@ func TestTour(t *testing.T) {
 	}
 
 	// Approvals and auth from the CLI.
-	run(t, h, "auth", "create-user", "bob", "--role", "releaser:dev:demo")
+	run(t, h, "auth", "create-user", "bob", "--token-only", "--role", "releaser:dev:demo")
 	tok := strings.TrimSpace(run(t, h, "auth", "create-token", "ci", "--user", "bob"))
 	if !strings.HasPrefix(tok, "tgm_") {
 		t.Fatalf("token: %q", tok)
+	}
+	if out := run(t, h, "auth", "create-token", "short", "--user", "bob", "--ttl", "1h"); !strings.HasPrefix(out, "tgm_") {
+		t.Fatalf("expiring token: %q", out)
+	}
+	if out := run(t, h, "auth", "tokens"); !strings.Contains(out, "EXPIRES") || !strings.Contains(out, "never") {
+		t.Fatalf("tokens lack expiry: %s", out)
+	}
+	if out, err := runErr(h, "auth", "create-token", "typo", "--user", "bob", "--env", "prdo"); err == nil || !strings.Contains(err.Error(), "\"prdo\" is not an environment") {
+		t.Fatalf("token for a missing environment: %v %s", err, out)
 	}
 	run(t, h, "config", "settings", "--env", "dev", "--app", "demo", "--require-approval")
 	run(t, h, "config", "set", "--env", "dev", "--app", "demo", "greeting", "approved")

@@ -395,7 +395,7 @@ func TestApprovals(t *testing.T) {
 	ctx := context.Background()
 	mustDo(t, admin, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
 	tok := func(user, role string) *apiclient.Client {
-		mustDo(t, admin, "POST", "/api/v1/auth/users", map[string]any{"name": user, "bindings": []map[string]string{{"role": role, "env": "dev", "app": "demo"}}}, nil)
+		mustDo(t, admin, "POST", "/api/v1/auth/users", map[string]any{"name": user, "token_only": true, "bindings": []map[string]string{{"role": role, "env": "dev", "app": "demo"}}}, nil)
 		var out struct{ Token string }
 		mustDo(t, admin, "POST", "/api/v1/auth/tokens", map[string]string{"user": user, "name": "t"}, &out)
 		return apiclient.New(h.URL, out.Token)
@@ -490,7 +490,7 @@ func TestPermissionsSecretsAudit(t *testing.T) {
 		}
 	}()
 
-	mustDo(t, admin, "POST", "/api/v1/auth/users", map[string]any{"name": "vic", "bindings": []map[string]string{{"role": "viewer", "app": "demo"}}}, nil)
+	mustDo(t, admin, "POST", "/api/v1/auth/users", map[string]any{"name": "vic", "token_only": true, "bindings": []map[string]string{{"role": "viewer", "app": "demo"}}}, nil)
 	var out struct{ Token string }
 	mustDo(t, admin, "POST", "/api/v1/auth/tokens", map[string]string{"user": "vic", "name": "t"}, &out)
 	vic := apiclient.New(h.URL, out.Token)
@@ -528,11 +528,22 @@ func TestPermissionsSecretsAudit(t *testing.T) {
 	if it.Value != config.Masked {
 		t.Fatalf("released item shows secret %q", it.Value)
 	}
+	// A viewer (a person who may look at the console) fetches secrets
+	// masked; an application's client role gets them in clear.
 	var cfg config.Payload
 	mustDo(t, vic, "GET", "/api/v1/config/configs/dev/demo/default/application", nil, &cfg)
-	if cfg.Items["db.password"] != "s3cr3t-value" {
-		t.Fatalf("client with read permission gets %q", cfg.Items["db.password"])
+	if cfg.Items["db.password"] != config.Masked {
+		t.Fatalf("a viewer's client fetch gets %q", cfg.Items["db.password"])
 	}
+	mustDo(t, admin, "POST", "/api/v1/auth/users", map[string]any{"name": "demo-app", "token_only": true, "bindings": []map[string]string{{"role": "client", "env": "dev", "app": "demo"}}}, nil)
+	mustDo(t, admin, "POST", "/api/v1/auth/tokens", map[string]string{"user": "demo-app", "name": "t"}, &out)
+	app := apiclient.New(h.URL, out.Token)
+	mustDo(t, app, "GET", "/api/v1/config/configs/dev/demo/default/application", nil, &cfg)
+	if cfg.Items["db.password"] != "s3cr3t-value" {
+		t.Fatalf("a client-role fetch gets %q", cfg.Items["db.password"])
+	}
+	wantStatus(t, app.Do(ctx, "PUT", ns("application")+"/items/k", map[string]string{"value": "v"}, nil), 403, "edit permission")
+	wantStatus(t, vic.Do(ctx, "GET", ns("application")+"/export?reveal=true", nil, nil), 403, "secrets permission")
 	var raw string
 	if err := h.Srv.Store().QueryRowContext(ctx, `SELECT value FROM config_items WHERE item_key = ?`, "db.password").Scan(&raw); err != nil || strings.Contains(raw, "s3cr3t") {
 		t.Fatalf("stored secret not encrypted: %q %v", raw, err)
@@ -697,4 +708,51 @@ func TestFetchCacheFollowsReleases(t *testing.T) {
 	expect("gray abandoned", "labels=canary", "v2")
 	mustDo(t, c, "POST", ns("application")+"/rollback", config.RollbackRequest{}, nil)
 	expect("rollback", "", "v1")
+}
+
+// TestExportImportKeepsSecrets: an export without reveal masks secrets;
+// importing it back keeps the stored secrets instead of writing the mask,
+// and a mask where no secret is stored is refused, naming the key.
+func TestExportImportKeepsSecrets(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	ctx := context.Background()
+	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	mustDo(t, c, "PUT", ns("application")+"/items/db.password", map[string]any{"value": "s3cr3t-value", "secret": true}, nil)
+	setItem(t, c, "application", "db.user", "app")
+	publish(t, c, "application", "first")
+	var out string
+	mustDo(t, c, "GET", ns("application")+"/export", nil, &out)
+	if !strings.Contains(out, config.Masked) || strings.Contains(out, "s3cr3t") {
+		t.Fatalf("export without reveal: %s", out)
+	}
+	// Round trip the masked file, changing another key.
+	out = strings.Replace(out, "db.user = app", "db.user = app2", 1)
+	mustDo(t, c, "POST", ns("application")+"/import", map[string]any{"format": "properties", "data": out}, nil)
+	publish(t, c, "application", "reimported")
+	var cfg config.Payload
+	mustDo(t, c, "GET", "/api/v1/config/configs/dev/demo/default/application", nil, &cfg)
+	if cfg.Items["db.password"] != "s3cr3t-value" || cfg.Items["db.user"] != "app2" {
+		t.Fatalf("after re-import clients get %+v", cfg.Items)
+	}
+	var nsOut struct{ Items []config.Item }
+	mustDo(t, c, "GET", ns("application"), nil, &nsOut)
+	for _, it := range nsOut.Items {
+		if it.Key == "db.password" && !it.Secret {
+			t.Fatalf("the re-imported secret lost its flag: %+v", it)
+		}
+	}
+	// A mask where no secret is stored would become a literal value.
+	err := c.Do(ctx, "POST", ns("application")+"/import", map[string]any{"format": "properties", "data": "api.key = ******\n", "merge": true}, nil)
+	wantStatus(t, err, 400, `"api.key" has the value ******`)
+	err = c.Do(ctx, "PUT", ns("application")+"/items/new.secret", map[string]any{"value": config.Masked, "secret": true}, nil)
+	wantStatus(t, err, 400, "no stored secret to keep")
+	// Writing the mask back to an existing secret keeps it (a form that
+	// shows the mask and is saved unchanged).
+	mustDo(t, c, "PUT", ns("application")+"/items/db.password", map[string]any{"value": config.Masked, "secret": true}, nil)
+	publish(t, c, "application", "unchanged")
+	mustDo(t, c, "GET", "/api/v1/config/configs/dev/demo/default/application", nil, &cfg)
+	if cfg.Items["db.password"] != "s3cr3t-value" {
+		t.Fatalf("saving the mask changed the secret to %q", cfg.Items["db.password"])
+	}
 }

@@ -21,6 +21,7 @@ const (
 	OpCreateNS      Op = "create-ns"      // create or link a namespace
 	OpEditDraft     Op = "edit-draft"     // set, delete, import into a draft
 	OpReveal        Op = "reveal"         // export secrets in plaintext
+	OpSecrets       Op = "secrets"        // receive secret values in clear when fetching as a client
 	OpSettings      Op = "settings"       // a namespace's release rules
 	OpPublish       Op = "publish"        // publish a draft
 	OpRollback      Op = "rollback"       // roll back to an earlier release
@@ -38,7 +39,8 @@ var opPerm = map[Op]auth.Perm{
 	OpCreateCluster: auth.PermEdit,
 	OpCreateNS:      auth.PermEdit,
 	OpEditDraft:     auth.PermEdit,
-	OpReveal:        auth.PermEdit,
+	OpReveal:        auth.PermSecrets,
+	OpSecrets:       auth.PermSecrets,
 	OpSettings:      auth.PermAdmin,
 	OpPublish:       auth.PermRelease,
 	OpRollback:      auth.PermRelease,

@@ -109,10 +109,20 @@ func (s *Server) EditDraft(ctx context.Context, actor string, c config.Coord, e 
 			}
 			keep[it.Key] = true
 			stored := it.Value
-			if it.Secret {
+			prev, had := old[it.Key]
+			if it.Secret && it.Value == config.Masked {
+				// The mask is what exports and listings show in place of
+				// a secret; written back, it means "keep the value".
+				if !had || !prev.Secret {
+					return fmt.Errorf("%w: the value of secret %q is the mask %s, and there is no stored secret to keep; send the real value", config.ErrInvalid, it.Key, config.Masked)
+				}
+				if prev.Comment == it.Comment {
+					continue
+				}
+				stored = prev.Value
+			} else if it.Secret {
 				stored = s.cipher.Seal(it.Value)
 			}
-			prev, had := old[it.Key]
 			if had {
 				if !prev.Secret && !it.Secret && prev.Value == it.Value && prev.Comment == it.Comment {
 					continue

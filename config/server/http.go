@@ -457,7 +457,7 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 		if l := q.Get("labels"); l != "" {
 			cl.Labels = strings.Split(l, ",")
 		}
-		cfg, err := s.Fetch(r.Context(), c, cl)
+		cfg, err := s.Fetch(r.Context(), c, cl, Allowed(r.Context(), OpSecrets, c))
 		if err != nil {
 			return err
 		}

@@ -159,8 +159,10 @@ func (s *Server) resolve(ctx context.Context, c config.Coord) (*config.Namespace
 }
 
 // Fetch returns the configuration a client sees for one namespace and
-// records which release the client instance holds.
-func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer) (*config.Payload, error) {
+// records which release the client instance holds. Secret values come in
+// clear only when secrets is set (the caller holds the secrets
+// permission); otherwise they are masked.
+func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer, secrets bool) (*config.Payload, error) {
 	if c.Cluster == "" {
 		c.Cluster = config.DefaultCluster
 	}
@@ -186,6 +188,9 @@ func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer) (*co
 		Gray: grayID != 0 || linkGray != 0, Items: make(map[string]string, len(snap)),
 		ReleaseKey: fmt.Sprintf("%d.%d.%d.%d", mainID, grayID, linkID, linkGray)}
 	for _, it := range snap {
+		if it.Secret && !secrets {
+			it.Value = config.Masked
+		}
 		out.Items[it.Key] = it.Value
 	}
 	if cl.Instance != "" {
@@ -390,6 +395,12 @@ func (s *Server) Import(ctx context.Context, actor string, c config.Coord, forma
 			secret[it.Key] = it.Secret
 		}
 		for _, kv := range kvs {
+			// An export without reveal masks secrets; importing it keeps
+			// the stored secret (EditDraft reads the mask so), but a mask
+			// where no secret is stored would become a literal value.
+			if kv.Value == config.Masked && !secret[kv.Key] {
+				return 0, 0, fmt.Errorf("%w: %q has the value %s, the mask an export puts in place of a secret, and %s holds no secret %q to keep: export with reveal=true, or set the value", config.ErrInvalid, kv.Key, config.Masked, c, kv.Key)
+			}
 			set = append(set, config.Item{Key: kv.Key, Value: kv.Value, Secret: secret[kv.Key]})
 		}
 	}

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,30 +137,60 @@ const MaxBody = 4 << 20
 func Decode(r *http.Request, v any) error {
 	body := http.MaxBytesReader(nil, r.Body, MaxBody)
 	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &mbe):
-			return Of(errcode.TooLarge, "request body over %d bytes", MaxBody)
-		case errors.Is(err, io.EOF):
-			return BadRequest("request body is empty; want a JSON object")
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			return BadRequest("request body is not valid JSON: it ends before the object does")
-		case errors.As(err, &se):
-			return BadRequest("request body is not valid JSON at byte %d: %v", se.Offset, err)
-		case errors.As(err, &te):
-			return BadRequest("field %q: want %s, got %s", te.Field, te.Type, te.Value)
-		default:
-			return BadRequest("request body: %v", err)
-		}
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return decodeError(err)
 	}
 	if dec.More() {
 		return BadRequest("request body has data after the JSON object")
 	}
+	// null would decode into v as "no fields set", turning a mistaken or
+	// truncated request into an action with every default.
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+		return BadRequest("request body is %s; want a JSON object", jsonKind(t))
+	}
+	inner := json.NewDecoder(bytes.NewReader(raw))
+	inner.DisallowUnknownFields()
+	if err := inner.Decode(v); err != nil {
+		return decodeError(err)
+	}
 	return nil
+}
+
+func jsonKind(t []byte) string {
+	switch {
+	case len(t) == 0:
+		return "empty"
+	case string(t) == "null":
+		return "null"
+	case t[0] == '[':
+		return "an array"
+	case t[0] == '"':
+		return "a string"
+	case string(t) == "true" || string(t) == "false":
+		return "a boolean"
+	}
+	return "a number"
+}
+
+func decodeError(err error) error {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return Of(errcode.TooLarge, "request body over %d bytes", MaxBody)
+	case errors.Is(err, io.EOF):
+		return BadRequest("request body is empty; want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return BadRequest("request body is not valid JSON: it ends before the object does")
+	case errors.As(err, &se):
+		return BadRequest("request body is not valid JSON at byte %d: %v", se.Offset, err)
+	case errors.As(err, &te):
+		return BadRequest("field %q: want %s, got %s", te.Field, te.Type, te.Value)
+	default:
+		return BadRequest("request body: %v", err)
+	}
 }
 
 // Page is a limit/cursor pair read from the query string.

@@ -41,10 +41,27 @@ func Value(v any) string {
 	return string(b)
 }
 
+type remoteKey struct{}
+
+// WithRemote returns ctx naming the address a request came from; entries
+// recorded under it carry that address unless they name their own.
+func WithRemote(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, remoteKey{}, addr)
+}
+
+// Remote returns the address WithRemote put in ctx, or "".
+func Remote(ctx context.Context) string {
+	s, _ := ctx.Value(remoteKey{}).(string)
+	return s
+}
+
 // Record writes e through q (a store or a transaction).
 func Record(ctx context.Context, q store.Querier, e Entry) error {
 	if e.At == 0 {
 		e.At = store.NowMillis()
+	}
+	if e.Remote == "" {
+		e.Remote = Remote(ctx)
 	}
 	_, err := q.ExecContext(ctx, `INSERT INTO audit_log (at, actor, action, resource, before_value, after_value, remote) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		e.At, e.Actor, e.Action, e.Resource, e.Before, e.After, e.Remote)

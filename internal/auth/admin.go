@@ -10,19 +10,32 @@ import (
 	"github.com/tangram-dev/tangram/internal/audit"
 )
 
-// UserSpec is the body that creates a user.
+// UserSpec is the body that creates a user: a password of at least 8
+// characters, or TokenOnly for a user that signs in only with API tokens.
 type UserSpec struct {
-	Name     string    `json:"name"`
-	Password string    `json:"password"`
-	Bindings []Binding `json:"bindings"`
+	Name      string    `json:"name"`
+	Password  string    `json:"password,omitempty"`
+	TokenOnly bool      `json:"token_only,omitempty"`
+	Bindings  []Binding `json:"bindings"`
+}
+
+// PasswordChange is the body that changes a password. Current is the
+// caller's current password (or, for a user without one, an unrestricted
+// API token of theirs); an unrestricted admin setting another user's
+// password leaves it empty.
+type PasswordChange struct {
+	Current  string `json:"current,omitempty"`
+	Password string `json:"password"`
 }
 
 // TokenSpec is the body that creates an API token; User empty means the
-// caller, Env non-empty limits the token to one environment.
+// caller, Env non-empty limits the token to one environment, TTL (a Go
+// duration such as "720h") makes it expire.
 type TokenSpec struct {
 	User string `json:"user"`
 	Name string `json:"name"`
 	Env  string `json:"env"`
+	TTL  string `json:"ttl,omitempty"`
 }
 
 // CreatedToken is a new token: the secret, shown once, and its record.
@@ -76,6 +89,31 @@ func (a *Client) Grant(ctx context.Context, user string, b Binding) error {
 // Revoke removes a role binding from a user (admin).
 func (a *Client) Revoke(ctx context.Context, user string, b Binding) error {
 	return a.c.Do(ctx, "POST", "/api/v1/auth/users/"+url.PathEscape(user)+"/roles/revoke", b, nil)
+}
+
+// ChangePassword changes a user's password (see PasswordChange).
+func (a *Client) ChangePassword(ctx context.Context, user string, pc PasswordChange) error {
+	return a.c.Do(ctx, "POST", "/api/v1/auth/users/"+url.PathEscape(user)+"/password", pc, nil)
+}
+
+// SetDisabled disables a user (ending their sessions; their tokens stop
+// working) or enables them again (admin).
+func (a *Client) SetDisabled(ctx context.Context, user string, disabled bool) error {
+	verb := "enable"
+	if disabled {
+		verb = "disable"
+	}
+	return a.c.Do(ctx, "POST", "/api/v1/auth/users/"+url.PathEscape(user)+"/"+verb, nil, nil)
+}
+
+// EndSessions signs a user out of every console session (admin, or the
+// user themself for their other sessions).
+func (a *Client) EndSessions(ctx context.Context, user string) (int64, error) {
+	var out struct {
+		Ended int64 `json:"ended"`
+	}
+	err := a.c.Do(ctx, "DELETE", "/api/v1/auth/users/"+url.PathEscape(user)+"/sessions", nil, &out)
+	return out.Ended, err
 }
 
 // CreateToken creates an API token.

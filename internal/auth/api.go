@@ -3,6 +3,7 @@ package auth
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -38,31 +39,61 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		if err := api.Decode(r, &req); err != nil {
 			return err
 		}
-		u, err := s.CreateUser(r.Context(), Actor(r.Context()), req.Name, req.Password, req.Bindings)
+		u, err := s.CreateUser(r.Context(), Actor(r.Context()), req)
 		if err != nil {
 			return err
 		}
 		api.WriteJSON(w, 201, u)
 		return nil
 	})
+	// A password change is the one way a credential could widen itself
+	// (a scoped token setting the password a full session signs in with),
+	// so ChangePassword asks for the current secret; see its comment.
 	h("POST /api/v1/auth/users/{name}/password", func(w http.ResponseWriter, r *http.Request) error {
-		name := r.PathValue("name")
-		p := FromContext(r.Context())
-		if p.Name != name {
+		var req PasswordChange
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		if err := s.ChangePassword(r.Context(), FromContext(r.Context()), r.PathValue("name"), req.Current, req.Password, RemoteHost(r)); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	able := func(disabled bool) api.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
+				return err
+			}
+			name := r.PathValue("name")
+			if disabled && name == FromContext(r.Context()).Name {
+				return api.BadRequest("you cannot disable yourself; ask another admin")
+			}
+			if err := s.SetDisabled(r.Context(), Actor(r.Context()), name, disabled); err != nil {
+				return err
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+	}
+	h("POST /api/v1/auth/users/{name}/disable", able(true))
+	h("POST /api/v1/auth/users/{name}/enable", able(false))
+	h("DELETE /api/v1/auth/users/{name}/sessions", func(w http.ResponseWriter, r *http.Request) error {
+		name, p := r.PathValue("name"), FromContext(r.Context())
+		keep := ""
+		if p.Name == name && p.Session {
+			keep = p.sessionID // "sign out my other sessions"
+		}
+		if p.Name != name || p.TokenEnv != "" {
 			if err := Check(r.Context(), PermAdmin, "", "", ""); err != nil {
 				return err
 			}
 		}
-		var req struct {
-			Password string `json:"password"`
-		}
-		if err := api.Decode(r, &req); err != nil {
+		n, err := s.EndSessions(r.Context(), Actor(r.Context()), name, keep)
+		if err != nil {
 			return err
 		}
-		if err := s.SetPassword(r.Context(), Actor(r.Context()), name, req.Password); err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusNoContent)
+		api.WriteJSON(w, 200, map[string]int64{"ended": n})
 		return nil
 	})
 	grant := func(revoke bool) func(w http.ResponseWriter, r *http.Request) error {
@@ -120,7 +151,14 @@ func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 				return err
 			}
 		}
-		secret, t, err := s.CreateToken(r.Context(), Actor(r.Context()), req.User, req.Name, req.Env)
+		var ttl time.Duration
+		if req.TTL != "" {
+			var err error
+			if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
+				return api.BadRequest("ttl %q: want a positive duration such as 24h or 720h", req.TTL)
+			}
+		}
+		secret, t, err := s.CreateToken(r.Context(), Actor(r.Context()), req.User, req.Name, req.Env, ttl)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,14 +39,19 @@ var (
 	ErrBadName         = errcode.New(errcode.BadRequest, "auth: bad name")
 	ErrTooManyAttempts = errcode.New(errcode.TooManyRequests, "auth: too many failed sign-ins; wait a minute")
 	ErrTokenNotFound   = errcode.New(errcode.NotFound, "auth: token not found")
+	ErrBadPassword     = errcode.New(errcode.BadRequest, "auth: unacceptable password")
+	ErrWrongPassword   = errcode.New(errcode.Forbidden, "auth: the current password is wrong")
+	ErrUnknownEnv      = errcode.New(errcode.BadRequest, "auth: no such environment")
 )
 
-// The roles, weakest first.
+// The roles (docs/security.md).
 const (
-	Viewer   Role = "viewer"
-	Editor   Role = "editor"
-	Releaser Role = "releaser"
-	Admin    Role = "admin"
+	Viewer     Role = "viewer"   // read
+	Editor     Role = "editor"   // read, edit drafts and jobs
+	Releaser   Role = "releaser" // editor, publish, roll back, approve, secrets
+	Admin      Role = "admin"    // everything
+	ClientRole Role = "client"   // an application: read and fetch secrets in clear
+	BrokerRole Role = "broker"   // an MQ broker host: register and replicate, nothing else
 )
 
 // The permissions.
@@ -54,6 +60,8 @@ const (
 	PermEdit
 	PermRelease
 	PermAdmin
+	PermSecrets // receive secret config values in clear (the client fetch, reveal)
+	PermBroker  // register a broker with the name service, replicate from a master
 )
 
 // Service manages users, roles, tokens and sessions.
@@ -68,6 +76,7 @@ type Service struct {
 	failures failureLog
 
 	serviceToken atomic.Pointer[string]
+	envSources   []func(ctx context.Context) ([]string, error) // guarded by mu
 }
 
 // ServicePrincipal names the platform itself when its servers call each
@@ -127,7 +136,7 @@ func (s *Service) Bootstrap(ctx context.Context, token string) (string, error) {
 			return "", fmt.Errorf("auth: bootstrap token given but user admin is gone: %w", err)
 		}
 		err = s.st.InTx(ctx, func(tx *store.Tx) error {
-			if _, err := s.addToken(ctx, tx, u.ID, "bootstrap", "", token); err != nil {
+			if _, err := s.addToken(ctx, tx, u.ID, "bootstrap", "", token, 0); err != nil {
 				return err
 			}
 			return audit.Record(ctx, tx, audit.Entry{Actor: "system", Action: "auth.bootstrap.token", Resource: "user/admin", After: "token from TANGRAM_BOOTSTRAP_TOKEN added"})
@@ -149,7 +158,7 @@ func (s *Service) Bootstrap(ctx context.Context, token string) (string, error) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO role_bindings (user_id, role, env, app, ns, created_at) VALUES (?, ?, '*', '*', '*', ?)`, id, string(Admin), store.NowMillis()); err != nil {
 			return err
 		}
-		if _, err := s.addToken(ctx, tx, id, "bootstrap", "", token); err != nil {
+		if _, err := s.addToken(ctx, tx, id, "bootstrap", "", token, 0); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.Entry{Actor: "system", Action: "auth.bootstrap", Resource: "user/admin", After: "admin user with bootstrap token"})
@@ -239,8 +248,12 @@ func (s *Service) ListUsers(ctx context.Context) ([]User, error) {
 	return out, nil
 }
 
-// CreateUser adds a user with an optional password and bindings.
-func (s *Service) CreateUser(ctx context.Context, actor, name, password string, bindings []Binding) (*User, error) {
+// CreateUser adds a user with bindings. A user has a console password
+// (at least 8 characters) unless spec.TokenOnly, in which case it has none
+// and signs in only with its unrestricted API tokens (service accounts,
+// broker hosts).
+func (s *Service) CreateUser(ctx context.Context, actor string, spec UserSpec) (*User, error) {
+	name, bindings := spec.Name, spec.Bindings
 	if err := ValidName("user", name); err != nil {
 		return nil, err
 	}
@@ -250,13 +263,18 @@ func (s *Service) CreateUser(ctx context.Context, actor, name, password string, 
 		}
 		bindings[i] = normBinding(b)
 	}
-	hash := ""
-	if password != "" {
-		if len(password) < 8 {
-			return nil, fmt.Errorf("%w: password must be at least 8 characters", ErrBadName)
+	switch {
+	case spec.TokenOnly && spec.Password != "":
+		return nil, fmt.Errorf("%w: a token-only user has no password; give one or the other", ErrBadPassword)
+	case !spec.TokenOnly:
+		if err := checkNewPassword(spec.Password); err != nil {
+			return nil, err
 		}
+	}
+	hash := ""
+	if spec.Password != "" {
 		var err error
-		if hash, err = HashPassword(password); err != nil {
+		if hash, err = HashPassword(spec.Password); err != nil {
 			return nil, err
 		}
 	}
@@ -274,12 +292,74 @@ func (s *Service) CreateUser(ctx context.Context, actor, name, password string, 
 				return err
 			}
 		}
-		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.user.create", Resource: "user/" + name, After: audit.Value(bindings)})
+		after := audit.Value(bindings)
+		if spec.TokenOnly {
+			after += " token-only"
+		}
+		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.user.create", Resource: "user/" + name, After: after})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return s.UserByName(ctx, name)
+}
+
+// SetDisabled disables a user (every token and session stops working at
+// once, and the sessions are deleted) or enables them again.
+func (s *Service) SetDisabled(ctx context.Context, actor, user string, disabled bool) error {
+	u, err := s.UserByName(ctx, user)
+	if err != nil {
+		return err
+	}
+	action := "auth.user.enable"
+	if disabled {
+		action = "auth.user.disable"
+	}
+	err = s.st.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET disabled = ? WHERE id = ?`, b2i(disabled), u.ID); err != nil {
+			return err
+		}
+		if disabled {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ?`, u.ID); err != nil {
+				return err
+			}
+		}
+		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: action, Resource: "user/" + user})
+	})
+	s.flush()
+	if err != nil {
+		return fmt.Errorf("auth: %s %q: %w", action, user, err)
+	}
+	return nil
+}
+
+// EndSessions signs a user out of every console session but keep (a
+// session id, or "" for none). It returns how many ended.
+func (s *Service) EndSessions(ctx context.Context, actor, user, keep string) (int64, error) {
+	u, err := s.UserByName(ctx, user)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = s.st.InTx(ctx, func(tx *store.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ? AND hash <> ?`, u.ID, HashToken(keep))
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.user.sessions.end", Resource: "user/" + user, After: strconv.FormatInt(n, 10) + " session(s) ended"})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("auth: end sessions of %q: %w", user, err)
+	}
+	return n, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // validScope checks a binding's or token's env/app/ns ("" and "*" mean any).
@@ -363,7 +443,11 @@ const SessionTTL = 12 * time.Hour
 // place of a password, and opens a console session. It returns the session
 // id (for the cookie) and its CSRF token.
 func (s *Service) Login(ctx context.Context, name, secret, remote string) (sid, csrf string, err error) {
-	if s.failures.blocked(remote, name) {
+	if blocked, first := s.failures.blocked(remote, name); blocked {
+		if first { // once per lock-out, so a flood cannot fill the audit log
+			_ = audit.Record(ctx, s.st, audit.Entry{Actor: name, Action: "auth.login.locked", Resource: "user/" + name, Remote: remote,
+				After: fmt.Sprintf("%d failed sign-ins within %s; refused until the window passes", maxFailures, failureWindow)})
+		}
 		return "", "", ErrTooManyAttempts
 	}
 	u, err := s.UserByName(ctx, name)
@@ -372,9 +456,20 @@ func (s *Service) Login(ctx context.Context, name, secret, remote string) (sid, 
 		// not tell which user names exist.
 		CheckPassword(dummyHash(), secret)
 		s.failures.fail(remote, name)
+		reason := "unknown user"
+		if err == nil {
+			reason = "user disabled"
+		}
+		_ = audit.Record(ctx, s.st, audit.Entry{Actor: name, Action: "auth.login.failed", Resource: "user/" + name, Remote: remote, After: reason})
 		return "", "", ErrUnauthenticated
 	}
-	ok := u.pwHash != "" && CheckPassword(u.pwHash, secret)
+	// A user without a password (token-only) costs the same check, so the
+	// answer's time does not tell that either.
+	stored := u.pwHash
+	if stored == "" {
+		stored = dummyHash()
+	}
+	ok := CheckPassword(stored, secret) && u.pwHash != ""
 	if !ok && strings.HasPrefix(secret, TokenPrefix) {
 		if p, err := s.AuthenticateToken(ctx, secret); err == nil && p.UserID == u.ID && p.TokenEnv == "" {
 			ok = true
@@ -382,7 +477,7 @@ func (s *Service) Login(ctx context.Context, name, secret, remote string) (sid, 
 	}
 	if !ok {
 		s.failures.fail(remote, name)
-		_ = audit.Record(ctx, s.st, audit.Entry{Actor: name, Action: "auth.login.failed", Resource: "user/" + name, Remote: remote})
+		_ = audit.Record(ctx, s.st, audit.Entry{Actor: name, Action: "auth.login.failed", Resource: "user/" + name, Remote: remote, After: "wrong password or token"})
 		return "", "", ErrUnauthenticated
 	}
 	s.failures.reset(remote, name)
@@ -431,7 +526,7 @@ func (s *Service) AuthenticateSession(ctx context.Context, sid string) (*Princip
 	if err != nil {
 		return nil, err
 	}
-	return &Principal{UserID: userID, Name: name, Bindings: bs, Session: true, CSRF: csrf}, nil
+	return &Principal{UserID: userID, Name: name, Bindings: bs, Session: true, CSRF: csrf, sessionID: sid}, nil
 }
 
 // MethodPrincipal is the RPC method (served by tangram server) that answers

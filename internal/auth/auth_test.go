@@ -90,25 +90,25 @@ func TestServiceTokensSessions(t *testing.T) {
 	if err := st.QueryRowContext(ctx, `SELECT hash FROM api_tokens ORDER BY id LIMIT 1`).Scan(&stored); err != nil || stored == tok || stored != auth.HashToken(tok) {
 		t.Fatalf("token stored as %q", stored)
 	}
-	if _, err := s.CreateUser(ctx, "admin", "bob", "short", nil); err == nil {
+	if _, err := s.CreateUser(ctx, "admin", auth.UserSpec{Name: "bob", Password: "short"}); err == nil {
 		t.Fatal("short password accepted")
 	}
-	if _, err := s.CreateUser(ctx, "admin", "bob", "long enough pw", []auth.Binding{{Role: "owner"}}); !errors.Is(err, auth.ErrBadRole) {
+	if _, err := s.CreateUser(ctx, "admin", auth.UserSpec{Name: "bob", Password: "long enough pw", Bindings: []auth.Binding{{Role: "owner"}}}); !errors.Is(err, auth.ErrBadRole) {
 		t.Fatalf("bad role: %v", err)
 	}
-	if _, err := s.CreateUser(ctx, "admin", "bob", "long enough pw", []auth.Binding{{Role: auth.Editor, App: "demo"}}); err != nil {
+	if _, err := s.CreateUser(ctx, "admin", auth.UserSpec{Name: "bob", Password: "long enough pw", Bindings: []auth.Binding{{Role: auth.Editor, App: "demo"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateUser(ctx, "admin", "bob", "", nil); !errors.Is(err, auth.ErrUserExists) {
+	if _, err := s.CreateUser(ctx, "admin", auth.UserSpec{Name: "bob", TokenOnly: true}); !errors.Is(err, auth.ErrUserExists) {
 		t.Fatalf("duplicate user: %v", err)
 	}
-	if _, err := s.CreateUser(ctx, "admin", "carl", "", []auth.Binding{{Role: auth.Viewer, Env: "no spaces"}}); !errors.Is(err, auth.ErrBadName) {
+	if _, err := s.CreateUser(ctx, "admin", auth.UserSpec{Name: "carl", TokenOnly: true, Bindings: []auth.Binding{{Role: auth.Viewer, Env: "no spaces"}}}); !errors.Is(err, auth.ErrBadName) {
 		t.Fatalf("bad binding env: %v", err)
 	}
-	if _, _, err := s.CreateToken(ctx, "admin", "bob", "long", strings.Repeat("e", 300)); !errors.Is(err, auth.ErrBadName) {
+	if _, _, err := s.CreateToken(ctx, "admin", "bob", "long", strings.Repeat("e", 300), 0); !errors.Is(err, auth.ErrBadName) {
 		t.Fatalf("bad token env: %v", err)
 	}
-	secret, info, err := s.CreateToken(ctx, "admin", "bob", "ci", "dev")
+	secret, info, err := s.CreateToken(ctx, "admin", "bob", "ci", "dev", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

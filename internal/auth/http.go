@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 
 	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/audit"
 )
 
 // SessionCookie is the console session cookie's name.
@@ -89,8 +91,18 @@ func (s *Service) Require(next http.Handler) http.Handler {
 			}
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		ctx := audit.WithRemote(WithPrincipal(r.Context(), p), RemoteHost(r))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// RemoteHost is the address a request came from, for audit entries and
+// sign-in limits.
+func RemoteHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
 }
 
 // Check returns a 403 API error unless the caller holds perm on the scope.

@@ -22,31 +22,48 @@ func (p Perm) String() string {
 		return "release"
 	case PermAdmin:
 		return "admin"
+	case PermSecrets:
+		return "secrets"
+	case PermBroker:
+		return "broker"
 	}
 	return "perm(" + strconv.Itoa(int(p)) + ")"
 }
 
-func (r Role) level() Perm {
+// grants reports whether the role holds perm. viewer < editor < releaser
+// < admin form a ladder; client (an application's own credential) reads
+// and may fetch secrets in clear; broker may only run an MQ broker
+// (register with the name service, replicate) and holds nothing else.
+func (r Role) grants(p Perm) bool {
 	switch r {
 	case Viewer:
-		return PermRead
+		return p == PermRead
+	case ClientRole:
+		return p == PermRead || p == PermSecrets
 	case Editor:
-		return PermEdit
+		return p == PermRead || p == PermEdit
 	case Releaser:
-		return PermRelease
+		return p == PermRead || p == PermEdit || p == PermRelease || p == PermSecrets
 	case Admin:
-		return PermAdmin
+		return true
+	case BrokerRole:
+		return p == PermBroker
 	}
-	return 0
+	return false
 }
+
+// Roles lists every role, weakest first within the ladder, then the two
+// narrow roles.
+func Roles() []Role { return []Role{Viewer, Editor, Releaser, Admin, ClientRole, BrokerRole} }
 
 // ParseRole validates a role name.
 func ParseRole(s string) (Role, error) {
-	r := Role(s)
-	if r.level() == 0 {
-		return "", fmt.Errorf("%w %q (want viewer, editor, releaser or admin)", ErrBadRole, s)
+	for _, r := range Roles() {
+		if string(r) == s {
+			return r, nil
+		}
 	}
-	return r, nil
+	return "", fmt.Errorf("%w %q (want viewer, editor, releaser, admin, client or broker)", ErrBadRole, s)
 }
 
 // Binding grants a role on a scope. "*" matches any value.
@@ -70,8 +87,9 @@ type Principal struct {
 	// TokenEnv, when set, limits the credential to one environment.
 	TokenEnv string `json:"token_env,omitempty"`
 	// Session is set for console sessions; CSRF is their token.
-	Session bool   `json:"-"`
-	CSRF    string `json:"-"`
+	Session   bool   `json:"-"`
+	CSRF      string `json:"-"`
+	sessionID string
 }
 
 // Can reports whether p holds perm on the scope. Empty scope parts mean
@@ -86,7 +104,7 @@ func (p *Principal) Can(perm Perm, env, app, ns string) bool {
 		return false
 	}
 	for _, b := range p.Bindings {
-		if b.Role.level() >= perm && b.covers(env, app, ns) {
+		if b.Role.grants(perm) && b.covers(env, app, ns) {
 			return true
 		}
 	}

@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -41,45 +43,102 @@ type Token struct {
 	Env        string `json:"env,omitempty"`
 	CreatedAt  int64  `json:"created_at"`
 	LastUsedAt int64  `json:"last_used_at"`
-	Revoked    bool   `json:"revoked"`
+	// ExpiresAt is when the token stops working (Unix ms; 0: never).
+	ExpiresAt int64 `json:"expires_at,omitempty"`
+	Revoked   bool  `json:"revoked"`
 }
 
-func (s *Service) addToken(ctx context.Context, q store.Querier, userID int64, name, env, tok string) (int64, error) {
-	return q.InsertID(ctx, `INSERT INTO api_tokens (user_id, name, hash, env, created_at) VALUES (?, ?, ?, ?, ?)`,
-		userID, name, HashToken(tok), env, store.NowMillis())
+// Expired reports whether the token has expired by now.
+func (t Token) Expired(now time.Time) bool { return t.ExpiresAt != 0 && t.ExpiresAt <= now.UnixMilli() }
+
+// MaxTokenTTL bounds a token's lifetime when one is given.
+const MaxTokenTTL = 10 * 365 * 24 * time.Hour
+
+func (s *Service) addToken(ctx context.Context, q store.Querier, userID int64, name, env, tok string, expiresAt int64) (int64, error) {
+	return q.InsertID(ctx, `INSERT INTO api_tokens (user_id, name, hash, env, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		userID, name, HashToken(tok), env, store.NowMillis(), expiresAt)
 }
 
-// CreateToken issues a token for user, optionally limited to env. The
-// secret is returned once and only its hash is stored.
-func (s *Service) CreateToken(ctx context.Context, actor, user, name, env string) (string, Token, error) {
+// AddEnvSource adds a list of the environments that exist (the config
+// center's environments, the registry's namespaces): a token can be
+// limited only to one of them. With no source, any well-formed name is
+// accepted.
+func (s *Service) AddEnvSource(list func(ctx context.Context) ([]string, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.envSources = append(s.envSources, list)
+}
+
+func (s *Service) checkEnv(ctx context.Context, env string) error {
+	s.mu.Lock()
+	srcs := slices.Clone(s.envSources)
+	s.mu.Unlock()
+	if len(srcs) == 0 {
+		return nil
+	}
+	var known []string
+	for _, src := range srcs {
+		envs, err := src(ctx)
+		if err != nil {
+			return fmt.Errorf("auth: list environments: %w", err)
+		}
+		if slices.Contains(envs, env) {
+			return nil
+		}
+		known = append(known, envs...)
+	}
+	slices.Sort(known)
+	return fmt.Errorf("%w: %q is not an environment or a registry namespace (known: %s)", ErrUnknownEnv, env, strings.Join(slices.Compact(known), ", "))
+}
+
+// CreateToken issues a token for user, optionally limited to env (which
+// must exist) and expiring after ttl (0: never). The secret is returned
+// once and only its hash is stored.
+func (s *Service) CreateToken(ctx context.Context, actor, user, name, env string, ttl time.Duration) (string, Token, error) {
 	if err := ValidName("token", name); err != nil {
 		return "", Token{}, err
 	}
 	if err := validScope("env", env); err != nil || env == "*" {
 		return "", Token{}, fmt.Errorf("%w: token env %q: leave it empty for every environment, or name one", ErrBadName, env)
 	}
+	if ttl < 0 || ttl > MaxTokenTTL {
+		return "", Token{}, fmt.Errorf("%w: token ttl %s: want a positive duration up to %s, or none", ErrBadName, ttl, MaxTokenTTL)
+	}
+	if env != "" {
+		if err := s.checkEnv(ctx, env); err != nil {
+			return "", Token{}, err
+		}
+	}
 	u, err := s.UserByName(ctx, user)
 	if err != nil {
 		return "", Token{}, err
+	}
+	var expiresAt int64
+	if ttl > 0 {
+		expiresAt = time.Now().Add(ttl).UnixMilli()
 	}
 	tok := NewToken()
 	var id int64
 	err = s.st.InTx(ctx, func(tx *store.Tx) error {
 		var err error
-		if id, err = s.addToken(ctx, tx, u.ID, name, env, tok); err != nil {
+		if id, err = s.addToken(ctx, tx, u.ID, name, env, tok, expiresAt); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.token.create", Resource: "user/" + user + "/token/" + name, After: "env=" + env + " secret=***"})
+		after := "env=" + env + " secret=***"
+		if expiresAt != 0 {
+			after += " expires=" + time.UnixMilli(expiresAt).UTC().Format(time.RFC3339)
+		}
+		return audit.Record(ctx, tx, audit.Entry{Actor: actor, Action: "auth.token.create", Resource: "user/" + user + "/token/" + name, After: after})
 	})
 	if err != nil {
 		return "", Token{}, fmt.Errorf("auth: create token: %w", err)
 	}
-	return tok, Token{ID: id, User: user, Name: name, Env: env, CreatedAt: store.NowMillis()}, nil
+	return tok, Token{ID: id, User: user, Name: name, Env: env, CreatedAt: store.NowMillis(), ExpiresAt: expiresAt}, nil
 }
 
 // ListTokens lists tokens, of one user or all when user is "".
 func (s *Service) ListTokens(ctx context.Context, user string) ([]Token, error) {
-	q := `SELECT t.id, u.name, t.name, t.env, t.created_at, t.last_used_at, t.revoked FROM api_tokens t JOIN users u ON u.id = t.user_id`
+	q := `SELECT t.id, u.name, t.name, t.env, t.created_at, t.last_used_at, t.expires_at, t.revoked FROM api_tokens t JOIN users u ON u.id = t.user_id`
 	var args []any
 	if user != "" {
 		q += ` WHERE u.name = ?`
@@ -94,7 +153,7 @@ func (s *Service) ListTokens(ctx context.Context, user string) ([]Token, error) 
 	for rows.Next() {
 		var t Token
 		var rev int
-		if err := rows.Scan(&t.ID, &t.User, &t.Name, &t.Env, &t.CreatedAt, &t.LastUsedAt, &rev); err != nil {
+		if err := rows.Scan(&t.ID, &t.User, &t.Name, &t.Env, &t.CreatedAt, &t.LastUsedAt, &t.ExpiresAt, &rev); err != nil {
 			return nil, err
 		}
 		t.Revoked = rev != 0
@@ -138,14 +197,14 @@ func (s *Service) AuthenticateToken(ctx context.Context, tok string) (*Principal
 	}
 	s.mu.Unlock()
 	var (
-		id, userID int64
-		env, name  string
-		revoked    int
-		disabled   int
+		id, userID, expiresAt int64
+		env, name             string
+		revoked               int
+		disabled              int
 	)
-	err := s.st.QueryRowContext(ctx, `SELECT t.id, t.user_id, t.env, t.revoked, u.name, u.disabled FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`, h).
-		Scan(&id, &userID, &env, &revoked, &name, &disabled)
-	if errors.Is(err, sql.ErrNoRows) || revoked != 0 || disabled != 0 {
+	err := s.st.QueryRowContext(ctx, `SELECT t.id, t.user_id, t.env, t.expires_at, t.revoked, u.name, u.disabled FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`, h).
+		Scan(&id, &userID, &env, &expiresAt, &revoked, &name, &disabled)
+	if errors.Is(err, sql.ErrNoRows) || revoked != 0 || disabled != 0 || (expiresAt != 0 && expiresAt <= now.UnixMilli()) {
 		return nil, ErrUnauthenticated
 	}
 	if err != nil {
@@ -161,7 +220,11 @@ func (s *Service) AuthenticateToken(ctx context.Context, tok string) (*Principal
 	if len(s.cache) > 100_000 {
 		clear(s.cache)
 	}
-	s.cache[h] = cachedPrincipal{p: p, expires: now.Add(s.ttl)}
+	until := now.Add(s.ttl)
+	if exp := time.UnixMilli(expiresAt); expiresAt != 0 && exp.Before(until) {
+		until = exp
+	}
+	s.cache[h] = cachedPrincipal{p: p, expires: until}
 	s.mu.Unlock()
 	return p, nil
 }

@@ -75,9 +75,10 @@ func (b *Broker) refuseOnSlave(what string) error {
 	return nil
 }
 
-// handleReplicate serves a slave.
+// handleReplicate serves a slave, which authenticates with the broker
+// permission (the broker role, or admin).
 func (b *Broker) handleReplicate(ss *rpc.ServerStream[wire.ReplAck, wire.ReplFrame]) error {
-	if err := auth.Check(ss.Context(), auth.PermAdmin, "", "", ""); err != nil {
+	if err := auth.Check(ss.Context(), auth.PermBroker, "", "", ""); err != nil {
 		return rpcError(err)
 	}
 	if b.isSlave() {

@@ -166,12 +166,13 @@ func rpcError(err error) error {
 	return apirpc.Error(err)
 }
 
-// RegisterRPC serves the name service: brokers register with admin
-// permission; routes are readable by any authenticated caller.
+// RegisterRPC serves the name service: brokers register with the broker
+// permission (the broker role, or admin); routes are readable by any
+// authenticated caller.
 func (t *Table) RegisterRPC(srv *rpc.Server) error {
 	return errors.Join(
 		rpc.Handle(srv, wire.MethodRegisterBroker, func(ctx context.Context, req *wire.BrokerInfo) (*wire.RouteReply, error) {
-			if err := auth.Check(ctx, auth.PermAdmin, "", "", ""); err != nil {
+			if err := auth.Check(ctx, auth.PermBroker, "", "", ""); err != nil {
 				return nil, rpcError(err)
 			}
 			return &wire.RouteReply{}, rpcError(t.Register(*req))

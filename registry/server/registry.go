@@ -609,6 +609,22 @@ func (r *Registry) Watch(ctx context.Context, k registry.Key, rev int64) (regist
 	}
 }
 
+// Namespaces lists the namespaces that hold at least one service.
+func (r *Registry) Namespaces() []string {
+	r.mu.RLock()
+	seen := map[string]bool{}
+	for k := range r.services {
+		seen[k.Namespace] = true
+	}
+	r.mu.RUnlock()
+	out := make([]string, 0, len(seen))
+	for ns := range seen {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Services lists the services of a namespace ("" for all) that have
 // instances.
 func (r *Registry) Services(namespace string) []registry.ServiceInfo {
