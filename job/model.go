@@ -278,11 +278,23 @@ func (t *Trigger) schedule() (schedule, error) {
 		if strings.HasPrefix(t.Cron, "TZ=") || strings.HasPrefix(t.Cron, "CRON_TZ=") {
 			return nil, bad("cron", "%q: give the zone in time_zone", t.Cron)
 		}
+		if d, ok := strings.CutPrefix(strings.TrimSpace(t.Cron), "@every "); ok {
+			// The cron library takes any duration here and fires a
+			// non-positive or sub-second one every second.
+			v, err := time.ParseDuration(strings.TrimSpace(d))
+			if err != nil || v < time.Second || v%time.Second != 0 {
+				return nil, bad("cron", "%q: @every needs a whole number of seconds, at least 1s (for shorter periods use a rate trigger)", t.Cron)
+			}
+		}
 		s, err := cronParser.Parse(t.Cron)
 		if err != nil {
 			return nil, bad("cron", "%q: %v", t.Cron, err)
 		}
-		return cronSchedule{s: s, loc: loc}, nil
+		cs := cronSchedule{s: s, loc: loc}
+		if cs.next(time.Now()).IsZero() {
+			return nil, bad("cron", "%q never fires (no such date within five years, e.g. 30 February)", t.Cron)
+		}
+		return cs, nil
 	case TriggerRate, TriggerDelay:
 		if t.Every < Duration(time.Millisecond) {
 			return nil, bad("every", "%v: want at least 1ms", t.Every.D())
@@ -297,6 +309,35 @@ func (t *Trigger) schedule() (schedule, error) {
 		return manualSchedule{}, nil
 	}
 	return nil, bad("kind", "%q: want cron, rate, delay, once or manual", t.Kind)
+}
+
+// Interval is the shortest time between two fires of the trigger, judged
+// over its next fires from now (0 for once and manual triggers). Servers
+// refuse schedules tighter than their minimum from non-admins.
+func (t *Trigger) Interval(now time.Time) time.Duration {
+	s, err := t.schedule()
+	if err != nil {
+		return 0
+	}
+	switch t.Kind {
+	case TriggerRate, TriggerDelay:
+		return t.Every.D()
+	case TriggerCron:
+		var least time.Duration
+		prev := s.next(now)
+		for i := 0; i < 16 && !prev.IsZero(); i++ {
+			n := s.next(prev)
+			if n.IsZero() {
+				break
+			}
+			if d := n.Sub(prev); least == 0 || d < least {
+				least = d
+			}
+			prev = n
+		}
+		return least
+	}
+	return 0
 }
 
 // schedule computes fire times.

@@ -91,6 +91,9 @@ func (c *Client) CreateTopic(ctx context.Context, name string, queues int, order
 	if err := wire.ValidName(name, false); err != nil {
 		return fmt.Errorf("mq: topic %w", err)
 	}
+	if queues < 1 || queues > wire.MaxQueues {
+		return fmt.Errorf("%w: topic %s: %d queues (want 1–%d)", wire.ErrInvalid, name, queues, wire.MaxQueues)
+	}
 	var made []string
 	err := c.eachBroker(ctx, brokers, func(b wire.BrokerInfo, cl *rpc.Client) error {
 		_, err := rpc.Call[wire.TopicConfig](ctx, cl, wire.MethodCreateTopic, &wire.TopicConfig{Name: name, Queues: queues, Order: order}, rpc.Idempotent())

@@ -93,6 +93,9 @@ type Config struct {
 	// JobLeaseTTL is how long a job partition stays with a server that
 	// stopped renewing it — the longest a dead server's jobs wait. Default 10 s.
 	JobLeaseTTL time.Duration
+	// JobMinInterval is the tightest job schedule a non-admin may set
+	// (default 1 s).
+	JobMinInterval time.Duration
 	// BrokerAddr is the in-process MQ broker's listener (default ":7072";
 	// "off" runs none: brokers then run as `tangram broker`). Its data is
 	// in <DataDir>/broker. BrokerName defaults to "broker-<hostname>";
@@ -215,7 +218,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.closeComponents()
 		}
 	}()
-	if err := os.MkdirAll(s.cfg.DataDir, 0o750); err != nil {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("server: data directory: %w", err)
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -271,6 +274,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	if s.registry != nil {
 		s.auth.AddEnvSource(func(context.Context) ([]string, error) { return s.registry.Namespaces(), nil })
+	}
+	if s.jobs != nil {
+		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tangram_job_coalesced_fires_total",
+			Help: "Job fires skipped because the job was behind its schedule (collapsed into the fire recorded)."},
+			func() float64 { return float64(s.jobs.Coalesced()) }))
 	}
 	if s.config != nil {
 		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
@@ -471,9 +479,11 @@ func (s *Server) routes() (http.Handler, error) {
 		return nil, err
 	}
 	con.Register(mux)
-	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Unknown API paths answer 404 only to an authenticated caller, so
+	// routes cannot be enumerated without a token.
+	mux.Handle("/api/", s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.NotFound("no API at %s %s", r.Method, r.URL.Path))
-	}))
+	})))
 	return s.instrument(mux), nil
 }
 

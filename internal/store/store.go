@@ -136,9 +136,17 @@ func parseDSN(raw string) (Dialect, string, string, error) {
 			return "", "", "", fmt.Errorf("%w: sqlite:// needs a file path", ErrBadDSN)
 		}
 		if path != ":memory:" {
-			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			// The database holds password hashes, token hashes and
+			// encrypted secrets: only its owner may read it. SQLite gives
+			// its -wal and -shm files the database file's mode.
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 				return "", "", "", fmt.Errorf("store: create data directory: %w", err)
 			}
+			f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+			if err != nil {
+				return "", "", "", fmt.Errorf("store: create database file: %w", err)
+			}
+			f.Close()
 		}
 		q, err := url.ParseQuery(query)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tangram-dev/tangram/job"
 
+	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -26,6 +27,16 @@ func (s *Scheduler) prepare(ctx context.Context, j *job.Job, now time.Time) (str
 		if err := checkFlowJobs(ctx, s.st, j.Flow); err != nil {
 			return "", 0, err
 		}
+	}
+	if iv := j.Trigger.Interval(now); iv > 0 && iv < s.cfg.MinInterval {
+		// In-process callers (no principal) and unrestricted admins may
+		// schedule tighter; everyone else gets the server's floor.
+		if p := auth.FromContext(ctx); p != nil && !p.IsAdmin() {
+			return "", 0, fmt.Errorf("%w trigger: fires every %s; this server's minimum is %s (an admin may set a tighter schedule)", job.ErrInvalid, iv, s.cfg.MinInterval)
+		}
+	}
+	if err := checkChildren(ctx, s.st, j); err != nil {
+		return "", 0, err
 	}
 	body, err := json.Marshal(j)
 	if err != nil {
@@ -379,4 +390,18 @@ func (s *Scheduler) Stats(ctx context.Context) (*job.Stats, error) {
 	ex, _ := s.Executors(ctx, "")
 	st.Executors = len(ex)
 	return st, nil
+}
+
+// checkChildren refuses children that name no job.
+func checkChildren(ctx context.Context, q store.Querier, j *job.Job) error {
+	for _, c := range j.Children {
+		var n int
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_jobs WHERE id = ?`, c).Scan(&n); err != nil {
+			return fmt.Errorf("job: check child %d: %w", c, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("%w children: job %d does not exist", job.ErrInvalid, c)
+		}
+	}
+	return nil
 }

@@ -213,6 +213,20 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 				}
 				cause = "misfire"
 			}
+			// Behind schedule (fires due faster than they are recorded):
+			// the fires already past collapse into this one and are
+			// counted, so a tight schedule degrades instead of queueing
+			// fires without end.
+			if !next.IsZero() && next.Before(now) {
+				n := int64(0)
+				for ; !next.IsZero() && next.Before(now) && n < 100_000; n++ {
+					next = j.NextFire(next)
+				}
+				if !next.IsZero() && next.Before(now) {
+					next = j.NextFire(now)
+				}
+				s.coalesced.Add(n)
+			}
 			if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
 				if errors.Is(err, errStale) {
 					continue

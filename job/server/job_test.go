@@ -271,6 +271,12 @@ func TestBadInputNamesTheField(t *testing.T) {
 		{map[string]any{"name": "a", "app": "x", "handler": "h", "route": "sideways", "trigger": map[string]any{"kind": "manual"}}, "route"},
 		{map[string]any{"name": "a b", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "manual"}}, "name"},
 		{map[string]any{"name": "a", "app": "x", "handler": "h", "retries": -1, "trigger": map[string]any{"kind": "manual"}}, "retries"},
+		// Schedules that fire every second while claiming otherwise, or never.
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "cron", "cron": "@every 0s"}}, "@every needs"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "cron", "cron": "@every -1s"}}, "@every needs"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "cron", "cron": "@every 1ms"}}, "@every needs"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "trigger": map[string]any{"kind": "cron", "cron": "0 0 30 2 *"}}, "never fires"},
+		{map[string]any{"name": "a", "app": "x", "handler": "h", "children": []int64{999999}, "trigger": map[string]any{"kind": "manual"}}, "job 999999 does not exist"},
 	} {
 		err := c.Do(context.Background(), "POST", "/api/v1/jobs", tc.job, nil)
 		if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), tc.want) {
@@ -373,5 +379,43 @@ func TestMaxConcurrencySerial(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting run never started after the first was killed")
+	}
+}
+
+// TestMinimumInterval: an app editor cannot schedule tighter than the
+// server's minimum (default 1 s); an unrestricted admin can.
+func TestMinimumInterval(t *testing.T) {
+	h := servertest.Start(t)
+	admin := h.Client()
+	ctx := context.Background()
+	if err := admin.Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": "ed", "token_only": true,
+		"bindings": []map[string]string{{"role": "editor", "app": "x"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	if err := admin.Do(ctx, "POST", "/api/v1/auth/tokens", map[string]string{"user": "ed", "name": "t"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	ed := h.Client(tok.Token)
+	for _, tr := range []map[string]any{
+		{"kind": "rate", "every": "1ms"},
+		{"kind": "rate", "every": "500ms"},
+		{"kind": "delay", "every": "10ms"},
+		{"kind": "cron", "cron": "* * * * * *"}, // every second is allowed...
+	} {
+		err := ed.Do(ctx, "POST", "/api/v1/jobs", map[string]any{"name": "fast", "app": "x", "handler": "h", "trigger": tr}, nil)
+		if tr["kind"] == "cron" {
+			if err != nil {
+				t.Fatalf("a 1 s cron from an editor: %v", err)
+			}
+			continue
+		}
+		if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), "minimum is 1s") {
+			t.Errorf("editor's %v: %v", tr, err)
+		}
+	}
+	if err := admin.Do(ctx, "POST", "/api/v1/jobs", map[string]any{"name": "fast-admin", "app": "x", "handler": "h", "enabled": false,
+		"trigger": map[string]any{"kind": "rate", "every": "100ms"}}, nil); err != nil {
+		t.Fatalf("an admin's 100 ms rate: %v", err)
 	}
 }

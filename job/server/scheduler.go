@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tangram-dev/tangram/job"
@@ -52,9 +53,18 @@ type Config struct {
 	JanitorInterval time.Duration
 	// SMTP sends alarm e-mails (jobs' alarm_email); nil: none are sent.
 	SMTP *SMTPConfig
+	// MinInterval is the tightest schedule (rate, delay or cron) a
+	// non-admin may give a job; an unrestricted admin may go lower.
+	// Default 1 s. Each fire is a store transaction: a job every
+	// millisecond from any app editor would starve the store.
+	MinInterval time.Duration
 	// DialOptions for the connections to executors.
 	DialOptions []rpc.DialOption
 }
+
+// Coalesced counts the fires skipped because their job was behind its
+// schedule (each collapsed into the fire being recorded).
+func (s *Scheduler) Coalesced() int64 { return s.coalesced.Load() }
 
 // DefaultConfig returns the defaults (Store unset; NodeName hostname:pid).
 func DefaultConfig() Config {
@@ -62,7 +72,7 @@ func DefaultConfig() Config {
 	return Config{Logger: slog.Default(), NodeName: h + ":" + strconv.Itoa(os.Getpid()), Partitions: 16,
 		LeaseTTL: 10 * time.Second, LoadAhead: 5 * time.Second, LoadInterval: time.Second,
 		ExecutorTimeout: 30 * time.Second, Workers: 16, RunRetention: 30 * 24 * time.Hour, RunsPerJob: 1000,
-		JanitorInterval: 10 * time.Minute}
+		JanitorInterval: 10 * time.Minute, MinInterval: time.Second}
 }
 
 // withDefaults returns c with its zero fields set from DefaultConfig.
@@ -93,6 +103,7 @@ func (c Config) withDefaults() Config {
 	dur(&c.ExecutorTimeout, d.ExecutorTimeout)
 	dur(&c.RunRetention, d.RunRetention)
 	dur(&c.JanitorInterval, d.JanitorInterval)
+	dur(&c.MinInterval, d.MinInterval)
 	return c
 }
 
@@ -115,10 +126,11 @@ func (c Config) Validate() error {
 // Several Schedulers (servers) share one store; each fire is claimed in the
 // store under the partition's fencing term, so none fires twice.
 type Scheduler struct {
-	cfg   Config
-	log   *slog.Logger
-	st    *store.Store
-	wheel *wheel
+	cfg       Config
+	coalesced atomic.Int64 // fires skipped because the job was behind
+	log       *slog.Logger
+	st        *store.Store
+	wheel     *wheel
 
 	mu       sync.Mutex
 	owned    map[int]int64 // partition → lease term
