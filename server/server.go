@@ -96,6 +96,9 @@ type Config struct {
 	// JobMinInterval is the tightest job schedule a non-admin may set
 	// (default 1 s).
 	JobMinInterval time.Duration
+	// JobWebhookAllow lets job alarm webhooks reach internal addresses
+	// (CIDR prefixes, addresses or host names); default: public only.
+	JobWebhookAllow []string
 	// BrokerAddr is the in-process MQ broker's listener (default ":7072";
 	// "off" runs none: brokers then run as `tangram broker`). Its data is
 	// in <DataDir>/broker. BrokerName defaults to "broker-<hostname>";

@@ -88,6 +88,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory")
 	f.DurationVar(&cfg.JobLeaseTTL, "job-lease-ttl", 10*time.Second, "how long a job partition stays with a server that stopped renewing it")
 	f.DurationVar(&cfg.JobMinInterval, "job-min-interval", time.Second, "the tightest job schedule a non-admin may set")
+	f.StringSliceVar(&cfg.JobWebhookAllow, "job-webhook-allow", nil, "internal destinations job alarm webhooks may reach (CIDR, address or host name; default: public addresses only)")
 	f.StringVar(&cfg.Store, "store", "", "SQL store: sqlite://PATH (default <data>/tangram.db), postgres://… or mysql://user:pass@host:port/db")
 	f.String("secret-key-file", "", "file with the 32-byte key (hex) encrypting secret config items (default <data>/secret.key; env TANGRAM_SECRET_KEY)")
 	f.DurationVar(&cfg.ConfigScanInterval, "config-scan-interval", time.Second, "how often releases made on other servers are picked up")

@@ -38,6 +38,11 @@ func (s *Scheduler) prepare(ctx context.Context, j *job.Job, now time.Time) (str
 	if err := checkChildren(ctx, s.st, j); err != nil {
 		return "", 0, err
 	}
+	if j.AlarmWebhook != "" {
+		if err := s.hooks.check(j.AlarmWebhook); err != nil {
+			return "", 0, err
+		}
+	}
 	body, err := json.Marshal(j)
 	if err != nil {
 		return "", 0, fmt.Errorf("job: encode %s: %w", j.Name, err)

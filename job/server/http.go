@@ -57,7 +57,11 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, api.List[*job.Job]{Items: VisibleJobs(r.Context(), jobs)})
+		vis := VisibleJobs(r.Context(), jobs)
+		for i, j := range vis {
+			vis[i] = ForReader(r.Context(), j)
+		}
+		api.WriteJSON(w, 200, api.List[*job.Job]{Items: vis})
 		return nil
 	})
 	h("POST "+base, func(w http.ResponseWriter, r *http.Request) error {
@@ -81,7 +85,7 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, j)
+		api.WriteJSON(w, 200, ForReader(r.Context(), j))
 		return nil
 	})
 	h("PUT "+base+"/{id}", func(w http.ResponseWriter, r *http.Request) error {
@@ -390,7 +394,29 @@ func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handl
 	})
 }
 
+// ForReader returns j as the caller in ctx may see it: the alarm webhook's
+// query string and user info (where webhook keys live) are hidden from
+// those who may not edit the job.
+func ForReader(ctx context.Context, j *job.Job) *job.Job {
+	if j == nil || j.AlarmWebhook == "" || auth.FromContext(ctx).Can(auth.PermEdit, "", j.App, "") {
+		return j
+	}
+	c := *j
+	c.AlarmWebhook = RedactURL(c.AlarmWebhook)
+	return &c
+}
+
+func redactJob(v any) any {
+	if j, ok := v.(*job.Job); ok && j != nil && j.AlarmWebhook != "" {
+		c := *j
+		c.AlarmWebhook = RedactURL(c.AlarmWebhook)
+		return &c
+	}
+	return v
+}
+
 func (s *Scheduler) audit(ctx context.Context, action string, j *job.Job, before, after any) {
+	before, after = redactJob(before), redactJob(after)
 	e := audit.Entry{Actor: auth.Actor(ctx), Action: action, Resource: "job/" + j.App + "/" + j.Name}
 	if before != nil {
 		e.Before = audit.Value(before)

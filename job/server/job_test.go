@@ -301,7 +301,7 @@ func TestAlarmWebhook(t *testing.T) {
 		}
 	}))
 	defer hook.Close()
-	h := servertest.Start(t)
+	h := servertest.Start(t, servertest.WithWebhookAllow("127.0.0.1"))
 	c := h.Client()
 	executor(t, h, "ops", map[string]job.Handler{
 		"fail": func(ctx context.Context, jc *job.Context) error { return errors.New("disk full") },
@@ -417,5 +417,70 @@ func TestMinimumInterval(t *testing.T) {
 	if err := admin.Do(ctx, "POST", "/api/v1/jobs", map[string]any{"name": "fast-admin", "app": "x", "handler": "h", "enabled": false,
 		"trigger": map[string]any{"kind": "rate", "every": "100ms"}}, nil); err != nil {
 		t.Fatalf("an admin's 100 ms rate: %v", err)
+	}
+}
+
+// TestWebhookDestinations: without an admin's allow-list, alarm webhooks
+// cannot reach internal addresses — refused at once for a literal address,
+// at dial time for a name (DNS decides); webhook keys are hidden from
+// readers and from the audit log.
+func TestWebhookDestinations(t *testing.T) {
+	hits := make(chan struct{}, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits <- struct{}{} }))
+	defer hook.Close()
+	h := servertest.Start(t)
+	c := h.Client()
+	ctx := context.Background()
+	for _, u := range []string{hook.URL, "http://10.1.2.3/x", "http://[::1]:9/x", "http://169.254.169.254/latest/meta-data", "http://0.0.0.0:80/"} {
+		err := c.Do(ctx, "POST", "/api/v1/jobs", map[string]any{"name": "internal", "app": "ops", "handler": "fail",
+			"alarm_webhook": u, "trigger": map[string]any{"kind": "manual"}}, nil)
+		if !apiclient.IsStatus(err, 400) || !strings.Contains(err.Error(), "internal address") {
+			t.Errorf("webhook %s: %v", u, err)
+		}
+	}
+	// A name that resolves to loopback passes the check at creation and is
+	// refused when dialled: no request reaches the receiver.
+	named := strings.Replace(hook.URL, "127.0.0.1", "localhost", 1) + "/hook?key=s3cr3t"
+	executor(t, h, "ops", map[string]job.Handler{
+		"fail": func(ctx context.Context, jc *job.Context) error { return errors.New("boom") },
+	})
+	j := create(t, c, map[string]any{"name": "named", "app": "ops", "handler": "fail", "alarm_webhook": named,
+		"trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	if err := c.Do(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", j.ID), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the run fails", func() bool { return count(runs(t, c, j.ID), job.StatusFailed) == 1 })
+	select {
+	case <-hits:
+		t.Fatal("an alarm reached a loopback receiver through a name")
+	case <-time.After(300 * time.Millisecond): // sleep-ok: a negative, after the run's failure was seen
+	}
+	// A viewer sees the webhook without its key; an editor sees it whole.
+	if err := c.Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": "vi", "token_only": true,
+		"bindings": []map[string]string{{"role": "viewer", "app": "ops"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	if err := c.Do(ctx, "POST", "/api/v1/auth/tokens", map[string]string{"user": "vi", "name": "t"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	var seen job.Job
+	if err := h.Client(tok.Token).Do(ctx, "GET", fmt.Sprintf("/api/v1/jobs/%d", j.ID), nil, &seen); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(seen.AlarmWebhook, "s3cr3t") || !strings.Contains(seen.AlarmWebhook, "?***") {
+		t.Fatalf("a viewer sees the webhook %q", seen.AlarmWebhook)
+	}
+	if err := c.Do(ctx, "GET", fmt.Sprintf("/api/v1/jobs/%d", j.ID), nil, &seen); err != nil || seen.AlarmWebhook != named {
+		t.Fatalf("the admin sees %q %v", seen.AlarmWebhook, err)
+	}
+	var log struct{ Items []struct{ After string } }
+	if err := c.Do(ctx, "GET", "/api/v1/audit?action=job.create", nil, &log); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range log.Items {
+		if strings.Contains(e.After, "s3cr3t") {
+			t.Fatalf("the audit log holds the webhook key: %s", e.After)
+		}
 	}
 }

@@ -58,6 +58,10 @@ type Config struct {
 	// Default 1 s. Each fire is a store transaction: a job every
 	// millisecond from any app editor would starve the store.
 	MinInterval time.Duration
+	// WebhookAllow lets alarm webhooks reach internal addresses (CIDR
+	// prefixes, addresses or host names); by default only public
+	// addresses are reached.
+	WebhookAllow []string
 	// DialOptions for the connections to executors.
 	DialOptions []rpc.DialOption
 }
@@ -115,6 +119,9 @@ func (c Config) Validate() error {
 	if c.Partitions > 4096 {
 		return fmt.Errorf("job: Config.Partitions %d: at most 4096", c.Partitions)
 	}
+	if _, err := newWebhookPolicy(c.WebhookAllow); err != nil {
+		return err
+	}
 	if c.SMTP != nil && c.SMTP.Addr == "" {
 		return errors.New("job: Config.SMTP needs an Addr")
 	}
@@ -128,6 +135,7 @@ func (c Config) Validate() error {
 type Scheduler struct {
 	cfg       Config
 	coalesced atomic.Int64 // fires skipped because the job was behind
+	hooks     *webhookPolicy
 	log       *slog.Logger
 	st        *store.Store
 	wheel     *wheel
@@ -172,7 +180,11 @@ func New(cfg Config) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()),
+	hooks, err := newWebhookPolicy(cfg.WebhookAllow)
+	if err != nil {
+		return nil, err
+	}
+	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()), hooks: hooks,
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
 		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }

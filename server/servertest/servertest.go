@@ -57,6 +57,12 @@ func WithScanInterval(d time.Duration) Option {
 	return func(c *server.Config) { c.ConfigScanInterval = d }
 }
 
+// WithWebhookAllow lets job alarm webhooks reach these internal
+// destinations (a test's webhook receiver on loopback).
+func WithWebhookAllow(allow ...string) Option {
+	return func(c *server.Config) { c.JobWebhookAllow = allow }
+}
+
 // Start runs a server; it is shut down in t.Cleanup.
 func Start(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
