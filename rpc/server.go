@@ -46,6 +46,10 @@ type Config struct {
 	Interceptors []ServerInterceptor
 	// StreamInterceptors wrap every stream handler.
 	StreamInterceptors []StreamServerInterceptor
+	// MaxConns bounds the connections open at once; a connection beyond it
+	// is closed as soon as it is accepted (counted in RefusedConns).
+	// Default 10000; negative means no limit.
+	MaxConns int
 	// Fallback, when set, answers unary calls to methods nobody registered,
 	// with the request body undecoded (a proxy forwards it as it is). The
 	// answer is sent in the request's codec.
@@ -63,6 +67,7 @@ func DefaultConfig() Config {
 		Logger:            slog.Default(),
 		MaxFrameSize:      DefaultMaxFrameSize,
 		MaxInFlight:       10000,
+		MaxConns:          10000,
 		HeartbeatInterval: 5 * time.Second,
 		HeartbeatTimeout:  15 * time.Second,
 		CompressAbove:     4096,
@@ -80,6 +85,9 @@ func (c *Config) fill() {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = d.HeartbeatInterval
@@ -143,6 +151,9 @@ type Server struct {
 
 	inflight atomic.Int64
 	draining atomic.Bool
+	badConns atomic.Int64 // connections closed for protocol errors
+	refused  atomic.Int64 // connections refused over MaxConns
+	warns    sampler      // bounds the log lines bad connections cause
 	closed   atomic.Bool
 
 	wg       sync.WaitGroup // readers, handlers, heartbeat
@@ -380,6 +391,53 @@ func (s *Server) heartbeats() {
 	}
 }
 
+// badConn notes a connection closed for a protocol error. Anyone can open
+// such connections without a token, so they are counted (BadConns) and
+// logged at most about once a second, with the number left unlogged.
+func (s *Server) badConn(sc *serverConn, reason error) {
+	s.badConns.Add(1)
+	if n, ok := s.warns.allow(); ok {
+		s.log.Warn("rpc: closing connection", "peer", sc.peer, "reason", reason, "suppressed", n)
+	}
+}
+
+// BadConns counts the connections closed for protocol errors (garbage,
+// oversized frames, frames out of place).
+func (s *Server) BadConns() int64 { return s.badConns.Load() }
+
+// RefusedConns counts the connections refused over Config.MaxConns.
+func (s *Server) RefusedConns() int64 { return s.refused.Load() }
+
+// sampler lets through a burst of 10 events, then one a second; it counts
+// what it holds back and hands the count to the next event it lets
+// through.
+type sampler struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int64
+}
+
+func (m *sampler) allow() (suppressed int64, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if m.last.IsZero() {
+		m.tokens = 10
+	} else {
+		m.tokens = min(10, m.tokens+now.Sub(m.last).Seconds())
+	}
+	m.last = now
+	if m.tokens < 1 {
+		m.suppressed++
+		return 0, false
+	}
+	m.tokens--
+	n := m.suppressed
+	m.suppressed = 0
+	return n, true
+}
+
 // serverConn is one accepted connection.
 type serverConn struct {
 	*conn
@@ -408,6 +466,16 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
+	if s.cfg.MaxConns > 0 && len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		s.refused.Add(1)
+		if n, ok := s.warns.allow(); ok {
+			s.log.Warn("rpc: connection refused: at the connection limit", "peer", sc.peer, "max_conns", s.cfg.MaxConns, "suppressed", n)
+		}
+		cancel()
+		nc.Close()
+		return
+	}
 	s.conns[sc] = struct{}{}
 	s.mu.Unlock()
 	s.goFunc(sc.readLoop)
@@ -430,7 +498,7 @@ func (sc *serverConn) readLoop() {
 		f := new(Frame)
 		if err := sc.fr.read(f); err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !sc.isClosed() {
-				s.log.Warn("rpc: closing connection", "peer", sc.peer, "reason", err)
+				s.badConn(sc, err)
 			}
 			sc.close(readErr(err))
 			return
@@ -451,7 +519,7 @@ func (sc *serverConn) readLoop() {
 			sc.mu.Unlock()
 			if st != nil {
 				if err := st.onFrame(f); err != nil {
-					s.log.Warn("rpc: closing connection", "peer", sc.peer, "reason", err)
+					s.badConn(sc, err)
 					sc.close(&Error{Code: Internal, Message: err.Error()})
 					return
 				}
@@ -468,7 +536,7 @@ func (sc *serverConn) readLoop() {
 		case FrameGoAway:
 			// The client is leaving; its calls in flight still complete.
 		default:
-			s.log.Warn("rpc: closing connection", "peer", sc.peer, "reason", fmt.Sprintf("unexpected frame type %d from a client", f.Type))
+			s.badConn(sc, fmt.Errorf("unexpected frame type %d from a client", f.Type))
 			sc.close(&Error{Code: Internal, Message: "protocol error"})
 			return
 		}

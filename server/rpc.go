@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tangram-dev/tangram/rpc/rpcmetrics"
 
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -61,7 +63,8 @@ func (s *Server) startRPC() error {
 		return auth.WithPrincipal(ctx, p), nil
 	})
 	srv, err := rpc.NewServer(rpc.Config{
-		Logger: s.log.With("component", "rpc"),
+		Logger:   s.log.With("component", "rpc"),
+		MaxConns: s.maxConns(),
 		Interceptors: []rpc.ServerInterceptor{m.ServerInterceptor(),
 			func(ctx context.Context, req any, info *rpc.CallInfo, next rpc.UnaryHandler) (any, error) {
 				if strings.HasPrefix(info.Method, "tangram.Health/") {
@@ -77,6 +80,11 @@ func (s *Server) startRPC() error {
 	if err != nil {
 		return err
 	}
+	s.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tangram_rpc_bad_connections_total",
+			Help: "Platform RPC connections closed for protocol errors (garbage, oversized frames)."}, func() float64 { return float64(srv.BadConns()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tangram_rpc_refused_connections_total",
+			Help: "Platform RPC connections refused at the connection limit."}, func() float64 { return float64(srv.RefusedConns()) }))
 	if err := rpc.Handle(srv, "tangram.Health/Check", func(ctx context.Context, _ *Empty) (*HealthReply, error) {
 		if s.closed.Load() {
 			return &HealthReply{Status: "shutting down", Version: Version}, nil

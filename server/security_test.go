@@ -1,12 +1,17 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/server/servertest"
@@ -72,5 +77,76 @@ func TestTopicNeedsQueues(t *testing.T) {
 	err = c.CreateTopic(context.Background(), "zero", 0, false)
 	if err == nil || !strings.Contains(err.Error(), "0 queues") {
 		t.Fatalf("0 queues: %v", err)
+	}
+}
+
+// TestConnectionLimits: connections over the cap are closed on arrival;
+// an idle connection that carried no authenticated request is closed
+// after the short timeout, while an authenticated one stays.
+func TestConnectionLimits(t *testing.T) {
+	h := servertest.Start(t, servertest.WithConnLimits(3, time.Second))
+	addr := strings.TrimPrefix(h.URL, "http://")
+	roundTrip := func(c net.Conn, auth bool) {
+		t.Helper()
+		req := "GET /api/v1/version HTTP/1.1\r\nHost: x\r\n"
+		if auth {
+			req += "Authorization: Bearer " + h.Token + "\r\n"
+		}
+		if _, err := c.Write([]byte(req + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	anon, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	roundTrip(anon, false)
+	authed, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer authed.Close()
+	roundTrip(authed, true)
+	// The anonymous one is closed by the server once idle 1 s.
+	_ = anon.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := anon.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("an idle anonymous connection was kept: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("closed after %s", d)
+	}
+	// The authenticated one still answers.
+	roundTrip(authed, true)
+	// Over the cap (3): the extra connections are closed on arrival.
+	var extra []net.Conn
+	defer func() {
+		for _, c := range extra {
+			c.Close()
+		}
+	}()
+	closed := 0
+	for i := 0; i < 4; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra = append(extra, c)
+	}
+	for _, c := range extra {
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed++
+		}
+	}
+	if closed < 2 {
+		t.Fatalf("%d of 4 connections over a cap of 3 (one held) were closed", closed)
 	}
 }

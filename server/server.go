@@ -78,6 +78,13 @@ type Config struct {
 	ConfigMaxValueBytes int
 	// SecureCookies marks console cookies Secure (behind TLS).
 	SecureCookies bool
+	// MaxConns bounds the connections open at once on each listener (HTTP
+	// and platform RPC); more are closed as they arrive. Default 10000.
+	MaxConns int
+	// AnonIdleTimeout closes a keep-alive HTTP connection that has carried
+	// no authenticated request after it sits idle this long (authenticated
+	// ones get the usual 2 minutes). Default 10 s.
+	AnonIdleTimeout time.Duration
 	// ConfigBlockingWatches holds each config watch on a goroutine, as a
 	// plain net/http long poll does, instead of parking its connection.
 	// Off by default; it exists to compare the two (bench/config).
@@ -184,6 +191,8 @@ type Server struct {
 	mqc      *mq.Client
 	httpSrv  *http.Server
 	ln       net.Listener
+	httpLn   *limitListener
+	guard    *idleGuard
 	rpc      *rpc.Server
 	rpcLn    net.Listener
 	parker   *park.Parker
@@ -241,10 +250,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.svcToken = serviceToken(key)
 	s.auth.SetServiceToken(s.svcToken)
-	s.ln, err = net.Listen("tcp", s.cfg.HTTPAddr)
+	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
 	}
+	s.httpLn = &limitListener{Listener: ln, max: int64(s.maxConns())}
+	s.ln = s.httpLn
+	anonIdle := s.cfg.AnonIdleTimeout
+	if anonIdle == 0 {
+		anonIdle = 10 * time.Second
+	}
+	s.guard = newIdleGuard(anonIdle)
+	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tangram_http_refused_connections_total",
+		Help: "HTTP connections closed on arrival at the connection limit."}, func() float64 { return float64(s.httpLn.refused.Load()) }))
 	s.parker = park.New(s.ln.Addr())
 	selected, _ := s.cfg.selected() // checked by New
 	for _, name := range selected {
@@ -297,7 +315,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		ConnState:         s.parker.ConnState,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			s.parker.ConnState(c, st)
+			s.guard.connState(c, st)
+		},
+		ConnContext: s.guard.connContext,
 	}
 	for _, ln := range []net.Listener{s.ln, s.parker.Listener()} {
 		s.wg.Add(1)
@@ -412,6 +434,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.debugSrv.Close()
 	}
 	s.wg.Wait()
+	if s.guard != nil {
+		s.guard.close()
+	}
 	s.closeComponents()
 	return errors.Join(errs...)
 }
@@ -449,6 +474,22 @@ func (s *Server) closeComponents() {
 	}
 }
 
+func (s *Server) maxConns() int {
+	if s.cfg.MaxConns == 0 {
+		return 10000
+	}
+	return s.cfg.MaxConns
+}
+
+// require is the authentication every API route is wrapped in; a request
+// that passes it makes its connection trusted (idleGuard).
+func (s *Server) require(next http.Handler) http.Handler {
+	return s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.guard.markAuthed(r.Context())
+		next.ServeHTTP(w, r)
+	}))
+}
+
 func (s *Server) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -464,13 +505,13 @@ func (s *Server) routes() (http.Handler, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	mux.Handle("GET /api/v1/version", s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /api/v1/version", s.require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, 200, map[string]string{"version": Version, "store": string(s.st.Dialect())})
 	})))
-	s.auth.Register(mux, s.auth.Require)
+	s.auth.Register(mux, s.require)
 	for _, r := range s.comps {
 		if m, ok := r.comp.(HTTPMounter); ok {
-			m.Mount(mux, s.auth.Require)
+			m.Mount(mux, s.require)
 		}
 	}
 	ccfg := console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version}
@@ -484,7 +525,7 @@ func (s *Server) routes() (http.Handler, error) {
 	con.Register(mux)
 	// Unknown API paths answer 404 only to an authenticated caller, so
 	// routes cannot be enumerated without a token.
-	mux.Handle("/api/", s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/", s.require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.NotFound("no API at %s %s", r.Method, r.URL.Path))
 	})))
 	return s.instrument(mux), nil

@@ -87,6 +87,8 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name in the registry cluster (default hostname:pid)")
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory")
 	f.DurationVar(&cfg.JobLeaseTTL, "job-lease-ttl", 10*time.Second, "how long a job partition stays with a server that stopped renewing it")
+	f.IntVar(&cfg.MaxConns, "max-conns", 10000, "connections open at once per listener (HTTP, RPC); more are closed on arrival")
+	f.DurationVar(&cfg.AnonIdleTimeout, "anon-idle-timeout", 10*time.Second, "close an idle keep-alive connection that carried no authenticated request after this long")
 	f.DurationVar(&cfg.JobMinInterval, "job-min-interval", time.Second, "the tightest job schedule a non-admin may set")
 	f.StringSliceVar(&cfg.JobWebhookAllow, "job-webhook-allow", nil, "internal destinations job alarm webhooks may reach (CIDR, address or host name; default: public addresses only)")
 	f.StringVar(&cfg.Store, "store", "", "SQL store: sqlite://PATH (default <data>/tangram.db), postgres://… or mysql://user:pass@host:port/db")

@@ -291,6 +291,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	b.srv, b.ln = srv, ln
+	b.metrics.srv.Store(srv)
 	adv := b.cfg.Advertise
 	if adv == "" {
 		adv = ln.Addr().String()

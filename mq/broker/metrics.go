@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tangram-dev/tangram/mq/wire"
+	"github.com/tangram-dev/tangram/rpc"
 )
 
 // metrics are the broker's counters; Collector exports them.
@@ -18,6 +19,7 @@ type metrics struct {
 	txChecks                 atomic.Int64
 	putHist                  prometheus.Histogram
 	flushHist                prometheus.Histogram
+	srv                      atomic.Pointer[rpc.Server] // for its connection counters, once started
 }
 
 func newMetrics() *metrics {
@@ -53,10 +55,12 @@ var (
 	descDLQ     = prometheus.NewDesc("tangram_mq_dead_letters_total", "Messages sent to a dead-letter topic.", []string{"broker"}, nil)
 	descTx      = prometheus.NewDesc("tangram_mq_tx_checks_total", "Transaction check-backs sent.", []string{"broker"}, nil)
 	descLag     = prometheus.NewDesc("tangram_mq_group_lag", "Messages a consumer group has not consumed.", []string{"broker", "group"}, nil)
+	descBadConn = prometheus.NewDesc("tangram_mq_bad_connections_total", "Connections closed for protocol errors (garbage, oversized frames).", []string{"broker"}, nil)
+	descRefused = prometheus.NewDesc("tangram_mq_refused_connections_total", "Connections refused at the connection limit.", []string{"broker"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMsgsIn, descBytesIn, descMsgsOut, descBusy, descRetried, descDLQ, descTx, descLag} {
+	for _, d := range []*prometheus.Desc{descMsgsIn, descBytesIn, descMsgsOut, descBusy, descRetried, descDLQ, descTx, descLag, descBadConn, descRefused} {
 		ch <- d
 	}
 	c.b.metrics.putHist.Describe(ch)
@@ -74,6 +78,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, g := range c.b.Groups("") {
 		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(g.Lag), n, g.Group)
+	}
+	if srv := m.srv.Load(); srv != nil {
+		ch <- prometheus.MustNewConstMetric(descBadConn, prometheus.CounterValue, float64(srv.BadConns()), n)
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(srv.RefusedConns()), n)
 	}
 	m.putHist.Collect(ch)
 	m.flushHist.Collect(ch)

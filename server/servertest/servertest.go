@@ -63,6 +63,12 @@ func WithWebhookAllow(allow ...string) Option {
 	return func(c *server.Config) { c.JobWebhookAllow = allow }
 }
 
+// WithConnLimits sets the per-listener connection cap and the idle timeout
+// of connections that carried no authenticated request.
+func WithConnLimits(maxConns int, anonIdle time.Duration) Option {
+	return func(c *server.Config) { c.MaxConns, c.AnonIdleTimeout = maxConns, anonIdle }
+}
+
 // Start runs a server; it is shut down in t.Cleanup.
 func Start(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
