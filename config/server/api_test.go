@@ -274,6 +274,23 @@ func TestWatchPush(t *testing.T) {
 	wantStatus(t, err, 400, "at least one namespace")
 	err = c.Do(ctx, "POST", "/api/v1/config/watch?timeout=soon", config.WatchRequest{Env: "dev", App: "demo", Namespaces: []config.Notification{{NS: "application"}}}, nil)
 	wantStatus(t, err, 400, "timeout")
+	// The watch rules every watch API shares: at most 60 s (refused above,
+	// not silently shortened), and 404 for a target that does not exist
+	// (a typo must not look like an empty config).
+	for _, path := range []string{"/api/v1/config/watch?timeout=10m"} {
+		err = c.Do(ctx, "POST", path, config.WatchRequest{Env: "dev", App: "demo", Namespaces: []config.Notification{{NS: "application"}}}, nil)
+		wantStatus(t, err, 400, "up to 1m0s")
+	}
+	err = c.Do(ctx, "GET", "/api/v1/registry/services/public/default/web/watch?timeout=10m", nil, nil)
+	wantStatus(t, err, 400, "up to 1m0s")
+	for _, bad := range []config.WatchRequest{
+		{Env: "dev", App: "demo", Namespaces: []config.Notification{{NS: "applicaton"}}},
+		{Env: "dev", App: "dmeo", Namespaces: []config.Notification{{NS: "application"}}},
+		{Env: "dve", App: "demo", Namespaces: []config.Notification{{NS: "application"}}},
+	} {
+		err = c.Do(ctx, "POST", "/api/v1/config/watch?timeout=1s", bad, nil)
+		wantStatus(t, err, 404, "")
+	}
 }
 
 func TestGrayRelease(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/tangram-dev/tangram/config"
 
@@ -479,16 +478,15 @@ func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 				return err
 			}
 		}
-		hold := s.cfg.MaxHold
-		if v := r.URL.Query().Get("timeout"); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return api.BadRequest("timeout %q: want a duration such as 60s", v)
-			}
-			hold = d
+		hold, err := api.WatchTimeout(r)
+		if err != nil {
+			return err
 		}
 		wt, err := s.newWatch(req, hold)
 		if err != nil {
+			return err
+		}
+		if err := s.watchTargetsExist(r.Context(), wt); err != nil {
 			return err
 		}
 		if out := s.changed(wt); len(out) > 0 {

@@ -323,6 +323,24 @@ func (s *Server) newWatch(req config.WatchRequest, hold time.Duration) (*watch, 
 	return w, nil
 }
 
+// watchTargetsExist answers 404 for a watched namespace that does not
+// exist, so a typo is not mistaken for an empty config. Only namespaces
+// with no release message yet (id 0) are looked up: any other id proves
+// the namespace exists, and watches stay off the store.
+func (s *Server) watchTargetsExist(ctx context.Context, w *watch) error {
+	cur := s.hub.current(w.groups)
+	for i, n := range w.req.Namespaces {
+		if cur[i] != 0 {
+			continue
+		}
+		c := config.Coord{Env: w.req.Env, App: w.req.App, Cluster: w.req.Cluster, NS: n.NS}
+		if _, err := s.resolve(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // changed lists the namespaces whose id differs from the client's.
 func (s *Server) changed(w *watch) []config.Notification {
 	cur := s.hub.current(w.groups)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tangram-dev/tangram/internal/errcode"
 )
@@ -191,6 +192,29 @@ func decodeError(err error) error {
 	default:
 		return BadRequest("request body: %v", err)
 	}
+}
+
+// MaxWatch is the longest a long-poll watch may ask to be held, and
+// DefaultWatch what it gets when it does not ask.
+const (
+	MaxWatch     = 60 * time.Second
+	DefaultWatch = 30 * time.Second
+)
+
+// WatchTimeout reads a long poll's ?timeout=: a positive duration up to
+// MaxWatch, DefaultWatch when absent. Every watch API uses this rule. A
+// server may answer sooner with no changes (its operator bounds holds,
+// or it is shutting down); the client then simply watches again.
+func WatchTimeout(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("timeout")
+	if v == "" {
+		return DefaultWatch, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > MaxWatch {
+		return 0, BadRequest("timeout %q: want a duration from 1ms up to %s, such as 30s", v, MaxWatch)
+	}
+	return d, nil
 }
 
 // Page is a limit/cursor pair read from the query string.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/tangram-dev/tangram/registry"
 
@@ -65,7 +64,9 @@ func (reg *Registry) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		return nil
 	})
 	// Long poll: answers when the service changed after ?revision=, or after
-	// ?timeout= (default 30 s, at most 60 s) with no changes.
+	// ?timeout= (api.WatchTimeout: default 30 s, at most 60 s) with no
+	// changes. A service nobody has registered yet is a valid target:
+	// consumers subscribe before providers start.
 	h("GET "+svcPath+"/watch", func(w http.ResponseWriter, r *http.Request) error {
 		k := keyOf(r)
 		if err := check(r.Context(), auth.PermRead, k); err != nil {
@@ -76,11 +77,9 @@ func (reg *Registry) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		if q.Get("revision") != "" && err != nil {
 			return api.BadRequest("revision %q: not a number", q.Get("revision"))
 		}
-		timeout := 30 * time.Second
-		if v := q.Get("timeout"); v != "" {
-			if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 || timeout > time.Minute {
-				return api.BadRequest("timeout %q: want a duration up to 60s", v)
-			}
+		timeout, err := api.WatchTimeout(r)
+		if err != nil {
+			return err
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
