@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	configserver "github.com/tangram-dev/tangram/config/server"
+	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	jobserver "github.com/tangram-dev/tangram/job/server"
 	"github.com/tangram-dev/tangram/mq/broker"
@@ -49,7 +50,7 @@ type Component interface {
 // under /api/v1/<component>/ on mux, each handler wrapped by wrap (the
 // platform's authentication).
 type HTTPMounter interface {
-	Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
+	Mount(mux api.Mux, wrap func(http.Handler) http.Handler)
 }
 
 // RPCRegistrar is a component with Tangram RPC services (the SDKs' path).

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/mq"
+	"github.com/tangram-dev/tangram/server"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -148,5 +151,53 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	if closed < 2 {
 		t.Fatalf("%d of 4 connections over a cap of 3 (one held) were closed", closed)
+	}
+}
+
+// TestOpenAPIDocument: the document lists exactly the API routes a server
+// with every component mounts, the committed docs/openapi.yaml is the
+// current output, and the server serves it.
+func TestOpenAPIDocument(t *testing.T) {
+	h := servertest.Start(t)
+	mounted := h.Srv.MountedAPI()
+	documented := apidoc.Paths(server.APIRoutes())
+	if strings.Join(mounted, "\n") != strings.Join(documented, "\n") {
+		in := func(l []string) map[string]bool {
+			m := map[string]bool{}
+			for _, x := range l {
+				m[x] = true
+			}
+			return m
+		}
+		dm, mm := in(documented), in(mounted)
+		for _, r := range mounted {
+			if !dm[r] {
+				t.Errorf("mounted but not in the OpenAPI document: %s", r)
+			}
+		}
+		for _, r := range documented {
+			if !mm[r] {
+				t.Errorf("documented but not mounted: %s", r)
+			}
+		}
+	}
+	doc, err := server.OpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := os.ReadFile("../docs/openapi.yaml")
+	if err != nil || !bytes.Equal(committed, doc) {
+		t.Fatalf("docs/openapi.yaml is not the current document (%v): regenerate it with `go run ./cmd/tangram openapi > docs/openapi.yaml`", err)
+	}
+	req, _ := http.NewRequest("GET", h.URL+"/api/v1/openapi.yaml", nil)
+	req.Header.Set("Authorization", "Bearer "+h.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(served, doc) {
+		t.Fatalf("served document: %d, %d bytes", resp.StatusCode, len(served))
 	}
 }

@@ -192,6 +192,7 @@ type Server struct {
 	httpSrv  *http.Server
 	ln       net.Listener
 	httpLn   *limitListener
+	mux      *recordingMux
 	guard    *idleGuard
 	rpc      *rpc.Server
 	rpcLn    net.Listener
@@ -491,7 +492,12 @@ func (s *Server) require(next http.Handler) http.Handler {
 }
 
 func (s *Server) routes() (http.Handler, error) {
-	mux := http.NewServeMux()
+	doc, err := OpenAPI()
+	if err != nil {
+		return nil, err
+	}
+	s.mux = &recordingMux{ServeMux: http.NewServeMux()}
+	mux := s.mux
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -508,6 +514,10 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.Handle("GET /api/v1/version", s.require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, 200, map[string]string{"version": Version, "store": string(s.st.Dialect())})
 	})))
+	mux.Handle("GET /api/v1/openapi.yaml", s.require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
+		_, _ = w.Write(doc)
+	})))
 	s.auth.Register(mux, s.require)
 	for _, r := range s.comps {
 		if m, ok := r.comp.(HTTPMounter); ok {
@@ -522,7 +532,7 @@ func (s *Server) routes() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	con.Register(mux)
+	con.Register(mux.ServeMux)
 	// Unknown API paths answer 404 only to an authenticated caller, so
 	// routes cannot be enumerated without a token.
 	mux.Handle("/api/", s.require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -56,6 +56,18 @@ func newRoot() *cobra.Command {
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, args []string) { fmt.Fprintln(cmd.OutOrStdout(), "tangram", server.Version) },
+	}, &cobra.Command{
+		Use:   "openapi",
+		Short: "Print the HTTP API as an OpenAPI 3.1 document (docs/openapi.yaml)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			doc, err := server.OpenAPI()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(doc)
+			return err
+		},
 	}, newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g))
 	return root
 }

@@ -17,7 +17,7 @@ import (
 
 // Mount mounts the config API on mux under /api/v1/config. wrap
 // authenticates (auth.Service.Require); every handler checks permissions.
-func (s *Server) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 	h := func(pattern string, fn api.HandlerFunc) {
 		mux.Handle(pattern, wrap(api.Handler(s.log, fn)))
 	}

@@ -194,6 +194,12 @@ func decodeError(err error) error {
 	}
 }
 
+// Mux is where components mount their routes: an *http.ServeMux, or
+// one that also records the patterns (the API document's check).
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
 // MaxWatch is the longest a long-poll watch may ask to be held, and
 // DefaultWatch what it gets when it does not ask.
 const (

@@ -11,7 +11,7 @@ import (
 
 // Register mounts the auth and audit API on mux under /api/v1/auth and
 // /api/v1/audit. Handlers expect to run behind Require.
-func (s *Service) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+func (s *Service) Register(mux api.Mux, wrap func(http.Handler) http.Handler) {
 	log := s.log.With("component", "auth")
 	h := func(pattern string, fn api.HandlerFunc) {
 		mux.Handle(pattern, wrap(api.Handler(log, fn)))

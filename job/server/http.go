@@ -18,7 +18,7 @@ import (
 
 // Mount mounts the job API under /api/v1/jobs; wrap authenticates every
 // request.
-func (s *Scheduler) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+func (s *Scheduler) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 	h := func(pattern string, fn api.HandlerFunc) {
 		mux.Handle(pattern, wrap(api.Handler(s.log, fn)))
 	}

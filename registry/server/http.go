@@ -30,7 +30,7 @@ func keyOf(r *http.Request) registry.Key {
 
 // Mount mounts the registry API under /api/v1/registry; wrap
 // authenticates every request.
-func (reg *Registry) Mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+func (reg *Registry) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 	h := func(pattern string, fn api.HandlerFunc) {
 		mux.Handle(pattern, wrap(api.Handler(reg.log, fn)))
 	}
