@@ -28,6 +28,7 @@ import (
 	configserver "github.com/tangram-dev/tangram/config/server"
 
 	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
@@ -52,6 +53,9 @@ type Config struct {
 	Logger        *slog.Logger
 	SecureCookies bool
 	Version       string
+	// API lists the HTTP API's routes for the API page (the OpenAPI
+	// document's contents).
+	API []apidoc.Route
 }
 
 // nav is the top navigation: a link for each component the console was
@@ -127,7 +131,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -149,6 +153,10 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, c.home(), http.StatusSeeOther) })
 	mux.Handle("POST /logout", c.page(c.logout))
 	mux.Handle("GET /audit", c.page(c.auditPage))
+	mux.Handle("GET /api-docs", c.page(func(w http.ResponseWriter, r *http.Request) error {
+		c.render(w, r, "api", "HTTP API", map[string]any{"Routes": c.cfg.API})
+		return nil
+	}))
 	c.registerUsers(mux)
 	c.registerConfig(mux)
 	c.registerRegistry(mux)

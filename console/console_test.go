@@ -440,3 +440,25 @@ func TestLoginForm(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIPage: the console lists the HTTP API and links its OpenAPI
+// document, which a signed-in browser can fetch with its session.
+func TestAPIPage(t *testing.T) {
+	h := servertest.Start(t)
+	hc, get := adminSession(t, h)
+	page := get("/api-docs")
+	for _, want := range []string{`href="/api/v1/openapi.yaml"`, "/api/v1/config/watch", "/api/v1/registry/services/{ns}/{group}/{service}/watch", "/api/v1/auth/tokens"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("API page lacks %s", want)
+		}
+	}
+	resp, err := hc.Get(h.URL + "/api/v1/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "openapi: 3.1.0") {
+		t.Fatalf("openapi.yaml with a session: %d %.100s", resp.StatusCode, body)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,7 +159,19 @@ func TestConnectionLimits(t *testing.T) {
 // with every component mounts, the committed docs/openapi.yaml is the
 // current output, and the server serves it.
 func TestOpenAPIDocument(t *testing.T) {
-	h := servertest.Start(t)
+	var checked atomic.Int64
+	h := servertest.Start(t, func(c *server.Config) {
+		check := c.CheckAPIResponse
+		c.CheckAPIResponse = func(method, path, pattern string, status int, body []byte) {
+			checked.Add(1)
+			check(method, path, pattern, status, body)
+		}
+	})
+	defer func() {
+		if checked.Load() == 0 {
+			t.Error("no API response was held against the document")
+		}
+	}()
 	mounted := h.Srv.MountedAPI()
 	documented := apidoc.Paths(server.APIRoutes())
 	if strings.Join(mounted, "\n") != strings.Join(documented, "\n") {

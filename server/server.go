@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -78,6 +79,10 @@ type Config struct {
 	ConfigMaxValueBytes int
 	// SecureCookies marks console cookies Secure (behind TLS).
 	SecureCookies bool
+	// CheckAPIResponse, when set, sees every /api response (its pattern,
+	// status and body) so conformance tests can hold them against the
+	// OpenAPI document (servertest does). Nil in production.
+	CheckAPIResponse func(method, path, pattern string, status int, body []byte)
 	// MaxConns bounds the connections open at once on each listener (HTTP
 	// and platform RPC); more are closed as they arrive. Default 10000.
 	MaxConns int
@@ -524,7 +529,7 @@ func (s *Server) routes() (http.Handler, error) {
 			m.Mount(mux, s.require)
 		}
 	}
-	ccfg := console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version}
+	ccfg := console.Config{Auth: s.auth, Config: s.config, Registry: s.registry, Jobs: s.jobs, Store: s.st, Logger: s.log, SecureCookies: s.cfg.SecureCookies, Version: Version, API: APIRoutes()}
 	if s.names != nil {
 		ccfg.MQ = s.mqClient
 	}
@@ -549,7 +554,14 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: 200}
+		check := s.cfg.CheckAPIResponse != nil && strings.HasPrefix(r.URL.Path, "/api/")
+		if check {
+			sw.body = &bytes.Buffer{}
+		}
 		next.ServeHTTP(sw, r)
+		if check && sw.wrote { // not a watch parked and answered elsewhere
+			s.cfg.CheckAPIResponse(r.Method, r.URL.Path, r.Pattern, sw.code, sw.body.Bytes())
+		}
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
@@ -561,12 +573,24 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code  int
+	wrote bool
+	body  *bytes.Buffer // a copy of the body, when API responses are checked
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.wrote = true
+	if w.body != nil && w.body.Len() < 4<<20 {
+		w.body.Write(p)
+	}
+	return w.ResponseWriter.Write(p)
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/server"
@@ -79,6 +81,17 @@ func Start(t testing.TB, opts ...Option) *Harness {
 	if d := os.Getenv("TANGRAM_TEST_STORE"); d != "" && d != "sqlite" {
 		cfg.Store = storetest.DSN(t, store.Dialect(d))
 	}
+	// Every API response of every test is held against the OpenAPI
+	// document: a status it does not list, or a body with a field it does
+	// not describe, fails the test.
+	checker := apidoc.NewChecker(server.APIRoutes())
+	var done atomic.Bool
+	cfg.CheckAPIResponse = func(method, path, pattern string, status int, body []byte) {
+		if err := checker.Check(pattern, status, body); err != nil && !done.Load() {
+			t.Errorf("servertest: %s %s: %v", method, path, err)
+		}
+	}
+	t.Cleanup(func() { done.Store(true) })
 	for _, o := range opts {
 		o(&cfg)
 	}
