@@ -70,6 +70,11 @@ if ! up 4222; then
   wait_up 4222 || log "NATS did not start on 4222"
 fi
 
+# Python 3 for the Python client example's test (examples/python).
+if ! command -v python3 >/dev/null 2>&1; then
+  need_pkg python3
+fi
+
 # Chromium for the console browser test.
 if ! command -v chromium >/dev/null 2>&1; then
   need_pkg chromium
