@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/mq"
@@ -73,7 +74,7 @@ func startBrokerProc(t *testing.T, e *env, name, addr, dir, flush string) *broke
 	var log bytes.Buffer
 	maddr := freeAddr(t)
 	cmd := exec.Command(tangramBin(t), "broker", "--listen", addr, "--metrics", maddr, "--name", name, "--dir", dir, "--servers", e.h.Srv.RPCAddr(),
-		"--flush", flush, "--segment-size", strconv.Itoa(1<<20), "--token", servertest.AdminToken, "--log-level", "warn")
+		"--flush", flush, "--segment-size", strconv.Itoa(1<<20), "--token", brokerToken(t, e, name), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,6 +92,30 @@ func startBrokerProc(t *testing.T, e *env, name, addr, dir, flush string) *broke
 		t.Fatalf("broker %s did not register; its log:\n%s", name, log.String())
 	}
 	return p
+}
+
+// brokerToken is a token of a user holding only the broker role, as
+// docs/security.md tells operators to run standalone brokers: it must be
+// enough to register and serve, and good for nothing else.
+func brokerToken(t *testing.T, e *env, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	c := e.h.Client()
+	user := "broker-" + name
+	if err := c.Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": user, "token_only": true,
+		"bindings": []map[string]string{{"role": "broker"}}}, nil); err != nil && !apiclient.IsStatus(err, 409) {
+		t.Fatal(err)
+	}
+	var out struct{ Token string }
+	if err := c.Do(ctx, "POST", "/api/v1/auth/tokens", map[string]string{"user": user, "name": "t" + strconv.FormatInt(time.Now().UnixNano(), 36)}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/api/v1/config/apps", "/api/v1/jobs", "/api/v1/auth/users"} {
+		if err := e.h.Client(out.Token).Do(ctx, "GET", p, nil, nil); !apiclient.IsStatus(err, 403) {
+			t.Fatalf("a broker-role token read %s: %v", p, err)
+		}
+	}
+	return out.Token
 }
 
 func (p *brokerProc) kill() {
