@@ -161,7 +161,10 @@ func (d *delayService) deliverLevel(lvl int, delay time.Duration, now time.Time)
 		var due []*store.Message
 		wait := time.Duration(0)
 		for _, m := range ms {
-			at := time.UnixMilli(m.StoredAt).Add(delay)
+			// StoredAt is whole milliseconds, truncated: the message was
+			// stored within the millisecond after it. Counting from the end
+			// of that millisecond, it is never delivered before its delay.
+			at := time.UnixMilli(m.StoredAt + 1).Add(delay)
 			if at.After(now) {
 				wait = at.Sub(now)
 				break
