@@ -3,10 +3,12 @@ package mq_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -399,6 +401,91 @@ func TestDelayedAndTimedMessages(t *testing.T) {
 	}
 	if arrived["now"].Sub(sent) > 150*time.Millisecond && arrived["now"].After(arrived["level4"]) {
 		t.Error("an undelayed message waited for delayed ones")
+	}
+}
+
+// Over 100,000 delayed and timed messages (sub-millisecond deliver-at
+// times, delay levels counted from before each send): none arrives before
+// its time. Lateness is reported from the exact time.
+func TestNothingDeliveredEarly(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	e := newEnv(t)
+	e.addBroker("b1", nil)
+	c := e.client()
+	ctx := ctxT(t, 120*time.Second)
+	if err := c.CreateTopic(ctx, "punctual", 4, false); err != nil {
+		t.Fatal(err)
+	}
+	due := make([]time.Time, n) // the earliest each may arrive
+	arrived := make([]time.Time, n)
+	var mu sync.Mutex
+	got, dups := 0, 0
+	startConsumer(t, c, mq.ConsumerConfig{Group: "g"}, "punctual", nil, func(ctx context.Context, m *mq.Message) error {
+		now := time.Now()
+		i, err := strconv.Atoi(string(m.Body))
+		if err != nil || i < 0 || i >= n {
+			return fmt.Errorf("body %q", m.Body)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !arrived[i].IsZero() {
+			dups++
+			return nil
+		}
+		arrived[i] = now
+		got++
+		return nil
+	})
+	p := e.producer(c, mq.ProducerConfig{})
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		m := &mq.Message{Topic: "punctual", Body: []byte(strconv.Itoa(i))}
+		now := time.Now()
+		if i%2 == 0 {
+			m.DeliverAt = now.Add(time.Duration(rng.Int64N(int64(1500 * time.Millisecond))))
+			due[i] = m.DeliverAt
+		} else {
+			m.DelayLevel = 1 + i%4 // 50–200 ms
+			due[i] = now.Add(time.Duration(50*m.DelayLevel) * time.Millisecond)
+		}
+		wg.Add(1)
+		p.SendAsync(ctx, m, func(_ *mq.SendResult, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d sends failed", f)
+	}
+	wait.For(t, 90*time.Second, "every message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got == n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	early, minLate, maxLate := 0, time.Duration(1<<62), time.Duration(0)
+	for i := range n {
+		late := arrived[i].Sub(due[i])
+		if late < 0 {
+			early++
+			if early <= 5 {
+				t.Errorf("message %d arrived %v before its time", i, -late)
+			}
+		}
+		minLate, maxLate = min(minLate, late), max(maxLate, late)
+	}
+	t.Logf("%d delayed/timed messages: early %d, lateness min %v max %v, redelivered %d", n, early, minLate, maxLate, dups)
+	if early > 0 {
+		t.Fatalf("%d of %d messages arrived before their time", early, n)
 	}
 }
 

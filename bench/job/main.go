@@ -56,6 +56,8 @@ type result struct {
 	Executed int     `json:"executed"`
 	Double   int     `json:"double_fires"`
 	Missed   int     `json:"missed_fires"`
+	Early    int     `json:"early_fires"` // started before their scheduled time: must be 0
+	Min      float64 `json:"lateness_min_ms"`
 	P50      float64 `json:"lateness_p50_ms"`
 	P99      float64 `json:"lateness_p99_ms"`
 	Max      float64 `json:"lateness_max_ms"`
@@ -132,10 +134,10 @@ func run(n int, period, measure time.Duration, bin string, cases []string) error
 	}
 	fmt.Printf("\nbench/job: %d jobs every %v (%.0f triggers/s), %v measured; executor in another process; 2 shared cores\n\n",
 		n, period, float64(n)/period.Seconds(), measure)
-	fmt.Println("| case | servers | lateness p50 | p99 | max | executed / expected | double | missed |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| case | servers | lateness min | p50 | p99 | max | early | executed / expected | double | missed |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range results {
-		fmt.Printf("| %s | %d | %.2f ms | %.2f ms | %.2f ms | %d / %d | %d | %d |\n", r.Impl, r.Servers, r.P50, r.P99, r.Max, r.Executed, r.Expected, r.Double, r.Missed)
+		fmt.Printf("| %s | %d | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %d | %d / %d | %d | %d |\n", r.Impl, r.Servers, r.Min, r.P50, r.P99, r.Max, r.Early, r.Executed, r.Expected, r.Double, r.Missed)
 	}
 	var peer *result
 	for i := range results {
@@ -196,7 +198,11 @@ func evaluate(impl string, servers, n int, period time.Duration, base, from, to 
 		}
 		seen[k] = true
 		r.Executed++
-		lat = append(lat, float64(rc.start-at.UnixNano())/1e6)
+		l := float64(rc.start-at.UnixNano()) / 1e6 // from the exact scheduled instant
+		if l < 0 {
+			r.Early++
+		}
+		lat = append(lat, l)
 	}
 	r.Missed = max(r.Expected-r.Executed, 0)
 	if os.Getenv("BENCH_JOB_DEBUG") != "" {
@@ -220,7 +226,7 @@ func evaluate(impl string, servers, n int, period time.Duration, base, from, to 
 	r.Rate = float64(r.Executed) / to.Sub(from).Seconds()
 	if len(lat) > 0 {
 		slices.Sort(lat)
-		r.P50, r.P99, r.Max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
+		r.Min, r.P50, r.P99, r.Max = lat[0], lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
 	}
 	return r
 }

@@ -94,34 +94,14 @@ func inList(ps []int) string {
 // triggerLoop sleeps until the wheel's next due time and hands what is due
 // to the workers.
 func (s *Scheduler) triggerLoop() {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		for _, v := range s.wheel.advance(time.Now()) {
-			select {
-			case s.work <- v:
-			case <-s.stop:
-				return
-			}
-		}
-		d := time.Hour
-		if at, ok := s.wheel.nextDue(); ok {
-			d = max(time.Until(at), 0)
-		}
-		timer.Reset(d)
+	s.wheel.run(s.stop, func(v any) bool {
 		select {
+		case s.work <- v:
+			return true
 		case <-s.stop:
-			return
-		case <-timer.C:
-		case <-s.wheel.changed:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
+			return false
 		}
-	}
+	})
 }
 
 // worker takes what is due; under load it takes up to maxBatch items at

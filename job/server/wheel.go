@@ -44,14 +44,18 @@ type timer struct {
 	value any
 }
 
+// newWheel starts a wheel at now, truncated to the millisecond: fire times
+// are whole milliseconds, so a tick boundary is exactly a fire time.
 func newWheel(now time.Time) *wheel {
-	w := &wheel{origin: now, byKey: map[any]*timer{}, changed: make(chan struct{}, 1)}
+	w := &wheel{origin: time.UnixMilli(now.UnixMilli()), byKey: map[any]*timer{}, changed: make(chan struct{}, 1)}
 	w.levels[0] = make([][]*timer, l0Slots)
 	w.levels[1] = make([][]*timer, l1Slots)
 	w.levels[2] = make([][]*timer, l2Slots)
 	return w
 }
 
+// tickOf is the last tick that began at or before t (rounding down): the
+// tick advance may fire when it is t.
 func (w *wheel) tickOf(t time.Time) int64 {
 	d := t.Sub(w.origin)
 	if d < 0 {
@@ -60,16 +64,27 @@ func (w *wheel) tickOf(t time.Time) int64 {
 	return int64(d / wheelTick)
 }
 
+// tickAfter is the first tick that begins at or after t (rounding up): the
+// tick a timer due at t is filed under, so it never fires before t.
+func (w *wheel) tickAfter(t time.Time) int64 {
+	d := t.Sub(w.origin)
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + wheelTick - 1) / wheelTick)
+}
+
 func (w *wheel) timeOf(tick int64) time.Time { return w.origin.Add(time.Duration(tick) * wheelTick) }
 
 // add schedules value under key at t, replacing an earlier timer of key.
-// A time already past fires at the next advance.
+// A time already past fires at the next advance; otherwise the timer fires
+// at the first advance whose now is at or after at — never before.
 func (w *wheel) add(key any, at time.Time, value any) {
 	w.mu.Lock()
 	if old := w.byKey[key]; old != nil {
 		w.unlink(old)
 	}
-	t := &timer{key: key, at: w.tickOf(at), value: value}
+	t := &timer{key: key, at: w.tickAfter(at), value: value}
 	w.byKey[key] = t
 	w.insert(t)
 	w.mu.Unlock()
@@ -266,4 +281,39 @@ func (w *wheel) nextDue() (time.Time, bool) {
 		}
 	}
 	return w.timeOf(end), true
+}
+
+// run advances the wheel on the clock until stop is closed: it sleeps until
+// the next due time (or an add that may be earlier), then hands each due
+// value to deliver, in order; deliver returning false ends the run. A
+// value is handed over at or after its time, never before: timers are
+// filed under the tick at or after their time, and advance only passes the
+// ticks that began at or before now.
+func (w *wheel) run(stop <-chan struct{}, deliver func(v any) bool) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		for _, v := range w.advance(time.Now()) {
+			if !deliver(v) {
+				return
+			}
+		}
+		d := time.Hour
+		if at, ok := w.nextDue(); ok {
+			d = max(time.Until(at), 0)
+		}
+		timer.Reset(d)
+		select {
+		case <-stop:
+			return
+		case <-timer.C:
+		case <-w.changed:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+	}
 }
