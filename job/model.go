@@ -28,10 +28,13 @@ const (
 )
 
 // Misfire policies: what a server does with a fire time found more than
-// MisfireThreshold in the past (the cluster was down, a leader died).
+// MisfireThreshold in the past (the whole cluster was down, the store was
+// unreachable). A fire late by less than the threshold (a server died and
+// another took its jobs over) runs, late, whatever the policy: each one,
+// none skipped.
 const (
-	MisfireSkip     = "skip"      // skip the missed fires; next one on schedule
-	MisfireFireOnce = "fire_once" // fire once now, then on schedule
+	MisfireFireOnce = "fire_once" // one run now stands for every missed fire, then on schedule (default)
+	MisfireSkip     = "skip"      // the missed fires are recorded as one skipped run; next one on schedule
 )
 
 // Routing strategies: which executor of the app runs a trigger.
@@ -113,7 +116,7 @@ type Job struct {
 	// StartAt and EndAt bound the schedule (zero: unbounded).
 	StartAt time.Time `json:"start_at,omitzero"`
 	EndAt   time.Time `json:"end_at,omitzero"`
-	// Misfire policy and threshold (default skip, 5 s).
+	// Misfire policy and threshold (default fire_once, 60 s).
 	Misfire          string   `json:"misfire,omitempty"`
 	MisfireThreshold Duration `json:"misfire_threshold,omitempty"`
 	Route            string   `json:"route,omitempty"` // default round_robin
@@ -201,13 +204,13 @@ func (j *Job) Normalize() error {
 		return bad("end_at", "%s is not after start_at %s", j.EndAt.Format(time.RFC3339), j.StartAt.Format(time.RFC3339))
 	}
 	if j.Misfire == "" {
-		j.Misfire = MisfireSkip
+		j.Misfire = MisfireFireOnce
 	}
 	if j.Misfire != MisfireSkip && j.Misfire != MisfireFireOnce {
 		return bad("misfire", "%q: want skip or fire_once", j.Misfire)
 	}
 	if j.MisfireThreshold == 0 {
-		j.MisfireThreshold = Duration(5 * time.Second)
+		j.MisfireThreshold = Duration(time.Minute)
 	}
 	if j.MisfireThreshold < 0 {
 		return bad("misfire_threshold", "negative")

@@ -67,7 +67,7 @@ func TestNormalizeNamesTheField(t *testing.T) {
 		}
 	}
 	j := base()
-	if err := j.Normalize(); err != nil || j.Route != RouteRoundRobin || j.Block != BlockSerial || j.Misfire != MisfireSkip {
+	if err := j.Normalize(); err != nil || j.Route != RouteRoundRobin || j.Block != BlockSerial || j.Misfire != MisfireFireOnce || j.MisfireThreshold.D() != time.Minute {
 		t.Fatalf("defaults: %+v %v", j, err)
 	}
 }

@@ -20,6 +20,10 @@ type Run struct {
 	ShardIndex int       `json:"shard_index"`
 	ShardTotal int       `json:"shard_total"`
 	Cause      string    `json:"cause"` // schedule, misfire, manual, retry, child
+	// Covers is how many scheduled fires the run stands for: 1, or more
+	// when fires missed beyond the job's misfire threshold were collapsed
+	// into it (fire_once) or recorded as skipped (skip).
+	Covers     int       `json:"covers,omitempty"`
 	Params     string    `json:"params,omitempty"`
 	Status     string    `json:"status"`
 	Executor   string    `json:"executor,omitempty"`
@@ -62,6 +66,9 @@ const (
 	StatusFailed    = "failed"
 	StatusKilled    = "killed"
 	StatusDiscarded = "discarded"
+	// StatusSkipped records fires the misfire policy skipped: never run,
+	// kept so that no fire is lost silently.
+	StatusSkipped = "skipped"
 )
 
 // ExecutorInfo is a registered executor.

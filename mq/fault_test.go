@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/faults"
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/mq"
+	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -343,4 +345,137 @@ func TestConsumerKilledMidBatchIsRedelivered(t *testing.T) {
 	}
 	childSeen := len(child)
 	t.Logf("child consumed %d before kill -9; survivor consumed %d (redelivered %d)", childSeen, len(got.seen), len(got.seen)+childSeen-n)
+}
+
+// TestOrderedConsumerKilledHandsOverFast kills -9 a `tangram mq consume
+// --orderly` process holding every queue of an ordered topic. The broker
+// sees its connection close; once the grace passes without it coming back,
+// its queue locks are released and the survivor (default heartbeat) takes
+// the queues — in seconds, not after the 60 s lock TTL. Per key, order
+// holds: the survivor starts at or before the child's last message (only
+// uncommitted work is delivered again) and goes on without a gap.
+func TestOrderedConsumerKilledHandsOverFast(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	e := newEnv(t)
+	e.addBroker("b1", func(c *broker.Config) { c.ConsumerTimeout = 30 * time.Second }) // defaults: no help from timeouts
+	c := e.client()
+	ctx := ctxT(t, 120*time.Second)
+	if err := c.CreateTopic(ctx, "ledger", 4, true); err != nil {
+		t.Fatal(err)
+	}
+	p := e.producer(c, mq.ProducerConfig{})
+	const keys, per = 8, 1500
+	for seq := range per {
+		for k := range keys {
+			key := fmt.Sprintf("k%d", k)
+			if _, err := p.Send(ctx, &mq.Message{Topic: "ledger", ShardingKey: key, Body: []byte(fmt.Sprintf("%s:%d", key, seq))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cmd := exec.Command(tangramBin(t), "mq", "consume", "ledger", "--group", "ledgers", "--orderly", "--rpc-server", e.h.Srv.RPCAddr(),
+		"--token", servertest.AdminToken)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	parse := func(body string) (string, int) {
+		k, s, _ := strings.Cut(body, ":")
+		n, _ := strconv.Atoi(s)
+		return k, n
+	}
+	var cmu sync.Mutex
+	childLast := map[string]int{}
+	childBad := []string{}
+	lines := make(chan struct{}, keys*per)
+	drained := make(chan struct{}, 1)
+	go func() {
+		defer func() { drained <- struct{}{} }()
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.Split(sc.Text(), "\t")
+			k, n := parse(f[len(f)-1])
+			cmu.Lock()
+			if prev, ok := childLast[k]; ok && n != prev+1 {
+				childBad = append(childBad, fmt.Sprintf("child: %s %d after %d", k, n, prev))
+			}
+			childLast[k] = n
+			cmu.Unlock()
+			lines <- struct{}{}
+		}
+	}()
+	for i := range 1000 {
+		select {
+		case <-lines:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("child consumed %d; stderr:\n%s", i, stderr.String())
+		}
+	}
+	killed := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	wait.Receive(t, 10*time.Second, "the end of the child's output", drained)
+	_ = cmd.Wait()
+	// The survivor joins, with the default heartbeat; the child's locks
+	// are still held.
+	var smu sync.Mutex
+	first := map[string]int{}
+	last := map[string]int{}
+	var bad []string
+	var firstAt time.Time
+	startConsumer(t, c, mq.ConsumerConfig{Group: "ledgers", Orderly: true, Heartbeat: 3 * time.Second}, "ledger", nil, func(ctx context.Context, m *mq.Message) error {
+		k, n := parse(string(m.Body))
+		smu.Lock()
+		defer smu.Unlock()
+		if firstAt.IsZero() {
+			firstAt = time.Now()
+		}
+		if prev, ok := last[k]; ok && n != prev+1 {
+			bad = append(bad, fmt.Sprintf("survivor: %s %d after %d", k, n, prev))
+		} else if !ok {
+			first[k] = n
+		}
+		last[k] = n
+		return nil
+	})
+	wait.For(t, 60*time.Second, "the survivor to finish every key", func() bool {
+		smu.Lock()
+		defer smu.Unlock()
+		if len(last) < keys {
+			return false
+		}
+		for _, n := range last {
+			if n != per-1 {
+				return false
+			}
+		}
+		return true
+	})
+	smu.Lock()
+	defer smu.Unlock()
+	cmu.Lock()
+	defer cmu.Unlock()
+	handover := firstAt.Sub(killed)
+	faults.Report(t, "ordered consumer kill -9", "handover", handover.Round(time.Millisecond), "redelivered_keys", len(first))
+	if len(childBad) > 0 || len(bad) > 0 {
+		t.Fatalf("order violated: %v %v", childBad, bad)
+	}
+	for k, n := range first {
+		if cl, ok := childLast[k]; ok && n > cl+1 {
+			t.Errorf("%s: the survivor started at %d, after the child's last %d: %d messages lost", k, n, cl, n-cl-1)
+		}
+		if _, ok := childLast[k]; !ok && n != 0 {
+			t.Errorf("%s: the survivor started at %d, the child never had it", k, n)
+		}
+	}
+	if handover >= 10*time.Second {
+		t.Fatalf("hand-over took %v after the kill: want under 10 s", handover)
+	}
 }

@@ -28,7 +28,7 @@ func (cs *Consumer) consumeOrderly(pq *processQueue) {
 		case m := <-pq.orderly:
 			for attempt := 0; ; attempt++ {
 				pq.mu.Lock()
-				locked := pq.locked
+				locked := pq.locked && time.Now().Before(pq.lockedTil)
 				pq.mu.Unlock()
 				if !locked {
 					sleep(pq.ctx, 50*time.Millisecond)
@@ -74,6 +74,11 @@ func (cs *Consumer) consumeOrderly(pq *processQueue) {
 	}
 }
 
+// clientLockTTL is how long a consumer trusts a queue lock it could not
+// renew: half the broker's default LockTTL (60 s), as RocketMQ's client
+// does (30 s against 60 s).
+const clientLockTTL = 30 * time.Second
+
 // renewLocks takes or renews the broker locks of owned queues (ordered
 // consumption).
 func (cs *Consumer) renewLocks(ctx context.Context) {
@@ -93,6 +98,7 @@ func (cs *Consumer) renewLocks(ctx context.Context) {
 		for _, pq := range pqs {
 			req.Queues = append(req.Queues, pq.key.Queue)
 		}
+		sent := time.Now()
 		rep, err := rpc.Call[wire.LockReply](ctx, b, wire.MethodLock, req)
 		got := map[uint32]bool{}
 		if err == nil {
@@ -107,6 +113,12 @@ func (cs *Consumer) renewLocks(ctx context.Context) {
 				pq.refetch = true
 			}
 			pq.locked = got[pq.key.Queue]
+			if pq.locked {
+				// Trusted for half the broker's lock TTL from before the
+				// request: a consumer cut off from its broker stops taking
+				// messages well before the broker could hand the queue on.
+				pq.lockedTil = sent.Add(clientLockTTL)
+			}
 			pq.mu.Unlock()
 		}
 	}

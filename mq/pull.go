@@ -22,9 +22,10 @@ type processQueue struct {
 	next      int64          // offset to pull next
 	inflight  map[int64]bool // pulled, not yet done
 	committed int64
-	locked    bool // orderly: lock held on the broker
-	refetch   bool // orderly: lock just taken; read the committed offset again
-	gen       int  // bumped by abandon: a pull begun before it is discarded
+	locked    bool      // orderly: lock held on the broker
+	lockedTil time.Time // orderly: trusted until (a lock not renewed by then is treated as lost)
+	refetch   bool      // orderly: lock just taken; read the committed offset again
+	gen       int       // bumped by abandon: a pull begun before it is discarded
 	orderly   chan *Message
 }
 
@@ -70,7 +71,7 @@ func (cs *Consumer) pull(pq *processQueue) {
 	bo := backoff.New(100*time.Millisecond, 3*time.Second)
 	for pq.ctx.Err() == nil {
 		pq.mu.Lock()
-		from, n, locked, refetch, gen := pq.next, len(pq.inflight), pq.locked, pq.refetch, pq.gen
+		from, n, locked, refetch, gen := pq.next, len(pq.inflight), pq.locked && time.Now().Before(pq.lockedTil), pq.refetch, pq.gen
 		pq.mu.Unlock()
 		if refetch && n == 0 {
 			rep, err := rpc.Call[wire.OffsetsReply](pq.ctx, b, wire.MethodOffsets, &wire.OffsetsRequest{Group: cs.cfg.Group, Topic: pq.key.topic}, rpc.Idempotent())

@@ -65,6 +65,18 @@ func chainClient(ics []ClientInterceptor, inv Invoker) Invoker {
 
 type callInfoKey struct{}
 
+type connKey struct{}
+
+// ConnContext returns, in a server handler, the context of the connection
+// the call came on: it is done when that connection closes (the client
+// left, died or was cut off). Servers use it to end what belongs to a
+// client's session at once, rather than waiting for its heartbeats to
+// time out. Outside a server call it returns nil.
+func ConnContext(ctx context.Context) context.Context {
+	c, _ := ctx.Value(connKey{}).(context.Context)
+	return c
+}
+
 // Info returns the CallInfo of the call a handler's context belongs to.
 func Info(ctx context.Context) *CallInfo {
 	ci, _ := ctx.Value(callInfoKey{}).(*CallInfo)

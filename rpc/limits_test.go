@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -110,5 +111,47 @@ func TestMaxConns(t *testing.T) {
 	}
 	if srv.RefusedConns() != 1 {
 		t.Fatalf("refused %d", srv.RefusedConns())
+	}
+}
+
+// A handler's ConnContext ends when the client's connection closes, not
+// when the call ends: servers tie a client's session to it.
+func TestConnContextEndsWithTheConnection(t *testing.T) {
+	srv, err := NewServer(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan context.Context, 1)
+	if err := Handle(srv, "S/Hold", func(ctx context.Context, req *struct{}) (*struct{}, error) {
+		got <- ConnContext(ctx)
+		return &struct{}{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := Dial(context.Background(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Call[struct{}](context.Background(), c, "S/Hold", &struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	conn := <-got
+	if conn == nil || conn.Err() != nil {
+		t.Fatalf("connection context %v after the call", conn)
+	}
+	if ConnContext(context.Background()) != nil {
+		t.Fatal("a connection context outside a call")
+	}
+	c.Close()
+	select {
+	case <-conn.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection context outlived the connection")
 	}
 }

@@ -453,7 +453,8 @@ type serverConn struct {
 }
 
 func (s *Server) serveConn(nc net.Conn) {
-	ctx, cancel := context.WithCancel(context.Background())
+	base, cancel := context.WithCancel(context.Background())
+	ctx := context.WithValue(base, connKey{}, base)
 	sc := &serverConn{
 		conn: newConn(nc, s.cfg.MaxFrameSize), s: s, peer: nc.RemoteAddr().String(),
 		ctx: ctx, cancel: cancel,

@@ -99,11 +99,15 @@ type Config struct {
 	// gossip addresses (implies GossipAddr ":7946" when that is empty).
 	GossipAddr string
 	Join       []string
-	// NodeName names this server in the registry cluster (the owner of the
-	// instances registered through it). Default: hostname:pid.
+	// NodeName names this server among those sharing a store or a
+	// registry cluster (the holder of job partitions, the owner of the
+	// instances registered through it). Default: the name kept in
+	// <DataDir>/node-id, drawn on the first start ("<hostname>-<hex>"), so
+	// that a restarted server is the same node and takes its work back at
+	// once.
 	NodeName string
 	// JobLeaseTTL is how long a job partition stays with a server that
-	// stopped renewing it — the longest a dead server's jobs wait. Default 10 s.
+	// stopped renewing it — about the longest a dead server's jobs wait. Default 3 s.
 	JobLeaseTTL time.Duration
 	// JobMinInterval is the tightest job schedule a non-admin may set
 	// (default 1 s).
@@ -180,28 +184,29 @@ func (c Config) Validate() error {
 
 // Server is a running platform process.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	st       *store.Store
-	auth     *auth.Service
-	comps    []running // started components, in start order
-	config   *configserver.Server
-	registry *registryserver.Registry
-	jobs     *jobserver.Scheduler
-	names    *names.Table
-	broker   *broker.Broker
-	svcToken string
-	mqMu     sync.Mutex
-	mqc      *mq.Client
-	httpSrv  *http.Server
-	ln       net.Listener
-	httpLn   *limitListener
-	mux      *recordingMux
-	guard    *idleGuard
-	rpc      *rpc.Server
-	rpcLn    net.Listener
-	parker   *park.Parker
+	cfg       Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	st        *store.Store
+	unlockDir func() // releases the data directory lock
+	auth      *auth.Service
+	comps     []running // started components, in start order
+	config    *configserver.Server
+	registry  *registryserver.Registry
+	jobs      *jobserver.Scheduler
+	names     *names.Table
+	broker    *broker.Broker
+	svcToken  string
+	mqMu      sync.Mutex
+	mqc       *mq.Client
+	httpSrv   *http.Server
+	ln        net.Listener
+	httpLn    *limitListener
+	mux       *recordingMux
+	guard     *idleGuard
+	rpc       *rpc.Server
+	rpcLn     net.Listener
+	parker    *park.Parker
 	// debugSrv serves pprof when Config.DebugAddr is set.
 	debugSrv *http.Server
 
@@ -238,6 +243,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("server: data directory: %w", err)
+	}
+	if s.unlockDir, err = lockDataDir(s.cfg.DataDir); err != nil {
+		return err
+	}
+	if s.cfg.NodeName == "" {
+		if s.cfg.NodeName, err = loadNodeName(s.cfg.DataDir); err != nil {
+			return err
+		}
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.st, err = store.Open(ctx, store.Config{DSN: s.cfg.Store, Logger: s.log, Registerer: s.reg})
@@ -304,7 +317,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	if s.jobs != nil {
 		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tangram_job_coalesced_fires_total",
-			Help: "Job fires skipped because the job was behind its schedule (collapsed into the fire recorded)."},
+			Help: "Job fires missed beyond their misfire threshold and collapsed into one run or skipped record (its covers count)."},
 			func() float64 { return float64(s.jobs.Coalesced()) }))
 	}
 	if s.config != nil {
@@ -477,6 +490,10 @@ func (s *Server) closeComponents() {
 	}
 	if s.st != nil {
 		_ = s.st.Close()
+	}
+	if s.unlockDir != nil {
+		s.unlockDir()
+		s.unlockDir = nil
 	}
 }
 

@@ -179,13 +179,14 @@ func newMQCmd(g *globals) *cobra.Command {
 		count      int
 		wait       time.Duration
 		latest     bool
+		orderly    bool
 	}
 	consume := &cobra.Command{Use: "consume TOPIC", Short: "Consume as a member of --group, printing messages (stops after --count or --wait idle)", Args: cobra.ExactArgs(1),
 		RunE: with(func(ctx context.Context, c *mq.Client, args []string) error {
 			if cf.group == "" {
 				return errors.New("--group is required")
 			}
-			cs, err := c.NewConsumer(mq.ConsumerConfig{Group: cf.group, FromLatest: cf.latest, Concurrency: 1, Heartbeat: time.Second, LongPoll: time.Second})
+			cs, err := c.NewConsumer(mq.ConsumerConfig{Group: cf.group, FromLatest: cf.latest, Orderly: cf.orderly, Concurrency: 1, Heartbeat: time.Second, LongPoll: time.Second})
 			if err != nil {
 				return err
 			}
@@ -241,6 +242,7 @@ func newMQCmd(g *globals) *cobra.Command {
 	consume.Flags().IntVar(&cf.count, "count", 0, "stop after this many messages (0: run until interrupted)")
 	consume.Flags().DurationVar(&cf.wait, "wait", 0, "stop after this long without a message (0: never)")
 	consume.Flags().BoolVar(&cf.latest, "from-latest", false, "a new group starts at the end instead of the beginning")
+	consume.Flags().BoolVar(&cf.orderly, "orderly", false, "consume each queue in order, one message at a time, holding the queue's lock on its broker")
 
 	var lf struct{ id, topic, key string }
 	lookup := &cobra.Command{Use: "lookup", Short: "Find messages by broker ID (--id …@broker), or in a --topic by --key", Args: cobra.NoArgs,

@@ -16,42 +16,66 @@ import (
 // former holder cannot overwrite its successor.
 type Lease struct {
 	Name      string
-	Holder    string
+	Holder    string // the holding process (Holder.ID)
+	Node      string // its node (Holder.Node)
 	Term      int64
 	ExpiresAt time.Time
+}
+
+// Holder names who takes a lease. Node is the stable identity of a server
+// (kept in its data dir, the same after a restart); ID is unique to one
+// process of it (the node and an incarnation drawn at start). A new
+// process of a node takes the leases of its dead predecessor at once
+// instead of waiting out their TTL, while the term (and the ID) still
+// fence the predecessor off should it only have been paused.
+type Holder struct {
+	Node string
+	ID   string
+}
+
+// NewHolder returns a holder for node with a fresh incarnation: the start
+// time in fixed-width hex, so that a later process of a node sorts after an
+// earlier one and only the later can take the other's leases.
+func NewHolder(node string) Holder {
+	return Holder{Node: node, ID: fmt.Sprintf("%s#%016x", node, time.Now().UnixNano())}
 }
 
 // ErrLeaseLost is returned by RenewLease when the caller no longer holds
 // the lease (it expired and was taken, or the term moved on).
 var ErrLeaseLost = errors.New("store: lease lost")
 
-// AcquireLease takes the lease for holder for ttl if it is free, expired,
-// or already held by holder (then it is extended, same term). It reports
-// whether holder now holds it, and the lease as it stands.
+// AcquireLease takes the lease for h for ttl if it is free, expired, held
+// by an earlier process of h's node (a restart: a new term), or already
+// held by h (then it is extended, same term). It reports whether h now
+// holds it, and the lease as it stands.
 //
 // Expiry is judged by the caller's clock: servers sharing a store need
 // clocks within a fraction of ttl of each other; the term, not the clock,
 // is what keeps two holders' writes apart.
-func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, bool, error) {
-	if name == "" || holder == "" || ttl <= 0 {
+func (s *Store) AcquireLease(ctx context.Context, name string, h Holder, ttl time.Duration) (Lease, bool, error) {
+	if name == "" || h.ID == "" || ttl <= 0 {
 		return Lease{}, false, fmt.Errorf("store: lease needs a name, a holder and a positive ttl")
 	}
 	now := time.Now()
 	exp := now.Add(ttl).UnixMilli()
 	// Extend our own live lease.
-	res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at >= ?`, exp, name, holder, now.UnixMilli())
+	res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at >= ?`, exp, name, h.ID, now.UnixMilli())
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("store: lease %s: %w", name, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		// Take it over once expired (from anyone, ourselves included: a new term).
-		res, err = s.ExecContext(ctx, `UPDATE leases SET holder = ?, term = term + 1, expires_at = ? WHERE name = ? AND expires_at < ?`, holder, exp, name, now.UnixMilli())
+		// Take it over once expired (from anyone, ourselves included: a
+		// new term), or at once from an earlier process of our node (an
+		// earlier incarnation sorts lower; a later one is never displaced).
+		res, err = s.ExecContext(ctx, `UPDATE leases SET holder = ?, node = ?, term = term + 1, expires_at = ?
+			WHERE name = ? AND (expires_at < ? OR (node = ? AND node <> '' AND holder < ?))`,
+			h.ID, h.Node, exp, name, now.UnixMilli(), h.Node, h.ID)
 		if err != nil {
 			return Lease{}, false, fmt.Errorf("store: lease %s: %w", name, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			// Or create it.
-			_, err = s.ExecContext(ctx, `INSERT INTO leases (name, holder, term, expires_at) VALUES (?, ?, 1, ?)`, name, holder, exp)
+			_, err = s.ExecContext(ctx, `INSERT INTO leases (name, holder, node, term, expires_at) VALUES (?, ?, ?, 1, ?)`, name, h.ID, h.Node, exp)
 			if err != nil && !IsUniqueViolation(err) {
 				return Lease{}, false, fmt.Errorf("store: lease %s: %w", name, err)
 			}
@@ -61,7 +85,21 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	if err != nil {
 		return Lease{}, false, err
 	}
-	return l, l.Holder == holder && l.ExpiresAt.After(now), nil
+	return l, l.Holder == h.ID && l.ExpiresAt.After(now), nil
+}
+
+// RenewLeases extends, in one statement, every live lease holder (a
+// Holder.ID) holds, and returns how many. The caller reads its leases back
+// (Leases) to learn which are still its own, under which term.
+func (s *Store) RenewLeases(ctx context.Context, holder string, ttl time.Duration) (int64, error) {
+	now := time.Now()
+	res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE holder = ? AND expires_at >= ?`,
+		now.Add(ttl).UnixMilli(), holder, now.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("store: renew the leases of %s: %w", holder, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }
 
 // RenewLease extends a lease held by holder under term; ErrLeaseLost when
@@ -93,7 +131,7 @@ func (s *Store) ReleaseLease(ctx context.Context, name, holder string, term int6
 func (s *Store) Lease(ctx context.Context, name string) (Lease, error) {
 	l := Lease{Name: name}
 	var exp int64
-	err := s.QueryRowContext(ctx, `SELECT holder, term, expires_at FROM leases WHERE name = ?`, name).Scan(&l.Holder, &l.Term, &exp)
+	err := s.QueryRowContext(ctx, `SELECT holder, node, term, expires_at FROM leases WHERE name = ?`, name).Scan(&l.Holder, &l.Node, &l.Term, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Lease{}, fmt.Errorf("%w: lease %s", ErrNotFound, name)
 	}
@@ -107,7 +145,7 @@ func (s *Store) Lease(ctx context.Context, name string) (Lease, error) {
 // Leases lists the leases whose names start with prefix, expired ones
 // included.
 func (s *Store) Leases(ctx context.Context, prefix string) ([]Lease, error) {
-	rows, err := s.QueryContext(ctx, `SELECT name, holder, term, expires_at FROM leases WHERE name LIKE ? ORDER BY name`, prefix+"%")
+	rows, err := s.QueryContext(ctx, `SELECT name, holder, node, term, expires_at FROM leases WHERE name LIKE ? ORDER BY name`, prefix+"%")
 	if err != nil {
 		return nil, fmt.Errorf("store: list leases %s*: %w", prefix, err)
 	}
@@ -116,7 +154,7 @@ func (s *Store) Leases(ctx context.Context, prefix string) ([]Lease, error) {
 	for rows.Next() {
 		var l Lease
 		var exp int64
-		if err := rows.Scan(&l.Name, &l.Holder, &l.Term, &exp); err != nil {
+		if err := rows.Scan(&l.Name, &l.Holder, &l.Node, &l.Term, &exp); err != nil {
 			return nil, fmt.Errorf("store: list leases: %w", err)
 		}
 		l.ExpiresAt = time.UnixMilli(exp)

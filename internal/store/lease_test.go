@@ -14,6 +14,9 @@ import (
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 )
 
+// hold is a holder whose node and process share one name.
+func hold(name string) store.Holder { return store.Holder{Node: name, ID: name} }
+
 // TestLeases runs on every dialect: one holder at a time among racing
 // servers, extension keeps the term, takeover after expiry bumps it, and a
 // former holder cannot renew.
@@ -31,7 +34,7 @@ func TestLeases(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					holder := fmt.Sprintf("srv-%d", i)
-					l, ok, err := s.AcquireLease(ctx, "trigger", holder, time.Minute)
+					l, ok, err := s.AcquireLease(ctx, "trigger", hold(holder), time.Minute)
 					if err != nil {
 						t.Error(err)
 						return
@@ -55,11 +58,11 @@ func TestLeases(t *testing.T) {
 				}
 			}
 			// The holder extends, same term; others are refused.
-			l, ok, err := s.AcquireLease(ctx, "trigger", holder, time.Minute)
+			l, ok, err := s.AcquireLease(ctx, "trigger", hold(holder), time.Minute)
 			if err != nil || !ok || l.Term != 1 {
 				t.Fatalf("extend: %+v %v %v", l, ok, err)
 			}
-			if _, ok, _ := s.AcquireLease(ctx, "trigger", "intruder", time.Minute); ok {
+			if _, ok, _ := s.AcquireLease(ctx, "trigger", hold("intruder"), time.Minute); ok {
 				t.Fatal("live lease taken")
 			}
 			const ttl = 50 * time.Millisecond
@@ -70,7 +73,7 @@ func TestLeases(t *testing.T) {
 			// Expired (never before its TTL): another server takes it with a
 			// new term; the old holder cannot renew.
 			wait.For(t, 5*time.Second, "the lease to expire", func() bool {
-				l, ok, err = s.AcquireLease(ctx, "trigger", "srv-new", time.Minute)
+				l, ok, err = s.AcquireLease(ctx, "trigger", hold("srv-new"), time.Minute)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -89,12 +92,58 @@ func TestLeases(t *testing.T) {
 			if err := s.ReleaseLease(ctx, "trigger", "srv-new", 2); err != nil {
 				t.Fatal(err)
 			}
-			l, ok, err = s.AcquireLease(ctx, "trigger", holder, time.Minute)
+			l, ok, err = s.AcquireLease(ctx, "trigger", hold(holder), time.Minute)
 			if err != nil || !ok || l.Term != 3 {
 				t.Fatalf("after release: %+v %v %v", l, ok, err)
 			}
 			if _, err := s.Lease(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("missing lease: %v", err)
+			}
+		})
+	}
+}
+
+// A restarted process of a node (a new incarnation) takes the node's live
+// leases at once, under a new term; the earlier process is fenced off: it
+// can neither renew nor extend. Another node still waits for the expiry.
+func TestLeaseTakeoverByRestartedNode(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			s := storetest.Open(t, d)
+			old := store.NewHolder("node-a")
+			for _, name := range []string{"p/1", "p/2", "m/node-a"} {
+				if _, ok, err := s.AcquireLease(ctx, name, old, time.Minute); err != nil || !ok {
+					t.Fatalf("%s: %v %v", name, ok, err)
+				}
+			}
+			if _, ok, _ := s.AcquireLease(ctx, "p/1", store.NewHolder("node-b"), time.Minute); ok {
+				t.Fatal("another node took a live lease")
+			}
+			if n, err := s.RenewLeases(ctx, old.ID, time.Minute); err != nil || n != 3 {
+				t.Fatalf("renew all: %d %v", n, err)
+			}
+			time.Sleep(time.Microsecond) // sleep-ok: incarnations are start times
+			fresh := store.NewHolder("node-a")
+			if fresh.ID == old.ID {
+				t.Fatal("two incarnations share an ID")
+			}
+			l, ok, err := s.AcquireLease(ctx, "p/1", fresh, time.Minute)
+			if err != nil || !ok || l.Term != 2 || l.Holder != fresh.ID || l.Node != "node-a" {
+				t.Fatalf("restart takeover: %+v %v %v", l, ok, err)
+			}
+			if err := s.RenewLease(ctx, "p/1", old.ID, 1, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+				t.Fatalf("the paused predecessor renewed: %v", err)
+			}
+			if _, ok, _ := s.AcquireLease(ctx, "p/1", old, time.Minute); ok {
+				t.Fatal("the predecessor took its lease back from its successor")
+			}
+			if n, err := s.RenewLeases(ctx, fresh.ID, time.Minute); err != nil || n > 1 {
+				t.Fatalf("renew fresh: %d %v", n, err)
+			}
+			ls, err := s.Leases(ctx, "p/")
+			if err != nil || len(ls) != 2 {
+				t.Fatalf("leases: %+v %v", ls, err)
 			}
 		})
 	}

@@ -224,7 +224,7 @@ func (s *Scheduler) GetRun(ctx context.Context, id int64) (*job.Run, error) {
 }
 
 func (s *Scheduler) queryRuns(ctx context.Context, where string, args ...any) ([]job.Run, error) {
-	rows, err := s.st.QueryContext(ctx, `SELECT id, job_id, fire_at, attempt, shard_index, shard_total, cause, params, status, executor, error, created_at, started_at, finished_at FROM job_runs`+where, args...)
+	rows, err := s.st.QueryContext(ctx, `SELECT id, job_id, fire_at, attempt, shard_index, shard_total, cause, params, status, executor, error, created_at, started_at, finished_at, covers FROM job_runs`+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("job: runs: %w", err)
 	}
@@ -233,7 +233,7 @@ func (s *Scheduler) queryRuns(ctx context.Context, where string, args ...any) ([
 	for rows.Next() {
 		var r job.Run
 		var fire, created, started, finished int64
-		if err := rows.Scan(&r.ID, &r.JobID, &fire, &r.Attempt, &r.ShardIndex, &r.ShardTotal, &r.Cause, &r.Params, &r.Status, &r.Executor, &r.Error, &created, &started, &finished); err != nil {
+		if err := rows.Scan(&r.ID, &r.JobID, &fire, &r.Attempt, &r.ShardIndex, &r.ShardTotal, &r.Cause, &r.Params, &r.Status, &r.Executor, &r.Error, &created, &started, &finished, &r.Covers); err != nil {
 			return nil, fmt.Errorf("job: runs: %w", err)
 		}
 		r.FireAt, r.CreatedAt = fromMS(fire), fromMS(created)

@@ -387,8 +387,8 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 	switch {
 	case retry:
 		backoff := j.RetryBackoff.D() << min(attempt, 20)
-		id, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
-			SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, cause, params, 'pending', ?, '', 0, '', ?, 0, 0, '', flow_id, node FROM job_runs WHERE id = ?`,
+		id, err := tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node, covers)
+			SELECT job_id, part, fire_at, attempt + 1, shard_index, shard_total, cause, params, 'pending', ?, '', 0, '', ?, 0, 0, '', flow_id, node, covers FROM job_runs WHERE id = ?`,
 			ms(now.Add(backoff)), ms(now), runID)
 		if err != nil {
 			return nil, fmt.Errorf("job: schedule retry of run %d: %w", runID, err)

@@ -178,36 +178,39 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 			}
 			fireAt := fromMS(f.fireAt)
 			next := j.NextFire(fireAt)
-			cause := "schedule"
+			cause, covers := "schedule", 1
 			if late := now.Sub(fireAt); late > j.MisfireThreshold.D() {
-				// Missed (the cluster was down, a partition changed hands late).
-				for !next.IsZero() && next.Before(now) {
-					next = j.NextFire(next)
-				}
-				if j.Misfire == job.MisfireSkip {
-					s.log.Warn("job: missed fire skipped", "job", j.Name, "fire_at", fireAt, "late", late.Round(time.Millisecond))
-					if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil && !errors.Is(err, errStale) {
-						return err
-					}
-					continue
-				}
-				cause = "misfire"
-			}
-			// Behind schedule (fires due faster than they are recorded):
-			// the fires already past collapse into this one and are
-			// counted, so a tight schedule degrades instead of queueing
-			// fires without end.
-			if !next.IsZero() && next.Before(now) {
-				n := int64(0)
-				for ; !next.IsZero() && next.Before(now) && n < 100_000; n++ {
+				// Missed (the cluster was down, the store unreachable):
+				// every fire already past goes with this one.
+				for ; !next.IsZero() && next.Before(now) && covers < 1_000_000; covers++ {
 					next = j.NextFire(next)
 				}
 				if !next.IsZero() && next.Before(now) {
 					next = j.NextFire(now)
 				}
-				s.coalesced.Add(n)
-			}
-			if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
+				if covers > 1 {
+					s.coalesced.Add(int64(covers - 1))
+				}
+				if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
+					if errors.Is(err, errStale) {
+						continue
+					}
+					return err
+				}
+				if j.Misfire == job.MisfireSkip {
+					s.log.Warn("job: missed fires skipped", "job", j.Name, "fire_at", fireAt, "fires", covers, "late", late.Round(time.Millisecond))
+					if err := s.recordSkipped(ctx, tx, j, f.fireAt, covers, late, term, now); err != nil {
+						return err
+					}
+					if nf := j.NextFireAt; !nf.IsZero() && nf.Before(now.Add(s.cfg.LoadAhead)) {
+						retry = append(retry, fireItem{jobID: j.ID, fireAt: ms(nf), part: part})
+					}
+					continue
+				}
+				cause = "misfire"
+			} else if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
+				// Within the threshold, each fire runs, late, in turn: the
+				// next one, if already due, is fired right after this.
 				if errors.Is(err, errStale) {
 					continue
 				}
@@ -220,7 +223,7 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 				}
 				flowRuns = append(flowRuns, ids...)
 			} else {
-				runs, err := s.insertAssigned(ctx, tx, j, f.fireAt, cause, term, now)
+				runs, err := s.insertAssigned(ctx, tx, j, f.fireAt, cause, covers, term, now)
 				if err != nil {
 					return err
 				}
@@ -272,7 +275,7 @@ type assigned struct {
 
 // insertAssigned inserts the runs of one fire already assigned to the
 // executor the job's route picks (one per executor for a broadcast).
-func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *job.Job, fireAt int64, cause string, term int64, now time.Time) ([]assigned, error) {
+func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *job.Job, fireAt int64, cause string, covers int, term int64, now time.Time) ([]assigned, error) {
 	ex, err := s.cachedExecutors(ctx, j.App, j.Handler)
 	if err != nil {
 		return nil, err
@@ -298,15 +301,29 @@ func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *job.Job
 				a.ex, status, addr, started = &e, job.StatusRunning, e.Addr, ms(now)
 			}
 		}
-		a.id, err = tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
-			VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 0, '', 0, '')`,
-			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, i, total, cause, j.Params, status, ms(now), addr, term, ms(now), started)
+		a.id, err = tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node, covers)
+			VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 0, '', 0, '', ?)`,
+			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, i, total, cause, j.Params, status, ms(now), addr, term, ms(now), started, covers)
 		if err != nil {
 			return nil, fmt.Errorf("job: insert run of %s: %w", j.Name, err)
 		}
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// recordSkipped keeps the fires the skip policy dropped as one finished
+// run, status skipped: visible in the job's runs, never run.
+func (s *Scheduler) recordSkipped(ctx context.Context, tx *store.Tx, j *job.Job, fireAt int64, covers int, late time.Duration, term int64, now time.Time) error {
+	msg := fmt.Sprintf("%d fire(s) from %s skipped: %v late, beyond the misfire threshold %v (policy skip)",
+		covers, fromMS(fireAt).Format(time.RFC3339Nano), late.Round(time.Millisecond), j.MisfireThreshold.D())
+	_, err := tx.ExecContext(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node, covers)
+		VALUES (?, ?, ?, 0, 0, 1, 'misfire', ?, ?, ?, '', ?, ?, ?, 0, ?, '', 0, '', ?)`,
+		j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, j.Params, job.StatusSkipped, ms(now), term, msg, ms(now), ms(now), covers)
+	if err != nil {
+		return fmt.Errorf("job: record skipped fires of %s: %w", j.Name, err)
+	}
+	return nil
 }
 
 var errStale = errors.New("job: fire already claimed or job changed")

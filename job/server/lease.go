@@ -23,7 +23,9 @@ func partOf(id int64, n int) int { return int(uint64(id) % uint64(n)) }
 // leaseLoop keeps this server's membership and its fair share of the
 // partitions: ceil(partitions / live servers). A server joining takes free
 // partitions; one holding too many gives the excess up, so a cluster of N
-// servers splits the work N ways.
+// servers splits the work N ways. Each round costs two statements when
+// nothing changes: one renews everything this process holds, one reads the
+// leases back.
 func (s *Scheduler) leaseLoop() {
 	every := s.cfg.LeaseTTL / 3
 	for {
@@ -39,28 +41,46 @@ func (s *Scheduler) leaseLoop() {
 func (s *Scheduler) balance() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL/2)
 	defer cancel()
-	ml, _, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.cfg.LeaseTTL)
-	if err != nil {
-		s.log.Warn("job: renewing membership failed", "err", err)
+	if _, err := s.st.RenewLeases(ctx, s.holder.ID, s.cfg.LeaseTTL); err != nil {
+		s.log.Warn("job: renewing leases failed", "err", err)
 		return
 	}
-	s.mu.Lock()
-	s.member = ml.Term
-	s.mu.Unlock()
 	now := time.Now()
-	members, err := s.st.Leases(ctx, "job/m/")
+	all, err := s.st.Leases(ctx, "job/")
 	if err != nil {
-		s.log.Warn("job: listing servers failed", "err", err)
+		s.log.Warn("job: listing leases failed", "err", err)
 		return
 	}
 	live := 0
-	for _, m := range members {
-		if m.ExpiresAt.After(now) {
-			live++
+	mine := false
+	rows := map[int]store.Lease{}
+	for _, l := range all {
+		switch {
+		case l.Name == memberLease(s.cfg.NodeName):
+			mine = l.Holder == s.holder.ID && l.ExpiresAt.After(now)
+		case strings.HasPrefix(l.Name, "job/m/"):
+			if l.ExpiresAt.After(now) {
+				live++
+			}
+		case strings.HasPrefix(l.Name, "job/p/"):
+			if p, err := strconv.Atoi(strings.TrimPrefix(l.Name, "job/p/")); err == nil {
+				rows[p] = l
+			}
 		}
 	}
+	if !mine {
+		ml, ok, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.holder, s.cfg.LeaseTTL)
+		if err != nil || !ok {
+			s.log.Warn("job: taking membership failed", "err", err)
+			return
+		}
+		s.mu.Lock()
+		s.member = ml.Term
+		s.mu.Unlock()
+	}
+	live++ // this server
 	fair := (s.cfg.Partitions + max(live, 1) - 1) / max(live, 1)
-	// Renew what we hold.
+	// Keep what the renewal kept.
 	s.mu.Lock()
 	owned := make(map[int]int64, len(s.owned))
 	for p, t := range s.owned {
@@ -68,8 +88,8 @@ func (s *Scheduler) balance() {
 	}
 	s.mu.Unlock()
 	for p, term := range owned {
-		if err := s.st.RenewLease(ctx, partLease(p), s.cfg.NodeName, term, s.cfg.LeaseTTL); err != nil {
-			s.log.Warn("job: lost a partition", "partition", p, "err", err)
+		if l, ok := rows[p]; !ok || l.Holder != s.holder.ID || l.Term != term || !l.ExpiresAt.After(now) {
+			s.log.Warn("job: lost a partition", "partition", p, "term", term, "holder", l.Holder)
 			s.drop(p)
 			delete(owned, p)
 		}
@@ -83,7 +103,7 @@ func (s *Scheduler) balance() {
 		sort.Sort(sort.Reverse(sort.IntSlice(ps)))
 		for _, p := range ps[:len(owned)-fair] {
 			s.drop(p)
-			_ = s.st.ReleaseLease(ctx, partLease(p), s.cfg.NodeName, owned[p])
+			_ = s.st.ReleaseLease(ctx, partLease(p), s.holder.ID, owned[p])
 			delete(owned, p)
 			s.log.Info("job: gave a partition up to rebalance", "partition", p, "servers", live)
 		}
@@ -92,16 +112,11 @@ func (s *Scheduler) balance() {
 	if len(owned) >= fair {
 		return
 	}
-	leases, err := s.st.Leases(ctx, "job/p/")
-	if err != nil {
-		return
-	}
-	held := map[int]bool{}
-	for _, l := range leases {
-		p, err := strconv.Atoi(strings.TrimPrefix(l.Name, "job/p/"))
-		if err == nil && l.ExpiresAt.After(now) && l.Holder != s.cfg.NodeName {
-			held[p] = true
-		}
+	// Free: never taken, expired, or held by an earlier process of this
+	// node (a restart: taken at once, not after the TTL).
+	free := func(p int) bool {
+		l, ok := rows[p]
+		return !ok || !l.ExpiresAt.After(now) || (l.Node == s.holder.Node && l.Holder < s.holder.ID)
 	}
 	start := rand.IntN(s.cfg.Partitions)
 	for i := range s.cfg.Partitions {
@@ -109,10 +124,10 @@ func (s *Scheduler) balance() {
 			break
 		}
 		p := (start + i) % s.cfg.Partitions
-		if _, ok := owned[p]; ok || held[p] {
+		if _, ok := owned[p]; ok || !free(p) {
 			continue
 		}
-		l, ok, err := s.st.AcquireLease(ctx, partLease(p), s.cfg.NodeName, s.cfg.LeaseTTL)
+		l, ok, err := s.st.AcquireLease(ctx, partLease(p), s.holder, s.cfg.LeaseTTL)
 		if err != nil || !ok {
 			continue
 		}
@@ -160,7 +175,7 @@ func (s *Scheduler) fenceTx(ctx context.Context, tx *store.Tx, p int, term int64
 		}
 		return fmt.Errorf("job: fence: %w", err)
 	}
-	if holder != s.cfg.NodeName || t != term || exp < ms(time.Now()) {
+	if holder != s.holder.ID || t != term || exp < ms(time.Now()) {
 		return errFenced
 	}
 	return nil

@@ -191,6 +191,11 @@ func (s *Scheduler) deliver(ctx context.Context, req *job.DeliverRequest) error 
 	if ids, err := s.deliverTx(ctx, req.App, req.Logs, req.Reports); err == nil {
 		s.queueRuns(ctx, ids)
 		return nil
+	} else if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The call ended (this server is shutting down, the executor gave
+		// up): nothing is failed; the executor delivers again, to this
+		// server or another.
+		return fmt.Errorf("job: delivery not recorded: %w", err)
 	}
 	ok := 0
 	var lastErr error
@@ -204,6 +209,9 @@ func (s *Scheduler) deliver(ctx context.Context, req *job.DeliverRequest) error 
 	}
 	for i := range req.Reports {
 		ids, err := s.deliverTx(ctx, req.App, nil, req.Reports[i:i+1])
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("job: delivery not recorded: %w", err) // redelivered whole; repeats are ignored
+		}
 		if err != nil {
 			lastErr = err
 			r := req.Reports[i]

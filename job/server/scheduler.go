@@ -27,14 +27,18 @@ type Config struct {
 	Store *store.Store
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// NodeName names this server among those sharing the store (the
-	// holder of partition leases). Default hostname:pid.
+	// NodeName names this server among those sharing the store. Keep it
+	// stable across restarts (tangram server keeps one in its data dir):
+	// a restarted process of the same node then takes its predecessor's
+	// partitions at once, fenced from it by a new term. Default
+	// hostname:pid (a restart is then a new node that waits out the TTL).
 	NodeName string
 	// Partitions splits the jobs; each is leased by one server at a time.
 	// Every server sharing a store must use the same number. Default 16.
 	Partitions int
 	// LeaseTTL is how long a partition stays with a server that stopped
-	// renewing it: the longest a dead server's jobs wait. Default 10 s.
+	// renewing it: about the longest a dead server's jobs wait for another
+	// server (renewed every third of it, one statement). Default 3 s.
 	LeaseTTL time.Duration
 	// LoadAhead is how far ahead due jobs are read into the timing wheel,
 	// every LoadInterval. Defaults 5 s and 1 s.
@@ -66,15 +70,16 @@ type Config struct {
 	DialOptions []rpc.DialOption
 }
 
-// Coalesced counts the fires skipped because their job was behind its
-// schedule (each collapsed into the fire being recorded).
+// Coalesced counts the fires missed beyond their job's misfire threshold
+// that were collapsed into another fire's run or skipped record (its
+// Covers counts them).
 func (s *Scheduler) Coalesced() int64 { return s.coalesced.Load() }
 
 // DefaultConfig returns the defaults (Store unset; NodeName hostname:pid).
 func DefaultConfig() Config {
 	h, _ := os.Hostname()
 	return Config{Logger: slog.Default(), NodeName: h + ":" + strconv.Itoa(os.Getpid()), Partitions: 16,
-		LeaseTTL: 10 * time.Second, LoadAhead: 5 * time.Second, LoadInterval: time.Second,
+		LeaseTTL: 3 * time.Second, LoadAhead: 5 * time.Second, LoadInterval: time.Second,
 		ExecutorTimeout: 30 * time.Second, Workers: 16, RunRetention: 30 * 24 * time.Hour, RunsPerJob: 1000,
 		JanitorInterval: 10 * time.Minute, MinInterval: time.Second}
 }
@@ -134,10 +139,11 @@ func (c Config) Validate() error {
 // store under the partition's fencing term, so none fires twice.
 type Scheduler struct {
 	cfg       Config
-	coalesced atomic.Int64 // fires skipped because the job was behind
+	coalesced atomic.Int64 // missed fires collapsed into another's run or record
 	hooks     *webhookPolicy
 	log       *slog.Logger
 	st        *store.Store
+	holder    store.Holder // this process: the node and its incarnation
 	wheel     *wheel
 
 	mu       sync.Mutex
@@ -184,7 +190,7 @@ func New(cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, wheel: newWheel(time.Now()), hooks: hooks,
+	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, holder: store.NewHolder(cfg.NodeName), wheel: newWheel(time.Now()), hooks: hooks,
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
 		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
@@ -250,9 +256,9 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.conns = map[string]*rpc.Client{}
 	s.mu.Unlock()
 	for p, term := range owned {
-		_ = s.st.ReleaseLease(ctx, partLease(p), s.cfg.NodeName, term)
+		_ = s.st.ReleaseLease(ctx, partLease(p), s.holder.ID, term)
 	}
-	_ = s.st.ReleaseLease(ctx, memberLease(s.cfg.NodeName), s.cfg.NodeName, s.member)
+	_ = s.st.ReleaseLease(ctx, memberLease(s.cfg.NodeName), s.holder.ID, s.member)
 	for _, c := range conns {
 		c.Close()
 	}

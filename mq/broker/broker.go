@@ -55,9 +55,15 @@ type Config struct {
 	// 1 s … 2 h). Retries use level 3 + times reconsumed.
 	DelayLevels []time.Duration
 	// ConsumerTimeout drops a consumer whose heartbeats stop (default 30 s);
-	// LockTTL is how long an ordered-consumption queue lock lasts unrenewed
+	// SessionGrace drops one at once when its connections have closed and
+	// it has not come back within the grace (default 4 s: longer than a
+	// consumer's heartbeat interval, so a reconnecting consumer keeps its
+	// queues) — a killed ordered consumer's queues move in seconds; LockTTL
+	// is how long an ordered-consumption queue lock lasts unrenewed when
+	// its consumer is cut off without its connection being seen to close
 	// (default 60 s).
 	ConsumerTimeout time.Duration
+	SessionGrace    time.Duration
 	LockTTL         time.Duration
 	// Transaction check-back: a half message unresolved after TxCheckAfter
 	// (default 6 s) is checked with its producer group every TxCheckInterval
@@ -100,7 +106,7 @@ type Config struct {
 // DefaultConfig returns the defaults (Name, Dir and Authenticate unset).
 func DefaultConfig() Config {
 	return Config{Addr: ":7072", MaxBody: wire.DefaultMaxBody, DefaultQueues: wire.DefaultQueues,
-		DelayLevels: DefaultDelayLevels(), ConsumerTimeout: 30 * time.Second, LockTTL: 60 * time.Second,
+		DelayLevels: DefaultDelayLevels(), ConsumerTimeout: 30 * time.Second, SessionGrace: 4 * time.Second, LockTTL: 60 * time.Second,
 		TxCheckAfter: 6 * time.Second, TxCheckInterval: 30 * time.Second, TxMaxChecks: 15,
 		MaxInFlightBytes: 256 << 20, BusyAfter: time.Second, ReplicaTimeout: 3 * time.Second,
 		RegisterInterval: 10 * time.Second, Logger: slog.Default()}
@@ -130,6 +136,7 @@ func (c Config) withDefaults() Config {
 	}
 	dur(&c.ConsumerTimeout, d.ConsumerTimeout)
 	dur(&c.LockTTL, d.LockTTL)
+	dur(&c.SessionGrace, d.SessionGrace)
 	dur(&c.TxCheckAfter, d.TxCheckAfter)
 	dur(&c.TxCheckInterval, d.TxCheckInterval)
 	dur(&c.BusyAfter, d.BusyAfter)
@@ -227,7 +234,7 @@ func (b *Broker) open() error {
 	if b.offsets, err = openOffsets(filepath.Join(cfg.Dir, "offsets.json")); err != nil {
 		return err
 	}
-	b.consumers = newConsumerTable(cfg.ConsumerTimeout, cfg.LockTTL)
+	b.consumers = newConsumerTable(cfg.ConsumerTimeout, cfg.LockTTL, cfg.SessionGrace)
 	sc := cfg.Store
 	sc.Dir = filepath.Join(cfg.Dir, "store")
 	sc.Logger = cfg.Logger

@@ -218,3 +218,47 @@ func TestServeAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A consumer whose connections all closed is gone grace later — out of its
+// group, its queue locks free — unless it comes back on a new connection;
+// a silent one keeps its locks until their TTL.
+func TestConsumerSessionLoss(t *testing.T) {
+	const grace = 50 * time.Millisecond
+	ct := newConsumerTable(time.Hour, time.Hour, grace)
+	conn1, cut1 := context.WithCancel(context.Background())
+	ct.attach("a", conn1)
+	ct.beat("g", "a", []string{"t"}, time.Now())
+	ct.beat("g", "b", []string{"t"}, time.Now())
+	if got := ct.lock("g", "a", "t", []uint32{0, 1}, time.Now()); len(got) != 2 {
+		t.Fatalf("a locked %v", got)
+	}
+	cut1()
+	wait.For(t, 5*time.Second, "a's session to be seen closed", func() bool {
+		ct.mu.Lock()
+		defer ct.mu.Unlock()
+		return !ct.sessions["a"].lost.IsZero()
+	})
+	if got := ct.lock("g", "b", "t", []uint32{0}, time.Now()); len(got) != 0 {
+		t.Fatal("a's lock taken within the grace")
+	}
+	later := time.Now().Add(2 * grace)
+	if cl := ct.clientsLocked("g", later); len(cl) != 1 || cl[0] != "b" {
+		t.Fatalf("members after the grace: %v", cl)
+	}
+	if got := ct.lock("g", "b", "t", []uint32{0, 1}, later); len(got) != 2 {
+		t.Fatalf("b locked %v after a's session was lost", got)
+	}
+	// Back on a new connection within the grace: nothing lost.
+	conn2, cut2 := context.WithCancel(context.Background())
+	defer cut2()
+	ct.attach("c", conn2)
+	conn3, cut3 := context.WithCancel(context.Background())
+	ct.attach("c", conn3)
+	cut2()
+	ct.beat("g", "c", []string{"t"}, time.Now())
+	ct.expire(time.Now().Add(time.Minute))
+	if cl := ct.clients("g"); len(cl) != 2 { // b and c (one of c's connections is open)
+		t.Fatalf("members: %v", cl)
+	}
+	cut3()
+}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -197,12 +198,24 @@ func (t *offsetTable) flush() error {
 }
 
 // consumerTable tracks the live consumers of each group (by heartbeat) and
-// the queue locks of ordered consumption.
+// the queue locks of ordered consumption. A consumer's session is its
+// connections: when the last one closes (the process died or left) and no
+// heartbeat comes on a new one within grace, the consumer leaves its
+// groups and its queue locks are released — within seconds, so another
+// consumer takes its ordered queues over. The lock TTL remains for a
+// consumer cut off silently (its connection never seen to close).
 type consumerTable struct {
-	timeout, lockTTL time.Duration
-	mu               sync.Mutex
-	groups           map[string]map[string]consumerEntry
-	locks            map[lockKey]queueLock
+	timeout, lockTTL, grace time.Duration
+	mu                      sync.Mutex
+	groups                  map[string]map[string]consumerEntry
+	locks                   map[lockKey]queueLock
+	sessions                map[string]*session // by client ID
+}
+
+// session is a client's open connections to this broker.
+type session struct {
+	conns map[context.Context]func() bool // connection → stop its close hook
+	lost  time.Time                       // when the last one closed (zero: open)
 }
 
 type consumerEntry struct {
@@ -220,8 +233,49 @@ type queueLock struct {
 	expires time.Time
 }
 
-func newConsumerTable(timeout, lockTTL time.Duration) *consumerTable {
-	return &consumerTable{timeout: timeout, lockTTL: lockTTL, groups: map[string]map[string]consumerEntry{}, locks: map[lockKey]queueLock{}}
+func newConsumerTable(timeout, lockTTL, grace time.Duration) *consumerTable {
+	return &consumerTable{timeout: timeout, lockTTL: lockTTL, grace: grace, groups: map[string]map[string]consumerEntry{},
+		locks: map[lockKey]queueLock{}, sessions: map[string]*session{}}
+}
+
+// attach ties client to the connection conn (rpc.ConnContext of its call):
+// when that closes, and no other connection of the client is open, the
+// client's session is lost and it is gone grace later unless it comes back.
+func (c *consumerTable) attach(client string, conn context.Context) {
+	if conn == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ss := c.sessions[client]
+	if ss == nil {
+		ss = &session{conns: map[context.Context]func() bool{}}
+		c.sessions[client] = ss
+	}
+	ss.lost = time.Time{}
+	if _, ok := ss.conns[conn]; ok || conn.Err() != nil {
+		return
+	}
+	ss.conns[conn] = context.AfterFunc(conn, func() { c.detach(client, conn) })
+}
+
+func (c *consumerTable) detach(client string, conn context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ss := c.sessions[client]
+	if ss == nil {
+		return
+	}
+	delete(ss.conns, conn)
+	if len(ss.conns) == 0 {
+		ss.lost = time.Now()
+	}
+}
+
+// goneLocked reports whether client's session was lost more than grace ago.
+func (c *consumerTable) goneLocked(client string, now time.Time) bool {
+	ss := c.sessions[client]
+	return ss != nil && !ss.lost.IsZero() && now.Sub(ss.lost) > c.grace
 }
 
 // beat records a consumer and returns the group's live clients, sorted.
@@ -240,7 +294,7 @@ func (c *consumerTable) beat(group, client string, topics []string, now time.Tim
 func (c *consumerTable) clientsLocked(group string, now time.Time) []string {
 	var out []string
 	for id, e := range c.groups[group] {
-		if now.Sub(e.seen) <= c.timeout {
+		if now.Sub(e.seen) <= c.timeout && !c.goneLocked(id, now) {
 			out = append(out, id)
 		}
 	}
@@ -269,6 +323,19 @@ func (c *consumerTable) remove(group, client string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.groups[group], client)
+	if ss := c.sessions[client]; ss != nil {
+		inGroup := false
+		for _, m := range c.groups {
+			_, in := m[client]
+			inGroup = inGroup || in
+		}
+		if !inGroup {
+			for _, stop := range ss.conns {
+				stop()
+			}
+			delete(c.sessions, client)
+		}
+	}
 	for k, l := range c.locks {
 		if k.group == group && l.client == client {
 			delete(c.locks, k)
@@ -276,13 +343,14 @@ func (c *consumerTable) remove(group, client string) {
 	}
 }
 
-// expire drops consumers whose heartbeats stopped.
+// expire drops consumers whose heartbeats stopped or whose session was
+// lost more than grace ago, and the locks they held.
 func (c *consumerTable) expire(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for g, m := range c.groups {
 		for id, e := range m {
-			if now.Sub(e.seen) > c.timeout {
+			if now.Sub(e.seen) > c.timeout || c.goneLocked(id, now) {
 				delete(m, id)
 			}
 		}
@@ -291,8 +359,13 @@ func (c *consumerTable) expire(now time.Time) {
 		}
 	}
 	for k, l := range c.locks {
-		if now.After(l.expires) {
+		if now.After(l.expires) || c.goneLocked(l.client, now) {
 			delete(c.locks, k)
+		}
+	}
+	for id := range c.sessions {
+		if c.goneLocked(id, now) {
+			delete(c.sessions, id)
 		}
 	}
 }
@@ -305,7 +378,7 @@ func (c *consumerTable) lock(group, client, topic string, queues []uint32, now t
 	for _, q := range queues {
 		k := lockKey{group, topic, q}
 		l, ok := c.locks[k]
-		if ok && l.client != client && now.Before(l.expires) {
+		if ok && l.client != client && now.Before(l.expires) && !c.goneLocked(l.client, now) {
 			continue
 		}
 		c.locks[k] = queueLock{client: client, expires: now.Add(c.lockTTL)}

@@ -462,6 +462,7 @@ func (b *Broker) handleHeartbeat(ctx context.Context, req *wire.HeartbeatRequest
 			return nil, rpcError(err)
 		}
 	}
+	b.consumers.attach(req.Client, rpc.ConnContext(ctx))
 	return &wire.HeartbeatReply{Clients: b.consumers.beat(req.Group, req.Client, req.Topics, time.Now()),
 		Epoch: b.offsets.groupEpoch(req.Group)}, nil
 }
@@ -476,6 +477,7 @@ func (b *Broker) handleLock(ctx context.Context, req *wire.LockRequest) (*wire.L
 	if req.Client == "" || len(req.Queues) > wire.MaxQueues {
 		return nil, rpc.Errorf(rpc.InvalidArgument, "lock: a client ID and at most %d queues", wire.MaxQueues)
 	}
+	b.consumers.attach(req.Client, rpc.ConnContext(ctx))
 	return &wire.LockReply{Queues: b.consumers.lock(req.Group, req.Client, req.Topic, req.Queues, time.Now())}, nil
 }
 
