@@ -75,6 +75,12 @@ if ! command -v python3 >/dev/null 2>&1; then
   need_pkg python3
 fi
 
+# strace for the durability test that reads the store's system calls
+# (mq/store: a new file's directory fsynced before an ack).
+if ! command -v strace >/dev/null 2>&1; then
+  need_pkg strace
+fi
+
 # Chromium for the console browser test.
 if ! command -v chromium >/dev/null 2>&1; then
   need_pkg chromium

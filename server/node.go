@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/tangram-dev/tangram/internal/durable"
 )
 
 // nodeFile holds this server's node name in its data directory: chosen on
@@ -45,40 +47,10 @@ func loadNodeName(dir string) (string, error) {
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	name := host + "-" + hex.EncodeToString(rnd[:])
-	if err := writeFileSynced(path, []byte(name+"\n")); err != nil {
+	if err := durable.WriteFile(path, []byte(name+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("server: keep the node name: %w", err)
 	}
 	return name, nil
-}
-
-// writeFileSynced writes a new file through a temporary one, fsyncing the
-// file and then the directory, so that it survives a power cut whole.
-func writeFileSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // lockDataDir takes an exclusive lock on dir for this process: two

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/tangram-dev/tangram/internal/durable"
 )
 
 // Cipher encrypts secret values with AES-256-GCM.
@@ -46,7 +48,9 @@ func LoadOrCreateKey(path string, create bool) ([]byte, error) {
 	if errors.Is(err, os.ErrNotExist) && create {
 		key := make([]byte, 32)
 		_, _ = rand.Read(key)
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		// Durable before first use: a key lost to a power cut would leave
+		// every secret stored under it unreadable.
+		if err := durable.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("config: write secret key %s: %w", path, err)
 		}
 		return key, nil

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/durable"
 	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
@@ -396,24 +397,13 @@ func (b *Broker) saveTopicsLocked() error {
 	return writeFileAtomic(b.topicsPath(), data)
 }
 
+// writeFileAtomic replaces path with data, atomically and durably (the
+// directory synced after the rename).
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("broker: %w", err)
+	if err := durable.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("broker: writing %s: %w", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("broker: writing %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("broker: syncing %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("broker: %w", err)
-	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 // topic returns a topic's config, or nil.

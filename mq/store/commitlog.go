@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/durable"
 )
 
 // errDeleted: the record's segment was deleted by retention.
@@ -41,7 +43,7 @@ type commitLog struct {
 }
 
 func openCommitLog(dir string, size int, log *slog.Logger) (*commitLog, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("store: commitlog dir: %w", err)
 	}
 	c := &commitLog{dir: dir, size: size, log: log, ahead: make(chan struct{}, 1), creating: -1}

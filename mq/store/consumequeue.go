@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+
+	"github.com/tangram-dev/tangram/internal/durable"
 )
 
 // cqEntry is a consume queue entry: where the message is in the commitlog,
@@ -29,7 +31,7 @@ type consumeQueue struct {
 }
 
 func openConsumeQueue(dir string, perFile int) (*consumeQueue, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("store: consume queue dir: %w", err)
 	}
 	q := &consumeQueue{dir: dir, perFile: int64(perFile), files: map[int64]*os.File{}, notify: make(chan struct{})}
@@ -109,7 +111,7 @@ func (q *consumeQueue) fileFor(off int64, create bool) (*os.File, error) {
 	if !create {
 		return nil, nil
 	}
-	f, err := os.OpenFile(filepath.Join(q.dir, segmentName(start)), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := durable.CreateOrOpen(filepath.Join(q.dir, segmentName(start)))
 	if err != nil {
 		return nil, fmt.Errorf("store: consume queue: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/tangram-dev/tangram/internal/durable"
 )
 
 // KeysProperty holds a message's keys, separated by spaces (RocketMQ's
@@ -40,10 +42,10 @@ func keyHash(topic, key string) uint64 {
 }
 
 func openKeyIndex(dir string) (*keyIndex, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("store: key index dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "keys"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := durable.CreateOrOpen(filepath.Join(dir, "keys"))
 	if err != nil {
 		return nil, fmt.Errorf("store: key index: %w", err)
 	}

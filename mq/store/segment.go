@@ -1,11 +1,13 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 
+	"github.com/tangram-dev/tangram/internal/durable"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +38,11 @@ func parseSegmentName(name string) (int64, bool) {
 // page, this dirties nothing, so no megabytes of zeros are written back.
 func openSegment(dir string, start int64, size int, prefault bool) (*segment, error) {
 	path := filepath.Join(dir, segmentName(start))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	created := err == nil
+	if errors.Is(err, os.ErrExist) {
+		f, err = os.OpenFile(path, os.O_RDWR, 0o644)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open segment %s: %w", path, err)
 	}
@@ -58,6 +64,19 @@ func openSegment(dir string, start int64, size int, prefault bool) (*segment, er
 				f.Close()
 				return nil, fmt.Errorf("store: size segment %s: %w", path, err)
 			}
+		}
+		// The new size (metadata: msync of the data does not carry it)
+		// and, for a new file, its name in the directory are made durable
+		// before any acknowledged record can land in it.
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("store: sync segment %s: %w", path, err)
+		}
+	}
+	if created {
+		if err := durable.SyncDir(dir); err != nil {
+			f.Close()
+			return nil, err
 		}
 	}
 	flags := unix.MAP_SHARED

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/durable"
 	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
@@ -163,11 +164,10 @@ func (s *Store) readCheckpoint() int64 {
 func (s *Store) writeCheckpoint(off int64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(off))
-	tmp := s.checkpointPath() + ".tmp"
-	if err := os.WriteFile(tmp, b[:], 0o644); err != nil {
+	if err := durable.WriteFile(s.checkpointPath(), b[:], 0o644); err != nil {
 		return fmt.Errorf("store: checkpoint: %w", err)
 	}
-	return os.Rename(tmp, s.checkpointPath())
+	return nil
 }
 
 func (s *Store) recover() error {
