@@ -147,12 +147,12 @@ func (a *Admin) UpdateSettings(ctx context.Context, c Coord, s Settings) (Namesp
 
 // Item reads one key of the current release (secrets masked), or of the
 // draft.
-func (a *Admin) Item(ctx context.Context, c Coord, key string, draft bool) (SnapItem, error) {
+func (a *Admin) Item(ctx context.Context, c Coord, key string, draft bool) (Item, error) {
 	p := nsPath(c) + "/items/" + url.PathEscape(key)
 	if draft {
 		p += "?source=draft"
 	}
-	var out SnapItem
+	var out Item
 	err := a.c.Do(ctx, "GET", p, nil, &out)
 	return out, err
 }

@@ -73,7 +73,7 @@ func TestConfigFlowAllStores(t *testing.T) {
 			mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
 			setItem(t, c, "application", "greeting", "hello")
 			r1 := publish(t, c, "application", "first")
-			var it config.SnapItem
+			var it config.Item
 			mustDo(t, c, "GET", ns("application")+"/items/greeting", nil, &it)
 			if it.Value != "hello" {
 				t.Fatalf("released greeting = %q", it.Value)
@@ -126,7 +126,7 @@ func TestRollbackChain(t *testing.T) {
 		publish(t, c, "application", v)
 	}
 	get := func() string {
-		var it config.SnapItem
+		var it config.Item
 		mustDo(t, c, "GET", ns("application")+"/items/k", nil, &it)
 		return it.Value
 	}
@@ -540,7 +540,7 @@ func TestPermissionsSecretsAudit(t *testing.T) {
 			t.Fatalf("management API shows secret %q", it.Value)
 		}
 	}
-	var it config.SnapItem
+	var it config.Item
 	mustDo(t, vic, "GET", ns("application")+"/items/db.password", nil, &it)
 	if it.Value != config.Masked {
 		t.Fatalf("released item shows secret %q", it.Value)

@@ -32,7 +32,7 @@ func APIRoutes() []apidoc.Route {
 		{Method: "POST", Path: base + "/envs/{env}/apps/{app}/clusters/{cluster}/namespaces", Tag: t, Summary: "Create a namespace, or link a public one", Body: config.NamespaceSpec{}, Status: 201, Response: config.Namespace{}, Also: []int{409}},
 		{Method: "GET", Path: nsPath, Tag: t, Summary: "Get a namespace with its draft items (secrets masked) and pending request", Response: config.NamespaceView{}},
 		{Method: "PATCH", Path: nsPath, Tag: t, Summary: "Change a namespace's release rules (admin)", Body: config.Settings{}, Response: config.Namespace{}},
-		{Method: "GET", Path: nsPath + "/items/{key}", Tag: t, Summary: "Get one item of the current release (or the draft)", Query: []apidoc.Param{source}, Response: config.SnapItem{}},
+		{Method: "GET", Path: nsPath + "/items/{key}", Tag: t, Summary: "Get one item of the current release (or the draft); the same shape PUT takes", Query: []apidoc.Param{source}, Response: config.Item{}},
 		{Method: "PUT", Path: nsPath + "/items/{key}", Tag: t, Summary: "Set one draft item (version: fail on a concurrent edit)", Body: config.ItemEdit{}, Response: config.DraftVersion{}, Also: []int{409}},
 		{Method: "DELETE", Path: nsPath + "/items/{key}", Tag: t, Summary: "Delete one draft item", Query: []apidoc.Param{{Name: "version", Type: "integer", Description: "fail unless the draft is at this version"}}, Response: config.DraftVersion{}, Also: []int{409}},
 		{Method: "POST", Path: nsPath + "/draft", Tag: t, Summary: "Edit the draft: set is a list of {key,value,secret,comment}, delete a list of keys, replace drops the rest", Body: config.Edit{}, Response: config.DraftVersion{}, Also: []int{409}},

@@ -194,7 +194,9 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			return err
 		}
 		key := r.PathValue("key")
-		var it config.SnapItem
+		// One shape with PUT's {"value"}: the API's Item, not the
+		// snapshot's compact {"k","v"}.
+		var it config.Item
 		var found bool
 		if r.URL.Query().Get("source") == "draft" {
 			items, err := s.Items(r.Context(), c, false)
@@ -203,7 +205,7 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			}
 			for _, x := range items {
 				if x.Key == key {
-					it, found = config.SnapItem{Key: x.Key, Value: x.Value, Secret: x.Secret}, true
+					it, found = x, true
 				}
 			}
 		} else {
@@ -215,7 +217,8 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			if err != nil {
 				return err
 			}
-			it, found = snap.Get(key)
+			si, ok := snap.Get(key)
+			it, found = config.Item{Key: si.Key, Value: si.Value, Secret: si.Secret}, ok
 			if found && it.Secret {
 				it.Value = config.Masked
 			}
