@@ -2,7 +2,7 @@
 GO ?= go
 RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/...
 
-.PHONY: run build test test-short lint bench services fuzz
+.PHONY: run build test test-short lint bench services fuzz robustness
 
 run:
 	$(GO) run ./cmd/tangram server
@@ -22,6 +22,13 @@ test: services
 	# The API suites again with every test server on PostgreSQL, then MariaDB.
 	TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/...
 	TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/...
+
+# The robustness suite, long versions (make test runs each short): kill -9
+# loops, pauses, partitions, power-loss ordering. Each prints its figures
+# on a "robustness:" line.
+ROBUST_TESTS := TestJobsNoDoubleFireUnderKill9|TestKill9DuringPublishes|TestBrokerKill9KeepsAcknowledged|TestOrderedConsumerKilledHandsOverFast|TestConsumerKilledMidBatchIsRedelivered|TestNewFilesAreDurableBeforeAcks|TestPartitionThreeZones|TestRegistryPartitionInNetns
+robustness: services
+	TANGRAM_ROBUSTNESS=long bash -o pipefail -c '$(GO) test -count=1 -v -timeout 60m -run "^($(ROBUST_TESTS))$$" ./server/ ./mq/... ./registry/... ./cmd/... | grep -E "^(--- |ok|FAIL|PASS)|robustness:"'
 
 test-short:
 	$(GO) test -count=1 -short ./...

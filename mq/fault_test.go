@@ -155,43 +155,47 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 			var mu sync.Mutex
 			acked := map[int]bool{}
 			var next int
-			var wg sync.WaitGroup
-			stop := make(chan struct{})
-			for range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						mu.Lock()
-						i := next
-						next++
-						mu.Unlock()
-						if _, err := p.Send(ctx, &mq.Message{Topic: "durable", Body: body(i)}); err == nil {
+			rounds := faults.Rounds(1, 6)
+			for round := range rounds {
+				var wg sync.WaitGroup
+				stop := make(chan struct{})
+				for range 4 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+							}
 							mu.Lock()
-							acked[i] = true
+							i := next
+							next++
 							mu.Unlock()
+							if _, err := p.Send(ctx, &mq.Message{Topic: "durable", Body: body(i)}); err == nil {
+								mu.Lock()
+								acked[i] = true
+								mu.Unlock()
+							}
 						}
-					}
-				}()
+					}()
+				}
+				target := 1000 * (round + 1)
+				wait.For(t, 30*time.Second, fmt.Sprintf("round %d: %d acknowledged sends", round, target), func() bool {
+					mu.Lock()
+					defer mu.Unlock()
+					return len(acked) >= target
+				})
+				bp.kill()
+				time.Sleep(200 * time.Millisecond) // sleep-ok: producers go on sending into the dead broker
+				close(stop)
+				wg.Wait()
+				bp = startBrokerProc(t, e, "kb", addr, dir, flush)
 			}
-			wait.For(t, 20*time.Second, "1,000 acknowledged sends", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return len(acked) >= 1000
-			})
-			bp.kill()
-			time.Sleep(200 * time.Millisecond) // sleep-ok: producers go on sending into the dead broker
-			close(stop)
-			wg.Wait()
 			mu.Lock()
 			nAcked, sent := len(acked), next
 			mu.Unlock()
-			bp = startBrokerProc(t, e, "kb", addr, dir, flush)
 			seen := map[string]int{}
 			var smu sync.Mutex
 			startConsumer(t, e.client(), mq.ConsumerConfig{Group: "verify"}, "durable", nil, func(ctx context.Context, m *mq.Message) error {
@@ -236,7 +240,13 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 					t.Errorf("a stored message's bytes differ from what was sent: %.40q", b)
 				}
 			}
-			t.Logf("%s flush: %d sent, %d acknowledged, %d stored after kill -9", flush, sent, nAcked, len(seen))
+			lost := 0
+			for i := range acked {
+				if seen[string(body(i))] == 0 {
+					lost++
+				}
+			}
+			faults.Report(t, "broker kill -9 ("+flush+" flush)", "kills", rounds, "attempted", sent, "acknowledged", nAcked, "stored", len(seen), "acknowledged_lost", lost)
 		})
 	}
 }
