@@ -111,7 +111,11 @@ func TestLeaseTakeoverByRestartedNode(t *testing.T) {
 		t.Run(string(d), func(t *testing.T) {
 			ctx := context.Background()
 			s := storetest.Open(t, d)
-			old := store.NewHolder("node-a")
+			// Incarnations order by start time: a later process sorts after.
+			if h1, h2 := store.NewHolder("node-a"), store.NewHolder("node-a"); h2.ID < h1.ID {
+				t.Fatalf("incarnations out of order: %s then %s", h1.ID, h2.ID)
+			}
+			old := store.Holder{Node: "node-a", ID: "node-a#0000000000000001"}
 			for _, name := range []string{"p/1", "p/2", "m/node-a"} {
 				if _, ok, err := s.AcquireLease(ctx, name, old, time.Minute); err != nil || !ok {
 					t.Fatalf("%s: %v %v", name, ok, err)
@@ -123,8 +127,7 @@ func TestLeaseTakeoverByRestartedNode(t *testing.T) {
 			if n, err := s.RenewLeases(ctx, old.ID, time.Minute); err != nil || n != 3 {
 				t.Fatalf("renew all: %d %v", n, err)
 			}
-			time.Sleep(time.Microsecond) // sleep-ok: incarnations are start times
-			fresh := store.NewHolder("node-a")
+			fresh := store.Holder{Node: "node-a", ID: "node-a#0000000000000002"}
 			if fresh.ID == old.ID {
 				t.Fatal("two incarnations share an ID")
 			}
