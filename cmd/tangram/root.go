@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -34,6 +35,12 @@ func envOr(k, def string) string {
 }
 
 func newRoot() *cobra.Command {
+	root, _ := newRootWith()
+	return root
+}
+
+// newRootWith returns the root command and the globals its flags fill.
+func newRootWith() (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "tangram",
@@ -41,11 +48,25 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.server, "server", envOr("TANGRAM_SERVER", "http://127.0.0.1:7070"), "server URL (env TANGRAM_SERVER)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("TANGRAM_TOKEN"), "API token (env TANGRAM_TOKEN)")
+	// Defaults come from the environment when the command runs, not when
+	// --help is drawn: help must never print a token.
+	root.PersistentFlags().StringVar(&g.server, "server", "", "server URL, scheme optional (default: env TANGRAM_SERVER, else http://127.0.0.1:7070)")
+	root.PersistentFlags().StringVar(&g.token, "token", "", "API token (default: env TANGRAM_TOKEN)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		g.out = cmd.OutOrStdout()
+		if !cmd.Flags().Changed("server") {
+			g.server = envOr("TANGRAM_SERVER", "http://127.0.0.1:7070")
+		}
+		g.server = serverURL(g.server)
+		if !cmd.Flags().Changed("token") {
+			g.token = os.Getenv("TANGRAM_TOKEN")
+		}
+		if cmd.Flags().Lookup("log-level") == nil {
+			// A client command: the libraries' warnings (an endpoint out
+			// of rotation…) would only repeat the error it returns.
+			slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError})))
+		}
 		switch g.output {
 		case "table", "json", "yaml":
 			return nil
@@ -69,7 +90,48 @@ func newRoot() *cobra.Command {
 			return err
 		},
 	}, newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g))
-	return root
+	refuseUnknownSubcommands(root)
+	return root, g
+}
+
+// serverURL accepts a server as a URL or as host:port (http assumed), and
+// a comma-separated list of either.
+func serverURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p != "" && !strings.Contains(p, "://") {
+			p = "http://" + p
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
+}
+
+// refuseUnknownSubcommands makes a command group given an unknown
+// subcommand (`tangram config gett`) fail naming it, as the root does,
+// instead of printing its help and exiting 0.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasSubCommands() || c.Run != nil || c.RunE != nil || c == c.Root() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return fmt.Errorf("%s\n\nRun '%s --help' for usage", msg, cmd.CommandPath())
+	}
 }
 
 func (g *globals) authAdmin() *auth.Client { return auth.NewClient(g.server, g.token) }

@@ -22,7 +22,7 @@ func newServerCmd() *cobra.Command {
 	var logFormat, logLevel string
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the Tangram platform (API, console, config center)",
+		Short: "Run the Tangram platform: HTTP API and console, config center, registry, job scheduler, MQ broker",
 		Long: `Run the Tangram platform in one process: the HTTP API and web console, and the
 components. With no flags it keeps its state in ./data (SQLite) and listens on :7070.
 Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
@@ -98,7 +98,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark console cookies Secure (serve behind TLS)")
 	f.BoolVar(&cfg.ConfigBlockingWatches, "config-blocking-watches", false, "hold config watches on a goroutine each instead of parking them (for comparison)")
 	_ = f.MarkHidden("config-blocking-watches")
-	f.StringVar(&cfg.BrokerAddr, "broker", cfg.BrokerAddr, "in-process MQ broker listen address (\"off\" runs none; brokers then run as `tangram broker`)")
+	f.StringVar(&cfg.BrokerAddr, "broker", cfg.BrokerAddr, "in-process MQ broker listen address (\"off\" runs none; brokers then run as \"tangram broker\")")
 	f.StringVar(&cfg.BrokerName, "broker-name", "", "the in-process broker's name (default broker-<hostname>)")
 	f.StringVar(&cfg.BrokerFlush, "broker-flush", "async", "broker flush policy: async (interval) or sync (an ack means fsynced)")
 	f.IntVar(&cfg.BrokerSegmentSize, "broker-segment-size", 1<<30, "broker commitlog file size in bytes")
