@@ -150,7 +150,7 @@ func TestConsoleBrowser(t *testing.T) {
 	buf := make([]byte, 512)
 	n, _ := resp.Body.Read(buf)
 	b.Write(buf[:n])
-	if !strings.Contains(b.String(), `"v":"hello"`) {
+	if !strings.Contains(b.String(), `"value":"hello"`) {
 		t.Fatalf("released value after console rollback: %s", b.String())
 	}
 	// TANGRAM_SCREENSHOTS=dir saves the pages as PNGs (for docs and review).

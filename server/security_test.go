@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/server"
@@ -212,5 +213,37 @@ func TestOpenAPIDocument(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !bytes.Equal(served, doc) {
 		t.Fatalf("served document: %d, %d bytes", resp.StatusCode, len(served))
+	}
+}
+
+// The admin's first token is kept in the data directory (0600) as soon as
+// the admin is created, so a first start that fails afterwards, or a
+// closed terminal, loses nothing; a second start does not replace it.
+func TestInitialAdminTokenIsKept(t *testing.T) {
+	dir := t.TempDir()
+	h := servertest.Start(t, servertest.WithDataDir(dir), func(c *server.Config) { c.BootstrapToken = "" })
+	path := h.Srv.InitialTokenFile()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || tok != h.Srv.BootstrapToken() {
+		t.Fatalf("kept %q, printed %q", tok, h.Srv.BootstrapToken())
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s mode %v", path, st.Mode().Perm())
+	}
+	c := apiclient.New(h.URL, tok)
+	if err := c.Do(context.Background(), "GET", "/api/v1/config/apps", nil, nil); err != nil {
+		t.Fatalf("the kept token: %v", err)
+	}
+	h.Srv.Close()
+	h2 := servertest.Start(t, servertest.WithDataDir(dir), func(c *server.Config) { c.BootstrapToken = "" })
+	if h2.Srv.BootstrapToken() != "" {
+		t.Fatal("a second start bootstrapped again")
+	}
+	if b2, _ := os.ReadFile(path); string(b2) != string(b) {
+		t.Fatal("a second start replaced the kept token")
 	}
 }

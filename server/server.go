@@ -33,6 +33,7 @@ import (
 	"github.com/tangram-dev/tangram/console"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/durable"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/mq"
@@ -261,6 +262,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.bootstrapToken, err = s.auth.Bootstrap(ctx, s.cfg.BootstrapToken); err != nil {
 		return err
 	}
+	if s.bootstrapToken != "" && s.cfg.BootstrapToken == "" {
+		// Kept at once, before anything else can fail: a first start that
+		// dies after creating the admin must not lose its only token.
+		if err := durable.WriteFile(s.InitialTokenFile(), []byte(s.bootstrapToken+"\n"), 0o600); err != nil {
+			return fmt.Errorf("server: keep the first admin token: %w", err)
+		}
+	}
 	key := s.cfg.SecretKey
 	if len(key) == 0 {
 		if key, err = configserver.LoadOrCreateKey(s.cfg.SecretKeyFile, true); err != nil {
@@ -386,6 +394,14 @@ func (s *Server) URL() string {
 
 // BootstrapToken returns the admin token generated on the first start ("" otherwise).
 func (s *Server) BootstrapToken() string { return s.bootstrapToken }
+
+// InitialTokenFile is where the admin's first API token is kept (mode
+// 0600, in the data directory) from the first start until someone deletes
+// it — so a first start that fails later, or a closed terminal, loses
+// nothing. `export TANGRAM_TOKEN=$(cat data/initial-admin-token)`.
+func (s *Server) InitialTokenFile() string {
+	return filepath.Join(s.cfg.DataDir, "initial-admin-token")
+}
 
 // Ready is closed once Start has succeeded.
 func (s *Server) Ready() <-chan struct{} { return s.ready }

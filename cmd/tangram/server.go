@@ -65,8 +65,11 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 			if err := srv.Start(ctx); err != nil {
 				return err
 			}
-			if tok := srv.BootstrapToken(); tok != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "\n  First start: created user \"admin\" with API token\n\n    %s\n\n  It is shown only this once. Use it as TANGRAM_TOKEN, or to sign in to the console at %s\n\n", tok, srv.URL())
+			if tok := srv.BootstrapToken(); tok != "" && cfg.BootstrapToken == "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\n  First start: created user \"admin\" with API token\n\n    %s\n\n  Kept in %s until you delete it. Use it as TANGRAM_TOKEN\n  (export TANGRAM_TOKEN=$(cat %s)), or to sign in to the console at %s\n\n",
+					tok, srv.InitialTokenFile(), srv.InitialTokenFile(), srv.URL())
+			} else if _, err := os.Stat(srv.InitialTokenFile()); err == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\n  The admin's first API token is kept in %s: delete the file once you have stored the token elsewhere.\n\n", srv.InitialTokenFile())
 			}
 			select {
 			case <-ctx.Done():
