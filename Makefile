@@ -13,15 +13,17 @@ build:
 services:
 	bash scripts/services.sh
 
+# Every stage runs to its end even when an earlier one failed; the failed
+# ones are listed at the end. ./... is this module's packages (the
+# benchmarks are their own module, joined by go.work): a scratch package
+# left in the tree is compiled and tested too — keep scratch work outside.
 test: services
-	$(GO) vet ./...
-	# The benchmarks are their own module (go.work joins them): keep them building.
-	$(GO) vet ./bench/...
-	$(GO) test -count=1 -timeout 15m ./...
-	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
-	# The API suites again with every test server on PostgreSQL, then MariaDB.
-	TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/...
-	TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/...
+	bash scripts/stages.sh \
+	  "vet" "$(GO) vet ./... && $(GO) vet ./bench/..." \
+	  "unit and integration tests" "$(GO) test -count=1 -timeout 15m ./..." \
+	  "race detector" "$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)" \
+	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..." \
+	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..."
 
 # The robustness suite, long versions (make test runs each short): kill -9
 # loops, pauses, partitions, power-loss ordering. Each prints its figures
