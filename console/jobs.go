@@ -27,7 +27,8 @@ func (c *Console) registerJobs(mux *http.ServeMux) {
 
 type jobRow struct {
 	*job.Job
-	Last *job.Run
+	Last     *job.Run
+	LastFlow *job.FlowRun // a flow job's latest flow run (it has no runs of its own)
 }
 
 // jobsPage is the dashboard: runs of the last day, success rate, lateness,
@@ -48,7 +49,11 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) error {
 	var rows []jobRow
 	for _, j := range jobserver.VisibleJobs(r.Context(), jobs) {
 		row := jobRow{Job: j}
-		if rs, err := s.Runs(r.Context(), j.ID, 1); err == nil && len(rs) > 0 {
+		if j.Flow != nil {
+			if fs, err := s.Flows(r.Context(), j.ID, 1); err == nil && len(fs) > 0 {
+				row.LastFlow = &fs[0]
+			}
+		} else if rs, err := s.Runs(r.Context(), j.ID, 1); err == nil && len(rs) > 0 {
 			row.Last = &rs[0]
 		}
 		rows = append(rows, row)

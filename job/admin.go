@@ -24,9 +24,11 @@ func NewAdmin(base, token string) *Admin { return &Admin{c: apiclient.New(base, 
 func jobPath(job string) string { return "/api/v1/jobs/" + url.PathEscape(job) }
 
 // Triggered names the runs a trigger started (one per shard for sharding
-// broadcast).
+// broadcast); for a flow job, Flow is the flow run it started and Runs are
+// its first nodes' runs.
 type Triggered struct {
 	Runs []int64 `json:"runs"`
+	Flow int64   `json:"flow,omitempty"`
 }
 
 // LogChunk is a piece of a run's log: Text from the offset asked for, the
@@ -119,10 +121,10 @@ func (a *Admin) toggle(ctx context.Context, job, verb string) (*Job, error) {
 
 // Trigger runs a job now; params, when not empty, replace its parameters
 // for this run.
-func (a *Admin) Trigger(ctx context.Context, job, params string) ([]int64, error) {
+func (a *Admin) Trigger(ctx context.Context, job, params string) (Triggered, error) {
 	var out Triggered
 	err := a.c.Do(ctx, "POST", jobPath(job)+"/trigger", map[string]string{"params": params}, &out)
-	return out.Runs, err
+	return out, err
 }
 
 // Runs lists a job's runs, newest first.

@@ -147,9 +147,12 @@ type Flow struct {
 
 // FlowNode is one step of a flow.
 type FlowNode struct {
-	Name  string   `json:"name"`
-	Job   int64    `json:"job"`             // the job it runs
-	After []string `json:"after,omitempty"` // upstream nodes
+	Name string `json:"name"`
+	Job  int64  `json:"job"` // the job it runs
+	// JobName names the job instead of Job (a flow file written before the
+	// IDs are known); the server resolves it to Job when the flow is saved.
+	JobName string   `json:"job_name,omitempty"`
+	After   []string `json:"after,omitempty"` // upstream nodes
 }
 
 // FlowHandler is the handler name of flow jobs.

@@ -223,15 +223,20 @@ func newJobCmd(g *globals) *cobra.Command {
 	trigger := &cobra.Command{Use: "trigger JOB", Short: "Run a job now (--params overrides its parameters; --follow streams the log)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			ids, err := g.jobAdmin().Trigger(ctx, args[0], params)
+			tr, err := g.jobAdmin().Trigger(ctx, args[0], params)
 			if err != nil {
 				return err
 			}
-			for _, id := range ids {
+			if tr.Flow != 0 {
+				// A flow: its own ID; the first nodes' runs follow.
+				fmt.Fprintf(g.out, "flow %d (first nodes: runs %s)\n", tr.Flow, joinIDs(tr.Runs))
+				return nil
+			}
+			for _, id := range tr.Runs {
 				fmt.Fprintf(g.out, "run %d\n", id)
 			}
-			if follow && len(ids) > 0 {
-				return followLog(ctx, g, ids[0], true)
+			if follow && len(tr.Runs) > 0 {
+				return followLog(ctx, g, tr.Runs[0], true)
 			}
 			return nil
 		}}
@@ -456,4 +461,12 @@ func followLog(ctx context.Context, g *globals, run int64, follow bool) error {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+func joinIDs(ids []int64) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(parts, ", ")
 }

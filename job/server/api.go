@@ -20,6 +20,11 @@ import (
 // prepare validates a job for storing and returns its stored form and
 // first fire time (unix ms, 0: none).
 func (s *Scheduler) prepare(ctx context.Context, j *job.Job, now time.Time) (string, int64, error) {
+	if j.Flow != nil {
+		if err := resolveFlowNames(ctx, s.st, j.Flow); err != nil {
+			return "", 0, err
+		}
+	}
 	if err := j.Normalize(); err != nil {
 		return "", 0, err
 	}

@@ -28,6 +28,30 @@ func checkFlowJobs(ctx context.Context, q store.Querier, f *job.Flow) error {
 	return nil
 }
 
+// resolveFlowNames turns the nodes that name their job (job_name) into
+// nodes that carry its ID; a node giving both must give the same job.
+func resolveFlowNames(ctx context.Context, q store.Querier, f *job.Flow) error {
+	for i := range f.Nodes {
+		n := &f.Nodes[i]
+		if n.JobName == "" {
+			continue
+		}
+		var id int64
+		err := q.QueryRowContext(ctx, `SELECT id FROM job_jobs WHERE name = ?`, n.JobName).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w flow: node %s: no job named %q", job.ErrInvalid, n.Name, n.JobName)
+		}
+		if err != nil {
+			return fmt.Errorf("job: flow node %s: %w", n.Name, err)
+		}
+		if n.Job != 0 && n.Job != id {
+			return fmt.Errorf("%w flow: node %s: job %d is not %q (job %d)", job.ErrInvalid, n.Name, n.Job, n.JobName, id)
+		}
+		n.Job, n.JobName = id, ""
+	}
+	return nil
+}
+
 type flowRef struct {
 	id   int64
 	node string
@@ -52,6 +76,13 @@ func (s *Scheduler) startFlow(ctx context.Context, tx *store.Tx, j *job.Job, fir
 		ids = append(ids, r...)
 	}
 	return ids, nil
+}
+
+// flowOfRun is the flow a node's run belongs to (0: none).
+func (s *Scheduler) flowOfRun(ctx context.Context, run int64) int64 {
+	var fid int64
+	_ = s.st.QueryRowContext(ctx, `SELECT flow_id FROM job_runs WHERE id = ?`, run).Scan(&fid)
+	return fid
 }
 
 func (s *Scheduler) startNode(ctx context.Context, tx *store.Tx, fid, fireAt int64, n job.FlowNode, params string, attempt int, now time.Time) ([]int64, error) {

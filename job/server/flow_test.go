@@ -140,16 +140,31 @@ func TestFlowSameJobTwice(t *testing.T) {
 	var n atomic.Int32
 	executor(t, h, "etl", map[string]job.Handler{"step": func(ctx context.Context, jc *job.Context) error { n.Add(1); return nil }})
 	step := create(t, c, map[string]any{"name": "step", "app": "etl", "handler": "step", "trigger": map[string]any{"kind": "manual"}, "enabled": true})
+	// Nodes may name their job (job_name, resolved when saved) or give its ID.
 	f := create(t, c, map[string]any{"name": "twice", "app": "etl", "trigger": map[string]any{"kind": "manual"}, "enabled": true,
-		"flow": map[string]any{"nodes": []map[string]any{{"name": "a", "job": step.ID}, {"name": "b", "job": step.ID, "after": []string{"a"}},
-			{"name": "c", "job": step.ID, "after": []string{"a"}}}}})
-	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", f.ID), nil, nil); err != nil {
+		"flow": map[string]any{"nodes": []map[string]any{{"name": "a", "job_name": "step"}, {"name": "b", "job": step.ID, "after": []string{"a"}},
+			{"name": "c", "job_name": "step", "after": []string{"a"}}}}})
+	for _, n := range f.Flow.Nodes {
+		if n.Job != step.ID || n.JobName != "" {
+			t.Fatalf("node %s saved as %+v, want job %d", n.Name, n, step.ID)
+		}
+	}
+	bad := map[string]any{"name": "badflow", "app": "etl", "trigger": map[string]any{"kind": "manual"},
+		"flow": map[string]any{"nodes": []map[string]any{{"name": "a", "job_name": "nope"}}}}
+	if err := c.Do(context.Background(), "POST", "/api/v1/jobs", bad, nil); err == nil || !strings.Contains(err.Error(), `no job named "nope"`) {
+		t.Fatalf("a node naming no job: %v", err)
+	}
+	var tr job.Triggered
+	if err := c.Do(context.Background(), "POST", fmt.Sprintf("/api/v1/jobs/%d/trigger", f.ID), nil, &tr); err != nil {
 		t.Fatal(err)
+	}
+	if tr.Flow == 0 || len(tr.Runs) != 1 {
+		t.Fatalf("a flow's trigger answered %+v: want the flow's ID and its first node's run", tr)
 	}
 	wait.For(t, 10*time.Second, "the flow to succeed", func() bool {
 		var l struct{ Items []job.FlowRun }
 		_ = c.Do(context.Background(), "GET", fmt.Sprintf("/api/v1/jobs/%d/flows", f.ID), nil, &l)
-		return len(l.Items) == 1 && l.Items[0].Status == job.FlowSucceeded
+		return len(l.Items) == 1 && l.Items[0].Status == job.FlowSucceeded && l.Items[0].ID == tr.Flow
 	})
 	if n.Load() != 3 {
 		t.Fatalf("the step ran %d times, want 3", n.Load())

@@ -155,8 +155,12 @@ func (s *Scheduler) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		if err != nil {
 			return err
 		}
-		s.audit(r.Context(), "job.trigger", j, nil, map[string]any{"runs": ids, "params": in.Params})
-		api.WriteJSON(w, 202, job.Triggered{Runs: ids})
+		out := job.Triggered{Runs: ids}
+		if j.Flow != nil && len(ids) > 0 {
+			out.Flow = s.flowOfRun(r.Context(), ids[0])
+		}
+		s.audit(r.Context(), "job.trigger", j, nil, map[string]any{"runs": ids, "flow": out.Flow, "params": in.Params})
+		api.WriteJSON(w, 202, out)
 		return nil
 	})
 	// Glue: reading needs read; saving and rolling back run code on
