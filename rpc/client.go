@@ -312,7 +312,15 @@ func (c *Client) Oneway(ctx context.Context, method string, req any, opts ...Cal
 	for _, o := range opts {
 		o(&co)
 	}
-	return c.invoke(ctx, &CallInfo{Method: method}, req, nil, &co, FrameOneway)
+	// Through the interceptors like any call (tracing, metrics, the
+	// caller's identity); they see resp nil and info.Oneway set.
+	info := &CallInfo{Method: method, Oneway: true}
+	if len(c.o.interceptors) == 0 {
+		return c.invoke(ctx, info, req, nil, &co, FrameOneway)
+	}
+	return chainClient(c.o.interceptors, func(ctx context.Context, info *CallInfo, req, resp any) error {
+		return c.invoke(ctx, info, req, nil, &co, FrameOneway)
+	})(ctx, info, req, nil)
 }
 
 func (c *Client) invoke(ctx context.Context, info *CallInfo, req, resp any, co *callOptions, typ uint8) error {

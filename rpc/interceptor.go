@@ -9,8 +9,10 @@ type CallInfo struct {
 	// Peer is the remote address: the caller on the server, the chosen
 	// endpoint on the client (empty before one is picked).
 	Peer string
-	// Stream is set for streaming calls.
+	// Stream is set for streaming calls; Oneway for calls sent without
+	// waiting for an answer (a client interceptor then gets resp nil).
 	Stream bool
+	Oneway bool
 }
 
 // UnaryHandler runs a decoded request and returns the response.

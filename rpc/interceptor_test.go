@@ -81,6 +81,25 @@ func TestAuthAndCallerPropagation(t *testing.T) {
 	if err != nil || r.Text != "svc-a|svc-a|gx-9" {
 		t.Fatalf("%+v %v", r, err)
 	}
+	// A oneway call goes through the client interceptors too: its token
+	// and caller reach the server, and interceptors see it as oneway.
+	got := make(chan string, 1)
+	must(t, Handle(s, "Who/Note", func(ctx context.Context, r *echoReq) (*echoResp, error) {
+		got <- ctx.Value(who{}).(string) + "|" + Incoming(ctx)[MetaCaller]
+		return &echoResp{}, nil
+	}))
+	var sawOneway bool
+	spy := func(ctx context.Context, info *CallInfo, req, resp any, next Invoker) error {
+		sawOneway = info.Oneway && resp == nil
+		return next(ctx, info, req, resp)
+	}
+	ow := dial(t, addr, WithInterceptors(spy, ClientToken("s3cret"), ClientCaller("svc-b")))
+	if err := ow.Oneway(context.Background(), "Who/Note", &echoReq{}); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != "svc-a|svc-b" || !sawOneway {
+		t.Fatalf("oneway: handler saw %q, interceptor saw oneway %v", v, sawOneway)
+	}
 }
 
 func TestStreamTracing(t *testing.T) {

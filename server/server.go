@@ -120,8 +120,10 @@ type Config struct {
 	// "off" runs none: brokers then run as `tangram broker`). Its data is
 	// in <DataDir>/broker. BrokerName defaults to "broker-<hostname>";
 	// BrokerFlush is "async" (default) or "sync"; BrokerSegmentSize is the
-	// commitlog file size (default 1 GiB); BrokerNoAutoCreate refuses sends
-	// to unknown topics.
+	// commitlog file size (default 64 MiB: a laptop's data dir does not
+	// take a gigabyte at once; `tangram broker` keeps RocketMQ's 1 GiB; an
+	// existing log keeps the size it was written with); BrokerNoAutoCreate
+	// refuses sends to unknown topics.
 	BrokerAddr         string
 	BrokerName         string
 	BrokerFlush        string
@@ -156,6 +158,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DataDir == "" {
 		c.DataDir = d.DataDir
+	}
+	if c.BrokerSegmentSize <= 0 {
+		c.BrokerSegmentSize = 64 << 20
 	}
 	if c.BrokerAddr == "" {
 		c.BrokerAddr = d.BrokerAddr

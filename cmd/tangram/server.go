@@ -104,7 +104,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.BrokerAddr, "broker", cfg.BrokerAddr, "in-process MQ broker listen address (\"off\" runs none; brokers then run as \"tangram broker\")")
 	f.StringVar(&cfg.BrokerName, "broker-name", "", "the in-process broker's name (default broker-<hostname>)")
 	f.StringVar(&cfg.BrokerFlush, "broker-flush", "async", "broker flush policy: async (interval) or sync (an ack means fsynced)")
-	f.IntVar(&cfg.BrokerSegmentSize, "broker-segment-size", 1<<30, "broker commitlog file size in bytes")
+	f.IntVar(&cfg.BrokerSegmentSize, "broker-segment-size", 64<<20, "in-process broker's commitlog file size in bytes (tangram broker: 1 GiB; an existing log keeps its size)")
 	f.BoolVar(&cfg.BrokerNoAutoCreate, "broker-no-auto-create", false, "refuse sends to topics that do not exist")
 	f.StringVar(&cfg.SMTP.Addr, "smtp-addr", "", "mail server (host:port) for job alarm e-mails")
 	f.StringVar(&cfg.SMTP.From, "smtp-from", "tangram@localhost", "sender of alarm e-mails")

@@ -125,6 +125,12 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if have := existingSegmentSize(filepath.Join(cfg.Dir, "commitlog")); have > 0 && have != cfg.SegmentSize {
+		// A log keeps the segment size it was written with (offsets map to
+		// files by it); a new setting applies to new logs.
+		cfg.Logger.Info("store: keeping the existing commitlog's segment size", "size", have, "configured", cfg.SegmentSize)
+		cfg.SegmentSize = have
+	}
 	cl, err := openCommitLog(filepath.Join(cfg.Dir, "commitlog"), cfg.SegmentSize, cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -149,6 +155,23 @@ func Open(cfg Config) (*Store, error) {
 	go func() { defer s.wg.Done(); s.flushLoop() }()
 	signal(s.cl.ahead)
 	return s, nil
+}
+
+// existingSegmentSize is the size of the first segment file in dir (0:
+// none).
+func existingSegmentSize(dir string) int {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		if _, ok := parseSegmentName(e.Name()); ok && !e.IsDir() {
+			if fi, err := e.Info(); err == nil && fi.Size() > 0 && fi.Size()%4096 == 0 {
+				return int(fi.Size())
+			}
+		}
+	}
+	return 0
 }
 
 func (s *Store) checkpointPath() string { return filepath.Join(s.cfg.Dir, "checkpoint") }

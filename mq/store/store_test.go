@@ -456,3 +456,44 @@ func TestAsyncFlushWindow(t *testing.T) {
 	}
 	wait.For(t, 2*50*time.Millisecond+200*time.Millisecond, "everything flushed within two intervals", func() bool { return !(s.Flushed() < end) })
 }
+
+// A log keeps the segment size it was written with: reopened with another
+// setting (the default changed, a flag given), it opens, and reads and
+// appends as before.
+func TestExistingSegmentSizeIsKept(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir, SegmentSize: 64 << 10, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		if err := s.Put(&Message{Topic: "t", Body: body("t", 0, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err = Open(Config{Dir: dir, SegmentSize: 1 << 20, Logger: quiet()})
+	if err != nil {
+		t.Fatalf("reopened with another segment size: %v", err)
+	}
+	defer s.Close()
+	if err := s.Put(&Message{Topic: "t", Body: body("t", 0, 300)}); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitIndexed()
+	n := 0
+	for from := int64(0); ; {
+		ms, next, err := s.Get("t", 0, from, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) == 0 {
+			break
+		}
+		n += len(ms)
+		from = next
+	}
+	if n != 301 {
+		t.Fatalf("read %d of 301 messages", n)
+	}
+}
