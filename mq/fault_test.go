@@ -151,6 +151,12 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 			if err := c.CreateTopic(ctx, "durable", 2, false); err != nil {
 				t.Fatalf("%v\n%s", err, bp.log)
 			}
+			// A broker running apart audits its changes through the servers.
+			var entries struct{ Items []map[string]any }
+			if err := e.h.Client().Do(ctx, "GET", "/api/v1/audit?action=mq.topic.create&resource=topic/durable", nil, &entries); err != nil ||
+				len(entries.Items) == 0 || !strings.Contains(fmt.Sprint(entries.Items[0]["remote"]), "via") {
+				t.Fatalf("the topic's creation is not in the audit log: %v %v", entries.Items, err)
+			}
 			p := e.producer(c, mq.ProducerConfig{Retries: 1, Timeout: 2 * time.Second})
 			var mu sync.Mutex
 			acked := map[int]bool{}

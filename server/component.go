@@ -207,6 +207,7 @@ func (s *Server) buildBroker() (Component, error) {
 			return s.auth.AuthenticateToken(ctx, token)
 		},
 		Register: func(_ context.Context, info wire.BrokerInfo) error { return s.names.Register(info) },
+		Audit:    s.recordBrokerAudit,
 		Logger:   s.log.With("component", "broker"),
 	})
 	if err != nil {

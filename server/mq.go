@@ -5,9 +5,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
@@ -56,13 +58,36 @@ func (s *Server) mqClient(ctx context.Context) (*mq.Client, error) {
 }
 
 func (s *Server) registerPlatformPrincipal(srv *rpc.Server) error {
-	return rpc.Handle(srv, auth.MethodPrincipal, func(ctx context.Context, _ *Empty) (*auth.PrincipalReply, error) {
-		p := auth.FromContext(ctx)
-		if p == nil {
-			return nil, rpc.Errorf(rpc.Unauthenticated, "not authenticated")
-		}
-		return &auth.PrincipalReply{Principal: *p}, nil
-	})
+	return errors.Join(
+		rpc.Handle(srv, auth.MethodPrincipal, func(ctx context.Context, _ *Empty) (*auth.PrincipalReply, error) {
+			p := auth.FromContext(ctx)
+			if p == nil {
+				return nil, rpc.Errorf(rpc.Unauthenticated, "not authenticated")
+			}
+			return &auth.PrincipalReply{Principal: *p}, nil
+		}),
+		// Brokers running apart record their administrative changes here.
+		rpc.Handle(srv, auth.MethodAudit, func(ctx context.Context, req *auth.AuditRequest) (*Empty, error) {
+			if err := auth.Check(ctx, auth.PermBroker, "", "", ""); err != nil {
+				return nil, err
+			}
+			if req.Action == "" || len(req.Action) > 128 || len(req.Resource) > 512 || len(req.After) > 64<<10 || !strings.HasPrefix(req.Action, "mq.") {
+				return nil, rpc.Errorf(rpc.InvalidArgument, "audit: an mq.* action of at most 128 bytes, a resource of at most 512 and a value of at most 64 KiB")
+			}
+			broker := "broker"
+			if p := auth.FromContext(ctx); p != nil {
+				broker = p.Name
+			}
+			req.Remote = strings.TrimSpace(req.Remote + " via " + broker)
+			return &Empty{}, s.recordBrokerAudit(ctx, *req)
+		}),
+	)
+}
+
+// recordBrokerAudit writes a broker's administrative change to the audit
+// log.
+func (s *Server) recordBrokerAudit(ctx context.Context, e auth.AuditRequest) error {
+	return audit.Record(ctx, s.st, audit.Entry{Actor: e.Actor, Action: e.Action, Resource: e.Resource, After: e.After, Remote: e.Remote})
 }
 
 // Broker is the in-process MQ broker (nil when not running).

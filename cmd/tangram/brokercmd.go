@@ -103,13 +103,14 @@ role, which lets it register and replicate and nothing else:
 				defer c.Close()
 				conns = append(conns, c)
 			}
-			authenticate, register := broker.Remote(conns)
+			authenticate, register, record := broker.Remote(conns)
 			b, err := broker.New(broker.Config{
 				Master: master, Token: token, SyncReplicas: syncReplicas, Addr: listen,
 				Name: name, Dir: dir, AutoCreate: autoCreate, MaxBody: maxBody, DelayLevels: dls, Advertise: advertise, Logger: log,
 				Store:        store.Config{SegmentSize: segment, Flush: flush, RetainAge: retainAge, RetainBytes: retainBytes},
 				Authenticate: authenticate,
 				Register:     register,
+				Audit:        record,
 			})
 			if err != nil {
 				return err

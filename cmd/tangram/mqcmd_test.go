@@ -50,6 +50,13 @@ func TestMQCommands(t *testing.T) {
 	if out := mqRun("dlq", "list", "billing"); !strings.Contains(out, "ID") {
 		t.Fatalf("dlq list: %s", out)
 	}
+	// Every mutation is audited, the broker's too.
+	audit := run(t, h, "auth", "audit", "-o", "json")
+	for _, want := range []string{`"mq.topic.create"`, `"topic/orders"`, `"mq.group.reset"`, `"group/billing"`} {
+		if !strings.Contains(audit, want) {
+			t.Fatalf("the audit log lacks %s:\n%s", want, audit)
+		}
+	}
 	if out := mqRun("brokers"); !strings.Contains(out, "master") {
 		t.Fatalf("brokers: %s", out)
 	}

@@ -534,6 +534,21 @@ func (s *Service) AuthenticateSession(ctx context.Context, sid string) (*Princip
 // authenticate their clients' tokens through it.
 const MethodPrincipal = "tangram.Platform/Principal"
 
+// MethodAudit (served by tangram server) records an audit entry sent by a
+// broker running apart from the servers (its mutations: topics created and
+// deleted, offsets reset, dead letters resent). The caller needs the
+// broker role; Actor names the broker's client who made the change.
+const MethodAudit = "tangram.Platform/Audit"
+
+// AuditRequest is one entry for MethodAudit.
+type AuditRequest struct {
+	Actor    string `msgpack:"actor"`
+	Action   string `msgpack:"action"`
+	Resource string `msgpack:"resource"`
+	After    string `msgpack:"after,omitempty"`
+	Remote   string `msgpack:"remote,omitempty"`
+}
+
 // PrincipalReply answers MethodPrincipal: the caller's identity and
 // bindings.
 type PrincipalReply struct {

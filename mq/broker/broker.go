@@ -85,6 +85,11 @@ type Config struct {
 	// every RegisterInterval (default 10 s) and after topic changes.
 	Register         func(ctx context.Context, info wire.BrokerInfo) error
 	RegisterInterval time.Duration
+	// Audit records the broker's administrative changes — a topic created
+	// or deleted, a group's offsets reset, a dead letter resent — in the
+	// platform's audit log (the in-process broker writes it directly;
+	// Remote's sends it to the servers). Nil: they are logged only.
+	Audit func(ctx context.Context, e auth.AuditRequest) error
 	// Master, when set, makes this broker a slave of the broker at that
 	// address (same Name): it replicates the master's commitlog, topics and
 	// offsets, serves reads while the master is down, and refuses writes.

@@ -9,13 +9,14 @@ import (
 	"github.com/tangram-dev/tangram/rpc"
 )
 
-// Remote returns Config.Authenticate and Config.Register for a broker that
-// runs apart from the servers (`tangram broker`): a client's token is
-// checked by the first server that answers (an Unauthenticated answer is
-// final), and the broker's topics are registered with every server, since
-// each keeps its own name table.
+// Remote returns Config.Authenticate, Config.Register and Config.Audit for
+// a broker that runs apart from the servers (`tangram broker`): a client's
+// token is checked by the first server that answers (an Unauthenticated
+// answer is final), the broker's topics are registered with every server,
+// since each keeps its own name table, and audit entries go to the first
+// server that takes them (the servers of a cluster share one store).
 func Remote(servers []*rpc.Client) (authenticate func(context.Context, string) (*auth.Principal, error),
-	register func(context.Context, wire.BrokerInfo) error) {
+	register func(context.Context, wire.BrokerInfo) error, record func(context.Context, auth.AuditRequest) error) {
 	authenticate = func(ctx context.Context, token string) (*auth.Principal, error) {
 		var errs []error
 		for _, c := range servers {
@@ -39,5 +40,16 @@ func Remote(servers []*rpc.Client) (authenticate func(context.Context, string) (
 		}
 		return errors.Join(errs...)
 	}
-	return authenticate, register
+	record = func(ctx context.Context, e auth.AuditRequest) error {
+		var errs []error
+		for _, c := range servers {
+			_, err := rpc.Call[struct{}](ctx, c, auth.MethodAudit, &e)
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+	return authenticate, register, record
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/apirpc"
+	"github.com/tangram-dev/tangram/internal/audit"
 
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq/store"
@@ -86,6 +87,9 @@ func (b *Broker) newRPCServer() (*rpc.Server, error) {
 				return nil, err
 			}
 			t, err := b.CreateTopic(*req)
+			if err == nil {
+				b.audit(ctx, "mq.topic.create", "topic/"+req.Name, map[string]any{"queues": t.Queues, "order": t.Order, "broker": b.cfg.Name})
+			}
 			return t, rpcError(err)
 		}),
 		rpc.Handle(srv, wire.MethodDeleteTopic, func(ctx context.Context, req *wire.NameRequest) (*wire.NameRequest, error) {
@@ -95,7 +99,11 @@ func (b *Broker) newRPCServer() (*rpc.Server, error) {
 			if err := b.refuseOnSlave("deleting a topic"); err != nil {
 				return nil, err
 			}
-			return req, rpcError(b.DeleteTopic(req.Name))
+			if err := b.DeleteTopic(req.Name); err != nil {
+				return nil, rpcError(err)
+			}
+			b.audit(ctx, "mq.topic.delete", "topic/"+req.Name, map[string]any{"broker": b.cfg.Name})
+			return req, nil
 		}),
 		rpc.Handle(srv, wire.MethodTopics, func(ctx context.Context, req *wire.NameRequest) (*wire.TopicsReply, error) {
 			if err := authz(ctx, auth.PermRead, ""); err != nil {
@@ -509,6 +517,9 @@ func (b *Broker) handleRetry(ctx context.Context, req *wire.RetryRequest) (*wire
 			return nil, err
 		}
 		topic, err := b.Resend(req.Group, m)
+		if err == nil {
+			b.audit(ctx, "mq.dlq.resend", "group/"+req.Group, map[string]any{"id": req.ID, "to": topic})
+		}
 		return &wire.RetryReply{Topic: topic}, rpcError(err)
 	}
 	if err := authz(ctx, auth.PermRead, m.Topic); err != nil {
@@ -709,5 +720,25 @@ func (b *Broker) handleResetOffset(ctx context.Context, req *wire.ResetOffsetReq
 	}
 	e := b.offsets.reset(req.Group, offs)
 	b.log.Info("broker: group offsets reset", "group", req.Group, "topic", t.Name, "to", req.To)
+	b.audit(ctx, "mq.group.reset", "group/"+req.Group, map[string]any{"topic": t.Name, "to": req.To, "epoch": e, "broker": b.cfg.Name})
 	return &wire.OffsetsReply{Epoch: e, Offsets: offs}, nil
+}
+
+// audit records an administrative change made by the call's principal.
+func (b *Broker) audit(ctx context.Context, action, resource string, after any) {
+	actor := ""
+	if p := auth.FromContext(ctx); p != nil {
+		actor = p.Name
+	}
+	e := auth.AuditRequest{Actor: actor, Action: action, Resource: resource, After: audit.Value(after), Remote: audit.Remote(ctx)}
+	if b.cfg.Audit == nil {
+		b.log.Info("broker: audit", "actor", e.Actor, "action", e.Action, "resource", e.Resource, "after", e.After)
+		return
+	}
+	// The change is made; its record must not be lost to the call ending.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := b.cfg.Audit(actx, e); err != nil {
+		b.log.Error("broker: recording an audit entry failed", "action", e.Action, "resource", e.Resource, "actor", e.Actor, "err", err)
+	}
 }
