@@ -300,3 +300,20 @@ func Bucket(coord Coord, instance string) int {
 	h.Write([]byte(coord.Env + "/" + coord.App + "/" + coord.NS + "#" + instance))
 	return int(h.Sum32() % 100)
 }
+
+// DescribeReleaseKey renders a payload's release key ("main.gray.link.
+// linkGray" release IDs) in the one form releases are shown everywhere:
+// "release #4", "release #4 + gray #7", "release #4 + public #2".
+func DescribeReleaseKey(key string) string {
+	parts := strings.Split(key, ".")
+	if len(parts) != 4 {
+		return "release " + key
+	}
+	out := "release #" + parts[0]
+	for i, label := range []string{"", "gray", "public", "public gray"} {
+		if i > 0 && parts[i] != "0" && parts[i] != "" {
+			out += " + " + label + " #" + parts[i]
+		}
+	}
+	return out
+}

@@ -129,3 +129,14 @@ func FuzzDecodeRequests(f *testing.F) {
 		}
 	})
 }
+
+func TestDescribeReleaseKey(t *testing.T) {
+	for key, want := range map[string]string{
+		"4.0.0.0": "release #4", "4.7.0.0": "release #4 + gray #7", "4.0.2.0": "release #4 + public #2",
+		"4.0.2.9": "release #4 + public #2 + public gray #9", "odd": "release odd",
+	} {
+		if got := DescribeReleaseKey(key); got != want {
+			t.Errorf("%s: %q, want %q", key, got, want)
+		}
+	}
+}

@@ -429,7 +429,7 @@ func readFileArg(cmd *cobra.Command, name string) (string, error) {
 
 func printRelease(g *globals, rel config.Release, verb string) error {
 	return g.print(rel, func(w *tabwriter.Writer) {
-		fmt.Fprintf(w, "%s release v%d (#%d, %s): %s\n", verb, rel.Version, rel.ID, rel.Kind, rel.Comment)
+		fmt.Fprintf(w, "%s release #%d (the namespace's v%d, %s): %s\n", verb, rel.ID, rel.Version, rel.Kind, rel.Comment)
 		for _, c := range rel.Changes {
 			row(w, "  "+c.Op, c.Key, c.Old, "→", c.New)
 		}
@@ -488,13 +488,13 @@ func releaseCmds(g *globals) []*cobra.Command {
 				return err
 			}
 			return g.print(out, func(w *tabwriter.Writer) {
-				row(w, "ID", "VERSION", "KIND", "AUTHOR", "WHEN", "CHANGES", "COMMENT")
+				row(w, "RELEASE", "VERSION", "KIND", "AUTHOR", "WHEN", "CHANGES", "COMMENT")
 				for _, r := range out {
 					var ch []string
 					for _, c := range r.Changes {
 						ch = append(ch, c.Op[:1]+":"+c.Key)
 					}
-					row(w, r.ID, "v"+strconv.FormatInt(r.Version, 10), r.Kind, r.Author, time.UnixMilli(r.CreatedAt).UTC().Format(time.RFC3339), strings.Join(ch, " "), r.Comment)
+					row(w, "#"+strconv.FormatInt(r.ID, 10), "v"+strconv.FormatInt(r.Version, 10), r.Kind, r.Author, time.UnixMilli(r.CreatedAt).UTC().Format(time.RFC3339), strings.Join(ch, " "), r.Comment)
 				}
 			})
 		}}
@@ -752,14 +752,14 @@ func watchCmd(g *globals) *cobra.Command {
 				if cl.FromCache(ns) {
 					src = "disk copy"
 				}
-				fmt.Fprintf(g.out, "# %s/%s/%s/%s release %s (from %s)\n", c.env, c.app, c.cluster, ns, cl.ReleaseKey(ns), src)
+				fmt.Fprintf(g.out, "# %s/%s/%s/%s %s (from %s)\n", c.env, c.app, c.cluster, ns, config.DescribeReleaseKey(cl.ReleaseKey(ns)), src)
 				snap := cl.Snapshot(ns)
 				for _, k := range slices.Sorted(maps.Keys(snap)) {
 					fmt.Fprintf(g.out, "%s = %s\n", k, snap[k])
 				}
 			}
 			cl.OnChange(func(ev config.ChangeEvent) {
-				fmt.Fprintf(g.out, "# %s changed (release %s) at %s\n", ev.NS, cl.ReleaseKey(ev.NS), time.Now().Format(time.TimeOnly))
+				fmt.Fprintf(g.out, "# %s changed (%s) at %s\n", ev.NS, config.DescribeReleaseKey(cl.ReleaseKey(ev.NS)), time.Now().Format(time.TimeOnly))
 				for _, ch := range ev.Changes {
 					fmt.Fprintf(g.out, "%s %s: %q -> %q\n", ch.Op, ch.Key, ch.Old, ch.New)
 				}
