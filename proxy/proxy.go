@@ -427,15 +427,23 @@ func (p *Proxy) startHTTP(r Route, ln net.Listener) (front, error) {
 	pl := &pool{eps: map[string]*backend{}, cancel: cancel, done: make(chan struct{})}
 	ready := make(chan struct{})
 	var once sync.Once
+	werr := make(chan error, 1)
 	go func() {
 		defer close(pl.done)
-		p.disc.Resolver(r.Service).Watch(ctx, func(addrs []rpc.Address) {
+		werr <- p.disc.Resolver(r.Service).Watch(ctx, func(addrs []rpc.Address) {
 			pl.update(addrs, p.cfg.Balancer)
 			once.Do(func() { close(ready) })
 		})
 	}()
 	select {
 	case <-ready:
+	case err := <-werr:
+		// Refused (a wrong token…): the route could never serve.
+		cancel()
+		if err == nil {
+			err = errors.New("the watch ended")
+		}
+		return nil, fmt.Errorf("proxy: route %s → %s: %w", r.Listen, r.Service, err)
 	case <-time.After(p.cfg.Registry.SnapshotWait + 3*time.Second):
 		p.log.Warn("proxy: no instance list yet; the route answers 502 until one arrives", "service", r.Service.String())
 	}

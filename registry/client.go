@@ -238,7 +238,10 @@ func (c *Client) Get(ctx context.Context, k Key) (*Snapshot, error) {
 // until ctx ends. It reconnects (to another server if need be) with backoff,
 // resuming from its revision on the same server; it uses the disk snapshot
 // when no server answers in SnapshotWait; and an empty list never replaces a
-// non-empty one unless the server says the service was emptied.
+// non-empty one unless the server says the service was emptied. A watch the
+// servers refuse (Unauthenticated, PermissionDenied) before any list was
+// served returns that error at once: a wrong token fails fast, and so does
+// an rpc.Dial through Resolver, instead of waiting for a first list.
 func (c *Client) Watch(ctx context.Context, k Key, fn func([]*Instance)) error {
 	k.Fill()
 	if err := k.Validate(); err != nil {
@@ -267,6 +270,15 @@ func (w *watch) run(ctx context.Context) error {
 		err := w.stream(ctx)
 		if ctx.Err() != nil || w.c.ctx.Err() != nil {
 			break
+		}
+		if code := rpc.CodeOf(err); code == rpc.Unauthenticated || code == rpc.PermissionDenied {
+			if !w.live && !w.cached {
+				// Refused before anything was served: no retry will help
+				// (a wrong token, a token without read on the service), so
+				// say so at once instead of waiting forever.
+				return fmt.Errorf("registry: watch %s: %w", w.key, err)
+			}
+			w.c.log.Warn("registry: watch refused; keeping the last list and retrying", "service", w.key.String(), "err", err)
 		}
 		if !w.live && !w.cached && time.Now().After(deadline) {
 			w.useSnapshot(err)

@@ -410,3 +410,22 @@ func TestSlowWatcherDoesNotStallOthers(t *testing.T) {
 		}
 	}
 }
+
+// A discovery client whose token the servers refuse fails at once with the
+// server's error — rpc.Dial through its Resolver included — instead of
+// waiting forever for a first list.
+func TestRefusedWatchFailsFast(t *testing.T) {
+	h := servertest.Start(t)
+	bad := newClient(t, h, registry.ClientConfig{Token: "tgm_wrongwrongwrongwrongwrongwrongwrong00"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := rpc.Dial(ctx, "", rpc.WithResolver(bad.Resolver(registry.Key{Service: "echo"})), rpc.WithLogger(quiet()))
+	if err == nil || !strings.Contains(err.Error(), "Unauthenticated") {
+		t.Fatalf("dial with a refused token: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the dial waited for its deadline (%v) instead of failing fast: %v", time.Since(start), err)
+	}
+	t.Logf("failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
