@@ -2,7 +2,7 @@
 GO ?= go
 RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/...
 
-.PHONY: run build test test-short lint bench services fuzz robustness
+.PHONY: run build test test-short lint bench services fuzz robustness tour
 
 run:
 	$(GO) run ./cmd/tangram server
@@ -24,6 +24,11 @@ test: services
 	  "race detector" "$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)" \
 	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..." \
 	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..."
+
+# The README's tour, every command as written, against a fresh copy of the
+# repository (make test runs it too).
+tour:
+	$(GO) test -count=1 -v -run '^TestREADMETour$$' ./cmd/tangram/
 
 # The robustness suite, long versions (make test runs each short): kill -9
 # loops, pauses, partitions, power-loss ordering. Each prints its figures

@@ -319,14 +319,32 @@ func newMQCmd(g *globals) *cobra.Command {
 	dlq := &cobra.Command{Use: "dlq", Short: "A group's dead letters: list and resend"}
 	var from int64
 	var maxN int
+	var idsOnly bool
+	var dlqWait time.Duration
 	dlist := &cobra.Command{Use: "list GROUP", Short: "List a group's dead letters", Args: cobra.ExactArgs(1),
 		RunE: with(func(ctx context.Context, c *mq.Client, args []string) error {
 			ms, err := c.DeadLetters(ctx, args[0], from, maxN)
+			for deadline := time.Now().Add(dlqWait); err == nil && len(ms) == 0 && time.Now().Before(deadline); {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(200 * time.Millisecond):
+				}
+				ms, err = c.DeadLetters(ctx, args[0], from, maxN)
+			}
 			if err != nil {
 				return err
 			}
+			if idsOnly {
+				for _, m := range ms {
+					fmt.Fprintln(g.out, m.ID)
+				}
+				return nil
+			}
 			return g.print(msgsJSON(ms), func(w *tabwriter.Writer) { msgRows(w, ms) })
 		})}
+	dlist.Flags().DurationVar(&dlqWait, "wait", 0, "when there are none, keep looking this long for a first one")
+	dlist.Flags().BoolVar(&idsOnly, "ids", false, "print only the message IDs, one per line (for dlq resend)")
 	dlist.Flags().Int64Var(&from, "from", 0, "queue offset to list from")
 	dlist.Flags().IntVar(&maxN, "max", 100, "messages to list (at most 1024)")
 	resend := &cobra.Command{Use: "resend GROUP ID…", Short: "Send dead letters back to the group (retry count reset)", Args: cobra.MinimumNArgs(2),

@@ -89,17 +89,20 @@ func newRootWith() (*cobra.Command, *globals) {
 			_, err = cmd.OutOrStdout().Write(doc)
 			return err
 		},
-	}, newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g))
+	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g))
 	refuseUnknownSubcommands(root)
 	return root, g
 }
 
-// serverURL accepts a server as a URL or as host:port (http assumed), and
-// a comma-separated list of either.
+// serverURL accepts a server as a URL, as host:port (http assumed) or as
+// :port (this host), and a comma-separated list of them.
 func serverURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
+		if strings.HasPrefix(p, ":") {
+			p = "127.0.0.1" + p // :port is this host
+		}
 		if p != "" && !strings.Contains(p, "://") {
 			p = "http://" + p
 		}
