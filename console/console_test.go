@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -12,11 +13,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/wait"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
@@ -52,6 +56,38 @@ func browser(t *testing.T) context.Context {
 	ctx, cancel := chromedp.NewContext(actx)
 	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
 	t.Cleanup(func() { cancelT(); cancel(); cancelA() })
+	// Every page the test visits must load without a Content Security
+	// Policy violation or a script error: the console's own CSP allows no
+	// inline styles or scripts, and a template that uses one breaks its
+	// layout silently.
+	var mu sync.Mutex
+	var problems []string
+	if err := chromedp.Listen(ctx, func(ev any) {
+		switch e := ev.(type) {
+		case *cdplog.EventEntryAdded:
+			if e.Entry.Level == cdplog.EntryLevelError || strings.Contains(e.Entry.Text, "Content Security Policy") {
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("%s %s: %s (%s)", e.Entry.Level, e.Entry.Source, e.Entry.Text, e.Entry.URL))
+				mu.Unlock()
+			}
+		case *cdpruntime.EventExceptionThrown:
+			mu.Lock()
+			problems = append(problems, "script exception: "+e.ExceptionDetails.Text)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // runs before the browser is stopped
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range problems {
+			if strings.Contains(p, "favicon.ico") {
+				continue // no icon: a 404 the browser logs, not the console's doing
+			}
+			t.Errorf("browser: %s", p)
+		}
+	})
 	return ctx
 }
 
@@ -460,5 +496,26 @@ func TestAPIPage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "openapi: 3.1.0") {
 		t.Fatalf("openapi.yaml with a session: %d %.100s", resp.StatusCode, body)
+	}
+}
+
+// The console's CSP (style-src 'self', default-src 'self') refuses inline
+// styles and scripts: no template may carry one.
+func TestTemplatesHaveNoInlineStylesOrScripts(t *testing.T) {
+	files, err := filepath.Glob("templates/*.html")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("templates: %v %v", files, err)
+	}
+	inline := regexp.MustCompile(`(?i)\sstyle\s*=|<style[\s>]|<script>|<script\s+[^>]*\bon\w+=|\son(click|load|submit|change|input)\s*=`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			if inline.MatchString(l) {
+				t.Errorf("%s:%d: inline style or script, refused by the console's CSP: %s", f, i+1, strings.TrimSpace(l))
+			}
+		}
 	}
 }
