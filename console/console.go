@@ -131,7 +131,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -151,6 +151,18 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /login", c.loginPage)
 	mux.HandleFunc("POST /login", c.login)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, c.home(), http.StatusSeeOther) })
+	// Any other page: a 404 inside the layout (the API's own paths, under
+	// /api/, answer JSON).
+	notFound := c.page(func(w http.ResponseWriter, r *http.Request) error {
+		return api.NotFound("no console page at %s", r.URL.Path)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.NotFound(w, r)
+			return
+		}
+		notFound.ServeHTTP(w, r)
+	})
 	mux.Handle("POST /logout", c.page(c.logout))
 	mux.Handle("GET /audit", c.page(c.auditPage))
 	mux.Handle("GET /api-docs", c.page(func(w http.ResponseWriter, r *http.Request) error {
@@ -176,6 +188,17 @@ type view struct {
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, page, title string, data any) {
+	c.renderStatus(w, r, http.StatusOK, page, title, data)
+}
+
+// renderError shows an error inside the console's layout (a 404, a 403…),
+// not as a bare text page.
+func (c *Console) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	title := http.StatusText(status)
+	c.renderStatus(w, r, status, "error", title, map[string]any{"Title": title, "Message": msg})
+}
+
+func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, status int, page, title string, data any) {
 	v := view{Title: title, Nav: c.nav, Version: c.cfg.Version, Data: data,
 		Flash: r.URL.Query().Get("msg"), Error: r.URL.Query().Get("err")}
 	if p := auth.FromContext(r.Context()); p != nil {
@@ -190,6 +213,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, page, title str
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'")
+	w.WriteHeader(status)
 	_, _ = buf.WriteTo(w)
 }
 
@@ -219,7 +243,7 @@ func (c *Console) page(fn func(w http.ResponseWriter, r *http.Request) error) ht
 			}
 			ae := api.From(err)
 			if r.Method == http.MethodGet {
-				http.Error(w, ae.Message, ae.Status)
+				c.renderError(w, r, ae.Status, ae.Message)
 				return
 			}
 			c.back(w, r, "", ae.Message)

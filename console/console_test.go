@@ -519,3 +519,34 @@ func TestTemplatesHaveNoInlineStylesOrScripts(t *testing.T) {
 		}
 	}
 }
+
+// Errors and unknown pages are shown inside the console's layout with their
+// status; an unknown registry service is a 404, not an empty list; the
+// navigation is hidden from someone not signed in.
+func TestErrorPagesInLayout(t *testing.T) {
+	h := servertest.Start(t)
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	get := func(path string) (int, string) {
+		resp, err := hc.Get(h.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if _, body := get("/login"); strings.Contains(body, `href="/config"`) {
+		t.Fatal("the navigation shows to someone not signed in")
+	}
+	postLogin(t, hc, h.URL, "admin", h.Token, "")
+	for path, want := range map[string]int{"/no/such/page": 404, "/registry/public/default/nosuch": 404, "/config/dev/nosuchapp": 404} {
+		code, body := get(path)
+		if code != want || !strings.Contains(body, `id="page-error"`) || !strings.Contains(body, "site-footer") || !strings.Contains(body, `href="/config"`) {
+			t.Errorf("%s: %d, want %d inside the layout:\n%.600s", path, code, want, body)
+		}
+	}
+	if code, _ := get("/api/v1/nosuch"); code != 404 && code != 401 {
+		t.Errorf("/api/v1/nosuch: %d (the API answers its own JSON errors)", code)
+	}
+}

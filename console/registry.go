@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/registry"
 	registryserver "github.com/tangram-dev/tangram/registry/server"
@@ -62,6 +63,15 @@ func (c *Console) servicePage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	snap := c.cfg.Registry.Get(k)
+	if len(snap.Instances) == 0 {
+		known := false
+		for _, s := range c.cfg.Registry.Services(k.Namespace) {
+			known = known || s.Key == k
+		}
+		if !known {
+			return api.NotFound("no service %s in the registry", k)
+		}
+	}
 	c.render(w, r, "service", k.Service, map[string]any{"Key": k, "Snapshot": snap,
 		"CanOperate": auth.FromContext(r.Context()).Can(auth.PermRelease, k.Namespace, k.Service, "")})
 	return nil
