@@ -41,7 +41,7 @@ type Stats struct {
 	Since      time.Time      `json:"since"`
 	ByStatus   map[string]int `json:"by_status"`
 	Total      int            `json:"total"`
-	Success    float64        `json:"success_rate"` // of finished runs
+	Success    float64        `json:"success_rate"` // succeeded / (succeeded + failed): killed and skipped runs are neither
 	LateP50    float64        `json:"lateness_p50_ms"`
 	LateP99    float64        `json:"lateness_p99_ms"`
 	PerDay     []DayCount     `json:"per_day"`
@@ -56,6 +56,7 @@ type DayCount struct {
 	Runs      int    `json:"runs"`
 	Succeeded int    `json:"succeeded"`
 	Failed    int    `json:"failed"`
+	Killed    int    `json:"killed"` // by an operator: neither a success nor a failure
 }
 
 // Run statuses.

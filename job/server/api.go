@@ -345,7 +345,8 @@ func (s *Scheduler) Stats(ctx context.Context) (*job.Stats, error) {
 		}
 	}
 	rows.Close()
-	if fin := st.ByStatus[job.StatusSucceeded] + st.ByStatus[job.StatusFailed] + st.ByStatus[job.StatusKilled]; fin > 0 {
+	// A killed run was an operator's decision, not the job's failure.
+	if fin := st.ByStatus[job.StatusSucceeded] + st.ByStatus[job.StatusFailed]; fin > 0 {
 		st.Success = float64(st.ByStatus[job.StatusSucceeded]) / float64(fin)
 	}
 	rows, err = s.st.QueryContext(ctx, `SELECT started_at - fire_at FROM job_runs WHERE created_at >= ? AND cause = 'schedule' AND attempt = 0 AND started_at > 0 ORDER BY id DESC LIMIT 20000`, ms(st.Since))
@@ -387,8 +388,10 @@ func (s *Scheduler) Stats(ctx context.Context) (*job.Stats, error) {
 			switch status {
 			case job.StatusSucceeded:
 				dc.Succeeded++
-			case job.StatusFailed, job.StatusKilled:
+			case job.StatusFailed:
 				dc.Failed++
+			case job.StatusKilled:
+				dc.Killed++
 			}
 		}
 	}

@@ -78,3 +78,33 @@ func TestDeliveryCutOffIsRedeliveredNotFailed(t *testing.T) {
 		t.Fatalf("redelivered: %+v", r)
 	}
 }
+
+// A killed run is the operator's decision: the dashboard counts it as
+// killed, and it neither lowers the success rate nor counts as a failure.
+func TestStatsCountKilledApart(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	s, err := New(Config{Store: st, NodeName: "n1", Logger: slog.New(slog.NewTextHandler(&syncBuffer{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := ms(time.Now())
+	for i, status := range []string{job.StatusSucceeded, job.StatusSucceeded, job.StatusSucceeded, job.StatusFailed, job.StatusKilled, job.StatusKilled} {
+		if _, err := st.ExecContext(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+			VALUES (?, 0, ?, 0, 0, 1, 'manual', '', ?, ?, '', 0, '', ?, ?, ?, '', 0, '')`, j.ID, now+int64(i), status, now, now, now, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	today := stats.PerDay[len(stats.PerDay)-1]
+	if stats.Success != 0.75 || today.Succeeded != 3 || today.Failed != 1 || today.Killed != 2 {
+		t.Fatalf("success %.2f, today %+v: want 0.75 and 3/1/2", stats.Success, today)
+	}
+}
