@@ -22,6 +22,7 @@ import (
 	"time"
 
 	jobserver "github.com/tangram-dev/tangram/job/server"
+	"github.com/tangram-dev/tangram/mq/wire"
 
 	registryserver "github.com/tangram-dev/tangram/registry/server"
 
@@ -92,6 +93,26 @@ type Console struct {
 }
 
 var funcs = template.FuncMap{
+	// userTopics counts the topics users made: not the system ones
+	// (%RETRY%…, %DLQ%…, %SCHEDULE%, %TIMER%, the half messages' topic).
+	"userTopics": func(ts any) int {
+		n := 0
+		switch l := ts.(type) {
+		case []string:
+			for _, t := range l {
+				if !strings.HasPrefix(t, "%") {
+					n++
+				}
+			}
+		case []wire.TopicConfig:
+			for _, t := range l {
+				if !strings.HasPrefix(t.Name, "%") {
+					n++
+				}
+			}
+		}
+		return n
+	},
 	"ms": func(v int64) string {
 		if v == 0 {
 			return ""

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,9 @@ type Config struct {
 	ReplicaTimeout time.Duration
 	// Addr is the listener Start opens (default ":7072"; "127.0.0.1:0"
 	// picks a port). Advertise is the address clients dial (default: the
-	// listener's).
+	// listener's; for a listener on every interface, ":7072", this host's
+	// first non-loopback IPv4 address, as RocketMQ's brokerIP1 — not
+	// "[::]:7072", which no other host can dial).
 	Addr      string
 	Advertise string
 	Logger    *slog.Logger
@@ -307,7 +310,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.metrics.srv.Store(srv)
 	adv := b.cfg.Advertise
 	if adv == "" {
-		adv = ln.Addr().String()
+		adv = advertised(ln.Addr())
 	}
 	b.addr.Store(adv)
 	b.wg.Add(1)
@@ -594,4 +597,24 @@ func signalChan(c chan struct{}) {
 	case c <- struct{}{}:
 	default:
 	}
+}
+
+// advertised is the address to publish for a listener: its own when it is
+// bound to one address; for the unspecified address, this host's first
+// non-loopback IPv4 address (127.0.0.1 when it has none) and its port.
+func advertised(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	host := "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range addrs {
+			if n, ok := ia.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+				host = n.IP.String()
+				break
+			}
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -261,4 +262,17 @@ func TestConsumerSessionLoss(t *testing.T) {
 		t.Fatalf("members: %v", cl)
 	}
 	cut3()
+}
+
+// A broker listening on every interface advertises an address another host
+// can dial, never "[::]:port".
+func TestAdvertisedAddress(t *testing.T) {
+	if got := advertised(&net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 7072}); got != "10.1.2.3:7072" {
+		t.Fatalf("a bound listener: %s", got)
+	}
+	got := advertised(&net.TCPAddr{IP: net.IPv6unspecified, Port: 7072})
+	host, port, err := net.SplitHostPort(got)
+	if err != nil || port != "7072" || net.ParseIP(host) == nil || net.ParseIP(host).IsUnspecified() {
+		t.Fatalf("an unspecified listener advertises %q", got)
+	}
 }
