@@ -304,10 +304,17 @@ func TestConsoleUsers(t *testing.T) {
 	if err := apiclient.New(h.URL, secret).Do(context.Background(), "GET", "/api/v1/auth/whoami", nil, &who); err != nil || who.Name != "vera" {
 		t.Fatalf("token from the console: %v %+v", err, who)
 	}
+	// The admin sets vera's password from the page; the old one stops working.
+	if code, body := page("POST", "/users/vera/password", url.Values{"csrf": {tok}, "password": {"another long one"}}); code != 200 || !strings.Contains(body, "password of vera set") {
+		t.Fatalf("set password: %d", code)
+	}
 	// vera is a viewer: the users page is refused.
 	jar2, _ := cookiejar.New(nil)
 	hc = &http.Client{Jar: jar2}
-	login("vera", "long enough")
+	if resp := postLogin(t, hc, h.URL, "vera", "long enough", ""); resp.Request.URL.Path != "/login" {
+		t.Fatalf("the old password still signs in (landed on %s)", resp.Request.URL)
+	}
+	login("vera", "another long one")
 	if code, _ := page("GET", "/users", nil); code != http.StatusForbidden {
 		t.Fatalf("viewer on the users page: %d", code)
 	}

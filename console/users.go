@@ -60,6 +60,14 @@ func (c *Console) registerUsers(mux *http.ServeMux) {
 	}
 	mux.Handle("POST /users/{name}/disable", able(true))
 	mux.Handle("POST /users/{name}/enable", able(false))
+	mux.Handle("POST /users/{name}/password", admin(func(w http.ResponseWriter, r *http.Request) error {
+		name := r.PathValue("name")
+		if err := c.cfg.Auth.ChangePassword(r.Context(), auth.FromContext(r.Context()), name, r.PostFormValue("current"), r.PostFormValue("password"), auth.RemoteHost(r)); err != nil {
+			return err
+		}
+		c.back(w, r, "password of "+name+" set; their other sessions ended", "")
+		return nil
+	}))
 	mux.Handle("POST /users/{name}/signout", admin(func(w http.ResponseWriter, r *http.Request) error {
 		n, err := c.cfg.Auth.EndSessions(r.Context(), auth.Actor(r.Context()), r.PathValue("name"), "")
 		if err != nil {
