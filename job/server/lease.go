@@ -29,27 +29,40 @@ func partOf(id int64, n int) int { return int(uint64(id) % uint64(n)) }
 func (s *Scheduler) leaseLoop() {
 	every := s.cfg.LeaseTTL / 3
 	for {
-		s.balance()
+		// The next round comes at the renewal interval, or sooner: just
+		// after another holder's lease runs out, so a dead server's
+		// partitions are taken the moment they are free, not up to an
+		// interval later.
+		wait := min(every, s.balance())
 		select {
 		case <-s.stop:
 			return
-		case <-time.After(every):
+		case <-time.After(max(wait, 5*time.Millisecond)):
 		}
 	}
 }
 
-func (s *Scheduler) balance() {
+// balance renews, gives up and takes partitions; it returns how long until
+// the earliest lease held by another process runs out (a partition may be
+// free then).
+func (s *Scheduler) balance() time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL/2)
 	defer cancel()
+	next := s.cfg.LeaseTTL
 	if _, err := s.st.RenewLeases(ctx, s.holder.ID, s.cfg.LeaseTTL); err != nil {
 		s.log.Warn("job: renewing leases failed", "err", err)
-		return
+		return next
 	}
 	now := time.Now()
 	all, err := s.st.Leases(ctx, "job/")
 	if err != nil {
 		s.log.Warn("job: listing leases failed", "err", err)
-		return
+		return next
+	}
+	for _, l := range all {
+		if l.Holder != s.holder.ID && l.ExpiresAt.After(now) {
+			next = min(next, l.ExpiresAt.Sub(now)+time.Millisecond)
+		}
 	}
 	live := 0
 	mine := false
@@ -72,7 +85,7 @@ func (s *Scheduler) balance() {
 		ml, ok, err := s.st.AcquireLease(ctx, memberLease(s.cfg.NodeName), s.holder, s.cfg.LeaseTTL)
 		if err != nil || !ok {
 			s.log.Warn("job: taking membership failed", "err", err)
-			return
+			return next
 		}
 		s.mu.Lock()
 		s.member = ml.Term
@@ -107,10 +120,10 @@ func (s *Scheduler) balance() {
 			delete(owned, p)
 			s.log.Info("job: gave a partition up to rebalance", "partition", p, "servers", live)
 		}
-		return
+		return next
 	}
 	if len(owned) >= fair {
-		return
+		return next
 	}
 	// Free: never taken, expired, or held by an earlier process of this
 	// node (a restart: taken at once, not after the TTL).
@@ -138,6 +151,7 @@ func (s *Scheduler) balance() {
 		s.log.Info("job: took a partition", "partition", p, "term", l.Term)
 		s.wakeLoader()
 	}
+	return next
 }
 
 // drop forgets a partition (its timers fire nowhere: fire checks the
