@@ -10,13 +10,16 @@ import (
 	"context"
 	"crypto/subtle"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -367,15 +370,74 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
 	if err := auth.Check(r.Context(), auth.PermAdmin, "", "", ""); err != nil {
 		return err
 	}
-	cursor, _ := strconv.ParseInt(r.URL.Query().Get("cursor"), 10, 64)
-	es, err := audit.List(r.Context(), c.cfg.Store, audit.Filter{Before: cursor, Limit: 100})
+	q := r.URL.Query()
+	cursor, _ := strconv.ParseInt(q.Get("cursor"), 10, 64)
+	f := audit.Filter{Actor: strings.TrimSpace(q.Get("actor")), ActionPrefix: strings.TrimSpace(q.Get("action")),
+		ResourcePrefix: strings.TrimSpace(q.Get("resource")), Before: cursor, Limit: 100}
+	es, err := audit.List(r.Context(), c.cfg.Store, f)
 	if err != nil {
 		return err
 	}
 	next := ""
 	if len(es) == 100 {
-		next = strconv.FormatInt(es[len(es)-1].ID, 10)
+		// The next page keeps the filters.
+		nq := url.Values{}
+		for _, k := range []string{"actor", "action", "resource"} {
+			if v := q.Get(k); v != "" {
+				nq.Set(k, v)
+			}
+		}
+		nq.Set("cursor", strconv.FormatInt(es[len(es)-1].ID, 10))
+		next = "/audit?" + nq.Encode()
 	}
-	c.render(w, r, "audit", "Audit", map[string]any{"Entries": es, "Next": next})
+	rows := make([]auditRow, len(es))
+	for i, e := range es {
+		rows[i] = auditRow{Entry: e, Diff: jsonDiff(e.Before, e.After)}
+	}
+	c.render(w, r, "audit", "Audit", map[string]any{"Entries": rows, "Next": next, "Filter": f})
 	return nil
+}
+
+// auditRow is an audit entry with, when before and after are both JSON
+// objects, what changed between them.
+type auditRow struct {
+	audit.Entry
+	Diff []fieldChange
+}
+
+type fieldChange struct{ Key, Old, New string }
+
+// jsonDiff lists the top-level fields that differ between two JSON objects
+// (nil when either is not one: the raw values are shown then).
+func jsonDiff(before, after string) []fieldChange {
+	var b, a map[string]any
+	if json.Unmarshal([]byte(before), &b) != nil || json.Unmarshal([]byte(after), &a) != nil || b == nil || a == nil {
+		return nil
+	}
+	keys := map[string]bool{}
+	for k := range b {
+		keys[k] = true
+	}
+	for k := range a {
+		keys[k] = true
+	}
+	var out []fieldChange
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		vb, inB := b[k]
+		va, inA := a[k]
+		ob, _ := json.Marshal(vb)
+		oa, _ := json.Marshal(va)
+		if inB == inA && string(ob) == string(oa) {
+			continue
+		}
+		fc := fieldChange{Key: k}
+		if inB {
+			fc.Old = string(ob)
+		}
+		if inA {
+			fc.New = string(oa)
+		}
+		out = append(out, fc)
+	}
+	return out
 }

@@ -557,3 +557,23 @@ func TestErrorPagesInLayout(t *testing.T) {
 		t.Errorf("/api/v1/nosuch: %d (the API answers its own JSON errors)", code)
 	}
 }
+
+// The audit page filters by actor, action and resource, and its pages keep
+// the filter.
+func TestAuditPageFilters(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	for _, app := range []string{"alpha", "beta"} {
+		if err := c.Do(context.Background(), "POST", "/api/v1/config/apps", map[string]any{"name": app}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, get := adminSession(t, h)
+	body := get("/audit?action=config.app&resource=app/alpha")
+	if !strings.Contains(body, "app/alpha") || strings.Contains(body, "app/beta") {
+		t.Fatalf("filtered audit page:\n%.2000s", body)
+	}
+	if body := get("/audit?actor=nobody"); !strings.Contains(body, "match the filter") {
+		t.Fatalf("no match:\n%.1500s", body)
+	}
+}

@@ -16,3 +16,20 @@ func TestUserTopics(t *testing.T) {
 		t.Fatalf("%d, want 1", n)
 	}
 }
+
+// The audit page shows what changed between before and after.
+func TestJSONDiff(t *testing.T) {
+	d := jsonDiff(`{"a":1,"b":"x","c":true}`, `{"a":2,"b":"x","d":null}`)
+	want := []fieldChange{{"a", "1", "2"}, {"c", "true", ""}, {"d", "", "null"}}
+	if len(d) != len(want) {
+		t.Fatalf("%+v", d)
+	}
+	for i := range want {
+		if d[i] != want[i] {
+			t.Fatalf("%+v, want %+v", d, want)
+		}
+	}
+	if jsonDiff("plain", `{"a":1}`) != nil || jsonDiff("", "") != nil {
+		t.Fatal("non-objects are shown raw")
+	}
+}
