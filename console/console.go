@@ -65,7 +65,7 @@ type Config struct {
 // nav is the top navigation: a link for each component the console was
 // given, then users and audit.
 func (cfg Config) nav() []NavLink {
-	var out []NavLink
+	out := []NavLink{{"/overview", "Overview"}}
 	if cfg.Config != nil {
 		out = append(out, NavLink{"/config", "Config"})
 	}
@@ -155,7 +155,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -175,6 +175,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /login", c.loginPage)
 	mux.HandleFunc("POST /login", c.login)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, c.home(), http.StatusSeeOther) })
+	mux.Handle("GET /overview", c.page(c.overviewPage))
 	// Any other page: a 404 inside the layout (the API's own paths, under
 	// /api/, answer JSON).
 	notFound := c.page(func(w http.ResponseWriter, r *http.Request) error {

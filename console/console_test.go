@@ -470,12 +470,12 @@ func TestLoginForm(t *testing.T) {
 	}
 	for next, want := range map[string]string{
 		"/config/apps?x=1":      "/config/apps?x=1",
-		"/\\evil.example":       "/config",
-		"//evil.example":        "/config",
-		"/\\/evil.example":      "/config",
-		"https://evil.example/": "/config",
+		"/\\evil.example":       "/overview",
+		"//evil.example":        "/overview",
+		"/\\/evil.example":      "/overview",
+		"https://evil.example/": "/overview",
 		"/%0d%0aSet-Cookie:x":   "/%0d%0aSet-Cookie:x",
-		"javascript:alert(1)":   "/config",
+		"javascript:alert(1)":   "/overview",
 	} {
 		resp := postLogin(t, noFollow, h.URL, "admin", h.Token, next)
 		if loc := resp.Header.Get("Location"); loc != want {
@@ -575,5 +575,21 @@ func TestAuditPageFilters(t *testing.T) {
 	}
 	if body := get("/audit?actor=nobody"); !strings.Contains(body, "match the filter") {
 		t.Fatalf("no match:\n%.1500s", body)
+	}
+}
+
+// The home page is the platform at a glance: the components, this server,
+// and counts of what the user may see.
+func TestOverviewPage(t *testing.T) {
+	h := servertest.Start(t)
+	if err := h.Client().Do(context.Background(), "POST", "/api/v1/config/apps", map[string]any{"name": "alpha"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, get := adminSession(t, h)
+	body := get("/")
+	for _, want := range []string{`id="overview"`, `id="count-apps">1<`, `id="count-jobs">0<`, "registry", "mq", `id="node"`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("overview lacks %s:\n%.3000s", want, body)
+		}
 	}
 }
