@@ -647,3 +647,26 @@ func TestEveryPageFitsAndLoadsClean(t *testing.T) {
 		}
 	}
 }
+
+// The registry page switches namespaces and searches services.
+func TestRegistryPageFilters(t *testing.T) {
+	h := servertest.Start(t)
+	for _, in := range []map[string]any{
+		{"namespace": "public", "group": "default", "service": "orders", "host": "10.0.0.1", "port": 80, "ephemeral": true},
+		{"namespace": "prod", "group": "default", "service": "payments", "host": "10.0.0.2", "port": 80, "ephemeral": true},
+	} {
+		if err := h.Client().Do(context.Background(), "POST", "/api/v1/registry/instances", in, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, get := adminSession(t, h)
+	if body := get("/registry?namespace=prod"); !strings.Contains(body, `id="svc-payments"`) || strings.Contains(body, `id="svc-orders"`) {
+		t.Fatalf("namespace prod:\n%.2500s", body)
+	}
+	if body := get("/registry?q=ORD"); !strings.Contains(body, `id="svc-orders"`) || strings.Contains(body, `id="svc-payments"`) {
+		t.Fatalf("search ord:\n%.2500s", body)
+	}
+	if body := get("/registry?q=nothing"); !strings.Contains(body, "No service matches") {
+		t.Fatalf("search with no match:\n%.2500s", body)
+	}
+}

@@ -32,8 +32,15 @@ func (c *Console) registryPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	reg := c.cfg.Registry
+	ns, q := r.URL.Query().Get("namespace"), strings.ToLower(strings.TrimSpace(r.URL.Query().Get("q")))
 	var rows []serviceRow
+	nsSeen := map[string]bool{}
 	for _, s := range registryserver.VisibleServices(r.Context(), reg.Services("")) {
+		nsSeen[s.Namespace] = true
+		// The namespace switcher and the search (service or group name).
+		if (ns != "" && s.Namespace != ns) || (q != "" && !strings.Contains(strings.ToLower(s.Service), q) && !strings.Contains(strings.ToLower(s.Group), q)) {
+			continue
+		}
 		zones := map[string]int{}
 		for _, in := range reg.Get(s.Key).Instances {
 			z := in.Zone
@@ -49,7 +56,12 @@ func (c *Console) registryPage(w http.ResponseWriter, r *http.Request) error {
 		sort.Strings(zs)
 		rows = append(rows, serviceRow{ServiceInfo: s, Zones: strings.Join(zs, ", ")})
 	}
-	c.render(w, r, "registry", "Registry", map[string]any{"Status": reg.Status(), "Services": rows})
+	nss := make([]string, 0, len(nsSeen))
+	for n := range nsSeen {
+		nss = append(nss, n)
+	}
+	sort.Strings(nss)
+	c.render(w, r, "registry", "Registry", map[string]any{"Status": reg.Status(), "Services": rows, "Namespaces": nss, "NS": ns, "Q": r.URL.Query().Get("q")})
 	return nil
 }
 
