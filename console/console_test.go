@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/job"
 
 	cdplog "github.com/chromedp/cdproto/log"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
@@ -627,7 +628,7 @@ func TestEveryPageFitsAndLoadsClean(t *testing.T) {
 	  }
 	  return out.join("; ");
 	})()`
-	for _, path := range []string{"/overview", "/config", "/config/dev/shop", "/config/dev/shop/default/application", "/registry", "/jobs", "/mq", "/users", "/audit", "/api-docs", "/no/such/page"} {
+	for _, path := range []string{"/overview", "/config", "/config/dev/shop", "/config/dev/shop/default/application", "/registry", "/jobs", "/jobs/new", "/mq", "/users", "/audit", "/api-docs", "/no/such/page"} {
 		if err := chromedp.Do(ctx, chromedp.Navigate(h.URL+path), chromedp.WaitVisible(chromedp.CSS("footer"))); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
@@ -668,5 +669,69 @@ func TestRegistryPageFilters(t *testing.T) {
 	}
 	if body := get("/registry?q=nothing"); !strings.Contains(body, "No service matches") {
 		t.Fatalf("search with no match:\n%.2500s", body)
+	}
+}
+
+// Jobs are created and edited from the console's form: a bad value comes
+// back with the field named and the values kept; an edit keeps what the
+// form does not show (children here).
+func TestJobForm(t *testing.T) {
+	h := servertest.Start(t)
+	hc, get := adminSession(t, h)
+	body := get("/jobs/new")
+	i := strings.Index(body, `name="csrf" value="`)
+	rest := body[i+len(`name="csrf" value="`):]
+	csrf := rest[:strings.IndexByte(rest, '"')]
+	post := func(path string, form url.Values) (int, string) {
+		form.Set("csrf", csrf)
+		resp, err := hc.PostForm(h.URL+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	form := url.Values{"name": {"nightly"}, "app": {"demo"}, "handler": {"hello"}, "kind": {"cron"}, "cron": {"61 * * * * *"},
+		"route": {"round_robin"}, "block": {"serial"}, "misfire": {"fire_once"}, "retries": {"2"}, "enabled": {"on"}}
+	code, body := post("/jobs/new", form)
+	if code != 400 || !strings.Contains(body, `id="form-error"`) || !strings.Contains(body, "cron") || !strings.Contains(body, `value="nightly"`) {
+		t.Fatalf("a bad cron: %d\n%.2000s", code, body)
+	}
+	form.Set("cron", "0 0 2 * * *")
+	code, body = post("/jobs/new", form)
+	if code != 200 || !strings.Contains(body, "job nightly created") {
+		t.Fatalf("create: %d\n%.2000s", code, body)
+	}
+	var jobs struct{ Items []job.Job }
+	if err := h.Client().Do(context.Background(), "GET", "/api/v1/jobs", nil, &jobs); err != nil || len(jobs.Items) != 1 {
+		t.Fatalf("jobs: %+v %v", jobs, err)
+	}
+	j := jobs.Items[0]
+	if j.Trigger.Cron != "0 0 2 * * *" || j.Retries != 2 || !j.Enabled {
+		t.Fatalf("created %+v", j)
+	}
+	// Give it a child through the API; the form's edit keeps it.
+	child := map[string]any{"name": "after", "app": "demo", "handler": "hello", "trigger": map[string]any{"kind": "manual"}}
+	var cj job.Job
+	if err := h.Client().Do(context.Background(), "POST", "/api/v1/jobs", child, &cj); err != nil {
+		t.Fatal(err)
+	}
+	j.Children = []int64{cj.ID}
+	if err := h.Client().Do(context.Background(), "PUT", fmt.Sprintf("/api/v1/jobs/%d", j.ID), j, nil); err != nil {
+		t.Fatal(err)
+	}
+	form.Set("kind", "rate")
+	form.Set("every", "90s")
+	form.Del("enabled")
+	if code, body := post(fmt.Sprintf("/jobs/edit/%d", j.ID), form); code != 200 || !strings.Contains(body, "job nightly saved") {
+		t.Fatalf("edit: %d\n%.2000s", code, body)
+	}
+	var got job.Job
+	if err := h.Client().Do(context.Background(), "GET", fmt.Sprintf("/api/v1/jobs/%d", j.ID), nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Trigger.Kind != "rate" || got.Trigger.Every.D() != 90*time.Second || got.Enabled || len(got.Children) != 1 {
+		t.Fatalf("edited %+v", got)
 	}
 }

@@ -17,6 +17,7 @@ func (c *Console) registerJobs(mux *http.ServeMux) {
 		return
 	}
 	mux.Handle("GET /jobs", c.page(c.jobsPage))
+	c.registerJobForm(mux)
 	mux.Handle("GET /jobs/{id}", c.page(c.jobPage))
 	mux.Handle("POST /jobs/{id}/{action}", c.page(c.jobAction))
 	mux.Handle("GET /jobs/runs/{run}", c.page(c.runPage))
