@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -308,15 +309,36 @@ func (c *Client) DeadLetters(ctx context.Context, group string, from int64, max 
 	return out, err
 }
 
+// ResentAt is when a dead letter listed by DeadLetters was resent (zero:
+// never).
+func (m *Message) ResentAt() time.Time {
+	ms, err := strconv.ParseInt(m.Props[wire.PropResentAt], 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
 // Resend sends a dead letter (by broker ID) back to its group through the
-// retry topic, with its retry count reset.
+// retry topic, with its retry count reset. One already resent is refused
+// (AlreadyExists): see ResendAgain.
 func (c *Client) Resend(ctx context.Context, group, id string) error {
+	return c.resend(ctx, group, id, false)
+}
+
+// ResendAgain resends a dead letter that was resent already (Resend
+// refuses it, AlreadyExists: it would be delivered twice).
+func (c *Client) ResendAgain(ctx context.Context, group, id string) error {
+	return c.resend(ctx, group, id, true)
+}
+
+func (c *Client) resend(ctx context.Context, group, id string, force bool) error {
 	name, _, _, err := wire.ParseID(id)
 	if err != nil {
 		return err
 	}
 	return c.eachBroker(ctx, []string{name}, func(_ wire.BrokerInfo, cl *rpc.Client) error {
-		_, err := rpc.Call[wire.RetryReply](ctx, cl, wire.MethodRetry, &wire.RetryRequest{Group: group, ID: id, Resend: true})
+		_, err := rpc.Call[wire.RetryReply](ctx, cl, wire.MethodRetry, &wire.RetryRequest{Group: group, ID: id, Resend: true, Force: force})
 		return err
 	})
 }

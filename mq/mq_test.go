@@ -352,6 +352,23 @@ func TestRetryThenDeadLetterThenResend(t *testing.T) {
 		}
 		return true
 	})
+	// The listing marks them resent, and a second resend — which would
+	// deliver them twice — is refused unless asked for again.
+	listed, err := c.DeadLetters(ctx, "billing", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range listed {
+		if m.ResentAt().IsZero() {
+			t.Errorf("dead letter %s not marked resent", m.ID)
+		}
+	}
+	if err := c.Resend(ctx, "billing", dead[0].ID); rpc.CodeOf(err) != rpc.AlreadyExists {
+		t.Fatalf("a second resend: %v, want AlreadyExists", err)
+	}
+	if err := c.ResendAgain(ctx, "billing", dead[0].ID); err != nil {
+		t.Fatalf("resend again: %v", err)
+	}
 }
 
 func TestDelayedAndTimedMessages(t *testing.T) {

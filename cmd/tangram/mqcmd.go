@@ -337,26 +337,41 @@ func newMQCmd(g *globals) *cobra.Command {
 			}
 			if idsOnly {
 				for _, m := range ms {
-					fmt.Fprintln(g.out, m.ID)
+					if m.ResentAt().IsZero() { // not those resent already
+						fmt.Fprintln(g.out, m.ID)
+					}
 				}
 				return nil
 			}
-			return g.print(msgsJSON(ms), func(w *tabwriter.Writer) { msgRows(w, ms) })
+			return g.print(msgsJSON(ms), func(w *tabwriter.Writer) {
+				msgRows(w, ms)
+				for _, m := range ms {
+					if at := m.ResentAt(); !at.IsZero() {
+						row(w, "", "", "", "", "", "", m.ID+" resent at "+at.UTC().Format(time.RFC3339))
+					}
+				}
+			})
 		})}
 	dlist.Flags().DurationVar(&dlqWait, "wait", 0, "when there are none, keep looking this long for a first one")
-	dlist.Flags().BoolVar(&idsOnly, "ids", false, "print only the message IDs, one per line (for dlq resend)")
+	dlist.Flags().BoolVar(&idsOnly, "ids", false, "print only the IDs of those not resent yet, one per line (for dlq resend)")
 	dlist.Flags().Int64Var(&from, "from", 0, "queue offset to list from")
 	dlist.Flags().IntVar(&maxN, "max", 100, "messages to list (at most 1024)")
-	resend := &cobra.Command{Use: "resend GROUP ID…", Short: "Send dead letters back to the group (retry count reset)", Args: cobra.MinimumNArgs(2),
+	var again bool
+	resend := &cobra.Command{Use: "resend GROUP ID…", Short: "Send dead letters back to the group (retry count reset; one already resent needs --again)", Args: cobra.MinimumNArgs(2),
 		RunE: with(func(ctx context.Context, c *mq.Client, args []string) error {
 			for _, id := range args[1:] {
-				if err := c.Resend(ctx, args[0], id); err != nil {
+				send := c.Resend
+				if again {
+					send = c.ResendAgain
+				}
+				if err := send(ctx, args[0], id); err != nil {
 					return fmt.Errorf("%s: %w", id, err)
 				}
 				fmt.Fprintf(g.out, "resent %s\n", id)
 			}
 			return nil
 		})}
+	resend.Flags().BoolVar(&again, "again", false, "resend dead letters that were resent already (they are delivered again)")
 	dlq.AddCommand(dlist, resend)
 
 	brokers := &cobra.Command{Use: "brokers", Short: "List registered brokers", Args: cobra.NoArgs,

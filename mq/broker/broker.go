@@ -195,6 +195,7 @@ type Broker struct {
 	rr     sync.Map // topic -> *atomic.Uint32 (queue round robin)
 
 	offsets   *offsetTable
+	resent    *resentTable
 	consumers *consumerTable
 	delay     *delayService
 	tx        *txService
@@ -240,6 +241,9 @@ func (b *Broker) open() error {
 		return err
 	}
 	var err error
+	if b.resent, err = openResent(filepath.Join(cfg.Dir, "resent.json")); err != nil {
+		return err
+	}
 	if b.offsets, err = openOffsets(filepath.Join(cfg.Dir, "offsets.json")); err != nil {
 		return err
 	}
@@ -354,7 +358,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		}
 		b.wg.Wait()
 		if b.st != nil {
-			err = errors.Join(err, b.offsets.flush(), b.delay.save(), b.tx.save(), b.st.Close())
+			err = errors.Join(err, b.offsets.flush(), b.resent.flush(), b.delay.save(), b.tx.save(), b.st.Close())
 		}
 		b.closeErr = err
 	})
@@ -553,6 +557,9 @@ func (b *Broker) flushLoop() {
 		case <-t.C:
 			if err := b.offsets.flush(); err != nil {
 				b.log.Error("broker: saving consumer offsets failed", "err", err)
+			}
+			if err := b.resent.flush(); err != nil {
+				b.log.Error("broker: saving the resent dead letters failed", "err", err)
 			}
 			if err := b.delay.save(); err != nil {
 				b.log.Error("broker: saving delay progress failed", "err", err)

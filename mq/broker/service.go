@@ -375,8 +375,20 @@ func (b *Broker) Pull(ctx context.Context, req *wire.PullRequest) (*wire.PullRep
 		if len(ms) > 0 || next > req.Offset {
 			rep.Next = next
 			rep.Msgs = make([]wire.StoredMsg, len(ms))
+			dlq := strings.HasPrefix(t.Name, wire.DLQPrefix)
 			for i, m := range ms {
 				rep.Msgs[i] = b.stored(m)
+				if dlq {
+					// A listing of dead letters shows which were resent.
+					if at, ok := b.resent.get(rep.Msgs[i].ID); ok {
+						p := make(map[string]string, len(m.Properties)+1)
+						for k, v := range m.Properties {
+							p[k] = v
+						}
+						p[wire.PropResentAt] = strconv.FormatInt(at, 10)
+						rep.Msgs[i].Props = p
+					}
+				}
 			}
 			b.metrics.observePull(len(ms))
 			return rep, nil
@@ -516,8 +528,13 @@ func (b *Broker) handleRetry(ctx context.Context, req *wire.RetryRequest) (*wire
 		if err := authz(ctx, auth.PermEdit, m.Topic); err != nil {
 			return nil, err
 		}
+		if at, ok := b.resent.get(req.ID); ok && !req.Force {
+			return nil, rpc.Errorf(rpc.AlreadyExists, "dead letter %s was resent at %s; resending it again delivers it twice (force to do it anyway)",
+				req.ID, time.UnixMilli(at).UTC().Format(time.RFC3339))
+		}
 		topic, err := b.Resend(req.Group, m)
 		if err == nil {
+			b.resent.mark(req.ID, time.Now().UnixMilli())
 			b.audit(ctx, "mq.dlq.resend", "group/"+req.Group, map[string]any{"id": req.ID, "to": topic})
 		}
 		return &wire.RetryReply{Topic: topic}, rpcError(err)

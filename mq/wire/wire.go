@@ -227,9 +227,15 @@ type RetryRequest struct {
 	// in the consumer, then gives up).
 	DLQ bool `msgpack:"dlq,omitempty"`
 	// Resend sends a dead letter (ID in the group's DLQ topic) back to the
-	// group's retry topic now, its retry count reset.
+	// group's retry topic now, its retry count reset. A dead letter already
+	// resent is refused (AlreadyExists) unless Force is set.
 	Resend bool `msgpack:"resend,omitempty"`
+	Force  bool `msgpack:"force,omitempty"`
 }
+
+// PropResentAt marks, on a dead letter a listing returns, when it was
+// resent (unix ms).
+const PropResentAt = "RESENT_AT"
 
 // RetryReply says where the message went.
 type RetryReply struct {
