@@ -19,6 +19,7 @@ import (
 
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/job"
+	"github.com/tangram-dev/tangram/mq"
 
 	cdplog "github.com/chromedp/cdproto/log"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
@@ -733,5 +734,45 @@ func TestJobForm(t *testing.T) {
 	}
 	if got.Trigger.Kind != "rate" || got.Trigger.Every.D() != 90*time.Second || got.Enabled || len(got.Children) != 1 {
 		t.Fatalf("edited %+v", got)
+	}
+}
+
+// From a topic's page: a test message is sent, and a queue is browsed from
+// an offset (nothing consumed).
+func TestTopicSendAndBrowse(t *testing.T) {
+	h := servertest.Start(t)
+	mc, err := mq.NewClient(context.Background(), mq.Config{Servers: []string{h.Srv.RPCAddr()}, Token: servertest.AdminToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if err := mc.CreateTopic(context.Background(), "probe", 2, false); err != nil {
+		t.Fatal(err)
+	}
+	hc, get := adminSession(t, h)
+	body := get("/mq")
+	i := strings.Index(body, `name="csrf" value="`)
+	if i < 0 {
+		t.Fatalf("no csrf on /mq:\n%.1500s", body)
+	}
+	rest := body[i+len(`name="csrf" value="`):]
+	csrf := rest[:strings.IndexByte(rest, '"')]
+	resp, err := hc.PostForm(h.URL+"/mq/topics/probe/send", url.Values{"csrf": {csrf}, "body": {"hello browser"}, "key": {"k1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "sent ") {
+		t.Fatalf("send:\n%.2000s", b)
+	}
+	m := regexp.MustCompile(`to queue (\d+)`).FindStringSubmatch(string(b))
+	page := get("/mq/topics/probe")
+	bm := regexp.MustCompile(`id="browse-([^"]+)-` + m[1] + `"`).FindStringSubmatch(page)
+	if bm == nil {
+		t.Fatalf("no browse link for queue %s:\n%.2500s", m[1], page)
+	}
+	if page := get("/mq/topics/probe?broker=" + bm[1] + "&queue=" + m[1] + "&offset=0"); !strings.Contains(page, "hello browser") || !strings.Contains(page, "k1") {
+		t.Fatalf("browse:\n%.3000s", page)
 	}
 }

@@ -2,8 +2,11 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -18,6 +21,7 @@ func (c *Console) registerMQ(mux *http.ServeMux) {
 	mux.Handle("GET /mq/topics/{topic}", c.page(c.mqTopicPage))
 	mux.Handle("GET /mq/groups/{group}", c.page(c.mqGroupPage))
 	mux.Handle("POST /mq/groups/{group}/resend", c.page(c.mqResend))
+	mux.Handle("POST /mq/topics/{topic}/send", c.page(c.mqSend))
 }
 
 func (c *Console) mqClient(ctx context.Context) (*mq.Client, error) {
@@ -108,7 +112,48 @@ func (c *Console) mqTopicPage(w http.ResponseWriter, r *http.Request) error {
 		data["Found"] = ms
 		data["Searched"] = true
 	}
+	// Browse a queue from an offset.
+	if b := r.FormValue("broker"); b != "" {
+		q, _ := strconv.ParseUint(r.FormValue("queue"), 10, 32)
+		from, _ := strconv.ParseInt(r.FormValue("offset"), 10, 64)
+		ms, next, err := cl.Browse(r.Context(), topic, b, uint32(q), from, 50)
+		if err != nil {
+			data["BrowseError"] = err.Error()
+		}
+		data["Browsed"], data["Browse"] = ms, map[string]any{"Broker": b, "Queue": q, "Offset": from, "Next": next}
+	}
+	data["CanSend"] = auth.FromContext(r.Context()).Can(auth.PermEdit, "", topic, "")
 	c.render(w, r, "mqtopic", topic, data)
+	return nil
+}
+
+// mqSend sends a test message to a topic (RocketMQ dashboard's "send
+// message"): a body, and optionally a key and a tag.
+func (c *Console) mqSend(w http.ResponseWriter, r *http.Request) error {
+	topic := r.PathValue("topic")
+	if err := auth.Check(r.Context(), auth.PermEdit, "", topic, ""); err != nil {
+		return err
+	}
+	cl, err := c.mqClient(r.Context())
+	if err != nil {
+		return err
+	}
+	p, err := cl.NewProducer(mq.ProducerConfig{})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	m := &mq.Message{Topic: topic, Body: []byte(r.FormValue("body")), Tag: strings.TrimSpace(r.FormValue("tag"))}
+	if k := strings.TrimSpace(r.FormValue("key")); k != "" {
+		m.Keys = []string{k}
+	}
+	res, err := p.Send(r.Context(), m)
+	if err != nil {
+		c.back(w, r, "", "send: "+err.Error())
+		return nil
+	}
+	c.log.Info("console: test message sent", "topic", topic, "id", res.ID, "by", auth.FromContext(r.Context()).Name)
+	http.Redirect(w, r, "/mq/topics/"+url.PathEscape(topic)+"?msg="+url.QueryEscape(fmt.Sprintf("sent %s to queue %d", res.ID, res.Queue)), http.StatusSeeOther)
 	return nil
 }
 

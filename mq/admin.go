@@ -309,6 +309,34 @@ func (c *Client) DeadLetters(ctx context.Context, group string, from int64, max 
 	return out, err
 }
 
+// Browse reads up to max messages of one queue of topic on one broker,
+// from offset from, without consuming or committing anything (the
+// console's message browser); next is the offset to read on from.
+func (c *Client) Browse(ctx context.Context, topic, broker string, queue uint32, from int64, max int) (msgs []*Message, next int64, err error) {
+	if max <= 0 || max > 256 {
+		max = 50
+	}
+	err = c.eachBroker(ctx, []string{broker}, func(b wire.BrokerInfo, cl *rpc.Client) error {
+		req := &wire.PullRequest{Group: "console-browse", Topic: topic, Queue: queue, Offset: from, Max: max}
+		rep, err := rpc.Call[wire.PullReply](ctx, cl, wire.MethodPull, req, rpc.Idempotent())
+		if err != nil {
+			return err
+		}
+		if rep.Moved { // from was below what is kept: start at the first kept
+			req.Offset = rep.Next
+			if rep, err = rpc.Call[wire.PullReply](ctx, cl, wire.MethodPull, req, rpc.Idempotent()); err != nil {
+				return err
+			}
+		}
+		for i := range rep.Msgs {
+			msgs = append(msgs, fromStored(b.Name, &rep.Msgs[i]))
+		}
+		next = rep.Next
+		return nil
+	})
+	return msgs, next, err
+}
+
 // ResentAt is when a dead letter listed by DeadLetters was resent (zero:
 // never).
 func (m *Message) ResentAt() time.Time {
