@@ -101,7 +101,7 @@ func TestConsoleMQBrowser(t *testing.T) {
 	waitText("/mq", "#groups", "billing")
 	waitText("/mq", "#lag-billing", "0")
 	step("topic page", chromedp.Click(id("topic-orders")), chromedp.WaitVisible(id("queues")),
-		chromedp.SetValue(chromedp.CSS(`input[name="key"]`), "order-2"), chromedp.Click(id("lookup")), chromedp.WaitVisible(id("found")))
+		chromedp.SetValue(id("lookup-key"), "order-2"), chromedp.Click(id("lookup")), chromedp.WaitVisible(id("found")))
 	waitText("", "#found", "body of order-2")
 	step("group page", chromedp.Navigate(h.URL+"/mq/groups/billing"), chromedp.WaitVisible(id("dead")))
 	waitText("/mq/groups/billing", "#dead", "body of poison")
