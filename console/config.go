@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -144,13 +145,29 @@ func (c *Console) namespacePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	gray, _ := cs.GetGray(ctx, co)
 	content := ""
+	var plain []config.KV // the text mode's items: every one but the secrets
 	for _, it := range items {
 		if it.Key == config.ContentKey {
 			content = it.Value
 		}
+		if !it.Secret {
+			plain = append(plain, config.KV{Key: it.Key, Value: it.Value})
+		}
 	}
-	c.render(w, r, "namespace", co.NS, map[string]any{"NS": ns, "Items": items, "Pending": pending, "Releases": releases,
-		"Requests": requests, "Instances": instances, "Gray": gray, "Content": content})
+	// Search: the draft's items whose key or value holds q.
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	shown := items
+	if q != "" {
+		shown = nil
+		lq := strings.ToLower(q)
+		for _, it := range items {
+			if strings.Contains(strings.ToLower(it.Key), lq) || (!it.Secret && strings.Contains(strings.ToLower(it.Value), lq)) {
+				shown = append(shown, it)
+			}
+		}
+	}
+	c.render(w, r, "namespace", co.NS, map[string]any{"NS": ns, "Items": shown, "Total": len(items), "Q": q, "Pending": pending, "Releases": releases,
+		"Requests": requests, "Instances": instances, "Gray": gray, "Content": content, "Text": config.FormatProperties(plain)})
 	return nil
 }
 
@@ -167,7 +184,7 @@ func (c *Console) namespaceAction(w http.ResponseWriter, r *http.Request) error 
 	ctx := r.Context()
 	actor := auth.Actor(ctx)
 	cs := c.cfg.Config
-	ops := map[string]configserver.Op{"set": configserver.OpEditDraft, "delete": configserver.OpEditDraft, "publish": configserver.OpPublish, "rollback": configserver.OpRollback, "settings": configserver.OpSettings}
+	ops := map[string]configserver.Op{"set": configserver.OpEditDraft, "delete": configserver.OpEditDraft, "text": configserver.OpEditDraft, "publish": configserver.OpPublish, "rollback": configserver.OpRollback, "settings": configserver.OpSettings}
 	op, ok := ops[r.PathValue("action")]
 	if !ok {
 		http.NotFound(w, r)
@@ -186,6 +203,49 @@ func (c *Console) namespaceAction(w http.ResponseWriter, r *http.Request) error 
 			return err
 		}
 		c.back(w, r, "saved "+it.Key+" to the draft", "")
+	case "text":
+		// Text mode (Apollo's): the draft's non-secret items as one
+		// properties document; what changed is saved, what is gone is
+		// deleted, secrets are left as they are.
+		kvs, err := config.ParseProperties(r.PostFormValue("text"))
+		if err != nil {
+			c.back(w, r, "", "text: "+err.Error())
+			return nil
+		}
+		items, err := cs.Items(ctx, co, false)
+		if err != nil {
+			return err
+		}
+		have := map[string]config.Item{}
+		for _, it := range items {
+			have[it.Key] = it
+		}
+		e := config.Edit{Version: formVersion(r)}
+		seen := map[string]bool{}
+		for _, kv := range kvs {
+			seen[kv.Key] = true
+			old, ok := have[kv.Key]
+			if ok && old.Secret {
+				c.back(w, r, "", "text: "+kv.Key+" is a secret; change it with the key form")
+				return nil
+			}
+			if !ok || old.Value != kv.Value {
+				e.Set = append(e.Set, config.Item{Key: kv.Key, Value: kv.Value, Comment: old.Comment})
+			}
+		}
+		for _, it := range items {
+			if !it.Secret && !seen[it.Key] {
+				e.Delete = append(e.Delete, it.Key)
+			}
+		}
+		if len(e.Set) == 0 && len(e.Delete) == 0 {
+			c.back(w, r, "no change", "")
+			return nil
+		}
+		if _, err := cs.EditDraft(ctx, actor, co, e); err != nil {
+			return err
+		}
+		c.back(w, r, fmt.Sprintf("saved the text: %d set, %d deleted", len(e.Set), len(e.Delete)), "")
 	case "delete":
 		if _, err := cs.EditDraft(ctx, actor, co, config.Edit{Delete: []string{r.PostFormValue("key")}, Version: formVersion(r)}); err != nil {
 			return err

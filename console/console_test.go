@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/mq"
@@ -774,5 +775,59 @@ func TestTopicSendAndBrowse(t *testing.T) {
 	}
 	if page := get("/mq/topics/probe?broker=" + bm[1] + "&queue=" + m[1] + "&offset=0"); !strings.Contains(page, "hello browser") || !strings.Contains(page, "k1") {
 		t.Fatalf("browse:\n%.3000s", page)
+	}
+}
+
+// A namespace's draft is searched, and edited as one properties document
+// (text mode): changes saved, removed keys deleted, secrets left alone.
+func TestNamespaceTextModeAndSearch(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	ctx := context.Background()
+	if err := c.Do(ctx, "POST", "/api/v1/config/apps", map[string]any{"name": "shop"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "/config/dev/shop/default/application"
+	api := "/api/v1/config/envs/dev/apps/shop/clusters/default/namespaces/application"
+	edit := config.Edit{Set: []config.Item{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}, {Key: "pw", Value: "s3cret", Secret: true}}}
+	if err := c.Do(ctx, "POST", api+"/draft", edit, nil); err != nil {
+		t.Fatal(err)
+	}
+	hc, get := adminSession(t, h)
+	body := get(ns)
+	if strings.Contains(body, "s3cret") || !strings.Contains(body, `id="text-value"`) {
+		t.Fatalf("namespace page:\n%.3000s", body)
+	}
+	i := strings.Index(body, `name="csrf" value="`)
+	rest := body[i+len(`name="csrf" value="`):]
+	csrf := rest[:strings.IndexByte(rest, '"')]
+	req, _ := http.NewRequest("POST", h.URL+ns+"/text", strings.NewReader(url.Values{"csrf": {csrf}, "text": {"a=10\nc=3\n"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Referer", h.URL+ns)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "2 set, 1 deleted") {
+		t.Fatalf("text mode:\n%.2000s", b)
+	}
+	var items struct{ Items []config.Item }
+	if err := c.Do(ctx, "GET", api+"?secrets=1", nil, &items); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, it := range items.Items {
+		got[it.Key] = it.Value
+		if it.Key == "pw" && !it.Secret {
+			t.Fatal("the secret lost its flag")
+		}
+	}
+	if got["a"] != "10" || got["c"] != "3" || got["b"] != "" || got["pw"] == "" {
+		t.Fatalf("draft after the text: %v", got)
+	}
+	if body := get(ns + "?q=c"); !strings.Contains(body, `data-key="c"`) || strings.Contains(body, `data-key="a"`) {
+		t.Fatalf("search:\n%.3000s", body)
 	}
 }
