@@ -127,12 +127,17 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s := c.cfg.Jobs
-	runs, err := s.Runs(r.Context(), j.ID, 50)
+	before, _ := strconv.ParseInt(r.URL.Query().Get("before"), 10, 64)
+	runs, err := s.RunsBefore(r.Context(), j.ID, before, 50)
 	if err != nil {
 		return err
 	}
 	def, _ := json.MarshalIndent(j, "", "  ")
-	data := map[string]any{"Job": j, "Runs": runs, "Def": string(def),
+	older := int64(0)
+	if len(runs) == 50 {
+		older = runs[len(runs)-1].ID
+	}
+	data := map[string]any{"Job": j, "Runs": runs, "Older": older, "Before": before, "Def": string(def),
 		"CanTrigger": auth.FromContext(r.Context()).Can(auth.PermRelease, "", j.App, ""),
 		"CanEdit":    auth.FromContext(r.Context()).Can(auth.PermEdit, "", j.App, "")}
 	if j.Flow != nil {

@@ -210,8 +210,17 @@ func (s *Scheduler) Trigger(ctx context.Context, id int64, params string) ([]int
 
 // Runs lists a job's runs, newest first, at most limit (default 50).
 func (s *Scheduler) Runs(ctx context.Context, jobID int64, limit int) ([]job.Run, error) {
+	return s.RunsBefore(ctx, jobID, 0, limit)
+}
+
+// RunsBefore is a page of Runs: those with an ID below before (0: from the
+// newest).
+func (s *Scheduler) RunsBefore(ctx context.Context, jobID, before int64, limit int) ([]job.Run, error) {
 	if limit <= 0 || limit > 1000 {
 		limit = 50
+	}
+	if before > 0 {
+		return s.queryRuns(ctx, ` WHERE job_id = ? AND id < ? ORDER BY id DESC LIMIT ?`, jobID, before, limit)
 	}
 	return s.queryRuns(ctx, ` WHERE job_id = ? ORDER BY id DESC LIMIT ?`, jobID, limit)
 }

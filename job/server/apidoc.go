@@ -27,7 +27,7 @@ func APIRoutes() []apidoc.Route {
 		{Method: "GET", Path: base + "/{id}/glue/{version}", Tag: t, Summary: "One glue version", Response: job.GlueVersion{}},
 		{Method: "POST", Path: base + "/{id}/glue/{version}/rollback", Tag: t, Summary: "Make an old glue version current again, as a new version (admin)", Status: 201, Response: job.GlueVersion{}},
 		{Method: "GET", Path: base + "/{id}/glue-diff", Tag: t, Summary: "Diff two glue versions", Query: []apidoc.Param{{Name: "from", Type: "integer"}, {Name: "to", Type: "integer"}}, Response: job.GlueDiff{}},
-		{Method: "GET", Path: base + "/{id}/runs", Tag: t, Summary: "A job's runs, newest first", Query: []apidoc.Param{limit}, Response: api.List[job.Run]{}},
+		{Method: "GET", Path: base + "/{id}/runs", Tag: t, Summary: "A job's runs, newest first (before: the runs with a lower ID, the next page)", Query: []apidoc.Param{limit, {Name: "before", Type: "integer", Description: "a run ID: list the runs older than it"}}, Response: api.List[job.Run]{}},
 		{Method: "GET", Path: base + "/{id}/flows", Tag: t, Summary: "A workflow job's flow runs, newest first", Query: []apidoc.Param{limit}, Response: api.List[job.FlowRun]{}},
 		{Method: "GET", Path: "/api/v1/job-runs/{run}", Tag: t, Summary: "Get a run", Response: job.Run{}},
 		{Method: "POST", Path: "/api/v1/job-runs/{run}/kill", Tag: t, Summary: "Kill a running run", Status: 202},

@@ -108,3 +108,45 @@ func TestStatsCountKilledApart(t *testing.T) {
 		t.Fatalf("success %.2f, today %+v: want 0.75 and 3/1/2", stats.Success, today)
 	}
 }
+
+// Runs are paged newest first: before a run ID, the older ones.
+func TestRunsPaging(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	s, err := New(Config{Store: st, NodeName: "n1", Logger: slog.New(slog.NewTextHandler(&syncBuffer{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 7 {
+		if _, err := st.ExecContext(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+			VALUES (?, 0, ?, 0, 0, 1, 'manual', '', 'succeeded', 0, '', 0, '', 0, 0, 0, '', 0, '')`, j.ID, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []int64
+	for before := int64(0); ; {
+		page, err := s.RunsBefore(ctx, j.ID, before, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			ids = append(ids, r.ID)
+		}
+		before = page[len(page)-1].ID
+	}
+	if len(ids) != 7 {
+		t.Fatalf("paged %v, want 7 runs", ids)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] >= ids[i-1] {
+			t.Fatalf("not newest first: %v", ids)
+		}
+	}
+}

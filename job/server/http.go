@@ -261,7 +261,8 @@ func (s *Scheduler) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			return err
 		}
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-		runs, err := s.Runs(r.Context(), j.ID, limit)
+		before, _ := strconv.ParseInt(r.URL.Query().Get("before"), 10, 64)
+		runs, err := s.RunsBefore(r.Context(), j.ID, before, limit)
 		if err != nil {
 			return err
 		}
