@@ -831,3 +831,41 @@ func TestNamespaceTextModeAndSearch(t *testing.T) {
 		t.Fatalf("search:\n%.3000s", body)
 	}
 }
+
+// An admin edits a glue job's code from its page: each save is a new
+// version; a rollback brings an earlier one back as the newest.
+func TestGlueEditor(t *testing.T) {
+	h := servertest.Start(t)
+	var j job.Job
+	if err := h.Client().Do(context.Background(), "POST", "/api/v1/jobs", map[string]any{"name": "disk", "app": "demo", "handler": "glue:shell",
+		"trigger": map[string]any{"kind": "manual"}}, &j); err != nil {
+		t.Fatal(err)
+	}
+	hc, get := adminSession(t, h)
+	body := get(fmt.Sprintf("/jobs/%d", j.ID))
+	if !strings.Contains(body, `id="glue-source"`) {
+		t.Fatalf("no glue editor:\n%.2000s", body)
+	}
+	i := strings.Index(body, `name="csrf" value="`)
+	rest := body[i+len(`name="csrf" value="`):]
+	csrf := rest[:strings.IndexByte(rest, '"')]
+	post := func(path string, form url.Values) string {
+		form.Set("csrf", csrf)
+		resp, err := hc.PostForm(h.URL+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if b := post(fmt.Sprintf("/jobs/glue/%d", j.ID), url.Values{"source": {"echo one"}, "note": {"first"}}); !strings.Contains(b, "glue version 1 saved") {
+		t.Fatalf("save 1:\n%.1500s", b)
+	}
+	if b := post(fmt.Sprintf("/jobs/glue/%d", j.ID), url.Values{"source": {"echo two"}, "note": {"second"}}); !strings.Contains(b, "glue version 2 saved") {
+		t.Fatalf("save 2:\n%.1500s", b)
+	}
+	if b := post(fmt.Sprintf("/jobs/glue/%d/rollback", j.ID), url.Values{"version": {"1"}}); !strings.Contains(b, "now version 3") || !strings.Contains(b, "echo one") {
+		t.Fatalf("rollback:\n%.2500s", b)
+	}
+}

@@ -83,6 +83,42 @@ func (c *Console) registerJobForm(mux *http.ServeMux) {
 	}))
 }
 
+// registerGlueEditor lets admins edit a glue job's code from its page:
+// save a new version, or roll back to an earlier one (both audited). Glue
+// runs on executors, so, as in the API, it needs the admin role.
+func (c *Console) registerGlueEditor(mux *http.ServeMux) {
+	mux.Handle("POST /jobs/glue/{id}", c.page(func(w http.ResponseWriter, r *http.Request) error {
+		j, err := c.jobOf(r, auth.PermAdmin)
+		if err != nil {
+			return err
+		}
+		v, err := c.cfg.Jobs.SaveGlue(r.Context(), j.ID, r.PostFormValue("source"), r.PostFormValue("note"), auth.Actor(r.Context()))
+		if err != nil {
+			return err
+		}
+		c.cfg.Jobs.AuditAction(r.Context(), "job.glue.save", j, v)
+		http.Redirect(w, r, fmt.Sprintf("/jobs/%d?msg=glue+version+%d+saved", j.ID, v.Version), http.StatusSeeOther)
+		return nil
+	}))
+	mux.Handle("POST /jobs/glue/{id}/rollback", c.page(func(w http.ResponseWriter, r *http.Request) error {
+		j, err := c.jobOf(r, auth.PermAdmin)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(r.PostFormValue("version"))
+		if err != nil || n <= 0 {
+			return api.BadRequest("glue version %q: want a positive number", r.PostFormValue("version"))
+		}
+		v, err := c.cfg.Jobs.RollbackGlue(r.Context(), j.ID, n, auth.Actor(r.Context()))
+		if err != nil {
+			return err
+		}
+		c.cfg.Jobs.AuditAction(r.Context(), "job.glue.rollback", j, v)
+		http.Redirect(w, r, fmt.Sprintf("/jobs/%d?msg=glue+rolled+back+to+version+%d+(now+version+%d)", j.ID, n, v.Version), http.StatusSeeOther)
+		return nil
+	}))
+}
+
 func (c *Console) renderJobForm(w http.ResponseWriter, r *http.Request, status int, j *job.Job, errMsg string) {
 	title := "New job"
 	if j.ID != 0 {

@@ -18,6 +18,7 @@ func (c *Console) registerJobs(mux *http.ServeMux) {
 	}
 	mux.Handle("GET /jobs", c.page(c.jobsPage))
 	c.registerJobForm(mux)
+	c.registerGlueEditor(mux)
 	mux.Handle("GET /jobs/{id}", c.page(c.jobPage))
 	mux.Handle("POST /jobs/{id}/{action}", c.page(c.jobAction))
 	mux.Handle("GET /jobs/runs/{run}", c.page(c.runPage))
@@ -163,6 +164,7 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request) error {
 		}
 		hist, _ := s.GlueHistory(r.Context(), j.ID)
 		data["GlueHistory"] = hist
+		data["CanGlue"] = auth.FromContext(r.Context()).Can(auth.PermAdmin, "", j.App, "")
 	}
 	c.render(w, r, "job", j.Name, data)
 	return nil
