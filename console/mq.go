@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -116,7 +117,25 @@ func (c *Console) mqTopicPage(w http.ResponseWriter, r *http.Request) error {
 	if b := r.FormValue("broker"); b != "" {
 		q, _ := strconv.ParseUint(r.FormValue("queue"), 10, 32)
 		from, _ := strconv.ParseInt(r.FormValue("offset"), 10, 64)
-		ms, next, err := cl.Browse(r.Context(), topic, b, uint32(q), from, 50)
+		var ms []*mq.Message
+		var next int64
+		var err error
+		if at := r.FormValue("at"); at != "" {
+			// From a time (UTC): the first message stored then or after.
+			t, perr := time.Parse("2006-01-02T15:04", at)
+			if perr != nil {
+				t, perr = time.Parse("2006-01-02T15:04:05", at)
+			}
+			if perr != nil {
+				return api.BadRequest("at %q: want a date and time (UTC)", at)
+			}
+			ms, next, err = cl.BrowseAt(r.Context(), topic, b, uint32(q), t, 50)
+			if len(ms) > 0 {
+				from = ms[0].QueueOffset
+			}
+		} else {
+			ms, next, err = cl.Browse(r.Context(), topic, b, uint32(q), from, 50)
+		}
 		if err != nil {
 			data["BrowseError"] = err.Error()
 		}

@@ -313,17 +313,27 @@ func (c *Client) DeadLetters(ctx context.Context, group string, from int64, max 
 // from offset from, without consuming or committing anything (the
 // console's message browser); next is the offset to read on from.
 func (c *Client) Browse(ctx context.Context, topic, broker string, queue uint32, from int64, max int) (msgs []*Message, next int64, err error) {
-	if max <= 0 || max > 256 {
-		max = 50
+	return c.browse(ctx, &wire.PullRequest{Topic: topic, Queue: queue, Offset: from, Max: max}, broker)
+}
+
+// BrowseAt is Browse from the first message stored at or after at.
+func (c *Client) BrowseAt(ctx context.Context, topic, broker string, queue uint32, at time.Time, limit int) (msgs []*Message, next int64, err error) {
+	return c.browse(ctx, &wire.PullRequest{Topic: topic, Queue: queue, At: max(at.UnixMilli(), 1), Max: limit}, broker)
+}
+
+
+func (c *Client) browse(ctx context.Context, req *wire.PullRequest, broker string) (msgs []*Message, next int64, err error) {
+	if req.Max <= 0 || req.Max > 256 {
+		req.Max = 50
 	}
+	req.Group = "console-browse"
 	err = c.eachBroker(ctx, []string{broker}, func(b wire.BrokerInfo, cl *rpc.Client) error {
-		req := &wire.PullRequest{Group: "console-browse", Topic: topic, Queue: queue, Offset: from, Max: max}
 		rep, err := rpc.Call[wire.PullReply](ctx, cl, wire.MethodPull, req, rpc.Idempotent())
 		if err != nil {
 			return err
 		}
 		if rep.Moved { // from was below what is kept: start at the first kept
-			req.Offset = rep.Next
+			req.Offset, req.At = rep.Next, 0
 			if rep, err = rpc.Call[wire.PullReply](ctx, cl, wire.MethodPull, req, rpc.Idempotent()); err != nil {
 				return err
 			}

@@ -831,3 +831,34 @@ func TestBroadcastAndTraceContext(t *testing.T) {
 		t.Fatalf("handlers without the producer's trace context or xid: %d", len(badCtx))
 	}
 }
+
+// Browsing reads a queue from an offset or from a time without consuming.
+func TestBrowse(t *testing.T) {
+	e := newEnv(t)
+	e.addBroker("b1", nil)
+	c := e.client()
+	ctx := ctxT(t, 30*time.Second)
+	if err := c.CreateTopic(ctx, "log", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	p := e.producer(c, mq.ProducerConfig{})
+	send := func(body string) {
+		if _, err := p.Send(ctx, &mq.Message{Topic: "log", Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("early")
+	sent := time.Now().UnixMilli()
+	// The two messages must be stored in different milliseconds.
+	wait.For(t, time.Second, "the clock to pass the first message's millisecond", func() bool { return time.Now().UnixMilli() > sent+1 })
+	mid := time.Now()
+	send("late")
+	ms, next, err := c.Browse(ctx, "log", "b1", 0, 0, 10)
+	if err != nil || len(ms) != 2 || string(ms[0].Body) != "early" || next != 2 {
+		t.Fatalf("browse from 0: %v next %d %v", ms, next, err)
+	}
+	ms, _, err = c.BrowseAt(ctx, "log", "b1", 0, mid, 10)
+	if err != nil || len(ms) != 1 || string(ms[0].Body) != "late" {
+		t.Fatalf("browse from a time: %d messages %v", len(ms), err)
+	}
+}

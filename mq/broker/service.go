@@ -354,6 +354,9 @@ func (b *Broker) Pull(ctx context.Context, req *wire.PullRequest) (*wire.PullRep
 	if int(req.Queue) >= t.Queues {
 		return nil, fmt.Errorf("%w queue %d: topic %q has %d queues on broker %s", wire.ErrInvalid, req.Queue, t.Name, t.Queues, b.cfg.Name)
 	}
+	if req.At > 0 {
+		req.Offset = b.st.OffsetAt(t.Name, req.Queue, req.At)
+	}
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {

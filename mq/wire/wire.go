@@ -126,6 +126,9 @@ type PullRequest struct {
 	Max    int      `msgpack:"max"`
 	WaitMs int      `msgpack:"wait"`
 	Tags   []string `msgpack:"tags,omitempty"`
+	// At, when set (unix ms), starts at the first message stored at or
+	// after that time instead of at Offset (browsing by time).
+	At int64 `msgpack:"at,omitempty"`
 }
 
 // StoredMsg is a message as consumers see it.
@@ -428,7 +431,7 @@ func (r *PullRequest) Check() error {
 	if err := ValidTopic(r.Topic); err != nil {
 		return err
 	}
-	if r.Queue >= MaxQueues || r.Offset < 0 || r.Max < 1 || r.Max > MaxPull || r.WaitMs < 0 || r.WaitMs > MaxWaitMs || len(r.Tags) > 64 {
+	if r.Queue >= MaxQueues || r.Offset < 0 || r.At < 0 || r.Max < 1 || r.Max > MaxPull || r.WaitMs < 0 || r.WaitMs > MaxWaitMs || len(r.Tags) > 64 {
 		return fmt.Errorf("%w pull: queue < %d, offset ≥ 0, max 1–%d, wait 0–%d ms, at most 64 tags", ErrInvalid, MaxQueues, MaxPull, MaxWaitMs)
 	}
 	return nil
