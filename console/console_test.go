@@ -403,6 +403,16 @@ func TestConsoleRegistry(t *testing.T) {
 	if !strings.Contains(get("/audit"), "registry.update") {
 		t.Fatal("drain not audited")
 	}
+	// Metadata (a persistent instance's probe is one) is edited too.
+	req, _ = http.NewRequest("POST", h.URL+"/registry/public/default/pay/10.0.0.1:80/metadata", strings.NewReader(url.Values{"csrf": {csrf}, "metadata": {"version=2 zone=az9"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err = hc.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if page := get("/registry/public/default/pay"); !strings.Contains(page, "version=2") || !strings.Contains(page, "zone=az9") {
+		t.Fatalf("metadata not set:\n%.2500s", page)
+	}
 }
 
 // adminSession signs in to the console as the admin and returns the client

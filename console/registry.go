@@ -108,6 +108,19 @@ func (c *Console) instanceAction(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		p.Weight = &n
+	case "metadata":
+		// key=value pairs separated by spaces or commas; it replaces the
+		// instance's metadata (a persistent instance's probe=tcp|http:/path|rpc
+		// is its health check).
+		p.Metadata = map[string]string{}
+		for _, kv := range strings.FieldsFunc(r.FormValue("metadata"), func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				c.back(w, r, "", "metadata "+kv+": want key=value")
+				return nil
+			}
+			p.Metadata[k] = v
+		}
 	default:
 		http.NotFound(w, r)
 		return nil
