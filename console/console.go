@@ -375,6 +375,19 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
 	cursor, _ := strconv.ParseInt(q.Get("cursor"), 10, 64)
 	f := audit.Filter{Actor: strings.TrimSpace(q.Get("actor")), ActionPrefix: strings.TrimSpace(q.Get("action")),
 		ResourcePrefix: strings.TrimSpace(q.Get("resource")), Before: cursor, Limit: 100}
+	// A time window (UTC, from the form's date-time fields).
+	for k, dst := range map[string]*int64{"since": &f.Since, "until": &f.Until} {
+		if v := strings.TrimSpace(q.Get(k)); v != "" {
+			t, err := time.Parse("2006-01-02T15:04", v)
+			if err != nil {
+				t, err = time.Parse("2006-01-02T15:04:05", v)
+			}
+			if err != nil {
+				return api.BadRequest("%s %q: want a date and time (UTC)", k, v)
+			}
+			*dst = t.UnixMilli()
+		}
+	}
 	es, err := audit.List(r.Context(), c.cfg.Store, f)
 	if err != nil {
 		return err
@@ -383,7 +396,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
 	if len(es) == 100 {
 		// The next page keeps the filters.
 		nq := url.Values{}
-		for _, k := range []string{"actor", "action", "resource"} {
+		for _, k := range []string{"actor", "action", "resource", "since", "until"} {
 			if v := q.Get(k); v != "" {
 				nq.Set(k, v)
 			}
@@ -395,7 +408,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
 	for i, e := range es {
 		rows[i] = auditRow{Entry: e, Diff: jsonDiff(e.Before, e.After)}
 	}
-	c.render(w, r, "audit", "Audit", map[string]any{"Entries": rows, "Next": next, "Filter": f})
+	c.render(w, r, "audit", "Audit", map[string]any{"Entries": rows, "Next": next, "Filter": f, "Since": q.Get("since"), "Until": q.Get("until")})
 	return nil
 }
 

@@ -592,6 +592,21 @@ func TestAuditPageFilters(t *testing.T) {
 	if body := get("/audit?actor=nobody"); !strings.Contains(body, "match the filter") {
 		t.Fatalf("no match:\n%.1500s", body)
 	}
+	// A time window, in the console (UTC date-time fields) and the API.
+	future := time.Now().UTC().Add(time.Hour)
+	if body := get("/audit?since=" + future.Format("2006-01-02T15:04")); !strings.Contains(body, "match the filter") {
+		t.Fatalf("since an hour from now:\n%.1500s", body)
+	}
+	if body := get("/audit?until=" + future.Format("2006-01-02T15:04") + "&resource=app/beta"); !strings.Contains(body, "app/beta") {
+		t.Fatalf("until an hour from now:\n%.1500s", body)
+	}
+	var l struct{ Items []map[string]any }
+	if err := c.Do(context.Background(), "GET", "/api/v1/audit?since="+url.QueryEscape(future.Format(time.RFC3339)), nil, &l); err != nil || len(l.Items) != 0 {
+		t.Fatalf("API since the future: %d entries, %v", len(l.Items), err)
+	}
+	if err := c.Do(context.Background(), "GET", "/api/v1/audit?since=yesterday", nil, &l); err == nil || !strings.Contains(err.Error(), "since") {
+		t.Fatalf("a bad since: %v", err)
+	}
 }
 
 // The home page is the platform at a glance: the components, this server,

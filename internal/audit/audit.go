@@ -79,6 +79,9 @@ type Filter struct {
 	// Before returns entries with id < Before (0: newest first from the top).
 	Before int64
 	Limit  int
+	// Since and Until bound the entries' time (unix ms; 0: unbounded):
+	// Since ≤ at < Until.
+	Since, Until int64
 }
 
 // List returns entries newest first.
@@ -103,6 +106,14 @@ func List(ctx context.Context, q store.Querier, f Filter) ([]Entry, error) {
 	if f.Before > 0 {
 		query += ` AND id < ?`
 		args = append(args, f.Before)
+	}
+	if f.Since > 0 {
+		query += ` AND at >= ?`
+		args = append(args, f.Since)
+	}
+	if f.Until > 0 {
+		query += ` AND at < ?`
+		args = append(args, f.Until)
 	}
 	query += fmt.Sprintf(` ORDER BY id DESC LIMIT %d`, f.Limit)
 	rows, err := q.QueryContext(ctx, query, args...)

@@ -188,7 +188,17 @@ func (s *Service) Register(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			return err
 		}
 		q := r.URL.Query()
-		es, err := audit.List(r.Context(), s.st, audit.Filter{Actor: q.Get("actor"), ActionPrefix: q.Get("action"), ResourcePrefix: q.Get("resource"), Before: page.Cursor, Limit: page.Limit})
+		f := audit.Filter{Actor: q.Get("actor"), ActionPrefix: q.Get("action"), ResourcePrefix: q.Get("resource"), Before: page.Cursor, Limit: page.Limit}
+		for k, dst := range map[string]*int64{"since": &f.Since, "until": &f.Until} {
+			if v := q.Get(k); v != "" {
+				t, err := time.Parse(time.RFC3339, v)
+				if err != nil {
+					return api.BadRequest("%s %q: want an RFC 3339 time", k, v)
+				}
+				*dst = t.UnixMilli()
+			}
+		}
+		es, err := audit.List(r.Context(), s.st, f)
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,6 @@ func APIRoutes() []apidoc.Route {
 		{Method: "GET", Path: "/api/v1/auth/tokens", Tag: t, Summary: "List API tokens (one's own; all for an admin, or ?user=)", Query: []apidoc.Param{apidoc.Q("user", "only this user's (admin)")}, Response: api.List[Token]{}},
 		{Method: "POST", Path: "/api/v1/auth/tokens", Tag: t, Summary: "Create an API token, shown once (env limits it; ttl makes it expire)", Body: TokenSpec{}, Status: 201, Response: CreatedToken{}},
 		{Method: "DELETE", Path: "/api/v1/auth/tokens/{id}", Tag: t, Summary: "Revoke an API token (admin)", Status: 204},
-		{Method: "GET", Path: "/api/v1/audit", Tag: t, Summary: "The audit log, newest first (admin)", Query: []apidoc.Param{apidoc.Q("actor", ""), apidoc.Q("action", "action prefix"), apidoc.Q("resource", "resource prefix"), {Name: "limit", Type: "integer"}, apidoc.Q("cursor", "next_cursor of the previous page")}, Response: api.List[audit.Entry]{}},
+		{Method: "GET", Path: "/api/v1/audit", Tag: t, Summary: "The audit log, newest first (admin)", Query: []apidoc.Param{apidoc.Q("actor", ""), apidoc.Q("action", "action prefix"), apidoc.Q("resource", "resource prefix"), apidoc.Q("since", "RFC 3339: entries at or after"), apidoc.Q("until", "RFC 3339: entries before"), {Name: "limit", Type: "integer"}, apidoc.Q("cursor", "next_cursor of the previous page")}, Response: api.List[audit.Entry]{}},
 	}
 }
