@@ -32,10 +32,13 @@ type TopicBroker struct {
 
 // GroupInfo is a consumer group across brokers.
 type GroupInfo struct {
-	Group   string       `json:"group"`
-	Clients []string     `json:"clients"`
-	Lag     int64        `json:"lag"`
-	Queues  []GroupQueue `json:"queues"`
+	Group   string   `json:"group"`
+	Clients []string `json:"clients"`
+	// Conns are the members' connections, per broker (address, last
+	// heartbeat, subscriptions).
+	Conns  []wire.ClientConn `json:"conns,omitempty"`
+	Lag    int64             `json:"lag"`
+	Queues []GroupQueue      `json:"queues"`
 }
 
 // GroupQueue is a group's position in one queue.
@@ -207,6 +210,7 @@ func (c *Client) Groups(ctx context.Context, group string) ([]GroupInfo, error) 
 				gi = &GroupInfo{Group: g.Group}
 				byName[g.Group] = gi
 			}
+			gi.Conns = append(gi.Conns, g.Conns...)
 			for _, cl := range g.Clients {
 				if !slices.Contains(gi.Clients, cl) {
 					gi.Clients = append(gi.Clients, cl)
@@ -320,7 +324,6 @@ func (c *Client) Browse(ctx context.Context, topic, broker string, queue uint32,
 func (c *Client) BrowseAt(ctx context.Context, topic, broker string, queue uint32, at time.Time, limit int) (msgs []*Message, next int64, err error) {
 	return c.browse(ctx, &wire.PullRequest{Topic: topic, Queue: queue, At: max(at.UnixMilli(), 1), Max: limit}, broker)
 }
-
 
 func (c *Client) browse(ctx context.Context, req *wire.PullRequest, broker string) (msgs []*Message, next int64, err error) {
 	if req.Max <= 0 || req.Max > 256 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -861,4 +862,25 @@ func TestBrowse(t *testing.T) {
 	if err != nil || len(ms) != 1 || string(ms[0].Body) != "late" {
 		t.Fatalf("browse from a time: %d messages %v", len(ms), err)
 	}
+}
+
+// A group's listing shows each member's connection: the address its
+// heartbeats come from, when the last came, what it subscribes to.
+func TestGroupConnections(t *testing.T) {
+	e := newEnv(t)
+	e.addBroker("b1", nil)
+	c := e.client()
+	ctx := ctxT(t, 30*time.Second)
+	if err := c.CreateTopic(ctx, "feed", 2, false); err != nil {
+		t.Fatal(err)
+	}
+	startConsumer(t, c, mq.ConsumerConfig{Group: "readers"}, "feed", nil, func(ctx context.Context, m *mq.Message) error { return nil })
+	wait.For(t, 10*time.Second, "the member's connection listed", func() bool {
+		gs, err := c.Groups(ctx, "readers")
+		if err != nil || len(gs) != 1 || len(gs[0].Conns) != 1 {
+			return false
+		}
+		cn := gs[0].Conns[0]
+		return cn.Client == c.ID() && strings.HasPrefix(cn.Addr, "127.0.0.1:") && cn.LastBeat > 0 && slices.Contains(cn.Topics, "feed") && cn.Broker == "b1"
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,6 +222,7 @@ type session struct {
 type consumerEntry struct {
 	seen   time.Time
 	topics []string
+	addr   string // where its heartbeats come from
 }
 
 type lockKey struct {
@@ -278,8 +280,9 @@ func (c *consumerTable) goneLocked(client string, now time.Time) bool {
 	return ss != nil && !ss.lost.IsZero() && now.Sub(ss.lost) > c.grace
 }
 
-// beat records a consumer and returns the group's live clients, sorted.
-func (c *consumerTable) beat(group, client string, topics []string, now time.Time) []string {
+// beat records a consumer (heartbeating from addr) and returns the group's
+// live clients, sorted.
+func (c *consumerTable) beat(group, client string, topics []string, now time.Time, addr ...string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[group]
@@ -287,8 +290,27 @@ func (c *consumerTable) beat(group, client string, topics []string, now time.Tim
 		g = map[string]consumerEntry{}
 		c.groups[group] = g
 	}
-	g[client] = consumerEntry{seen: now, topics: topics}
+	e := consumerEntry{seen: now, topics: topics}
+	if len(addr) > 0 {
+		e.addr = addr[0]
+	}
+	g[client] = e
 	return c.clientsLocked(group, now)
+}
+
+// conns describes the group's live members.
+func (c *consumerTable) conns(group string) []wire.ClientConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	var out []wire.ClientConn
+	for id, e := range c.groups[group] {
+		if now.Sub(e.seen) <= c.timeout && !c.goneLocked(id, now) {
+			out = append(out, wire.ClientConn{Client: id, Addr: e.addr, LastBeat: e.seen.UnixMilli(), Topics: e.topics})
+		}
+	}
+	slices.SortFunc(out, func(a, b wire.ClientConn) int { return strings.Compare(a.Client, b.Client) })
+	return out
 }
 
 func (c *consumerTable) clientsLocked(group string, now time.Time) []string {

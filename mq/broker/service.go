@@ -486,7 +486,11 @@ func (b *Broker) handleHeartbeat(ctx context.Context, req *wire.HeartbeatRequest
 		}
 	}
 	b.consumers.attach(req.Client, rpc.ConnContext(ctx))
-	return &wire.HeartbeatReply{Clients: b.consumers.beat(req.Group, req.Client, req.Topics, time.Now()),
+	peer := ""
+	if ci := rpc.Info(ctx); ci != nil {
+		peer = ci.Peer
+	}
+	return &wire.HeartbeatReply{Clients: b.consumers.beat(req.Group, req.Client, req.Topics, time.Now(), peer),
 		Epoch: b.offsets.groupEpoch(req.Group)}, nil
 }
 
@@ -683,7 +687,10 @@ func (b *Broker) Groups(only string) []wire.GroupStats {
 	get := func(g string) *wire.GroupStats {
 		s := byGroup[g]
 		if s == nil {
-			s = &wire.GroupStats{Group: g, Clients: b.consumers.clients(g)}
+			s = &wire.GroupStats{Group: g, Clients: b.consumers.clients(g), Conns: b.consumers.conns(g)}
+			for i := range s.Conns {
+				s.Conns[i].Broker = b.cfg.Name
+			}
 			byGroup[g] = s
 		}
 		return s

@@ -304,11 +304,24 @@ type LookupReply struct {
 
 // GroupStats is a consumer group's state on a broker.
 type GroupStats struct {
-	Group   string        `msgpack:"group" json:"group"`
-	Clients []string      `msgpack:"clients" json:"clients"`
+	Group   string   `msgpack:"group" json:"group"`
+	Clients []string `msgpack:"clients" json:"clients"`
+	// Conns describes each live member's connection (as RocketMQ's
+	// dashboard lists a group's consumer connections).
+	Conns   []ClientConn  `msgpack:"conns,omitempty" json:"conns,omitempty"`
 	Offsets []QueueOffset `msgpack:"offsets" json:"offsets"`
 	Max     []int64       `msgpack:"max" json:"max"` // per Offsets entry
 	Lag     int64         `msgpack:"lag" json:"lag"`
+}
+
+// ClientConn is a consumer as a broker sees it: its ID, the address its
+// heartbeats come from, when the last came, and what it subscribes to.
+type ClientConn struct {
+	Client   string   `msgpack:"client" json:"client"`
+	Addr     string   `msgpack:"addr" json:"addr"`
+	LastBeat int64    `msgpack:"beat" json:"last_beat"` // unix ms
+	Topics   []string `msgpack:"topics,omitempty" json:"topics,omitempty"`
+	Broker   string   `msgpack:"broker,omitempty" json:"broker,omitempty"`
 }
 
 // GroupsReply lists a broker's consumer groups.
