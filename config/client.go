@@ -318,7 +318,7 @@ func (c *Client) watchLoop(ctx context.Context) {
 }
 
 func (c *Client) watchOnce(ctx context.Context) ([]Notification, error) {
-	req := WatchRequest{Env: c.opts.Env, App: c.opts.App, Cluster: c.opts.Cluster}
+	req := WatchRequest{Env: c.opts.Env, App: c.opts.App, Cluster: c.opts.Cluster, Instance: c.opts.Instance}
 	c.mu.RLock()
 	for _, ns := range c.opts.Namespaces {
 		req.Namespaces = append(req.Namespaces, Notification{NS: ns, ID: c.state[ns].notifyID})

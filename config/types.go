@@ -188,6 +188,9 @@ type Instance struct {
 	ReleaseID int64  `json:"release_id"`
 	Gray      bool   `json:"gray"`
 	LastSeen  int64  `json:"last_seen"`
+	// Online: it fetched or watched the namespace recently (within two
+	// watch holds); a client that left is listed, offline, for a week.
+	Online bool `json:"online"`
 }
 
 // Notification is a namespace and the notification id a client holds (or,
@@ -203,6 +206,10 @@ type WatchRequest struct {
 	App        string         `json:"app"`
 	Cluster    string         `json:"cluster"`
 	Namespaces []Notification `json:"namespaces"`
+	// Instance is the watching client's instance ID (as on its fetches): a
+	// client that keeps watching is shown online though it fetches only
+	// when something changes.
+	Instance string `json:"instance,omitempty"`
 }
 
 // Release kinds.

@@ -773,3 +773,39 @@ func TestExportImportKeepsSecrets(t *testing.T) {
 		t.Fatalf("saving the mask changed the secret to %q", cfg.Items["db.password"])
 	}
 }
+
+// A client is listed online while it fetches or watches the namespace: a
+// watcher is seen at each watch though it fetches only on a change; one
+// that stopped both is offline.
+func TestClientsOnlineWhileWatching(t *testing.T) {
+	h := servertest.Start(t)
+	c := h.Client()
+	mustDo(t, c, "POST", "/api/v1/config/apps", config.App{Name: "demo"}, nil)
+	mustDo(t, c, "PUT", ns("application")+"/items/greeting", map[string]any{"value": "hello"}, nil)
+	mustDo(t, c, "POST", ns("application")+"/publish", config.PublishRequest{Comment: "first"}, nil)
+	mustDo(t, c, "GET", "/api/v1/config/configs/dev/demo/default/application?instance=i1&ip=10.0.0.1", nil, nil)
+	list := func() []config.Instance {
+		var l struct{ Items []config.Instance }
+		mustDo(t, c, "GET", ns("application")+"/instances", nil, &l)
+		return l.Items
+	}
+	wait.For(t, 10*time.Second, "i1 listed online", func() bool { l := list(); return len(l) == 1 && l[0].Online })
+	wait.For(t, 10*time.Second, "i1's fetch written to the store", func() bool {
+		var n int
+		_ = h.Srv.Store().QueryRowContext(context.Background(), `SELECT COUNT(*) FROM config_instances WHERE instance = 'i1'`).Scan(&n)
+		return n == 1
+	})
+	// It stopped: its last sighting is long ago.
+	old := time.Now().Add(-time.Hour).UnixMilli()
+	if _, err := h.Srv.Store().ExecContext(context.Background(), `UPDATE config_instances SET last_seen = ? WHERE instance = 'i1'`, old); err != nil {
+		t.Fatal(err)
+	}
+	if l := list(); len(l) != 1 || l[0].Online {
+		t.Fatalf("a client gone an hour is listed %+v", l)
+	}
+	// It watches (without fetching): online again.
+	var out struct{ Changes []config.Notification }
+	mustDo(t, c, "POST", "/api/v1/config/watch", config.WatchRequest{Env: "dev", App: "demo", Instance: "i1",
+		Namespaces: []config.Notification{{NS: "application", ID: -1}}}, &out)
+	wait.For(t, 10*time.Second, "the watcher listed online", func() bool { l := list(); return len(l) == 1 && l[0].Online })
+}

@@ -489,6 +489,7 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		if err != nil {
 			return err
 		}
+		s.instances.watched(req)
 		if err := s.watchTargetsExist(r.Context(), wt); err != nil {
 			return err
 		}

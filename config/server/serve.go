@@ -238,6 +238,12 @@ func (s *Server) Instances(ctx context.Context, c config.Coord) ([]config.Instan
 		out = append(out, in)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].LastSeen > out[j].LastSeen })
+	// A watching client is seen at least every watch hold (MaxHold), and
+	// its sightings are written every InstanceFlushInterval.
+	cut := store.NowMillis() - (2*s.cfg.MaxHold + 2*InstanceFlushInterval).Milliseconds()
+	for i := range out {
+		out[i].Online = out[i].LastSeen >= cut
+	}
 	return out, nil
 }
 
@@ -246,8 +252,37 @@ func (s *Server) Instances(ctx context.Context, c config.Coord) ([]config.Instan
 // fetched by 10,000 clients costs a few transactions rather than 10,000
 // (Apollo queues its instance audits the same way).
 type instanceLog struct {
-	mu   sync.Mutex
-	recs map[instanceKey]config.Instance
+	mu       sync.Mutex
+	recs     map[instanceKey]config.Instance
+	watching map[watchSeen]int64 // instances seen watching since the last flush → when
+}
+
+// watchSeen is a client instance watching a namespace.
+type watchSeen struct {
+	coord    config.Coord
+	instance string
+}
+
+// watched records that instance is watching the namespaces of req.
+func (l *instanceLog) watched(req config.WatchRequest) {
+	if req.Instance == "" || len(req.Instance) > 128 {
+		return
+	}
+	now := store.NowMillis()
+	if req.Cluster == "" {
+		req.Cluster = config.DefaultCluster
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.watching == nil {
+		l.watching = map[watchSeen]int64{}
+	}
+	for _, n := range req.Namespaces {
+		if len(l.watching) >= 200_000 {
+			return
+		}
+		l.watching[watchSeen{config.Coord{Env: req.Env, App: req.App, Cluster: req.Cluster, NS: n.NS}, req.Instance}] = now
+	}
 }
 
 type instanceKey struct {
@@ -278,12 +313,12 @@ func (l *instanceLog) pending(ns int64) []config.Instance {
 	return out
 }
 
-func (l *instanceLog) take() map[instanceKey]config.Instance {
+func (l *instanceLog) take() (map[instanceKey]config.Instance, map[watchSeen]int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	recs := l.recs
-	l.recs = nil
-	return recs
+	recs, watching := l.recs, l.watching
+	l.recs, l.watching = nil, nil
+	return recs, watching
 }
 
 // InstanceRetention is how long a client instance that stopped fetching
@@ -293,7 +328,10 @@ const InstanceRetention = 7 * 24 * time.Hour
 // flushInstances writes the collected instance records and forgets
 // instances not seen for InstanceRetention.
 func (s *Server) flushInstances(ctx context.Context) error {
-	recs := s.instances.take()
+	recs, watching := s.instances.take()
+	if err := s.flushWatching(ctx, watching); err != nil {
+		return err
+	}
 	if len(recs) == 0 {
 		return nil
 	}
@@ -317,6 +355,32 @@ func (s *Server) flushInstances(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// flushWatching moves the last-seen time of clients that are watching (and
+// so fetch only on a change) forward; an instance that never fetched is not
+// added: it appears with its first fetch.
+func (s *Server) flushWatching(ctx context.Context, watching map[watchSeen]int64) error {
+	ids := map[config.Coord]int64{}
+	for w, at := range watching {
+		id, ok := ids[w.coord]
+		if !ok {
+			ns, err := s.Namespace(ctx, w.coord)
+			if err != nil {
+				ids[w.coord] = 0 // gone: nothing to mark
+				continue
+			}
+			id = ns.ID
+			ids[w.coord] = id
+		}
+		if id == 0 {
+			continue
+		}
+		if _, err := s.st.ExecContext(ctx, `UPDATE config_instances SET last_seen = ? WHERE ns_id = ? AND instance = ? AND last_seen < ?`, at, id, w.instance, at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Export renders a namespace (its current release, or its draft) as a file
