@@ -390,9 +390,13 @@ func itemCmds(g *globals) []*cobra.Command {
 				return err
 			}
 			return g.print(out, func(w *tabwriter.Writer) {
-				row(w, "INSTANCE", "IP", "LABELS", "RELEASE", "GRAY", "LAST-SEEN")
+				row(w, "INSTANCE", "STATE", "IP", "LABELS", "RELEASE", "GRAY", "LAST-SEEN")
 				for _, in := range out {
-					row(w, in.Instance, in.IP, in.Labels, in.ReleaseID, in.Gray, time.UnixMilli(in.LastSeen).UTC().Format(time.RFC3339))
+					state := "offline"
+					if in.Online {
+						state = "online"
+					}
+					row(w, in.Instance, state, in.IP, in.Labels, "#"+strconv.FormatInt(in.ReleaseID, 10), in.Gray, time.UnixMilli(in.LastSeen).UTC().Format(time.RFC3339))
 				}
 			})
 		}}
