@@ -12,6 +12,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/mq"
+	"github.com/tangram-dev/tangram/mq/wire"
 )
 
 func (c *Console) registerMQ(mux *http.ServeMux) {
@@ -72,6 +73,16 @@ func (c *Console) mqPage(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	data["Groups"] = groups
+	// Producer groups connected for transaction check-backs.
+	if ps, err := cl.Producers(r.Context(), ""); err == nil {
+		var visible []wire.ProducerConn
+		for _, pc := range ps {
+			if p.Can(auth.PermRead, "", pc.Group, "") {
+				visible = append(visible, pc)
+			}
+		}
+		data["Producers"] = visible
+	}
 	data["Errors"] = errs
 	c.render(w, r, "mq", "Message queue", data)
 	return nil

@@ -196,6 +196,21 @@ func (c *Client) Topics(ctx context.Context, all bool) ([]TopicInfo, error) {
 	return out, err
 }
 
+// Producers lists, across brokers, the producers connected for
+// transaction check-backs, by producer group (one when group is set).
+func (c *Client) Producers(ctx context.Context, group string) ([]wire.ProducerConn, error) {
+	var out []wire.ProducerConn
+	err := c.eachBroker(ctx, nil, func(b wire.BrokerInfo, cl *rpc.Client) error {
+		rep, err := rpc.Call[wire.GroupsReply](ctx, cl, wire.MethodGroups, &wire.NameRequest{Name: group}, rpc.Idempotent())
+		if err != nil {
+			return err
+		}
+		out = append(out, rep.Producers...)
+		return nil
+	})
+	return out, err
+}
+
 // Groups reports consumer groups (one when group is set) across brokers.
 func (c *Client) Groups(ctx context.Context, group string) ([]GroupInfo, error) {
 	byName := map[string]*GroupInfo{}

@@ -602,6 +602,10 @@ func TestTransactionalMessages(t *testing.T) {
 		return nil
 	})
 	wait.For(t, 10*time.Second, "the producer's check stream", func() bool { return b1.TxCheckers("orders-svc") == 1 })
+	// The producer group's connection is listed (address, broker).
+	if ps, err := c.Producers(ctx, "orders-svc"); err != nil || len(ps) != 1 || !strings.HasPrefix(ps[0].Addr, "127.0.0.1:") || ps[0].Broker != "b1" || ps[0].Since == 0 {
+		t.Fatalf("producers: %+v %v", ps, err)
+	}
 	for body, st := range map[string]mq.TxState{"commit": mq.TxCommit, "rollback": mq.TxRollback, "unknown-then-commit": mq.TxUnknown, "never-known": mq.TxUnknown} {
 		_, _, err := p.SendTransaction(ctx, &mq.Message{Topic: "tx", Body: []byte(body)}, func(ctx context.Context, half *mq.SendResult) (mq.TxState, error) {
 			time.Sleep(50 * time.Millisecond) // sleep-ok: a local transaction that takes a while

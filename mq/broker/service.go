@@ -116,7 +116,7 @@ func (b *Broker) newRPCServer() (*rpc.Server, error) {
 			if err := authz(ctx, auth.PermRead, ""); err != nil {
 				return nil, err
 			}
-			return &wire.GroupsReply{Groups: b.Groups(req.Name)}, nil
+			return &wire.GroupsReply{Groups: b.Groups(req.Name), Producers: b.Producers(req.Name)}, nil
 		}),
 		rpc.Handle(srv, wire.MethodResetOffset, b.handleResetOffset),
 	)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +44,7 @@ type txService struct {
 	ops      map[int64]string // half commitlog offset -> op outcome
 	moved    map[int64]string // half commitlog offset -> the ID it moved to
 	streams  map[string][]*rpc.ServerStream[wire.TxChecksRequest, wire.TxCheck]
+	conns    map[*rpc.ServerStream[wire.TxChecksRequest, wire.TxCheck]]wire.ProducerConn // who listens, for listings
 	rr       int
 	dirty    bool
 }
@@ -209,11 +212,20 @@ func (b *Broker) handleTxChecks(ss *rpc.ServerStream[wire.TxChecksRequest, wire.
 		return rpcError(err)
 	}
 	t := b.tx
+	peer := ""
+	if ci := rpc.Info(ss.Context()); ci != nil {
+		peer = ci.Peer
+	}
 	t.mu.Lock()
 	t.streams[req.Group] = append(t.streams[req.Group], ss)
+	if t.conns == nil {
+		t.conns = map[*rpc.ServerStream[wire.TxChecksRequest, wire.TxCheck]]wire.ProducerConn{}
+	}
+	t.conns[ss] = wire.ProducerConn{Group: req.Group, Addr: peer, Since: time.Now().UnixMilli(), Broker: b.cfg.Name}
 	t.mu.Unlock()
 	defer func() {
 		t.mu.Lock()
+		delete(t.conns, ss)
 		l := t.streams[req.Group]
 		for i, s := range l {
 			if s == ss {
@@ -336,6 +348,21 @@ func (t *txService) checkOne(m *store.Message, checks int) error {
 	}
 	t.b.metrics.txChecks.Add(1)
 	return nil
+}
+
+// Producers lists the producers connected for transaction check-backs
+// (of group, or of every group when it is empty).
+func (b *Broker) Producers(group string) []wire.ProducerConn {
+	b.tx.mu.Lock()
+	defer b.tx.mu.Unlock()
+	var out []wire.ProducerConn
+	for _, pc := range b.tx.conns {
+		if group == "" || pc.Group == group {
+			out = append(out, pc)
+		}
+	}
+	slices.SortFunc(out, func(a, c wire.ProducerConn) int { return strings.Compare(a.Group+a.Addr, c.Group+c.Addr) })
+	return out
 }
 
 // TxCheckers is how many producers of group listen for transaction

@@ -327,6 +327,18 @@ type ClientConn struct {
 // GroupsReply lists a broker's consumer groups.
 type GroupsReply struct {
 	Groups []GroupStats `msgpack:"groups"`
+	// Producers are the producers connected for transaction check-backs,
+	// by producer group (the producers a broker knows by group).
+	Producers []ProducerConn `msgpack:"producers,omitempty"`
+}
+
+// ProducerConn is a producer of a group listening for transaction
+// check-backs on a broker.
+type ProducerConn struct {
+	Group  string `msgpack:"group" json:"group"`
+	Addr   string `msgpack:"addr" json:"addr"`
+	Since  int64  `msgpack:"since" json:"since"` // unix ms
+	Broker string `msgpack:"broker,omitempty" json:"broker,omitempty"`
 }
 
 // ResetOffsetRequest moves a group's offsets on a topic to a time (unix ms;
