@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -161,6 +162,7 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 			var mu sync.Mutex
 			acked := map[int]bool{}
 			var next int
+			var refused atomic.Int64 // sends that failed (into the dead broker)
 			rounds := faults.Rounds(1, 6)
 			for round := range rounds {
 				var wg sync.WaitGroup
@@ -183,6 +185,8 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 								mu.Lock()
 								acked[i] = true
 								mu.Unlock()
+							} else {
+								refused.Add(1)
 							}
 						}
 					}()
@@ -194,7 +198,10 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 					return len(acked) >= target
 				})
 				bp.kill()
-				time.Sleep(200 * time.Millisecond) // sleep-ok: producers go on sending into the dead broker
+				// Producers go on sending into the dead broker until some
+				// sends have failed there.
+				before := refused.Load()
+				wait.For(t, 30*time.Second, "sends into the dead broker to fail", func() bool { return refused.Load() > before })
 				close(stop)
 				wg.Wait()
 				bp = startBrokerProc(t, e, "kb", addr, dir, flush)

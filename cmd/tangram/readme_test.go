@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
 )
 
 // TestREADMETour runs README.md's tour as a reader would: every ```sh block,
@@ -266,13 +268,9 @@ func listenAddrs(cmd string) []string {
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool, log string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(log)
-			t.Fatalf("README tour: waited %v for %s; its output:\n%s", d, what, b)
-		}
-		time.Sleep(100 * time.Millisecond) // sleep-ok: polling what a background process prints
+	if !wait.Until(d, cond) {
+		b, _ := os.ReadFile(log)
+		t.Fatalf("README tour: waited %v for %s; its output:\n%s", d, what, b)
 	}
 }
 
