@@ -3,8 +3,6 @@ package console_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -111,12 +109,9 @@ func TestConsoleJobsBrowser(t *testing.T) {
 	step("workflow page", chromedp.Navigate(fmt.Sprintf("%s/jobs/%d", h.URL, flow.ID)), chromedp.WaitVisible(id("dag")))
 	waitText("#node-first", "succeeded")
 	waitText("#node-second", "after first")
-	if dir := os.Getenv("TANGRAM_SCREENSHOTS"); dir != "" {
-		for name, path := range map[string]string{"jobs": "/jobs", "job-flow": fmt.Sprintf("/jobs/%d", flow.ID), "job-run": fmt.Sprintf("/jobs/runs/%d", run)} {
-			step("shot "+name, chromedp.Navigate(h.URL+path))
-			png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-			must(err)
-			must(os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
-		}
+	// The detail pages fit the window: a job, a workflow, a run.
+	for _, path := range []string{fmt.Sprintf("/jobs/%d", ticker.ID), fmt.Sprintf("/jobs/%d", flow.ID), fmt.Sprintf("/jobs/runs/%d", run),
+		fmt.Sprintf("/jobs/edit/%d", ticker.ID)} {
+		fits(t, bctx, h.URL, path)
 	}
 }

@@ -112,4 +112,7 @@ func TestConsoleMQBrowser(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the re-sent dead letter was not consumed")
 	}
+	for _, path := range []string{"/mq", "/mq/topics/orders", "/mq/groups/billing"} {
+		fits(t, bctx, h.URL, path)
+	}
 }
