@@ -169,7 +169,7 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 			smtpCfg = &s.cfg.SMTP
 		}
 		j, err := jobserver.New(jobserver.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName,
-			LeaseTTL: s.cfg.JobLeaseTTL, MinInterval: s.cfg.JobMinInterval, WebhookAllow: s.cfg.JobWebhookAllow, SMTP: smtpCfg})
+			LeaseTTL: s.cfg.JobLeaseTTL, ClaimAhead: s.cfg.JobClaimAhead, MinInterval: s.cfg.JobMinInterval, WebhookAllow: s.cfg.JobWebhookAllow, SMTP: smtpCfg})
 		if err != nil {
 			return nil, err
 		}

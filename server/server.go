@@ -113,6 +113,9 @@ type Config struct {
 	// JobMinInterval is the tightest job schedule a non-admin may set
 	// (default 1 s).
 	JobMinInterval time.Duration
+	// JobClaimAhead is how early a fire is claimed in the store; its run
+	// goes to the executor at its exact time (default 100 ms).
+	JobClaimAhead time.Duration
 	// JobWebhookAllow lets job alarm webhooks reach internal addresses
 	// (CIDR prefixes, addresses or host names); default: public only.
 	JobWebhookAllow []string

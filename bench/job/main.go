@@ -327,6 +327,9 @@ func measureTangram(bin, dir string, servers, n int, period, measure time.Durati
 		}
 		cmd := exec.Command(bin, "server", "--http", h, "--rpc", r, "--broker", "off", "--data", filepath.Join(dir, fmt.Sprintf("s%d-%d", servers, i)),
 			"--store", dsn, "--node-name", fmt.Sprintf("bench-%d", i), "--log-level", "error")
+		if a := os.Getenv("BENCH_JOB_PPROF"); a != "" && i == 0 {
+			cmd.Args = append(cmd.Args, "--debug-addr", a) // profile the first server while it runs
+		}
 		cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {

@@ -88,18 +88,83 @@ func (s *Store) AcquireLease(ctx context.Context, name string, h Holder, ttl tim
 	return l, l.Holder == h.ID && l.ExpiresAt.After(now), nil
 }
 
-// RenewLeases extends, in one statement, every live lease holder (a
-// Holder.ID) holds, and returns how many. The caller reads its leases back
-// (Leases) to learn which are still its own, under which term.
+// RenewLeases extends every live lease holder (a Holder.ID) holds and
+// returns how many. The caller reads its leases back (Leases) to learn which
+// are still its own, under which term.
+//
+// On PostgreSQL and MySQL a lease whose row is locked — a write fenced by it
+// is under way (FenceLease, which extends the lease itself when it commits)
+// — is skipped, not waited for: waiting made a convoy, the renewal held the
+// rows it had already extended while it waited on one busy row, and every
+// other fenced write queued behind it (the scheduler's once-a-second
+// lateness spikes of 100–600 ms). A lease skipped this round is renewed by
+// the write that held it, or by the next round.
 func (s *Store) RenewLeases(ctx context.Context, holder string, ttl time.Duration) (int64, error) {
 	now := time.Now()
-	res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE holder = ? AND expires_at >= ?`,
-		now.Add(ttl).UnixMilli(), holder, now.UnixMilli())
+	exp, live := now.Add(ttl).UnixMilli(), now.UnixMilli()
+	if s.dialect == SQLite { // one writer: nothing to skip
+		res, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE holder = ? AND expires_at >= ?`, exp, holder, live)
+		if err != nil {
+			return 0, fmt.Errorf("store: renew the leases of %s: %w", holder, err)
+		}
+		n, _ := res.RowsAffected()
+		return n, nil
+	}
+	var n int64
+	err := s.InTx(ctx, func(tx *Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, `SELECT name FROM leases WHERE holder = ? AND expires_at >= ? FOR UPDATE SKIP LOCKED`, holder, live)
+		if err != nil {
+			return err
+		}
+		var names []any
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				rows.Close()
+				return err
+			}
+			names = append(names, name)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE holder = ? AND name IN (?`+strings.Repeat(", ?", len(names)-1)+`)`,
+			append([]any{exp, holder}, names...)...)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("store: renew the leases of %s: %w", holder, err)
 	}
-	n, _ := res.RowsAffected()
 	return n, nil
+}
+
+// FenceLease checks, inside tx, that holder still holds the lease name under
+// term, and extends it by ttl from now. The write locks the lease's row
+// until tx ends: a takeover (AcquireLease) waits for tx, so nothing tx
+// writes can land after another holder took over. ErrLeaseLost when the
+// lease has expired, moved to another term or holder, or never existed.
+// On SQLite, which has one writer, the write takes the database's write
+// lock; a transaction whose snapshot went stale fails on it.
+func FenceLease(ctx context.Context, tx *Tx, name, holder string, term int64, ttl time.Duration) error {
+	now := time.Now()
+	res, err := tx.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ? AND term = ? AND expires_at >= ?`,
+		now.Add(ttl).UnixMilli(), name, holder, term, now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store: fence on lease %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: %s (term %d, holder %s)", ErrLeaseLost, name, term, holder)
+	}
+	return nil
 }
 
 // RenewLease extends a lease held by holder under term; ErrLeaseLost when

@@ -151,3 +151,84 @@ func TestLeaseTakeoverByRestartedNode(t *testing.T) {
 		})
 	}
 }
+
+// A write fenced by a lease (FenceLease) holds the lease's row until it
+// ends; renewing every lease of the holder meanwhile must neither wait for
+// it nor make other fenced writes wait (a convoy that made the scheduler
+// fire hundreds of milliseconds late once a second). The fenced write
+// extends its own lease, and a takeover still waits for it.
+func TestRenewSkipsLeasesBusyWithFencedWrites(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		if d == store.SQLite {
+			continue // one writer: nothing runs beside a write
+		}
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			s := storetest.Open(t, d)
+			h := hold("srv-a")
+			var terms [2]int64
+			for i, name := range []string{"p/0", "p/1"} {
+				l, ok, err := s.AcquireLease(ctx, name, h, 2*time.Second)
+				if err != nil || !ok {
+					t.Fatal(ok, err)
+				}
+				terms[i] = l.Term
+			}
+			before, _ := s.Lease(ctx, "p/0")
+			locked := make(chan struct{})
+			release := make(chan struct{})
+			done := make(chan error, 1)
+			go func() {
+				done <- s.InTx(ctx, func(tx *store.Tx) error {
+					if err := store.FenceLease(ctx, tx, "p/0", h.ID, terms[0], time.Minute); err != nil {
+						return err
+					}
+					close(locked)
+					<-release
+					return nil
+				})
+			}()
+			<-locked
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			n, err := s.RenewLeases(rctx, h.ID, 2*time.Second)
+			cancel()
+			if err != nil || n != 1 {
+				t.Fatalf("renewal beside a fenced write: renewed %d, %v (want 1: the busy lease skipped, not waited for)", n, err)
+			}
+			// Another fenced write on the other lease goes through at once.
+			fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err = s.InTx(fctx, func(tx *store.Tx) error { return store.FenceLease(fctx, tx, "p/1", h.ID, terms[1], 2*time.Second) })
+			cancel()
+			if err != nil {
+				t.Fatalf("a fenced write on another lease waited: %v", err)
+			}
+			// A takeover of the busy lease waits for its write to end.
+			took := make(chan bool, 1)
+			go func() {
+				_, ok, _ := s.AcquireLease(ctx, "p/0", hold("srv-b"), time.Minute)
+				took <- ok
+			}()
+			select {
+			case ok := <-took:
+				t.Fatalf("a takeover did not wait for the fenced write (took it: %v)", ok)
+			case <-time.After(300 * time.Millisecond): // sleep-ok: asserting that nothing happens
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if ok := <-took; ok {
+				t.Fatal("the lease was taken over though its fenced write had extended it")
+			}
+			after, _ := s.Lease(ctx, "p/0")
+			if !after.ExpiresAt.After(before.ExpiresAt.Add(30 * time.Second)) {
+				t.Fatalf("the fenced write did not extend its lease: %v → %v", before.ExpiresAt, after.ExpiresAt)
+			}
+			// A fence under a stale term fails.
+			err = s.InTx(ctx, func(tx *store.Tx) error { return store.FenceLease(ctx, tx, "p/0", h.ID, terms[0]+1, time.Second) })
+			if !errors.Is(err, store.ErrLeaseLost) {
+				t.Fatalf("fence under a wrong term: %v, want ErrLeaseLost", err)
+			}
+		})
+	}
+}

@@ -32,6 +32,93 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testScheduler is a scheduler on st, not started, logging to logs.
+func testScheduler(t *testing.T, st *store.Store, logs *syncBuffer) *Scheduler {
+	t.Helper()
+	s, err := New(Config{Store: st, NodeName: "n1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// insertRun adds a run of job to the store as the fire path does.
+func insertRun(t *testing.T, s *Scheduler, jobID int64, fireAt int64, status string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	var id int64
+	err := s.st.InTx(ctx, func(tx *store.Tx) (err error) {
+		id, err = tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
+			VALUES (?, ?, ?, 0, 0, 1, 'manual', '', ?, ?, 'ex:1', 0, '', ?, ?, 0, '', 0, '')`, jobID, partOf(jobID, s.cfg.Partitions), fireAt, status, fireAt, fireAt, fireAt)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// One delivery finishes many runs in a few statements: a report repeated in
+// the batch, a report for a run already finished and one for another app's
+// run change nothing; a failed run is retried per its job; logs are kept.
+// On every store (PostgreSQL and MySQL lock the batch's runs).
+func TestDeliveryBatch(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			st := storetest.Open(t, d)
+			var logs syncBuffer
+			s := testScheduler(t, st, &logs)
+			ctx := auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
+			mk := func(name, app string, retries int) *job.Job {
+				j, err := s.Create(ctx, job.Job{Name: name, App: app, Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true, Retries: retries})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return j
+			}
+			a, flaky, other := mk("a", "a", 0), mk("flaky", "a", 1), mk("other", "b", 0)
+			now := ms(time.Now())
+			var ok []int64
+			for i := range 20 {
+				ok = append(ok, insertRun(t, s, a.ID, now+int64(i), job.StatusRunning))
+			}
+			failing := insertRun(t, s, flaky.ID, now, job.StatusRunning)
+			done := insertRun(t, s, a.ID, now+100, job.StatusKilled)
+			foreign := insertRun(t, s, other.ID, now, job.StatusRunning)
+			req := &job.DeliverRequest{App: "a", Logs: []job.LogRequest{{App: "a", RunID: ok[0], Seq: 1, Text: "hello\n"}, {App: "a", RunID: foreign, Seq: 1, Text: "not mine\n"}}}
+			for _, id := range ok {
+				req.Reports = append(req.Reports, job.ReportRequest{App: "a", RunID: id, Status: job.StatusSucceeded})
+			}
+			req.Reports = append(req.Reports,
+				job.ReportRequest{App: "a", RunID: ok[3], Status: job.StatusFailed, Error: "a repeat must not win"},
+				job.ReportRequest{App: "a", RunID: failing, Status: job.StatusFailed, Error: "boom"},
+				job.ReportRequest{App: "a", RunID: done, Status: job.StatusSucceeded},
+				job.ReportRequest{App: "a", RunID: foreign, Status: job.StatusSucceeded})
+			if err := s.deliver(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range ok {
+				if r, err := s.GetRun(ctx, id); err != nil || r.Status != job.StatusSucceeded || r.Error != "" {
+					t.Fatalf("run %d: %+v %v", id, r, err)
+				}
+			}
+			for id, want := range map[int64]string{failing: job.StatusFailed, done: job.StatusKilled, foreign: job.StatusRunning} {
+				if r, _ := s.GetRun(ctx, id); r.Status != want {
+					t.Fatalf("run %d: %s, want %s", id, r.Status, want)
+				}
+			}
+			var retries int
+			if err := st.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_runs WHERE job_id = ? AND attempt = 1 AND status = 'pending'`, flaky.ID).Scan(&retries); err != nil || retries != 1 {
+				t.Fatalf("retries of the failed run: %d %v, want 1", retries, err)
+			}
+			var nlogs int
+			if err := st.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_logs`).Scan(&nlogs); err != nil || nlogs != 1 {
+				t.Fatalf("log chunks kept: %d %v, want 1 (another app's refused)", nlogs, err)
+			}
+		})
+	}
+}
+
 // A delivery whose call ends before it is recorded (the server shutting
 // down, the executor giving up) is refused whole, for the executor to
 // deliver again: the runs it reports are neither failed nor logged as
@@ -39,10 +126,7 @@ func (s *syncBuffer) String() string {
 func TestDeliveryCutOffIsRedeliveredNotFailed(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
 	var logs syncBuffer
-	s, err := New(Config{Store: st, NodeName: "n1", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testScheduler(t, st, &logs)
 	ctx := auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
 	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
 	if err != nil {
@@ -83,10 +167,7 @@ func TestDeliveryCutOffIsRedeliveredNotFailed(t *testing.T) {
 // killed, and it neither lowers the success rate nor counts as a failure.
 func TestStatsCountKilledApart(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
-	s, err := New(Config{Store: st, NodeName: "n1", Logger: slog.New(slog.NewTextHandler(&syncBuffer{}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testScheduler(t, st, &syncBuffer{})
 	ctx := context.Background()
 	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
 	if err != nil {
@@ -112,10 +193,7 @@ func TestStatsCountKilledApart(t *testing.T) {
 // Runs are paged newest first: before a run ID, the older ones.
 func TestRunsPaging(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
-	s, err := New(Config{Store: st, NodeName: "n1", Logger: slog.New(slog.NewTextHandler(&syncBuffer{}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testScheduler(t, st, &syncBuffer{})
 	ctx := context.Background()
 	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
 	if err != nil {

@@ -345,10 +345,6 @@ func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output
 
 // finishTx is finish inside tx; it returns the runs it started.
 func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, status, msg, output string, now time.Time) ([]int64, error) {
-	var jobID, fireAt, flowID int64
-	var attempt, shard int
-	var params, node string
-	var newRuns []int64
 	res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ?, output = ? WHERE id = ? AND status IN ('pending', 'running')`,
 		status, truncate(msg, 4000), ms(now), truncate(output, job.MaxOutput), runID)
 	if err != nil {
@@ -357,28 +353,85 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 	if n, _ := res.RowsAffected(); n != 1 {
 		return nil, nil // already finished: a repeated report
 	}
-	var executor string
-	if err := tx.QueryRowContext(ctx, `SELECT job_id, fire_at, attempt, shard_index, params, flow_id, node, executor FROM job_runs WHERE id = ?`, runID).
-		Scan(&jobID, &fireAt, &attempt, &shard, &params, &flowID, &node, &executor); err != nil {
+	rs, err := readRuns(ctx, tx, []int64{runID}, false)
+	if err != nil {
 		return nil, err
 	}
-	if status == job.StatusFailed && strings.HasPrefix(msg, "timed out after") {
-		s.markSlow(executor)
+	r, ok := rs[runID]
+	if !ok {
+		return nil, nil
 	}
-	j, err := loadJob(ctx, tx, jobID)
+	j, err := loadJob(ctx, tx, r.jobID)
 	if errors.Is(err, job.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	return s.afterFinish(ctx, tx, r, j, status, msg, output, now)
+}
+
+// runRow is what finishing a run needs to know of it.
+type runRow struct {
+	id, jobID, fireAt, flowID int64
+	attempt, shard            int
+	params, node, executor    string
+	status                    string
+}
+
+// readRuns reads the runs of ids in one query; with
+// lock, their rows stay locked until tx ends (PostgreSQL, MySQL), so their
+// status cannot change under the caller. A run that is gone is absent.
+func readRuns(ctx context.Context, tx *store.Tx, ids []int64, lock bool) (map[int64]*runRow, error) {
+	out := make(map[int64]*runRow, len(ids))
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		q := `SELECT id, job_id, fire_at, attempt, shard_index, params, flow_id, node, executor, status
+			FROM job_runs WHERE id IN (?` + strings.Repeat(", ?", len(chunk)-1) + `) ORDER BY id`
+		if lock && tx.Dialect() != store.SQLite {
+			q += ` FOR UPDATE` // in id order, as every batch locks them
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("job: read runs: %w", err)
+		}
+		for rows.Next() {
+			r := &runRow{}
+			if err := rows.Scan(&r.id, &r.jobID, &r.fireAt, &r.attempt, &r.shard, &r.params, &r.flowID, &r.node, &r.executor, &r.status); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("job: read runs: %w", err)
+			}
+			out[r.id] = r
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("job: read runs: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// afterFinish applies job j's policy to run r, which has just finished
+// with status: alarms, the workflow's next nodes, a retry, children, a
+// delay trigger's next fire. It returns the runs it queued.
+func (s *Scheduler) afterFinish(ctx context.Context, tx *store.Tx, r *runRow, j *job.Job, status, msg, output string, now time.Time) ([]int64, error) {
+	var newRuns []int64
+	runID, attempt, fireAt, executor := r.id, r.attempt, r.fireAt, r.executor
+	if status == job.StatusFailed && strings.HasPrefix(msg, "timed out after") {
+		s.markSlow(executor)
+	}
 	retry := status == job.StatusFailed && attempt < j.Retries
 	if (j.AlarmWebhook != "" || len(j.AlarmEmail) > 0) && !retry && status != job.StatusSucceeded && status != job.StatusDiscarded {
 		s.alarm(job.Alarm{Job: j.Name, JobID: j.ID, App: j.App, RunID: runID, Status: status, Error: msg, Attempt: attempt,
 			FireAt: fromMS(fireAt), Executor: executor, Server: s.cfg.NodeName}, j.AlarmWebhook, j.AlarmEmail)
 	}
-	if flowID != 0 {
-		ids, err := s.advanceFlow(ctx, tx, flowID, node, status, retry, now)
+	if r.flowID != 0 {
+		ids, err := s.advanceFlow(ctx, tx, r.flowID, r.node, status, retry, now)
 		if err != nil {
 			return nil, err
 		}
@@ -413,8 +466,8 @@ func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, sta
 			newRuns = append(newRuns, ids...)
 		}
 	}
-	if j.Trigger.Kind == job.TriggerDelay && j.Enabled && shard == 0 {
-		if _, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = 0`, ms(now.Add(j.Trigger.Every.D())), jobID); err != nil {
+	if j.Trigger.Kind == job.TriggerDelay && j.Enabled && r.shard == 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = 0`, ms(now.Add(j.Trigger.Every.D())), j.ID); err != nil {
 			return nil, err
 		}
 		s.wakeLoader()

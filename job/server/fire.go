@@ -44,10 +44,10 @@ func (s *Scheduler) load() {
 		return
 	}
 	for _, f := range fires {
-		if at, ok := s.wheel.has(f[0]); ok && ms(at) == f[2] {
+		if at, ok := s.wheel.has(f[0]); ok && at.Equal(s.claimTime(f[2])) {
 			continue
 		}
-		s.wheel.add(f[0], fromMS(f[2]), fireItem{jobID: f[0], part: int(f[1]), fireAt: f[2]})
+		s.claimAt(fireItem{jobID: f[0], part: int(f[1]), fireAt: f[2]})
 	}
 	runs, err := triples(ctx, s.st, `SELECT id, part, due_at FROM job_runs WHERE status = 'pending' AND due_at <= ? AND part IN (`+in+`)`, horizon)
 	if err != nil {
@@ -91,12 +91,37 @@ func inList(ps []int) string {
 	return b.String()
 }
 
+// claimTime is when a fire due at fireAt (unix ms) is claimed: ClaimAhead
+// before it, to the millisecond.
+func (s *Scheduler) claimTime(fireAt int64) time.Time {
+	return fromMS(fireAt - s.cfg.ClaimAhead.Milliseconds())
+}
+
+// claimAt puts a fire in the wheel for its claim.
+func (s *Scheduler) claimAt(f fireItem) { s.wheel.add(f.jobID, s.claimTime(f.fireAt), f) }
+
 // triggerLoop sleeps until the wheel's next due time and hands what is due
-// to the workers.
+// on: a fire to its partition's claimer, a pending run to the workers, a
+// claimed run due now to its executor at once.
 func (s *Scheduler) triggerLoop() {
 	s.wheel.run(s.stop, func(v any) bool {
+		var ch chan<- any
+		switch it := v.(type) {
+		case sendItem:
+			s.goFunc(func() { s.sendNow(it) })
+			return true
+		case fireItem:
+			select {
+			case s.claims[uint(it.part)%uint(len(s.claims))] <- it: // part < Partitions; the modulo guards a mis-set store
+				return true
+			case <-s.stop:
+				return false
+			}
+		default:
+			ch = s.work
+		}
 		select {
-		case s.work <- v:
+		case ch <- v:
 			return true
 		case <-s.stop:
 			return false
@@ -104,42 +129,57 @@ func (s *Scheduler) triggerLoop() {
 	})
 }
 
-// worker takes what is due; under load it takes up to maxBatch items at
-// once and claims the fires of one partition in one transaction (one commit
-// for many fires).
-func (s *Scheduler) worker() {
-	const maxBatch = 256
+func claimQueues(n int) []chan fireItem {
+	qs := make([]chan fireItem, n)
+	for i := range qs {
+		qs[i] = make(chan fireItem, 4096)
+	}
+	return qs
+}
+
+// claimer claims the fires of partition p. One per partition: fires of
+// one partition are claimed under its lease row's lock, so two
+// transactions of the same partition would only wait for each other;
+// instead, whatever came due while one transaction ran goes into the next
+// (group commit: the busier the partition, the bigger the batch).
+func (s *Scheduler) claimer(p int) {
+	const maxBatch = 512
 	for {
-		var first any
+		var batch []fireItem
 		select {
 		case <-s.stop:
 			return
-		case first = <-s.work:
+		case f := <-s.claims[p]:
+			batch = append(batch, f)
 		}
-		batch := []any{first}
 	drain:
 		for len(batch) < maxBatch {
 			select {
-			case v := <-s.work:
-				batch = append(batch, v)
+			case f := <-s.claims[p]:
+				batch = append(batch, f)
 			default:
 				break drain
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		fires := map[int][]fireItem{}
-		for _, v := range batch {
-			switch it := v.(type) {
-			case fireItem:
-				fires[it.part] = append(fires[it.part], it)
-			case runItem:
+		s.fireBatch(ctx, p, batch)
+		cancel()
+	}
+}
+
+// worker dispatches pending runs as they come due.
+func (s *Scheduler) worker() {
+	for {
+		select {
+		case <-s.stop:
+			return
+		case v := <-s.work:
+			if it, ok := v.(runItem); ok {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				s.dispatchPending(ctx, it)
+				cancel()
 			}
 		}
-		for part, items := range fires {
-			s.fireBatch(ctx, part, items)
-		}
-		cancel()
 	}
 }
 
@@ -165,13 +205,18 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 		if err := s.fenceTx(ctx, tx, part, term); err != nil {
 			return err
 		}
+		ids := make([]int64, len(items))
+		for i, f := range items {
+			ids[i] = f.jobID
+		}
+		jobs, err := loadJobs(ctx, tx, ids) // one query for the batch
+		if err != nil {
+			return err
+		}
 		for _, f := range items {
-			j, err := loadJob(ctx, tx, f.jobID)
-			if errors.Is(err, job.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
+			j, ok := jobs[f.jobID]
+			if !ok {
+				continue // deleted
 			}
 			if !j.Enabled || ms(j.NextFireAt) != f.fireAt {
 				continue // changed, or fired already
@@ -216,14 +261,20 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 				}
 				return err
 			}
+			// Claimed ahead, the run is due at its fire time: it is
+			// recorded as starting then, and nothing dispatches it before.
+			due := now
+			if at := fromMS(f.fireAt); at.After(now) {
+				due = at
+			}
 			if j.Flow != nil {
-				ids, err := s.startFlow(ctx, tx, j, f.fireAt, cause, now)
+				ids, err := s.startFlow(ctx, tx, j, f.fireAt, cause, due)
 				if err != nil {
 					return err
 				}
 				flowRuns = append(flowRuns, ids...)
 			} else {
-				runs, err := s.insertAssigned(ctx, tx, j, f.fireAt, cause, covers, term, now)
+				runs, err := s.insertAssigned(ctx, tx, j, f.fireAt, cause, covers, term, due)
 				if err != nil {
 					return err
 				}
@@ -241,19 +292,27 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 	case err != nil:
 		s.log.Error("job: claiming fires failed; they will be retried", "fires", len(items), "err", err)
 		for _, f := range items {
-			s.wheel.add(f.jobID, time.Now().Add(time.Second), f) // the store may be down
+			s.wheel.add(f.jobID, time.Now().Add(time.Second), f) // the store may be down: claim again in a second
 		}
 		return
 	}
 	for _, f := range retry {
-		s.wheel.add(f.jobID, fromMS(f.fireAt), f)
+		s.claimAt(f)
 	}
 	s.queueRuns(ctx, flowRuns)
 	var sends []*sending
 	for _, c := range claims {
 		for _, a := range c.runs {
-			if a.ex == nil {
-				s.dispatch(ctx, c.j, a.id, part, term) // no executor chosen: the slow path fails or routes it
+			if a.ex == nil { // no executor chosen: the slow path fails or routes it, at its time
+				if at := fromMS(a.fireAt); time.Now().Before(at) {
+					s.wheel.add(runKey(a.id), at, runItem{runID: a.id, part: part})
+					continue
+				}
+				s.dispatch(ctx, c.j, a.id, part, term)
+				continue
+			}
+			if at := fromMS(a.fireAt); time.Now().Before(at) {
+				s.wheel.add(sendKey(a.id), at, sendItem{j: c.j, a: a, part: part, term: term}) // sent on time, never before
 				continue
 			}
 			sends = append(sends, s.sendAsync(ctx, c.j, a, part, term))
@@ -381,4 +440,31 @@ func hashOf(s string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return h.Sum64()
+}
+
+// sendNow sends a claimed run whose time has come and settles the answer.
+func (s *Scheduler) sendNow(sd sendItem) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.sent(ctx, s.sendAsync(ctx, sd.j, sd.a, sd.part, sd.term))
+}
+
+// sendClaimed sends, at their times, the claimed runs still in the wheel
+// when the scheduler stops (at most ClaimAhead away), so that a shutdown
+// loses none; ctx bounds the wait.
+func (s *Scheduler) sendClaimed(ctx context.Context) {
+	items := s.wheel.take(func(key any) bool { _, ok := key.(sendKey); return ok })
+	var sends []*sending
+	for _, it := range items {
+		sd := it.value.(sendItem)
+		select {
+		case <-ctx.Done():
+			return // left to the executors' reconciliation: failed as lost, retried per the job
+		case <-time.After(time.Until(it.at)): // a claimed run goes out at its time, never before
+		}
+		sends = append(sends, s.sendAsync(ctx, sd.j, sd.a, sd.part, sd.term))
+	}
+	for _, sd := range sends {
+		s.sent(ctx, sd)
+	}
 }

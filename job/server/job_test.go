@@ -127,12 +127,22 @@ func TestRateJobRunsOnExecutor(t *testing.T) {
 		seen[r.FireAt] = true
 	}
 	mu.Lock()
+	for _, l := range late {
+		if l < 0 {
+			t.Errorf("a run started %v before its time", -l)
+		}
+	}
 	for _, l := range late[1:] { // the first may wait for the partition lease
 		if l > 200*time.Millisecond {
 			t.Errorf("a run started %v after its time", l)
 		}
 	}
 	mu.Unlock()
+	for _, r := range rs {
+		if r.StartedAt.Before(r.FireAt) {
+			t.Errorf("run %d is recorded as started at %v, before its fire time %v", r.ID, r.StartedAt, r.FireAt)
+		}
+	}
 	var logs struct {
 		Text string `json:"text"`
 	}
@@ -154,6 +164,49 @@ func TestRateJobRunsOnExecutor(t *testing.T) {
 	more(4)
 	if m := len(runs(t, c, j.ID)); m != n {
 		t.Fatalf("a disabled job fired: %d → %d runs", n, m)
+	}
+}
+
+// Fires are claimed in the store ahead of their time (ClaimAhead: the
+// store's round trips off the fire's path) but run at their time, never
+// before; a scheduler stopped between the claim and the fire still sends
+// the run, at its time, so a shutdown loses no claimed run.
+func TestClaimedAheadRunsOnTimeEvenAcrossShutdown(t *testing.T) {
+	h := servertest.Start(t, servertest.WithJobClaimAhead(2*time.Second))
+	c := h.Client()
+	started := make(chan time.Time, 4)
+	executor(t, h, "claims", map[string]job.Handler{"at": func(ctx context.Context, jc *job.Context) error {
+		started <- time.Now()
+		return nil
+	}})
+	at := time.Now().Add(4 * time.Second).Truncate(time.Millisecond)
+	j := create(t, c, map[string]any{"name": "once", "app": "claims", "handler": "at", "enabled": true,
+		"start_at": at.Format(time.RFC3339Nano), "trigger": map[string]any{"kind": "rate", "every": "1h"}})
+	wait.For(t, 5*time.Second, "the fire to be claimed", func() bool { return len(runs(t, c, j.ID)) == 1 })
+	if time.Now().After(at) {
+		t.Fatalf("claimed only after its time (%v); ClaimAhead is 2 s", at)
+	}
+	r := runs(t, c, j.ID)[0]
+	if r.StartedAt.Before(at) || !r.FireAt.Equal(at) {
+		t.Fatalf("claimed run: fire %v, started %v (want both %v)", r.FireAt, r.StartedAt, at)
+	}
+	select {
+	case got := <-started:
+		t.Fatalf("a claimed run ran %v before its time", at.Sub(got))
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Srv.Jobs().Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-started:
+		if got.Before(at) {
+			t.Fatalf("the claimed run ran %v before its time", at.Sub(got))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scheduler stopped without sending the run it had claimed")
 	}
 }
 

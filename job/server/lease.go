@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -172,25 +171,17 @@ func (s *Scheduler) term(p int) (int64, bool) {
 // errFenced means this server no longer holds the partition.
 var errFenced = errors.New("job: partition lease lost")
 
-// fenceTx checks, inside tx, that this server still holds partition p under
-// term. On PostgreSQL and MySQL it locks the lease row (FOR UPDATE), so a
-// takeover waits for tx to end; SQLite has one writer, and a transaction
-// whose snapshot went stale fails on its first write.
+// fenceTx checks, inside tx, that this server still holds partition p
+// under term, and extends the lease (store.FenceLease): a takeover waits
+// for tx to end, and a partition busy with fires is renewed by them when the
+// renewal round skips its locked row.
 func (s *Scheduler) fenceTx(ctx context.Context, tx *store.Tx, p int, term int64) error {
-	q := `SELECT holder, term, expires_at FROM leases WHERE name = ?`
-	if tx.Dialect() != store.SQLite {
-		q += ` FOR UPDATE`
-	}
-	var holder string
-	var t, exp int64
-	if err := tx.QueryRowContext(ctx, q, partLease(p)).Scan(&holder, &t, &exp); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return errFenced
-		}
-		return fmt.Errorf("job: fence: %w", err)
-	}
-	if holder != s.holder.ID || t != term || exp < ms(time.Now()) {
+	err := store.FenceLease(ctx, tx, partLease(p), s.holder.ID, term, s.cfg.LeaseTTL)
+	if errors.Is(err, store.ErrLeaseLost) {
 		return errFenced
+	}
+	if err != nil {
+		return fmt.Errorf("job: fence: %w", err)
 	}
 	return nil
 }

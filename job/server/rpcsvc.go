@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/apirpc"
@@ -236,20 +238,41 @@ func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []job.LogReq
 	now := time.Now()
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		newRuns = newRuns[:0]
+		// One query reads (and on PostgreSQL and MySQL locks) every run
+		// the batch names, one reads their jobs, and one statement
+		// finishes the runs that share a status: a few round trips for a
+		// batch, not four for each report.
+		var ids []int64
+		for _, l := range logs {
+			ids = append(ids, l.RunID)
+		}
+		for _, r := range reports {
+			ids = append(ids, r.RunID)
+		}
+		slices.Sort(ids)
+		runs, err := readRuns(ctx, tx, slices.Compact(ids), len(reports) > 0)
+		if err != nil {
+			return err
+		}
+		jobIDs := make([]int64, 0, len(runs))
+		for _, r := range runs {
+			jobIDs = append(jobIDs, r.jobID)
+		}
+		slices.Sort(jobIDs)
+		jobs, err := loadJobs(ctx, tx, slices.Compact(jobIDs))
+		if err != nil {
+			return err
+		}
 		// Runs of other apps (or gone) are skipped, not failed: the batch
 		// must not be refused whole for one stale entry.
-		owned := map[int64]bool{}
-		check := func(run int64) bool {
-			if ok, seen := owned[run]; seen {
-				return ok
+		ours := func(id int64) *runRow {
+			if r, ok := runs[id]; ok && jobs[r.jobID] != nil && jobs[r.jobID].App == app {
+				return r
 			}
-			var a string
-			err := tx.QueryRowContext(ctx, `SELECT j.app FROM job_runs r JOIN job_jobs j ON j.id = r.job_id WHERE r.id = ?`, run).Scan(&a)
-			owned[run] = err == nil && a == app
-			return owned[run]
+			return nil
 		}
 		for _, l := range logs {
-			if !check(l.RunID) {
+			if ours(l.RunID) == nil {
 				continue
 			}
 			// A resent chunk has the same (run, seq): skip it.
@@ -264,12 +287,44 @@ func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []job.LogReq
 				return fmt.Errorf("job: append log: %w", err)
 			}
 		}
-		for _, r := range reports {
-			if !check(r.RunID) {
-				s.log.Warn("job: report for a run of another app or a deleted job ignored", "run", r.RunID, "app", app)
+		type outcome struct{ status, msg, output string }
+		type finished struct {
+			run *runRow
+			out outcome
+		}
+		var done []finished
+		groups := map[outcome][]any{}
+		var order []outcome
+		for _, rep := range reports {
+			r := ours(rep.RunID)
+			if r == nil {
+				s.log.Warn("job: report for a run of another app or a deleted job ignored", "run", rep.RunID, "app", app)
 				continue
 			}
-			ids, err := s.finishTx(ctx, tx, r.RunID, r.Status, r.Error, r.Output, now)
+			if r.status != job.StatusPending && r.status != job.StatusRunning {
+				continue // already finished: a repeated report
+			}
+			o := outcome{rep.Status, truncate(rep.Error, 4000), truncate(rep.Output, job.MaxOutput)}
+			r.status = rep.Status // a second report of it in this batch is a repeat
+			if _, ok := groups[o]; !ok {
+				order = append(order, o)
+			}
+			groups[o] = append(groups[o], r.id)
+			done = append(done, finished{r, o})
+		}
+		for _, o := range order {
+			for ids := groups[o]; len(ids) > 0; {
+				chunk := ids[:min(len(ids), 500)]
+				ids = ids[len(chunk):]
+				if _, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ?, output = ? WHERE status IN ('pending', 'running') AND id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`,
+					append([]any{o.status, o.msg, ms(now), o.output}, chunk...)...); err != nil {
+					return fmt.Errorf("job: finish %d runs: %w", len(chunk), err)
+				}
+			}
+		}
+		for _, f := range done {
+			j := jobs[f.run.jobID]
+			ids, err := s.afterFinish(ctx, tx, f.run, j, f.out.status, f.out.msg, f.out.output, now)
 			if err != nil {
 				return err
 			}

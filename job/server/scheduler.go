@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,12 +43,22 @@ type Config struct {
 	LeaseTTL time.Duration
 	// LoadAhead is how far ahead due jobs are read into the timing wheel,
 	// every LoadInterval. Defaults 5 s and 1 s.
+	//
+	// ClaimAhead is how early a fire is claimed in the store (the job
+	// advanced and its run recorded, in one transaction per partition for
+	// every fire due in that window); the run is then sent to its executor
+	// at its exact time, never before. Claiming ahead takes the store's
+	// round trips off the fire's path and lets one transaction serve many
+	// fires. Default 100 ms.
+	ClaimAhead   time.Duration
 	LoadAhead    time.Duration
 	LoadInterval time.Duration
 	// ExecutorTimeout removes an executor whose heartbeats stopped, and
 	// fails its running runs (retried per their job). Default 30 s.
 	ExecutorTimeout time.Duration
-	// Workers fire and dispatch due triggers concurrently. Default 16.
+	// Workers dispatch pending runs concurrently (manual triggers,
+	// retries, children, workflow nodes). Fires are claimed by one
+	// goroutine per partition. Default 16.
 	Workers int
 	// RunRetention deletes finished runs and their logs after this long
 	// (default 30 days); RunsPerJob keeps at most this many runs of a job
@@ -79,7 +90,7 @@ func (s *Scheduler) Coalesced() int64 { return s.coalesced.Load() }
 func DefaultConfig() Config {
 	h, _ := os.Hostname()
 	return Config{Logger: slog.Default(), NodeName: h + ":" + strconv.Itoa(os.Getpid()), Partitions: 16,
-		LeaseTTL: 3 * time.Second, LoadAhead: 5 * time.Second, LoadInterval: time.Second,
+		LeaseTTL: 3 * time.Second, LoadAhead: 5 * time.Second, LoadInterval: time.Second, ClaimAhead: 100 * time.Millisecond,
 		ExecutorTimeout: 30 * time.Second, Workers: 16, RunRetention: 30 * 24 * time.Hour, RunsPerJob: 1000,
 		JanitorInterval: 10 * time.Minute, MinInterval: time.Second}
 }
@@ -108,6 +119,7 @@ func (c Config) withDefaults() Config {
 	pos(&c.RunsPerJob, d.RunsPerJob)
 	dur(&c.LeaseTTL, d.LeaseTTL)
 	dur(&c.LoadAhead, d.LoadAhead)
+	dur(&c.ClaimAhead, d.ClaimAhead)
 	dur(&c.LoadInterval, d.LoadInterval)
 	dur(&c.ExecutorTimeout, d.ExecutorTimeout)
 	dur(&c.RunRetention, d.RunRetention)
@@ -158,7 +170,8 @@ type Scheduler struct {
 	closed   bool
 	started  bool
 
-	work   chan any
+	work   chan any        // pending runs due, for the workers
+	claims []chan fireItem // fires due for claiming, one queue per partition
 	alarms chan alarmItem
 	kick   chan struct{}
 	stop   chan struct{}
@@ -180,6 +193,16 @@ type runItem struct {
 
 type runKey int64
 
+// sendItem is a claimed run waiting in the wheel for its fire time.
+type sendItem struct {
+	j    *job.Job
+	a    assigned
+	part int
+	term int64
+}
+
+type sendKey int64 // a run ID
+
 // New returns a scheduler; Start begins its work.
 func New(cfg Config) (*Scheduler, error) {
 	cfg = cfg.withDefaults()
@@ -192,7 +215,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, holder: store.NewHolder(cfg.NodeName), wheel: newWheel(time.Now()), hooks: hooks,
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: claimQueues(cfg.Partitions), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // ErrServerClosed is returned by Start after Close.
@@ -223,6 +246,9 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	for range s.cfg.Workers {
 		s.goFunc(s.worker)
 	}
+	for p := range s.claims {
+		s.goFunc(func() { s.claimer(p) })
+	}
 	return nil
 }
 
@@ -249,6 +275,7 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	close(s.stop)
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.sendClaimed(ctx)
 	s.mu.Lock()
 	owned := s.owned
 	s.owned = map[int]int64{}
@@ -298,18 +325,15 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// loadJob reads a job by ID.
-func loadJob(ctx context.Context, q store.Querier, id int64) (*job.Job, error) {
+const jobColumns = `id, body, enabled, next_fire_at, version, created_at, updated_at`
+
+// scanJob reads a row of jobColumns.
+func scanJob(row interface{ Scan(...any) error }) (*job.Job, error) {
+	var id, next, ver, created, updated int64
 	var body string
-	var next, ver, created, updated int64
 	var enabled int
-	err := q.QueryRowContext(ctx, `SELECT body, enabled, next_fire_at, version, created_at, updated_at FROM job_jobs WHERE id = ?`, id).
-		Scan(&body, &enabled, &next, &ver, &created, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%w: job %d", job.ErrNotFound, id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("job: read job %d: %w", id, err)
+	if err := row.Scan(&id, &body, &enabled, &next, &ver, &created, &updated); err != nil {
+		return nil, err
 	}
 	j := &job.Job{}
 	if err := json.Unmarshal([]byte(body), j); err != nil {
@@ -322,6 +346,48 @@ func loadJob(ctx context.Context, q store.Querier, id int64) (*job.Job, error) {
 	}
 	j.CreatedAt, j.UpdatedAt = fromMS(created), fromMS(updated)
 	return j, nil
+}
+
+// loadJob reads a job by ID.
+func loadJob(ctx context.Context, q store.Querier, id int64) (*job.Job, error) {
+	j, err := scanJob(q.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM job_jobs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: job %d", job.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job: read job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// loadJobs reads the jobs of ids in one query; a deleted one is absent.
+func loadJobs(ctx context.Context, q store.Querier, ids []int64) (map[int64]*job.Job, error) {
+	out := make(map[int64]*job.Job, len(ids))
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := q.QueryContext(ctx, `SELECT `+jobColumns+` FROM job_jobs WHERE id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("job: read %d jobs: %w", len(chunk), err)
+		}
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("job: read jobs: %w", err)
+			}
+			out[j.ID] = j
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("job: read jobs: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // janitor applies log and run retention on the partitions this server

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -105,6 +106,28 @@ func (w *wheel) remove(key any) bool {
 	w.unlink(t)
 	delete(w.byKey, key)
 	return true
+}
+
+// taken is a timer removed by take.
+type taken struct {
+	at    time.Time
+	value any
+}
+
+// take removes the timers whose key matches and returns them in time order.
+func (w *wheel) take(match func(key any) bool) []taken {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []taken
+	for key, t := range w.byKey {
+		if match(key) {
+			out = append(out, taken{w.timeOf(t.at), t.value})
+			w.unlink(t)
+			delete(w.byKey, key)
+		}
+	}
+	slices.SortFunc(out, func(a, b taken) int { return a.at.Compare(b.at) })
+	return out
 }
 
 // has reports whether key has a timer, and when.

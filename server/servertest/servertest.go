@@ -51,6 +51,9 @@ func WithRPCAddr(a string) Option { return func(c *server.Config) { c.RPCAddr = 
 // WithNodeName sets the server's registry node name.
 func WithNodeName(n string) Option { return func(c *server.Config) { c.NodeName = n } }
 
+// WithJobClaimAhead sets how early job fires are claimed.
+func WithJobClaimAhead(d time.Duration) Option { return func(c *server.Config) { c.JobClaimAhead = d } }
+
 // WithComponents picks the components the server runs (default all).
 func WithComponents(names ...string) Option { return func(c *server.Config) { c.Components = names } }
 
