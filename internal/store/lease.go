@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -145,6 +146,50 @@ func (s *Store) RenewLeases(ctx context.Context, holder string, ttl time.Duratio
 		return 0, fmt.Errorf("store: renew the leases of %s: %w", holder, err)
 	}
 	return n, nil
+}
+
+// FenceLeases is FenceLease for several leases of one holder in one
+// statement (name → the term it must still hold). It returns the names
+// that failed the check (expired, taken, another term); the others are
+// locked and extended.
+func FenceLeases(ctx context.Context, tx *Tx, holder string, terms map[string]int64, ttl time.Duration) ([]string, error) {
+	if len(terms) == 0 {
+		return nil, nil
+	}
+	now := time.Now()
+	names := make([]string, 0, len(terms))
+	for n := range terms {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	args := []any{now.Add(ttl).UnixMilli(), holder, now.UnixMilli()}
+	var cond []string
+	for _, n := range names {
+		cond = append(cond, "(name = ? AND term = ?)")
+		args = append(args, n, terms[n])
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE holder = ? AND expires_at >= ? AND (`+strings.Join(cond, " OR ")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: fence on %d leases: %w", len(names), err)
+	}
+	if n, _ := res.RowsAffected(); n == int64(len(names)) {
+		return nil, nil
+	}
+	// Some failed: find which (the ones that passed now carry the new expiry).
+	exp := now.Add(ttl).UnixMilli()
+	var lost []string
+	for _, n := range names {
+		var h string
+		var t, e int64
+		err := tx.QueryRowContext(ctx, `SELECT holder, term, expires_at FROM leases WHERE name = ?`, n).Scan(&h, &t, &e)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("store: fence on lease %s: %w", n, err)
+		}
+		if err != nil || h != holder || t != terms[n] || e != exp {
+			lost = append(lost, n)
+		}
+	}
+	return lost, nil
 }
 
 // FenceLease checks, inside tx, that holder still holds the lease name under

@@ -232,3 +232,44 @@ func TestRenewSkipsLeasesBusyWithFencedWrites(t *testing.T) {
 		})
 	}
 }
+
+// FenceLeases fences several leases in one statement and names the ones
+// the holder no longer holds; the others are extended.
+func TestFenceLeasesNamesTheLostOnes(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			s := storetest.Open(t, d)
+			a, b := hold("srv-a"), hold("srv-b")
+			terms := map[string]int64{}
+			for _, n := range []string{"p/0", "p/1", "p/2"} {
+				l, ok, err := s.AcquireLease(ctx, n, a, time.Minute)
+				if err != nil || !ok {
+					t.Fatal(ok, err)
+				}
+				terms[n] = l.Term
+			}
+			if err := s.ReleaseLease(ctx, "p/1", a.ID, terms["p/1"]); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := s.AcquireLease(ctx, "p/1", b, time.Minute); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+			var lost []string
+			err := s.InTx(ctx, func(tx *store.Tx) (err error) {
+				lost, err = store.FenceLeases(ctx, tx, a.ID, terms, 2*time.Minute)
+				return err
+			})
+			if err != nil || len(lost) != 1 || lost[0] != "p/1" {
+				t.Fatalf("lost %v, %v; want [p/1]", lost, err)
+			}
+			err = s.InTx(ctx, func(tx *store.Tx) (err error) {
+				lost, err = store.FenceLeases(ctx, tx, a.ID, map[string]int64{"p/0": terms["p/0"], "p/2": terms["p/2"]}, time.Minute)
+				return err
+			})
+			if err != nil || len(lost) != 0 {
+				t.Fatalf("lost %v, %v; want none", lost, err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +102,7 @@ func (s *Scheduler) claimTime(fireAt int64) time.Time {
 func (s *Scheduler) claimAt(f fireItem) { s.wheel.add(f.jobID, s.claimTime(f.fireAt), f) }
 
 // triggerLoop sleeps until the wheel's next due time and hands what is due
-// on: a fire to its partition's claimer, a pending run to the workers, a
+// on: a fire to the claimer, a pending run to the workers, a
 // claimed run due now to its executor at once.
 func (s *Scheduler) triggerLoop() {
 	s.wheel.run(s.stop, func(v any) bool {
@@ -112,7 +113,7 @@ func (s *Scheduler) triggerLoop() {
 			return true
 		case fireItem:
 			select {
-			case s.claims[uint(it.part)%uint(len(s.claims))] <- it: // part < Partitions; the modulo guards a mis-set store
+			case s.claims <- it:
 				return true
 			case <-s.stop:
 				return false
@@ -129,40 +130,48 @@ func (s *Scheduler) triggerLoop() {
 	})
 }
 
-func claimQueues(n int) []chan fireItem {
-	qs := make([]chan fireItem, n)
-	for i := range qs {
-		qs[i] = make(chan fireItem, 4096)
-	}
-	return qs
-}
-
-// claimer claims the fires of partition p. One per partition: fires of
-// one partition are claimed under its lease row's lock, so two
-// transactions of the same partition would only wait for each other;
-// instead, whatever came due while one transaction ran goes into the next
-// (group commit: the busier the partition, the bigger the batch).
-func (s *Scheduler) claimer(p int) {
-	const maxBatch = 512
+// claimer claims the fires this server has to claim. It is the only one:
+// whatever comes due within a short gathering window, and whatever came due
+// while its last transaction ran, goes into one transaction over all the
+// partitions involved (group commit). A transaction costs about the same
+// for one fire as for fifty, so batching by time, not by partition, keeps
+// the cost per fire low at any rate and with any number of servers.
+func (s *Scheduler) claimer() {
+	const maxBatch = 1024
+	gather := min(s.cfg.ClaimAhead/5, 20*time.Millisecond)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		var batch []fireItem
 		select {
 		case <-s.stop:
 			return
-		case f := <-s.claims[p]:
+		case f := <-s.claims:
 			batch = append(batch, f)
 		}
-	drain:
+		timer.Reset(gather)
+	collect:
 		for len(batch) < maxBatch {
 			select {
-			case f := <-s.claims[p]:
+			case f := <-s.claims:
 				batch = append(batch, f)
-			default:
-				break drain
+			case <-timer.C:
+				break collect
+			case <-s.stop:
+				return
 			}
 		}
+		for len(batch) < maxBatch { // what queued meanwhile goes too
+			select {
+			case f := <-s.claims:
+				batch = append(batch, f)
+				continue
+			default:
+			}
+			break
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		s.fireBatch(ctx, p, batch)
+		s.fireBatch(ctx, batch)
 		cancel()
 	}
 }
@@ -183,26 +192,65 @@ func (s *Scheduler) worker() {
 	}
 }
 
-// fireBatch claims scheduled fires of one partition in the store — each
-// job's next_fire_at moves on from exactly its fire time, under the
-// partition's term, in the same transaction that inserts the runs, already
-// assigned to an executor by the job's route — and then sends them.
-func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
-	term, ok := s.term(part)
-	if !ok {
-		return
+// fireBatch claims scheduled fires in the store — each job's next_fire_at
+// moves on from exactly its fire time, under its partition's term, in the
+// same transaction that inserts the runs, already assigned to an executor
+// by the job's route — and then sends them at their times. Fires of
+// partitions this server no longer holds are dropped (their new holder
+// fires them).
+func (s *Scheduler) fireBatch(ctx context.Context, items []fireItem) {
+	terms := map[int]int64{}
+	live := items[:0:0]
+	for _, f := range items {
+		t, ok := terms[f.part]
+		if !ok {
+			if t, ok = s.term(f.part); !ok {
+				continue
+			}
+			terms[f.part] = t
+		}
+		live = append(live, f)
 	}
+	for attempt := 0; len(live) > 0 && attempt <= len(terms); attempt++ {
+		lost, err := s.claimBatch(ctx, live, terms)
+		if err != nil || len(lost) == 0 {
+			return
+		}
+		// Some partitions were lost since: claim the rest without them.
+		rest := live[:0:0]
+		for _, f := range live {
+			if !slices.Contains(lost, f.part) {
+				rest = append(rest, f)
+			}
+		}
+		for _, p := range lost {
+			delete(terms, p)
+		}
+		live = rest
+	}
+}
+
+// errPartitionsLost carries the partitions that failed the fence.
+type errPartitionsLost []int
+
+func (e errPartitionsLost) Error() string { return fmt.Sprintf("job: partitions %v lost", []int(e)) }
+
+// claimBatch is one claiming transaction; it returns the partitions that
+// failed the fence (nothing was claimed then).
+func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[int]int64) ([]int, error) {
 	now := time.Now()
 	type claim struct {
 		j    *job.Job
 		runs []assigned
+		part int
+		term int64
 	}
 	var claims []claim
 	var flowRuns []int64
 	var retry []fireItem
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		claims, flowRuns, retry = claims[:0], flowRuns[:0], retry[:0]
-		if err := s.fenceTx(ctx, tx, part, term); err != nil {
+		if err := s.fenceAll(ctx, tx, terms); err != nil {
 			return err
 		}
 		ids := make([]int64, len(items))
@@ -214,6 +262,7 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 			return err
 		}
 		for _, f := range items {
+			part, term := f.part, terms[f.part]
 			j, ok := jobs[f.jobID]
 			if !ok {
 				continue // deleted
@@ -278,7 +327,7 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 				if err != nil {
 					return err
 				}
-				claims = append(claims, claim{j, runs})
+				claims = append(claims, claim{j, runs, part, term})
 			}
 			if nf := j.NextFireAt; !nf.IsZero() && nf.Before(now.Add(s.cfg.LoadAhead)) {
 				retry = append(retry, fireItem{jobID: j.ID, fireAt: ms(nf), part: part})
@@ -286,15 +335,19 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 		}
 		return nil
 	})
+	var lost errPartitionsLost
 	switch {
-	case errors.Is(err, errFenced):
-		return
+	case errors.As(err, &lost):
+		for _, p := range lost {
+			s.drop(p) // the lease loop confirms and rebalances
+		}
+		return lost, nil
 	case err != nil:
 		s.log.Error("job: claiming fires failed; they will be retried", "fires", len(items), "err", err)
 		for _, f := range items {
 			s.wheel.add(f.jobID, time.Now().Add(time.Second), f) // the store may be down: claim again in a second
 		}
-		return
+		return nil, err
 	}
 	for _, f := range retry {
 		s.claimAt(f)
@@ -305,22 +358,46 @@ func (s *Scheduler) fireBatch(ctx context.Context, part int, items []fireItem) {
 		for _, a := range c.runs {
 			if a.ex == nil { // no executor chosen: the slow path fails or routes it, at its time
 				if at := fromMS(a.fireAt); time.Now().Before(at) {
-					s.wheel.add(runKey(a.id), at, runItem{runID: a.id, part: part})
+					s.wheel.add(runKey(a.id), at, runItem{runID: a.id, part: c.part})
 					continue
 				}
-				s.dispatch(ctx, c.j, a.id, part, term)
+				s.dispatch(ctx, c.j, a.id, c.part, c.term)
 				continue
 			}
 			if at := fromMS(a.fireAt); time.Now().Before(at) {
-				s.wheel.add(sendKey(a.id), at, sendItem{j: c.j, a: a, part: part, term: term}) // sent on time, never before
+				s.wheel.add(sendKey(a.id), at, sendItem{j: c.j, a: a, part: c.part, term: c.term}) // sent on time, never before
 				continue
 			}
-			sends = append(sends, s.sendAsync(ctx, c.j, a, part, term))
+			sends = append(sends, s.sendAsync(ctx, c.j, a, c.part, c.term))
 		}
 	}
 	for _, sd := range sends {
 		s.sent(ctx, sd)
 	}
+	return nil, nil
+}
+
+// fenceAll fences every partition of a claim (store.FenceLeases, one
+// statement); errPartitionsLost names those this server no longer holds.
+func (s *Scheduler) fenceAll(ctx context.Context, tx *store.Tx, terms map[int]int64) error {
+	byName := make(map[string]int64, len(terms))
+	for p, t := range terms {
+		byName[partLease(p)] = t
+	}
+	lost, err := store.FenceLeases(ctx, tx, s.holder.ID, byName, s.cfg.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("job: fence: %w", err)
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	var ps errPartitionsLost
+	for _, n := range lost {
+		if p, err := strconv.Atoi(strings.TrimPrefix(n, "job/p/")); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 // assigned is a run inserted by fireBatch, running on ex (nil: pending).

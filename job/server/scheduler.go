@@ -58,7 +58,7 @@ type Config struct {
 	ExecutorTimeout time.Duration
 	// Workers dispatch pending runs concurrently (manual triggers,
 	// retries, children, workflow nodes). Fires are claimed by one
-	// goroutine per partition. Default 16.
+	// claimer, in batches. Default 16.
 	Workers int
 	// RunRetention deletes finished runs and their logs after this long
 	// (default 30 days); RunsPerJob keeps at most this many runs of a job
@@ -170,8 +170,8 @@ type Scheduler struct {
 	closed   bool
 	started  bool
 
-	work   chan any        // pending runs due, for the workers
-	claims []chan fireItem // fires due for claiming, one queue per partition
+	work   chan any      // pending runs due, for the workers
+	claims chan fireItem // fires due for claiming
 	alarms chan alarmItem
 	kick   chan struct{}
 	stop   chan struct{}
@@ -215,7 +215,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, holder: store.NewHolder(cfg.NodeName), wheel: newWheel(time.Now()), hooks: hooks,
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: claimQueues(cfg.Partitions), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: make(chan fireItem, 8192), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // ErrServerClosed is returned by Start after Close.
@@ -246,9 +246,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	for range s.cfg.Workers {
 		s.goFunc(s.worker)
 	}
-	for p := range s.claims {
-		s.goFunc(func() { s.claimer(p) })
-	}
+	s.goFunc(s.claimer)
 	return nil
 }
 
