@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -88,6 +89,7 @@ func measureEtcd(n, rounds int, dir string) ([]result, float64, int64, error) {
 	var results []result
 	for r := 0; r < rounds; r++ {
 		time.Sleep(settle)
+		runtime.GC() // as before our rounds: this process's garbage collected before each publish
 		rss := serverRSS(pid)
 		srvCPU0, ownCPU0 := procCPU(pid), selfCPU()
 		start := time.Now()

@@ -8,8 +8,8 @@
 // installed on this machine); each row is compared with the issue's goal
 // instead: all watchers notified, p99 under 200 ms, server under 300 MiB.
 //
-//	go run ./bench/config            # 10,000 watchers, 5 rounds
-//	go run ./bench/config -quick     # 10,000 watchers, 2 rounds, < 60 s
+//	go run ./bench/config            # 10,000 watchers, 6 rounds per system in 2 passes
+//	go run ./bench/config -quick     # 10,000 watchers, 4 rounds per system in 2 passes
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +40,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/bench/internal/spread"
 	"github.com/tangram-dev/tangram/internal/procstat"
 )
 
@@ -65,8 +68,8 @@ type result struct {
 	// watchers): both share the machine's cores.
 	ServerCPUms float64 `json:"server_cpu_ms"`
 	ClientCPUms float64 `json:"client_cpu_ms"`
-	// The fetch storm after the round: every watcher fetches the new
-	// configuration at once; times from the storm's start.
+	// The fetch each watcher makes as soon as it is notified (the SDK's
+	// path to the new value); times from the publish, like P50ms/P99ms.
 	Fetched    int     `json:"fetched"`
 	FetchP50ms float64 `json:"fetch_p50_ms"`
 	FetchP99ms float64 `json:"fetch_p99_ms"`
@@ -74,29 +77,30 @@ type result struct {
 
 func main() {
 	watchers := flag.Int("watchers", 10000, "number of long-poll watchers")
-	rounds := flag.Int("rounds", 5, "publish rounds")
+	rounds := flag.Int("rounds", 6, "publish rounds per system")
+	reps := flag.Int("passes", 2, "passes: each system's rounds are split over this many fresh starts, the systems taking turns going first")
 	quick := flag.Bool("quick", false, "fewer rounds (keeps the watcher count); finishes in under a minute")
 	flag.DurationVar(&settle, "settle", time.Second, "idle time between all watches being held and the publish")
-	flag.BoolVar(&fetchStorm, "fetch", true, "after each round, every watcher fetches the new configuration at once (measured separately)")
+	flag.BoolVar(&fetchStorm, "fetch", true, "each notified watcher fetches the new configuration at once, as the SDK does (timed from the publish)")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
 	serveEtcdFlag := flag.Bool("serve-etcd", false, "internal: run the etcd peer (args: dir client-url peer-url)")
 	flag.BoolVar(&withEtcd, "etcd", true, "also measure etcd (watch on one key) as a peer")
 	flag.Parse()
 	if *serveEtcdFlag {
-		if err := etcdpeer.Serve(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+		if err := etcdpeer.Serve(flag.Arg(0), flag.Arg(1), flag.Arg(2), flag.Args()[min(3, flag.NArg()):]...); err != nil {
 			fmt.Fprintln(os.Stderr, "etcd:", err)
 			os.Exit(1)
 		}
 		return
 	}
 	if *quick {
-		*rounds = 2
+		*rounds = 4
 	}
 	// The 10,000 watchers share the machine with the server: collect this
 	// process's garbage less often so that the load generator's GC does not
 	// add noise to the server's figures (the same for both modes).
 	debug.SetGCPercent(400)
-	if err := run(*watchers, *rounds, *bin); err != nil {
+	if err := run(*watchers, *rounds, *reps, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/config:", err)
 		os.Exit(1)
 	}
@@ -110,7 +114,9 @@ func raiseFDLimit(n uint64) {
 	}
 }
 
-func run(n, rounds int, bin string) error {
+const etcdName = "etcd (watch)"
+
+func run(n, rounds, reps int, bin string) error {
 	raiseFDLimit(uint64(n) + 1024)
 	dir, err := os.MkdirTemp("", "tangram-bench-config")
 	if err != nil {
@@ -132,80 +138,99 @@ func run(n, rounds int, bin string) error {
 	}
 	modes := []mode{{"tangram (parked)", nil}, {"tangram, goroutine per watch", []string{"--config-blocking-watches"}}}
 	if withEtcd {
-		modes = append(modes, mode{"etcd 3.6 (watch)", nil})
+		modes = append(modes, mode{etcdName, nil})
 	}
 	all := make([][]result, len(modes))
 	hwms := make([]float64, len(modes))
 	fails := make([]int64, len(modes))
-	for i, m := range modes {
-		fmt.Fprintf(os.Stderr, "== %s\n", m.name)
-		var err error
-		if i == 2 {
-			all[i], hwms[i], fails[i], err = measureEtcd(n, rounds, dir)
-		} else {
-			all[i], hwms[i], fails[i], err = measure(n, rounds, bin, filepath.Join(dir, fmt.Sprint("data", i)), m.extra)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", m.name, err)
-		}
+	idx := make([]int, len(modes))
+	for i := range idx {
+		idx[i] = i
 	}
-
-	fmt.Printf("\n| case | server | watchers | notified | p50 ms | p99 ms | max ms | publish ms | server RSS MiB | server CPU ms | watchers' CPU ms | goal met | fetch storm p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for i, m := range modes {
-		for _, r := range all[i] {
-			storm := "–"
-			if r.Fetched > 0 {
-				storm = fmt.Sprintf("%.0f / %.0f", r.FetchP50ms, r.FetchP99ms)
+	// The modes take turns going first: reps passes, each a fresh server
+	// (or etcd) running its share of the rounds while nothing else runs.
+	perRep := (rounds + reps - 1) / reps
+	for rep := range reps {
+		for _, i := range spread.Order(idx, rep) {
+			m := modes[i]
+			fmt.Fprintf(os.Stderr, "== pass %d/%d: %s\n", rep+1, reps, m.name)
+			var rs []result
+			var hwm float64
+			var fl int64
+			var err error
+			if m.name == etcdName {
+				rs, hwm, fl, err = measureEtcd(n, perRep, dir)
+			} else {
+				rs, hwm, fl, err = measure(n, perRep, bin, filepath.Join(dir, fmt.Sprint("data", i, "-", rep)), m.extra)
 			}
-			fmt.Printf("| %s | %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %v | %s |\n", r.Case, m.name, r.Watchers, r.Notified, r.P50ms, r.P99ms, r.Maxms, r.PublishMs, r.RSSMiB, r.ServerCPUms, r.ClientCPUms, r.GoalMet, storm)
+			if err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			all[i] = append(all[i], rs...)
+			hwms[i], fails[i] = max(hwms[i], hwm), fails[i]+fl
 		}
 	}
-	fmt.Printf("\nserver peak RSS (VmHWM):")
+	fig := func(i int, f func(result) float64) []float64 {
+		var xs []float64
+		for _, r := range all[i] {
+			xs = append(xs, f(r))
+		}
+		return xs
+	}
+	of := func(i int, f func(result) float64) spread.Of { return spread.Summarise(fig(i, f)) }
+	fmt.Printf("\nbench/config: %d watchers (keep-alive HTTP clients in this process, GOGC 400 here), %d rounds per system in %d passes taking turns going first; servers: tangram GOGC 400 (its default), etcd %s GOGC 100 (its default); %d CPUs shared\n\n",
+		n, perRep*reps, reps, spread.Version("go.etcd.io/etcd/server/v3"), runtime.NumCPU())
+	fmt.Println("| server | notified (min of rounds) | notified p50 ms | notified p99 ms | max ms | has the value p99 ms | publish ms | server RSS MiB | server CPU ms/round | watchers' CPU ms/round |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for i, m := range modes {
+		applied := "same (the event carries it)"
+		if m.name != etcdName {
+			applied = of(i, func(r result) float64 {
+				if r.Fetched < r.Watchers {
+					return math.NaN()
+				}
+				return r.FetchP99ms
+			}).Format("%.0f")
+		}
+		fmt.Printf("| %s | %.0f / %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name, slices.Min(fig(i, func(r result) float64 { return float64(r.Notified) })), n,
+			of(i, func(r result) float64 { return r.P50ms }).Format("%.0f"), of(i, func(r result) float64 { return r.P99ms }).Format("%.0f"),
+			of(i, func(r result) float64 { return r.Maxms }).Format("%.0f"), applied,
+			of(i, func(r result) float64 { return r.PublishMs }).Format("%.0f"), of(i, func(r result) float64 { return r.RSSMiB }).Format("%.0f"),
+			of(i, func(r result) float64 { return r.ServerCPUms }).Format("%.0f"), of(i, func(r result) float64 { return r.ClientCPUms }).Format("%.0f"))
+	}
+	fmt.Printf("\n(median of the rounds, min–max in brackets) server peak RSS (VmHWM):")
 	for i, m := range modes {
 		fmt.Printf(" %s %.0f MiB (%d failed requests);", m.name, hwms[i], fails[i])
 	}
-	fmt.Printf("\ngoal: every watcher notified, p99 < 200 ms, server < 300 MiB. Apollo and Nacos (Java) do not run here; the peers are etcd (each watcher its own client and connection) and our server holding each watch on a goroutine, as a plain net/http long poll does.\n")
-	// A row: our figures at the top level (as the issue lists them), then
-	// DESIGN.md's ours/peer/ratio with etcd as the peer (the goroutine-per-
-	// watch figures as "baseline").
-	type row struct {
-		Case     string  `json:"case"`
-		Watchers int     `json:"watchers"`
-		P50ms    float64 `json:"p50_ms"`
-		P99ms    float64 `json:"p99_ms"`
-		Maxms    float64 `json:"max_ms"`
-		RSSMiB   float64 `json:"server_rss_mib"`
-		Ours     result  `json:"ours"`
-		Peer     *result `json:"peer,omitempty"`
-		Baseline result  `json:"baseline"`
-		// Ratio is peer p99 / our p99: how many times faster the last
-		// watcher is notified (higher is better).
-		Ratio float64 `json:"ratio"`
+	fmt.Printf("\ngoal: every watcher notified, p99 < 200 ms, server < 300 MiB. \"Has the value\": ours notifies, then each client fetches (as Apollo's and Nacos' do); an etcd watch event carries the value. Apollo and Nacos (Java) do not run here.\n")
+	ours := 0
+	p99 := func(r result) float64 { return r.P99ms }
+	var rows []spread.Row
+	for i, m := range modes[1:] {
+		pi := i + 1
+		name := "push-" + strconv.Itoa(n) + "w"
+		if m.name != etcdName {
+			name += "-vs-goroutine-per-watch"
+		}
+		errs := int(fails[ours] + fails[pi])
+		rows = append(rows, spread.NewRow(name, of(ours, p99), of(pi, p99), spread.Ratios(fig(pi, p99), fig(ours, p99)), errs))
+		if m.name == etcdName {
+			applied := func(r result) float64 {
+				if r.Fetched < r.Watchers {
+					return math.NaN()
+				}
+				return r.FetchP99ms
+			}
+			row := spread.NewRow("has-value-"+strconv.Itoa(n)+"w", of(ours, applied), of(pi, p99), spread.Ratios(fig(pi, p99), fig(ours, applied)), errs)
+			row.Note = "ours: notification + fetch; etcd: the watch event"
+			rows = append(rows, row)
+		}
 	}
 	peerName := "tangram with a goroutine per held watch (plain net/http long poll)"
-	peerIdx := 1
 	if withEtcd {
-		peerName, peerIdx = "etcd 3.6 embedded, one client per watcher", 2
+		peerName = "etcd " + spread.Version("go.etcd.io/etcd/server/v3") + " embedded, one client per watcher (rows -vs-goroutine-per-watch: our blocking mode)"
 	}
-	out := struct {
-		Bench string `json:"bench"`
-		Peer  string `json:"peer"`
-		Rows  []row  `json:"rows"`
-	}{Bench: "config", Peer: peerName}
-	for i := range all[0] {
-		if i >= len(all[peerIdx]) || i >= len(all[1]) {
-			break
-		}
-		o, p := all[0][i], all[peerIdx][i]
-		ratio := 0.0
-		if o.P99ms > 0 {
-			ratio = p.P99ms / o.P99ms
-		}
-		out.Rows = append(out.Rows, row{Case: o.Case, Watchers: o.Watchers, P50ms: o.P50ms, P99ms: o.P99ms, Maxms: o.Maxms, RSSMiB: o.RSSMiB,
-			Ours: o, Peer: &p, Baseline: all[1][i], Ratio: float64(int(ratio*100)) / 100})
-	}
-	b, _ := json.Marshal(out)
-	fmt.Println(string(b))
+	spread.Print("config", peerName, rows, nil)
 	return nil
 }
 
@@ -293,7 +318,7 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 				var out struct {
 					Changes []struct{ ID int64 } `json:"changes"`
 				}
-				var at time.Time // when the answer's headers arrived: the notification
+				var at time.Time // when the answer was read and decoded: the notification
 				err := callAt(ctx, hc, "POST", base+"/api/v1/config/watch?timeout=60s", watchBody(id), &out, &at)
 				if err != nil {
 					failures.Add(1)
@@ -307,21 +332,22 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 				mu.Lock()
 				arrivals[round] = append(arrivals[round], at)
 				mu.Unlock()
-				select {
-				case <-rearm[round]:
-				case <-stop:
-					return
-				}
-				// Then every watcher fetches the new configuration at once, as
-				// clients do after a notification (the fetch storm).
+				// Then it fetches the new configuration at once, as the SDK
+				// does before its callback: the moment the application has
+				// the new value (what an etcd watch event carries).
 				if !fetchStorm {
-					// no fetch: go straight back to watching
+					// no fetch: notification only
 				} else if err := call(ctx, hc, "GET", base+"/api/v1/config/configs/dev/bench/default/application?instance="+instance, nil, nil); err != nil {
 					failures.Add(1)
 				} else {
 					mu.Lock()
 					fetched[round] = append(fetched[round], time.Now())
 					mu.Unlock()
+				}
+				select {
+				case <-rearm[round]:
+				case <-stop:
+					return
 				}
 				round++
 			}
@@ -361,14 +387,13 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 		}
 		pubDur := time.Since(start)
 		lat := collect(&mu, &arrivals[r], n, start, 30*time.Second)
+		var fl []float64
+		if fetchStorm { // from the publish, like the notification
+			fl = collect(&mu, &fetched[r], n, start, 60*time.Second)
+		}
 		res := newResult(n, r, lat, rss, pubDur)
 		res.ServerCPUms, res.ClientCPUms = (procCPU(srv.Process.Pid)-srvCPU0)*1000, (selfCPU()-ownCPU0)*1000
-		storm := time.Now()
 		close(rearm[r])
-		var fl []float64
-		if fetchStorm {
-			fl = collect(&mu, &fetched[r], n, storm, 60*time.Second)
-		}
 		res.Fetched = len(fl)
 		if len(fl) > 0 {
 			res.FetchP50ms, res.FetchP99ms = pct(fl, 0.50), pct(fl, 0.99)
@@ -442,9 +467,6 @@ func callAt(ctx context.Context, hc *http.Client, method, url string, body, out 
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
-	if at != nil {
-		*at = time.Now()
-	}
 	if err != nil {
 		return err
 	}
@@ -455,12 +477,18 @@ func callAt(ctx context.Context, hc *http.Client, method, url string, body, out 
 	}
 	if out != nil {
 		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
+		if err == nil {
+			err = json.Unmarshal(b, out)
 		}
-		return json.Unmarshal(b, out)
+		if at != nil {
+			*at = time.Now() // the answer read and decoded: where the application sees it
+		}
+		return err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
+	if at != nil {
+		*at = time.Now()
+	}
 	return nil
 }
 

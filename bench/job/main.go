@@ -10,17 +10,24 @@
 // in the measured window are counted: each job's expected fires, the ones
 // executed, the ones executed twice.
 //
-//	go run ./bench/job            # 10,000 jobs, 1,000/s, 30 s measured
-//	go run ./bench/job -quick     # 20 s measured, under a minute per case
+//	go run ./bench/job            # 10,000 jobs, 1,000/s, 3 rounds of 30 s measured
+//	go run ./bench/job -quick     # 3 rounds of 15 s measured
+//	sudo go run ./bench/job -scaleout   # capacity of 1, 2, 3 servers of 0.3 CPU each
 //
-// It prints a markdown table and, last, one JSON line (DESIGN.md's format).
+// Each case runs -rounds times, the cases taking turns going first; the
+// table shows the median and spread (min–max) of each figure. -scaleout
+// gives every tangram server a fixed CPU budget with a cgroup (PostgreSQL
+// and the executor are not budgeted) and finds, for 1, 2 and 3 servers, the
+// highest trigger rate held with p99 lateness under 20 ms and nothing
+// missed, double or early. It prints a markdown table and, last, one JSON
+// line (the shape every bench shares).
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +39,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +51,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/robfig/cron/v3"
 
+	"github.com/tangram-dev/tangram/bench/internal/cpubudget"
+	"github.com/tangram-dev/tangram/bench/internal/spread"
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/job"
 )
@@ -62,6 +72,10 @@ type result struct {
 	P99      float64 `json:"lateness_p99_ms"`
 	Max      float64 `json:"lateness_max_ms"`
 	Rate     float64 `json:"triggers_per_sec"`
+	// -scaleout: CPUs the budgeted servers and PostgreSQL used over the
+	// measured window.
+	ServerCPU float64 `json:"server_cpus,omitempty"`
+	DBCPU     float64 `json:"postgres_cpus,omitempty"`
 }
 
 // record is one executed fire.
@@ -78,9 +92,15 @@ func main() {
 	n := flag.Int("jobs", 10000, "jobs")
 	period := flag.Duration("every", 10*time.Second, "each job's period")
 	measure := flag.Duration("d", 30*time.Second, "measured window")
-	quick := flag.Bool("quick", false, "20 s measured")
+	quick := flag.Bool("quick", false, "15 s measured per round")
+	rounds := flag.Int("rounds", 3, "rounds per case (the median is reported)")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
 	cases := flag.String("cases", "robfig,tangram-1,tangram-2", "cases to run")
+	scaleout := flag.Bool("scaleout", false, "measure the capacity of 1, 2, 3 CPU-budgeted servers instead")
+	cpus := flag.Float64("cpu", 0.3, "-scaleout: CPUs each server may use")
+	cfsPeriod := flag.Duration("cfs-period", 10*time.Millisecond, "-scaleout: the CFS period of each server's budget (at 100 ms a server that spends its quota early stalls up to 70 ms, which alone breaks a 20 ms p99)")
+	serverCounts := flag.String("counts", "1,2,3", "-scaleout: server counts")
+	goal := flag.Duration("goal", 20*time.Millisecond, "-scaleout: the p99 lateness a rate must hold")
 	flag.Parse()
 	if *role == "executor" {
 		if err := runExecutor(*servers, *out); err != nil {
@@ -90,81 +110,132 @@ func main() {
 		return
 	}
 	if *quick {
-		*measure = 20 * time.Second
+		*measure = 15 * time.Second
 	}
-	if err := run(*n, *period, *measure, *bin, strings.Split(*cases, ",")); err != nil {
+	var err error
+	if *scaleout {
+		err = runScaleout(*period, *measure, *bin, *cpus, *cfsPeriod, *serverCounts, *goal)
+	} else {
+		err = run(*n, *period, *measure, *bin, strings.Split(*cases, ","), *rounds)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/job:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, period, measure time.Duration, bin string, cases []string) error {
+// build compiles ./cmd/tangram into dir unless bin is given.
+func build(bin, dir string) (string, error) {
+	if bin != "" {
+		return bin, nil
+	}
+	bin = filepath.Join(dir, "tangram")
+	fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
+	b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
+	b.Stderr = os.Stderr
+	return bin, b.Run()
+}
+
+func run(n int, period, measure time.Duration, bin string, cases []string, rounds int) error {
 	dir, err := os.MkdirTemp("", "bench-job-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if bin == "" && (slices.Contains(cases, "tangram-1") || slices.Contains(cases, "tangram-2")) {
-		bin = filepath.Join(dir, "tangram")
-		fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
-		b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
-		b.Stderr = os.Stderr
-		if err := b.Run(); err != nil {
+	if slices.ContainsFunc(cases, func(c string) bool { return strings.HasPrefix(c, "tangram-") }) {
+		if bin, err = build(bin, dir); err != nil {
 			return err
 		}
 	}
-	var results []result
-	for _, c := range cases {
-		fmt.Fprintf(os.Stderr, "%s: %d jobs every %v, %v measured …\n", c, n, period, measure)
-		var r result
-		var err error
-		switch c {
-		case "robfig":
-			r, err = measureRobfig(n, period, measure)
-		case "tangram-1", "tangram-2":
-			k, _ := strconv.Atoi(strings.TrimPrefix(c, "tangram-"))
-			r, err = measureTangram(bin, dir, k, n, period, measure)
-		default:
-			err = fmt.Errorf("unknown case %q", c)
+	all := map[string][]result{}
+	for r := range rounds {
+		for _, c := range spread.Order(cases, r) {
+			fmt.Fprintf(os.Stderr, "round %d/%d %s: %d jobs every %v, %v measured …\n", r+1, rounds, c, n, period, measure)
+			var res result
+			var err error
+			switch {
+			case c == "robfig":
+				res, err = measureRobfig(n, period, measure)
+			case strings.HasPrefix(c, "tangram-"):
+				k, _ := strconv.Atoi(strings.TrimPrefix(c, "tangram-"))
+				res, err = measureTangram(bin, dir, k, n, period, measure, nil)
+			default:
+				err = fmt.Errorf("unknown case %q", c)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", c, err)
+			}
+			fmt.Fprintf(os.Stderr, "  %s: p50 %.2f ms p99 %.2f ms max %.2f ms, executed %d/%d, double %d, missed %d, early %d\n",
+				c, res.P50, res.P99, res.Max, res.Executed, res.Expected, res.Double, res.Missed, res.Early)
+			all[c] = append(all[c], res)
 		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", c, err)
-		}
-		results = append(results, r)
 	}
-	fmt.Printf("\nbench/job: %d jobs every %v (%.0f triggers/s), %v measured; executor in another process; 2 shared cores\n\n",
-		n, period, float64(n)/period.Seconds(), measure)
+	fmt.Printf("\nbench/job: %d jobs every %v (%.0f triggers/s), %d round(s) of %v measured, cases alternating; executor in another process; %d CPUs shared by everything; robfig/cron %s\n\n",
+		n, period, float64(n)/period.Seconds(), rounds, measure, runtime.NumCPU(), spread.Version("github.com/robfig/cron/v3"))
 	fmt.Println("| case | servers | lateness min | p50 | p99 | max | early | executed / expected | double | missed |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	for _, r := range results {
-		fmt.Printf("| %s | %d | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %d | %d / %d | %d | %d |\n", r.Impl, r.Servers, r.Min, r.P50, r.P99, r.Max, r.Early, r.Executed, r.Expected, r.Double, r.Missed)
-	}
-	var peer *result
-	for i := range results {
-		if results[i].Impl == "robfig/cron" {
-			peer = &results[i]
+	figs := func(rs []result, f func(result) float64) spread.Of {
+		xs := make([]float64, len(rs))
+		for i, r := range rs {
+			xs[i] = f(r)
 		}
+		return spread.Summarise(xs)
 	}
-	type row struct {
-		Case  string  `json:"case"`
-		Ours  result  `json:"ours"`
-		Peer  *result `json:"peer"`
-		Ratio float64 `json:"ratio"`
+	for _, c := range cases {
+		rs := all[c]
+		sum := func(f func(result) int) int {
+			t := 0
+			for _, r := range rs {
+				t += f(r)
+			}
+			return t
+		}
+		fmt.Printf("| %s | %d | %s ms | %s ms | %s ms | %s ms | %d | %d / %d | %d | %d |\n", rs[0].Impl, rs[0].Servers,
+			figs(rs, func(r result) float64 { return r.Min }).Format("%.2f"), figs(rs, func(r result) float64 { return r.P50 }).Format("%.2f"),
+			figs(rs, func(r result) float64 { return r.P99 }).Format("%.2f"), figs(rs, func(r result) float64 { return r.Max }).Format("%.2f"),
+			sum(func(r result) int { return r.Early }), sum(func(r result) int { return r.Executed }), sum(func(r result) int { return r.Expected }),
+			sum(func(r result) int { return r.Double }), sum(func(r result) int { return r.Missed }))
 	}
-	var rows []row
-	for _, r := range results {
-		if r.Impl == "robfig/cron" {
+	fmt.Println("\n(median of the rounds, min–max in brackets; counts are totals over all rounds)")
+	var rows []spread.Row
+	peer := all["robfig"]
+	for _, c := range cases {
+		if c == "robfig" {
 			continue
 		}
-		rw := row{Case: fmt.Sprintf("lateness-%dk-per-sec-%d-server", int(float64(n)/period.Seconds())/1000, r.Servers), Ours: r, Peer: peer}
-		if peer != nil && r.P99 > 0 {
-			rw.Ratio = float64(int(peer.P99/r.P99*100+0.5)) / 100 // peer p99 / ours: above 1, ours is less late
+		rs := all[c]
+		// peer p99 / ours, round by round: above 1, ours is less late.
+		ratios := spread.Ratios(pick(peer, func(r result) float64 { return r.P99 }), pick(rs, func(r result) float64 { return r.P99 }))
+		errs := 0
+		for _, r := range rs {
+			errs += r.Missed + r.Double + r.Early
 		}
-		rows = append(rows, rw)
+		row := spread.NewRow(fmt.Sprintf("lateness-%dk-per-sec-%d-server", int(float64(n)/period.Seconds())/1000, rs[0].Servers),
+			median(rs), median(peer), ratios, errs)
+		row.Note = "ratio: robfig/cron p99 over ours (in-process single-node floor, not XXL-JOB)"
+		rows = append(rows, row)
 	}
-	b, _ := json.Marshal(map[string]any{"bench": "job", "peer": "robfig/cron/v3 (in-process)", "rows": rows})
-	fmt.Println(string(b))
+	spread.Print("job", "robfig/cron/v3 (in-process)", rows, nil)
 	return nil
+}
+
+// pick is one figure of each round.
+func pick(rs []result, f func(result) float64) []float64 {
+	out := make([]float64, len(rs))
+	for i, r := range rs {
+		out[i] = f(r)
+	}
+	return out
+}
+
+// median is the round with the median p99.
+func median(rs []result) *result {
+	if len(rs) == 0 {
+		return nil
+	}
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int { return cmp.Compare(a.P99, b.P99) })
+	return &s[len(s)/2]
 }
 
 // phase is job i's offset in the period.
@@ -312,13 +383,20 @@ func freshPostgres() (string, func(), error) {
 	}, nil
 }
 
-func measureTangram(bin, dir string, servers, n int, period, measure time.Duration) (result, error) {
+// budget is the CPU budget of each server (-scaleout).
+type budget struct {
+	cpus   float64
+	period time.Duration
+}
+
+func measureTangram(bin, dir string, servers, n int, period, measure time.Duration, bud *budget) (result, error) {
 	dsn, drop, err := freshPostgres()
 	if err != nil {
 		return result{}, err
 	}
 	defer drop()
 	var https, rpcs []string
+	var pids []int
 	for i := range servers {
 		h, err1 := freeAddr()
 		r, err2 := freeAddr()
@@ -336,6 +414,7 @@ func measureTangram(bin, dir string, servers, n int, period, measure time.Durati
 			return result{}, err
 		}
 		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		pids = append(pids, cmd.Process.Pid)
 		https, rpcs = append(https, h), append(rpcs, r)
 		// The first server migrates the store; start the second after it.
 		if err := waitReady("http://" + h); err != nil {
@@ -402,9 +481,33 @@ func measureTangram(bin, dir string, servers, n int, period, measure time.Durati
 	if time.Now().After(base) {
 		return result{}, fmt.Errorf("creating %d jobs took past their start; use fewer jobs", n)
 	}
+	// The jobs are in; from here on each server has its budget (creating
+	// them is not what is measured).
+	var groups []*cpubudget.Group
+	defer func() {
+		for _, g := range groups {
+			_ = g.Close()
+		}
+	}()
+	if bud != nil {
+		for i, pid := range pids {
+			g, err := cpubudget.New(fmt.Sprintf("tangram-bench-job-%d-%d", os.Getpid(), i), bud.cpus, bud.period)
+			if err != nil {
+				return result{}, err
+			}
+			groups = append(groups, g)
+			if err := g.Add(pid); err != nil {
+				return result{}, err
+			}
+		}
+	}
 	from := base.Add(period) // one period of warm-up
 	to := from.Add(measure)
-	time.Sleep(time.Until(to) + 2*time.Second)
+	time.Sleep(time.Until(from))
+	cpu0, db0 := procCPU(pids...), postgresCPU()
+	time.Sleep(time.Until(to))
+	cpu1, db1 := procCPU(pids...), postgresCPU()
+	time.Sleep(2 * time.Second)
 	_ = ex.Process.Signal(syscall.SIGTERM)
 	_ = ex.Wait()
 	stopped = true
@@ -425,7 +528,56 @@ func measureTangram(bin, dir string, servers, n int, period, measure time.Durati
 	for k := range recs {
 		recs[k].job = idx[recs[k].job]
 	}
-	return evaluate("tangram", servers, n, period, base, from, to, recs), nil
+	r := evaluate("tangram", servers, n, period, base, from, to, recs)
+	r.ServerCPU = (cpu1 - cpu0).Seconds() / measure.Seconds()
+	r.DBCPU = (db1 - db0).Seconds() / measure.Seconds()
+	return r, nil
+}
+
+// postgresCPU is the CPU time of every postgres process on the machine
+// (the store's share of the machine during the window).
+func postgresCPU() time.Duration {
+	ents, _ := os.ReadDir("/proc")
+	var t time.Duration
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if name, cpu := statCPU(pid); strings.HasPrefix(name, "postgres") {
+				t += cpu
+			}
+		}
+	}
+	return t
+}
+
+// procCPU is the CPU time the processes have used.
+func procCPU(pids ...int) time.Duration {
+	var t time.Duration
+	for _, p := range pids {
+		_, cpu := statCPU(p)
+		t += cpu
+	}
+	return t
+}
+
+// statCPU reads a process's name and user+system CPU time from
+// /proc/<pid>/stat.
+func statCPU(pid int) (string, time.Duration) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0
+	}
+	st := string(b)
+	open, close := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+	if open < 0 || close < open {
+		return "", 0
+	}
+	f := strings.Fields(st[close+1:])
+	if len(f) <= 12 {
+		return st[open+1 : close], 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)                           // utime: field 14 of stat
+	k, _ := strconv.ParseInt(f[12], 10, 64)                           // stime: field 15
+	return st[open+1 : close], time.Duration(u+k) * time.Second / 100 // USER_HZ
 }
 
 func waitReady(base string) error {

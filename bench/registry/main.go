@@ -5,15 +5,23 @@
 //   - register-N: N instances (100 per service) registered with 64 callers
 //     at once — ours over Tangram RPC (tangram.Registry/Register), etcd as a
 //     lease grant plus a put with that lease per instance;
-//   - memory-per-instance: the server's RSS growth over those N, divided by N;
+//   - memory-per-instance: the server's live heap after a forced GC, and its
+//     anonymous memory (RssAnon: not the page cache of etcd's mmapped bbolt
+//     file), grown over those N, divided by N;
 //   - push-1k-watchers: 1,000 watchers on one service (ours: RPC watch
 //     streams; etcd: prefix watches), then a new instance of it; the time from
-//     the start of the registration to each watcher's event.
+//     the registration's request (etcd: its Put; the lease is granted before
+//     the clock starts) to each watcher's event.
 //
-// It prints a markdown table and, last, one JSON line (DESIGN.md's format).
+// Durability differs and is in the table: ours is memory + gossip (AP, as
+// Nacos' ephemeral instances), etcd is raft + fsync; a third system, etcd
+// with UnsafeNoFsync, is the nearest like-for-like. The systems take turns
+// going first over -rounds rounds (one at a time: each runs only while it
+// is measured); figures are medians with their spread. It prints a
+// markdown table and, last, one JSON line (the shape every bench shares).
 //
-//	go run ./bench/registry           # 100,000 instances, 10 push rounds
-//	go run ./bench/registry -quick    # 20,000 instances, 5 rounds, under a minute
+//	go run ./bench/registry           # 100,000 instances, 10 push rounds, 3 rounds
+//	go run ./bench/registry -quick    # 20,000 instances, 5 push rounds, 3 rounds
 package main
 
 import (
@@ -27,8 +35,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +47,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
+	"github.com/tangram-dev/tangram/bench/internal/heap"
+	"github.com/tangram-dev/tangram/bench/internal/spread"
 	"github.com/tangram-dev/tangram/internal/procstat"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
@@ -54,6 +66,8 @@ type result struct {
 	P50ms          float64 `json:"push_p50_ms"`
 	P99ms          float64 `json:"push_p99_ms"`
 	Maxms          float64 `json:"push_max_ms"`
+	LivePerInst    float64 `json:"live_heap_bytes_per_instance"`
+	AnonPerInst    float64 `json:"rss_anon_bytes_per_instance"`
 	ServerPeakMiB  float64 `json:"server_peak_mib"`
 	RegisterErrors int64   `json:"register_errors"`
 }
@@ -63,7 +77,8 @@ func main() {
 	quick := flag.Bool("quick", false, "20,000 instances and 5 push rounds (under a minute)")
 	n := flag.Int("n", 100000, "instances to register")
 	watchers := flag.Int("watchers", 1000, "watchers of the pushed service")
-	rounds := flag.Int("rounds", 10, "push rounds")
+	rounds := flag.Int("push-rounds", 10, "push rounds per measurement")
+	reps := flag.Int("rounds", 3, "rounds: each system measured this many times, taking turns going first")
 	conc := flag.Int("c", 64, "concurrent registering callers")
 	bin := flag.String("bin", "", "tangram binary (default: build ./cmd/tangram)")
 	cpuprofile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile here")
@@ -76,7 +91,7 @@ func main() {
 		}
 	}
 	if *serve {
-		if err := etcdpeer.Serve(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+		if err := etcdpeer.Serve(flag.Arg(0), flag.Arg(1), flag.Arg(2), flag.Args()[min(3, flag.NArg()):]...); err != nil {
 			fmt.Fprintln(os.Stderr, "etcd:", err)
 			os.Exit(1)
 		}
@@ -97,14 +112,20 @@ func main() {
 			ours.RegPerSec, ours.BytesPerInst, ours.P50ms, ours.P99ms, ours.Maxms, ours.Notified, *watchers**rounds)
 		return
 	}
-	if err := run(*n, *watchers, *rounds, *conc, *bin); err != nil {
+	if err := run(*n, *watchers, *rounds, *conc, *bin, *reps); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench/registry:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, watchers, rounds, conc int, bin string) error {
+// system is one of the measured registries.
+type system struct {
+	name, durability string
+	measure          func(dir string) (result, error)
+}
+
+func run(n, watchers, rounds, conc int, bin string, reps int) error {
 	dir, err := os.MkdirTemp("", "bench-registry-")
 	if err != nil {
 		return err
@@ -119,51 +140,77 @@ func run(n, watchers, rounds, conc int, bin string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "tangram: registering %d instances, then %d watchers × %d rounds …\n", n, watchers, rounds)
-	ours, err := measureOurs(bin, filepath.Join(dir, "tangram-data"), n, watchers, rounds, conc)
-	if err != nil {
-		return fmt.Errorf("tangram: %w", err)
+	etcdVer := spread.Version("go.etcd.io/etcd/server/v3")
+	systems := []system{
+		{"tangram", "memory + gossip (AP)", func(d string) (result, error) { return measureOurs(bin, d, n, watchers, rounds, conc) }},
+		{"etcd " + etcdVer, "raft + fsync", func(d string) (result, error) { return measureEtcd(d, n, watchers, rounds, conc, false) }},
+		{"etcd " + etcdVer + " UnsafeNoFsync", "raft, no fsync", func(d string) (result, error) { return measureEtcd(d, n, watchers, rounds, conc, true) }},
 	}
-	fmt.Fprintf(os.Stderr, "etcd: the same …\n")
-	peer, err := measureEtcd(filepath.Join(dir, "etcd"), n, watchers, rounds, conc)
-	if err != nil {
-		return fmt.Errorf("etcd: %w", err)
-	}
-	fmt.Printf("\nbench/registry: %d instances (100 per service), %d callers; %d watchers × %d rounds; 2 shared cores\n\n", n, conc, watchers, rounds)
-	fmt.Println("| case | impl | value | notes |")
-	fmt.Println("| --- | --- | ---: | --- |")
-	regCase := fmt.Sprintf("register-%dk", n/1000)
-	fmt.Printf("| %s | tangram | %.0f /s | %d errors |\n", regCase, ours.RegPerSec, ours.RegisterErrors)
-	fmt.Printf("| %s | etcd 3.6 | %.0f /s | %d errors; one lease per instance |\n", regCase, peer.RegPerSec, peer.RegisterErrors)
-	fmt.Printf("| memory-per-instance | tangram | %.0f B | server peak %.0f MiB |\n", ours.BytesPerInst, ours.ServerPeakMiB)
-	fmt.Printf("| memory-per-instance | etcd 3.6 | %.0f B | server peak %.0f MiB |\n", peer.BytesPerInst, peer.ServerPeakMiB)
-	pushCase := fmt.Sprintf("push-%dk-watchers", watchers/1000)
-	for _, r := range []result{ours, peer} {
-		fmt.Printf("| %s | %s | p99 %.2f ms | p50 %.2f ms, max %.2f ms, %d/%d notified |\n", pushCase, r.Impl, r.P99ms, r.P50ms, r.Maxms, r.Notified, r.Watchers*rounds)
-	}
-	ratio := func(a, b float64) float64 {
-		if b == 0 {
-			return 0
+	all := map[string][]result{}
+	for r := range reps {
+		for i, sys := range spread.Order(systems, r) {
+			fmt.Fprintf(os.Stderr, "round %d/%d %s: registering %d instances, then %d watchers × %d pushes …\n", r+1, reps, sys.name, n, watchers, rounds)
+			res, err := sys.measure(filepath.Join(dir, fmt.Sprintf("r%d-%d", r, i)))
+			if err != nil {
+				return fmt.Errorf("%s: %w", sys.name, err)
+			}
+			fmt.Fprintf(os.Stderr, "  %.0f registrations/s (%d errors), %.0f B live / %.0f B anon per instance, push p50 %.2f p99 %.2f max %.2f ms (%d/%d)\n",
+				res.RegPerSec, res.RegisterErrors, res.LivePerInst, res.AnonPerInst, res.P50ms, res.P99ms, res.Maxms, res.Notified, watchers*rounds)
+			all[sys.name] = append(all[sys.name], res)
 		}
-		return float64(int(a/b*100+0.5)) / 100
 	}
-	fmt.Printf("\ngoal: registrations ≥ 10× etcd (%.1f×), push p99 < 10 ms (%.2f ms), < 512 B per instance (%.0f B)\n",
-		ratio(ours.RegPerSec, peer.RegPerSec), ours.P99ms, ours.BytesPerInst)
-	type row struct {
-		Case  string  `json:"case"`
-		Ours  any     `json:"ours"`
-		Peer  any     `json:"peer"`
-		Ratio float64 `json:"ratio"`
+	fig := func(name string, f func(result) float64) []float64 {
+		var xs []float64
+		for _, r := range all[name] {
+			xs = append(xs, f(r))
+		}
+		return xs
 	}
-	out := map[string]any{"bench": "registry", "peer": "etcd 3.6 (embedded, child process)", "rows": []row{
-		{Case: regCase, Ours: map[string]float64{"per_sec": ours.RegPerSec}, Peer: map[string]float64{"per_sec": peer.RegPerSec}, Ratio: ratio(ours.RegPerSec, peer.RegPerSec)},
-		{Case: pushCase, Ours: map[string]float64{"p50_ms": ours.P50ms, "p99_ms": ours.P99ms, "max_ms": ours.Maxms},
-			Peer: map[string]float64{"p50_ms": peer.P50ms, "p99_ms": peer.P99ms, "max_ms": peer.Maxms}, Ratio: ratio(peer.P99ms, ours.P99ms)},
-		{Case: "memory-per-instance", Ours: map[string]float64{"bytes": ours.BytesPerInst}, Peer: map[string]float64{"bytes": peer.BytesPerInst},
-			Ratio: ratio(peer.BytesPerInst, ours.BytesPerInst)},
-	}}
-	b, _ := json.Marshal(out)
-	fmt.Println(string(b))
+	of := func(name string, f func(result) float64) spread.Of { return spread.Summarise(fig(name, f)) }
+	errsOf := func(name string) int {
+		t := 0
+		for _, r := range all[name] {
+			t += int(r.RegisterErrors) + r.Watchers*rounds - r.Notified
+		}
+		return t
+	}
+	fmt.Printf("\nbench/registry: %d instances (100 per service), %d callers; %d watchers × %d pushes; %d rounds, systems alternating, one running at a time; %d CPUs shared; GOGC: tangram server 400 (its default), etcd 100 (its default) — memory is the live heap after a forced GC and RssAnon, neither depends on it\n\n",
+		n, conc, watchers, rounds, reps, runtime.NumCPU())
+	fmt.Println("| system | durability | registrations/s | live heap B/instance | RssAnon B/instance | push p50 ms | push p99 ms | push max ms | errors |")
+	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, sys := range systems {
+		nm := sys.name
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", nm, sys.durability,
+			of(nm, func(r result) float64 { return r.RegPerSec }).Format("%.0f"),
+			of(nm, func(r result) float64 { return r.LivePerInst }).Format("%.0f"),
+			of(nm, func(r result) float64 { return r.AnonPerInst }).Format("%.0f"),
+			of(nm, func(r result) float64 { return r.P50ms }).Format("%.2f"),
+			of(nm, func(r result) float64 { return r.P99ms }).Format("%.2f"),
+			of(nm, func(r result) float64 { return r.Maxms }).Format("%.2f"), errsOf(nm))
+	}
+	fmt.Println("\n(median of the rounds, min–max in brackets)")
+	ours := systems[0].name
+	var rows []spread.Row
+	regCase, pushCase := fmt.Sprintf("register-%dk", n/1000), fmt.Sprintf("push-%dk-watchers", watchers/1000)
+	for _, peer := range systems[1:] {
+		p := peer.name
+		suffix := ""
+		if strings.Contains(p, "UnsafeNoFsync") {
+			suffix = "-vs-nofsync"
+		}
+		rows = append(rows,
+			spread.NewRow(regCase+suffix, of(ours, func(r result) float64 { return r.RegPerSec }), of(p, func(r result) float64 { return r.RegPerSec }),
+				spread.Ratios(fig(ours, func(r result) float64 { return r.RegPerSec }), fig(p, func(r result) float64 { return r.RegPerSec })), errsOf(ours)+errsOf(p)),
+			spread.NewRow(pushCase+suffix, of(ours, func(r result) float64 { return r.P99ms }), of(p, func(r result) float64 { return r.P99ms }),
+				spread.Ratios(fig(p, func(r result) float64 { return r.P99ms }), fig(ours, func(r result) float64 { return r.P99ms })), 0),
+			spread.NewRow("memory-per-instance"+suffix, of(ours, func(r result) float64 { return r.LivePerInst }), of(p, func(r result) float64 { return r.LivePerInst }),
+				spread.Ratios(fig(p, func(r result) float64 { return r.LivePerInst }), fig(ours, func(r result) float64 { return r.LivePerInst })), 0))
+	}
+	reg, push, mem := rows[0], rows[1], of(ours, func(r result) float64 { return r.LivePerInst })
+	fmt.Printf("\ngoal: registrations ≥ 10× etcd (%.2f×, rounds %.2f–%.2f), push p99 < 10 ms (%s ms), < 512 B per instance (%s B live)\n",
+		reg.Ratio, reg.RatioMin, reg.RatioMax, of(ours, func(r result) float64 { return r.P99ms }).Format("%.2f"), mem.Format("%.0f"))
+	_ = push
+	spread.Print("registry", "etcd "+etcdVer+" (embedded, child process; rows -vs-nofsync: UnsafeNoFsync)", rows, nil)
 	return nil
 }
 
@@ -238,14 +285,19 @@ func (a *arrivals) note(i int) {
 	a.count.Add(1)
 }
 
-// pushRounds changes the watched service once per round (change) and
-// collects, for every watcher, the time from the start of the change to its
-// event, waiting at most 10 s per round.
-func pushRounds(rounds, watchers int, a *arrivals, change func(round int) error) ([]time.Duration, error) {
+// pushRounds changes the watched service once per round (prepare, then
+// change) and collects, for every watcher, the time from the start of the
+// change to its event, waiting at most 10 s per round.
+func pushRounds(rounds, watchers int, a *arrivals, prepare, change func(round int) error) ([]time.Duration, error) {
 	a.round.Store(-1)
 	starts := make([]time.Time, rounds)
 	for r := range rounds {
 		time.Sleep(300 * time.Millisecond)
+		if prepare != nil {
+			if err := prepare(r); err != nil { // before the clock: not part of the push
+				return nil, err
+			}
+		}
 		a.round.Store(int64(r))
 		a.count.Store(0)
 		starts[r] = time.Now()
@@ -277,10 +329,11 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 	if err1 != nil || err2 != nil {
 		return res, fmt.Errorf("ports: %v %v", err1, err2)
 	}
-	args := []string{"server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--data", data, "--log-level", "error"}
-	if d := os.Getenv("BENCH_DEBUG_ADDR"); d != "" {
-		args = append(args, "--debug-addr", d) // pprof of the server
+	debugAddr, err := freeAddr()
+	if err != nil {
+		return res, err
 	}
+	args := []string{"server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--data", data, "--log-level", "error", "--debug-addr", debugAddr}
 	srv := exec.Command(bin, args...)
 	srv.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token)
 	srv.Stderr = os.Stderr
@@ -304,8 +357,11 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
-	rss0 := rssBytes(srv.Process.Pid, "VmRSS")
+	live0, err := heap.Live(debugAddr)
+	if err != nil {
+		return res, err
+	}
+	anon0 := rssBytes(srv.Process.Pid, "RssAnon")
 	var errs atomic.Int64
 	el := parallel(n, conc, func(i int) {
 		in := registry.Instance{Key: registry.Key{Service: fmt.Sprintf("svc-%d", i/100)}, Host: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
@@ -315,8 +371,12 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 		}
 	})
 	res.RegPerSec, res.RegisterErrors = float64(n)/el.Seconds(), errs.Load()
-	time.Sleep(500 * time.Millisecond)
-	res.BytesPerInst = (rssBytes(srv.Process.Pid, "VmRSS") - rss0) / float64(n)
+	live1, err := heap.Live(debugAddr)
+	if err != nil {
+		return res, err
+	}
+	res.LivePerInst, res.AnonPerInst = (live1-live0)/float64(n), (rssBytes(srv.Process.Pid, "RssAnon")-anon0)/float64(n)
+	res.BytesPerInst = res.LivePerInst
 
 	// Watchers: RPC watch streams over 10 client connections.
 	var clients []*rpc.Client
@@ -368,7 +428,7 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 		}()
 	}
 	ready.Wait()
-	lat, err := pushRounds(rounds, watchers, arr, func(r int) error {
+	lat, err := pushRounds(rounds, watchers, arr, nil, func(r int) error {
 		in := registry.Instance{Key: key, Host: "10.200.0.1", Port: uint16(9000 + r), Weight: 100, Enabled: true, Ephemeral: true}
 		_, err := rpc.Call[registry.Instance](ctx, c, "tangram.Registry/Register", &in)
 		return err
@@ -384,9 +444,13 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 	return res, nil
 }
 
-func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
-	res := result{Impl: "etcd 3.6", Instances: n, Watchers: watchers}
-	peer, err := etcdpeer.Start("-serve-etcd", dir)
+func measureEtcd(dir string, n, watchers, rounds, conc int, noFsync bool) (result, error) {
+	res := result{Impl: "etcd", Instances: n, Watchers: watchers}
+	debugAddr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	peer, err := etcdpeer.Start("-serve-etcd", dir, etcdpeer.Options{NoFsync: noFsync, DebugAddr: debugAddr})
 	if err != nil {
 		return res, err
 	}
@@ -397,18 +461,24 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 		return res, err
 	}
 	defer cli.Close()
-	time.Sleep(500 * time.Millisecond)
-	rss0 := rssBytes(peer.PID(), "VmRSS")
+	live0, err := heap.Live(debugAddr)
+	if err != nil {
+		return res, err
+	}
+	anon0 := rssBytes(peer.PID(), "RssAnon")
 	var errs atomic.Int64
+	put := func(svc string, host string, port int, lease clientv3.LeaseID) error {
+		val, _ := json.Marshal(registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: uint16(port), Weight: 100,
+			Enabled: true, Ephemeral: true, Metadata: map[string]string{"version": "1.0"}})
+		_, err := cli.Put(ctx, fmt.Sprintf("/registry/public/default/%s/%s:%d", svc, host, port), string(val), clientv3.WithLease(lease))
+		return err
+	}
 	register := func(svc string, i int, host string, port int) error {
 		lease, err := cli.Grant(ctx, 30)
 		if err != nil {
 			return err
 		}
-		val, _ := json.Marshal(registry.Instance{Key: registry.Key{Service: svc}, Host: host, Port: uint16(port), Weight: 100,
-			Enabled: true, Ephemeral: true, Metadata: map[string]string{"version": "1.0"}})
-		_, err = cli.Put(ctx, fmt.Sprintf("/registry/public/default/%s/%s:%d", svc, host, port), string(val), clientv3.WithLease(lease.ID))
-		return err
+		return put(svc, host, port, lease.ID)
 	}
 	el := parallel(n, conc, func(i int) {
 		if err := register(fmt.Sprintf("svc-%d", i/100), i, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), 8080); err != nil {
@@ -416,8 +486,12 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 		}
 	})
 	res.RegPerSec, res.RegisterErrors = float64(n)/el.Seconds(), errs.Load()
-	time.Sleep(500 * time.Millisecond)
-	res.BytesPerInst = (rssBytes(peer.PID(), "VmRSS") - rss0) / float64(n)
+	live1, err := heap.Live(debugAddr)
+	if err != nil {
+		return res, err
+	}
+	res.LivePerInst, res.AnonPerInst = (live1-live0)/float64(n), (rssBytes(peer.PID(), "RssAnon")-anon0)/float64(n)
+	res.BytesPerInst = res.LivePerInst
 
 	var clients []*clientv3.Client
 	for range 10 {
@@ -448,7 +522,17 @@ func measureEtcd(dir string, n, watchers, rounds, conc int) (result, error) {
 			}
 		}()
 	}
-	lat, err := pushRounds(rounds, watchers, arr, func(r int) error { return register("watched", 0, "10.200.0.1", 9000+r) })
+	// The lease is granted before the clock starts: the push is timed from
+	// the Put, as ours is from the Register.
+	var lease clientv3.LeaseID
+	lat, err := pushRounds(rounds, watchers, arr, func(r int) error {
+		l, err := cli.Grant(ctx, 30)
+		if err != nil {
+			return err
+		}
+		lease = l.ID
+		return nil
+	}, func(r int) error { return put("watched", "10.200.0.1", 9000+r, lease) })
 	if err != nil {
 		return res, err
 	}

@@ -5,7 +5,7 @@
 // JSON object (see DESIGN.md).
 //
 //	go run ./bench/rpc            # 3 rounds of 10 s per case
-//	go run ./bench/rpc -quick     # 1 round of 3 s per case, under a minute
+//	go run ./bench/rpc -quick     # 3 rounds of 2 s per case
 package main
 
 import (
@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/tangram-dev/tangram/bench/internal/spread"
 	"github.com/tangram-dev/tangram/internal/procstat"
 	trpc "github.com/tangram-dev/tangram/rpc"
 )
@@ -46,7 +47,7 @@ func main() {
 	conc := flag.Int("c", 100, "internal: client concurrency")
 	dur := flag.Duration("d", 10*time.Second, "measured duration per run")
 	size := flag.Int("size", 1024, "payload bytes")
-	quick := flag.Bool("quick", false, "one round of 3 s per case")
+	quick := flag.Bool("quick", false, "3 rounds of 2 s per case")
 	rounds := flag.Int("rounds", 3, "rounds")
 	cases := flag.String("cases", "1,100,1000", "concurrency levels")
 	only := flag.String("kinds", strings.Join(kinds, ","), "implementations to run")
@@ -71,7 +72,7 @@ func main() {
 		err = client(*kind, *addr, *conc, *dur, *size)
 	default:
 		if *quick {
-			*rounds, *dur = 1, 3*time.Second
+			*rounds, *dur = 3, 2*time.Second
 		}
 		err = orchestrate(*rounds, *dur, *size, *cases, strings.Split(*only, ","), *procs)
 	}
@@ -387,12 +388,15 @@ func runOne(kind string, conc int, dur time.Duration, size, procs int) (result, 
 }
 
 type row struct {
-	Case  string  `json:"case"`
-	Ours  result  `json:"ours"`
-	Peer  result  `json:"peer"`
-	Floor result  `json:"floor"`
-	Ratio float64 `json:"ratio"`
-	P99R  float64 `json:"p99_ratio"`
+	Case     string  `json:"case"`
+	Ours     result  `json:"ours"`
+	Peer     result  `json:"peer"`
+	Floor    result  `json:"floor"`
+	Ratio    float64 `json:"ratio"` // median of the rounds' ratios
+	RatioMin float64 `json:"ratio_min"`
+	RatioMax float64 `json:"ratio_max"`
+	P99R     float64 `json:"p99_ratio"`
+	Errors   int     `json:"errors,omitempty"`
 }
 
 func orchestrate(rounds int, dur time.Duration, size int, cases string, only []string, procs int) error {
@@ -406,11 +410,7 @@ func orchestrate(rounds int, dur time.Duration, size int, cases string, only []s
 		}
 		res := map[string][]result{}
 		for round := range rounds {
-			order := slices.Clone(only)
-			if round%2 == 1 {
-				slices.Reverse(order)
-			}
-			for _, k := range order {
+			for _, k := range spread.Order(only, round) {
 				r, err := runOne(k, conc, dur, size, procs)
 				if err != nil {
 					return fmt.Errorf("%s c%d: %w", k, conc, err)
@@ -422,11 +422,27 @@ func orchestrate(rounds int, dur time.Duration, size int, cases string, only []s
 		}
 		rw := row{Case: fmt.Sprintf("unary-%dKB-c%d", size/1024, conc)}
 		rw.Ours, rw.Peer, rw.Floor = median(res["tangram"]), median(res["grpc"]), median(res["netrpc"])
-		if rw.Peer.QPS > 0 {
-			rw.Ratio = round2(rw.Ours.QPS / rw.Peer.QPS)
+		qps := func(k string) []float64 {
+			var xs []float64
+			for _, r := range res[k] {
+				xs = append(xs, r.QPS)
+			}
+			return xs
 		}
-		if rw.Ours.P99 > 0 {
-			rw.P99R = round2(rw.Peer.P99 / rw.Ours.P99)
+		p99 := func(k string) []float64 {
+			var xs []float64
+			for _, r := range res[k] {
+				xs = append(xs, r.P99)
+			}
+			return xs
+		}
+		q, l := spread.Summarise(spread.Ratios(qps("tangram"), qps("grpc"))), spread.Summarise(spread.Ratios(p99("grpc"), p99("tangram")))
+		rw.Ratio, rw.RatioMin, rw.RatioMax = round2(q.Median), round2(q.Min), round2(q.Max)
+		rw.P99R = round2(l.Median)
+		for _, k := range only {
+			for _, r := range res[k] {
+				rw.Errors += r.Errors
+			}
 		}
 		rows = append(rows, rw)
 	}
@@ -444,9 +460,10 @@ func orchestrate(rounds int, dur time.Duration, size int, cases string, only []s
 			fmt.Printf("| %s | %s | %.0f | %.3f | %.3f | %.3f | %.1f | %.1f | %.0f | %.0f |\n", rw.Case, x.name,
 				x.r.QPS, x.r.P50, x.r.P99, x.r.P999, x.r.Allocs, x.r.SrvAllocs, x.r.ClientMiB, x.r.ServerMiB)
 		}
-		fmt.Printf("| %s | **ratio** | **%.2f×** | | p99 grpc/ours **%.2f×** | | | | | |\n", rw.Case, rw.Ratio, rw.P99R)
+		fmt.Printf("| %s | **ratio** | **%.2f×** (%.2f–%.2f) | | p99 grpc/ours **%.2f×** | | | | errors %d | |\n", rw.Case, rw.Ratio, rw.RatioMin, rw.RatioMax, rw.P99R, rw.Errors)
 	}
-	b, _ := json.Marshal(map[string]any{"bench": "rpc", "peer": "grpc-go", "floor": "net/rpc", "rows": rows})
+	fmt.Printf("\n(each implementation's median round by QPS; ratios are the median of the rounds' ratios, min–max in brackets; grpc-go %s)\n", spread.Version("google.golang.org/grpc"))
+	b, _ := json.Marshal(map[string]any{"bench": "rpc", "peer": "grpc-go " + spread.Version("google.golang.org/grpc"), "floor": "net/rpc", "rows": rows})
 	fmt.Println(string(b))
 	return nil
 }

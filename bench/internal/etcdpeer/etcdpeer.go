@@ -9,6 +9,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // the child's optional debug listener
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,9 +21,40 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
+// Options are the peer's settings beyond etcd's defaults.
+type Options struct {
+	// NoFsync runs etcd with UnsafeNoFsync: raft and its WAL without
+	// fsync, the nearest etcd comes to a memory-only registry.
+	NoFsync bool
+	// DebugAddr, when set, serves net/http/pprof there (the benchmarks
+	// read the live heap after a forced GC from /debug/pprof/heap).
+	DebugAddr string
+}
+
+func (o Options) args() []string {
+	a := []string{"fsync"}
+	if o.NoFsync {
+		a[0] = "nofsync"
+	}
+	return append(a, o.DebugAddr)
+}
+
 // Serve runs an embedded etcd in this process until SIGTERM; it prints
-// "ready" once etcd serves.
-func Serve(dir, clientURL, peerURL string) error {
+// "ready" once etcd serves. rest are the arguments Start passed after the
+// URLs (the Options).
+func Serve(dir, clientURL, peerURL string, rest ...string) error {
+	var o Options
+	if len(rest) > 0 {
+		o.NoFsync = rest[0] == "nofsync"
+	}
+	if len(rest) > 1 && rest[1] != "" {
+		o.DebugAddr = rest[1]
+		ln, err := net.Listen("tcp", o.DebugAddr)
+		if err != nil {
+			return err
+		}
+		go func() { _ = http.Serve(ln, nil) }() // net/http/pprof's handlers; ends with the process
+	}
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cu, err := url.Parse(clientURL)
@@ -36,6 +69,7 @@ func Serve(dir, clientURL, peerURL string) error {
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
+	cfg.UnsafeNoFsync = o.NoFsync
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return err
@@ -75,7 +109,7 @@ type Peer struct {
 
 // Start runs this executable with childFlag (the flag that makes it call
 // Serve with the three arguments that follow) and waits for etcd to serve.
-func Start(childFlag, dir string) (*Peer, error) {
+func Start(childFlag, dir string, opts ...Options) (*Peer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -85,7 +119,11 @@ func Start(childFlag, dir string) (*Peer, error) {
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("etcdpeer: ports: %v %v", err1, err2)
 	}
-	cmd := exec.Command(exe, childFlag, dir, cu, pu)
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	cmd := exec.Command(exe, append([]string{childFlag, dir, cu, pu}, o.args()...)...)
 	var errBuf bytes.Buffer // etcd logs its shutdown as errors; shown only if it fails to start
 	cmd.Stderr = &errBuf
 	out, err := cmd.StdoutPipe()
