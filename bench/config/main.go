@@ -243,7 +243,11 @@ func measure(n, rounds int, bin, data string, extra []string) ([]result, float64
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	args := append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--broker", "off", "--data", data, "--log-level", "warn"}, extra...)
+	// --max-conns above the watcher count (docs/security.md: the default,
+	// 10,000 per listener, leaves no room for the control connections
+	// beside 10,000 watchers).
+	args := append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--broker", "off", "--data", data, "--log-level", "warn",
+		"--max-conns", strconv.Itoa(n + 1000)}, extra...)
 	if d := os.Getenv("BENCH_DEBUG_ADDR"); d != "" {
 		args = append(args, "--debug-addr", d)
 	}
