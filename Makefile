@@ -20,7 +20,7 @@ services:
 test: services
 	bash scripts/stages.sh \
 	  "vet" "$(GO) vet ./... && $(GO) vet ./bench/..." \
-	  "unit and integration tests" "$(GO) test -count=1 -timeout 15m ./..." \
+	  "unit and integration tests" "$(GO) test -count=1 -timeout 15m ./... ./bench/internal/..." \
 	  "race detector" "$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)" \
 	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..." \
 	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..."
