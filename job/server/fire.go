@@ -137,7 +137,12 @@ func (s *Scheduler) triggerLoop() {
 // for one fire as for fifty, so batching by time, not by partition, keeps
 // the cost per fire low at any rate and with any number of servers.
 func (s *Scheduler) claimer() {
-	const maxBatch = 1024
+	// A batch holds the lease rows of its partitions locked until it
+	// commits, and the renewal skips locked rows: a transaction must stay
+	// well inside the lease, or a busy server loses every partition it
+	// holds at once. Hence a bounded batch and a deadline of a sixth of
+	// the lease (fires not claimed by then are retried a second later).
+	const maxBatch = 128
 	gather := min(s.cfg.ClaimAhead/5, 20*time.Millisecond)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -248,7 +253,10 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 	var claims []claim
 	var flowRuns []int64
 	var retry []fireItem
-	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+	txCtx, cancelTx := context.WithTimeout(ctx, max(s.cfg.LeaseTTL/6, 100*time.Millisecond)) // see claimer
+	defer cancelTx()
+	err := s.st.InTx(txCtx, func(tx *store.Tx) error {
+		ctx := txCtx
 		claims, flowRuns, retry = claims[:0], flowRuns[:0], retry[:0]
 		if err := s.fenceAll(ctx, tx, terms); err != nil {
 			return err
