@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -384,34 +385,21 @@ type runRow struct {
 // status cannot change under the caller. A run that is gone is absent.
 func readRuns(ctx context.Context, tx *store.Tx, ids []int64, lock bool) (map[int64]*runRow, error) {
 	out := make(map[int64]*runRow, len(ids))
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), 500)]
-		ids = ids[len(chunk):]
-		args := make([]any, len(chunk))
-		for i, id := range chunk {
-			args[i] = id
-		}
-		q := `SELECT id, job_id, fire_at, attempt, shard_index, params, flow_id, node, executor, status
-			FROM job_runs WHERE id IN (?` + strings.Repeat(", ?", len(chunk)-1) + `) ORDER BY id`
-		if lock && tx.Dialect() != store.SQLite {
-			q += ` FOR UPDATE` // in id order, as every batch locks them
-		}
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("job: read runs: %w", err)
-		}
-		for rows.Next() {
+	tail := `) ORDER BY id`
+	if lock && tx.Dialect() != store.SQLite {
+		tail += ` FOR UPDATE` // in id order, as every batch locks them
+	}
+	err := byIDs(ctx, tx, `SELECT id, job_id, fire_at, attempt, shard_index, params, flow_id, node, executor, status FROM job_runs WHERE id IN (`, tail, ids,
+		func(rows *sql.Rows) error {
 			r := &runRow{}
 			if err := rows.Scan(&r.id, &r.jobID, &r.fireAt, &r.attempt, &r.shard, &r.params, &r.flowID, &r.node, &r.executor, &r.status); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("job: read runs: %w", err)
+				return err
 			}
 			out[r.id] = r
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("job: read runs: %w", err)
-		}
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("job: read runs: %w", err)
 	}
 	return out, nil
 }

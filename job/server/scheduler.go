@@ -361,6 +361,22 @@ func loadJob(ctx context.Context, q store.Querier, id int64) (*job.Job, error) {
 // loadJobs reads the jobs of ids in one query; a deleted one is absent.
 func loadJobs(ctx context.Context, q store.Querier, ids []int64) (map[int64]*job.Job, error) {
 	out := make(map[int64]*job.Job, len(ids))
+	err := byIDs(ctx, q, `SELECT `+jobColumns+` FROM job_jobs WHERE id IN (`, `)`, ids, func(rows *sql.Rows) error {
+		j, err := scanJob(rows)
+		if err == nil {
+			out[j.ID] = j
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job: read %d jobs: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// byIDs runs head + "?, ?, …" + tail for ids, 500 at a time, and calls
+// each for every row.
+func byIDs(ctx context.Context, q store.Querier, head, tail string, ids []int64, each func(*sql.Rows) error) error {
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), 500)]
 		ids = ids[len(chunk):]
@@ -368,24 +384,22 @@ func loadJobs(ctx context.Context, q store.Querier, ids []int64) (map[int64]*job
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := q.QueryContext(ctx, `SELECT `+jobColumns+` FROM job_jobs WHERE id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		rows, err := q.QueryContext(ctx, head+"?"+strings.Repeat(", ?", len(chunk)-1)+tail, args...)
 		if err != nil {
-			return nil, fmt.Errorf("job: read %d jobs: %w", len(chunk), err)
+			return err
 		}
 		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
+			if err := each(rows); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("job: read jobs: %w", err)
+				return err
 			}
-			out[j.ID] = j
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("job: read jobs: %w", err)
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // janitor applies log and run retention on the partitions this server
