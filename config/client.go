@@ -318,7 +318,11 @@ func (c *Client) watchLoop(ctx context.Context) {
 }
 
 func (c *Client) watchOnce(ctx context.Context) ([]Notification, error) {
-	req := WatchRequest{Env: c.opts.Env, App: c.opts.App, Cluster: c.opts.Cluster, Instance: c.opts.Instance}
+	// Content: the answer carries each changed namespace's configuration as
+	// a fetch would return it (gray rules matched on IP and labels), so a
+	// change costs one round trip.
+	req := WatchRequest{Env: c.opts.Env, App: c.opts.App, Cluster: c.opts.Cluster, Instance: c.opts.Instance,
+		Content: true, IP: c.opts.IP, Labels: c.opts.Labels}
 	c.mu.RLock()
 	for _, ns := range c.opts.Namespaces {
 		req.Namespaces = append(req.Namespaces, Notification{NS: ns, ID: c.state[ns].notifyID})
@@ -336,7 +340,8 @@ func (c *Client) watchOnce(ctx context.Context) ([]Notification, error) {
 	return out.Changes, err
 }
 
-// refresh fetches a namespace after a notification, updates the state and
+// refresh applies a change: the configuration the watch answer carries,
+// or (from a server that did not send it) a fetch. It updates the state and
 // disk copy, and tells listeners what changed.
 func (c *Client) refresh(ctx context.Context, n Notification) error {
 	c.mu.RLock()
@@ -346,9 +351,19 @@ func (c *Client) refresh(ctx context.Context, n Notification) error {
 		key = st.cfg.ReleaseKey // 304 when what we hold (even a disk copy) is current
 	}
 	c.mu.RUnlock()
-	cfg, err := c.fetchAny(ctx, n.NS, key)
-	if err != nil {
-		return err
+	cfg := n.Config
+	if cfg != nil && (cfg.NS != n.NS || cfg.Items == nil) {
+		c.log.Warn("config: watch answer carries another namespace's configuration or none; fetching", "ns", n.NS, "carried", cfg.NS)
+		cfg = nil
+	}
+	switch {
+	case cfg != nil && cfg.ReleaseKey == key:
+		cfg = nil // what we hold is current
+	case cfg == nil:
+		var err error
+		if cfg, err = c.fetchAny(ctx, n.NS, key); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	st = c.state[n.NS]

@@ -198,6 +198,11 @@ type Instance struct {
 type Notification struct {
 	NS string `json:"ns"`
 	ID int64  `json:"id"`
+	// Config is, in an answer to a watch that asked for content, what the
+	// watching client sees of the namespace at ID (gray rules applied,
+	// secrets masked unless the caller may read them): the client needs no
+	// fetch. Absent when the server could not load it; the client fetches.
+	Config *Payload `json:"config,omitempty"`
 }
 
 // WatchRequest is a client's long poll.
@@ -210,6 +215,13 @@ type WatchRequest struct {
 	// client that keeps watching is shown online though it fetches only
 	// when something changes.
 	Instance string `json:"instance,omitempty"`
+	// Content asks for each changed namespace's configuration in the answer
+	// (Notification.Config), so that a change takes one round trip.
+	Content bool `json:"content,omitempty"`
+	// IP and Labels identify the client to gray-release rules, as on a
+	// fetch; IP defaults to the connection's address.
+	IP     string   `json:"ip,omitempty"`
+	Labels []string `json:"labels,omitempty"`
 }
 
 // Release kinds.

@@ -489,12 +489,22 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		if err != nil {
 			return err
 		}
+		if wt.peer.IP == "" {
+			wt.peer.IP, _, _ = net.SplitHostPort(r.RemoteAddr)
+		}
+		if req.Content {
+			wt.secrets = map[string]bool{}
+			for _, n := range req.Namespaces {
+				wt.secrets[n.NS] = Allowed(r.Context(), OpSecrets, config.Coord{Env: req.Env, App: req.App, Cluster: wt.req.Cluster, NS: n.NS})
+			}
+		}
 		s.instances.watched(req)
 		if err := s.watchTargetsExist(r.Context(), wt); err != nil {
 			return err
 		}
 		if out := s.changed(wt); len(out) > 0 {
-			writeChanges(w, out)
+			_, body := s.render(r.Context(), wt, out, nil)
+			writeAnswer(w, body)
 			return nil
 		}
 		if s.parkWatch(w, r, wt) {
@@ -510,7 +520,8 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			}
 			return err
 		}
-		writeChanges(w, changes)
+		_, body := s.render(r.Context(), wt, changes, nil)
+		writeAnswer(w, body)
 		return nil
 	})
 }
@@ -525,16 +536,6 @@ func optInt(r *http.Request, name string) (int64, error) {
 		return 0, api.BadRequest("%s %q: want a release id, \"current\" or \"draft\"", name, v)
 	}
 	return n, nil
-}
-
-// writeChanges answers a watch through net/http.
-func writeChanges(w http.ResponseWriter, changes []config.Notification) {
-	buf := changesJSON(changes)
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(buf))}
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf)
 }
 
 func coordOf(r *http.Request) config.Coord {

@@ -296,6 +296,10 @@ type watch struct {
 	req    config.WatchRequest
 	groups [][]string
 	hold   time.Duration
+	// peer identifies the client to gray rules; secrets names the watched
+	// namespaces whose secrets it may read in clear (content answers).
+	peer    config.Peer
+	secrets map[string]bool
 }
 
 func (s *Server) newWatch(req config.WatchRequest, hold time.Duration) (*watch, error) {
@@ -313,10 +317,21 @@ func (s *Server) newWatch(req config.WatchRequest, hold time.Duration) (*watch, 
 			return nil, err
 		}
 	}
+	if len(req.IP) > 64 || len(req.Instance) > 128 || len(req.Labels) > 64 {
+		return nil, fmt.Errorf("%w: watch ip (64 bytes), instance (128 bytes) or labels (64) longer than its limit", config.ErrInvalid)
+	}
+	n := 0
+	for _, l := range req.Labels {
+		n += len(l) + 1
+	}
+	if n > 1024 {
+		return nil, fmt.Errorf("%w: watch labels longer than 1024 bytes", config.ErrInvalid)
+	}
 	if hold <= 0 || hold > s.cfg.MaxHold {
 		hold = s.cfg.MaxHold
 	}
-	w := &watch{req: req, hold: hold, groups: make([][]string, len(req.Namespaces))}
+	w := &watch{req: req, hold: hold, groups: make([][]string, len(req.Namespaces)),
+		peer: config.Peer{Instance: req.Instance, IP: req.IP, Labels: req.Labels}}
 	for i, n := range req.Namespaces {
 		w.groups[i] = watchKeys(req.Env, req.App, req.Cluster, n.NS)
 	}

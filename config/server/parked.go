@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -87,16 +88,18 @@ func (s *Server) fanout(fired []*parkedWatch, status int) {
 			// Watchers of a namespace usually hold the same ids and get the
 			// same answer: format each distinct answer once.
 			cache := map[string]*park.Response{}
+			memo := newAnswerMemo()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
 			for _, pw := range chunk {
 				if status != http.StatusOK {
 					pw.answer(status, nil)
 					continue
 				}
-				changes := s.changed(pw.w)
-				key := answerKey(pw.w, changes)
+				key, body := s.render(ctx, pw.w, s.changed(pw.w), memo)
 				resp := cache[key]
 				if resp == nil {
-					resp = park.NewResponse(http.StatusOK, "application/json", changesJSON(changes))
+					resp = park.NewResponse(http.StatusOK, "application/json", body)
 					cache[key] = resp
 				}
 				pw.send(resp)
@@ -147,7 +150,10 @@ func (pw *parkedWatch) answer(status int, changes []config.Notification) {
 		pw.send(park.NewResponse(status, "application/json", []byte(`{"error":{"code":"unavailable","message":"server is shutting down; reconnect"}}`+"\n")))
 		return
 	}
-	pw.send(park.NewResponse(status, "application/json", changesJSON(changes)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, body := pw.s.render(ctx, pw.w, changes, nil)
+	pw.send(park.NewResponse(status, "application/json", body))
 }
 
 func (pw *parkedWatch) send(r *park.Response) {

@@ -176,6 +176,14 @@ func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer, secr
 	if err != nil {
 		return nil, err
 	}
+	out := sv.payload(c, nid, cl, secrets)
+	gray, _ := sv.viewKey(cl)
+	s.noteServed(sv, cl, gray)
+	return out, nil
+}
+
+// payload is what client cl sees of c (served by sv) at notification id nid.
+func (sv *served) payload(c config.Coord, nid int64, cl config.Peer, secrets bool) *config.Payload {
 	snap, mainID, grayID := sv.view(cl)
 	var linkID, linkGray int64
 	if sv.link != nil {
@@ -193,10 +201,26 @@ func (s *Server) Fetch(ctx context.Context, c config.Coord, cl config.Peer, secr
 		}
 		out.Items[it.Key] = it.Value
 	}
-	if cl.Instance != "" {
-		s.instances.note(ns.ID, config.Instance{Instance: cl.Instance, IP: cl.IP, Labels: strings.Join(cl.Labels, ","), ReleaseID: mainID, Gray: grayID != 0, LastSeen: store.NowMillis()})
+	return out
+}
+
+// viewKey identifies which of sv's payloads client cl gets: which gray
+// branches (its own, its linked public namespace's) select it.
+func (sv *served) viewKey(cl config.Peer) (gray, linkGray bool) {
+	gray = sv.gray != nil && sv.rules.Match(sv.ns.Coord, cl)
+	if l := sv.link; l != nil {
+		linkGray = l.gray != nil && l.rules.Match(l.ns.Coord, cl)
 	}
-	return out, nil
+	return gray, linkGray
+}
+
+// noteServed records which release client instance cl now holds.
+func (s *Server) noteServed(sv *served, cl config.Peer, gray bool) {
+	if cl.Instance == "" {
+		return
+	}
+	s.instances.note(sv.ns.ID, config.Instance{Instance: cl.Instance, IP: cl.IP, Labels: strings.Join(cl.Labels, ","),
+		ReleaseID: sv.ns.ReleaseID, Gray: gray, LastSeen: store.NowMillis()})
 }
 
 // mergeLinked overlays an app's own items on a public namespace's.
