@@ -362,19 +362,32 @@ func (s *Server) flushInstances(ctx context.Context) error {
 	if _, err := s.st.ExecContext(ctx, `DELETE FROM config_instances WHERE last_seen < ?`, store.NowMillis()-InstanceRetention.Milliseconds()); err != nil {
 		return err
 	}
+	// Replaced in chunks (one DELETE and one multi-row INSERT per 200
+	// records, in one transaction): after a release every watcher of a
+	// namespace is recorded at once, and a statement per record made the
+	// flush cost more than the release's fan-out.
+	keys := make([]instanceKey, 0, len(recs))
+	for k := range recs {
+		keys = append(keys, k)
+	}
+	const chunk = 200
 	return s.st.InTx(ctx, func(tx *store.Tx) error {
-		for k, in := range recs {
-			res, err := tx.ExecContext(ctx, `UPDATE config_instances SET ip = ?, labels = ?, release_id = ?, gray = ?, last_seen = ? WHERE ns_id = ? AND instance = ?`,
-				in.IP, in.Labels, in.ReleaseID, b2i(in.Gray), in.LastSeen, k.ns, k.instance)
-			if err != nil {
-				return err
+		for len(keys) > 0 {
+			part := keys[:min(chunk, len(keys))]
+			keys = keys[len(part):]
+			del := make([]any, 0, 2*len(part))
+			ins := make([]any, 0, 7*len(part))
+			for _, k := range part {
+				in := recs[k]
+				del = append(del, k.ns, k.instance)
+				ins = append(ins, k.ns, k.instance, in.IP, in.Labels, in.ReleaseID, b2i(in.Gray), in.LastSeen)
 			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				continue
+			if _, err := tx.ExecContext(ctx, `DELETE FROM config_instances WHERE `+strings.TrimSuffix(strings.Repeat("(ns_id = ? AND instance = ?) OR ", len(part)), " OR "), del...); err != nil {
+				return fmt.Errorf("config: record client instances: %w", err)
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO config_instances (ns_id, instance, ip, labels, release_id, gray, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				k.ns, k.instance, in.IP, in.Labels, in.ReleaseID, b2i(in.Gray), in.LastSeen); err != nil {
-				return err
+			if _, err := tx.ExecContext(ctx, `INSERT INTO config_instances (ns_id, instance, ip, labels, release_id, gray, last_seen) VALUES `+
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", len(part)), ", "), ins...); err != nil {
+				return fmt.Errorf("config: record client instances: %w", err)
 			}
 		}
 		return nil
@@ -385,26 +398,55 @@ func (s *Server) flushInstances(ctx context.Context) error {
 // so fetch only on a change) forward; an instance that never fetched is not
 // added: it appears with its first fetch.
 func (s *Server) flushWatching(ctx context.Context, watching map[watchSeen]int64) error {
+	if len(watching) == 0 {
+		return nil
+	}
+	// One statement per namespace and chunk of instances, all in one
+	// transaction: 10,000 watchers re-arming after a release are 20
+	// statements, not 10,000 commits. Each chunk is stamped with the
+	// earliest time seen in it, so no instance is claimed seen later than it
+	// was.
 	ids := map[config.Coord]int64{}
-	for w, at := range watching {
+	byNS := map[int64][]watchSeen{}
+	for w := range watching {
 		id, ok := ids[w.coord]
 		if !ok {
 			ns, err := s.Namespace(ctx, w.coord)
-			if err != nil {
-				ids[w.coord] = 0 // gone: nothing to mark
-				continue
+			if err != nil && !errors.Is(err, config.ErrNotFound) {
+				return err
 			}
-			id = ns.ID
-			ids[w.coord] = id
+			if ns != nil {
+				id = ns.ID
+			}
+			ids[w.coord] = id // 0: gone, nothing to mark
 		}
-		if id == 0 {
-			continue
-		}
-		if _, err := s.st.ExecContext(ctx, `UPDATE config_instances SET last_seen = ? WHERE ns_id = ? AND instance = ? AND last_seen < ?`, at, id, w.instance, at); err != nil {
-			return err
+		if id != 0 {
+			byNS[id] = append(byNS[id], w)
 		}
 	}
-	return nil
+	const chunk = 500
+	return s.st.InTx(ctx, func(tx *store.Tx) error {
+		for id, ws := range byNS {
+			for len(ws) > 0 {
+				part := ws[:min(chunk, len(ws))]
+				ws = ws[len(part):]
+				at := watching[part[0]]
+				args := make([]any, 0, len(part)+3)
+				args = append(args, nil, id)
+				for _, w := range part {
+					at = min(at, watching[w])
+					args = append(args, w.instance)
+				}
+				args[0] = at
+				args = append(args, at)
+				q := `UPDATE config_instances SET last_seen = ? WHERE ns_id = ? AND instance IN (?` + strings.Repeat(", ?", len(part)-1) + `) AND last_seen < ?`
+				if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+					return fmt.Errorf("config: mark watching instances seen: %w", err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Export renders a namespace (its current release, or its draft) as a file
