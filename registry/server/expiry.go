@@ -74,19 +74,22 @@ func (r *Registry) every(d time.Duration, fn func()) {
 }
 
 // expire marks silent ephemeral instances unhealthy and removes the ones
-// silent past RemoveAfter, unless self-preservation holds them.
+// silent past RemoveAfter, unless self-preservation holds them. It takes
+// the registry lock one service at a time: a sweep of 100,000 instances
+// under one hold stalled every registration and push behind it for tens of
+// milliseconds each second. The self-preservation decision uses the count
+// of owned instances from the previous sweep (a second old).
 func (r *Registry) expire() {
 	now := r.now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for k, t := range r.tombs {
 		if now.Sub(t.at) > 10*time.Minute {
 			delete(r.tombs, k)
 		}
 	}
 	r.advance(now)
-	expected := r.expectedLocked()
-	owned := expected / max(int64(r.cfg.PreservationWindow/r.cfg.HeartbeatInterval), 1)
+	expected := r.ownedEphemeral * int64(r.cfg.PreservationWindow/r.cfg.HeartbeatInterval)
+	owned := r.ownedEphemeral
 	renewals := r.renewalsLocked(now)
 	preserve := !r.cfg.DisableSelfPreservation && owned >= int64(r.cfg.PreservationMinInstances) &&
 		now.Sub(r.started) >= r.cfg.PreservationWindow &&
@@ -100,34 +103,57 @@ func (r *Registry) expire() {
 			r.log.Info("registry: self-preservation off", "renewals", renewals, "expected", expected)
 		}
 	}
-	nowMs := now.UnixMilli()
-	for k, s := range r.services {
-		for id, in := range s.instances.all() {
-			if since, ok := r.orphaned[in.Owner]; ok && in.Ephemeral && now.Sub(since) >= r.cfg.RemoveAfter {
-				// Its owner left the cluster (or is cut off) and no client
-				// renewed it here: drop the replica, quietly (each server
-				// does the same for itself).
-				s.instances.del(id)
-				r.record(k, s, registry.EventDelete, in)
-				continue
-			}
-			if !in.Ephemeral || in.Owner != r.cfg.NodeName {
-				continue
-			}
-			silent := time.Duration(nowMs-s.instances.beat(id)) * time.Millisecond
-			switch {
-			case silent >= r.cfg.RemoveAfter && (!preserve || silent >= r.cfg.PreservationMax):
-				r.log.Info("registry: instance expired", "service", k.String(), "id", id, "silent", silent.Round(time.Millisecond))
-				r.removeLocked(k, id)
-				r.metrics.expired.Inc()
-			case silent >= r.cfg.UnhealthyAfter && in.Healthy:
-				tk := tombKey{k, id}
-				r.flaps[tk] = append(r.flaps[tk], nowMs)
-				c := in.Clone()
-				c.Healthy, c.Version = false, r.version()
-				s.instances.put(id, c)
-				r.emit(k, s, registry.EventPut, c)
-			}
-		}
+	keys := make([]registry.Key, 0, len(r.services))
+	for k := range r.services {
+		keys = append(keys, k)
 	}
+	r.mu.Unlock()
+	var count int64
+	for _, k := range keys {
+		r.mu.Lock()
+		if s := r.services[k]; s != nil {
+			count += r.expireServiceLocked(k, s, now, preserve)
+		}
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	r.ownedEphemeral = count
+	r.mu.Unlock()
+}
+
+// expireServiceLocked sweeps one service and returns how many ephemeral
+// instances this server owns in it afterwards. r.mu must be held.
+func (r *Registry) expireServiceLocked(k registry.Key, s *service, now time.Time, preserve bool) int64 {
+	nowMs := now.UnixMilli()
+	var owned int64
+	for id, in := range s.instances.all() {
+		if since, ok := r.orphaned[in.Owner]; ok && in.Ephemeral && now.Sub(since) >= r.cfg.RemoveAfter {
+			// Its owner left the cluster (or is cut off) and no client
+			// renewed it here: drop the replica, quietly (each server
+			// does the same for itself).
+			s.instances.del(id)
+			r.record(k, s, registry.EventDelete, in)
+			continue
+		}
+		if !in.Ephemeral || in.Owner != r.cfg.NodeName {
+			continue
+		}
+		silent := time.Duration(nowMs-s.instances.beat(id)) * time.Millisecond
+		switch {
+		case silent >= r.cfg.RemoveAfter && (!preserve || silent >= r.cfg.PreservationMax):
+			r.log.Info("registry: instance expired", "service", k.String(), "id", id, "silent", silent.Round(time.Millisecond))
+			r.removeLocked(k, id)
+			r.metrics.expired.Inc()
+			continue
+		case silent >= r.cfg.UnhealthyAfter && in.Healthy:
+			tk := tombKey{k, id}
+			r.flaps[tk] = append(r.flaps[tk], nowMs)
+			c := in.Clone()
+			c.Healthy, c.Version = false, r.version()
+			s.instances.put(id, c)
+			r.emit(k, s, registry.EventPut, c)
+		}
+		owned++
+	}
+	return owned
 }

@@ -135,6 +135,9 @@ type Registry struct {
 	renews   []int64 // per-second renewal counts, a ring over the window
 	renewSec int64   // unix second of the newest bucket
 	preserve bool
+	// ownedEphemeral is how many ephemeral instances this server owned at
+	// the end of the last expiry sweep.
+	ownedEphemeral int64
 
 	watchers atomic.Int64
 	metrics  *metrics
