@@ -21,7 +21,7 @@
 // markdown table and, last, one JSON line (the shape every bench shares).
 //
 //	go run ./bench/registry           # 100,000 instances, 10 push rounds, 3 rounds
-//	go run ./bench/registry -quick    # 20,000 instances, 5 push rounds, 3 rounds
+//	go run ./bench/registry -quick    # 20,000 instances, 10 push rounds, 3 rounds
 package main
 
 import (
@@ -74,7 +74,7 @@ type result struct {
 
 func main() {
 	serve := flag.Bool("serve-etcd", false, "internal: run the etcd peer (args: dir client-url peer-url)")
-	quick := flag.Bool("quick", false, "20,000 instances and 5 push rounds (under a minute)")
+	quick := flag.Bool("quick", false, "20,000 instances (10 push rounds, as the full run: the push tail needs as many samples)")
 	n := flag.Int("n", 100000, "instances to register")
 	watchers := flag.Int("watchers", 1000, "watchers of the pushed service")
 	rounds := flag.Int("push-rounds", 10, "push rounds per measurement")
@@ -98,7 +98,7 @@ func main() {
 		return
 	}
 	if *quick {
-		*n, *rounds = 20000, 5
+		*n = 20000
 	}
 	if *onlyOurs {
 		dir, _ := os.MkdirTemp("", "bench-registry-")
@@ -312,11 +312,19 @@ func pushRounds(rounds, watchers int, a *arrivals, prepare, change func(round in
 		a.round.Store(-1)
 	}
 	var lat []time.Duration
+	perRound := make([][]time.Duration, rounds)
 	for _, w := range a.at {
 		for r, t := range w {
 			if !t.IsZero() {
 				lat = append(lat, t.Sub(starts[r]))
+				perRound[r] = append(perRound[r], t.Sub(starts[r]))
 			}
+		}
+	}
+	if os.Getenv("BENCH_REGISTRY_DEBUG") != "" {
+		for r, l := range perRound {
+			p50, p99, mx := percentiles(l)
+			fmt.Fprintf(os.Stderr, "    push round %d: p50 %.2f p99 %.2f max %.2f ms\n", r+1, p50, p99, mx)
 		}
 	}
 	return lat, nil
