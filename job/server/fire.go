@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -246,7 +247,7 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 	now := time.Now()
 	type claim struct {
 		j    *job.Job
-		runs []assigned
+		runs []*plannedRun
 		part int
 		term int64
 	}
@@ -265,10 +266,15 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 		for i, f := range items {
 			ids[i] = f.jobID
 		}
-		jobs, err := loadJobs(ctx, tx, ids) // one query for the batch
+		// One query for the batch, the rows locked until the claim commits
+		// (PostgreSQL, MySQL; SQLite serialises writers): what is checked
+		// here cannot change before the batched writes below.
+		jobs, err := loadJobsLocked(ctx, tx, ids)
 		if err != nil {
 			return err
 		}
+		var advances []advance
+		var inserts []*plannedRun
 		for _, f := range items {
 			part, term := f.part, terms[f.part]
 			j, ok := jobs[f.jobID]
@@ -293,12 +299,7 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 				if covers > 1 {
 					s.coalesced.Add(int64(covers - 1))
 				}
-				if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
-					if errors.Is(err, errStale) {
-						continue
-					}
-					return err
-				}
+				advances = append(advances, advanceTo(j, next))
 				if j.Misfire == job.MisfireSkip {
 					s.log.Warn("job: missed fires skipped", "job", j.Name, "fire_at", fireAt, "fires", covers, "late", late.Round(time.Millisecond))
 					if err := s.recordSkipped(ctx, tx, j, f.fireAt, covers, late, term, now); err != nil {
@@ -310,13 +311,10 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 					continue
 				}
 				cause = "misfire"
-			} else if err := s.advanceJob(ctx, tx, j, f.fireAt, next); err != nil {
+			} else {
 				// Within the threshold, each fire runs, late, in turn: the
 				// next one, if already due, is fired right after this.
-				if errors.Is(err, errStale) {
-					continue
-				}
-				return err
+				advances = append(advances, advanceTo(j, next))
 			}
 			// Claimed ahead, the run is due at its fire time: it is
 			// recorded as starting then, and nothing dispatches it before.
@@ -331,17 +329,22 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 				}
 				flowRuns = append(flowRuns, ids...)
 			} else {
-				runs, err := s.insertAssigned(ctx, tx, j, f.fireAt, cause, covers, term, due)
+				planned, err := s.planAssigned(ctx, tx, j, f.fireAt, cause, covers, term, due)
 				if err != nil {
 					return err
 				}
-				claims = append(claims, claim{j, runs, part, term})
+				claims = append(claims, claim{j, planned, part, term})
+				inserts = append(inserts, planned...)
 			}
 			if nf := j.NextFireAt; !nf.IsZero() && nf.Before(now.Add(s.cfg.LoadAhead)) {
 				retry = append(retry, fireItem{jobID: j.ID, fireAt: ms(nf), part: part})
 			}
 		}
-		return nil
+		// The batch's writes: a few statements, not two per fire.
+		if err := advanceJobs(ctx, tx, advances); err != nil {
+			return err
+		}
+		return insertPlanned(ctx, tx, s.cfg.Partitions, inserts)
 	})
 	var lost errPartitionsLost
 	switch {
@@ -363,7 +366,8 @@ func (s *Scheduler) claimBatch(ctx context.Context, items []fireItem, terms map[
 	s.queueRuns(ctx, flowRuns)
 	var sends []*sending
 	for _, c := range claims {
-		for _, a := range c.runs {
+		for _, pr := range c.runs {
+			a := pr.a
 			if a.ex == nil { // no executor chosen: the slow path fails or routes it, at its time
 				if at := fromMS(a.fireAt); time.Now().Before(at) {
 					s.wheel.add(runKey(a.id), at, runItem{runID: a.id, part: c.part})
@@ -417,9 +421,25 @@ type assigned struct {
 	ex     *job.ExecutorInfo
 }
 
-// insertAssigned inserts the runs of one fire already assigned to the
-// executor the job's route picks (one per executor for a broadcast).
-func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *job.Job, fireAt int64, cause string, covers int, term int64, now time.Time) ([]assigned, error) {
+// plannedRun is a run a claim inserts: its row's values, and (once
+// inserted) its id in a.
+type plannedRun struct {
+	a       assigned
+	jobID   int64
+	cause   string
+	params  string
+	status  string
+	due     int64
+	addr    string
+	term    int64
+	started int64
+	covers  int
+}
+
+// planAssigned plans the runs of one fire, assigned to the executor the
+// job's route picks (one per executor for a broadcast); insertPlanned
+// writes them.
+func (s *Scheduler) planAssigned(ctx context.Context, tx *store.Tx, j *job.Job, fireAt int64, cause string, covers int, term int64, now time.Time) ([]*plannedRun, error) {
 	ex, err := s.cachedExecutors(ctx, j.App, j.Handler)
 	if err != nil {
 		return nil, err
@@ -432,28 +452,165 @@ func (s *Scheduler) insertAssigned(ctx context.Context, tx *store.Tx, j *job.Job
 	if j.Route == job.RouteBroadcast {
 		total = max(len(ex), 1)
 	}
-	out := make([]assigned, 0, total)
+	out := make([]*plannedRun, 0, total)
 	for i := range total {
-		a := assigned{fireAt: fireAt, shard: i, total: total}
-		status, addr, started := job.StatusPending, "", int64(0)
+		pr := &plannedRun{a: assigned{fireAt: fireAt, shard: i, total: total}, jobID: j.ID, cause: cause, params: j.Params,
+			status: job.StatusPending, due: ms(now), term: term, covers: covers}
 		if gate != gateOpen {
 			// Over max_concurrency: pending, for dispatch (which applies the
 			// block strategy) rather than straight to an executor.
 		} else if job.GlueType(j.Handler) == "" {
 			if cands := s.route(j, i, ex); len(cands) > 0 {
 				e := cands[0]
-				a.ex, status, addr, started = &e, job.StatusRunning, e.Addr, ms(now)
+				pr.a.ex, pr.status, pr.addr, pr.started = &e, job.StatusRunning, e.Addr, ms(now)
 			}
 		}
-		a.id, err = tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node, covers)
-			VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 0, '', 0, '', ?)`,
-			j.ID, partOf(j.ID, s.cfg.Partitions), fireAt, i, total, cause, j.Params, status, ms(now), addr, term, ms(now), started, covers)
-		if err != nil {
-			return nil, fmt.Errorf("job: insert run of %s: %w", j.Name, err)
-		}
-		out = append(out, a)
+		out = append(out, pr)
 	}
 	return out, nil
+}
+
+// insertPlanned inserts planned runs with one multi-row INSERT per 200 and
+// gives each its id: from the INSERT's RETURNING rows (PostgreSQL, SQLite),
+// or read back by the runs' unique key (job, fire time, attempt 0, shard,
+// cause) where a multi-row INSERT reports only one id (MySQL). Rows are
+// matched by key, not by position.
+func insertPlanned(ctx context.Context, tx *store.Tx, partitions int, runs []*plannedRun) error {
+	type key struct {
+		job, fireAt int64
+		shard       int
+		cause       string
+	}
+	want := make(map[key]*plannedRun, len(runs))
+	for _, r := range runs {
+		want[key{r.jobID, r.a.fireAt, r.a.shard, r.cause}] = r
+	}
+	scan := func(rows *sql.Rows) error {
+		var id int64
+		var k key
+		if err := rows.Scan(&id, &k.job, &k.fireAt, &k.shard, &k.cause); err != nil {
+			return err
+		}
+		if r := want[k]; r != nil {
+			r.a.id = id
+		}
+		return nil
+	}
+	returning := tx.Dialect() != store.MySQL
+	const rowsPer = 200
+	for rest := runs; len(rest) > 0; {
+		part := rest[:min(rowsPer, len(rest))]
+		rest = rest[len(part):]
+		args := make([]any, 0, 14*len(part))
+		for _, r := range part {
+			args = append(args, r.jobID, partOf(r.jobID, partitions), r.a.fireAt, r.a.shard, r.a.total, r.cause, r.params, r.status, r.due, r.addr, r.term, r.due, r.started, r.covers)
+		}
+		q := `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node, covers) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(`(?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 0, '', 0, '', ?), `, len(part)), ", ")
+		if !returning {
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return fmt.Errorf("job: insert %d runs: %w", len(part), err)
+			}
+			continue
+		}
+		rows, err := tx.QueryContext(ctx, q+` RETURNING id, job_id, fire_at, shard_index, cause`, args...)
+		if err != nil {
+			return fmt.Errorf("job: insert %d runs: %w", len(part), err)
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return fmt.Errorf("job: insert %d runs: %w", len(part), err)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("job: insert %d runs: %w", len(part), err)
+		}
+	}
+	if !returning {
+		var jobIDs []int64
+		fires := map[int64]bool{}
+		for _, r := range runs {
+			jobIDs = append(jobIDs, r.jobID)
+			fires[r.a.fireAt] = true
+		}
+		slices.Sort(jobIDs)
+		jobIDs = slices.Compact(jobIDs)
+		fireList := make([]string, 0, len(fires))
+		for f := range fires {
+			fireList = append(fireList, strconv.FormatInt(f, 10))
+		}
+		err := byIDs(ctx, tx, `SELECT id, job_id, fire_at, shard_index, cause FROM job_runs WHERE attempt = 0 AND flow_id = 0 AND node = '' AND fire_at IN (`+strings.Join(fireList, ", ")+`) AND job_id IN (`, `)`, jobIDs, scan)
+		if err != nil {
+			return fmt.Errorf("job: read the ids of %d runs: %w", len(runs), err)
+		}
+	}
+	for _, r := range runs {
+		if r.a.id == 0 {
+			return fmt.Errorf("job: run of job %d at %d (shard %d) not found after its insert", r.jobID, r.a.fireAt, r.a.shard)
+		}
+	}
+	return nil
+}
+
+// advance is a job's next fire, set by a claim.
+type advance struct{ id, next int64 }
+
+// advanceTo sets j's next fire in memory and returns the write for
+// advanceJobs (next zero: none).
+func advanceTo(j *job.Job, next time.Time) advance {
+	j.NextFireAt = next
+	if next.IsZero() {
+		return advance{j.ID, 0}
+	}
+	j.NextFireAt = fromMS(ms(next))
+	return advance{j.ID, ms(next)}
+}
+
+// advanceJobs writes the next fires of a claim, one statement per 500
+// jobs. The rows were read locked in the same transaction, so each job is
+// still at the fire the claim checked.
+func advanceJobs(ctx context.Context, tx *store.Tx, advs []advance) error {
+	// A job fired twice in one claim is written once, at its last advance.
+	last := make(map[int64]int, len(advs))
+	for i, a := range advs {
+		last[a.id] = i
+	}
+	if len(last) < len(advs) {
+		uniq := make([]advance, 0, len(last))
+		for i, a := range advs {
+			if last[a.id] == i {
+				uniq = append(uniq, a)
+			}
+		}
+		advs = uniq
+	}
+	for len(advs) > 0 {
+		part := advs[:min(500, len(advs))]
+		advs = advs[len(part):]
+		args := make([]any, 0, 3*len(part))
+		var b strings.Builder
+		b.WriteString(`UPDATE job_jobs SET next_fire_at = CASE id`)
+		for _, a := range part {
+			b.WriteString(` WHEN ? THEN ?`)
+			args = append(args, a.id, a.next)
+		}
+		b.WriteString(` ELSE next_fire_at END WHERE id IN (?` + strings.Repeat(", ?", len(part)-1) + `)`)
+		for _, a := range part {
+			args = append(args, a.id)
+		}
+		res, err := tx.ExecContext(ctx, b.String(), args...)
+		if err != nil {
+			return fmt.Errorf("job: advance %d jobs: %w", len(part), err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n != int64(len(part)) && tx.Dialect() != store.MySQL {
+			// MySQL counts only rows whose value changed; elsewhere a row
+			// missing is a job deleted under a lock it should not pass.
+			return fmt.Errorf("job: advanced %d of %d jobs", n, len(part))
+		}
+	}
+	return nil
 }
 
 // recordSkipped keeps the fires the skip policy dropped as one finished
@@ -471,27 +628,6 @@ func (s *Scheduler) recordSkipped(ctx context.Context, tx *store.Tx, j *job.Job,
 }
 
 var errStale = errors.New("job: fire already claimed or job changed")
-
-// advanceJob moves the job's next fire from exactly prev to next (zero:
-// none); zero rows means another holder already did — a double fire avoided.
-func (s *Scheduler) advanceJob(ctx context.Context, tx *store.Tx, j *job.Job, prev int64, next time.Time) error {
-	nv := int64(0)
-	if !next.IsZero() {
-		nv = ms(next)
-	}
-	res, err := tx.ExecContext(ctx, `UPDATE job_jobs SET next_fire_at = ? WHERE id = ? AND next_fire_at = ?`, nv, j.ID, prev)
-	if err != nil {
-		return fmt.Errorf("job: advance %s: %w", j.Name, err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return errStale
-	}
-	j.NextFireAt = time.Time{}
-	if nv > 0 {
-		j.NextFireAt = fromMS(nv)
-	}
-	return nil
-}
 
 // insertRuns adds the pending run(s) of one fire: one per executor for a
 // sharding broadcast, else one.

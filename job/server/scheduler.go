@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -360,8 +361,24 @@ func loadJob(ctx context.Context, q store.Querier, id int64) (*job.Job, error) {
 
 // loadJobs reads the jobs of ids in one query; a deleted one is absent.
 func loadJobs(ctx context.Context, q store.Querier, ids []int64) (map[int64]*job.Job, error) {
+	return readJobs(ctx, q, ids, `)`)
+}
+
+// loadJobsLocked is loadJobs with the rows locked until tx ends
+// (PostgreSQL, MySQL; in id order, as every claim locks them). SQLite's
+// transactions already serialise writers.
+func loadJobsLocked(ctx context.Context, tx *store.Tx, ids []int64) (map[int64]*job.Job, error) {
+	tail := `)`
+	if tx.Dialect() != store.SQLite {
+		ids = slices.Sorted(slices.Values(ids))
+		tail = `) ORDER BY id FOR UPDATE`
+	}
+	return readJobs(ctx, tx, ids, tail)
+}
+
+func readJobs(ctx context.Context, q store.Querier, ids []int64, tail string) (map[int64]*job.Job, error) {
 	out := make(map[int64]*job.Job, len(ids))
-	err := byIDs(ctx, q, `SELECT `+jobColumns+` FROM job_jobs WHERE id IN (`, `)`, ids, func(rows *sql.Rows) error {
+	err := byIDs(ctx, q, `SELECT `+jobColumns+` FROM job_jobs WHERE id IN (`, tail, ids, func(rows *sql.Rows) error {
 		j, err := scanJob(rows)
 		if err == nil {
 			out[j.ID] = j
