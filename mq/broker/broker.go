@@ -358,7 +358,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		}
 		b.wg.Wait()
 		if b.st != nil {
-			err = errors.Join(err, b.offsets.flush(), b.resent.flush(), b.delay.save(), b.tx.save(), b.st.Close())
+			err = errors.Join(err, b.offsets.flush(true), b.resent.flush(), b.delay.save(), b.tx.save(), b.st.Close())
 		}
 		b.closeErr = err
 	})
@@ -555,7 +555,7 @@ func (b *Broker) flushLoop() {
 		case <-b.stop:
 			return
 		case <-t.C:
-			if err := b.offsets.flush(); err != nil {
+			if err := b.offsets.flush(false); err != nil {
 				b.log.Error("broker: saving consumer offsets failed", "err", err)
 			}
 			if err := b.resent.flush(); err != nil {

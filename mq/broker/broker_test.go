@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,13 +137,73 @@ func TestOffsetMergeAndEpoch(t *testing.T) {
 	if !tb.commit("g", e, q(3)) || tb.get("g", "t", 0) != 3 {
 		t.Fatal("a commit in the new epoch was refused")
 	}
-	if err := tb.flush(); err != nil {
+	if err := tb.flush(false); err != nil {
 		t.Fatal(err)
 	}
 	re, err := openOffsets(tb.path)
 	if err != nil || re.get("g", "t", 0) != 3 || re.groupEpoch("g") != e {
 		t.Fatalf("reloaded: %v %d %d", err, re.get("g", "t", 0), re.groupEpoch("g"))
 	}
+}
+
+// Offsets are saved each second without fsync and durably (path.sync)
+// every offsetSyncEvery and on Close; loading takes the newer valid copy:
+// the per-second file when it is newer, the durable one when the
+// per-second file is torn or older (a power loss), and the file written
+// before sequence numbers (a bare array) still loads.
+func TestOffsetsSavedFastAndDurably(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/offsets.json"
+	q := func(o int64) []wire.QueueOffset { return []wire.QueueOffset{{Topic: "t", Queue: 0, Offset: o}} }
+	tb, err := openOffsets(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.commit("g", 0, q(5))
+	if err := tb.flush(true); err != nil { // as Close does
+		t.Fatal(err)
+	}
+	tb.commit("g", 0, q(9))
+	if err := tb.flush(false); err != nil { // the per-second save
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left: %v", err)
+	}
+	load := func(want int64) {
+		t.Helper()
+		re, err := openOffsets(path)
+		if err != nil || re.get("g", "t", 0) != want {
+			t.Fatalf("loaded %v %d, want %d", err, re.get("g", "t", 0), want)
+		}
+	}
+	load(9) // the per-second file is newer
+	synced, err := os.ReadFile(path + ".sync")
+	if err != nil || !strings.Contains(string(synced), `"Offset":5`) {
+		t.Fatalf("durable copy: %s %v", synced, err)
+	}
+	// A power loss: the per-second file torn, or an older version of it.
+	if err := os.WriteFile(path, []byte(`{"seq":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load(5)
+	if err := os.WriteFile(path, []byte(`{"seq":0,"groups":[{"group":"g","offsets":[{"topic":"t","queue":0,"offset":2}]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load(5)
+	// Both unreadable: an error naming the files, not offsets silently lost.
+	if err := errors.Join(os.WriteFile(path+".sync", []byte(`garbage`), 0o644), os.WriteFile(path, []byte(`{"seq":`), 0o644)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openOffsets(path); err == nil || !strings.Contains(err.Error(), "offsets.json") {
+		t.Fatalf("both files bad: %v", err)
+	}
+	// The format before sequence numbers.
+	os.Remove(path + ".sync")
+	if err := os.WriteFile(path, []byte(`[{"group":"g","offsets":[{"topic":"t","queue":0,"offset":7}]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load(7)
 }
 
 // Back-pressure refuses sends with a retriable error, never drops them.
