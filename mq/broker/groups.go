@@ -260,8 +260,6 @@ func writeFileFast(path string, data []byte) error {
 	return nil
 }
 
-
-
 // consumerTable tracks the live consumers of each group (by heartbeat) and
 // the queue locks of ordered consumption. A consumer's session is its
 // connections: when the last one closes (the process died or left) and no
