@@ -1,6 +1,6 @@
 # Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
 GO ?= go
-RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/...
+RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/... ./kv/... ./lock/...
 
 .PHONY: run build test test-short lint bench services fuzz robustness tour
 
@@ -20,10 +20,10 @@ services:
 test: services
 	bash scripts/stages.sh \
 	  "vet" "$(GO) vet ./... && $(GO) vet ./bench/..." \
-	  "unit and integration tests" "$(GO) test -count=1 -timeout 15m ./... ./bench/internal/..." \
+	  "unit and integration tests" "$(GO) test -count=1 -timeout 15m ./... ./bench/internal/... && KV_TEST_IOLOOPS=-1 $(GO) test -count=1 ./kv/server/" \
 	  "race detector" "$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)" \
-	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..." \
-	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./cmd/..."
+	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./lock/server/ ./cmd/..." \
+	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./lock/server/ ./cmd/..."
 
 # The README's tour, every command as written, against a fresh copy of the
 # repository (make test runs it too).
@@ -51,6 +51,8 @@ bench:
 	$(GO) run ./bench/registry -quick
 	$(GO) run ./bench/job -quick
 	$(GO) run ./bench/mq -quick
+	$(GO) run ./bench/kv -quick
+	$(GO) run ./bench/lock -quick
 
 fuzz:
 	$(GO) test ./rpc -run '^$$' -fuzz FuzzFrame -fuzztime 30s
@@ -58,6 +60,8 @@ fuzz:
 	$(GO) test ./registry -run '^$$' -fuzz FuzzGossipMessage -fuzztime 30s
 	$(GO) test ./job -run '^$$' -fuzz FuzzJobJSON -fuzztime 30s
 	$(GO) test ./mq/store -run '^$$' -fuzz FuzzRecord -fuzztime 30s
+	$(GO) test ./kv/resp -run '^$$' -fuzz FuzzReadCommand -fuzztime 30s
+	$(GO) test ./kv/resp -run '^$$' -fuzz FuzzParse -fuzztime 30s
 	$(GO) test ./mq/wire -run '^$$' -fuzz FuzzSendRequest -fuzztime 30s
 	$(GO) test ./mq/wire -run '^$$' -fuzz FuzzParseID -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s

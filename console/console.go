@@ -36,6 +36,8 @@ import (
 	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/store"
+	kvserver "github.com/tangram-dev/tangram/kv/server"
+	lockserver "github.com/tangram-dev/tangram/lock/server"
 	"github.com/tangram-dev/tangram/mq"
 )
 
@@ -52,7 +54,11 @@ type Config struct {
 	Registry *registryserver.Registry // optional: the registry pages
 	Jobs     *jobserver.Scheduler     // optional: the job pages
 	// MQ, optional, returns the platform's MQ client (the message queue pages).
-	MQ            func(ctx context.Context) (*mq.Client, error)
+	MQ func(ctx context.Context) (*mq.Client, error)
+	// KV, optional: the kv store's page.
+	KV *kvserver.Server
+	// Locks, optional: the lock component's page.
+	Locks         *lockserver.Server
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -77,6 +83,12 @@ func (cfg Config) nav() []NavLink {
 	}
 	if cfg.MQ != nil {
 		out = append(out, NavLink{"/mq", "MQ"})
+	}
+	if cfg.KV != nil {
+		out = append(out, NavLink{"/kv", "kv"})
+	}
+	if cfg.Locks != nil {
+		out = append(out, NavLink{"/locks", "Locks"})
 	}
 	return append(out, NavLink{"/users", "Users"}, NavLink{"/audit", "Audit"})
 }
@@ -155,7 +167,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -199,6 +211,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerRegistry(mux)
 	c.registerJobs(mux)
 	c.registerMQ(mux)
+	c.registerKV(mux)
+	c.registerLocks(mux)
 }
 
 type view struct {

@@ -111,9 +111,18 @@ func TestConsoleBrowser(t *testing.T) {
 		html, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.OuterHTML(chromedp.CSS("body")))
 		return html
 	}
+	// step runs actions; when the document was replaced under them (a node
+	// found, then gone: the page reloaded after a form post) it runs them
+	// again — the error comes from resolving a node, before any input.
 	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
+		var err error
+		for try := 0; try < 3; try++ {
+			if err = chromedp.Do(ctx, actions...); err == nil || !strings.Contains(err.Error(), "No node with given id") {
+				break
+			}
+		}
+		if err != nil {
 			t.Fatalf("%s: %v\npage: %.2000s", name, err, page())
 		}
 	}

@@ -72,10 +72,13 @@ type brokerProc struct {
 	metrics string // its Prometheus endpoint
 }
 
-func startBrokerProc(t *testing.T, e *env, name, addr, dir, flush string) *brokerProc {
+// startBrokerProc starts a broker serving RPC on addr and metrics on maddr.
+// A restarted broker gets the same two addresses: picking a fresh metrics
+// port after a kill could hand out the dead broker's RPC port, which the
+// broker then binds first.
+func startBrokerProc(t *testing.T, e *env, name, addr, maddr, dir, flush string) *brokerProc {
 	t.Helper()
 	var log bytes.Buffer
-	maddr := freeAddr(t)
 	cmd := exec.Command(tangramBin(t), "broker", "--listen", addr, "--metrics", maddr, "--name", name, "--dir", dir, "--servers", e.h.Srv.RPCAddr(),
 		"--flush", flush, "--segment-size", strconv.Itoa(1<<20), "--token", brokerToken(t, e, name), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = &log, &log
@@ -145,8 +148,8 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 	for _, flush := range []string{"sync", "async"} {
 		t.Run(flush, func(t *testing.T) {
 			e := newEnv(t)
-			addr, dir := freeAddr(t), t.TempDir()
-			bp := startBrokerProc(t, e, "kb", addr, dir, flush)
+			addr, maddr, dir := freeAddr(t), freeAddr(t), t.TempDir()
+			bp := startBrokerProc(t, e, "kb", addr, maddr, dir, flush)
 			c := e.client()
 			ctx := ctxT(t, 90*time.Second)
 			if err := c.CreateTopic(ctx, "durable", 2, false); err != nil {
@@ -204,7 +207,7 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 				wait.For(t, 30*time.Second, "sends into the dead broker to fail", func() bool { return refused.Load() > before })
 				close(stop)
 				wg.Wait()
-				bp = startBrokerProc(t, e, "kb", addr, dir, flush)
+				bp = startBrokerProc(t, e, "kb", addr, maddr, dir, flush)
 			}
 			mu.Lock()
 			nAcked, sent := len(acked), next

@@ -62,6 +62,12 @@ if ! up 6379; then
   wait_up 6379 || log "Redis did not start on 6379"
 fi
 
+# redis-server itself, also when Redis on 6379 comes from elsewhere: the
+# lock and cache tests start a 3-master Redis Cluster from it.
+if ! command -v redis-server >/dev/null 2>&1; then
+  need_pkg redis-server
+fi
+
 # NATS with JetStream
 if ! up 4222; then
   need_pkg nats-server

@@ -16,6 +16,8 @@ import (
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	jobserver "github.com/tangram-dev/tangram/job/server"
+	kvserver "github.com/tangram-dev/tangram/kv/server"
+	lockserver "github.com/tangram-dev/tangram/lock/server"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/mq/store"
@@ -78,6 +80,11 @@ var (
 	_ RPCRegistrar     = (*names.Table)(nil)
 	_ Component        = (*broker.Broker)(nil)
 	_ MetricsCollector = (*broker.Broker)(nil)
+	_ Component        = (*kvserver.Server)(nil)
+	_ MetricsCollector = (*kvserver.Server)(nil)
+	_ Component        = (*lockserver.Server)(nil)
+	_ HTTPMounter      = (*lockserver.Server)(nil)
+	_ RPCRegistrar     = (*lockserver.Server)(nil)
 )
 
 // The names --components takes, in the order the components start (and
@@ -88,11 +95,13 @@ const (
 	CompJob      = "job"
 	CompMQ       = "mq"     // the MQ name service
 	CompBroker   = "broker" // the in-process MQ broker
+	CompKV       = "kv"     // the Redis-protocol store
+	CompLock     = "lock"   // sessions, nodes and locks with ZooKeeper's semantics
 )
 
 // ComponentNames lists every component, in start order.
 func ComponentNames() []string {
-	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker}
+	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock}
 }
 
 // selected returns the components to run: Config.Components (all when
@@ -110,7 +119,7 @@ func (c Config) selected() ([]string, error) {
 	}
 	var out []string
 	for _, n := range all {
-		if !slices.Contains(want, n) || (n == CompBroker && c.BrokerAddr == "off") {
+		if !slices.Contains(want, n) || (n == CompBroker && c.BrokerAddr == "off") || (n == CompKV && c.KVAddr == "off") {
 			continue
 		}
 		out = append(out, n)
@@ -184,8 +193,42 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		return t, nil
 	case CompBroker:
 		return s.buildBroker()
+	case CompKV:
+		return s.buildKV()
+	case CompLock:
+		l, err := lockserver.New(lockserver.Config{Store: s.st, Logger: s.log.With("component", "lock")})
+		if err != nil {
+			return nil, err
+		}
+		s.locks = l
+		return l, nil
 	}
 	return nil, fmt.Errorf("server: no component %q", name)
+}
+
+// buildKV makes the Redis-protocol store: its append-only log in
+// <data>/kv (unless KVNoPersist), AUTH taking this server's API tokens
+// (AUTH <token> or AUTH <any user> <token>).
+func (s *Server) buildKV() (Component, error) {
+	cfg := kvserver.Config{
+		Addr:    s.cfg.KVAddr,
+		Fsync:   s.cfg.KVFsync,
+		Logger:  s.log.With("component", "kv"),
+		Version: Version,
+		Authenticate: func(ctx context.Context, _, token string) error {
+			_, err := s.auth.AuthenticateToken(ctx, token)
+			return err
+		},
+	}
+	if !s.cfg.KVNoPersist {
+		cfg.Dir = filepath.Join(s.cfg.DataDir, "kv")
+	}
+	k, err := kvserver.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.kv = k
+	return k, nil
 }
 
 // buildBroker makes the in-process MQ broker: its data in <data>/broker,

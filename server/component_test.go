@@ -24,6 +24,7 @@ var apiOf = map[string]struct{ path, method string }{
 	server.CompJob:      {"/api/v1/jobs", "tangram.Job/Heartbeat"},
 	server.CompMQ:       {"", wire.MethodBrokers},
 	server.CompBroker:   {"", ""},
+	server.CompKV:       {"", ""},
 }
 
 // TestComponentsStartAndStopTwice: every subset of components that

@@ -93,5 +93,13 @@ func (s *Server) recordBrokerAudit(ctx context.Context, e auth.AuditRequest) err
 // Broker is the in-process MQ broker (nil when not running).
 func (s *Server) Broker() *broker.Broker { return s.broker }
 
+// KVAddr is the Redis-protocol store's address ("" when it does not run).
+func (s *Server) KVAddr() string {
+	if s.kv == nil {
+		return ""
+	}
+	return s.kv.Addr()
+}
+
 // Names is the MQ name service (nil when not running).
 func (s *Server) Names() *names.Table { return s.names }

@@ -15,6 +15,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/auth"
 	jobserver "github.com/tangram-dev/tangram/job/server"
+	lockserver "github.com/tangram-dev/tangram/lock/server"
 	registryserver "github.com/tangram-dev/tangram/registry/server"
 )
 
@@ -30,7 +31,7 @@ func platformRoutes() []apidoc.Route {
 // components a server runs.
 func APIRoutes() []apidoc.Route {
 	var out []apidoc.Route
-	for _, l := range [][]apidoc.Route{platformRoutes(), auth.APIRoutes(), configserver.APIRoutes(), registryserver.APIRoutes(), jobserver.APIRoutes()} {
+	for _, l := range [][]apidoc.Route{platformRoutes(), auth.APIRoutes(), configserver.APIRoutes(), registryserver.APIRoutes(), jobserver.APIRoutes(), lockserver.APIRoutes()} {
 		out = append(out, l...)
 	}
 	return out

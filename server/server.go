@@ -36,6 +36,8 @@ import (
 	"github.com/tangram-dev/tangram/internal/durable"
 	"github.com/tangram-dev/tangram/internal/park"
 	"github.com/tangram-dev/tangram/internal/store"
+	kvserver "github.com/tangram-dev/tangram/kv/server"
+	lockserver "github.com/tangram-dev/tangram/lock/server"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
@@ -132,6 +134,13 @@ type Config struct {
 	BrokerFlush        string
 	BrokerSegmentSize  int
 	BrokerNoAutoCreate bool
+	// KVAddr is the Redis-protocol store's listener (default ":6380";
+	// "off" runs none). Its append-only log is in <DataDir>/kv with
+	// KVFsync "everysec" (default), "always" or "no"; KVNoPersist keeps it
+	// in memory only.
+	KVAddr      string
+	KVFsync     string
+	KVNoPersist bool
 	// MQNameTTL is how long the name service keeps a broker that stopped
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration
@@ -147,7 +156,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", DataDir: "./data"}
+	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", KVAddr: ":6380", DataDir: "./data"}
 }
 
 // withDefaults returns c with its zero fields set from DefaultConfig.
@@ -167,6 +176,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BrokerAddr == "" {
 		c.BrokerAddr = d.BrokerAddr
+	}
+	if c.KVAddr == "" {
+		c.KVAddr = d.KVAddr
 	}
 	if c.Store == "" {
 		c.Store = "sqlite://" + filepath.Join(c.DataDir, "tangram.db")
@@ -205,6 +217,8 @@ type Server struct {
 	jobs      *jobserver.Scheduler
 	names     *names.Table
 	broker    *broker.Broker
+	kv        *kvserver.Server
+	locks     *lockserver.Server
 	svcToken  string
 	mqMu      sync.Mutex
 	mqc       *mq.Client
@@ -574,6 +588,8 @@ func (s *Server) routes() (http.Handler, error) {
 	if s.names != nil {
 		ccfg.MQ = s.mqClient
 	}
+	ccfg.KV = s.kv
+	ccfg.Locks = s.locks
 	con, err := console.New(ccfg)
 	if err != nil {
 		return nil, err

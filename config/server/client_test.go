@@ -244,9 +244,9 @@ func clusterPush(t *testing.T, d store.Dialect) {
 	// Kill the LISTEN connections: pushes keep arriving (scan), and the
 	// servers LISTEN again.
 	ctx := context.Background()
-	listeners := func() int {
+	listeners := func() int { // the config center's (other components listen on channels of their own)
 		var n int
-		if err := b.Srv.Store().QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&n); err != nil {
+		if err := b.Srv.Store().QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN tangram_config_release%'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n

@@ -46,9 +46,14 @@ type timer struct {
 }
 
 // newWheel starts a wheel at now, truncated to the millisecond: fire times
-// are whole milliseconds, so a tick boundary is exactly a fire time.
+// are whole milliseconds, so a tick boundary is exactly a fire time. The
+// origin keeps now's monotonic reading (Add keeps it, Truncate would not),
+// so the wheel advances on the monotonic clock: a step of the wall clock
+// (NTP, a VM resuming) cannot fire a timer early. A wall-clock fire time
+// is placed on the wheel by its distance from the wall clock when added.
 func newWheel(now time.Time) *wheel {
-	w := &wheel{origin: time.UnixMilli(now.UnixMilli()), byKey: map[any]*timer{}, changed: make(chan struct{}, 1)}
+	origin := now.Add(-time.Duration(now.UnixNano() % int64(time.Millisecond)))
+	w := &wheel{origin: origin, byKey: map[any]*timer{}, changed: make(chan struct{}, 1)}
 	w.levels[0] = make([][]*timer, l0Slots)
 	w.levels[1] = make([][]*timer, l1Slots)
 	w.levels[2] = make([][]*timer, l2Slots)

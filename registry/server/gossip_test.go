@@ -30,11 +30,32 @@ type faults struct {
 	mu       sync.Mutex
 	zoneOf   map[string]string // gossip address → zone
 	cut      map[[2]string]bool
+	conns    map[*cutConn]struct{} // open streams, closed when a cut falls between their ends
+}
+
+// cutConn is a stream dialled through a fault transport; a cut closes it,
+// so a push/pull exchange begun before the cut cannot carry state made
+// after it.
+type cutConn struct {
+	net.Conn
+	from, to string
+	f        *faults
+}
+
+func (c *cutConn) Close() error {
+	c.f.mu.Lock()
+	delete(c.f.conns, c)
+	c.f.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func (f *faults) blocked(from, to string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.blockedLocked(from, to)
+}
+
+func (f *faults) blockedLocked(from, to string) bool {
 	a, b := f.zoneOf[from], f.zoneOf[to]
 	if a == b {
 		return false
@@ -53,6 +74,12 @@ func (f *faults) set(cut bool, zones ...string) {
 			if zones[i] < zones[j] {
 				f.cut[[2]string{zones[i], zones[j]}] = cut
 			}
+		}
+	}
+	for c := range f.conns {
+		if f.blockedLocked(c.from, c.to) {
+			delete(f.conns, c)
+			c.Conn.Close()
 		}
 	}
 }
@@ -78,7 +105,19 @@ func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Co
 		time.Sleep(min(timeout, 200*time.Millisecond)) // sleep-ok: a cut link times out instead of refusing
 		return nil, errCut
 	}
-	return t.NetTransport.DialTimeout(addr, timeout)
+	conn, err := t.NetTransport.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	c := &cutConn{Conn: conn, from: t.self, to: addr, f: t.f}
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	if t.f.blockedLocked(t.self, addr) { // cut while dialling
+		conn.Close()
+		return nil, errCut
+	}
+	t.f.conns[c] = struct{}{}
+	return c, nil
 }
 
 // memberlist uses the address-aware calls when the transport has them (as
@@ -101,7 +140,7 @@ type node struct {
 // through fault transports, all joined to the first.
 func cluster(t *testing.T, zones []string) ([]*node, *faults) {
 	t.Helper()
-	f := &faults{zoneOf: map[string]string{}, cut: map[[2]string]bool{}}
+	f := &faults{zoneOf: map[string]string{}, cut: map[[2]string]bool{}, conns: map[*cutConn]struct{}{}}
 	var nodes []*node
 	for i, z := range zones {
 		var join []string
@@ -149,7 +188,7 @@ func startNode(t *testing.T, f *faults, z string, i int, join []string) *node {
 // TestJoinRetried: a server whose --join peer cannot be reached at start
 // keeps trying, and the two form a cluster once the way is open.
 func TestJoinRetried(t *testing.T) {
-	f := &faults{zoneOf: map[string]string{}, cut: map[[2]string]bool{}}
+	f := &faults{zoneOf: map[string]string{}, cut: map[[2]string]bool{}, conns: map[*cutConn]struct{}{}}
 	f.set(true, "a", "b")
 	a := startNode(t, f, "a", 0, nil)
 	b := startNode(t, f, "b", 1, []string{a.addr})
@@ -291,7 +330,7 @@ func TestPartitionThreeZones(t *testing.T) {
 		return out
 	}()
 	sort.Strings(all)
-	wait.For(t, 5*time.Second, "the pre-partition set everywhere", func() bool {
+	wait.For(t, 15*time.Second, "the pre-partition set everywhere", func() bool {
 		for _, n := range nodes {
 			if !equal(ids(n.r, "svc"), all) {
 				return false
@@ -312,7 +351,7 @@ func TestPartitionThreeZones(t *testing.T) {
 	must(t, nodes[0].r.Deregister(ctx, registry.Key{Service: "svc"}, "10.0.0.1:100"))
 	// Zone-local consistency: the two servers of zone b see each other's new
 	// instances, and the lone server of zone c serves its own.
-	wait.For(t, 5*time.Second, "zone b sees its own registrations", func() bool {
+	wait.For(t, 15*time.Second, "zone b sees its own registrations", func() bool {
 		l := ids(nodes[3].r, "svc")
 		return contains(l, "10.0.0.1:202") && contains(l, "10.0.0.1:203")
 	})
@@ -321,10 +360,10 @@ func TestPartitionThreeZones(t *testing.T) {
 	}
 	// Hold the cut long enough for memberlist to declare the other zones
 	// dead and for their replicas to be dropped.
-	wait.For(t, 20*time.Second, "each zone to count only its own servers", func() bool {
+	wait.For(t, 40*time.Second, "each zone to count only its own servers", func() bool {
 		return len(nodes[0].r.Members()) == 2 && len(nodes[3].r.Members()) == 2 && len(nodes[4].r.Members()) == 1
 	})
-	wait.For(t, 10*time.Second, "zone c to drop the replicas of the servers it lost", func() bool {
+	wait.For(t, 20*time.Second, "zone c to drop the replicas of the servers it lost", func() bool {
 		l := ids(nodes[4].r, "svc")
 		return !contains(l, "10.0.0.1:101") && !contains(l, "10.0.0.1:102")
 	})
@@ -349,7 +388,7 @@ func TestPartitionThreeZones(t *testing.T) {
 		want = append(want, fmt.Sprintf("10.0.0.1:%d", 200+i))
 	}
 	sort.Strings(want)
-	wait.For(t, 20*time.Second, "all five servers converged after the heal", func() bool {
+	wait.For(t, 40*time.Second, "all five servers converged after the heal", func() bool {
 		for _, n := range nodes {
 			if !equal(ids(n.r, "svc"), want) {
 				return false
