@@ -31,6 +31,7 @@ import (
 
 	configserver "github.com/tangram-dev/tangram/config/server"
 
+	idserver "github.com/tangram-dev/tangram/idgen/server"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/audit"
@@ -58,7 +59,10 @@ type Config struct {
 	// KV, optional: the kv store's page.
 	KV *kvserver.Server
 	// Locks, optional: the lock component's page.
-	Locks         *lockserver.Server
+	Locks *lockserver.Server
+	// IDs, optional: the id component's page (segment tags, leased
+	// worker numbers).
+	IDs           *idserver.Server
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -89,6 +93,9 @@ func (cfg Config) nav() []NavLink {
 	}
 	if cfg.Locks != nil {
 		out = append(out, NavLink{"/locks", "Locks"})
+	}
+	if cfg.IDs != nil {
+		out = append(out, NavLink{"/ids", "IDs"})
 	}
 	return append(out, NavLink{"/users", "Users"}, NavLink{"/audit", "Audit"})
 }
@@ -167,7 +174,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -213,6 +220,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerMQ(mux)
 	c.registerKV(mux)
 	c.registerLocks(mux)
+	c.registerIDs(mux)
 }
 
 type view struct {

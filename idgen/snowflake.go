@@ -47,6 +47,7 @@ type Snowflake struct {
 	state   atomic.Int64 // time<<seqBits | seq of the last ID
 	unit    int64        // ns
 	epochNs int64
+	limit   atomic.Int64 // when > 0: no ID at this unit or later (a leased worker's deadline)
 }
 
 // NewSnowflake validates cfg and returns a generator.
@@ -165,6 +166,9 @@ func (g *Snowflake) nextTS() (int64, int64, error) {
 			g.waitPast(ot)
 			continue
 		}
+		if lim := g.limit.Load(); lim > 0 && nt >= lim {
+			return 0, 0, fmt.Errorf("%w: its deadline passed before a renewal", ErrLeaseLost)
+		}
 		if nt > g.timeMax {
 			return 0, 0, fmt.Errorf("%w: layout %q's time field ends at %v", ErrExhausted, g.l.Name, g.l.Epoch.Add(time.Duration(g.timeMax*g.unit)))
 		}
@@ -172,6 +176,12 @@ func (g *Snowflake) nextTS() (int64, int64, error) {
 			return nt, ns, nil
 		}
 	}
+}
+
+// setLimit stops IDs at time at and later (a lease's local deadline).
+func (g *Snowflake) setLimit(at time.Time) {
+	u := (at.UnixNano() - g.epochNs) / g.unit
+	g.limit.Store(max(u, 1))
 }
 
 // waitPast waits until the clock is past unit t.

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	configserver "github.com/tangram-dev/tangram/config/server"
+	idserver "github.com/tangram-dev/tangram/idgen/server"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	jobserver "github.com/tangram-dev/tangram/job/server"
@@ -85,6 +86,9 @@ var (
 	_ Component        = (*lockserver.Server)(nil)
 	_ HTTPMounter      = (*lockserver.Server)(nil)
 	_ RPCRegistrar     = (*lockserver.Server)(nil)
+	_ Component        = (*idserver.Server)(nil)
+	_ HTTPMounter      = (*idserver.Server)(nil)
+	_ RPCRegistrar     = (*idserver.Server)(nil)
 )
 
 // The names --components takes, in the order the components start (and
@@ -97,11 +101,12 @@ const (
 	CompBroker   = "broker" // the in-process MQ broker
 	CompKV       = "kv"     // the Redis-protocol store
 	CompLock     = "lock"   // sessions, nodes and locks with ZooKeeper's semantics
+	CompID       = "id"     // segment tags and leased snowflake worker numbers
 )
 
 // ComponentNames lists every component, in start order.
 func ComponentNames() []string {
-	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock}
+	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock, CompID}
 }
 
 // selected returns the components to run: Config.Components (all when
@@ -195,6 +200,13 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		return s.buildBroker()
 	case CompKV:
 		return s.buildKV()
+	case CompID:
+		g, err := idserver.New(idserver.Config{Store: s.st, Logger: s.log.With("component", "id")})
+		if err != nil {
+			return nil, err
+		}
+		s.ids = g
+		return g, nil
 	case CompLock:
 		l, err := lockserver.New(lockserver.Config{Store: s.st, Logger: s.log.With("component", "lock")})
 		if err != nil {

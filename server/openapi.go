@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	configserver "github.com/tangram-dev/tangram/config/server"
+	idserver "github.com/tangram-dev/tangram/idgen/server"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/auth"
@@ -31,7 +32,7 @@ func platformRoutes() []apidoc.Route {
 // components a server runs.
 func APIRoutes() []apidoc.Route {
 	var out []apidoc.Route
-	for _, l := range [][]apidoc.Route{platformRoutes(), auth.APIRoutes(), configserver.APIRoutes(), registryserver.APIRoutes(), jobserver.APIRoutes(), lockserver.APIRoutes()} {
+	for _, l := range [][]apidoc.Route{platformRoutes(), auth.APIRoutes(), configserver.APIRoutes(), registryserver.APIRoutes(), jobserver.APIRoutes(), lockserver.APIRoutes(), idserver.APIRoutes()} {
 		out = append(out, l...)
 	}
 	return out

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tangram-dev/tangram/console"
+	idserver "github.com/tangram-dev/tangram/idgen/server"
 	"github.com/tangram-dev/tangram/internal/api"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/internal/durable"
@@ -219,6 +220,7 @@ type Server struct {
 	broker    *broker.Broker
 	kv        *kvserver.Server
 	locks     *lockserver.Server
+	ids       *idserver.Server
 	svcToken  string
 	mqMu      sync.Mutex
 	mqc       *mq.Client
@@ -455,6 +457,9 @@ func (s *Server) Registry() *registryserver.Registry { return s.registry }
 // Store returns the SQL store.
 func (s *Server) Store() *store.Store { return s.st }
 
+// IDs is the id component (nil when not running).
+func (s *Server) IDs() *idserver.Server { return s.ids }
+
 // Shutdown stops accepting requests, waits for in-flight ones until ctx
 // ends (held watches are released at once), then stops every component.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -590,6 +595,7 @@ func (s *Server) routes() (http.Handler, error) {
 	}
 	ccfg.KV = s.kv
 	ccfg.Locks = s.locks
+	ccfg.IDs = s.ids
 	con, err := console.New(ccfg)
 	if err != nil {
 		return nil, err
