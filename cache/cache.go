@@ -1,0 +1,554 @@
+// Package cache is a two-tier cache for the cache-aside pattern: an
+// in-process tier (otter) over a remote tier (the embedded kv store,
+// Redis or Redis Cluster), with the seed's protections — one load per key
+// however many callers miss together (a stampede), not-found placeholders
+// and an optional Bloom filter (penetration), TTL jitter (avalanche),
+// stale-while-revalidate, and a hot-key detector. Writers update the
+// database first and then Delete the key: the key is deleted from the
+// remote tier, dropped from every process's local tier (RESP3 client
+// tracking, or pub/sub), and deleted once more after a delay (delayed
+// double delete) to close the window a slow reader leaves. Docs:
+// docs/cache.md.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+)
+
+// ErrNotFound is what a loader returns for a key that does not exist;
+// Get returns it too (the absence is cached for NotFoundTTL).
+var ErrNotFound = errors.New("cache: not found")
+
+// Invalidation is how the local tiers of other processes learn of a
+// change.
+type Invalidation int
+
+const (
+	// InvalidateAuto: client tracking on a single server (kv, Redis 6+),
+	// pub/sub on Redis Cluster.
+	InvalidateAuto Invalidation = iota
+	// InvalidateTracking: a RESP3 connection with CLIENT TRACKING BCAST
+	// on the cache's key prefix — every change of a key, by anyone, drops
+	// it from the local tier.
+	InvalidateTracking
+	// InvalidatePubSub: Delete and Set publish the key on a channel.
+	InvalidatePubSub
+	// InvalidateNone: local entries live out LocalTTL.
+	InvalidateNone
+)
+
+// Config configures a Cache.
+type Config[V any] struct {
+	// Name is the cache's namespace: remote keys are Prefix + Name + ":"
+	// + key (required).
+	Name string
+	// Remote is the remote tier (nil: local tier only).
+	Remote redis.UniversalClient
+	// Prefix of remote keys (default "tangram:cache:").
+	Prefix string
+	// Load reads a key from the source of truth (the database); it
+	// returns ErrNotFound for a key that does not exist. Get uses it;
+	// GetWith takes a loader per call.
+	Load func(ctx context.Context, key string) (V, error)
+	// Codec for the remote tier (default JSON).
+	Codec Codec[V]
+	// TTL in the remote tier (default 10 min).
+	TTL time.Duration
+	// LocalTTL in the local tier (default 1 min; negative: no local tier).
+	LocalTTL time.Duration
+	// LocalMaxBytes bounds the local tier by the encoded size of its
+	// values plus their keys (default 64 MiB).
+	LocalMaxBytes int64
+	// Jitter spreads every TTL by ± this fraction so keys set together do
+	// not expire together (default 0.05, go-zero's; negative: none).
+	Jitter float64
+	// NotFoundTTL caches an absence (default 1 min, in both tiers).
+	NotFoundTTL time.Duration
+	// RefreshAfter: a local entry older than this is returned and
+	// reloaded in the background, once (stale-while-revalidate; default
+	// off).
+	RefreshAfter time.Duration
+	// Bloom, optional: a key it has never seen is not found, without a
+	// load.
+	Bloom *Bloom
+	// Invalidation mode (default InvalidateAuto).
+	Invalidation Invalidation
+	// DoubleDelete is the delay of the second delete after Delete
+	// (default 500 ms: longer than a read of the database plus a fill of
+	// the cache takes; negative: no second delete).
+	DoubleDelete time.Duration
+	// HotKeys is how many of the most read keys to track (default 32;
+	// negative: off). Reads that miss the local tier are counted.
+	HotKeys int
+	// HotOnly keeps only hot keys (the tracked top) in the local tier:
+	// the local tier then holds the few keys that carry most reads.
+	HotOnly bool
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// entry is a local-tier value: the decoded value, or an absence.
+type entry[V any] struct {
+	v    V
+	nf   bool
+	size uint32
+}
+
+// Stats counts what a Cache did.
+type Stats struct {
+	LocalHits, RemoteHits, Loads, NotFound, Errors, Invalidations uint64
+}
+
+// Cache is a two-tier cache. Safe for concurrent use.
+type Cache[V any] struct {
+	cfg    Config[V]
+	codec  Codec[V]
+	prefix string // Prefix + Name + ":"
+	local  *otter.Cache[string, entry[V]]
+	loader otter.Loader[string, entry[V]]
+	flight singleflight.Group // loads when there is no local tier
+	hot    *hotKeys
+	mode   Invalidation // resolved: tracking, pub/sub or none
+	log    *slog.Logger
+
+	localHits, remoteHits, loads, notFound, errs, invals atomic.Uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ready  chan struct{} // closed when the invalidation listener is subscribed
+	closed atomic.Bool
+}
+
+// New returns a Cache; with a remote tier and a local one it starts the
+// invalidation listener (Close stops it).
+func New[V any](cfg Config[V]) (*Cache[V], error) {
+	if cfg.Name == "" || strings.ContainsAny(cfg.Name, " \r\n") {
+		return nil, fmt.Errorf("cache: Config.Name %q: want a name without spaces", cfg.Name)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "tangram:cache:"
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = JSON[V]{}
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 10 * time.Minute
+	}
+	if cfg.LocalTTL == 0 {
+		cfg.LocalTTL = time.Minute
+	}
+	if cfg.LocalMaxBytes <= 0 {
+		cfg.LocalMaxBytes = 64 << 20
+	}
+	if cfg.Jitter == 0 {
+		cfg.Jitter = 0.05
+	}
+	if cfg.Jitter >= 1 {
+		return nil, fmt.Errorf("cache: Jitter %v: want below 1", cfg.Jitter)
+	}
+	if cfg.NotFoundTTL <= 0 {
+		cfg.NotFoundTTL = time.Minute
+	}
+	if cfg.DoubleDelete == 0 {
+		cfg.DoubleDelete = 500 * time.Millisecond
+	}
+	if cfg.HotKeys == 0 {
+		cfg.HotKeys = 32
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HotOnly && cfg.HotKeys < 0 {
+		return nil, errors.New("cache: HotOnly needs the hot-key detector (HotKeys ≥ 0)")
+	}
+	c := &Cache[V]{cfg: cfg, codec: cfg.Codec, prefix: cfg.Prefix + cfg.Name + ":", log: cfg.Logger, ready: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if cfg.HotKeys > 0 {
+		c.hot = newHotKeys(cfg.HotKeys, 4096)
+	}
+	if cfg.LocalTTL > 0 {
+		opts := &otter.Options[string, entry[V]]{
+			MaximumWeight: uint64(cfg.LocalMaxBytes),
+			Weigher:       func(k string, e entry[V]) uint32 { return e.size + uint32(len(k)) + 48 },
+			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[V]]) time.Duration {
+				if e.Value.nf {
+					return c.jitter(min(cfg.NotFoundTTL, cfg.LocalTTL))
+				}
+				return c.jitter(cfg.LocalTTL)
+			}),
+		}
+		if cfg.RefreshAfter > 0 {
+			opts.RefreshCalculator = otter.RefreshWriting[string, entry[V]](cfg.RefreshAfter)
+		}
+		local, err := otter.New(opts)
+		if err != nil {
+			return nil, fmt.Errorf("cache: local tier: %w", err)
+		}
+		c.local = local
+		c.loader = tierLoader[V]{c}
+	}
+	mode := cfg.Invalidation
+	if mode == InvalidateAuto {
+		mode = InvalidatePubSub
+		if _, ok := cfg.Remote.(*redis.Client); ok {
+			mode = InvalidateTracking
+		}
+	}
+	if cfg.Remote == nil || c.local == nil {
+		mode = InvalidateNone
+	}
+	c.mode = mode
+	switch {
+	case mode == InvalidateNone:
+		close(c.ready)
+	case mode == InvalidateTracking:
+		rc, ok := cfg.Remote.(*redis.Client)
+		if !ok {
+			return nil, errors.New("cache: InvalidateTracking needs a single server (*redis.Client); use InvalidatePubSub with a cluster")
+		}
+		c.goFunc(func() { c.track(rc.Options()) })
+	default:
+		c.goFunc(c.subscribe)
+	}
+	return c, nil
+}
+
+func (c *Cache[V]) goFunc(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// Ready is closed once the invalidation listener is subscribed (at once
+// without one): a change made after it reaches this cache.
+func (c *Cache[V]) Ready() <-chan struct{} { return c.ready }
+
+// Close stops the listener and the pending second deletes (which are
+// done at once).
+func (c *Cache[V]) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.cancel()
+	c.wg.Wait()
+	if c.local != nil {
+		c.local.StopAllGoroutines()
+	}
+	return nil
+}
+
+func (c *Cache[V]) jitter(d time.Duration) time.Duration {
+	if c.cfg.Jitter <= 0 {
+		return d
+	}
+	f := 1 + c.cfg.Jitter*(2*rand.Float64()-1)
+	return time.Duration(float64(d) * f)
+}
+
+// Get returns key's value: from the local tier, else the remote tier,
+// else Config.Load (one load per key at a time in this process; the
+// result is stored in both tiers). A missing key is ErrNotFound.
+func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
+	if c.local != nil && c.cfg.RefreshAfter == 0 {
+		if e, ok := c.local.GetIfPresent(key); ok {
+			c.localHits.Add(1)
+			if c.hot != nil && rand.Uint32()&(hitSample-1) == 0 {
+				c.hot.observe(key, hitSample)
+			}
+			if e.nf {
+				var zero V
+				return zero, ErrNotFound
+			}
+			return e.v, nil
+		}
+	}
+	return c.miss(ctx, key)
+}
+
+// miss is Get past the local tier.
+func (c *Cache[V]) miss(ctx context.Context, key string) (V, error) {
+	var zero V
+	if c.cfg.Load == nil {
+		return zero, errors.New("cache: no Config.Load; use GetWith")
+	}
+	var e entry[V]
+	var err error
+	switch {
+	case c.local != nil && c.cfg.RefreshAfter > 0:
+		// otter's Get returns a fresh entry, or a stale one while it
+		// reloads it once in the background (tierLoader.Reload).
+		e, err = c.local.Get(ctx, key, c.loader)
+	case c.local != nil && (!c.cfg.HotOnly || c.hot.isHot(key)):
+		e, err = c.local.Get(ctx, key, c.loader)
+	default:
+		var v any
+		v, err, _ = c.flight.Do(key, func() (any, error) { return c.fill(ctx, key) })
+		if err == nil {
+			e = v.(entry[V])
+		}
+	}
+	if err != nil {
+		c.errs.Add(1)
+		return zero, err
+	}
+	if e.nf {
+		return zero, ErrNotFound
+	}
+	return e.v, nil
+}
+
+// GetWith is Get with a loader for this call (it runs only on a miss).
+func (c *Cache[V]) GetWith(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (V, error) {
+	if c.local != nil {
+		if e, ok := c.local.GetIfPresent(key); ok {
+			c.localHits.Add(1)
+			if e.nf {
+				var zero V
+				return zero, ErrNotFound
+			}
+			return e.v, nil
+		}
+	}
+	var zero V
+	v, err, _ := c.flight.Do(key, func() (any, error) { return c.fillWith(ctx, key, load) })
+	if err != nil {
+		c.errs.Add(1)
+		return zero, err
+	}
+	e := v.(entry[V])
+	if c.local != nil && (!c.cfg.HotOnly || c.hot.isHot(key)) {
+		c.local.SetIfAbsent(key, e)
+	}
+	if e.nf {
+		return zero, ErrNotFound
+	}
+	return e.v, nil
+}
+
+// fill loads key past the local tier with Config.Load.
+func (c *Cache[V]) fill(ctx context.Context, key string) (entry[V], error) {
+	return c.fillWith(ctx, key, c.cfg.Load)
+}
+
+// Placeholders in the remote tier: a value is stored after a 'v', an
+// absence as "*" (go-zero's placeholder).
+const (
+	tagValue    = 'v'
+	placeholder = "*"
+)
+
+// fillWith reads the remote tier, then the loader, storing what the
+// loader found (or its absence) in the remote tier.
+func (c *Cache[V]) fillWith(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (entry[V], error) {
+	if c.hot != nil {
+		c.hot.observe(key, 1)
+	}
+	if c.cfg.Remote != nil {
+		rkey := c.prefix + key
+		b, err := c.cfg.Remote.Get(ctx, rkey).Bytes()
+		switch {
+		case err == nil && string(b) == placeholder:
+			c.remoteHits.Add(1)
+			c.notFound.Add(1)
+			return entry[V]{nf: true}, nil
+		case err == nil && len(b) > 0 && b[0] == tagValue:
+			v, derr := c.codec.Unmarshal(b[1:])
+			if derr == nil {
+				c.remoteHits.Add(1)
+				return entry[V]{v: v, size: uint32(len(b))}, nil
+			}
+			c.log.Warn("cache: a remote value does not decode; loading it again", "key", rkey, "err", derr)
+		case err == nil:
+			c.log.Warn("cache: a remote value is not this cache's; loading it again", "key", rkey)
+		case !errors.Is(err, redis.Nil):
+			// The remote tier is down: the source of truth still answers,
+			// and the local tier keeps what it loads.
+			c.log.Warn("cache: remote tier read failed; loading from the source", "key", rkey, "err", err)
+		}
+	}
+	return c.fillSource(ctx, key, load)
+}
+
+// hitSample: one local hit in this many is counted by the hot-key
+// detector, with this weight (the hit path stays a few ns).
+const hitSample = 16
+
+// tierLoader loads into the local tier: Load past it (remote tier, then
+// source); Reload — a stale-while-revalidate refresh — from the source,
+// since the remote tier may hold the same old value.
+type tierLoader[V any] struct{ c *Cache[V] }
+
+func (l tierLoader[V]) Load(ctx context.Context, key string) (entry[V], error) {
+	return l.c.fill(ctx, key)
+}
+
+func (l tierLoader[V]) Reload(ctx context.Context, key string, _ entry[V]) (entry[V], error) {
+	return l.c.fillSource(ctx, key, l.c.cfg.Load)
+}
+
+// fillSource loads key from the source and stores it (or its absence)
+// in the remote tier.
+func (c *Cache[V]) fillSource(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (entry[V], error) {
+	rkey := c.prefix + key
+	if c.cfg.Bloom != nil && !c.cfg.Bloom.MayContain(key) {
+		c.notFound.Add(1)
+		return entry[V]{nf: true}, nil
+	}
+	if load == nil {
+		return entry[V]{}, errors.New("cache: no loader")
+	}
+	c.loads.Add(1)
+	v, err := load(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		c.notFound.Add(1)
+		if c.cfg.Remote != nil {
+			if err := c.cfg.Remote.Set(ctx, rkey, placeholder, c.jitter(c.cfg.NotFoundTTL)).Err(); err != nil {
+				c.log.Warn("cache: storing a not-found placeholder failed", "key", rkey, "err", err)
+			}
+		}
+		return entry[V]{nf: true}, nil
+	}
+	if err != nil {
+		return entry[V]{}, fmt.Errorf("cache: load %s: %w", key, err)
+	}
+	b, err := c.encode(v)
+	if err != nil {
+		return entry[V]{}, err
+	}
+	if c.cfg.Remote != nil {
+		if err := c.cfg.Remote.Set(ctx, rkey, b, c.jitter(c.cfg.TTL)).Err(); err != nil {
+			c.log.Warn("cache: remote tier write failed", "key", rkey, "err", err)
+		}
+	}
+	return entry[V]{v: v, size: uint32(len(b))}, nil
+}
+
+func (c *Cache[V]) encode(v V) ([]byte, error) {
+	b, err := c.codec.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("cache: encode: %w", err)
+	}
+	out := make([]byte, 0, len(b)+1)
+	return append(append(out, tagValue), b...), nil
+}
+
+// Set stores v under key in both tiers (write-through users; cache-aside
+// writers Delete instead) and tells the other processes to drop theirs.
+func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
+	b, err := c.encode(v)
+	if err != nil {
+		return err
+	}
+	if c.cfg.Remote != nil {
+		if err := c.cfg.Remote.Set(ctx, c.prefix+key, b, c.jitter(c.cfg.TTL)).Err(); err != nil {
+			return fmt.Errorf("cache: set %s: %w", key, err)
+		}
+		c.publish(ctx, key)
+	}
+	if c.local != nil {
+		c.local.Set(key, entry[V]{v: v, size: uint32(len(b))})
+	}
+	return nil
+}
+
+// Delete is the cache-aside write path's second step (after the database
+// write committed): the keys leave the remote tier and every process's
+// local tier, and are deleted once more after Config.DoubleDelete, so a
+// reader that read the old row before the write and filled the cache
+// after this delete leaves no stale value past that delay.
+func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
+	if err := c.deleteNow(ctx, keys); err != nil {
+		return err
+	}
+	if c.cfg.DoubleDelete > 0 && !c.closed.Load() {
+		ks := append([]string(nil), keys...)
+		c.goFunc(func() {
+			t := time.NewTimer(c.cfg.DoubleDelete)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-c.ctx.Done(): // closing: delete now rather than never
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.deleteNow(ctx, ks); err != nil {
+				c.log.Warn("cache: the second delete failed", "keys", ks, "err", err)
+			}
+		})
+	}
+	return nil
+}
+
+func (c *Cache[V]) deleteNow(ctx context.Context, keys []string) error {
+	if c.local != nil {
+		for _, k := range keys {
+			c.local.Invalidate(k)
+		}
+	}
+	if c.cfg.Remote == nil || len(keys) == 0 {
+		return nil
+	}
+	for _, k := range keys { // one by one: a cluster's keys live in different slots
+		if err := c.cfg.Remote.Del(ctx, c.prefix+k).Err(); err != nil {
+			return fmt.Errorf("cache: delete %s: %w", k, err)
+		}
+	}
+	for _, k := range keys {
+		c.publish(ctx, k)
+	}
+	return nil
+}
+
+// Stats returns the counters.
+func (c *Cache[V]) Stats() Stats {
+	return Stats{LocalHits: c.localHits.Load(), RemoteHits: c.remoteHits.Load(), Loads: c.loads.Load(),
+		NotFound: c.notFound.Load(), Errors: c.errs.Load(), Invalidations: c.invals.Load()}
+}
+
+// HotKeys returns the most read keys (of reads that missed the local
+// tier), most read first.
+func (c *Cache[V]) HotKeys() []HotKey {
+	if c.hot == nil {
+		return nil
+	}
+	return c.hot.list()
+}
+
+// LocalBytes is the local tier's weight (encoded values and keys).
+func (c *Cache[V]) LocalBytes() uint64 {
+	if c.local == nil {
+		return 0
+	}
+	return c.local.WeightedSize()
+}
+
+// invalidate drops a key from the local tier (a change elsewhere).
+func (c *Cache[V]) invalidate(key string) {
+	c.invals.Add(1)
+	if c.local != nil {
+		c.local.Invalidate(key)
+	}
+}
+
+// flushLocal drops the whole local tier (the listener lost its
+// connection: changes may have been missed).
+func (c *Cache[V]) flushLocal() {
+	if c.local != nil {
+		c.local.InvalidateAll()
+	}
+}
