@@ -5,10 +5,11 @@
 // and an optional Bloom filter (penetration), TTL jitter (avalanche),
 // stale-while-revalidate, and a hot-key detector. Writers update the
 // database first and then Delete the key: the key is deleted from the
-// remote tier, dropped from every process's local tier (RESP3 client
-// tracking, or pub/sub), and deleted once more after a delay (delayed
-// double delete) to close the window a slow reader leaves. Docs:
-// docs/cache.md.
+// remote tier and dropped from every process's local tier (RESP3 client
+// tracking, or pub/sub). A miss takes a lease in the key before reading
+// the source and fills only if the lease survived, so a slow reader
+// cannot put back a value a Delete has replaced; a second, delayed delete
+// covers writers without leases. Docs: docs/cache.md.
 package cache
 
 import (
@@ -101,14 +102,18 @@ type Config[V any] struct {
 
 // entry is a local-tier value: the decoded value, or an absence.
 type entry[V any] struct {
-	v    V
-	nf   bool
-	size uint32
+	v     V
+	nf    bool
+	stale bool // its fill was voided by a change during the load: not kept
+	size  uint32
 }
 
 // Stats counts what a Cache did.
 type Stats struct {
 	LocalHits, RemoteHits, Loads, NotFound, Errors, Invalidations uint64
+	// Voided counts fills dropped because the key was deleted (or
+	// changed) while its value was loaded: stale values not stored.
+	Voided uint64
 }
 
 // Cache is a two-tier cache. Safe for concurrent use.
@@ -123,7 +128,10 @@ type Cache[V any] struct {
 	mode   Invalidation // resolved: tracking, pub/sub or none
 	log    *slog.Logger
 
-	localHits, remoteHits, loads, notFound, errs, invals atomic.Uint64
+	localHits, remoteHits, loads, notFound, errs, invals, voided atomic.Uint64
+
+	ownMu sync.Mutex
+	own   map[string]ownWrites // tracking: this process's fill writes whose pushes are still to come
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -184,6 +192,9 @@ func New[V any](cfg Config[V]) (*Cache[V], error) {
 			MaximumWeight: uint64(cfg.LocalMaxBytes),
 			Weigher:       func(k string, e entry[V]) uint32 { return e.size + uint32(len(k)) + 48 },
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[V]]) time.Duration {
+				if e.Value.stale {
+					return time.Nanosecond // returned to its caller, kept by no one
+				}
 				if e.Value.nf {
 					return c.jitter(min(cfg.NotFoundTTL, cfg.LocalTTL))
 				}
@@ -331,7 +342,7 @@ func (c *Cache[V]) GetWith(ctx context.Context, key string, load func(ctx contex
 		return zero, err
 	}
 	e := v.(entry[V])
-	if c.local != nil && (!c.cfg.HotOnly || c.hot.isHot(key)) {
+	if c.local != nil && !e.stale && (!c.cfg.HotOnly || c.hot.isHot(key)) {
 		c.local.SetIfAbsent(key, e)
 	}
 	if e.nf {
@@ -347,41 +358,128 @@ func (c *Cache[V]) fill(ctx context.Context, key string) (entry[V], error) {
 
 // Placeholders in the remote tier: a value is stored after a 'v', an
 // absence as "*" (go-zero's placeholder).
+// A miss's lease is "~" + a random token, there while its holder loads.
 const (
 	tagValue    = 'v'
+	tagLease    = '~'
 	placeholder = "*"
 )
 
 // fillWith reads the remote tier, then the loader, storing what the
-// loader found (or its absence) in the remote tier.
+// loader found (or its absence) in the remote tier under a lease.
 func (c *Cache[V]) fillWith(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (entry[V], error) {
 	if c.hot != nil {
 		c.hot.observe(key, 1)
 	}
-	if c.cfg.Remote != nil {
-		rkey := c.prefix + key
-		b, err := c.cfg.Remote.Get(ctx, rkey).Bytes()
-		switch {
-		case err == nil && string(b) == placeholder:
+	if c.cfg.Remote == nil {
+		return c.fillSource(ctx, key, load, nil)
+	}
+	rkey := c.prefix + key
+	b, err := c.cfg.Remote.Get(ctx, rkey).Bytes()
+	switch {
+	case err == nil && string(b) == placeholder:
+		c.remoteHits.Add(1)
+		c.notFound.Add(1)
+		return entry[V]{nf: true}, nil
+	case err == nil && len(b) > 0 && b[0] == tagValue:
+		v, derr := c.codec.Unmarshal(b[1:])
+		if derr == nil {
 			c.remoteHits.Add(1)
-			c.notFound.Add(1)
-			return entry[V]{nf: true}, nil
-		case err == nil && len(b) > 0 && b[0] == tagValue:
-			v, derr := c.codec.Unmarshal(b[1:])
-			if derr == nil {
-				c.remoteHits.Add(1)
-				return entry[V]{v: v, size: uint32(len(b))}, nil
+			return entry[V]{v: v, size: uint32(len(b))}, nil
+		}
+		c.log.Warn("cache: a remote value does not decode; loading it again", "key", rkey, "err", derr)
+		return c.fillSource(ctx, key, load, b)
+	case err == nil && len(b) > 0 && b[0] == tagLease:
+		// Another process is loading it: load too, but leave the remote
+		// tier to the lease holder.
+		return c.fillSource(ctx, key, load, nil)
+	case err == nil:
+		c.log.Warn("cache: a remote value is not this cache's; loading it again", "key", rkey)
+		return c.fillSource(ctx, key, load, b)
+	case !errors.Is(err, redis.Nil):
+		// The remote tier is down: the source of truth still answers,
+		// and the local tier keeps what it loads.
+		c.log.Warn("cache: remote tier read failed; loading from the source", "key", rkey, "err", err)
+		return c.fillSource(ctx, key, load, nil)
+	}
+	// A miss: take the lease (a marker in the key itself) before reading
+	// the source, so a Delete in between — which deletes the marker —
+	// voids this fill.
+	lease := append([]byte{tagLease}, randToken()...)
+	c.expectOwn(key, 1)
+	ok, err := c.cfg.Remote.SetNX(ctx, rkey, lease, leaseTTL).Result()
+	if err != nil || !ok {
+		c.expectOwn(key, -1)
+		return c.fillSource(ctx, key, load, nil)
+	}
+	return c.fillSource(ctx, key, load, lease)
+}
+
+// ownWrites counts a key's fill writes not yet pushed back.
+type ownWrites struct {
+	n  int
+	at time.Time
+}
+
+// expectOwn notes (d = 1) or takes back (d = -1) a fill write of key
+// whose tracking push is to be ignored: it would drop the very load it
+// comes from. Ignoring it is safe because the fill is a compare-and-set
+// on its lease: a Delete by anyone voids the fill whatever pushes this
+// process heeds. Tracking mode only.
+func (c *Cache[V]) expectOwn(key string, d int) {
+	if c.mode != InvalidateTracking {
+		return
+	}
+	c.ownMu.Lock()
+	defer c.ownMu.Unlock()
+	if c.own == nil {
+		c.own = map[string]ownWrites{}
+	}
+	now := time.Now()
+	if len(c.own) > 1024 { // pushes lost with a dropped connection: forget old notes
+		for k, w := range c.own {
+			if now.Sub(w.at) > 10*time.Second {
+				delete(c.own, k)
 			}
-			c.log.Warn("cache: a remote value does not decode; loading it again", "key", rkey, "err", derr)
-		case err == nil:
-			c.log.Warn("cache: a remote value is not this cache's; loading it again", "key", rkey)
-		case !errors.Is(err, redis.Nil):
-			// The remote tier is down: the source of truth still answers,
-			// and the local tier keeps what it loads.
-			c.log.Warn("cache: remote tier read failed; loading from the source", "key", rkey, "err", err)
 		}
 	}
-	return c.fillSource(ctx, key, load)
+	w := c.own[key]
+	w.n += d
+	w.at = now
+	if w.n <= 0 {
+		delete(c.own, key)
+		return
+	}
+	c.own[key] = w
+}
+
+// ownPush reports whether a push of key is one of this process's fill
+// writes coming back (and counts it off).
+func (c *Cache[V]) ownPush(key string) bool {
+	c.ownMu.Lock()
+	defer c.ownMu.Unlock()
+	w, ok := c.own[key]
+	if !ok {
+		return false
+	}
+	if w.n--; w.n <= 0 {
+		delete(c.own, key)
+	} else {
+		c.own[key] = w
+	}
+	return true
+}
+
+// leaseTTL bounds a fill: a load slower than this fills nothing.
+const leaseTTL = 10 * time.Second
+
+func randToken() []byte {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 16)
+	for i := range b {
+		b[i] = hex[rand.IntN(16)]
+	}
+	return b
 }
 
 // hitSample: one local hit in this many is counted by the hot-key
@@ -398,12 +496,25 @@ func (l tierLoader[V]) Load(ctx context.Context, key string) (entry[V], error) {
 }
 
 func (l tierLoader[V]) Reload(ctx context.Context, key string, _ entry[V]) (entry[V], error) {
-	return l.c.fillSource(ctx, key, l.c.cfg.Load)
+	c := l.c
+	if c.cfg.Remote == nil {
+		return c.fillSource(ctx, key, c.cfg.Load, nil)
+	}
+	// The value now in the remote tier is what the refresh may replace: a
+	// Delete meanwhile (or a newer fill) voids it.
+	b, err := c.cfg.Remote.Get(ctx, c.prefix+key).Bytes()
+	if err != nil || len(b) == 0 || b[0] == tagLease {
+		return c.fillSource(ctx, key, c.cfg.Load, nil)
+	}
+	return c.fillSource(ctx, key, c.cfg.Load, b)
 }
 
-// fillSource loads key from the source and stores it (or its absence)
-// in the remote tier.
-func (c *Cache[V]) fillSource(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (entry[V], error) {
+// fillSource loads key from the source. With expect (the lease, or the
+// value a refresh replaces), it stores the result (or its absence) in
+// the remote tier only if the key still holds expect: a Delete after the
+// source was read leaves nothing stale behind, and the entry is then
+// returned to the caller but not kept in the local tier either.
+func (c *Cache[V]) fillSource(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error), expect []byte) (entry[V], error) {
 	rkey := c.prefix + key
 	if c.cfg.Bloom != nil && !c.cfg.Bloom.MayContain(key) {
 		c.notFound.Add(1)
@@ -414,28 +525,81 @@ func (c *Cache[V]) fillSource(ctx context.Context, key string, load func(ctx con
 	}
 	c.loads.Add(1)
 	v, err := load(ctx, key)
-	if errors.Is(err, ErrNotFound) {
+	var e entry[V]
+	var b []byte
+	ttl := c.jitter(c.cfg.TTL)
+	switch {
+	case errors.Is(err, ErrNotFound):
 		c.notFound.Add(1)
-		if c.cfg.Remote != nil {
-			if err := c.cfg.Remote.Set(ctx, rkey, placeholder, c.jitter(c.cfg.NotFoundTTL)).Err(); err != nil {
-				c.log.Warn("cache: storing a not-found placeholder failed", "key", rkey, "err", err)
-			}
+		e, b, ttl = entry[V]{nf: true}, []byte(placeholder), c.jitter(c.cfg.NotFoundTTL)
+	case err != nil:
+		if expect != nil && expect[0] == tagLease {
+			c.releaseLease(ctx, rkey, expect)
 		}
-		return entry[V]{nf: true}, nil
-	}
-	if err != nil {
 		return entry[V]{}, fmt.Errorf("cache: load %s: %w", key, err)
+	default:
+		if b, err = c.encode(v); err != nil {
+			return entry[V]{}, err
+		}
+		e = entry[V]{v: v, size: uint32(len(b))}
 	}
-	b, err := c.encode(v)
-	if err != nil {
-		return entry[V]{}, err
-	}
-	if c.cfg.Remote != nil {
-		if err := c.cfg.Remote.Set(ctx, rkey, b, c.jitter(c.cfg.TTL)).Err(); err != nil {
+	if expect != nil {
+		c.expectOwn(key, 1)
+		stored, err := c.condSet(ctx, rkey, expect, b, ttl)
+		if !stored {
+			c.expectOwn(key, -1)
+		}
+		if err != nil {
 			c.log.Warn("cache: remote tier write failed", "key", rkey, "err", err)
 		}
+		if err == nil && !stored {
+			c.voided.Add(1)
+			e.stale = true
+		}
 	}
-	return entry[V]{v: v, size: uint32(len(b))}, nil
+	return e, nil
+}
+
+// condSet sets key to val if it still holds expect (WATCH, compare, then
+// MULTI/EXEC: a change between the compare and the write aborts it).
+func (c *Cache[V]) condSet(ctx context.Context, key string, expect, val []byte, ttl time.Duration) (bool, error) {
+	stored := false
+	err := c.cfg.Remote.Watch(ctx, func(tx *redis.Tx) error {
+		cur, err := tx.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) || err == nil && string(cur) != string(expect) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, key, val, ttl)
+			return nil
+		})
+		if err == nil {
+			stored = true
+		}
+		return err
+	}, key)
+	if errors.Is(err, redis.TxFailedErr) {
+		return false, nil
+	}
+	return stored, err
+}
+
+// releaseLease drops a lease whose load failed, if it is still there.
+func (c *Cache[V]) releaseLease(ctx context.Context, key string, lease []byte) {
+	_ = c.cfg.Remote.Watch(ctx, func(tx *redis.Tx) error {
+		cur, err := tx.Get(ctx, key).Bytes()
+		if err != nil || string(cur) != string(lease) {
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Del(ctx, key)
+			return nil
+		})
+		return err
+	}, key)
 }
 
 func (c *Cache[V]) encode(v V) ([]byte, error) {
@@ -468,9 +632,9 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 
 // Delete is the cache-aside write path's second step (after the database
 // write committed): the keys leave the remote tier and every process's
-// local tier, and are deleted once more after Config.DoubleDelete, so a
-// reader that read the old row before the write and filled the cache
-// after this delete leaves no stale value past that delay.
+// local tier. Deleting a key also deletes a loading reader's lease, which
+// voids its fill; the keys are deleted once more after
+// Config.DoubleDelete for fills that take no lease (other programs).
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	if err := c.deleteNow(ctx, keys); err != nil {
 		return err
@@ -517,7 +681,7 @@ func (c *Cache[V]) deleteNow(ctx context.Context, keys []string) error {
 // Stats returns the counters.
 func (c *Cache[V]) Stats() Stats {
 	return Stats{LocalHits: c.localHits.Load(), RemoteHits: c.remoteHits.Load(), Loads: c.loads.Load(),
-		NotFound: c.notFound.Load(), Errors: c.errs.Load(), Invalidations: c.invals.Load()}
+		NotFound: c.notFound.Load(), Errors: c.errs.Load(), Invalidations: c.invals.Load(), Voided: c.voided.Load()}
 }
 
 // HotKeys returns the most read keys (of reads that missed the local

@@ -325,9 +325,10 @@ func TestStaleWhileRevalidate(t *testing.T) {
 // The cache-aside model check on a real PostgreSQL table: a writer
 // updates a row and deletes the key; readers in two processes read
 // through slow loaders. No read returns a value older than the newest
-// one committed more than the window (the second delete's delay plus
-// propagation) before the read began, and at the end every process reads
-// the last value.
+// one committed more than the window before the read began, and at the
+// end every process reads the last value. The second delete is off: the
+// leases alone keep slow fills out; the window is the invalidations'
+// propagation, given 350 ms for a loaded machine.
 func TestCacheAsideNoStaleValueBeyondWindow(t *testing.T) {
 	dsn := storetest.DSN(t, store.Postgres)
 	db, err := sql.Open("pgx", dsn)
@@ -341,8 +342,7 @@ func TestCacheAsideNoStaleValueBeyondWindow(t *testing.T) {
 	if _, err := db.Exec(`INSERT INTO model VALUES (1, 0)`); err != nil {
 		t.Fatal(err)
 	}
-	const double = 200 * time.Millisecond
-	window := double + 150*time.Millisecond
+	const window = 350 * time.Millisecond
 	for name, rdb := range backends(t) {
 		t.Run(name, func(t *testing.T) {
 			if _, err := db.Exec(`UPDATE model SET v = 0 WHERE id = 1`); err != nil {
@@ -359,8 +359,8 @@ func TestCacheAsideNoStaleValueBeyondWindow(t *testing.T) {
 			}
 			ns := redistest.Prefix(t)
 			caches := []*cache.Cache[int64]{
-				newCache(t, cache.Config[int64]{Name: ns, Remote: rdb, Load: load, DoubleDelete: double, LocalTTL: time.Minute, TTL: time.Minute}),
-				newCache(t, cache.Config[int64]{Name: ns, Remote: rdb, Load: load, DoubleDelete: double, LocalTTL: time.Minute, TTL: time.Minute}),
+				newCache(t, cache.Config[int64]{Name: ns, Remote: rdb, Load: load, DoubleDelete: -1, LocalTTL: time.Minute, TTL: time.Minute}),
+				newCache(t, cache.Config[int64]{Name: ns, Remote: rdb, Load: load, DoubleDelete: -1, LocalTTL: time.Minute, TTL: time.Minute}),
 			}
 			const versions = 150
 			committed := make([]time.Time, versions+1)
@@ -439,6 +439,55 @@ func TestCacheAsideNoStaleValueBeyondWindow(t *testing.T) {
 				}
 			}
 			t.Logf("%d reads, %d stale beyond %v", len(reads), stale, window)
+		})
+	}
+}
+
+// A Delete while a miss is loading voids the fill: the stale value is
+// returned to its caller but stored in neither tier, whatever the delay.
+func TestLeaseVoidsFillAfterDelete(t *testing.T) {
+	for name, rdb := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			loading, release := make(chan struct{}), make(chan struct{})
+			var version atomic.Int64
+			ns := redistest.Prefix(t)
+			c := newCache(t, cache.Config[int64]{Name: ns, Remote: rdb, DoubleDelete: -1, Load: func(ctx context.Context, key string) (int64, error) {
+				v := version.Load()
+				if v == 0 {
+					close(loading)
+					<-release // the reader is slow: the write and its Delete happen now
+				}
+				return v, nil
+			}})
+			ctx := context.Background()
+			got := make(chan int64, 1)
+			go func() {
+				v, err := c.Get(ctx, "k")
+				if err != nil {
+					t.Error(err)
+				}
+				got <- v
+			}()
+			<-loading
+			version.Store(1)                           // the database write…
+			if err := c.Delete(ctx, "k"); err != nil { // …then the cache
+				t.Fatal(err)
+			}
+			close(release)
+			// The local tier may load again when its key is invalidated
+			// during the load (otter's rule): then the caller gets 1.
+			if v := <-got; v != 0 && v != 1 {
+				t.Fatalf("the slow read returned %d", v)
+			}
+			if b, err := rdb.Get(ctx, "tangram:cache:"+ns+":k").Result(); err == nil && b != "v1" {
+				t.Fatalf("the remote tier holds %q after the write: the voided fill was stored", b)
+			}
+			if st := c.Stats(); st.Voided != 1 {
+				t.Fatalf("stats %+v, want one voided fill", st)
+			}
+			if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
+				t.Fatalf("next read %d %v, want 1", v, err)
+			}
 		})
 	}
 }

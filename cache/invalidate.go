@@ -197,7 +197,7 @@ func (c *Cache[V]) push(v resp.Value) {
 		return
 	}
 	for _, k := range v.Elems[1].Elems {
-		if key, ok := strings.CutPrefix(string(k.Str), c.prefix); ok {
+		if key, ok := strings.CutPrefix(string(k.Str), c.prefix); ok && !c.ownPush(key) {
 			c.invalidate(key)
 		}
 	}
