@@ -2,6 +2,7 @@ package idgen
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -184,7 +185,11 @@ func (g *Snowflake) setLimit(at time.Time) {
 	g.limit.Store(max(u, 1))
 }
 
-// waitPast waits until the clock is past unit t.
+// waitPast waits until the clock is past unit t: it sleeps while the
+// next unit is more than 2 ms away and yields the processor for the last
+// stretch — a sleep overshoots by tens of microseconds to a millisecond,
+// which on a 1 ms unit would leave part of every unit unused and the
+// generator below its layout's cap.
 func (g *Snowflake) waitPast(t int64) {
 	for {
 		now := g.tick()
@@ -192,8 +197,11 @@ func (g *Snowflake) waitPast(t int64) {
 			return
 		}
 		// Until the next unit begins, by this generator's clock.
-		if d := time.Duration(g.epochNs + (t+1)*g.unit - g.now().UnixNano()); d > 0 {
-			time.Sleep(min(d, g.l.Unit))
+		d := time.Duration(g.epochNs + (t+1)*g.unit - g.now().UnixNano())
+		if d > 2*time.Millisecond {
+			time.Sleep(min(d-2*time.Millisecond, g.l.Unit))
+		} else {
+			runtime.Gosched()
 		}
 	}
 }

@@ -96,9 +96,9 @@ func run() error {
 			return err
 		}
 		if source == "" {
-			source = "remote tier"
-			if c.Stats().LocalHits > before.LocalHits {
-				source = "local tier"
+			source = "local tier"
+			if c.Stats().RemoteHits > before.RemoteHits {
+				source = "remote tier"
 			}
 		}
 		fmt.Printf("read user:42 → %s (%s%s)\n", v, source, note)
