@@ -196,7 +196,7 @@ func New[V any](cfg Config[V]) (*Cache[V], error) {
 		// anyway) — a reload, never a stale read.
 		c.clock = otter.NewCoarseClock(time.Millisecond)
 		opts := &otter.Options[string, entry[V]]{
-			Clock: c.clock,
+			Clock:         c.clock,
 			MaximumWeight: uint64(cfg.LocalMaxBytes),
 			Weigher:       func(k string, e entry[V]) uint32 { return e.size + uint32(len(k)) + 48 },
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[V]]) time.Duration {
