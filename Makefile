@@ -53,6 +53,8 @@ bench:
 	$(GO) run ./bench/mq -quick
 	$(GO) run ./bench/kv -quick
 	$(GO) run ./bench/lock -quick
+	$(GO) run ./bench/idgen -quick
+	$(GO) run ./bench/cache -quick
 
 fuzz:
 	$(GO) test ./rpc -run '^$$' -fuzz FuzzFrame -fuzztime 30s
