@@ -28,7 +28,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +41,7 @@ import (
 	"github.com/sony/sonyflake"
 
 	"github.com/tangram-dev/tangram/bench/internal/spread"
+	"github.com/tangram-dev/tangram/bench/internal/tangrambin"
 	"github.com/tangram-dev/tangram/idgen"
 )
 
@@ -98,32 +98,17 @@ func drive(d time.Duration, g int, mk func() func() (int64, error)) (float64, in
 	return float64(n.Load()) / time.Since(start).Seconds(), int(errs.Load())
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 func run(d time.Duration, reps, rate int, bin string) error {
 	dir, err := os.MkdirTemp("", "bench-idgen-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if bin == "" {
-		bin = filepath.Join(dir, "tangram")
-		fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
-		b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
-		b.Stderr = os.Stderr
-		if err := b.Run(); err != nil {
-			return err
-		}
+	if bin, err = tangrambin.Build(dir, bin); err != nil {
+		return err
 	}
-	httpAddr, err1 := freeAddr()
-	rpcAddr, err2 := freeAddr()
+	httpAddr, err1 := tangrambin.FreeAddr()
+	rpcAddr, err2 := tangrambin.FreeAddr()
 	if err1 != nil || err2 != nil {
 		return fmt.Errorf("ports: %v %v", err1, err2)
 	}

@@ -31,7 +31,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +48,7 @@ import (
 
 	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
 	"github.com/tangram-dev/tangram/bench/internal/spread"
+	"github.com/tangram-dev/tangram/bench/internal/tangrambin"
 	"github.com/tangram-dev/tangram/lock"
 	"github.com/tangram-dev/tangram/lock/redislock"
 )
@@ -156,14 +156,8 @@ func run(d time.Duration, conc, reps int, bin, only string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if bin == "" {
-		bin = filepath.Join(dir, "tangram")
-		fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
-		b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
-		b.Stderr = os.Stderr
-		if err := b.Run(); err != nil {
-			return err
-		}
+	if bin, err = tangrambin.Build(dir, bin); err != nil {
+		return err
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), PoolSize: 2 * conc})
 	defer rdb.Close()
@@ -281,20 +275,11 @@ func run(d time.Duration, conc, reps int, bin, only string) error {
 	return nil
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 var runs atomic.Int64
 
 func measureServer(bin, dir string, d time.Duration, conc int, contended bool) (pairs, error) {
-	httpAddr, err1 := freeAddr()
-	rpcAddr, err2 := freeAddr()
+	httpAddr, err1 := tangrambin.FreeAddr()
+	rpcAddr, err2 := tangrambin.FreeAddr()
 	if err1 != nil || err2 != nil {
 		return pairs{}, fmt.Errorf("ports: %v %v", err1, err2)
 	}

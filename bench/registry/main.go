@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +48,7 @@ import (
 	"github.com/tangram-dev/tangram/bench/internal/etcdpeer"
 	"github.com/tangram-dev/tangram/bench/internal/heap"
 	"github.com/tangram-dev/tangram/bench/internal/spread"
+	"github.com/tangram-dev/tangram/bench/internal/tangrambin"
 	"github.com/tangram-dev/tangram/internal/procstat"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
@@ -131,14 +131,8 @@ func run(n, watchers, rounds, conc int, bin string, reps int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if bin == "" {
-		bin = filepath.Join(dir, "tangram")
-		fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
-		b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
-		b.Stderr = os.Stderr
-		if err := b.Run(); err != nil {
-			return err
-		}
+	if bin, err = tangrambin.Build(dir, bin); err != nil {
+		return err
 	}
 	etcdVer := spread.Version("go.etcd.io/etcd/server/v3")
 	systems := []system{
@@ -215,15 +209,6 @@ func run(n, watchers, rounds, conc int, bin string, reps int) error {
 }
 
 func rssBytes(pid int, field string) float64 { return procstat.MiB(pid, field) * (1 << 20) }
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
 
 // parallel runs f(i) for i in [0, n) on conc goroutines and returns the
 // elapsed time.
@@ -332,12 +317,12 @@ func pushRounds(rounds, watchers int, a *arrivals, prepare, change func(round in
 
 func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error) {
 	res := result{Impl: "tangram", Instances: n, Watchers: watchers}
-	httpAddr, err1 := freeAddr()
-	rpcAddr, err2 := freeAddr()
+	httpAddr, err1 := tangrambin.FreeAddr()
+	rpcAddr, err2 := tangrambin.FreeAddr()
 	if err1 != nil || err2 != nil {
 		return res, fmt.Errorf("ports: %v %v", err1, err2)
 	}
-	debugAddr, err := freeAddr()
+	debugAddr, err := tangrambin.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -454,7 +439,7 @@ func measureOurs(bin, data string, n, watchers, rounds, conc int) (result, error
 
 func measureEtcd(dir string, n, watchers, rounds, conc int, noFsync bool) (result, error) {
 	res := result{Impl: "etcd", Instances: n, Watchers: watchers}
-	debugAddr, err := freeAddr()
+	debugAddr, err := tangrambin.FreeAddr()
 	if err != nil {
 		return res, err
 	}

@@ -1,0 +1,37 @@
+// Package tangrambin gives the benchmarks that run tangram as a child
+// process the binary to run and free loopback addresses for it.
+package tangrambin
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Build returns bin when it is set (a binary built beforehand), else builds
+// ./cmd/tangram into dir and returns its path.
+func Build(dir, bin string) (string, error) {
+	if bin != "" {
+		return bin, nil
+	}
+	bin = filepath.Join(dir, "tangram")
+	fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
+	b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
+	b.Stderr = os.Stderr
+	if err := b.Run(); err != nil {
+		return "", fmt.Errorf("build ./cmd/tangram: %w", err)
+	}
+	return bin, nil
+}
+
+// FreeAddr returns a loopback address no one listens on at the moment.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
