@@ -44,6 +44,9 @@ type Options struct {
 	// QueueTTL: a fair lock's waiter that has not retried for this long
 	// loses its place in the queue (default 4 × MaxWait).
 	QueueTTL time.Duration
+	// Pipelines: how many batches of concurrent callers' scripts may be
+	// in flight at once (see batcher; default 4).
+	Pipelines int
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -57,6 +60,7 @@ type Client struct {
 	opts  Options
 	hub   *hub
 	gates gates
+	batch batcher
 	group
 }
 
@@ -161,7 +165,11 @@ func New(rdb redis.UniversalClient, opts Options) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Pipelines <= 0 {
+		opts.Pipelines = 4
+	}
 	c := &Client{rdb: rdb, opts: opts}
+	c.batch = batcher{rdb: rdb, senders: opts.Pipelines}
 	c.hub = &hub{c: c, subs: map[string]*sub{}}
 	return c
 }
@@ -175,6 +183,7 @@ var ErrClosed = errors.New("redislock: client closed")
 // with ErrLockLost.
 func (c *Client) Close() error {
 	c.close(c.hub.close)
+	c.batch.wait()
 	return nil
 }
 
@@ -304,7 +313,7 @@ func (h *handle) try(ctx context.Context) (granted bool, fence uint64, wait time
 	case kindWrite:
 		script = luaWriteAcquire
 	}
-	v, err := script.Run(ctx, h.c.rdb, keys, args...).Int64Slice()
+	v, err := h.c.batch.run(ctx, script, keys, args...).Int64Slice()
 	if err != nil {
 		return false, 0, 0, fmt.Errorf("redislock: acquire %s: %w", h.name, err)
 	}
@@ -488,7 +497,7 @@ func (h *handle) releaseScript() *redis.Script {
 // release gives up one hold: the holds left, 0 when released, -1 when
 // not held.
 func (h *handle) release(ctx context.Context) (int64, error) {
-	n, err := h.releaseScript().Run(ctx, h.c.rdb, []string{h.key}, h.owner, h.ttlMs(), h.channel).Int64()
+	n, err := h.c.batch.run(ctx, h.releaseScript(), []string{h.key}, h.owner, h.ttlMs(), h.channel).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("redislock: release %s: %w", h.name, err)
 	}
@@ -536,7 +545,7 @@ func newHold(name string, opts Options, fence uint64, sent time.Time, extend fun
 
 // extend renews the lease on Redis: false when the owner no longer holds it.
 func (h *handle) extend(ctx context.Context) (bool, error) {
-	ok, err := luaExtend.Run(ctx, h.c.rdb, []string{h.key}, h.owner, h.ttlMs()).Int64()
+	ok, err := h.c.batch.run(ctx, luaExtend, []string{h.key}, h.owner, h.ttlMs()).Int64()
 	if err != nil {
 		return false, fmt.Errorf("redislock: extend %s: %w", h.name, err)
 	}
