@@ -409,7 +409,8 @@ func (m *serverMutex) acquire(ctx context.Context, try bool) (*Lease, error) {
 // no orphan stays queued in a live session.
 func (c *Client) acquireRPC(ctx context.Context, req *AcquireRequest) (*AcquireReply, error) {
 	var err error
-	for range 3 {
+	for i := range 3 {
+		req.Repeat = i > 0 && req.Key != ""
 		var rep *AcquireReply
 		rep, err = rpc.Call[AcquireReply](ctx, c.rpc, MethodAcquire, req)
 		if err == nil {

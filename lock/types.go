@@ -110,6 +110,9 @@ type AcquireRequest struct {
 	// request finds the node its lost reply had created instead of
 	// queueing twice. Up to 32 letters and digits.
 	Key string `json:"key,omitempty"`
+	// Repeat marks a request sent again after an unknown outcome: only
+	// then does the server look for the node a lost reply had created.
+	Repeat bool `json:"repeat,omitempty"`
 }
 
 // AcquireReply is the lock node and whether it is first (the lock held);

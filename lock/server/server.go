@@ -116,6 +116,32 @@ type Server struct {
 	stopCtx  context.Context
 	wg       sync.WaitGroup
 	ops      chan *op // writes for the group committer
+	q        stmts
+}
+
+// stmts are the hot paths' statements, prepared once per connection.
+type stmts struct {
+	session, seqNext, seqGet, seqBump, seqInsert, insertNode, keyed, anyNode, pred, get, del *store.Stmt
+}
+
+func newStmts(st *store.Store) stmts {
+	var bump *store.Stmt
+	if st.Dialect() != store.MySQL { // MySQL and MariaDB have no UPDATE … RETURNING
+		bump = st.Stmt(`UPDATE lock_seqs SET next = next + 1 WHERE parent = ? RETURNING next`)
+	}
+	return stmts{
+		seqBump:    bump,
+		session:    st.Stmt(`SELECT expires_at, principal FROM lock_sessions WHERE id = ?`),
+		seqNext:    st.Stmt(`UPDATE lock_seqs SET next = next + 1 WHERE parent = ?`),
+		seqGet:     st.Stmt(`SELECT next FROM lock_seqs WHERE parent = ?`),
+		seqInsert:  st.Stmt(`INSERT INTO lock_seqs (parent, next) VALUES (?, 1)`),
+		insertNode: st.Stmt(`INSERT INTO lock_nodes (path, parent, seq, session_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
+		keyed:      st.Stmt(`SELECT ` + nodeCols + ` FROM lock_nodes WHERE session_id = ? AND parent = ?`),
+		anyNode:    st.Stmt(`SELECT 1 FROM lock_nodes WHERE parent = ? LIMIT 1`),
+		pred:       st.Stmt(`SELECT path FROM lock_nodes WHERE parent = ? AND seq < ? ORDER BY seq DESC LIMIT 1`),
+		get:        st.Stmt(`SELECT ` + nodeCols + ` FROM lock_nodes WHERE path = ?`),
+		del:        st.Stmt(`DELETE FROM lock_nodes WHERE path = ?`),
+	}
 }
 
 // op is one write for the group committer: fn runs in a transaction
@@ -131,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, watchers: map[string]map[chan struct{}]struct{}{}, gen: make(chan struct{}), ops: make(chan *op, 256)}
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, watchers: map[string]map[chan struct{}]struct{}{}, gen: make(chan struct{}), ops: make(chan *op, 256), q: newStmts(cfg.Store)}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -357,10 +383,10 @@ func (s *Server) Sweep(ctx context.Context) error {
 
 // liveSession checks, inside tx, that session id exists, has not
 // expired and belongs to principal (any, when principal is "").
-func liveSession(ctx context.Context, tx *store.Tx, id, principal string) error {
+func (s *Server) liveSession(ctx context.Context, tx *store.Tx, id, principal string) error {
 	var exp int64
 	var owner string
-	err := tx.QueryRowContext(ctx, `SELECT expires_at, principal FROM lock_sessions WHERE id = ?`, id).Scan(&exp, &owner)
+	err := tx.QueryRow(ctx, s.q.session, id).Scan(&exp, &owner)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && exp < store.NowMillis()) {
 		return fmt.Errorf("%w: %s", lock.ErrSessionExpired, id)
 	}
@@ -371,19 +397,30 @@ func liveSession(ctx context.Context, tx *store.Tx, id, principal string) error 
 }
 
 // nextSeq draws the parent's next sequence number inside tx.
-func nextSeq(ctx context.Context, tx *store.Tx, parent string) (int64, error) {
-	res, err := tx.ExecContext(ctx, `UPDATE lock_seqs SET next = next + 1 WHERE parent = ?`, parent)
+func (s *Server) nextSeq(ctx context.Context, tx *store.Tx, parent string) (int64, error) {
+	if s.q.seqBump != nil { // one statement where UPDATE … RETURNING exists
+		var seq int64
+		err := tx.QueryRow(ctx, s.q.seqBump, parent).Scan(&seq)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return seq, err
+		}
+		if _, err := tx.Exec(ctx, s.q.seqInsert, parent); err != nil {
+			return 0, err // a concurrent first insert: the caller retries
+		}
+		return 1, nil
+	}
+	res, err := tx.Exec(ctx, s.q.seqNext, parent)
 	if err != nil {
 		return 0, err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO lock_seqs (parent, next) VALUES (?, 1)`, parent); err != nil {
+		if _, err := tx.Exec(ctx, s.q.seqInsert, parent); err != nil {
 			return 0, err // a concurrent first insert: the caller retries
 		}
 		return 1, nil
 	}
 	var seq int64
-	err = tx.QueryRowContext(ctx, `SELECT next FROM lock_seqs WHERE parent = ?`, parent).Scan(&seq)
+	err = tx.QueryRow(ctx, s.q.seqGet, parent).Scan(&seq)
 	return seq, err
 }
 
@@ -467,16 +504,16 @@ func (s *Server) inTx(ctx context.Context, fn func(tx *store.Tx) error) error {
 }
 
 // insertNode creates a node inside tx.
-func insertNode(ctx context.Context, tx *store.Tx, principal string, req lock.NodeRequest) (lock.Node, error) {
+func (s *Server) insertNode(ctx context.Context, tx *store.Tx, principal string, req lock.NodeRequest) (lock.Node, error) {
 	if req.Ephemeral {
-		if err := liveSession(ctx, tx, req.Session, principal); err != nil {
+		if err := s.liveSession(ctx, tx, req.Session, principal); err != nil {
 			return lock.Node{}, err
 		}
 	} else {
 		req.Session = ""
 	}
 	parent := lock.PathParent(req.Path)
-	seq, err := nextSeq(ctx, tx, parent)
+	seq, err := s.nextSeq(ctx, tx, parent)
 	if err != nil {
 		return lock.Node{}, err
 	}
@@ -484,7 +521,7 @@ func insertNode(ctx context.Context, tx *store.Tx, principal string, req lock.No
 	if req.Sequential {
 		n.Path = fmt.Sprintf("%s%010d", req.Path, seq)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO lock_nodes (path, parent, seq, session_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+	if _, err := tx.Exec(ctx, s.q.insertNode,
 		n.Path, n.Parent, n.Seq, n.Session, n.Data, n.CreatedAt); err != nil {
 		if store.IsUniqueViolation(err) {
 			return lock.Node{}, fmt.Errorf("%w: %s", lock.ErrNodeExists, n.Path)
@@ -512,7 +549,7 @@ func (s *Server) Create(ctx context.Context, principal string, req lock.NodeRequ
 	var n lock.Node
 	err := s.write(ctx, func(tx *store.Tx) error {
 		var err error
-		n, err = insertNode(ctx, tx, principal, req)
+		n, err = s.insertNode(ctx, tx, principal, req)
 		return err
 	})
 	if err != nil {
@@ -533,7 +570,7 @@ func scanNode(r scanner) (lock.Node, error) {
 
 // Get returns the node at path.
 func (s *Server) Get(ctx context.Context, path string) (lock.Node, error) {
-	n, err := scanNode(s.st.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM lock_nodes WHERE path = ?`, path))
+	n, err := scanNode(s.q.get.QueryRow(ctx, path))
 	if errors.Is(err, sql.ErrNoRows) {
 		return lock.Node{}, fmt.Errorf("%w: %s", lock.ErrNoNode, path)
 	}
@@ -574,7 +611,7 @@ func (s *Server) Delete(ctx context.Context, path string) error {
 	var gone bool
 	err := s.write(ctx, func(tx *store.Tx) error {
 		gone = false
-		res, err := tx.ExecContext(ctx, `DELETE FROM lock_nodes WHERE path = ?`, path)
+		res, err := tx.Exec(ctx, s.q.del, path)
 		if err != nil {
 			return err
 		}
@@ -612,32 +649,32 @@ func (s *Server) Acquire(ctx context.Context, principal string, req lock.Acquire
 	var rep lock.AcquireReply
 	err = s.write(ctx, func(tx *store.Tx) error {
 		rep = lock.AcquireReply{}
-		if req.Key != "" { // a repeated request: the node its first try made
-			n, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM lock_nodes WHERE parent = ? AND path LIKE ? AND session_id = ?`, parent, prefix+"%", req.Session))
-			if err == nil {
-				pred, err := predecessor(ctx, tx, n)
-				rep = lock.AcquireReply{Node: n, Held: pred == ""}
+		if req.Key != "" && req.Repeat { // the node the first try made, if it did
+			n, found, err := s.keyedNode(ctx, tx, parent, prefix, req.Session)
+			if err != nil {
 				return err
 			}
-			if !errors.Is(err, sql.ErrNoRows) {
+			if found {
+				pred, err := s.predecessor(ctx, tx, n)
+				rep = lock.AcquireReply{Node: n, Held: pred == ""}
 				return err
 			}
 		}
 		if req.Try {
 			var one int
-			err := tx.QueryRowContext(ctx, `SELECT 1 FROM lock_nodes WHERE parent = ? LIMIT 1`, parent).Scan(&one)
+			err := tx.QueryRow(ctx, s.q.anyNode, parent).Scan(&one)
 			if err == nil {
-				return liveSession(ctx, tx, req.Session, principal) // taken: only the session's validity to report
+				return s.liveSession(ctx, tx, req.Session, principal) // taken: only the session's validity to report
 			}
 			if !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
 		}
-		n, err := insertNode(ctx, tx, principal, lock.NodeRequest{Session: req.Session, Path: prefix, Data: req.Data, Ephemeral: true, Sequential: true})
+		n, err := s.insertNode(ctx, tx, principal, lock.NodeRequest{Session: req.Session, Path: prefix, Data: req.Data, Ephemeral: true, Sequential: true})
 		if err != nil {
 			return err
 		}
-		pred, err := predecessor(ctx, tx, n)
+		pred, err := s.predecessor(ctx, tx, n)
 		if err != nil {
 			return err
 		}
@@ -650,14 +687,38 @@ func (s *Server) Acquire(ctx context.Context, principal string, req lock.Acquire
 	return rep, nil
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+// keyedNode finds session's node under parent whose name starts with
+// prefix. (Not LIKE: SQLite prepares a LIKE with a bound pattern again on
+// every run; a session has few nodes under one parent.)
+func (s *Server) keyedNode(ctx context.Context, tx *store.Tx, parent, prefix, session string) (lock.Node, bool, error) {
+	rows, err := tx.Query(ctx, s.q.keyed, session, parent)
+	if err != nil {
+		return lock.Node{}, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return lock.Node{}, false, err
+		}
+		if strings.HasPrefix(n.Path, prefix) {
+			return n, true, nil
+		}
+	}
+	return lock.Node{}, false, rows.Err()
 }
 
-// predecessor is the path of the node queued just before n ("" if none).
-func predecessor(ctx context.Context, q querier, n lock.Node) (string, error) {
+// predecessor is the path of the node queued just before n ("" if none),
+// inside tx (nil: outside a transaction).
+func (s *Server) predecessor(ctx context.Context, tx *store.Tx, n lock.Node) (string, error) {
 	var p string
-	err := q.QueryRowContext(ctx, `SELECT path FROM lock_nodes WHERE parent = ? AND seq < ? ORDER BY seq DESC LIMIT 1`, n.Parent, n.Seq).Scan(&p)
+	var row *sql.Row
+	if tx != nil {
+		row = tx.QueryRow(ctx, s.q.pred, n.Parent, n.Seq)
+	} else {
+		row = s.q.pred.QueryRow(ctx, n.Parent, n.Seq)
+	}
+	err := row.Scan(&p)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -673,7 +734,7 @@ func (s *Server) AwaitHead(ctx context.Context, path string, timeout time.Durati
 		if err != nil {
 			return "", false, err
 		}
-		pred, err := predecessor(ctx, s.st, n)
+		pred, err := s.predecessor(ctx, nil, n)
 		if err != nil {
 			return "", false, fmt.Errorf("lock/server: await %s: %w", path, err)
 		}

@@ -277,9 +277,22 @@ func TestKeyedAcquireIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Repeat = true
 	b, err := rpc.Call[lock.AcquireReply](ctx, raw, lock.MethodAcquire, req)
 	if err != nil || b.Node.Path != a.Node.Path || !b.Held {
 		t.Fatalf("repeat: %+v %v, first %+v", b, err, a)
+	}
+	// Another key of the same session queues behind it, and its repeat
+	// finds its own node, not the first key's.
+	other := &lock.AcquireRequest{Session: ss.ID, Name: "orders/keyed", Key: "abc1234"}
+	c, err := rpc.Call[lock.AcquireReply](ctx, raw, lock.MethodAcquire, other)
+	if err != nil || c.Held || c.Node.Path == a.Node.Path {
+		t.Fatalf("second key: %+v %v", c, err)
+	}
+	other.Repeat = true
+	d, err := rpc.Call[lock.AcquireReply](ctx, raw, lock.MethodAcquire, other)
+	if err != nil || d.Node.Path != c.Node.Path || d.Held {
+		t.Fatalf("second key's repeat: %+v %v, first %+v", d, err, c)
 	}
 	if !strings.Contains(a.Node.Path, "/_c_abc123-lock-") {
 		t.Fatalf("node path %s", a.Node.Path)
