@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -30,6 +31,9 @@ type ClientConfig struct {
 type Client struct {
 	cfg ClientConfig
 	rpc *rpc.Client
+
+	nqMu sync.Mutex
+	nq   map[string]*nextQueue // Next's queue per tag
 }
 
 // Dial connects to the ID service.
@@ -74,6 +78,12 @@ func (c *Client) Segments() *Segments {
 // Next asks the server for count IDs of tag (from the server's own
 // buffers: one round trip per call; Segments is faster).
 func (c *Client) Next(ctx context.Context, tag string, count int) ([]int64, error) {
+	if count == 0 {
+		count = 1
+	}
+	if count > 0 && count <= MaxNext {
+		return c.next(ctx, tag, count) // coalesced with concurrent calls of tag (coalesce.go)
+	}
 	rep, err := rpc.Call[NextReply](ctx, c.rpc, MethodNext, &NextRequest{Tag: tag, Count: count})
 	if err != nil {
 		return nil, fmt.Errorf("idgen: next of %s: %w", tag, err)

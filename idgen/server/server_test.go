@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tangram-dev/tangram/idgen"
 	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/rpc"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
@@ -475,5 +477,96 @@ func TestSegmentsAndHTTP(t *testing.T) {
 	var tags struct{ Items []idgen.Tag }
 	if err := json.NewDecoder(resp.Body).Decode(&tags); err != nil || len(tags.Items) != 2 {
 		t.Fatalf("tags: %+v %v", tags, err)
+	}
+}
+
+// TestNextCoalesced: concurrent Next calls of one tag share requests;
+// every call gets exactly its count of IDs, none twice, each caller's in
+// ascending order; callers that give up while queued or in flight leave
+// the others unharmed and the queue moving.
+func TestNextCoalesced(t *testing.T) {
+	h := servertest.Start(t)
+	var sent atomic.Int64
+	count := func(ctx context.Context, info *rpc.CallInfo, req, resp any, next rpc.Invoker) error {
+		if info.Method == idgen.MethodNext {
+			sent.Add(1)
+		}
+		return next(ctx, info, req, resp)
+	}
+	c, err := idgen.Dial(context.Background(), idgen.ClientConfig{Servers: []string{h.Srv.RPCAddr()}, Token: h.Token,
+		DialOptions: []rpc.DialOption{rpc.WithInterceptors(count)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Next(context.Background(), "warm-up", 1); err != nil { // connected before the short deadlines
+		t.Fatal(err)
+	}
+	sent.Store(0)
+	const callers, rounds = 64, 200
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var calls, gaveUp atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for g := range callers {
+		wg.Go(func() {
+			last := int64(0)
+			for r := range rounds {
+				n := 1 + (g+r)%5
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if (g+r)%17 == 0 { // some give up almost at once
+					ctx, cancel = context.WithTimeout(context.Background(), time.Duration(r%3)*50*time.Microsecond)
+				}
+				ids, err := c.Next(ctx, "coalesced", n)
+				cancel()
+				calls.Add(1)
+				if err != nil {
+					if errors.Is(err, context.DeadlineExceeded) || rpc.CodeOf(err) == rpc.DeadlineExceeded {
+						gaveUp.Add(1)
+						continue
+					}
+					errs <- fmt.Errorf("caller %d: %w", g, err)
+					return
+				}
+				if len(ids) != n {
+					errs <- fmt.Errorf("caller %d asked %d IDs, got %d", g, n, len(ids))
+					return
+				}
+				mu.Lock()
+				for _, id := range ids {
+					if seen[id] {
+						mu.Unlock()
+						errs <- fmt.Errorf("ID %d handed out twice", id)
+						return
+					}
+					seen[id] = true
+				}
+				mu.Unlock()
+				for _, id := range ids {
+					if id <= last {
+						errs <- fmt.Errorf("caller %d: ID %d after %d", g, id, last)
+						return
+					}
+					last = id
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if gaveUp.Load() == calls.Load() {
+		t.Fatal("every call gave up")
+	}
+	if s := sent.Load(); s >= calls.Load() {
+		t.Fatalf("%d requests for %d concurrent calls: nothing coalesced", s, calls.Load())
+	}
+	t.Logf("%d calls (%d gave up) in %d requests", calls.Load(), gaveUp.Load(), sent.Load())
+	// The queue still moves after all that.
+	if ids, err := c.Next(context.Background(), "coalesced", 2); err != nil || len(ids) != 2 {
+		t.Fatalf("after: %v %v", ids, err)
 	}
 }
