@@ -20,7 +20,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
+	"log"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,8 +48,34 @@ type Options struct {
 	// Pipelines: how many batches of concurrent callers' scripts may be
 	// in flight at once (see batcher; default 4).
 	Pipelines int
-	// Logger (default slog.Default()).
-	Logger *slog.Logger
+	// Logger: a *slog.Logger, or anything with its Debug and Warn
+	// (default: warnings through the standard log package).
+	Logger Logger
+}
+
+// Logger is what a Client logs through; *slog.Logger is one. It is an
+// interface rather than *slog.Logger so that a program which does not use
+// log/slog does not link it: an SDK program must stay under 10 MB, and
+// go-redis alone is most of that.
+type Logger interface {
+	Debug(msg string, args ...any)
+	Warn(msg string, args ...any)
+}
+
+// stdLogger writes warnings through the standard log package, as
+// slog.Default does until a program sets its own; debug lines are dropped.
+type stdLogger struct{}
+
+func (stdLogger) Debug(string, ...any) {}
+
+func (stdLogger) Warn(msg string, args ...any) {
+	var b strings.Builder
+	b.WriteString("WARN ")
+	b.WriteString(msg)
+	for i := 0; i+1 < len(args); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", args[i], args[i+1])
+	}
+	log.Print(b.String())
 }
 
 // Client makes locks on one Redis deployment (a *redis.Client, a
@@ -163,7 +190,7 @@ func New(rdb redis.UniversalClient, opts Options) *Client {
 		opts.QueueTTL = 4 * opts.MaxWait
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = stdLogger{}
 	}
 	if opts.Pipelines <= 0 {
 		opts.Pipelines = 4
@@ -271,7 +298,7 @@ type handle struct {
 type hold struct {
 	name   string
 	ttl    time.Duration
-	logger *slog.Logger
+	logger Logger
 	lease  *lease.Lease
 	// extend renews the lease: false when the lock is no longer held.
 	extend func(ctx context.Context) (bool, error)
