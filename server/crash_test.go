@@ -36,14 +36,34 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// freeAddr returns a loopback address free now and not handed out before
+// in this test process: a port closed here can come back from the next
+// Listen, and two flags of one server given the same port made one of its
+// listeners fail ("address already in use").
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		freeMu.Lock()
+		dup := handedOut[addr]
+		handedOut[addr] = true
+		freeMu.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no loopback port that was not handed out already")
+	return ""
 }
+
+var (
+	freeMu    sync.Mutex
+	handedOut = map[string]bool{}
+)
 
 func startProcess(t *testing.T, bin, addr, data string, extra ...string) *exec.Cmd {
 	t.Helper()
