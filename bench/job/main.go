@@ -53,6 +53,7 @@ import (
 
 	"github.com/tangram-dev/tangram/bench/internal/cpubudget"
 	"github.com/tangram-dev/tangram/bench/internal/spread"
+	"github.com/tangram-dev/tangram/bench/internal/tangrambin"
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/job"
 )
@@ -124,18 +125,6 @@ func main() {
 	}
 }
 
-// build compiles ./cmd/tangram into dir unless bin is given.
-func build(bin, dir string) (string, error) {
-	if bin != "" {
-		return bin, nil
-	}
-	bin = filepath.Join(dir, "tangram")
-	fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
-	b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
-	b.Stderr = os.Stderr
-	return bin, b.Run()
-}
-
 func run(n int, period, measure time.Duration, bin string, cases []string, rounds int) error {
 	dir, err := os.MkdirTemp("", "bench-job-")
 	if err != nil {
@@ -143,7 +132,7 @@ func run(n int, period, measure time.Duration, bin string, cases []string, round
 	}
 	defer os.RemoveAll(dir)
 	if slices.ContainsFunc(cases, func(c string) bool { return strings.HasPrefix(c, "tangram-") }) {
-		if bin, err = build(bin, dir); err != nil {
+		if bin, err = tangrambin.Build(dir, bin); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/bench/internal/spread"
+	"github.com/tangram-dev/tangram/bench/internal/tangrambin"
 )
 
 // trial is one rate tried with k budgeted servers.
@@ -34,7 +35,7 @@ func runScaleout(period, measure time.Duration, bin string, cpus float64, cfsPer
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if bin, err = build(bin, dir); err != nil {
+	if bin, err = tangrambin.Build(dir, bin); err != nil {
 		return err
 	}
 	bud := &budget{cpus: cpus, period: cfsPeriod}
