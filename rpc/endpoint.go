@@ -91,6 +91,13 @@ func (ep *endpoint) conn(ctx context.Context) (*clientConn, error) {
 	}
 	cc, err := ep.dialLocked(ctx)
 	if err != nil {
+		if ctxEnded(ctx) {
+			// The caller's own deadline or cancellation cut the dial short:
+			// that says nothing about the endpoint, which stays in rotation.
+			e := ctxError(ctx)
+			e.notSent = true
+			return nil, e
+		}
 		ep.markDownLocked(err)
 		return nil, &Error{Code: Unavailable, Message: "connect " + ep.addr.Addr + ": " + err.Error(), notSent: true}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tangram-dev/tangram/internal/errcode"
 )
@@ -122,9 +123,26 @@ func toError(err error) *Error {
 	return &Error{Code: CodeOf(err), Message: err.Error()}
 }
 
-// ctxError maps a context's error to the typed error a caller sees.
+// ctxEnded reports whether ctx is done or its deadline has passed.
+func ctxEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// ctxError maps a context's error to the typed error a caller sees. A
+// context whose deadline has passed but whose timer has not fired yet
+// (ctx.Err() still nil) reports DeadlineExceeded, not Canceled.
 func ctxError(ctx context.Context) *Error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	err := ctx.Err()
+	if err == nil {
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			err = context.DeadlineExceeded
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
 		return &Error{Code: DeadlineExceeded, Message: "deadline exceeded"}
 	}
 	return &Error{Code: Canceled, Message: "call canceled"}

@@ -181,6 +181,33 @@ func TestDeadlineCancelsHandlerAndLateReplyDropped(t *testing.T) {
 	wait.For(t, 5*time.Second, "the condition", func() bool { return c.LateReplies() == 1 })
 }
 
+// lateTimerCtx is a context whose deadline has passed but whose timer
+// has not fired yet: Err is still nil (the moment between the two).
+type lateTimerCtx struct{ context.Context }
+
+func (lateTimerCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// TestPassedDeadlineBeforeTimerIsDeadlineExceeded: a call (and its dial) made when its
+// deadline has passed, before its context's timer fired, fails with
+// DeadlineExceeded — it was reported as Canceled, which callers treat as
+// their own cancellation.
+func TestPassedDeadlineBeforeTimerIsDeadlineExceeded(t *testing.T) {
+	_, addr := testServer(t, Config{})
+	c := dial(t, addr)
+	ctx := lateTimerCtx{context.Background()}
+	_, err := Call[echoResp](ctx, c, "Echo/Echo", &echoReq{Text: "x"})
+	if CodeOf(err) != DeadlineExceeded {
+		t.Fatalf("want DeadlineExceeded, got %v", err)
+	}
+	// The dial it cut short says nothing about the server: still in rotation.
+	if up, ok := c.Endpoints()[addr]; !ok || !up {
+		t.Fatalf("endpoint taken out of rotation by the caller's deadline: %v", c.Endpoints())
+	}
+	if e := ctxError(context.Background()); e.Code != Canceled {
+		t.Fatalf("no deadline: want Canceled, got %v", e)
+	}
+}
+
 func TestMultiplexedOutOfOrder(t *testing.T) {
 	_, addr := testServer(t, Config{})
 	c := dial(t, addr)
