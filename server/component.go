@@ -25,6 +25,7 @@ import (
 	"github.com/tangram-dev/tangram/mq/wire"
 	registryserver "github.com/tangram-dev/tangram/registry/server"
 	"github.com/tangram-dev/tangram/rpc"
+	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
 // Component is the contract every piece of the platform process keeps
@@ -89,6 +90,9 @@ var (
 	_ Component        = (*idserver.Server)(nil)
 	_ HTTPMounter      = (*idserver.Server)(nil)
 	_ RPCRegistrar     = (*idserver.Server)(nil)
+	_ Component        = (*txnserver.Server)(nil)
+	_ HTTPMounter      = (*txnserver.Server)(nil)
+	_ RPCRegistrar     = (*txnserver.Server)(nil)
 )
 
 // The names --components takes, in the order the components start (and
@@ -102,11 +106,12 @@ const (
 	CompKV       = "kv"     // the Redis-protocol store
 	CompLock     = "lock"   // sessions, nodes and locks with ZooKeeper's semantics
 	CompID       = "id"     // segment tags and leased snowflake worker numbers
+	CompTxn      = "txn"    // the distributed-transaction coordinator
 )
 
 // ComponentNames lists every component, in start order.
 func ComponentNames() []string {
-	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock, CompID}
+	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock, CompID, CompTxn}
 }
 
 // selected returns the components to run: Config.Components (all when
@@ -207,6 +212,13 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		}
 		s.ids = g
 		return g, nil
+	case CompTxn:
+		x, err := txnserver.New(txnserver.Config{Store: s.st, Logger: s.log.With("component", "txn"), NodeName: s.cfg.NodeName, Registerer: s.reg})
+		if err != nil {
+			return nil, err
+		}
+		s.txns = x
+		return x, nil
 	case CompLock:
 		l, err := lockserver.New(lockserver.Config{Store: s.st, Logger: s.log.With("component", "lock")})
 		if err != nil {

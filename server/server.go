@@ -43,6 +43,7 @@ import (
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/rpc"
+	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
 // ErrServerClosed is returned by Start after Close.
@@ -220,6 +221,7 @@ type Server struct {
 	broker    *broker.Broker
 	kv        *kvserver.Server
 	locks     *lockserver.Server
+	txns      *txnserver.Server
 	ids       *idserver.Server
 	svcToken  string
 	mqMu      sync.Mutex

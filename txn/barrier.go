@@ -1,0 +1,213 @@
+package txn
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// BranchInfo identifies the branch operation a participant is asked to
+// run: the coordinator (and the SDK, for a Try) sends it as headers.
+type BranchInfo struct {
+	XID    string
+	Branch string
+	Op     Op
+	Mode   Mode
+}
+
+// BranchFromRequest reads the branch headers of a participant's request.
+func BranchFromRequest(r *http.Request) (BranchInfo, error) {
+	bi := BranchInfo{XID: r.Header.Get(HeaderXID), Branch: r.Header.Get(HeaderBranch),
+		Op: Op(r.Header.Get(HeaderOp)), Mode: Mode(r.Header.Get(HeaderMode))}
+	if err := ValidXID(bi.XID); err != nil {
+		return bi, fmt.Errorf("txn: branch request: header %s: %w", HeaderXID, err)
+	}
+	if bi.Branch == "" || len(bi.Branch) > 64 {
+		return bi, fmt.Errorf("%w: branch request: header %s %q: want 1-64 characters", ErrBadRequest, HeaderBranch, bi.Branch)
+	}
+	if !bi.Op.Valid() {
+		return bi, fmt.Errorf("%w: branch request: header %s %q: want action, compensate, try, confirm or cancel", ErrBadRequest, HeaderOp, bi.Op)
+	}
+	return bi, nil
+}
+
+// WriteResult answers a branch request: 200 on success; 409 for a
+// business failure (ErrFailure) or a refused Try (ErrSuspended), which the
+// coordinator does not retry; 400 for a request that is not a branch
+// call; 500 for anything else, which it retries.
+func WriteResult(w http.ResponseWriter, err error) {
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(`{"result":"ok"}`))
+	case errors.Is(err, ErrFailure) || errors.Is(err, ErrSuspended):
+		http.Error(w, err.Error(), http.StatusConflict)
+	case errors.Is(err, ErrBadRequest):
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	default:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// Barrier is the sub-transaction barrier: a table in the business
+// database whose rows, written in the same local transaction as the
+// branch's own work, make every branch operation safe to deliver more than
+// once and in any order:
+//
+//   - idempotent: an operation that already ran does nothing again;
+//   - empty rollback: a Cancel (or compensation) whose Try (action) never
+//     ran does nothing, and succeeds;
+//   - no suspension: a Try arriving after its Cancel does nothing and
+//     fails with ErrSuspended.
+//
+// Each operation inserts its own row (xid, branch, op); an undo operation
+// first inserts its origin's row, so a late origin finds it taken. The
+// primary key serialises a Try and a Cancel racing each other.
+type Barrier struct {
+	DB *sql.DB
+	// Dialect is "postgres", "mysql" (MariaDB too) or "sqlite"; "" detects
+	// it from the driver.
+	Dialect string
+	// Table (default "tangram_barrier").
+	Table string
+}
+
+func (b *Barrier) table() string {
+	if b.Table == "" {
+		return "tangram_barrier"
+	}
+	return b.Table
+}
+
+func (b *Barrier) dialect() (string, error) {
+	if b.Dialect != "" {
+		return b.Dialect, nil
+	}
+	if b.DB == nil {
+		return "", errors.New("txn: Barrier.DB is nil")
+	}
+	name := strings.ToLower(fmt.Sprintf("%T", b.DB.Driver()))
+	switch {
+	case strings.Contains(name, "stdlib") || strings.Contains(name, "pq.") || strings.Contains(name, "pgx"):
+		return "postgres", nil
+	case strings.Contains(name, "mysql"):
+		return "mysql", nil
+	case strings.Contains(name, "sqlite"):
+		return "sqlite", nil
+	}
+	return "", fmt.Errorf("txn: barrier: cannot tell the SQL dialect of driver %s; set Barrier.Dialect", name)
+}
+
+// Init creates the barrier table if it does not exist.
+func (b *Barrier) Init(ctx context.Context) error {
+	if _, err := b.dialect(); err != nil {
+		return err
+	}
+	_, err := b.DB.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+b.table()+` (
+  xid VARCHAR(64) NOT NULL,
+  branch VARCHAR(64) NOT NULL,
+  op VARCHAR(16) NOT NULL,
+  reason VARCHAR(16) NOT NULL,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (xid, branch, op)
+)`)
+	if err != nil {
+		return fmt.Errorf("txn: create barrier table %s: %w", b.table(), err)
+	}
+	return nil
+}
+
+// insert adds a barrier row unless it exists; it reports whether it did.
+func (b *Barrier) insert(ctx context.Context, tx *sql.Tx, d string, bi BranchInfo, op, reason Op) (bool, error) {
+	var q string
+	switch d {
+	case "postgres":
+		q = `INSERT INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`
+	case "mysql":
+		q = `INSERT IGNORE INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
+	default:
+		q = `INSERT OR IGNORE INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
+	}
+	res, err := tx.ExecContext(ctx, q, bi.XID, bi.Branch, string(op), string(reason), time.Now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("txn: barrier %s/%s/%s: %w", bi.XID, bi.Branch, op, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// Call runs fn — the branch's own work — in one local transaction with
+// the barrier's row, when the barrier lets it run: a duplicate, an empty
+// rollback and a suspended Try commit the barrier row alone and skip fn
+// (nil, or ErrSuspended for the Try). fn's error rolls everything back,
+// barrier row included, so the operation may run again.
+func (b *Barrier) Call(ctx context.Context, bi BranchInfo, fn func(tx *sql.Tx) error) (err error) {
+	d, err := b.dialect()
+	if err != nil {
+		return err
+	}
+	if !bi.Op.Valid() || bi.XID == "" || bi.Branch == "" {
+		return fmt.Errorf("%w: barrier: branch %+v", ErrBadRequest, bi)
+	}
+	tx, err := b.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("txn: barrier: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	originDone := false
+	if origin := bi.Op.Origin(); origin != "" {
+		// An undo inserts its origin's row first: present already means
+		// the origin ran (or was itself refused); inserted now means it
+		// never ran — and now never will.
+		inserted, err := b.insert(ctx, tx, d, bi, origin, bi.Op)
+		if err != nil {
+			return err
+		}
+		originDone = !inserted
+	}
+	mine, err := b.insert(ctx, tx, d, bi, bi.Op, bi.Op)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !mine && bi.Op.Origin() == "":
+		// A forward operation whose row exists: it ran before (a
+		// duplicate) or its undo came first (suspension).
+		var reason string
+		q := `SELECT reason FROM ` + b.table() + ` WHERE xid = ? AND branch = ? AND op = ?`
+		if d == "postgres" {
+			q = `SELECT reason FROM ` + b.table() + ` WHERE xid = $1 AND branch = $2 AND op = $3`
+		}
+		if err := tx.QueryRowContext(ctx, q, bi.XID, bi.Branch, string(bi.Op)).Scan(&reason); err != nil {
+			return fmt.Errorf("txn: barrier: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("txn: barrier: commit: %w", err)
+		}
+		if Op(reason) != bi.Op {
+			return fmt.Errorf("%w: %s branch %s (its %s came first)", ErrSuspended, bi.XID, bi.Branch, reason)
+		}
+		return nil
+	case !mine, bi.Op.Origin() != "" && !originDone:
+		// A duplicate undo, or an empty rollback: nothing to undo.
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("txn: barrier: commit: %w", err)
+		}
+		return nil
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("txn: barrier: commit: %w", err)
+	}
+	return nil
+}

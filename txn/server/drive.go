@@ -1,0 +1,501 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/txn"
+)
+
+// errFenced: this server's claim on a transaction was taken over; it
+// stops driving it without writing.
+var errFenced = errors.New("txn/server: claim lost to another driver")
+
+// startDrive drives xid's phase two in a worker, unless this process
+// already is.
+func (s *Server) startDrive(xid string) {
+	s.mu.Lock()
+	if s.closed || s.driving[xid] {
+		s.mu.Unlock()
+		return
+	}
+	s.driving[xid] = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.driving, xid)
+			s.mu.Unlock()
+			s.notify(xid)
+		}()
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.stopCtx.Done():
+			return
+		}
+		defer func() { <-s.sem }()
+		if err := s.drive(s.stopCtx, xid); err != nil && !errors.Is(err, errFenced) && s.stopCtx.Err() == nil {
+			s.log.Warn("txn: drive", "xid", xid, "err", err)
+		}
+	}()
+}
+
+// scanLoop resumes due and abandoned transactions and aborts prepared
+// ones past their timeout, every ScanInterval.
+func (s *Server) scanLoop() {
+	t := time.NewTicker(s.cfg.ScanInterval)
+	defer t.Stop()
+	for {
+		if err := s.scan(s.stopCtx); err != nil && s.stopCtx.Err() == nil {
+			s.log.Warn("txn: scan", "err", err)
+		}
+		select {
+		case <-s.stopCtx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return
+		}
+	}
+}
+
+func (s *Server) scan(ctx context.Context) error {
+	now := store.NowMillis()
+	res, err := s.st.ExecContext(ctx, `UPDATE txn_globals SET status = ?, phase = 'abort', reason = 'timed out before submit', updated_at = ?, next_at = ?, timeout_at = 0
+		WHERE status = ? AND timeout_at > 0 AND timeout_at <= ?`, txn.StatusAborting, now, now, txn.StatusPrepared, now)
+	if err != nil {
+		return fmt.Errorf("abort timed-out transactions: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		s.log.Info("txn: aborted prepared transactions past their timeout", "count", n)
+	}
+	rows, err := s.st.QueryContext(ctx, `SELECT xid FROM txn_globals WHERE next_at > 0 AND next_at <= ? AND claim_until < ? ORDER BY next_at LIMIT 256`, now, now)
+	if err != nil {
+		return fmt.Errorf("due transactions: %w", err)
+	}
+	var due []string
+	for rows.Next() {
+		var x string
+		if err := rows.Scan(&x); err != nil {
+			rows.Close()
+			return err
+		}
+		due = append(due, x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, x := range due {
+		s.startDrive(x)
+	}
+	return nil
+}
+
+// claim takes xid's row for this process if it is in phase two, due and
+// not claimed by a live driver; it returns the new term.
+func (s *Server) claim(ctx context.Context, xid string) (int64, bool, error) {
+	var term int64
+	var ok bool
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		now := store.NowMillis()
+		res, err := tx.ExecContext(ctx, `UPDATE txn_globals SET owner = ?, claim_until = ?, term = term + 1
+			WHERE xid = ? AND status IN (?, ?) AND next_at > 0 AND next_at <= ? AND (claim_until < ? OR owner = ?)`,
+			s.holder, now+s.cfg.ClaimTTL.Milliseconds(), xid, txn.StatusCommitting, txn.StatusAborting, now, now, s.holder)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			ok = false
+			return nil
+		}
+		ok = true
+		return tx.QueryRowContext(ctx, `SELECT term FROM txn_globals WHERE xid = ?`, xid).Scan(&term)
+	})
+	return term, ok, err
+}
+
+// drive claims xid and runs its phase two as far as it goes now.
+func (s *Server) drive(ctx context.Context, xid string) error {
+	term, ok, err := s.claim(ctx, xid)
+	if err != nil || !ok {
+		return err
+	}
+	g, err := s.load(ctx, xid, false)
+	if err != nil {
+		return err
+	}
+	d := &driver{s: s, g: g, term: term}
+	switch g.Status {
+	case txn.StatusCommitting:
+		return d.forward(ctx)
+	case txn.StatusAborting:
+		return d.backward(ctx)
+	}
+	return nil
+}
+
+// driver runs one claimed transaction.
+type driver struct {
+	s    *Server
+	g    txn.Global
+	term int64
+}
+
+// outcome of one branch call.
+type outcome struct {
+	branch  int
+	op      txn.Op
+	failure bool  // the branch said it cannot succeed (ErrFailure, HTTP 409)
+	err     error // anything else that went wrong: retried
+}
+
+func (d *driver) forward(ctx context.Context) error {
+	g := d.g
+	switch {
+	case g.Mode == txn.ModeTCC:
+		var todo []int
+		for i, b := range g.Branches {
+			if !b.Has(txn.OpConfirm) {
+				todo = append(todo, i)
+			}
+		}
+		if out := d.round(ctx, todo, txn.OpConfirm); out != nil {
+			return d.attemptFailed(ctx, *out)
+		}
+		return d.finish(ctx, txn.StatusCommitted)
+	case g.Options.Concurrent:
+		for {
+			var ready []int
+			pending := false
+			for i, b := range g.Branches {
+				if b.Has(txn.OpAction) {
+					continue
+				}
+				pending = true
+				if d.afterDone(b) {
+					ready = append(ready, i)
+				}
+			}
+			if !pending {
+				return d.finish(ctx, txn.StatusCommitted)
+			}
+			if len(ready) == 0 {
+				return d.park(ctx, "saga steps wait on each other: no step can run")
+			}
+			if out := d.round(ctx, ready, txn.OpAction); out != nil {
+				if out.failure {
+					return d.turnBack(ctx, *out)
+				}
+				return d.attemptFailed(ctx, *out)
+			}
+		}
+	default:
+		for i := range g.Branches {
+			if g.Branches[i].Has(txn.OpAction) {
+				continue
+			}
+			if out := d.round(ctx, []int{i}, txn.OpAction); out != nil {
+				if out.failure {
+					return d.turnBack(ctx, *out)
+				}
+				return d.attemptFailed(ctx, *out)
+			}
+		}
+		return d.finish(ctx, txn.StatusCommitted)
+	}
+}
+
+func (d *driver) afterDone(b txn.Branch) bool {
+	for _, a := range b.Step.After {
+		if !d.g.Branches[a].Has(txn.OpAction) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *driver) backward(ctx context.Context) error {
+	g := d.g
+	if g.Mode == txn.ModeTCC {
+		var todo []int
+		for i, b := range g.Branches {
+			if !b.Has(txn.OpCancel) {
+				todo = append(todo, i)
+			}
+		}
+		if out := d.round(ctx, todo, txn.OpCancel); out != nil {
+			return d.attemptFailed(ctx, *out)
+		}
+		return d.finish(ctx, txn.StatusAborted)
+	}
+	// A saga undoes in reverse. In order, no step past the first one not
+	// done ever started; run concurrently, any may have (the barrier makes
+	// compensating one that never ran a no-op).
+	last := len(g.Branches) - 1
+	if !g.Options.Concurrent {
+		for i, b := range g.Branches {
+			if !b.Has(txn.OpAction) {
+				last = i
+				break
+			}
+		}
+	}
+	for i := last; i >= 0; i-- {
+		if g.Branches[i].Has(txn.OpCompensate) {
+			continue
+		}
+		if out := d.round(ctx, []int{i}, txn.OpCompensate); out != nil {
+			return d.attemptFailed(ctx, *out)
+		}
+	}
+	return d.finish(ctx, txn.StatusAborted)
+}
+
+// round calls op on the branches at once and records each success; it
+// returns the first failure or error (the rest of the round still ends).
+func (d *driver) round(ctx context.Context, branches []int, op txn.Op) *outcome {
+	if len(branches) == 0 {
+		return nil
+	}
+	outs := make([]outcome, len(branches))
+	var wg sync.WaitGroup
+	for k, i := range branches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[k] = d.call(ctx, i, op)
+		}()
+	}
+	wg.Wait()
+	var first *outcome
+	for k := range outs {
+		o := outs[k]
+		if o.err == nil && !o.failure {
+			if err := d.done(ctx, o.branch, op); err != nil {
+				return &outcome{branch: o.branch, op: op, err: err}
+			}
+			continue
+		}
+		if first == nil || (o.failure && !first.failure) {
+			first = &outs[k]
+		}
+	}
+	return first
+}
+
+// call runs one branch operation: an HTTP POST of the step's payload.
+func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
+	b := d.g.Branches[branch]
+	target := map[txn.Op]string{txn.OpAction: b.Step.Action, txn.OpCompensate: b.Step.Compensate,
+		txn.OpConfirm: b.Step.Confirm, txn.OpCancel: b.Step.Cancel}[op]
+	o := outcome{branch: branch, op: op}
+	start := time.Now()
+	defer func() {
+		result := "ok"
+		switch {
+		case o.failure:
+			result = "failure"
+		case o.err != nil:
+			result = "error"
+		}
+		d.s.m.calls.WithLabelValues(string(op), result).Inc()
+		d.event(ctx, branch, op, start, result, o.err)
+	}()
+	cctx, cancel := context.WithTimeout(ctx, ms(d.g.Options.BranchTimeoutMs))
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodPost, target, bytes.NewReader(b.Step.Payload))
+	if err != nil {
+		o.err = fmt.Errorf("branch %d %s: %w", branch, op, err)
+		return o
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(txn.HeaderXID, d.g.XID)
+	req.Header.Set(txn.HeaderBranch, strconv.Itoa(branch))
+	req.Header.Set(txn.HeaderOp, string(op))
+	req.Header.Set(txn.HeaderMode, string(d.g.Mode))
+	resp, err := d.s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		o.err = fmt.Errorf("branch %d %s: %w", branch, op, err)
+		return o
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode/100 == 2:
+	case resp.StatusCode == http.StatusConflict && (op == txn.OpAction || op == txn.OpTry):
+		o.failure = true
+		o.err = fmt.Errorf("branch %d %s: failed: %s", branch, op, strings.TrimSpace(string(msg)))
+	default:
+		o.err = fmt.Errorf("branch %d %s: HTTP %d: %s", branch, op, resp.StatusCode, strings.TrimSpace(string(msg)))
+	}
+	return o
+}
+
+// event records one call in the timeline (best effort: the timeline is
+// for people; the branch state is what drives).
+func (d *driver) event(ctx context.Context, branch int, op txn.Op, start time.Time, result string, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+		if len(msg) > 1000 {
+			msg = msg[:1000]
+		}
+	}
+	if _, e := d.s.st.ExecContext(ctx, `INSERT INTO txn_events (xid, branch, op, at, ms, result, error) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		d.g.XID, branch, op, start.UnixMilli(), time.Since(start).Milliseconds(), result, msg); e != nil && ctx.Err() == nil {
+		d.s.log.Warn("txn: record event", "xid", d.g.XID, "err", e)
+	}
+}
+
+// fenced runs fn in a transaction that first checks, and renews, this
+// driver's claim: the UPDATE holds the row until commit, so a concurrent
+// claim waits for it and a stale driver's write is refused.
+func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) error) error {
+	return d.s.st.InTx(ctx, func(tx *store.Tx) error {
+		now := store.NowMillis()
+		res, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ? AND term = ? AND owner = ?`,
+			now+d.s.cfg.ClaimTTL.Milliseconds(), now, d.g.XID, d.term, d.s.holder)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errFenced
+		}
+		return fn(tx, now)
+	})
+}
+
+// done records op's success on branch.
+func (d *driver) done(ctx context.Context, branch int, op txn.Op) error {
+	b := &d.g.Branches[branch]
+	ops := append(append([]txn.Op(nil), b.Done...), op)
+	list := make([]string, len(ops))
+	for i, o := range ops {
+		list[i] = string(o)
+	}
+	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
+		_, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = ?, attempts = 0 WHERE xid = ? AND branch = ?`, strings.Join(list, ","), d.g.XID, branch)
+		return err
+	})
+	if err == nil {
+		b.Done, b.Attempts = ops, 0
+	}
+	return err
+}
+
+// turnBack: a saga step failed for good — decide to abort, then undo.
+func (d *driver) turnBack(ctx context.Context, o outcome) error {
+	reason := o.err.Error()
+	err := d.fenced(ctx, func(tx *store.Tx, now int64) error {
+		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, phase = 'abort', reason = ? WHERE xid = ?`, txn.StatusAborting, reason, d.g.XID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	d.g.Status, d.g.Reason = txn.StatusAborting, reason
+	return d.backward(ctx)
+}
+
+// attemptFailed counts a failed call: the transaction is retried after a
+// backoff, or parked as failed once the branch has used its attempts.
+func (d *driver) attemptFailed(ctx context.Context, o outcome) error {
+	if errors.Is(o.err, errFenced) || ctx.Err() != nil {
+		return o.err
+	}
+	b := d.g.Branches[o.branch]
+	attempts := b.Attempts + 1
+	max := d.g.Options.MaxAttempts
+	parked := max > 0 && attempts >= max
+	reason := fmt.Sprintf("%v (attempt %d)", o.err, attempts)
+	err := d.fenced(ctx, func(tx *store.Tx, now int64) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET attempts = ? WHERE xid = ? AND branch = ?`, attempts, d.g.XID, o.branch); err != nil {
+			return err
+		}
+		if parked {
+			_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, reason = ?, next_at = 0, claim_until = 0 WHERE xid = ?`,
+				txn.StatusFailed, "gave up after "+reason, d.g.XID)
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET next_at = ?, claim_until = 0, reason = ? WHERE xid = ?`,
+			now+d.backoff(attempts), reason, d.g.XID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if parked {
+		d.s.m.ended.WithLabelValues(string(d.g.Mode), string(txn.StatusFailed)).Inc()
+		g, lerr := d.s.load(ctx, d.g.XID, false)
+		if lerr != nil {
+			g = d.g
+		}
+		d.s.alarm(ctx, g)
+	}
+	return nil
+}
+
+// backoff is the wait before attempt n+1: Retry doubled per attempt up to
+// RetryMax, plus up to a tenth more so retries of many transactions
+// spread out (never less: a retry is not early).
+func (d *driver) backoff(n int) int64 {
+	w := d.g.Options.RetryMs
+	for i := 1; i < n && w < d.g.Options.RetryMaxMs; i++ {
+		w *= 2
+	}
+	w = min(w, d.g.Options.RetryMaxMs)
+	return w + rand.Int64N(w/10+1)
+}
+
+// park stops a transaction that cannot go on as failed.
+func (d *driver) park(ctx context.Context, reason string) error {
+	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
+		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, reason = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, txn.StatusFailed, reason, d.g.XID)
+		return err
+	})
+	if err == nil {
+		d.g.Status, d.g.Reason = txn.StatusFailed, reason
+		d.s.alarm(ctx, d.g)
+	}
+	return err
+}
+
+// finish ends the transaction committed or aborted.
+func (d *driver) finish(ctx context.Context, st txn.Status) error {
+	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
+		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, st, d.g.XID)
+		return err
+	})
+	if err == nil {
+		d.s.m.ended.WithLabelValues(string(d.g.Mode), string(st)).Inc()
+		d.s.m.phaseTwo.WithLabelValues(string(d.g.Mode)).Observe(float64(store.NowMillis()-d.g.UpdatedAt) / 1000)
+	}
+	return err
+}
+
+func (s *Server) alarm(ctx context.Context, g txn.Global) {
+	if s.cfg.Alarm != nil {
+		s.cfg.Alarm(ctx, g)
+		return
+	}
+	s.log.Warn("txn: transaction parked as failed; retry or abort it", "xid", g.XID, "mode", g.Mode, "reason", g.Reason)
+}

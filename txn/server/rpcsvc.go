@@ -1,0 +1,90 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"github.com/tangram-dev/tangram/internal/apirpc"
+	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/txn"
+)
+
+// checkApp checks perm on the app that owns xid.
+func (s *Server) checkApp(ctx context.Context, perm auth.Perm, xid string) error {
+	var app string
+	if err := s.st.QueryRowContext(ctx, `SELECT app FROM txn_globals WHERE xid = ?`, xid).Scan(&app); err != nil {
+		if _, lerr := s.load(ctx, xid, false); lerr != nil {
+			return lerr
+		}
+		return err
+	}
+	return auth.Check(ctx, perm, "", app, "")
+}
+
+// RegisterRPC registers the coordinator's methods (service tangram.Txn):
+// starting and deciding a transaction needs edit permission on its app,
+// reading it read permission.
+func (s *Server) RegisterRPC(srv *rpc.Server) error {
+	e := apirpc.Error
+	return errors.Join(
+		rpc.Handle(srv, txn.MethodBegin, func(ctx context.Context, req *txn.BeginRequest) (*txn.Global, error) {
+			if err := auth.Check(ctx, auth.PermEdit, "", req.App, ""); err != nil {
+				return nil, e(err)
+			}
+			g, err := s.Begin(ctx, *req)
+			return &g, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodRegister, func(ctx context.Context, req *txn.RegisterRequest) (*txn.RegisterReply, error) {
+			if err := s.checkApp(ctx, auth.PermEdit, req.XID); err != nil {
+				return nil, e(err)
+			}
+			id, err := s.Register(ctx, *req)
+			return &txn.RegisterReply{Branch: id}, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodSubmit, func(ctx context.Context, req *txn.SubmitRequest) (*txn.Global, error) {
+			var err error
+			if len(req.Steps) > 0 || req.Mode == txn.ModeSaga {
+				err = auth.Check(ctx, auth.PermEdit, "", req.App, "")
+			} else {
+				err = s.checkApp(ctx, auth.PermEdit, req.XID)
+			}
+			if err != nil {
+				return nil, e(err)
+			}
+			g, err := s.Submit(ctx, *req)
+			return &g, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodAbort, func(ctx context.Context, req *txn.XIDRequest) (*txn.Global, error) {
+			if err := s.checkApp(ctx, auth.PermEdit, req.XID); err != nil {
+				return nil, e(err)
+			}
+			g, err := s.Abort(ctx, *req)
+			return &g, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodRetry, func(ctx context.Context, req *txn.XIDRequest) (*txn.Global, error) {
+			if err := s.checkApp(ctx, auth.PermEdit, req.XID); err != nil {
+				return nil, e(err)
+			}
+			g, err := s.Retry(ctx, *req)
+			return &g, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodGet, func(ctx context.Context, req *txn.XIDRequest) (*txn.Global, error) {
+			if err := s.checkApp(ctx, auth.PermRead, req.XID); err != nil {
+				return nil, e(err)
+			}
+			g, err := s.Get(ctx, req.XID)
+			return &g, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodList, func(ctx context.Context, req *txn.ListRequest) (*txn.ListReply, error) {
+			if err := auth.Check(ctx, auth.PermRead, "", req.App, ""); err != nil {
+				return nil, e(err)
+			}
+			r, err := s.List(ctx, *req)
+			if err == nil {
+				r.Items = auth.Visible(ctx, r.Items, func(g txn.Global) (string, string, string) { return "", g.App, "" })
+			}
+			return &r, e(err)
+		}),
+	)
+}

@@ -1,0 +1,692 @@
+// Package server is the transaction coordinator of tangram server: global
+// transactions in Saga and TCC modes, their branches and every call of a
+// branch operation, in the platform's SQL store. Each decision (commit or
+// abort) is written before it is acted on; phase two is driven by the
+// server that claimed the transaction's row (owner, claim_until and a term
+// that grows with every claim — a paused former driver's writes are
+// refused), with retries backed off exponentially up to a cap and a
+// max-attempts policy that parks the transaction as failed and raises an
+// alarm. Every server scans for due and timed-out transactions, so a
+// server killed mid-drive leaves nothing stuck: its claim runs out and
+// another (or its restart) takes the row.
+//
+// Lock order: Server.mu alone.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/txn"
+)
+
+// ErrClosed is returned after Close, and by a second Start.
+var ErrClosed = errcode.New(errcode.Unavailable, "txn/server: closed")
+
+// Config configures the coordinator.
+type Config struct {
+	// Store holds the transactions (required).
+	Store *store.Store
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// NodeName names this server in claims (default: a random name).
+	NodeName string
+	// ScanInterval is how often due retries, abandoned claims and
+	// timed-out prepared transactions are looked for (default 1 s).
+	ScanInterval time.Duration
+	// ClaimTTL: a driver's claim on a transaction lasts this long past its
+	// last write (default 30 s); a driver that dies is replaced after it.
+	ClaimTTL time.Duration
+	// Defaults for a transaction's Options: Timeout 60 s, Retry 1 s
+	// doubling to RetryMax 60 s, MaxAttempts 50, BranchTimeout 10 s.
+	Timeout, Retry, RetryMax, BranchTimeout time.Duration
+	MaxAttempts                             int
+	// Workers bounds the transactions driven at once (default 64).
+	Workers int
+	// HTTPClient calls branches (default: a client with keep-alives).
+	HTTPClient *http.Client
+	// Alarm is called when a transaction is parked as failed (default:
+	// a warning in the log).
+	Alarm func(ctx context.Context, g txn.Global)
+	// Registerer receives the metrics (optional).
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns the defaults (Store still needed).
+func DefaultConfig() Config {
+	return Config{ScanInterval: time.Second, ClaimTTL: 30 * time.Second, Timeout: time.Minute, Retry: time.Second,
+		RetryMax: time.Minute, BranchTimeout: 10 * time.Second, MaxAttempts: 50, Workers: 64}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.NodeName == "" {
+		c.NodeName = "txn-" + randomID()[:8]
+	}
+	if c.ScanInterval <= 0 {
+		c.ScanInterval = d.ScanInterval
+	}
+	if c.ClaimTTL <= 0 {
+		c.ClaimTTL = d.ClaimTTL
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.Retry <= 0 {
+		c.Retry = d.Retry
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = d.RetryMax
+	}
+	if c.BranchTimeout <= 0 {
+		c.BranchTimeout = d.BranchTimeout
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.Workers <= 0 {
+		c.Workers = d.Workers
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+	}
+	return c
+}
+
+// Validate checks c; it changes nothing.
+func (c Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("txn/server: Config.Store is required")
+	}
+	if c.Retry > 0 && c.RetryMax > 0 && c.Retry > c.RetryMax {
+		return fmt.Errorf("txn/server: Retry %v above RetryMax %v", c.Retry, c.RetryMax)
+	}
+	return nil
+}
+
+// Server is the coordinator.
+type Server struct {
+	cfg    Config
+	st     *store.Store
+	log    *slog.Logger
+	holder string // this process in claims: node name and incarnation
+	sem    chan struct{}
+	m      metrics
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	driving map[string]bool // xids being driven by this process
+	waiters map[string][]chan struct{}
+	stopCtx context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	kick    chan struct{}
+}
+
+// New makes a coordinator; Start starts its scanner.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, sem: make(chan struct{}, cfg.Workers),
+		holder: fmt.Sprintf("%s#%x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
+		waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), m: newMetrics()}
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	if cfg.Registerer != nil {
+		if err := s.m.register(cfg.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Start starts the scanner that resumes due, abandoned and timed-out
+// transactions.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return ErrClosed
+	}
+	s.started = true
+	s.goFunc(s.scanLoop)
+	return nil
+}
+
+func (s *Server) goFunc(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Shutdown stops scanning and waits, within ctx, for the transactions
+// being driven; the claims of those still running when ctx ends are left
+// to run out (another server resumes them).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.stop()
+		return nil
+	case <-ctx.Done():
+		s.stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops at once: calls in flight are abandoned (their transactions
+// resume elsewhere once the claim runs out).
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
+	s.wg.Wait()
+	return nil
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NewXID draws a transaction ID.
+func NewXID() string { return randomID() }
+
+func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// options fills a transaction's zero options from the server's defaults.
+func (s *Server) options(o txn.Options) txn.Options {
+	if o.TimeoutMs <= 0 {
+		o.TimeoutMs = s.cfg.Timeout.Milliseconds()
+	}
+	if o.RetryMs <= 0 {
+		o.RetryMs = s.cfg.Retry.Milliseconds()
+	}
+	if o.RetryMaxMs <= 0 {
+		o.RetryMaxMs = s.cfg.RetryMax.Milliseconds()
+	}
+	if o.RetryMaxMs < o.RetryMs {
+		o.RetryMaxMs = o.RetryMs
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = s.cfg.MaxAttempts
+	}
+	if o.BranchTimeoutMs <= 0 {
+		o.BranchTimeoutMs = s.cfg.BranchTimeout.Milliseconds()
+	}
+	return o
+}
+
+func checkStep(mode txn.Mode, st txn.Step, n, i int) error {
+	var need []string
+	switch mode {
+	case txn.ModeSaga:
+		need = []string{st.Action, st.Compensate}
+	case txn.ModeTCC:
+		need = []string{st.Confirm, st.Cancel}
+	}
+	for _, t := range need {
+		if err := txn.ValidTarget(t); err != nil {
+			return fmt.Errorf("step %d: %w", i, err)
+		}
+	}
+	for _, a := range st.After {
+		if a < 0 || a >= n || a == i {
+			return fmt.Errorf("%w: step %d: after %d: want another step's index", txn.ErrBadRequest, i, a)
+		}
+	}
+	return nil
+}
+
+// Begin creates a prepared global transaction (TCC), to which branches
+// are registered before Submit or Abort.
+func (s *Server) Begin(ctx context.Context, req txn.BeginRequest) (txn.Global, error) {
+	if req.Mode != txn.ModeTCC {
+		return txn.Global{}, fmt.Errorf("%w: begin: mode %q: only tcc transactions are prepared first (a saga is submitted whole)", txn.ErrBadRequest, req.Mode)
+	}
+	if req.XID == "" {
+		req.XID = NewXID()
+	}
+	if err := txn.ValidXID(req.XID); err != nil {
+		return txn.Global{}, err
+	}
+	o := s.options(req.Options)
+	now := store.NowMillis()
+	g := txn.Global{XID: req.XID, Mode: req.Mode, App: req.App, Status: txn.StatusPrepared, Options: o, CreatedAt: now, UpdatedAt: now}
+	opts, _ := json.Marshal(o)
+	_, err := s.st.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
+		VALUES (?, ?, ?, ?, '', ?, '', ?, ?, 0, ?, '', 0, 0, 0)`, g.XID, g.Mode, g.App, g.Status, string(opts), now, now, now+o.TimeoutMs)
+	if store.IsUniqueViolation(err) {
+		return txn.Global{}, errcode.New(errcode.AlreadyExists, "txn: transaction "+g.XID+" exists")
+	}
+	if err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: begin: %w", err)
+	}
+	s.m.started.WithLabelValues(string(g.Mode)).Inc()
+	return g, nil
+}
+
+// Register adds a branch to a prepared TCC transaction; its Try is the
+// caller's to call next.
+func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (int, error) {
+	var id int
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		var mode, status string
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT mode, status, branches FROM txn_globals WHERE xid = ?`+forUpdate(tx), req.XID).Scan(&mode, &status, &n)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", txn.ErrNotFound, req.XID)
+		}
+		if err != nil {
+			return err
+		}
+		if txn.Status(status) != txn.StatusPrepared {
+			return fmt.Errorf("%w: register a branch of %s: it is %s", txn.ErrState, req.XID, status)
+		}
+		if err := checkStep(txn.Mode(mode), req.Step, n+1, n); err != nil {
+			return err
+		}
+		id = n
+		step, _ := json.Marshal(req.Step)
+		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET branches = ?, updated_at = ? WHERE xid = ?`, n+1, store.NowMillis(), req.XID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES (?, ?, ?, '', 0)`, req.XID, id, string(step))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("txn/server: register: %w", err)
+	}
+	return id, nil
+}
+
+// forUpdate locks the row read where the dialect can (SQLite's writer
+// lock already serialises).
+func forUpdate(tx *store.Tx) string {
+	if tx.Dialect() == store.SQLite {
+		return ""
+	}
+	return " FOR UPDATE"
+}
+
+// Submit commits: a TCC transaction's branches are to be confirmed; a
+// saga (Steps) is created and run. The decision is durable when Submit
+// returns; phase two runs at once on this server.
+func (s *Server) Submit(ctx context.Context, req txn.SubmitRequest) (txn.Global, error) {
+	if len(req.Steps) > 0 || req.Mode == txn.ModeSaga {
+		if req.XID == "" {
+			req.XID = NewXID()
+		}
+		if err := s.createSaga(ctx, req); err != nil {
+			return txn.Global{}, err
+		}
+	} else if err := s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusCommitting, ""); err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: submit: %w", err)
+	}
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
+}
+
+func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) error {
+	if req.Mode != "" && req.Mode != txn.ModeSaga {
+		return fmt.Errorf("%w: submit: steps are for a saga; a %s transaction registers branches", txn.ErrBadRequest, req.Mode)
+	}
+	if len(req.Steps) == 0 {
+		return fmt.Errorf("%w: submit: a saga needs steps", txn.ErrBadRequest)
+	}
+	if err := txn.ValidXID(req.XID); err != nil {
+		return err
+	}
+	for i, st := range req.Steps {
+		if err := checkStep(txn.ModeSaga, st, len(req.Steps), i); err != nil {
+			return err
+		}
+	}
+	o := s.options(req.Options)
+	opts, _ := json.Marshal(o)
+	now := store.NowMillis()
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
+			VALUES (?, ?, ?, ?, 'commit', ?, '', ?, ?, ?, 0, '', 0, 0, ?)`, req.XID, txn.ModeSaga, req.App, txn.StatusCommitting, string(opts), now, now, now, len(req.Steps)); err != nil {
+			return err
+		}
+		for i, st := range req.Steps {
+			b, _ := json.Marshal(st)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES (?, ?, ?, '', 0)`, req.XID, i, string(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if store.IsUniqueViolation(err) {
+		return errcode.New(errcode.AlreadyExists, "txn: transaction "+req.XID+" exists")
+	}
+	if err != nil {
+		return fmt.Errorf("txn/server: submit saga: %w", err)
+	}
+	s.m.started.WithLabelValues(string(txn.ModeSaga)).Inc()
+	return nil
+}
+
+// decide moves xid from state from to committing or aborting, durably,
+// and makes phase two due now.
+func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, reason string) error {
+	phase := "commit"
+	if to == txn.StatusAborting {
+		phase = "abort"
+	}
+	now := store.NowMillis()
+	res, err := s.st.ExecContext(ctx, `UPDATE txn_globals SET status = ?, phase = ?, reason = ?, updated_at = ?, next_at = ?, timeout_at = 0 WHERE xid = ? AND status = ?`,
+		to, phase, reason, now, now, xid, from)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	g, err := s.load(ctx, xid, false)
+	if err != nil {
+		return err
+	}
+	if g.Status == to {
+		return nil // said twice: the same decision
+	}
+	return fmt.Errorf("%w: %s is %s, not %s", txn.ErrState, xid, g.Status, from)
+}
+
+// Abort rolls back: a prepared transaction (TCC: cancel its branches), or
+// a saga parked as failed while committing (its done actions are
+// compensated). A TCC transaction that was submitted cannot be aborted:
+// some branches may be confirmed.
+func (s *Server) Abort(ctx context.Context, req txn.XIDRequest) (txn.Global, error) {
+	reason := req.Reason
+	if reason == "" {
+		reason = "aborted by request"
+	}
+	g, err := s.load(ctx, req.XID, false)
+	if err != nil {
+		return txn.Global{}, err
+	}
+	switch {
+	case g.Status == txn.StatusPrepared:
+		err = s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusAborting, reason)
+	case g.Status == txn.StatusAborting || g.Status == txn.StatusAborted:
+	case g.Mode == txn.ModeSaga && (g.Status == txn.StatusFailed || g.Status == txn.StatusCommitting):
+		err = s.decide(ctx, req.XID, g.Status, txn.StatusAborting, reason)
+	default:
+		err = fmt.Errorf("%w: abort %s: it is %s (%s)", txn.ErrState, req.XID, g.Status, g.Mode)
+	}
+	if err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: abort: %w", err)
+	}
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
+}
+
+// Retry resumes a failed (parked) transaction in its decided direction,
+// or makes a pending retry due now; attempts start again from zero.
+func (s *Server) Retry(ctx context.Context, req txn.XIDRequest) (txn.Global, error) {
+	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+		var status, phase string
+		err := tx.QueryRowContext(ctx, `SELECT status, phase FROM txn_globals WHERE xid = ?`+forUpdate(tx), req.XID).Scan(&status, &phase)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", txn.ErrNotFound, req.XID)
+		}
+		if err != nil {
+			return err
+		}
+		to := txn.Status(status)
+		switch to {
+		case txn.StatusFailed:
+			to = txn.StatusCommitting
+			if phase == "abort" {
+				to = txn.StatusAborting
+			}
+		case txn.StatusCommitting, txn.StatusAborting:
+		default:
+			return fmt.Errorf("%w: retry %s: it is %s", txn.ErrState, req.XID, status)
+		}
+		now := store.NowMillis()
+		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = ?, updated_at = ? WHERE xid = ?`, to, now, now, req.XID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE txn_branches SET attempts = 0 WHERE xid = ?`, req.XID)
+		return err
+	})
+	if err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: retry: %w", err)
+	}
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
+}
+
+// afterDecision starts phase two here and, with wait, waits for its end
+// (or waitMs, default 30 s), returning the transaction as it stands.
+func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitMs int64) (txn.Global, error) {
+	var ch chan struct{}
+	if wait {
+		ch = s.waitFor(xid)
+		defer s.unwait(xid, ch)
+	}
+	s.startDrive(xid)
+	if wait {
+		d := 30 * time.Second
+		if waitMs > 0 {
+			d = ms(waitMs)
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		for {
+			g, err := s.load(ctx, xid, false)
+			if err != nil || g.Status.Final() || g.Status == txn.StatusFailed || (g.NextAt > store.NowMillis() && !s.isDriving(xid)) {
+				return g, err
+			}
+			select {
+			case <-ch:
+				ch = s.waitFor(xid)
+				defer s.unwait(xid, ch)
+			case <-t.C:
+				return s.load(ctx, xid, false)
+			case <-ctx.Done():
+				return txn.Global{}, ctx.Err()
+			case <-time.After(s.cfg.ScanInterval): // another server may be driving it
+			}
+		}
+	}
+	return s.load(ctx, xid, false)
+}
+
+func (s *Server) waitFor(xid string) chan struct{} {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.waiters[xid] = append(s.waiters[xid], ch)
+	s.mu.Unlock()
+	return ch
+}
+
+func (s *Server) unwait(xid string, ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.waiters[xid]
+	for i, w := range ws {
+		if w == ch {
+			s.waiters[xid] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(s.waiters[xid]) == 0 {
+		delete(s.waiters, xid)
+	}
+}
+
+// notify wakes those waiting on xid.
+func (s *Server) notify(xid string) {
+	s.mu.Lock()
+	ws := s.waiters[xid]
+	delete(s.waiters, xid)
+	s.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+func (s *Server) isDriving(xid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.driving[xid]
+}
+
+const globalCols = `xid, mode, app, status, options, reason, created_at, updated_at, next_at`
+
+func scanGlobal(r interface{ Scan(...any) error }) (txn.Global, error) {
+	var g txn.Global
+	var opts string
+	if err := r.Scan(&g.XID, &g.Mode, &g.App, &g.Status, &opts, &g.Reason, &g.CreatedAt, &g.UpdatedAt, &g.NextAt); err != nil {
+		return g, err
+	}
+	if err := json.Unmarshal([]byte(opts), &g.Options); err != nil {
+		return g, fmt.Errorf("txn/server: %s: options: %w", g.XID, err)
+	}
+	return g, nil
+}
+
+// Get returns a transaction with its branches and timeline.
+func (s *Server) Get(ctx context.Context, xid string) (txn.Global, error) {
+	return s.load(ctx, xid, true)
+}
+
+func (s *Server) load(ctx context.Context, xid string, events bool) (txn.Global, error) {
+	g, err := scanGlobal(s.st.QueryRowContext(ctx, `SELECT `+globalCols+` FROM txn_globals WHERE xid = ?`, xid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return txn.Global{}, fmt.Errorf("%w: %s", txn.ErrNotFound, xid)
+	}
+	if err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: get %s: %w", xid, err)
+	}
+	if g.Branches, err = s.branches(ctx, s.st, xid); err != nil {
+		return txn.Global{}, err
+	}
+	if !events {
+		return g, nil
+	}
+	rows, err := s.st.QueryContext(ctx, `SELECT branch, op, at, ms, result, error FROM txn_events WHERE xid = ? ORDER BY id`, xid)
+	if err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: get %s: %w", xid, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e txn.Event
+		if err := rows.Scan(&e.Branch, &e.Op, &e.At, &e.Ms, &e.Result, &e.Error); err != nil {
+			return txn.Global{}, err
+		}
+		g.Events = append(g.Events, e)
+	}
+	return g, rows.Err()
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+func (s *Server) branches(ctx context.Context, q querier, xid string) ([]txn.Branch, error) {
+	rows, err := q.QueryContext(ctx, `SELECT branch, step, done, attempts FROM txn_branches WHERE xid = ? ORDER BY branch`, xid)
+	if err != nil {
+		return nil, fmt.Errorf("txn/server: branches of %s: %w", xid, err)
+	}
+	defer rows.Close()
+	var out []txn.Branch
+	for rows.Next() {
+		var b txn.Branch
+		var step, done string
+		if err := rows.Scan(&b.ID, &step, &done, &b.Attempts); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(step), &b.Step); err != nil {
+			return nil, fmt.Errorf("txn/server: %s branch %d: %w", xid, b.ID, err)
+		}
+		for _, d := range strings.Split(done, ",") {
+			if d != "" {
+				b.Done = append(b.Done, txn.Op(d))
+			}
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// List returns a page of transactions, newest first.
+func (s *Server) List(ctx context.Context, req txn.ListRequest) (txn.ListReply, error) {
+	limit := req.Limit
+	if limit <= 0 || limit > 500 {
+		limit = 100
+	}
+	q := `SELECT ` + globalCols + ` FROM txn_globals WHERE 1 = 1`
+	var args []any
+	if req.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, req.Status)
+	}
+	if req.Mode != "" {
+		q += ` AND mode = ?`
+		args = append(args, req.Mode)
+	}
+	if req.App != "" {
+		q += ` AND app = ?`
+		args = append(args, req.App)
+	}
+	if req.Cursor != "" {
+		var at int64
+		if err := s.st.QueryRowContext(ctx, `SELECT created_at FROM txn_globals WHERE xid = ?`, req.Cursor).Scan(&at); err != nil {
+			return txn.ListReply{}, fmt.Errorf("%w: cursor %q: no such transaction", txn.ErrBadRequest, req.Cursor)
+		}
+		q += ` AND (created_at < ? OR (created_at = ? AND xid < ?))`
+		args = append(args, at, at, req.Cursor)
+	}
+	q += fmt.Sprintf(` ORDER BY created_at DESC, xid DESC LIMIT %d`, limit+1)
+	rows, err := s.st.QueryContext(ctx, q, args...)
+	if err != nil {
+		return txn.ListReply{}, fmt.Errorf("txn/server: list: %w", err)
+	}
+	defer rows.Close()
+	var out txn.ListReply
+	for rows.Next() {
+		g, err := scanGlobal(rows)
+		if err != nil {
+			return txn.ListReply{}, err
+		}
+		out.Items = append(out.Items, g)
+	}
+	if err := rows.Err(); err != nil {
+		return txn.ListReply{}, err
+	}
+	if len(out.Items) > limit {
+		out.Items = out.Items[:limit]
+		out.Next = out.Items[limit-1].XID
+	}
+	return out, nil
+}

@@ -1,0 +1,242 @@
+package server_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/server/servertest"
+	"github.com/tangram-dev/tangram/txn"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fast are options that retry quickly (tests wait for retries).
+var fast = txn.Options{RetryMs: 20, RetryMaxMs: 100, BranchTimeoutMs: 5000}
+
+func setup(t *testing.T) (*txn.Client, *bank, *bank) {
+	t.Helper()
+	h := servertest.Start(t)
+	c, err := txn.Dial(context.Background(), txn.Config{Servers: []string{h.Srv.RPCAddr()}, Token: h.Token, App: "bank"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	a := newBank(t, "a", store.Postgres)
+	b := newBank(t, "b", store.MySQL)
+	a.open(t, "alice", 100)
+	b.open(t, "bob", 10)
+	return c, a, b
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// conserved checks that alice (bank a) and bob (bank b) hold 110 between
+// them, and that nothing is left frozen or incoming once the transaction
+// ended.
+func conserved(t *testing.T, a, b *bank) {
+	t.Helper()
+	aa, bb := a.account(t, "alice"), b.account(t, "bob")
+	if sum := aa.balance + aa.frozen + bb.balance; sum != 110 {
+		t.Fatalf("money not conserved: alice %+v bob %+v (sum %d)", aa, bb, sum)
+	}
+	if aa.frozen != 0 || bb.incoming != 0 {
+		t.Fatalf("left in flight: alice %+v bob %+v", aa, bb)
+	}
+}
+
+func TestSagaTransferAcrossPostgresAndMariaDB(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	g, err := c.NewSaga(fast).
+		Add(a.url("/saga/debit"), a.url("/saga/debit-undo"), transfer{"alice", 30}).
+		Add(b.url("/saga/credit"), b.url("/saga/credit-undo"), transfer{"bob", 30}).
+		Submit(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Status != txn.StatusCommitted {
+		t.Fatalf("status %s (%s)", g.Status, g.Reason)
+	}
+	if a.account(t, "alice").balance != 70 || b.account(t, "bob").balance != 40 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+	conserved(t, a, b)
+	full, err := c.Get(ctx, g.XID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Events) != 2 || full.Events[0].Op != txn.OpAction || full.Events[1].Result != "ok" {
+		t.Fatalf("timeline: %+v", full.Events)
+	}
+}
+
+// A later step's business failure compensates the earlier ones, in
+// reverse; the failed step's own compensation is an empty rollback.
+func TestSagaFailureCompensates(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	g, err := c.NewSaga(fast).
+		Add(a.url("/saga/debit"), a.url("/saga/debit-undo"), transfer{"alice", 30}).
+		Add(b.url("/saga/credit"), b.url("/saga/credit-undo"), transfer{"nobody", 30}).
+		Submit(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Status != txn.StatusAborted {
+		t.Fatalf("status %s (%s)", g.Status, g.Reason)
+	}
+	if a.account(t, "alice").balance != 100 || b.account(t, "bob").balance != 10 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+	conserved(t, a, b)
+}
+
+// Transient errors are retried with backoff until they pass; a branch
+// that keeps failing parks the transaction as failed with an alarm, and
+// Retry resumes it once the participant is back.
+func TestRetryThenParkThenResume(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	b.errs.Store(2)
+	g, err := c.NewSaga(fast).
+		Add(a.url("/saga/debit"), a.url("/saga/debit-undo"), transfer{"alice", 10}).
+		Add(b.url("/saga/credit"), b.url("/saga/credit-undo"), transfer{"bob", 10}).
+		Submit(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 15*time.Second, "the saga committed after two outages", func() bool {
+		x, err := c.Get(ctx, g.XID)
+		return err == nil && x.Status == txn.StatusCommitted
+	})
+	if n := b.calls.Load(); n != 3 {
+		t.Fatalf("bank b called %d times, want 3 (two outages, one success)", n)
+	}
+	conserved(t, a, b)
+
+	opts := fast
+	opts.MaxAttempts = 3
+	b.errs.Store(1 << 40) // down for good
+	g, err = c.NewSaga(opts).
+		Add(a.url("/saga/debit"), a.url("/saga/debit-undo"), transfer{"alice", 5}).
+		Add(b.url("/saga/credit"), b.url("/saga/credit-undo"), transfer{"bob", 5}).
+		Submit(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 15*time.Second, "the saga parked as failed", func() bool {
+		x, err := c.Get(ctx, g.XID)
+		return err == nil && x.Status == txn.StatusFailed
+	})
+	x, _ := c.Get(ctx, g.XID)
+	if x.Branches[1].Attempts != 3 || x.NextAt != 0 {
+		t.Fatalf("parked: %+v", x)
+	}
+	b.errs.Store(0)
+	if x, err = c.Retry(ctx, g.XID, true); err != nil || x.Status != txn.StatusCommitted {
+		t.Fatalf("retry: %+v %v", x, err)
+	}
+	if a.account(t, "alice").balance != 85 || b.account(t, "bob").balance != 25 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+}
+
+func TestTCCTransferCommitAndCancel(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	g, err := c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.TCC) error {
+		if err := x.Branch(ctx, a.url("/tcc/debit-try"), a.url("/tcc/debit-confirm"), a.url("/tcc/debit-cancel"), transfer{"alice", 40}); err != nil {
+			return err
+		}
+		if got := a.account(t, "alice"); got.frozen != 40 || got.balance != 60 {
+			t.Errorf("after try: %+v", got)
+		}
+		return x.Branch(ctx, b.url("/tcc/credit-try"), b.url("/tcc/credit-confirm"), b.url("/tcc/credit-cancel"), transfer{"bob", 40})
+	})
+	if err != nil || g.Status != txn.StatusCommitted {
+		t.Fatalf("commit: %+v %v", g, err)
+	}
+	if a.account(t, "alice").balance != 60 || b.account(t, "bob").balance != 50 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+	conserved(t, a, b)
+
+	// The second Try fails (no such account): both branches are cancelled
+	// — the first returns its frozen money, the second is an empty rollback.
+	var xid string
+	_, err = c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.TCC) error {
+		xid = x.XID()
+		if err := x.Branch(ctx, a.url("/tcc/debit-try"), a.url("/tcc/debit-confirm"), a.url("/tcc/debit-cancel"), transfer{"alice", 20}); err != nil {
+			return err
+		}
+		return x.Branch(ctx, b.url("/tcc/credit-try"), b.url("/tcc/credit-confirm"), b.url("/tcc/credit-cancel"), transfer{"nobody", 20})
+	})
+	if !errors.Is(err, txn.ErrFailure) {
+		t.Fatalf("want the Try's failure, got %v", err)
+	}
+	wait.For(t, 15*time.Second, "the cancels ran", func() bool {
+		x, err := c.Get(ctx, xid)
+		return err == nil && x.Status == txn.StatusAborted
+	})
+	if a.account(t, "alice").balance != 60 {
+		t.Fatalf("alice after cancel: %+v", a.account(t, "alice"))
+	}
+	conserved(t, a, b)
+}
+
+// A Cancel that arrives before its Try (the Try was lost or is late) is an
+// empty rollback; the late Try is then refused (no suspension), and a
+// duplicate Confirm or Cancel changes nothing.
+func TestBarrierEmptyRollbackSuspensionAndDuplicates(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	var xid string
+	_, err := c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.TCC) error {
+		xid = x.XID()
+		// Register a branch whose Try never arrives (as if lost).
+		return errors.New("initiator gave up before the try")
+	})
+	if err == nil {
+		t.Fatal("want the initiator's error")
+	}
+	bi := txn.BranchInfo{XID: xid, Branch: "0", Op: txn.OpCancel, Mode: txn.ModeTCC}
+	ran := false
+	if err := a.bar.Call(ctx, bi, func(*sql.Tx) error { ran = true; return nil }); err != nil || ran {
+		t.Fatalf("empty rollback: ran %v err %v", ran, err)
+	}
+	bi.Op = txn.OpTry
+	if err := a.bar.Call(ctx, bi, func(*sql.Tx) error { ran = true; return nil }); !errors.Is(err, txn.ErrSuspended) || ran {
+		t.Fatalf("late try: ran %v err %v", ran, err)
+	}
+	// Duplicates: the first Confirm runs, the second does not.
+	bi = txn.BranchInfo{XID: "dup-1", Branch: "0", Op: txn.OpTry}
+	count := 0
+	for _, op := range []txn.Op{txn.OpTry, txn.OpTry, txn.OpConfirm, txn.OpConfirm} {
+		bi.Op = op
+		if err := b.bar.Call(ctx, bi, func(*sql.Tx) error { count++; return nil }); err != nil {
+			t.Fatal(op, err)
+		}
+	}
+	if count != 2 {
+		t.Fatalf("ran %d times, want 2 (one try, one confirm)", count)
+	}
+	// A failed operation rolls its barrier row back: it may run again.
+	bi = txn.BranchInfo{XID: "dup-2", Branch: "0", Op: txn.OpAction}
+	if err := b.bar.Call(ctx, bi, func(*sql.Tx) error { return errors.New("boom") }); err == nil {
+		t.Fatal("want the error")
+	}
+	if err := b.bar.Call(ctx, bi, func(*sql.Tx) error { count++; return nil }); err != nil || count != 3 {
+		t.Fatalf("rerun after failure: %v %d", err, count)
+	}
+}
