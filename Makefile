@@ -1,6 +1,6 @@
 # Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
 GO ?= go
-RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/... ./kv/... ./lock/... ./idgen/... ./cache/...
+RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/... ./kv/... ./lock/... ./idgen/... ./cache/... ./txn/...
 
 .PHONY: run build test test-short lint bench services fuzz robustness tour
 
@@ -22,8 +22,8 @@ test: services
 	  "vet" "$(GO) vet ./... && $(GO) vet ./bench/..." \
 	  "unit and integration tests" "$(GO) test -count=1 -timeout 15m ./... ./bench/internal/... && KV_TEST_IOLOOPS=-1 $(GO) test -count=1 ./kv/server/" \
 	  "race detector" "$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)" \
-	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./lock/server/ ./idgen/server/ ./cmd/..." \
-	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./lock/server/ ./idgen/server/ ./cmd/..."
+	  "API suites on PostgreSQL" "TANGRAM_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./lock/server/ ./idgen/server/ ./txn/server/ ./cmd/..." \
+	  "API suites on MariaDB" "TANGRAM_TEST_STORE=mysql $(GO) test -count=1 -timeout 15m ./config/... ./job/... ./lock/server/ ./idgen/server/ ./txn/server/ ./cmd/..."
 
 # The README's tour, every command as written, against a fresh copy of the
 # repository (make test runs it too).

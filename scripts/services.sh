@@ -36,6 +36,19 @@ fi
 if up 5432 && command -v psql >/dev/null; then
   psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 \
     || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE test" >/dev/null 2>&1 || true
+  # XA branches on PostgreSQL (PREPARE TRANSACTION) need prepared
+  # transactions, off (0) by default; the setting takes a restart.
+  if [ "$(psql -h 127.0.0.1 -U postgres -tAc 'SHOW max_prepared_transactions' 2>/dev/null)" = "0" ]; then
+    psql -h 127.0.0.1 -U postgres -qc "ALTER SYSTEM SET max_prepared_transactions = 64" >/dev/null 2>&1
+    ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+    if [ -n "$ver" ]; then
+      log "restarting PostgreSQL to enable prepared transactions"
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main restart >/dev/null 2>&1 || log "PostgreSQL: restart failed; set max_prepared_transactions > 0 yourself"
+      wait_up 5432 || log "PostgreSQL did not come back on 5432"
+    else
+      log "PostgreSQL: set max_prepared_transactions > 0 and restart it (XA tests need it)"
+    fi
+  fi
 fi
 
 # MariaDB

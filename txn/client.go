@@ -189,36 +189,50 @@ func (s *Saga) Submit(ctx context.Context, wait bool) (Global, error) {
 	return *g, nil
 }
 
-// TCC is a TCC transaction in progress: Branch registers a branch and
-// calls its Try.
-type TCC struct {
-	c   *Client
-	xid string
+// Txn is a TCC or XA transaction in progress: Branch (TCC) or XABranch
+// registers a branch and calls its Try.
+type Txn struct {
+	c    *Client
+	xid  string
+	mode Mode
 }
 
 // XID is the transaction's ID.
-func (t *TCC) XID() string { return t.xid }
+func (t *Txn) XID() string { return t.xid }
 
 // TCC runs fn inside a new TCC transaction. fn calls t.Branch for each
 // participant; when fn returns nil the transaction is submitted (every
 // branch confirmed), when it returns an error it is aborted (every
 // registered branch cancelled) and that error is returned. With wait the
 // call returns when phase two has ended.
-func (c *Client) TCC(ctx context.Context, opts Options, wait bool, fn func(ctx context.Context, t *TCC) error) (Global, error) {
-	g, err := rpc.Call[Global](ctx, c.rpc, MethodBegin, &BeginRequest{Mode: ModeTCC, App: c.cfg.App, Options: opts})
+func (c *Client) TCC(ctx context.Context, opts Options, wait bool, fn func(ctx context.Context, t *Txn) error) (Global, error) {
+	return c.run(ctx, ModeTCC, opts, wait, fn)
+}
+
+// XA runs fn inside a new XA transaction: fn calls t.XABranch for each
+// participant, whose Try runs its statements in an XA branch of its
+// database and prepares it. When fn returns nil every branch is committed,
+// else every registered branch is rolled back and fn's error returned.
+// With wait, a committed status means every branch committed.
+func (c *Client) XA(ctx context.Context, opts Options, wait bool, fn func(ctx context.Context, t *Txn) error) (Global, error) {
+	return c.run(ctx, ModeXA, opts, wait, fn)
+}
+
+func (c *Client) run(ctx context.Context, mode Mode, opts Options, wait bool, fn func(ctx context.Context, t *Txn) error) (Global, error) {
+	g, err := rpc.Call[Global](ctx, c.rpc, MethodBegin, &BeginRequest{Mode: mode, App: c.cfg.App, Options: opts})
 	if err != nil {
 		return Global{}, fmt.Errorf("txn: begin: %w", err)
 	}
-	t := &TCC{c: c, xid: g.XID}
+	t := &Txn{c: c, xid: g.XID, mode: mode}
 	if ferr := fn(rpc.WithOutgoing(ctx, rpc.MetaXID, g.XID), t); ferr != nil {
 		actx := context.WithoutCancel(ctx)
 		if _, err := c.Abort(actx, g.XID, ferr.Error(), false); err != nil {
 			// The coordinator aborts it at its timeout anyway.
 			c.cfg.Logger.Warn("txn: abort after a failed try", "xid", g.XID, "err", err)
 		}
-		return Global{XID: g.XID, Mode: ModeTCC, Status: StatusAborting, Reason: ferr.Error()}, ferr
+		return Global{XID: g.XID, Mode: mode, Status: StatusAborting, Reason: ferr.Error()}, ferr
 	}
-	out, err := rpc.Call[Global](ctx, c.rpc, MethodSubmit, &SubmitRequest{XID: g.XID, Mode: ModeTCC, Wait: wait, WaitMs: waitMs(ctx)})
+	out, err := rpc.Call[Global](ctx, c.rpc, MethodSubmit, &SubmitRequest{XID: g.XID, Mode: mode, Wait: wait, WaitMs: waitMs(ctx)})
 	if err != nil {
 		return Global{}, fmt.Errorf("txn: submit %s: %w", g.XID, err)
 	}
@@ -229,7 +243,24 @@ func (c *Client) TCC(ctx context.Context, opts Options, wait bool, fn func(ctx c
 // Try at try with payload. A Try answering 409 is a business failure
 // (ErrFailure); any error makes the caller's fn return it, so the
 // transaction is cancelled.
-func (t *TCC) Branch(ctx context.Context, try, confirm, cancel string, p any) error {
+func (t *Txn) Branch(ctx context.Context, try, confirm, cancel string, p any) error {
+	if t.mode != ModeTCC {
+		return fmt.Errorf("%w: Branch is for a TCC transaction; use XABranch", ErrBadRequest)
+	}
+	return t.branch(ctx, try, confirm, cancel, p)
+}
+
+// XABranch registers an XA branch served at url (one endpoint for the
+// Try, the commit and the rollback: XA.Serve) and calls its Try, which
+// prepares it.
+func (t *Txn) XABranch(ctx context.Context, url string, p any) error {
+	if t.mode != ModeXA {
+		return fmt.Errorf("%w: XABranch is for an XA transaction; use Branch", ErrBadRequest)
+	}
+	return t.branch(ctx, url, url, url, p)
+}
+
+func (t *Txn) branch(ctx context.Context, try, confirm, cancel string, p any) error {
 	if err := ValidTarget(try); err != nil {
 		return err
 	}
@@ -249,7 +280,7 @@ func (t *TCC) Branch(ctx context.Context, try, confirm, cancel string, p any) er
 	req.Header.Set(HeaderXID, t.xid)
 	req.Header.Set(HeaderBranch, strconv.Itoa(r.Branch))
 	req.Header.Set(HeaderOp, string(OpTry))
-	req.Header.Set(HeaderMode, string(ModeTCC))
+	req.Header.Set(HeaderMode, string(t.mode))
 	resp, err := t.c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("txn: try branch %d of %s: %w", r.Branch, t.xid, err)

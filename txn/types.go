@@ -40,10 +40,19 @@ const (
 	// ModeTCC: the initiator calls each branch's Try itself; the
 	// coordinator then calls every Confirm, or every Cancel.
 	ModeTCC Mode = "tcc"
+	// ModeXA: each branch is an XA transaction of its database, prepared
+	// by the initiator's call and committed or rolled back by the
+	// coordinator (XA on MariaDB/MySQL, prepared transactions on
+	// PostgreSQL).
+	ModeXA Mode = "xa"
 )
 
 // Valid reports whether m is a known mode.
-func (m Mode) Valid() bool { return m == ModeSaga || m == ModeTCC }
+func (m Mode) Valid() bool { return m == ModeSaga || m == ModeTCC || m == ModeXA }
+
+// Prepared reports whether m's transactions are begun, then have branches
+// registered (TCC, XA), rather than submitted whole (saga).
+func (m Mode) Prepared() bool { return m == ModeTCC || m == ModeXA }
 
 // Status is a global transaction's state.
 type Status string
@@ -222,10 +231,13 @@ type ListReply struct {
 
 // Global is a global transaction.
 type Global struct {
-	XID     string  `json:"xid"`
-	Mode    Mode    `json:"mode"`
-	App     string  `json:"app"`
-	Status  Status  `json:"status"`
+	XID    string `json:"xid"`
+	Mode   Mode   `json:"mode"`
+	App    string `json:"app"`
+	Status Status `json:"status"`
+	// Phase is the decision once made: "commit" or "abort" ("" while
+	// prepared). A failed (parked) transaction resumes in it.
+	Phase   string  `json:"phase,omitempty"`
 	Options Options `json:"options"`
 	// Reason says why it is aborting, aborted or failed.
 	Reason string `json:"reason,omitempty"`

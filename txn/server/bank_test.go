@@ -26,6 +26,7 @@ type bank struct {
 	db   *sql.DB
 	pg   bool
 	bar  *txn.Barrier
+	xa   *txn.XA
 	srv  *httptest.Server
 
 	// fault injection: the next errs calls of an operation answer 500.
@@ -132,6 +133,39 @@ func newBank(t *testing.T, name string, d store.Dialect) *bank {
 		_, err := exec(tx, `UPDATE accounts SET incoming = incoming - ? WHERE id = ?`, tr.Amount, tr.Account)
 		return err
 	})
+	// XA: one endpoint per branch kind; Try runs the statement in an XA
+	// branch and prepares it, the coordinator commits or rolls it back.
+	b.xa = &txn.XA{DB: b.db}
+	xaOp := func(path, stmt string, failIfNone string) {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			b.calls.Add(1)
+			bi, err := txn.BranchFromRequest(r)
+			if err == nil && bi.Op != txn.OpTry && b.errs.Load() > 0 && b.errs.Add(-1) >= 0 {
+				http.Error(w, "injected outage", http.StatusInternalServerError)
+				return
+			}
+			var tr transfer
+			if err == nil {
+				err = json.NewDecoder(r.Body).Decode(&tr)
+			}
+			if err != nil {
+				txn.WriteResult(w, fmt.Errorf("%w: %v", txn.ErrBadRequest, err))
+				return
+			}
+			txn.WriteResult(w, b.xa.Serve(r.Context(), bi, func(ctx context.Context, conn *sql.Conn) error {
+				res, err := conn.ExecContext(ctx, b.q(stmt), tr.Amount, tr.Account, tr.Amount)
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					return fmt.Errorf("%w: %s: %s", txn.ErrFailure, tr.Account, failIfNone)
+				}
+				return nil
+			}))
+		})
+	}
+	xaOp("/xa/debit", `UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?`, "insufficient funds")
+	xaOp("/xa/credit", `UPDATE accounts SET balance = balance + ? WHERE id = ? AND ? > 0`, "no such account")
 	b.srv = httptest.NewServer(mux)
 	t.Cleanup(b.srv.Close)
 	return b

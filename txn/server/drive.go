@@ -170,7 +170,7 @@ type outcome struct {
 func (d *driver) forward(ctx context.Context) error {
 	g := d.g
 	switch {
-	case g.Mode == txn.ModeTCC:
+	case g.Mode.Prepared():
 		var todo []int
 		for i, b := range g.Branches {
 			if !b.Has(txn.OpConfirm) {
@@ -234,7 +234,7 @@ func (d *driver) afterDone(b txn.Branch) bool {
 
 func (d *driver) backward(ctx context.Context) error {
 	g := d.g
-	if g.Mode == txn.ModeTCC {
+	if g.Mode.Prepared() {
 		var todo []int
 		for i, b := range g.Branches {
 			if !b.Has(txn.OpCancel) {
@@ -367,18 +367,26 @@ func (d *driver) event(ctx context.Context, branch int, op txn.Op, start time.Ti
 }
 
 // fenced runs fn in a transaction that first checks, and renews, this
-// driver's claim: the UPDATE holds the row until commit, so a concurrent
-// claim waits for it and a stale driver's write is refused.
+// driver's claim: the row is locked until commit (FOR UPDATE; SQLite has
+// one writer), so a concurrent claim waits for it and a stale driver's
+// write is refused. (Not by an UPDATE's affected-row count: MySQL counts
+// the rows an UPDATE changed, and a renewal within the same millisecond
+// changes none.)
 func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) error) error {
 	return d.s.st.InTx(ctx, func(tx *store.Tx) error {
-		now := store.NowMillis()
-		res, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ? AND term = ? AND owner = ?`,
-			now+d.s.cfg.ClaimTTL.Milliseconds(), now, d.g.XID, d.term, d.s.holder)
+		var term int64
+		var owner string
+		err := tx.QueryRowContext(ctx, `SELECT term, owner FROM txn_globals WHERE xid = ?`+forUpdate(tx), d.g.XID).Scan(&term, &owner)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if term != d.term || owner != d.s.holder {
 			return errFenced
+		}
+		now := store.NowMillis()
+		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ?`,
+			now+d.s.cfg.ClaimTTL.Milliseconds(), now, d.g.XID); err != nil {
+			return err
 		}
 		return fn(tx, now)
 	})

@@ -250,7 +250,7 @@ func checkStep(mode txn.Mode, st txn.Step, n, i int) error {
 	switch mode {
 	case txn.ModeSaga:
 		need = []string{st.Action, st.Compensate}
-	case txn.ModeTCC:
+	case txn.ModeTCC, txn.ModeXA:
 		need = []string{st.Confirm, st.Cancel}
 	}
 	for _, t := range need {
@@ -269,8 +269,8 @@ func checkStep(mode txn.Mode, st txn.Step, n, i int) error {
 // Begin creates a prepared global transaction (TCC), to which branches
 // are registered before Submit or Abort.
 func (s *Server) Begin(ctx context.Context, req txn.BeginRequest) (txn.Global, error) {
-	if req.Mode != txn.ModeTCC {
-		return txn.Global{}, fmt.Errorf("%w: begin: mode %q: only tcc transactions are prepared first (a saga is submitted whole)", txn.ErrBadRequest, req.Mode)
+	if !req.Mode.Prepared() {
+		return txn.Global{}, fmt.Errorf("%w: begin: mode %q: only tcc and xa transactions are begun first (a saga is submitted whole)", txn.ErrBadRequest, req.Mode)
 	}
 	if req.XID == "" {
 		req.XID = NewXID()
@@ -423,8 +423,8 @@ func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, re
 
 // Abort rolls back: a prepared transaction (TCC: cancel its branches), or
 // a saga parked as failed while committing (its done actions are
-// compensated). A TCC transaction that was submitted cannot be aborted:
-// some branches may be confirmed.
+// compensated). A TCC or XA transaction that was submitted cannot be
+// aborted: some branches may be committed.
 func (s *Server) Abort(ctx context.Context, req txn.XIDRequest) (txn.Global, error) {
 	reason := req.Reason
 	if reason == "" {
@@ -561,12 +561,12 @@ func (s *Server) isDriving(xid string) bool {
 	return s.driving[xid]
 }
 
-const globalCols = `xid, mode, app, status, options, reason, created_at, updated_at, next_at`
+const globalCols = `xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at`
 
 func scanGlobal(r interface{ Scan(...any) error }) (txn.Global, error) {
 	var g txn.Global
 	var opts string
-	if err := r.Scan(&g.XID, &g.Mode, &g.App, &g.Status, &opts, &g.Reason, &g.CreatedAt, &g.UpdatedAt, &g.NextAt); err != nil {
+	if err := r.Scan(&g.XID, &g.Mode, &g.App, &g.Status, &g.Phase, &opts, &g.Reason, &g.CreatedAt, &g.UpdatedAt, &g.NextAt); err != nil {
 		return g, err
 	}
 	if err := json.Unmarshal([]byte(opts), &g.Options); err != nil {

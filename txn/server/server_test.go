@@ -155,7 +155,7 @@ func TestRetryThenParkThenResume(t *testing.T) {
 func TestTCCTransferCommitAndCancel(t *testing.T) {
 	c, a, b := setup(t)
 	ctx := ctxT(t)
-	g, err := c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.TCC) error {
+	g, err := c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
 		if err := x.Branch(ctx, a.url("/tcc/debit-try"), a.url("/tcc/debit-confirm"), a.url("/tcc/debit-cancel"), transfer{"alice", 40}); err != nil {
 			return err
 		}
@@ -175,7 +175,7 @@ func TestTCCTransferCommitAndCancel(t *testing.T) {
 	// The second Try fails (no such account): both branches are cancelled
 	// — the first returns its frozen money, the second is an empty rollback.
 	var xid string
-	_, err = c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.TCC) error {
+	_, err = c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
 		xid = x.XID()
 		if err := x.Branch(ctx, a.url("/tcc/debit-try"), a.url("/tcc/debit-confirm"), a.url("/tcc/debit-cancel"), transfer{"alice", 20}); err != nil {
 			return err
@@ -202,7 +202,7 @@ func TestBarrierEmptyRollbackSuspensionAndDuplicates(t *testing.T) {
 	c, a, b := setup(t)
 	ctx := ctxT(t)
 	var xid string
-	_, err := c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.TCC) error {
+	_, err := c.TCC(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
 		xid = x.XID()
 		// Register a branch whose Try never arrives (as if lost).
 		return errors.New("initiator gave up before the try")

@@ -1,0 +1,135 @@
+package server_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/txn"
+)
+
+// noneInDoubt checks that neither bank holds a prepared branch.
+func noneInDoubt(t *testing.T, banks ...*bank) {
+	t.Helper()
+	for _, b := range banks {
+		ps, err := b.xa.Recover(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) != 0 {
+			t.Fatalf("bank %s: prepared branches left: %+v", b.name, ps)
+		}
+	}
+}
+
+// An XA transfer between PostgreSQL and MariaDB: reported committed only
+// once both branches committed; a failed Try rolls every branch back.
+func TestXATransferCommitAndRollback(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	g, err := c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
+		if err := x.XABranch(ctx, a.url("/xa/debit"), transfer{"alice", 25}); err != nil {
+			return err
+		}
+		if ps, _ := a.xa.Recover(ctx); len(ps) != 1 || ps[0].XID != x.XID() {
+			t.Errorf("after the try: prepared %+v", ps)
+		}
+		return x.XABranch(ctx, b.url("/xa/credit"), transfer{"bob", 25})
+	})
+	if err != nil || g.Status != txn.StatusCommitted {
+		t.Fatalf("commit: %+v %v", g, err)
+	}
+	if a.account(t, "alice").balance != 75 || b.account(t, "bob").balance != 35 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+	noneInDoubt(t, a, b)
+	conserved(t, a, b)
+
+	var xid string
+	_, err = c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
+		xid = x.XID()
+		if err := x.XABranch(ctx, a.url("/xa/debit"), transfer{"alice", 5}); err != nil {
+			return err
+		}
+		return x.XABranch(ctx, b.url("/xa/credit"), transfer{"nobody", 5})
+	})
+	if !errors.Is(err, txn.ErrFailure) {
+		t.Fatalf("want the Try's failure, got %v", err)
+	}
+	wait.For(t, 15*time.Second, "the rollbacks ran", func() bool {
+		x, err := c.Get(ctx, xid)
+		return err == nil && x.Status == txn.StatusAborted
+	})
+	noneInDoubt(t, a, b)
+	if a.account(t, "alice").balance != 75 {
+		t.Fatalf("alice after rollback: %+v", a.account(t, "alice"))
+	}
+	conserved(t, a, b)
+}
+
+// A branch left prepared because its participant was down for the whole
+// phase two (the transaction parked as failed) is in doubt; Resolve
+// commits it by the coordinator's decision, and the coordinator's retry
+// then finds it committed. A rollback before the Try refuses the late Try.
+func TestXAInDoubtResolvedAndLateTryRefused(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	opts := fast
+	opts.MaxAttempts = 2
+	a.errs.Store(1 << 40) // bank a's phase two is down
+	g, err := c.XA(ctx, opts, true, func(ctx context.Context, x *txn.Txn) error {
+		if err := x.XABranch(ctx, a.url("/xa/debit"), transfer{"alice", 10}); err != nil {
+			return err
+		}
+		return x.XABranch(ctx, b.url("/xa/credit"), transfer{"bob", 10})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 15*time.Second, "the transaction parked", func() bool {
+		x, err := c.Get(ctx, g.XID)
+		g = x
+		return err == nil && x.Status == txn.StatusFailed
+	})
+	if g.Phase != "commit" {
+		t.Fatalf("parked in phase %q", g.Phase)
+	}
+	ps, err := a.xa.Recover(ctx)
+	if err != nil || len(ps) != 1 || ps[0].XID != g.XID {
+		t.Fatalf("in doubt at bank a: %+v %v", ps, err)
+	}
+	committed, rolledBack, err := a.xa.Resolve(ctx, c)
+	if err != nil || committed != 1 || rolledBack != 0 {
+		t.Fatalf("resolve: %d committed %d rolled back, %v", committed, rolledBack, err)
+	}
+	a.errs.Store(0)
+	if g, err = c.Retry(ctx, g.XID, true); err != nil || g.Status != txn.StatusCommitted {
+		t.Fatalf("retry: %+v %v", g, err)
+	}
+	noneInDoubt(t, a, b)
+	if a.account(t, "alice").balance != 90 || b.account(t, "bob").balance != 20 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+
+	// The rollback comes first; the Try that arrives later is refused and
+	// leaves nothing prepared.
+	for _, bk := range []*bank{a, b} {
+		bi := txn.BranchInfo{XID: "late-" + bk.name, Branch: "0", Op: txn.OpCancel, Mode: txn.ModeXA}
+		if err := bk.xa.Rollback(ctx, bi); err != nil {
+			t.Fatal(err)
+		}
+		bi.Op = txn.OpTry
+		err := bk.xa.Try(ctx, bi, func(ctx context.Context, conn *sql.Conn) error {
+			_, err := conn.ExecContext(ctx, bk.q(`UPDATE accounts SET balance = balance + 1000 WHERE id = ?`), "alice")
+			return err
+		})
+		if !errors.Is(err, txn.ErrSuspended) {
+			t.Fatalf("bank %s: late try: %v", bk.name, err)
+		}
+	}
+	noneInDoubt(t, a, b)
+	conserved(t, a, b)
+}

@@ -1,0 +1,318 @@
+package txn
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// XA runs branches as XA transactions of the participant's database —
+// MariaDB/MySQL (XA START … XA END, XA PREPARE, XA COMMIT or ROLLBACK) or
+// PostgreSQL (BEGIN … PREPARE TRANSACTION, COMMIT or ROLLBACK PREPARED) —
+// so that the branch's work is durable but undecided until the
+// coordinator decides. A branch's Try is its local work and the prepare;
+// Confirm commits the prepared branch, Cancel rolls it back.
+//
+// The barrier table guards the Try: the Try inserts its row inside the XA
+// branch and a Cancel that finds no prepared branch inserts it, so a Try
+// arriving after its Cancel fails (ErrSuspended) instead of leaving a
+// prepared branch — and its locks — behind.
+type XA struct {
+	DB *sql.DB
+	// Dialect is "mysql" or "postgres"; "" detects it from the driver.
+	Dialect string
+	// Table is the barrier table (default "tangram_barrier").
+	Table string
+}
+
+func (x *XA) barrier() *Barrier { return &Barrier{DB: x.DB, Dialect: x.Dialect, Table: x.Table} }
+
+func (x *XA) dialect() (string, error) {
+	d, err := x.barrier().dialect()
+	if err == nil && d != "mysql" && d != "postgres" {
+		err = fmt.Errorf("txn: XA needs MariaDB/MySQL or PostgreSQL, not %s", d)
+	}
+	return d, err
+}
+
+// Init creates the barrier table if it does not exist.
+func (x *XA) Init(ctx context.Context) error { return x.barrier().Init(ctx) }
+
+// xaID names the database's XA branch for bi: MariaDB's gtrid and bqual,
+// or PostgreSQL's transaction identifier.
+func xaID(d string, bi BranchInfo) (string, error) {
+	if err := ValidXID(bi.XID); err != nil {
+		return "", err
+	}
+	if bi.Branch == "" || len(bi.Branch) > 32 || strings.IndexFunc(bi.Branch, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') }) >= 0 {
+		return "", fmt.Errorf("%w: XA branch %q: want 1-32 letters and digits", ErrBadRequest, bi.Branch)
+	}
+	if d == "postgres" {
+		return "'tangram:" + bi.XID + ":" + bi.Branch + "'", nil
+	}
+	return "'" + bi.XID + "','" + bi.Branch + "'", nil
+}
+
+// Serve runs the operation bi asks for: Try runs fn in a new XA branch and
+// prepares it, Confirm commits it, Cancel rolls it back. A participant's
+// single XA endpoint calls it and answers with WriteResult.
+func (x *XA) Serve(ctx context.Context, bi BranchInfo, fn func(ctx context.Context, conn *sql.Conn) error) error {
+	switch bi.Op {
+	case OpTry:
+		return x.Try(ctx, bi, fn)
+	case OpConfirm:
+		return x.Commit(ctx, bi)
+	case OpCancel:
+		return x.Rollback(ctx, bi)
+	}
+	return fmt.Errorf("%w: XA branch: operation %q", ErrBadRequest, bi.Op)
+}
+
+// Try runs fn — the branch's statements, on conn — in a new XA branch
+// and prepares it. fn's error rolls the branch back and is returned (a
+// business failure should be ErrFailure, so the transaction aborts). A
+// Try repeated while its branch is prepared does nothing.
+func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context, conn *sql.Conn) error) (err error) {
+	d, err := x.dialect()
+	if err != nil {
+		return err
+	}
+	id, err := xaID(d, bi)
+	if err != nil {
+		return err
+	}
+	prepared, err := x.isPrepared(ctx, d, bi)
+	if err != nil {
+		return err
+	}
+	if prepared {
+		return nil // a repeated Try
+	}
+	conn, err := x.DB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("txn: XA try: %w", err)
+	}
+	defer conn.Close()
+	start, end, prepare, rollback := "XA START "+id, "XA END "+id, "XA PREPARE "+id, "XA ROLLBACK "+id
+	if d == "postgres" {
+		start, end, prepare, rollback = "BEGIN", "", "PREPARE TRANSACTION "+id, "ROLLBACK"
+	}
+	// The branch's statements run on conn alone; once it is started, any
+	// way out but the prepare rolls it back on the same connection.
+	bg := context.WithoutCancel(ctx)
+	if _, err := conn.ExecContext(ctx, start); err != nil {
+		return fmt.Errorf("txn: XA try %s: start: %w", id, err)
+	}
+	undo := func() {
+		if end != "" {
+			_, _ = conn.ExecContext(bg, end)
+		}
+		if _, rerr := conn.ExecContext(bg, rollback); rerr != nil {
+			// The connection is in an unknown state: do not pool it.
+			_ = conn.Raw(func(any) error { return errors.New("discard") })
+		}
+	}
+	b := x.barrier()
+	ins := `INSERT INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
+	if d == "postgres" {
+		ins = `INSERT INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES ($1, $2, $3, $4, $5)`
+	}
+	if _, err := conn.ExecContext(ctx, ins, bi.XID, bi.Branch, string(OpTry), string(OpTry), time.Now().UnixMilli()); err != nil {
+		undo()
+		if isDuplicate(err) {
+			return x.triedBefore(ctx, d, bi)
+		}
+		return fmt.Errorf("txn: XA try %s: barrier: %w", id, err)
+	}
+	if err := fn(ctx, conn); err != nil {
+		undo()
+		return err
+	}
+	if end != "" {
+		if _, err := conn.ExecContext(ctx, end); err != nil {
+			undo()
+			return fmt.Errorf("txn: XA try %s: end: %w", id, err)
+		}
+	}
+	if _, err := conn.ExecContext(bg, prepare); err != nil {
+		undo()
+		return fmt.Errorf("txn: XA try %s: prepare: %w", id, err)
+	}
+	return nil
+}
+
+// triedBefore explains a Try whose barrier row exists: its Cancel came
+// first (ErrSuspended), or it committed before (nil).
+func (x *XA) triedBefore(ctx context.Context, d string, bi BranchInfo) error {
+	b := x.barrier()
+	q := `SELECT reason FROM ` + b.table() + ` WHERE xid = ? AND branch = ? AND op = ?`
+	if d == "postgres" {
+		q = `SELECT reason FROM ` + b.table() + ` WHERE xid = $1 AND branch = $2 AND op = $3`
+	}
+	var reason string
+	if err := x.DB.QueryRowContext(ctx, q, bi.XID, bi.Branch, string(OpTry)).Scan(&reason); err != nil {
+		return fmt.Errorf("txn: XA try %s/%s: barrier: %w", bi.XID, bi.Branch, err)
+	}
+	if Op(reason) != OpTry {
+		return fmt.Errorf("%w: %s branch %s (its %s came first)", ErrSuspended, bi.XID, bi.Branch, reason)
+	}
+	return nil
+}
+
+func isDuplicate(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Error 1062") || strings.Contains(s, "23505") || strings.Contains(s, "UNIQUE constraint")
+}
+
+// isUnknown: the database has no prepared branch of that name.
+func isUnknown(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "XAER_NOTA") || strings.Contains(s, "Error 1397") || strings.Contains(s, "42704")
+}
+
+func (x *XA) isPrepared(ctx context.Context, d string, bi BranchInfo) (bool, error) {
+	ps, err := x.Recover(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range ps {
+		if p.XID == bi.XID && p.Branch == bi.Branch {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Commit commits the branch's prepared XA transaction. One already
+// committed (nothing prepared under its name) is not an error: Confirm is
+// repeated safely.
+func (x *XA) Commit(ctx context.Context, bi BranchInfo) error {
+	d, err := x.dialect()
+	if err != nil {
+		return err
+	}
+	id, err := xaID(d, bi)
+	if err != nil {
+		return err
+	}
+	q := "XA COMMIT " + id
+	if d == "postgres" {
+		q = "COMMIT PREPARED " + id
+	}
+	if _, err := x.DB.ExecContext(ctx, q); err != nil && !isUnknown(err) {
+		return fmt.Errorf("txn: XA commit %s: %w", id, err)
+	}
+	return nil
+}
+
+// Rollback rolls the branch's prepared XA transaction back, and marks
+// its Try as cancelled so a late one is refused. Nothing prepared (the Try
+// failed, never came, or this is a repeat) is not an error.
+func (x *XA) Rollback(ctx context.Context, bi BranchInfo) error {
+	d, err := x.dialect()
+	if err != nil {
+		return err
+	}
+	id, err := xaID(d, bi)
+	if err != nil {
+		return err
+	}
+	q := "XA ROLLBACK " + id
+	if d == "postgres" {
+		q = "ROLLBACK PREPARED " + id
+	}
+	if _, err := x.DB.ExecContext(ctx, q); err != nil && !isUnknown(err) {
+		return fmt.Errorf("txn: XA rollback %s: %w", id, err)
+	}
+	// The barrier row says the Try is cancelled: a Try in flight that
+	// prepares after this waits on the row, then fails on it.
+	cancel := bi
+	cancel.Op = OpCancel
+	return x.barrier().Call(ctx, cancel, func(*sql.Tx) error { return nil })
+}
+
+// Recover lists the branches of Tangram transactions prepared in this
+// database and not yet committed or rolled back — after a crash, the
+// in-doubt ones. Resolve settles them with the coordinator's decision.
+func (x *XA) Recover(ctx context.Context) ([]BranchInfo, error) {
+	d, err := x.dialect()
+	if err != nil {
+		return nil, err
+	}
+	var out []BranchInfo
+	if d == "postgres" {
+		rows, err := x.DB.QueryContext(ctx, `SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'tangram:%'`)
+		if err != nil {
+			return nil, fmt.Errorf("txn: XA recover: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var gid string
+			if err := rows.Scan(&gid); err != nil {
+				return nil, err
+			}
+			parts := strings.Split(gid, ":")
+			if len(parts) >= 3 {
+				out = append(out, BranchInfo{XID: strings.Join(parts[1:len(parts)-1], ":"), Branch: parts[len(parts)-1], Mode: ModeXA})
+			}
+		}
+		return out, rows.Err()
+	}
+	rows, err := x.DB.QueryContext(ctx, `XA RECOVER`)
+	if err != nil {
+		return nil, fmt.Errorf("txn: XA recover: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var format, glen, blen int
+		var data string
+		if err := rows.Scan(&format, &glen, &blen, &data); err != nil {
+			return nil, err
+		}
+		if glen+blen <= len(data) && ValidXID(data[:glen]) == nil {
+			out = append(out, BranchInfo{XID: data[:glen], Branch: data[glen : glen+blen], Mode: ModeXA})
+		}
+	}
+	return out, rows.Err()
+}
+
+// Resolve settles this database's in-doubt branches (Recover) with the
+// coordinator's decision: the branch of a transaction decided to commit
+// (committed, committing, or parked as failed while committing) is
+// committed, of one decided to abort or unknown to the coordinator rolled
+// back; a transaction still prepared is left alone. It returns how many of each.
+func (x *XA) Resolve(ctx context.Context, c *Client) (committed, rolledBack int, err error) {
+	ps, err := x.Recover(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, bi := range ps {
+		g, gerr := c.Get(ctx, bi.XID)
+		switch {
+		case errors.Is(gerr, ErrNotFound) || (gerr != nil && strings.Contains(gerr.Error(), "NotFound")):
+			gerr = nil
+			g.Status = StatusAborted
+		case gerr != nil:
+			err = errors.Join(err, gerr)
+			continue
+		}
+		switch {
+		case g.Status == StatusCommitted || g.Status == StatusCommitting || (g.Status == StatusFailed && g.Phase == "commit"):
+			if e := x.Commit(ctx, bi); e != nil {
+				err = errors.Join(err, e)
+				continue
+			}
+			committed++
+		case g.Status == StatusAborted || g.Status == StatusAborting || (g.Status == StatusFailed && g.Phase == "abort"):
+			if e := x.Rollback(ctx, bi); e != nil {
+				err = errors.Join(err, e)
+				continue
+			}
+			rolledBack++
+		}
+	}
+	return committed, rolledBack, err
+}
