@@ -33,9 +33,9 @@ tour:
 # The robustness suite, long versions (make test runs each short): kill -9
 # loops, pauses, partitions, power-loss ordering. Each prints its figures
 # on a "robustness:" line.
-ROBUST_TESTS := TestJobsNoDoubleFireUnderKill9|TestKill9DuringPublishes|TestBrokerKill9KeepsAcknowledged|TestOrderedConsumerKilledHandsOverFast|TestConsumerKilledMidBatchIsRedelivered|TestNewFilesAreDurableBeforeAcks|TestPartitionThreeZones|TestRegistryPartitionInNetns
+ROBUST_TESTS := TestJobsNoDoubleFireUnderKill9|TestKill9DuringPublishes|TestBrokerKill9KeepsAcknowledged|TestOrderedConsumerKilledHandsOverFast|TestConsumerKilledMidBatchIsRedelivered|TestNewFilesAreDurableBeforeAcks|TestPartitionThreeZones|TestRegistryPartitionInNetns|TestCoordinatorKill9UnderLoad
 robustness: services
-	TANGRAM_ROBUSTNESS=long bash -o pipefail -c '$(GO) test -count=1 -v -timeout 60m -run "^($(ROBUST_TESTS))$$" ./server/ ./mq/... ./registry/... ./cmd/... | grep -E "^(--- |ok|FAIL|PASS)|robustness:"'
+	TANGRAM_ROBUSTNESS=long bash -o pipefail -c '$(GO) test -count=1 -v -timeout 60m -run "^($(ROBUST_TESTS))$$" ./server/ ./mq/... ./registry/... ./txn/... ./cmd/... | grep -E "^(--- |ok|FAIL|PASS)|robustness:"'
 
 test-short:
 	$(GO) test -count=1 -short ./...

@@ -86,7 +86,8 @@ func (s *Server) scan(ctx context.Context) error {
 	if n, _ := res.RowsAffected(); n > 0 {
 		s.log.Info("txn: aborted prepared transactions past their timeout", "count", n)
 	}
-	rows, err := s.st.QueryContext(ctx, `SELECT xid FROM txn_globals WHERE next_at > 0 AND next_at <= ? AND claim_until < ? ORDER BY next_at LIMIT 256`, now, now)
+	rows, err := s.st.QueryContext(ctx, `SELECT xid FROM txn_globals WHERE next_at > 0 AND next_at <= ? AND (claim_until < ? OR (owner > ? AND owner < ?)) ORDER BY next_at LIMIT 256`,
+		now, now, s.cfg.NodeName+"#", s.holder)
 	if err != nil {
 		return fmt.Errorf("due transactions: %w", err)
 	}
@@ -110,15 +111,17 @@ func (s *Server) scan(ctx context.Context) error {
 }
 
 // claim takes xid's row for this process if it is in phase two, due and
-// not claimed by a live driver; it returns the new term.
+// not claimed by a live driver — a claim of an earlier process of this
+// node (killed and restarted) is taken at once, not after its TTL; it
+// returns the new term.
 func (s *Server) claim(ctx context.Context, xid string) (int64, bool, error) {
 	var term int64
 	var ok bool
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		now := store.NowMillis()
 		res, err := tx.ExecContext(ctx, `UPDATE txn_globals SET owner = ?, claim_until = ?, term = term + 1
-			WHERE xid = ? AND status IN (?, ?) AND next_at > 0 AND next_at <= ? AND (claim_until < ? OR owner = ?)`,
-			s.holder, now+s.cfg.ClaimTTL.Milliseconds(), xid, txn.StatusCommitting, txn.StatusAborting, now, now, s.holder)
+			WHERE xid = ? AND status IN (?, ?) AND next_at > 0 AND next_at <= ? AND (claim_until < ? OR owner = ? OR (owner > ? AND owner < ?))`,
+			s.holder, now+s.cfg.ClaimTTL.Milliseconds(), xid, txn.StatusCommitting, txn.StatusAborting, now, now, s.holder, s.cfg.NodeName+"#", s.holder)
 		if err != nil {
 			return err
 		}

@@ -126,7 +126,7 @@ type Server struct {
 	cfg    Config
 	st     *store.Store
 	log    *slog.Logger
-	holder string // this process in claims: node name and incarnation
+	holder string // this process in claims: node name and incarnation (fixed-width hex: later sorts after earlier)
 	sem    chan struct{}
 	m      metrics
 
@@ -148,7 +148,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, sem: make(chan struct{}, cfg.Workers),
-		holder: fmt.Sprintf("%s#%x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
+		holder: fmt.Sprintf("%s#%016x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
 		waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), m: newMetrics()}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	if cfg.Registerer != nil {
