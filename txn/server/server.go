@@ -303,7 +303,7 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (int, er
 		var n int
 		err := tx.QueryRowContext(ctx, `SELECT mode, status, branches FROM txn_globals WHERE xid = ?`+forUpdate(tx), req.XID).Scan(&mode, &status, &n)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: %s", txn.ErrNotFound, req.XID)
+			return fmt.Errorf("%w: transaction %s", txn.ErrNotFound, req.XID)
 		}
 		if err != nil {
 			return err
@@ -456,7 +456,7 @@ func (s *Server) Retry(ctx context.Context, req txn.XIDRequest) (txn.Global, err
 		var status, phase string
 		err := tx.QueryRowContext(ctx, `SELECT status, phase FROM txn_globals WHERE xid = ?`+forUpdate(tx), req.XID).Scan(&status, &phase)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: %s", txn.ErrNotFound, req.XID)
+			return fmt.Errorf("%w: transaction %s", txn.ErrNotFound, req.XID)
 		}
 		if err != nil {
 			return err
@@ -583,7 +583,7 @@ func (s *Server) Get(ctx context.Context, xid string) (txn.Global, error) {
 func (s *Server) load(ctx context.Context, xid string, events bool) (txn.Global, error) {
 	g, err := scanGlobal(s.st.QueryRowContext(ctx, `SELECT `+globalCols+` FROM txn_globals WHERE xid = ?`, xid))
 	if errors.Is(err, sql.ErrNoRows) {
-		return txn.Global{}, fmt.Errorf("%w: %s", txn.ErrNotFound, xid)
+		return txn.Global{}, fmt.Errorf("%w: transaction %s", txn.ErrNotFound, xid)
 	}
 	if err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: get %s: %w", xid, err)
