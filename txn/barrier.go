@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
 // BranchInfo identifies the branch operation a participant is asked to
@@ -45,7 +47,9 @@ func WriteResult(w http.ResponseWriter, err error) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte(`{"result":"ok"}`))
 	case errors.Is(err, ErrFailure) || errors.Is(err, ErrSuspended):
-		http.Error(w, err.Error(), http.StatusConflict)
+		// The status says "failed"; the text says why, without the
+		// sentinel's words.
+		http.Error(w, errcode.Message(err), http.StatusConflict)
 	case errors.Is(err, ErrBadRequest):
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	default:

@@ -20,9 +20,9 @@ func msTime(ms int64) string {
 
 func printGlobals(g *globals, gs []txn.Global, next string) error {
 	return g.print(gs, func(w *tabwriter.Writer) {
-		row(w, "XID", "MODE", "APP", "STATUS", "BRANCHES", "CREATED", "REASON")
+		row(w, "XID", "MODE", "APP", "STATUS", "CREATED", "REASON")
 		for _, x := range gs {
-			row(w, x.XID, x.Mode, x.App, x.Status, len(x.Branches), msTime(x.CreatedAt), x.Reason)
+			row(w, x.XID, x.Mode, x.App, x.Status, msTime(x.CreatedAt), x.Reason)
 		}
 		if next != "" {
 			row(w, "(more: --cursor "+next+")")
