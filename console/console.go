@@ -40,6 +40,7 @@ import (
 	kvserver "github.com/tangram-dev/tangram/kv/server"
 	lockserver "github.com/tangram-dev/tangram/lock/server"
 	"github.com/tangram-dev/tangram/mq"
+	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
 //go:embed templates/*.html
@@ -62,7 +63,9 @@ type Config struct {
 	Locks *lockserver.Server
 	// IDs, optional: the id component's page (segment tags, leased
 	// worker numbers).
-	IDs           *idserver.Server
+	IDs *idserver.Server
+	// Txns, optional: the transaction coordinator's pages.
+	Txns          *txnserver.Server
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -96,6 +99,9 @@ func (cfg Config) nav() []NavLink {
 	}
 	if cfg.IDs != nil {
 		out = append(out, NavLink{"/ids", "IDs"})
+	}
+	if cfg.Txns != nil {
+		out = append(out, NavLink{"/txns", "Transactions"})
 	}
 	return append(out, NavLink{"/users", "Users"}, NavLink{"/audit", "Audit"})
 }
@@ -174,7 +180,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -221,6 +227,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerKV(mux)
 	c.registerLocks(mux)
 	c.registerIDs(mux)
+	c.registerTxns(mux)
 }
 
 type view struct {

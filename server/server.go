@@ -598,6 +598,7 @@ func (s *Server) routes() (http.Handler, error) {
 	ccfg.KV = s.kv
 	ccfg.Locks = s.locks
 	ccfg.IDs = s.ids
+	ccfg.Txns = s.txns
 	con, err := console.New(ccfg)
 	if err != nil {
 		return nil, err

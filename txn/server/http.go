@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 
@@ -148,16 +149,23 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 			if abort {
 				action = "txn.abort"
 			}
-			e := audit.Entry{Actor: auth.Actor(r.Context()), Action: action, Resource: "txn/" + before.App + "/" + req.XID,
-				Before: audit.Value(map[string]any{"status": before.Status, "reason": before.Reason}),
-				After:  audit.Value(map[string]any{"status": g.Status, "reason": g.Reason})}
-			if err := audit.Record(r.Context(), s.st, e); err != nil {
-				s.log.Error("txn: audit record failed", "action", action, "err", err)
-			}
+			s.AuditAction(r.Context(), action, before, g)
 			api.WriteJSON(w, 200, g)
 			return nil
 		}
 	}
 	h("POST "+apiBase+"/transactions/{xid}/retry", decide(false))
 	h("POST "+apiBase+"/transactions/{xid}/abort", decide(true))
+}
+
+// AuditAction records an operator's retry or abort of a transaction (the
+// API's and the console's buttons): its status and reason before and
+// after.
+func (s *Server) AuditAction(ctx context.Context, action string, before, after txn.Global) {
+	e := audit.Entry{Actor: auth.Actor(ctx), Action: action, Resource: "txn/" + before.App + "/" + before.XID,
+		Before: audit.Value(map[string]any{"status": before.Status, "reason": before.Reason}),
+		After:  audit.Value(map[string]any{"status": after.Status, "reason": after.Reason})}
+	if err := audit.Record(ctx, s.st, e); err != nil {
+		s.log.Error("txn: audit record failed", "action", action, "err", err)
+	}
 }

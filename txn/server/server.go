@@ -690,3 +690,28 @@ func (s *Server) List(ctx context.Context, req txn.ListRequest) (txn.ListReply, 
 	}
 	return out, nil
 }
+
+// Count is how many transactions of a mode are in a state.
+type Count struct {
+	Mode   txn.Mode   `json:"mode"`
+	Status txn.Status `json:"status"`
+	N      int        `json:"n"`
+}
+
+// Counts returns the number of transactions by mode and state.
+func (s *Server) Counts(ctx context.Context) ([]Count, error) {
+	rows, err := s.st.QueryContext(ctx, `SELECT mode, status, COUNT(*) FROM txn_globals GROUP BY mode, status ORDER BY mode, status`)
+	if err != nil {
+		return nil, fmt.Errorf("txn/server: counts: %w", err)
+	}
+	defer rows.Close()
+	var out []Count
+	for rows.Next() {
+		var c Count
+		if err := rows.Scan(&c.Mode, &c.Status, &c.N); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
