@@ -80,4 +80,3 @@ func TestTxnPages(t *testing.T) {
 		t.Fatalf("a committed transaction offers Retry:\n%.3000s", body)
 	}
 }
-

@@ -190,28 +190,27 @@ func (x *XA) isPrepared(ctx context.Context, d string, bi BranchInfo) (bool, err
 // committed (nothing prepared under its name) is not an error: Confirm is
 // repeated safely.
 func (x *XA) Commit(ctx context.Context, bi BranchInfo) error {
-	d, err := x.dialect()
-	if err != nil {
-		return err
-	}
-	id, err := xaID(d, bi)
-	if err != nil {
-		return err
-	}
-	q := "XA COMMIT " + id
-	if d == "postgres" {
-		q = "COMMIT PREPARED " + id
-	}
-	if _, err := x.DB.ExecContext(ctx, q); err != nil && !isUnknown(err) {
-		return fmt.Errorf("txn: XA commit %s: %w", id, err)
-	}
-	return nil
+	return x.finish(ctx, bi, "commit", "XA COMMIT ", "COMMIT PREPARED ")
 }
 
 // Rollback rolls the branch's prepared XA transaction back, and marks
 // its Try as cancelled so a late one is refused. Nothing prepared (the Try
 // failed, never came, or this is a repeat) is not an error.
 func (x *XA) Rollback(ctx context.Context, bi BranchInfo) error {
+	if err := x.finish(ctx, bi, "rollback", "XA ROLLBACK ", "ROLLBACK PREPARED "); err != nil {
+		return err
+	}
+	// The barrier row says the Try is cancelled: a Try in flight that
+	// prepares after this waits on the row, then fails on it.
+	cancel := bi
+	cancel.Op = OpCancel
+	return x.barrier().Call(ctx, cancel, func(*sql.Tx) error { return nil })
+}
+
+// finish ends the branch's prepared transaction with the dialect's
+// statement (MySQL's or PostgreSQL's verb before the branch's name); no
+// prepared branch of that name is not an error.
+func (x *XA) finish(ctx context.Context, bi BranchInfo, what, mysqlVerb, pgVerb string) error {
 	d, err := x.dialect()
 	if err != nil {
 		return err
@@ -220,18 +219,14 @@ func (x *XA) Rollback(ctx context.Context, bi BranchInfo) error {
 	if err != nil {
 		return err
 	}
-	q := "XA ROLLBACK " + id
+	q := mysqlVerb + id
 	if d == "postgres" {
-		q = "ROLLBACK PREPARED " + id
+		q = pgVerb + id
 	}
 	if _, err := x.DB.ExecContext(ctx, q); err != nil && !isUnknown(err) {
-		return fmt.Errorf("txn: XA rollback %s: %w", id, err)
+		return fmt.Errorf("txn: XA %s %s: %w", what, id, err)
 	}
-	// The barrier row says the Try is cancelled: a Try in flight that
-	// prepares after this waits on the row, then fails on it.
-	cancel := bi
-	cancel.Op = OpCancel
-	return x.barrier().Call(ctx, cancel, func(*sql.Tx) error { return nil })
+	return nil
 }
 
 // Recover lists the branches of Tangram transactions prepared in this
