@@ -41,7 +41,7 @@ func (c *Console) txnsPage(w http.ResponseWriter, r *http.Request) error {
 	c.render(w, r, "txns", "Transactions", map[string]any{"Counts": counts, "Items": items, "Next": list.Next,
 		"Status": req.Status, "Mode": req.Mode,
 		"Statuses": []txn.Status{txn.StatusPrepared, txn.StatusCommitting, txn.StatusAborting, txn.StatusCommitted, txn.StatusAborted, txn.StatusFailed},
-		"Modes":    []txn.Mode{txn.ModeSaga, txn.ModeTCC, txn.ModeXA}})
+		"Modes":    []txn.Mode{txn.ModeSaga, txn.ModeTCC, txn.ModeXA, txn.ModeAT}})
 	return nil
 }
 

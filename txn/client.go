@@ -218,13 +218,46 @@ func (c *Client) XA(ctx context.Context, opts Options, wait bool, fn func(ctx co
 	return c.run(ctx, ModeXA, opts, wait, fn)
 }
 
+// AT runs fn inside a new AT transaction. fn's context carries the XID
+// (txn.XIDFrom): local transactions of databases opened through txn/at
+// with it join the transaction, and so do services fn calls over Tangram
+// RPC (the XID rides the call's metadata) or over HTTP (txn.SetHeader,
+// txn.Middleware). Each such local transaction commits at once, holding
+// global row locks; when fn returns nil the transaction commits (the rows
+// are freed, the undo images deleted), else every branch's undo images
+// are applied and fn's error returned.
+func (c *Client) AT(ctx context.Context, opts Options, wait bool, fn func(ctx context.Context, t *Txn) error) (Global, error) {
+	return c.run(ctx, ModeAT, opts, wait, fn)
+}
+
+// Register adds a branch to a prepared transaction (what Txn.Branch and
+// an AT database do). An AT registration whose rows are held by another
+// transaction registers nothing and returns the conflict.
+func (c *Client) Register(ctx context.Context, req RegisterRequest) (RegisterReply, error) {
+	r, err := rpc.Call[RegisterReply](ctx, c.rpc, MethodRegister, &req)
+	if err != nil {
+		return RegisterReply{}, fmt.Errorf("txn: register branch of %s: %w", req.XID, err)
+	}
+	return *r, nil
+}
+
+// Locks returns the first of req.Keys that a transaction other than
+// req.XID holds (nil conflict: all free).
+func (c *Client) Locks(ctx context.Context, req LocksRequest) (LocksReply, error) {
+	r, err := rpc.Call[LocksReply](ctx, c.rpc, MethodLocks, &req)
+	if err != nil {
+		return LocksReply{}, fmt.Errorf("txn: check row locks: %w", err)
+	}
+	return *r, nil
+}
+
 func (c *Client) run(ctx context.Context, mode Mode, opts Options, wait bool, fn func(ctx context.Context, t *Txn) error) (Global, error) {
 	g, err := rpc.Call[Global](ctx, c.rpc, MethodBegin, &BeginRequest{Mode: mode, App: c.cfg.App, Options: opts})
 	if err != nil {
 		return Global{}, fmt.Errorf("txn: begin: %w", err)
 	}
 	t := &Txn{c: c, xid: g.XID, mode: mode}
-	if ferr := fn(rpc.WithOutgoing(ctx, rpc.MetaXID, g.XID), t); ferr != nil {
+	if ferr := fn(WithXID(ctx, g.XID), t); ferr != nil {
 		actx := context.WithoutCancel(ctx)
 		if _, err := c.Abort(actx, g.XID, ferr.Error(), false); err != nil {
 			// The coordinator aborts it at its timeout anyway.
@@ -268,9 +301,9 @@ func (t *Txn) branch(ctx context.Context, try, confirm, cancel string, p any) er
 	if err != nil {
 		return err
 	}
-	r, err := rpc.Call[RegisterReply](ctx, t.c.rpc, MethodRegister, &RegisterRequest{XID: t.xid, Step: Step{Confirm: confirm, Cancel: cancel, Payload: b}})
+	r, err := t.c.Register(ctx, RegisterRequest{XID: t.xid, Step: Step{Confirm: confirm, Cancel: cancel, Payload: b}})
 	if err != nil {
-		return fmt.Errorf("txn: register branch of %s: %w", t.xid, err)
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, try, bytes.NewReader(b))
 	if err != nil {

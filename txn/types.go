@@ -17,6 +17,7 @@ const (
 	MethodGet      = "tangram.Txn/Get"
 	MethodList     = "tangram.Txn/List"
 	MethodRetry    = "tangram.Txn/Retry"
+	MethodLocks    = "tangram.Txn/Locks"
 )
 
 // The headers (HTTP) and metadata keys (RPC) a branch call carries. The
@@ -45,14 +46,19 @@ const (
 	// coordinator (XA on MariaDB/MySQL, prepared transactions on
 	// PostgreSQL).
 	ModeXA Mode = "xa"
+	// ModeAT: each branch is a local transaction of a database opened
+	// through txn/at, which commits at once after recording undo images
+	// and taking global row locks; the coordinator then has the undo
+	// deleted (commit) or applied (rollback).
+	ModeAT Mode = "at"
 )
 
 // Valid reports whether m is a known mode.
-func (m Mode) Valid() bool { return m == ModeSaga || m == ModeTCC || m == ModeXA }
+func (m Mode) Valid() bool { return m == ModeSaga || m == ModeTCC || m == ModeXA || m == ModeAT }
 
 // Prepared reports whether m's transactions are begun, then have branches
-// registered (TCC, XA), rather than submitted whole (saga).
-func (m Mode) Prepared() bool { return m == ModeTCC || m == ModeXA }
+// registered (TCC, XA, AT), rather than submitted whole (saga).
+func (m Mode) Prepared() bool { return m == ModeTCC || m == ModeXA || m == ModeAT }
 
 // Status is a global transaction's state.
 type Status string
@@ -181,16 +187,51 @@ type BeginRequest struct {
 	Options Options `json:"options,omitempty"`
 }
 
-// RegisterRequest adds a TCC branch to a prepared transaction.
+// RegisterRequest adds a branch to a prepared transaction (TCC, XA, AT).
 type RegisterRequest struct {
 	XID  string `json:"xid"`
 	Step Step   `json:"step"`
+	// Resource and Locks (AT): the global row locks the branch takes, keys
+	// of rows ("table:pk") of the database named Resource. The branch is
+	// registered only if none is held by another transaction; else the
+	// reply names the holder and nothing is registered.
+	Resource string   `json:"resource,omitempty"`
+	Locks    []string `json:"locks,omitempty"`
 }
 
-// RegisterReply names the branch.
+// RegisterReply names the branch, or (AT) the lock that stopped it.
 type RegisterReply struct {
-	Branch int `json:"branch"`
+	Branch   int           `json:"branch"`
+	Conflict *LockConflict `json:"conflict,omitempty"`
 }
+
+// LockConflict is a global row lock held by another transaction.
+type LockConflict struct {
+	Resource string `json:"resource"`
+	Key      string `json:"key"`
+	// XID holds it ("" when it was taken at the same moment).
+	XID string `json:"xid,omitempty"`
+}
+
+// LocksRequest asks whether rows are free for XID (AT's SELECT … FOR
+// UPDATE): locked by no other transaction.
+type LocksRequest struct {
+	XID      string   `json:"xid,omitempty"`
+	Resource string   `json:"resource"`
+	Keys     []string `json:"keys"`
+}
+
+// LocksReply names the first row held by another transaction (nil: all
+// free).
+type LocksReply struct {
+	Conflict *LockConflict `json:"conflict,omitempty"`
+}
+
+// Limits of a branch's lock set.
+const (
+	MaxLocks      = 10000
+	MaxLockKeyLen = 191
+)
 
 // SubmitRequest commits a global transaction: a TCC one's branches are
 // confirmed; a saga is created with Steps and run. With Wait the reply

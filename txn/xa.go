@@ -162,7 +162,15 @@ func (x *XA) triedBefore(ctx context.Context, d string, bi BranchInfo) error {
 	return nil
 }
 
+// IsDuplicateKey reports whether err is a duplicate-key error of MariaDB,
+// MySQL, PostgreSQL or SQLite (what the barrier's and the undo log's
+// inserts rely on).
+func IsDuplicateKey(err error) bool { return isDuplicate(err) }
+
 func isDuplicate(err error) bool {
+	if err == nil {
+		return false
+	}
 	s := err.Error()
 	return strings.Contains(s, "Error 1062") || strings.Contains(s, "23505") || strings.Contains(s, "UNIQUE constraint")
 }

@@ -168,6 +168,9 @@ type outcome struct {
 	op      txn.Op
 	failure bool  // the branch said it cannot succeed (ErrFailure, HTTP 409)
 	err     error // anything else that went wrong: retried
+	// operator: the branch cannot go on by itself (HTTP 422): the
+	// transaction is parked as failed at once, with an alarm.
+	operator bool
 }
 
 func (d *driver) forward(ctx context.Context) error {
@@ -297,7 +300,7 @@ func (d *driver) round(ctx context.Context, branches []int, op txn.Op) *outcome 
 			}
 			continue
 		}
-		if first == nil || (o.failure && !first.failure) {
+		if first == nil || (o.failure && !first.failure) || (o.operator && !first.failure && !first.operator) {
 			first = &outs[k]
 		}
 	}
@@ -347,6 +350,11 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 	case resp.StatusCode == http.StatusConflict && (op == txn.OpAction || op == txn.OpTry):
 		o.failure = true
 		o.err = fmt.Errorf("branch %d %s: failed: %s", branch, op, strings.TrimSpace(string(msg)))
+	case resp.StatusCode == http.StatusUnprocessableEntity:
+		// The participant cannot go on without an operator (AT: a row
+		// changed behind the transaction's back): retrying is pointless.
+		o.operator = true
+		o.err = fmt.Errorf("branch %d %s: needs an operator: %s", branch, op, strings.TrimSpace(string(msg)))
 	default:
 		o.err = fmt.Errorf("branch %d %s: HTTP %d: %s", branch, op, resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
@@ -436,7 +444,7 @@ func (d *driver) attemptFailed(ctx context.Context, o outcome) error {
 	b := d.g.Branches[o.branch]
 	attempts := b.Attempts + 1
 	max := d.g.Options.MaxAttempts
-	parked := max > 0 && attempts >= max
+	parked := max > 0 && attempts >= max || o.operator
 	reason := fmt.Sprintf("%v (attempt %d)", o.err, attempts)
 	err := d.fenced(ctx, func(tx *store.Tx, now int64) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET attempts = ? WHERE xid = ? AND branch = ?`, attempts, d.g.XID, o.branch); err != nil {
@@ -493,8 +501,13 @@ func (d *driver) park(ctx context.Context, reason string) error {
 // finish ends the transaction committed or aborted.
 func (d *driver) finish(ctx context.Context, st txn.Status) error {
 	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
-		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, st, d.g.XID)
-		return err
+		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, st, d.g.XID); err != nil {
+			return err
+		}
+		if d.g.Mode == txn.ModeAT {
+			return unlock(ctx, tx, d.g.XID)
+		}
+		return nil
 	})
 	if err == nil {
 		d.s.m.ended.WithLabelValues(string(d.g.Mode), string(st)).Inc()

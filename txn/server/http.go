@@ -25,7 +25,8 @@ func APIRoutes() []apidoc.Route {
 			Response: api.List[txn.Global]{}},
 		{Method: "GET", Path: x, Tag: t, Summary: "A transaction with its branches and the timeline of branch calls", Response: txn.Global{}},
 		{Method: "POST", Path: apiBase + "/begin", Tag: t, Summary: "Begin a TCC transaction (prepared until submitted or aborted)", Body: txn.BeginRequest{}, Response: txn.Global{}},
-		{Method: "POST", Path: apiBase + "/register", Tag: t, Summary: "Register a branch (confirm and cancel URLs) of a prepared TCC transaction", Body: txn.RegisterRequest{}, Response: txn.RegisterReply{}},
+		{Method: "POST", Path: apiBase + "/register", Tag: t, Summary: "Register a branch (confirm and cancel URLs; AT: with its row locks) of a prepared TCC, XA or AT transaction", Body: txn.RegisterRequest{}, Response: txn.RegisterReply{}},
+		{Method: "POST", Path: apiBase + "/locks", Tag: t, Summary: "Whether rows of a resource are free of other transactions' AT row locks", Body: txn.LocksRequest{}, Response: txn.LocksReply{}},
 		{Method: "POST", Path: apiBase + "/submit", Tag: t, Summary: "Commit a TCC transaction, or submit a saga (steps) to run", Body: txn.SubmitRequest{}, Response: txn.Global{}},
 		{Method: "POST", Path: x + "/retry", Tag: t, Summary: "Resume a transaction parked as failed, or retry a pending one now", Body: txn.XIDRequest{}, Response: txn.Global{}},
 		{Method: "POST", Path: x + "/abort", Tag: t, Summary: "Roll back a prepared transaction or a saga parked as failed", Body: txn.XIDRequest{}, Response: txn.Global{}},
@@ -92,11 +93,26 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		if err := s.checkApp(r.Context(), auth.PermEdit, req.XID); err != nil {
 			return err
 		}
-		id, err := s.Register(r.Context(), req)
+		rep, err := s.Register(r.Context(), req)
 		if err != nil {
 			return err
 		}
-		api.WriteJSON(w, 200, txn.RegisterReply{Branch: id})
+		api.WriteJSON(w, 200, rep)
+		return nil
+	})
+	h("POST "+apiBase+"/locks", func(w http.ResponseWriter, r *http.Request) error {
+		var req txn.LocksRequest
+		if err := api.Decode(r, &req); err != nil {
+			return err
+		}
+		if err := s.checkLocksPerm(r.Context(), req.XID); err != nil {
+			return err
+		}
+		rep, err := s.Locks(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, 200, rep)
 		return nil
 	})
 	h("POST "+apiBase+"/submit", func(w http.ResponseWriter, r *http.Request) error {

@@ -22,6 +22,16 @@ func (s *Server) checkApp(ctx context.Context, perm auth.Perm, xid string) error
 	return auth.Check(ctx, perm, "", app, "")
 }
 
+// checkLocksPerm: asking about row locks inside a transaction needs read
+// permission on its app; outside one (a local transaction that respects
+// global locks), any authenticated caller may ask.
+func (s *Server) checkLocksPerm(ctx context.Context, xid string) error {
+	if xid != "" {
+		return s.checkApp(ctx, auth.PermRead, xid)
+	}
+	return auth.Check(ctx, auth.PermRead, "", "", "")
+}
+
 // RegisterRPC registers the coordinator's methods (service tangram.Txn):
 // starting and deciding a transaction needs edit permission on its app,
 // reading it read permission.
@@ -39,8 +49,15 @@ func (s *Server) RegisterRPC(srv *rpc.Server) error {
 			if err := s.checkApp(ctx, auth.PermEdit, req.XID); err != nil {
 				return nil, e(err)
 			}
-			id, err := s.Register(ctx, *req)
-			return &txn.RegisterReply{Branch: id}, e(err)
+			rep, err := s.Register(ctx, *req)
+			return &rep, e(err)
+		}),
+		rpc.Handle(srv, txn.MethodLocks, func(ctx context.Context, req *txn.LocksRequest) (*txn.LocksReply, error) {
+			if err := s.checkLocksPerm(ctx, req.XID); err != nil {
+				return nil, e(err)
+			}
+			rep, err := s.Locks(ctx, *req)
+			return &rep, e(err)
 		}),
 		rpc.Handle(srv, txn.MethodSubmit, func(ctx context.Context, req *txn.SubmitRequest) (*txn.Global, error) {
 			var err error

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -250,7 +251,7 @@ func checkStep(mode txn.Mode, st txn.Step, n, i int) error {
 	switch mode {
 	case txn.ModeSaga:
 		need = []string{st.Action, st.Compensate}
-	case txn.ModeTCC, txn.ModeXA:
+	case txn.ModeTCC, txn.ModeXA, txn.ModeAT:
 		need = []string{st.Confirm, st.Cancel}
 	}
 	for _, t := range need {
@@ -294,11 +295,19 @@ func (s *Server) Begin(ctx context.Context, req txn.BeginRequest) (txn.Global, e
 	return g, nil
 }
 
-// Register adds a branch to a prepared TCC transaction; its Try is the
-// caller's to call next.
-func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (int, error) {
+// Register adds a branch to a prepared TCC, XA or AT transaction; its Try
+// is the caller's to call next (AT: its local transaction commits next).
+// An AT branch's row locks are taken in the same transaction: when one is
+// held by another transaction nothing is registered and the conflict is
+// returned (the participant waits and tries again).
+func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (txn.RegisterReply, error) {
+	keys, err := checkLocks(req.Resource, req.Locks)
+	if err != nil {
+		return txn.RegisterReply{}, err
+	}
 	var id int
-	err := s.st.InTx(ctx, func(tx *store.Tx) error {
+	var conflict *txn.LockConflict
+	err = s.st.InTx(ctx, func(tx *store.Tx) error {
 		var mode, status string
 		var n int
 		err := tx.QueryRowContext(ctx, `SELECT mode, status, branches FROM txn_globals WHERE xid = ?`+forUpdate(tx), req.XID).Scan(&mode, &status, &n)
@@ -314,7 +323,18 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (int, er
 		if err := checkStep(txn.Mode(mode), req.Step, n+1, n); err != nil {
 			return err
 		}
+		if len(keys) > 0 && txn.Mode(mode) != txn.ModeAT {
+			return fmt.Errorf("%w: register a branch of %s: row locks are for AT transactions, not %s", txn.ErrBadRequest, req.XID, mode)
+		}
 		id = n
+		if len(keys) > 0 {
+			if conflict, err = s.lockRows(ctx, tx, req.XID, id, req.Resource, keys); err != nil {
+				return err
+			}
+			if conflict != nil {
+				return errLockHeld
+			}
+		}
 		step, _ := json.Marshal(req.Step)
 		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET branches = ?, updated_at = ? WHERE xid = ?`, n+1, store.NowMillis(), req.XID); err != nil {
 			return err
@@ -322,10 +342,133 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (int, er
 		_, err = tx.ExecContext(ctx, `INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES (?, ?, ?, '', 0)`, req.XID, id, string(step))
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("txn/server: register: %w", err)
+	if conflict != nil || (len(keys) > 0 && store.IsUniqueViolation(err)) {
+		// Taken by another transaction (a unique violation: at the same
+		// moment, by a registration not yet committed when we looked).
+		if conflict == nil {
+			conflict = &txn.LockConflict{Resource: req.Resource, Key: keys[0]}
+		}
+		s.m.lockConflicts.WithLabelValues(req.Resource).Inc()
+		return txn.RegisterReply{Branch: -1, Conflict: conflict}, nil
 	}
-	return id, nil
+	if err != nil {
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w", err)
+	}
+	return txn.RegisterReply{Branch: id}, nil
+}
+
+var errLockHeld = errors.New("txn/server: a row lock is held")
+
+// checkLocks validates a lock set and returns its keys sorted without
+// duplicates (sorted, so two registrations take common rows in one order).
+func checkLocks(resource string, locks []string) ([]string, error) {
+	if len(locks) == 0 {
+		return nil, nil
+	}
+	if resource == "" || len(resource) > txn.MaxLockKeyLen {
+		return nil, fmt.Errorf("%w: locks: resource %q: want 1-%d bytes", txn.ErrBadRequest, resource, txn.MaxLockKeyLen)
+	}
+	if len(locks) > txn.MaxLocks {
+		return nil, fmt.Errorf("%w: locks: %d rows: at most %d per branch", txn.ErrBadRequest, len(locks), txn.MaxLocks)
+	}
+	keys := slices.Clone(locks)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	for _, k := range keys {
+		if k == "" || len(k) > txn.MaxLockKeyLen {
+			return nil, fmt.Errorf("%w: locks: key %.40q: want 1-%d bytes", txn.ErrBadRequest, k, txn.MaxLockKeyLen)
+		}
+	}
+	return keys, nil
+}
+
+// lockRows takes keys of resource for xid's branch inside tx, unless one
+// is held by another transaction (returned). Keys xid holds already are
+// kept (a later branch of the same transaction writing the same row).
+func (s *Server) lockRows(ctx context.Context, tx *store.Tx, xid string, branch int, resource string, keys []string) (*txn.LockConflict, error) {
+	held := make(map[string]bool, len(keys))
+	for chunk := range slices.Chunk(keys, 500) {
+		q := `SELECT row_key, xid FROM txn_locks WHERE resource = ? AND row_key IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)` + forUpdate(tx)
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, resource)
+		for _, k := range chunk {
+			args = append(args, k)
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var k, holder string
+			if err := rows.Scan(&k, &holder); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if holder != xid {
+				rows.Close()
+				return &txn.LockConflict{Resource: resource, Key: k, XID: holder}, nil
+			}
+			held[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	var todo []string
+	for _, k := range keys {
+		if !held[k] {
+			todo = append(todo, k)
+		}
+	}
+	for chunk := range slices.Chunk(todo, 200) {
+		q := `INSERT INTO txn_locks (resource, row_key, xid, branch) VALUES (?, ?, ?, ?)` + strings.Repeat(", (?, ?, ?, ?)", len(chunk)-1)
+		args := make([]any, 0, 4*len(chunk))
+		for _, k := range chunk {
+			args = append(args, resource, k, xid, branch)
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// Locks reports the first of req.Keys held by a transaction other than
+// req.XID (AT's SELECT … FOR UPDATE waits until there is none).
+func (s *Server) Locks(ctx context.Context, req txn.LocksRequest) (txn.LocksReply, error) {
+	keys, err := checkLocks(req.Resource, req.Keys)
+	if err != nil || len(keys) == 0 {
+		return txn.LocksReply{}, err
+	}
+	for chunk := range slices.Chunk(keys, 500) {
+		q := `SELECT row_key, xid FROM txn_locks WHERE resource = ? AND row_key IN (?` + strings.Repeat(", ?", len(chunk)-1) + `) AND xid <> ?`
+		args := make([]any, 0, len(chunk)+2)
+		args = append(args, req.Resource)
+		for _, k := range chunk {
+			args = append(args, k)
+		}
+		args = append(args, req.XID)
+		var c txn.LockConflict
+		err := s.st.QueryRowContext(ctx, q+` LIMIT 1`, args...).Scan(&c.Key, &c.XID)
+		if err == nil {
+			c.Resource = req.Resource
+			s.m.lockConflicts.WithLabelValues(req.Resource).Inc()
+			return txn.LocksReply{Conflict: &c}, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return txn.LocksReply{}, fmt.Errorf("txn/server: locks: %w", err)
+		}
+	}
+	return txn.LocksReply{}, nil
+}
+
+// unlock releases every row lock of xid.
+func unlock(ctx context.Context, ex interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, xid string) error {
+	_, err := ex.ExecContext(ctx, `DELETE FROM txn_locks WHERE xid = ?`, xid)
+	return err
 }
 
 // forUpdate locks the row read where the dialect can (SQLite's writer
@@ -350,6 +493,13 @@ func (s *Server) Submit(ctx context.Context, req txn.SubmitRequest) (txn.Global,
 		}
 	} else if err := s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusCommitting, ""); err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: submit: %w", err)
+	} else if req.Mode == txn.ModeAT {
+		// An AT branch's writes are final once the commit is decided:
+		// its rows are free now (phase two only deletes undo images).
+		// Were this lost, the end of phase two releases them.
+		if err := unlock(ctx, s.st, req.XID); err != nil {
+			s.log.Warn("txn: release row locks after commit", "xid", req.XID, "err", err)
+		}
 	}
 	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
 }
