@@ -68,3 +68,5 @@ fuzz:
 	$(GO) test ./mq/wire -run '^$$' -fuzz FuzzParseID -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzParseProperties -fuzztime 30s
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s
+	$(GO) test ./txn/at -run '^$$' -fuzz FuzzPlan -fuzztime 30s
+	$(GO) test ./txn/at -run '^$$' -fuzz FuzzUndoLog -fuzztime 30s
