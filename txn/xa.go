@@ -3,6 +3,7 @@ package txn
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -111,8 +112,7 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 			_, _ = conn.ExecContext(bg, end)
 		}
 		if _, rerr := conn.ExecContext(bg, rollback); rerr != nil {
-			// The connection is in an unknown state: do not pool it.
-			_ = conn.Raw(func(any) error { return errors.New("discard") })
+			discard(conn) // in an unknown state
 		}
 	}
 	b := x.barrier()
@@ -141,7 +141,19 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 		undo()
 		return fmt.Errorf("txn: XA try %s: prepare: %w", id, err)
 	}
+	if d == "mysql" {
+		// MariaDB and MySQL keep a prepared XA branch attached to the
+		// session that prepared it: any other statement there fails
+		// (XAER_RMFAIL) until the session ends. Closing it detaches the
+		// branch, which any session may then commit or roll back.
+		discard(conn)
+	}
 	return nil
+}
+
+// discard closes conn's connection instead of returning it to the pool.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 }
 
 // triedBefore explains a Try whose barrier row exists: its Cancel came

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"database/sql"
 	"errors"
 	"testing"
@@ -30,6 +31,9 @@ func noneInDoubt(t *testing.T, banks ...*bank) {
 func TestXATransferCommitAndRollback(t *testing.T) {
 	c, a, b := setup(t)
 	ctx := ctxT(t)
+	// One connection: MariaDB keeps a prepared branch attached to its
+	// session, so the session that prepared must not serve anything else.
+	b.db.SetMaxOpenConns(1)
 	g, err := c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
 		if err := x.XABranch(ctx, a.url("/xa/debit"), transfer{"alice", 25}); err != nil {
 			return err
@@ -37,7 +41,14 @@ func TestXATransferCommitAndRollback(t *testing.T) {
 		if ps, _ := a.xa.Recover(ctx); len(ps) != 1 || ps[0].XID != x.XID() {
 			t.Errorf("after the try: prepared %+v", ps)
 		}
-		return x.XABranch(ctx, b.url("/xa/credit"), transfer{"bob", 25})
+		if err := x.XABranch(ctx, b.url("/xa/credit"), transfer{"bob", 25}); err != nil {
+			return err
+		}
+		var bal int64
+		if err := b.db.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = 'bob'`).Scan(&bal); err != nil || bal != 10 {
+			return fmt.Errorf("a plain read beside a prepared branch: balance %d, %v", bal, err)
+		}
+		return nil
 	})
 	if err != nil || g.Status != txn.StatusCommitted {
 		t.Fatalf("commit: %+v %v", g, err)
