@@ -2,9 +2,9 @@ package server_test
 
 import (
 	"context"
-	"fmt"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
