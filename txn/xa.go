@@ -243,8 +243,49 @@ func (x *XA) finish(ctx context.Context, bi BranchInfo, what, mysqlVerb, pgVerb 
 	if d == "postgres" {
 		q = pgVerb + id
 	}
-	if _, err := x.DB.ExecContext(ctx, q); err != nil && !isUnknown(err) {
-		return fmt.Errorf("txn: XA %s %s: %w", what, id, err)
+	for attempt := 0; ; attempt++ {
+		_, err := x.DB.ExecContext(ctx, q)
+		if err == nil {
+			return nil
+		}
+		if !isUnknown(err) {
+			return fmt.Errorf("txn: XA %s %s: %w", what, id, err)
+		}
+		// MariaDB answers "unknown" for a branch still attached to the
+		// session that prepared it, while that session is closing: ask
+		// again a few times before believing it.
+		if d != "mysql" || attempt == 3 {
+			break
+		}
+		t := time.NewTimer(time.Duration(2<<(2*attempt)) * time.Millisecond) // 2, 8, 32 ms
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("txn: XA %s %s: %w", what, id, ctx.Err())
+		case <-t.C:
+		}
+	}
+	if what != "commit" {
+		return nil // nothing prepared: rolled back before, or never prepared
+	}
+	// Nothing prepared under that name: committed before only if the
+	// Try's barrier row (written inside the branch) is there to see.
+	// Else the branch is not settled yet, and saying "committed" would
+	// be a lie.
+	b := x.barrier()
+	sel := `SELECT reason FROM ` + b.table() + ` WHERE xid = ? AND branch = ? AND op = ?`
+	if d == "postgres" {
+		sel = `SELECT reason FROM ` + b.table() + ` WHERE xid = $1 AND branch = $2 AND op = $3`
+	}
+	var reason string
+	err = x.DB.QueryRowContext(ctx, sel, bi.XID, bi.Branch, string(OpTry)).Scan(&reason)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("txn: XA commit %s: no prepared branch and no committed one: not settled yet", id)
+	case err != nil:
+		return fmt.Errorf("txn: XA commit %s: barrier: %w", id, err)
+	case Op(reason) != OpTry:
+		return fmt.Errorf("txn: XA commit %s: the branch was cancelled (%s), it cannot commit", id, reason)
 	}
 	return nil
 }
