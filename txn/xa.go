@@ -328,7 +328,11 @@ func (x *XA) Recover(ctx context.Context) ([]BranchInfo, error) {
 		if err := rows.Scan(&format, &glen, &blen, &data); err != nil {
 			return nil, err
 		}
-		if glen+blen <= len(data) && ValidXID(data[:glen]) == nil {
+		// XA RECOVER lists the whole server's prepared branches: keep
+		// those named as Tangram names them (an XID, then a branch of
+		// letters and digits), not another coordinator's.
+		if blen > 0 && blen <= 32 && glen+blen <= len(data) && ValidXID(data[:glen]) == nil &&
+			strings.IndexFunc(data[glen:glen+blen], func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') }) < 0 {
 			out = append(out, BranchInfo{XID: data[:glen], Branch: data[glen : glen+blen], Mode: ModeXA})
 		}
 	}

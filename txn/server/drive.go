@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -21,13 +22,21 @@ import (
 // stops driving it without writing.
 var errFenced = errors.New("txn/server: claim lost to another driver")
 
+// preclaim is a claim taken with the decision itself (the server that
+// decides drives at once, without a claim of its own): term, and the
+// transaction when it is known in full (a saga just created).
+type preclaim struct {
+	term int64
+	g    *txn.Global
+}
+
 // startDrive drives xid's phase two in a worker, unless this process
-// already is.
-func (s *Server) startDrive(xid string) {
+// already is; it reports whether it started one.
+func (s *Server) startDrive(xid string, pre *preclaim) bool {
 	s.mu.Lock()
 	if s.closed || s.driving[xid] {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.driving[xid] = true
 	s.wg.Add(1)
@@ -46,10 +55,11 @@ func (s *Server) startDrive(xid string) {
 			return
 		}
 		defer func() { <-s.sem }()
-		if err := s.drive(s.stopCtx, xid); err != nil && !errors.Is(err, errFenced) && s.stopCtx.Err() == nil {
+		if err := s.drive(s.stopCtx, xid, pre); err != nil && !errors.Is(err, errFenced) && s.stopCtx.Err() == nil {
 			s.log.Warn("txn: drive", "xid", xid, "err", err)
 		}
 	}()
+	return true
 }
 
 // scanLoop resumes due and abandoned transactions and aborts prepared
@@ -105,7 +115,7 @@ func (s *Server) scan(ctx context.Context) error {
 		return err
 	}
 	for _, x := range due {
-		s.startDrive(x)
+		s.startDrive(x, nil)
 	}
 	return nil
 }
@@ -135,18 +145,39 @@ func (s *Server) claim(ctx context.Context, xid string) (int64, bool, error) {
 	return term, ok, err
 }
 
-// drive claims xid and runs its phase two as far as it goes now.
-func (s *Server) drive(ctx context.Context, xid string) error {
-	term, ok, err := s.claim(ctx, xid)
-	if err != nil || !ok {
-		return err
+// drive claims xid (or uses the claim taken with its decision) and runs
+// its phase two as far as it goes now.
+func (s *Server) drive(ctx context.Context, xid string, pre *preclaim) error {
+	d := &driver{s: s, renewed: store.NowMillis()}
+	switch {
+	case pre != nil && pre.g != nil:
+		d.g, d.term = *pre.g, pre.term
+	case pre != nil:
+		var owner string
+		if err := s.st.QueryRowContext(ctx, `SELECT term, owner FROM txn_globals WHERE xid = ?`, xid).Scan(&d.term, &owner); err != nil {
+			return err
+		}
+		if owner != s.holder {
+			return nil // taken over already
+		}
+		g, err := s.load(ctx, xid, false)
+		if err != nil {
+			return err
+		}
+		d.g = g
+	default:
+		term, ok, err := s.claim(ctx, xid)
+		if err != nil || !ok {
+			return err
+		}
+		g, err := s.load(ctx, xid, false)
+		if err != nil {
+			return err
+		}
+		d.g, d.term = g, term
 	}
-	g, err := s.load(ctx, xid, false)
-	if err != nil {
-		return err
-	}
-	d := &driver{s: s, g: g, term: term}
-	switch g.Status {
+	defer d.flushEvents(ctx)
+	switch d.g.Status {
 	case txn.StatusCommitting:
 		return d.forward(ctx)
 	case txn.StatusAborting:
@@ -160,6 +191,14 @@ type driver struct {
 	s    *Server
 	g    txn.Global
 	term int64
+	// renewed is when the claim was last renewed (it is renewed by a
+	// fenced write once a third of its TTL has passed).
+	renewed int64
+	// finished: the last write ended the transaction.
+	finished bool
+
+	mu     sync.Mutex
+	events []txn.Event // calls not yet written: the next fenced write takes them
 }
 
 // outcome of one branch call.
@@ -183,30 +222,34 @@ func (d *driver) forward(ctx context.Context) error {
 				todo = append(todo, i)
 			}
 		}
-		if out := d.round(ctx, todo, txn.OpConfirm); out != nil {
+		if out := d.round(ctx, todo, txn.OpConfirm, txn.StatusCommitted); out != nil {
 			return d.attemptFailed(ctx, *out)
 		}
 		return d.finish(ctx, txn.StatusCommitted)
 	case g.Options.Concurrent:
 		for {
 			var ready []int
-			pending := false
-			for i, b := range g.Branches {
+			pending := 0
+			for i, b := range d.g.Branches {
 				if b.Has(txn.OpAction) {
 					continue
 				}
-				pending = true
+				pending++
 				if d.afterDone(b) {
 					ready = append(ready, i)
 				}
 			}
-			if !pending {
+			if pending == 0 {
 				return d.finish(ctx, txn.StatusCommitted)
 			}
 			if len(ready) == 0 {
 				return d.park(ctx, "saga steps wait on each other: no step can run")
 			}
-			if out := d.round(ctx, ready, txn.OpAction); out != nil {
+			last := txn.Status("")
+			if len(ready) == pending {
+				last = txn.StatusCommitted
+			}
+			if out := d.round(ctx, ready, txn.OpAction, last); out != nil {
 				if out.failure {
 					return d.turnBack(ctx, *out)
 				}
@@ -215,10 +258,14 @@ func (d *driver) forward(ctx context.Context) error {
 		}
 	default:
 		for i := range g.Branches {
-			if g.Branches[i].Has(txn.OpAction) {
+			if d.g.Branches[i].Has(txn.OpAction) {
 				continue
 			}
-			if out := d.round(ctx, []int{i}, txn.OpAction); out != nil {
+			last := txn.Status("")
+			if i == len(g.Branches)-1 {
+				last = txn.StatusCommitted
+			}
+			if out := d.round(ctx, []int{i}, txn.OpAction, last); out != nil {
 				if out.failure {
 					return d.turnBack(ctx, *out)
 				}
@@ -247,7 +294,7 @@ func (d *driver) backward(ctx context.Context) error {
 				todo = append(todo, i)
 			}
 		}
-		if out := d.round(ctx, todo, txn.OpCancel); out != nil {
+		if out := d.round(ctx, todo, txn.OpCancel, txn.StatusAborted); out != nil {
 			return d.attemptFailed(ctx, *out)
 		}
 		return d.finish(ctx, txn.StatusAborted)
@@ -265,43 +312,64 @@ func (d *driver) backward(ctx context.Context) error {
 		}
 	}
 	for i := last; i >= 0; i-- {
-		if g.Branches[i].Has(txn.OpCompensate) {
+		if d.g.Branches[i].Has(txn.OpCompensate) {
 			continue
 		}
-		if out := d.round(ctx, []int{i}, txn.OpCompensate); out != nil {
+		end := txn.StatusAborted
+		for j := range i {
+			if !d.g.Branches[j].Has(txn.OpCompensate) {
+				end = ""
+				break
+			}
+		}
+		if out := d.round(ctx, []int{i}, txn.OpCompensate, end); out != nil {
 			return d.attemptFailed(ctx, *out)
 		}
 	}
 	return d.finish(ctx, txn.StatusAborted)
 }
 
-// round calls op on the branches at once and records each success; it
-// returns the first failure or error (the rest of the round still ends).
-func (d *driver) round(ctx context.Context, branches []int, op txn.Op) *outcome {
+// round calls op on the branches at once and records each success in one
+// write — which also ends the transaction in state end when every call
+// succeeded and end is set (the round was the last). It returns the
+// outcome to act on when a call did not succeed (a failure before an
+// error, and an error needing an operator before any other).
+func (d *driver) round(ctx context.Context, branches []int, op txn.Op, end txn.Status) *outcome {
 	if len(branches) == 0 {
 		return nil
 	}
 	outs := make([]outcome, len(branches))
-	var wg sync.WaitGroup
-	for k, i := range branches {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[k] = d.call(ctx, i, op)
-		}()
+	if len(branches) == 1 {
+		outs[0] = d.call(ctx, branches[0], op)
+	} else {
+		var wg sync.WaitGroup
+		for k, i := range branches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[k] = d.call(ctx, i, op)
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	var first *outcome
+	var ok []int
 	for k := range outs {
 		o := outs[k]
 		if o.err == nil && !o.failure {
-			if err := d.done(ctx, o.branch, op); err != nil {
-				return &outcome{branch: o.branch, op: op, err: err}
-			}
+			ok = append(ok, o.branch)
 			continue
 		}
 		if first == nil || (o.failure && !first.failure) || (o.operator && !first.failure && !first.operator) {
 			first = &outs[k]
+		}
+	}
+	if first != nil {
+		end = ""
+	}
+	if len(ok) > 0 {
+		if err := d.done(ctx, ok, op, end); err != nil {
+			return &outcome{branch: ok[0], op: op, err: err}
 		}
 	}
 	return first
@@ -323,7 +391,7 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 			result = "error"
 		}
 		d.s.m.calls.WithLabelValues(string(op), result).Inc()
-		d.event(ctx, branch, op, start, result, o.err)
+		d.event(branch, op, start, result, o.err)
 	}()
 	cctx, cancel := context.WithTimeout(ctx, ms(d.g.Options.BranchTimeoutMs))
 	defer cancel()
@@ -361,9 +429,9 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 	return o
 }
 
-// event records one call in the timeline (best effort: the timeline is
-// for people; the branch state is what drives).
-func (d *driver) event(ctx context.Context, branch int, op txn.Op, start time.Time, result string, err error) {
+// event keeps one call for the timeline; the next fenced write (or the
+// end of the drive) stores it.
+func (d *driver) event(branch int, op txn.Op, start time.Time, result string, err error) {
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -371,20 +439,55 @@ func (d *driver) event(ctx context.Context, branch int, op txn.Op, start time.Ti
 			msg = msg[:1000]
 		}
 	}
-	if _, e := d.s.st.ExecContext(ctx, `INSERT INTO txn_events (xid, branch, op, at, ms, result, error) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		d.g.XID, branch, op, start.UnixMilli(), time.Since(start).Milliseconds(), result, msg); e != nil && ctx.Err() == nil {
-		d.s.log.Warn("txn: record event", "xid", d.g.XID, "err", e)
+	d.mu.Lock()
+	d.events = append(d.events, txn.Event{Branch: branch, Op: op, At: start.UnixMilli(), Ms: time.Since(start).Milliseconds(), Result: result, Error: msg})
+	d.mu.Unlock()
+}
+
+// writeEvents stores the kept calls with ex (inside a fenced write, or
+// alone at the end of a drive).
+func (d *driver) writeEvents(ctx context.Context, ex interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}) error {
+	d.mu.Lock()
+	evs := d.events
+	d.events = nil
+	d.mu.Unlock()
+	if len(evs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 7*len(evs))
+	for _, e := range evs {
+		args = append(args, d.g.XID, e.Branch, e.Op, e.At, e.Ms, e.Result, e.Error)
+	}
+	_, err := ex.ExecContext(ctx, `INSERT INTO txn_events (xid, branch, op, at, ms, result, error) VALUES (?, ?, ?, ?, ?, ?, ?)`+
+		strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", len(evs)-1), args...)
+	if err != nil {
+		d.mu.Lock()
+		d.events = append(evs, d.events...) // kept for the next write
+		d.mu.Unlock()
+	}
+	return err
+}
+
+// flushEvents stores calls no fenced write took (best effort: the
+// timeline is for people; the branch state is what drives).
+func (d *driver) flushEvents(ctx context.Context) {
+	if err := d.writeEvents(context.WithoutCancel(ctx), d.s.st); err != nil {
+		d.s.log.Warn("txn: record branch calls", "xid", d.g.XID, "err", err)
 	}
 }
 
-// fenced runs fn in a transaction that first checks, and renews, this
-// driver's claim: the row is locked until commit (FOR UPDATE; SQLite has
-// one writer), so a concurrent claim waits for it and a stale driver's
-// write is refused. (Not by an UPDATE's affected-row count: MySQL counts
-// the rows an UPDATE changed, and a renewal within the same millisecond
-// changes none.)
+// fenced runs fn in a transaction that first checks this driver's claim
+// (and renews it once a third of its TTL has gone): the row is locked
+// until commit (FOR UPDATE; SQLite has one writer), so a concurrent claim
+// waits for it and a stale driver's write is refused. (Not by an UPDATE's
+// affected-row count: MySQL counts the rows an UPDATE changed, and a
+// renewal within the same millisecond changes none.) The calls kept for
+// the timeline are written in the same transaction.
 func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) error) error {
-	return d.s.st.InTx(ctx, func(tx *store.Tx) error {
+	var renewed int64
+	err := d.s.st.InTx(ctx, func(tx *store.Tx) error {
 		var term int64
 		var owner string
 		err := tx.QueryRowContext(ctx, `SELECT term, owner FROM txn_globals WHERE xid = ?`+forUpdate(tx), d.g.XID).Scan(&term, &owner)
@@ -395,30 +498,56 @@ func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) er
 			return errFenced
 		}
 		now := store.NowMillis()
-		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ?`,
-			now+d.s.cfg.ClaimTTL.Milliseconds(), now, d.g.XID); err != nil {
+		if now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
+			if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ?`,
+				now+d.s.cfg.ClaimTTL.Milliseconds(), now, d.g.XID); err != nil {
+				return err
+			}
+			renewed = now
+		}
+		if err := fn(tx, now); err != nil {
 			return err
 		}
-		return fn(tx, now)
+		return d.writeEvents(ctx, tx)
 	})
-}
-
-// done records op's success on branch.
-func (d *driver) done(ctx context.Context, branch int, op txn.Op) error {
-	b := &d.g.Branches[branch]
-	ops := append(append([]txn.Op(nil), b.Done...), op)
-	list := make([]string, len(ops))
-	for i, o := range ops {
-		list[i] = string(o)
-	}
-	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
-		_, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = ?, attempts = 0 WHERE xid = ? AND branch = ?`, strings.Join(list, ","), d.g.XID, branch)
-		return err
-	})
-	if err == nil {
-		b.Done, b.Attempts = ops, 0
+	if err == nil && renewed > 0 {
+		d.renewed = renewed
 	}
 	return err
+}
+
+// done records op's success on branches and, with end set, ends the
+// transaction in that state in the same write.
+func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.Status) error {
+	lists := make([][]txn.Op, len(branches))
+	for k, i := range branches {
+		lists[k] = append(append([]txn.Op(nil), d.g.Branches[i].Done...), op)
+	}
+	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
+		for k, i := range branches {
+			names := make([]string, len(lists[k]))
+			for j, o := range lists[k] {
+				names[j] = string(o)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = ?, attempts = 0 WHERE xid = ? AND branch = ?`, strings.Join(names, ","), d.g.XID, i); err != nil {
+				return err
+			}
+		}
+		if end != "" {
+			return d.end(ctx, tx, end)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, i := range branches {
+		d.g.Branches[i].Done, d.g.Branches[i].Attempts = lists[k], 0
+	}
+	if end != "" {
+		d.ended(end)
+	}
+	return nil
 }
 
 // turnBack: a saga step failed for good — decide to abort, then undo.
@@ -498,22 +627,36 @@ func (d *driver) park(ctx context.Context, reason string) error {
 	return err
 }
 
-// finish ends the transaction committed or aborted.
+// finish ends the transaction committed or aborted (unless the last
+// round's write did).
 func (d *driver) finish(ctx context.Context, st txn.Status) error {
-	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, st, d.g.XID); err != nil {
-			return err
-		}
-		if d.g.Mode == txn.ModeAT {
-			return unlock(ctx, tx, d.g.XID)
-		}
+	if d.finished {
 		return nil
-	})
+	}
+	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error { return d.end(ctx, tx, st) })
 	if err == nil {
-		d.s.m.ended.WithLabelValues(string(d.g.Mode), string(st)).Inc()
-		d.s.m.phaseTwo.WithLabelValues(string(d.g.Mode)).Observe(float64(store.NowMillis()-d.g.UpdatedAt) / 1000)
+		d.ended(st)
 	}
 	return err
+}
+
+// end writes the final state inside tx (and frees an AT transaction's row
+// locks).
+func (d *driver) end(ctx context.Context, tx *store.Tx, st txn.Status) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, st, d.g.XID); err != nil {
+		return err
+	}
+	if d.g.Mode == txn.ModeAT {
+		return unlock(ctx, tx, d.g.XID)
+	}
+	return nil
+}
+
+func (d *driver) ended(st txn.Status) {
+	d.finished = true
+	d.g.Status = st
+	d.s.m.ended.WithLabelValues(string(d.g.Mode), string(st)).Inc()
+	d.s.m.phaseTwo.WithLabelValues(string(d.g.Mode)).Observe(float64(store.NowMillis()-d.g.UpdatedAt) / 1000)
 }
 
 func (s *Server) alarm(ctx context.Context, g txn.Global) {

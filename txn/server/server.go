@@ -488,10 +488,12 @@ func (s *Server) Submit(ctx context.Context, req txn.SubmitRequest) (txn.Global,
 		if req.XID == "" {
 			req.XID = NewXID()
 		}
-		if err := s.createSaga(ctx, req); err != nil {
+		g, err := s.createSaga(ctx, req)
+		if err != nil {
 			return txn.Global{}, err
 		}
-	} else if err := s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusCommitting, ""); err != nil {
+		return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, &preclaim{term: 1, g: &g})
+	} else if err := s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusCommitting, "", true); err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: submit: %w", err)
 	} else if req.Mode == txn.ModeAT {
 		// An AT branch's writes are final once the commit is decided:
@@ -501,30 +503,38 @@ func (s *Server) Submit(ctx context.Context, req txn.SubmitRequest) (txn.Global,
 			s.log.Warn("txn: release row locks after commit", "xid", req.XID, "err", err)
 		}
 	}
-	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, &preclaim{})
 }
 
-func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) error {
+// createSaga stores a saga, committing, claimed (term 1) by this server,
+// which drives it next.
+func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Global, error) {
 	if req.Mode != "" && req.Mode != txn.ModeSaga {
-		return fmt.Errorf("%w: submit: steps are for a saga; a %s transaction registers branches", txn.ErrBadRequest, req.Mode)
+		return txn.Global{}, fmt.Errorf("%w: submit: steps are for a saga; a %s transaction registers branches", txn.ErrBadRequest, req.Mode)
 	}
 	if len(req.Steps) == 0 {
-		return fmt.Errorf("%w: submit: a saga needs steps", txn.ErrBadRequest)
+		return txn.Global{}, fmt.Errorf("%w: submit: a saga needs steps", txn.ErrBadRequest)
 	}
 	if err := txn.ValidXID(req.XID); err != nil {
-		return err
+		return txn.Global{}, err
 	}
 	for i, st := range req.Steps {
 		if err := checkStep(txn.ModeSaga, st, len(req.Steps), i); err != nil {
-			return err
+			return txn.Global{}, err
 		}
 	}
 	o := s.options(req.Options)
 	opts, _ := json.Marshal(o)
 	now := store.NowMillis()
+	g := txn.Global{XID: req.XID, Mode: txn.ModeSaga, App: req.App, Status: txn.StatusCommitting, Phase: "commit", Options: o,
+		CreatedAt: now, UpdatedAt: now, NextAt: now, Branches: make([]txn.Branch, len(req.Steps))}
+	for i, st := range req.Steps {
+		g.Branches[i] = txn.Branch{ID: i, Step: st}
+	}
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
-			VALUES (?, ?, ?, ?, 'commit', ?, '', ?, ?, ?, 0, '', 0, 0, ?)`, req.XID, txn.ModeSaga, req.App, txn.StatusCommitting, string(opts), now, now, now, len(req.Steps)); err != nil {
+			VALUES (?, ?, ?, ?, 'commit', ?, '', ?, ?, ?, 0, ?, ?, 1, ?)`, req.XID, txn.ModeSaga, req.App, txn.StatusCommitting, string(opts), now, now, now,
+			s.holder, now+s.cfg.ClaimTTL.Milliseconds(), len(req.Steps)); err != nil {
 			return err
 		}
 		for i, st := range req.Steps {
@@ -536,25 +546,31 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) error {
 		return nil
 	})
 	if store.IsUniqueViolation(err) {
-		return errcode.New(errcode.AlreadyExists, "txn: transaction "+req.XID+" exists")
+		return txn.Global{}, errcode.New(errcode.AlreadyExists, "txn: transaction "+req.XID+" exists")
 	}
 	if err != nil {
-		return fmt.Errorf("txn/server: submit saga: %w", err)
+		return txn.Global{}, fmt.Errorf("txn/server: submit saga: %w", err)
 	}
 	s.m.started.WithLabelValues(string(txn.ModeSaga)).Inc()
-	return nil
+	return g, nil
 }
 
 // decide moves xid from state from to committing or aborting, durably,
-// and makes phase two due now.
-func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, reason string) error {
+// and makes phase two due now; with claim, this server claims it in the
+// same write (it drives it next).
+func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, reason string, claim bool) error {
 	phase := "commit"
 	if to == txn.StatusAborting {
 		phase = "abort"
 	}
 	now := store.NowMillis()
-	res, err := s.st.ExecContext(ctx, `UPDATE txn_globals SET status = ?, phase = ?, reason = ?, updated_at = ?, next_at = ?, timeout_at = 0 WHERE xid = ? AND status = ?`,
-		to, phase, reason, now, now, xid, from)
+	q := `UPDATE txn_globals SET status = ?, phase = ?, reason = ?, updated_at = ?, next_at = ?, timeout_at = 0 WHERE xid = ? AND status = ?`
+	args := []any{to, phase, reason, now, now, xid, from}
+	if claim {
+		q = `UPDATE txn_globals SET status = ?, phase = ?, reason = ?, updated_at = ?, next_at = ?, timeout_at = 0, owner = ?, claim_until = ?, term = term + 1 WHERE xid = ? AND status = ?`
+		args = []any{to, phase, reason, now, now, s.holder, now + s.cfg.ClaimTTL.Milliseconds(), xid, from}
+	}
+	res, err := s.st.ExecContext(ctx, q, args...)
 	if err != nil {
 		return err
 	}
@@ -586,17 +602,17 @@ func (s *Server) Abort(ctx context.Context, req txn.XIDRequest) (txn.Global, err
 	}
 	switch {
 	case g.Status == txn.StatusPrepared:
-		err = s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusAborting, reason)
+		err = s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusAborting, reason, false)
 	case g.Status == txn.StatusAborting || g.Status == txn.StatusAborted:
 	case g.Mode == txn.ModeSaga && (g.Status == txn.StatusFailed || g.Status == txn.StatusCommitting):
-		err = s.decide(ctx, req.XID, g.Status, txn.StatusAborting, reason)
+		err = s.decide(ctx, req.XID, g.Status, txn.StatusAborting, reason, false)
 	default:
 		err = fmt.Errorf("%w: abort %s: it is %s (%s)", txn.ErrState, req.XID, g.Status, g.Mode)
 	}
 	if err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: abort: %w", err)
 	}
-	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, nil)
 }
 
 // Retry resumes a failed (parked) transaction in its decided direction,
@@ -632,18 +648,23 @@ func (s *Server) Retry(ctx context.Context, req txn.XIDRequest) (txn.Global, err
 	if err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: retry: %w", err)
 	}
-	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs)
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, nil)
 }
 
 // afterDecision starts phase two here and, with wait, waits for its end
 // (or waitMs, default 30 s), returning the transaction as it stands.
-func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitMs int64) (txn.Global, error) {
+func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitMs int64, pre *preclaim) (txn.Global, error) {
 	var ch chan struct{}
 	if wait {
 		ch = s.waitFor(xid)
 		defer s.unwait(xid, ch)
 	}
-	s.startDrive(xid)
+	started := s.startDrive(xid, pre)
+	if !started && pre != nil && pre.g != nil {
+		// Not driven here (closing): the claim runs out and the scanner
+		// of any server takes it.
+		s.log.Debug("txn: decided but not driving here", "xid", xid)
+	}
 	if wait {
 		d := 30 * time.Second
 		if waitMs > 0 {
@@ -652,9 +673,13 @@ func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitM
 		t := time.NewTimer(d)
 		defer t.Stop()
 		for {
-			g, err := s.load(ctx, xid, false)
-			if err != nil || g.Status.Final() || g.Status == txn.StatusFailed || (g.NextAt > store.NowMillis() && !s.isDriving(xid)) {
-				return g, err
+			if started {
+				started = false // this server is driving it: its end will wake us
+			} else {
+				g, err := s.load(ctx, xid, false)
+				if err != nil || g.Status.Final() || g.Status == txn.StatusFailed || (g.NextAt > store.NowMillis() && !s.isDriving(xid)) {
+					return g, err
+				}
 			}
 			select {
 			case <-ch:
