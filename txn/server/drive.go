@@ -199,6 +199,11 @@ type driver struct {
 
 	mu     sync.Mutex
 	events []txn.Event // calls not yet written: the next fenced write takes them
+	// unsaved are branches whose successes are recorded in memory only:
+	// the next fenced write stores them. Losing them (a crash) only
+	// repeats calls the barrier makes harmless; a saga's steps are
+	// written once, with its end, as DTM writes branch results late.
+	unsaved map[int]bool
 }
 
 // outcome of one branch call.
@@ -497,6 +502,9 @@ func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) er
 		if term != d.term || owner != d.s.holder {
 			return errFenced
 		}
+		if err := d.saveDone(ctx, tx); err != nil {
+			return err
+		}
 		now := store.NowMillis()
 		if now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
 			if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ?`,
@@ -513,40 +521,49 @@ func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) er
 	if err == nil && renewed > 0 {
 		d.renewed = renewed
 	}
+	if err == nil {
+		clear(d.unsaved)
+	}
 	return err
 }
 
-// done records op's success on branches and, with end set, ends the
-// transaction in that state in the same write.
-func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.Status) error {
-	lists := make([][]txn.Op, len(branches))
-	for k, i := range branches {
-		lists[k] = append(append([]txn.Op(nil), d.g.Branches[i].Done...), op)
+// saveDone writes the successes recorded in memory only.
+func (d *driver) saveDone(ctx context.Context, tx *store.Tx) error {
+	for i := range d.unsaved {
+		b := d.g.Branches[i]
+		names := make([]string, len(b.Done))
+		for j, o := range b.Done {
+			names[j] = string(o)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = ?, attempts = 0 WHERE xid = ? AND branch = ?`, strings.Join(names, ","), d.g.XID, i); err != nil {
+			return err
+		}
 	}
-	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
-		for k, i := range branches {
-			names := make([]string, len(lists[k]))
-			for j, o := range lists[k] {
-				names[j] = string(o)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = ?, attempts = 0 WHERE xid = ? AND branch = ?`, strings.Join(names, ","), d.g.XID, i); err != nil {
-				return err
-			}
+	return nil
+}
+
+// done records op's success on branches: in memory only while more
+// rounds follow (the next write stores it); with end set, stored together
+// with the transaction's end state in one write.
+func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.Status) error {
+	if d.unsaved == nil {
+		d.unsaved = make(map[int]bool)
+	}
+	for _, i := range branches {
+		b := &d.g.Branches[i]
+		if !b.Has(op) {
+			b.Done = append(append([]txn.Op(nil), b.Done...), op)
 		}
-		if end != "" {
-			return d.end(ctx, tx, end)
-		}
+		b.Attempts = 0
+		d.unsaved[i] = true
+	}
+	if end == "" {
 		return nil
-	})
-	if err != nil {
+	}
+	if err := d.fenced(ctx, func(tx *store.Tx, _ int64) error { return d.end(ctx, tx, end) }); err != nil {
 		return err
 	}
-	for k, i := range branches {
-		d.g.Branches[i].Done, d.g.Branches[i].Attempts = lists[k], 0
-	}
-	if end != "" {
-		d.ended(end)
-	}
+	d.ended(end)
 	return nil
 }
 
