@@ -27,6 +27,17 @@ type XA struct {
 	Dialect string
 	// Table is the barrier table (default "tangram_barrier").
 	Table string
+	// Timeout bounds a Try's statements (default 30 s). They run to the
+	// end even when the caller gives up, so a branch is never cut off
+	// mid-statement.
+	Timeout time.Duration
+}
+
+func (x *XA) timeout() time.Duration {
+	if x.Timeout > 0 {
+		return x.Timeout
+	}
+	return 30 * time.Second
 }
 
 func (x *XA) barrier() *Barrier { return &Barrier{DB: x.DB, Dialect: x.Dialect, Table: x.Table} }
@@ -92,6 +103,13 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 	if prepared {
 		return nil // a repeated Try
 	}
+	// The branch runs to its end (prepared, or rolled back on its own
+	// session) even when the caller gives up: a driver aborting a
+	// statement closes the connection under a live XA branch, which
+	// MariaDB was seen to leave behind, locks held, where neither
+	// XA RECOVER nor XA ROLLBACK could reach it until it restarted.
+	ctx, cancelTry := context.WithTimeout(context.WithoutCancel(ctx), x.timeout())
+	defer cancelTry()
 	conn, err := x.DB.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("txn: XA try: %w", err)
@@ -104,6 +122,17 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 	// The branch's statements run on conn alone; once it is started, any
 	// way out but the prepare rolls it back on the same connection.
 	bg := context.WithoutCancel(ctx)
+	if d == "mysql" {
+		// Read committed: InnoDB then takes no gap locks for the branch's
+		// reads and the barrier's insert, so prepared branches waiting for
+		// the coordinator do not block each other's inserts into the
+		// same index ranges (a wait no deadlock detector sees, across
+		// branches of different global transactions). The session ends
+		// with the branch (discarded after the prepare).
+		if _, err := conn.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+			return fmt.Errorf("txn: XA try %s: %w", id, err)
+		}
+	}
 	if _, err := conn.ExecContext(ctx, start); err != nil {
 		return fmt.Errorf("txn: XA try %s: start: %w", id, err)
 	}
@@ -145,10 +174,42 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 		// MariaDB and MySQL keep a prepared XA branch attached to the
 		// session that prepared it: any other statement there fails
 		// (XAER_RMFAIL) until the session ends. Closing it detaches the
-		// branch, which any session may then commit or roll back.
+		// branch, which any session may then commit or roll back — once
+		// the server has finished the detaching: answer only then, so the
+		// coordinator's commit never meets a branch half detached (under
+		// load MariaDB was seen to lose such a branch where neither
+		// XA RECOVER nor XA COMMIT could reach it until it restarted).
 		discard(conn)
+		return x.awaitDetached(ctx, d, bi, id)
 	}
 	return nil
+}
+
+// awaitDetached waits until the prepared branch is listed by XA RECOVER
+// (detached from its closed session), for up to 2 s.
+func (x *XA) awaitDetached(ctx context.Context, d string, bi BranchInfo, id string) error {
+	pause := time.Millisecond
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		ok, err := x.isPrepared(ctx, d, bi)
+		if err != nil {
+			return fmt.Errorf("txn: XA try %s: after the prepare: %w", id, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("txn: XA try %s: the prepared branch did not detach from its session within 2 s", id)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("txn: XA try %s: %w", id, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(2*pause, 50*time.Millisecond)
+	}
 }
 
 // discard closes conn's connection instead of returning it to the pool.

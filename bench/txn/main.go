@@ -58,6 +58,7 @@ import (
 	"time"
 
 	"github.com/dtm-labs/dtm/client/dtmcli"
+	dtmlog "github.com/dtm-labs/dtm/client/dtmcli/logger"
 	"github.com/go-resty/resty/v2"
 	_ "github.com/go-sql-driver/mysql" // participants' and DTM's database
 	_ "github.com/jackc/pgx/v5/stdlib" // our store's database (set-up only)
@@ -96,6 +97,7 @@ func main() {
 		*dur = 2 * time.Second
 	}
 	slog.SetDefault(quiet)
+	dtmlog.InitLog("error") // its client logs every XA connection at info
 	if err := run(*dur, *rounds, *conc, *bin, *dtmBin, strings.Split(*modes, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/txn:", err)
 		os.Exit(1)
@@ -343,9 +345,12 @@ func newParticipants(accts int) (*participants, error) {
 	}
 	defer admin.Close()
 	ctx := context.Background()
-	p := &participants{names: [2]string{"tgbench_a", "tgbench_b"}, accts: accts}
+	// Databases of this run's own: a branch an earlier run (or its peer)
+	// left prepared keeps its rows locked, and its database undroppable.
+	stamp := time.Now().Unix()
+	p := &participants{names: [2]string{fmt.Sprintf("tgbench_%d_a", stamp), fmt.Sprintf("tgbench_%d_b", stamp)}, accts: accts}
 	for i, name := range p.names {
-		for _, q := range []string{"DROP DATABASE IF EXISTS " + name, "CREATE DATABASE " + name} {
+		for _, q := range []string{"CREATE DATABASE " + name} {
 			if _, err := admin.ExecContext(ctx, q); err != nil {
 				return nil, fmt.Errorf("MariaDB at %s (set TANGRAM_BENCH_MYSQL): %w", mysqlAddr, err)
 			}
@@ -437,6 +442,14 @@ func (p *participants) close() {
 	for i := range p.dbs {
 		if p.atDBs[i] != nil {
 			_ = p.atDBs[i].Close()
+		}
+		c, err := p.dbs[i].Conn(context.Background())
+		if err == nil {
+			_, _ = c.ExecContext(context.Background(), "SET SESSION lock_wait_timeout = 5")
+			if _, err := c.ExecContext(context.Background(), "DROP DATABASE "+p.names[i]); err != nil {
+				fmt.Fprintf(os.Stderr, "bench/txn: drop %s (a branch left prepared still locks it; XA RECOVER shows it): %v\n", p.names[i], err)
+			}
+			c.Close()
 		}
 		_ = p.dbs[i].Close()
 	}
