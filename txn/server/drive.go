@@ -14,6 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/txn"
 )
@@ -387,6 +392,9 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 		txn.OpConfirm: b.Step.Confirm, txn.OpCancel: b.Step.Cancel}[op]
 	o := outcome{branch: branch, op: op}
 	start := time.Now()
+	ctx, span := d.s.tracer.Start(ctx, "txn.branch "+string(op), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("txn.xid", d.g.XID), attribute.Int("txn.branch", branch),
+			attribute.String("txn.op", string(op)), attribute.String("txn.mode", string(d.g.Mode)), attribute.String("url.full", target)))
 	defer func() {
 		result := "ok"
 		switch {
@@ -397,6 +405,12 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 		}
 		d.s.m.calls.WithLabelValues(string(op), result).Inc()
 		d.event(branch, op, start, result, o.err)
+		span.SetAttributes(attribute.String("txn.result", result))
+		if o.err != nil {
+			span.RecordError(o.err)
+			span.SetStatus(codes.Error, result)
+		}
+		span.End()
 	}()
 	cctx, cancel := context.WithTimeout(ctx, ms(d.g.Options.BranchTimeoutMs))
 	defer cancel()
@@ -405,6 +419,7 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 		o.err = fmt.Errorf("branch %d %s: %w", branch, op, err)
 		return o
 	}
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(txn.HeaderXID, d.g.XID)
 	req.Header.Set(txn.HeaderBranch, strconv.Itoa(branch))

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/store"
@@ -65,6 +67,10 @@ type Config struct {
 	Alarm func(ctx context.Context, g txn.Global)
 	// Registerer receives the metrics (optional).
 	Registerer prometheus.Registerer
+	// TracerProvider makes a client span per branch call, whose context
+	// the call carries in the W3C traceparent header (default: the
+	// process's global provider, which does nothing unless set).
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultConfig returns the defaults (Store still needed).
@@ -75,6 +81,9 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -130,6 +139,7 @@ type Server struct {
 	holder string // this process in claims: node name and incarnation (fixed-width hex: later sorts after earlier)
 	sem    chan struct{}
 	m      metrics
+	tracer trace.Tracer
 
 	mu      sync.Mutex
 	started bool
@@ -150,7 +160,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, sem: make(chan struct{}, cfg.Workers),
 		holder: fmt.Sprintf("%s#%016x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
-		waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), m: newMetrics()}
+		waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), m: newMetrics(),
+		tracer: cfg.TracerProvider.Tracer("github.com/tangram-dev/tangram/txn/server")}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	if cfg.Registerer != nil {
 		if err := s.m.register(cfg.Registerer); err != nil {
