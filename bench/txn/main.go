@@ -298,6 +298,20 @@ func drive(d time.Duration, conc int, one func(ctx context.Context, w int) error
 	return r
 }
 
+// driveCPU is drive, with the CPU process pid (0: none) spent per 1000
+// transactions.
+func driveCPU(d time.Duration, conc, pid int, one func(ctx context.Context, w int) error) result {
+	if pid == 0 {
+		return drive(d, conc, one)
+	}
+	c0 := cpu(pid)
+	r := drive(d, conc, one)
+	if used := cpu(pid) - c0; r.tps > 0 {
+		r.cpuPer1k = float64(used.Milliseconds()) / (r.tps * d.Seconds() / 1000)
+	}
+	return r
+}
+
 // cpu is a process's user+system CPU time so far.
 func cpu(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -599,11 +613,7 @@ func (s *system) measure(bin, dtmBin, dir string, p *participants, mode string, 
 		}
 		return err
 	}
-	c0 := cpu(srv.cmd.Process.Pid)
-	r := drive(d, conc, one)
-	if used := cpu(srv.cmd.Process.Pid) - c0; r.tps > 0 {
-		r.cpuPer1k = float64(used.Milliseconds()) / (r.tps * d.Seconds() / 1000)
-	}
+	r := driveCPU(d, conc, srv.cmd.Process.Pid, one)
 	srv.stop()
 	r.inDoubt = p.sweep(&issued, mode)
 	return r, nil
@@ -779,11 +789,7 @@ func measureDTM(dtmBin, dir string, p *participants, mode string, d time.Duratio
 		}
 		return fmt.Errorf("mode %q", mode)
 	}
-	c0 := cpu(cmd.Process.Pid)
-	r := drive(d, conc, one)
-	if used := cpu(cmd.Process.Pid) - c0; r.tps > 0 {
-		r.cpuPer1k = float64(used.Milliseconds()) / (r.tps * d.Seconds() / 1000)
-	}
+	r := driveCPU(d, conc, cmd.Process.Pid, one)
 	pr.stop()
 	r.inDoubt = p.sweep(&issued, mode)
 	return r, nil
@@ -884,14 +890,7 @@ func measureAT(bin, dir string, p *participants, d time.Duration, rounds, conc i
 	for r := range rounds {
 		for _, s := range spread.Order(systems, r) {
 			fmt.Fprintf(os.Stderr, "at round %d: %s …\n", r+1, s.name)
-			c0 := time.Duration(0)
-			if s.pid != 0 {
-				c0 = cpu(s.pid)
-			}
-			out := drive(d, conc, s.fn)
-			if s.pid != 0 && out.tps > 0 {
-				out.cpuPer1k = float64((cpu(s.pid) - c0).Milliseconds()) / (out.tps * d.Seconds() / 1000)
-			}
+			out := driveCPU(d, conc, s.pid, s.fn)
 			res[s.name] = append(res[s.name], out)
 		}
 	}
