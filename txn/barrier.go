@@ -32,7 +32,7 @@ func BranchFromRequest(r *http.Request) (BranchInfo, error) {
 		return bi, fmt.Errorf("%w: branch request: header %s %q: want 1-64 characters", ErrBadRequest, HeaderBranch, bi.Branch)
 	}
 	if !bi.Op.Valid() {
-		return bi, fmt.Errorf("%w: branch request: header %s %q: want action, compensate, try, confirm or cancel", ErrBadRequest, HeaderOp, bi.Op)
+		return bi, fmt.Errorf("%w: branch request: header %s %q: want action, compensate, try, confirm, cancel or msg", ErrBadRequest, HeaderOp, bi.Op)
 	}
 	return bi, nil
 }
@@ -196,6 +196,9 @@ func (b *Barrier) Call(ctx context.Context, bi BranchInfo, fn func(tx *sql.Tx) e
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("txn: barrier: commit: %w", err)
 		}
+		if Op(reason) == reasonClosed {
+			return fmt.Errorf("%w: %s branch %s %s (settled as never run first)", ErrSuspended, bi.XID, bi.Branch, bi.Op)
+		}
 		if Op(reason) != bi.Op {
 			return fmt.Errorf("%w: %s branch %s (its %s came first)", ErrSuspended, bi.XID, bi.Branch, reason)
 		}
@@ -214,4 +217,51 @@ func (b *Barrier) Call(ctx context.Context, bi BranchInfo, fn func(tx *sql.Tx) e
 		return fmt.Errorf("txn: barrier: commit: %w", err)
 	}
 	return nil
+}
+
+// reasonClosed marks a row Settle wrote: the operation had not run, and
+// now never will.
+const reasonClosed Op = "closed"
+
+// Settle reports whether bi's forward operation committed, exactly: when
+// it has not, Settle writes the operation's row itself (reason "closed"),
+// so a local transaction still to come finds it taken and fails with
+// ErrSuspended. An operation in flight makes Settle wait for its end (the
+// row's lock). It answers a two-phase message's check-back (txn/msg) and
+// DTM-style "query prepared" questions.
+func (b *Barrier) Settle(ctx context.Context, bi BranchInfo) (committed bool, err error) {
+	d, err := b.dialect()
+	if err != nil {
+		return false, err
+	}
+	if !bi.Op.Valid() || bi.Op.Origin() != "" || bi.XID == "" || bi.Branch == "" {
+		return false, fmt.Errorf("%w: barrier: settle %+v: want a forward operation of a branch", ErrBadRequest, bi)
+	}
+	tx, err := b.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("txn: barrier: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	closed, err := b.insert(ctx, tx, d, bi, bi.Op, reasonClosed)
+	if err != nil {
+		return false, err
+	}
+	var reason string
+	if !closed {
+		q := `SELECT reason FROM ` + b.table() + ` WHERE xid = ? AND branch = ? AND op = ?`
+		if d == "postgres" {
+			q = `SELECT reason FROM ` + b.table() + ` WHERE xid = $1 AND branch = $2 AND op = $3`
+		}
+		if err := tx.QueryRowContext(ctx, q, bi.XID, bi.Branch, string(bi.Op)).Scan(&reason); err != nil {
+			return false, fmt.Errorf("txn: barrier: settle %s/%s/%s: %w", bi.XID, bi.Branch, bi.Op, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("txn: barrier: settle: commit: %w", err)
+	}
+	return Op(reason) == bi.Op, nil
 }

@@ -88,6 +88,9 @@ const (
 	OpTry        Op = "try"
 	OpConfirm    Op = "confirm"
 	OpCancel     Op = "cancel"
+	// OpMsg is a two-phase message's local transaction (txn/msg): its
+	// barrier row tells the broker's check-back whether it committed.
+	OpMsg Op = "msg"
 )
 
 // Origin is the forward operation an undo operation undoes ("" for a
@@ -106,7 +109,7 @@ func (o Op) Origin() Op {
 // Valid reports whether o is a known operation.
 func (o Op) Valid() bool {
 	switch o {
-	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel:
+	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpMsg:
 		return true
 	}
 	return false
