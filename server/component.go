@@ -213,7 +213,14 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		s.ids = g
 		return g, nil
 	case CompTxn:
-		x, err := txnserver.New(txnserver.Config{Store: s.st, Logger: s.log.With("component", "txn"), NodeName: s.cfg.NodeName, Registerer: s.reg})
+		var smtpCfg *jobserver.SMTPConfig
+		if s.cfg.SMTP.Addr != "" {
+			smtpCfg = &s.cfg.SMTP
+		}
+		tc := txnserver.DefaultConfig()
+		tc.Store, tc.Logger, tc.NodeName, tc.Registerer = s.st, s.log.With("component", "txn"), s.cfg.NodeName, s.reg
+		tc.AlarmWebhook, tc.AlarmEmails, tc.SMTP = s.cfg.TxnAlarmWebhook, s.cfg.TxnAlarmEmails, smtpCfg
+		x, err := txnserver.New(tc)
 		if err != nil {
 			return nil, err
 		}

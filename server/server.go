@@ -123,6 +123,11 @@ type Config struct {
 	// JobWebhookAllow lets job alarm webhooks reach internal addresses
 	// (CIDR prefixes, addresses or host names); default: public only.
 	JobWebhookAllow []string
+	// TxnAlarmWebhook and TxnAlarmEmails receive an alarm (the
+	// transaction as JSON; an e-mail through SMTP) when the transaction
+	// coordinator parks a transaction as failed.
+	TxnAlarmWebhook string
+	TxnAlarmEmails  []string
 	// BrokerAddr is the in-process MQ broker's listener (default ":7072";
 	// "off" runs none: brokers then run as `tangram broker`). Its data is
 	// in <DataDir>/broker. BrokerName defaults to "broker-<hostname>";
@@ -146,7 +151,7 @@ type Config struct {
 	// MQNameTTL is how long the name service keeps a broker that stopped
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration
-	// SMTP, when its Addr is set, sends jobs' alarm e-mails.
+	// SMTP, when its Addr is set, sends alarm e-mails (jobs', transactions').
 	SMTP jobserver.SMTPConfig
 	// DebugAddr, when set, serves net/http/pprof on its own listener (keep
 	// it on loopback: it is not authenticated). Default off.

@@ -4,86 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/textproto"
 	"strings"
 	"testing"
 	"time"
 
 	jobserver "github.com/tangram-dev/tangram/job/server"
 
+	"github.com/tangram-dev/tangram/internal/alarm/alarmtest"
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/job"
 	"github.com/tangram-dev/tangram/server"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
 
-// mailSink is a minimal SMTP server for the test: it accepts one message
-// per connection and hands over its recipients and text.
-type mailSink struct {
-	ln   net.Listener
-	mail chan string
-}
-
-func newMailSink(t *testing.T) *mailSink {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mailSink{ln: ln, mail: make(chan string, 4)}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go m.serve(c)
-		}
-	}()
-	return m
-}
-
-func (m *mailSink) serve(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	tp := textproto.NewConn(c)
-	_ = tp.PrintfLine("220 sink ESMTP")
-	var rcpt []string
-	for {
-		line, err := tp.ReadLine()
-		if err != nil {
-			return
-		}
-		cmd := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
-		switch {
-		case cmd == "EHLO" || cmd == "HELO":
-			_ = tp.PrintfLine("250 sink")
-		case strings.HasPrefix(strings.ToUpper(line), "RCPT TO:"):
-			rcpt = append(rcpt, strings.Trim(line[8:], "<> "))
-			_ = tp.PrintfLine("250 ok")
-		case cmd == "DATA":
-			_ = tp.PrintfLine("354 go on")
-			body, err := tp.ReadDotBytes()
-			if err != nil {
-				return
-			}
-			m.mail <- "To " + strings.Join(rcpt, ",") + "\n" + string(body)
-			_ = tp.PrintfLine("250 queued")
-		case cmd == "QUIT":
-			_ = tp.PrintfLine("221 bye")
-			return
-		default:
-			_ = tp.PrintfLine("250 ok")
-		}
-	}
-}
-
 // A run that fails for good e-mails its job's alarm addresses.
 func TestAlarmEmail(t *testing.T) {
-	sink := newMailSink(t)
+	sink := alarmtest.NewMailSink(t)
 	h := servertest.Start(t, func(c *server.Config) {
-		c.SMTP = jobserver.SMTPConfig{Addr: sink.ln.Addr().String(), From: "tangram@example.com"}
+		c.SMTP = jobserver.SMTPConfig{Addr: sink.Addr(), From: "tangram@example.com"}
 	})
 	c := h.Client()
 	executor(t, h, "ops", map[string]job.Handler{
@@ -95,7 +33,7 @@ func TestAlarmEmail(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case m := <-sink.mail:
+	case m := <-sink.Mail:
 		for _, want := range []string{"oncall@example.com", "ops@example.com", "Subject: [tangram] job mailing: run", "failed", "Error:    disk full"} {
 			if !strings.Contains(m, want) {
 				t.Errorf("mail lacks %q:\n%s", want, m)

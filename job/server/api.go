@@ -44,7 +44,7 @@ func (s *Scheduler) prepare(ctx context.Context, j *job.Job, now time.Time) (str
 		return "", 0, err
 	}
 	if j.AlarmWebhook != "" {
-		if err := s.hooks.check(j.AlarmWebhook); err != nil {
+		if err := s.checkWebhook(j.AlarmWebhook); err != nil {
 			return "", 0, err
 		}
 	}

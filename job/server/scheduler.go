@@ -18,6 +18,7 @@ import (
 
 	"github.com/tangram-dev/tangram/job"
 
+	"github.com/tangram-dev/tangram/internal/alarm"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/rpc"
 )
@@ -137,7 +138,7 @@ func (c Config) Validate() error {
 	if c.Partitions > 4096 {
 		return fmt.Errorf("job: Config.Partitions %d: at most 4096", c.Partitions)
 	}
-	if _, err := newWebhookPolicy(c.WebhookAllow); err != nil {
+	if _, err := alarm.NewPolicy(c.WebhookAllow); err != nil {
 		return err
 	}
 	if c.SMTP != nil && c.SMTP.Addr == "" {
@@ -153,7 +154,7 @@ func (c Config) Validate() error {
 type Scheduler struct {
 	cfg       Config
 	coalesced atomic.Int64 // missed fires collapsed into another's run or record
-	hooks     *webhookPolicy
+	hooks     *alarm.Policy
 	log       *slog.Logger
 	st        *store.Store
 	holder    store.Holder // this process: the node and its incarnation
@@ -173,7 +174,7 @@ type Scheduler struct {
 
 	work   chan any      // pending runs due, for the workers
 	claims chan fireItem // fires due for claiming
-	alarms chan alarmItem
+	alarms *alarm.Sender // from Start
 	kick   chan struct{}
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -210,13 +211,13 @@ func New(cfg Config) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	hooks, err := newWebhookPolicy(cfg.WebhookAllow)
+	hooks, err := alarm.NewPolicy(cfg.WebhookAllow)
 	if err != nil {
 		return nil, err
 	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, holder: store.NewHolder(cfg.NodeName), wheel: newWheel(time.Now()), hooks: hooks,
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: make(chan fireItem, 8192), alarms: make(chan alarmItem, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: make(chan fireItem, 8192), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // ErrServerClosed is returned by Start after Close.
@@ -242,7 +243,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	s.goFunc(s.leaseLoop)
 	s.goFunc(s.loadLoop)
 	s.goFunc(s.triggerLoop)
-	s.goFunc(s.alarmLoop)
+	var err error
+	if s.alarms, err = alarm.New(alarm.Config{SMTP: s.cfg.SMTP, Policy: s.hooks, UserAgent: "tangram-job-alarm", Logger: s.log}); err != nil {
+		return fmt.Errorf("job: alarms: %w", err)
+	}
 	s.goFunc(s.janitor)
 	for range s.cfg.Workers {
 		s.goFunc(s.worker)
@@ -274,6 +278,9 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	close(s.stop)
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.alarms != nil {
+		s.alarms.Close()
+	}
 	s.sendClaimed(ctx)
 	s.mu.Lock()
 	owned := s.owned

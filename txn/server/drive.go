@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tangram-dev/tangram/internal/alarm"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/txn"
 )
@@ -697,4 +699,31 @@ func (s *Server) alarm(ctx context.Context, g txn.Global) {
 		return
 	}
 	s.log.Warn("txn: transaction parked as failed; retry or abort it", "xid", g.XID, "mode", g.Mode, "reason", g.Reason)
+	if s.alarms == nil {
+		return
+	}
+	lastErr := map[int]string{}
+	for _, e := range g.Events {
+		if e.Error != "" {
+			lastErr[e.Branch] = fmt.Sprintf("%s: %s", e.Op, e.Error)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Transaction: %s\nMode:        %s\nApp:         %s\nStatus:      %s (decision: %s)\nReason:      %s\nServer:      %s\n",
+		g.XID, g.Mode, g.App, g.Status, cmp.Or(g.Phase, "none"), g.Reason, s.cfg.NodeName)
+	for _, br := range g.Branches {
+		done := make([]string, len(br.Done))
+		for i, op := range br.Done {
+			done[i] = string(op)
+		}
+		fmt.Fprintf(&b, "Branch %d:    done [%s], %d failed attempts", br.ID, strings.Join(done, " "), br.Attempts)
+		if e := lastErr[br.ID]; e != "" {
+			fmt.Fprintf(&b, "; last error %s", e)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nRetry it with `tangram txn retry " + g.XID + "`, or abort it with `tangram txn abort " + g.XID + "`.\n")
+	s.alarms.Send(alarm.Message{Webhook: s.cfg.AlarmWebhook, Trusted: true, Emails: s.cfg.AlarmEmails, JSON: g,
+		Subject: fmt.Sprintf("[tangram] transaction %s (%s) parked as failed", g.XID, g.Mode), Text: b.String(),
+		Log: []any{"xid", g.XID}})
 }

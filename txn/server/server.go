@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/mail"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tangram-dev/tangram/internal/alarm"
 	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/txn"
@@ -62,9 +65,18 @@ type Config struct {
 	Workers int
 	// HTTPClient calls branches (default: a client with keep-alives).
 	HTTPClient *http.Client
-	// Alarm is called when a transaction is parked as failed (default:
-	// a warning in the log).
+	// Alarm is called when a transaction is parked as failed. Without it,
+	// the server logs a warning and, when AlarmWebhook or AlarmEmails is
+	// set, posts the transaction as JSON to the webhook and e-mails it
+	// through SMTP (the scheduler's alarm machinery: a bounded queue,
+	// each delivery retried).
 	Alarm func(ctx context.Context, g txn.Global)
+	// AlarmWebhook is an http(s) URL from the server's own configuration
+	// (trusted: it may be an internal address).
+	AlarmWebhook string
+	AlarmEmails  []string
+	// SMTP sends the alarm e-mails (needed with AlarmEmails).
+	SMTP *alarm.SMTP
 	// Registerer receives the metrics (optional).
 	Registerer prometheus.Registerer
 	// TracerProvider makes a client span per branch call, whose context
@@ -128,6 +140,19 @@ func (c Config) Validate() error {
 	if c.Retry > 0 && c.RetryMax > 0 && c.Retry > c.RetryMax {
 		return fmt.Errorf("txn/server: Retry %v above RetryMax %v", c.Retry, c.RetryMax)
 	}
+	if c.AlarmWebhook != "" {
+		if u, err := url.Parse(c.AlarmWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("txn/server: AlarmWebhook %q: want an http or https URL", alarm.RedactURL(c.AlarmWebhook))
+		}
+	}
+	for _, e := range c.AlarmEmails {
+		if _, err := mail.ParseAddress(e); err != nil {
+			return fmt.Errorf("txn/server: alarm e-mail %q: %w", e, err)
+		}
+	}
+	if len(c.AlarmEmails) > 0 && (c.SMTP == nil || c.SMTP.Addr == "") {
+		return errors.New("txn/server: alarm e-mails need an SMTP server (tangram server --smtp-addr)")
+	}
 	return nil
 }
 
@@ -140,6 +165,7 @@ type Server struct {
 	sem    chan struct{}
 	m      metrics
 	tracer trace.Tracer
+	alarms *alarm.Sender // nil: Config.Alarm, or a log line only
 
 	mu      sync.Mutex
 	started bool
@@ -179,6 +205,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.started || s.closed {
 		return ErrClosed
 	}
+	if s.cfg.Alarm == nil && (s.cfg.AlarmWebhook != "" || len(s.cfg.AlarmEmails) > 0) {
+		a, err := alarm.New(alarm.Config{SMTP: s.cfg.SMTP, UserAgent: "tangram-txn-alarm", Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("txn: alarms: %w", err)
+		}
+		s.alarms = a
+	}
 	s.started = true
 	s.goFunc(s.scanLoop)
 	return nil
@@ -201,6 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.closeAlarms()
 	select {
 	case <-done:
 		s.stop()
@@ -212,6 +246,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// closeAlarms stops the alarm sender once the drivers that use it ended.
+func (s *Server) closeAlarms() {
+	if s.alarms != nil {
+		s.alarms.Close()
+	}
+}
+
 // Close stops at once: calls in flight are abandoned (their transactions
 // resume elsewhere once the claim runs out).
 func (s *Server) Close() error {
@@ -220,6 +261,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.stop()
 	s.wg.Wait()
+	s.closeAlarms()
 	return nil
 }
 

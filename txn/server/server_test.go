@@ -3,14 +3,22 @@ package server_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	jobserver "github.com/tangram-dev/tangram/job/server"
+
+	"github.com/tangram-dev/tangram/internal/alarm/alarmtest"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/server"
 	"github.com/tangram-dev/tangram/server/servertest"
 	"github.com/tangram-dev/tangram/txn"
 )
@@ -20,9 +28,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fast are options that retry quickly (tests wait for retries).
 var fast = txn.Options{RetryMs: 20, RetryMaxMs: 100, BranchTimeoutMs: 5000}
 
-func setup(t *testing.T) (*txn.Client, *bank, *bank) {
+func setup(t *testing.T, mods ...servertest.Option) (*txn.Client, *bank, *bank) {
 	t.Helper()
-	h := servertest.Start(t)
+	h := servertest.Start(t, mods...)
 	c, err := txn.Dial(context.Background(), txn.Config{Servers: []string{h.Srv.RPCAddr()}, Token: h.Token, App: "bank"})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +114,23 @@ func TestSagaFailureCompensates(t *testing.T) {
 // that keeps failing parks the transaction as failed with an alarm, and
 // Retry resumes it once the participant is back.
 func TestRetryThenParkThenResume(t *testing.T) {
-	c, a, b := setup(t)
+	// A parked transaction is posted to the server's alarm webhook and
+	// e-mailed to its alarm addresses.
+	hooked := make(chan txn.Global, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var g txn.Global
+		if err := json.NewDecoder(r.Body).Decode(&g); err != nil {
+			t.Errorf("alarm webhook: %v", err)
+		}
+		hooked <- g
+	}))
+	defer hook.Close()
+	sink := alarmtest.NewMailSink(t)
+	c, a, b := setup(t, func(c *server.Config) {
+		c.TxnAlarmWebhook = hook.URL + "/txn-alarms"
+		c.TxnAlarmEmails = []string{"oncall@example.com"}
+		c.SMTP = jobserver.SMTPConfig{Addr: sink.Addr(), From: "tangram@example.com"}
+	})
 	ctx := ctxT(t)
 	b.errs.Store(2)
 	g, err := c.NewSaga(fast).
@@ -142,6 +166,24 @@ func TestRetryThenParkThenResume(t *testing.T) {
 	x, _ := c.Get(ctx, g.XID)
 	if x.Branches[1].Attempts != 3 || x.NextAt != 0 {
 		t.Fatalf("parked: %+v", x)
+	}
+	select {
+	case got := <-hooked:
+		if got.XID != g.XID || got.Status != txn.StatusFailed || len(got.Branches) != 2 {
+			t.Fatalf("alarm webhook got %+v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alarm webhook call")
+	}
+	select {
+	case m := <-sink.Mail:
+		for _, want := range []string{"oncall@example.com", "Subject: [tangram] transaction " + g.XID + " (saga) parked as failed", "Branch 1:", "injected outage", "tangram txn retry " + g.XID} {
+			if !strings.Contains(m, want) {
+				t.Errorf("alarm e-mail lacks %q:\n%s", want, m)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alarm e-mail")
 	}
 	b.errs.Store(0)
 	if x, err = c.Retry(ctx, g.XID, true); err != nil || x.Status != txn.StatusCommitted {
