@@ -70,3 +70,4 @@ fuzz:
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidate -fuzztime 30s
 	$(GO) test ./txn/at -run '^$$' -fuzz FuzzPlan -fuzztime 30s
 	$(GO) test ./txn/at -run '^$$' -fuzz FuzzUndoLog -fuzztime 30s
+	$(GO) test ./txn -run '^$$' -fuzz FuzzParseTarget -fuzztime 30s

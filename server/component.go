@@ -23,6 +23,7 @@ import (
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
+	"github.com/tangram-dev/tangram/registry"
 	registryserver "github.com/tangram-dev/tangram/registry/server"
 	"github.com/tangram-dev/tangram/rpc"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
@@ -220,6 +221,20 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		tc := txnserver.DefaultConfig()
 		tc.Store, tc.Logger, tc.NodeName, tc.Registerer = s.st, s.log.With("component", "txn"), s.cfg.NodeName, s.reg
 		tc.AlarmWebhook, tc.AlarmEmails, tc.SMTP = s.cfg.TxnAlarmWebhook, s.cfg.TxnAlarmEmails, smtpCfg
+		// rpc://SERVICE/… branch targets are found in this server's
+		// registry (read at call time: the registry is built first when
+		// this process runs one).
+		tc.Resolve = func(ns, group, service string) (rpc.Resolver, error) {
+			if s.registry == nil {
+				return nil, errors.New("this server runs no registry component; name the participant by host:port")
+			}
+			k := registry.Key{Namespace: ns, Group: group, Service: service}
+			k.Fill()
+			if err := k.Validate(); err != nil {
+				return nil, err
+			}
+			return s.registry.Resolver(k), nil
+		}
 		x, err := txnserver.New(tc)
 		if err != nil {
 			return nil, err

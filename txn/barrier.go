@@ -23,24 +23,30 @@ type BranchInfo struct {
 
 // BranchFromRequest reads the branch headers of a participant's request.
 func BranchFromRequest(r *http.Request) (BranchInfo, error) {
-	bi := BranchInfo{XID: r.Header.Get(HeaderXID), Branch: r.Header.Get(HeaderBranch),
-		Op: Op(r.Header.Get(HeaderOp)), Mode: Mode(r.Header.Get(HeaderMode))}
+	return branchInfo("branch request: header", r.Header.Get(HeaderXID), r.Header.Get(HeaderBranch), r.Header.Get(HeaderOp), r.Header.Get(HeaderMode))
+}
+
+// branchInfo checks a branch's identity as a participant received it
+// (where: "branch request: header", "branch call: metadata").
+func branchInfo(where, xid, branch, op, mode string) (BranchInfo, error) {
+	bi := BranchInfo{XID: xid, Branch: branch, Op: Op(op), Mode: Mode(mode)}
 	if err := ValidXID(bi.XID); err != nil {
-		return bi, fmt.Errorf("txn: branch request: header %s: %w", HeaderXID, err)
+		return bi, fmt.Errorf("txn: %s %s: %w", where, HeaderXID, err)
 	}
 	if bi.Branch == "" || len(bi.Branch) > 64 {
-		return bi, fmt.Errorf("%w: branch request: header %s %q: want 1-64 characters", ErrBadRequest, HeaderBranch, bi.Branch)
+		return bi, fmt.Errorf("%w: %s %s %q: want 1-64 characters", ErrBadRequest, where, HeaderBranch, bi.Branch)
 	}
 	if !bi.Op.Valid() {
-		return bi, fmt.Errorf("%w: branch request: header %s %q: want action, compensate, try, confirm, cancel or msg", ErrBadRequest, HeaderOp, bi.Op)
+		return bi, fmt.Errorf("%w: %s %s %q: want action, compensate, try, confirm, cancel or msg", ErrBadRequest, where, HeaderOp, bi.Op)
 	}
 	return bi, nil
 }
 
 // WriteResult answers a branch request: 200 on success; 409 for a
 // business failure (ErrFailure) or a refused Try (ErrSuspended), which the
-// coordinator does not retry; 400 for a request that is not a branch
-// call; 500 for anything else, which it retries.
+// coordinator does not retry; 422 for ErrOperator (parked at once); 400
+// for a request that is not a branch call; 500 for anything else, which
+// it retries.
 func WriteResult(w http.ResponseWriter, err error) {
 	switch {
 	case err == nil:
@@ -50,6 +56,8 @@ func WriteResult(w http.ResponseWriter, err error) {
 		// The status says "failed"; the text says why, without the
 		// sentinel's words.
 		http.Error(w, errcode.Message(err), http.StatusConflict)
+	case errors.Is(err, ErrOperator):
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 	case errors.Is(err, ErrBadRequest):
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	default:

@@ -1,18 +1,17 @@
 package txn
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/rpc"
 )
 
@@ -30,16 +29,23 @@ type Config struct {
 	Logger *slog.Logger
 	// DialOptions are passed to rpc.Dial.
 	DialOptions []rpc.DialOption
-	// HTTPClient calls the Try of TCC branches (default: a client with a
-	// 10 s timeout).
+	// HTTPClient calls the Try of TCC and XA branches at http(s) targets
+	// (default: a client with a 10 s timeout).
 	HTTPClient *http.Client
+	// Resolve finds a registry service's instances for Try targets
+	// rpc://SERVICE/… (registry.Client.Resolver does; nil: rpc targets
+	// must name a host:port).
+	Resolve func(namespace, group, service string) (rpc.Resolver, error)
+	// BranchDialOptions are used to dial RPC participants.
+	BranchDialOptions []rpc.DialOption
 }
 
 // Client starts and inspects global transactions. Safe for concurrent
 // use.
 type Client struct {
-	cfg Config
-	rpc *rpc.Client
+	cfg    Config
+	rpc    *rpc.Client
+	caller *Caller
 }
 
 // Dial connects to the coordinator.
@@ -61,11 +67,15 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("txn: dial: %w", err)
 	}
-	return &Client{cfg: cfg, rpc: cl}, nil
+	return &Client{cfg: cfg, rpc: cl, caller: &Caller{HTTP: cfg.HTTPClient, Resolve: cfg.Resolve, DialOptions: cfg.BranchDialOptions}}, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.rpc.Close() }
+// Close closes the connections (the coordinator's, and participants'
+// over RPC).
+func (c *Client) Close() error {
+	c.caller.Close()
+	return c.rpc.Close()
+}
 
 // Get returns a transaction with its branches and timeline.
 func (c *Client) Get(ctx context.Context, xid string) (Global, error) {
@@ -305,26 +315,12 @@ func (t *Txn) branch(ctx context.Context, try, confirm, cancel string, p any) er
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, try, bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("txn: try: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderXID, t.xid)
-	req.Header.Set(HeaderBranch, strconv.Itoa(r.Branch))
-	req.Header.Set(HeaderOp, string(OpTry))
-	req.Header.Set(HeaderMode, string(t.mode))
-	resp, err := t.c.cfg.HTTPClient.Do(req)
-	if err != nil {
+	bi := BranchInfo{XID: t.xid, Branch: strconv.Itoa(r.Branch), Op: OpTry, Mode: t.mode}
+	if err := t.c.caller.Call(ctx, try, bi, b); err != nil {
+		if errors.Is(err, ErrFailure) {
+			return fmt.Errorf("%w: try branch %d of %s: %s", ErrFailure, r.Branch, t.xid, errcode.Message(err))
+		}
 		return fmt.Errorf("txn: try branch %d of %s: %w", r.Branch, t.xid, err)
 	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	switch {
-	case resp.StatusCode/100 == 2:
-		return nil
-	case resp.StatusCode == http.StatusConflict:
-		return fmt.Errorf("%w: try branch %d of %s: %s", ErrFailure, r.Branch, t.xid, strings.TrimSpace(string(msg)))
-	}
-	return fmt.Errorf("txn: try branch %d of %s: HTTP %d: %s", r.Branch, t.xid, resp.StatusCode, strings.TrimSpace(string(msg)))
+	return nil
 }

@@ -2,7 +2,6 @@ package txn
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/tangram-dev/tangram/internal/errcode"
@@ -138,7 +137,9 @@ var (
 // Step is one branch as the initiator describes it: a saga's action and
 // compensation, or a TCC branch's confirm and cancel (its Try the
 // initiator calls itself). Targets are http:// or https:// URLs the
-// coordinator POSTs Payload to.
+// coordinator POSTs Payload to, or rpc://SERVICE/Service/Method (a
+// registry service, or host:port) it calls with BranchRequest
+// (ParseTarget).
 type Step struct {
 	Action     string `json:"action,omitempty"`
 	Compensate string `json:"compensate,omitempty"`
@@ -149,15 +150,6 @@ type Step struct {
 	// After lists the steps (by index) that must succeed before this one
 	// runs, in a concurrent saga.
 	After []int `json:"after,omitempty"`
-}
-
-// ValidTarget checks a branch target.
-func ValidTarget(t string) error {
-	u, err := url.Parse(t)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%w: target %q: want an http:// or https:// URL", ErrBadRequest, t)
-	}
-	return nil
 }
 
 // Options are a transaction's policies; zero fields take the server's

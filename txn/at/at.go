@@ -60,7 +60,8 @@ type Config struct {
 	// per resource and table (required, e.g. "orders-db").
 	Resource string
 	// URL is where the coordinator reaches Handler for phase two
-	// (required, an http:// or https:// URL).
+	// (required): an http:// or https:// URL, or rpc://SERVICE/Service/
+	// Method served with txn.HandleBranch and Serve.
 	URL string
 	// Dialect is "mysql" or "postgres"; "" tells it from the driver.
 	Dialect string
@@ -395,12 +396,11 @@ func (db *DB) wait(ctx context.Context, try func(context.Context) (bool, error),
 	}
 }
 
-// Handler serves the coordinator's phase-two calls at Config.URL: confirm
-// (the global transaction committed: the undo record is deleted) and
-// cancel (it rolled back: the before images are restored). Answers: 200
-// done; 422 a row changed since the branch wrote it (a dirty write — the
-// coordinator parks the transaction for an operator); 400 not a branch
-// call; 500 anything else (retried).
+// Handler serves the coordinator's phase-two calls at Config.URL over
+// HTTP (Serve does the work). Answers: 200 done; 422 a row changed since
+// the branch wrote it (a dirty write — the coordinator parks the
+// transaction for an operator); 400 not a branch call; 500 anything else
+// (retried).
 func (db *DB) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -408,40 +408,49 @@ func (db *DB) Handler() http.Handler {
 			return
 		}
 		bi, err := txn.BranchFromRequest(r)
-		if err != nil {
-			txn.WriteResult(w, err)
-			return
-		}
-		branch, err := strconv.ParseInt(bi.Branch, 10, 64)
-		if err != nil || branch < 0 {
-			txn.WriteResult(w, fmt.Errorf("%w: branch %q: want a number", txn.ErrBadRequest, bi.Branch))
-			return
-		}
-		switch bi.Op {
-		case txn.OpConfirm:
-			db.m.commits.Add(1)
-			select {
-			case db.deletes <- undoKey{bi.XID, branch}:
-			default: // the queue is full: delete now
-				err = db.deleteUndo(r.Context(), []undoKey{{bi.XID, branch}})
-			}
-		case txn.OpCancel:
-			err = db.Rollback(r.Context(), bi.XID, branch)
-			if errors.Is(err, ErrDirty) {
-				db.m.dirty.Add(1)
-				db.log.Error("txn/at: rollback refused: a row changed since the branch wrote it; settle it by hand, then retry the transaction",
-					"xid", bi.XID, "branch", branch, "err", err)
-				http.Error(w, err.Error(), http.StatusUnprocessableEntity)
-				return
-			}
-			if err == nil {
-				db.m.rollbacks.Add(1)
-			}
-		default:
-			err = fmt.Errorf("%w: AT branch operation %q: want confirm or cancel", txn.ErrBadRequest, bi.Op)
+		if err == nil {
+			err = db.Serve(r.Context(), bi)
 		}
 		txn.WriteResult(w, err)
 	})
+}
+
+// Serve runs a phase-two call of the coordinator: confirm (the global
+// transaction committed: the undo record is deleted, soon) or cancel (it
+// rolled back: the before images are restored). A row changed since the
+// branch wrote it (a dirty write) fails with an error wrapping both
+// ErrDirty and txn.ErrOperator, so the coordinator parks the transaction
+// for an operator. For a participant over Tangram RPC:
+// txn.HandleBranch(srv, method, func(ctx, bi, _) error { return db.Serve(ctx, bi) })
+// with Config.URL rpc://SERVICE/method.
+func (db *DB) Serve(ctx context.Context, bi txn.BranchInfo) error {
+	branch, err := strconv.ParseInt(bi.Branch, 10, 64)
+	if err != nil || branch < 0 {
+		return fmt.Errorf("%w: branch %q: want a number", txn.ErrBadRequest, bi.Branch)
+	}
+	switch bi.Op {
+	case txn.OpConfirm:
+		db.m.commits.Add(1)
+		select {
+		case db.deletes <- undoKey{bi.XID, branch}:
+			return nil
+		default: // the queue is full: delete now
+			return db.deleteUndo(ctx, []undoKey{{bi.XID, branch}})
+		}
+	case txn.OpCancel:
+		err := db.Rollback(ctx, bi.XID, branch)
+		if errors.Is(err, ErrDirty) {
+			db.m.dirty.Add(1)
+			db.log.Error("txn/at: rollback refused: a row changed since the branch wrote it; settle it by hand, then retry the transaction",
+				"xid", bi.XID, "branch", branch, "err", err)
+			return fmt.Errorf("%w: %w", txn.ErrOperator, err)
+		}
+		if err == nil {
+			db.m.rollbacks.Add(1)
+		}
+		return err
+	}
+	return fmt.Errorf("%w: AT branch operation %q: want confirm or cancel", txn.ErrBadRequest, bi.Op)
 }
 
 // deleter deletes the undo records of committed branches in batches,

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -14,12 +17,16 @@ import (
 
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
+	"github.com/tangram-dev/tangram/registry"
+	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/server/servertest"
 	"github.com/tangram-dev/tangram/txn"
 )
 
 // bank is a participant service: one real database (PostgreSQL or
 // MariaDB) with accounts, its branch operations behind the barrier, served
-// over HTTP on a real socket — the seed's transfer example. Try freezes
+// over HTTP on a real socket (and over Tangram RPC: serveRPC) — the seed's
+// transfer example. Try freezes
 // (balance → frozen), Confirm settles the frozen amount, Cancel returns it.
 type bank struct {
 	name string
@@ -28,6 +35,9 @@ type bank struct {
 	bar  *txn.Barrier
 	xa   *txn.XA
 	srv  *httptest.Server
+	ops  map[string]branchOp
+	// service is the registry name the bank serves RPC under (serveRPC).
+	service string
 
 	// fault injection: the next errs calls of an operation answer 500.
 	errs  atomic.Int64
@@ -52,25 +62,20 @@ func newBank(t *testing.T, name string, d store.Dialect) *bank {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	b.ops = map[string]branchOp{}
 	op := func(path string, fn func(tx *sql.Tx, tr transfer) error) {
-		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+		b.ops[path] = func(ctx context.Context, bi txn.BranchInfo, payload []byte) error {
 			b.calls.Add(1)
 			if b.errs.Load() > 0 && b.errs.Add(-1) >= 0 {
-				http.Error(w, "injected outage", http.StatusInternalServerError)
-				return
-			}
-			bi, err := txn.BranchFromRequest(r)
-			if err != nil {
-				txn.WriteResult(w, err)
-				return
+				return errors.New("injected outage")
 			}
 			var tr transfer
-			if err := json.NewDecoder(r.Body).Decode(&tr); err != nil {
-				txn.WriteResult(w, fmt.Errorf("%w: body: %v", txn.ErrBadRequest, err))
-				return
+			if err := json.Unmarshal(payload, &tr); err != nil {
+				return fmt.Errorf("%w: body: %v", txn.ErrBadRequest, err)
 			}
-			txn.WriteResult(w, b.bar.Call(r.Context(), bi, func(tx *sql.Tx) error { return fn(tx, tr) }))
-		})
+			return b.bar.Call(ctx, bi, func(tx *sql.Tx) error { return fn(tx, tr) })
+		}
+		mux.HandleFunc("POST "+path, b.httpOp(path))
 	}
 	exec := func(tx *sql.Tx, q string, args ...any) (int64, error) {
 		res, err := tx.Exec(b.q(q), args...)
@@ -137,22 +142,16 @@ func newBank(t *testing.T, name string, d store.Dialect) *bank {
 	// branch and prepares it, the coordinator commits or rolls it back.
 	b.xa = &txn.XA{DB: b.db}
 	xaOp := func(path, stmt string, failIfNone string) {
-		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+		b.ops[path] = func(ctx context.Context, bi txn.BranchInfo, payload []byte) error {
 			b.calls.Add(1)
-			bi, err := txn.BranchFromRequest(r)
-			if err == nil && bi.Op != txn.OpTry && b.errs.Load() > 0 && b.errs.Add(-1) >= 0 {
-				http.Error(w, "injected outage", http.StatusInternalServerError)
-				return
+			if bi.Op != txn.OpTry && b.errs.Load() > 0 && b.errs.Add(-1) >= 0 {
+				return errors.New("injected outage")
 			}
 			var tr transfer
-			if err == nil {
-				err = json.NewDecoder(r.Body).Decode(&tr)
+			if err := json.Unmarshal(payload, &tr); err != nil {
+				return fmt.Errorf("%w: %v", txn.ErrBadRequest, err)
 			}
-			if err != nil {
-				txn.WriteResult(w, fmt.Errorf("%w: %v", txn.ErrBadRequest, err))
-				return
-			}
-			txn.WriteResult(w, b.xa.Serve(r.Context(), bi, func(ctx context.Context, conn *sql.Conn) error {
+			return b.xa.Serve(ctx, bi, func(ctx context.Context, conn *sql.Conn) error {
 				res, err := conn.ExecContext(ctx, b.q(stmt), tr.Amount, tr.Account, tr.Amount)
 				if err != nil {
 					return err
@@ -161,8 +160,9 @@ func newBank(t *testing.T, name string, d store.Dialect) *bank {
 					return fmt.Errorf("%w: %s: %s", txn.ErrFailure, tr.Account, failIfNone)
 				}
 				return nil
-			}))
-		})
+			})
+		}
+		mux.HandleFunc("POST "+path, b.httpOp(path))
 	}
 	xaOp("/xa/debit", `UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?`, "insufficient funds")
 	xaOp("/xa/credit", `UPDATE accounts SET balance = balance + ? WHERE id = ? AND ? > 0`, "no such account")
@@ -170,6 +170,66 @@ func newBank(t *testing.T, name string, d store.Dialect) *bank {
 	t.Cleanup(b.srv.Close)
 	return b
 }
+
+// branchOp is one branch operation of the bank, whatever carries it.
+type branchOp func(ctx context.Context, bi txn.BranchInfo, payload []byte) error
+
+// httpOp serves an operation over HTTP.
+func (b *bank) httpOp(path string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		bi, err := txn.BranchFromRequest(r)
+		if err != nil {
+			txn.WriteResult(w, err)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			txn.WriteResult(w, fmt.Errorf("%w: body: %v", txn.ErrBadRequest, err))
+			return
+		}
+		txn.WriteResult(w, b.ops[path](r.Context(), bi, body))
+	}
+}
+
+// serveRPC serves every operation over Tangram RPC as method
+// "bank/<path with dashes>" and registers the server in the registry as
+// service: the coordinator then calls rpc://service/bank/….
+func (b *bank) serveRPC(t *testing.T, h *servertest.Harness, service string) {
+	t.Helper()
+	srv, err := rpc.NewServer(rpc.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, fn := range b.ops {
+		if err := txn.HandleBranch(srv, rpcMethod(path), fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	rc, err := registry.NewClient(context.Background(), registry.ClientConfig{Servers: []string{h.Srv.RPCAddr()}, Token: h.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	if _, err := rc.Register(context.Background(), registry.Instance{Key: registry.Key{Service: service}, Host: "127.0.0.1", Port: uint16(port),
+		Weight: 100, Enabled: true, Ephemeral: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.service = service
+}
+
+func rpcMethod(path string) string {
+	return "bank/" + strings.ReplaceAll(strings.Trim(path, "/"), "/", "-")
+}
+
+// rpcURL is the RPC target of an operation served by serveRPC.
+func (b *bank) rpcURL(path string) string { return "rpc://" + b.service + "/" + rpcMethod(path) }
 
 // q rewrites ? placeholders for PostgreSQL.
 func (b *bank) q(s string) string {

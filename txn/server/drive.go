@@ -1,15 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,10 +14,10 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tangram-dev/tangram/internal/alarm"
+	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/txn"
 )
@@ -416,37 +413,19 @@ func (d *driver) call(ctx context.Context, branch int, op txn.Op) outcome {
 	}()
 	cctx, cancel := context.WithTimeout(ctx, ms(d.g.Options.BranchTimeoutMs))
 	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, http.MethodPost, target, bytes.NewReader(b.Step.Payload))
-	if err != nil {
-		o.err = fmt.Errorf("branch %d %s: %w", branch, op, err)
-		return o
-	}
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(txn.HeaderXID, d.g.XID)
-	req.Header.Set(txn.HeaderBranch, strconv.Itoa(branch))
-	req.Header.Set(txn.HeaderOp, string(op))
-	req.Header.Set(txn.HeaderMode, string(d.g.Mode))
-	resp, err := d.s.cfg.HTTPClient.Do(req)
-	if err != nil {
-		o.err = fmt.Errorf("branch %d %s: %w", branch, op, err)
-		return o
-	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
+	err := d.s.caller.Call(cctx, target, txn.BranchInfo{XID: d.g.XID, Branch: strconv.Itoa(branch), Op: op, Mode: d.g.Mode}, b.Step.Payload)
 	switch {
-	case resp.StatusCode/100 == 2:
-	case resp.StatusCode == http.StatusConflict && (op == txn.OpAction || op == txn.OpTry):
+	case err == nil:
+	case errors.Is(err, txn.ErrFailure) && (op == txn.OpAction || op == txn.OpTry):
 		o.failure = true
-		o.err = fmt.Errorf("branch %d %s: failed: %s", branch, op, strings.TrimSpace(string(msg)))
-	case resp.StatusCode == http.StatusUnprocessableEntity:
+		o.err = fmt.Errorf("branch %d %s: failed: %s", branch, op, errcode.Message(err))
+	case errors.Is(err, txn.ErrOperator):
 		// The participant cannot go on without an operator (AT: a row
 		// changed behind the transaction's back): retrying is pointless.
 		o.operator = true
-		o.err = fmt.Errorf("branch %d %s: needs an operator: %s", branch, op, strings.TrimSpace(string(msg)))
+		o.err = fmt.Errorf("branch %d %s: needs an operator: %s", branch, op, strings.TrimPrefix(err.Error(), txn.ErrOperator.Error()+": "))
 	default:
-		o.err = fmt.Errorf("branch %d %s: HTTP %d: %s", branch, op, resp.StatusCode, strings.TrimSpace(string(msg)))
+		o.err = fmt.Errorf("branch %d %s: %w", branch, op, err)
 	}
 	return o
 }

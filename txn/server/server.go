@@ -37,6 +37,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/alarm"
 	"github.com/tangram-dev/tangram/internal/errcode"
 	"github.com/tangram-dev/tangram/internal/store"
+	"github.com/tangram-dev/tangram/rpc"
 	"github.com/tangram-dev/tangram/txn"
 )
 
@@ -63,8 +64,15 @@ type Config struct {
 	MaxAttempts                             int
 	// Workers bounds the transactions driven at once (default 64).
 	Workers int
-	// HTTPClient calls branches (default: a client with keep-alives).
+	// HTTPClient calls branches at http(s) targets (default: a client
+	// with keep-alives).
 	HTTPClient *http.Client
+	// Resolve finds a registry service's instances for rpc://SERVICE/…
+	// targets (tangram server: its own registry; nil: rpc targets must
+	// name a host:port).
+	Resolve func(namespace, group, service string) (rpc.Resolver, error)
+	// BranchDialOptions are used to dial RPC participants.
+	BranchDialOptions []rpc.DialOption
 	// Alarm is called when a transaction is parked as failed. Without it,
 	// the server logs a warning and, when AlarmWebhook or AlarmEmails is
 	// set, posts the transaction as JSON to the webhook and e-mails it
@@ -166,6 +174,7 @@ type Server struct {
 	m      metrics
 	tracer trace.Tracer
 	alarms *alarm.Sender // nil: Config.Alarm, or a log line only
+	caller *txn.Caller
 
 	mu      sync.Mutex
 	started bool
@@ -187,7 +196,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, sem: make(chan struct{}, cfg.Workers),
 		holder: fmt.Sprintf("%s#%016x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
 		waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), m: newMetrics(),
-		tracer: cfg.TracerProvider.Tracer("github.com/tangram-dev/tangram/txn/server")}
+		tracer: cfg.TracerProvider.Tracer("github.com/tangram-dev/tangram/txn/server"),
+		caller: &txn.Caller{HTTP: cfg.HTTPClient, Resolve: cfg.Resolve, DialOptions: cfg.BranchDialOptions}}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	if cfg.Registerer != nil {
 		if err := s.m.register(cfg.Registerer); err != nil {
@@ -234,7 +244,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	defer s.closeAlarms()
+	defer s.closeOutbound()
 	select {
 	case <-done:
 		s.stop()
@@ -246,11 +256,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// closeAlarms stops the alarm sender once the drivers that use it ended.
-func (s *Server) closeAlarms() {
+// closeOutbound stops the alarm sender and the RPC participants' clients
+// once the drivers that use them ended.
+func (s *Server) closeOutbound() {
 	if s.alarms != nil {
 		s.alarms.Close()
 	}
+	s.caller.Close()
 }
 
 // Close stops at once: calls in flight are abandoned (their transactions
@@ -261,7 +273,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.stop()
 	s.wg.Wait()
-	s.closeAlarms()
+	s.closeOutbound()
 	return nil
 }
 
