@@ -92,6 +92,7 @@ func main() {
 	bin := flag.String("tangram", "", "a tangram binary (default: build ./cmd/tangram)")
 	dtmBin := flag.String("dtm", "", "a DTM v1.19.0 binary (default: build it from the module proxy)")
 	modes := flag.String("modes", "saga,tcc,xa,at", "modes to measure")
+	flag.StringVar(&debugAddr, "pprof", "", "serve the tangram server's net/http/pprof on this address (profiling the coordinator)")
 	flag.Parse()
 	if *quick {
 		*dur = 2 * time.Second
@@ -644,6 +645,9 @@ func (p *proc) halt() {
 
 // startTangram runs a tangram server with only the txn component, its
 // store a fresh database.
+// debugAddr, when set (-pprof), is where the tangram server serves pprof.
+var debugAddr string
+
 func startTangram(bin, dir, store string, conc int) (*proc, *txn.Client, error) {
 	httpAddr, err1 := tangrambin.FreeAddr()
 	rpcAddr, err2 := tangrambin.FreeAddr()
@@ -684,6 +688,9 @@ func startTangram(bin, dir, store string, conc int) (*proc, *txn.Client, error) 
 	}
 	cmd := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off",
 		"--components", "txn", "--data", filepath.Join(dir, name), "--store", storeURL, "--log-level", "error")
+	if debugAddr != "" {
+		cmd.Args = append(cmd.Args, "--debug-addr", debugAddr)
+	}
 	cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -180,6 +180,10 @@ func parseDSN(raw string) (Dialect, string, string, error) {
 		}
 		mc.ParseTime = false
 		mc.MultiStatements = true
+		// An UPDATE reports the rows it matched, as on PostgreSQL and
+		// SQLite — not only those it changed: a guarded write (WHERE term
+		// = ?) that sets a value it already has still counts as done.
+		mc.ClientFoundRows = true
 		mc.Params = map[string]string{"charset": "utf8mb4"}
 		for k, v := range u.Query() {
 			mc.Params[k] = v[0]

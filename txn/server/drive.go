@@ -47,11 +47,12 @@ func (s *Server) startDrive(xid string, pre *preclaim) bool {
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
+		var final *txn.Global
 		defer func() {
 			s.mu.Lock()
 			delete(s.driving, xid)
 			s.mu.Unlock()
-			s.notify(xid)
+			s.notify(xid, final)
 		}()
 		select {
 		case s.sem <- struct{}{}:
@@ -59,7 +60,8 @@ func (s *Server) startDrive(xid string, pre *preclaim) bool {
 			return
 		}
 		defer func() { <-s.sem }()
-		if err := s.drive(s.stopCtx, xid, pre); err != nil && !errors.Is(err, errFenced) && s.stopCtx.Err() == nil {
+		var err error
+		if final, err = s.drive(s.stopCtx, xid, pre); err != nil && !errors.Is(err, errFenced) && s.stopCtx.Err() == nil {
 			s.log.Warn("txn: drive", "xid", xid, "err", err)
 		}
 	}()
@@ -151,7 +153,7 @@ func (s *Server) claim(ctx context.Context, xid string) (int64, bool, error) {
 
 // drive claims xid (or uses the claim taken with its decision) and runs
 // its phase two as far as it goes now.
-func (s *Server) drive(ctx context.Context, xid string, pre *preclaim) error {
+func (s *Server) drive(ctx context.Context, xid string, pre *preclaim) (final *txn.Global, err error) {
 	d := &driver{s: s, renewed: store.NowMillis()}
 	switch {
 	case pre != nil && pre.g != nil:
@@ -159,35 +161,43 @@ func (s *Server) drive(ctx context.Context, xid string, pre *preclaim) error {
 	case pre != nil:
 		var owner string
 		if err := s.st.QueryRowContext(ctx, `SELECT term, owner FROM txn_globals WHERE xid = ?`, xid).Scan(&d.term, &owner); err != nil {
-			return err
+			return nil, err
 		}
 		if owner != s.holder {
-			return nil // taken over already
+			return nil, nil // taken over already
 		}
 		g, err := s.load(ctx, xid, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.g = g
 	default:
 		term, ok, err := s.claim(ctx, xid)
 		if err != nil || !ok {
-			return err
+			return nil, err
 		}
 		g, err := s.load(ctx, xid, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.g, d.term = g, term
 	}
 	defer d.flushEvents(ctx)
+	defer func() {
+		// The end state as written, for the callers waiting here.
+		if err == nil && (d.finished || d.g.Status == txn.StatusFailed) {
+			g := d.g
+			g.NextAt = 0
+			final = &g
+		}
+	}()
 	switch d.g.Status {
 	case txn.StatusCommitting:
-		return d.forward(ctx)
+		return nil, d.forward(ctx)
 	case txn.StatusAborting:
-		return d.backward(ctx)
+		return nil, d.backward(ctx)
 	}
-	return nil
+	return nil, nil
 }
 
 // driver runs one claimed transaction.
@@ -479,38 +489,42 @@ func (d *driver) flushEvents(ctx context.Context) {
 	}
 }
 
-// fenced runs fn in a transaction that first checks this driver's claim
-// (and renews it once a third of its TTL has gone): the row is locked
-// until commit (FOR UPDATE; SQLite has one writer), so a concurrent claim
-// waits for it and a stale driver's write is refused. (Not by an UPDATE's
-// affected-row count: MySQL counts the rows an UPDATE changed, and a
-// renewal within the same millisecond changes none.) The calls kept for
-// the timeline are written in the same transaction.
-func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) error) error {
+// fenced runs one write of the driver, if this driver still holds the
+// claim: set (an assignment list, with its arguments) updates the
+// transaction's row under the fence itself — WHERE term and owner are
+// still this driver's — so the check costs no statement of its own (a
+// row not matched means another driver took over: errFenced); the claim
+// is renewed in the same statement once a third of its TTL has passed
+// (unless set gives claim_until itself). Then the successes held in
+// memory, fn's statements (fn may be nil) and the kept calls go in the
+// same transaction.
+func (d *driver) fenced(ctx context.Context, set string, args []any, fn func(tx *store.Tx, now int64) error) error {
 	var renewed int64
 	err := d.s.st.InTx(ctx, func(tx *store.Tx) error {
-		var term int64
-		var owner string
-		err := tx.QueryRowContext(ctx, `SELECT term, owner FROM txn_globals WHERE xid = ?`+forUpdate(tx), d.g.XID).Scan(&term, &owner)
+		now := store.NowMillis()
+		q, a := set, args
+		if !strings.Contains(set, "claim_until") && now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
+			q += ", claim_until = ?, updated_at = ?"
+			a = append(append([]any(nil), args...), now+d.s.cfg.ClaimTTL.Milliseconds(), now)
+			renewed = now
+		}
+		a = append(a, d.g.XID, d.term, d.s.holder)
+		res, err := tx.ExecContext(ctx, `UPDATE txn_globals SET `+q+` WHERE xid = ? AND term = ? AND owner = ?`, a...)
 		if err != nil {
 			return err
 		}
-		if term != d.term || owner != d.s.holder {
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
 			return errFenced
 		}
 		if err := d.saveDone(ctx, tx); err != nil {
 			return err
 		}
-		now := store.NowMillis()
-		if now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
-			if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET claim_until = ?, updated_at = ? WHERE xid = ?`,
-				now+d.s.cfg.ClaimTTL.Milliseconds(), now, d.g.XID); err != nil {
+		if fn != nil {
+			if err := fn(tx, now); err != nil {
 				return err
 			}
-			renewed = now
-		}
-		if err := fn(tx, now); err != nil {
-			return err
 		}
 		return d.writeEvents(ctx, tx)
 	})
@@ -523,19 +537,32 @@ func (d *driver) fenced(ctx context.Context, fn func(tx *store.Tx, now int64) er
 	return err
 }
 
-// saveDone writes the successes recorded in memory only.
+// saveDone writes the successes recorded in memory only, all branches in
+// one statement.
 func (d *driver) saveDone(ctx context.Context, tx *store.Tx) error {
+	if len(d.unsaved) == 0 {
+		return nil
+	}
+	var cases, in strings.Builder
+	args := make([]any, 0, 3*len(d.unsaved)+1)
+	ids := make([]any, 0, len(d.unsaved))
 	for i := range d.unsaved {
 		b := d.g.Branches[i]
 		names := make([]string, len(b.Done))
 		for j, o := range b.Done {
 			names[j] = string(o)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = ?, attempts = 0 WHERE xid = ? AND branch = ?`, strings.Join(names, ","), d.g.XID, i); err != nil {
-			return err
+		cases.WriteString(" WHEN ? THEN ?")
+		args = append(args, i, strings.Join(names, ","))
+		if in.Len() > 0 {
+			in.WriteString(", ")
 		}
+		in.WriteString("?")
+		ids = append(ids, i)
 	}
-	return nil
+	args = append(append(args, d.g.XID), ids...)
+	_, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = CASE branch`+cases.String()+` END, attempts = 0 WHERE xid = ? AND branch IN (`+in.String()+`)`, args...)
+	return err
 }
 
 // done records op's success on branches: in memory only while more
@@ -556,7 +583,7 @@ func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.St
 	if end == "" {
 		return nil
 	}
-	if err := d.fenced(ctx, func(tx *store.Tx, _ int64) error { return d.end(ctx, tx, end) }); err != nil {
+	if err := d.fenced(ctx, endSet, []any{end}, d.endFn(ctx)); err != nil {
 		return err
 	}
 	d.ended(end)
@@ -566,10 +593,7 @@ func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.St
 // turnBack: a saga step failed for good — decide to abort, then undo.
 func (d *driver) turnBack(ctx context.Context, o outcome) error {
 	reason := o.err.Error()
-	err := d.fenced(ctx, func(tx *store.Tx, now int64) error {
-		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, phase = 'abort', reason = ? WHERE xid = ?`, txn.StatusAborting, reason, d.g.XID)
-		return err
-	})
+	err := d.fenced(ctx, `status = ?, phase = 'abort', reason = ?`, []any{txn.StatusAborting, reason}, nil)
 	if err != nil {
 		return err
 	}
@@ -588,17 +612,12 @@ func (d *driver) attemptFailed(ctx context.Context, o outcome) error {
 	max := d.g.Options.MaxAttempts
 	parked := max > 0 && attempts >= max || o.operator
 	reason := fmt.Sprintf("%v (attempt %d)", o.err, attempts)
-	err := d.fenced(ctx, func(tx *store.Tx, now int64) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE txn_branches SET attempts = ? WHERE xid = ? AND branch = ?`, attempts, d.g.XID, o.branch); err != nil {
-			return err
-		}
-		if parked {
-			_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, reason = ?, next_at = 0, claim_until = 0 WHERE xid = ?`,
-				txn.StatusFailed, "gave up after "+reason, d.g.XID)
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET next_at = ?, claim_until = 0, reason = ? WHERE xid = ?`,
-			now+d.backoff(attempts), reason, d.g.XID)
+	set, args := `next_at = ?, claim_until = 0, reason = ?`, []any{store.NowMillis() + d.backoff(attempts), reason}
+	if parked {
+		set, args = `status = ?, reason = ?, next_at = 0, claim_until = 0`, []any{txn.StatusFailed, "gave up after " + reason}
+	}
+	err := d.fenced(ctx, set, args, func(tx *store.Tx, now int64) error {
+		_, err := tx.ExecContext(ctx, `UPDATE txn_branches SET attempts = ? WHERE xid = ? AND branch = ?`, attempts, d.g.XID, o.branch)
 		return err
 	})
 	if err != nil {
@@ -629,10 +648,7 @@ func (d *driver) backoff(n int) int64 {
 
 // park stops a transaction that cannot go on as failed.
 func (d *driver) park(ctx context.Context, reason string) error {
-	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error {
-		_, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, reason = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, txn.StatusFailed, reason, d.g.XID)
-		return err
-	})
+	err := d.fenced(ctx, `status = ?, reason = ?, next_at = 0, claim_until = 0`, []any{txn.StatusFailed, reason}, nil)
 	if err == nil {
 		d.g.Status, d.g.Reason = txn.StatusFailed, reason
 		d.s.alarm(ctx, d.g)
@@ -646,23 +662,23 @@ func (d *driver) finish(ctx context.Context, st txn.Status) error {
 	if d.finished {
 		return nil
 	}
-	err := d.fenced(ctx, func(tx *store.Tx, _ int64) error { return d.end(ctx, tx, st) })
+	err := d.fenced(ctx, endSet, []any{st}, d.endFn(ctx))
 	if err == nil {
 		d.ended(st)
 	}
 	return err
 }
 
-// end writes the final state inside tx (and frees an AT transaction's row
-// locks).
-func (d *driver) end(ctx context.Context, tx *store.Tx, st txn.Status) error {
-	if _, err := tx.ExecContext(ctx, `UPDATE txn_globals SET status = ?, next_at = 0, claim_until = 0 WHERE xid = ?`, st, d.g.XID); err != nil {
-		return err
+// endSet is the final state's assignment (with its status).
+const endSet = `status = ?, next_at = 0, claim_until = 0`
+
+// endFn is what an end writes besides the row: an AT transaction's row
+// locks are freed.
+func (d *driver) endFn(ctx context.Context) func(tx *store.Tx, _ int64) error {
+	if d.g.Mode != txn.ModeAT {
+		return nil
 	}
-	if d.g.Mode == txn.ModeAT {
-		return unlock(ctx, tx, d.g.XID)
-	}
-	return nil
+	return func(tx *store.Tx, _ int64) error { return unlock(ctx, tx, d.g.XID) }
 }
 
 func (d *driver) ended(st txn.Status) {

@@ -180,7 +180,7 @@ type Server struct {
 	started bool
 	closed  bool
 	driving map[string]bool // xids being driven by this process
-	waiters map[string][]chan struct{}
+	waiters map[string][]*waiter
 	stopCtx context.Context
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -195,7 +195,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, sem: make(chan struct{}, cfg.Workers),
 		holder: fmt.Sprintf("%s#%016x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
-		waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), m: newMetrics(),
+		waiters: map[string][]*waiter{}, kick: make(chan struct{}, 1), m: newMetrics(),
 		tracer: cfg.TracerProvider.Tracer("github.com/tangram-dev/tangram/txn/server"),
 		caller: &txn.Caller{HTTP: cfg.HTTPClient, Resolve: cfg.Resolve, DialOptions: cfg.BranchDialOptions}}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
@@ -580,6 +580,9 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 	if len(req.Steps) == 0 {
 		return txn.Global{}, fmt.Errorf("%w: submit: a saga needs steps", txn.ErrBadRequest)
 	}
+	if len(req.Steps) > maxBranches {
+		return txn.Global{}, fmt.Errorf("%w: submit: %d steps; at most %d", txn.ErrBadRequest, len(req.Steps), maxBranches)
+	}
 	if err := txn.ValidXID(req.XID); err != nil {
 		return txn.Global{}, err
 	}
@@ -602,13 +605,20 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 			s.holder, now+s.cfg.ClaimTTL.Milliseconds(), len(req.Steps)); err != nil {
 			return err
 		}
+		// Every branch in one statement.
+		var q strings.Builder
+		q.WriteString(`INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES `)
+		args := make([]any, 0, 3*len(req.Steps))
 		for i, st := range req.Steps {
 			b, _ := json.Marshal(st)
-			if _, err := tx.ExecContext(ctx, `INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES (?, ?, ?, '', 0)`, req.XID, i, string(b)); err != nil {
-				return err
+			if i > 0 {
+				q.WriteString(", ")
 			}
+			q.WriteString("(?, ?, ?, '', 0)")
+			args = append(args, req.XID, i, string(b))
 		}
-		return nil
+		_, err := tx.ExecContext(ctx, q.String(), args...)
+		return err
 	})
 	if store.IsUniqueViolation(err) {
 		return txn.Global{}, errcode.New(errcode.AlreadyExists, "txn: transaction "+req.XID+" exists")
@@ -619,6 +629,10 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 	s.m.started.WithLabelValues(string(txn.ModeSaga)).Inc()
 	return g, nil
 }
+
+// maxBranches bounds a transaction's branches (a saga's steps are
+// inserted in one statement).
+const maxBranches = 1000
 
 // decide moves xid from state from to committing or aborting, durably,
 // and makes phase two due now; with claim, this server claims it in the
@@ -719,10 +733,10 @@ func (s *Server) Retry(ctx context.Context, req txn.XIDRequest) (txn.Global, err
 // afterDecision starts phase two here and, with wait, waits for its end
 // (or waitMs, default 30 s), returning the transaction as it stands.
 func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitMs int64, pre *preclaim) (txn.Global, error) {
-	var ch chan struct{}
+	var w *waiter
 	if wait {
-		ch = s.waitFor(xid)
-		defer s.unwait(xid, ch)
+		w = s.waitFor(xid)
+		defer func() { s.unwait(xid, w) }()
 	}
 	started := s.startDrive(xid, pre)
 	if !started && pre != nil && pre.g != nil {
@@ -747,9 +761,12 @@ func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitM
 				}
 			}
 			select {
-			case <-ch:
-				ch = s.waitFor(xid)
-				defer s.unwait(xid, ch)
+			case <-w.done:
+				if w.g != nil {
+					return *w.g, nil // ended or parked here: as written
+				}
+				s.unwait(xid, w)
+				w = s.waitFor(xid)
 			case <-t.C:
 				return s.load(ctx, xid, false)
 			case <-ctx.Done():
@@ -761,20 +778,27 @@ func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitM
 	return s.load(ctx, xid, false)
 }
 
-func (s *Server) waitFor(xid string) chan struct{} {
-	ch := make(chan struct{})
-	s.mu.Lock()
-	s.waiters[xid] = append(s.waiters[xid], ch)
-	s.mu.Unlock()
-	return ch
+// waiter is one caller waiting for a transaction's next step: done is
+// closed then, with g set when the driver here ended or parked it.
+type waiter struct {
+	done chan struct{}
+	g    *txn.Global
 }
 
-func (s *Server) unwait(xid string, ch chan struct{}) {
+func (s *Server) waitFor(xid string) *waiter {
+	w := &waiter{done: make(chan struct{})}
+	s.mu.Lock()
+	s.waiters[xid] = append(s.waiters[xid], w)
+	s.mu.Unlock()
+	return w
+}
+
+func (s *Server) unwait(xid string, w *waiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ws := s.waiters[xid]
-	for i, w := range ws {
-		if w == ch {
+	for i, x := range ws {
+		if x == w {
 			s.waiters[xid] = append(ws[:i], ws[i+1:]...)
 			break
 		}
@@ -784,14 +808,19 @@ func (s *Server) unwait(xid string, ch chan struct{}) {
 	}
 }
 
-// notify wakes those waiting on xid.
-func (s *Server) notify(xid string) {
+// notify wakes those waiting on xid, handing them g (nil: they read the
+// store).
+func (s *Server) notify(xid string, g *txn.Global) {
 	s.mu.Lock()
 	ws := s.waiters[xid]
 	delete(s.waiters, xid)
 	s.mu.Unlock()
 	for _, w := range ws {
-		close(w)
+		if g != nil {
+			c := *g
+			w.g = &c
+		}
+		close(w.done)
 	}
 }
 
