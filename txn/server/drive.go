@@ -460,10 +460,36 @@ func (d *driver) event(branch int, op txn.Op, start time.Time, result string, er
 func (d *driver) writeEvents(ctx context.Context, ex interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }) error {
+	evs := d.takeEvents()
+	if err := d.insertEvents(ctx, ex, evs); err != nil {
+		d.restoreEvents(evs)
+		return err
+	}
+	return nil
+}
+
+// takeEvents takes the kept calls for a write; restoreEvents gives them
+// back when the write failed (the next one takes them).
+func (d *driver) takeEvents() []txn.Event {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	evs := d.events
 	d.events = nil
+	return evs
+}
+
+func (d *driver) restoreEvents(evs []txn.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	d.mu.Lock()
+	d.events = append(evs, d.events...)
 	d.mu.Unlock()
+}
+
+func (d *driver) insertEvents(ctx context.Context, ex interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, evs []txn.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -473,11 +499,6 @@ func (d *driver) writeEvents(ctx context.Context, ex interface {
 	}
 	_, err := ex.ExecContext(ctx, `INSERT INTO txn_events (xid, branch, op, at, ms, result, error) VALUES (?, ?, ?, ?, ?, ?, ?)`+
 		strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", len(evs)-1), args...)
-	if err != nil {
-		d.mu.Lock()
-		d.events = append(evs, d.events...) // kept for the next write
-		d.mu.Unlock()
-	}
 	return err
 }
 
@@ -500,8 +521,10 @@ func (d *driver) flushEvents(ctx context.Context) {
 // same transaction.
 func (d *driver) fenced(ctx context.Context, set string, args []any, fn func(tx *store.Tx, now int64) error) error {
 	var renewed int64
+	evs := d.takeEvents()
 	err := d.s.st.InTx(ctx, func(tx *store.Tx) error {
 		now := store.NowMillis()
+		renewed = 0
 		q, a := set, args
 		if !strings.Contains(set, "claim_until") && now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
 			q += ", claim_until = ?, updated_at = ?"
@@ -526,15 +549,17 @@ func (d *driver) fenced(ctx context.Context, set string, args []any, fn func(tx 
 				return err
 			}
 		}
-		return d.writeEvents(ctx, tx)
+		return d.insertEvents(ctx, tx, evs)
 	})
-	if err == nil && renewed > 0 {
+	if err != nil {
+		d.restoreEvents(evs)
+		return err
+	}
+	if renewed > 0 {
 		d.renewed = renewed
 	}
-	if err == nil {
-		clear(d.unsaved)
-	}
-	return err
+	clear(d.unsaved)
+	return nil
 }
 
 // saveDone writes the successes recorded in memory only, all branches in
