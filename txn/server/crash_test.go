@@ -61,8 +61,8 @@ func (c *coordinator) kill9() {
 }
 
 // TestCoordinatorKill9UnderLoad kills the coordinator with SIGKILL again
-// and again while sagas and TCC transfers run between a PostgreSQL bank
-// and a MariaDB bank (some meant to fail and roll back), restarting it on
+// and again while sagas, TCC and AT transfers run between a PostgreSQL
+// bank and a MariaDB bank (some meant to fail and roll back), restarting it on
 // the same data each time. At the end no transaction is left unresolved,
 // no money was created or destroyed, nothing is left frozen. Short by
 // default; TANGRAM_ROBUSTNESS=long kills it 15 times.
@@ -113,6 +113,45 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 	var submitted, failedCalls atomic.Int64
 	var wg sync.WaitGroup
 	loadCtx, stopLoad := context.WithCancel(ctx)
+
+	// AT transfers between accounts of their own (carolN → daveN, one pair
+	// per worker, so they do not wait on each other's row locks): their
+	// local transactions commit at once, so a kill between a branch's
+	// commit and the decision leaves undo records the restarted
+	// coordinator must apply (the prepared transaction times out).
+	const totalAT = 100_000
+	a.open(t, "carol0", totalAT/2)
+	a.open(t, "carol1", totalAT/2)
+	b.open(t, "dave0", 0)
+	b.open(t, "dave1", 0)
+	aAT, bAT := newATBank(t, a, c, 2*time.Second), newATBank(t, b, c, 2*time.Second)
+	var atDone atomic.Int64
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; loadCtx.Err() == nil; n++ {
+				from, to := fmt.Sprintf("carol%d", w), fmt.Sprintf("dave%d", w)
+				if n%5 == 4 {
+					to = "nobody" // the credit fails: the debit is undone
+				}
+				cctx, ccancel := context.WithTimeout(loadCtx, 5*time.Second)
+				_, err := c.AT(cctx, opts, false, func(ctx context.Context, x *txn.Txn) error {
+					if err := call(ctx, aAT.url+"/at/move", transfer{from, -1}); err != nil {
+						return err
+					}
+					return call(ctx, bAT.url+"/at/move", transfer{to, 1})
+				})
+				ccancel()
+				if err == nil || to == "nobody" {
+					atDone.Add(1)
+					continue
+				}
+				failedCalls.Add(1)
+				wait.Until(100*time.Millisecond, func() bool { return loadCtx.Err() != nil })
+			}
+		}()
+	}
 	for w := range 6 {
 		wg.Add(1)
 		go func() {
@@ -195,6 +234,23 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 	if alice.balance+alice.frozen+bob.balance != total || alice.frozen != 0 || bob.incoming != 0 {
 		t.Fatalf("money not conserved: alice %+v bob %+v (want %d in balances, nothing frozen)", alice, bob, total)
 	}
+	// AT: the balances and the ledgers agree, and no undo images are left
+	// (applied — the record then stays as a rolled-back marker — or
+	// deleted after the commit).
+	var carol, dave int64
+	for w := range 2 {
+		carol += a.account(t, fmt.Sprintf("carol%d", w)).balance
+		dave += b.account(t, fmt.Sprintf("dave%d", w)).balance
+	}
+	if carol+dave != totalAT || dave == 0 {
+		t.Fatalf("AT money not conserved: carol %d dave %d (want %d between them, some moved)", carol, dave, totalAT)
+	}
+	if la, lb := a.count(t, `SELECT COALESCE(SUM(amount), 0) FROM ledger`), b.count(t, `SELECT COALESCE(SUM(amount), 0) FROM ledger`); la != -int(dave) || lb != int(dave) {
+		t.Fatalf("AT ledgers %d and %d disagree with dave's balance %d", la, lb, dave)
+	}
+	wait.For(t, 30*time.Second, "the undo images applied or deleted", func() bool {
+		return a.count(t, `SELECT COUNT(*) FROM tangram_undo WHERE state = 0`)+b.count(t, `SELECT COUNT(*) FROM tangram_undo WHERE state = 0`) == 0
+	})
 	var committed, aborted int
 	for _, st := range []txn.Status{txn.StatusCommitted, txn.StatusAborted} {
 		cur := ""
@@ -217,6 +273,6 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 	if committed == 0 || aborted == 0 {
 		t.Fatalf("want both outcomes exercised: %d committed, %d aborted", committed, aborted)
 	}
-	t.Logf("robustness: %d kills, %d transfers accepted (%d calls failed while the coordinator was down), %d committed, %d aborted, money conserved (alice %d, bob %d)",
-		kills, submitted.Load(), failedCalls.Load(), committed, aborted, alice.balance, bob.balance)
+	t.Logf("robustness: %d kills, %d transfers accepted and %d AT transfers (%d calls failed while the coordinator was down), %d committed, %d aborted, money conserved (alice %d, bob %d; carol %d, dave %d)",
+		kills, submitted.Load(), atDone.Load(), failedCalls.Load(), committed, aborted, alice.balance, bob.balance, carol, dave)
 }
