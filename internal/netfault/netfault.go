@@ -21,7 +21,28 @@ type Proxy struct {
 	conns  []net.Conn
 	done   chan struct{}
 	closed bool
+	down   bool
 	wg     sync.WaitGroup
+}
+
+// Down closes every connection and refuses (closes on arrival) new ones
+// until Up: the target restarting, as its clients see it.
+func (p *Proxy) Down() {
+	p.mu.Lock()
+	p.down = true
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Up accepts connections again after Down.
+func (p *Proxy) Up() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
 }
 
 // Start listens on 127.0.0.1:0 and forwards to target.
@@ -92,6 +113,10 @@ func (p *Proxy) track(c net.Conn) bool {
 	if p.closed {
 		c.Close()
 		return false
+	}
+	if p.down {
+		c.Close() // refused: the caller sees its reads and writes fail
+		return true
 	}
 	p.conns = append(p.conns, c)
 	return true

@@ -56,3 +56,44 @@ func TestPartitionHoldsAndHealDelivers(t *testing.T) {
 		t.Fatalf("after heal got %q %v: held bytes were lost", l, err)
 	}
 }
+
+// Down closes live connections and refuses new ones; Up lets them in.
+func TestDownClosesAndUpAccepts(t *testing.T) {
+	p := New(t, echoServer(t))
+	echo := func(c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("hi\n")); err != nil {
+			return err
+		}
+		_, err := bufio.NewReader(c).ReadString('\n')
+		return err
+	}
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echo(c); err != nil {
+		t.Fatal(err)
+	}
+	p.Down()
+	if err := echo(c); err == nil {
+		t.Fatal("a connection lived through Down")
+	}
+	c2, err := net.Dial("tcp", p.Addr())
+	if err == nil {
+		if err := echo(c2); err == nil {
+			t.Fatal("a new connection worked while down")
+		}
+		c2.Close()
+	}
+	p.Up()
+	c3, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	if err := echo(c3); err != nil {
+		t.Fatalf("after Up: %v", err)
+	}
+}
