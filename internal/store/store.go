@@ -304,6 +304,21 @@ type Tx struct {
 // Dialect reports the store's dialect.
 func (t *Tx) Dialect() Dialect { return t.s.dialect }
 
+// Relaxed lets this transaction's commit return before its log is
+// flushed to disk, on PostgreSQL (SET LOCAL synchronous_commit = off: a
+// crash within the next fraction of a second may lose it, never corrupt
+// it or reorder it with later transactions). Only for writes that are
+// derived again after a crash — an end record whose outcome is already
+// durable elsewhere, a timeline. A no-op on MySQL and SQLite, whose
+// flushing is set for the whole server or file.
+func (t *Tx) Relaxed(ctx context.Context) error {
+	if t.s.dialect != Postgres {
+		return nil
+	}
+	_, err := t.tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`)
+	return err
+}
+
 // ExecContext runs a statement inside the transaction.
 func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	return t.tx.ExecContext(ctx, t.s.Rebind(q), args...)

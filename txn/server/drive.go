@@ -520,9 +520,28 @@ func (d *driver) flushEvents(ctx context.Context) {
 // memory, fn's statements (fn may be nil) and the kept calls go in the
 // same transaction.
 func (d *driver) fenced(ctx context.Context, set string, args []any, fn func(tx *store.Tx, now int64) error) error {
+	return d.fencedWrite(ctx, false, set, args, fn)
+}
+
+// fencedEnd is fenced for the write that ends a transaction: its commit
+// does not wait for the store's log flush (store.Tx.Relaxed). The
+// outcome is durable already — the decision, and every branch's own
+// commit — so a crash that loses the end record only makes a server
+// drive the transaction again, which the barrier makes harmless, and
+// end it the same way; the callers waiting are answered a flush sooner.
+func (d *driver) fencedEnd(ctx context.Context, st txn.Status) error {
+	return d.fencedWrite(ctx, true, endSet, []any{st}, d.endFn(ctx))
+}
+
+func (d *driver) fencedWrite(ctx context.Context, relaxed bool, set string, args []any, fn func(tx *store.Tx, now int64) error) error {
 	var renewed int64
 	evs := d.takeEvents()
 	err := d.s.st.InTx(ctx, func(tx *store.Tx) error {
+		if relaxed {
+			if err := tx.Relaxed(ctx); err != nil {
+				return err
+			}
+		}
 		now := store.NowMillis()
 		renewed = 0
 		q, a := set, args
@@ -608,7 +627,7 @@ func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.St
 	if end == "" {
 		return nil
 	}
-	if err := d.fenced(ctx, endSet, []any{end}, d.endFn(ctx)); err != nil {
+	if err := d.fencedEnd(ctx, end); err != nil {
 		return err
 	}
 	d.ended(end)
@@ -687,7 +706,7 @@ func (d *driver) finish(ctx context.Context, st txn.Status) error {
 	if d.finished {
 		return nil
 	}
-	err := d.fenced(ctx, endSet, []any{st}, d.endFn(ctx))
+	err := d.fencedEnd(ctx, st)
 	if err == nil {
 		d.ended(st)
 	}
