@@ -348,8 +348,29 @@ func (s *Server) Begin(ctx context.Context, req txn.BeginRequest) (txn.Global, e
 	now := store.NowMillis()
 	g := txn.Global{XID: req.XID, Mode: req.Mode, App: req.App, Status: txn.StatusPrepared, Options: o, CreatedAt: now, UpdatedAt: now}
 	opts, _ := json.Marshal(o)
-	_, err := s.st.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
+	insert := func(ex interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}) error {
+		_, err := ex.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
 		VALUES (?, ?, ?, ?, '', ?, '', ?, ?, 0, ?, '', 0, 0, 0)`, g.XID, g.Mode, g.App, g.Status, string(opts), now, now, now+o.TimeoutMs)
+		return err
+	}
+	// The new transaction need not be flushed before the reply: nothing
+	// depends on it until a branch registers, and that write (flushed)
+	// takes the store's log with it. A crash before then loses a
+	// transaction without branches, which the caller learns at its first
+	// Register.
+	var err error
+	if s.st.Dialect() == store.Postgres {
+		err = s.st.InTx(ctx, func(tx *store.Tx) error {
+			if err := tx.Relaxed(ctx); err != nil {
+				return err
+			}
+			return insert(tx)
+		})
+	} else {
+		err = insert(s.st)
+	}
 	if store.IsUniqueViolation(err) {
 		return txn.Global{}, errcode.New(errcode.AlreadyExists, "txn: transaction "+g.XID+" exists")
 	}
