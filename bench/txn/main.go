@@ -246,6 +246,27 @@ func printRow(mode, name string, rs []result) {
 // the transactions finished within d; every failed one is an error, even
 // one that ends after d (a call stuck past the window costs its worker the
 // rest of the window, and shows in the slowest column).
+// warmUp runs the workload unmeasured for half the measurement (at most
+// 2 s): every system's first transactions open connections (a new
+// PostgreSQL backend each) and prepare statements, and in a 2 s
+// measurement those few hundred milliseconds were its p99.
+func warmUp(d time.Duration, conc int, one func(ctx context.Context, w int) error) {
+	warm := time.Now().Add(min(d/2, 2*time.Second))
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(warm) {
+				cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_ = one(cctx, w)
+				ccancel()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func drive(d time.Duration, conc int, one func(ctx context.Context, w int) error) result {
 	var n, errs atomic.Int64
 	var first atomic.Value
@@ -302,6 +323,8 @@ func drive(d time.Duration, conc int, one func(ctx context.Context, w int) error
 // driveCPU is drive, with the CPU process pid (0: none) spent per 1000
 // transactions.
 func driveCPU(d time.Duration, conc, pid int, one func(ctx context.Context, w int) error) result {
+	quiesce()
+	warmUp(d, conc, one)
 	if pid == 0 {
 		return drive(d, conc, one)
 	}
@@ -311,6 +334,22 @@ func driveCPU(d time.Duration, conc, pid int, one func(ctx context.Context, w in
 		r.cpuPer1k = float64(used.Milliseconds()) / (r.tps * d.Seconds() / 1000)
 	}
 	return r
+}
+
+// quiesce runs a PostgreSQL checkpoint before each measurement, whatever
+// the system measured: dropping a run's database requests a checkpoint,
+// and its writes must not land inside the next system's measurement.
+func quiesce() {
+	db, err := sql.Open("pgx", pgURL+"/test?sslmode=disable")
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, "CHECKPOINT"); err != nil {
+		fmt.Fprintf(os.Stderr, "bench/txn: checkpoint before a measurement: %v\n", err)
+	}
 }
 
 // cpu is a process's user+system CPU time so far.
