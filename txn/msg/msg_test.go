@@ -29,15 +29,15 @@ import (
 
 // bank is one real database with an accounts table and the barrier.
 type bank struct {
+	st  *store.Store
 	db  *sql.DB
-	pg  bool
 	bar *txn.Barrier
 }
 
 func newBank(t *testing.T, d store.Dialect, accounts map[string]int64) *bank {
 	t.Helper()
 	st := storetest.Open(t, d)
-	b := &bank{db: st.DB(), pg: d == store.Postgres}
+	b := &bank{st: st, db: st.DB()}
 	b.bar = &txn.Barrier{DB: b.db}
 	ctx := context.Background()
 	if err := b.bar.Init(ctx); err != nil {
@@ -54,22 +54,8 @@ func newBank(t *testing.T, d store.Dialect, accounts map[string]int64) *bank {
 	return b
 }
 
-func (b *bank) q(s string) string {
-	if !b.pg {
-		return s
-	}
-	var sb strings.Builder
-	n := 0
-	for _, r := range s {
-		if r == '?' {
-			n++
-			sb.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		sb.WriteRune(r)
-	}
-	return sb.String()
-}
+// q rewrites ? placeholders for the bank's dialect.
+func (b *bank) q(s string) string { return b.st.Rebind(s) }
 
 func (b *bank) balance(t *testing.T, id string) int64 {
 	t.Helper()
