@@ -125,7 +125,8 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 	b.open(t, "dave0", 0)
 	b.open(t, "dave1", 0)
 	aAT, bAT := newATBank(t, a, c, 2*time.Second), newATBank(t, b, c, 2*time.Second)
-	var atDone atomic.Int64
+	var atDone, atMoved atomic.Int64
+	var atErr atomic.Value // the last AT transfer's error, for a failure message
 	for w := range 2 {
 		wg.Add(1)
 		go func() {
@@ -143,14 +144,25 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 					return call(ctx, bAT.url+"/at/move", transfer{to, 1})
 				})
 				ccancel()
+				if err == nil && to != "nobody" {
+					atMoved.Add(1)
+				}
 				if err == nil || to == "nobody" {
 					atDone.Add(1)
 					continue
 				}
+				atErr.Store(err.Error())
 				failedCalls.Add(1)
 				wait.Until(100*time.Millisecond, func() bool { return loadCtx.Err() != nil })
 			}
 		}()
+	}
+	// lastATErr says why AT transfers did not move, when they did not.
+	lastATErr := func() string {
+		if e, ok := atErr.Load().(string); ok {
+			return "; last AT error: " + e
+		}
+		return ""
 	}
 	for w := range 6 {
 		wg.Add(1)
@@ -207,8 +219,14 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 		co.kill9()
 		co.start()
 	}
-	from := submitted.Load()
+	// The AT workers move money after the last restart as well (a
+	// transfer can only succeed while the coordinator is up, and the
+	// saga/TCC workers alone set the pace of the kills).
+	from, fromAT := submitted.Load(), atMoved.Load()
 	wait.For(t, 30*time.Second, "transfers after the last restart", func() bool { return submitted.Load() >= from+40 })
+	if !wait.Until(30*time.Second, func() bool { return atMoved.Load() >= fromAT+4 }) {
+		t.Fatalf("AT transfers after the last restart: %d, want 4%s", atMoved.Load()-fromAT, lastATErr())
+	}
 	stopLoad()
 	wg.Wait()
 
@@ -243,7 +261,7 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 		dave += b.account(t, fmt.Sprintf("dave%d", w)).balance
 	}
 	if carol+dave != totalAT || dave == 0 {
-		t.Fatalf("AT money not conserved: carol %d dave %d (want %d between them, some moved)", carol, dave, totalAT)
+		t.Fatalf("AT money not conserved: carol %d dave %d (want %d between them, some moved)%s", carol, dave, totalAT, lastATErr())
 	}
 	if la, lb := a.count(t, `SELECT COALESCE(SUM(amount), 0) FROM ledger`), b.count(t, `SELECT COALESCE(SUM(amount), 0) FROM ledger`); la != -int(dave) || lb != int(dave) {
 		t.Fatalf("AT ledgers %d and %d disagree with dave's balance %d", la, lb, dave)
