@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/tangram-dev/tangram/internal/store"
@@ -118,6 +120,65 @@ func TestRelaxedAndMatchedRows(t *testing.T) {
 			}
 			if n, _ := res.RowsAffected(); n != 1 {
 				t.Fatalf("an UPDATE to the same value counted %d rows, want 1", n)
+			}
+		})
+	}
+}
+
+// A batch is one transaction on every dialect: the rows each statement
+// affected come back, a guard in a later statement's WHERE sees the
+// earlier statements' writes, and an error in any statement leaves none
+// of them written.
+func TestBatch(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			s := storetest.Open(t, d)
+			guarded := `UPDATE users SET created_at = ? WHERE name = ? AND EXISTS (SELECT 1 FROM server_settings WHERE name = ?)`
+			for _, relaxed := range []bool{false, true} {
+				name := fmt.Sprintf("u%v", relaxed)
+				n, err := s.Batch(ctx, relaxed,
+					store.Write{Query: `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, Args: []any{name, "x", 1}},
+					store.Write{Query: `UPDATE users SET created_at = ? WHERE name = ?`, Args: []any{2, name}},
+					store.Write{Query: `UPDATE users SET created_at = ? WHERE name = ?`, Args: []any{3, "nobody"}},
+				)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(n, []int64{1, 1, 0}) {
+					t.Fatalf("relaxed %v: rows affected %v, want [1 1 0]", relaxed, n)
+				}
+				var at int64
+				if err := s.QueryRowContext(ctx, `SELECT created_at FROM users WHERE name = ?`, name).Scan(&at); err != nil || at != 2 {
+					t.Fatalf("relaxed %v: created_at %d, %v; want 2", relaxed, at, err)
+				}
+			}
+			// The guard reads the batch's own earlier write.
+			n, err := s.Batch(ctx, false,
+				store.Write{Query: `INSERT INTO server_settings (name, value, updated_at) VALUES (?, ?, ?)`, Args: []any{"batch.guard", "1", 1}},
+				store.Write{Query: guarded, Args: []any{5, "ufalse", "batch.guard"}},
+				store.Write{Query: guarded, Args: []any{6, "utrue", "no.such.key"}},
+			)
+			if err != nil || !slices.Equal(n, []int64{1, 1, 0}) {
+				t.Fatalf("guarded batch: %v, %v; want [1 1 0]", n, err)
+			}
+			// The second statement fails: the first is rolled back.
+			_, err = s.Batch(ctx, false,
+				store.Write{Query: `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, Args: []any{"dy", "x", 1}},
+				store.Write{Query: `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, Args: []any{"ufalse", "x", 1}},
+			)
+			if !store.IsUniqueViolation(err) {
+				t.Fatalf("a duplicate in a batch: %v, want a unique violation", err)
+			}
+			var c int
+			if err := s.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE name = ?`, "dy").Scan(&c); err != nil || c != 0 {
+				t.Fatalf("a failed batch left its first write: %d rows, %v", c, err)
+			}
+			// The connection a failed batch ran on serves the next one.
+			for range 4 {
+				if _, err := s.Batch(ctx, true, store.Write{Query: `UPDATE users SET created_at = ? WHERE name = ?`, Args: []any{7, "utrue"}}); err != nil {
+					t.Fatalf("after a failed batch: %v", err)
+				}
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -455,13 +454,14 @@ func (d *driver) event(branch int, op txn.Op, start time.Time, result string, er
 	d.mu.Unlock()
 }
 
-// writeEvents stores the kept calls with ex (inside a fenced write, or
-// alone at the end of a drive).
-func (d *driver) writeEvents(ctx context.Context, ex interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}) error {
+// writeEvents stores the kept calls alone (at the end of a drive).
+func (d *driver) writeEvents(ctx context.Context) error {
 	evs := d.takeEvents()
-	if err := d.insertEvents(ctx, ex, evs); err != nil {
+	w, ok := d.eventsWrite(evs)
+	if !ok {
+		return nil
+	}
+	if _, err := d.s.st.Batch(ctx, false, w); err != nil {
 		d.restoreEvents(evs)
 		return err
 	}
@@ -487,25 +487,23 @@ func (d *driver) restoreEvents(evs []txn.Event) {
 	d.mu.Unlock()
 }
 
-func (d *driver) insertEvents(ctx context.Context, ex interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}, evs []txn.Event) error {
+// eventsWrite is the insert of evs, in one statement.
+func (d *driver) eventsWrite(evs []txn.Event) (store.Write, bool) {
 	if len(evs) == 0 {
-		return nil
+		return store.Write{}, false
 	}
 	args := make([]any, 0, 7*len(evs))
 	for _, e := range evs {
 		args = append(args, d.g.XID, e.Branch, e.Op, e.At, e.Ms, e.Result, e.Error)
 	}
-	_, err := ex.ExecContext(ctx, `INSERT INTO txn_events (xid, branch, op, at, ms, result, error) VALUES (?, ?, ?, ?, ?, ?, ?)`+
-		strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", len(evs)-1), args...)
-	return err
+	return store.Write{Query: `INSERT INTO txn_events (xid, branch, op, at, ms, result, error) VALUES (?, ?, ?, ?, ?, ?, ?)` +
+		strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", len(evs)-1), Args: args}, true
 }
 
 // flushEvents stores calls no fenced write took (best effort: the
 // timeline is for people; the branch state is what drives).
 func (d *driver) flushEvents(ctx context.Context) {
-	if err := d.writeEvents(context.WithoutCancel(ctx), d.s.st); err != nil {
+	if err := d.writeEvents(context.WithoutCancel(ctx)); err != nil {
 		d.s.log.Warn("txn: record branch calls", "xid", d.g.XID, "err", err)
 	}
 }
@@ -516,11 +514,12 @@ func (d *driver) flushEvents(ctx context.Context) {
 // still this driver's — so the check costs no statement of its own (a
 // row not matched means another driver took over: errFenced); the claim
 // is renewed in the same statement once a third of its TTL has passed
-// (unless set gives claim_until itself). Then the successes held in
-// memory, fn's statements (fn may be nil) and the kept calls go in the
-// same transaction.
-func (d *driver) fenced(ctx context.Context, set string, args []any, fn func(tx *store.Tx, now int64) error) error {
-	return d.fencedWrite(ctx, false, set, args, fn)
+// (unless set gives claim_until itself). The successes held in memory
+// and more (more's statements, each guarded by the fence: see guard) go
+// in the same transaction, with the kept calls; all of it is one
+// store.Batch — one round trip on PostgreSQL.
+func (d *driver) fenced(ctx context.Context, set string, args []any, more ...store.Write) error {
+	return d.fencedWrite(ctx, false, set, args, more...)
 }
 
 // fencedEnd is fenced for the write that ends a transaction: its commit
@@ -530,48 +529,45 @@ func (d *driver) fenced(ctx context.Context, set string, args []any, fn func(tx 
 // drive the transaction again, which the barrier makes harmless, and
 // end it the same way; the callers waiting are answered a flush sooner.
 func (d *driver) fencedEnd(ctx context.Context, st txn.Status) error {
-	return d.fencedWrite(ctx, true, endSet, []any{st}, d.endFn(ctx))
+	return d.fencedWrite(ctx, true, endSet, []any{st}, d.endWrites()...)
 }
 
-func (d *driver) fencedWrite(ctx context.Context, relaxed bool, set string, args []any, fn func(tx *store.Tx, now int64) error) error {
-	var renewed int64
+// guard is the WHERE condition that makes a statement of a fenced write
+// a no-op when the fence did not match (another driver took over): a
+// statement of a batch cannot see how many rows an earlier one matched,
+// but it sees the row. Its arguments are guardArgs.
+const guard = ` AND EXISTS (SELECT 1 FROM txn_globals WHERE xid = ? AND term = ? AND owner = ?)`
+
+func (d *driver) guardArgs() []any { return []any{d.g.XID, d.term, d.s.holder} }
+
+func (d *driver) fencedWrite(ctx context.Context, relaxed bool, set string, args []any, more ...store.Write) error {
 	evs := d.takeEvents()
-	err := d.s.st.InTx(ctx, func(tx *store.Tx) error {
-		if relaxed {
-			if err := tx.Relaxed(ctx); err != nil {
-				return err
-			}
-		}
-		now := store.NowMillis()
-		renewed = 0
-		q, a := set, args
-		if !strings.Contains(set, "claim_until") && now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
-			q += ", claim_until = ?, updated_at = ?"
-			a = append(append([]any(nil), args...), now+d.s.cfg.ClaimTTL.Milliseconds(), now)
-			renewed = now
-		}
-		a = append(a, d.g.XID, d.term, d.s.holder)
-		res, err := tx.ExecContext(ctx, `UPDATE txn_globals SET `+q+` WHERE xid = ? AND term = ? AND owner = ?`, a...)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n != 1 {
-			return errFenced
-		}
-		if err := d.saveDone(ctx, tx); err != nil {
-			return err
-		}
-		if fn != nil {
-			if err := fn(tx, now); err != nil {
-				return err
-			}
-		}
-		return d.insertEvents(ctx, tx, evs)
-	})
+	now := store.NowMillis()
+	renewed := int64(0)
+	q, a := set, args
+	if !strings.Contains(set, "claim_until") && now-d.renewed > d.s.cfg.ClaimTTL.Milliseconds()/3 {
+		q += ", claim_until = ?, updated_at = ?"
+		a = append(append([]any(nil), args...), now+d.s.cfg.ClaimTTL.Milliseconds(), now)
+		renewed = now
+	}
+	writes := make([]store.Write, 0, 3+len(more))
+	writes = append(writes, store.Write{Query: `UPDATE txn_globals SET ` + q + ` WHERE xid = ? AND term = ? AND owner = ?`, Args: append(a, d.guardArgs()...)})
+	if w, ok := d.saveDone(); ok {
+		writes = append(writes, w)
+	}
+	writes = append(writes, more...)
+	if w, ok := d.eventsWrite(evs); ok {
+		// Unguarded: the calls were made, whoever drives now.
+		writes = append(writes, w)
+	}
+	n, err := d.s.st.Batch(ctx, relaxed, writes...)
+	if err == nil && n[0] != 1 {
+		err = errFenced
+	}
 	if err != nil {
-		d.restoreEvents(evs)
+		if !errors.Is(err, errFenced) {
+			d.restoreEvents(evs)
+		}
 		return err
 	}
 	if renewed > 0 {
@@ -581,14 +577,14 @@ func (d *driver) fencedWrite(ctx context.Context, relaxed bool, set string, args
 	return nil
 }
 
-// saveDone writes the successes recorded in memory only, all branches in
-// one statement.
-func (d *driver) saveDone(ctx context.Context, tx *store.Tx) error {
+// saveDone is the write of the successes recorded in memory only, all
+// branches in one statement, guarded by the fence.
+func (d *driver) saveDone() (store.Write, bool) {
 	if len(d.unsaved) == 0 {
-		return nil
+		return store.Write{}, false
 	}
 	var cases, in strings.Builder
-	args := make([]any, 0, 3*len(d.unsaved)+1)
+	args := make([]any, 0, 3*len(d.unsaved)+4)
 	ids := make([]any, 0, len(d.unsaved))
 	for i := range d.unsaved {
 		b := d.g.Branches[i]
@@ -604,9 +600,8 @@ func (d *driver) saveDone(ctx context.Context, tx *store.Tx) error {
 		in.WriteString("?")
 		ids = append(ids, i)
 	}
-	args = append(append(args, d.g.XID), ids...)
-	_, err := tx.ExecContext(ctx, `UPDATE txn_branches SET done = CASE branch`+cases.String()+` END, attempts = 0 WHERE xid = ? AND branch IN (`+in.String()+`)`, args...)
-	return err
+	args = append(append(append(args, d.g.XID), ids...), d.guardArgs()...)
+	return store.Write{Query: `UPDATE txn_branches SET done = CASE branch` + cases.String() + ` END, attempts = 0 WHERE xid = ? AND branch IN (` + in.String() + `)` + guard, Args: args}, true
 }
 
 // done records op's success on branches: in memory only while more
@@ -637,7 +632,7 @@ func (d *driver) done(ctx context.Context, branches []int, op txn.Op, end txn.St
 // turnBack: a saga step failed for good — decide to abort, then undo.
 func (d *driver) turnBack(ctx context.Context, o outcome) error {
 	reason := o.err.Error()
-	err := d.fenced(ctx, `status = ?, phase = 'abort', reason = ?`, []any{txn.StatusAborting, reason}, nil)
+	err := d.fenced(ctx, `status = ?, phase = 'abort', reason = ?`, []any{txn.StatusAborting, reason})
 	if err != nil {
 		return err
 	}
@@ -660,9 +655,9 @@ func (d *driver) attemptFailed(ctx context.Context, o outcome) error {
 	if parked {
 		set, args = `status = ?, reason = ?, next_at = 0, claim_until = 0`, []any{txn.StatusFailed, "gave up after " + reason}
 	}
-	err := d.fenced(ctx, set, args, func(tx *store.Tx, now int64) error {
-		_, err := tx.ExecContext(ctx, `UPDATE txn_branches SET attempts = ? WHERE xid = ? AND branch = ?`, attempts, d.g.XID, o.branch)
-		return err
+	err := d.fenced(ctx, set, args, store.Write{
+		Query: `UPDATE txn_branches SET attempts = ? WHERE xid = ? AND branch = ?` + guard,
+		Args:  append([]any{attempts, d.g.XID, o.branch}, d.guardArgs()...),
 	})
 	if err != nil {
 		return err
@@ -692,7 +687,7 @@ func (d *driver) backoff(n int) int64 {
 
 // park stops a transaction that cannot go on as failed.
 func (d *driver) park(ctx context.Context, reason string) error {
-	err := d.fenced(ctx, `status = ?, reason = ?, next_at = 0, claim_until = 0`, []any{txn.StatusFailed, reason}, nil)
+	err := d.fenced(ctx, `status = ?, reason = ?, next_at = 0, claim_until = 0`, []any{txn.StatusFailed, reason})
 	if err == nil {
 		d.g.Status, d.g.Reason = txn.StatusFailed, reason
 		d.s.alarm(ctx, d.g)
@@ -716,13 +711,13 @@ func (d *driver) finish(ctx context.Context, st txn.Status) error {
 // endSet is the final state's assignment (with its status).
 const endSet = `status = ?, next_at = 0, claim_until = 0`
 
-// endFn is what an end writes besides the row: an AT transaction's row
-// locks are freed.
-func (d *driver) endFn(ctx context.Context) func(tx *store.Tx, _ int64) error {
+// endWrites is what an end writes besides the row: an AT transaction's
+// row locks are freed.
+func (d *driver) endWrites() []store.Write {
 	if d.g.Mode != txn.ModeAT {
 		return nil
 	}
-	return func(tx *store.Tx, _ int64) error { return unlock(ctx, tx, d.g.XID) }
+	return []store.Write{{Query: `DELETE FROM txn_locks WHERE xid = ?` + guard, Args: append([]any{d.g.XID}, d.guardArgs()...)}}
 }
 
 func (d *driver) ended(st txn.Status) {

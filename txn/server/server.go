@@ -348,29 +348,16 @@ func (s *Server) Begin(ctx context.Context, req txn.BeginRequest) (txn.Global, e
 	now := store.NowMillis()
 	g := txn.Global{XID: req.XID, Mode: req.Mode, App: req.App, Status: txn.StatusPrepared, Options: o, CreatedAt: now, UpdatedAt: now}
 	opts, _ := json.Marshal(o)
-	insert := func(ex interface {
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-	}) error {
-		_, err := ex.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
-		VALUES (?, ?, ?, ?, '', ?, '', ?, ?, 0, ?, '', 0, 0, 0)`, g.XID, g.Mode, g.App, g.Status, string(opts), now, now, now+o.TimeoutMs)
-		return err
-	}
-	// The new transaction need not be flushed before the reply: nothing
-	// depends on it until a branch registers, and that write (flushed)
-	// takes the store's log with it. A crash before then loses a
+	// The new transaction need not be flushed before the reply (relaxed):
+	// nothing depends on it until a branch registers, and that write
+	// (flushed) takes the store's log with it. A crash before then loses a
 	// transaction without branches, which the caller learns at its first
 	// Register.
-	var err error
-	if s.st.Dialect() == store.Postgres {
-		err = s.st.InTx(ctx, func(tx *store.Tx) error {
-			if err := tx.Relaxed(ctx); err != nil {
-				return err
-			}
-			return insert(tx)
-		})
-	} else {
-		err = insert(s.st)
-	}
+	_, err := s.st.Batch(ctx, true, store.Write{
+		Query: `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
+		VALUES (?, ?, ?, ?, '', ?, '', ?, ?, 0, ?, '', 0, 0, 0)`,
+		Args: []any{g.XID, g.Mode, g.App, g.Status, string(opts), now, now, now + o.TimeoutMs},
+	})
 	if store.IsUniqueViolation(err) {
 		return txn.Global{}, errcode.New(errcode.AlreadyExists, "txn: transaction "+g.XID+" exists")
 	}
@@ -620,27 +607,23 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 	for i, st := range req.Steps {
 		g.Branches[i] = txn.Branch{ID: i, Step: st}
 	}
-	err := s.st.InTx(ctx, func(tx *store.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
-			VALUES (?, ?, ?, ?, 'commit', ?, '', ?, ?, ?, 0, ?, ?, 1, ?)`, req.XID, txn.ModeSaga, req.App, txn.StatusCommitting, string(opts), now, now, now,
-			s.holder, now+s.cfg.ClaimTTL.Milliseconds(), len(req.Steps)); err != nil {
-			return err
+	// The transaction and every branch: two statements, one batch.
+	var q strings.Builder
+	q.WriteString(`INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES `)
+	args := make([]any, 0, 3*len(req.Steps))
+	for i, st := range req.Steps {
+		b, _ := json.Marshal(st)
+		if i > 0 {
+			q.WriteString(", ")
 		}
-		// Every branch in one statement.
-		var q strings.Builder
-		q.WriteString(`INSERT INTO txn_branches (xid, branch, step, done, attempts) VALUES `)
-		args := make([]any, 0, 3*len(req.Steps))
-		for i, st := range req.Steps {
-			b, _ := json.Marshal(st)
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			q.WriteString("(?, ?, ?, '', 0)")
-			args = append(args, req.XID, i, string(b))
-		}
-		_, err := tx.ExecContext(ctx, q.String(), args...)
-		return err
-	})
+		q.WriteString("(?, ?, ?, '', 0)")
+		args = append(args, req.XID, i, string(b))
+	}
+	_, err := s.st.Batch(ctx, false, store.Write{
+		Query: `INSERT INTO txn_globals (xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at, timeout_at, owner, claim_until, term, branches)
+			VALUES (?, ?, ?, ?, 'commit', ?, '', ?, ?, ?, 0, ?, ?, 1, ?)`,
+		Args: []any{req.XID, txn.ModeSaga, req.App, txn.StatusCommitting, string(opts), now, now, now, s.holder, now + s.cfg.ClaimTTL.Milliseconds(), len(req.Steps)},
+	}, store.Write{Query: q.String(), Args: args})
 	if store.IsUniqueViolation(err) {
 		return txn.Global{}, errcode.New(errcode.AlreadyExists, "txn: transaction "+req.XID+" exists")
 	}

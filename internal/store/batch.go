@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Write is one statement of a Batch: its text ('?' placeholders) and
+// arguments.
+type Write struct {
+	Query string
+	Args  []any
+}
+
+// Batch runs writes as one transaction and returns the rows each
+// affected. On PostgreSQL the statements go to the server together — one
+// round trip, in one implicit transaction (pgx's batch protocol) — where
+// Begin, each statement and Commit are a round trip each through InTx;
+// on the other dialects they run one after another inside InTx.
+//
+// A statement cannot see the rows affected by the ones before it: where a
+// write must only happen if an earlier one matched (a fence), say so in
+// its own WHERE clause. An error from any statement rolls back them all.
+// relaxed is Tx.Relaxed: on PostgreSQL the commit does not wait for the
+// log flush.
+func (s *Store) Batch(ctx context.Context, relaxed bool, writes ...Write) ([]int64, error) {
+	defer s.observe("batch", time.Now())
+	if s.dialect != Postgres && len(writes) == 1 {
+		// A statement alone is its own transaction.
+		res, err := s.db.ExecContext(ctx, writes[0].Query, writes[0].Args...)
+		if err != nil {
+			return nil, err
+		}
+		n, err := res.RowsAffected()
+		return []int64{n}, err
+	}
+	if s.dialect != Postgres {
+		n := make([]int64, len(writes))
+		err := s.InTx(ctx, func(tx *Tx) error {
+			for i, w := range writes {
+				res, err := tx.ExecContext(ctx, w.Query, w.Args...)
+				if err != nil {
+					return err
+				}
+				if n[i], err = res.RowsAffected(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		return n, err
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: batch: %w", err)
+	}
+	defer conn.Close()
+	n := make([]int64, len(writes))
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("store: batch: driver connection %T is not pgx's", dc)
+		}
+		b := &pgx.Batch{}
+		if relaxed {
+			// Local to the implicit transaction the batch runs in.
+			b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+		}
+		for _, w := range writes {
+			b.Queue(s.Rebind(w.Query), w.Args...)
+		}
+		br := c.Conn().SendBatch(ctx, b)
+		if relaxed {
+			if _, err := br.Exec(); err != nil {
+				return errors.Join(err, br.Close())
+			}
+		}
+		for i := range writes {
+			tag, err := br.Exec()
+			if err != nil {
+				return errors.Join(err, br.Close())
+			}
+			n[i] = tag.RowsAffected()
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
