@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -15,6 +16,11 @@ import (
 type Write struct {
 	Query string
 	Args  []any
+	// Scan, when set, makes the statement a query: its first row is
+	// scanned into Scan's pointers, and the count Batch returns for it is
+	// 1, or 0 when it found no row (not an error: the batch's other
+	// statements stand).
+	Scan []any
 }
 
 // Batch runs writes as one transaction and returns the rows each
@@ -30,7 +36,7 @@ type Write struct {
 // log flush.
 func (s *Store) Batch(ctx context.Context, relaxed bool, writes ...Write) ([]int64, error) {
 	defer s.observe("batch", time.Now())
-	if s.dialect != Postgres && len(writes) == 1 {
+	if s.dialect != Postgres && len(writes) == 1 && writes[0].Scan == nil {
 		// A statement alone is its own transaction.
 		res, err := s.db.ExecContext(ctx, writes[0].Query, writes[0].Args...)
 		if err != nil {
@@ -43,6 +49,17 @@ func (s *Store) Batch(ctx context.Context, relaxed bool, writes ...Write) ([]int
 		n := make([]int64, len(writes))
 		err := s.InTx(ctx, func(tx *Tx) error {
 			for i, w := range writes {
+				if w.Scan != nil {
+					err := tx.QueryRowContext(ctx, w.Query, w.Args...).Scan(w.Scan...)
+					if errors.Is(err, sql.ErrNoRows) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					n[i] = 1
+					continue
+				}
 				res, err := tx.ExecContext(ctx, w.Query, w.Args...)
 				if err != nil {
 					return err
@@ -80,7 +97,18 @@ func (s *Store) Batch(ctx context.Context, relaxed bool, writes ...Write) ([]int
 				return errors.Join(err, br.Close())
 			}
 		}
-		for i := range writes {
+		for i, w := range writes {
+			if w.Scan != nil {
+				err := br.QueryRow().Scan(w.Scan...)
+				if errors.Is(err, pgx.ErrNoRows) {
+					continue
+				}
+				if err != nil {
+					return errors.Join(err, br.Close())
+				}
+				n[i] = 1
+				continue
+			}
 			tag, err := br.Exec()
 			if err != nil {
 				return errors.Join(err, br.Close())

@@ -162,6 +162,18 @@ func TestBatch(t *testing.T) {
 			if err != nil || !slices.Equal(n, []int64{1, 1, 0}) {
 				t.Fatalf("guarded batch: %v, %v; want [1 1 0]", n, err)
 			}
+			// A query reads the batch's own writes; one finding nothing
+			// counts 0 and the batch stands.
+			var at int64
+			var none string
+			n, err = s.Batch(ctx, false,
+				store.Write{Query: `UPDATE users SET created_at = ? WHERE name = ?`, Args: []any{8, "ufalse"}},
+				store.Write{Query: `SELECT created_at FROM users WHERE name = ?`, Args: []any{"ufalse"}, Scan: []any{&at}},
+				store.Write{Query: `SELECT name FROM users WHERE name = ?`, Args: []any{"nobody"}, Scan: []any{&none}},
+			)
+			if err != nil || !slices.Equal(n, []int64{1, 1, 0}) || at != 8 {
+				t.Fatalf("a batch with queries: %v, %v, read %d; want [1 1 0], 8", n, err, at)
+			}
 			// The second statement fails: the first is rolled back.
 			_, err = s.Batch(ctx, false,
 				store.Write{Query: `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, Args: []any{"dy", "x", 1}},

@@ -378,6 +378,9 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (txn.Reg
 	if err != nil {
 		return txn.RegisterReply{}, err
 	}
+	if len(keys) == 0 {
+		return s.registerBranch(ctx, req)
+	}
 	var id int
 	var conflict *txn.LockConflict
 	err = s.st.InTx(ctx, func(tx *store.Tx) error {
@@ -428,6 +431,38 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (txn.Reg
 		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w", err)
 	}
 	return txn.RegisterReply{Branch: id}, nil
+}
+
+// registerBranch registers a branch without row locks: one batch — the
+// transaction's branch count taken (only while it is prepared), the
+// branch inserted with the number it took, and both read back — so one
+// round trip on PostgreSQL.
+func (s *Server) registerBranch(ctx context.Context, req txn.RegisterRequest) (txn.RegisterReply, error) {
+	if len(req.Step.After) > 0 {
+		return txn.RegisterReply{}, fmt.Errorf("%w: register a branch of %s: after is for saga steps", txn.ErrBadRequest, req.XID)
+	}
+	if err := checkStep(txn.ModeTCC, req.Step, 0, 0); err != nil { // every prepared mode needs the same targets
+		return txn.RegisterReply{}, err
+	}
+	step, _ := json.Marshal(req.Step)
+	var status string
+	var n int
+	res, err := s.st.Batch(ctx, false,
+		store.Write{Query: `UPDATE txn_globals SET branches = branches + 1, updated_at = ? WHERE xid = ? AND status = ?`,
+			Args: []any{store.NowMillis(), req.XID, txn.StatusPrepared}},
+		store.Write{Query: `INSERT INTO txn_branches (xid, branch, step, done, attempts) SELECT xid, branches - 1, ?, '', 0 FROM txn_globals WHERE xid = ? AND status = ?`,
+			Args: []any{string(step), req.XID, txn.StatusPrepared}},
+		store.Write{Query: `SELECT status, branches FROM txn_globals WHERE xid = ?`, Args: []any{req.XID}, Scan: []any{&status, &n}},
+	)
+	switch {
+	case err != nil:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w", err)
+	case res[2] == 0:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: transaction %s", txn.ErrNotFound, req.XID)
+	case res[0] == 0:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: register a branch of %s: it is %s", txn.ErrState, req.XID, status)
+	}
+	return txn.RegisterReply{Branch: n - 1}, nil
 }
 
 var errLockHeld = errors.New("txn/server: a row lock is held")

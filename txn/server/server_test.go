@@ -282,3 +282,48 @@ func TestBarrierEmptyRollbackSuspensionAndDuplicates(t *testing.T) {
 		t.Fatalf("rerun after failure: %v %d", err, count)
 	}
 }
+
+// Registration numbers a prepared transaction's branches in order and
+// refuses a transaction that does not exist, one no longer prepared, and
+// a step that is not a prepared branch's.
+func TestRegisterNumbersBranchesAndRefuses(t *testing.T) {
+	c, _, _ := setup(t)
+	ctx := ctxT(t)
+	step := txn.Step{Confirm: "http://127.0.0.1:1/confirm", Cancel: "http://127.0.0.1:1/cancel"}
+	if _, err := c.Register(ctx, txn.RegisterRequest{XID: "no-such-xid", Step: step}); !errors.Is(err, txn.ErrNotFound) {
+		t.Fatalf("register in a missing transaction: %v, want ErrNotFound", err)
+	}
+	var xid string
+	_, err := c.TCC(ctx, fast, false, func(ctx context.Context, x *txn.Txn) error {
+		xid = x.XID()
+		for want := range 3 {
+			r, err := c.Register(ctx, txn.RegisterRequest{XID: xid, Step: step})
+			if err != nil {
+				return err
+			}
+			if r.Branch != want {
+				t.Errorf("branch %d registered as %d", want, r.Branch)
+			}
+		}
+		if _, err := c.Register(ctx, txn.RegisterRequest{XID: xid, Step: txn.Step{Confirm: step.Confirm, Cancel: step.Cancel, After: []int{0}}}); !errors.Is(err, txn.ErrBadRequest) {
+			t.Errorf("a branch with after: %v, want ErrBadRequest", err)
+		}
+		if _, err := c.Register(ctx, txn.RegisterRequest{XID: xid, Step: txn.Step{Confirm: step.Confirm}}); !errors.Is(err, txn.ErrBadRequest) {
+			t.Errorf("a branch without a cancel: %v, want ErrBadRequest", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.Get(ctx, xid)
+	if err != nil || len(g.Branches) != 3 {
+		t.Fatalf("after registering 3: %+v, %v", g, err)
+	}
+	if _, err := c.Register(ctx, txn.RegisterRequest{XID: xid, Step: step}); !errors.Is(err, txn.ErrState) {
+		t.Fatalf("register after the commit decision: %v, want ErrState", err)
+	}
+	if g, err := c.Get(ctx, xid); err != nil || len(g.Branches) != 3 {
+		t.Fatalf("a refused registration changed the transaction: %+v, %v", g, err)
+	}
+}
