@@ -26,8 +26,8 @@ import (
 var errFenced = errors.New("txn/server: claim lost to another driver")
 
 // preclaim is a claim taken with the decision itself (the server that
-// decides drives at once, without a claim of its own): term, and the
-// transaction when it is known in full (a saga just created).
+// decides drives at once, without a claim of its own): its term, and the
+// transaction as the decision left it.
 type preclaim struct {
 	term int64
 	g    *txn.Global
@@ -155,21 +155,8 @@ func (s *Server) claim(ctx context.Context, xid string) (int64, bool, error) {
 func (s *Server) drive(ctx context.Context, xid string, pre *preclaim) (final *txn.Global, err error) {
 	d := &driver{s: s, renewed: store.NowMillis()}
 	switch {
-	case pre != nil && pre.g != nil:
-		d.g, d.term = *pre.g, pre.term
 	case pre != nil:
-		var owner string
-		if err := s.st.QueryRowContext(ctx, `SELECT term, owner FROM txn_globals WHERE xid = ?`, xid).Scan(&d.term, &owner); err != nil {
-			return nil, err
-		}
-		if owner != s.holder {
-			return nil, nil // taken over already
-		}
-		g, err := s.load(ctx, xid, false)
-		if err != nil {
-			return nil, err
-		}
-		d.g = g
+		d.g, d.term = *pre.g, pre.term
 	default:
 		term, ok, err := s.claim(ctx, xid)
 		if err != nil || !ok {

@@ -601,17 +601,54 @@ func (s *Server) Submit(ctx context.Context, req txn.SubmitRequest) (txn.Global,
 			return txn.Global{}, err
 		}
 		return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, &preclaim{term: 1, g: &g})
-	} else if err := s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusCommitting, "", true); err != nil {
-		return txn.Global{}, fmt.Errorf("txn/server: submit: %w", err)
-	} else if req.Mode == txn.ModeAT {
-		// An AT branch's writes are final once the commit is decided:
-		// its rows are free now (phase two only deletes undo images).
-		// Were this lost, the end of phase two releases them.
-		if err := unlock(ctx, s.st, req.XID); err != nil {
-			s.log.Warn("txn: release row locks after commit", "xid", req.XID, "err", err)
-		}
 	}
-	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, &preclaim{})
+	pre, err := s.decideCommit(ctx, req.XID, req.Mode == txn.ModeAT)
+	if err != nil {
+		return txn.Global{}, fmt.Errorf("txn/server: submit: %w", err)
+	}
+	return s.afterDecision(ctx, req.XID, req.Wait, req.WaitMs, pre)
+}
+
+// decideCommit moves a prepared transaction to committing, durably, due
+// now and claimed by this server, which drives it next: one batch that
+// also reads the transaction back (and, for AT, frees its row locks: an
+// AT branch's writes are final once the commit is decided, and phase two
+// only deletes undo images; were this lost, the end of phase two frees
+// them), then its branches. The commit said twice is no error: the
+// transaction is then driven by whoever claimed it (nil preclaim).
+func (s *Server) decideCommit(ctx context.Context, xid string, at bool) (*preclaim, error) {
+	now := store.NowMillis()
+	var g txn.Global
+	var opts string
+	var term int64
+	writes := []store.Write{
+		{Query: `UPDATE txn_globals SET status = ?, phase = 'commit', reason = '', updated_at = ?, next_at = ?, timeout_at = 0, owner = ?, claim_until = ?, term = term + 1 WHERE xid = ? AND status = ?`,
+			Args: []any{txn.StatusCommitting, now, now, s.holder, now + s.cfg.ClaimTTL.Milliseconds(), xid, txn.StatusPrepared}},
+		{Query: `SELECT term, ` + globalCols + ` FROM txn_globals WHERE xid = ?`, Args: []any{xid},
+			Scan: append([]any{&term}, globalDest(&g, &opts)...)},
+	}
+	if at {
+		writes = append(writes, store.Write{Query: `DELETE FROM txn_locks WHERE xid = ? AND EXISTS (SELECT 1 FROM txn_globals WHERE xid = ? AND status = ?)`,
+			Args: []any{xid, xid, txn.StatusCommitting}})
+	}
+	n, err := s.st.Batch(ctx, false, writes...)
+	switch {
+	case err != nil:
+		return nil, err
+	case n[1] == 0:
+		return nil, fmt.Errorf("%w: transaction %s", txn.ErrNotFound, xid)
+	case n[0] == 0 && g.Status == txn.StatusCommitting:
+		return nil, nil // said twice: the same decision
+	case n[0] == 0:
+		return nil, fmt.Errorf("%w: %s is %s, not %s", txn.ErrState, xid, g.Status, txn.StatusPrepared)
+	}
+	if err := json.Unmarshal([]byte(opts), &g.Options); err != nil {
+		return nil, fmt.Errorf("txn/server: %s: options: %w", xid, err)
+	}
+	if g.Branches, err = s.branches(ctx, s.st, xid); err != nil {
+		return nil, err
+	}
+	return &preclaim{term: term, g: &g}, nil
 }
 
 // createSaga stores a saga, committing, claimed (term 1) by this server,
@@ -674,9 +711,9 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 const maxBranches = 1000
 
 // decide moves xid from state from to committing or aborting, durably,
-// and makes phase two due now; with claim, this server claims it in the
-// same write (it drives it next).
-func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, reason string, claim bool) error {
+// and makes phase two due now (the scanner of any server claims it; a
+// commit this server drives is decideCommit).
+func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, reason string) error {
 	phase := "commit"
 	if to == txn.StatusAborting {
 		phase = "abort"
@@ -684,10 +721,6 @@ func (s *Server) decide(ctx context.Context, xid string, from, to txn.Status, re
 	now := store.NowMillis()
 	q := `UPDATE txn_globals SET status = ?, phase = ?, reason = ?, updated_at = ?, next_at = ?, timeout_at = 0 WHERE xid = ? AND status = ?`
 	args := []any{to, phase, reason, now, now, xid, from}
-	if claim {
-		q = `UPDATE txn_globals SET status = ?, phase = ?, reason = ?, updated_at = ?, next_at = ?, timeout_at = 0, owner = ?, claim_until = ?, term = term + 1 WHERE xid = ? AND status = ?`
-		args = []any{to, phase, reason, now, now, s.holder, now + s.cfg.ClaimTTL.Milliseconds(), xid, from}
-	}
 	res, err := s.st.ExecContext(ctx, q, args...)
 	if err != nil {
 		return err
@@ -720,10 +753,10 @@ func (s *Server) Abort(ctx context.Context, req txn.XIDRequest) (txn.Global, err
 	}
 	switch {
 	case g.Status == txn.StatusPrepared:
-		err = s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusAborting, reason, false)
+		err = s.decide(ctx, req.XID, txn.StatusPrepared, txn.StatusAborting, reason)
 	case g.Status == txn.StatusAborting || g.Status == txn.StatusAborted:
 	case g.Mode == txn.ModeSaga && (g.Status == txn.StatusFailed || g.Status == txn.StatusCommitting):
-		err = s.decide(ctx, req.XID, g.Status, txn.StatusAborting, reason, false)
+		err = s.decide(ctx, req.XID, g.Status, txn.StatusAborting, reason)
 	default:
 		err = fmt.Errorf("%w: abort %s: it is %s (%s)", txn.ErrState, req.XID, g.Status, g.Mode)
 	}
@@ -778,7 +811,7 @@ func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitM
 		defer func() { s.unwait(xid, w) }()
 	}
 	started := s.startDrive(xid, pre)
-	if !started && pre != nil && pre.g != nil {
+	if !started && pre != nil {
 		// Not driven here (closing): the claim runs out and the scanner
 		// of any server takes it.
 		s.log.Debug("txn: decided but not driving here", "xid", xid)
@@ -871,10 +904,16 @@ func (s *Server) isDriving(xid string) bool {
 
 const globalCols = `xid, mode, app, status, phase, options, reason, created_at, updated_at, next_at`
 
+// globalDest are the destinations of globalCols (the options' JSON goes
+// to opts).
+func globalDest(g *txn.Global, opts *string) []any {
+	return []any{&g.XID, &g.Mode, &g.App, &g.Status, &g.Phase, opts, &g.Reason, &g.CreatedAt, &g.UpdatedAt, &g.NextAt}
+}
+
 func scanGlobal(r interface{ Scan(...any) error }) (txn.Global, error) {
 	var g txn.Global
 	var opts string
-	if err := r.Scan(&g.XID, &g.Mode, &g.App, &g.Status, &g.Phase, &opts, &g.Reason, &g.CreatedAt, &g.UpdatedAt, &g.NextAt); err != nil {
+	if err := r.Scan(globalDest(&g, &opts)...); err != nil {
 		return g, err
 	}
 	if err := json.Unmarshal([]byte(opts), &g.Options); err != nil {
