@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -84,5 +85,32 @@ func TestFencedWriteOfAStaleDriver(t *testing.T) {
 					status, done, attempts, locks)
 			}
 		})
+	}
+}
+
+// The app cache holds at most two generations: an entry survives one
+// turnover, moves back when read, and is gone after two without a read.
+func TestAppCacheGenerations(t *testing.T) {
+	var c appCache
+	c.put("first", "a")
+	c.put("kept", "b")
+	for i := range appCacheSize - 1 { // fills the first generation: the next put turns it over
+		c.put(fmt.Sprint("x", i), "x")
+	}
+	if app, ok := c.get("first"); !ok || app != "a" {
+		t.Fatalf("an entry of a full generation: %q %v", app, ok)
+	}
+	c.put("next", "n") // first generation becomes the old one ("first" read back before is in it)
+	if app, ok := c.get("kept"); !ok || app != "b" {
+		t.Fatalf("an entry of the old generation: %q %v", app, ok) // and moves back to the current one
+	}
+	for i := range appCacheSize {
+		c.put(fmt.Sprint("y", i), "y")
+	}
+	if _, ok := c.get("x5"); ok {
+		t.Fatal("an entry two generations old is still there")
+	}
+	if len(c.cur)+len(c.old) > 2*appCacheSize {
+		t.Fatalf("%d entries, more than two generations", len(c.cur)+len(c.old))
 	}
 }

@@ -12,12 +12,15 @@ import (
 
 // checkApp checks perm on the app that owns xid.
 func (s *Server) checkApp(ctx context.Context, perm auth.Perm, xid string) error {
-	var app string
-	if err := s.st.QueryRowContext(ctx, `SELECT app FROM txn_globals WHERE xid = ?`, xid).Scan(&app); err != nil {
-		if _, lerr := s.load(ctx, xid, false); lerr != nil {
-			return lerr
+	app, ok := s.apps.get(xid)
+	if !ok {
+		if err := s.st.QueryRowContext(ctx, `SELECT app FROM txn_globals WHERE xid = ?`, xid).Scan(&app); err != nil {
+			if _, lerr := s.load(ctx, xid, false); lerr != nil {
+				return lerr
+			}
+			return err
 		}
-		return err
+		s.apps.put(xid, app)
 	}
 	return auth.Check(ctx, perm, "", app, "")
 }

@@ -175,6 +175,7 @@ type Server struct {
 	tracer trace.Tracer
 	alarms *alarm.Sender // nil: Config.Alarm, or a log line only
 	caller *txn.Caller
+	apps   appCache // each transaction's app, for permission checks
 
 	mu      sync.Mutex
 	started bool
@@ -364,6 +365,7 @@ func (s *Server) Begin(ctx context.Context, req txn.BeginRequest) (txn.Global, e
 	if err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: begin: %w", err)
 	}
+	s.apps.put(g.XID, g.App)
 	s.m.started.WithLabelValues(string(g.Mode)).Inc()
 	return g, nil
 }
@@ -702,6 +704,7 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 	if err != nil {
 		return txn.Global{}, fmt.Errorf("txn/server: submit saga: %w", err)
 	}
+	s.apps.put(g.XID, g.App)
 	s.m.started.WithLabelValues(string(txn.ModeSaga)).Inc()
 	return g, nil
 }

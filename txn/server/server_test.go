@@ -327,3 +327,63 @@ func TestRegisterNumbersBranchesAndRefuses(t *testing.T) {
 		t.Fatalf("a refused registration changed the transaction: %+v, %v", g, err)
 	}
 }
+
+// The calls after Begin are checked against the transaction's own app:
+// an editor of one app can neither register into nor commit, abort or
+// read another app's transaction — also once the server has it in
+// memory (the app cache) — while its own app's calls pass.
+func TestCallsCheckTheTransactionsApp(t *testing.T) {
+	h := servertest.Start(t)
+	ctx := ctxT(t)
+	admin := h.Client()
+	if err := admin.Do(ctx, "POST", "/api/v1/auth/users", map[string]any{"name": "banker", "password": "a-long-password-1",
+		"bindings": []map[string]string{{"role": "editor", "env": "*", "app": "bank", "ns": "*"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	if err := admin.Do(ctx, "POST", "/api/v1/auth/tokens", map[string]any{"user": "banker", "name": "banker-token"}, &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token: %v", err)
+	}
+	dial := func(token, app string) *txn.Client {
+		c, err := txn.Dial(ctx, txn.Config{Servers: []string{h.Srv.RPCAddr()}, Token: token, App: app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	other, banker := dial(h.Token, "shop"), dial(tok.Token, "bank")
+	step := txn.Step{Confirm: "http://127.0.0.1:1/confirm", Cancel: "http://127.0.0.1:1/cancel"}
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "lacks edit permission on shop") && !strings.Contains(err.Error(), "lacks read permission on shop") {
+			t.Errorf("%s of another app's transaction: %v, want a permission error naming the app", what, err)
+		}
+	}
+	var xid string
+	if _, err := other.TCC(ctx, fast, false, func(ctx context.Context, x *txn.Txn) error {
+		xid = x.XID()
+		if _, err := other.Register(ctx, txn.RegisterRequest{XID: xid, Step: step}); err != nil {
+			return err
+		}
+		_, err := banker.Register(ctx, txn.RegisterRequest{XID: xid, Step: step})
+		forbidden("register", err)
+		_, err = banker.Abort(ctx, xid, "", false)
+		forbidden("abort", err)
+		_, err = banker.Get(ctx, xid)
+		forbidden("get", err)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := other.Get(ctx, xid); err != nil || len(g.Branches) != 1 {
+		t.Fatalf("the other app's transaction: %+v, %v; want its one branch", g, err)
+	}
+	// Its own app's transaction passes.
+	if _, err := banker.TCC(ctx, fast, false, func(ctx context.Context, x *txn.Txn) error {
+		_, err := banker.Register(ctx, txn.RegisterRequest{XID: x.XID(), Step: step})
+		return err
+	}); err != nil {
+		t.Fatalf("an editor's own app: %v", err)
+	}
+}
