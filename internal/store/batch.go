@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -34,8 +36,37 @@ type Write struct {
 // its own WHERE clause. An error from any statement rolls back them all.
 // relaxed is Tx.Relaxed: on PostgreSQL the commit does not wait for the
 // log flush.
+//
+// A batch the database chose as a deadlock victim (or, on PostgreSQL, a
+// serialization failure) was rolled back whole; it is run again, up to
+// three times in all.
 func (s *Store) Batch(ctx context.Context, relaxed bool, writes ...Write) ([]int64, error) {
 	defer s.observe("batch", time.Now())
+	for attempt := 1; ; attempt++ {
+		n, err := s.batch(ctx, relaxed, writes)
+		if err == nil || attempt == 3 || !IsDeadlock(err) || ctx.Err() != nil {
+			return n, err
+		}
+		s.log.Debug("store: batch retried after a deadlock", "attempt", attempt, "err", err)
+	}
+}
+
+// IsDeadlock reports whether err is the database rolling a transaction
+// back to break a deadlock or a serialization conflict (running it again
+// is safe and likely to succeed).
+func IsDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "40P01" || pgErr.Code == "40001"
+	}
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) {
+		return myErr.Number == 1213
+	}
+	return false
+}
+
+func (s *Store) batch(ctx context.Context, relaxed bool, writes []Write) ([]int64, error) {
 	if s.dialect != Postgres && len(writes) == 1 && writes[0].Scan == nil {
 		// A statement alone is its own transaction.
 		res, err := s.db.ExecContext(ctx, writes[0].Query, writes[0].Args...)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
+	"github.com/tangram-dev/tangram/internal/wait"
 )
 
 // TestStoreSuite runs the same checks against SQLite, PostgreSQL and MariaDB.
@@ -190,6 +192,69 @@ func TestBatch(t *testing.T) {
 			for range 4 {
 				if _, err := s.Batch(ctx, true, store.Write{Query: `UPDATE users SET created_at = ? WHERE name = ?`, Args: []any{7, "utrue"}}); err != nil {
 					t.Fatalf("after a failed batch: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// A batch the database picks as a deadlock victim runs again: a bigger
+// transaction holds row b and then wants row a, which the batch locked
+// before waiting on b; the database rolls the batch back (the smaller
+// transaction, and the one that waited first), and its second run
+// succeeds once the other commits.
+func TestBatchRetriedAfterADeadlock(t *testing.T) {
+	for _, d := range []store.Dialect{store.Postgres, store.MySQL} {
+		t.Run(string(d), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s := storetest.Open(t, d)
+			for _, n := range []string{"a", "b", "c", "d", "e"} {
+				if _, err := s.ExecContext(ctx, `INSERT INTO server_settings (name, value, updated_at) VALUES (?, '0', 0)`, n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waits := `SELECT COUNT(*) FROM pg_locks WHERE NOT granted`
+			if d == store.MySQL {
+				// (information_schema.INNODB_TRX does not always show the wait
+				// on MariaDB 10.11; the statement's state does)
+				waits = `SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE db = DATABASE() AND state = 'Updating' AND info LIKE 'UPDATE server_settings%'`
+			}
+			tx, err := s.DB().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			set := s.Rebind(`UPDATE server_settings SET value = ? WHERE name = ?`)
+			for _, n := range []string{"c", "d", "e", "b"} {
+				if _, err := tx.ExecContext(ctx, set, "tx", n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Batch(ctx, false,
+					store.Write{Query: `UPDATE server_settings SET value = ? WHERE name = ?`, Args: []any{"batch", "a"}},
+					store.Write{Query: `UPDATE server_settings SET value = ? WHERE name = ?`, Args: []any{"batch", "b"}})
+				done <- err
+			}()
+			wait.For(t, 10*time.Second, "the batch waiting on row b", func() bool {
+				var n int
+				return s.QueryRowContext(ctx, waits).Scan(&n) == nil && n > 0
+			})
+			if _, err := tx.ExecContext(ctx, set, "tx", "a"); err != nil {
+				t.Fatalf("the bigger transaction was the victim (the test needs the batch to be): %v", err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("the batch after a deadlock: %v", err)
+			}
+			for _, n := range []string{"a", "b"} {
+				var v string
+				if err := s.QueryRowContext(ctx, `SELECT value FROM server_settings WHERE name = ?`, n).Scan(&v); err != nil || v != "batch" {
+					t.Fatalf("row %s: %q, %v; want the batch's write (it ran last)", n, v, err)
 				}
 			}
 		})
