@@ -71,3 +71,5 @@ fuzz:
 	$(GO) test ./txn/at -run '^$$' -fuzz FuzzPlan -fuzztime 30s
 	$(GO) test ./txn/at -run '^$$' -fuzz FuzzUndoLog -fuzztime 30s
 	$(GO) test ./txn -run '^$$' -fuzz FuzzParseTarget -fuzztime 30s
+	$(GO) test ./shard -run '^$$' -fuzz FuzzParseRules -fuzztime 30s
+	$(GO) test ./shard -run '^$$' -fuzz FuzzTemplate -fuzztime 30s
