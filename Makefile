@@ -73,3 +73,4 @@ fuzz:
 	$(GO) test ./txn -run '^$$' -fuzz FuzzParseTarget -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzParseRules -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzTemplate -fuzztime 30s
+	$(GO) test ./shard -run '^$$' -fuzz FuzzRoute -fuzztime 30s

@@ -32,7 +32,7 @@ const (
 )
 
 // sqlPrograms are the SDK programs that parse SQL.
-var sqlPrograms = map[string]bool{"atclient": true}
+var sqlPrograms = map[string]bool{"atclient": true, "shardclient": true}
 
 func sdkPrograms(t *testing.T) []string {
 	t.Helper()

@@ -1,0 +1,643 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/pingcap/tidb/pkg/parser"
+	"github.com/pingcap/tidb/pkg/parser/ast"
+	"github.com/pingcap/tidb/pkg/parser/format"
+	"github.com/pingcap/tidb/pkg/parser/opcode"
+	"github.com/pingcap/tidb/pkg/parser/test_driver"
+)
+
+// ErrUnsupported marks SQL the router refuses because it cannot be sure
+// of the answer across shards: the error names the construct. (A wrong
+// answer is never an option.)
+var ErrUnsupported = errors.New("shard: not supported")
+
+func unsupported(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrUnsupported, fmt.Sprintf(format, a...))
+}
+
+// Unit is one statement for one data source.
+type Unit struct {
+	DataSource string
+	SQL        string
+	Args       []any
+}
+
+// Routed is how one statement runs: its units, and whether their results
+// are rows to merge (a query) or counts to add up.
+type Routed struct {
+	Units []Unit
+	Query bool
+}
+
+// Router plans statements (MySQL dialect, ? markers) over rules. Plans
+// are cached by statement text; a Router is safe for concurrent use.
+type Router struct {
+	rules *Rules
+	mu    sync.RWMutex
+	cache map[string]*stmtPlan
+}
+
+// NewRouter returns a router over r.
+func NewRouter(r *Rules) *Router { return &Router{rules: r, cache: map[string]*stmtPlan{}} }
+
+var parsers = sync.Pool{New: func() any { return parser.New() }}
+
+// maxPlans bounds the plan cache (statements are few; a churning text is
+// not worth an LRU).
+const maxPlans = 4096
+
+// Route returns the units that run q with args.
+func (r *Router) Route(q string, args []any) (*Routed, error) {
+	p, err := r.plan(q)
+	if err != nil {
+		return nil, err
+	}
+	return p.route(args)
+}
+
+func (r *Router) plan(q string) (*stmtPlan, error) {
+	r.mu.RLock()
+	p, ok := r.cache[q]
+	r.mu.RUnlock()
+	if ok {
+		return p, nil
+	}
+	ps := parsers.Get().(*parser.Parser)
+	stmts, _, err := ps.Parse(q, "", "")
+	parsers.Put(ps)
+	if err != nil {
+		return nil, fmt.Errorf("shard: parse: %w", err)
+	}
+	if len(stmts) != 1 {
+		return nil, fmt.Errorf("shard: %d statements in one text: send them one at a time", len(stmts))
+	}
+	p, err = r.build(stmts[0])
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if len(r.cache) >= maxPlans {
+		clear(r.cache)
+	}
+	r.cache[q] = p
+	r.mu.Unlock()
+	return p, nil
+}
+
+// stmtPlan is one parsed statement and what routing it needs.
+type stmtPlan struct {
+	r     *Rules
+	stmt  ast.StmtNode
+	query bool
+	// table is the sharded table that decides the route (nil: the
+	// statement touches no sharded table).
+	table *Table
+	// names are the statement's references to logical tables, rewritten
+	// per node (bound tables follow table's node by position).
+	names []*ast.TableName
+	// where is the condition the route is read from.
+	where ast.ExprNode
+	// broadcast: every table is a broadcast table.
+	broadcast bool
+	// insert: rows, each with the markers of its values.
+	insert *ast.InsertStmt
+	// markers: the statement's markers in text order (argument i is the
+	// i-th).
+	markers map[*test_driver.ParamMarkerExpr]int
+	params  int
+
+	mu sync.Mutex // guards the AST while a rewrite restores it
+}
+
+func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
+	p := &stmtPlan{r: r.rules, stmt: stmt}
+	var offs []*test_driver.ParamMarkerExpr
+	var names []*ast.TableName
+	var sub bool
+	stmt.Accept(&visitor{enter: func(n ast.Node) {
+		switch x := n.(type) {
+		case *test_driver.ParamMarkerExpr:
+			offs = append(offs, x)
+		case *ast.TableName:
+			names = append(names, x)
+		case *ast.SubqueryExpr, *ast.ExistsSubqueryExpr:
+			sub = true
+		}
+	}})
+	slices.SortFunc(offs, func(a, b *test_driver.ParamMarkerExpr) int { return a.Offset - b.Offset })
+	p.markers = make(map[*test_driver.ParamMarkerExpr]int, len(offs))
+	for i, m := range offs {
+		p.markers[m] = i
+	}
+	p.params = len(offs)
+
+	switch st := stmt.(type) {
+	case *ast.SelectStmt:
+		p.query = true
+		if st.With != nil {
+			return nil, unsupported("a WITH clause")
+		}
+		p.where = st.Where
+	case *ast.InsertStmt:
+		switch {
+		case st.Select != nil:
+			return nil, unsupported("INSERT … SELECT")
+		case st.Setlist:
+			return nil, unsupported("INSERT … SET (use a column list and VALUES)")
+		}
+		p.insert = st
+	case *ast.UpdateStmt:
+		if st.With != nil {
+			return nil, unsupported("a WITH clause")
+		}
+		p.where = st.Where
+	case *ast.DeleteStmt:
+		if st.With != nil {
+			return nil, unsupported("a WITH clause")
+		}
+		if st.IsMultiTable {
+			return nil, unsupported("DELETE from several tables")
+		}
+		p.where = st.Where
+	case *ast.SetOprStmt:
+		return nil, unsupported("UNION, EXCEPT and INTERSECT")
+	default:
+		return nil, unsupported("the statement %T", stmt)
+	}
+
+	var sharded []*ast.TableName
+	broadcastOnly := len(names) > 0
+	for _, tn := range names {
+		name := tn.Name.L
+		switch {
+		case p.r.Table(name) != nil:
+			sharded = append(sharded, tn)
+			broadcastOnly = false
+		case p.r.Broadcast(name):
+		default:
+			broadcastOnly = false
+		}
+	}
+	p.broadcast = broadcastOnly
+	if len(sharded) == 0 {
+		return p, nil
+	}
+	if sub {
+		return nil, unsupported("a subquery over the sharded table %s", sharded[0].Name.O)
+	}
+	first := p.r.Table(sharded[0].Name.L)
+	for _, tn := range sharded[1:] {
+		if tn.Name.L != first.Name && !p.r.Bound(first.Name, tn.Name.L) {
+			return nil, unsupported("a join of %s and %s, which are not bound (declare them in bindingTables if they are sharded alike)", first.Name, tn.Name.L)
+		}
+	}
+	for _, tn := range names {
+		if p.r.Table(tn.Name.L) == nil && !p.r.Broadcast(tn.Name.L) {
+			return nil, unsupported("a join of the sharded table %s with %s, which is neither bound to it nor a broadcast table", first.Name, tn.Name.O)
+		}
+	}
+	p.table, p.names = first, sharded
+	if st, ok := stmt.(*ast.UpdateStmt); ok {
+		for _, a := range st.List {
+			c := a.Column.Name.L
+			if slices.Contains(first.shardingColumns(), c) {
+				return nil, unsupported("UPDATE of %s, a sharding column of %s (the row would belong elsewhere: delete and insert it)", c, first.Name)
+			}
+		}
+	}
+	return p, nil
+}
+
+// checkMergeable refuses the SELECTs whose results this router cannot
+// yet combine across shards (it concatenates them): better an error
+// than a wrong answer. A statement routed to one node is not affected.
+func checkMergeable(sel *ast.SelectStmt) error {
+	switch {
+	case sel.OrderBy != nil:
+		return unsupported("ORDER BY across shards (not yet merged)")
+	case sel.GroupBy != nil:
+		return unsupported("GROUP BY across shards (not yet merged)")
+	case sel.Limit != nil:
+		return unsupported("LIMIT across shards (not yet merged)")
+	case sel.Distinct:
+		return unsupported("DISTINCT across shards (not yet merged)")
+	case sel.Having != nil:
+		return unsupported("HAVING across shards (not yet merged)")
+	}
+	agg := false
+	for _, f := range sel.Fields.Fields {
+		if f.Expr != nil {
+			f.Expr.Accept(&visitor{enter: func(n ast.Node) {
+				switch n.(type) {
+				case *ast.AggregateFuncExpr, *ast.WindowFuncExpr:
+					agg = true
+				}
+			}})
+		}
+	}
+	if agg {
+		return unsupported("aggregate functions across shards (not yet merged)")
+	}
+	return nil
+}
+
+// checkSplittable refuses an UPDATE or DELETE with LIMIT over several
+// nodes: each would apply the limit of its own.
+func checkSplittable(stmt ast.StmtNode) error {
+	switch st := stmt.(type) {
+	case *ast.UpdateStmt:
+		if st.Limit != nil {
+			return unsupported("UPDATE … LIMIT across shards")
+		}
+	case *ast.DeleteStmt:
+		if st.Limit != nil {
+			return unsupported("DELETE … LIMIT across shards")
+		}
+	}
+	return nil
+}
+
+func (t *Table) shardingColumns() []string {
+	var out []string
+	for _, s := range []*strategy{t.db, t.tbl} {
+		if s != nil {
+			out = append(out, s.columns...)
+		}
+	}
+	return out
+}
+
+// route computes the units for one execution.
+func (p *stmtPlan) route(args []any) (*Routed, error) {
+	if len(args) != p.params {
+		return nil, fmt.Errorf("shard: the statement has %d markers and %d arguments", p.params, len(args))
+	}
+	out := &Routed{Query: p.query}
+	if p.table == nil {
+		text, err := p.restore(nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case p.broadcast && !p.query:
+			for _, ds := range p.r.DataSourceNames() {
+				out.Units = append(out.Units, Unit{DataSource: ds, SQL: text, Args: args})
+			}
+		case p.broadcast:
+			out.Units = []Unit{{DataSource: p.r.DataSourceNames()[0], SQL: text, Args: args}}
+		default:
+			if p.r.DefaultDataSource() == "" {
+				return nil, fmt.Errorf("shard: the statement's tables are not in the rules, and they name no defaultDataSource")
+			}
+			out.Units = []Unit{{DataSource: p.r.DefaultDataSource(), SQL: text, Args: args}}
+		}
+		return out, nil
+	}
+	if p.insert != nil {
+		return p.routeInsert(args)
+	}
+	conds, err := p.conditions(args)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := p.table.Route(conds, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(nodes) > 1 {
+		if sel, ok := p.stmt.(*ast.SelectStmt); ok {
+			if err := checkMergeable(sel); err != nil {
+				return nil, err
+			}
+		} else if err := checkSplittable(p.stmt); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range nodes {
+		text, err := p.restore(&n, nil)
+		if err != nil {
+			return nil, err
+		}
+		out.Units = append(out.Units, Unit{DataSource: n.DataSource, SQL: text, Args: args})
+	}
+	return out, nil
+}
+
+// routeInsert sends each row to its node: one INSERT per node, with that
+// node's rows in their order.
+func (p *stmtPlan) routeInsert(args []any) (*Routed, error) {
+	st := p.insert
+	cols := make([]string, len(st.Columns))
+	for i, c := range st.Columns {
+		cols[i] = c.Name.L
+	}
+	if len(cols) == 0 {
+		return nil, unsupported("INSERT into the sharded table %s without a column list", p.table.Name)
+	}
+	var order []Node
+	rows := map[Node][]int{}
+	for i, row := range st.Lists {
+		if len(row) != len(cols) {
+			return nil, fmt.Errorf("shard: INSERT row %d has %d values for %d columns", i+1, len(row), len(cols))
+		}
+		conds := map[string]Cond{}
+		for _, c := range p.table.shardingColumns() {
+			j := slices.Index(cols, c)
+			if j < 0 {
+				return nil, fmt.Errorf("shard: INSERT into %s must give %s (a sharding column)", p.table.Name, c)
+			}
+			v, ok, err := p.value(row[j], args)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, unsupported("INSERT into %s with an expression for its sharding column %s (give a value)", p.table.Name, c)
+			}
+			conds[c] = Cond{Values: []Value{v}}
+		}
+		nodes, err := p.table.Route(conds, nil)
+		if err != nil {
+			return nil, err
+		}
+		if len(nodes) != 1 {
+			return nil, fmt.Errorf("shard: INSERT row %d of %s routes to %d nodes, want one", i+1, p.table.Name, len(nodes))
+		}
+		if _, seen := rows[nodes[0]]; !seen {
+			order = append(order, nodes[0])
+		}
+		rows[nodes[0]] = append(rows[nodes[0]], i)
+	}
+	out := &Routed{}
+	for _, n := range order {
+		text, err := p.restore(&n, rows[n])
+		if err != nil {
+			return nil, err
+		}
+		var a []any
+		if len(order) == 1 {
+			a = args
+		} else {
+			for _, i := range rows[n] {
+				a = append(a, p.rowArgs(st.Lists[i], args)...)
+			}
+			// Markers outside VALUES (ON DUPLICATE KEY UPDATE) follow.
+			a = append(a, p.tailArgs(args)...)
+		}
+		out.Units = append(out.Units, Unit{DataSource: n.DataSource, SQL: text, Args: a})
+	}
+	return out, nil
+}
+
+func (p *stmtPlan) rowArgs(row []ast.ExprNode, args []any) []any {
+	var idx []int
+	for _, e := range row {
+		e.Accept(&visitor{enter: func(n ast.Node) {
+			if m, ok := n.(*test_driver.ParamMarkerExpr); ok {
+				idx = append(idx, p.markers[m])
+			}
+		}})
+	}
+	slices.Sort(idx)
+	out := make([]any, len(idx))
+	for i, j := range idx {
+		out[i] = args[j]
+	}
+	return out
+}
+
+// tailArgs are the arguments of an INSERT's markers after its VALUES.
+func (p *stmtPlan) tailArgs(args []any) []any {
+	var idx []int
+	for _, a := range p.insert.OnDuplicate {
+		a.Accept(&visitor{enter: func(n ast.Node) {
+			if m, ok := n.(*test_driver.ParamMarkerExpr); ok {
+				idx = append(idx, p.markers[m])
+			}
+		}})
+	}
+	slices.Sort(idx)
+	out := make([]any, len(idx))
+	for i, j := range idx {
+		out[i] = args[j]
+	}
+	return out
+}
+
+// restore writes the statement for node n (nil: as it is), with only the
+// rows listed (INSERT; nil: all).
+func (p *stmtPlan) restore(n *Node, rows []int) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n != nil {
+		saved := make([]ast.CIStr, len(p.names))
+		for i, tn := range p.names {
+			saved[i] = tn.Name
+			tn.Name = ast.NewCIStr(p.physical(tn.Name.L, *n))
+		}
+		defer func() {
+			for i, tn := range p.names {
+				tn.Name = saved[i]
+			}
+		}()
+	}
+	if rows != nil && p.insert != nil && len(rows) != len(p.insert.Lists) {
+		all := p.insert.Lists
+		sub := make([][]ast.ExprNode, len(rows))
+		for i, r := range rows {
+			sub[i] = all[r]
+		}
+		p.insert.Lists = sub
+		defer func() { p.insert.Lists = all }()
+	}
+	var sb strings.Builder
+	if err := p.stmt.Restore(format.NewRestoreCtx(format.DefaultRestoreFlags|format.RestoreStringWithoutCharset, &sb)); err != nil {
+		return "", fmt.Errorf("shard: restore: %w", err)
+	}
+	return sb.String(), nil
+}
+
+// physical is the table of logical table name at node n of the plan's
+// table: the node itself, or a bound table's node at the same position.
+func (p *stmtPlan) physical(name string, n Node) string {
+	if name == p.table.Name {
+		return n.Table
+	}
+	bt := p.r.Table(name)
+	i := slices.Index(p.table.tables[n.DataSource], n.Table)
+	if bt == nil || i < 0 || i >= len(bt.tables[n.DataSource]) {
+		return name
+	}
+	return bt.tables[n.DataSource][i]
+}
+
+// conditions reads the route's conditions from the WHERE clause: the
+// conjuncts that compare a sharding column of the table with a value
+// (=, IN, BETWEEN, <, <=, >, >=). Anything under an OR, a NOT or a
+// function is ignored — the route only widens.
+func (p *stmtPlan) conditions(args []any) (map[string]Cond, error) {
+	conds := map[string]Cond{}
+	if p.where == nil {
+		return conds, nil
+	}
+	cols := p.table.shardingColumns()
+	var walk func(e ast.ExprNode) error
+	add := func(col string, c Cond) {
+		prev, ok := conds[col]
+		if !ok {
+			conds[col] = c
+			return
+		}
+		// Both hold: keep the narrower (values beat a range).
+		if len(prev.Values) == 0 && len(c.Values) > 0 {
+			conds[col] = c
+		} else if len(prev.Values) > 0 && len(c.Values) > 0 {
+			var both []Value
+			for _, v := range prev.Values {
+				for _, w := range c.Values {
+					if n, err := compare(v, w); err == nil && n == 0 {
+						both = append(both, v)
+						break
+					}
+				}
+			}
+			conds[col] = Cond{Values: both}
+			if len(both) == 0 {
+				// No row can match: any single target answers (empty).
+				conds[col] = Cond{Values: prev.Values[:1]}
+			}
+		} else if len(prev.Values) == 0 && len(c.Values) == 0 {
+			if c.Lo != nil && (prev.Lo == nil || tighter(c.Lo, prev.Lo, 1)) {
+				prev.Lo = c.Lo
+			}
+			if c.Hi != nil && (prev.Hi == nil || tighter(c.Hi, prev.Hi, -1)) {
+				prev.Hi = c.Hi
+			}
+			conds[col] = prev
+		}
+	}
+	col := func(e ast.ExprNode) string {
+		if c, ok := e.(*ast.ColumnNameExpr); ok && slices.Contains(cols, c.Name.Name.L) {
+			return c.Name.Name.L
+		}
+		return ""
+	}
+	walk = func(e ast.ExprNode) error {
+		switch x := e.(type) {
+		case *ast.ParenthesesExpr:
+			return walk(x.Expr)
+		case *ast.BinaryOperationExpr:
+			switch x.Op {
+			case opcode.LogicAnd:
+				if err := walk(x.L); err != nil {
+					return err
+				}
+				return walk(x.R)
+			case opcode.EQ, opcode.LT, opcode.LE, opcode.GT, opcode.GE:
+				op, l, r := x.Op, x.L, x.R
+				c := col(l)
+				if c == "" {
+					if c = col(r); c == "" {
+						return nil
+					}
+					l, r = r, l
+					op = map[opcode.Op]opcode.Op{opcode.EQ: opcode.EQ, opcode.LT: opcode.GT, opcode.LE: opcode.GE, opcode.GT: opcode.LT, opcode.GE: opcode.LE}[op]
+				}
+				v, ok, err := p.value(r, args)
+				if err != nil || !ok {
+					return err
+				}
+				switch op {
+				case opcode.EQ:
+					add(c, Cond{Values: []Value{v}})
+				case opcode.LT, opcode.LE:
+					add(c, Cond{Hi: &Bound{V: v, Inclusive: op == opcode.LE}})
+				default:
+					add(c, Cond{Lo: &Bound{V: v, Inclusive: op == opcode.GE}})
+				}
+			}
+		case *ast.PatternInExpr:
+			c := col(x.Expr)
+			if c == "" || x.Not || x.Sel != nil {
+				return nil
+			}
+			var vals []Value
+			for _, it := range x.List {
+				v, ok, err := p.value(it, args)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return nil
+				}
+				vals = append(vals, v)
+			}
+			add(c, Cond{Values: vals})
+		case *ast.BetweenExpr:
+			c := col(x.Expr)
+			if c == "" || x.Not {
+				return nil
+			}
+			lo, ok1, err := p.value(x.Left, args)
+			if err != nil {
+				return err
+			}
+			hi, ok2, err := p.value(x.Right, args)
+			if err != nil {
+				return err
+			}
+			if ok1 && ok2 {
+				add(c, Cond{Lo: &Bound{V: lo, Inclusive: true}, Hi: &Bound{V: hi, Inclusive: true}})
+			}
+		}
+		return nil
+	}
+	if err := walk(p.where); err != nil {
+		return nil, err
+	}
+	return conds, nil
+}
+
+// tighter reports whether bound a is tighter than b: for a lower bound
+// (dir 1) the greater, for an upper bound (dir -1) the smaller.
+func tighter(a, b *Bound, dir int) bool {
+	n, err := compare(a.V, b.V)
+	if err != nil {
+		return false
+	}
+	return n*dir > 0 || n == 0 && !a.Inclusive && b.Inclusive
+}
+
+// value is the value of a literal or a marker (ok false: an expression).
+func (p *stmtPlan) value(e ast.ExprNode, args []any) (Value, bool, error) {
+	switch x := e.(type) {
+	case *test_driver.ParamMarkerExpr:
+		v, err := ValueOf(args[p.markers[x]])
+		if err != nil {
+			return Value{}, false, err
+		}
+		return v, true, nil
+	case *test_driver.ValueExpr:
+		switch y := x.GetValue().(type) {
+		case int64, string, []byte, uint64:
+			v, err := ValueOf(y)
+			return v, err == nil, err
+		case fmt.Stringer:
+			return Text(y.String()), true, nil
+		}
+	}
+	return Value{}, false, nil
+}
+
+// visitor calls enter on every node.
+type visitor struct{ enter func(ast.Node) }
+
+func (v *visitor) Enter(n ast.Node) (ast.Node, bool) { v.enter(n); return n, false }
+func (v *visitor) Leave(n ast.Node) (ast.Node, bool) { return n, true }

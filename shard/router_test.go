@@ -1,0 +1,102 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestRouter(t *testing.T) {
+	r, err := ParseRules([]byte(shopRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := NewRouter(r)
+	show := func(rd *Routed) string {
+		var s []string
+		for _, u := range rd.Units {
+			s = append(s, fmt.Sprintf("%s: %s %v", u.DataSource, u.SQL, u.Args))
+		}
+		return strings.Join(s, "\n")
+	}
+	for _, c := range []struct {
+		q    string
+		args []any
+		want string
+	}{
+		{"SELECT * FROM t_order WHERE user_id = ? AND order_id = ?", []any{3, 6},
+			"ds_1: SELECT * FROM `t_order_2` WHERE `user_id`=? AND `order_id`=? [3 6]"},
+		{"select id from t_order where order_id in (1, 5)", nil,
+			"ds_0: SELECT `id` FROM `t_order_1` WHERE `order_id` IN (1,5) []\nds_1: SELECT `id` FROM `t_order_1` WHERE `order_id` IN (1,5) []"},
+		{"SELECT COUNT(*) FROM t_order WHERE user_id = 4 AND order_id = 2", nil,
+			"ds_0: SELECT COUNT(1) FROM `t_order_2` WHERE `user_id`=4 AND `order_id`=2 []"},
+		{"SELECT * FROM t_order WHERE user_id = 4 AND order_id = 2 ORDER BY id LIMIT 10", nil,
+			"ds_0: SELECT * FROM `t_order_2` WHERE `user_id`=4 AND `order_id`=2 ORDER BY `id` LIMIT 10 []"},
+		{"SELECT * FROM t_order WHERE (user_id = 7 AND order_id = 2) AND order_id BETWEEN 0 AND 3", nil,
+			"ds_1: SELECT * FROM `t_order_2` WHERE (`user_id`=7 AND `order_id`=2) AND `order_id` BETWEEN 0 AND 3 []"},
+		{"SELECT * FROM t_order o JOIN t_order_item i ON o.order_id = i.order_id WHERE o.user_id = ? AND o.order_id = ?", []any{3, 6},
+			"ds_1: SELECT * FROM `t_order_2` AS `o` JOIN `t_order_item_2` AS `i` ON `o`.`order_id`=`i`.`order_id` WHERE `o`.`user_id`=? AND `o`.`order_id`=? [3 6]"},
+		{"SELECT * FROM t_order JOIN t_dict USING (code) WHERE user_id = 2 AND order_id = 3", nil,
+			"ds_0: SELECT * FROM `t_order_3` JOIN `t_dict` USING (`code`) WHERE `user_id`=2 AND `order_id`=3 []"},
+		{"INSERT INTO t_order (user_id, order_id, amount) VALUES (?, ?, ?), (1, 2, ?), (?, ?, 30)", []any{4, 1, 10, 20, 6, 2},
+			"ds_0: INSERT INTO `t_order_1` (`user_id`,`order_id`,`amount`) VALUES (?,?,?) [4 1 10]\n" +
+				"ds_1: INSERT INTO `t_order_2` (`user_id`,`order_id`,`amount`) VALUES (1,2,?) [20]\n" +
+				"ds_0: INSERT INTO `t_order_2` (`user_id`,`order_id`,`amount`) VALUES (?,?,30) [6 2]"},
+		{"INSERT INTO t_order (user_id, order_id, amount) VALUES (?, ?, ?), (?, ?, ?)", []any{1, 1, 10, 3, 5, 20},
+			"ds_1: INSERT INTO `t_order_1` (`user_id`,`order_id`,`amount`) VALUES (?,?,?),(?,?,?) [1 1 10 3 5 20]"},
+		{"UPDATE t_order SET amount = amount + ? WHERE order_id = ?", []any{5, 7},
+			"ds_0: UPDATE `t_order_3` SET `amount`=`amount`+? WHERE `order_id`=? [5 7]\nds_1: UPDATE `t_order_3` SET `amount`=`amount`+? WHERE `order_id`=? [5 7]"},
+		{"DELETE FROM t_order WHERE user_id = '5' AND order_id = 0", nil,
+			"ds_1: DELETE FROM `t_order_0` WHERE `user_id`='5' AND `order_id`=0 []"},
+		{"INSERT INTO t_dict (code, name) VALUES ('a', 'A')", nil,
+			"ds_0: INSERT INTO `t_dict` (`code`,`name`) VALUES ('a','A') []\nds_1: INSERT INTO `t_dict` (`code`,`name`) VALUES ('a','A') []"},
+		{"SELECT name FROM t_dict WHERE code = 'a'", nil, "ds_0: SELECT `name` FROM `t_dict` WHERE `code`='a' []"},
+		{"SELECT * FROM t_users WHERE id = ?", []any{1}, "ds_0: SELECT * FROM `t_users` WHERE `id`=? [1]"},
+	} {
+		rd, err := rt.Route(c.q, c.args)
+		if err != nil {
+			t.Errorf("%s: %v", c.q, err)
+			continue
+		}
+		if got := show(rd); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.q, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		q    string
+		args []any
+		want string
+	}{
+		{"SELECT COUNT(*) FROM t_order WHERE user_id = 4", nil, "aggregate functions across shards"},
+		{"SELECT * FROM t_order ORDER BY id", nil, "ORDER BY across shards"},
+		{"SELECT * FROM t_order LIMIT 5", nil, "LIMIT across shards"},
+		{"SELECT DISTINCT user_id FROM t_order", nil, "DISTINCT across shards"},
+		{"SELECT user_id FROM t_order GROUP BY user_id", nil, "GROUP BY across shards"},
+		{"DELETE FROM t_order WHERE order_id = 1 LIMIT 1", nil, "DELETE … LIMIT across shards"},
+		{"UPDATE t_order SET user_id = 1 WHERE order_id = 2", nil, "UPDATE of user_id, a sharding column"},
+		{"SELECT * FROM t_order JOIN t_log ON t_order.id = t_log.id", nil, "not bound"},
+		{"SELECT * FROM t_order JOIN t_users ON t_order.user_id = t_users.id", nil, "neither bound to it nor a broadcast table"},
+		{"SELECT * FROM t_order WHERE order_id IN (SELECT order_id FROM t_order_item)", nil, "a subquery"},
+		{"SELECT * FROM t_order UNION SELECT * FROM t_order_item", nil, "UNION"},
+		{"INSERT INTO t_order (order_id, amount) VALUES (1, 2)", nil, "must give user_id"},
+		{"INSERT INTO t_order VALUES (1, 2, 3)", nil, "without a column list"},
+		{"INSERT INTO t_order (user_id, order_id) VALUES (1 + 1, 2)", nil, "an expression for its sharding column"},
+		{"INSERT INTO t_order (user_id, order_id) SELECT user_id, order_id FROM t_order_item", nil, "INSERT … SELECT"},
+		{"SELECT * FROM t_order WHERE order_id > 3", nil, "allow-range-query-with-inline-sharding"},
+	} {
+		_, err := rt.Route(c.q, c.args)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", c.q, err, c.want)
+		}
+	}
+	if _, err := rt.Route("SELECT * FROM t_order WHERE user_id = ?", nil); err == nil || !strings.Contains(err.Error(), "1 markers and 0 arguments") {
+		t.Errorf("missing arguments: %v", err)
+	}
+	if _, err := rt.Route("SELEC * FROM t_order", nil); err == nil || errors.Is(err, ErrUnsupported) {
+		t.Errorf("a syntax error: %v", err)
+	}
+	if _, err := rt.Route("SELECT 1; SELECT 2", nil); err == nil {
+		t.Error("two statements in one text routed")
+	}
+}
