@@ -1,0 +1,212 @@
+package shard
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Executor runs statements over sharded databases: it routes each one,
+// runs its units on their data sources (several at once, within a
+// budget of connections) and combines what they return. It opens no
+// database itself: the caller gives one *sql.DB per data source, opened
+// with its driver (go-sql-driver/mysql for MariaDB and MySQL).
+//
+// Statements that touch several data sources outside a transaction run
+// as one local transaction per data source, like ShardingSphere's LOCAL
+// mode: each commits or fails on its own, and an error names the data
+// sources that did commit.
+type Executor struct {
+	router *Router
+	dbs    map[string]*sql.DB
+	sem    chan struct{}
+}
+
+// ExecutorConfig configures NewExecutor.
+type ExecutorConfig struct {
+	// MaxParallel bounds the units of one statement that run at once
+	// (default 8): a statement sent to every shard holds at most this
+	// many connections.
+	MaxParallel int
+}
+
+// NewExecutor returns an executor over rules r with the data sources'
+// databases dbs (one per data source the rules name).
+func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executor, error) {
+	for _, name := range r.DataSourceNames() {
+		if dbs[name] == nil {
+			return nil, fmt.Errorf("shard: no database given for data source %s", name)
+		}
+	}
+	if cfg.MaxParallel <= 0 {
+		cfg.MaxParallel = 8
+	}
+	return &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel)}, nil
+}
+
+// Router is the executor's router (to see a statement's units).
+func (e *Executor) Router() *Router { return e.router }
+
+// Result is what a write did across its units.
+type Result struct {
+	// RowsAffected adds up every unit's count.
+	RowsAffected int64
+	// LastInsertID is the unit's, when the statement ran on one node
+	// (0 otherwise: IDs of a sharded table come from idgen, not from
+	// AUTO_INCREMENT).
+	LastInsertID int64
+	// Units is how many statements ran.
+	Units int
+}
+
+// Exec runs a write.
+func (e *Executor) Exec(ctx context.Context, q string, args ...any) (Result, error) {
+	rd, err := e.router.Route(q, args)
+	if err != nil {
+		return Result{}, err
+	}
+	type out struct {
+		n, id int64
+		err   error
+	}
+	outs := make([]out, len(rd.Units))
+	e.each(ctx, rd.Units, func(i int, u Unit) {
+		res, err := e.dbs[u.DataSource].ExecContext(ctx, u.SQL, u.Args...)
+		if err != nil {
+			outs[i].err = fmt.Errorf("shard: %s: %w", u.DataSource, err)
+			return
+		}
+		outs[i].n, _ = res.RowsAffected()
+		outs[i].id, _ = res.LastInsertId()
+	})
+	r := Result{Units: len(rd.Units)}
+	var errs []error
+	var done []string
+	for i, o := range outs {
+		if o.err != nil {
+			errs = append(errs, o.err)
+			continue
+		}
+		r.RowsAffected += o.n
+		done = append(done, rd.Units[i].DataSource)
+	}
+	if len(errs) > 0 {
+		if len(done) > 0 {
+			sort.Strings(done)
+			errs = append(errs, fmt.Errorf("shard: the statement did commit on %s (each data source commits on its own outside a transaction)", strings.Join(done, ", ")))
+		}
+		return r, errors.Join(errs...)
+	}
+	if len(outs) == 1 {
+		r.LastInsertID = outs[0].id
+	}
+	return r, nil
+}
+
+// each runs fn for every unit, at most MaxParallel at once, and returns
+// when all have.
+func (e *Executor) each(ctx context.Context, units []Unit, fn func(i int, u Unit)) {
+	if len(units) == 1 {
+		fn(0, units[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for i, u := range units {
+		select {
+		case e.sem <- struct{}{}:
+		case <-ctx.Done():
+			// The units not started fail with the context's error.
+			for j := i; j < len(units); j++ {
+				fn(j, units[j])
+			}
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-e.sem }()
+			fn(i, u)
+		}()
+	}
+	wg.Wait()
+}
+
+// Rows are a query's merged result: every unit's rows, unit after unit
+// (the router refuses the queries whose results need more than that).
+type Rows struct {
+	Columns []string
+	Values  [][]any
+}
+
+// maxRows bounds what one query may bring into memory.
+const maxRows = 1_000_000
+
+// Query runs a query and returns its rows, read whole (the values as the
+// driver scans them into any: integers as int64, text as []byte or
+// string).
+func (e *Executor) Query(ctx context.Context, q string, args ...any) (*Rows, error) {
+	rd, err := e.router.Route(q, args)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]*Rows, len(rd.Units))
+	errs := make([]error, len(rd.Units))
+	e.each(ctx, rd.Units, func(i int, u Unit) {
+		parts[i], errs[i] = e.queryUnit(ctx, u)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := &Rows{}
+	total := 0
+	for i, p := range parts {
+		if i == 0 {
+			out.Columns = p.Columns
+		} else if len(p.Columns) != len(out.Columns) {
+			return nil, fmt.Errorf("shard: %s answered %d columns, %s %d (the tables of one logical table differ)",
+				rd.Units[0].DataSource, len(out.Columns), rd.Units[i].DataSource, len(p.Columns))
+		}
+		total += len(p.Values)
+	}
+	out.Values = make([][]any, 0, total)
+	for _, p := range parts {
+		out.Values = append(out.Values, p.Values...)
+	}
+	return out, nil
+}
+
+func (e *Executor) queryUnit(ctx context.Context, u Unit) (*Rows, error) {
+	rows, err := e.dbs[u.DataSource].QueryContext(ctx, u.SQL, u.Args...)
+	if err != nil {
+		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
+	}
+	out := &Rows{Columns: cols}
+	for rows.Next() {
+		if len(out.Values) >= maxRows {
+			return nil, fmt.Errorf("shard: %s: more than %d rows: narrow the query", u.DataSource, maxRows)
+		}
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
+		}
+		out.Values = append(out.Values, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
+	}
+	return out, nil
+}
