@@ -136,11 +136,13 @@ func (e *Executor) each(ctx context.Context, units []Unit, fn func(i int, u Unit
 	wg.Wait()
 }
 
-// Rows are a query's merged result: every unit's rows, unit after unit
-// (the router refuses the queries whose results need more than that).
+// Rows are a query's merged result: its units' rows combined as one
+// database would answer (groups and aggregates merged, the order
+// restored, the LIMIT's window kept).
 type Rows struct {
 	Columns []string
 	Values  [][]any
+	kinds   []colKind
 }
 
 // maxRows bounds what one query may bring into memory.
@@ -177,6 +179,11 @@ func (e *Executor) Query(ctx context.Context, q string, args ...any) (*Rows, err
 	for _, p := range parts {
 		out.Values = append(out.Values, p.Values...)
 	}
+	if rd.merge != nil {
+		if err := rd.merge.merge(out, parts[0].kinds, rd.offset, rd.count); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }
 
@@ -190,7 +197,14 @@ func (e *Executor) queryUnit(ctx context.Context, u Unit) (*Rows, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
 	}
-	out := &Rows{Columns: cols}
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
+	}
+	out := &Rows{Columns: cols, kinds: make([]colKind, len(types))}
+	for i, ct := range types {
+		out.kinds[i] = kindOf(ct.DatabaseTypeName())
+	}
 	for rows.Next() {
 		if len(out.Values) >= maxRows {
 			return nil, fmt.Errorf("shard: %s: more than %d rows: narrow the query", u.DataSource, maxRows)

@@ -35,6 +35,10 @@ type Unit struct {
 type Routed struct {
 	Units []Unit
 	Query bool
+	// merge (a query over several nodes) combines the units' rows;
+	// offset and count are its LIMIT's window (count -1: none).
+	merge         *mergePlan
+	offset, count int64
 }
 
 // Router plans statements (MySQL dialect, ? markers) over rules. Plans
@@ -113,6 +117,10 @@ type stmtPlan struct {
 	// i-th).
 	markers map[*test_driver.ParamMarkerExpr]int
 	params  int
+	// merge is how a SELECT's rows from several nodes combine (mergeErr:
+	// why they cannot — a SELECT routed to one node runs anyway).
+	merge    *mergePlan
+	mergeErr error
 
 	mu sync.Mutex // guards the AST while a rewrite restores it
 }
@@ -205,6 +213,9 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 		}
 	}
 	p.table, p.names = first, sharded
+	if sel, ok := stmt.(*ast.SelectStmt); ok {
+		p.merge, p.mergeErr = p.buildMerge(sel)
+	}
 	if st, ok := stmt.(*ast.UpdateStmt); ok {
 		for _, a := range st.List {
 			c := a.Column.Name.L
@@ -214,39 +225,6 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 		}
 	}
 	return p, nil
-}
-
-// checkMergeable refuses the SELECTs whose results this router cannot
-// yet combine across shards (it concatenates them): better an error
-// than a wrong answer. A statement routed to one node is not affected.
-func checkMergeable(sel *ast.SelectStmt) error {
-	switch {
-	case sel.OrderBy != nil:
-		return unsupported("ORDER BY across shards (not yet merged)")
-	case sel.GroupBy != nil:
-		return unsupported("GROUP BY across shards (not yet merged)")
-	case sel.Limit != nil:
-		return unsupported("LIMIT across shards (not yet merged)")
-	case sel.Distinct:
-		return unsupported("DISTINCT across shards (not yet merged)")
-	case sel.Having != nil:
-		return unsupported("HAVING across shards (not yet merged)")
-	}
-	agg := false
-	for _, f := range sel.Fields.Fields {
-		if f.Expr != nil {
-			f.Expr.Accept(&visitor{enter: func(n ast.Node) {
-				switch n.(type) {
-				case *ast.AggregateFuncExpr, *ast.WindowFuncExpr:
-					agg = true
-				}
-			}})
-		}
-	}
-	if agg {
-		return unsupported("aggregate functions across shards (not yet merged)")
-	}
-	return nil
 }
 
 // checkSplittable refuses an UPDATE or DELETE with LIMIT over several
@@ -312,21 +290,40 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 	if err != nil {
 		return nil, err
 	}
+	unitArgs := args
+	var limit **ast.Limit
+	var unitLimit *ast.Limit
 	if len(nodes) > 1 {
 		if sel, ok := p.stmt.(*ast.SelectStmt); ok {
-			if err := checkMergeable(sel); err != nil {
+			if p.mergeErr != nil {
+				return nil, p.mergeErr
+			}
+			out.merge = p.merge
+			if out.offset, out.count, err = p.merge.window(p, args); err != nil {
 				return nil, err
+			}
+			if p.merge.limit != nil {
+				// The units run without the statement's LIMIT, or with
+				// the rows up to the window's end; its markers' arguments
+				// go with it.
+				limit, unitLimit = &sel.Limit, p.merge.unitLimit(out.offset, out.count)
+				unitArgs = make([]any, 0, len(args))
+				for i, a := range args {
+					if !slices.Contains(p.merge.limitMarkers, i) {
+						unitArgs = append(unitArgs, a)
+					}
+				}
 			}
 		} else if err := checkSplittable(p.stmt); err != nil {
 			return nil, err
 		}
 	}
 	for _, n := range nodes {
-		text, err := p.restore(&n, nil)
+		text, err := p.restoreWith(&n, nil, limit, unitLimit)
 		if err != nil {
 			return nil, err
 		}
-		out.Units = append(out.Units, Unit{DataSource: n.DataSource, SQL: text, Args: args})
+		out.Units = append(out.Units, Unit{DataSource: n.DataSource, SQL: text, Args: unitArgs})
 	}
 	return out, nil
 }
@@ -434,8 +431,18 @@ func (p *stmtPlan) tailArgs(args []any) []any {
 // restore writes the statement for node n (nil: as it is), with only the
 // rows listed (INSERT; nil: all).
 func (p *stmtPlan) restore(n *Node, rows []int) (string, error) {
+	return p.restoreWith(n, rows, nil, nil)
+}
+
+// restoreWith is restore with *limit (when not nil) set to to.
+func (p *stmtPlan) restoreWith(n *Node, rows []int, limit **ast.Limit, to *ast.Limit) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if limit != nil {
+		saved := *limit
+		*limit = to
+		defer func() { *limit = saved }()
+	}
 	if n != nil {
 		saved := make([]ast.CIStr, len(p.names))
 		for i, tn := range p.names {

@@ -53,6 +53,19 @@ func TestRouter(t *testing.T) {
 			"ds_0: INSERT INTO `t_dict` (`code`,`name`) VALUES ('a','A') []\nds_1: INSERT INTO `t_dict` (`code`,`name`) VALUES ('a','A') []"},
 		{"SELECT name FROM t_dict WHERE code = 'a'", nil, "ds_0: SELECT `name` FROM `t_dict` WHERE `code`='a' []"},
 		{"SELECT * FROM t_users WHERE id = ?", []any{1}, "ds_0: SELECT * FROM `t_users` WHERE `id`=? [1]"},
+		// Over several nodes, each unit reads the rows up to the window's
+		// end; the LIMIT's markers leave with it.
+		{"SELECT order_id FROM t_order WHERE user_id = ? ORDER BY order_id DESC LIMIT ?, ?", []any{2, 3, 4},
+			"ds_0: SELECT `order_id` FROM `t_order_0` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
+				"ds_0: SELECT `order_id` FROM `t_order_1` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
+				"ds_0: SELECT `order_id` FROM `t_order_2` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
+				"ds_0: SELECT `order_id` FROM `t_order_3` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]"},
+		// Groups merge before the limit: the units run without it.
+		{"SELECT user_id, COUNT(*) AS n FROM t_order WHERE order_id IN (1, 2) GROUP BY user_id ORDER BY n LIMIT 1", nil,
+			"ds_0: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_1` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
+				"ds_0: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_2` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
+				"ds_1: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_1` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
+				"ds_1: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_2` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []"},
 	} {
 		rd, err := rt.Route(c.q, c.args)
 		if err != nil {
@@ -68,11 +81,15 @@ func TestRouter(t *testing.T) {
 		args []any
 		want string
 	}{
-		{"SELECT COUNT(*) FROM t_order WHERE user_id = 4", nil, "aggregate functions across shards"},
-		{"SELECT * FROM t_order ORDER BY id", nil, "ORDER BY across shards"},
-		{"SELECT * FROM t_order LIMIT 5", nil, "LIMIT across shards"},
-		{"SELECT DISTINCT user_id FROM t_order", nil, "DISTINCT across shards"},
-		{"SELECT user_id FROM t_order GROUP BY user_id", nil, "GROUP BY across shards"},
+		{"SELECT AVG(amount) FROM t_order", nil, "AVG across shards"},
+		{"SELECT COUNT(DISTINCT user_id) FROM t_order", nil, "COUNT(DISTINCT …) across shards"},
+		{"SELECT user_id, COUNT(*) FROM t_order GROUP BY user_id HAVING COUNT(*) > 1", nil, "HAVING across shards"},
+		{"SELECT id FROM t_order ORDER BY amount * 2", nil, "ORDER BY by an expression"},
+		{"SELECT id FROM t_order ORDER BY amount", nil, "it must be in the select list"},
+		{"SELECT user_id, COUNT(*) FROM t_order", nil, "plain fields beside aggregates"},
+		{"SELECT * FROM t_order GROUP BY user_id", nil, "SELECT * with GROUP BY"},
+		{"SELECT user_id, amount, COUNT(*) FROM t_order GROUP BY user_id", nil, "neither grouped nor aggregated"},
+		{"SELECT COUNT(*) + 1 FROM t_order", nil, "an expression over an aggregate"},
 		{"DELETE FROM t_order WHERE order_id = 1 LIMIT 1", nil, "DELETE … LIMIT across shards"},
 		{"UPDATE t_order SET user_id = 1 WHERE order_id = 2", nil, "UPDATE of user_id, a sharding column"},
 		{"SELECT * FROM t_order JOIN t_log ON t_order.id = t_log.id", nil, "not bound"},
