@@ -65,6 +65,19 @@ type Result struct {
 
 // Exec runs a write.
 func (e *Executor) Exec(ctx context.Context, q string, args ...any) (Result, error) {
+	return e.exec(ctx, q, args, e.pool, true)
+}
+
+// runner runs statements: a data source's pool, or its transaction.
+type runner interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// pool is the runner of a data source outside a transaction.
+func (e *Executor) pool(_ context.Context, ds string) (runner, error) { return e.dbs[ds], nil }
+
+func (e *Executor) exec(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (Result, error) {
 	rd, err := e.router.Route(q, args)
 	if err != nil {
 		return Result{}, err
@@ -74,8 +87,13 @@ func (e *Executor) Exec(ctx context.Context, q string, args ...any) (Result, err
 		err   error
 	}
 	outs := make([]out, len(rd.Units))
-	e.each(ctx, rd.Units, func(i int, u Unit) {
-		res, err := e.dbs[u.DataSource].ExecContext(ctx, u.SQL, u.Args...)
+	e.each(ctx, rd.Units, parallel, func(i int, u Unit) {
+		r, err := on(ctx, u.DataSource)
+		if err != nil {
+			outs[i].err = fmt.Errorf("shard: %s: %w", u.DataSource, err)
+			return
+		}
+		res, err := r.ExecContext(ctx, u.SQL, u.Args...)
 		if err != nil {
 			outs[i].err = fmt.Errorf("shard: %s: %w", u.DataSource, err)
 			return
@@ -95,7 +113,7 @@ func (e *Executor) Exec(ctx context.Context, q string, args ...any) (Result, err
 		done = append(done, rd.Units[i].DataSource)
 	}
 	if len(errs) > 0 {
-		if len(done) > 0 {
+		if len(done) > 0 && parallel {
 			sort.Strings(done)
 			errs = append(errs, fmt.Errorf("shard: the statement did commit on %s (each data source commits on its own outside a transaction)", strings.Join(done, ", ")))
 		}
@@ -109,9 +127,11 @@ func (e *Executor) Exec(ctx context.Context, q string, args ...any) (Result, err
 
 // each runs fn for every unit, at most MaxParallel at once, and returns
 // when all have.
-func (e *Executor) each(ctx context.Context, units []Unit, fn func(i int, u Unit)) {
-	if len(units) == 1 {
-		fn(0, units[0])
+func (e *Executor) each(ctx context.Context, units []Unit, parallel bool, fn func(i int, u Unit)) {
+	if len(units) == 1 || !parallel {
+		for i, u := range units {
+			fn(i, u)
+		}
 		return
 	}
 	var wg sync.WaitGroup
@@ -152,14 +172,23 @@ const maxRows = 1_000_000
 // driver scans them into any: integers as int64, text as []byte or
 // string).
 func (e *Executor) Query(ctx context.Context, q string, args ...any) (*Rows, error) {
+	return e.query(ctx, q, args, e.pool, true)
+}
+
+func (e *Executor) query(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (*Rows, error) {
 	rd, err := e.router.Route(q, args)
 	if err != nil {
 		return nil, err
 	}
 	parts := make([]*Rows, len(rd.Units))
 	errs := make([]error, len(rd.Units))
-	e.each(ctx, rd.Units, func(i int, u Unit) {
-		parts[i], errs[i] = e.queryUnit(ctx, u)
+	e.each(ctx, rd.Units, parallel, func(i int, u Unit) {
+		r, err := on(ctx, u.DataSource)
+		if err != nil {
+			errs[i] = fmt.Errorf("shard: %s: %w", u.DataSource, err)
+			return
+		}
+		parts[i], errs[i] = queryUnit(ctx, r, u)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -187,8 +216,8 @@ func (e *Executor) Query(ctx context.Context, q string, args ...any) (*Rows, err
 	return out, nil
 }
 
-func (e *Executor) queryUnit(ctx context.Context, u Unit) (*Rows, error) {
-	rows, err := e.dbs[u.DataSource].QueryContext(ctx, u.SQL, u.Args...)
+func queryUnit(ctx context.Context, r runner, u Unit) (*Rows, error) {
+	rows, err := r.QueryContext(ctx, u.SQL, u.Args...)
 	if err != nil {
 		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
 	}
@@ -223,4 +252,94 @@ func (e *Executor) queryUnit(ctx context.Context, u Unit) (*Rows, error) {
 		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
 	}
 	return out, nil
+}
+
+// Tx is a transaction over the sharded databases: one local transaction
+// per data source it touches, begun when a statement first reaches it
+// (ShardingSphere's LOCAL mode). Commit commits each; a data source that
+// fails to commit after others did is named in the error — the
+// transaction is atomic within each data source, not across them. A Tx
+// runs its statements one at a time.
+type Tx struct {
+	e    *Executor
+	opts *sql.TxOptions
+	mu   sync.Mutex
+	txs  map[string]*sql.Tx
+	done bool
+}
+
+// Begin starts a transaction.
+func (e *Executor) Begin(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
+	return &Tx{e: e, opts: opts, txs: map[string]*sql.Tx{}}, nil
+}
+
+// on is the data source's transaction, begun on first use.
+func (t *Tx) on(ctx context.Context, ds string) (runner, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return nil, sql.ErrTxDone
+	}
+	if tx := t.txs[ds]; tx != nil {
+		return tx, nil
+	}
+	tx, err := t.e.dbs[ds].BeginTx(ctx, t.opts)
+	if err != nil {
+		return nil, err
+	}
+	t.txs[ds] = tx
+	return tx, nil
+}
+
+// Exec runs a write inside the transaction.
+func (t *Tx) Exec(ctx context.Context, q string, args ...any) (Result, error) {
+	return t.e.exec(ctx, q, args, t.on, false)
+}
+
+// Query runs a query inside the transaction.
+func (t *Tx) Query(ctx context.Context, q string, args ...any) (*Rows, error) {
+	return t.e.query(ctx, q, args, t.on, false)
+}
+
+// Commit commits every data source's transaction.
+func (t *Tx) Commit() error {
+	return t.end(true)
+}
+
+// Rollback rolls every data source's transaction back.
+func (t *Tx) Rollback() error {
+	return t.end(false)
+}
+
+func (t *Tx) end(commit bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return sql.ErrTxDone
+	}
+	t.done = true
+	names := make([]string, 0, len(t.txs))
+	for ds := range t.txs {
+		names = append(names, ds)
+	}
+	sort.Strings(names)
+	var errs []error
+	var committed []string
+	for _, ds := range names {
+		var err error
+		if commit {
+			err = t.txs[ds].Commit()
+		} else {
+			err = t.txs[ds].Rollback()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shard: %s: %w", ds, err))
+		} else if commit {
+			committed = append(committed, ds)
+		}
+	}
+	if len(errs) > 0 && len(committed) > 0 {
+		errs = append(errs, fmt.Errorf("shard: the transaction did commit on %s (atomic within each data source, not across them)", strings.Join(committed, ", ")))
+	}
+	return errors.Join(errs...)
 }

@@ -2,83 +2,45 @@ package shard_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
-
-	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/shard"
+	"github.com/tangram-dev/tangram/shard/shardtest"
 )
-
-// mariadb returns a connection to the test MariaDB (no database) and the
-// credentials and address for more.
-func mariadb(t *testing.T) (admin *sql.DB, cred, host string) {
-	t.Helper()
-	u, err := url.Parse(storetest.MySQLURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pass, _ := u.User.Password()
-	cred = u.User.Username()
-	if pass != "" {
-		cred += ":" + pass
-	}
-	admin, err = sql.Open("mysql", fmt.Sprintf("%s@tcp(%s)/", cred, u.Host))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	return admin, cred, u.Host
-}
 
 // shop creates two fresh MariaDB databases holding the physical tables
 // of the rules below, and an executor over them.
 func shop(t *testing.T) (*shard.Executor, map[string]*sql.DB) {
 	t.Helper()
-	admin, cred, host := mariadb(t)
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	prefix := "tgshard_" + hex.EncodeToString(b)
-	dbs := map[string]*sql.DB{}
-	var sources []string
-	for i := range 2 {
-		name := fmt.Sprintf("%s_%d", prefix, i)
-		if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-			t.Fatalf("MariaDB at %s: %v (start it with scripts/services.sh)", host, err)
-		}
-		t.Cleanup(func() { _, _ = admin.Exec("DROP DATABASE IF EXISTS " + name) })
-		db, err := sql.Open("mysql", fmt.Sprintf("%s@tcp(%s)/%s", cred, host, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		for j := range 4 {
-			for _, ddl := range []string{
-				fmt.Sprintf("CREATE TABLE t_order_%d (order_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, amount INT NOT NULL)", j),
-				fmt.Sprintf("CREATE TABLE t_order_item_%d (item_id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, user_id BIGINT NOT NULL, sku VARCHAR(20) NOT NULL)", j),
-			} {
-				if _, err := db.Exec(ddl); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if _, err := db.Exec("CREATE TABLE t_dict (code VARCHAR(10) PRIMARY KEY, name VARCHAR(40) NOT NULL)"); err != nil {
-			t.Fatal(err)
-		}
-		ds := fmt.Sprintf("ds_%d", i)
-		dbs[ds] = db
-		sources = append(sources, fmt.Sprintf("  %s: mysql://%s@%s/%s", ds, cred, host, name))
+	var ddl []string
+	for j := range 4 {
+		ddl = append(ddl,
+			fmt.Sprintf("CREATE TABLE t_order_%d (order_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, amount INT NOT NULL)", j),
+			fmt.Sprintf("CREATE TABLE t_order_item_%d (item_id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, user_id BIGINT NOT NULL, sku VARCHAR(20) NOT NULL)", j))
 	}
-	rules := "dataSources:\n" + strings.Join(sources, "\n") + `
+	ddl = append(ddl, "CREATE TABLE t_dict (code VARCHAR(10) PRIMARY KEY, name VARCHAR(40) NOT NULL)")
+	pools, urls := shardtest.Databases(t, 2, ddl...)
+	ex, err := shard.NewExecutor(shopRules(t, urls), map[string]*sql.DB{"ds_0": pools[0], "ds_1": pools[1]}, shard.ExecutorConfig{MaxParallel: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ex, map[string]*sql.DB{"ds_0": pools[0], "ds_1": pools[1]}
+}
+
+// shopRules shards t_order and t_order_item over the two databases at
+// urls: by user_id over the databases, by order_id over four tables in
+// each.
+func shopRules(t *testing.T, urls []string) *shard.Rules {
+	t.Helper()
+	r, err := shard.ParseRules([]byte(fmt.Sprintf(`dataSources:
+  ds_0: %s
+  ds_1: %s
 defaultDataSource: ds_0
 tables:
   t_order:
@@ -94,16 +56,11 @@ broadcastTables: [t_dict]
 shardingAlgorithms:
   db_mod: {type: MOD, props: {sharding-count: 2}}
   t_mod: {type: MOD, props: {sharding-count: 4}}
-`
-	r, err := shard.ParseRules([]byte(rules))
+`, urls[0], urls[1])))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex, err := shard.NewExecutor(r, dbs, shard.ExecutorConfig{MaxParallel: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ex, dbs
+	return r
 }
 
 type order struct{ id, user, amount int64 }
@@ -255,21 +212,10 @@ func TestExecutorOnMariaDB(t *testing.T) {
 // LIMIT windows, aggregates and groups combined, DISTINCT, empty sets.
 func TestMergeMatchesOneDatabase(t *testing.T) {
 	ex, _ := shop(t)
-	admin, cred, host := mariadb(t)
+	refs, _ := shardtest.Databases(t, 1)
+	ref := refs[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "tgshard_ref_" + hex.EncodeToString(b)
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec("DROP DATABASE IF EXISTS " + name) })
-	ref, err := sql.Open("mysql", fmt.Sprintf("%s@tcp(%s)/%s", cred, host, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
 	if _, err := ref.Exec("CREATE TABLE t_order (order_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, amount INT NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,306 @@
+// Package sqldriver is the sharding layer as a database/sql driver, the
+// way ShardingSphere-JDBC is a JDBC driver: open it with the rules and
+// use the *sql.DB as if it were one MariaDB/MySQL database.
+//
+//	db, err := sql.Open("tangram-shard", "/etc/shop/sharding.yaml")
+//
+// or, with rules already parsed, sql.OpenDB(sqldriver.NewConnector(rules)).
+// Each data source the rules name is opened with go-sql-driver/mysql;
+// statements are routed, run and merged by shard.Executor, and a
+// transaction is one local transaction per data source it touches
+// (docs/shard.md).
+package sqldriver
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tangram-dev/tangram/shard"
+)
+
+// DriverName is the name the driver registers under.
+const DriverName = "tangram-shard"
+
+func init() { sql.Register(DriverName, Driver{}) }
+
+// Driver opens sharded databases; its data source name is the path of a
+// rules file (YAML).
+type Driver struct{}
+
+// Open connects through a connector of its own (prefer sql.Open, which
+// keeps one connector per *sql.DB).
+func (d Driver) Open(name string) (driver.Conn, error) {
+	c, err := d.OpenConnector(name)
+	if err != nil {
+		return nil, err
+	}
+	return c.Connect(context.Background())
+}
+
+// OpenConnector reads the rules file and opens its data sources.
+func (Driver) OpenConnector(name string) (driver.Connector, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("shard/sqldriver: rules: %w", err)
+	}
+	r, err := shard.ParseRules(b)
+	if err != nil {
+		return nil, err
+	}
+	return NewConnector(r, Config{})
+}
+
+// Config configures NewConnector.
+type Config struct {
+	// Executor's settings (MaxParallel: a statement's units at once).
+	Executor shard.ExecutorConfig
+	// MaxOpenConns bounds each data source's pool (default 32).
+	MaxOpenConns int
+}
+
+// Connector connects *sql.DB handles to the sharded databases; closing
+// the *sql.DB closes the data sources' pools.
+type Connector struct {
+	ex    *shard.Executor
+	dbs   map[string]*sql.DB
+	close sync.Once
+}
+
+var _ io.Closer = (*Connector)(nil)
+
+// NewConnector opens every data source of r (go-sql-driver/mysql).
+func NewConnector(r *shard.Rules, cfg Config) (*Connector, error) {
+	if cfg.MaxOpenConns <= 0 {
+		cfg.MaxOpenConns = 32
+	}
+	dbs := map[string]*sql.DB{}
+	fail := func(err error) (*Connector, error) {
+		for _, db := range dbs {
+			db.Close()
+		}
+		return nil, err
+	}
+	for name, u := range r.DataSources {
+		dsn, err := mysqlDSN(u)
+		if err != nil {
+			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
+		}
+		mc, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
+		}
+		c, err := mysql.NewConnector(mc)
+		if err != nil {
+			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
+		}
+		db := sql.OpenDB(c)
+		db.SetMaxOpenConns(cfg.MaxOpenConns)
+		db.SetMaxIdleConns(cfg.MaxOpenConns)
+		dbs[name] = db
+	}
+	ex, err := shard.NewExecutor(r, dbs, cfg.Executor)
+	if err != nil {
+		return fail(err)
+	}
+	return &Connector{ex: ex, dbs: dbs}, nil
+}
+
+// mysqlDSN turns mysql://user:password@host:port/database?params into
+// go-sql-driver's form.
+func mysqlDSN(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "mysql" {
+		return "", fmt.Errorf("%q: want mysql://user[:password]@host:port/database", raw)
+	}
+	mc := mysql.NewConfig()
+	mc.Net, mc.Addr = "tcp", u.Host
+	mc.User = u.User.Username()
+	mc.Passwd, _ = u.User.Password()
+	mc.DBName = strings.TrimPrefix(u.Path, "/")
+	mc.ParseTime = true
+	for k, vs := range u.Query() {
+		if mc.Params == nil {
+			mc.Params = map[string]string{}
+		}
+		mc.Params[k] = vs[0]
+	}
+	return mc.FormatDSN(), nil
+}
+
+// Executor is the connector's executor (to see a statement's route).
+func (c *Connector) Executor() *shard.Executor { return c.ex }
+
+// Connect returns a connection: statements go through the executor; the
+// data sources' pools are shared.
+func (c *Connector) Connect(context.Context) (driver.Conn, error) { return &conn{c: c}, nil }
+
+// Driver returns the driver.
+func (c *Connector) Driver() driver.Driver { return Driver{} }
+
+// Close closes the data sources' pools (sql.DB.Close calls it).
+func (c *Connector) Close() error {
+	var errs []error
+	c.close.Do(func() {
+		for _, db := range c.dbs {
+			errs = append(errs, db.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+type conn struct {
+	c  *Connector
+	tx *shard.Tx
+}
+
+var (
+	_ driver.ExecerContext      = (*conn)(nil)
+	_ driver.QueryerContext     = (*conn)(nil)
+	_ driver.ConnBeginTx        = (*conn)(nil)
+	_ driver.NamedValueChecker  = (*conn)(nil)
+	_ driver.ConnPrepareContext = (*conn)(nil)
+)
+
+func (c *conn) Prepare(q string) (driver.Stmt, error) { return &stmt{c: c, q: q}, nil }
+func (c *conn) PrepareContext(_ context.Context, q string) (driver.Stmt, error) {
+	return &stmt{c: c, q: q}, nil
+}
+func (c *conn) Close() error { return nil }
+
+func (c *conn) Begin() (driver.Tx, error) { return c.BeginTx(context.Background(), driver.TxOptions{}) }
+
+func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if c.tx != nil {
+		return nil, errors.New("shard/sqldriver: a transaction is already open on this connection")
+	}
+	tx, err := c.c.ex.Begin(ctx, &sql.TxOptions{Isolation: sql.IsolationLevel(opts.Isolation), ReadOnly: opts.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	c.tx = tx
+	return &txn{c: c}, nil
+}
+
+// CheckNamedValue passes every argument through: the data sources' driver
+// converts them.
+func (c *conn) CheckNamedValue(*driver.NamedValue) error { return nil }
+
+func args(nv []driver.NamedValue) ([]any, error) {
+	out := make([]any, len(nv))
+	for i, v := range nv {
+		if v.Name != "" {
+			return nil, fmt.Errorf("shard/sqldriver: named argument %s: use ? markers", v.Name)
+		}
+		out[i] = v.Value
+	}
+	return out, nil
+}
+
+func (c *conn) ExecContext(ctx context.Context, q string, nv []driver.NamedValue) (driver.Result, error) {
+	a, err := args(nv)
+	if err != nil {
+		return nil, err
+	}
+	var r shard.Result
+	if c.tx != nil {
+		r, err = c.tx.Exec(ctx, q, a...)
+	} else {
+		r, err = c.c.ex.Exec(ctx, q, a...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return result{r}, nil
+}
+
+func (c *conn) QueryContext(ctx context.Context, q string, nv []driver.NamedValue) (driver.Rows, error) {
+	a, err := args(nv)
+	if err != nil {
+		return nil, err
+	}
+	var r *shard.Rows
+	if c.tx != nil {
+		r, err = c.tx.Query(ctx, q, a...)
+	} else {
+		r, err = c.c.ex.Query(ctx, q, a...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &rows{r: r}, nil
+}
+
+type result struct{ r shard.Result }
+
+func (r result) LastInsertId() (int64, error) { return r.r.LastInsertID, nil }
+func (r result) RowsAffected() (int64, error) { return r.r.RowsAffected, nil }
+
+type txn struct{ c *conn }
+
+func (t *txn) Commit() error {
+	tx := t.c.tx
+	t.c.tx = nil
+	return tx.Commit()
+}
+
+func (t *txn) Rollback() error {
+	tx := t.c.tx
+	t.c.tx = nil
+	return tx.Rollback()
+}
+
+type stmt struct {
+	c *conn
+	q string
+}
+
+func (s *stmt) Close() error  { return nil }
+func (s *stmt) NumInput() int { return -1 }
+func (s *stmt) Exec(a []driver.Value) (driver.Result, error) {
+	return s.ExecContext(context.Background(), named(a))
+}
+func (s *stmt) Query(a []driver.Value) (driver.Rows, error) {
+	return s.QueryContext(context.Background(), named(a))
+}
+func (s *stmt) ExecContext(ctx context.Context, nv []driver.NamedValue) (driver.Result, error) {
+	return s.c.ExecContext(ctx, s.q, nv)
+}
+func (s *stmt) QueryContext(ctx context.Context, nv []driver.NamedValue) (driver.Rows, error) {
+	return s.c.QueryContext(ctx, s.q, nv)
+}
+
+func named(a []driver.Value) []driver.NamedValue {
+	out := make([]driver.NamedValue, len(a))
+	for i, v := range a {
+		out[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+	}
+	return out
+}
+
+type rows struct {
+	r *shard.Rows
+	i int
+}
+
+func (r *rows) Columns() []string { return r.r.Columns }
+func (r *rows) Close() error      { return nil }
+func (r *rows) Next(dest []driver.Value) error {
+	if r.i >= len(r.r.Values) {
+		return io.EOF
+	}
+	for j, v := range r.r.Values[r.i] {
+		dest[j] = v
+	}
+	r.i++
+	return nil
+}
