@@ -256,6 +256,15 @@ func TestMergeMatchesOneDatabase(t *testing.T) {
 		{"SELECT SUM(amount) FROM t_order WHERE user_id IN (1, 3)", nil, true},
 		{"SELECT user_id, amount FROM t_order WHERE amount BETWEEN 10 AND 20", nil, false},
 		{"SELECT amount, COUNT(*) FROM t_order GROUP BY amount", nil, false},
+		{"SELECT order_id FROM t_order ORDER BY amount DESC, order_id LIMIT 7", nil, true},
+		{"SELECT order_id FROM t_order ORDER BY amount % 7, order_id LIMIT 2, 5", nil, true},
+		{"SELECT * FROM t_order ORDER BY amount * 3 - order_id LIMIT 4", nil, true},
+		{"SELECT user_id, AVG(amount) FROM t_order GROUP BY user_id ORDER BY user_id", nil, true},
+		{"SELECT AVG(amount), COUNT(*), AVG(order_id) FROM t_order", nil, true},
+		{"SELECT AVG(amount) FROM t_order WHERE amount > 1000", nil, true},
+		{"SELECT COUNT(*) FROM t_order GROUP BY user_id ORDER BY user_id", nil, true},
+		{"SELECT user_id, COUNT(*) FROM t_order GROUP BY user_id ORDER BY SUM(amount) DESC, user_id LIMIT 3", nil, true},
+		{"SELECT user_id, MAX(amount) AS top FROM t_order GROUP BY user_id ORDER BY MIN(order_id)", nil, true},
 	} {
 		got, err := ex.Query(ctx, c.q, c.args...)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
+	"github.com/pingcap/tidb/pkg/parser/format"
 	"github.com/pingcap/tidb/pkg/parser/test_driver"
 )
 
@@ -23,26 +24,60 @@ type mergePlan struct {
 	order    []orderItem  // ORDER BY items
 	distinct bool
 	limit    *ast.Limit // the statement's own (nil: none)
-	// limitArgs are the arguments of the LIMIT's markers (they leave
+	// limitMarkers are the arguments of the LIMIT's markers (they leave
 	// the units' statements with it).
 	limitMarkers []int
+	// hidden are fields the units select besides the statement's own
+	// (ORDER BY or GROUP BY items not selected, AVG's SUM and COUNT):
+	// after its columns, dropped from the merged rows.
+	hidden []*ast.SelectField
+	// hiddenAgg is each hidden field's aggregate ("" none).
+	hiddenAgg []string
+	// groupExprs are the GROUP BY items as written.
+	groupExprs []ast.ExprNode
 }
 
 type mergeField struct {
 	name string // alias, or column name ("" for an expression without one)
-	agg  string // count, sum, min, max; "" a plain value
+	agg  string // count, sum, min, max, avg; "" a plain value
+	// avg: the hidden SUM and COUNT fields it is computed from.
+	avgSum, avgCount int
 }
 
-// ref is a select-list field, by position, or by name when the list is a
-// wildcard (resolved against the result's columns).
+// ref is a column of the units' rows: a select-list field by position, a
+// hidden field, or a name when the list is a wildcard (resolved against
+// the result's columns).
 type ref struct {
-	pos  int // ≥ 0: the field
-	name string
+	pos    int // ≥ 0: the field
+	hidden int // > 0: hidden field hidden-1
+	name   string
 }
 
 type orderItem struct {
 	ref
 	desc bool
+}
+
+// hiddenPrefix names the hidden fields (no user column starts with it).
+const hiddenPrefix = "__tg_"
+
+func (m *mergePlan) addHidden(e ast.ExprNode, agg string) ref {
+	m.hidden = append(m.hidden, &ast.SelectField{Expr: e, AsName: ast.NewCIStr(fmt.Sprintf("%s%d", hiddenPrefix, len(m.hidden)))})
+	m.hiddenAgg = append(m.hiddenAgg, agg)
+	return ref{pos: -1, hidden: len(m.hidden)}
+}
+
+// aggKind checks an aggregate can be combined across shards and returns
+// its name.
+func aggKind(x *ast.AggregateFuncExpr) (string, error) {
+	fn := strings.ToLower(x.F)
+	switch {
+	case x.Distinct:
+		return "", unsupported("%s(DISTINCT …) across shards", strings.ToUpper(fn))
+	case fn != ast.AggFuncCount && fn != ast.AggFuncSum && fn != ast.AggFuncMin && fn != ast.AggFuncMax && fn != ast.AggFuncAvg:
+		return "", unsupported("the aggregate %s across shards", strings.ToUpper(fn))
+	}
+	return fn, nil
 }
 
 // buildMerge reads what combining sel's results across nodes takes, or
@@ -65,17 +100,18 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 				mf.name = x.Name.Name.L
 			}
 		case *ast.AggregateFuncExpr:
-			fn := strings.ToLower(x.F)
-			switch {
-			case x.Distinct:
-				return nil, unsupported("%s(DISTINCT …) across shards", strings.ToUpper(fn))
-			case fn == ast.AggFuncAvg:
-				return nil, unsupported("AVG across shards (select SUM and COUNT and divide)")
-			case fn != ast.AggFuncCount && fn != ast.AggFuncSum && fn != ast.AggFuncMin && fn != ast.AggFuncMax:
-				return nil, unsupported("the aggregate %s across shards", strings.ToUpper(fn))
+			fn, err := aggKind(x)
+			if err != nil {
+				return nil, err
 			}
 			mf.agg = fn
 			m.aggs = true
+			if fn == ast.AggFuncAvg {
+				// Each unit's average is of its own rows: the merged one
+				// is the sums over the counts.
+				mf.avgSum = m.addHidden(&ast.AggregateFuncExpr{F: ast.AggFuncSum, Args: x.Args}, ast.AggFuncSum).hidden - 1
+				mf.avgCount = m.addHidden(&ast.AggregateFuncExpr{F: ast.AggFuncCount, Args: x.Args}, ast.AggFuncCount).hidden - 1
+			}
 		default:
 			if containsAgg(f.Expr) {
 				return nil, unsupported("an expression over an aggregate across shards (select the aggregate itself)")
@@ -87,8 +123,13 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 		if m.aggs || sel.GroupBy != nil {
 			return nil, unsupported("SELECT * with GROUP BY or aggregates across shards (name the columns)")
 		}
+		if len(m.fields) > 0 {
+			return nil, unsupported("SELECT * beside other fields across shards")
+		}
 		m.fields = nil
 	}
+	// resolve finds an ORDER BY or GROUP BY item among the fields, or
+	// selects it as a hidden field (derived).
 	resolve := func(e ast.ExprNode, what string) (ref, error) {
 		switch x := e.(type) {
 		case *ast.PositionExpr:
@@ -101,17 +142,37 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 			return ref{pos: x.N - 1}, nil
 		case *ast.ColumnNameExpr:
 			name := x.Name.Name.L
-			if m.fields == nil {
+			if m.fields == nil && x.Name.Table.L == "" {
 				return ref{pos: -1, name: name}, nil
 			}
 			for i, f := range m.fields {
-				if f.name == name && (f.agg == "" || what == "ORDER BY") {
+				if f.name == name && (f.agg == "" || what == "ORDER BY") && x.Name.Table.L == "" {
 					return ref{pos: i}, nil
 				}
 			}
-			return ref{}, unsupported("%s %s across shards: it must be in the select list", what, name)
+		case *ast.AggregateFuncExpr:
+			if what != "ORDER BY" {
+				return ref{}, unsupported("GROUP BY an aggregate")
+			}
+			fn, err := aggKind(x)
+			if err != nil {
+				return ref{}, err
+			}
+			if fn == ast.AggFuncAvg {
+				return ref{}, unsupported("ORDER BY AVG(…) across shards (select it with an alias and order by the alias)")
+			}
+			if m.group == nil && !m.aggs {
+				return ref{}, unsupported("ORDER BY an aggregate without GROUP BY")
+			}
+			return m.addHidden(x, fn), nil
 		}
-		return ref{}, unsupported("%s by an expression across shards (select it with an alias and %s by the alias)", what, what)
+		if containsAgg(e) {
+			return ref{}, unsupported("%s by an expression over an aggregate across shards (select it with an alias and %s by the alias)", what, what)
+		}
+		if what == "ORDER BY" && (m.group != nil || m.aggs) && !m.grouped(e) {
+			return ref{}, unsupported("ORDER BY %s, neither grouped nor aggregated, across shards", exprText(e))
+		}
+		return m.addHidden(e, ""), nil
 	}
 	if sel.GroupBy != nil {
 		for _, it := range sel.GroupBy.Items {
@@ -120,6 +181,7 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 				return nil, err
 			}
 			m.group = append(m.group, r)
+			m.groupExprs = append(m.groupExprs, it.Expr)
 		}
 		for i, f := range m.fields {
 			if f.agg == "" && !slices.ContainsFunc(m.group, func(r ref) bool { return r.pos == i }) {
@@ -142,6 +204,9 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 			m.order = append(m.order, orderItem{ref: r, desc: it.Desc})
 		}
 	}
+	if m.distinct && len(m.hidden) > 0 {
+		return nil, unsupported("DISTINCT with ORDER BY items not selected across shards")
+	}
 	if sel.Limit != nil {
 		sel.Limit.Accept(&visitor{enter: func(n ast.Node) {
 			if mk, ok := n.(*test_driver.ParamMarkerExpr); ok {
@@ -150,6 +215,25 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 		}})
 	}
 	return m, nil
+}
+
+// grouped reports whether e is one of the GROUP BY items (as written).
+func (m *mergePlan) grouped(e ast.ExprNode) bool {
+	t := exprText(e)
+	for _, g := range m.groupExprs {
+		if exprText(g) == t {
+			return true
+		}
+	}
+	return false
+}
+
+func exprText(e ast.Node) string {
+	var sb strings.Builder
+	if err := e.Restore(format.NewRestoreCtx(format.DefaultRestoreFlags, &sb)); err != nil {
+		return fmt.Sprintf("%T", e)
+	}
+	return sb.String()
 }
 
 func containsAgg(e ast.Node) bool {
@@ -295,7 +379,14 @@ func toRat(v any) (*big.Rat, error) {
 // merge combines parts (their rows concatenated in rows) as mergePlan
 // says. kinds are the result columns' kinds.
 func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) error {
+	vis := len(rows.Columns) - len(m.hidden) // the statement's own columns
+	if vis < 0 {
+		return fmt.Errorf("shard: %d result columns, fewer than the %d the router added", len(rows.Columns), len(m.hidden))
+	}
 	resolve := func(r ref) (int, error) {
+		if r.hidden > 0 {
+			return vis + r.hidden - 1, nil
+		}
 		if r.pos >= 0 {
 			if r.pos >= len(rows.Columns) {
 				return 0, fmt.Errorf("shard: position %d beyond the %d result columns", r.pos+1, len(rows.Columns))
@@ -318,9 +409,24 @@ func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) erro
 			}
 			keys = append(keys, i)
 		}
-		out, err := m.combine(rows.Values, keys, kinds)
+		aggOf := make([]string, len(rows.Columns))
+		for i, f := range m.fields {
+			aggOf[i] = f.agg
+		}
+		copy(aggOf[vis:], m.hiddenAgg)
+		out, err := m.combine(rows.Values, keys, kinds, aggOf)
 		if err != nil {
 			return err
+		}
+		for i, f := range m.fields {
+			if f.agg != ast.AggFuncAvg {
+				continue
+			}
+			for _, r := range out {
+				if r[i], err = average(r[vis+f.avgSum], r[vis+f.avgCount], r[i]); err != nil {
+					return err
+				}
+			}
 		}
 		rows.Values = out
 	}
@@ -382,7 +488,43 @@ func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) erro
 		hi := min(lo+count, n)
 		rows.Values = rows.Values[lo:hi]
 	}
+	if len(m.hidden) > 0 {
+		rows.Columns = rows.Columns[:vis]
+		for i, r := range rows.Values {
+			rows.Values[i] = r[:vis]
+		}
+	}
 	return nil
+}
+
+// average is sum / count as the database gives AVG: NULL over no rows; a
+// decimal with four more digits than the sum (div_precision_increment);
+// a double when the units' averages were doubles (like is one of them).
+func average(sum, count, like any) (any, error) {
+	if sum == nil || count == nil {
+		return nil, nil
+	}
+	n, err := toRat(count)
+	if err != nil {
+		return nil, err
+	}
+	if n.Sign() == 0 {
+		return nil, nil
+	}
+	x, err := toRat(sum)
+	if err != nil {
+		return nil, err
+	}
+	q := new(big.Rat).Quo(x, n)
+	if _, ok := like.(float64); ok {
+		f, _ := q.Float64()
+		return f, nil
+	}
+	if _, ok := sum.(float64); ok {
+		f, _ := q.Float64()
+		return f, nil
+	}
+	return []byte(q.FloatString(scale(sum) + 4)), nil
 }
 
 // groupKey is a row's key over cols: equal values give equal keys (a
@@ -414,7 +556,7 @@ func groupKey(r []any, cols []int, kinds []colKind) (string, error) {
 
 // combine merges rows of the same group: COUNT and SUM add up, MIN and
 // MAX compare; a group's other fields are its key's.
-func (m *mergePlan) combine(in [][]any, keys []int, kinds []colKind) ([][]any, error) {
+func (m *mergePlan) combine(in [][]any, keys []int, kinds []colKind, aggOf []string) ([][]any, error) {
 	var order []string
 	groups := map[string][]any{}
 	for _, r := range in {
@@ -428,11 +570,11 @@ func (m *mergePlan) combine(in [][]any, keys []int, kinds []colKind) ([][]any, e
 			order = append(order, k)
 			continue
 		}
-		for i, f := range m.fields {
+		for i, agg := range aggOf {
 			if i >= len(r) {
 				break
 			}
-			v, err := combineAgg(f.agg, g[i], r[i], kinds[i])
+			v, err := combineAgg(agg, g[i], r[i], kinds[i])
 			if err != nil {
 				return nil, err
 			}
@@ -446,9 +588,9 @@ func (m *mergePlan) combine(in [][]any, keys []int, kinds []colKind) ([][]any, e
 	if len(out) == 0 && m.group == nil {
 		// Aggregates over no rows at all: one row (COUNT 0, others NULL),
 		// as one database answers.
-		row := make([]any, len(m.fields))
-		for i, f := range m.fields {
-			if f.agg == ast.AggFuncCount {
+		row := make([]any, len(aggOf))
+		for i, agg := range aggOf {
+			if agg == ast.AggFuncCount {
 				row[i] = int64(0)
 			}
 		}

@@ -293,6 +293,8 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 	unitArgs := args
 	var limit **ast.Limit
 	var unitLimit *ast.Limit
+	var fields *[]*ast.SelectField // the units' select list, with the hidden fields
+	var extra []*ast.SelectField
 	if len(nodes) > 1 {
 		if sel, ok := p.stmt.(*ast.SelectStmt); ok {
 			if p.mergeErr != nil {
@@ -301,6 +303,9 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 			out.merge = p.merge
 			if out.offset, out.count, err = p.merge.window(p, args); err != nil {
 				return nil, err
+			}
+			if len(p.merge.hidden) > 0 {
+				fields, extra = &sel.Fields.Fields, p.merge.hidden
 			}
 			if p.merge.limit != nil {
 				// The units run without the statement's LIMIT, or with
@@ -319,7 +324,7 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 		}
 	}
 	for _, n := range nodes {
-		text, err := p.restoreWith(&n, nil, limit, unitLimit)
+		text, err := p.restoreWith(&n, nil, limit, unitLimit, fields, extra)
 		if err != nil {
 			return nil, err
 		}
@@ -431,13 +436,19 @@ func (p *stmtPlan) tailArgs(args []any) []any {
 // restore writes the statement for node n (nil: as it is), with only the
 // rows listed (INSERT; nil: all).
 func (p *stmtPlan) restore(n *Node, rows []int) (string, error) {
-	return p.restoreWith(n, rows, nil, nil)
+	return p.restoreWith(n, rows, nil, nil, nil, nil)
 }
 
-// restoreWith is restore with *limit (when not nil) set to to.
-func (p *stmtPlan) restoreWith(n *Node, rows []int, limit **ast.Limit, to *ast.Limit) (string, error) {
+// restoreWith is restore with *limit (when not nil) set to to, and extra
+// fields after the select list *fields.
+func (p *stmtPlan) restoreWith(n *Node, rows []int, limit **ast.Limit, to *ast.Limit, fields *[]*ast.SelectField, extra []*ast.SelectField) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if fields != nil {
+		saved := *fields
+		*fields = append(slices.Clip(saved), extra...)
+		defer func() { *fields = saved }()
+	}
 	if limit != nil {
 		saved := *limit
 		*limit = to
