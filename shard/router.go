@@ -25,9 +25,9 @@ func unsupported(format string, a ...any) error {
 
 // Unit is one statement for one data source.
 type Unit struct {
-	DataSource string
-	SQL        string
-	Args       []any
+	DataSource string `json:"data_source"`
+	SQL        string `json:"sql"`
+	Args       []any  `json:"args"`
 }
 
 // Routed is how one statement runs: its units, and whether their results
