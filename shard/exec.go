@@ -55,12 +55,15 @@ func (e *Executor) Router() *Router { return e.router }
 type Result struct {
 	// RowsAffected adds up every unit's count.
 	RowsAffected int64
-	// LastInsertID is the unit's, when the statement ran on one node
-	// (0 otherwise: IDs of a sharded table come from idgen, not from
-	// AUTO_INCREMENT).
+	// LastInsertID is the first generated key (see Keys), else the
+	// unit's when the statement ran on one node (0 otherwise: IDs of a
+	// sharded table come from a key generator, not AUTO_INCREMENT).
 	LastInsertID int64
 	// Units is how many statements ran.
 	Units int
+	// Keys are the keys the table's key generator made for the rows of
+	// an INSERT that left its key column out, in row order.
+	Keys []int64
 }
 
 // Exec runs a write.
@@ -101,7 +104,7 @@ func (e *Executor) exec(ctx context.Context, q string, args []any, on func(conte
 		outs[i].n, _ = res.RowsAffected()
 		outs[i].id, _ = res.LastInsertId()
 	})
-	r := Result{Units: len(rd.Units)}
+	r := Result{Units: len(rd.Units), Keys: rd.Keys}
 	var errs []error
 	var done []string
 	for i, o := range outs {
@@ -119,7 +122,10 @@ func (e *Executor) exec(ctx context.Context, q string, args []any, on func(conte
 		}
 		return r, errors.Join(errs...)
 	}
-	if len(outs) == 1 {
+	switch {
+	case len(rd.Keys) > 0:
+		r.LastInsertID = rd.Keys[0] // like MySQL's: the first row's
+	case len(outs) == 1:
 		r.LastInsertID = outs[0].id
 	}
 	return r, nil

@@ -39,6 +39,9 @@ type Routed struct {
 	// offset and count are its LIMIT's window (count -1: none).
 	merge         *mergePlan
 	offset, count int64
+	// Keys are the keys generated for an INSERT's rows, in order (nil
+	// when the statement gave them).
+	Keys []int64
 }
 
 // Router plans statements (MySQL dialect, ? markers) over rules. Plans
@@ -324,7 +327,7 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 		}
 	}
 	for _, n := range nodes {
-		text, err := p.restoreWith(&n, nil, limit, unitLimit, fields, extra)
+		text, err := p.restoreWith(&n, restoreOpts{limit: limit, to: unitLimit, fields: fields, extra: extra})
 		if err != nil {
 			return nil, err
 		}
@@ -346,12 +349,26 @@ func (p *stmtPlan) routeInsert(args []any) (*Routed, error) {
 	}
 	var order []Node
 	rows := map[Node][]int{}
+	keyCol := p.table.KeyColumn()
+	generate := keyCol != "" && !slices.Contains(cols, keyCol)
+	var keys []int64
 	for i, row := range st.Lists {
 		if len(row) != len(cols) {
 			return nil, fmt.Errorf("shard: INSERT row %d has %d values for %d columns", i+1, len(row), len(cols))
 		}
 		conds := map[string]Cond{}
+		if generate && !p.table.key.seed {
+			id, err := p.table.key.generate(nil)
+			if err != nil {
+				return nil, fmt.Errorf("shard: %s key: %w", p.table.Name, err)
+			}
+			keys = append(keys, id)
+			conds[keyCol] = Cond{Values: []Value{Int(id)}}
+		}
 		for _, c := range p.table.shardingColumns() {
+			if _, given := conds[c]; given || generate && c == keyCol {
+				continue
+			}
 			j := slices.Index(cols, c)
 			if j < 0 {
 				return nil, fmt.Errorf("shard: INSERT into %s must give %s (a sharding column)", p.table.Name, c)
@@ -365,8 +382,20 @@ func (p *stmtPlan) routeInsert(args []any) (*Routed, error) {
 			}
 			conds[c] = Cond{Values: []Value{v}}
 		}
-		nodes, err := p.table.Route(conds, nil)
-		if err != nil {
+		var nodes []Node
+		var err error
+		if generate && p.table.key.seed {
+			n, err := p.table.seedNode(conds)
+			if err != nil {
+				return nil, err
+			}
+			id, err := p.table.key.generate(&n)
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, id)
+			nodes = []Node{n}
+		} else if nodes, err = p.table.Route(conds, nil); err != nil {
 			return nil, err
 		}
 		if len(nodes) != 1 {
@@ -377,9 +406,13 @@ func (p *stmtPlan) routeInsert(args []any) (*Routed, error) {
 		}
 		rows[nodes[0]] = append(rows[nodes[0]], i)
 	}
-	out := &Routed{}
+	out := &Routed{Keys: keys}
 	for _, n := range order {
-		text, err := p.restore(&n, rows[n])
+		o := restoreOpts{rows: rows[n]}
+		if generate {
+			o.keyCol, o.keys = keyCol, keys
+		}
+		text, err := p.restoreWith(&n, o)
 		if err != nil {
 			return nil, err
 		}
@@ -436,23 +469,44 @@ func (p *stmtPlan) tailArgs(args []any) []any {
 // restore writes the statement for node n (nil: as it is), with only the
 // rows listed (INSERT; nil: all).
 func (p *stmtPlan) restore(n *Node, rows []int) (string, error) {
-	return p.restoreWith(n, rows, nil, nil, nil, nil)
+	return p.restoreWith(n, restoreOpts{rows: rows})
 }
 
-// restoreWith is restore with *limit (when not nil) set to to, and extra
-// fields after the select list *fields.
-func (p *stmtPlan) restoreWith(n *Node, rows []int, limit **ast.Limit, to *ast.Limit, fields *[]*ast.SelectField, extra []*ast.SelectField) (string, error) {
+// restoreOpts change a statement for one unit besides its table names.
+type restoreOpts struct {
+	rows   []int               // an INSERT's rows to keep (nil: all)
+	limit  **ast.Limit         // when set: the LIMIT, replaced by to
+	to     *ast.Limit          //
+	fields *[]*ast.SelectField // when set: the select list, with extra after it
+	extra  []*ast.SelectField
+	keyCol string  // an INSERT's generated key column ("" none)
+	keys   []int64 // its value for each row of the statement
+}
+
+// restoreWith is restore changed as o says.
+func (p *stmtPlan) restoreWith(n *Node, o restoreOpts) (string, error) {
+	rows := o.rows
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if fields != nil {
-		saved := *fields
-		*fields = append(slices.Clip(saved), extra...)
+	if o.fields != nil {
+		fields, saved := o.fields, *o.fields
+		*fields = append(slices.Clip(saved), o.extra...)
 		defer func() { *fields = saved }()
 	}
-	if limit != nil {
-		saved := *limit
-		*limit = to
+	if o.limit != nil {
+		limit, saved := o.limit, *o.limit
+		*limit = o.to
 		defer func() { *limit = saved }()
+	}
+	if o.keyCol != "" && p.insert != nil {
+		st := p.insert
+		cols, lists := st.Columns, st.Lists
+		st.Columns = append(slices.Clip(cols), &ast.ColumnName{Name: ast.NewCIStr(o.keyCol)})
+		st.Lists = make([][]ast.ExprNode, len(lists))
+		for i, r := range lists {
+			st.Lists[i] = append(slices.Clip(r), ast.NewValueExpr(o.keys[i], "", ""))
+		}
+		defer func() { st.Columns, st.Lists = cols, lists }()
 	}
 	if n != nil {
 		saved := make([]ast.CIStr, len(p.names))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/tangram-dev/tangram/idgen"
 )
 
 func TestRouter(t *testing.T) {
@@ -124,5 +126,107 @@ func TestRouter(t *testing.T) {
 	}
 	if _, err := rt.Route("SELECT 1; SELECT 2", nil); err == nil {
 		t.Error("two statements in one text routed")
+	}
+}
+
+const seedRules = `
+dataSources:
+  ds_0: mysql://root@127.0.0.1:3306/shop_0
+  ds_1: mysql://root@127.0.0.1:3306/shop_1
+tables:
+  t_order:
+    actualDataNodes: ds_${0..1}.t_order_${0..3}
+    databaseStrategy: {standard: {shardingColumn: user_id, shardingAlgorithmName: db_mod}}
+    tableStrategy: {standard: {shardingColumn: order_id, shardingAlgorithmName: by_table_suffix}}
+    keyGenerateStrategy: {column: order_id, keyGeneratorName: seed_ids}
+  t_event:
+    actualDataNodes: ds_0.t_event_${0..3}
+    tableStrategy: {standard: {shardingColumn: id, shardingAlgorithmName: t_mod}}
+    keyGenerateStrategy: {column: id, keyGeneratorName: flakes}
+shardingAlgorithms:
+  db_mod: {type: MOD, props: {sharding-count: 2}}
+  t_mod: {type: MOD, props: {sharding-count: 4}}
+  by_table_suffix: {type: ID_SUFFIX, props: {layout: seed, field: table}}
+keyGenerators:
+  seed_ids: {type: SEED, props: {machine: 5, type: 2}}
+  flakes: {type: SNOWFLAKE, props: {worker-id: 7}}
+`
+
+// An INSERT that leaves the key out gets one per row: the seed's IDs
+// carry the database and table suffix of the node the row went to, so a
+// query by the ID finds that node; snowflake IDs route like given ones.
+func TestGeneratedKeys(t *testing.T) {
+	r, err := ParseRules([]byte(seedRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := NewRouter(r)
+	rd, err := rt.Route("INSERT INTO t_order (user_id, amount) VALUES (?, 10), (4, ?), (3, 30)", []any{3, 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rd.Keys) != 3 {
+		t.Fatalf("keys %v, want 3", rd.Keys)
+	}
+	seed := idgen.Seed()
+	users := []int64{3, 4, 3}
+	for i, k := range rd.Keys {
+		db, _ := seed.Field(k, "db")
+		tb, _ := seed.Field(k, "table")
+		mach, _ := seed.Field(k, "machine")
+		typ, _ := seed.Field(k, "type")
+		if db != users[i]%2 || mach != 5 || typ != 2 {
+			t.Fatalf("row %d key %d: db %d machine %d type %d; want db %d, machine 5, type 2", i, k, db, mach, typ, users[i]%2)
+		}
+		// The key's own suffixes name the node the row was written to.
+		want := fmt.Sprintf("ds_%d: INSERT INTO `t_order_%d`", db, tb)
+		found := false
+		for _, u := range rd.Units {
+			if strings.HasPrefix(fmt.Sprintf("%s: %s", u.DataSource, u.SQL), want) && strings.Contains(u.SQL, fmt.Sprint(k)) {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("row %d key %d: no unit %q holding it in %+v", i, k, want, rd.Units)
+		}
+		q, err := rt.Route("SELECT * FROM t_order WHERE user_id = ? AND order_id = ?", []any{users[i], k})
+		if err != nil || len(q.Units) != 1 || !strings.Contains(q.Units[0].SQL, fmt.Sprintf("t_order_%d`", tb)) || q.Units[0].DataSource != fmt.Sprintf("ds_%d", db) {
+			t.Fatalf("query by key %d: %+v %v", k, q, err)
+		}
+	}
+	// The rows of one user spread over its database's tables, in turn.
+	t0, _ := seed.Field(rd.Keys[0], "table")
+	t2, _ := seed.Field(rd.Keys[2], "table")
+	if t0 == t2 {
+		t.Errorf("two rows of user 3 both in table %d: the tables are taken in turn", t0)
+	}
+	if !strings.Contains(rd.Units[0].SQL, "(`user_id`,`amount`,`order_id`) VALUES (?,10,") {
+		t.Errorf("the key column is added after the given ones: %s", rd.Units[0].SQL)
+	}
+
+	rd, err = rt.Route("INSERT INTO t_event (name) VALUES ('a'), ('b')", nil)
+	if err != nil || len(rd.Keys) != 2 || rd.Keys[0] == rd.Keys[1] {
+		t.Fatalf("snowflake keys: %+v %v", rd, err)
+	}
+	for _, u := range rd.Units {
+		for _, k := range rd.Keys {
+			if strings.Contains(u.SQL, fmt.Sprint(k)) && !strings.Contains(u.SQL, fmt.Sprintf("t_event_%d`", k%4)) {
+				t.Fatalf("key %d not routed by MOD: %s", k, u.SQL)
+			}
+		}
+	}
+	// A key given is used as it is.
+	rd, err = rt.Route("INSERT INTO t_event (id, name) VALUES (6, 'c')", nil)
+	if err != nil || rd.Keys != nil || !strings.Contains(rd.Units[0].SQL, "t_event_2") {
+		t.Fatalf("a given key: %+v %v", rd, err)
+	}
+
+	bad := strings.Replace(seedRules, "shardingAlgorithmName: by_table_suffix", "shardingAlgorithmName: t_mod", 1)
+	if _, err := ParseRules([]byte(bad)); err == nil || !strings.Contains(err.Error(), "shard by order_id with ID_SUFFIX") {
+		t.Errorf("a SEED key sharded by MOD: %v", err)
+	}
+	bad = strings.Replace(seedRules, "keyGeneratorName: flakes", "keyGeneratorName: nope", 1)
+	if _, err := ParseRules([]byte(bad)); err == nil || !strings.Contains(err.Error(), `no key generator named "nope"`) {
+		t.Errorf("an unknown key generator: %v", err)
 	}
 }

@@ -44,6 +44,15 @@ type Table struct {
 	DataSources []string
 	tables      map[string][]string // data source → its tables, in order
 	db, tbl     *strategy
+	key         *keyGen // fills the key column of INSERTs without it (nil: none)
+}
+
+// KeyColumn is the column the table's key generator fills ("" none).
+func (t *Table) KeyColumn() string {
+	if t.key == nil {
+		return ""
+	}
+	return t.key.column
 }
 
 // strategy is how a table picks data sources, or tables in one.
@@ -348,11 +357,12 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 	}
 	root := doc.Content[0]
 	algs := map[string]algorithm{}
+	gens := map[string]*keyGen{}
 	broken := map[string]bool{} // algorithms defined with errors (reported where defined)
 	var tableNodes, bindingNode, broadcastNode, defaultDSNode *yaml.Node
 	var defDB, defTbl *strategyDef
 	for _, kv := range p.pairs(root, "rules", "dataSources", "tables", "bindingTables", "broadcastTables", "defaultDataSource",
-		"defaultDatabaseStrategy", "defaultTableStrategy", "shardingAlgorithms") {
+		"defaultDatabaseStrategy", "defaultTableStrategy", "shardingAlgorithms", "keyGenerators") {
 		k, v := kv[0], kv[1]
 		switch k.Value {
 		case "dataSources":
@@ -388,6 +398,28 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 					continue
 				}
 				algs[a[0].Value] = alg
+			}
+		case "keyGenerators":
+			for _, a := range p.pairs(v, "keyGenerators") {
+				var typ string
+				pr := props{}
+				for _, f := range p.pairs(a[1], "key generator "+a[0].Value, "type", "props") {
+					switch f[0].Value {
+					case "type":
+						typ = p.scalar(f[1], "key generator "+a[0].Value+" type")
+					case "props":
+						for _, pp := range p.pairs(f[1], "key generator "+a[0].Value+" props") {
+							pr[pp[0].Value] = p.scalar(pp[1], "property "+pp[0].Value)
+						}
+					}
+				}
+				g, err := newKeyGen(typ, pr)
+				if err != nil {
+					p.errf(a[1], "key generator %s: %v", a[0].Value, err)
+					continue
+				}
+				g.name = a[0].Value
+				gens[a[0].Value] = g
 			}
 		case "tables":
 			tableNodes = v
@@ -453,7 +485,8 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 			t := &Table{Name: name, tables: map[string][]string{}, db: dbDefault, tbl: tblDefault}
 			var nodesNode *yaml.Node
 			var ownDB, ownTbl bool // a strategy written (if it failed, that is the error)
-			for _, f := range p.pairs(kv[1], "table "+name, "actualDataNodes", "databaseStrategy", "tableStrategy") {
+			var keyNode *yaml.Node
+			for _, f := range p.pairs(kv[1], "table "+name, "actualDataNodes", "databaseStrategy", "tableStrategy", "keyGenerateStrategy") {
 				switch f[0].Value {
 				case "actualDataNodes":
 					nodesNode = f[1]
@@ -489,6 +522,8 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 				case "databaseStrategy":
 					ownDB = true
 					t.db = resolve(p.strategy(f[1], "table "+name+" databaseStrategy"), "table "+name+" databaseStrategy")
+				case "keyGenerateStrategy":
+					keyNode = f[1]
 				case "tableStrategy":
 					ownTbl = true
 					t.tbl = resolve(p.strategy(f[1], "table "+name+" tableStrategy"), "table "+name+" tableStrategy")
@@ -496,6 +531,33 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 			}
 			if nodesNode == nil {
 				p.errf(kv[0], "table %s: actualDataNodes is required", name)
+			}
+			if keyNode != nil {
+				var col, gen string
+				for _, f := range p.pairs(keyNode, "table "+name+" keyGenerateStrategy", "column", "keyGeneratorName") {
+					switch f[0].Value {
+					case "column":
+						col = strings.ToLower(p.scalar(f[1], "column"))
+					case "keyGeneratorName":
+						gen = p.scalar(f[1], "keyGeneratorName")
+					}
+				}
+				switch g := gens[gen]; {
+				case col == "" || gen == "":
+					p.errf(keyNode, "table %s keyGenerateStrategy: column and keyGeneratorName are required", name)
+				case g == nil:
+					p.errf(keyNode, "table %s keyGenerateStrategy: no key generator named %q", name, gen)
+				default:
+					t.key = &keyGen{name: g.name, column: col, seed: g.seed, typ: g.typ, gen: g.gen}
+					for _, c := range []struct {
+						s     *strategy
+						field string
+					}{{t.db, "db"}, {t.tbl, "table"}} {
+						if err := t.key.checkSeed(c.s, c.field); err != nil {
+							p.errf(keyNode, "table %s: %v", name, err)
+						}
+					}
+				}
 			}
 			if len(t.DataSources) > 1 && !ownDB && (t.db == nil || t.db.kind == "none") {
 				p.errf(kv[0], "table %s: its nodes are in %d data sources but it has no databaseStrategy (nor a defaultDatabaseStrategy)", name, len(t.DataSources))

@@ -13,7 +13,7 @@ import (
 
 	"github.com/tangram-dev/tangram/shard"
 	"github.com/tangram-dev/tangram/shard/shardtest"
-	_ "github.com/tangram-dev/tangram/shard/sqldriver"
+	"github.com/tangram-dev/tangram/shard/sqldriver"
 )
 
 // open makes two MariaDB databases with t_account_0..1 each, writes
@@ -184,5 +184,64 @@ func TestBadRulesFile(t *testing.T) {
 	}
 	if _, err := sql.Open("tangram-shard", path); !errors.Is(err, shard.ErrRules) || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("bad rules: %v", err)
+	}
+}
+
+// Orders inserted without their IDs get the seed's IDs, which carry the
+// database and table suffix of their node: LastInsertId is the first,
+// and each is found again by user and ID.
+func TestGeneratedSeedIDsOnMariaDB(t *testing.T) {
+	var ddl []string
+	for j := range 4 {
+		ddl = append(ddl, fmt.Sprintf("CREATE TABLE t_order_%d (order_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, amount INT NOT NULL)", j))
+	}
+	_, urls := shardtest.Databases(t, 2, ddl...)
+	r, err := shard.ParseRules([]byte(fmt.Sprintf(`dataSources:
+  ds_0: %s
+  ds_1: %s
+tables:
+  t_order:
+    actualDataNodes: ds_${0..1}.t_order_${0..3}
+    databaseStrategy: {standard: {shardingColumn: user_id, shardingAlgorithmName: db_mod}}
+    tableStrategy: {standard: {shardingColumn: order_id, shardingAlgorithmName: by_suffix}}
+    keyGenerateStrategy: {column: order_id, keyGeneratorName: ids}
+shardingAlgorithms:
+  db_mod: {type: MOD, props: {sharding-count: 2}}
+  by_suffix: {type: ID_SUFFIX, props: {layout: seed, field: table}}
+keyGenerators:
+  ids: {type: SEED, props: {machine: 1}}
+`, urls[0], urls[1])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sqldriver.NewConnector(r, sqldriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ids []int64
+	for i := range 10 {
+		res, err := db.ExecContext(ctx, "INSERT INTO t_order (user_id, amount) VALUES (?, ?)", i%3, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := res.LastInsertId()
+		if err != nil || id <= 0 {
+			t.Fatalf("LastInsertId: %d %v", id, err)
+		}
+		ids = append(ids, id)
+	}
+	for i, id := range ids {
+		var amount int
+		if err := db.QueryRowContext(ctx, "SELECT amount FROM t_order WHERE user_id = ? AND order_id = ?", i%3, id).Scan(&amount); err != nil || amount != i {
+			t.Fatalf("order %d of user %d: amount %d %v, want %d", id, i%3, amount, err, i)
+		}
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_order").Scan(&n); err != nil || n != 10 {
+		t.Fatalf("%d orders, %v", n, err)
 	}
 }
