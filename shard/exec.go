@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -167,8 +168,11 @@ func (e *Executor) each(ctx context.Context, units []Unit, parallel bool, fn fun
 // restored, the LIMIT's window kept).
 type Rows struct {
 	Columns []string
-	Values  [][]any
-	kinds   []colKind
+	// Types describe the columns as the data source reported them (the
+	// first unit's; nil when no unit ran a query).
+	Types  []*sql.ColumnType
+	Values [][]any
+	kinds  []colKind
 }
 
 // maxRows bounds what one query may bring into memory.
@@ -203,7 +207,7 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 	total := 0
 	for i, p := range parts {
 		if i == 0 {
-			out.Columns = p.Columns
+			out.Columns, out.Types = p.Columns, p.Types
 		} else if len(p.Columns) != len(out.Columns) {
 			return nil, fmt.Errorf("shard: %s answered %d columns, %s %d (the tables of one logical table differ)",
 				rd.Units[0].DataSource, len(out.Columns), rd.Units[i].DataSource, len(p.Columns))
@@ -218,6 +222,10 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 		if err := rd.merge.merge(out, parts[0].kinds, rd.offset, rd.count); err != nil {
 			return nil, err
 		}
+	}
+	if rd.labels != nil {
+		out.Columns = slices.Clone(out.Columns)
+		rd.relabel(out.Columns)
 	}
 	return out, nil
 }
@@ -236,7 +244,7 @@ func queryUnit(ctx context.Context, r runner, u Unit) (*Rows, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
 	}
-	out := &Rows{Columns: cols, kinds: make([]colKind, len(types))}
+	out := &Rows{Columns: cols, Types: types, kinds: make([]colKind, len(types))}
 	for i, ct := range types {
 		out.kinds[i] = kindOf(ct.DatabaseTypeName())
 	}

@@ -490,6 +490,9 @@ func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) erro
 	}
 	if len(m.hidden) > 0 {
 		rows.Columns = rows.Columns[:vis]
+		if len(rows.Types) > vis {
+			rows.Types = rows.Types[:vis]
+		}
 		for i, r := range rows.Values {
 			rows.Values[i] = r[:vis]
 		}

@@ -19,6 +19,9 @@ import (
 // answer is never an option.)
 var ErrUnsupported = errors.New("shard: not supported")
 
+// ErrSyntax marks a statement the parser could not read.
+var ErrSyntax = errors.New("shard: syntax error")
+
 func unsupported(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrUnsupported, fmt.Sprintf(format, a...))
 }
@@ -39,6 +42,7 @@ type Routed struct {
 	// offset and count are its LIMIT's window (count -1: none).
 	merge         *mergePlan
 	offset, count int64
+	labels        []string
 	// Keys are the keys generated for an INSERT's rows, in order (nil
 	// when the statement gave them).
 	Keys []int64
@@ -70,6 +74,16 @@ func (r *Router) Route(q string, args []any) (*Routed, error) {
 	return p.route(args)
 }
 
+// Params checks q (parsed and planned, as Route would) and returns how
+// many markers (?) it has: what a prepared statement reports.
+func (r *Router) Params(q string) (int, error) {
+	p, err := r.plan(q)
+	if err != nil {
+		return 0, err
+	}
+	return p.params, nil
+}
+
 func (r *Router) plan(q string) (*stmtPlan, error) {
 	r.mu.RLock()
 	p, ok := r.cache[q]
@@ -81,7 +95,7 @@ func (r *Router) plan(q string) (*stmtPlan, error) {
 	stmts, _, err := ps.Parse(q, "", "")
 	parsers.Put(ps)
 	if err != nil {
-		return nil, fmt.Errorf("shard: parse: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrSyntax, err)
 	}
 	if len(stmts) != 1 {
 		return nil, fmt.Errorf("shard: %d statements in one text: send them one at a time", len(stmts))
@@ -114,12 +128,19 @@ type stmtPlan struct {
 	where ast.ExprNode
 	// broadcast: every table is a broadcast table.
 	broadcast bool
+	// tableless: the statement names no table (SELECT 1, SELECT
+	// @@version): any data source answers it.
+	tableless bool
 	// insert: rows, each with the markers of its values.
 	insert *ast.InsertStmt
 	// markers: the statement's markers in text order (argument i is the
 	// i-th).
 	markers map[*test_driver.ParamMarkerExpr]int
 	params  int
+	// labels are a SELECT's column names as the text spelled them, by
+	// column ("": the data source's name stands): MySQL names an
+	// unaliased expression by its text, which a rewrite respells.
+	labels []string
 	// merge is how a SELECT's rows from several nodes combine (mergeErr:
 	// why they cannot — a SELECT routed to one node runs anyway).
 	merge    *mergePlan
@@ -157,6 +178,7 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 			return nil, unsupported("a WITH clause")
 		}
 		p.where = st.Where
+		p.labels = labels(st)
 	case *ast.InsertStmt:
 		switch {
 		case st.Select != nil:
@@ -198,6 +220,7 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 		}
 	}
 	p.broadcast = broadcastOnly
+	p.tableless = len(names) == 0
 	if len(sharded) == 0 {
 		return p, nil
 	}
@@ -228,6 +251,45 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 		}
 	}
 	return p, nil
+}
+
+// labels returns the names a SELECT's columns must have where a
+// rewrite would change them: unaliased expressions other than columns
+// and literals, up to the first wildcard (whose width is the table's).
+func labels(st *ast.SelectStmt) []string {
+	if st.Fields == nil {
+		return nil
+	}
+	var out []string
+	some := false
+	for _, f := range st.Fields.Fields {
+		if f.WildCard != nil {
+			break
+		}
+		l := ""
+		switch f.Expr.(type) {
+		case *ast.ColumnNameExpr, *test_driver.ValueExpr, *test_driver.ParamMarkerExpr:
+		default:
+			if f.AsName.L == "" {
+				l = strings.TrimSpace(f.Text())
+				some = some || l != ""
+			}
+		}
+		out = append(out, l)
+	}
+	if !some {
+		return nil
+	}
+	return out
+}
+
+// relabel names columns as the statement's text did.
+func (rd *Routed) relabel(cols []string) {
+	for i, l := range rd.labels {
+		if l != "" && i < len(cols) {
+			cols[i] = l
+		}
+	}
 }
 
 // checkSplittable refuses an UPDATE or DELETE with LIMIT over several
@@ -261,7 +323,7 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 	if len(args) != p.params {
 		return nil, fmt.Errorf("shard: the statement has %d markers and %d arguments", p.params, len(args))
 	}
-	out := &Routed{Query: p.query}
+	out := &Routed{Query: p.query, labels: p.labels}
 	if p.table == nil {
 		text, err := p.restore(nil, nil)
 		if err != nil {
@@ -273,6 +335,8 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 				out.Units = append(out.Units, Unit{DataSource: ds, SQL: text, Args: args})
 			}
 		case p.broadcast:
+			out.Units = []Unit{{DataSource: p.r.DataSourceNames()[0], SQL: text, Args: args}}
+		case p.tableless && p.r.DefaultDataSource() == "":
 			out.Units = []Unit{{DataSource: p.r.DataSourceNames()[0], SQL: text, Args: args}}
 		default:
 			if p.r.DefaultDataSource() == "" {

@@ -80,6 +80,16 @@ func (r *Rules) Tables() []string {
 // every data source: written everywhere, read from any one).
 func (r *Rules) Broadcast(name string) bool { return r.broadcast[strings.ToLower(name)] }
 
+// BroadcastTables lists the broadcast tables' names, sorted.
+func (r *Rules) BroadcastTables() []string {
+	out := make([]string, 0, len(r.broadcast))
+	for n := range r.broadcast {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // DefaultDataSource is where tables that are neither sharded nor
 // broadcast live ("" when the rules name none).
 func (r *Rules) DefaultDataSource() string { return r.defaultDS }
@@ -223,7 +233,7 @@ func (s *strategy) targets(all []string, conds map[string]Cond, hint []Value) ([
 
 func (s *strategy) refused(col string, err error) error {
 	if errors.Is(err, errRangeRefused) {
-		return fmt.Errorf("a range on %s cannot be routed by the %s algorithm %s (set its allow-range-query-with-inline-sharding: true to send such queries to every shard)", col, s.alg.typ(), s.algName)
+		return unsupported("a range on %s, which the %s algorithm %s cannot route (set its allow-range-query-with-inline-sharding: true to send such queries to every shard)", col, s.alg.typ(), s.algName)
 	}
 	return err
 }

@@ -2,14 +2,19 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tangram-dev/tangram/shard"
+	"github.com/tangram-dev/tangram/shard/proxy"
+	"github.com/tangram-dev/tangram/shard/sqldriver"
 )
 
 func newShardCmd(g *globals) *cobra.Command {
@@ -76,6 +81,80 @@ func newShardCmd(g *globals) *cobra.Command {
 			})
 		}}
 	route.Flags().StringArrayVar(&argv, "arg", nil, "an argument for the next ? (repeat; integers as numbers)")
-	cmd.AddCommand(check, route)
+	cmd.AddCommand(check, route, newShardProxyCmd(g, read))
+	return cmd
+}
+
+func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobra.Command {
+	var listen, database, authPlugin, logFormat, logLevel string
+	var users []string
+	var maxConns, poolSize, parallel int
+	cmd := &cobra.Command{Use: "proxy RULES.yaml", Short: "Serve the MySQL protocol over the sharded data sources: any MySQL client or driver sees one database", Args: cobra.ExactArgs(1),
+		Example: `  tangram shard proxy examples/shard/sharding.yaml --listen 127.0.0.1:3307 --user app:secret
+  TANGRAM_SHARD_PASSWORD=secret tangram shard proxy rules.yaml --user app --auth-plugin caching_sha2_password`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := read(args[0])
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			accounts := map[string]string{}
+			for _, u := range users {
+				name, pass, ok := strings.Cut(u, ":")
+				if !ok {
+					pass, ok = os.LookupEnv("TANGRAM_SHARD_PASSWORD")
+					if !ok {
+						return fmt.Errorf("--user %s: give NAME:PASSWORD, or NAME with the password in TANGRAM_SHARD_PASSWORD", u)
+					}
+				}
+				accounts[name] = pass
+			}
+			dbs, err := sqldriver.OpenDataSources(r, poolSize)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				for _, db := range dbs {
+					db.Close()
+				}
+			}()
+			srv, err := proxy.NewServer(r, dbs, proxy.Config{Users: accounts, Database: database, AuthPlugin: authPlugin,
+				MaxConns: maxConns, Executor: shard.ExecutorConfig{MaxParallel: parallel}, Logger: log})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				srv.Close()
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(g.out, "serving database %s of %d data sources on %s\n", srv.Database(), len(dbs), ln.Addr())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ln) }()
+			select {
+			case <-ctx.Done():
+				srv.Close()
+				<-done
+				return nil
+			case err := <-done:
+				srv.Close()
+				return err
+			}
+		}}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:3307", "address to serve the MySQL protocol on")
+	f.StringArrayVar(&users, "user", nil, "an account clients log in with, NAME:PASSWORD or NAME (password from TANGRAM_SHARD_PASSWORD); repeatable, at least one")
+	f.StringVar(&database, "database", "sharding_db", "the database name clients see")
+	f.StringVar(&authPlugin, "auth-plugin", proxy.NativePassword, "the authentication the handshake proposes: mysql_native_password or caching_sha2_password")
+	f.IntVar(&maxConns, "max-conns", 1024, "client connections allowed at once")
+	f.IntVar(&poolSize, "pool", 32, "connections per data source")
+	f.IntVar(&parallel, "parallel", 0, "statements one query runs at once across data sources (0: the executor's default)")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -80,11 +80,29 @@ var _ io.Closer = (*Connector)(nil)
 
 // NewConnector opens every data source of r (go-sql-driver/mysql).
 func NewConnector(r *shard.Rules, cfg Config) (*Connector, error) {
-	if cfg.MaxOpenConns <= 0 {
-		cfg.MaxOpenConns = 32
+	dbs, err := OpenDataSources(r, cfg.MaxOpenConns)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := shard.NewExecutor(r, dbs, cfg.Executor)
+	if err != nil {
+		for _, db := range dbs {
+			db.Close()
+		}
+		return nil, err
+	}
+	return &Connector{ex: ex, dbs: dbs}, nil
+}
+
+// OpenDataSources opens a pool for every data source of r with
+// go-sql-driver/mysql (times as time.Time), each of at most maxOpen
+// connections (default 32). The caller closes them.
+func OpenDataSources(r *shard.Rules, maxOpen int) (map[string]*sql.DB, error) {
+	if maxOpen <= 0 {
+		maxOpen = 32
 	}
 	dbs := map[string]*sql.DB{}
-	fail := func(err error) (*Connector, error) {
+	fail := func(err error) (map[string]*sql.DB, error) {
 		for _, db := range dbs {
 			db.Close()
 		}
@@ -104,15 +122,11 @@ func NewConnector(r *shard.Rules, cfg Config) (*Connector, error) {
 			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
 		}
 		db := sql.OpenDB(c)
-		db.SetMaxOpenConns(cfg.MaxOpenConns)
-		db.SetMaxIdleConns(cfg.MaxOpenConns)
+		db.SetMaxOpenConns(maxOpen)
+		db.SetMaxIdleConns(maxOpen)
 		dbs[name] = db
 	}
-	ex, err := shard.NewExecutor(r, dbs, cfg.Executor)
-	if err != nil {
-		return fail(err)
-	}
-	return &Connector{ex: ex, dbs: dbs}, nil
+	return dbs, nil
 }
 
 // mysqlDSN turns mysql://user:password@host:port/database?params into
