@@ -74,3 +74,6 @@ fuzz:
 	$(GO) test ./shard -run '^$$' -fuzz FuzzParseRules -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzTemplate -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzRoute -fuzztime 30s
+	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzPacket -fuzztime 30s
+	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzHandshakeResponse -fuzztime 30s
+	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzExecuteArgs -fuzztime 30s

@@ -22,6 +22,10 @@ var ErrUnsupported = errors.New("shard: not supported")
 // ErrSyntax marks a statement the parser could not read.
 var ErrSyntax = errors.New("shard: syntax error")
 
+// ErrUnknownTable marks a statement naming a table the rules do not
+// place (and no defaultDataSource takes).
+var ErrUnknownTable = errors.New("shard: unknown table")
+
 func unsupported(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrUnsupported, fmt.Sprintf(format, a...))
 }
@@ -131,6 +135,8 @@ type stmtPlan struct {
 	// tableless: the statement names no table (SELECT 1, SELECT
 	// @@version): any data source answers it.
 	tableless bool
+	// unknown is the first table neither sharded nor broadcast.
+	unknown string
 	// insert: rows, each with the markers of its values.
 	insert *ast.InsertStmt
 	// markers: the statement's markers in text order (argument i is the
@@ -217,6 +223,9 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 		case p.r.Broadcast(name):
 		default:
 			broadcastOnly = false
+			if p.unknown == "" {
+				p.unknown = tn.Name.O
+			}
 		}
 	}
 	p.broadcast = broadcastOnly
@@ -340,7 +349,7 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 			out.Units = []Unit{{DataSource: p.r.DataSourceNames()[0], SQL: text, Args: args}}
 		default:
 			if p.r.DefaultDataSource() == "" {
-				return nil, fmt.Errorf("shard: the statement's tables are not in the rules, and they name no defaultDataSource")
+				return nil, fmt.Errorf("%w %s: it is not in the rules, and they name no defaultDataSource", ErrUnknownTable, p.unknown)
 			}
 			out.Units = []Unit{{DataSource: p.r.DefaultDataSource(), SQL: text, Args: args}}
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -263,4 +264,265 @@ func refDSN(t *testing.T, ref *sql.DB, params string) string {
 		return dsn + "&" + params
 	}
 	return dsn + "?" + params
+}
+
+// Clients log in with either plugin the proxy proposes; a wrong password
+// or an unknown database is refused with MySQL's own codes.
+func TestLogin(t *testing.T) {
+	for _, plugin := range []string{proxy.NativePassword, proxy.CachingSHA2Password} {
+		t.Run(plugin, func(t *testing.T) {
+			f := start(t, proxy.Config{AuthPlugin: plugin, Users: map[string]string{"app": "secret", "nopass": ""}})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for _, c := range []struct {
+				dsn  string
+				code uint16
+			}{
+				{"app:secret@tcp(%s)/sharding_db", 0},
+				{"app:secret@tcp(%s)/", 0},
+				{"nopass@tcp(%s)/sharding_db", 0},
+				{"app:wrong@tcp(%s)/sharding_db", 1045},
+				{"app@tcp(%s)/sharding_db", 1045},
+				{"nobody:secret@tcp(%s)/sharding_db", 1045},
+				{"app:secret@tcp(%s)/other_db", 1049},
+			} {
+				db, err := sql.Open("mysql", fmt.Sprintf(c.dsn, f.addr))
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = db.PingContext(ctx)
+				db.Close()
+				var me *mysql.MySQLError
+				switch {
+				case c.code == 0 && err != nil:
+					t.Errorf("%s: %v", c.dsn, err)
+				case c.code != 0 && (!errors.As(err, &me) || me.Number != c.code):
+					t.Errorf("%s: %v, want error %d", c.dsn, err, c.code)
+				}
+			}
+		})
+	}
+}
+
+// code is the MySQL error number of err (0 when it has none).
+func code(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// A session's transaction holds its writes on every data source until
+// COMMIT; ROLLBACK, a rolled-back sql.Tx and autocommit=0 undo them all.
+func TestSessionTransactions(t *testing.T) {
+	f := start(t, proxy.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db := f.client(t, "parseTime=true")
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	insert := func(ex interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}, ids ...int) {
+		t.Helper()
+		for _, id := range ids {
+			if _, err := ex.ExecContext(ctx, "INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (?, 'x', 0, 1, NOW())", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	must := func(q string) {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	must("BEGIN")
+	insert(conn, 0, 1, 2, 3) // all four tables on both databases
+	var inside int
+	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account").Scan(&inside); err != nil || inside != 4 {
+		t.Fatalf("the transaction's own count: %d %v", inside, err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("another session sees %d uncommitted rows", n)
+	}
+	must("ROLLBACK")
+	if n := count(); n != 0 {
+		t.Fatalf("after ROLLBACK: %d rows", n)
+	}
+	must("START TRANSACTION")
+	insert(conn, 0, 1)
+	must("COMMIT")
+	if n := count(); n != 2 {
+		t.Fatalf("after COMMIT: %d rows, want 2", n)
+	}
+
+	// autocommit=0: every statement is in a transaction until COMMIT.
+	must("SET autocommit = 0")
+	insert(conn, 2)
+	if n := count(); n != 2 {
+		t.Fatalf("autocommit off: another session sees %d rows before COMMIT", n)
+	}
+	must("ROLLBACK")
+	insert(conn, 3)
+	must("COMMIT")
+	must("SET autocommit = ON")
+	insert(conn, 4)
+	if n := count(); n != 4 {
+		t.Fatalf("autocommit back on: %d rows, want 4", n)
+	}
+
+	// database/sql's transactions (START TRANSACTION, isolation levels,
+	// read-only) ride the same session.
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert(tx, 5, 6)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ro.ExecContext(ctx, "INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (7, 'x', 0, 1, NOW())"); code(err) != 1792 {
+		t.Fatalf("a write in a read-only transaction: %v, want error 1792", err)
+	}
+	ro.Rollback()
+	if n := count(); n != 4 {
+		t.Fatalf("after the rolled-back sql.Tx: %d rows, want 4", n)
+	}
+}
+
+// What the proxy cannot do exactly is refused with an error naming it;
+// the data sources' own errors keep their codes; the session goes on.
+func TestErrors(t *testing.T) {
+	f := start(t, proxy.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, params := range []string{"interpolateParams=true", ""} {
+		db := f.client(t, params)
+		db.SetMaxOpenConns(1) // one session throughout
+		if _, err := db.ExecContext(ctx, "INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (?, 'x', 0, 1, NOW())", 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			sql  string
+			code uint16
+			says string
+		}{
+			{"INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (1, 'x', 0, 1, NOW())", 1062, "Duplicate entry"},
+			{"SELEKT 1", 1064, "syntax"},
+			{"SELECT COUNT(DISTINCT owner) FROM t_account", 1235, "COUNT(DISTINCT"},
+			{"SELECT * FROM t_account WHERE id IN (SELECT id FROM t_account)", 1235, "subquery"},
+			{"CREATE TABLE t_x (id INT)", 1235, "DDL"},
+			{"DROP TABLE t_account", 1235, "DDL"},
+			{"SET sql_mode = ''", 1235, "sql_mode"},
+			{"SET GLOBAL max_connections = 10", 1235, "GLOBAL"},
+			{"SET @x = 1", 1235, "user variables"},
+			{"SET NAMES latin1", 1235, "latin1"},
+			{"XA START 'x'", 1235, "XA"},
+			{"SHOW CREATE TABLE t_account", 1235, "SHOW"},
+			{"SELECT * FROM t_nowhere", 1146, "t_nowhere"},
+			{"UPDATE t_account SET id = 5 WHERE id = 1", 1235, "sharding column"},
+		} {
+			_, err := db.ExecContext(ctx, c.sql)
+			if code(err) != c.code || !strings.Contains(err.Error(), c.says) {
+				t.Errorf("%s %s: %v, want error %d saying %q", params, c.sql, err, c.code, c.says)
+			}
+		}
+		// The session still works, and SET that it can keep is accepted.
+		for _, q := range []string{"SET NAMES utf8mb4", "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci", "SET character_set_results = NULL",
+			"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "SET autocommit = 1", "USE sharding_db", "USE `sharding_db`"} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("after the errors: %d %v", n, err)
+		}
+		if _, err := db.ExecContext(ctx, "DELETE FROM t_account WHERE id = 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// SHOW answers for the logical database: its one schema, its logical
+// tables; server lists come from a data source.
+func TestShow(t *testing.T) {
+	f := start(t, proxy.Config{Database: "shop"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := sql.Open("mysql", "app:secret@tcp("+f.addr+")/shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, c := range []struct{ sql, want string }{
+		{"SHOW DATABASES", "Database\nbytes(shop)\n"},
+		{"SHOW TABLES", "Tables_in_shop\nbytes(t_account)\nbytes(t_currency)\n"},
+		{"SHOW FULL TABLES LIKE 't\\_acc%'", "Tables_in_shop|Table_type\nbytes(t_account)|bytes(BASE TABLE)\n"},
+		{"SHOW WARNINGS", "Level|Code|Message\n"},
+		{"SHOW VARIABLES LIKE 'max_allowed_packet'", ""},
+		{"SELECT DATABASE()", ""},
+	} {
+		got, err := rows(ctx, db, c.sql)
+		if err != nil {
+			t.Errorf("%s: %v", c.sql, err)
+			continue
+		}
+		if c.want != "" && got != c.want {
+			t.Errorf("%s:\n%s\nwant:\n%s", c.sql, got, c.want)
+		}
+		if c.want == "" && strings.Count(got, "\n") != 2 {
+			t.Errorf("%s: %q, want one row", c.sql, got)
+		}
+	}
+}
+
+// The mariadb command-line client works against the proxy: log in,
+// query, see errors.
+func TestMariaDBClient(t *testing.T) {
+	bin, err := exec.LookPath("mariadb")
+	if err != nil {
+		t.Fatalf("the mariadb client is not installed (scripts/services.sh installs it): %v", err)
+	}
+	f := start(t, proxy.Config{})
+	host, port, _ := net.SplitHostPort(f.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := func(q string) (string, error) {
+		cmd := exec.CommandContext(ctx, bin, "--protocol=TCP", "-h", host, "-P", port, "-uapp", "-psecret", "--skip-ssl", "sharding_db", "--batch", "-e", q)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (1, 'ann', 1, 10.5, '2026-12-06 10:00:00'), (2, 'bob', 2, 20, '2026-12-06 11:00:00')"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	out, err := run("SELECT id, owner, balance, opened FROM t_account ORDER BY id")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	want := "id\towner\tbalance\topened\n1\tann\t10.50\t2026-12-06 10:00:00.000\n2\tbob\t20.00\t2026-12-06 11:00:00.000\n"
+	if out != want {
+		t.Fatalf("mariadb printed:\n%q\nwant:\n%q", out, want)
+	}
+	out, err = run("SELECT COUNT(DISTINCT owner) FROM t_account")
+	if err == nil || !strings.Contains(out, "ERROR 1235") || !strings.Contains(out, "COUNT(DISTINCT") {
+		t.Fatalf("an unsupported query: %v: %s", err, out)
+	}
 }

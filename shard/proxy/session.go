@@ -98,6 +98,8 @@ func appendError(b []byte, err error) []byte {
 		return appendErr(b, 1235, "42000", err.Error())
 	case errors.Is(err, shard.ErrSyntax):
 		return appendErr(b, 1064, "42000", err.Error())
+	case errors.Is(err, shard.ErrUnknownTable):
+		return appendErr(b, 1146, "42S02", err.Error())
 	case errors.Is(err, sql.ErrTxDone):
 		return appendErr(b, 1105, "HY000", "shard: the transaction is over")
 	default:

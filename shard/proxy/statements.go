@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -111,6 +112,9 @@ func refuse(q string) error {
 		return notSupported("%s through the proxy: a session's transaction spans data sources; use BEGIN, COMMIT and ROLLBACK", w)
 	case "CALL", "DO", "HANDLER", "LOAD", "PREPARE", "EXECUTE", "DEALLOCATE", "WITH", "VALUES", "TABLE":
 		return notSupported("%s statements through the proxy", w)
+	}
+	if _, err := parseOne(q); err != nil && errors.Is(err, shard.ErrSyntax) {
+		return err
 	}
 	return notSupported("the statement %s through the proxy", w)
 }
