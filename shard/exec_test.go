@@ -309,8 +309,8 @@ func TestMergeMatchesOneDatabase(t *testing.T) {
 			t.Errorf("%s %v:\nsharded %v\n    one %v", c.q, c.args, have, want)
 		}
 	}
-	// A text column's order is the database collation's: refused, not
-	// guessed.
+	// A broadcast table is read from one database (its text ordered
+	// there).
 	if _, err := ex.Query(ctx, "SELECT code FROM t_dict ORDER BY code"); err != nil {
 		t.Errorf("a broadcast table reads from one database: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
 	"github.com/pingcap/tidb/pkg/parser/format"
+	"github.com/pingcap/tidb/pkg/parser/opcode"
 	"github.com/pingcap/tidb/pkg/parser/test_driver"
 )
 
@@ -35,6 +36,13 @@ type mergePlan struct {
 	hiddenAgg []string
 	// groupExprs are the GROUP BY items as written.
 	groupExprs []ast.ExprNode
+	// Text compares by the data source's collation, which the merge
+	// does not know: each text key is selected with its collation weight
+	// too (WEIGHT_STRING, a hidden field; NULL for non-text values) and
+	// compared by that. These are the weights' hidden fields (0: none)
+	// of the ORDER BY items, the GROUP BY items and, for DISTINCT, the
+	// fields.
+	orderWeight, groupWeight, fieldWeight []int
 }
 
 type mergeField struct {
@@ -207,6 +215,7 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 	if m.distinct && len(m.hidden) > 0 {
 		return nil, unsupported("DISTINCT with ORDER BY items not selected across shards")
 	}
+	m.addWeights(sel)
 	if sel.Limit != nil {
 		sel.Limit.Accept(&visitor{enter: func(n ast.Node) {
 			if mk, ok := n.(*test_driver.ParamMarkerExpr); ok {
@@ -215,6 +224,73 @@ func (p *stmtPlan) buildMerge(sel *ast.SelectStmt) (*mergePlan, error) {
 		}})
 	}
 	return m, nil
+}
+
+// addWeights selects the collation weight of each ORDER BY and GROUP
+// BY item and, under DISTINCT, of each field: what text values are
+// ordered and grouped by. Aggregates (combined here, not weighed) and
+// expressions with markers (whose arguments are given once) get none:
+// text there stays refused.
+func (m *mergePlan) addWeights(sel *ast.SelectStmt) {
+	exprOf := func(r ref) ast.ExprNode {
+		switch {
+		case r.hidden > 0:
+			if m.hiddenAgg[r.hidden-1] != "" {
+				return nil
+			}
+			return m.hidden[r.hidden-1].Expr
+		case r.pos >= 0:
+			if m.fields == nil || r.pos >= len(sel.Fields.Fields) || m.fields[r.pos].agg != "" {
+				return nil
+			}
+			return sel.Fields.Fields[r.pos].Expr
+		}
+		return &ast.ColumnNameExpr{Name: &ast.ColumnName{Name: ast.NewCIStr(r.name)}}
+	}
+	weigh := func(r ref) int {
+		e := exprOf(r)
+		if e == nil || containsAgg(e) || containsMarker(e) || numeric(e) {
+			return 0
+		}
+		return m.addHidden(&ast.FuncCallExpr{FnName: ast.NewCIStr(ast.WeightString), Args: []ast.ExprNode{e}}, "").hidden
+	}
+	for _, o := range m.order {
+		m.orderWeight = append(m.orderWeight, weigh(o.ref))
+	}
+	for _, g := range m.group {
+		m.groupWeight = append(m.groupWeight, weigh(g))
+	}
+	if m.distinct && m.fields != nil {
+		for i := range m.fields {
+			m.fieldWeight = append(m.fieldWeight, weigh(ref{pos: i}))
+		}
+	}
+}
+
+// numeric reports whether e is arithmetic, whose value is never text.
+func numeric(e ast.ExprNode) bool {
+	switch x := e.(type) {
+	case *ast.BinaryOperationExpr:
+		switch x.Op {
+		case opcode.Plus, opcode.Minus, opcode.Mul, opcode.Div, opcode.IntDiv, opcode.Mod:
+			return true
+		}
+	case *ast.UnaryOperationExpr:
+		return x.Op == opcode.Minus
+	case *ast.ParenthesesExpr:
+		return numeric(x.Expr)
+	}
+	return false
+}
+
+func containsMarker(e ast.Node) bool {
+	found := false
+	e.Accept(&visitor{enter: func(n ast.Node) {
+		if _, ok := n.(*test_driver.ParamMarkerExpr); ok {
+			found = true
+		}
+	}})
+	return found
 }
 
 // grouped reports whether e is one of the GROUP BY items (as written).
@@ -400,21 +476,32 @@ func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) erro
 		}
 		return 0, unsupported("ORDER BY %s across shards: it must be in the select list", r.name)
 	}
+	// weights: a text column's collation weight column.
+	weights := map[int]int{}
+	weigh := func(col, hidden int) {
+		if hidden > 0 {
+			weights[col] = vis + hidden - 1
+		}
+	}
+	for i, w := range m.fieldWeight {
+		weigh(i, w)
+	}
 	if m.aggs || m.group != nil {
 		var keys []int
-		for _, g := range m.group {
+		for j, g := range m.group {
 			i, err := resolve(g)
 			if err != nil {
 				return err
 			}
 			keys = append(keys, i)
+			weigh(i, m.groupWeight[j])
 		}
 		aggOf := make([]string, len(rows.Columns))
 		for i, f := range m.fields {
 			aggOf[i] = f.agg
 		}
 		copy(aggOf[vis:], m.hiddenAgg)
-		out, err := m.combine(rows.Values, keys, kinds, aggOf)
+		out, err := m.combine(rows.Values, keys, kinds, weights, aggOf)
 		if err != nil {
 			return err
 		}
@@ -438,7 +525,7 @@ func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) erro
 		seen := map[string]bool{}
 		out := rows.Values[:0]
 		for _, r := range rows.Values {
-			k, err := groupKey(r, all, kinds)
+			k, err := groupKey(r, all, kinds, weights)
 			if err != nil {
 				return err
 			}
@@ -451,20 +538,26 @@ func (m *mergePlan) merge(rows *Rows, kinds []colKind, offset, count int64) erro
 	}
 	if len(m.order) > 0 {
 		idx := make([]int, len(m.order))
+		ks := make([]colKind, len(m.order))
 		for j, o := range m.order {
 			i, err := resolve(o.ref)
 			if err != nil {
 				return err
 			}
-			idx[j] = i
+			idx[j], ks[j] = i, kinds[i]
 			if kinds[i] == kindText {
-				return unsupported("ORDER BY the text column %s across shards (its order is the database collation's; order by a number or a time)", rows.Columns[i])
+				// Ordered by its collation weight.
+				if w := m.orderWeight[j]; w > 0 {
+					idx[j], ks[j] = vis+w-1, kindBinary
+				} else {
+					return unsupported("ORDER BY the text %s across shards (an aggregate or an expression with markers: its order is the database collation's)", rows.Columns[i])
+				}
 			}
 		}
 		var cmpErr error
 		slices.SortStableFunc(rows.Values, func(a, b []any) int {
 			for j, i := range idx {
-				c, err := compareVals(a[i], b[i], kinds[i])
+				c, err := compareVals(a[i], b[i], ks[j])
 				if err != nil {
 					cmpErr = err
 					return 0
@@ -531,8 +624,9 @@ func average(sum, count, like any) (any, error) {
 }
 
 // groupKey is a row's key over cols: equal values give equal keys (a
-// number by its exact value, whatever its form).
-func groupKey(r []any, cols []int, kinds []colKind) (string, error) {
+// number by its exact value, whatever its form; text by its collation
+// weight, in the column weights gives).
+func groupKey(r []any, cols []int, kinds []colKind, weights map[int]int) (string, error) {
 	var b strings.Builder
 	for _, i := range cols {
 		v := r[i]
@@ -541,7 +635,12 @@ func groupKey(r []any, cols []int, kinds []colKind) (string, error) {
 			b.WriteString("N;")
 			continue
 		case kinds[i] == kindText:
-			return "", unsupported("grouping or DISTINCT on a text column across shards (equality is the database collation's)")
+			w, ok := weights[i]
+			if !ok || r[w] == nil {
+				return "", unsupported("grouping or DISTINCT on a text aggregate or an expression with markers across shards (equality is the database collation's)")
+			}
+			s := text(r[w])
+			b.WriteString("w" + strconv.Itoa(len(s)) + ":" + s)
 		case kinds[i] == kindNumber:
 			x, err := toRat(v)
 			if err != nil {
@@ -559,11 +658,11 @@ func groupKey(r []any, cols []int, kinds []colKind) (string, error) {
 
 // combine merges rows of the same group: COUNT and SUM add up, MIN and
 // MAX compare; a group's other fields are its key's.
-func (m *mergePlan) combine(in [][]any, keys []int, kinds []colKind, aggOf []string) ([][]any, error) {
+func (m *mergePlan) combine(in [][]any, keys []int, kinds []colKind, weights map[int]int, aggOf []string) ([][]any, error) {
 	var order []string
 	groups := map[string][]any{}
 	for _, r := range in {
-		k, err := groupKey(r, keys, kinds)
+		k, err := groupKey(r, keys, kinds, weights)
 		if err != nil {
 			return nil, err
 		}

@@ -56,12 +56,14 @@ func TestRouter(t *testing.T) {
 		{"SELECT name FROM t_dict WHERE code = 'a'", nil, "ds_0: SELECT `name` FROM `t_dict` WHERE `code`='a' []"},
 		{"SELECT * FROM t_users WHERE id = ?", []any{1}, "ds_0: SELECT * FROM `t_users` WHERE `id`=? [1]"},
 		// Over several nodes, each unit reads the rows up to the window's
-		// end; the LIMIT's markers leave with it.
+		// end; the LIMIT's markers leave with it. Each ORDER BY and GROUP
+		// BY item comes with its collation weight (text is ordered and
+		// grouped by it; NULL for numbers).
 		{"SELECT order_id FROM t_order WHERE user_id = ? ORDER BY order_id DESC LIMIT ?, ?", []any{2, 3, 4},
-			"ds_0: SELECT `order_id` FROM `t_order_0` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
-				"ds_0: SELECT `order_id` FROM `t_order_1` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
-				"ds_0: SELECT `order_id` FROM `t_order_2` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
-				"ds_0: SELECT `order_id` FROM `t_order_3` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]"},
+			"ds_0: SELECT `order_id`,WEIGHT_STRING(`order_id`) AS `__tg_0` FROM `t_order_0` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
+				"ds_0: SELECT `order_id`,WEIGHT_STRING(`order_id`) AS `__tg_0` FROM `t_order_1` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
+				"ds_0: SELECT `order_id`,WEIGHT_STRING(`order_id`) AS `__tg_0` FROM `t_order_2` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]\n" +
+				"ds_0: SELECT `order_id`,WEIGHT_STRING(`order_id`) AS `__tg_0` FROM `t_order_3` WHERE `user_id`=? ORDER BY `order_id` DESC LIMIT 7 [2]"},
 		// ORDER BY items not selected, and AVG's sum and count, are
 		// selected as hidden fields.
 		{"SELECT id FROM t_order WHERE order_id = 1 ORDER BY amount * 2 DESC", nil,
@@ -72,10 +74,10 @@ func TestRouter(t *testing.T) {
 				"ds_1: SELECT AVG(`amount`) AS `a`,SUM(`amount`) AS `__tg_0`,COUNT(`amount`) AS `__tg_1` FROM `t_order_1` WHERE `order_id`=1 []"},
 		// Groups merge before the limit: the units run without it.
 		{"SELECT user_id, COUNT(*) AS n FROM t_order WHERE order_id IN (1, 2) GROUP BY user_id ORDER BY n LIMIT 1", nil,
-			"ds_0: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_1` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
-				"ds_0: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_2` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
-				"ds_1: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_1` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
-				"ds_1: SELECT `user_id`,COUNT(1) AS `n` FROM `t_order_2` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []"},
+			"ds_0: SELECT `user_id`,COUNT(1) AS `n`,WEIGHT_STRING(`user_id`) AS `__tg_0` FROM `t_order_1` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
+				"ds_0: SELECT `user_id`,COUNT(1) AS `n`,WEIGHT_STRING(`user_id`) AS `__tg_0` FROM `t_order_2` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
+				"ds_1: SELECT `user_id`,COUNT(1) AS `n`,WEIGHT_STRING(`user_id`) AS `__tg_0` FROM `t_order_1` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []\n" +
+				"ds_1: SELECT `user_id`,COUNT(1) AS `n`,WEIGHT_STRING(`user_id`) AS `__tg_0` FROM `t_order_2` WHERE `order_id` IN (1,2) GROUP BY `user_id` ORDER BY `n` []"},
 	} {
 		rd, err := rt.Route(c.q, c.args)
 		if err != nil {

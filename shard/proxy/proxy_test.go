@@ -196,7 +196,7 @@ func TestResultsMatchOneDatabase(t *testing.T) {
 					photo = []byte{0, byte(id), 0xff}
 				}
 				both(t, ctx, p, ref, "INSERT INTO t_account (id, owner, branch, balance, rate, score, opened, born, alarm, note, photo) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-					id, fmt.Sprintf("owner%d", id%4), id%4, fmt.Sprintf("%d.%02d", id*100, id), rate, score, base.Add(time.Duration(id)*time.Hour), born, alarm, note, photo)
+					id, []string{"ann", "Bob", "ANN", "bob", "Cy"}[id%5], id%4, fmt.Sprintf("%d.%02d", id*100, id), rate, score, base.Add(time.Duration(id)*time.Hour), born, alarm, note, photo)
 			}
 			for _, q := range []struct {
 				sql  string
@@ -210,6 +210,13 @@ func TestResultsMatchOneDatabase(t *testing.T) {
 				{"SELECT branch, AVG(balance) FROM t_account GROUP BY branch ORDER BY 2 DESC", nil},
 				{"SELECT id FROM t_account ORDER BY opened DESC LIMIT ?, ?", []any{2, 3}},
 				{"SELECT DISTINCT branch FROM t_account ORDER BY branch", nil},
+				// Text is ordered and grouped by the collation (which
+				// folds case), as one database does.
+				{"SELECT owner, id FROM t_account ORDER BY owner DESC, id", nil},
+				{"SELECT id, owner FROM t_account ORDER BY owner, id DESC LIMIT ?, ?", []any{3, 4}},
+				{"SELECT COUNT(*), MIN(id) FROM t_account GROUP BY owner ORDER BY MIN(id)", nil},
+				{"SELECT DISTINCT LOWER(owner) FROM t_account ORDER BY 1", nil},
+				{"SELECT id FROM t_account ORDER BY note, id", nil},
 				{"SELECT COUNT(*) FROM t_account WHERE born IS NULL", nil},
 				{"SELECT id, alarm FROM t_account WHERE alarm > ? ORDER BY id", []any{"03:00:00"}},
 				{"SELECT a.id, c.name FROM t_account a JOIN t_currency c ON c.code = ? WHERE a.id = ?", []any{"CNY", 7}},
@@ -230,12 +237,12 @@ func TestResultsMatchOneDatabase(t *testing.T) {
 				}
 			}
 			var n int64
-			res, err := p.ExecContext(ctx, "UPDATE t_account SET balance = balance + 1 WHERE owner = ?", "owner1")
+			res, err := p.ExecContext(ctx, "UPDATE t_account SET balance = balance + 1 WHERE owner = ?", "bob")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n, _ = res.RowsAffected(); n != 3 {
-				t.Fatalf("UPDATE across shards affected %d rows, want 3", n)
+			if n, _ = res.RowsAffected(); n != 5 {
+				t.Fatalf("UPDATE across shards affected %d rows, want 5 (Bob and bob)", n)
 			}
 		})
 	}
