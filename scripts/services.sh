@@ -57,8 +57,10 @@ if ! up 3306; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd >/dev/null 2>&1 || true
   wait_up 3306 || log "MariaDB did not start on 3306"
 fi
-# The sharding proxy's tests drive it with the mariadb command-line client.
+# The sharding proxy's tests drive it with the mariadb command-line client
+# and sysbench.
 command -v mariadb >/dev/null || need_pkg mariadb-client-core
+command -v sysbench >/dev/null || need_pkg sysbench
 if up 3306 && command -v mysql >/dev/null; then
   if ! mysql -h 127.0.0.1 -uroot -e "SELECT 1" >/dev/null 2>&1; then
     # A fresh Debian MariaDB lets root in only through the socket: allow

@@ -230,6 +230,25 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 	return out, nil
 }
 
+// Describe returns a SELECT's columns (names and types) without its
+// rows, asking one data source (see Router.Describe).
+func (e *Executor) Describe(ctx context.Context, q string) (*Rows, error) {
+	rd, err := e.router.Describe(q)
+	if err != nil {
+		return nil, err
+	}
+	u := rd.Units[0]
+	out, err := queryUnit(ctx, e.dbs[u.DataSource], u)
+	if err != nil {
+		return nil, err
+	}
+	if rd.labels != nil {
+		rd.relabel(out.Columns)
+	}
+	out.Values = nil
+	return out, nil
+}
+
 func queryUnit(ctx context.Context, r runner, u Unit) (*Rows, error) {
 	rows, err := r.QueryContext(ctx, u.SQL, u.Args...)
 	if err != nil {

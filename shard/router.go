@@ -327,6 +327,55 @@ func (t *Table) shardingColumns() []string {
 	return out
 }
 
+// Describe returns a SELECT's statement for one node (the table's
+// first, or where its route goes) with LIMIT 0 and a NULL for each of
+// its markers: what a data source answers with the result's columns and
+// no rows — a prepared statement's metadata before it runs. Its labels
+// name the columns as the statement spells them.
+func (r *Router) Describe(q string) (*Routed, error) {
+	p, err := r.plan(q)
+	if err != nil {
+		return nil, err
+	}
+	sel, ok := p.stmt.(*ast.SelectStmt)
+	if !ok {
+		return nil, fmt.Errorf("shard: describe: not a SELECT")
+	}
+	var ds string
+	var node *Node
+	switch {
+	case p.table != nil:
+		node = &p.table.Nodes[0]
+		ds = node.DataSource
+	case p.broadcast || p.tableless && p.r.DefaultDataSource() == "":
+		ds = p.r.DataSourceNames()[0]
+	case p.r.DefaultDataSource() == "":
+		return nil, fmt.Errorf("%w %s: it is not in the rules, and they name no defaultDataSource", ErrUnknownTable, p.unknown)
+	default:
+		ds = p.r.DefaultDataSource()
+	}
+	inLimit := 0
+	if sel.Limit != nil {
+		inLimit = len(markersIn(sel.Limit))
+	}
+	text, err := p.restoreWith(node, restoreOpts{limit: &sel.Limit, to: &ast.Limit{Count: ast.NewValueExpr(0, "", "")}})
+	if err != nil {
+		return nil, err
+	}
+	return &Routed{Query: true, labels: p.labels, Units: []Unit{{DataSource: ds, SQL: text, Args: make([]any, p.params-inLimit)}}}, nil
+}
+
+// markersIn returns the markers under n.
+func markersIn(n ast.Node) []*test_driver.ParamMarkerExpr {
+	var out []*test_driver.ParamMarkerExpr
+	n.Accept(&visitor{enter: func(x ast.Node) {
+		if m, ok := x.(*test_driver.ParamMarkerExpr); ok {
+			out = append(out, m)
+		}
+	}})
+	return out
+}
+
 // route computes the units for one execution.
 func (p *stmtPlan) route(args []any) (*Routed, error) {
 	if len(args) != p.params {

@@ -88,6 +88,21 @@ func TestRouter(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant %s", c.q, got, c.want)
 		}
 	}
+	// A prepared SELECT is described by its first node with LIMIT 0 and
+	// NULL arguments (the LIMIT's markers leave with it).
+	for _, c := range []struct{ q, want string }{
+		{"SELECT order_id, COUNT(*) FROM t_order WHERE user_id = ? GROUP BY order_id ORDER BY order_id LIMIT ?, ?",
+			"ds_0: SELECT `order_id`,COUNT(1) FROM `t_order_0` WHERE `user_id`=? GROUP BY `order_id` ORDER BY `order_id` LIMIT 0 [<nil>]"},
+		{"SELECT 1 + ?", "ds_0: SELECT 1+? LIMIT 0 [<nil>]"},
+	} {
+		rd, err := rt.Describe(c.q)
+		if err != nil {
+			t.Fatalf("describe %s: %v", c.q, err)
+		}
+		if got := show(rd); got != c.want {
+			t.Errorf("describe %s:\n got %s\nwant %s", c.q, got, c.want)
+		}
+	}
 	for _, c := range []struct {
 		q    string
 		args []any

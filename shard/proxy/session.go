@@ -169,7 +169,7 @@ func (ss *session) command(p []byte) (quit bool, err error) {
 		// The command line's completion asks for columns; it gets none.
 		return false, ss.pc.send(ss.appendEOF(ss.pc.begin()))
 	case comStmtPrepare:
-		return false, ss.prepare(string(body))
+		return false, ss.prepare(ctx, string(body))
 	case comStmtExecute:
 		return false, ss.execute(ctx, body)
 	case comStmtSendLongData:
@@ -328,14 +328,7 @@ func (ss *session) endTx(commit bool) error {
 // error, as a server does when a statement fails while sending.
 func (ss *session) sendRows(rows *shard.Rows, bin bool) error {
 	pc := ss.pc
-	cols := make([]column, len(rows.Columns))
-	for i, name := range rows.Columns {
-		var ct *sql.ColumnType
-		if i < len(rows.Types) {
-			ct = rows.Types[i]
-		}
-		cols[i] = columnOf(name, ct)
-	}
+	cols := describe(rows)
 	if err := pc.send(appendLenInt(pc.begin(), uint64(len(cols)))); err != nil {
 		return err
 	}
@@ -357,6 +350,19 @@ func (ss *session) sendRows(rows *shard.Rows, bin bool) error {
 		}
 	}
 	return pc.send(ss.appendEOF(pc.begin()))
+}
+
+// describe returns the protocol's columns of rows.
+func describe(rows *shard.Rows) []column {
+	cols := make([]column, len(rows.Columns))
+	for i, name := range rows.Columns {
+		var ct *sql.ColumnType
+		if i < len(rows.Types) {
+			ct = rows.Types[i]
+		}
+		cols[i] = columnOf(name, ct)
+	}
+	return cols
 }
 
 // appendRow appends one row in the text or the binary protocol.
@@ -387,11 +393,14 @@ func appendRow(b []byte, r []any, cols []column, bin bool) ([]byte, error) {
 }
 
 // prepare answers COM_STMT_PREPARE: the statement is parsed and planned
-// now (its errors are the client's at once), its parameters counted. The
-// columns are described when it runs.
-func (ss *session) prepare(q string) error {
+// now (its errors are the client's at once), its parameters counted and
+// a SELECT's columns described (clients decide from them whether an
+// execution returns rows; each execution describes them again).
+func (ss *session) prepare(ctx context.Context, q string) error {
 	k := classify(q)
 	st := &prepared{query: q, kind: k}
+	var cols *shard.Rows
+	var err error
 	switch k {
 	case kindEmpty:
 		return ss.sendError(errorf(1065, "42000", "Query was empty"))
@@ -403,9 +412,17 @@ func (ss *session) prepare(q string) error {
 			return ss.sendError(err)
 		}
 		st.params = n
+		if k == kindQuery {
+			if cols, err = ss.s.ex.Describe(ctx, q); err != nil {
+				return ss.sendError(err)
+			}
+		}
 	case kindShow:
 		if strings.Contains(q, "?") {
 			return ss.sendError(notSupported("parameters in SHOW"))
+		}
+		if cols, err = ss.show(ctx, q); err != nil {
+			return ss.sendError(err)
 		}
 	default:
 		if strings.Contains(q, "?") {
@@ -421,7 +438,11 @@ func (ss *session) prepare(q string) error {
 	pc := ss.pc
 	b := append(pc.begin(), 0)
 	b = appendU32(b, id)
-	b = appendU16(b, 0) // columns: sent with each execution
+	ncols := 0
+	if cols != nil {
+		ncols = len(cols.Columns)
+	}
+	b = appendU16(b, uint16(ncols))
 	b = appendU16(b, uint16(st.params))
 	b = append(b, 0)
 	b = appendU16(b, 0)
@@ -431,6 +452,16 @@ func (ss *session) prepare(q string) error {
 	if st.params > 0 {
 		for range st.params {
 			if err := pc.send(appendColumn(pc.begin(), "", "", column{name: "?", typ: typeVarString, charset: charsetBinary, flags: flagBinary})); err != nil {
+				return err
+			}
+		}
+		if err := pc.send(ss.appendEOF(pc.begin())); err != nil {
+			return err
+		}
+	}
+	if ncols > 0 {
+		for _, c := range describe(cols) {
+			if err := pc.send(appendColumn(pc.begin(), ss.s.cfg.Database, "", c)); err != nil {
 				return err
 			}
 		}
