@@ -52,6 +52,12 @@ func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executo
 // Router is the executor's router (to see a statement's units).
 func (e *Executor) Router() *Router { return e.router }
 
+// Rules are the rules the executor routes by.
+func (e *Executor) Rules() *Rules { return e.router.rules }
+
+// DB is data source name's database (nil when the rules do not name it).
+func (e *Executor) DB(name string) *sql.DB { return e.dbs[name] }
+
 // Result is what a write did across its units.
 type Result struct {
 	// RowsAffected adds up every unit's count.

@@ -12,8 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/shard"
 	"github.com/tangram-dev/tangram/shard/proxy"
+	"github.com/tangram-dev/tangram/shard/ruleconfig"
 	"github.com/tangram-dev/tangram/shard/sqldriver"
 )
 
@@ -87,15 +89,16 @@ func newShardCmd(g *globals) *cobra.Command {
 
 func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobra.Command {
 	var listen, database, authPlugin, logFormat, logLevel string
+	var cfgServers, cfgEnv, cfgApp, cfgCluster, cfgNS string
 	var users []string
 	var maxConns, poolSize, parallel int
-	cmd := &cobra.Command{Use: "proxy RULES.yaml", Short: "Serve the MySQL protocol over the sharded data sources: any MySQL client or driver sees one database", Args: cobra.ExactArgs(1),
+	cmd := &cobra.Command{Use: "proxy [RULES.yaml]", Short: "Serve the MySQL protocol over the sharded data sources: any MySQL client or driver sees one database", Args: cobra.MaximumNArgs(1),
 		Example: `  tangram shard proxy examples/shard/sharding.yaml --listen 127.0.0.1:3307 --user app:secret
-  TANGRAM_SHARD_PASSWORD=secret tangram shard proxy rules.yaml --user app --auth-plugin caching_sha2_password`,
+  TANGRAM_SHARD_PASSWORD=secret tangram shard proxy rules.yaml --user app --auth-plugin caching_sha2_password
+  tangram shard proxy --config-server http://127.0.0.1:7070 --env prod --app shop --namespace sharding.yaml --user app:secret`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := read(args[0])
-			if err != nil {
-				return err
+			if (len(args) == 1) == (cfgNS != "") {
+				return fmt.Errorf("give a rules file or --namespace (rules from the config center), one of them")
 			}
 			log, err := newLogger(logFormat, logLevel)
 			if err != nil {
@@ -112,38 +115,83 @@ func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobr
 				}
 				accounts[name] = pass
 			}
-			dbs, err := sqldriver.OpenDataSources(r, poolSize)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var r *shard.Rules
+			var w *ruleconfig.Watcher
+			if cfgNS != "" {
+				c, err := config.NewClient(ctx, config.ClientConfig{Servers: strings.Split(cfgServers, ","), Token: g.token,
+					Env: cfgEnv, App: cfgApp, Cluster: cfgCluster, Namespaces: []string{cfgNS}, Logger: log})
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if w, err = ruleconfig.Open(c, cfgNS, log); err != nil {
+					return err
+				}
+				defer w.Stop()
+				r = w.Rules()
+			} else if r, err = read(args[0]); err != nil {
+				return err
+			}
+			pools := sqldriver.NewPools(poolSize)
+			defer pools.Close()
+			dbs, err := pools.Open(r)
 			if err != nil {
 				return err
 			}
-			defer func() {
-				for _, db := range dbs {
-					db.Close()
-				}
-			}()
 			srv, err := proxy.NewServer(r, dbs, proxy.Config{Users: accounts, Database: database, AuthPlugin: authPlugin,
 				MaxConns: maxConns, Executor: shard.ExecutorConfig{MaxParallel: parallel}, Logger: log})
 			if err != nil {
 				return err
+			}
+			update := func(r *shard.Rules) error {
+				dbs, err := pools.Open(r)
+				if err != nil {
+					return err
+				}
+				if err := srv.Update(r, dbs); err != nil {
+					return err
+				}
+				pools.Keep(r)
+				return nil
 			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				srv.Close()
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			fmt.Fprintf(g.out, "serving database %s of %d data sources on %s\n", srv.Database(), len(dbs), ln.Addr())
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve(ln) }()
-			select {
-			case <-ctx.Done():
-				srv.Close()
-				<-done
-				return nil
-			case err := <-done:
-				srv.Close()
-				return err
+			hup := make(chan os.Signal, 1)
+			if w != nil {
+				w.Start(update)
+			} else {
+				// SIGHUP reads the rules file again.
+				signal.Notify(hup, syscall.SIGHUP)
+				defer signal.Stop(hup)
+			}
+			for {
+				select {
+				case <-ctx.Done():
+					srv.Close()
+					<-done
+					return nil
+				case err := <-done:
+					srv.Close()
+					return err
+				case <-hup:
+					r, err := read(args[0])
+					if err == nil {
+						err = update(r)
+					}
+					if err != nil {
+						log.Error("sharding rules not reloaded (kept the rules before)", "file", args[0], "err", err)
+					} else {
+						log.Info("sharding rules reloaded", "file", args[0], "tables", len(r.Tables()))
+					}
+				}
 			}
 		}}
 	f := cmd.Flags()
@@ -154,6 +202,11 @@ func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobr
 	f.IntVar(&maxConns, "max-conns", 1024, "client connections allowed at once")
 	f.IntVar(&poolSize, "pool", 32, "connections per data source")
 	f.IntVar(&parallel, "parallel", 0, "statements one query runs at once across data sources (0: the executor's default)")
+	f.StringVar(&cfgServers, "config-server", "http://127.0.0.1:7070", "with --namespace: config servers' URLs, comma-separated (the token is -t / TANGRAM_TOKEN)")
+	f.StringVar(&cfgEnv, "env", "dev", "with --namespace: the config environment")
+	f.StringVar(&cfgApp, "app", "", "with --namespace: the config app")
+	f.StringVar(&cfgCluster, "cluster", "default", "with --namespace: the config cluster")
+	f.StringVar(&cfgNS, "namespace", "", "read the rules from this yaml namespace of the config center (and follow its releases) instead of a file")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -617,3 +617,56 @@ shardingAlgorithms:
 	}
 	return f, pools
 }
+
+// Update switches the rules under running sessions: a transaction open
+// at the switch finishes on the rules it began with; the next statement
+// is routed by the new ones.
+func TestUpdateRules(t *testing.T) {
+	f := start(t, proxy.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := f.client(t, "")
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (2, 'x', 0, 1, NOW())"); err != nil {
+		t.Fatal(err)
+	}
+	// New rules: t_account is one table in the first database (t_account_0).
+	old := f.srv.Executor().Rules()
+	r, err := shard.ParseRules([]byte(fmt.Sprintf("dataSources:\n  ds_0: %s\ntables:\n  t_account:\n    actualDataNodes: ds_0.t_account_0\n", old.DataSources["ds_0"])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Update(r, map[string]*sql.DB{"ds_0": f.srv.Executor().DB("ds_0")}); err != nil {
+		t.Fatal(err)
+	}
+	// Id 3 belonged to ds_1.t_account_1 under the old rules: the open
+	// transaction still puts it there.
+	if _, err := conn.ExecContext(ctx, "INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (3, 'x', 0, 1, NOW())"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := f.pools[1].QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account_1 WHERE id = 3").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the open transaction's second insert: %d rows in ds_1.t_account_1 (%v), want 1", n, err)
+	}
+	// After it, id 5 goes where the new rules say.
+	if _, err := conn.ExecContext(ctx, "INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (5, 'x', 0, 1, NOW())"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.pools[0].QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account_0 WHERE id = 5").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after the switch: %d rows with id 5 in ds_0.t_account_0 (%v), want 1", n, err)
+	}
+	got, err := rows(ctx, db, "SHOW TABLES")
+	if err != nil || got != "Tables_in_sharding_db\nbytes(t_account)\n" {
+		t.Fatalf("SHOW TABLES after the switch: %q %v", got, err)
+	}
+}

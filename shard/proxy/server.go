@@ -59,11 +59,11 @@ type Config struct {
 
 // Server serves the MySQL protocol over a sharded database.
 type Server struct {
-	cfg   Config
-	rules *shard.Rules
-	ex    *shard.Executor
-	dbs   map[string]*sql.DB
-	log   *slog.Logger
+	cfg Config
+	// ex is the executor statements start on; Update replaces it (a
+	// transaction keeps the one it began on).
+	ex  atomic.Pointer[shard.Executor]
+	log *slog.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -117,12 +117,26 @@ func NewServer(r *shard.Rules, dbs map[string]*sql.DB, cfg Config) (*Server, err
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, rules: r, ex: ex, dbs: dbs, log: cfg.Logger.With("component", "shard-proxy"),
-		ctx: ctx, cancel: cancel, lns: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}, nil
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "shard-proxy"),
+		ctx: ctx, cancel: cancel, lns: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}
+	s.ex.Store(ex)
+	return s, nil
 }
 
-// Executor is the server's executor.
-func (s *Server) Executor() *shard.Executor { return s.ex }
+// Executor is the executor statements start on now.
+func (s *Server) Executor() *shard.Executor { return s.ex.Load() }
+
+// Update switches to rules r over dbs (one per data source r names; the
+// caller keeps and closes them): statements from now on are routed by
+// r, transactions already open finish on the rules they began with.
+func (s *Server) Update(r *shard.Rules, dbs map[string]*sql.DB) error {
+	ex, err := shard.NewExecutor(r, dbs, s.cfg.Executor)
+	if err != nil {
+		return err
+	}
+	s.ex.Store(ex)
+	return nil
+}
 
 // Database is the schema clients see.
 func (s *Server) Database() string { return s.cfg.Database }

@@ -274,7 +274,7 @@ func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shar
 		if ss.tx != nil {
 			rows, err = ss.tx.Query(ctx, q, args...)
 		} else {
-			rows, err = ss.s.ex.Query(ctx, q, args...)
+			rows, err = ss.s.ex.Load().Query(ctx, q, args...)
 		}
 		return rows, none, err
 	}
@@ -283,14 +283,14 @@ func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shar
 	if ss.tx != nil {
 		res, err = ss.tx.Exec(ctx, q, args...)
 	} else {
-		res, err = ss.s.ex.Exec(ctx, q, args...)
+		res, err = ss.s.ex.Load().Exec(ctx, q, args...)
 	}
 	return nil, res, err
 }
 
 // begin opens the transaction a statement needs with autocommit off.
 func (ss *session) begin(ctx context.Context) error {
-	tx, err := ss.s.ex.Begin(ctx, ss.nextTxOpts())
+	tx, err := ss.s.ex.Load().Begin(ctx, ss.nextTxOpts())
 	if err != nil {
 		return err
 	}
@@ -407,13 +407,13 @@ func (ss *session) prepare(ctx context.Context, q string) error {
 	case kindOther:
 		return ss.sendError(refuse(q))
 	case kindQuery, kindWrite:
-		n, err := ss.s.ex.Router().Params(q)
+		n, err := ss.s.ex.Load().Router().Params(q)
 		if err != nil {
 			return ss.sendError(err)
 		}
 		st.params = n
 		if k == kindQuery {
-			if cols, err = ss.s.ex.Describe(ctx, q); err != nil {
+			if cols, err = ss.s.ex.Load().Describe(ctx, q); err != nil {
 				return ss.sendError(err)
 			}
 		}

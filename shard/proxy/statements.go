@@ -157,7 +157,7 @@ func (ss *session) beginStmt(ctx context.Context, q string) error {
 	}
 	opts := ss.nextTxOpts()
 	opts.ReadOnly = opts.ReadOnly || readOnly
-	tx, err := ss.s.ex.Begin(ctx, opts)
+	tx, err := ss.s.ex.Load().Begin(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -324,7 +324,8 @@ func (ss *session) show(ctx context.Context, q string) (*shard.Rows, error) {
 		if s.DBName != "" && !strings.EqualFold(s.DBName, ss.s.cfg.Database) {
 			return nil, errorf(1049, "42000", "Unknown database '%s'", s.DBName)
 		}
-		names := append(ss.s.rules.Tables(), ss.s.rules.BroadcastTables()...)
+		rules := ss.s.ex.Load().Rules()
+		names := append(rules.Tables(), rules.BroadcastTables()...)
 		sort.Strings(names)
 		names = slices.Compact(names)
 		names, err := filter(names, s)
@@ -416,11 +417,12 @@ func listRows(col string, names []string) *shard.Rows {
 // fromFirst runs q on the first data source (they are expected to be
 // alike) and reads its rows whole.
 func (ss *session) fromFirst(ctx context.Context, q string) (*shard.Rows, error) {
-	names := ss.s.rules.DataSourceNames()
+	ex := ss.s.ex.Load()
+	names := ex.Rules().DataSourceNames()
 	if len(names) == 0 {
 		return nil, fmt.Errorf("proxy: no data sources")
 	}
-	rs, err := ss.s.dbs[names[0]].QueryContext(ctx, q)
+	rs, err := ex.DB(names[0]).QueryContext(ctx, q)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -69,10 +71,13 @@ type Config struct {
 }
 
 // Connector connects *sql.DB handles to the sharded databases; closing
-// the *sql.DB closes the data sources' pools.
+// the *sql.DB closes the data sources' pools. Update switches it to new
+// rules while it runs.
 type Connector struct {
-	ex    *shard.Executor
-	dbs   map[string]*sql.DB
+	cfg   Config
+	pools *Pools
+	ex    atomic.Pointer[shard.Executor]
+	mu    sync.Mutex // serialises Update
 	close sync.Once
 }
 
@@ -80,18 +85,127 @@ var _ io.Closer = (*Connector)(nil)
 
 // NewConnector opens every data source of r (go-sql-driver/mysql).
 func NewConnector(r *shard.Rules, cfg Config) (*Connector, error) {
-	dbs, err := OpenDataSources(r, cfg.MaxOpenConns)
-	if err != nil {
+	c := &Connector{cfg: cfg, pools: NewPools(cfg.MaxOpenConns)}
+	if err := c.Update(r); err != nil {
+		c.pools.Close()
 		return nil, err
 	}
-	ex, err := shard.NewExecutor(r, dbs, cfg.Executor)
+	return c, nil
+}
+
+// Update switches the connector to rules r: data sources r adds are
+// opened, those it keeps (by URL) keep their pools, and statements from
+// now on are routed by r. A transaction already open finishes on the
+// rules it began with; the pools of data sources r dropped are closed a
+// grace period later (see Pools.Keep).
+func (c *Connector) Update(r *shard.Rules) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dbs, err := c.pools.Open(r)
 	if err != nil {
-		for _, db := range dbs {
-			db.Close()
+		return err
+	}
+	ex, err := shard.NewExecutor(r, dbs, c.cfg.Executor)
+	if err != nil {
+		return err
+	}
+	c.ex.Store(ex)
+	c.pools.Keep(r)
+	return nil
+}
+
+// Pools opens data sources with go-sql-driver/mysql, one pool per URL,
+// and keeps them across rule changes.
+type Pools struct {
+	maxOpen int
+	grace   time.Duration
+	mu      sync.Mutex
+	byURL   map[string]*sql.DB
+	timers  map[string]*time.Timer // pools to close once their grace ends
+	closed  bool
+}
+
+// NewPools returns pools of at most maxOpen connections each (default
+// 32).
+func NewPools(maxOpen int) *Pools {
+	if maxOpen <= 0 {
+		maxOpen = 32
+	}
+	return &Pools{maxOpen: maxOpen, grace: time.Minute, byURL: map[string]*sql.DB{}, timers: map[string]*time.Timer{}}
+}
+
+// Open returns a database for every data source of r, opening those not
+// open yet.
+func (p *Pools) Open(r *shard.Rules) (map[string]*sql.DB, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("shard/sqldriver: pools closed")
+	}
+	dbs := map[string]*sql.DB{}
+	for name, u := range r.DataSources {
+		if db := p.byURL[u]; db != nil {
+			if t := p.timers[u]; t != nil {
+				t.Stop() // named again: not dropped after all
+				delete(p.timers, u)
+			}
+			dbs[name] = db
+			continue
 		}
-		return nil, err
+		db, err := openMySQL(u, p.maxOpen)
+		if err != nil {
+			return nil, fmt.Errorf("shard/sqldriver: data source %s: %w", name, err)
+		}
+		p.byURL[u] = db
+		dbs[name] = db
 	}
-	return &Connector{ex: ex, dbs: dbs}, nil
+	return dbs, nil
+}
+
+// Keep closes, after a grace period (a minute: transactions begun on
+// the earlier rules finish on their pools), every pool that none of rs
+// names.
+func (p *Pools) Keep(rs ...*shard.Rules) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	used := map[string]bool{}
+	for _, r := range rs {
+		for _, u := range r.DataSources {
+			used[u] = true
+		}
+	}
+	for u, db := range p.byURL {
+		if used[u] || p.timers[u] != nil {
+			continue
+		}
+		p.timers[u] = time.AfterFunc(p.grace, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.timers[u] == nil || p.byURL[u] != db {
+				return
+			}
+			delete(p.timers, u)
+			delete(p.byURL, u)
+			db.Close()
+		})
+	}
+}
+
+// Close closes every pool now.
+func (p *Pools) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	var errs []error
+	for u, db := range p.byURL {
+		if t := p.timers[u]; t != nil {
+			t.Stop()
+		}
+		errs = append(errs, db.Close())
+	}
+	clear(p.byURL)
+	clear(p.timers)
+	return errors.Join(errs...)
 }
 
 // OpenDataSources opens a pool for every data source of r with
@@ -102,31 +216,37 @@ func OpenDataSources(r *shard.Rules, maxOpen int) (map[string]*sql.DB, error) {
 		maxOpen = 32
 	}
 	dbs := map[string]*sql.DB{}
-	fail := func(err error) (map[string]*sql.DB, error) {
-		for _, db := range dbs {
-			db.Close()
-		}
-		return nil, err
-	}
 	for name, u := range r.DataSources {
-		dsn, err := mysqlDSN(u)
+		db, err := openMySQL(u, maxOpen)
 		if err != nil {
-			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
+			for _, db := range dbs {
+				db.Close()
+			}
+			return nil, fmt.Errorf("shard/sqldriver: data source %s: %w", name, err)
 		}
-		mc, err := mysql.ParseDSN(dsn)
-		if err != nil {
-			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
-		}
-		c, err := mysql.NewConnector(mc)
-		if err != nil {
-			return fail(fmt.Errorf("shard/sqldriver: data source %s: %w", name, err))
-		}
-		db := sql.OpenDB(c)
-		db.SetMaxOpenConns(maxOpen)
-		db.SetMaxIdleConns(maxOpen)
 		dbs[name] = db
 	}
 	return dbs, nil
+}
+
+// openMySQL opens a pool for a mysql:// URL.
+func openMySQL(u string, maxOpen int) (*sql.DB, error) {
+	dsn, err := mysqlDSN(u)
+	if err != nil {
+		return nil, err
+	}
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(c)
+	db.SetMaxOpenConns(maxOpen)
+	db.SetMaxIdleConns(maxOpen)
+	return db, nil
 }
 
 // mysqlDSN turns mysql://user:password@host:port/database?params into
@@ -151,8 +271,8 @@ func mysqlDSN(raw string) (string, error) {
 	return mc.FormatDSN(), nil
 }
 
-// Executor is the connector's executor (to see a statement's route).
-func (c *Connector) Executor() *shard.Executor { return c.ex }
+// Executor is the connector's executor now (to see a statement's route).
+func (c *Connector) Executor() *shard.Executor { return c.ex.Load() }
 
 // Connect returns a connection: statements go through the executor; the
 // data sources' pools are shared.
@@ -163,13 +283,9 @@ func (c *Connector) Driver() driver.Driver { return Driver{} }
 
 // Close closes the data sources' pools (sql.DB.Close calls it).
 func (c *Connector) Close() error {
-	var errs []error
-	c.close.Do(func() {
-		for _, db := range c.dbs {
-			errs = append(errs, db.Close())
-		}
-	})
-	return errors.Join(errs...)
+	var err error
+	c.close.Do(func() { err = c.pools.Close() })
+	return err
 }
 
 type conn struct {
@@ -197,7 +313,7 @@ func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, e
 	if c.tx != nil {
 		return nil, errors.New("shard/sqldriver: a transaction is already open on this connection")
 	}
-	tx, err := c.c.ex.Begin(ctx, &sql.TxOptions{Isolation: sql.IsolationLevel(opts.Isolation), ReadOnly: opts.ReadOnly})
+	tx, err := c.c.ex.Load().Begin(ctx, &sql.TxOptions{Isolation: sql.IsolationLevel(opts.Isolation), ReadOnly: opts.ReadOnly})
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +345,7 @@ func (c *conn) ExecContext(ctx context.Context, q string, nv []driver.NamedValue
 	if c.tx != nil {
 		r, err = c.tx.Exec(ctx, q, a...)
 	} else {
-		r, err = c.c.ex.Exec(ctx, q, a...)
+		r, err = c.c.ex.Load().Exec(ctx, q, a...)
 	}
 	if err != nil {
 		return nil, err
@@ -246,7 +362,7 @@ func (c *conn) QueryContext(ctx context.Context, q string, nv []driver.NamedValu
 	if c.tx != nil {
 		r, err = c.tx.Query(ctx, q, a...)
 	} else {
-		r, err = c.c.ex.Query(ctx, q, a...)
+		r, err = c.c.ex.Load().Query(ctx, q, a...)
 	}
 	if err != nil {
 		return nil, err
