@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Executor runs statements over sharded databases: it routes each one,
@@ -25,6 +27,10 @@ type Executor struct {
 	router *Router
 	dbs    map[string]*sql.DB
 	sem    chan struct{}
+	reads  map[string]*replicaGroup // primary → its replicas
+	stop   context.CancelFunc       // ends the replica monitor (nil: none)
+	done   chan struct{}
+	close  sync.Once
 }
 
 // ExecutorConfig configures NewExecutor.
@@ -33,12 +39,17 @@ type ExecutorConfig struct {
 	// (default 8): a statement sent to every shard holds at most this
 	// many connections.
 	MaxParallel int
+	// LagCheckInterval is how often replicas of read groups with a
+	// maxReplicationLag are checked (default 1 s).
+	LagCheckInterval time.Duration
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // NewExecutor returns an executor over rules r with the data sources'
 // databases dbs (one per data source the rules name).
 func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executor, error) {
-	for _, name := range r.DataSourceNames() {
+	for name := range r.AllDataSources() {
 		if dbs[name] == nil {
 			return nil, fmt.Errorf("shard: no database given for data source %s", name)
 		}
@@ -46,7 +57,37 @@ func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executo
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = 8
 	}
-	return &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel)}, nil
+	if cfg.LagCheckInterval <= 0 {
+		cfg.LagCheckInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel), reads: newReplicaGroups(r)}
+	for _, rg := range e.reads {
+		if rg.g.MaxLag > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			e.stop, e.done = cancel, make(chan struct{})
+			go func() {
+				defer close(e.done)
+				e.monitor(ctx, cfg.LagCheckInterval, cfg.Logger.With("component", "shard"))
+			}()
+			break
+		}
+	}
+	return e, nil
+}
+
+// Close stops the executor's replica checks (the databases are the
+// caller's). Statements may still run on it: replicas stay as last seen.
+func (e *Executor) Close() error {
+	e.close.Do(func() {
+		if e.stop != nil {
+			e.stop()
+			<-e.done
+		}
+	})
+	return nil
 }
 
 // Router is the executor's router (to see a statement's units).
@@ -195,6 +236,10 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 	rd, err := e.router.Route(q, args)
 	if err != nil {
 		return nil, err
+	}
+	if parallel && !rd.Locking && len(e.reads) > 0 {
+		// Outside a transaction: replicas answer plain reads.
+		on = e.readRunner
 	}
 	parts := make([]*Rows, len(rd.Units))
 	errs := make([]error, len(rd.Units))

@@ -42,6 +42,9 @@ type Unit struct {
 type Routed struct {
 	Units []Unit
 	Query bool
+	// Locking: a SELECT … FOR UPDATE or LOCK IN SHARE MODE (read from
+	// the primary).
+	Locking bool
 	// merge (a query over several nodes) combines the units' rows;
 	// offset and count are its LIMIT's window (count -1: none).
 	merge         *mergePlan
@@ -135,6 +138,8 @@ type stmtPlan struct {
 	// tableless: the statement names no table (SELECT 1, SELECT
 	// @@version): any data source answers it.
 	tableless bool
+	// locking: SELECT … FOR UPDATE and its kin.
+	locking bool
 	// unknown is the first table neither sharded nor broadcast.
 	unknown string
 	// insert: rows, each with the markers of its values.
@@ -184,6 +189,7 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 			return nil, unsupported("a WITH clause")
 		}
 		p.where = st.Where
+		p.locking = st.LockInfo != nil && st.LockInfo.LockType != ast.SelectLockNone
 		p.labels = labels(st)
 	case *ast.InsertStmt:
 		switch {
@@ -381,7 +387,7 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 	if len(args) != p.params {
 		return nil, fmt.Errorf("shard: the statement has %d markers and %d arguments", p.params, len(args))
 	}
-	out := &Routed{Query: p.query, labels: p.labels}
+	out := &Routed{Query: p.query, Locking: p.locking, labels: p.labels}
 	if p.table == nil {
 		text, err := p.restore(nil, nil)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -28,10 +29,14 @@ type Rules struct {
 	// DataSources maps each data source name to its database URL
 	// (mysql://user:password@host:port/database).
 	DataSources map[string]string
-	tables      map[string]*Table
-	broadcast   map[string]bool
-	binding     map[string]int // table → its binding group
-	defaultDS   string
+	// ReadDataSources are the replicas read/write splitting reads from,
+	// name → URL (not written to; see ReadGroup).
+	ReadDataSources map[string]string
+	reads           map[string]*ReadGroup // primary data source → its replicas
+	tables          map[string]*Table
+	broadcast       map[string]bool
+	binding         map[string]int // table → its binding group
+	defaultDS       string
 }
 
 // Table is a sharded logical table.
@@ -109,6 +114,35 @@ func (r *Rules) DataSourceNames() []string {
 		out = append(out, n)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// ReadGroup is a primary data source's replicas: reads outside a
+// transaction go to one of them, writes and transactions to the primary.
+type ReadGroup struct {
+	Primary string
+	// Replicas are read data source names, in order.
+	Replicas []string
+	// LoadBalancer is ROUND_ROBIN (default) or RANDOM.
+	LoadBalancer string
+	// MaxLag skips a replica further behind its primary (0: replicas
+	// are read from without a check).
+	MaxLag time.Duration
+}
+
+// ReadGroup returns data source ds's replicas (nil: none).
+func (r *Rules) ReadGroup(ds string) *ReadGroup { return r.reads[ds] }
+
+// AllDataSources are the data sources and the read data sources, name →
+// URL: every database to open.
+func (r *Rules) AllDataSources() map[string]string {
+	out := make(map[string]string, len(r.DataSources)+len(r.ReadDataSources))
+	for n, u := range r.DataSources {
+		out[n] = u
+	}
+	for n, u := range r.ReadDataSources {
+		out[n] = u
+	}
 	return out
 }
 
@@ -360,7 +394,8 @@ type strategyDef struct {
 }
 
 func (p *ruleParser) parse(doc *yaml.Node) *Rules {
-	r := &Rules{DataSources: map[string]string{}, tables: map[string]*Table{}, broadcast: map[string]bool{}, binding: map[string]int{}}
+	r := &Rules{DataSources: map[string]string{}, ReadDataSources: map[string]string{}, reads: map[string]*ReadGroup{},
+		tables: map[string]*Table{}, broadcast: map[string]bool{}, binding: map[string]int{}}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		p.errf(doc, "empty rules")
 		return r
@@ -369,10 +404,10 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 	algs := map[string]algorithm{}
 	gens := map[string]*keyGen{}
 	broken := map[string]bool{} // algorithms defined with errors (reported where defined)
-	var tableNodes, bindingNode, broadcastNode, defaultDSNode *yaml.Node
+	var tableNodes, bindingNode, broadcastNode, defaultDSNode, rwNode *yaml.Node
 	var defDB, defTbl *strategyDef
 	for _, kv := range p.pairs(root, "rules", "dataSources", "tables", "bindingTables", "broadcastTables", "defaultDataSource",
-		"defaultDatabaseStrategy", "defaultTableStrategy", "shardingAlgorithms", "keyGenerators") {
+		"defaultDatabaseStrategy", "defaultTableStrategy", "shardingAlgorithms", "keyGenerators", "readwriteSplitting") {
 		k, v := kv[0], kv[1]
 		switch k.Value {
 		case "dataSources":
@@ -437,6 +472,8 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 			bindingNode = v
 		case "broadcastTables":
 			broadcastNode = v
+		case "readwriteSplitting":
+			rwNode = v
 		case "defaultDataSource":
 			defaultDSNode = v
 			r.defaultDS = p.scalar(v, "defaultDataSource")
@@ -451,6 +488,9 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 	}
 	if defaultDSNode != nil && r.DataSources[r.defaultDS] == "" {
 		p.errf(defaultDSNode, "defaultDataSource %q is not one of the data sources", r.defaultDS)
+	}
+	if rwNode != nil {
+		p.readwrite(rwNode, r)
 	}
 	resolve := func(d *strategyDef, what string) *strategy {
 		if d == nil || d.s == nil {
@@ -656,6 +696,50 @@ func bindable(a, b *Table) string {
 // strategy reads `standard: {shardingColumn, shardingAlgorithmName}`,
 // `complex: {shardingColumns, shardingAlgorithmName}`,
 // `hint: {shardingAlgorithmName}` or `none: {}`.
+// readwrite reads readwriteSplitting: for a data source, its replicas
+// (name: URL), a load balancer and the replication lag it tolerates.
+func (p *ruleParser) readwrite(n *yaml.Node, r *Rules) {
+	for _, g := range p.pairs(n, "readwriteSplitting") {
+		primary := g[0].Value
+		what := "readwriteSplitting " + primary
+		if r.DataSources[primary] == "" {
+			p.errf(g[0], "%s: %q is not one of the data sources", what, primary)
+		}
+		rg := &ReadGroup{Primary: primary, LoadBalancer: "ROUND_ROBIN"}
+		for _, f := range p.pairs(g[1], what, "readDataSources", "loadBalancer", "maxReplicationLag") {
+			switch f[0].Value {
+			case "readDataSources":
+				for _, ds := range p.pairs(f[1], what+" readDataSources") {
+					name, u := ds[0].Value, p.scalar(ds[1], "read data source "+ds[0].Value)
+					if pu, err := url.Parse(u); err != nil || pu.Scheme != "mysql" || pu.Host == "" || strings.Trim(pu.Path, "/") == "" {
+						p.errf(ds[1], "read data source %s: %q: want mysql://user[:password]@host:port/database", name, u)
+					}
+					if r.DataSources[name] != "" || r.ReadDataSources[name] != "" {
+						p.errf(ds[0], "read data source %s: the name is taken (by a data source or another replica)", name)
+					}
+					r.ReadDataSources[name] = u
+					rg.Replicas = append(rg.Replicas, name)
+				}
+			case "loadBalancer":
+				rg.LoadBalancer = strings.ToUpper(p.scalar(f[1], what+" loadBalancer"))
+				if rg.LoadBalancer != "ROUND_ROBIN" && rg.LoadBalancer != "RANDOM" {
+					p.errf(f[1], "%s: loadBalancer %q: want ROUND_ROBIN or RANDOM", what, rg.LoadBalancer)
+				}
+			case "maxReplicationLag":
+				d, err := time.ParseDuration(p.scalar(f[1], what+" maxReplicationLag"))
+				if err != nil || d < 0 {
+					p.errf(f[1], "%s: maxReplicationLag %q: want a duration such as 2s", what, f[1].Value)
+				}
+				rg.MaxLag = d
+			}
+		}
+		if len(rg.Replicas) == 0 {
+			p.errf(g[1], "%s: readDataSources: at least one replica is required", what)
+		}
+		r.reads[primary] = rg
+	}
+}
+
 func (p *ruleParser) strategy(n *yaml.Node, what string) *strategyDef {
 	kvs := p.pairs(n, what, "standard", "complex", "hint", "none")
 	if len(kvs) != 1 {

@@ -327,6 +327,15 @@ broadcastTables: [t_order]
 shardingAlgorithms:
   bad_mod: {type: MOD, props: {sharding-count: -1}}
 defaultDataSource: ds_9
+readwriteSplitting:
+  ds_0:
+    readDataSources:
+      ds_1: mysql://root@127.0.0.1:3307/shop_0
+      ds_0_r: redis://x
+    loadBalancer: FASTEST
+    maxReplicationLag: soon
+  ds_7:
+    readDataSources: {}
 `
 	_, err := ParseRules([]byte(bad))
 	if !errors.Is(err, ErrRules) {
@@ -342,6 +351,12 @@ defaultDataSource: ds_9
 		`line 16: broadcast table t_order is also a sharded table`,
 		`line 18: algorithm bad_mod (MOD): property sharding-count: -1`,
 		`line 19: defaultDataSource "ds_9" is not one of the data sources`,
+		`line 23: read data source ds_1: the name is taken`,
+		`line 24: read data source ds_0_r: "redis://x"`,
+		`line 25: readwriteSplitting ds_0: loadBalancer "FASTEST": want ROUND_ROBIN or RANDOM`,
+		`line 26: readwriteSplitting ds_0: maxReplicationLag "soon"`,
+		`line 27: readwriteSplitting ds_7: "ds_7" is not one of the data sources`,
+		`line 28: readwriteSplitting ds_7: readDataSources: at least one replica is required`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q:\n%v", want, err)

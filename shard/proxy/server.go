@@ -112,6 +112,9 @@ func NewServer(r *shard.Rules, dbs map[string]*sql.DB, cfg Config) (*Server, err
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Executor.Logger == nil {
+		cfg.Executor.Logger = cfg.Logger
+	}
 	ex, err := shard.NewExecutor(r, dbs, cfg.Executor)
 	if err != nil {
 		return nil, err
@@ -134,7 +137,9 @@ func (s *Server) Update(r *shard.Rules, dbs map[string]*sql.DB) error {
 	if err != nil {
 		return err
 	}
-	s.ex.Store(ex)
+	if old := s.ex.Swap(ex); old != nil {
+		old.Close()
+	}
 	return nil
 }
 
@@ -229,7 +234,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
-	return nil
+	return s.ex.Load().Close()
 }
 
 // serveConn runs one client connection: the handshake, then commands

@@ -7,12 +7,19 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the test databases' driver
 
 	"github.com/tangram-dev/tangram/internal/store/storetest"
+	"github.com/tangram-dev/tangram/internal/wait"
 )
 
 // Databases creates n fresh databases on the test MariaDB (TANGRAM_TEST_MYSQL,
@@ -59,4 +66,133 @@ func Databases(t testing.TB, n int, ddl ...string) ([]*sql.DB, []string) {
 		urls = append(urls, fmt.Sprintf("mysql://%s@%s/%s", cred, u.Host, name))
 	}
 	return dbs, urls
+}
+
+// Replication is a MariaDB primary and its replica, each a mariadbd of
+// the test's own (in a temporary directory, on a free loopback port),
+// replicating by GTID; stopped when the test ends.
+type Replication struct {
+	Primary, Replica *sql.DB
+	// PrimaryURL and ReplicaURL are the mysql:// URLs of database test
+	// on each (rules name data sources by them).
+	PrimaryURL, ReplicaURL string
+}
+
+// Replicated starts a primary and a replica of it (about two seconds
+// each: mariadb-install-db, then mariadbd), creates database test on
+// the primary and waits until the replica has it.
+func Replicated(t testing.TB) *Replication {
+	t.Helper()
+	if _, err := exec.LookPath("mariadb-install-db"); err != nil {
+		t.Fatalf("mariadb-install-db is not installed (apt-get install mariadb-server; scripts/services.sh does it): %v", err)
+	}
+	primary, pURL := startMariaDB(t, 1)
+	replica, rURL := startMariaDB(t, 2)
+	pu, err := url.Parse(pURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port := pu.Hostname(), pu.Port()
+	for _, q := range []string{
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%s, MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", host, port),
+		"START SLAVE",
+	} {
+		if _, err := replica.Exec(q); err != nil {
+			t.Fatalf("replica: %s: %v", q, err)
+		}
+	}
+	if _, err := primary.Exec("CREATE DATABASE test"); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "the replica to replicate CREATE DATABASE test", func() bool {
+		var n int
+		err := replica.QueryRow("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'test'").Scan(&n)
+		return err == nil && n == 1
+	})
+	open := func(u string) *sql.DB {
+		db, err := sql.Open("mysql", dsnOf(u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	return &Replication{Primary: open(pURL + "test"), Replica: open(rURL + "test"), PrimaryURL: pURL + "test", ReplicaURL: rURL + "test"}
+}
+
+// dsnOf turns mysql://user@host:port/db into go-sql-driver's DSN.
+func dsnOf(u string) string {
+	rest := strings.TrimPrefix(u, "mysql://")
+	cred, hostdb, _ := strings.Cut(rest, "@")
+	host, db, _ := strings.Cut(hostdb, "/")
+	return fmt.Sprintf("%s@tcp(%s)/%s", cred, host, db)
+}
+
+// startMariaDB runs a mariadbd of its own with binary logs on and
+// returns a connection (no database) and its URL up to the database
+// name (mysql://root@127.0.0.1:port/).
+func startMariaDB(t testing.TB, id int) (*sql.DB, string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tgmaria-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	data := filepath.Join(dir, "data")
+	install := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+data, "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("/usr/sbin/mariadbd", "--no-defaults", "--datadir="+data, "--user=root", "--bind-address=127.0.0.1",
+		fmt.Sprintf("--port=%d", port), "--socket="+filepath.Join(dir, "sock"), "--pid-file="+filepath.Join(dir, "pid"),
+		fmt.Sprintf("--server-id=%d", id), "--log-bin="+filepath.Join(dir, "bin"), "--skip-name-resolve",
+		"--innodb-buffer-pool-size=16M", "--skip-log-error", "--log-error="+filepath.Join(dir, "err.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	sock := filepath.Join(dir, "sock")
+	admin, err := sql.Open("mysql", "root@unix("+sock+")/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	up := wait.Until(30*time.Second, func() bool {
+		select {
+		case exitErr = <-exited:
+			exited <- exitErr
+			return true
+		default:
+		}
+		return admin.Ping() == nil
+	})
+	if !up || exitErr != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "err.log"))
+		t.Fatalf("mariadbd did not answer within 30 s (exit: %v)\n%s", exitErr, b)
+	}
+	// root over TCP from loopback, without a password.
+	for _, q := range []string{"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''", "GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION"} {
+		if _, err := admin.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	admin.Close()
+	u := fmt.Sprintf("mysql://root@127.0.0.1:%d/", port)
+	db, err := sql.Open("mysql", dsnOf(u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, u
 }

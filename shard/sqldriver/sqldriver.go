@@ -109,7 +109,9 @@ func (c *Connector) Update(r *shard.Rules) error {
 	if err != nil {
 		return err
 	}
-	c.ex.Store(ex)
+	if old := c.ex.Swap(ex); old != nil {
+		old.Close()
+	}
 	c.pools.Keep(r)
 	return nil
 }
@@ -143,7 +145,7 @@ func (p *Pools) Open(r *shard.Rules) (map[string]*sql.DB, error) {
 		return nil, errors.New("shard/sqldriver: pools closed")
 	}
 	dbs := map[string]*sql.DB{}
-	for name, u := range r.DataSources {
+	for name, u := range r.AllDataSources() {
 		if db := p.byURL[u]; db != nil {
 			if t := p.timers[u]; t != nil {
 				t.Stop() // named again: not dropped after all
@@ -170,7 +172,7 @@ func (p *Pools) Keep(rs ...*shard.Rules) {
 	defer p.mu.Unlock()
 	used := map[string]bool{}
 	for _, r := range rs {
-		for _, u := range r.DataSources {
+		for _, u := range r.AllDataSources() {
 			used[u] = true
 		}
 	}
@@ -216,7 +218,7 @@ func OpenDataSources(r *shard.Rules, maxOpen int) (map[string]*sql.DB, error) {
 		maxOpen = 32
 	}
 	dbs := map[string]*sql.DB{}
-	for name, u := range r.DataSources {
+	for name, u := range r.AllDataSources() {
 		db, err := openMySQL(u, maxOpen)
 		if err != nil {
 			for _, db := range dbs {
@@ -284,7 +286,10 @@ func (c *Connector) Driver() driver.Driver { return Driver{} }
 // Close closes the data sources' pools (sql.DB.Close calls it).
 func (c *Connector) Close() error {
 	var err error
-	c.close.Do(func() { err = c.pools.Close() })
+	c.close.Do(func() {
+		c.ex.Load().Close()
+		err = c.pools.Close()
+	})
 	return err
 }
 
