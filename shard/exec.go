@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,12 +26,17 @@ import (
 // sources that did commit.
 type Executor struct {
 	router *Router
-	dbs    map[string]*sql.DB
-	sem    chan struct{}
-	reads  map[string]*replicaGroup // primary → its replicas
-	stop   context.CancelFunc       // ends the replica monitor (nil: none)
-	done   chan struct{}
-	close  sync.Once
+	// next routes by a migration's target (nil: no migration); phase is
+	// the migration's.
+	next     *Router
+	phase    string
+	inflight atomic.Int64 // statements running
+	dbs      map[string]*sql.DB
+	sem      chan struct{}
+	reads    map[string]*replicaGroup // primary → its replicas
+	stop     context.CancelFunc       // ends the replica monitor (nil: none)
+	done     chan struct{}
+	close    sync.Once
 }
 
 // ExecutorConfig configures NewExecutor.
@@ -64,6 +70,14 @@ func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executo
 		cfg.Logger = slog.Default()
 	}
 	e := &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel), reads: newReplicaGroups(r)}
+	if m := r.Migration(); m != nil {
+		e.next, e.phase = NewRouter(m.To), m.Phase
+		for ds, rg := range newReplicaGroups(m.To) {
+			if e.reads[ds] == nil {
+				e.reads[ds] = rg
+			}
+		}
+	}
 	for _, rg := range e.reads {
 		if rg.g.MaxLag > 0 {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -90,8 +104,41 @@ func (e *Executor) Close() error {
 	return nil
 }
 
-// Router is the executor's router (to see a statement's units).
-func (e *Executor) Router() *Router { return e.router }
+// Router is the router reads take (to see a statement's units): the
+// rules' own, or a migration's target in phase READ_NEW.
+func (e *Executor) Router() *Router {
+	if e.phase == PhaseReadNew {
+		return e.next
+	}
+	return e.router
+}
+
+// writeRouters are the routers a write goes through: the authoritative
+// layout's, then (migrating) the other's.
+func (e *Executor) writeRouters() (primary, secondary *Router) {
+	switch e.phase {
+	case PhaseDoubleWrite:
+		return e.router, e.next
+	case PhaseReadNew:
+		return e.next, e.router
+	}
+	return e.router, nil
+}
+
+// Drain waits up to d for the statements running on the executor to end
+// (after a switch to other rules, before acting on the switch).
+func (e *Executor) Drain(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	pause := 100 * time.Microsecond
+	for e.inflight.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
+	return true
+}
 
 // Rules are the rules the executor routes by.
 func (e *Executor) Rules() *Rules { return e.router.rules }
@@ -129,10 +176,21 @@ type runner interface {
 func (e *Executor) pool(_ context.Context, ds string) (runner, error) { return e.dbs[ds], nil }
 
 func (e *Executor) exec(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (Result, error) {
-	rd, err := e.router.Route(q, args)
+	e.inflight.Add(1)
+	defer e.inflight.Add(-1)
+	primary, secondary := e.writeRouters()
+	rd, err := primary.Route(q, args)
 	if err != nil {
 		return Result{}, err
 	}
+	if secondary == nil {
+		return e.run(ctx, rd, on, parallel)
+	}
+	return e.doubleWrite(ctx, rd, secondary, q, args, on, parallel)
+}
+
+// run runs a write's units.
+func (e *Executor) run(ctx context.Context, rd *Routed, on func(context.Context, string) (runner, error), parallel bool) (Result, error) {
 	type out struct {
 		n, id int64
 		err   error
@@ -233,7 +291,9 @@ func (e *Executor) Query(ctx context.Context, q string, args ...any) (*Rows, err
 }
 
 func (e *Executor) query(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (*Rows, error) {
-	rd, err := e.router.Route(q, args)
+	e.inflight.Add(1)
+	defer e.inflight.Add(-1)
+	rd, err := e.Router().Route(q, args)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +344,7 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 // Describe returns a SELECT's columns (names and types) without its
 // rows, asking one data source (see Router.Describe).
 func (e *Executor) Describe(ctx context.Context, q string) (*Rows, error) {
-	rd, err := e.router.Describe(q)
+	rd, err := e.Router().Describe(q)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,7 @@ type Rules struct {
 	// name → URL (not written to; see ReadGroup).
 	ReadDataSources map[string]string
 	reads           map[string]*ReadGroup // primary data source → its replicas
+	migration       *Migration
 	tables          map[string]*Table
 	broadcast       map[string]bool
 	binding         map[string]int // table → its binding group
@@ -117,6 +118,24 @@ func (r *Rules) DataSourceNames() []string {
 	return out
 }
 
+// Migration is online resharding in progress: the rules' layout is
+// moving to To's. In phase DOUBLE_WRITE reads use the rules' own layout
+// and every write is applied to both; in READ_NEW reads use To's and
+// writes still go to both. The last step publishes To itself.
+type Migration struct {
+	Phase string
+	To    *Rules
+}
+
+// Migration phases.
+const (
+	PhaseDoubleWrite = "DOUBLE_WRITE"
+	PhaseReadNew     = "READ_NEW"
+)
+
+// Migration is the resharding in progress (nil: none).
+func (r *Rules) Migration() *Migration { return r.migration }
+
 // ReadGroup is a primary data source's replicas: reads outside a
 // transaction go to one of them, writes and transactions to the primary.
 type ReadGroup struct {
@@ -142,6 +161,11 @@ func (r *Rules) AllDataSources() map[string]string {
 	}
 	for n, u := range r.ReadDataSources {
 		out[n] = u
+	}
+	if r.migration != nil {
+		for n, u := range r.migration.To.AllDataSources() {
+			out[n] = u
+		}
 	}
 	return out
 }
@@ -292,7 +316,10 @@ func ParseRules(data []byte) (*Rules, error) {
 	return r, nil
 }
 
-type ruleParser struct{ errs []ruleErr }
+type ruleParser struct {
+	errs   []ruleErr
+	nested bool // parsing a migration's target
+}
 
 type ruleErr struct {
 	line int
@@ -404,10 +431,10 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 	algs := map[string]algorithm{}
 	gens := map[string]*keyGen{}
 	broken := map[string]bool{} // algorithms defined with errors (reported where defined)
-	var tableNodes, bindingNode, broadcastNode, defaultDSNode, rwNode *yaml.Node
+	var tableNodes, bindingNode, broadcastNode, defaultDSNode, rwNode, migNode *yaml.Node
 	var defDB, defTbl *strategyDef
 	for _, kv := range p.pairs(root, "rules", "dataSources", "tables", "bindingTables", "broadcastTables", "defaultDataSource",
-		"defaultDatabaseStrategy", "defaultTableStrategy", "shardingAlgorithms", "keyGenerators", "readwriteSplitting") {
+		"defaultDatabaseStrategy", "defaultTableStrategy", "shardingAlgorithms", "keyGenerators", "readwriteSplitting", "migration") {
 		k, v := kv[0], kv[1]
 		switch k.Value {
 		case "dataSources":
@@ -474,6 +501,8 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 			broadcastNode = v
 		case "readwriteSplitting":
 			rwNode = v
+		case "migration":
+			migNode = v
 		case "defaultDataSource":
 			defaultDSNode = v
 			r.defaultDS = p.scalar(v, "defaultDataSource")
@@ -491,6 +520,9 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 	}
 	if rwNode != nil {
 		p.readwrite(rwNode, r)
+	}
+	if migNode != nil {
+		p.migration(migNode, r)
 	}
 	resolve := func(d *strategyDef, what string) *strategy {
 		if d == nil || d.s == nil {
@@ -696,6 +728,70 @@ func bindable(a, b *Table) string {
 // strategy reads `standard: {shardingColumn, shardingAlgorithmName}`,
 // `complex: {shardingColumns, shardingAlgorithmName}`,
 // `hint: {shardingAlgorithmName}` or `none: {}`.
+// migration reads a migration: its phase and the whole target rules.
+func (p *ruleParser) migration(n *yaml.Node, r *Rules) {
+	if p.nested {
+		p.errf(n, "migration: the target rules cannot hold a migration of their own")
+		return
+	}
+	m := &Migration{}
+	var to *yaml.Node
+	for _, f := range p.pairs(n, "migration", "phase", "to") {
+		switch f[0].Value {
+		case "phase":
+			m.Phase = strings.ToUpper(p.scalar(f[1], "migration phase"))
+			if m.Phase != PhaseDoubleWrite && m.Phase != PhaseReadNew {
+				p.errf(f[1], "migration phase %q: want %s or %s", f[1].Value, PhaseDoubleWrite, PhaseReadNew)
+			}
+		case "to":
+			to = f[1]
+		}
+	}
+	if m.Phase == "" {
+		p.errf(n, "migration: phase is required (%s or %s)", PhaseDoubleWrite, PhaseReadNew)
+	}
+	if to == nil {
+		p.errf(n, "migration: to (the target rules) is required")
+		return
+	}
+	sub := &ruleParser{nested: true}
+	m.To = sub.parse(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{to}})
+	for _, e := range sub.errs {
+		p.errs = append(p.errs, ruleErr{e.line, "migration target: " + e.msg})
+	}
+	for name, u := range m.To.AllDataSources() {
+		if old, ok := r.AllDataSources()[name]; ok && old != u {
+			p.errf(to, "migration target: data source %s is %s here and %s in the rules migrated from: give the new database another name", name, u, old)
+		}
+	}
+	// A table that moves moves into tables of its own: were a physical
+	// table in both layouts, the rows copied into it would be read twice
+	// from the old layout.
+	for _, name := range m.To.Tables() {
+		old, nt := r.Table(name), m.To.Table(name)
+		if old == nil || slices.Equal(old.Nodes, nt.Nodes) {
+			continue
+		}
+		oldNodes := map[string]bool{}
+		for _, n := range old.Nodes {
+			oldNodes[r.DataSources[n.DataSource]+"|"+n.Table] = true
+		}
+		for _, n := range nt.Nodes {
+			if oldNodes[m.To.DataSources[n.DataSource]+"|"+n.Table] {
+				p.errf(to, "migration target: table %s moves but keeps its data node %s: reshard into new tables or new databases", name, n)
+				break
+			}
+		}
+	}
+	r.migration = m
+}
+
+// Moving reports whether table name changes layout in the migration.
+func (m *Migration) Moving(from *Rules, name string) bool {
+	old, nt := from.Table(name), m.To.Table(name)
+	return old != nil && nt != nil && !slices.Equal(old.Nodes, nt.Nodes)
+}
+
 // readwrite reads readwriteSplitting: for a data source, its replicas
 // (name: URL), a load balancer and the replication lag it tolerates.
 func (p *ruleParser) readwrite(n *yaml.Node, r *Rules) {

@@ -83,19 +83,19 @@ func newShardCmd(g *globals) *cobra.Command {
 			})
 		}}
 	route.Flags().StringArrayVar(&argv, "arg", nil, "an argument for the next ? (repeat; integers as numbers)")
-	cmd.AddCommand(check, route, newShardProxyCmd(g, read))
+	cmd.AddCommand(check, route, newShardProxyCmd(g, read), newShardMigrateCmd(g))
 	return cmd
 }
 
 func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobra.Command {
 	var listen, database, authPlugin, logFormat, logLevel string
-	var cfgServers, cfgEnv, cfgApp, cfgCluster, cfgNS string
+	var cfgEnv, cfgApp, cfgCluster, cfgNS string
 	var users []string
 	var maxConns, poolSize, parallel int
 	cmd := &cobra.Command{Use: "proxy [RULES.yaml]", Short: "Serve the MySQL protocol over the sharded data sources: any MySQL client or driver sees one database", Args: cobra.MaximumNArgs(1),
 		Example: `  tangram shard proxy examples/shard/sharding.yaml --listen 127.0.0.1:3307 --user app:secret
   TANGRAM_SHARD_PASSWORD=secret tangram shard proxy rules.yaml --user app --auth-plugin caching_sha2_password
-  tangram shard proxy --config-server http://127.0.0.1:7070 --env prod --app shop --namespace sharding.yaml --user app:secret`,
+  tangram shard proxy --server http://127.0.0.1:7070 --env prod --app shop --namespace sharding.yaml --user app:secret`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (len(args) == 1) == (cfgNS != "") {
 				return fmt.Errorf("give a rules file or --namespace (rules from the config center), one of them")
@@ -120,7 +120,7 @@ func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobr
 			var r *shard.Rules
 			var w *ruleconfig.Watcher
 			if cfgNS != "" {
-				c, err := config.NewClient(ctx, config.ClientConfig{Servers: strings.Split(cfgServers, ","), Token: g.token,
+				c, err := config.NewClient(ctx, config.ClientConfig{Servers: strings.Split(g.server, ","), Token: g.token,
 					Env: cfgEnv, App: cfgApp, Cluster: cfgCluster, Namespaces: []string{cfgNS}, Logger: log})
 				if err != nil {
 					return err
@@ -202,11 +202,10 @@ func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobr
 	f.IntVar(&maxConns, "max-conns", 1024, "client connections allowed at once")
 	f.IntVar(&poolSize, "pool", 32, "connections per data source")
 	f.IntVar(&parallel, "parallel", 0, "statements one query runs at once across data sources (0: the executor's default)")
-	f.StringVar(&cfgServers, "config-server", "http://127.0.0.1:7070", "with --namespace: config servers' URLs, comma-separated (the token is -t / TANGRAM_TOKEN)")
 	f.StringVar(&cfgEnv, "env", "dev", "with --namespace: the config environment")
 	f.StringVar(&cfgApp, "app", "", "with --namespace: the config app")
 	f.StringVar(&cfgCluster, "cluster", "default", "with --namespace: the config cluster")
-	f.StringVar(&cfgNS, "namespace", "", "read the rules from this yaml namespace of the config center (and follow its releases) instead of a file")
+	f.StringVar(&cfgNS, "namespace", "", "read the rules from this yaml namespace of the config center at --server (and follow its releases) instead of a file")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -138,6 +138,9 @@ func (s *Server) Update(r *shard.Rules, dbs map[string]*sql.DB) error {
 		return err
 	}
 	if old := s.ex.Swap(ex); old != nil {
+		// Statements that started on the old rules end before the
+		// switch counts as done (a migration's copy relies on it).
+		old.Drain(10 * time.Second)
 		old.Close()
 	}
 	return nil

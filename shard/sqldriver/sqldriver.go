@@ -110,6 +110,9 @@ func (c *Connector) Update(r *shard.Rules) error {
 		return err
 	}
 	if old := c.ex.Swap(ex); old != nil {
+		// Statements that started on the old rules end before the
+		// switch counts as done (a migration's copy relies on it).
+		old.Drain(10 * time.Second)
 		old.Close()
 	}
 	c.pools.Keep(r)
