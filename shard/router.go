@@ -140,6 +140,9 @@ type stmtPlan struct {
 	tableless bool
 	// locking: SELECT … FOR UPDATE and its kin.
 	locking bool
+	// ddl: CREATE/ALTER/DROP/TRUNCATE TABLE, CREATE/DROP INDEX — sent to
+	// every data node of the table.
+	ddl bool
 	// unknown is the first table neither sharded nor broadcast.
 	unknown string
 	// insert: rows, each with the markers of its values.
@@ -212,10 +215,42 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 			return nil, unsupported("DELETE from several tables")
 		}
 		p.where = st.Where
+	case *ast.CreateTableStmt:
+		switch {
+		case st.ReferTable != nil:
+			return nil, unsupported("CREATE TABLE … LIKE (give the columns)")
+		case st.Select != nil:
+			return nil, unsupported("CREATE TABLE … SELECT")
+		}
+		for _, c := range st.Constraints {
+			if c.Tp == ast.ConstraintForeignKey {
+				return nil, unsupported("a FOREIGN KEY in a sharded schema (each shard's rows refer within it only)")
+			}
+		}
+		p.ddl = true
+	case *ast.DropTableStmt:
+		if len(st.Tables) != 1 || st.IsView {
+			return nil, unsupported("DROP of several tables, or of a view, in one statement (drop them one at a time)")
+		}
+		p.ddl = true
+	case *ast.TruncateTableStmt, *ast.CreateIndexStmt, *ast.DropIndexStmt:
+		p.ddl = true
+	case *ast.AlterTableStmt:
+		for _, sp := range st.Specs {
+			switch sp.Tp {
+			case ast.AlterTableRenameTable:
+				return nil, unsupported("ALTER TABLE … RENAME (the logical name is the rules')")
+			case ast.AlterTableAddConstraint:
+				if sp.Constraint != nil && sp.Constraint.Tp == ast.ConstraintForeignKey {
+					return nil, unsupported("a FOREIGN KEY in a sharded schema (each shard's rows refer within it only)")
+				}
+			}
+		}
+		p.ddl = true
 	case *ast.SetOprStmt:
 		return nil, unsupported("UNION, EXCEPT and INTERSECT")
 	default:
-		return nil, unsupported("the statement %T", stmt)
+		return nil, unsupported("the statement %s", stmtName(stmt))
 	}
 
 	var sharded []*ast.TableName
@@ -305,6 +340,20 @@ func (rd *Routed) relabel(cols []string) {
 			cols[i] = l
 		}
 	}
+}
+
+// stmtName is a statement's kind in words: *ast.CreateDatabaseStmt is
+// CREATE DATABASE.
+func stmtName(stmt ast.StmtNode) string {
+	n := strings.TrimSuffix(strings.TrimPrefix(fmt.Sprintf("%T", stmt), "*ast."), "Stmt")
+	var b strings.Builder
+	for i, r := range n {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(r)
+	}
+	return strings.ToUpper(b.String())
 }
 
 // checkSplittable refuses an UPDATE or DELETE with LIMIT over several

@@ -443,8 +443,10 @@ func TestErrors(t *testing.T) {
 			{"SELEKT 1", 1064, "syntax"},
 			{"SELECT COUNT(DISTINCT owner) FROM t_account", 1235, "COUNT(DISTINCT"},
 			{"SELECT * FROM t_account WHERE id IN (SELECT id FROM t_account)", 1235, "subquery"},
-			{"CREATE TABLE t_x (id INT)", 1235, "DDL"},
-			{"DROP TABLE t_account", 1235, "DDL"},
+			{"CREATE TABLE t_x (id INT)", 1146, "t_x"},
+			{"CREATE DATABASE x", 1235, "CREATE DATABASE"},
+			{"DROP TABLE t_account, t_currency", 1235, "one at a time"},
+			{"RENAME TABLE t_account TO t_y", 1235, "RENAME"},
 			{"SET sql_mode = ''", 1235, "sql_mode"},
 			{"SET GLOBAL max_connections = 10", 1235, "GLOBAL"},
 			{"SET @x = 1", 1235, "user variables"},
@@ -668,5 +670,47 @@ func TestUpdateRules(t *testing.T) {
 	got, err := rows(ctx, db, "SHOW TABLES")
 	if err != nil || got != "Tables_in_sharding_db\nbytes(t_account)\n" {
 		t.Fatalf("SHOW TABLES after the switch: %q %v", got, err)
+	}
+}
+
+// DDL on a logical table runs on each of its data nodes (a broadcast
+// table's on every data source).
+func TestDDL(t *testing.T) {
+	f := start(t, proxy.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := f.client(t, "")
+	for _, q := range []string{
+		"ALTER TABLE t_account ADD COLUMN extra INT NOT NULL DEFAULT 7",
+		"CREATE INDEX i_owner ON t_account (owner)",
+		"DROP TABLE t_currency",
+		"CREATE TABLE t_currency (code CHAR(3) PRIMARY KEY, name VARCHAR(40) NOT NULL, symbol VARCHAR(4))",
+		"INSERT INTO t_account (id, owner, branch, balance, opened) VALUES (1, 'a', 0, 1, NOW()), (2, 'b', 0, 1, NOW())",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for i, p := range f.pools {
+		for j := range 2 {
+			var n int
+			if err := p.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'i_owner'", fmt.Sprintf("t_account_%d", j)).Scan(&n); err != nil || n != 1 {
+				t.Fatalf("ds_%d.t_account_%d: index i_owner %d (%v)", i, j, n, err)
+			}
+		}
+		var sym sql.NullString
+		if err := p.QueryRowContext(ctx, "SELECT symbol FROM t_currency LIMIT 1").Scan(&sym); err != nil && err != sql.ErrNoRows {
+			t.Fatalf("ds_%d: the recreated t_currency: %v", i, err)
+		}
+	}
+	var extra, n int
+	if err := db.QueryRowContext(ctx, "SELECT MIN(extra) FROM t_account").Scan(&extra); err != nil || extra != 7 {
+		t.Fatalf("the added column: %d %v", extra, err)
+	}
+	if _, err := db.ExecContext(ctx, "TRUNCATE TABLE t_account"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("after TRUNCATE: %d rows (%v)", n, err)
 	}
 }

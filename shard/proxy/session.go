@@ -251,6 +251,15 @@ func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shar
 		return nil, none, refuse(q)
 	case kindBegin:
 		return nil, none, ss.beginStmt(ctx, q)
+	case kindDDL:
+		// DDL commits the open transaction first, as in MySQL, and runs
+		// on every data node of its table (not atomically across them:
+		// an error names the data sources it did run on).
+		if err := ss.endTx(true); err != nil {
+			return nil, none, err
+		}
+		res, err := ss.s.ex.Load().Exec(ctx, q, args...)
+		return nil, res, err
 	case kindCommit:
 		return nil, none, ss.endTx(true)
 	case kindRollback:
@@ -406,7 +415,7 @@ func (ss *session) prepare(ctx context.Context, q string) error {
 		return ss.sendError(errorf(1065, "42000", "Query was empty"))
 	case kindOther:
 		return ss.sendError(refuse(q))
-	case kindQuery, kindWrite:
+	case kindQuery, kindWrite, kindDDL:
 		n, err := ss.s.ex.Load().Router().Params(q)
 		if err != nil {
 			return ss.sendError(err)

@@ -30,6 +30,7 @@ const (
 	kindUse                  // USE db
 	kindShow                 // SHOW …
 	kindEmpty                // nothing but blanks and comments
+	kindDDL                  // CREATE, ALTER, DROP, TRUNCATE: every data node
 )
 
 // classify reads a statement's first word (after blanks and comments).
@@ -42,6 +43,8 @@ func classify(q string) kind {
 		return kindQuery
 	case "INSERT", "UPDATE", "DELETE", "REPLACE":
 		return kindWrite
+	case "CREATE", "ALTER", "DROP", "TRUNCATE":
+		return kindDDL
 	case "BEGIN", "START":
 		return kindBegin
 	case "COMMIT":
@@ -106,8 +109,8 @@ func isSpace(r rune) bool {
 func refuse(q string) error {
 	w := strings.ToUpper(firstWord(q))
 	switch w {
-	case "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME":
-		return notSupported("%s through the proxy: run DDL on every data source (the proxy cannot make it atomic across them)", w)
+	case "RENAME":
+		return notSupported("RENAME TABLE through the proxy (the logical names are the rules')")
 	case "XA", "SAVEPOINT", "RELEASE", "LOCK", "UNLOCK":
 		return notSupported("%s through the proxy: a session's transaction spans data sources; use BEGIN, COMMIT and ROLLBACK", w)
 	case "CALL", "DO", "HANDLER", "LOAD", "PREPARE", "EXECUTE", "DEALLOCATE", "WITH", "VALUES", "TABLE":
