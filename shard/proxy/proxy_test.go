@@ -714,3 +714,68 @@ func TestDDL(t *testing.T) {
 		t.Fatalf("after TRUNCATE: %d rows (%v)", n, err)
 	}
 }
+
+// A client that dies in the middle of a large result frees its session:
+// the proxy stops writing, other clients go on, and Close does not wait
+// on it.
+func TestClientKilledMidResult(t *testing.T) {
+	f := start(t, proxy.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db := f.client(t, "")
+	note := strings.Repeat("x", 1000)
+	for lo := 0; lo < 20_000; lo += 500 {
+		var q strings.Builder
+		var args []any
+		q.WriteString("INSERT INTO t_account (id, owner, branch, balance, opened, note) VALUES ")
+		for id := lo; id < lo+500; id++ {
+			if id > lo {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, 'x', 0, 1, NOW(), ?)")
+			args = append(args, id, note)
+		}
+		if _, err := db.ExecContext(ctx, q.String(), args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A raw client: log in, ask for 20 MB, read a little, hang up.
+	var conns []net.Conn
+	mysql.RegisterDialContext("killed", func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conns = append(conns, c)
+		}
+		return c, err
+	})
+	victim, err := sql.Open("mysql", "app:secret@killed("+f.addr+")/sharding_db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Close()
+	victim.SetMaxOpenConns(1)
+	rows, err := victim.QueryContext(ctx, "SELECT id, note FROM t_account ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rows.Next() {
+		t.Fatalf("no first row: %v", rows.Err())
+	}
+	for _, c := range conns {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close() // a reset, as a killed process leaves
+	}
+	rows.Close()
+	// Others are served meanwhile and after.
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account").Scan(&n); err != nil || n != 20_000 {
+		t.Fatalf("another client after the kill: %d %v", n, err)
+	}
+	done := make(chan struct{})
+	go func() { f.srv.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close hangs on the killed client's session")
+	}
+}
