@@ -445,6 +445,29 @@ func (m *Migrator) extras(ctx context.Context, table string, n Node, ti tableInf
 			extra = append(extra, k)
 		}
 	}
+	if len(extra) > 0 {
+		// A double-written DELETE leaves the new layout before the old
+		// commits: look again, now that the old layout's locks keep the
+		// keys from changing.
+		marks := strings.TrimSuffix(strings.Repeat("?, ", len(extra)), ", ")
+		rs, err := m.dbs[n.DataSource].QueryContext(ctx, fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (%s)", quote(ti.key), quote(n.Table), quote(ti.key), marks), extra...)
+		if err != nil {
+			return err
+		}
+		extra = extra[:0]
+		for rs.Next() {
+			var k any
+			if err := rs.Scan(&k); err != nil {
+				rs.Close()
+				return err
+			}
+			extra = append(extra, k)
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return err
+		}
+	}
 	d.Extra += int64(len(extra))
 	if repair && len(extra) > 0 {
 		marks := strings.TrimSuffix(strings.Repeat("?, ", len(extra)), ", ")

@@ -470,6 +470,11 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(nodes) == 0 && p.query {
+		// No row can match (an empty range): one node still answers,
+		// with the result's columns (and COUNT's 0).
+		nodes = p.table.Nodes[:1]
+	}
 	unitArgs := args
 	var limit **ast.Limit
 	var unitLimit *ast.Limit
