@@ -247,12 +247,19 @@ func (m *mergePlan) addWeights(sel *ast.SelectStmt) {
 		}
 		return &ast.ColumnNameExpr{Name: &ast.ColumnName{Name: ast.NewCIStr(r.name)}}
 	}
+	seen := map[string]int{} // an expression's weight, selected once
 	weigh := func(r ref) int {
 		e := exprOf(r)
 		if e == nil || containsAgg(e) || containsMarker(e) || numeric(e) {
 			return 0
 		}
-		return m.addHidden(&ast.FuncCallExpr{FnName: ast.NewCIStr(ast.WeightString), Args: []ast.ExprNode{e}}, "").hidden
+		key := exprText(e)
+		if h, ok := seen[key]; ok {
+			return h
+		}
+		h := m.addHidden(&ast.FuncCallExpr{FnName: ast.NewCIStr(ast.WeightString), Args: []ast.ExprNode{e}}, "").hidden
+		seen[key] = h
+		return h
 	}
 	for _, o := range m.order {
 		m.orderWeight = append(m.orderWeight, weigh(o.ref))
