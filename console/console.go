@@ -103,6 +103,9 @@ func (cfg Config) nav() []NavLink {
 	if cfg.Txns != nil {
 		out = append(out, NavLink{"/txns", "Transactions"})
 	}
+	if cfg.Config != nil {
+		out = append(out, NavLink{"/shard", "Sharding"})
+	}
 	return append(out, NavLink{"/users", "Users"}, NavLink{"/audit", "Audit"})
 }
 
@@ -180,7 +183,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn", "shard", "shardrules"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -228,6 +231,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerLocks(mux)
 	c.registerIDs(mux)
 	c.registerTxns(mux)
+	c.registerShard(mux)
 }
 
 type view struct {

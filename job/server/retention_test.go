@@ -58,7 +58,7 @@ func TestRetention(t *testing.T) {
 		VALUES (?, ?, 1, 0, 0, 1, 'manual', '', 'succeeded', 0, '', 0, '', 0, 0, ?, '', 0, '')`, j2.ID, partOf(j2.ID, s.cfg.Partitions), ms(time.Now().Add(-2*time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 10*time.Second, "every partition to be owned", func() bool { return len(s.Owned()) == s.cfg.Partitions })
+	wait.For(t, 30*time.Second, "every partition to be owned", func() bool { return len(s.Owned()) == s.cfg.Partitions })
 	n, err := s.sweep(ctx)
 	if err != nil || n != 3 {
 		t.Fatalf("sweep removed %d runs, want 3 (2 beyond the newest 3, 1 too old): %v", n, err)
