@@ -143,6 +143,10 @@ type stmtPlan struct {
 	// ddl: CREATE/ALTER/DROP/TRUNCATE TABLE, CREATE/DROP INDEX — sent to
 	// every data node of the table.
 	ddl bool
+	// subWheres are the conditions of subqueries over sharded tables
+	// that are not correlated on the sharding columns: each must route
+	// to the statement's one node.
+	subWheres []ast.ExprNode
 	// unknown is the first table neither sharded nor broadcast.
 	unknown string
 	// insert: rows, each with the markers of its values.
@@ -168,13 +172,17 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 	var offs []*test_driver.ParamMarkerExpr
 	var names []*ast.TableName
 	var sub bool
+	var subs []ast.Node // the subqueries' statements
 	stmt.Accept(&visitor{enter: func(n ast.Node) {
 		switch x := n.(type) {
 		case *test_driver.ParamMarkerExpr:
 			offs = append(offs, x)
 		case *ast.TableName:
 			names = append(names, x)
-		case *ast.SubqueryExpr, *ast.ExistsSubqueryExpr:
+		case *ast.SubqueryExpr:
+			sub = true
+			subs = append(subs, x.Query)
+		case *ast.ExistsSubqueryExpr:
 			sub = true
 		}
 	}})
@@ -274,10 +282,12 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 	if len(sharded) == 0 {
 		return p, nil
 	}
-	if sub {
-		return nil, unsupported("a subquery over the sharded table %s", sharded[0].Name.O)
-	}
 	first := p.r.Table(sharded[0].Name.L)
+	if sub {
+		if err := p.planSubqueries(subs, first); err != nil {
+			return nil, err
+		}
+	}
 	for _, tn := range sharded[1:] {
 		if tn.Name.L != first.Name && !p.r.Bound(first.Name, tn.Name.L) {
 			return nil, unsupported("a join of %s and %s, which are not bound (declare them in bindingTables if they are sharded alike)", first.Name, tn.Name.L)
@@ -340,6 +350,74 @@ func (rd *Routed) relabel(cols []string) {
 			cols[i] = l
 		}
 	}
+}
+
+// planSubqueries checks the subqueries of a statement over the sharded
+// table t (all its sharded tables are t or bound to it, checked after).
+// A subquery over broadcast or unsharded tables only runs anywhere. One
+// over a sharded table is exact when it is correlated with the outer
+// query on every sharding column (rows meet within a node pair), or when
+// the statement and the subquery route to the same single node: those
+// conditions are kept for route.
+func (p *stmtPlan) planSubqueries(subs []ast.Node, t *Table) error {
+	for _, q := range subs {
+		sel, ok := q.(*ast.SelectStmt)
+		if !ok {
+			return unsupported("a UNION inside a subquery over a sharded table")
+		}
+		shardedHere := false
+		sel.Accept(&visitor{enter: func(n ast.Node) {
+			if tn, ok := n.(*ast.TableName); ok && p.r.Table(tn.Name.L) != nil {
+				shardedHere = true
+			}
+		}})
+		if !shardedHere {
+			continue
+		}
+		if correlatedOn(sel.Where, t.shardingColumns()) {
+			continue
+		}
+		if sel.Where == nil {
+			return unsupported("a subquery over a sharded table without a condition on %s (it would need every node's rows)", strings.Join(t.shardingColumns(), ", "))
+		}
+		p.subWheres = append(p.subWheres, sel.Where)
+	}
+	return nil
+}
+
+// correlatedOn reports whether where's AND-chain equates, for every
+// column of cols, two references to that column (inner = outer.col).
+func correlatedOn(where ast.ExprNode, cols []string) bool {
+	if where == nil || len(cols) == 0 {
+		return false
+	}
+	found := map[string]bool{}
+	var walk func(e ast.ExprNode)
+	walk = func(e ast.ExprNode) {
+		switch x := e.(type) {
+		case *ast.ParenthesesExpr:
+			walk(x.Expr)
+		case *ast.BinaryOperationExpr:
+			switch x.Op {
+			case opcode.LogicAnd:
+				walk(x.L)
+				walk(x.R)
+			case opcode.EQ:
+				l, lok := x.L.(*ast.ColumnNameExpr)
+				r, rok := x.R.(*ast.ColumnNameExpr)
+				if lok && rok && l.Name.Name.L == r.Name.Name.L && l.Name.Table.L != r.Name.Table.L {
+					found[l.Name.Name.L] = true
+				}
+			}
+		}
+	}
+	walk(where)
+	for _, c := range cols {
+		if !found[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // stmtName is a statement's kind in words: *ast.CreateDatabaseStmt is
@@ -474,6 +552,23 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 		// No row can match (an empty range): one node still answers,
 		// with the result's columns (and COUNT's 0).
 		nodes = p.table.Nodes[:1]
+	}
+	for _, w := range p.subWheres {
+		sc, err := p.conditionsOf(w, args)
+		if err != nil {
+			return nil, err
+		}
+		sn, err := p.table.Route(sc, nil)
+		if err != nil {
+			return nil, err
+		}
+		if len(nodes) != 1 || len(sn) != 1 || sn[0] != nodes[0] {
+			where := fmt.Sprintf("the statement reaches %d nodes, its subquery %d", len(nodes), len(sn))
+			if len(nodes) == 1 && len(sn) == 1 {
+				where = fmt.Sprintf("the statement reaches %s, its subquery %s", nodes[0], sn[0])
+			}
+			return nil, unsupported("a subquery over a sharded table across shards (%s): give both the same sharding values, or correlate the subquery on %s", where, strings.Join(p.table.shardingColumns(), ", "))
+		}
 	}
 	unitArgs := args
 	var limit **ast.Limit
@@ -737,8 +832,13 @@ func (p *stmtPlan) physical(name string, n Node) string {
 // (=, IN, BETWEEN, <, <=, >, >=). Anything under an OR, a NOT or a
 // function is ignored — the route only widens.
 func (p *stmtPlan) conditions(args []any) (map[string]Cond, error) {
+	return p.conditionsOf(p.where, args)
+}
+
+// conditionsOf reads the sharding columns' conditions of where.
+func (p *stmtPlan) conditionsOf(where ast.ExprNode, args []any) (map[string]Cond, error) {
 	conds := map[string]Cond{}
-	if p.where == nil {
+	if where == nil {
 		return conds, nil
 	}
 	cols := p.table.shardingColumns()
@@ -853,7 +953,7 @@ func (p *stmtPlan) conditions(args []any) (map[string]Cond, error) {
 		}
 		return nil
 	}
-	if err := walk(p.where); err != nil {
+	if err := walk(where); err != nil {
 		return nil, err
 	}
 	return conds, nil
