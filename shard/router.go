@@ -165,6 +165,10 @@ type stmtPlan struct {
 	mergeErr error
 
 	mu sync.Mutex // guards the AST while a rewrite restores it
+	// texts caches the statement's text per node where it does not
+	// depend on the arguments (no LIMIT rewritten from them): node (""
+	// for an unsharded statement) → text.
+	texts sync.Map
 }
 
 func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
@@ -516,7 +520,7 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 	}
 	out := &Routed{Query: p.query, Locking: p.locking, labels: p.labels}
 	if p.table == nil {
-		text, err := p.restore(nil, nil)
+		text, err := p.cached("", func() (string, error) { return p.restore(nil, nil) })
 		if err != nil {
 			return nil, err
 		}
@@ -604,7 +608,21 @@ func (p *stmtPlan) route(args []any) (*Routed, error) {
 		}
 	}
 	for _, n := range nodes {
-		text, err := p.restoreWith(&n, restoreOpts{limit: limit, to: unitLimit, fields: fields, extra: extra})
+		restore := func() (string, error) {
+			return p.restoreWith(&n, restoreOpts{limit: limit, to: unitLimit, fields: fields, extra: extra})
+		}
+		var text string
+		if limit == nil {
+			// The text depends on the node alone (and on whether the
+			// merge's hidden fields are added: on the node count).
+			key := n.DataSource + "." + n.Table
+			if fields != nil {
+				key += "+"
+			}
+			text, err = p.cached(key, restore)
+		} else {
+			text, err = restore()
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -747,6 +765,19 @@ func (p *stmtPlan) tailArgs(args []any) []any {
 // rows listed (INSERT; nil: all).
 func (p *stmtPlan) restore(n *Node, rows []int) (string, error) {
 	return p.restoreWith(n, restoreOpts{rows: rows})
+}
+
+// cached returns the text under key, restoring it once.
+func (p *stmtPlan) cached(key string, restore func() (string, error)) (string, error) {
+	if t, ok := p.texts.Load(key); ok {
+		return t.(string), nil
+	}
+	t, err := restore()
+	if err != nil {
+		return "", err
+	}
+	p.texts.Store(key, t)
+	return t, nil
 }
 
 // restoreOpts change a statement for one unit besides its table names.
