@@ -31,6 +31,7 @@ type Executor struct {
 	next     *Router
 	phase    string
 	inflight atomic.Int64 // statements running
+	stmts    *stmtCache
 	dbs      map[string]*sql.DB
 	sem      chan struct{}
 	reads    map[string]*replicaGroup // primary → its replicas
@@ -69,7 +70,8 @@ func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executo
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	e := &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel), reads: newReplicaGroups(r)}
+	e := &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel), reads: newReplicaGroups(r),
+		stmts: &stmtCache{stmts: map[stmtKey]*sql.Stmt{}}}
 	if m := r.Migration(); m != nil {
 		e.next, e.phase = NewRouter(m.To), m.Phase
 		for ds, rg := range newReplicaGroups(m.To) {
@@ -100,6 +102,7 @@ func (e *Executor) Close() error {
 			e.stop()
 			<-e.done
 		}
+		e.stmts.close()
 	})
 	return nil
 }
@@ -173,7 +176,9 @@ type runner interface {
 }
 
 // pool is the runner of a data source outside a transaction.
-func (e *Executor) pool(_ context.Context, ds string) (runner, error) { return e.dbs[ds], nil }
+func (e *Executor) pool(_ context.Context, ds string) (runner, error) {
+	return pooled{e.dbs[ds], e.stmts}, nil
+}
 
 func (e *Executor) exec(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (Result, error) {
 	e.inflight.Add(1)
@@ -425,14 +430,14 @@ func (t *Tx) on(ctx context.Context, ds string) (runner, error) {
 		return nil, sql.ErrTxDone
 	}
 	if tx := t.txs[ds]; tx != nil {
-		return tx, nil
+		return inTx{tx, t.e.dbs[ds], t.e.stmts}, nil
 	}
 	tx, err := t.e.dbs[ds].BeginTx(ctx, t.opts)
 	if err != nil {
 		return nil, err
 	}
 	t.txs[ds] = tx
-	return tx, nil
+	return inTx{tx, t.e.dbs[ds], t.e.stmts}, nil
 }
 
 // Exec runs a write inside the transaction.
