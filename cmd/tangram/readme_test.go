@@ -57,7 +57,7 @@ func TestREADMETour(t *testing.T) {
 	if len(lines) < 40 {
 		t.Fatalf("found %d tour lines in README.md; the parser is broken", len(lines))
 	}
-	for _, p := range []string{"7070", "7071", "7072", "7080", "7090", "7101", "7102", "7103", "9001"} {
+	for _, p := range []string{"7070", "7071", "7072", "7080", "7090", "7101", "7102", "7103", "9001", "3307"} {
 		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, 200*time.Millisecond); err == nil {
 			c.Close()
 			t.Fatalf("port %s is in use: the README tour needs the ports it names (stop the server holding it)", p)
@@ -250,7 +250,7 @@ func splitBackground(cmd string) (head, rest string, ok bool) {
 	return "", "", false
 }
 
-var listenRe = regexp.MustCompile(`(?:^|\s)(?:-addr|--http|--rpc|--route)\s+([^\s=]+)`)
+var listenRe = regexp.MustCompile(`(?:^|\s)(?:-addr|--http|--rpc|--route|--listen)\s+([^\s=]+)`)
 
 // listenAddrs are the addresses a background command will listen on, as
 // its flags say (":7080" is this host).
