@@ -1,12 +1,11 @@
 package console_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 
-	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/server/servertest"
+	"github.com/tangram-dev/tangram/shard/shardtest"
 )
 
 // The sharding pages find the namespaces holding rules, show their
@@ -14,26 +13,7 @@ import (
 // when a release does not parse.
 func TestConsoleShard(t *testing.T) {
 	h := servertest.Start(t)
-	ctx := context.Background()
-	admin := config.NewAdmin(h.URL, h.Token)
-	if _, err := admin.CreateApp(ctx, config.App{Name: "shop"}); err != nil {
-		t.Fatal(err)
-	}
-	publish := func(ns, doc string) {
-		t.Helper()
-		co := config.Coord{Env: "dev", App: "shop", Cluster: config.DefaultCluster, NS: ns}
-		if _, err := admin.Namespace(ctx, co); err != nil {
-			if _, err := admin.CreateNamespace(ctx, "dev", "shop", config.DefaultCluster, config.NamespaceSpec{Name: ns, Format: "yaml"}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := admin.SetItem(ctx, co, config.ContentKey, config.ItemEdit{Value: doc}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := admin.Publish(ctx, co, config.PublishRequest{Comment: "rules"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publish := func(ns, doc string) { shardtest.PublishRules(t, h.URL, h.Token, "shop", ns, doc) }
 	publish("sharding.yaml", `dataSources:
   ds_0: mysql://app:s3cret@10.0.0.1:3306/shop_0
   ds_1: mysql://app:s3cret@10.0.0.2:3306/shop_1

@@ -110,15 +110,6 @@ func TestRandomQueriesMatchOneDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	show := func(v any) string {
-		switch x := v.(type) {
-		case nil:
-			return "NULL"
-		case []byte:
-			return string(x)
-		}
-		return fmt.Sprint(v)
-	}
 	g := queryGen{r}
 	for range 250 {
 		q, ordered := g.query()
@@ -131,31 +122,13 @@ func TestRandomQueriesMatchOneDatabase(t *testing.T) {
 		if err != nil {
 			t.Fatalf("one database: %s: %v", q, err)
 		}
-		cols, _ := rows.Columns()
-		var want []string
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			var f []string
-			for _, v := range vals {
-				f = append(f, show(v))
-			}
-			want = append(want, strings.Join(f, "|"))
+		cols, want, err := shardtest.Lines(rows)
+		if err != nil {
+			t.Fatal(err)
 		}
-		rows.Close()
 		var have []string
 		for _, row := range got.Values {
-			var f []string
-			for _, v := range row {
-				f = append(f, show(v))
-			}
-			have = append(have, strings.Join(f, "|"))
+			have = append(have, shardtest.Line(row))
 		}
 		if strings.Contains(q, "GROUP BY tag") || strings.Contains(q, "DISTINCT tag") {
 			// A group of collation-equal texts shows any one of them

@@ -228,15 +228,6 @@ func TestMergeMatchesOneDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	show := func(v any) string {
-		switch x := v.(type) {
-		case nil:
-			return "NULL"
-		case []byte:
-			return string(x)
-		}
-		return fmt.Sprint(v)
-	}
 	for _, c := range []struct {
 		q       string
 		args    []any
@@ -275,31 +266,13 @@ func TestMergeMatchesOneDatabase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cols, _ := rows.Columns()
-		var want []string
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			var f []string
-			for _, v := range vals {
-				f = append(f, show(v))
-			}
-			want = append(want, strings.Join(f, "|"))
+		_, want, err := shardtest.Lines(rows)
+		if err != nil {
+			t.Fatal(err)
 		}
-		rows.Close()
 		var have []string
 		for _, r := range got.Values {
-			var f []string
-			for _, v := range r {
-				f = append(f, show(v))
-			}
-			have = append(have, strings.Join(f, "|"))
+			have = append(have, shardtest.Line(r))
 		}
 		if !c.ordered {
 			sort.Strings(want)

@@ -29,14 +29,7 @@ func TestShardMigrateCLI(t *testing.T) {
 	h := servertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	admin := config.NewAdmin(h.URL, h.Token)
-	if _, err := admin.CreateApp(ctx, config.App{Name: "shop"}); err != nil {
-		t.Fatal(err)
-	}
 	co := config.Coord{Env: "dev", App: "shop", Cluster: config.DefaultCluster, NS: "sharding.yaml"}
-	if _, err := admin.CreateNamespace(ctx, co.Env, co.App, co.Cluster, config.NamespaceSpec{Name: co.NS, Format: "yaml"}); err != nil {
-		t.Fatal(err)
-	}
 	layout := func(a, b int) string {
 		return fmt.Sprintf(`dataSources:
   ds_%d: %s
@@ -49,12 +42,7 @@ shardingAlgorithms:
   by_id: {type: INLINE, props: {algorithm-expression: "ds_${order_id %% 2 + %d}"}}
 `, a, urls[a], b, urls[b], a, b, a)
 	}
-	if _, err := admin.SetItem(ctx, co, config.ContentKey, config.ItemEdit{Value: layout(0, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Publish(ctx, co, config.PublishRequest{Comment: "v1"}); err != nil {
-		t.Fatal(err)
-	}
+	shardtest.PublishRules(t, h.URL, h.Token, co.App, co.NS, layout(0, 1))
 	v2 := filepath.Join(t.TempDir(), "v2.yaml")
 	if err := os.WriteFile(v2, []byte(layout(2, 3)), 0o600); err != nil {
 		t.Fatal(err)

@@ -24,22 +24,10 @@ func TestDriverFollowsReleases(t *testing.T) {
 	h := servertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin := config.NewAdmin(h.URL, h.Token)
-	if _, err := admin.CreateApp(ctx, config.App{Name: "shop"}); err != nil {
-		t.Fatal(err)
-	}
 	co := config.Coord{Env: "dev", App: "shop", Cluster: config.DefaultCluster, NS: "sharding.yaml"}
-	if _, err := admin.CreateNamespace(ctx, co.Env, co.App, co.Cluster, config.NamespaceSpec{Name: co.NS, Format: "yaml"}); err != nil {
-		t.Fatal(err)
-	}
 	release := func(doc string) {
 		t.Helper()
-		if _, err := admin.SetItem(ctx, co, config.ContentKey, config.ItemEdit{Value: doc}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := admin.Publish(ctx, co, config.PublishRequest{Comment: "rules"}); err != nil {
-			t.Fatal(err)
-		}
+		shardtest.PublishRules(t, h.URL, h.Token, co.App, co.NS, doc)
 	}
 	// v1: users split by id over ds_0 and ds_1.
 	release(fmt.Sprintf(`dataSources:

@@ -3,9 +3,11 @@
 package shardtest
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,6 +20,7 @@ import (
 
 	_ "github.com/go-sql-driver/mysql" // the test databases' driver
 
+	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/internal/wait"
 )
@@ -195,4 +198,68 @@ func startMariaDB(t testing.TB, id int) (*sql.DB, string) {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db, u
+}
+
+// Line prints a row's values as the differential tests compare them:
+// separated by "|", NULL for nil, bytes as text.
+func Line(vals []any) string {
+	f := make([]string, len(vals))
+	for i, v := range vals {
+		switch x := v.(type) {
+		case nil:
+			f[i] = "NULL"
+		case []byte:
+			f[i] = string(x)
+		default:
+			f[i] = fmt.Sprint(v)
+		}
+	}
+	return strings.Join(f, "|")
+}
+
+// Lines reads rows whole (and closes them): their columns and a Line per
+// row.
+func Lines(rows *sql.Rows) (cols, lines []string, err error) {
+	defer rows.Close()
+	if cols, err = rows.Columns(); err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, nil, err
+		}
+		lines = append(lines, Line(vals))
+	}
+	return cols, lines, rows.Err()
+}
+
+// PublishRules releases doc as the content of yaml namespace ns of app
+// (env dev, cluster default) on the server at url, creating the app and
+// the namespace the first time.
+func PublishRules(t testing.TB, url, token, app, ns, doc string) {
+	t.Helper()
+	ctx := context.Background()
+	admin := config.NewAdmin(url, token)
+	if _, err := admin.CreateApp(ctx, config.App{Name: app}); err != nil && !errors.Is(err, config.ErrExists) {
+		t.Fatal(err)
+	}
+	co := config.Coord{Env: "dev", App: app, Cluster: config.DefaultCluster, NS: ns}
+	if _, err := admin.Namespace(ctx, co); errors.Is(err, config.ErrNotFound) {
+		if _, err := admin.CreateNamespace(ctx, co.Env, co.App, co.Cluster, config.NamespaceSpec{Name: ns, Format: "yaml"}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SetItem(ctx, co, config.ContentKey, config.ItemEdit{Value: doc}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Publish(ctx, co, config.PublishRequest{Comment: "rules"}); err != nil {
+		t.Fatal(err)
+	}
 }
