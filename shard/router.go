@@ -273,7 +273,11 @@ func (r *Router) build(stmt ast.StmtNode) (*stmtPlan, error) {
 		case p.r.Table(name) != nil:
 			sharded = append(sharded, tn)
 			broadcastOnly = false
+			// A logical table's schema (sharding_db.t_order) is the
+			// rules': each node's table is in its data source's.
+			tn.Schema = ast.CIStr{}
 		case p.r.Broadcast(name):
+			tn.Schema = ast.CIStr{}
 		default:
 			broadcastOnly = false
 			if p.unknown == "" {

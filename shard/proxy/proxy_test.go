@@ -496,6 +496,7 @@ func TestShow(t *testing.T) {
 		{"SHOW WARNINGS", "Level|Code|Message\n"},
 		{"SHOW VARIABLES LIKE 'max_allowed_packet'", ""},
 		{"SELECT DATABASE()", ""},
+		{"SHOW INDEX FROM t_account", ""},
 	} {
 		got, err := rows(ctx, db, c.sql)
 		if err != nil {
@@ -508,6 +509,26 @@ func TestShow(t *testing.T) {
 		if c.want == "" && strings.Count(got, "\n") != 2 {
 			t.Errorf("%s: %q, want one row", c.sql, got)
 		}
+	}
+	// A logical table described as its first node, under its own name.
+	for _, q := range []string{"SHOW COLUMNS FROM t_account", "DESCRIBE t_account", "SHOW FULL COLUMNS FROM shop.t_account"} {
+		got, err := rows(ctx, db, q)
+		if err != nil || strings.Count(got, "\n") != 12 || !strings.Contains(got, "bytes(photo)") {
+			t.Errorf("%s: %v\n%s", q, err, got)
+		}
+	}
+	var table, ddl string
+	if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE t_account").Scan(&table, &ddl); err != nil || table != "t_account" || !strings.HasPrefix(ddl, "CREATE TABLE `t_account` (") {
+		t.Errorf("SHOW CREATE TABLE: %q %q %v", table, ddl, err)
+	}
+	if got, err := rows(ctx, db, "SHOW INDEX FROM t_account"); err != nil || !strings.Contains(got, "bytes(t_account)|") && !strings.Contains(got, "string(t_account)") {
+		t.Errorf("SHOW INDEX: %v\n%s", err, got)
+	}
+	if _, err := db.ExecContext(ctx, "SHOW COLUMNS FROM t_nowhere"); code(err) != 1146 {
+		t.Errorf("SHOW COLUMNS of an unknown table: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, "EXPLAIN SELECT * FROM t_account"); code(err) != 1235 {
+		t.Errorf("EXPLAIN: %v, want 1235", err)
 	}
 }
 

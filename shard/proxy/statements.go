@@ -55,7 +55,7 @@ func classify(q string) kind {
 		return kindSet
 	case "USE":
 		return kindUse
-	case "SHOW":
+	case "SHOW", "DESC", "DESCRIBE":
 		return kindShow
 	}
 	return kindOther
@@ -312,11 +312,18 @@ func (ss *session) show(ctx context.Context, q string) (*shard.Rows, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ex, ok := st.(*ast.ExplainStmt); ok {
+		// DESCRIBE t is SHOW COLUMNS FROM t; EXPLAIN of a statement would
+		// explain one node's plan only.
+		st = ex.Stmt
+	}
 	s, ok := st.(*ast.ShowStmt)
 	if !ok {
-		return nil, notSupported("this form of SHOW")
+		return nil, notSupported("EXPLAIN through the proxy (each data source plans its own statement: explain it there)")
 	}
 	switch s.Tp {
+	case ast.ShowColumns, ast.ShowCreateTable, ast.ShowIndex:
+		return ss.showTable(ctx, s)
 	case ast.ShowDatabases:
 		names, err := filter([]string{ss.s.cfg.Database}, s)
 		if err != nil {
@@ -356,6 +363,66 @@ func (ss *session) show(ctx context.Context, q string) (*shard.Rows, error) {
 		return ss.fromFirst(ctx, q)
 	}
 	return nil, notSupported("this SHOW statement through the proxy")
+}
+
+// showTable answers SHOW COLUMNS, SHOW CREATE TABLE and SHOW INDEX for a
+// logical table from its first data node, with the logical name where
+// the node's appears.
+func (ss *session) showTable(ctx context.Context, s *ast.ShowStmt) (*shard.Rows, error) {
+	if s.Table == nil {
+		return nil, notSupported("this SHOW without a table")
+	}
+	if s.Table.Schema.L != "" && s.Table.Schema.L != strings.ToLower(ss.s.cfg.Database) {
+		return nil, errorf(1049, "42000", "Unknown database '%s'", s.Table.Schema.O)
+	}
+	if s.Where != nil || s.Pattern != nil {
+		return nil, notSupported("SHOW … LIKE/WHERE for a table through the proxy")
+	}
+	ex := ss.s.ex.Load()
+	rules := ex.Rules()
+	name := s.Table.Name.O
+	ds, phys := "", name
+	switch {
+	case rules.Table(name) != nil:
+		n := rules.Table(name).Nodes[0]
+		ds, phys = n.DataSource, n.Table
+	case rules.Broadcast(name):
+		ds = rules.DataSourceNames()[0]
+	case rules.DefaultDataSource() != "":
+		ds = rules.DefaultDataSource()
+	default:
+		return nil, errorf(1146, "42S02", "Table '%s.%s' doesn't exist", ss.s.cfg.Database, name)
+	}
+	q := ""
+	quoted := "`" + strings.ReplaceAll(phys, "`", "``") + "`"
+	switch s.Tp {
+	case ast.ShowColumns:
+		q = "SHOW COLUMNS FROM " + quoted
+		if s.Full {
+			q = "SHOW FULL COLUMNS FROM " + quoted
+		}
+	case ast.ShowCreateTable:
+		q = "SHOW CREATE TABLE " + quoted
+	default:
+		q = "SHOW INDEX FROM " + quoted
+	}
+	rows, err := ss.rowsOf(ctx, ex.DB(ds), q)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows.Values {
+		for i, c := range rows.Columns {
+			switch {
+			case c == "Table":
+				r[i] = name
+			case c == "Create Table" && phys != name:
+				if v, ok := r[i].([]byte); ok {
+					r[i] = []byte(strings.Replace(string(v), "CREATE TABLE "+quoted, "CREATE TABLE `"+name+"`", 1))
+				}
+			}
+		}
+	}
+	return rows, nil
 }
 
 // filter keeps the names a SHOW's LIKE pattern matches (a WHERE is
@@ -425,7 +492,12 @@ func (ss *session) fromFirst(ctx context.Context, q string) (*shard.Rows, error)
 	if len(names) == 0 {
 		return nil, fmt.Errorf("proxy: no data sources")
 	}
-	rs, err := ex.DB(names[0]).QueryContext(ctx, q)
+	return ss.rowsOf(ctx, ex.DB(names[0]), q)
+}
+
+// rowsOf runs q on db and reads its rows whole.
+func (ss *session) rowsOf(ctx context.Context, db *sql.DB, q string) (*shard.Rows, error) {
+	rs, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, err
 	}
