@@ -170,7 +170,7 @@ func newAlgorithm(typ string, p props) (algorithm, error) {
 			return nil, fmt.Errorf("property algorithm-expression: reads %d columns %v; an INLINE algorithm reads its one sharding column (COMPLEX_INLINE reads several)", len(cols), cols)
 		}
 		allow := strings.EqualFold(p["allow-range-query-with-inline-sharding"], "true")
-		return &inlineAlg{name: strings.ToUpper(typ), t: t, allowRange: allow}, nil
+		return &inlineAlg{name: strings.ToUpper(typ), t: t, cols: t.columns(), allowRange: allow}, nil
 	case "COMPLEX_INLINE":
 		if err := p.known("algorithm-expression", "sharding-columns", "allow-range-query-with-inline-sharding"); err != nil {
 			return nil, err
@@ -184,7 +184,7 @@ func newAlgorithm(typ string, p props) (algorithm, error) {
 			return nil, fmt.Errorf("property algorithm-expression: %w", err)
 		}
 		allow := strings.EqualFold(p["allow-range-query-with-inline-sharding"], "true")
-		return &inlineAlg{name: "COMPLEX_INLINE", t: t, allowRange: allow}, nil
+		return &inlineAlg{name: "COMPLEX_INLINE", t: t, cols: t.columns(), allowRange: allow}, nil
 	case "ID_SUFFIX":
 		if err := p.known("layout", "field"); err != nil {
 			return nil, err
@@ -280,6 +280,11 @@ func (a *modAlg) precise(all []string, vals map[string]Value) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return a.preciseOne(all, v)
+}
+
+// preciseOne is precise for the one column's value v.
+func (a *modAlg) preciseOne(all []string, v Value) (string, error) {
 	idx, err := a.index(v)
 	if err != nil {
 		return "", err
@@ -394,23 +399,39 @@ func (a *boundaryAlg) ranged(all []string, _ string, c Cond) ([]string, bool, er
 type inlineAlg struct {
 	name       string
 	t          *template
+	cols       []string // the template's columns
 	allowRange bool
 }
 
 func (a *inlineAlg) typ() string { return a.name }
 
 func (a *inlineAlg) precise(all []string, vals map[string]Value) (string, error) {
-	in := vals
-	if cols := a.t.columns(); a.name == "INLINE" && len(cols) == 1 {
+	var in env = mapEnv(vals)
+	if a.name == "INLINE" && len(a.cols) == 1 {
 		// The expression may name the column differently from the
 		// strategy (ShardingSphere's examples do): the one value is it.
 		v, err := only(vals)
 		if err != nil {
 			return "", err
 		}
-		in = map[string]Value{cols[0]: v}
+		return a.preciseOne(all, v)
 	}
-	t, err := a.t.eval(in)
+	t, err := a.t.evalIn(in)
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(all, t) {
+		return "", fmt.Errorf("%s names %s, not one of the targets %s", a.t.src, t, strings.Join(all, ", "))
+	}
+	return t, nil
+}
+
+// preciseOne is precise for a one-column INLINE expression.
+func (a *inlineAlg) preciseOne(all []string, v Value) (string, error) {
+	if len(a.cols) != 1 {
+		return a.precise(all, map[string]Value{"": v})
+	}
+	t, err := a.t.evalIn(&oneEnv{a.cols[0], v})
 	if err != nil {
 		return "", err
 	}

@@ -195,7 +195,27 @@ func (t *template) columns() []string {
 }
 
 // eval fills the template with the columns' values.
-func (t *template) eval(vals map[string]Value) (string, error) {
+func (t *template) eval(vals map[string]Value) (string, error) { return t.evalIn(mapEnv(vals)) }
+
+// env gives the columns' values to an expression.
+type env interface {
+	get(col string) (Value, bool)
+}
+
+type mapEnv map[string]Value
+
+func (m mapEnv) get(col string) (Value, bool) { v, ok := m[col]; return v, ok }
+
+// oneEnv is one column's value (no map to allocate per statement).
+type oneEnv struct {
+	col string
+	v   Value
+}
+
+func (o *oneEnv) get(col string) (Value, bool) { return o.v, col == o.col }
+
+// evalIn fills the template with the values env gives.
+func (t *template) evalIn(vals env) (string, error) {
 	var b strings.Builder
 	for _, p := range t.parts {
 		if p.expr == nil {
@@ -215,19 +235,19 @@ func (t *template) eval(vals map[string]Value) (string, error) {
 // unary minus and parentheses. A column whose value is text stands for
 // itself (`${region}`), and only then.
 type node interface {
-	eval(vals map[string]Value) (Value, error)
+	eval(vals env) (Value, error)
 	cols(func(string))
 }
 
 type numNode int64
 
-func (n numNode) eval(map[string]Value) (Value, error) { return Int(int64(n)), nil }
-func (numNode) cols(func(string))                      {}
+func (n numNode) eval(env) (Value, error) { return Int(int64(n)), nil }
+func (numNode) cols(func(string))         {}
 
 type colNode string
 
-func (c colNode) eval(vals map[string]Value) (Value, error) {
-	v, ok := vals[string(c)]
+func (c colNode) eval(vals env) (Value, error) {
+	v, ok := vals.get(string(c))
 	if !ok {
 		return Value{}, fmt.Errorf("no value for column %s", string(c))
 	}
@@ -237,7 +257,7 @@ func (c colNode) cols(f func(string)) { f(string(c)) }
 
 type negNode struct{ x node }
 
-func (n negNode) eval(vals map[string]Value) (Value, error) {
+func (n negNode) eval(vals env) (Value, error) {
 	v, err := n.x.eval(vals)
 	if err != nil {
 		return Value{}, err
@@ -257,7 +277,7 @@ type binNode struct {
 
 func (n binNode) cols(f func(string)) { n.l.cols(f); n.r.cols(f) }
 
-func (n binNode) eval(vals map[string]Value) (Value, error) {
+func (n binNode) eval(vals env) (Value, error) {
 	lv, err := n.l.eval(vals)
 	if err != nil {
 		return Value{}, err

@@ -207,6 +207,12 @@ func (t *Table) Route(conds map[string]Cond, hint *Hint) ([]Node, error) {
 	return out, nil
 }
 
+// oneColumn is an algorithm that reads one column and can take its value
+// alone.
+type oneColumn interface {
+	preciseOne(all []string, v Value) (string, error)
+}
+
 // targets picks among all by the strategy.
 func (s *strategy) targets(all []string, conds map[string]Cond, hint []Value) ([]string, error) {
 	if s == nil || s.kind == "none" || len(all) <= 1 && s.kind != "hint" {
@@ -253,6 +259,18 @@ func (s *strategy) targets(all []string, conds map[string]Cond, hint []Value) ([
 		}
 		if !ok {
 			return all, nil
+		}
+		return out, nil
+	}
+	if one, ok := s.alg.(oneColumn); ok && len(s.columns) == 1 {
+		// One column: no map of values per statement.
+		var out []string
+		for _, v := range lists[0] {
+			t, err := one.preciseOne(all, v)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", s.algName, s.columns[0], err)
+			}
+			out = appendNew(out, t)
 		}
 		return out, nil
 	}
