@@ -495,10 +495,14 @@ func (r *Router) Describe(q string) (*Routed, error) {
 	default:
 		ds = p.r.DefaultDataSource()
 	}
+	// Read the LIMIT under the plan's lock: a concurrent restoreWith
+	// swaps it for a moment.
 	inLimit := 0
+	p.mu.Lock()
 	if sel.Limit != nil {
 		inLimit = len(markersIn(sel.Limit))
 	}
+	p.mu.Unlock()
 	text, err := p.restoreWith(node, restoreOpts{limit: &sel.Limit, to: &ast.Limit{Count: ast.NewValueExpr(0, "", "")}})
 	if err != nil {
 		return nil, err
