@@ -151,7 +151,12 @@ func (ss *session) close() {
 // command runs one command; quit reports the client said goodbye, err a
 // connection that cannot go on.
 func (ss *session) command(p []byte) (quit bool, err error) {
-	ctx := ss.s.ctx
+	// Statements run without a cancellable context: with one, every
+	// query costs database/sql a goroutine and the MySQL driver two
+	// channel hand-offs (a fifth of the proxy's CPU on a point select).
+	// A statement in flight when the server closes runs to its end,
+	// bounded by the data source's readTimeout.
+	ctx := context.Background()
 	body := p[1:]
 	switch p[0] {
 	case comQuit:

@@ -261,18 +261,19 @@ func mysqlDSN(raw string) (string, error) {
 	if err != nil || u.Scheme != "mysql" {
 		return "", fmt.Errorf("%q: want mysql://user[:password]@host:port/database", raw)
 	}
-	mc := mysql.NewConfig()
-	mc.Net, mc.Addr = "tcp", u.Host
+	// The query's parameters are go-sql-driver's: its options
+	// (readTimeout, timeout, tls, …) and, for any other name, a session
+	// variable to set.
+	q := u.Query()
+	if !q.Has("parseTime") {
+		q.Set("parseTime", "true")
+	}
+	mc, err := mysql.ParseDSN("tcp(" + u.Host + ")/" + strings.TrimPrefix(u.Path, "/") + "?" + q.Encode())
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", raw, err)
+	}
 	mc.User = u.User.Username()
 	mc.Passwd, _ = u.User.Password()
-	mc.DBName = strings.TrimPrefix(u.Path, "/")
-	mc.ParseTime = true
-	for k, vs := range u.Query() {
-		if mc.Params == nil {
-			mc.Params = map[string]string{}
-		}
-		mc.Params[k] = vs[0]
-	}
 	return mc.FormatDSN(), nil
 }
 
