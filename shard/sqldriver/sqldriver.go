@@ -259,7 +259,7 @@ func openMySQL(u string, maxOpen int) (*sql.DB, error) {
 func mysqlDSN(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "mysql" {
-		return "", fmt.Errorf("%q: want mysql://user[:password]@host:port/database", raw)
+		return "", errors.New("a data source URL is not mysql://user[:password]@host:port/database (its text is left out: it may hold a password)")
 	}
 	// The query's parameters are go-sql-driver's: its options
 	// (readTimeout, timeout, tls, …) and, for any other name, a session
@@ -270,7 +270,7 @@ func mysqlDSN(raw string) (string, error) {
 	}
 	mc, err := mysql.ParseDSN("tcp(" + u.Host + ")/" + strings.TrimPrefix(u.Path, "/") + "?" + q.Encode())
 	if err != nil {
-		return "", fmt.Errorf("%q: %w", raw, err)
+		return "", fmt.Errorf("%s: %w", u.Redacted(), err)
 	}
 	mc.User = u.User.Username()
 	mc.Passwd, _ = u.User.Password()
