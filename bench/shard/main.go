@@ -13,6 +13,12 @@
 //     merged, its ORDER BY and DISTINCT on text by collation keys). All
 //     databases are on the local MariaDB (TANGRAM_BENCH_MYSQL, default
 //     root@127.0.0.1:3306), same server settings for every row.
+//   - HAProxy (Debian's, TCP mode, its default thread count) relaying
+//     sysbench's connections to MariaDB untouched: no SQL work at all, so
+//     its row is the floor any proxy hop reaches on this machine, where the
+//     client, the proxy and the database share the same cores. The proxy
+//     rows are also given against it. Skipped, with a note, when haproxy
+//     is not installed (apt-get install haproxy).
 //   - the database/sql driver: -threads goroutines of point selects
 //     through sql.Open("tangram-shard") (one node, and 2×2) against
 //     go-sql-driver/mysql straight to the one table, each with a prepared
@@ -40,6 +46,7 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +104,7 @@ type bench struct {
 	pass    string
 	host    string
 	port    string
+	haproxy string // haproxy's path, "" when not installed
 }
 
 // result is one system's measurement of one case.
@@ -129,7 +137,15 @@ func run(d time.Duration, rows, rounds, threads int, bin string) error {
 		"direct":  "MariaDB direct (1 table)",
 		"one":     "tangram shard proxy, 1 node",
 		"sharded": "tangram shard proxy, 2 databases × 2 tables",
+		"relay":   "HAProxy TCP relay to MariaDB (no SQL work)",
 	}
+	haproxy, herr := exec.LookPath("haproxy")
+	if herr == nil {
+		layouts = append(layouts, "relay")
+	} else {
+		fmt.Fprintln(os.Stderr, "haproxy is not installed: no relay row (apt-get install haproxy)")
+	}
+	b.haproxy = haproxy
 	var out []spread.Row
 	fmt.Printf("| case | system | transactions/s | p99 ms | errors |\n| --- | --- | --- | --- | --- |\n")
 	for _, test := range []string{"oltp_point_select", "oltp_read_write"} {
@@ -148,6 +164,14 @@ func run(d time.Duration, rows, rounds, threads int, bin string) error {
 				spread.Ratios(vals(res[l], tps), vals(res["direct"], tps)), errCount(res[l])+errCount(res["direct"]))
 			row.Note = fmt.Sprintf("sysbench %s, %d threads, prepared statements, %d rows", test, threads, rows)
 			out = append(out, row)
+		}
+		if res["relay"] != nil {
+			for _, l := range []string{"one", "sharded"} {
+				row := spread.NewRow(test+": "+names[l]+" vs HAProxy TCP relay, txn/s", median(res[l], tps), median(res["relay"], tps),
+					spread.Ratios(vals(res[l], tps), vals(res["relay"], tps)), errCount(res[l])+errCount(res["relay"]))
+				row.Note = "the relay does no SQL work: the cost of the hop alone on these cores"
+				out = append(out, row)
+			}
 		}
 	}
 
@@ -338,6 +362,69 @@ func (b *bench) proxy(layout string) (string, func(), error) {
 	return addr, stop, nil
 }
 
+// relay starts HAProxy in TCP mode in front of MariaDB and returns its
+// address and a stop function. The configuration is HAProxy's own
+// recommendation for a TCP service: mode tcp, one thread per core (its
+// default), no logging.
+func (b *bench) relay() (string, func(), error) {
+	addr, err := tangrambin.FreeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := filepath.Join(b.dir, "haproxy.cfg")
+	text := fmt.Sprintf(`global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+frontend sql
+    bind %s
+    default_backend mariadb
+backend mariadb
+    server db %s:%s
+`, addr, b.host, b.port)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(b.haproxy, "-db", "-f", cfg)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start haproxy: %w", err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	// Ready once it answers with MariaDB's greeting.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			one := make([]byte, 1)
+			_, err = c.Read(one)
+			c.Close()
+			if err == nil {
+				return addr, stop, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("haproxy did not relay to MariaDB within 10 s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
@@ -351,7 +438,16 @@ var (
 // sysbench runs test for d against layout.
 func (b *bench) sysbench(test, layout string, d time.Duration) result {
 	host, port, user, pass, db := b.host, b.port, b.user, b.pass, b.db("direct")
-	if layout != "direct" {
+	switch layout {
+	case "direct":
+	case "relay":
+		addr, stop, err := b.relay()
+		if err != nil {
+			return result{errs: 1, firstErr: err.Error()}
+		}
+		defer stop()
+		host, port, _ = strings.Cut(addr, ":")
+	default:
 		addr, stop, err := b.proxy(layout)
 		if err != nil {
 			return result{errs: 1, firstErr: err.Error()}
