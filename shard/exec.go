@@ -243,22 +243,50 @@ func (e *Executor) run(ctx context.Context, rd *Routed, on func(context.Context,
 }
 
 // each runs fn for every unit, at most MaxParallel at once, and returns
-// when all have.
+// when all have. In a transaction (parallel false) a data source's units
+// run one after another — they share its one connection — while
+// different data sources' units run at once.
 func (e *Executor) each(ctx context.Context, units []Unit, parallel bool, fn func(i int, u Unit)) {
-	if len(units) == 1 || !parallel {
-		for i, u := range units {
-			fn(i, u)
+	if len(units) == 1 {
+		fn(0, units[0])
+		return
+	}
+	// groups are unit indexes run in order by one goroutine.
+	var groups [][]int
+	if parallel {
+		groups = make([][]int, len(units))
+		for i := range units {
+			groups[i] = []int{i}
 		}
+	} else {
+		at := map[string]int{}
+		for i, u := range units {
+			g, ok := at[u.DataSource]
+			if !ok {
+				g = len(groups)
+				at[u.DataSource] = g
+				groups = append(groups, nil)
+			}
+			groups[g] = append(groups[g], i)
+		}
+	}
+	run := func(g []int) {
+		for _, i := range g {
+			fn(i, units[i])
+		}
+	}
+	if len(groups) == 1 {
+		run(groups[0])
 		return
 	}
 	var wg sync.WaitGroup
-	for i, u := range units {
+	for k, g := range groups {
 		select {
 		case e.sem <- struct{}{}:
 		case <-ctx.Done():
 			// The units not started fail with the context's error.
-			for j := i; j < len(units); j++ {
-				fn(j, units[j])
+			for _, g := range groups[k:] {
+				run(g)
 			}
 			wg.Wait()
 			return
@@ -267,7 +295,7 @@ func (e *Executor) each(ctx context.Context, units []Unit, parallel bool, fn fun
 		go func() {
 			defer wg.Done()
 			defer func() { <-e.sem }()
-			fn(i, u)
+			run(g)
 		}()
 	}
 	wg.Wait()
@@ -422,21 +450,32 @@ func (e *Executor) Begin(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	return &Tx{e: e, opts: opts, txs: map[string]*sql.Tx{}}, nil
 }
 
-// on is the data source's transaction, begun on first use.
+// on is the data source's transaction, begun on first use. A
+// statement's units on different data sources call it at once; one data
+// source's units come one after another.
 func (t *Tx) on(ctx context.Context, ds string) (runner, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.done {
+		t.mu.Unlock()
 		return nil, sql.ErrTxDone
 	}
-	if tx := t.txs[ds]; tx != nil {
-		return inTx{tx, t.e.dbs[ds], t.e.stmts}, nil
+	tx := t.txs[ds]
+	t.mu.Unlock()
+	if tx == nil {
+		// Begun outside the lock: the data sources' BEGINs go out at once.
+		var err error
+		if tx, err = t.e.dbs[ds].BeginTx(ctx, t.opts); err != nil {
+			return nil, err
+		}
+		t.mu.Lock()
+		if t.done {
+			t.mu.Unlock()
+			_ = tx.Rollback()
+			return nil, sql.ErrTxDone
+		}
+		t.txs[ds] = tx
+		t.mu.Unlock()
 	}
-	tx, err := t.e.dbs[ds].BeginTx(ctx, t.opts)
-	if err != nil {
-		return nil, err
-	}
-	t.txs[ds] = tx
 	return inTx{tx, t.e.dbs[ds], t.e.stmts}, nil
 }
 
@@ -472,22 +511,42 @@ func (t *Tx) end(commit bool) error {
 		names = append(names, ds)
 	}
 	sort.Strings(names)
-	var errs []error
-	var committed []string
-	for _, ds := range names {
-		var err error
+	// The data sources commit (or roll back) at once.
+	errs := make([]error, len(names))
+	end := func(i int) {
+		ds := names[i]
 		if commit {
-			err = t.txs[ds].Commit()
+			errs[i] = t.txs[ds].Commit()
 		} else {
-			err = t.txs[ds].Rollback()
+			errs[i] = t.txs[ds].Rollback()
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("shard: %s: %w", ds, err))
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("shard: %s: %w", ds, errs[i])
+		}
+	}
+	if len(names) == 1 {
+		end(0)
+	} else {
+		var wg sync.WaitGroup
+		for i := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				end(i)
+			}()
+		}
+		wg.Wait()
+	}
+	failed := false
+	var committed []string
+	for i, ds := range names {
+		if errs[i] != nil {
+			failed = true
 		} else if commit {
 			committed = append(committed, ds)
 		}
 	}
-	if len(errs) > 0 && len(committed) > 0 {
+	if failed && len(committed) > 0 {
 		errs = append(errs, fmt.Errorf("shard: the transaction did commit on %s (atomic within each data source, not across them)", strings.Join(committed, ", ")))
 	}
 	return errors.Join(errs...)
