@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -459,7 +460,7 @@ func (p *ruleParser) parse(doc *yaml.Node) *Rules {
 			for _, ds := range p.pairs(v, "dataSources") {
 				u := p.scalar(ds[1], "data source "+ds[0].Value)
 				if pu, err := url.Parse(u); err != nil || pu.Scheme != "mysql" || pu.Host == "" || strings.Trim(pu.Path, "/") == "" {
-					p.errf(ds[1], "data source %s: %q: want mysql://user[:password]@host:port/database", ds[0].Value, u)
+					p.errf(ds[1], "data source %s: %s: want mysql://user[:password]@host:port/database", ds[0].Value, shownURL(u))
 				}
 				r.DataSources[ds[0].Value] = u
 			}
@@ -826,7 +827,7 @@ func (p *ruleParser) readwrite(n *yaml.Node, r *Rules) {
 				for _, ds := range p.pairs(f[1], what+" readDataSources") {
 					name, u := ds[0].Value, p.scalar(ds[1], "read data source "+ds[0].Value)
 					if pu, err := url.Parse(u); err != nil || pu.Scheme != "mysql" || pu.Host == "" || strings.Trim(pu.Path, "/") == "" {
-						p.errf(ds[1], "read data source %s: %q: want mysql://user[:password]@host:port/database", name, u)
+						p.errf(ds[1], "read data source %s: %s: want mysql://user[:password]@host:port/database", name, shownURL(u))
 					}
 					if r.DataSources[name] != "" || r.ReadDataSources[name] != "" {
 						p.errf(ds[0], "read data source %s: the name is taken (by a data source or another replica)", name)
@@ -895,4 +896,14 @@ func (p *ruleParser) strategy(n *yaml.Node, what string) *strategyDef {
 		return nil
 	}
 	return d
+}
+
+// shownURL is a data source URL as an error quotes it: its password
+// masked, or none of its text when it does not parse (it may hold one).
+func shownURL(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return "the URL does not parse"
+	}
+	return strconv.Quote(pu.Redacted())
 }

@@ -362,6 +362,17 @@ readwriteSplitting:
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}
 	}
+	// A data source URL's password never appears in an error.
+	for _, c := range []struct{ url, want string }{
+		{"postgres://app:s3cret-pw@db:5432/shop", `line 2: data source ds_0: "postgres://app:xxxxx@db:5432/shop"`},
+		{"mysql://app:s3cret-pw@db:3306", `line 2: data source ds_0: "mysql://app:xxxxx@db:3306"`},
+		{"mysql://app:s3cret-pw@db:33x6/shop", "line 2: data source ds_0: the URL does not parse"},
+	} {
+		_, err := ParseRules([]byte("dataSources:\n  ds_0: \"" + c.url + "\"\ntables:\n  t: {actualDataNodes: ds_0.t}\n"))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v, want %q and no password", c.url, err, c.want)
+		}
+	}
 	if _, err := ParseRules([]byte("dataSources: [\n")); !errors.Is(err, ErrRules) {
 		t.Errorf("broken YAML: %v", err)
 	}
