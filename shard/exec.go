@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sort"
@@ -71,7 +72,7 @@ func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executo
 		cfg.Logger = slog.Default()
 	}
 	e := &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel), reads: newReplicaGroups(r),
-		stmts: &stmtCache{stmts: map[stmtKey]*sql.Stmt{}}}
+		stmts: newStmtCache()}
 	if m := r.Migration(); m != nil {
 		e.next, e.phase = NewRouter(m.To), m.Phase
 		for ds, rg := range newReplicaGroups(m.To) {
@@ -330,6 +331,11 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 	if err != nil {
 		return nil, err
 	}
+	return e.queryRouted(ctx, rd, on, parallel)
+}
+
+// queryRouted runs a routed query's units and merges their rows.
+func (e *Executor) queryRouted(ctx context.Context, rd *Routed, on func(context.Context, string) (runner, error), parallel bool) (*Rows, error) {
 	if parallel && !rd.Locking && len(e.reads) > 0 {
 		// Outside a transaction: replicas answer plain reads.
 		on = e.readRunner
@@ -372,6 +378,126 @@ func (e *Executor) query(ctx context.Context, q string, args []any, on func(cont
 		rd.relabel(out.Columns)
 	}
 	return out, nil
+}
+
+// Cursor is a query's rows read one at a time. Outside a transaction,
+// when one data node answers the query whole (no rows to merge), they are
+// streamed from the data source as the application reads them — the
+// data source's connection stays with the cursor until it is closed or
+// read to the end, and the number of rows has no limit; otherwise they are
+// read whole first, as Query does.
+type Cursor struct {
+	// Columns are the result's column names.
+	Columns []string
+	rows    *sql.Rows // streamed
+	ds      string
+	vals    []any // a streamed row, scanned through ptrs
+	ptrs    []any
+	release func() // the executor's count of statements running, once
+	r       *Rows  // read whole
+	i       int
+}
+
+// Cursor runs a query and returns its rows to be read one at a time.
+func (e *Executor) Cursor(ctx context.Context, q string, args ...any) (*Cursor, error) {
+	e.inflight.Add(1)
+	var once sync.Once
+	release := func() { once.Do(func() { e.inflight.Add(-1) }) }
+	rd, err := e.Router().Route(q, args)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	if len(rd.Units) != 1 || rd.merge != nil {
+		r, err := e.queryRouted(ctx, rd, e.pool, true)
+		release()
+		if err != nil {
+			return nil, err
+		}
+		return &Cursor{Columns: r.Columns, r: r}, nil
+	}
+	on := e.pool
+	if !rd.Locking && len(e.reads) > 0 {
+		on = e.readRunner
+	}
+	u := rd.Units[0]
+	fail := func(err error) (*Cursor, error) {
+		release()
+		return nil, fmt.Errorf("shard: %s: %w", u.DataSource, err)
+	}
+	run, err := on(ctx, u.DataSource)
+	if err != nil {
+		return fail(err)
+	}
+	rows, err := run.QueryContext(ctx, u.SQL, u.Args...)
+	if err != nil {
+		return fail(err)
+	}
+	cols, err := rows.Columns()
+	if err != nil {
+		rows.Close()
+		return fail(err)
+	}
+	if rd.labels != nil {
+		cols = slices.Clone(cols)
+		rd.relabel(cols)
+	}
+	c := &Cursor{Columns: cols, rows: rows, ds: u.DataSource, vals: make([]any, len(cols)), ptrs: make([]any, len(cols)), release: release}
+	for i := range c.vals {
+		c.ptrs[i] = &c.vals[i]
+	}
+	return c, nil
+}
+
+// Cursor runs a query inside the transaction. Its rows are read whole
+// first: the transaction's connections stay free for its next statement.
+func (t *Tx) Cursor(ctx context.Context, q string, args ...any) (*Cursor, error) {
+	r, err := t.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Cursor{Columns: r.Columns, r: r}, nil
+}
+
+// Next reads the next row into dest (one value per column, as Rows.Values
+// holds them); io.EOF reports the end.
+func (c *Cursor) Next(dest []any) error {
+	if c.rows == nil {
+		if c.r == nil || c.i >= len(c.r.Values) {
+			return io.EOF
+		}
+		copy(dest, c.r.Values[c.i])
+		c.i++
+		return nil
+	}
+	if !c.rows.Next() {
+		err := c.rows.Err()
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("shard: %s: %w", c.ds, err)
+		}
+		return io.EOF
+	}
+	if err := c.rows.Scan(c.ptrs...); err != nil {
+		c.Close()
+		return fmt.Errorf("shard: %s: %w", c.ds, err)
+	}
+	copy(dest, c.vals)
+	return nil
+}
+
+// Close ends the cursor, giving its data source connection back.
+func (c *Cursor) Close() error {
+	var err error
+	if c.rows != nil {
+		err = c.rows.Close()
+		c.rows = nil
+		c.r = nil
+	}
+	if c.release != nil {
+		c.release()
+	}
+	return err
 }
 
 // Describe returns a SELECT's columns (names and types) without its

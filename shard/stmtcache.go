@@ -17,9 +17,18 @@ import (
 const maxStmts = 8192
 
 type stmtCache struct {
-	mu     sync.Mutex
-	stmts  map[stmtKey]*sql.Stmt
-	closed bool // the executor closed: statements run unkept
+	mu      sync.Mutex
+	stmts   map[stmtKey]*sql.Stmt
+	warming map[stmtKey]bool // being prepared in the background
+	closed  bool             // the executor closed: statements run unkept
+	ctx     context.Context  // cancelled by close: background preparing stops
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // background preparing
+}
+
+func newStmtCache() *stmtCache {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &stmtCache{stmts: map[stmtKey]*sql.Stmt{}, warming: map[stmtKey]bool{}, ctx: ctx, cancel: cancel}
 }
 
 type stmtKey struct {
@@ -62,10 +71,41 @@ func (c *stmtCache) get(ctx context.Context, db *sql.DB, q string) *sql.Stmt {
 	return st
 }
 
+// kept returns the kept statement for q on db without preparing it on
+// the caller's time: when there is none yet it is prepared in the
+// background, and nil is returned (run the statement unkept this time).
+// A transaction's statements take this way: the transaction holds one of
+// db's connections, and preparing needs another — with every connection
+// held by a transaction waiting to prepare, none would ever come back.
+func (c *stmtCache) kept(db *sql.DB, q string) *sql.Stmt {
+	k := stmtKey{db, q}
+	c.mu.Lock()
+	st, ok := c.stmts[k]
+	if ok || c.warming[k] || c.closed || len(c.stmts) >= maxStmts {
+		c.mu.Unlock()
+		return st
+	}
+	c.warming[k] = true
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		c.get(c.ctx, db, q)
+		c.mu.Lock()
+		delete(c.warming, k)
+		c.mu.Unlock()
+	}()
+	return nil
+}
+
 func (c *stmtCache) close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for k, st := range c.stmts {
 		if st != nil {
 			st.Close()
@@ -100,7 +140,7 @@ func (p pooled) QueryContext(ctx context.Context, q string, args ...any) (*sql.R
 
 // inTx runs statements in a transaction through the cache (a kept
 // statement already prepared on the transaction's connection is reused
-// there).
+// there; one not kept yet runs unkept while it is prepared for next time).
 type inTx struct {
 	tx *sql.Tx
 	db *sql.DB
@@ -109,7 +149,7 @@ type inTx struct {
 
 func (t inTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	if len(args) > 0 {
-		if st := t.c.get(ctx, t.db, q); st != nil {
+		if st := t.c.kept(t.db, q); st != nil {
 			return t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 		}
 	}
@@ -118,7 +158,7 @@ func (t inTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Resul
 
 func (t inTx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	if len(args) > 0 {
-		if st := t.c.get(ctx, t.db, q); st != nil {
+		if st := t.c.kept(t.db, q); st != nil {
 			return t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 		}
 	}

@@ -367,16 +367,16 @@ func (c *conn) QueryContext(ctx context.Context, q string, nv []driver.NamedValu
 	if err != nil {
 		return nil, err
 	}
-	var r *shard.Rows
+	var cur *shard.Cursor
 	if c.tx != nil {
-		r, err = c.tx.Query(ctx, q, a...)
+		cur, err = c.tx.Cursor(ctx, q, a...)
 	} else {
-		r, err = c.c.ex.Load().Query(ctx, q, a...)
+		cur, err = c.c.ex.Load().Cursor(ctx, q, a...)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &rows{r: r}, nil
+	return &rows{c: cur}, nil
 }
 
 type result struct{ r shard.Result }
@@ -426,20 +426,24 @@ func named(a []driver.Value) []driver.NamedValue {
 	return out
 }
 
+// rows are a query's rows: streamed from the data source when one data
+// node answers it whole outside a transaction, merged first otherwise.
 type rows struct {
-	r *shard.Rows
-	i int
+	c   *shard.Cursor
+	buf []any
 }
 
-func (r *rows) Columns() []string { return r.r.Columns }
-func (r *rows) Close() error      { return nil }
+func (r *rows) Columns() []string { return r.c.Columns }
+func (r *rows) Close() error      { return r.c.Close() }
 func (r *rows) Next(dest []driver.Value) error {
-	if r.i >= len(r.r.Values) {
-		return io.EOF
+	if r.buf == nil {
+		r.buf = make([]any, len(dest))
 	}
-	for j, v := range r.r.Values[r.i] {
-		dest[j] = v
+	if err := r.c.Next(r.buf); err != nil {
+		return err
 	}
-	r.i++
+	for i, v := range r.buf {
+		dest[i] = v
+	}
 	return nil
 }
