@@ -281,6 +281,22 @@ func (e *Executor) each(ctx context.Context, units []Unit, parallel bool, fn fun
 		return
 	}
 	var wg sync.WaitGroup
+	if !parallel {
+		// A transaction's groups take no slot of the executor's budget:
+		// each runs on a connection the transaction already holds, and
+		// waiting for a slot held by another transaction's statement that
+		// waits on this transaction's row locks would be a deadlock the
+		// database cannot see (it ends only at its lock wait timeout).
+		for _, g := range groups {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				run(g)
+			}()
+		}
+		wg.Wait()
+		return
+	}
 	for k, g := range groups {
 		select {
 		case e.sem <- struct{}{}:
@@ -396,6 +412,7 @@ type Cursor struct {
 	release func() // the executor's count of statements running, once
 	r       *Rows  // read whole
 	i       int
+	types   []*sql.ColumnType
 }
 
 // Cursor runs a query and returns its rows to be read one at a time.
@@ -414,7 +431,7 @@ func (e *Executor) Cursor(ctx context.Context, q string, args ...any) (*Cursor, 
 		if err != nil {
 			return nil, err
 		}
-		return &Cursor{Columns: r.Columns, r: r}, nil
+		return RowsCursor(r), nil
 	}
 	on := e.pool
 	if !rd.Locking && len(e.reads) > 0 {
@@ -456,7 +473,19 @@ func (t *Tx) Cursor(ctx context.Context, q string, args ...any) (*Cursor, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Cursor{Columns: r.Columns, r: r}, nil
+	return RowsCursor(r), nil
+}
+
+// RowsCursor reads rows already in memory as a cursor.
+func RowsCursor(r *Rows) *Cursor { return &Cursor{Columns: r.Columns, r: r, types: r.Types} }
+
+// Types describe the columns as the data source reports them (nil when no
+// data source answered).
+func (c *Cursor) Types() []*sql.ColumnType {
+	if c.types == nil && c.rows != nil {
+		c.types, _ = c.rows.ColumnTypes()
+	}
+	return c.types
 }
 
 // Next reads the next row into dest (one value per column, as Rows.Values

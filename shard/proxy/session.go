@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
@@ -247,7 +248,7 @@ func (ss *session) query(ctx context.Context, q string) error {
 // run runs a statement: the session's own (transactions, SET, USE,
 // SHOW) here, the rest through the executor (in the session's
 // transaction when it has one).
-func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shard.Rows, shard.Result, error) {
+func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shard.Cursor, shard.Result, error) {
 	var none shard.Result
 	switch k {
 	case kindEmpty:
@@ -275,7 +276,10 @@ func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shar
 		return nil, none, ss.use(strings.TrimSpace(q[strings.IndexFunc(q, isSpace):]))
 	case kindShow:
 		rows, err := ss.show(ctx, q)
-		return rows, none, err
+		if err != nil {
+			return nil, none, err
+		}
+		return shard.RowsCursor(rows), none, nil
 	}
 	if ss.tx == nil && !ss.autocommit {
 		if err := ss.begin(ctx); err != nil {
@@ -283,12 +287,14 @@ func (ss *session) run(ctx context.Context, q string, k kind, args []any) (*shar
 		}
 	}
 	if k == kindQuery {
-		var rows *shard.Rows
+		// Outside a transaction a query one data node answers whole is
+		// streamed to the client as the data source sends it.
+		var rows *shard.Cursor
 		var err error
 		if ss.tx != nil {
-			rows, err = ss.tx.Query(ctx, q, args...)
+			rows, err = ss.tx.Cursor(ctx, q, args...)
 		} else {
-			rows, err = ss.s.ex.Load().Query(ctx, q, args...)
+			rows, err = ss.s.ex.Load().Cursor(ctx, q, args...)
 		}
 		return rows, none, err
 	}
@@ -337,12 +343,14 @@ func (ss *session) endTx(commit bool) error {
 	return tx.Rollback()
 }
 
-// sendRows sends a result set: text rows for COM_QUERY, binary rows for
-// COM_STMT_EXECUTE. A value that cannot be sent ends the rows with an
-// error, as a server does when a statement fails while sending.
-func (ss *session) sendRows(rows *shard.Rows, bin bool) error {
+// sendRows sends a result set, and closes rows: text rows for COM_QUERY,
+// binary rows for COM_STMT_EXECUTE. A value that cannot be sent, or a
+// data source failing while its rows stream, ends the rows with an error,
+// as a server does when a statement fails while sending.
+func (ss *session) sendRows(rows *shard.Cursor, bin bool) error {
+	defer rows.Close()
 	pc := ss.pc
-	cols := describe(rows)
+	cols := describe(rows.Columns, rows.Types())
 	if err := pc.send(appendLenInt(pc.begin(), uint64(len(cols)))); err != nil {
 		return err
 	}
@@ -354,7 +362,15 @@ func (ss *session) sendRows(rows *shard.Rows, bin bool) error {
 	if err := pc.send(ss.appendEOF(pc.begin())); err != nil {
 		return err
 	}
-	for _, r := range rows.Values {
+	r := make([]any, len(cols))
+	for {
+		err := rows.Next(r)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return pc.send(appendError(pc.begin(), err))
+		}
 		b, err := appendRow(pc.begin(), r, cols, bin)
 		if err != nil {
 			return pc.send(appendError(pc.begin(), err))
@@ -366,13 +382,13 @@ func (ss *session) sendRows(rows *shard.Rows, bin bool) error {
 	return pc.send(ss.appendEOF(pc.begin()))
 }
 
-// describe returns the protocol's columns of rows.
-func describe(rows *shard.Rows) []column {
-	cols := make([]column, len(rows.Columns))
-	for i, name := range rows.Columns {
+// describe returns the protocol's columns of a result.
+func describe(names []string, types []*sql.ColumnType) []column {
+	cols := make([]column, len(names))
+	for i, name := range names {
 		var ct *sql.ColumnType
-		if i < len(rows.Types) {
-			ct = rows.Types[i]
+		if i < len(types) {
+			ct = types[i]
 		}
 		cols[i] = columnOf(name, ct)
 	}
@@ -474,7 +490,7 @@ func (ss *session) prepare(ctx context.Context, q string) error {
 		}
 	}
 	if ncols > 0 {
-		for _, c := range describe(cols) {
+		for _, c := range describe(cols.Columns, cols.Types) {
 			if err := pc.send(appendColumn(pc.begin(), ss.s.cfg.Database, "", c)); err != nil {
 				return err
 			}
