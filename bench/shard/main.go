@@ -341,17 +341,7 @@ func (b *bench) proxy(layout string) (string, func(), error) {
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
 	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
+	stop := stopper(cmd)
 	// It prints "serving …" once it listens.
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || !strings.Contains(line, "serving") {
@@ -393,17 +383,7 @@ backend mariadb
 	if err := cmd.Start(); err != nil {
 		return "", nil, fmt.Errorf("start haproxy: %w", err)
 	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
+	stop := stopper(cmd)
 	// Ready once it answers with MariaDB's greeting.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -422,6 +402,22 @@ backend mariadb
 			return "", nil, fmt.Errorf("haproxy did not relay to MariaDB within 10 s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stopper returns a function that stops a started child: SIGTERM, then
+// SIGKILL after 10 s.
+func stopper(cmd *exec.Cmd) func() {
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
 	}
 }
 
@@ -572,10 +568,7 @@ func (b *bench) startUp(n int) (time.Duration, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
+	defer stopper(cmd)()
 	db, err := sql.Open("mysql", "app:secret@tcp("+addr+")/sharding_db")
 	if err != nil {
 		return 0, err
