@@ -772,7 +772,8 @@ func TestClientKilledMidResult(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A raw client: log in, ask for 20 MB, read a little, hang up.
+	// A raw client: log in, ask for a large result, read its first row,
+	// hang up with a reset, as a killed process leaves.
 	var conns []net.Conn
 	mysql.RegisterDialContext("killed", func(ctx context.Context, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
@@ -781,24 +782,29 @@ func TestClientKilledMidResult(t *testing.T) {
 		}
 		return c, err
 	})
-	victim, err := sql.Open("mysql", "app:secret@killed("+f.addr+")/sharding_db")
-	if err != nil {
-		t.Fatal(err)
+	killMidResult := func(q string) {
+		t.Helper()
+		conns = nil
+		victim, err := sql.Open("mysql", "app:secret@killed("+f.addr+")/sharding_db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer victim.Close()
+		victim.SetMaxOpenConns(1)
+		rows, err := victim.QueryContext(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			t.Fatalf("%s: no first row: %v", q, rows.Err())
+		}
+		for _, c := range conns {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
 	}
-	defer victim.Close()
-	victim.SetMaxOpenConns(1)
-	rows, err := victim.QueryContext(ctx, "SELECT id, note FROM t_account ORDER BY id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rows.Next() {
-		t.Fatalf("no first row: %v", rows.Err())
-	}
-	for _, c := range conns {
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close() // a reset, as a killed process leaves
-	}
-	rows.Close()
+	killMidResult("SELECT id, note FROM t_account ORDER BY id") // 20 MB, merged
 	// Others are served meanwhile and after.
 	var n int
 	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_account").Scan(&n); err != nil || n != 20_000 {
@@ -818,24 +824,7 @@ func TestClientKilledMidResult(t *testing.T) {
 		}
 		fmt.Fprint(&in, id)
 	}
-	conns = nil
-	victim2, err := sql.Open("mysql", "app:secret@killed("+f.addr+")/sharding_db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer victim2.Close()
-	rows, err = victim2.QueryContext(ctx, "SELECT id, note FROM t_account WHERE id IN ("+in.String()+")")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rows.Next() {
-		t.Fatalf("no first streamed row: %v", rows.Err())
-	}
-	for _, c := range conns {
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close()
-	}
-	rows.Close()
+	killMidResult("SELECT id, note FROM t_account WHERE id IN (" + in.String() + ")")
 	wait.For(t, 10*time.Second, "ds_0's connection back in its pool after the streaming client died", func() bool {
 		return f.srv.Executor().DB("ds_0").Stats().InUse == 0
 	})
