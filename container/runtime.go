@@ -1,0 +1,633 @@
+package container
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/tangram-dev/tangram/container/cgroup"
+)
+
+// Errors a caller may test for.
+var (
+	ErrExists     = errors.New("container: a container with this ID exists")
+	ErrNotFound   = errNoState
+	ErrNotCreated = errors.New("container: not in the created state")
+	ErrRunning    = errors.New("container: still running (stop it, or delete with force)")
+	ErrNotRunning = errors.New("container: not running")
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// Root is the directory holding one directory of state per container
+	// (default /var/lib/tangram/containers). It must be on a filesystem
+	// that supports FIFOs.
+	Root string
+	// Logger receives the runtime's warnings (default: slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Root: "/var/lib/tangram/containers"}
+}
+
+// Validate checks cfg.
+func (c Config) Validate() error {
+	if c.Root == "" || !filepath.IsAbs(c.Root) {
+		return fmt.Errorf("container: root %q must be an absolute path", c.Root)
+	}
+	return nil
+}
+
+// Runtime creates and manages containers whose state lives under one root
+// directory. Every method works from any process: a container created by
+// one `tangram container create` is started, killed and deleted by others,
+// as with runc.
+type Runtime struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Runtime. It creates the root directory.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Root == "" {
+		cfg.Root = DefaultConfig().Root
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
+		return nil, fmt.Errorf("container: make root: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Runtime{cfg: cfg, log: log}, nil
+}
+
+func (r *Runtime) dir(id string) string { return filepath.Join(r.cfg.Root, id) }
+
+// CreateOptions are a container's standard streams. A nil stream reads
+// from or writes to /dev/null. An *os.File is handed to the container as
+// it is (it outlives the creating process); any other reader or writer is
+// copied by goroutines of this process until the container exits, which
+// only Process.Wait reports.
+type CreateOptions struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Process is the creating process's handle on a container's init.
+type Process struct {
+	ID  string
+	Pid int
+	cmd *exec.Cmd
+	r   *Runtime
+}
+
+// Wait waits for the container's process to exit and returns its exit
+// code (128+signal when a signal killed it), recording it in the state.
+func (p *Process) Wait() (int, error) {
+	err := p.cmd.Wait()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return -1, fmt.Errorf("container: wait %s: %w", p.ID, err)
+		}
+		ws := ee.Sys().(syscall.WaitStatus)
+		switch {
+		case ws.Signaled():
+			code = 128 + int(ws.Signal())
+		default:
+			code = ws.ExitStatus()
+		}
+	}
+	if st, err := readState(p.r.dir(p.ID)); err == nil {
+		st.ExitCode = &code
+		st.Status = Stopped
+		_ = writeState(p.r.dir(p.ID), st)
+	}
+	return code, nil
+}
+
+// Create sets a container up from bundle (a directory with config.json and
+// usually rootfs/) and leaves its init waiting for Start: namespaces made
+// at clone, cgroup limits set, filesystems mounted and the root pivoted,
+// user and capabilities switched. The process the spec names has not
+// begun.
+func (r *Runtime) Create(ctx context.Context, id, bundle string, opts CreateOptions) (*Process, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return nil, err
+	}
+	return r.CreateFromSpec(ctx, id, bundle, spec, opts)
+}
+
+// CreateFromSpec is Create with the spec given rather than read from the
+// bundle (bundle is recorded in the state only).
+func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *specs.Spec, opts CreateOptions) (_ *Process, err error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if err := validateSpec(spec); err != nil {
+		return nil, err
+	}
+	if spec.Process.Capabilities != nil {
+		for _, set := range [][]string{spec.Process.Capabilities.Bounding, spec.Process.Capabilities.Effective,
+			spec.Process.Capabilities.Permitted, spec.Process.Capabilities.Inheritable, spec.Process.Capabilities.Ambient} {
+			if _, err := capSet(set); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var flags uintptr
+	userNS, cgroupNS := false, false
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path != "" {
+			return nil, fmt.Errorf("container: joining an existing %s namespace (%s) is not supported", ns.Type, ns.Path)
+		}
+		switch ns.Type {
+		case specs.PIDNamespace:
+			flags |= unix.CLONE_NEWPID
+		case specs.NetworkNamespace:
+			flags |= unix.CLONE_NEWNET
+		case specs.MountNamespace:
+			flags |= unix.CLONE_NEWNS
+		case specs.IPCNamespace:
+			flags |= unix.CLONE_NEWIPC
+		case specs.UTSNamespace:
+			flags |= unix.CLONE_NEWUTS
+		case specs.UserNamespace:
+			flags |= unix.CLONE_NEWUSER
+			userNS = true
+		case specs.CgroupNamespace:
+			cgroupNS = true
+		}
+	}
+	dir := r.dir(id)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%w: %s", ErrExists, id)
+		}
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	var group *cgroup.Group
+	var cmd *exec.Cmd
+	defer func() {
+		if err == nil {
+			return
+		}
+		if cmd != nil && cmd.Process != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if group != nil {
+			if derr := group.Destroy(); derr != nil {
+				r.log.Warn("container: cleaning up a failed create", "id", id, "err", derr)
+			}
+		}
+		os.RemoveAll(dir)
+	}()
+	fifoPath := filepath.Join(dir, "exec.fifo")
+	old := unix.Umask(0)
+	err = unix.Mkfifo(fifoPath, 0o622)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("container: make exec fifo: %w", err)
+	}
+	cgPath := spec.Linux.CgroupsPath
+	if cgPath == "" {
+		cgPath = "tangram/" + id
+	}
+	group, err = cgroup.New(cgPath)
+	if err != nil {
+		return nil, err
+	}
+	res := spec.Linux.Resources
+	if res == nil {
+		res = &specs.LinuxResources{}
+	}
+	withDefaults := *res
+	withDefaults.Devices = append(append([]specs.LinuxDeviceCgroup{}, res.Devices...), defaultDeviceRules()...)
+	if err := group.Set(&withDefaults); err != nil {
+		return nil, err
+	}
+	st := &State{
+		OCIVersion: specs.Version, ID: id, Status: Creating, Bundle: bundle,
+		Annotations: spec.Annotations, Rootfs: spec.Root.Path, Cgroup: cgPath, Created: time.Now().UTC(),
+	}
+	if err := writeState(dir, st); err != nil {
+		return nil, err
+	}
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("container: socketpair: %w", err)
+	}
+	parentSock := os.NewFile(uintptr(fds[0]), "init-parent")
+	childSock := os.NewFile(uintptr(fds[1]), "init-child")
+	defer parentSock.Close()
+	defer childSock.Close()
+	fifoFD, err := unix.Open(fifoPath, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("container: open exec fifo: %w", err)
+	}
+	fifoFile := os.NewFile(uintptr(fifoFD), "exec-fifo")
+	defer fifoFile.Close()
+
+	cmd = exec.Command("/proc/self/exe", "container-init", id)
+	cmd.Env = []string{initEnv + "=1"}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
+	cmd.ExtraFiles = []*os.File{childSock, fifoFile}
+	attr := &syscall.SysProcAttr{Cloneflags: flags}
+	if userNS {
+		for _, m := range spec.Linux.UIDMappings {
+			attr.UidMappings = append(attr.UidMappings, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+		}
+		for _, m := range spec.Linux.GIDMappings {
+			attr.GidMappings = append(attr.GidMappings, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+		}
+		attr.GidMappingsEnableSetgroups = os.Geteuid() == 0
+	}
+	cgFD, closeCg, err := group.FD()
+	if err != nil {
+		return nil, err
+	}
+	defer closeCg()
+	if cgFD >= 0 {
+		// v2: clone3 places the child in its group before it runs a
+		// single instruction.
+		attr.UseCgroupFD, attr.CgroupFD = true, cgFD
+	}
+	cmd.SysProcAttr = attr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("container: start init: %w", err)
+	}
+	childSock.Close()
+	if cgFD < 0 {
+		// v1: the init waits for its orders, so it does nothing before
+		// it is in the group.
+		if err := group.Add(cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	order := initOrder{Spec: spec, BindDevices: userNS, CgroupNS: cgroupNS}
+	b, err := json.Marshal(order)
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if _, err := parentSock.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("container: send orders to init: %w", err)
+	}
+	reply, err := readReply(ctx, parentSock)
+	if err != nil {
+		return nil, err
+	}
+	if reply.Error != "" {
+		return nil, fmt.Errorf("container: create %s: %s", id, reply.Error)
+	}
+	start, _, ok := procStart(cmd.Process.Pid)
+	if !ok {
+		return nil, fmt.Errorf("container: create %s: init exited after reporting ready", id)
+	}
+	st.Pid, st.InitStart, st.Status = cmd.Process.Pid, start, Created
+	if err := writeState(dir, st); err != nil {
+		return nil, err
+	}
+	return &Process{ID: id, Pid: cmd.Process.Pid, cmd: cmd, r: r}, nil
+}
+
+func readReply(ctx context.Context, sock *os.File) (initReply, error) {
+	type res struct {
+		rep initReply
+		err error
+	}
+	ch := make(chan res, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	sock.SetReadDeadline(deadline)
+	go func() {
+		line, err := bufio.NewReader(sock).ReadBytes('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("container: init exited before reporting")
+			} else {
+				err = fmt.Errorf("container: waiting for init: %w", err)
+			}
+			ch <- res{err: err}
+			return
+		}
+		var rep initReply
+		if err := json.Unmarshal(line, &rep); err != nil {
+			ch <- res{err: fmt.Errorf("container: init's reply %q: %w", line, err)}
+			return
+		}
+		ch <- res{rep: rep}
+	}()
+	select {
+	case r := <-ch:
+		return r.rep, r.err
+	case <-ctx.Done():
+		// Unblock the reader so its goroutine ends with this call.
+		sock.SetReadDeadline(time.Now())
+		<-ch
+		return initReply{}, fmt.Errorf("container: waiting for init: %w", ctx.Err())
+	}
+}
+
+// Start lets a created container's process run.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	st, err := r.State(id)
+	if err != nil {
+		return err
+	}
+	if st.Status != Created {
+		return fmt.Errorf("%w: %s is %s", ErrNotCreated, id, st.Status)
+	}
+	fifoPath := filepath.Join(r.dir(id), "exec.fifo")
+	// The init is blocked opening the FIFO for writing; a non-blocking
+	// open for reading meets it, and the read gets its byte.
+	f, err := os.OpenFile(fifoPath, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("container: start %s: open exec fifo: %w", id, err)
+	}
+	defer f.Close()
+	if err := unix.SetNonblock(int(f.Fd()), true); err != nil {
+		return fmt.Errorf("container: %w", err)
+	}
+	buf := make([]byte, 1)
+	for {
+		n, err := unix.Read(int(f.Fd()), buf)
+		if n == 1 {
+			break
+		}
+		if err != nil && !errors.Is(err, unix.EAGAIN) {
+			return fmt.Errorf("container: start %s: read exec fifo: %w", id, err)
+		}
+		// EOF (no writer yet, or the init died) or nothing yet.
+		if !st.alive() {
+			return fmt.Errorf("container: start %s: init exited before start", id)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("container: start %s: %w", id, err)
+		}
+		pfd := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}
+		unix.Poll(pfd, 10)
+	}
+	if err := os.Remove(fifoPath); err != nil {
+		return fmt.Errorf("container: start %s: %w", id, err)
+	}
+	st.Status = Running
+	return writeState(r.dir(id), st)
+}
+
+// State returns a container's state with its status as of now.
+func (r *Runtime) State(id string) (*State, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	st, err := readState(r.dir(id))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return nil, err
+	}
+	r.refresh(st)
+	return st, nil
+}
+
+func (r *Runtime) refresh(st *State) {
+	if st.Status == Creating {
+		return
+	}
+	if !st.alive() {
+		st.Status = Stopped
+		return
+	}
+	if _, err := os.Stat(filepath.Join(r.dir(st.ID), "exec.fifo")); err == nil {
+		st.Status = Created
+		return
+	}
+	st.Status = Running
+	if g, err := cgroup.Open(st.Cgroup); err == nil {
+		if frozen, _ := g.Frozen(); frozen {
+			st.Status = Paused
+		}
+	}
+}
+
+// List returns every container's state, by ID.
+func (r *Runtime) List() ([]*State, error) {
+	ents, err := os.ReadDir(r.cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	var out []*State
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		st, err := r.State(e.Name())
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Kill sends sig to the container's init, or with all to every process in
+// its cgroup.
+func (r *Runtime) Kill(id string, sig syscall.Signal, all bool) error {
+	st, err := r.State(id)
+	if err != nil {
+		return err
+	}
+	if st.Status == Stopped {
+		return fmt.Errorf("%w: %s", ErrNotRunning, id)
+	}
+	if all {
+		g, err := cgroup.Open(st.Cgroup)
+		if err != nil {
+			return err
+		}
+		return g.Kill(sig)
+	}
+	if err := unix.Kill(st.Pid, sig); err != nil {
+		return fmt.Errorf("container: kill %s: %w", id, err)
+	}
+	return nil
+}
+
+// Pause freezes every process of the container.
+func (r *Runtime) Pause(id string) error {
+	st, err := r.State(id)
+	if err != nil {
+		return err
+	}
+	if st.Status != Running {
+		return fmt.Errorf("%w: %s is %s", ErrNotRunning, id, st.Status)
+	}
+	g, err := cgroup.Open(st.Cgroup)
+	if err != nil {
+		return err
+	}
+	return g.Freeze()
+}
+
+// Resume thaws a paused container.
+func (r *Runtime) Resume(id string) error {
+	st, err := r.State(id)
+	if err != nil {
+		return err
+	}
+	if st.Status != Paused {
+		return fmt.Errorf("container: %s is %s, not paused", id, st.Status)
+	}
+	g, err := cgroup.Open(st.Cgroup)
+	if err != nil {
+		return err
+	}
+	return g.Thaw()
+}
+
+// Stats reads the container's cgroup counters.
+func (r *Runtime) Stats(id string) (cgroup.Stats, error) {
+	st, err := r.State(id)
+	if err != nil {
+		return cgroup.Stats{}, err
+	}
+	g, err := cgroup.Open(st.Cgroup)
+	if err != nil {
+		return cgroup.Stats{}, err
+	}
+	return g.Stats()
+}
+
+// Delete removes a stopped container: its cgroup and its state. With
+// force, a live one is killed first (SIGKILL to every process of its
+// cgroup, thawed if paused) and Delete waits for it to go.
+func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
+	st, err := r.State(id)
+	if err != nil {
+		return err
+	}
+	g, gerr := cgroup.Open(st.Cgroup)
+	if st.Status != Stopped {
+		if !force {
+			return fmt.Errorf("%w: %s is %s", ErrRunning, id, st.Status)
+		}
+		if gerr == nil {
+			g.Kill(unix.SIGKILL)
+			if st.Status == Paused {
+				g.Thaw()
+			}
+		}
+		unix.Kill(st.Pid, unix.SIGKILL)
+		for st.alive() {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("container: delete %s: waiting for it to die: %w", id, err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if gerr == nil {
+		// Children of a dead init are killed by the kernel with its PID
+		// namespace; without one they may linger.
+		for i := 0; i < 1000; i++ {
+			pids, err := g.Procs()
+			if err != nil || len(pids) == 0 {
+				break
+			}
+			g.Kill(unix.SIGKILL)
+			time.Sleep(time.Millisecond)
+		}
+		if err := g.Destroy(); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(r.dir(id)); err != nil {
+		return fmt.Errorf("container: delete %s: %w", id, err)
+	}
+	return nil
+}
+
+// Run creates, starts and waits for a container, deletes it, and returns
+// its exit code. Cancelling ctx kills it.
+func (r *Runtime) Run(ctx context.Context, id, bundle string, opts CreateOptions) (int, error) {
+	p, err := r.Create(ctx, id, bundle, opts)
+	if err != nil {
+		return -1, err
+	}
+	return r.runCreated(ctx, p)
+}
+
+// RunSpec is Run with the spec given.
+func (r *Runtime) RunSpec(ctx context.Context, id, bundle string, spec *specs.Spec, opts CreateOptions) (int, error) {
+	p, err := r.CreateFromSpec(ctx, id, bundle, spec, opts)
+	if err != nil {
+		return -1, err
+	}
+	return r.runCreated(ctx, p)
+}
+
+func (r *Runtime) runCreated(ctx context.Context, p *Process) (int, error) {
+	cleanup := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.Delete(dctx, p.ID, true); err != nil {
+			r.log.Warn("container: delete after run", "id", p.ID, "err", err)
+		}
+	}
+	if err := r.Start(ctx, p.ID); err != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		cleanup()
+		return -1, err
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+			r.Kill(p.ID, unix.SIGKILL, true)
+		case <-done:
+		}
+	}()
+	code, err := p.Wait()
+	close(done)
+	<-stopped
+	cleanup()
+	return code, err
+}
