@@ -192,9 +192,9 @@ var defaultDevices = []specs.LinuxDevice{
 func defaultDeviceRules() []specs.LinuxDeviceCgroup {
 	i := func(v int64) *int64 { return &v }
 	rules := []specs.LinuxDeviceCgroup{
-		{Allow: true, Type: "c", Major: i(5), Minor: i(2), Access: "rwm"},   // /dev/ptmx
+		{Allow: true, Type: "c", Major: i(5), Minor: i(2), Access: "rwm"},    // /dev/ptmx
 		{Allow: true, Type: "c", Major: i(136), Minor: i(-1), Access: "rwm"}, // /dev/pts/*
-		{Allow: true, Type: "c", Major: i(5), Minor: i(1), Access: "rwm"},   // /dev/console
+		{Allow: true, Type: "c", Major: i(5), Minor: i(1), Access: "rwm"},    // /dev/console
 	}
 	for _, d := range defaultDevices {
 		rules = append(rules, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: i(d.Major), Minor: i(d.Minor), Access: "rwm"})
