@@ -1,8 +1,15 @@
 package container
 
 import (
+	"errors"
+	"fmt"
+	"syscall"
+
 	"bytes"
 	"context"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tangram-dev/tangram/container/cgroup"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,4 +101,264 @@ func TestRunIsolated(t *testing.T) {
 		t.Fatalf("want PID 1 and hostname tangram, got %q (stderr %q)", out, errOut)
 	}
 	t.Logf("out: %q", out)
+}
+
+// start creates and starts a container from bundle, returning its handle.
+func start(t *testing.T, r *Runtime, id, bundle string, opts CreateOptions) *Process {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := r.Create(ctx, id, bundle, opts)
+	if err != nil {
+		t.Fatalf("create %s: %v", id, err)
+	}
+	t.Cleanup(func() { r.Delete(context.Background(), id, true) })
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatalf("start %s: %v", id, err)
+	}
+	return p
+}
+
+func editSpec(t *testing.T, bundle string, edit func(s *specs.Spec)) {
+	t.Helper()
+	s, err := LoadSpec(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Root.Path = "rootfs"
+	edit(s)
+	if err := WriteSpec(bundle, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHostHidden(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	// A host process the container must not see, and a host mount it must
+	// not see.
+	host := exec.Command("sleep", "30")
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { host.Process.Kill(); host.Wait() }()
+	wd, _ := os.Getwd()
+	bundle := busyboxBundle(t, "sh", "-c", "ps -o pid,comm; echo ---; cat /proc/self/mountinfo")
+	code, out, errOut := runOut(t, r, "hidden", bundle)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	procs, mounts, _ := strings.Cut(out, "---")
+	if strings.Contains(procs, "sleep") || len(strings.Split(strings.TrimSpace(procs), "\n")) != 3 {
+		t.Errorf("container sees processes besides its own sh and ps:\n%s", procs)
+	}
+	if strings.Contains(mounts, wd) || strings.Contains(mounts, " /work") {
+		t.Errorf("container sees host mounts:\n%s", mounts)
+	}
+}
+
+func TestSecurityDefaults(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sh", "-c", `grep -E "^(CapBnd|CapEff|CapPrm|NoNewPrivs)" /proc/self/status
+echo timer_list=$(cat /proc/timer_list | wc -c)
+echo x > /proc/sys/kernel/hostname 2>/dev/null && echo sysctl-writable
+touch /sys/x 2>/dev/null && echo sys-writable
+echo firmware=$(ls -A /sys/firmware 2>/dev/null | wc -l)
+echo dev=$(ls /dev | tr '\n' ' ')`)
+	code, out, errOut := runOut(t, r, "secure", bundle)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	// AUDIT_WRITE(29), KILL(5), NET_BIND_SERVICE(10) and nothing else.
+	const caps = "0000000020000420"
+	for _, want := range []string{"CapPrm:\t" + caps, "CapEff:\t" + caps, "CapBnd:\t" + caps, "NoNewPrivs:\t1", "timer_list=0", "firmware=0"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "writable") {
+		t.Errorf("a read-only path was writable:\n%s", out)
+	}
+	_, devs, _ := strings.Cut(out, "dev=")
+	devs = strings.TrimSpace(devs) + " "
+	for _, dev := range []string{"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd", "stdin"} {
+		if !strings.Contains(" "+devs, " "+dev+" ") {
+			t.Errorf("/dev lacks %s: %q", dev, devs)
+		}
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sleep", "60")
+	ctx := context.Background()
+	p, err := r.Create(ctx, "life", bundle, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Delete(ctx, "life", true) })
+	if _, err := r.Create(ctx, "life", bundle, CreateOptions{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	st, err := r.State("life")
+	if err != nil || st.Status != Created || st.Pid != p.Pid {
+		t.Fatalf("state after create: %+v %v", st, err)
+	}
+	// The process has not begun: the init waits on the FIFO.
+	if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid)); !strings.HasPrefix(string(cmd), "container-init") {
+		t.Fatalf("created container runs %q before start", cmd)
+	}
+	if err := r.Delete(ctx, "life", false); !errors.Is(err, ErrRunning) {
+		t.Fatalf("delete of a created container without force: %v", err)
+	}
+	if err := r.Start(ctx, "life"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx, "life"); !errors.Is(err, ErrNotCreated) {
+		t.Fatalf("second start: %v", err)
+	}
+	if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid)); !strings.HasPrefix(string(cmd), "sleep") {
+		t.Fatalf("started container runs %q", cmd)
+	}
+	if st, _ := r.State("life"); st.Status != Running {
+		t.Fatalf("status %s after start", st.Status)
+	}
+	if err := r.Pause("life"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.State("life"); st.Status != Paused {
+		t.Fatalf("status %s after pause", st.Status)
+	}
+	if err := r.Resume("life"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.State("life"); st.Status != Running {
+		t.Fatalf("status %s after resume", st.Status)
+	}
+	list, err := r.List()
+	if err != nil || len(list) != 1 || list[0].ID != "life" {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	// PID 1 of a namespace gets no signal it has no handler for from
+	// inside, but SIGKILL from the host always lands.
+	if err := r.Kill("life", syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.Wait(); err != nil || code != 128+9 {
+		t.Fatalf("exit code %d (%v), want 137", code, err)
+	}
+	if st, _ := r.State("life"); st.Status != Stopped {
+		t.Fatalf("status %s after exit", st.Status)
+	}
+	if err := r.Delete(ctx, "life", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.State("life"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("state after delete: %v", err)
+	}
+}
+
+func limited(t *testing.T, bundle string, res *specs.LinuxResources) {
+	editSpec(t, bundle, func(s *specs.Spec) {
+		res.Devices = s.Linux.Resources.Devices
+		s.Linux.Resources = res
+	})
+}
+
+func TestPidsLimit(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	// A fork bomb, bounded: 40 background sleeps under a limit of 10.
+	bundle := busyboxBundle(t, "sh", "-c", "n=0; for i in $(seq 40); do sleep 5 & n=$((n+1)); done 2>/dev/null; echo started; exit 0")
+	limit := int64(10)
+	limited(t, bundle, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}})
+	var stderr bytes.Buffer
+	p := start(t, r, "pids", bundle, CreateOptions{Stderr: &stderr})
+	stats, err := r.Stats("pids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.PidsLimit != 10 {
+		t.Fatalf("pids limit %d, want 10", stats.PidsLimit)
+	}
+	if _, err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stats, _ = r.Stats("pids")
+	if stats.Pids > 10 {
+		t.Fatalf("%d processes under a limit of 10", stats.Pids)
+	}
+	g, err := cgroup.Open(mustState(t, r, "pids").Cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pidsEvents(t, g); n == 0 {
+		t.Fatalf("the pids controller refused no fork (stderr %q)", stderr.String())
+	}
+}
+
+func mustState(t *testing.T, r *Runtime, id string) *State {
+	st, err := r.State(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// pidsEvents reads how many forks the pids controller refused.
+func pidsEvents(t *testing.T, g *cgroup.Group) int {
+	b, err := os.ReadFile(filepath.Join(g.Dir("pids"), "pids.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscanf(strings.TrimPrefix(strings.TrimSpace(string(b)), "max "), "%d", &n)
+	return n
+}
+
+func TestMemoryLimitOOMKill(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	// dd's 64 MiB block is one buffer, filled from /dev/zero.
+	bundle := busyboxBundle(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+	limit := int64(16 << 20)
+	limited(t, bundle, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}})
+	p := start(t, r, "oom", bundle, CreateOptions{})
+	code, err := p.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 128+9 {
+		t.Fatalf("exit code %d, want 137 (OOM-killed)", code)
+	}
+	stats, err := r.Stats("oom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.OOMKills == 0 || stats.MemoryLimitBytes != 16<<20 {
+		t.Fatalf("stats %+v: want an OOM kill under a 16 MiB limit", stats)
+	}
+}
+
+func TestCPUQuota(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	// Two busy loops for 1 s under a quota of a fifth of a CPU.
+	bundle := busyboxBundle(t, "sh", "-c", "(while :; do :; done) & (while :; do :; done) & sleep 1; kill %1 %2")
+	quota, period := int64(20000), uint64(100000)
+	limited(t, bundle, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}})
+	p := start(t, r, "cpu", bundle, CreateOptions{})
+	if _, err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := r.Stats("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1 s at 0.2 CPU is 200 ms; two unthrottled loops would take 2 s.
+	if used := time.Duration(stats.CPUNanos); used > 500*time.Millisecond || used < 50*time.Millisecond {
+		t.Fatalf("CPU used %v in 1 s under a 0.2 CPU quota", used)
+	}
 }

@@ -258,7 +258,8 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	fifoFile := os.NewFile(uintptr(fifoFD), "exec-fifo")
 	defer fifoFile.Close()
 
-	cmd = exec.Command("/proc/self/exe", "container-init", id)
+	cmd = exec.Command("/proc/self/exe")
+	cmd.Args = []string{"container-init", id}
 	cmd.Env = []string{initEnv + "=1"}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
 	cmd.ExtraFiles = []*os.File{childSock, fifoFile}
