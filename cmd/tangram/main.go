@@ -23,6 +23,10 @@ func main() {
 	root, g := newRootWith()
 	err := root.ExecuteContext(ctx)
 	stop()
+	var code exitCode
+	if errors.As(err, &code) {
+		os.Exit(int(code)) // the container's own exit code; it said why
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", explain(err, g))
 		os.Exit(1)

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/tangram-dev/tangram/container"
+)
+
+// exitCode is an error that ends the process with a given code and no
+// message: `tangram container run` passes on the container's exit code.
+type exitCode int
+
+func (e exitCode) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
+func newContainerCmd(g *globals) *cobra.Command {
+	var root string
+	c := &cobra.Command{
+		Use:   "container",
+		Short: "Run containers: OCI bundles, namespaces, cgroups, pivot_root (runc's verbs)",
+		Long: `Run containers from OCI runtime bundles (a directory with config.json and rootfs/).
+
+The verbs are runc's, so a containerd-style caller can use tangram in its place:
+create, start, state, kill, delete; run does all of them in the foreground.
+Containers' state lives under --root, one directory each. Needs root.`,
+	}
+	c.PersistentFlags().StringVar(&root, "root", "", "state directory (default: env TANGRAM_CONTAINER_ROOT, else /var/lib/tangram/containers)")
+	rt := func() (*container.Runtime, error) {
+		if root == "" {
+			root = envOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
+		}
+		abs, err := filepath.Abs(root)
+		if err != nil {
+			return nil, err
+		}
+		return container.New(container.Config{Root: abs})
+	}
+	writePid := func(file string, pid int) error {
+		if file == "" {
+			return nil
+		}
+		return os.WriteFile(file, []byte(strconv.Itoa(pid)), 0o644)
+	}
+
+	var specRootfs, specBundle string
+	spec := &cobra.Command{
+		Use:   "spec [-- command [args...]]",
+		Short: "Write a default config.json into a bundle (runc's defaults; the command runs as the process)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = []string{"sh"}
+			}
+			path := filepath.Join(specBundle, "config.json")
+			if _, err := os.Stat(path); err == nil {
+				return fmt.Errorf("%s exists; remove it first", path)
+			}
+			if err := container.WriteSpec(specBundle, container.DefaultSpec(specRootfs, args)); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "wrote", path)
+			return nil
+		},
+	}
+	spec.Flags().StringVarP(&specBundle, "bundle", "b", ".", "bundle directory")
+	spec.Flags().StringVar(&specRootfs, "rootfs", "rootfs", "root filesystem, relative to the bundle or absolute")
+
+	var bundle, pidFile string
+	var detach bool
+	run := &cobra.Command{
+		Use:   "run ID",
+		Short: "Create, start and wait for a container, then delete it; exits with its exit code",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			id := args[0]
+			ctx := context.WithoutCancel(cmd.Context())
+			opts := container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			p, err := r.Create(ctx, id, bundle, opts)
+			if err != nil {
+				return err
+			}
+			if err := writePid(pidFile, p.Pid); err != nil {
+				return err
+			}
+			if err := r.Start(ctx, id); err != nil {
+				r.Delete(ctx, id, true)
+				return err
+			}
+			if detach {
+				return nil
+			}
+			// Signals for this process go to the container's.
+			sigs := make(chan os.Signal, 8)
+			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+			done := make(chan struct{})
+			fwd := make(chan struct{})
+			go func() {
+				defer close(fwd)
+				for {
+					select {
+					case s := <-sigs:
+						r.Kill(id, s.(syscall.Signal), false)
+					case <-done:
+						return
+					}
+				}
+			}()
+			code, err := p.Wait()
+			signal.Stop(sigs)
+			close(done)
+			<-fwd
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if derr := r.Delete(dctx, id, true); derr != nil && err == nil {
+				err = derr
+			}
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitCode(code)
+			}
+			return nil
+		},
+	}
+	run.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
+	run.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
+	run.Flags().BoolVarP(&detach, "detach", "d", false, "start it and return (delete it yourself once it stops)")
+
+	create := &cobra.Command{
+		Use:   "create ID",
+		Short: "Set a container up and leave it waiting for start",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			p, err := r.Create(cmd.Context(), args[0], bundle, container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+			if err != nil {
+				return err
+			}
+			return writePid(pidFile, p.Pid)
+		},
+	}
+	create.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
+	create.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
+
+	simple := func(use, short string, f func(r *container.Runtime, id string) error) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				r, err := rt()
+				if err != nil {
+					return err
+				}
+				return f(r, args[0])
+			},
+		}
+	}
+	start := &cobra.Command{
+		Use: "start ID", Short: "Run a created container's process", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			return r.Start(cmd.Context(), args[0])
+		},
+	}
+	state := &cobra.Command{
+		Use: "state ID", Short: "Print a container's state as the runtime spec's JSON", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			st, err := r.State(args[0])
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(st.OCI())
+		},
+	}
+	var killAll bool
+	kill := &cobra.Command{
+		Use: "kill ID [SIGNAL]", Short: "Send a signal (default SIGTERM) to the container's process", Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			sig := unix.SIGTERM
+			if len(args) == 2 {
+				if sig, err = parseSignal(args[1]); err != nil {
+					return err
+				}
+			}
+			return r.Kill(args[0], sig, killAll)
+		},
+	}
+	kill.Flags().BoolVarP(&killAll, "all", "a", false, "signal every process of the container")
+	var force bool
+	del := &cobra.Command{
+		Use: "delete ID", Aliases: []string{"rm"}, Short: "Remove a stopped container (--force kills a live one)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			return r.Delete(cmd.Context(), args[0], force)
+		},
+	}
+	del.Flags().BoolVarP(&force, "force", "f", false, "kill the container first if it runs")
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List containers", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			all, err := r.List()
+			if err != nil {
+				return err
+			}
+			return g.print(all, func(w *tabwriter.Writer) {
+				row(w, "ID", "PID", "STATUS", "BUNDLE", "CREATED")
+				for _, s := range all {
+					row(w, s.ID, s.Pid, s.Status, s.Bundle, s.Created.Format(time.RFC3339))
+				}
+			})
+		},
+	}
+	stats := &cobra.Command{
+		Use: "stats ID", Short: "Print a container's resource use (memory, CPU, pids, OOM kills)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			st, err := r.Stats(args[0])
+			if err != nil {
+				return err
+			}
+			return g.print(st, func(w *tabwriter.Writer) {
+				row(w, "MEMORY", "LIMIT", "CPU", "PIDS", "OOM KILLS")
+				limit := "-"
+				if st.MemoryLimitBytes > 0 {
+					limit = strconv.FormatUint(st.MemoryLimitBytes, 10)
+				}
+				row(w, st.MemoryBytes, limit, time.Duration(st.CPUNanos), st.Pids, st.OOMKills)
+			})
+		},
+	}
+	c.AddCommand(spec, run, create, start, state, kill, del, list, stats,
+		simple("pause", "Freeze every process of a container", (*container.Runtime).Pause),
+		simple("resume", "Thaw a paused container", (*container.Runtime).Resume))
+	return c
+}
+
+// parseSignal takes a signal as a number, "KILL" or "SIGKILL".
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, errors.New("unknown signal " + strconv.Quote(s))
+}
