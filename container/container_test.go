@@ -362,3 +362,16 @@ func TestCPUQuota(t *testing.T) {
 		t.Fatalf("CPU used %v in 1 s under a 0.2 CPU quota", used)
 	}
 }
+
+func TestValidateID(t *testing.T) {
+	for _, id := range []string{"a", "web-1", "A.b_c", strings.Repeat("x", 128)} {
+		if err := ValidateID(id); err != nil {
+			t.Errorf("%q: %v", id, err)
+		}
+	}
+	for _, id := range []string{"", "-a", ".a", "a/b", "..", "a b", "é", strings.Repeat("x", 129)} {
+		if err := ValidateID(id); err == nil {
+			t.Errorf("%q accepted", id)
+		}
+	}
+}

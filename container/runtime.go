@@ -222,7 +222,7 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	if cgPath == "" {
 		cgPath = "tangram/" + id
 	}
-	group, err = cgroup.New(cgPath)
+	group, err = cgroup.New(cgPath, cgroup.Controllers(spec.Linux.Resources)...)
 	if err != nil {
 		return nil, err
 	}

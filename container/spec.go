@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -95,12 +94,16 @@ func WriteSpec(bundle string, s *specs.Spec) error {
 	return nil
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
 // ValidateID checks a container ID: letters, digits, '_', '.', '-', at most
 // 128 characters, not starting with a punctuation mark.
 func ValidateID(id string) error {
-	if !idPattern.MatchString(id) {
+	ok := len(id) > 0 && len(id) <= 128
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		ok = alnum || i > 0 && (c == '_' || c == '.' || c == '-')
+	}
+	if !ok {
 		return fmt.Errorf("container: invalid ID %q: want 1-128 letters, digits, '_', '.', '-', starting with a letter or digit", id)
 	}
 	return nil

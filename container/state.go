@@ -51,6 +51,10 @@ func (s State) OCI() specs.State {
 	return specs.State{Version: s.OCIVersion, ID: s.ID, Status: specs.ContainerState(s.Status), Pid: s.Pid, Bundle: s.Bundle, Annotations: s.Annotations}
 }
 
+// writeState replaces state.json atomically (a rename): a runtime killed
+// at any moment leaves the old state or the new one. It does not fsync: a
+// host that crashes takes its containers with it, so state that outlives
+// only the runtime process (kept in the page cache) is enough.
 func writeState(dir string, st *State) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -62,10 +66,6 @@ func writeState(dir string, st *State) error {
 		return fmt.Errorf("container: write state: %w", err)
 	}
 	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("container: write state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("container: write state: %w", err)
 	}

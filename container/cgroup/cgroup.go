@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -143,10 +144,20 @@ func v1Mounts() (map[string]string, error) {
 }
 
 // New makes the group at path (creating its directories) without limits.
-func New(path string) (*Group, error) {
+// In v1 it is made in every controller's hierarchy, or in only those
+// named in controllers when any are given (a process left out of a
+// hierarchy stays in its parent's group there); v2 has one directory.
+func New(path string, controllers ...string) (*Group, error) {
 	g, err := locate(path)
 	if err != nil {
 		return nil, err
+	}
+	if g.mode == V1 && len(controllers) > 0 {
+		for c := range g.dirs {
+			if !slices.Contains(controllers, c) {
+				delete(g.dirs, c)
+			}
+		}
 	}
 	if g.mode == V2 {
 		// Controllers must be enabled in every ancestor's subtree_control.
@@ -169,18 +180,43 @@ func New(path string) (*Group, error) {
 	return g, nil
 }
 
-// Open finds an existing group.
+// Open finds an existing group: the hierarchies it was made in.
 func Open(path string) (*Group, error) {
 	g, err := locate(path)
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range g.dirs {
-		if _, err := os.Stat(d); err == nil {
-			return g, nil
+	for c, d := range g.dirs {
+		if _, err := os.Stat(d); err != nil {
+			delete(g.dirs, c)
 		}
 	}
-	return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+	if len(g.dirs) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+	}
+	return g, nil
+}
+
+// Controllers lists the v1 controllers r needs a group in: always memory,
+// cpuacct, pids, freezer and devices (for stats, pause and the device
+// allow-list); cpu, cpuset and blkio only when r limits them. Nil in v2.
+func Controllers(r *specs.LinuxResources) []string {
+	out := []string{"memory", "cpuacct", "pids", "freezer", "devices"}
+	if r == nil {
+		return out
+	}
+	if c := r.CPU; c != nil {
+		if c.Shares != nil || c.Quota != nil || c.Period != nil || c.RealtimePeriod != nil || c.RealtimeRuntime != nil {
+			out = append(out, "cpu")
+		}
+		if c.Cpus != "" || c.Mems != "" {
+			out = append(out, "cpuset")
+		}
+	}
+	if r.BlockIO != nil {
+		out = append(out, "blkio")
+	}
+	return out
 }
 
 func locate(path string) (*Group, error) {
