@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -308,7 +309,7 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 		return nil, err
 	}
 	if reply.Error != "" {
-		return nil, fmt.Errorf("container: create %s: %s", id, reply.Error)
+		return nil, fmt.Errorf("container: create %s: %s", id, strings.TrimPrefix(reply.Error, "container: "))
 	}
 	start, _, ok := procStart(cmd.Process.Pid)
 	if !ok {
@@ -451,7 +452,7 @@ func (r *Runtime) List() ([]*State, error) {
 	}
 	var out []*State
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		st, err := r.State(e.Name())
@@ -576,6 +577,9 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		if err := g.Destroy(); err != nil {
 			return err
 		}
+	}
+	if err := r.releaseBundle(st); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(r.dir(id)); err != nil {
 		return fmt.Errorf("container: delete %s: %w", id, err)
