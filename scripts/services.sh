@@ -104,6 +104,13 @@ if ! command -v strace >/dev/null 2>&1; then
   need_pkg strace
 fi
 
+# The container runtime's tests and tour: busybox-static builds root
+# filesystems, umoci builds OCI images, runc is the peer the tests and the
+# benchmark compare with.
+command -v busybox >/dev/null 2>&1 || need_pkg busybox-static
+command -v umoci >/dev/null 2>&1 || need_pkg umoci
+command -v runc >/dev/null 2>&1 || need_pkg runc
+
 # Chromium for the console browser test.
 if ! command -v chromium >/dev/null 2>&1; then
   need_pkg chromium

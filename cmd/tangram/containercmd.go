@@ -14,10 +14,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/tangram-dev/tangram/container"
+	"github.com/tangram-dev/tangram/container/image"
 )
 
 // exitCode is an error that ends the process with a given code and no
@@ -38,6 +40,9 @@ create, start, state, kill, delete; run does all of them in the foreground.
 Containers' state lives under --root, one directory each. Needs root.`,
 	}
 	c.PersistentFlags().StringVar(&root, "root", "", "state directory (default: env TANGRAM_CONTAINER_ROOT, else /var/lib/tangram/containers)")
+	var images string
+	c.PersistentFlags().StringVar(&images, "images", "", "image store (default: env TANGRAM_IMAGE_ROOT, else "+image.DefaultRoot+")")
+	store := func() (*image.Store, error) { return openImages(images) }
 	rt := func() (*container.Runtime, error) {
 		if root == "" {
 			root = envOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
@@ -79,10 +84,33 @@ Containers' state lives under --root, one directory each. Needs root.`,
 
 	var bundle, pidFile string
 	var detach bool
+	var img imageFlags
+	// create makes the container from --image or from the bundle.
+	createOne := func(ctx context.Context, r *container.Runtime, args []string, opts container.CreateOptions) (*container.Process, error) {
+		if img.ref == "" {
+			if len(args) > 1 {
+				return nil, fmt.Errorf("a command after the ID needs --image (a bundle's config.json names its process)")
+			}
+			return r.Create(ctx, args[0], bundle, opts)
+		}
+		s, err := store()
+		if err != nil {
+			return nil, err
+		}
+		o, err := img.options(args[1:])
+		if err != nil {
+			return nil, err
+		}
+		return r.CreateFromImage(ctx, args[0], s, img.ref, o, opts)
+	}
 	run := &cobra.Command{
-		Use:   "run ID",
+		Use:   "run ID [-- command [args...]]",
 		Short: "Create, start and wait for a container, then delete it; exits with its exit code",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create, start and wait for a container, then delete it; exits with its exit code.
+
+From a bundle (--bundle, default the current directory; its config.json names the
+process), or from an image (--image; a command after -- replaces the image's).`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := rt()
 			if err != nil {
@@ -91,7 +119,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 			id := args[0]
 			ctx := context.WithoutCancel(cmd.Context())
 			opts := container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			p, err := r.Create(ctx, id, bundle, opts)
+			p, err := createOne(ctx, r, args, opts)
 			if err != nil {
 				return err
 			}
@@ -142,17 +170,18 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	run.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
 	run.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
 	run.Flags().BoolVarP(&detach, "detach", "d", false, "start it and return (delete it yourself once it stops)")
+	img.add(run)
 
 	create := &cobra.Command{
-		Use:   "create ID",
+		Use:   "create ID [-- command [args...]]",
 		Short: "Set a container up and leave it waiting for start",
-		Args:  cobra.ExactArgs(1),
+		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := rt()
 			if err != nil {
 				return err
 			}
-			p, err := r.Create(cmd.Context(), args[0], bundle, container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+			p, err := createOne(cmd.Context(), r, args, container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 			if err != nil {
 				return err
 			}
@@ -161,6 +190,28 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	}
 	create.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
 	create.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
+	img.add(create)
+	var comment string
+	commit := &cobra.Command{
+		Use: "commit ID IMAGE", Short: "Make a new image of a container's changes (its overlay upper directory) on its image", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			s, err := store()
+			if err != nil {
+				return err
+			}
+			im, err := r.Commit(cmd.Context(), args[0], s, args[1], comment)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), im.Ref, im.Digest)
+			return nil
+		},
+	}
+	commit.Flags().StringVarP(&comment, "message", "m", "", "a comment for the new layer's history")
 
 	simple := func(use, short string, f func(r *container.Runtime, id string) error) *cobra.Command {
 		return &cobra.Command{
@@ -270,7 +321,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 			})
 		},
 	}
-	c.AddCommand(spec, run, create, start, state, kill, del, list, stats,
+	c.AddCommand(spec, run, create, commit, start, state, kill, del, list, stats,
 		simple("pause", "Freeze every process of a container", (*container.Runtime).Pause),
 		simple("resume", "Thaw a paused container", (*container.Runtime).Resume))
 	return c
@@ -289,4 +340,97 @@ func parseSignal(s string) (syscall.Signal, error) {
 		return sig, nil
 	}
 	return 0, errors.New("unknown signal " + strconv.Quote(s))
+}
+
+// imageFlags shape a container made from an image.
+type imageFlags struct {
+	ref, hostname, workdir, user, memory, cpus, network string
+	env                                                 []string
+	pids                                                int64
+	readOnly                                            bool
+}
+
+func (f *imageFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.ref, "image", "", "make the container from this image (tangram image ls)")
+	c.Flags().StringArrayVarP(&f.env, "env", "e", nil, "KEY=VALUE added to the image's environment (repeatable)")
+	c.Flags().StringVar(&f.hostname, "hostname", "", "host name (default: the container ID)")
+	c.Flags().StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the image's)")
+	c.Flags().StringVarP(&f.user, "user", "u", "", "user[:group], names or IDs (default: the image's)")
+	c.Flags().StringVarP(&f.memory, "memory", "m", "", "memory limit, e.g. 64m or 1g (no swap beyond it)")
+	c.Flags().StringVar(&f.cpus, "cpus", "", "CPU quota in CPUs, e.g. 0.5")
+	c.Flags().Int64Var(&f.pids, "pids-limit", 0, "most processes at once")
+	c.Flags().StringVar(&f.network, "net", "none", "network: none (own namespace, loopback only) or host")
+	c.Flags().BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
+}
+
+func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
+	o := container.ImageOptions{Args: args, Env: f.env, Hostname: f.hostname, Workdir: f.workdir, User: f.user, ReadOnly: f.readOnly}
+	switch f.network {
+	case "none", "":
+	case "host":
+		o.NetworkHost = true
+	default:
+		return o, fmt.Errorf("--net %q: want none or host", f.network)
+	}
+	var res specs.LinuxResources
+	limited := false
+	if f.memory != "" {
+		n, err := parseBytes(f.memory)
+		if err != nil {
+			return o, fmt.Errorf("--memory: %w", err)
+		}
+		res.Memory = &specs.LinuxMemory{Limit: &n, Swap: &n}
+		limited = true
+	}
+	if f.cpus != "" {
+		c, err := strconv.ParseFloat(f.cpus, 64)
+		if err != nil || c <= 0 || c > 1024 {
+			return o, fmt.Errorf("--cpus %q: want a number of CPUs above 0", f.cpus)
+		}
+		quota, period := int64(c*100000), uint64(100000)
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+		limited = true
+	}
+	if f.pids != 0 {
+		if f.pids < 0 {
+			return o, fmt.Errorf("--pids-limit %d: want a positive number", f.pids)
+		}
+		res.Pids = &specs.LinuxPids{Limit: &f.pids}
+		limited = true
+	}
+	if limited {
+		o.Resources = &res
+	}
+	return o, nil
+}
+
+// parseBytes reads 512, 64k, 64m, 1g (powers of 1024).
+func parseBytes(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	t = strings.TrimSuffix(t, "b")
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(t, "k"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "m"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "g"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 64m or 1g", s)
+	}
+	return n * mult, nil
+}
+
+func openImages(root string) (*image.Store, error) {
+	if root == "" {
+		root = envOr("TANGRAM_IMAGE_ROOT", image.DefaultRoot)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	return image.Open(abs)
 }

@@ -89,7 +89,7 @@ func newRootWith() (*cobra.Command, *globals) {
 			_, err = cmd.OutOrStdout().Write(doc)
 			return err
 		},
-	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), newContainerCmd(g))
+	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), newContainerCmd(g), newImageCmd(g))
 	refuseUnknownSubcommands(root)
 	return root, g
 }
