@@ -375,3 +375,31 @@ func TestValidateID(t *testing.T) {
 		}
 	}
 }
+
+// TestSameAsRunc runs one bundle with Debian's runc and with this runtime:
+// what the process sees — its PID, host name, capabilities, devices,
+// mounts, limits — must be the same.
+func TestSameAsRunc(t *testing.T) {
+	needRoot(t)
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal("runc not found: install Debian's runc (scripts/services.sh does)")
+	}
+	probe := `echo pid=$$; hostname; id
+grep -E "^(Cap|NoNewPrivs|Seccomp:)" /proc/self/status
+ls /dev | tr '\n' ' '; echo
+awk '{print $5, $9}' /proc/self/mountinfo | sort
+ulimit -n; cat /proc/sys/kernel/hostname
+ip link 2>/dev/null | grep -c "^[0-9]" || ls /sys/class/net | tr '\n' ' '`
+	bundle := busyboxBundle(t, "sh", "-c", probe)
+	var runcOut bytes.Buffer
+	cmd := exec.Command(runc, "--root", t.TempDir(), "run", "-b", bundle, "parity")
+	cmd.Stdout, cmd.Stderr = &runcOut, &runcOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("runc: %v\n%s", err, runcOut.String())
+	}
+	_, ours, errOut := runOut(t, newRuntime(t), "parity", bundle)
+	if ours != runcOut.String() {
+		t.Fatalf("runc and tangram differ\n--- runc\n%s\n--- tangram\n%s\n%s", runcOut.String(), ours, errOut)
+	}
+}

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/container/cgroup"
 	"github.com/tangram-dev/tangram/container/image"
+	"github.com/tangram-dev/tangram/internal/wait"
 )
 
 // umociLayout builds an OCI image layout with umoci (Debian's package):
@@ -265,5 +267,93 @@ func TestImportDockerSave(t *testing.T) {
 	}
 	if code, out := runImage(t, r, store, "docker2", "bb:1", "echo", "hard", "link"); code != 0 || out != "hard link\n" {
 		t.Fatalf("hard-linked applet: %d %q", code, out)
+	}
+}
+
+// TestHelperRuntime is not a test: TestRuntimeKilled runs this binary with
+// it as a runtime process that runs one container from an image and waits.
+func TestHelperRuntime(t *testing.T) {
+	root, images := os.Getenv("HELPER_RUNTIME_ROOT"), os.Getenv("HELPER_RUNTIME_IMAGES")
+	if root == "" {
+		t.Skip("a helper process for TestRuntimeKilled")
+	}
+	r, err := New(Config{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := image.Open(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p, err := r.CreateFromImage(ctx, "survivor", store, "demo:base", ImageOptions{Args: []string{"sh", "-c", "echo alive > /tmp/alive; exec sleep 600"}}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx, "survivor"); err != nil {
+		t.Fatal(err)
+	}
+	p.Wait() // killed with -9 before this returns
+}
+
+// TestRuntimeKilled kills the runtime process that created and waits for
+// a container: the container runs on, a new runtime finds it running from
+// the state on disk, and deleting it removes its cgroup, its overlay mount
+// and its bundle.
+func TestRuntimeKilled(t *testing.T) {
+	needRoot(t)
+	layout := umociLayout(t)
+	images := t.TempDir()
+	store, err := image.Open(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Import(context.Background(), layout, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	helper := exec.Command(os.Args[0], "-test.run", "^TestHelperRuntime$")
+	helper.Env = append(os.Environ(), "HELPER_RUNTIME_ROOT="+root, "HELPER_RUNTIME_IMAGES="+images)
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Delete(context.Background(), "survivor", true) })
+	wait.For(t, 20*time.Second, "the container running", func() bool {
+		st, err := r.State("survivor")
+		if err != nil || st.Status != Running {
+			return false
+		}
+		_, err = os.Stat(filepath.Join(st.Bundle, "upper/tmp/alive"))
+		return err == nil
+	})
+	helper.Process.Kill()
+	helper.Wait()
+	st, err := r.State("survivor")
+	if err != nil || st.Status != Running {
+		t.Fatalf("after the runtime was killed: %+v %v", st, err)
+	}
+	g, err := cgroup.Open(st.Cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(st.Bundle, "rootfs")
+	if err := r.Delete(context.Background(), "survivor", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(g.Dir("memory")); !os.IsNotExist(err) {
+		t.Errorf("cgroup left behind: %v", err)
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), rootfs) {
+		t.Errorf("overlay still mounted at %s", rootfs)
+	}
+	if _, err := os.Stat(st.Bundle); !os.IsNotExist(err) {
+		t.Errorf("bundle left behind: %v", err)
+	}
+	if _, err := r.State("survivor"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("state after delete: %v", err)
 	}
 }
