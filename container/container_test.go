@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tangram-dev/tangram/container/cgroup"
+	"github.com/tangram-dev/tangram/internal/wait"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -401,5 +402,51 @@ ip link 2>/dev/null | grep -c "^[0-9]" || ls /sys/class/net | tr '\n' ' '`
 	_, ours, errOut := runOut(t, newRuntime(t), "parity", bundle)
 	if ours != runcOut.String() {
 		t.Fatalf("runc and tangram differ\n--- runc\n%s\n--- tangram\n%s\n%s", runcOut.String(), ours, errOut)
+	}
+}
+
+func TestExec(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sh", "-c", "echo inside > /tmp/mark; exec sleep 60")
+	editSpec(t, bundle, func(s *specs.Spec) { s.Hostname = "execbox"; s.Process.Env = append(s.Process.Env, "FROM=spec") })
+	start(t, r, "ex", bundle, CreateOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wait.For(t, 10*time.Second, "the container's first process to write its mark", func() bool {
+		st, err := r.State("ex")
+		if err != nil {
+			return false
+		}
+		_, err = os.Stat(filepath.Join(st.Rootfs, "tmp/mark"))
+		return err == nil
+	})
+	var out bytes.Buffer
+	code, err := r.Exec(ctx, "ex", ExecOptions{
+		Args:   []string{"sh", "-c", `cat /tmp/mark; hostname; echo $FROM $EXTRA; ps -o pid,comm | grep -c sleep; grep CapEff /proc/self/status; read line; echo got $line; exit 3`},
+		Env:    []string{"EXTRA=exec"},
+		Stdin:  strings.NewReader("typed\n"),
+		Stdout: &out, Stderr: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "inside\nexecbox\nspec exec\n1\nCapEff:\t0000000020000420\ngot typed\n"
+	if code != 3 || out.String() != want {
+		t.Fatalf("exec: code %d output %q, want 3 %q", code, out.String(), want)
+	}
+	// The exec'd process is in the container's cgroup.
+	out.Reset()
+	if code, err := r.Exec(ctx, "ex", ExecOptions{Args: []string{"cat", "/proc/self/cgroup"}, Stdout: &out}); err != nil || code != 0 {
+		t.Fatalf("exec: %d %v", code, err)
+	}
+	if !strings.Contains(out.String(), "/tangram/ex\n") {
+		t.Fatalf("exec'd process is not in the container's cgroup:\n%s", out.String())
+	}
+	if _, err := r.Exec(ctx, "nope", ExecOptions{Args: []string{"true"}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("exec into a missing container: %v", err)
+	}
+	if _, err := r.Exec(ctx, "ex", ExecOptions{Args: []string{"no-such-program"}}); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("exec of a missing program: %v", err)
 	}
 }

@@ -224,6 +224,10 @@ func (r *Runtime) Commit(ctx context.Context, id string, store *image.Store, ref
 	return store.Commit(ctx, img, filepath.Join(st.Bundle, "upper"), ref, comment)
 }
 
+// ResolveUser turns "uid", "uid:gid", "name" or "name:group" into the IDs
+// of a user of the root filesystem rootfs (its /etc/passwd and /etc/group).
+func ResolveUser(rootfs, user string) (specs.User, error) { return resolveUser(rootfs, user) }
+
 // resolveUser turns "uid", "uid:gid", "name" or "name:group" into IDs,
 // looking names up in the container's /etc/passwd and /etc/group.
 func resolveUser(rootfs, user string) (specs.User, error) {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -635,4 +636,74 @@ func (r *Runtime) runCreated(ctx context.Context, p *Process) (int, error) {
 	<-stopped
 	cleanup()
 	return code, err
+}
+
+// Stop asks the container's process to end with SIGTERM and, if it has
+// not after grace, kills every process of the container with SIGKILL. It
+// returns once the process is gone. (A PID 1 with no SIGTERM handler
+// ignores SIGTERM, so such a container takes the whole grace period.)
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	st, err := r.State(id)
+	if err != nil {
+		return err
+	}
+	if st.Status == Stopped {
+		return nil
+	}
+	if st.Status == Paused {
+		if err := r.Resume(id); err != nil {
+			return err
+		}
+	}
+	if err := unix.Kill(st.Pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("container: stop %s: %w", id, err)
+	}
+	deadline := time.Now().Add(grace)
+	for st.alive() && time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("container: stop %s: %w", id, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st.alive() {
+		if g, err := cgroup.Open(st.Cgroup); err == nil {
+			g.Kill(unix.SIGKILL)
+		}
+		unix.Kill(st.Pid, unix.SIGKILL)
+		for st.alive() {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("container: stop %s: %w", id, err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// ProcessInfo is one process of a container, as the host sees it.
+type ProcessInfo struct {
+	Pid     int    `json:"pid"`
+	Command string `json:"command"`
+}
+
+// Processes lists the processes in the container's cgroup.
+func (r *Runtime) Processes(id string) ([]ProcessInfo, error) {
+	st, err := r.State(id)
+	if err != nil {
+		return nil, err
+	}
+	g, err := cgroup.Open(st.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := g.Procs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ProcessInfo, 0, len(pids))
+	for _, pid := range pids {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		out = append(out, ProcessInfo{Pid: pid, Command: strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))})
+	}
+	return out, nil
 }

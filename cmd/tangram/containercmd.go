@@ -321,6 +321,88 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			})
 		},
 	}
+	var execEnv []string
+	var execCwd, execUser string
+	execCmd := &cobra.Command{
+		Use: "exec ID -- command [args...]", Short: "Run a further process in a running container; exits with its exit code", Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			o := container.ExecOptions{Args: args[1:], Env: execEnv, Cwd: execCwd, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			if execUser != "" {
+				st, err := r.State(args[0])
+				if err != nil {
+					return err
+				}
+				u, err := container.ResolveUser(st.Rootfs, execUser)
+				if err != nil {
+					return err
+				}
+				o.User = &u
+			}
+			code, err := r.Exec(cmd.Context(), args[0], o)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitCode(code)
+			}
+			return nil
+		},
+	}
+	execCmd.Flags().StringArrayVarP(&execEnv, "env", "e", nil, "KEY=VALUE added to the environment (repeatable)")
+	execCmd.Flags().StringVarP(&execCwd, "workdir", "w", "", "working directory (default: the container process's)")
+	execCmd.Flags().StringVarP(&execUser, "user", "u", "", "user[:group], names or IDs (default: the container process's)")
+	var grace time.Duration
+	stop := &cobra.Command{
+		Use: "stop ID", Short: "SIGTERM the container's process, SIGKILL everything after --time", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			return r.Stop(cmd.Context(), args[0], grace)
+		},
+	}
+	stop.Flags().DurationVarP(&grace, "time", "t", 10*time.Second, "how long to wait after SIGTERM")
+	ps := &cobra.Command{
+		Use: "ps ID", Short: "List a container's processes (host PIDs)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			procs, err := r.Processes(args[0])
+			if err != nil {
+				return err
+			}
+			return g.print(procs, func(w *tabwriter.Writer) {
+				row(w, "PID", "COMMAND")
+				for _, p := range procs {
+					row(w, p.Pid, p.Command)
+				}
+			})
+		},
+	}
+	inspect := &cobra.Command{
+		Use: "inspect ID", Short: "Print everything the runtime keeps about a container, as JSON", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			st, err := r.State(args[0])
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		},
+	}
+	c.AddCommand(execCmd, stop, ps, inspect)
 	c.AddCommand(spec, run, create, commit, start, state, kill, del, list, stats,
 		simple("pause", "Freeze every process of a container", (*container.Runtime).Pause),
 		simple("resume", "Thaw a paused container", (*container.Runtime).Resume))

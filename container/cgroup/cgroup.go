@@ -383,6 +383,21 @@ func (g *Group) read(controller, file string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// AddThread moves one thread into the group (v1 only: each hierarchy's
+// tasks file); a process it forks is born in the group.
+func (g *Group) AddThread(tid int) error {
+	if g.mode == V2 {
+		return errors.New("cgroup: threads join v2 groups only with their process")
+	}
+	t := []byte(strconv.Itoa(tid))
+	for c, d := range g.dirs {
+		if err := os.WriteFile(filepath.Join(d, "tasks"), t, 0); err != nil {
+			return fmt.Errorf("cgroup: add thread %d to %s %s: %w", tid, c, g.path, err)
+		}
+	}
+	return nil
+}
+
 // Set writes the limits r asks for. Unset fields are left alone.
 func (g *Group) Set(r *specs.LinuxResources) error {
 	if r == nil {
