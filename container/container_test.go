@@ -450,3 +450,44 @@ func TestExec(t *testing.T) {
 		t.Fatalf("exec of a missing program: %v", err)
 	}
 }
+
+func TestBadSpecs(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	cases := []struct {
+		edit func(s *specs.Spec)
+		want string
+	}{
+		{func(s *specs.Spec) { s.Process.Args = []string{"no-such-program"} }, `"no-such-program": not found on PATH`},
+		{func(s *specs.Spec) {
+			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_TYPO")
+		}, `unknown capability "CAP_TYPO"`},
+		{func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno} }, "linux.seccomp is not supported"},
+		{func(s *specs.Spec) { s.Process.Cwd = "relative" }, "must be absolute"},
+		{func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
+		}, `unknown namespace type "bogus"`},
+		{func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: "/no/such/dir"})
+		}, "mount /x: source"},
+		{func(s *specs.Spec) {
+			s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_BOGUS"})
+		}, `unknown rlimit "RLIMIT_BOGUS"`},
+	}
+	for i, c := range cases {
+		bundle := busyboxBundle(t, "true")
+		editSpec(t, bundle, c.edit)
+		id := fmt.Sprintf("bad%d", i)
+		_, err := r.Create(context.Background(), id, bundle, CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("case %d: %v, want an error containing %q", i, err, c.want)
+		}
+		// Nothing is left behind.
+		if _, err := r.State(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("case %d: state left after a failed create: %v", i, err)
+		}
+	}
+	if list, _ := r.List(); len(list) != 0 {
+		t.Errorf("containers left: %v", list)
+	}
+}

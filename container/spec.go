@@ -146,6 +146,17 @@ func validateSpec(s *specs.Spec) error {
 		if seen[specs.UserNamespace] && len(s.Linux.UIDMappings) == 0 {
 			errs = append(errs, errors.New("a user namespace needs linux.uidMappings"))
 		}
+		// Running without a filter the bundle asks for would be less safe
+		// than it expects: refuse rather than ignore.
+		if s.Linux.Seccomp != nil {
+			errs = append(errs, errors.New("linux.seccomp is not supported yet"))
+		}
+	}
+	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop)) > 0 {
+		errs = append(errs, errors.New("hooks are not supported yet"))
+	}
+	if s.Process != nil && s.Process.Terminal {
+		errs = append(errs, errors.New("process.terminal is not supported yet (the caller's standard streams are the container's)"))
 	}
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {
