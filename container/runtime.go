@@ -582,6 +582,9 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if err := r.releaseBundle(st); err != nil {
 		return err
 	}
+	if err := os.Remove(r.LogPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("container: delete %s: %w", id, err)
+	}
 	if err := os.RemoveAll(r.dir(id)); err != nil {
 		return fmt.Errorf("container: delete %s: %w", id, err)
 	}
@@ -706,4 +709,25 @@ func (r *Runtime) Processes(id string) ([]ProcessInfo, error) {
 		out = append(out, ProcessInfo{Pid: pid, Command: strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))})
 	}
 	return out, nil
+}
+
+// LogPath is where a detached container's output is kept when its creator
+// sends it there (tangram container run -d does): the container's
+// process writes the file itself, so no process of the runtime stays
+// behind to copy it. Delete removes it.
+func (r *Runtime) LogPath(id string) string { return filepath.Join(r.cfg.Root, ".logs", id+".log") }
+
+// OpenLog opens (creating) the container's log file for appending.
+func (r *Runtime) OpenLog(id string) (*os.File, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(r.LogPath(id)), 0o700); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	f, err := os.OpenFile(r.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("container: open log: %w", err)
+	}
+	return f, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -119,6 +120,16 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			id := args[0]
 			ctx := context.WithoutCancel(cmd.Context())
 			opts := container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			if detach {
+				// Nothing reads a detached container's input; its output
+				// goes to its log (tangram container logs).
+				log, err := r.OpenLog(id)
+				if err != nil {
+					return err
+				}
+				defer log.Close()
+				opts = container.CreateOptions{Stdout: log, Stderr: log}
+			}
 			p, err := createOne(ctx, r, args, opts)
 			if err != nil {
 				return err
@@ -402,7 +413,44 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			return enc.Encode(st)
 		},
 	}
-	c.AddCommand(execCmd, stop, ps, inspect)
+	var follow bool
+	logs := &cobra.Command{
+		Use: "logs ID", Short: "Print a detached container's output (run -d keeps it)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			if _, err := r.State(args[0]); err != nil {
+				return err
+			}
+			f, err := os.Open(r.LogPath(args[0]))
+			if err != nil {
+				return fmt.Errorf("no log for %s: only run -d keeps one: %w", args[0], err)
+			}
+			defer f.Close()
+			for {
+				if _, err := io.Copy(cmd.OutOrStdout(), f); err != nil {
+					return err
+				}
+				if !follow {
+					return nil
+				}
+				st, err := r.State(args[0])
+				if err != nil || st.Status == container.Stopped {
+					_, err := io.Copy(cmd.OutOrStdout(), f)
+					return err
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		},
+	}
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the container stops")
+	c.AddCommand(execCmd, stop, ps, inspect, logs)
 	c.AddCommand(spec, run, create, commit, start, state, kill, del, list, stats,
 		simple("pause", "Freeze every process of a container", (*container.Runtime).Pause),
 		simple("resume", "Thaw a paused container", (*container.Runtime).Resume))
