@@ -491,3 +491,37 @@ func TestBadSpecs(t *testing.T) {
 		t.Errorf("containers left: %v", list)
 	}
 }
+
+// TestStartAfterQuickExit: the init writes its byte, execs and the process
+// ends between Start's first read of the FIFO and its liveness check —
+// the container did start, and Start must say so.
+func TestStartAfterQuickExit(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "true")
+	p, err := r.Create(context.Background(), "quick", bundle, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Delete(context.Background(), "quick", true) })
+	hooked := false
+	startRaceHook = func(pid int) {
+		if hooked {
+			return
+		}
+		hooked = true
+		// The FIFO is open for reading now, so the init gets through its
+		// open, writes and execs true: wait until it has exited.
+		wait.For(t, 10*time.Second, "the container's process to exit", func() bool {
+			_, dead, ok := procStart(pid)
+			return !ok || dead
+		})
+	}
+	defer func() { startRaceHook = nil }()
+	if err := r.Start(context.Background(), "quick"); err != nil {
+		t.Fatalf("start of a container whose process already finished: %v", err)
+	}
+	if code, err := p.Wait(); err != nil || code != 0 {
+		t.Fatalf("exit %d %v", code, err)
+	}
+}

@@ -363,6 +363,10 @@ func readReply(ctx context.Context, sock *os.File) (initReply, error) {
 	}
 }
 
+// startRaceHook, when set (by a test), runs between Start's read of the
+// exec FIFO and its check that the init lives.
+var startRaceHook func(pid int)
+
 // Start lets a created container's process run.
 func (r *Runtime) Start(ctx context.Context, id string) error {
 	st, err := r.State(id)
@@ -393,7 +397,15 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 			return fmt.Errorf("container: start %s: read exec fifo: %w", id, err)
 		}
 		// EOF (no writer yet, or the init died) or nothing yet.
+		if startRaceHook != nil {
+			startRaceHook(st.Pid)
+		}
 		if !st.alive() {
+			// The init may have written its byte, exec'd and finished
+			// between the read above and this check: the byte tells.
+			if n, _ := unix.Read(int(f.Fd()), buf); n == 1 {
+				break
+			}
 			return fmt.Errorf("container: start %s: init exited before start", id)
 		}
 		if err := ctx.Err(); err != nil {
