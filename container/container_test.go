@@ -43,7 +43,7 @@ func busyboxBundle(t testing.TB, args ...string) string {
 	}
 	bundle := t.TempDir()
 	rootfs := filepath.Join(bundle, "rootfs")
-	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "tmp", "etc", "root"} {
+	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "tmp", "etc", "root", "proc", "dev", "sys"} {
 		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -523,5 +523,42 @@ func TestStartAfterQuickExit(t *testing.T) {
 	}
 	if code, err := p.Wait(); err != nil || code != 0 {
 		t.Fatalf("exit %d %v", code, err)
+	}
+}
+
+// TestUserNamespace maps the container's root to an unprivileged host user:
+// root inside, uid 100000 outside, the host's device nodes bound in (mknod
+// is refused in a user namespace).
+func TestUserNamespace(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sh", "-c", "id -u; cat /proc/self/uid_map; echo x > /dev/null && echo devnull-ok; touch /etc/passwd 2>/dev/null || echo host-root-files-read-only; exec sleep 60")
+	// The mapped root is an unprivileged user on the host: it must be able
+	// to reach the root filesystem (t.TempDir makes 0700 directories).
+	for d := bundle; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	editSpec(t, bundle, func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	})
+	var out bytes.Buffer
+	p := start(t, r, "userns", bundle, CreateOptions{Stdout: &out, Stderr: &out})
+	wait.For(t, 10*time.Second, "the container's output", func() bool { return strings.Contains(out.String(), "read-only") || strings.Contains(out.String(), "sleep") })
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(status), "Uid:\t100000\t100000\t100000\t100000") {
+		t.Fatalf("the container's process is not uid 100000 on the host:\n%s", status)
+	}
+	got := strings.Fields(out.String())
+	want := []string{"0", "0", "100000", "65536", "devnull-ok", "host-root-files-read-only"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("inside the user namespace: %q, want %q", got, want)
+	}
+	if _, err := r.Exec(context.Background(), "userns", ExecOptions{Args: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "user namespace") {
+		t.Fatalf("exec into a user namespace: %v", err)
 	}
 }

@@ -274,6 +274,10 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 			attr.GidMappings = append(attr.GidMappings, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
 		}
 		attr.GidMappingsEnableSetgroups = os.Geteuid() == 0
+		// Become the namespace's root once the maps are written: the
+		// clone's credentials are still this process's (host root, not
+		// mapped inside), and exec would drop every capability.
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
 	}
 	cgFD, closeCg, err := group.FD()
 	if err != nil {
