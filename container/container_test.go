@@ -545,7 +545,9 @@ func TestUserNamespace(t *testing.T) {
 	})
 	var out bytes.Buffer
 	p := start(t, r, "userns", bundle, CreateOptions{Stdout: &out, Stderr: &out})
-	wait.For(t, 10*time.Second, "the container's output", func() bool { return strings.Contains(out.String(), "read-only") || strings.Contains(out.String(), "sleep") })
+	wait.For(t, 10*time.Second, "the container's output", func() bool {
+		return strings.Contains(out.String(), "read-only") || strings.Contains(out.String(), "sleep")
+	})
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
 	if err != nil {
 		t.Fatal(err)
