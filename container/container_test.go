@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -543,10 +544,10 @@ func TestUserNamespace(t *testing.T) {
 		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
 		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
 	})
-	var out bytes.Buffer
+	var out syncBuffer
 	p := start(t, r, "userns", bundle, CreateOptions{Stdout: &out, Stderr: &out})
 	wait.For(t, 10*time.Second, "the container's output", func() bool {
-		return strings.Contains(out.String(), "read-only") || strings.Contains(out.String(), "sleep")
+		return strings.Contains(out.String(), "host-root-files-read-only")
 	})
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
 	if err != nil {
@@ -563,4 +564,22 @@ func TestUserNamespace(t *testing.T) {
 	if _, err := r.Exec(context.Background(), "userns", ExecOptions{Args: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "user namespace") {
 		t.Fatalf("exec into a user namespace: %v", err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a copier writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
