@@ -203,7 +203,72 @@ func newImageCmd(g *globals) *cobra.Command {
 	rm.Flags().BoolVarP(&force, "force", "f", false, "remove even while containers use it (their mounted layers are kept)")
 	rm.Flags().StringVar(&containers, "root", "", "container state directory to check for users (default: as tangram container)")
 
-	c.AddCommand(imp, ls, inspect, history, export, tag, rm)
+	var plainHTTP bool
+	var creds string
+	regOpts := func(cmd *cobra.Command) (image.RegistryOptions, error) {
+		o := image.RegistryOptions{PlainHTTP: plainHTTP, Progress: func(what string, n int64) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "  %s  %s\n", short(what), humanBytes(n))
+		}}
+		if creds == "" {
+			creds = os.Getenv("TANGRAM_REGISTRY_AUTH")
+		}
+		if creds != "" {
+			u, p, ok := strings.Cut(creds, ":")
+			if !ok {
+				return o, fmt.Errorf("registry credentials must be user:password")
+			}
+			o.Username, o.Password = u, p
+		}
+		return o, nil
+	}
+	pull := &cobra.Command{
+		Use: "pull HOST/REPO[:TAG|@DIGEST]", Short: "Fetch an image from a registry (OCI distribution API)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := store()
+			if err != nil {
+				return err
+			}
+			o, err := regOpts(cmd)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "pulling %s …\n", args[0])
+			im, err := s.Pull(cmd.Context(), args[0], o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), im.Ref, im.Digest)
+			return nil
+		},
+	}
+	push := &cobra.Command{
+		Use: "push IMAGE HOST/REPO[:TAG]", Short: "Upload an image to a registry (OCI distribution API)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := store()
+			if err != nil {
+				return err
+			}
+			im, err := s.Get(args[0])
+			if err != nil {
+				return err
+			}
+			o, err := regOpts(cmd)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "pushing %s to %s …\n", im.Ref, args[1])
+			if err := s.Push(cmd.Context(), im, args[1], o); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), args[1], im.Digest)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{pull, push} {
+		c.Flags().BoolVar(&plainHTTP, "plain-http", false, "HTTP instead of HTTPS (loopback registries always get HTTP)")
+		c.Flags().StringVar(&creds, "creds", "", "user:password for the registry (default: env TANGRAM_REGISTRY_AUTH)")
+	}
+	c.AddCommand(imp, ls, inspect, history, export, tag, rm, pull, push)
 	return c
 }
 
