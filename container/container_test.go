@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -414,13 +415,13 @@ func TestExec(t *testing.T) {
 	start(t, r, "ex", bundle, CreateOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	wait.For(t, 10*time.Second, "the container's first process to write its mark", func() bool {
+	wait.For(t, 10*time.Second, "the container's shell to exec sleep", func() bool {
 		st, err := r.State("ex")
 		if err != nil {
 			return false
 		}
-		_, err = os.Stat(filepath.Join(st.Rootfs, "tmp/mark"))
-		return err == nil
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.Pid))
+		return strings.HasPrefix(string(cmd), "sleep")
 	})
 	var out bytes.Buffer
 	code, err := r.Exec(ctx, "ex", ExecOptions{
@@ -443,6 +444,14 @@ func TestExec(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "/tangram/ex\n") {
 		t.Fatalf("exec'd process is not in the container's cgroup:\n%s", out.String())
+	}
+	// The thread that joined the groups to fork it has left them.
+	g, err := cgroup.Open(mustState(t, r, "ex").Cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if procs, _ := g.Procs(); slices.Contains(procs, os.Getpid()) {
+		t.Fatalf("the test process is still in the container's cgroup: %v", procs)
 	}
 	if _, err := r.Exec(ctx, "nope", ExecOptions{Args: []string{"true"}}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("exec into a missing container: %v", err)

@@ -132,18 +132,33 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	if err != nil {
 		return -1, err
 	}
-	go func() {
+	var enter func()
+	enter = func() {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread: /proc/self is its view, and Go never ends
+			// it. Keep it locked (so no other goroutine gets it) while a
+			// goroutine on another thread does the work, then give it back
+			// untouched.
+			done := make(chan struct{})
+			go func() { defer close(done); enter() }()
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
 		// Never unlocked: this thread ends with the goroutine.
 		ch <- func() started {
 			if err := unix.Unshare(unix.CLONE_FS); err != nil {
 				return started{err: fmt.Errorf("container: exec: unshare fs: %w", err)}
 			}
 			if cgFD < 0 {
-				// v1: the thread joins the groups; its child is born in them.
-				if err := g.AddThread(unix.Gettid()); err != nil {
+				// v1: the thread joins the groups, so its child is born in
+				// them, and leaves them once the child is forked.
+				restore, err := g.AddThread(unix.Gettid())
+				if err != nil {
 					return started{err: err}
 				}
+				defer restore()
 			}
 			for _, n := range nss {
 				if err := unix.Setns(int(n.file.Fd()), n.typ); err != nil {
@@ -167,7 +182,8 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 			}
 			return started{proc: proc}
 		}()
-	}()
+	}
+	go enter()
 	s := <-ch
 	closeAfter()
 	if s.err != nil {
@@ -259,6 +275,12 @@ func stdio(in io.Reader, out, errw io.Writer) ([]*os.File, *copiers, func(), err
 		go func() { io.Copy(w, v); w.Close(); c.done <- struct{}{} }()
 	}
 	for i, wr := range []io.Writer{out, errw} {
+		if i == 1 && wr != nil && sameWriter(out, errw) {
+			// One writer for both, as os/exec does: two copiers writing
+			// into one bytes.Buffer (ReadFrom) would overwrite each other.
+			files[2] = files[1]
+			break
+		}
 		switch v := wr.(type) {
 		case nil:
 			files[i+1] = devnull
@@ -281,4 +303,15 @@ func stdio(in io.Reader, out, errw io.Writer) ([]*os.File, *copiers, func(), err
 			f.Close()
 		}
 	}, nil
+}
+
+// sameWriter reports whether a and b are the same writer (false for
+// values that cannot be compared).
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tangram-dev/tangram/container/image"
+	"github.com/tangram-dev/tangram/container/network"
 )
 
 // Annotations the runtime puts on containers made from images.
@@ -37,6 +38,10 @@ type ImageOptions struct {
 	ReadOnly   bool
 	// NetworkHost keeps the host's network namespace.
 	NetworkHost bool
+	// Bridge puts the container on the runtime's bridge network, with
+	// Ports published.
+	Bridge bool
+	Ports  []network.Port
 }
 
 // bundlesDir holds the bundles the runtime makes for image containers.
@@ -149,6 +154,19 @@ func (r *Runtime) CreateFromImage(ctx context.Context, id string, store *image.S
 		spec.Linux.Namespaces = ns
 	}
 	spec.Annotations = map[string]string{AnnotationImage: img.Ref, AnnotationImageDigest: img.Digest, annotationOwnedBundle: "owned"}
+	if o.Bridge {
+		if o.NetworkHost {
+			return nil, errors.New("container: a bridge network and the host's network exclude each other")
+		}
+		spec.Annotations[AnnotationNetwork] = "bridge"
+		var ps []string
+		for _, p := range o.Ports {
+			ps = append(ps, fmt.Sprintf("%d:%d/%s", p.HostPort, p.ContainerPort, p.Protocol))
+		}
+		spec.Annotations[AnnotationPorts] = strings.Join(ps, ",")
+	} else if len(o.Ports) > 0 {
+		return nil, errors.New("container: publishing ports needs the bridge network")
+	}
 	if err := WriteSpec(bundle, spec); err != nil {
 		return nil, err
 	}

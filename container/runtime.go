@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tangram-dev/tangram/container/cgroup"
+	"github.com/tangram-dev/tangram/container/network"
 )
 
 // Errors a caller may test for.
@@ -40,6 +41,10 @@ type Config struct {
 	Root string
 	// Logger receives the runtime's warnings (default: slog.Default()).
 	Logger *slog.Logger
+	// Bridge and Subnet are the bridge network's (containers whose spec
+	// asks for it: annotation tangram.network=bridge); defaults tangram0
+	// and 10.88.0.0/16.
+	Bridge, Subnet string
 }
 
 // DefaultConfig returns the defaults.
@@ -62,6 +67,7 @@ func (c Config) Validate() error {
 type Runtime struct {
 	cfg Config
 	log *slog.Logger
+	net *network.Network
 }
 
 // New returns a Runtime. It creates the root directory.
@@ -72,6 +78,16 @@ func New(cfg Config) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Bridge == "" {
+		cfg.Bridge = network.DefaultConfig().Bridge
+	}
+	if cfg.Subnet == "" {
+		cfg.Subnet = network.DefaultConfig().Subnet
+	}
+	nw, err := network.New(network.Config{Bridge: cfg.Bridge, Subnet: cfg.Subnet, StateDir: filepath.Join(cfg.Root, ".net")})
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
 		return nil, fmt.Errorf("container: make root: %w", err)
 	}
@@ -79,7 +95,7 @@ func New(cfg Config) (*Runtime, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runtime{cfg: cfg, log: log}, nil
+	return &Runtime{cfg: cfg, log: log, net: nw}, nil
 }
 
 func (r *Runtime) dir(id string) string { return filepath.Join(r.cfg.Root, id) }
@@ -198,9 +214,15 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	}
 	var group *cgroup.Group
 	var cmd *exec.Cmd
+	var attached *network.Endpoint
 	defer func() {
 		if err == nil {
 			return
+		}
+		if attached != nil {
+			if derr := r.network().Detach(id, attached); derr != nil {
+				r.log.Warn("container: cleaning up a failed create", "id", id, "err", derr)
+			}
 		}
 		if cmd != nil && cmd.Process != nil {
 			cmd.Process.Kill()
@@ -319,6 +341,27 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	start, _, ok := procStart(cmd.Process.Pid)
 	if !ok {
 		return nil, fmt.Errorf("container: create %s: init exited after reporting ready", id)
+	}
+	if mode := spec.Annotations[AnnotationNetwork]; mode != "" {
+		if mode != "bridge" {
+			return nil, fmt.Errorf("container: annotation %s=%q: only bridge is known", AnnotationNetwork, mode)
+		}
+		if flags&unix.CLONE_NEWNET == 0 {
+			return nil, fmt.Errorf("container: a bridge network needs a network namespace")
+		}
+		ports, err := parsePorts(spec.Annotations[AnnotationPorts])
+		if err != nil {
+			return nil, err
+		}
+		st.Network = &network.Endpoint{Bridge: r.cfg.Bridge}
+		if err := writeState(dir, st); err != nil {
+			return nil, err
+		}
+		ep, err := r.network().Attach(id, cmd.Process.Pid, ports)
+		if err != nil {
+			return nil, err
+		}
+		attached, st.Network = ep, ep
 	}
 	st.Pid, st.InitStart, st.Status = cmd.Process.Pid, start, Created
 	if err := writeState(dir, st); err != nil {
@@ -595,6 +638,11 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 			return err
 		}
 	}
+	if st.Network != nil {
+		if err := r.network().Detach(id, st.Network); err != nil {
+			return err
+		}
+	}
 	if err := r.releaseBundle(st); err != nil {
 		return err
 	}
@@ -723,6 +771,31 @@ func (r *Runtime) Processes(id string) ([]ProcessInfo, error) {
 	for _, pid := range pids {
 		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		out = append(out, ProcessInfo{Pid: pid, Command: strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))})
+	}
+	return out, nil
+}
+
+// Annotations that ask for networking: tangram.network=bridge puts the
+// container on the runtime's bridge; tangram.ports publishes ports
+// ("8080:80,5353:53/udp").
+const (
+	AnnotationNetwork = "tangram.network"
+	AnnotationPorts   = "tangram.ports"
+)
+
+func (r *Runtime) network() *network.Network { return r.net }
+
+func parsePorts(s string) ([]network.Port, error) {
+	var out []network.Port
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		port, err := network.ParsePort(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, port)
 	}
 	return out, nil
 }

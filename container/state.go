@@ -11,6 +11,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tangram-dev/tangram/container/network"
 )
 
 // Status is a container's life stage, as the runtime spec names them, plus
@@ -44,6 +46,8 @@ type State struct {
 	InitStart uint64 `json:"init_start,omitempty"`
 	// ExitCode is known when this runtime waited for the process (run).
 	ExitCode *int `json:"exit_code,omitempty"`
+	// Network is the container's place on the bridge, when it has one.
+	Network *network.Endpoint `json:"network,omitempty"`
 }
 
 // OCI returns the state in the runtime spec's shape (what `state` prints).

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tangram-dev/tangram/container"
 	"github.com/tangram-dev/tangram/container/image"
+	"github.com/tangram-dev/tangram/container/network"
 )
 
 // exitCode is an error that ends the process with a given code and no
@@ -304,9 +305,16 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				return err
 			}
 			return g.print(all, func(w *tabwriter.Writer) {
-				row(w, "ID", "PID", "STATUS", "BUNDLE", "CREATED")
+				row(w, "ID", "PID", "STATUS", "IMAGE", "IP", "CREATED")
 				for _, s := range all {
-					row(w, s.ID, s.Pid, s.Status, s.Bundle, s.Created.Format(time.RFC3339))
+					img, ip := s.Annotations[container.AnnotationImage], ""
+					if img == "" {
+						img = "(bundle " + s.Bundle + ")"
+					}
+					if s.Network != nil {
+						ip = s.Network.IP
+					}
+					row(w, s.ID, s.Pid, s.Status, img, ip, s.Created.Format(time.RFC3339))
 				}
 			})
 		},
@@ -475,7 +483,7 @@ func parseSignal(s string) (syscall.Signal, error) {
 // imageFlags shape a container made from an image.
 type imageFlags struct {
 	ref, hostname, workdir, user, memory, cpus, network string
-	env                                                 []string
+	env, ports                                          []string
 	pids                                                int64
 	readOnly                                            bool
 }
@@ -489,7 +497,8 @@ func (f *imageFlags) add(c *cobra.Command) {
 	c.Flags().StringVarP(&f.memory, "memory", "m", "", "memory limit, e.g. 64m or 1g (no swap beyond it)")
 	c.Flags().StringVar(&f.cpus, "cpus", "", "CPU quota in CPUs, e.g. 0.5")
 	c.Flags().Int64Var(&f.pids, "pids-limit", 0, "most processes at once")
-	c.Flags().StringVar(&f.network, "net", "none", "network: none (own namespace, loopback only) or host")
+	c.Flags().StringVar(&f.network, "net", "none", "network: none (own namespace, loopback only), bridge (tangram0, NAT) or host")
+	c.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish HOST:CONTAINER[/tcp|udp] (with --net bridge; repeatable)")
 	c.Flags().BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
 }
 
@@ -499,8 +508,20 @@ func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
 	case "none", "":
 	case "host":
 		o.NetworkHost = true
+	case "bridge":
+		o.Bridge = true
 	default:
-		return o, fmt.Errorf("--net %q: want none or host", f.network)
+		return o, fmt.Errorf("--net %q: want none, bridge or host", f.network)
+	}
+	for _, p := range f.ports {
+		port, err := network.ParsePort(p)
+		if err != nil {
+			return o, err
+		}
+		o.Ports = append(o.Ports, port)
+	}
+	if len(o.Ports) > 0 && !o.Bridge {
+		return o, fmt.Errorf("--publish needs --net bridge")
 	}
 	var res specs.LinuxResources
 	limited := false

@@ -383,19 +383,72 @@ func (g *Group) read(controller, file string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// AddThread moves one thread into the group (v1 only: each hierarchy's
-// tasks file); a process it forks is born in the group.
-func (g *Group) AddThread(tid int) error {
+// AddThread moves one thread of this process into the group (v1 only:
+// each hierarchy's tasks file), so that a process it forks is born in the
+// group. The returned function moves the thread back where it was: a
+// thread left in the group would make this whole process one of the
+// group's (cgroup.procs lists it, and a kill of the group would reach it).
+func (g *Group) AddThread(tid int) (restore func() error, err error) {
 	if g.mode == V2 {
-		return errors.New("cgroup: threads join v2 groups only with their process")
+		return nil, errors.New("cgroup: threads join v2 groups only with their process")
+	}
+	mounts, err := v1Mounts()
+	if err != nil {
+		return nil, err
+	}
+	was, err := threadCgroups(tid)
+	if err != nil {
+		return nil, err
 	}
 	t := []byte(strconv.Itoa(tid))
+	// The way back is opened now: the caller may change the thread's
+	// mount namespace, after which these paths would not resolve.
+	var back []*os.File
+	restore = func() error {
+		var first error
+		for _, f := range back {
+			if _, err := f.Write(t); err != nil && first == nil {
+				first = fmt.Errorf("cgroup: move thread %d back to %s: %w", tid, f.Name(), err)
+			}
+			f.Close()
+		}
+		back = nil
+		return first
+	}
+	for c := range g.dirs {
+		f, err := os.OpenFile(filepath.Join(mounts[c], was[c], "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			restore()
+			return nil, fmt.Errorf("cgroup: thread %d's %s group: %w", tid, c, err)
+		}
+		back = append(back, f)
+	}
 	for c, d := range g.dirs {
 		if err := os.WriteFile(filepath.Join(d, "tasks"), t, 0); err != nil {
-			return fmt.Errorf("cgroup: add thread %d to %s %s: %w", tid, c, g.path, err)
+			restore()
+			return nil, fmt.Errorf("cgroup: add thread %d to %s %s: %w", tid, c, g.path, err)
 		}
 	}
-	return nil
+	return restore, nil
+}
+
+// threadCgroups reads a thread's v1 groups: controller → path.
+func threadCgroups(tid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/cgroup", tid))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: %w", err)
+	}
+	out := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 || parts[1] == "" {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			out[c] = parts[2]
+		}
+	}
+	return out, nil
 }
 
 // Set writes the limits r asks for. Unset fields are left alone.
@@ -766,6 +819,12 @@ func (g *Group) Kill(sig os.Signal) error {
 	}
 	var first error
 	for _, pid := range pids {
+		if pid == os.Getpid() {
+			// A thread of this process visiting the group (AddThread)
+			// makes the process one of its members for a moment: never
+			// signal ourselves.
+			continue
+		}
 		p, err := os.FindProcess(pid)
 		if err == nil {
 			err = p.Signal(sig)
