@@ -507,23 +507,12 @@ func (g *Group) setV1(r *specs.LinuxResources) error {
 				return err
 			}
 		}
-		if c.Cpus != "" {
-			if err := g.write("cpuset", "cpuset.cpus", c.Cpus); err != nil {
-				return err
-			}
-		}
-		if c.Mems != "" {
-			if err := g.write("cpuset", "cpuset.mems", c.Mems); err != nil {
-				return err
-			}
+		if err := g.setCpuset("cpuset", c); err != nil {
+			return err
 		}
 	}
 	if p := r.Pids; p != nil {
-		v := "max"
-		if p.Limit != nil && *p.Limit > 0 {
-			v = strconv.FormatInt(*p.Limit, 10)
-		}
-		if err := g.write("pids", "pids.max", v); err != nil {
+		if err := g.write("pids", "pids.max", pidsMax(p)); err != nil {
 			return err
 		}
 	}
@@ -533,6 +522,30 @@ func (g *Group) setV1(r *specs.LinuxResources) error {
 		}
 	}
 	return nil
+}
+
+// setCpuset writes the CPUs and memory nodes c names (the files have the
+// same names in v1's cpuset hierarchy and in v2).
+func (g *Group) setCpuset(controller string, c *specs.LinuxCPU) error {
+	if c.Cpus != "" {
+		if err := g.write(controller, "cpuset.cpus", c.Cpus); err != nil {
+			return err
+		}
+	}
+	if c.Mems != "" {
+		if err := g.write(controller, "cpuset.mems", c.Mems); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pidsMax is pids.max's value for p: a positive limit, else "max".
+func pidsMax(p *specs.LinuxPids) string {
+	if p.Limit != nil && *p.Limit > 0 {
+		return strconv.FormatInt(*p.Limit, 10)
+	}
+	return "max"
 }
 
 // setDevicesV1 applies the device allow-list rules in order, as runc does.
@@ -617,23 +630,12 @@ func (g *Group) setV2(r *specs.LinuxResources) error {
 				return err
 			}
 		}
-		if c.Cpus != "" {
-			if err := g.write("", "cpuset.cpus", c.Cpus); err != nil {
-				return err
-			}
-		}
-		if c.Mems != "" {
-			if err := g.write("", "cpuset.mems", c.Mems); err != nil {
-				return err
-			}
+		if err := g.setCpuset("", c); err != nil {
+			return err
 		}
 	}
 	if p := r.Pids; p != nil {
-		v := "max"
-		if p.Limit != nil && *p.Limit > 0 {
-			v = strconv.FormatInt(*p.Limit, 10)
-		}
-		if err := g.write("", "pids.max", v); err != nil {
+		if err := g.write("", "pids.max", pidsMax(p)); err != nil {
 			return err
 		}
 	}
@@ -811,6 +813,11 @@ func (g *Group) Stats() (Stats, error) {
 	return st, nil
 }
 
+func emptyGroup(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	return err == nil && len(strings.TrimSpace(string(b))) == 0
+}
+
 // Kill sends sig to every process in the group.
 func (g *Group) Kill(sig os.Signal) error {
 	pids, err := g.Procs()
@@ -844,8 +851,9 @@ func (g *Group) Destroy() error {
 	for c, d := range g.dirs {
 		err := os.Remove(d)
 		// The kernel may report EBUSY for a moment after the last process
-		// exits, until it is reaped.
-		for i := 0; err != nil && isBusy(err) && i < 200; i++ {
+		// exits, until it is reaped; with processes still listed, it is
+		// busy for good.
+		for i := 0; err != nil && isBusy(err) && i < 200 && emptyGroup(d); i++ {
 			time.Sleep(5 * time.Millisecond)
 			err = os.Remove(d)
 		}

@@ -1,0 +1,83 @@
+package cgroup
+
+import (
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tangram-dev/tangram/internal/wait"
+)
+
+func TestControllers(t *testing.T) {
+	base := Controllers(nil)
+	if slices.Contains(base, "cpu") || slices.Contains(base, "cpuset") || !slices.Contains(base, "freezer") {
+		t.Fatalf("no limits: %v", base)
+	}
+	q := int64(1000)
+	got := Controllers(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &q, Cpus: "0"}, BlockIO: &specs.LinuxBlockIO{}})
+	for _, c := range []string{"cpu", "cpuset", "blkio"} {
+		if !slices.Contains(got, c) {
+			t.Errorf("limits need %s: %v", c, got)
+		}
+	}
+	if v := pidsMax(&specs.LinuxPids{}); v != "max" {
+		t.Errorf("no limit: %q", v)
+	}
+	if _, err := New("../escape"); err == nil {
+		t.Error("a path with .. accepted")
+	}
+}
+
+// TestGroup makes a real group, puts a process in it, freezes and thaws
+// it, reads its counters and removes it.
+func TestGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CI runs as root)")
+	}
+	g, err := New("tangram-test/group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(5)
+	if err := g.Set(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait(); g.Destroy() }()
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	procs, err := g.Procs()
+	if err != nil || !slices.Contains(procs, cmd.Process.Pid) {
+		t.Fatalf("procs %v %v", procs, err)
+	}
+	if err := g.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := g.Frozen(); !f {
+		t.Fatal("not frozen")
+	}
+	if err := g.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := g.Stats()
+	if err != nil || st.Pids != 1 || st.PidsLimit != 5 {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+	if err := g.Destroy(); err == nil {
+		t.Fatal("a group with a process in it was removed")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	wait.For(t, 5*time.Second, "the empty group to be removed", func() bool { return g.Destroy() == nil })
+	if _, err := Open("tangram-test/group"); err == nil {
+		t.Fatal("group still there")
+	}
+}
