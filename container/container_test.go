@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"bytes"
@@ -591,4 +592,49 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestTerminal: a container with process.terminal gets a pseudo-terminal
+// of its own /dev/pts as its streams and controlling terminal; the creator
+// holds the master.
+func TestTerminal(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sh", "-c", "tty; stty size; read x; echo got $x; exit 4")
+	editSpec(t, bundle, func(s *specs.Spec) {
+		s.Process.Terminal = true
+		s.Process.ConsoleSize = &specs.Box{Height: 40, Width: 100}
+	})
+	ctx := context.Background()
+	p, err := r.Create(ctx, "tty", bundle, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Delete(ctx, "tty", true) })
+	if p.Console == nil {
+		t.Fatal("no console for a terminal container")
+	}
+	defer p.Console.Close()
+	if err := r.Start(ctx, "tty"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Console.Write([]byte("abc\n")); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(p.Console) // EIO once the process is gone
+		out <- string(b)
+	}()
+	code, err := p.Wait()
+	if err != nil || code != 4 {
+		t.Fatalf("exit %d %v", code, err)
+	}
+	p.Console.Close()
+	got := wait.Receive(t, 10*time.Second, "the console's output", out)
+	for _, want := range []string{"/dev/pts/0", "40 100", "got abc"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("console output lacks %q:\n%q", want, got)
+		}
+	}
 }

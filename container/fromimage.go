@@ -42,6 +42,8 @@ type ImageOptions struct {
 	// Ports published.
 	Bridge bool
 	Ports  []network.Port
+	// Terminal gives the process a pseudo-terminal (Process.Console).
+	Terminal bool
 }
 
 // bundlesDir holds the bundles the runtime makes for image containers.
@@ -144,6 +146,7 @@ func (r *Runtime) CreateFromImage(ctx context.Context, id string, store *image.S
 		spec.Linux.Resources = &res
 	}
 	spec.Root.Readonly = o.ReadOnly
+	spec.Process.Terminal = o.Terminal
 	if o.NetworkHost {
 		ns := spec.Linux.Namespaces[:0]
 		for _, n := range spec.Linux.Namespaces {

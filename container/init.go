@@ -154,6 +154,11 @@ func initContainer(pipe *os.File) error {
 	if err != nil {
 		return err
 	}
+	if p.Terminal {
+		if err := setupConsole(pipe, p); err != nil {
+			return err
+		}
+	}
 	cwd := p.Cwd
 	if cwd == "" {
 		cwd = "/"
@@ -305,6 +310,55 @@ func loopbackUp() error {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("container: loopback up: %w", err)
+	}
+	return nil
+}
+
+// setupConsole makes a pseudo-terminal in the container's own /dev/pts,
+// hands its master to the parent over the init socket (SCM_RIGHTS), waits
+// for the parent's acknowledgement, and makes the slave the process's
+// standard streams and controlling terminal.
+func setupConsole(pipe *os.File, p *specs.Process) error {
+	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("container: open /dev/ptmx: %w", err)
+	}
+	defer unix.Close(master)
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		return fmt.Errorf("container: unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
+	if err != nil {
+		return fmt.Errorf("container: pty number: %w", err)
+	}
+	slave, err := unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("container: open pty: %w", err)
+	}
+	if err := unix.Fchown(slave, int(p.User.UID), int(p.User.GID)); err != nil {
+		return fmt.Errorf("container: chown pty: %w", err)
+	}
+	if p.ConsoleSize != nil {
+		unix.IoctlSetWinsize(slave, unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(p.ConsoleSize.Height), Col: uint16(p.ConsoleSize.Width)})
+	}
+	msg := []byte(`{"console":true}` + "\n")
+	if err := unix.Sendmsg(int(pipe.Fd()), msg, unix.UnixRights(master), nil, 0); err != nil {
+		return fmt.Errorf("container: send console: %w", err)
+	}
+	ack := make([]byte, 1)
+	if _, err := pipe.Read(ack); err != nil {
+		return fmt.Errorf("container: console acknowledgement: %w", err)
+	}
+	for fd := 0; fd < 3; fd++ {
+		if err := unix.Dup2(slave, fd); err != nil {
+			return fmt.Errorf("container: pty as fd %d: %w", fd, err)
+		}
+	}
+	if slave > 2 {
+		unix.Close(slave)
+	}
+	if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
+		return fmt.Errorf("container: controlling terminal: %w", err)
 	}
 	return nil
 }

@@ -114,8 +114,11 @@ type CreateOptions struct {
 type Process struct {
 	ID  string
 	Pid int
-	cmd *exec.Cmd
-	r   *Runtime
+	// Console is the pseudo-terminal's master when the spec asks for a
+	// terminal (process.terminal): the container's input and output.
+	Console *os.File
+	cmd     *exec.Cmd
+	r       *Runtime
 }
 
 // Wait waits for the container's process to exit and returns its exit
@@ -331,6 +334,17 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	if _, err := parentSock.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("container: send orders to init: %w", err)
 	}
+	var console *os.File
+	defer func() {
+		if err != nil && console != nil {
+			console.Close()
+		}
+	}()
+	if spec.Process.Terminal {
+		if console, err = receiveConsole(ctx, parentSock); err != nil {
+			return nil, err
+		}
+	}
 	reply, err := readReply(ctx, parentSock)
 	if err != nil {
 		return nil, err
@@ -367,7 +381,56 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	if err := writeState(dir, st); err != nil {
 		return nil, err
 	}
-	return &Process{ID: id, Pid: cmd.Process.Pid, cmd: cmd, r: r}, nil
+	return &Process{ID: id, Pid: cmd.Process.Pid, Console: console, cmd: cmd, r: r}, nil
+}
+
+// receiveConsole takes the pseudo-terminal master the init sends (or its
+// error) and acknowledges it.
+func receiveConsole(ctx context.Context, sock *os.File) (*os.File, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	sc, err := sock.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	sock.SetReadDeadline(deadline)
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	var n, oobn int
+	var rerr error
+	err = sc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("container: waiting for the console: %w", err)
+	}
+	if n == 0 {
+		return nil, errors.New("container: init exited before sending the console")
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) == 0 {
+		var rep initReply
+		if json.Unmarshal(buf[:n], &rep) == nil && rep.Error != "" {
+			return nil, fmt.Errorf("container: %s", strings.TrimPrefix(rep.Error, "container: "))
+		}
+		return nil, fmt.Errorf("container: init sent %q instead of the console", buf[:n])
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("container: console descriptor: %v", err)
+	}
+	console := os.NewFile(uintptr(fds[0]), "console")
+	if _, err := sock.Write([]byte{1}); err != nil {
+		console.Close()
+		return nil, fmt.Errorf("container: acknowledge console: %w", err)
+	}
+	return console, nil
 }
 
 func readReply(ctx context.Context, sock *os.File) (initReply, error) {

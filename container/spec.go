@@ -155,9 +155,6 @@ func validateSpec(s *specs.Spec) error {
 	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop)) > 0 {
 		errs = append(errs, errors.New("hooks are not supported yet"))
 	}
-	if s.Process != nil && s.Process.Terminal {
-		errs = append(errs, errors.New("process.terminal is not supported yet (the caller's standard streams are the container's)"))
-	}
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {
 			errs = append(errs, fmt.Errorf("mount destination %q must be absolute", m.Destination))

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -143,7 +144,14 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				return err
 			}
 			if detach {
+				if p.Console != nil {
+					p.Console.Close()
+				}
 				return nil
+			}
+			if p.Console != nil {
+				restore := attachTerminal(p.Console)
+				defer restore()
 			}
 			// Signals for this process go to the container's.
 			sigs := make(chan os.Signal, 8)
@@ -196,6 +204,13 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			p, err := createOne(cmd.Context(), r, args, container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 			if err != nil {
 				return err
+			}
+			if p.Console != nil {
+				// runc hands the master to a --console-socket; this CLI
+				// has none, so only run can hold a terminal.
+				p.Console.Close()
+				r.Delete(cmd.Context(), args[0], true)
+				return fmt.Errorf("a container with a terminal (process.terminal) is run with tangram container run")
 			}
 			return writePid(pidFile, p.Pid)
 		},
@@ -485,7 +500,7 @@ type imageFlags struct {
 	ref, hostname, workdir, user, memory, cpus, network string
 	env, ports                                          []string
 	pids                                                int64
-	readOnly                                            bool
+	readOnly, tty                                       bool
 }
 
 func (f *imageFlags) add(c *cobra.Command) {
@@ -500,10 +515,11 @@ func (f *imageFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.network, "net", "none", "network: none (own namespace, loopback only), bridge (tangram0, NAT) or host")
 	c.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish HOST:CONTAINER[/tcp|udp] (with --net bridge; repeatable)")
 	c.Flags().BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
+	c.Flags().BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal, wired to this one (run only)")
 }
 
 func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
-	o := container.ImageOptions{Args: args, Env: f.env, Hostname: f.hostname, Workdir: f.workdir, User: f.user, ReadOnly: f.readOnly}
+	o := container.ImageOptions{Args: args, Env: f.env, Hostname: f.hostname, Workdir: f.workdir, User: f.user, ReadOnly: f.readOnly, Terminal: f.tty}
 	switch f.network {
 	case "none", "":
 	case "host":
@@ -584,4 +600,61 @@ func openImages(root string) (*image.Store, error) {
 		return nil, err
 	}
 	return image.Open(abs)
+}
+
+// attachTerminal wires this process's terminal to a container's console:
+// raw mode, input to the console, output from it, window size kept in
+// step. The returned function puts the terminal back.
+func attachTerminal(console *os.File) func() {
+	in := int(os.Stdin.Fd())
+	old, err := unix.IoctlGetTermios(in, unix.TCGETS)
+	isTTY := err == nil
+	if isTTY {
+		raw := *old
+		raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+		raw.Oflag &^= unix.OPOST
+		raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		raw.Cflag &^= unix.CSIZE | unix.PARENB
+		raw.Cflag |= unix.CS8
+		raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+		unix.IoctlSetTermios(in, unix.TCSETS, &raw)
+	}
+	resize := func() {
+		if ws, err := unix.IoctlGetWinsize(in, unix.TIOCGWINSZ); err == nil {
+			unix.IoctlSetWinsize(int(console.Fd()), unix.TIOCSWINSZ, ws)
+		}
+	}
+	resize()
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, unix.SIGWINCH)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-winch:
+				resize()
+			case <-done:
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		io.Copy(os.Stdout, console) // ends with EIO when the container's side closes
+	}()
+	// Input is copied until this process exits: a read of a terminal
+	// cannot be interrupted, and the container ending ends the command.
+	go io.Copy(console, os.Stdin)
+	return func() {
+		signal.Stop(winch)
+		close(done)
+		console.Close()
+		wg.Wait()
+		if isTTY {
+			unix.IoctlSetTermios(in, unix.TCSETS, old)
+		}
+	}
 }
