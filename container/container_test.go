@@ -402,9 +402,21 @@ ip link 2>/dev/null | grep -c "^[0-9]" || ls /sys/class/net | tr '\n' ' '`
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("runc: %v\n%s", err, runcOut.String())
 	}
-	_, ours, errOut := runOut(t, newRuntime(t), "parity", bundle)
-	if ours != runcOut.String() {
-		t.Fatalf("runc and tangram differ\n--- runc\n%s\n--- tangram\n%s\n%s", runcOut.String(), ours, errOut)
+	// Both ways of starting a container: from a thread of this process
+	// (Run's default) and through the init process.
+	for _, init := range []bool{false, true} {
+		r, err := New(Config{Root: t.TempDir(), InitProcess: init})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := directLaunches.Load()
+		_, ours, errOut := runOut(t, r, "parity", bundle)
+		if direct := directLaunches.Load() > before; direct == init {
+			t.Fatalf("InitProcess %v: launched directly %v", init, direct)
+		}
+		if ours != runcOut.String() {
+			t.Fatalf("runc and tangram (init process %v) differ\n--- runc\n%s\n--- tangram\n%s\n%s", init, runcOut.String(), ours, errOut)
+		}
 	}
 }
 
@@ -636,5 +648,43 @@ func TestTerminal(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("console output lacks %q:\n%q", want, got)
 		}
+	}
+}
+
+// TestLaunchInCgroup: a container launched without an init is born in its
+// cgroup with its limits, and with its rlimits.
+func TestLaunchInCgroup(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sh", "-c", "cat /proc/self/cgroup; ulimit -n; dd if=/dev/zero of=/dev/null bs=64M count=1")
+	limit := int64(16 << 20)
+	editSpec(t, bundle, func(s *specs.Spec) {
+		s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &limit}
+		s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 321, Soft: 123}}
+	})
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := directLaunches.Load()
+	var out bytes.Buffer
+	ctx := context.Background()
+	p, err := r.Launch(ctx, "launched", bundle, spec, CreateOptions{Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Delete(ctx, "launched", true) })
+	if directLaunches.Load() == before {
+		t.Fatal("not launched directly")
+	}
+	code, err := p.Wait()
+	if err != nil || code != 137 {
+		t.Fatalf("exit %d %v, want 137 (OOM-killed); output %q", code, err, out.String())
+	}
+	if !strings.Contains(out.String(), "/tangram/launched\n") || !strings.Contains(out.String(), "\n123\n") {
+		t.Fatalf("not in its cgroup or without its rlimit:\n%s", out.String())
+	}
+	if st, err := r.Stats("launched"); err != nil || st.OOMKills == 0 {
+		t.Fatalf("stats %+v %v: want an OOM kill", st, err)
 	}
 }

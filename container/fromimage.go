@@ -54,7 +54,17 @@ func (r *Runtime) bundlesDir() string { return filepath.Join(r.cfg.Root, ".bundl
 // upper directory of the container's own takes every change. The spec is
 // runc's default with the image's command, environment, working directory
 // and user.
-func (r *Runtime) CreateFromImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions) (_ *Process, err error) {
+func (r *Runtime) CreateFromImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions) (*Process, error) {
+	return r.fromImage(ctx, id, store, ref, o, opts, r.CreateFromSpec)
+}
+
+// LaunchImage is CreateFromImage and Start in one step (see Launch).
+func (r *Runtime) LaunchImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions) (*Process, error) {
+	return r.fromImage(ctx, id, store, ref, o, opts, r.Launch)
+}
+
+func (r *Runtime) fromImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions,
+	create func(context.Context, string, string, *specs.Spec, CreateOptions) (*Process, error)) (_ *Process, err error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -173,7 +183,7 @@ func (r *Runtime) CreateFromImage(ctx context.Context, id string, store *image.S
 	if err := WriteSpec(bundle, spec); err != nil {
 		return nil, err
 	}
-	return r.CreateFromSpec(ctx, id, bundle, spec, opts)
+	return create(ctx, id, bundle, spec, opts)
 }
 
 // mountOverlay stacks layers (lowest first) under upper at target.

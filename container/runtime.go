@@ -41,6 +41,10 @@ type Config struct {
 	Root string
 	// Logger receives the runtime's warnings (default: slog.Default()).
 	Logger *slog.Logger
+	// InitProcess makes Run and Launch use an init process like Create
+	// always does, instead of preparing the container on a thread of this
+	// process (see Launch).
+	InitProcess bool
 	// Bridge and Subnet are the bridge network's (containers whose spec
 	// asks for it: annotation tangram.network=bridge); defaults tangram0
 	// and 10.88.0.0/16.
@@ -117,14 +121,40 @@ type Process struct {
 	// Console is the pseudo-terminal's master when the spec asks for a
 	// terminal (process.terminal): the container's input and output.
 	Console *os.File
-	cmd     *exec.Cmd
+	cmd     *exec.Cmd   // the init, when there is one
+	proc    *os.Process // the process, started without an init
+	copies  *copiers    // its streams' copiers
 	r       *Runtime
+}
+
+func (p *Process) kill() {
+	if p.cmd != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		return
+	}
+	p.proc.Kill()
+	p.proc.Wait()
+	p.copies.wait()
 }
 
 // Wait waits for the container's process to exit and returns its exit
 // code (128+signal when a signal killed it), recording it in the state.
 func (p *Process) Wait() (int, error) {
-	err := p.cmd.Wait()
+	var err error
+	if p.cmd != nil {
+		err = p.cmd.Wait()
+	} else {
+		var ps *os.ProcessState
+		ps, err = p.proc.Wait()
+		if p.copies.stdin != nil {
+			p.copies.stdin.Close()
+		}
+		p.copies.wait()
+		if err == nil && !ps.Success() {
+			err = &exec.ExitError{ProcessState: ps}
+		}
+	}
 	code := 0
 	if err != nil {
 		var ee *exec.ExitError
@@ -170,43 +200,9 @@ func (r *Runtime) Create(ctx context.Context, id, bundle string, opts CreateOpti
 // CreateFromSpec is Create with the spec given rather than read from the
 // bundle (bundle is recorded in the state only).
 func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *specs.Spec, opts CreateOptions) (_ *Process, err error) {
-	if err := ValidateID(id); err != nil {
+	flags, userNS, cgroupNS, err := checkSpec(id, spec)
+	if err != nil {
 		return nil, err
-	}
-	if err := validateSpec(spec); err != nil {
-		return nil, err
-	}
-	if spec.Process.Capabilities != nil {
-		for _, set := range [][]string{spec.Process.Capabilities.Bounding, spec.Process.Capabilities.Effective,
-			spec.Process.Capabilities.Permitted, spec.Process.Capabilities.Inheritable, spec.Process.Capabilities.Ambient} {
-			if _, err := capSet(set); err != nil {
-				return nil, err
-			}
-		}
-	}
-	var flags uintptr
-	userNS, cgroupNS := false, false
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Path != "" {
-			return nil, fmt.Errorf("container: joining an existing %s namespace (%s) is not supported", ns.Type, ns.Path)
-		}
-		switch ns.Type {
-		case specs.PIDNamespace:
-			flags |= unix.CLONE_NEWPID
-		case specs.NetworkNamespace:
-			flags |= unix.CLONE_NEWNET
-		case specs.MountNamespace:
-			flags |= unix.CLONE_NEWNS
-		case specs.IPCNamespace:
-			flags |= unix.CLONE_NEWIPC
-		case specs.UTSNamespace:
-			flags |= unix.CLONE_NEWUTS
-		case specs.UserNamespace:
-			flags |= unix.CLONE_NEWUSER
-			userNS = true
-		case specs.CgroupNamespace:
-			cgroupNS = true
-		}
 	}
 	dir := r.dir(id)
 	if err := os.Mkdir(dir, 0o711); err != nil {
@@ -245,21 +241,8 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	if err != nil {
 		return nil, fmt.Errorf("container: make exec fifo: %w", err)
 	}
-	cgPath := spec.Linux.CgroupsPath
-	if cgPath == "" {
-		cgPath = "tangram/" + id
-	}
-	group, err = cgroup.New(cgPath, cgroup.Controllers(spec.Linux.Resources)...)
-	if err != nil {
-		return nil, err
-	}
-	res := spec.Linux.Resources
-	if res == nil {
-		res = &specs.LinuxResources{}
-	}
-	withDefaults := *res
-	withDefaults.Devices = append(append([]specs.LinuxDeviceCgroup{}, res.Devices...), defaultDeviceRules()...)
-	if err := group.Set(&withDefaults); err != nil {
+	var cgPath string
+	if group, cgPath, err = makeGroup(id, spec); err != nil {
 		return nil, err
 	}
 	st := &State{
@@ -431,6 +414,76 @@ func receiveConsole(ctx context.Context, sock *os.File) (*os.File, error) {
 		return nil, fmt.Errorf("container: acknowledge console: %w", err)
 	}
 	return console, nil
+}
+
+// checkSpec validates a spec for a container id and returns the
+// namespaces to make at clone.
+func checkSpec(id string, spec *specs.Spec) (flags uintptr, userNS, cgroupNS bool, err error) {
+	if err := ValidateID(id); err != nil {
+		return 0, false, false, err
+	}
+	if err := validateSpec(spec); err != nil {
+		return 0, false, false, err
+	}
+	if c := spec.Process.Capabilities; c != nil {
+		for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
+			if _, err := capSet(set); err != nil {
+				return 0, false, false, err
+			}
+		}
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path != "" {
+			return 0, false, false, fmt.Errorf("container: joining an existing %s namespace (%s) is not supported", ns.Type, ns.Path)
+		}
+		switch ns.Type {
+		case specs.PIDNamespace:
+			flags |= unix.CLONE_NEWPID
+		case specs.NetworkNamespace:
+			flags |= unix.CLONE_NEWNET
+		case specs.MountNamespace:
+			flags |= unix.CLONE_NEWNS
+		case specs.IPCNamespace:
+			flags |= unix.CLONE_NEWIPC
+		case specs.UTSNamespace:
+			flags |= unix.CLONE_NEWUTS
+		case specs.UserNamespace:
+			flags |= unix.CLONE_NEWUSER
+			userNS = true
+		case specs.CgroupNamespace:
+			cgroupNS = true
+		}
+	}
+	for _, rl := range spec.Process.Rlimits {
+		if _, ok := rlimitNames[rl.Type]; !ok {
+			return 0, false, false, fmt.Errorf("container: unknown rlimit %q", rl.Type)
+		}
+	}
+	return flags, userNS, cgroupNS, nil
+}
+
+// makeGroup makes the container's cgroup and sets its limits, with the
+// default devices allowed.
+func makeGroup(id string, spec *specs.Spec) (*cgroup.Group, string, error) {
+	cgPath := spec.Linux.CgroupsPath
+	if cgPath == "" {
+		cgPath = "tangram/" + id
+	}
+	group, err := cgroup.New(cgPath, cgroup.Controllers(spec.Linux.Resources)...)
+	if err != nil {
+		return nil, "", err
+	}
+	res := spec.Linux.Resources
+	if res == nil {
+		res = &specs.LinuxResources{}
+	}
+	withDefaults := *res
+	withDefaults.Devices = append(append([]specs.LinuxDeviceCgroup{}, res.Devices...), defaultDeviceRules()...)
+	if err := group.Set(&withDefaults); err != nil {
+		group.Destroy()
+		return nil, "", err
+	}
+	return group, cgPath, nil
 }
 
 func readReply(ctx context.Context, sock *os.File) (initReply, error) {
@@ -721,16 +774,20 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 // Run creates, starts and waits for a container, deletes it, and returns
 // its exit code. Cancelling ctx kills it.
 func (r *Runtime) Run(ctx context.Context, id, bundle string, opts CreateOptions) (int, error) {
-	p, err := r.Create(ctx, id, bundle, opts)
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return -1, fmt.Errorf("container: %w", err)
+	}
+	spec, err := LoadSpec(bundle)
 	if err != nil {
 		return -1, err
 	}
-	return r.runCreated(ctx, p)
+	return r.RunSpec(ctx, id, bundle, spec, opts)
 }
 
 // RunSpec is Run with the spec given.
 func (r *Runtime) RunSpec(ctx context.Context, id, bundle string, spec *specs.Spec, opts CreateOptions) (int, error) {
-	p, err := r.CreateFromSpec(ctx, id, bundle, spec, opts)
+	p, err := r.Launch(ctx, id, bundle, spec, opts)
 	if err != nil {
 		return -1, err
 	}
@@ -744,12 +801,6 @@ func (r *Runtime) runCreated(ctx context.Context, p *Process) (int, error) {
 		if err := r.Delete(dctx, p.ID, true); err != nil {
 			r.log.Warn("container: delete after run", "id", p.ID, "err", err)
 		}
-	}
-	if err := r.Start(ctx, p.ID); err != nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		cleanup()
-		return -1, err
 	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})

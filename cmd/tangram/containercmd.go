@@ -88,13 +88,25 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	var bundle, pidFile string
 	var detach bool
 	var img imageFlags
-	// create makes the container from --image or from the bundle.
-	createOne := func(ctx context.Context, r *container.Runtime, args []string, opts container.CreateOptions) (*container.Process, error) {
+	// makeOne makes the container from --image or from the bundle, created
+	// (waiting for start) or launched (started).
+	makeOne := func(ctx context.Context, r *container.Runtime, args []string, opts container.CreateOptions, launch bool) (*container.Process, error) {
 		if img.ref == "" {
 			if len(args) > 1 {
 				return nil, fmt.Errorf("a command after the ID needs --image (a bundle's config.json names its process)")
 			}
-			return r.Create(ctx, args[0], bundle, opts)
+			if !launch {
+				return r.Create(ctx, args[0], bundle, opts)
+			}
+			abs, err := filepath.Abs(bundle)
+			if err != nil {
+				return nil, err
+			}
+			spec, err := container.LoadSpec(abs)
+			if err != nil {
+				return nil, err
+			}
+			return r.Launch(ctx, args[0], abs, spec, opts)
 		}
 		s, err := store()
 		if err != nil {
@@ -103,6 +115,9 @@ Containers' state lives under --root, one directory each. Needs root.`,
 		o, err := img.options(args[1:])
 		if err != nil {
 			return nil, err
+		}
+		if launch {
+			return r.LaunchImage(ctx, args[0], s, img.ref, o, opts)
 		}
 		return r.CreateFromImage(ctx, args[0], s, img.ref, o, opts)
 	}
@@ -132,15 +147,11 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				defer log.Close()
 				opts = container.CreateOptions{Stdout: log, Stderr: log}
 			}
-			p, err := createOne(ctx, r, args, opts)
+			p, err := makeOne(ctx, r, args, opts, true)
 			if err != nil {
 				return err
 			}
 			if err := writePid(pidFile, p.Pid); err != nil {
-				return err
-			}
-			if err := r.Start(ctx, id); err != nil {
-				r.Delete(ctx, id, true)
 				return err
 			}
 			if detach {
@@ -201,7 +212,7 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			if err != nil {
 				return err
 			}
-			p, err := createOne(cmd.Context(), r, args, container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+			p, err := makeOne(cmd.Context(), r, args, container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}, false)
 			if err != nil {
 				return err
 			}
