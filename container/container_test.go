@@ -450,6 +450,19 @@ func TestExec(t *testing.T) {
 	if code != 3 || out.String() != want {
 		t.Fatalf("exec: code %d output %q, want 3 %q", code, out.String(), want)
 	}
+	// As another user: the process is that user, this process stays root
+	// (credentials were switched on the exec's own thread only).
+	out.Reset()
+	if code, err := r.Exec(ctx, "ex", ExecOptions{Args: []string{"id", "-u"}, User: &specs.User{UID: 65534, GID: 65534}, Stdout: &out}); err != nil || code != 0 || out.String() != "65534\n" {
+		t.Fatalf("exec as 65534: %d %v %q", code, err, out.String())
+	}
+	threads, _ := os.ReadDir("/proc/self/task")
+	for _, th := range threads {
+		st, err := os.ReadFile("/proc/self/task/" + th.Name() + "/status")
+		if err == nil && !strings.Contains(string(st), "\nUid:\t0\t0\t0\t0\n") {
+			t.Fatalf("thread %s of the runtime changed user:\n%s", th.Name(), st)
+		}
+	}
 	// The exec'd process is in the container's cgroup.
 	out.Reset()
 	if code, err := r.Exec(ctx, "ex", ExecOptions{Args: []string{"cat", "/proc/self/cgroup"}, Stdout: &out}); err != nil || code != 0 {
@@ -686,5 +699,28 @@ func TestLaunchInCgroup(t *testing.T) {
 	}
 	if st, err := r.Stats("launched"); err != nil || st.OOMKills == 0 {
 		t.Fatalf("stats %+v %v: want an OOM kill", st, err)
+	}
+}
+
+// TestLaunchAsUser: launched directly as an unprivileged user, the process
+// is that user with no capabilities; the runtime stays root.
+func TestLaunchAsUser(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	bundle := busyboxBundle(t, "sh", "-c", "id -u; grep CapEff /proc/self/status; ls /proc | grep -c '^[0-9]'")
+	editSpec(t, bundle, func(s *specs.Spec) {
+		s.Process.User = specs.User{UID: 65534, GID: 65534}
+		s.Process.Rlimits = nil // with rlimits, another user takes the init process
+	})
+	before := directLaunches.Load()
+	code, out, errOut := runOut(t, r, "asuser", bundle)
+	if directLaunches.Load() == before {
+		t.Fatal("not launched directly")
+	}
+	if code != 0 || out != "65534\nCapEff:\t0000000000000000\n3\n" {
+		t.Fatalf("exit %d, output %q %q", code, out, errOut)
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("the runtime is no longer root")
 	}
 }

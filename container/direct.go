@@ -65,6 +65,12 @@ func (r *Runtime) direct(spec *specs.Spec, userNS, cgroupNS bool) bool {
 	if r.cfg.InitProcess || userNS || cgroupNS || spec.Process.Terminal || spec.Annotations[AnnotationNetwork] != "" {
 		return false
 	}
+	// Rlimits are set on the stopped program from another thread: allowed
+	// for a program of the same user (root), not for one that already is
+	// another user without CAP_SYS_RESOURCE.
+	if spec.Process.User.UID != 0 && len(spec.Process.Rlimits) > 0 {
+		return false
+	}
 	has := func(t specs.LinuxNamespaceType) bool {
 		return slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t })
 	}
@@ -80,7 +86,19 @@ func (r *Runtime) direct(spec *specs.Spec, userNS, cgroupNS bool) bool {
 			}
 		}
 	}
-	return procs == 1 && procPidnsOnce()
+	return procs == 1 && procPidnsOnce() && !traced()
+}
+
+// traced reports whether a debugger or strace traces this process: its
+// children are then traced too, and cannot be stopped at their exec by
+// this process.
+func traced() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return true
+	}
+	_, rest, ok := strings.Cut(string(b), "\nTracerPid:\t")
+	return !ok || !strings.HasPrefix(rest, "0\n")
 }
 
 // onThread runs f on a locked OS thread that is not the main thread and

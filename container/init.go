@@ -247,11 +247,15 @@ func finishProcess(p *specs.Process) error {
 	if err := unix.Setgroups(groups); err != nil && !(errors.Is(err, unix.EPERM) && len(groups) == 0) {
 		return fmt.Errorf("container: setgroups: %w", err)
 	}
-	if err := unix.Setresgid(int(u.GID), int(u.GID), int(u.GID)); err != nil {
-		return fmt.Errorf("container: setgid %d: %w", u.GID, err)
+	// The raw system calls: they change this thread only. Go's (and
+	// glibc's, with cgo) change every thread of the process, which would
+	// turn the whole runtime into the container's user when it prepares
+	// a container or an exec on one of its threads.
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); e != 0 {
+		return fmt.Errorf("container: setgid %d: %w", u.GID, e)
 	}
-	if err := unix.Setresuid(int(u.UID), int(u.UID), int(u.UID)); err != nil {
-		return fmt.Errorf("container: setuid %d: %w", u.UID, err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); e != 0 {
+		return fmt.Errorf("container: setuid %d: %w", u.UID, e)
 	}
 	if p.Capabilities != nil {
 		if err := applyCaps(p.Capabilities); err != nil {
