@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"syscall"
@@ -132,21 +131,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	if err != nil {
 		return -1, err
 	}
-	var enter func()
-	enter = func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			// The main thread: /proc/self is its view, and Go never ends
-			// it. Keep it locked (so no other goroutine gets it) while a
-			// goroutine on another thread does the work, then give it back
-			// untouched.
-			done := make(chan struct{})
-			go func() { defer close(done); enter() }()
-			<-done
-			runtime.UnlockOSThread()
-			return
-		}
-		// Never unlocked: this thread ends with the goroutine.
+	onThread(func() {
 		ch <- func() started {
 			if err := unix.Unshare(unix.CLONE_FS); err != nil {
 				return started{err: fmt.Errorf("container: exec: unshare fs: %w", err)}
@@ -182,8 +167,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 			}
 			return started{proc: proc}
 		}()
-	}
-	go enter()
+	})
 	s := <-ch
 	closeAfter()
 	if s.err != nil {
