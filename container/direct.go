@@ -2,7 +2,6 @@ package container
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -124,12 +123,9 @@ func onThread(f func()) {
 
 // launchDirect creates and starts a container without an init process.
 func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *specs.Spec, flags uintptr, opts CreateOptions) (_ *Process, err error) {
-	dir := r.dir(id)
-	if err := os.Mkdir(dir, 0o711); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("%w: %s", ErrExists, id)
-		}
-		return nil, fmt.Errorf("container: %w", err)
+	dir, err := r.makeDir(id)
+	if err != nil {
+		return nil, err
 	}
 	var group *cgroup.Group
 	var proc *os.Process
@@ -240,22 +236,8 @@ func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD i
 		if err := setupRootfs(&withoutProc, s.Root.Path, false, flags&unix.CLONE_NEWNET != 0); err != nil {
 			return 0, err
 		}
-		if flags&unix.CLONE_NEWUTS != 0 {
-			if s.Hostname != "" {
-				if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
-					return 0, fmt.Errorf("container: set hostname: %w", err)
-				}
-			}
-			if s.Domainname != "" {
-				if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
-					return 0, fmt.Errorf("container: set domain name: %w", err)
-				}
-			}
-		}
-		if flags&unix.CLONE_NEWNET != 0 {
-			if err := loopbackUp(); err != nil {
-				return 0, err
-			}
+		if err := setNames(s, flags&unix.CLONE_NEWUTS != 0, flags&unix.CLONE_NEWNET != 0); err != nil {
+			return 0, err
 		}
 		p := s.Process
 		path, err := lookPath(p.Args[0], p.Env)
@@ -328,26 +310,8 @@ func finishRootfs(s *specs.Spec, hostProc, pid int) error {
 			return err
 		}
 	}
-	for k, v := range s.Linux.Sysctl {
-		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
-		if err := os.WriteFile(p, []byte(v), 0); err != nil {
-			return fmt.Errorf("container: sysctl %s=%s: %w", k, v, err)
-		}
-	}
-	for _, p := range s.Linux.ReadonlyPaths {
-		if err := readonlyPath(p); err != nil {
-			return err
-		}
-	}
-	for _, p := range s.Linux.MaskedPaths {
-		if err := maskPath(p); err != nil {
-			return err
-		}
-	}
-	if s.Root.Readonly {
-		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			return fmt.Errorf("container: read-only root: %w", err)
-		}
+	if err := protect(s, true); err != nil {
+		return err
 	}
 	for _, rl := range s.Process.Rlimits {
 		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}

@@ -97,43 +97,11 @@ func initContainer(pipe *os.File) error {
 	} else if err := unix.Chroot(rootfs); err != nil {
 		return fmt.Errorf("container: chroot (no mount namespace): %w", err)
 	}
-	if has(specs.UTSNamespace) && s.Hostname != "" {
-		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
-			return fmt.Errorf("container: set hostname: %w", err)
-		}
+	if err := setNames(s, has(specs.UTSNamespace), has(specs.NetworkNamespace)); err != nil {
+		return err
 	}
-	if has(specs.UTSNamespace) && s.Domainname != "" {
-		if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
-			return fmt.Errorf("container: set domain name: %w", err)
-		}
-	}
-	if has(specs.NetworkNamespace) {
-		if err := loopbackUp(); err != nil {
-			return err
-		}
-	}
-	for k, v := range s.Linux.Sysctl {
-		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
-		if err := os.WriteFile(p, []byte(v), 0); err != nil {
-			return fmt.Errorf("container: sysctl %s=%s: %w", k, v, err)
-		}
-	}
-	if has(specs.MountNamespace) {
-		for _, p := range s.Linux.ReadonlyPaths {
-			if err := readonlyPath(p); err != nil {
-				return err
-			}
-		}
-		for _, p := range s.Linux.MaskedPaths {
-			if err := maskPath(p); err != nil {
-				return err
-			}
-		}
-		if s.Root.Readonly {
-			if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-				return fmt.Errorf("container: read-only root: %w", err)
-			}
-		}
+	if err := protect(s, has(specs.MountNamespace)); err != nil {
+		return err
 	}
 	p := s.Process
 	for _, rl := range p.Rlimits {
@@ -363,6 +331,57 @@ func setupConsole(pipe *os.File, p *specs.Process) error {
 	}
 	if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
 		return fmt.Errorf("container: controlling terminal: %w", err)
+	}
+	return nil
+}
+
+// setNames sets the host and domain names (in a UTS namespace of the
+// container's own) and brings up loopback (in a network namespace of its
+// own), on the calling thread's namespaces.
+func setNames(s *specs.Spec, uts, net bool) error {
+	if uts && s.Hostname != "" {
+		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+			return fmt.Errorf("container: set hostname: %w", err)
+		}
+	}
+	if uts && s.Domainname != "" {
+		if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
+			return fmt.Errorf("container: set domain name: %w", err)
+		}
+	}
+	if net {
+		return loopbackUp()
+	}
+	return nil
+}
+
+// protect writes the sysctls, then (with a mount namespace of the
+// container's own, /proc mounted) makes the read-only paths read-only,
+// masks the masked ones and the root read-only when asked.
+func protect(s *specs.Spec, mounts bool) error {
+	for k, v := range s.Linux.Sysctl {
+		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+			return fmt.Errorf("container: sysctl %s=%s: %w", k, v, err)
+		}
+	}
+	if !mounts {
+		return nil
+	}
+	for _, p := range s.Linux.ReadonlyPaths {
+		if err := readonlyPath(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range s.Linux.MaskedPaths {
+		if err := maskPath(p); err != nil {
+			return err
+		}
+	}
+	if s.Root.Readonly {
+		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("container: read-only root: %w", err)
+		}
 	}
 	return nil
 }

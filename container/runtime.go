@@ -104,6 +104,19 @@ func New(cfg Config) (*Runtime, error) {
 
 func (r *Runtime) dir(id string) string { return filepath.Join(r.cfg.Root, id) }
 
+// makeDir makes a new container's state directory; ErrExists when the ID
+// is taken.
+func (r *Runtime) makeDir(id string) (string, error) {
+	dir := r.dir(id)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("%w: %s", ErrExists, id)
+		}
+		return "", fmt.Errorf("container: %w", err)
+	}
+	return dir, nil
+}
+
 // CreateOptions are a container's standard streams. A nil stream reads
 // from or writes to /dev/null. An *os.File is handed to the container as
 // it is (it outlives the creating process); any other reader or writer is
@@ -204,12 +217,9 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 	if err != nil {
 		return nil, err
 	}
-	dir := r.dir(id)
-	if err := os.Mkdir(dir, 0o711); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("%w: %s", ErrExists, id)
-		}
-		return nil, fmt.Errorf("container: %w", err)
+	dir, err := r.makeDir(id)
+	if err != nil {
+		return nil, err
 	}
 	var group *cgroup.Group
 	var cmd *exec.Cmd
