@@ -6,9 +6,11 @@
 //
 // Cases:
 //   - run: create + start + wait + delete of /bin/true, one at a time —
-//     `runc run` against `tangram container run` (both a CLI process per
-//     container, as containerd runs runc), and against the container
-//     package called in-process (how a Go caller embeds the runtime);
+//     `runc run` against `tangram-oci run` (the lean runtime binary a
+//     containerd-style caller runs per container, as it runs runc), against
+//     `tangram container run` (the same commands in the full platform
+//     binary, which starts slower), and against the container package
+//     called in-process (how a Go caller embeds the runtime);
 //   - burst: 20 such runs at once, wall time for all 20;
 //   - idle: 10 detached containers running `sleep`, the memory their
 //     cgroups hold and the runtime processes left resident per container.
@@ -60,6 +62,7 @@ func main() {
 	burst := flag.Int("burst", 20, "containers run at once in the burst case")
 	idle := flag.Int("idle", 10, "idle containers in the memory case")
 	bin := flag.String("bin", "", "a tangram binary built beforehand (default: build ./cmd/tangram)")
+	ociBin := flag.String("oci", "", "a tangram-oci binary built beforehand (default: build ./cmd/tangram-oci)")
 	flag.Parse()
 	if *runs == 0 {
 		*runs = 50
@@ -84,6 +87,10 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 	tangram, err := tangrambin.Build(work, *bin)
+	if err != nil {
+		fatal(err)
+	}
+	oci, err := tangrambin.BuildCommand(work, *ociBin, "tangram-oci")
 	if err != nil {
 		fatal(err)
 	}
@@ -131,26 +138,35 @@ func main() {
 			return ev.Data.Memory.Usage.Usage, nil
 		},
 	}
-	cliSys := system{
-		name: "tangram CLI",
-		run: func(ctx context.Context, id, bundle string) error {
-			return quiet(exec.CommandContext(ctx, tangram, "container", "--root", ourRoot, "run", "-b", bundle, id))
-		},
-		detach: func(ctx context.Context, id, bundle string) error {
-			return detached(exec.CommandContext(ctx, tangram, "container", "--root", ourRoot, "run", "-d", "-b", bundle, id))
-		},
-		stop: func(ctx context.Context, id string) error {
-			return quiet(exec.CommandContext(ctx, tangram, "container", "--root", ourRoot, "delete", "-f", id))
-		},
-		memory: func(id string) (uint64, error) {
-			r, err := container.New(container.Config{Root: ourRoot})
-			if err != nil {
-				return 0, err
-			}
-			st, err := r.Stats(id)
-			return st.MemoryBytes, err
-		},
+	// cli runs our runtime as a command per operation: argv0 and the
+	// arguments before the verb.
+	cli := func(name string, argv ...string) system {
+		cmd := func(ctx context.Context, args ...string) *exec.Cmd {
+			return exec.CommandContext(ctx, argv[0], append(slices.Clone(argv[1:]), args...)...)
+		}
+		return system{
+			name: name,
+			run: func(ctx context.Context, id, bundle string) error {
+				return quiet(cmd(ctx, "run", "-b", bundle, id))
+			},
+			detach: func(ctx context.Context, id, bundle string) error {
+				return detached(cmd(ctx, "run", "-d", "-b", bundle, id))
+			},
+			stop: func(ctx context.Context, id string) error {
+				return quiet(cmd(ctx, "delete", "-f", id))
+			},
+			memory: func(id string) (uint64, error) {
+				r, err := container.New(container.Config{Root: ourRoot})
+				if err != nil {
+					return 0, err
+				}
+				st, err := r.Stats(id)
+				return st.MemoryBytes, err
+			},
+		}
 	}
+	ociSys := cli("tangram-oci", oci, "--root", ourRoot)
+	cliSys := cli("tangram container", tangram, "container", "--root", ourRoot)
 	libSys := system{
 		name: "tangram library",
 		run: func(ctx context.Context, id, bundle string) error {
@@ -161,7 +177,7 @@ func main() {
 			return err
 		},
 	}
-	systems := []system{runcSys, cliSys, libSys}
+	systems := []system{runcSys, ociSys, cliSys, libSys}
 
 	// run: one at a time.
 	perRun := map[string][]float64{} // ms per run, median of each round
@@ -221,8 +237,9 @@ func main() {
 
 	// idle: memory held per detached container (CLI systems only).
 	idleKiB := map[string][]float64{}
+	resident := map[string]int{} // runtime processes left running beside the idle containers
 	for r := range *rounds {
-		for _, s := range spread.Order([]system{runcSys, cliSys}, r) {
+		for _, s := range spread.Order([]system{runcSys, ociSys}, r) {
 			var ids []string
 			var total uint64
 			for i := range *idle {
@@ -238,6 +255,7 @@ func main() {
 				}
 				ids = append(ids, id)
 			}
+			resident[s.name] = max(resident[s.name], residentRuntimes(s.name))
 			for _, id := range ids {
 				m, err := s.memory(id)
 				if err != nil {
@@ -259,34 +277,46 @@ func main() {
 			}
 		}
 	}
-	resident := residentRuntimes()
 
-	fmt.Println("| case | runc | tangram CLI | tangram library | runc ÷ CLI | runc ÷ library |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	ours := []string{"tangram-oci", "tangram container", "tangram library"}
+	fmt.Println("| case | runc | tangram-oci | tangram container | tangram library | runc ÷ tangram-oci | runc ÷ tangram container | runc ÷ library |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	var rows []spread.Row
 	line := func(name, unit string, m map[string][]float64) {
-		a, b, c := spread.Summarise(m["runc"]), spread.Summarise(m["tangram CLI"]), spread.Summarise(m["tangram library"])
-		rc, rl := spread.Summarise(spread.Ratios(m["runc"], m["tangram CLI"])), spread.Summarise(spread.Ratios(m["runc"], m["tangram library"]))
-		fmt.Printf("| %s | %s %s | %s %s | %s %s | %s | %s |\n", name, a.Format("%.1f"), unit, b.Format("%.1f"), unit, c.Format("%.1f"), unit, rc.Format("%.2f×"), rl.Format("%.2f×"))
-		rows = append(rows,
-			spread.NewRow(name+" (CLI)", map[string]any{unit: b.Median}, map[string]any{unit: a.Median}, spread.Ratios(m["runc"], m["tangram CLI"]), errs["tangram CLI"]+errs["runc"]))
-		if len(m["tangram library"]) > 0 {
-			rows = append(rows, spread.NewRow(name+" (library)", map[string]any{unit: c.Median}, map[string]any{unit: a.Median}, spread.Ratios(m["runc"], m["tangram library"]), errs["tangram library"]+errs["runc"]))
+		peer := spread.Summarise(m["runc"])
+		cells := []string{name, peer.Format("%.1f") + " " + unit}
+		var ratios []string
+		for _, o := range ours {
+			if len(m[o]) == 0 {
+				cells = append(cells, "–")
+				ratios = append(ratios, "–")
+				continue
+			}
+			cells = append(cells, spread.Summarise(m[o]).Format("%.1f")+" "+unit)
+			r := spread.Ratios(m["runc"], m[o])
+			ratios = append(ratios, spread.Summarise(r).Format("%.2f×"))
+			rows = append(rows, spread.NewRow(name+" ("+o+")", map[string]any{unit: spread.Summarise(m[o]).Median}, map[string]any{unit: peer.Median}, r, errs[o]+errs["runc"]))
 		}
+		fmt.Println("| " + strings.Join(append(cells, ratios...), " | ") + " |")
 	}
 	line("run /bin/true, median", "ms", perRun)
 	line("run /bin/true, p99", "ms", p99)
 	line(fmt.Sprintf("burst of %d, wall", *burst), "ms", burstMs)
 	line("idle container, cgroup memory", "KiB", idleKiB)
-	fmt.Printf("\nruntime processes resident per idle container: runc %d, tangram %d\n", resident, resident)
-	fmt.Printf("errors: runc %d, tangram CLI %d, tangram library %d\n\n", errs["runc"], errs["tangram CLI"], errs["tangram library"])
+	fmt.Printf("\nruntime processes left running beside %d idle containers: runc %d, tangram-oci %d\n", *idle, resident["runc"], resident["tangram-oci"])
+	fmt.Printf("errors: runc %d, tangram-oci %d, tangram container %d, tangram library %d\n\n", errs["runc"], errs["tangram-oci"], errs["tangram container"], errs["tangram library"])
 	spread.Print("container", "runc "+strings.TrimSpace(strings.TrimPrefix(firstLine(string(runcVersion)), "runc version ")), rows,
 		map[string]any{"runs_per_round": *runs, "burst": *burst, "note": "ratio = runc's time / ours (above 1: faster than runc)"})
 }
 
-// residentRuntimes counts runtime processes (runc or tangram) left running
-// once every container is detached — a shim per container would show here.
-func residentRuntimes() int {
+// residentRuntimes counts processes of the runtime named system (runc, or
+// tangram-oci and tangram) running while its containers idle — a shim or
+// monitor per container would show here.
+func residentRuntimes(system string) int {
+	names := map[string]bool{"runc": true}
+	if system != "runc" {
+		names = map[string]bool{"tangram-oci": true, "tangram": true}
+	}
 	n := 0
 	ents, _ := os.ReadDir("/proc")
 	self := strconv.Itoa(os.Getpid())
@@ -298,8 +328,7 @@ func residentRuntimes() int {
 		if err != nil {
 			continue
 		}
-		c := strings.TrimSpace(string(b))
-		if c == "runc" || c == "tangram" {
+		if names[strings.TrimSpace(string(b))] {
 			n++
 		}
 	}

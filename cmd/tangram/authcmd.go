@@ -21,7 +21,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(p, func(w *tabwriter.Writer) {
+		return g.Print(p, func(w *tabwriter.Writer) {
 			fmt.Fprintf(w, "%s", p.Name)
 			if p.TokenEnv != "" {
 				fmt.Fprintf(w, " (token limited to env %s)", p.TokenEnv)
@@ -68,7 +68,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(u, func(w *tabwriter.Writer) {
+			return g.Print(u, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "created user %s with %d role binding(s)\n", u.Name, len(u.Bindings))
 			})
 		}}
@@ -81,7 +81,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "USER", "ROLES")
 			for _, u := range out {
 				var rs []string
@@ -108,7 +108,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 				if err := change(ctx, args[0], b); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "%sd %s on env=%s app=%s ns=%s for %s\n", strings.TrimSuffix(verb, "e"), b.Role, b.Env, b.App, b.NS, args[0])
+				fmt.Fprintf(g.Out, "%sd %s on env=%s app=%s ns=%s for %s\n", strings.TrimSuffix(verb, "e"), b.Role, b.Env, b.App, b.NS, args[0])
 				return nil
 			}}
 	}
@@ -127,7 +127,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) { fmt.Fprintln(w, out.Token) })
+		return g.Print(out, func(w *tabwriter.Writer) { fmt.Fprintln(w, out.Token) })
 	}}
 	tokenCreate.Flags().StringVar(&tokUser, "user", "", "owner (default: you)")
 	tokenCreate.Flags().StringVar(&tokEnv, "env", "", "limit the token to one environment")
@@ -138,7 +138,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "ID", "USER", "NAME", "ENV", "STATE", "LAST-USED", "EXPIRES")
 			now := time.Now()
 			for _, t := range out {
@@ -168,7 +168,7 @@ func newAuthCmd(g *globals) *cobra.Command {
 		if err := g.authAdmin().RevokeToken(ctx, id); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.out, "token %s revoked\n", args[0])
+		fmt.Fprintf(g.Out, "token %s revoked\n", args[0])
 		return nil
 	}}
 	setPassword := &cobra.Command{Use: "set-password USER", Short: "Change a password, read from standard input",
@@ -203,7 +203,7 @@ the new one. Every other console session of the user ends.`,
 			if err := a.ChangePassword(ctx, args[0], pc); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "password of %s changed; their other sessions ended\n", args[0])
+			fmt.Fprintf(g.Out, "password of %s changed; their other sessions ended\n", args[0])
 			return nil
 		}}
 	able := func(verb string) *cobra.Command {
@@ -212,7 +212,7 @@ the new one. Every other console session of the user ends.`,
 				if err := g.authAdmin().SetDisabled(cmd.Context(), args[0], verb == "disable"); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "user %s %sd\n", args[0], verb)
+				fmt.Fprintf(g.Out, "user %s %sd\n", args[0], verb)
 				return nil
 			}}
 	}
@@ -221,7 +221,7 @@ the new one. Every other console session of the user ends.`,
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.out, "%d session(s) of %s ended\n", n, args[0])
+		fmt.Fprintf(g.Out, "%d session(s) of %s ended\n", n, args[0])
 		return nil
 	}}
 	var auditLimit int
@@ -232,7 +232,7 @@ the new one. Every other console session of the user ends.`,
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "WHEN", "ACTOR", "ACTION", "RESOURCE", "FROM")
 			for _, e := range out {
 				row(w, time.UnixMilli(e.At).UTC().Format(time.RFC3339), e.Actor, e.Action, e.Resource, e.Remote)

@@ -56,7 +56,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(a, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created app %s\n", a.Name) })
+			return g.Print(a, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created app %s\n", a.Name) })
 		}}
 	createApp.Flags().StringVar(&appDesc, "description", "", "description")
 	createApp.Flags().StringVar(&appOwner, "owner", "", "owner (default: you)")
@@ -67,7 +67,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "APP", "OWNER", "DESCRIPTION")
 			for _, a := range out {
 				row(w, a.Name, a.Owner, a.Description)
@@ -83,7 +83,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(e, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created environment %s\n", e.Name) })
+		return g.Print(e, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created environment %s\n", e.Name) })
 	}}
 	createEnv.Flags().StringVar(&envDesc, "description", "", "description")
 	createEnv.Flags().BoolVar(&envEmergency, "emergency-publish", true, "allow emergency publishes that bypass approvals")
@@ -115,7 +115,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			fmt.Fprintf(w, "environment %s: emergency publish %v\n", out.Name, out.EmergencyPublish)
 		})
 	}}
@@ -128,7 +128,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "ENV", "EMERGENCY-PUBLISH", "DESCRIPTION")
 			for _, e := range out {
 				row(w, e.Name, e.EmergencyPublish, e.Description)
@@ -145,7 +145,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err := g.configAdmin().CreateCluster(ctx, cc.env, cc.app, args[0]); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.out, "created cluster %s of %s/%s\n", args[0], cc.env, cc.app)
+		fmt.Fprintf(g.Out, "created cluster %s of %s/%s\n", args[0], cc.env, cc.app)
 		return nil
 	}}
 	cc.add(createCluster, false)
@@ -163,7 +163,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(ns, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created namespace %s (%s)\n", ns.Coord, ns.Format) })
+			return g.Print(ns, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created namespace %s (%s)\n", ns.Coord, ns.Format) })
 		}}
 	nc.add(createNS, false)
 	createNS.Flags().StringVar(&nsFormat, "format", "", "properties, yaml, json or text (default: from the name's suffix)")
@@ -180,7 +180,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "NAMESPACE", "FORMAT", "RELEASE", "DRAFT-VERSION", "PUBLIC", "LINK-APP", "APPROVAL")
 			for _, n := range out {
 				row(w, n.NS, n.Format, n.ReleaseID, n.DraftVersion, n.Public, n.LinkApp, n.RequireApproval)
@@ -219,7 +219,7 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(config.DraftVersion{DraftVersion: v}, func(w *tabwriter.Writer) {
+			return g.Print(config.DraftVersion{DraftVersion: v}, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "set %s in the draft of %s (draft version %d); publish to release it\n", args[0], sc.coord(), v)
 			})
 		}}
@@ -247,10 +247,10 @@ func itemCmds(g *globals) []*cobra.Command {
 					if !ok {
 						return fmt.Errorf("key %q not found in %s", args[0], gc.coord())
 					}
-					fmt.Fprintln(g.out, v)
+					fmt.Fprintln(g.Out, v)
 					return nil
 				}
-				return g.print(cfg.Items, func(w *tabwriter.Writer) {
+				return g.Print(cfg.Items, func(w *tabwriter.Writer) {
 					for _, k := range slices.Sorted(maps.Keys(cfg.Items)) {
 						row(w, k, cfg.Items[k])
 					}
@@ -261,17 +261,17 @@ func itemCmds(g *globals) []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output != "table" {
-					return g.print(it, nil)
+				if g.Format != "table" {
+					return g.Print(it, nil)
 				}
-				fmt.Fprintln(g.out, it.Value)
+				fmt.Fprintln(g.Out, it.Value)
 				return nil
 			}
 			out, err := g.configAdmin().Namespace(ctx, gc.co())
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				row(w, "KEY", "DRAFT VALUE", "SECRET", "UPDATED-BY")
 				for _, it := range out.Items {
 					row(w, it.Key, it.Value, it.Secret, it.UpdatedBy)
@@ -295,7 +295,7 @@ func itemCmds(g *globals) []*cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(config.DraftVersion{DraftVersion: v}, func(w *tabwriter.Writer) {
+		return g.Print(config.DraftVersion{DraftVersion: v}, func(w *tabwriter.Writer) {
 			fmt.Fprintf(w, "deleted %s from the draft of %s (draft version %d)\n", args[0], dc.coord(), v)
 		})
 	}}
@@ -322,7 +322,7 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "imported %d item(s) into the draft of %s (draft version %d); publish to release\n", out.Items, ic.coord(), out.DraftVersion)
 			})
 		}}
@@ -343,7 +343,7 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = io.WriteString(g.out, out)
+			_, err = io.WriteString(g.Out, out)
 			return err
 		}}
 	ec.add(exp, true)
@@ -370,7 +370,7 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(ns, func(w *tabwriter.Writer) {
+			return g.Print(ns, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "%s: require_approval=%v separate_publisher=%v\n", ns.Coord, ns.RequireApproval, ns.SeparatePublisher)
 			})
 		}}
@@ -389,7 +389,7 @@ func itemCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				row(w, "INSTANCE", "STATE", "IP", "LABELS", "RELEASE", "GRAY", "LAST-SEEN")
 				for _, in := range out {
 					state := "offline"
@@ -432,7 +432,7 @@ func readFileArg(cmd *cobra.Command, name string) (string, error) {
 }
 
 func printRelease(g *globals, rel config.Release, verb string) error {
-	return g.print(rel, func(w *tabwriter.Writer) {
+	return g.Print(rel, func(w *tabwriter.Writer) {
 		fmt.Fprintf(w, "%s release #%d (the namespace's v%d, %s): %s\n", verb, rel.ID, rel.Version, rel.Kind, rel.Comment)
 		for _, c := range rel.Changes {
 			row(w, "  "+c.Op, c.Key, c.Old, "→", c.New)
@@ -491,7 +491,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				row(w, "RELEASE", "VERSION", "KIND", "AUTHOR", "WHEN", "CHANGES", "COMMENT")
 				for _, r := range out {
 					var ch []string
@@ -517,7 +517,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				if len(out) == 0 {
 					fmt.Fprintln(w, "no differences")
 				}
@@ -542,7 +542,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "release request #%d filed for %s; another releaser approves it with: tangram config approve %d\n", out.ID, qc.coord(), out.ID)
 				for _, c := range out.Changes {
 					row(w, "  "+c.Op, c.Key, c.Old, "→", c.New)
@@ -563,7 +563,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "ID", "BY", "STATUS", "REVIEWER", "CHANGES", "COMMENT")
 			for _, r := range out {
 				row(w, r.ID, r.RequestedBy, r.Status, r.Reviewer, len(r.Changes), r.Comment)
@@ -602,7 +602,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "request %s: %s\n", args[0], verb)
+				fmt.Fprintf(g.Out, "request %s: %s\n", args[0], verb)
 				return nil
 			}}
 		c.add(cmd, true)
@@ -615,7 +615,7 @@ func releaseCmds(g *globals) []*cobra.Command {
 func grayCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "gray", Short: "Gray release: changes seen only by selected clients"}
 	printGray := func(gr config.Gray) error {
-		return g.print(gr, func(w *tabwriter.Writer) {
+		return g.Print(gr, func(w *tabwriter.Writer) {
 			fmt.Fprintf(w, "rules: ips=%v labels=%v instances=%v percent=%d\n", gr.Rules.IPs, gr.Rules.Labels, gr.Rules.Instances, gr.Rules.Percent)
 			if gr.Published != nil {
 				fmt.Fprintf(w, "published as release #%d\n", gr.Published.ReleaseID)
@@ -703,7 +703,7 @@ func grayCmd(g *globals) *cobra.Command {
 				if err := a.AbandonGray(ctx, c.co()); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "gray branch of %s abandoned\n", c.coord())
+				fmt.Fprintf(g.Out, "gray branch of %s abandoned\n", c.coord())
 				return nil
 			}
 			req := config.PublishRequest{Comment: m, Emergency: emergency}
@@ -756,16 +756,16 @@ func watchCmd(g *globals) *cobra.Command {
 				if cl.FromCache(ns) {
 					src = "disk copy"
 				}
-				fmt.Fprintf(g.out, "# %s/%s/%s/%s %s (from %s)\n", c.env, c.app, c.cluster, ns, config.DescribeReleaseKey(cl.ReleaseKey(ns)), src)
+				fmt.Fprintf(g.Out, "# %s/%s/%s/%s %s (from %s)\n", c.env, c.app, c.cluster, ns, config.DescribeReleaseKey(cl.ReleaseKey(ns)), src)
 				snap := cl.Snapshot(ns)
 				for _, k := range slices.Sorted(maps.Keys(snap)) {
-					fmt.Fprintf(g.out, "%s = %s\n", k, snap[k])
+					fmt.Fprintf(g.Out, "%s = %s\n", k, snap[k])
 				}
 			}
 			cl.OnChange(func(ev config.ChangeEvent) {
-				fmt.Fprintf(g.out, "# %s changed (%s) at %s\n", ev.NS, config.DescribeReleaseKey(cl.ReleaseKey(ev.NS)), time.Now().Format(time.TimeOnly))
+				fmt.Fprintf(g.Out, "# %s changed (%s) at %s\n", ev.NS, config.DescribeReleaseKey(cl.ReleaseKey(ev.NS)), time.Now().Format(time.TimeOnly))
 				for _, ch := range ev.Changes {
-					fmt.Fprintf(g.out, "%s %s: %q -> %q\n", ch.Op, ch.Key, ch.Old, ch.New)
+					fmt.Fprintf(g.Out, "%s %s: %q -> %q\n", ch.Op, ch.Key, ch.Old, ch.New)
 				}
 			})
 			<-ctx.Done()

@@ -29,7 +29,7 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(d, func(w *tabwriter.Writer) {
+			return g.Print(d, func(w *tabwriter.Writer) {
 				row(w, "FIELD", "VALUE")
 				for _, f := range d.Fields {
 					v := strconv.FormatInt(f.Value, 10)
@@ -44,7 +44,7 @@ func newIDCmd(g *globals) *cobra.Command {
 	layouts := &cobra.Command{Use: "layouts", Short: "List the layouts: fields from the most significant bit", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ls := idgen.Layouts()
-			return g.print(ls, func(w *tabwriter.Writer) {
+			return g.Print(ls, func(w *tabwriter.Writer) {
 				row(w, "LAYOUT", "UNIT", "EPOCH", "FIELDS (bits)")
 				for _, l := range ls {
 					fs := ""
@@ -67,7 +67,7 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(ids, func(w *tabwriter.Writer) {
+			return g.Print(ids, func(w *tabwriter.Writer) {
 				for _, id := range ids {
 					row(w, id)
 				}
@@ -91,7 +91,7 @@ func newIDCmd(g *globals) *cobra.Command {
 			for _, b := range bufs {
 				by[b.Tag] = b
 			}
-			return g.print(tags, func(w *tabwriter.Writer) {
+			return g.Print(tags, func(w *tabwriter.Writer) {
 				row(w, "TAG", "NEXT RANGE FROM", "STEP", "SERVER BUFFER", "UPDATED")
 				for _, t := range tags {
 					buf := "-"
@@ -114,7 +114,7 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(t, func(w *tabwriter.Writer) {
+			return g.Print(t, func(w *tabwriter.Writer) {
 				row(w, "TAG", "NEXT RANGE FROM", "STEP")
 				row(w, t.Tag, t.MaxID, t.Step)
 			})
@@ -129,7 +129,7 @@ func newIDCmd(g *globals) *cobra.Command {
 				return err
 			}
 			now := time.Now().UnixMilli()
-			return g.print(ws, func(w *tabwriter.Writer) {
+			return g.Print(ws, func(w *tabwriter.Writer) {
 				row(w, "POOL", "NUMBER", "TERM", "HOLDER", "STATE", "NOT BEFORE")
 				for _, x := range ws {
 					state := "free"

@@ -174,7 +174,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
+			return g.Print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 		}}
 	af.add(add)
 
@@ -194,7 +194,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
+			return g.Print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 		}}
 	ef.add(edit)
 
@@ -205,7 +205,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) { jobRows(w, out) })
+		return g.Print(out, func(w *tabwriter.Writer) { jobRows(w, out) })
 	}}
 	list.Flags().StringVar(&app, "app", "", "only this app's jobs")
 
@@ -215,7 +215,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
+		return g.Print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 	}}
 
 	var params string
@@ -229,11 +229,11 @@ func newJobCmd(g *globals) *cobra.Command {
 			}
 			if tr.Flow != 0 {
 				// A flow: its own ID; the first nodes' runs follow.
-				fmt.Fprintf(g.out, "flow %d (first nodes: runs %s)\n", tr.Flow, joinIDs(tr.Runs))
+				fmt.Fprintf(g.Out, "flow %d (first nodes: runs %s)\n", tr.Flow, joinIDs(tr.Runs))
 				return nil
 			}
 			for _, id := range tr.Runs {
-				fmt.Fprintf(g.out, "run %d\n", id)
+				fmt.Fprintf(g.Out, "run %d\n", id)
 			}
 			if follow && len(tr.Runs) > 0 {
 				return followLog(ctx, g, tr.Runs[0], true)
@@ -250,7 +250,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) { runRows(w, out) })
+		return g.Print(out, func(w *tabwriter.Writer) { runRows(w, out) })
 	}}
 	runs.Flags().IntVar(&limit, "limit", 20, "how many")
 
@@ -263,7 +263,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		if err := g.jobAdmin().Kill(ctx, id); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.out, "kill sent to run %s\n", args[0])
+		fmt.Fprintf(g.Out, "kill sent to run %s\n", args[0])
 		return nil
 	}}
 
@@ -291,7 +291,7 @@ func newJobCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return g.print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
+				return g.Print(out, func(w *tabwriter.Writer) { jobRows(w, []*job.Job{out}) })
 			}}
 	}
 	del := &cobra.Command{Use: "delete JOB", Short: "Delete a job (its runs and logs stay)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
@@ -299,7 +299,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		if err := g.jobAdmin().Delete(ctx, args[0]); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.out, "deleted %s\n", args[0])
+		fmt.Fprintf(g.Out, "deleted %s\n", args[0])
 		return nil
 	}}
 	execs := &cobra.Command{Use: "executors", Short: "List live executors", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
@@ -308,7 +308,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "APP", "ADDRESS", "RUNNING", "CAPACITY", "HANDLERS", "LAST HEARTBEAT")
 			for _, e := range out {
 				row(w, e.App, e.Addr, e.Running, e.Capacity, strings.Join(e.Handlers, ","), e.LastBeat.Local().Format("15:04:05"))
@@ -334,7 +334,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "saved version %d\n", v.Version)
+			fmt.Fprintf(g.Out, "saved version %d\n", v.Version)
 			return nil
 		}}
 	gsave.Flags().StringVar(&gfile, "file", "-", "file with the code (- reads stdin)")
@@ -347,7 +347,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(g.out, v.Source)
+			fmt.Fprint(g.Out, v.Source)
 			return nil
 		}}
 	gshow.Flags().StringVar(&gversion, "version", "current", "version number or current")
@@ -358,7 +358,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				row(w, "VERSION", "SAVED", "AUTHOR", "NOTE")
 				for _, v := range out {
 					row(w, v.Version, v.CreatedAt.Local().Format("2006-01-02 15:04:05"), v.Author, v.Note)
@@ -382,7 +382,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(g.out, d)
+			fmt.Fprint(g.Out, d)
 			return nil
 		}}
 	grollback := &cobra.Command{Use: "rollback JOB VERSION", Short: "Make an old version current again (saved as a new version)", Args: cobra.ExactArgs(2),
@@ -396,7 +396,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "version %s is current again as version %d\n", args[1], v.Version)
+			fmt.Fprintf(g.Out, "version %s is current again as version %d\n", args[1], v.Version)
 			return nil
 		}}
 	glue.AddCommand(gsave, gshow, ghist, gdiff, grollback)
@@ -415,7 +415,7 @@ func newJobCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				row(w, "FLOW RUN", "FIRED", "STATUS", "FINISHED")
 				for _, f := range out {
 					fin := "-"
@@ -446,12 +446,12 @@ func followLog(ctx context.Context, g *globals, run int64, follow bool) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprint(g.out, out.Text)
+		fmt.Fprint(g.Out, out.Text)
 		from = out.Next
 		done := out.Status != job.StatusPending && out.Status != job.StatusRunning
 		if !follow || (done && out.Text == "") {
 			if follow {
-				fmt.Fprintf(g.out, "run %d %s\n", run, out.Status)
+				fmt.Fprintf(g.Out, "run %d %s\n", run, out.Status)
 			}
 			return nil
 		}

@@ -103,7 +103,7 @@ lost. Without one, hold the lock for --hold or until interrupted.`,
 			if err != nil {
 				return err
 			}
-			return g.print(ls, lockTable(ls))
+			return g.Print(ls, lockTable(ls))
 		}}
 	var getWait time.Duration
 	get := &cobra.Command{Use: "get NAME", Short: "Show who holds the lock NAME (--wait: until someone does)", Args: cobra.ExactArgs(1),
@@ -116,7 +116,7 @@ lost. Without one, hold the lock for --hold or until interrupted.`,
 				}
 				for _, l := range ls {
 					if l.Name == strings.Trim(args[0], "/") {
-						return g.print(l, lockTable([]lock.LockInfo{l}))
+						return g.Print(l, lockTable([]lock.LockInfo{l}))
 					}
 				}
 				if !time.Now().Before(deadline) {
@@ -149,7 +149,7 @@ lost. Without one, hold the lock for --hold or until interrupted.`,
 					if err := c.Delete(ctx, l.Holder.Path); err != nil {
 						return err
 					}
-					fmt.Fprintf(g.out, "released %s (fence %d, session %s); %d waiting\n", l.Name, l.Holder.Seq, l.Holder.Session, len(l.Waiters))
+					fmt.Fprintf(g.Out, "released %s (fence %d, session %s); %d waiting\n", l.Name, l.Holder.Seq, l.Holder.Session, len(l.Waiters))
 					return nil
 				}
 			}
@@ -163,14 +163,14 @@ lost. Without one, hold the lock for --hold or until interrupted.`,
 				if err := a.EndSession(cmd.Context(), end); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "session %s ended\n", end)
+				fmt.Fprintf(g.Out, "session %s ended\n", end)
 				return nil
 			}
 			ss, err := a.Sessions(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return g.print(ss, func(w *tabwriter.Writer) {
+			return g.Print(ss, func(w *tabwriter.Writer) {
 				row(w, "SESSION", "OWNER", "PRINCIPAL", "TTL", "EXPIRES", "NODES")
 				for _, s := range ss {
 					row(w, s.ID, s.Owner, s.Principal, time.Duration(s.TTLMs)*time.Millisecond, time.UnixMilli(s.ExpiresAt).Format(time.RFC3339Nano), s.Nodes)

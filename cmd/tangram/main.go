@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tangram-dev/tangram/cmd/internal/containercli"
 	"github.com/tangram-dev/tangram/internal/errcode"
 )
 
@@ -23,7 +24,7 @@ func main() {
 	root, g := newRootWith()
 	err := root.ExecuteContext(ctx)
 	stop()
-	var code exitCode
+	var code containercli.ExitCode
 	if errors.As(err, &code) {
 		os.Exit(int(code)) // the container's own exit code; it said why
 	}

@@ -65,7 +65,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err := c.CreateTopic(ctx, args[0], queues, order, onBrokers...); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "topic %s: %d queues per broker\n", args[0], queues)
+			fmt.Fprintf(g.Out, "topic %s: %d queues per broker\n", args[0], queues)
 			return nil
 		})}
 	create.Flags().IntVar(&queues, "queues", 4, "queues per broker")
@@ -78,7 +78,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err != nil && len(ts) == 0 {
 				return err
 			}
-			return g.print(ts, func(w *tabwriter.Writer) {
+			return g.Print(ts, func(w *tabwriter.Writer) {
 				row(w, "TOPIC", "QUEUES", "MESSAGES", "BROKERS")
 				for _, t := range ts {
 					var bs []string
@@ -98,7 +98,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			}
 			for _, t := range ts {
 				if t.Name == args[0] {
-					return g.print(t, func(w *tabwriter.Writer) {
+					return g.Print(t, func(w *tabwriter.Writer) {
 						row(w, "BROKER", "QUEUE", "MIN", "MAX")
 						for _, b := range t.Brokers {
 							for q := range b.Min {
@@ -115,7 +115,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err := c.DeleteTopic(ctx, args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "topic %s deleted\n", args[0])
+			fmt.Fprintf(g.Out, "topic %s deleted\n", args[0])
 			return nil
 		})}
 	topic.AddCommand(create, list, describe, del)
@@ -162,7 +162,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if sf.count > 1 {
 				fmt.Fprintf(os.Stderr, "\rsent %d in %v\n", sf.count, time.Since(start).Round(time.Millisecond))
 			}
-			return g.print(last, func(w *tabwriter.Writer) {
+			return g.Print(last, func(w *tabwriter.Writer) {
 				row(w, "ID", "MSG ID", "BROKER", "QUEUE", "OFFSET")
 				row(w, last.ID, last.MsgID, last.Broker, last.Queue, last.QueueOffset)
 			})
@@ -205,10 +205,10 @@ func newMQCmd(g *globals) *cobra.Command {
 				}
 				k := n.Add(1)
 				lastAt.Store(time.Now().UnixNano())
-				if g.output == "table" {
-					fmt.Fprintf(g.out, "%s\t%s\tq%d@%d\t%s\n", m.StoredAt.Format(time.RFC3339Nano), m.ID, m.Queue, m.QueueOffset, m.Body)
+				if g.Format == "table" {
+					fmt.Fprintf(g.Out, "%s\t%s\tq%d@%d\t%s\n", m.StoredAt.Format(time.RFC3339Nano), m.ID, m.Queue, m.QueueOffset, m.Body)
 				} else {
-					_ = g.print(map[string]any{"id": m.ID, "msg_id": m.MsgID, "topic": m.Topic, "tag": m.Tag, "keys": m.Keys, "queue": m.Queue,
+					_ = g.Print(map[string]any{"id": m.ID, "msg_id": m.MsgID, "topic": m.Topic, "tag": m.Tag, "keys": m.Keys, "queue": m.Queue,
 						"offset": m.QueueOffset, "stored": m.StoredAt, "body": string(m.Body), "props": m.Props}, nil)
 				}
 				if cf.count > 0 && k >= int64(cf.count) && closed.CompareAndSwap(false, true) {
@@ -251,7 +251,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(msgsJSON(ms), func(w *tabwriter.Writer) { msgRows(w, ms) })
+			return g.Print(msgsJSON(ms), func(w *tabwriter.Writer) { msgRows(w, ms) })
 		})}
 	lookup.Flags().StringVar(&lf.id, "id", "", "broker message ID (…@broker)")
 	lookup.Flags().StringVar(&lf.topic, "topic", "", "topic to search by key")
@@ -264,7 +264,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err != nil && len(gs) == 0 {
 				return err
 			}
-			return g.print(gs, func(w *tabwriter.Writer) {
+			return g.Print(gs, func(w *tabwriter.Writer) {
 				row(w, "GROUP", "MEMBERS", "LAG")
 				for _, x := range gs {
 					row(w, x.Group, len(x.Clients), x.Lag)
@@ -280,7 +280,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if len(gs) == 0 {
 				return fmt.Errorf("group %q has no offsets or members", args[0])
 			}
-			return g.print(gs[0], func(w *tabwriter.Writer) {
+			return g.Print(gs[0], func(w *tabwriter.Writer) {
 				row(w, "TOPIC", "BROKER", "QUEUE", "OFFSET", "MAX", "LAG")
 				for _, q := range gs[0].Queues {
 					row(w, q.Topic, q.Broker, q.Queue, q.Offset, q.Max, q.Lag)
@@ -309,7 +309,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err := c.ResetOffset(ctx, args[0], rf.topic, to); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "group %s on %s reset to %s; members pick it up at their next heartbeat\n", args[0], rf.topic, rf.to)
+			fmt.Fprintf(g.Out, "group %s on %s reset to %s; members pick it up at their next heartbeat\n", args[0], rf.topic, rf.to)
 			return nil
 		})}
 	reset.Flags().StringVar(&rf.topic, "topic", "", "topic")
@@ -338,12 +338,12 @@ func newMQCmd(g *globals) *cobra.Command {
 			if idsOnly {
 				for _, m := range ms {
 					if m.ResentAt().IsZero() { // not those resent already
-						fmt.Fprintln(g.out, m.ID)
+						fmt.Fprintln(g.Out, m.ID)
 					}
 				}
 				return nil
 			}
-			return g.print(msgsJSON(ms), func(w *tabwriter.Writer) {
+			return g.Print(msgsJSON(ms), func(w *tabwriter.Writer) {
 				msgRows(w, ms)
 				for _, m := range ms {
 					if at := m.ResentAt(); !at.IsZero() {
@@ -367,7 +367,7 @@ func newMQCmd(g *globals) *cobra.Command {
 				if err := send(ctx, args[0], id); err != nil {
 					return fmt.Errorf("%s: %w", id, err)
 				}
-				fmt.Fprintf(g.out, "resent %s\n", id)
+				fmt.Fprintf(g.Out, "resent %s\n", id)
 			}
 			return nil
 		})}
@@ -380,7 +380,7 @@ func newMQCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(bs, func(w *tabwriter.Writer) {
+			return g.Print(bs, func(w *tabwriter.Writer) {
 				row(w, "NAME", "ROLE", "ADDR", "TOPICS", "SEEN")
 				for _, b := range bs {
 					row(w, b.Name, b.Role, b.Addr, len(b.Topics), time.UnixMilli(b.Seen).Format(time.RFC3339))

@@ -51,7 +51,7 @@ func newProxyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			for i, a := range p.Addrs() {
-				fmt.Fprintf(g.out, "%s → %s %s\n", a, cfg.Routes[i].Protocol, cfg.Routes[i].Service)
+				fmt.Fprintf(g.Out, "%s → %s %s\n", a, cfg.Routes[i].Protocol, cfg.Routes[i].Service)
 			}
 			var ms *http.Server
 			if metricsAddr != "" {
@@ -68,7 +68,7 @@ func newProxyCmd(g *globals) *cobra.Command {
 				}()
 			}
 			<-ctx.Done()
-			fmt.Fprintln(g.out, "draining")
+			fmt.Fprintln(g.Out, "draining")
 			if ms != nil {
 				ms.Close()
 			}

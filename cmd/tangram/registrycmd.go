@@ -50,7 +50,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(out, func(w *tabwriter.Writer) {
+		return g.Print(out, func(w *tabwriter.Writer) {
 			row(w, "NAMESPACE", "GROUP", "SERVICE", "INSTANCES", "HEALTHY")
 			for _, s := range out {
 				row(w, s.Namespace, s.Group, s.Service, s.Instances, s.Healthy)
@@ -66,7 +66,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return g.print(snap, func(w *tabwriter.Writer) { instanceRows(w, snap.Instances) })
+		return g.Print(snap, func(w *tabwriter.Writer) { instanceRows(w, snap.Instances) })
 	}}
 	sf.add(get)
 
@@ -98,7 +98,7 @@ deregisters it; without, it expires after 30 s.`,
 			if err != nil {
 				return err
 			}
-			if err := g.print(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "registered %s in %s\n", out.ID, out.Key) }); err != nil {
+			if err := g.Print(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "registered %s in %s\n", out.ID, out.Key) }); err != nil {
 				return err
 			}
 			if !keep || !out.Ephemeral {
@@ -112,7 +112,7 @@ deregisters it; without, it expires after 30 s.`,
 			for {
 				select {
 				case <-sig.Done():
-					fmt.Fprintf(g.out, "deregistering %s\n", out.ID)
+					fmt.Fprintf(g.Out, "deregistering %s\n", out.ID)
 					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 					defer cancel()
 					return a.Deregister(dctx, k, out.ID)
@@ -143,7 +143,7 @@ deregisters it; without, it expires after 30 s.`,
 		if err := g.registryAdmin().Deregister(ctx, df.key(args[0]), args[1]); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.out, "deregistered %s\n", args[1])
+		fmt.Fprintf(g.Out, "deregistered %s\n", args[1])
 		return nil
 	}}
 	df.add(dereg)
@@ -165,7 +165,7 @@ deregisters it; without, it expires after 30 s.`,
 			if err != nil {
 				return err
 			}
-			return g.print(out, func(w *tabwriter.Writer) { instanceRows(w, []*registry.Instance{&out}) })
+			return g.Print(out, func(w *tabwriter.Writer) { instanceRows(w, []*registry.Instance{&out}) })
 		}}
 	dr.add(drain)
 	drain.Flags().BoolVar(&undo, "undo", false, "enable the instance again")
@@ -196,14 +196,14 @@ deregisters it; without, it expires after 30 s.`,
 				}
 				switch {
 				case snap.Full:
-					fmt.Fprintf(g.out, "revision %d: %d instances\n", snap.Revision, len(snap.Instances))
+					fmt.Fprintf(g.Out, "revision %d: %d instances\n", snap.Revision, len(snap.Instances))
 					for _, in := range snap.Instances {
-						fmt.Fprintf(g.out, "  %s %s weight=%d healthy=%v enabled=%v\n", in.ID, in.Addr(), in.Weight, in.Healthy, in.Enabled)
+						fmt.Fprintf(g.Out, "  %s %s weight=%d healthy=%v enabled=%v\n", in.ID, in.Addr(), in.Weight, in.Healthy, in.Enabled)
 					}
 					n++
 				case len(snap.Events) > 0:
 					for _, ev := range snap.Events {
-						fmt.Fprintf(g.out, "revision %d: %s %s %s weight=%d healthy=%v enabled=%v\n", ev.Revision, ev.Type, ev.Instance.ID,
+						fmt.Fprintf(g.Out, "revision %d: %s %s %s weight=%d healthy=%v enabled=%v\n", ev.Revision, ev.Type, ev.Instance.ID,
 							ev.Instance.Addr(), ev.Instance.Weight, ev.Instance.Healthy, ev.Instance.Enabled)
 					}
 					n++
@@ -221,7 +221,7 @@ deregisters it; without, it expires after 30 s.`,
 		if err != nil {
 			return err
 		}
-		return g.print(st, func(w *tabwriter.Writer) {
+		return g.Print(st, func(w *tabwriter.Writer) {
 			row(w, "NODE", "SERVICES", "INSTANCES", "EPHEMERAL", "SELF-PRESERVATION", "RENEWALS", "EXPECTED", "WATCHERS", "MEMBERS")
 			row(w, st.Node, st.Services, st.Instances, st.Ephemeral, st.SelfPreservation, st.Renewals, st.ExpectedRenewals, st.Watchers, strings.Join(st.Members, ","))
 		})

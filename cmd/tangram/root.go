@@ -1,17 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
+	"github.com/tangram-dev/tangram/cmd/internal/cliout"
+	"github.com/tangram-dev/tangram/cmd/internal/containercli"
 	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/job"
@@ -23,16 +22,10 @@ import (
 type globals struct {
 	server string
 	token  string
-	output string
-	out    io.Writer
+	cliout.Printer
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
+func envOr(k, def string) string { return cliout.EnvOr(k, def) }
 
 func newRoot() *cobra.Command {
 	root, _ := newRootWith()
@@ -52,9 +45,9 @@ func newRootWith() (*cobra.Command, *globals) {
 	// --help is drawn: help must never print a token.
 	root.PersistentFlags().StringVar(&g.server, "server", "", "server URL, scheme optional (default: env TANGRAM_SERVER, else http://127.0.0.1:7070)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "API token (default: env TANGRAM_TOKEN)")
-	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
+	root.PersistentFlags().StringVarP(&g.Format, "output", "o", "table", "output format: table, json or yaml")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		g.out = cmd.OutOrStdout()
+		g.Out = cmd.OutOrStdout()
 		if !cmd.Flags().Changed("server") {
 			g.server = envOr("TANGRAM_SERVER", "http://127.0.0.1:7070")
 		}
@@ -67,11 +60,7 @@ func newRootWith() (*cobra.Command, *globals) {
 			// of rotation…) would only repeat the error it returns.
 			slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError})))
 		}
-		switch g.output {
-		case "table", "json", "yaml":
-			return nil
-		}
-		return fmt.Errorf("--output %q: want table, json or yaml", g.output)
+		return g.Check()
 	}
 	root.AddCommand(newServerCmd(), &cobra.Command{
 		Use:   "version",
@@ -89,7 +78,7 @@ func newRootWith() (*cobra.Command, *globals) {
 			_, err = cmd.OutOrStdout().Write(doc)
 			return err
 		},
-	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), newContainerCmd(g), newImageCmd(g))
+	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), containercli.Command(&g.Printer), containercli.ImageCommand(&g.Printer))
 	refuseUnknownSubcommands(root)
 	return root, g
 }
@@ -145,35 +134,4 @@ func (g *globals) jobAdmin() *job.Admin { return job.NewAdmin(g.server, g.token)
 
 func (g *globals) registryAdmin() *registry.Admin { return registry.NewAdmin(g.server, g.token) }
 
-// print writes v as JSON or YAML, or calls table for the table format.
-func (g *globals) print(v any, table func(w *tabwriter.Writer)) error {
-	switch g.output {
-	case "json":
-		enc := json.NewEncoder(g.out)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		return enc.Encode(v)
-	case "yaml":
-		// Round-trip through JSON so YAML keys match the API's field names.
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		var generic any
-		if err := json.Unmarshal(b, &generic); err != nil {
-			return err
-		}
-		return yaml.NewEncoder(g.out).Encode(generic)
-	}
-	tw := tabwriter.NewWriter(g.out, 2, 4, 2, ' ', 0)
-	table(tw)
-	return tw.Flush()
-}
-
-func row(w io.Writer, cols ...any) {
-	parts := make([]string, len(cols))
-	for i, c := range cols {
-		parts[i] = strings.ReplaceAll(fmt.Sprint(c), "\n", "\\n")
-	}
-	fmt.Fprintln(w, strings.Join(parts, "\t"))
-}
+func row(w io.Writer, cols ...any) { cliout.Row(w, cols...) }

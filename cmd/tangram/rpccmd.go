@@ -41,7 +41,7 @@ and a Register<Interface> function for servers. Methods must look like
 				return err
 			}
 			if out == "-" {
-				_, err := g.out.Write(res.Source)
+				_, err := g.Out.Write(res.Source)
 				return err
 			}
 			if out == "" {
@@ -50,7 +50,7 @@ and a Register<Interface> function for servers. Methods must look like
 			if err := os.WriteFile(out, res.Source, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "wrote %s (%s)\n", out, strings.Join(res.Types, ", "))
+			fmt.Fprintf(g.Out, "wrote %s (%s)\n", out, strings.Join(res.Types, ", "))
 			return nil
 		},
 	}
@@ -108,7 +108,7 @@ and a Register<Interface> function for servers. Methods must look like
 			if err := json.Unmarshal(resp, &pretty); err != nil {
 				return err
 			}
-			enc := json.NewEncoder(g.out)
+			enc := json.NewEncoder(g.Out)
 			enc.SetIndent("", "  ")
 			return enc.Encode(pretty)
 		},

@@ -43,7 +43,7 @@ func newShardCmd(g *globals) *cobra.Command {
 			for _, name := range r.Tables() {
 				out = append(out, table{name, r.Table(name).Nodes})
 			}
-			return g.print(out, func(w *tabwriter.Writer) {
+			return g.Print(out, func(w *tabwriter.Writer) {
 				row(w, "TABLE", "NODES", "DATA NODES")
 				for _, t := range out {
 					var ns []string
@@ -75,7 +75,7 @@ func newShardCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(rd.Units, func(w *tabwriter.Writer) {
+			return g.Print(rd.Units, func(w *tabwriter.Writer) {
 				row(w, "DATA SOURCE", "STATEMENT", "ARGUMENTS")
 				for _, u := range rd.Units {
 					row(w, u.DataSource, u.SQL, fmt.Sprint(u.Args))
@@ -161,7 +161,7 @@ func newShardProxyCmd(g *globals, read func(string) (*shard.Rules, error)) *cobr
 				srv.Close()
 				return err
 			}
-			fmt.Fprintf(g.out, "serving database %s of %d data sources on %s\n", srv.Database(), len(dbs), ln.Addr())
+			fmt.Fprintf(g.Out, "serving database %s of %d data sources on %s\n", srv.Database(), len(dbs), ln.Addr())
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve(ln) }()
 			hup := make(chan os.Signal, 1)

@@ -366,7 +366,7 @@ func (m *migration) status(ctx context.Context, g *globals) error {
 		Instances []config.Instance `json:"instances"`
 	}
 	st := status{Phase: phaseOf(r), Moving: moving, Instances: insts}
-	return g.print(st, func(w *tabwriter.Writer) {
+	return g.Print(st, func(w *tabwriter.Writer) {
 		row(w, "PHASE", st.Phase)
 		row(w, "MOVING", strings.Join(moving, " "))
 		for _, in := range insts {

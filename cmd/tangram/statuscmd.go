@@ -22,7 +22,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			for {
 				last = ready(cmd.Context(), server)
 				if last == nil {
-					fmt.Fprintf(g.out, "server %s is ready\n", server)
+					fmt.Fprintf(g.Out, "server %s is ready\n", server)
 					return nil
 				}
 				if time.Now().After(deadline) {

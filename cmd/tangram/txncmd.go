@@ -19,7 +19,7 @@ func msTime(ms int64) string {
 }
 
 func printGlobals(g *globals, gs []txn.Global, next string) error {
-	return g.print(gs, func(w *tabwriter.Writer) {
+	return g.Print(gs, func(w *tabwriter.Writer) {
 		row(w, "XID", "MODE", "APP", "STATUS", "CREATED", "REASON")
 		for _, x := range gs {
 			row(w, x.XID, x.Mode, x.App, x.Status, msTime(x.CreatedAt), x.Reason)
@@ -31,7 +31,7 @@ func printGlobals(g *globals, gs []txn.Global, next string) error {
 }
 
 func printGlobal(g *globals, x txn.Global) error {
-	return g.print(x, func(w *tabwriter.Writer) {
+	return g.Print(x, func(w *tabwriter.Writer) {
 		row(w, "XID", x.XID)
 		row(w, "MODE", x.Mode)
 		row(w, "APP", x.App)

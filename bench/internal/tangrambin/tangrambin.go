@@ -12,16 +12,19 @@ import (
 
 // Build returns bin when it is set (a binary built beforehand), else builds
 // ./cmd/tangram into dir and returns its path.
-func Build(dir, bin string) (string, error) {
+func Build(dir, bin string) (string, error) { return BuildCommand(dir, bin, "tangram") }
+
+// BuildCommand is Build for another command: ./cmd/<name>.
+func BuildCommand(dir, bin, name string) (string, error) {
 	if bin != "" {
 		return bin, nil
 	}
-	bin = filepath.Join(dir, "tangram")
-	fmt.Fprintln(os.Stderr, "building ./cmd/tangram …")
-	b := exec.Command("go", "build", "-o", bin, "./cmd/tangram")
+	bin = filepath.Join(dir, name)
+	fmt.Fprintf(os.Stderr, "building ./cmd/%s …\n", name)
+	b := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
 	b.Stderr = os.Stderr
 	if err := b.Run(); err != nil {
-		return "", fmt.Errorf("build ./cmd/tangram: %w", err)
+		return "", fmt.Errorf("build ./cmd/%s: %w", name, err)
 	}
 	return bin, nil
 }

@@ -1,4 +1,8 @@
-package main
+// Package containercli holds the container and image commands: `tangram
+// container`, `tangram image`, and the same commands as tangram-oci, the
+// lean OCI runtime binary a containerd-style caller runs once per
+// container operation.
+package containercli
 
 import (
 	"context"
@@ -20,25 +24,29 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/tangram-dev/tangram/cmd/internal/cliout"
 	"github.com/tangram-dev/tangram/container"
 	"github.com/tangram-dev/tangram/container/image"
 	"github.com/tangram-dev/tangram/container/network"
 )
 
-// exitCode is an error that ends the process with a given code and no
+// ExitCode is an error that ends the process with a given code and no
 // message: `tangram container run` passes on the container's exit code.
-type exitCode int
+type ExitCode int
 
-func (e exitCode) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+func (e ExitCode) Error() string { return "exit status " + strconv.Itoa(int(e)) }
 
-func newContainerCmd(g *globals) *cobra.Command {
+// Command returns `container`: runc's verbs and more. g is filled by the
+// caller's flags before a command runs.
+func Command(g *cliout.Printer) *cobra.Command {
 	var root string
 	c := &cobra.Command{
 		Use:   "container",
 		Short: "Run containers: OCI bundles, namespaces, cgroups, pivot_root (runc's verbs)",
 		Long: `Run containers from OCI runtime bundles (a directory with config.json and rootfs/).
 
-The verbs are runc's, so a containerd-style caller can use tangram in its place:
+The verbs are runc's, so a containerd-style caller can use tangram in its place
+(tangram-oci is the same commands in a small binary that starts faster):
 create, start, state, kill, delete; run does all of them in the foreground.
 Containers' state lives under --root, one directory each. Needs root.`,
 	}
@@ -48,7 +56,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	store := func() (*image.Store, error) { return openImages(images) }
 	rt := func() (*container.Runtime, error) {
 		if root == "" {
-			root = envOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
+			root = cliout.EnvOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
 		}
 		abs, err := filepath.Abs(root)
 		if err != nil {
@@ -193,7 +201,7 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				return err
 			}
 			if code != 0 {
-				return exitCode(code)
+				return ExitCode(code)
 			}
 			return nil
 		},
@@ -330,8 +338,8 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			if err != nil {
 				return err
 			}
-			return g.print(all, func(w *tabwriter.Writer) {
-				row(w, "ID", "PID", "STATUS", "IMAGE", "IP", "CREATED")
+			return g.Print(all, func(w *tabwriter.Writer) {
+				cliout.Row(w, "ID", "PID", "STATUS", "IMAGE", "IP", "CREATED")
 				for _, s := range all {
 					img, ip := s.Annotations[container.AnnotationImage], ""
 					if img == "" {
@@ -340,7 +348,7 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 					if s.Network != nil {
 						ip = s.Network.IP
 					}
-					row(w, s.ID, s.Pid, s.Status, img, ip, s.Created.Format(time.RFC3339))
+					cliout.Row(w, s.ID, s.Pid, s.Status, img, ip, s.Created.Format(time.RFC3339))
 				}
 			})
 		},
@@ -356,13 +364,13 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			if err != nil {
 				return err
 			}
-			return g.print(st, func(w *tabwriter.Writer) {
-				row(w, "MEMORY", "LIMIT", "CPU", "PIDS", "OOM KILLS")
+			return g.Print(st, func(w *tabwriter.Writer) {
+				cliout.Row(w, "MEMORY", "LIMIT", "CPU", "PIDS", "OOM KILLS")
 				limit := "-"
 				if st.MemoryLimitBytes > 0 {
 					limit = strconv.FormatUint(st.MemoryLimitBytes, 10)
 				}
-				row(w, st.MemoryBytes, limit, time.Duration(st.CPUNanos), st.Pids, st.OOMKills)
+				cliout.Row(w, st.MemoryBytes, limit, time.Duration(st.CPUNanos), st.Pids, st.OOMKills)
 			})
 		},
 	}
@@ -392,7 +400,7 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				return err
 			}
 			if code != 0 {
-				return exitCode(code)
+				return ExitCode(code)
 			}
 			return nil
 		},
@@ -423,10 +431,10 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			if err != nil {
 				return err
 			}
-			return g.print(procs, func(w *tabwriter.Writer) {
-				row(w, "PID", "COMMAND")
+			return g.Print(procs, func(w *tabwriter.Writer) {
+				cliout.Row(w, "PID", "COMMAND")
 				for _, p := range procs {
-					row(w, p.Pid, p.Command)
+					cliout.Row(w, p.Pid, p.Command)
 				}
 			})
 		},
@@ -604,7 +612,7 @@ func parseBytes(s string) (int64, error) {
 
 func openImages(root string) (*image.Store, error) {
 	if root == "" {
-		root = envOr("TANGRAM_IMAGE_ROOT", image.DefaultRoot)
+		root = cliout.EnvOr("TANGRAM_IMAGE_ROOT", image.DefaultRoot)
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package containercli
 
 import (
 	"fmt"
@@ -10,11 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tangram-dev/tangram/cmd/internal/cliout"
 	"github.com/tangram-dev/tangram/container"
 	"github.com/tangram-dev/tangram/container/image"
 )
 
-func newImageCmd(g *globals) *cobra.Command {
+// ImageCommand returns `image`: the OCI image store.
+func ImageCommand(g *cliout.Printer) *cobra.Command {
 	var root string
 	c := &cobra.Command{
 		Use:   "image",
@@ -38,10 +40,10 @@ func newImageCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(imgs, func(w *tabwriter.Writer) {
-				row(w, "IMAGE", "DIGEST", "LAYERS", "SIZE")
+			return g.Print(imgs, func(w *tabwriter.Writer) {
+				cliout.Row(w, "IMAGE", "DIGEST", "LAYERS", "SIZE")
 				for _, im := range imgs {
-					row(w, im.Ref, short(im.Digest), len(im.Manifest.Layers), humanBytes(im.Size))
+					cliout.Row(w, im.Ref, short(im.Digest), len(im.Manifest.Layers), humanBytes(im.Size))
 				}
 			})
 		},
@@ -59,14 +61,14 @@ func newImageCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(imgs, func(w *tabwriter.Writer) {
-				row(w, "IMAGE", "DIGEST", "LAYERS", "SIZE", "CREATED")
+			return g.Print(imgs, func(w *tabwriter.Writer) {
+				cliout.Row(w, "IMAGE", "DIGEST", "LAYERS", "SIZE", "CREATED")
 				for _, im := range imgs {
 					created := "-"
 					if !im.Created.IsZero() {
 						created = im.Created.Format(time.RFC3339)
 					}
-					row(w, im.Ref, short(im.Digest), len(im.Manifest.Layers), humanBytes(im.Size), created)
+					cliout.Row(w, im.Ref, short(im.Digest), len(im.Manifest.Layers), humanBytes(im.Size), created)
 				}
 			})
 		},
@@ -84,12 +86,12 @@ func newImageCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := g
-			if g.output == "table" {
+			if g.Format == "table" {
 				cp := *g
-				cp.output = "json"
+				cp.Format = "json"
 				out = &cp
 			}
-			return out.print(map[string]any{"ref": im.Ref, "digest": im.Digest, "size": im.Size, "manifest": im.Manifest, "config": im.Config}, nil)
+			return out.Print(map[string]any{"ref": im.Ref, "digest": im.Digest, "size": im.Size, "manifest": im.Manifest, "config": im.Config}, nil)
 		},
 	}
 
@@ -104,15 +106,15 @@ func newImageCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(im.Config.History, func(w *tabwriter.Writer) {
-				row(w, "CREATED", "CREATED BY", "EMPTY LAYER", "COMMENT")
+			return g.Print(im.Config.History, func(w *tabwriter.Writer) {
+				cliout.Row(w, "CREATED", "CREATED BY", "EMPTY LAYER", "COMMENT")
 				for i := len(im.Config.History) - 1; i >= 0; i-- {
 					h := im.Config.History[i]
 					created := "-"
 					if h.Created != nil {
 						created = h.Created.Format(time.RFC3339)
 					}
-					row(w, created, h.CreatedBy, h.EmptyLayer, h.Comment)
+					cliout.Row(w, created, h.CreatedBy, h.EmptyLayer, h.Comment)
 				}
 			})
 		},
@@ -171,7 +173,7 @@ func newImageCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if containers == "" {
-				containers = envOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
+				containers = cliout.EnvOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
 			}
 			abs, _ := filepath.Abs(containers)
 			rt, err := container.New(container.Config{Root: abs})

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tangram-dev/tangram/container"
+	"github.com/tangram-dev/tangram/internal/wait"
+)
+
+// ociBin is tangram-oci built once for the tests.
+var ociBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tangram-oci-test-")
+	if err != nil {
+		panic(err)
+	}
+	ociBin = filepath.Join(dir, "tangram-oci")
+	b := exec.Command("go", "build", "-o", ociBin, ".")
+	b.Stderr = os.Stderr
+	if err := b.Run(); err != nil {
+		panic("build tangram-oci: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: namespaces, cgroups and mounts (CI runs as root)")
+	}
+}
+
+// bundle makes a busybox-static bundle with the default spec running args.
+func bundle(t *testing.T, args ...string) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatalf("busybox not found: install Debian's busybox-static (scripts/services.sh does): %v", err)
+	}
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin/busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"sh", "sleep", "true", "echo", "hostname"} {
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := container.WriteSpec(dir, container.DefaultSpec("rootfs", args)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// oci runs tangram-oci and returns its stdout, stderr and exit code. The
+// streams are files, not pipes: a container made by create keeps the
+// streams it was given (as runc's do), and waiting for a pipe to close
+// would wait for the container.
+func oci(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	dir := t.TempDir()
+	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd := exec.Command(ociBin, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err = cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("tangram-oci %v: %v", args, err)
+	}
+	read := func(f *os.File) string {
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	return read(stdout), read(stderr), code
+}
+
+// TestRunPassesOutputAndExitCode: `run` as runc's — the container's
+// output on ours, its exit code as ours, its state gone afterwards.
+func TestRunPassesOutputAndExitCode(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	b := bundle(t, "sh", "-c", "echo hello from $(hostname); exit 7")
+	out, errOut, code := oci(t, "--root", root, "run", "--bundle", b, "c1")
+	if code != 7 || strings.TrimSpace(out) != "hello from tangram" {
+		t.Fatalf("run: code %d, stdout %q, stderr %q; want 7 and %q", code, out, errOut, "hello from tangram")
+	}
+	if _, errOut, code := oci(t, "--root", root, "state", "c1"); code == 0 || !strings.Contains(errOut, "no such container") {
+		t.Fatalf("state after run: code %d, stderr %q; want the container gone", code, errOut)
+	}
+}
+
+// TestRuncLifecycle walks the verbs a containerd-style caller uses, in its
+// order: create (the process waits), state, start, kill, state, delete.
+func TestRuncLifecycle(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	b := bundle(t, "sleep", "600")
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	if _, errOut, code := oci(t, "--root", root, "create", "--bundle", b, "--pid-file", pidFile, "c2"); code != 0 {
+		t.Fatalf("create: code %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { oci(t, "--root", root, "delete", "--force", "c2") })
+	state := func() container.State {
+		t.Helper()
+		out, errOut, code := oci(t, "--root", root, "state", "c2")
+		if code != 0 {
+			t.Fatalf("state: code %d: %s", code, errOut)
+		}
+		var st container.State
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("state is not JSON: %v: %s", err, out)
+		}
+		return st
+	}
+	st := state()
+	pid, _ := os.ReadFile(pidFile)
+	if st.Status != container.Created || st.Pid <= 0 || strings.TrimSpace(string(pid)) != strconv.Itoa(st.Pid) {
+		t.Fatalf("after create: %+v, pid file %q; want created with the pid file's PID", st, pid)
+	}
+	if _, errOut, code := oci(t, "--root", root, "start", "c2"); code != 0 {
+		t.Fatalf("start: code %d: %s", code, errOut)
+	}
+	if st := state(); st.Status != container.Running {
+		t.Fatalf("after start: status %s, want running", st.Status)
+	}
+	if _, errOut, code := oci(t, "--root", root, "kill", "c2", "KILL"); code != 0 {
+		t.Fatalf("kill: code %d: %s", code, errOut)
+	}
+	wait.For(t, 10*time.Second, "the container stopped after kill", func() bool { return state().Status == container.Stopped })
+	if _, errOut, code := oci(t, "--root", root, "delete", "c2"); code != 0 {
+		t.Fatalf("delete: code %d: %s", code, errOut)
+	}
+}
+
+// TestLogFileGetsTheError: with runc's --log and --log-format json, a
+// failing command leaves its error as the file's last JSON line (where
+// containerd looks for it) as well as on stderr.
+func TestLogFileGetsTheError(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log.json")
+	_, errOut, code := oci(t, "--root", t.TempDir(), "--log", log, "--log-format", "json", "state", "missing")
+	if code != 1 || !strings.Contains(errOut, "no such container: missing") {
+		t.Fatalf("state of a missing container: code %d, stderr %q", code, errOut)
+	}
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var last struct{ Level, Msg, Time string }
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatalf("last log line is not JSON: %v: %q", err, lines[len(lines)-1])
+	}
+	if last.Level != "error" || !strings.Contains(last.Msg, "no such container: missing") || last.Time == "" {
+		t.Fatalf("last log line %+v: want the error", last)
+	}
+}
+
+// TestRefusedFlags: flags we do not honour fail naming what to do, never
+// silently run with other semantics.
+func TestRefusedFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--systemd-cgroup", "list"}, "--systemd-cgroup: not supported"},
+		{[]string{"--log-format", "xml", "list"}, `--log-format "xml"`},
+		{[]string{"-o", "csv", "list"}, `--output "csv"`},
+	} {
+		_, errOut, code := oci(t, append([]string{"--root", t.TempDir()}, tc.args...)...)
+		if code != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: code %d, stderr %q; want 1 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+}
