@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -417,6 +418,59 @@ ip link 2>/dev/null | grep -c "^[0-9]" || ls /sys/class/net | tr '\n' ' '`
 		if ours != runcOut.String() {
 			t.Fatalf("runc and tangram (init process %v) differ\n--- runc\n%s\n--- tangram\n%s\n%s", init, runcOut.String(), ours, errOut)
 		}
+	}
+}
+
+// TestExecTerminal: exec -t gives the process a terminal of the
+// container's own devpts as its streams and controlling terminal, owned by
+// the process's user; input typed on the master reaches it.
+func TestExecTerminal(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	start(t, r, "ext", busyboxBundle(t, "sleep", "60"), CreateOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	code, err := r.Exec(ctx, "ext", ExecOptions{
+		// tty names the terminal on fd 0; ls shows it exists inside the
+		// container with the user's ownership; the controlling terminal
+		// is field 7 of /proc/self/stat (non-zero when there is one).
+		Args:     []string{"sh", "-c", `tty; ls -ln $(tty) | awk '{print $3}'; cut -d' ' -f7 /proc/self/stat; read line; echo got $line; exit 4`},
+		User:     &specs.User{UID: 65534, GID: 65534},
+		Terminal: true,
+		OnConsole: func(console *os.File) {
+			console.Write([]byte("typed\n"))
+			go func() { defer close(copied); io.Copy(&out, console) }()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the console did not end after the process exited")
+	}
+	lines := strings.Split(strings.ReplaceAll(strings.TrimSpace(out.String()), "\r", ""), "\n")
+	// The terminal echoes the typed line first.
+	want := []string{"typed", "/dev/pts/0", "65534", "", "got typed"}
+	if code != 4 || len(lines) != len(want) {
+		t.Fatalf("exec -t: code %d, output %q; want 4 and lines like %q", code, out.String(), want)
+	}
+	for i, w := range want {
+		if i == 3 {
+			if n, err := strconv.Atoi(lines[i]); err != nil || n == 0 {
+				t.Fatalf("exec -t: controlling terminal %q, want a device number", lines[i])
+			}
+			continue
+		}
+		if lines[i] != w {
+			t.Fatalf("exec -t: line %d %q, want %q (output %q)", i, lines[i], w, out.String())
+		}
+	}
+	if _, err := r.Exec(ctx, "ext", ExecOptions{Args: []string{"true"}, Terminal: true}); err == nil || !strings.Contains(err.Error(), "OnConsole") {
+		t.Fatalf("exec with a terminal and nowhere to send it: %v", err)
 	}
 }
 

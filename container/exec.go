@@ -26,6 +26,15 @@ type ExecOptions struct {
 	User           *specs.User
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Terminal gives the process a pseudo-terminal from the container's
+	// own devpts as its standard streams and controlling terminal
+	// (exec -t); Stdin, Stdout and Stderr are not used. OnConsole gets
+	// the terminal's master side once the process runs, and owns it: what
+	// is written to it is the process's input, what it reads is the
+	// output, and reads end (EIO) once everything holding the terminal
+	// has ended.
+	Terminal  bool
+	OnConsole func(console *os.File)
 }
 
 // Exec runs a further process inside a running container — its
@@ -127,10 +136,20 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	ch := make(chan started, 1)
 	// Standard streams: files are handed over as they are; anything else
 	// goes through pipes copied by goroutines of this call.
-	files, copies, closeAfter, err := stdio(o.Stdin, o.Stdout, o.Stderr)
-	if err != nil {
-		return -1, err
+	if o.Terminal && o.OnConsole == nil {
+		return -1, errors.New("container: exec with a terminal needs OnConsole to receive it")
 	}
+	var files []*os.File
+	var copies *copiers
+	closeAfter := func() {}
+	if !o.Terminal {
+		if files, copies, closeAfter, err = stdio(o.Stdin, o.Stdout, o.Stderr); err != nil {
+			return -1, err
+		}
+	} else {
+		copies = &copiers{done: make(chan struct{})}
+	}
+	var console *os.File
 	onThread(func() {
 		ch <- func() started {
 			if err := unix.Unshare(unix.CLONE_FS); err != nil {
@@ -154,10 +173,23 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 			if err != nil {
 				return started{err: err}
 			}
+			files := files
+			if o.Terminal {
+				// The container's /dev/ptmx: this thread's root is the
+				// container's since it joined the mount namespace.
+				master, slave, err := openPty(&p)
+				if err != nil {
+					return started{err: err}
+				}
+				console = os.NewFile(uintptr(master), "console")
+				tty := os.NewFile(uintptr(slave), "tty")
+				defer tty.Close()
+				files = []*os.File{tty, tty, tty}
+			}
 			if err := finishProcess(&p); err != nil {
 				return started{err: err}
 			}
-			attr := &syscall.SysProcAttr{Setsid: true}
+			attr := &syscall.SysProcAttr{Setsid: true, Setctty: o.Terminal}
 			if cgFD >= 0 {
 				attr.UseCgroupFD, attr.CgroupFD = true, cgFD
 			}
@@ -172,7 +204,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	closeAfter()
 	if s.err != nil {
 		copies.stop()
+		if console != nil {
+			console.Close()
+		}
 		return -1, s.err
+	}
+	if console != nil {
+		o.OnConsole(console)
 	}
 	done := make(chan struct{})
 	killed := make(chan struct{})

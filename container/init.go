@@ -291,28 +291,11 @@ func loopbackUp() error {
 // for the parent's acknowledgement, and makes the slave the process's
 // standard streams and controlling terminal.
 func setupConsole(pipe *os.File, p *specs.Process) error {
-	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	master, slave, err := openPty(p)
 	if err != nil {
-		return fmt.Errorf("container: open /dev/ptmx: %w", err)
+		return err
 	}
 	defer unix.Close(master)
-	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
-		return fmt.Errorf("container: unlock pty: %w", err)
-	}
-	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
-	if err != nil {
-		return fmt.Errorf("container: pty number: %w", err)
-	}
-	slave, err := unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return fmt.Errorf("container: open pty: %w", err)
-	}
-	if err := unix.Fchown(slave, int(p.User.UID), int(p.User.GID)); err != nil {
-		return fmt.Errorf("container: chown pty: %w", err)
-	}
-	if p.ConsoleSize != nil {
-		unix.IoctlSetWinsize(slave, unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(p.ConsoleSize.Height), Col: uint16(p.ConsoleSize.Width)})
-	}
 	msg := []byte(`{"console":true}` + "\n")
 	if err := unix.Sendmsg(int(pipe.Fd()), msg, unix.UnixRights(master), nil, 0); err != nil {
 		return fmt.Errorf("container: send console: %w", err)
@@ -325,6 +308,12 @@ func setupConsole(pipe *os.File, p *specs.Process) error {
 		if err := unix.Dup2(slave, fd); err != nil {
 			return fmt.Errorf("container: pty as fd %d: %w", fd, err)
 		}
+		if fd == slave {
+			// dup2 onto itself keeps close-on-exec: clear it.
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("container: pty as fd %d: %w", fd, err)
+			}
+		}
 	}
 	if slave > 2 {
 		unix.Close(slave)
@@ -333,6 +322,42 @@ func setupConsole(pipe *os.File, p *specs.Process) error {
 		return fmt.Errorf("container: controlling terminal: %w", err)
 	}
 	return nil
+}
+
+// openPty opens a pseudo-terminal from the /dev/ptmx the calling thread
+// sees (the container's own devpts once its root is in place), its slave
+// owned by the process's user and sized as the spec asks.
+func openPty(p *specs.Process) (master, slave int, err error) {
+	master, err = unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("container: open /dev/ptmx: %w", err)
+	}
+	fail := func(err error) (int, int, error) {
+		unix.Close(master)
+		if slave >= 0 {
+			unix.Close(slave)
+		}
+		return -1, -1, err
+	}
+	slave = -1
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		return fail(fmt.Errorf("container: unlock pty: %w", err))
+	}
+	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
+	if err != nil {
+		return fail(fmt.Errorf("container: pty number: %w", err))
+	}
+	slave, err = unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("container: open pty: %w", err))
+	}
+	if err := unix.Fchown(slave, int(p.User.UID), int(p.User.GID)); err != nil {
+		return fail(fmt.Errorf("container: chown pty: %w", err))
+	}
+	if p.ConsoleSize != nil {
+		unix.IoctlSetWinsize(slave, unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(p.ConsoleSize.Height), Col: uint16(p.ConsoleSize.Width)})
+	}
+	return master, slave, nil
 }
 
 // setNames sets the host and domain names (in a UTS namespace of the

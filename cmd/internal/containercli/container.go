@@ -376,6 +376,7 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 	}
 	var execEnv []string
 	var execCwd, execUser string
+	var execTTY bool
 	execCmd := &cobra.Command{
 		Use: "exec ID -- command [args...]", Short: "Run a further process in a running container; exits with its exit code", Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -395,7 +396,15 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				}
 				o.User = &u
 			}
+			var restore func()
+			if execTTY {
+				o.Terminal = true
+				o.OnConsole = func(console *os.File) { restore = attachTerminal(console) }
+			}
 			code, err := r.Exec(cmd.Context(), args[0], o)
+			if restore != nil {
+				restore()
+			}
 			if err != nil {
 				return err
 			}
@@ -408,6 +417,8 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 	execCmd.Flags().StringArrayVarP(&execEnv, "env", "e", nil, "KEY=VALUE added to the environment (repeatable)")
 	execCmd.Flags().StringVarP(&execCwd, "workdir", "w", "", "working directory (default: the container process's)")
 	execCmd.Flags().StringVarP(&execUser, "user", "u", "", "user[:group], names or IDs (default: the container process's)")
+	execCmd.Flags().BoolVarP(&execTTY, "tty", "t", false, "give the process a terminal from the container's /dev/pts, wired to this one")
+	execCmd.Flags().BoolP("interactive", "i", true, "input is this process's (always; accepted so -it works)")
 	var grace time.Duration
 	stop := &cobra.Command{
 		Use: "stop ID", Short: "SIGTERM the container's process, SIGKILL everything after --time", Args: cobra.ExactArgs(1),
@@ -535,6 +546,7 @@ func (f *imageFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish HOST:CONTAINER[/tcp|udp] (with --net bridge; repeatable)")
 	c.Flags().BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
 	c.Flags().BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal, wired to this one (run only)")
+	c.Flags().BoolP("interactive", "i", true, "input is this process's (always; accepted so -it works)")
 }
 
 func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
@@ -660,8 +672,10 @@ func attachTerminal(console *os.File) func() {
 			}
 		}
 	}()
+	outDone := make(chan struct{})
 	go func() {
 		defer wg.Done()
+		defer close(outDone)
 		io.Copy(os.Stdout, console) // ends with EIO when the container's side closes
 	}()
 	// Input is copied until this process exits: a read of a terminal
@@ -670,6 +684,12 @@ func attachTerminal(console *os.File) func() {
 	return func() {
 		signal.Stop(winch)
 		close(done)
+		// The process has ended: print what it wrote last, unless
+		// something it left behind still holds the terminal open.
+		select {
+		case <-outDone:
+		case <-time.After(time.Second):
+		}
 		console.Close()
 		wg.Wait()
 		if isTTY {
