@@ -21,13 +21,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tangram-dev/tangram/container/cgroup"
+	"github.com/tangram-dev/tangram/container/logfile"
 	"github.com/tangram-dev/tangram/container/network"
 )
 
 // Errors a caller may test for.
 var (
 	ErrExists     = errors.New("container: a container with this ID exists")
-	ErrNotFound   = errNoState
+	ErrNotFound   = ErrNotExist
 	ErrNotCreated = errors.New("container: not in the created state")
 	ErrRunning    = errors.New("container: still running (stop it, or delete with force)")
 	ErrNotRunning = errors.New("container: not running")
@@ -772,8 +773,10 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if err := r.releaseBundle(st); err != nil {
 		return err
 	}
-	if err := os.Remove(r.LogPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("container: delete %s: %w", id, err)
+	for _, f := range logfile.Files(r.LogPath(id)) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("container: delete %s: %w", id, err)
+		}
 	}
 	if err := os.RemoveAll(r.dir(id)); err != nil {
 		return fmt.Errorf("container: delete %s: %w", id, err)
@@ -924,10 +927,15 @@ func parsePorts(s string) ([]network.Port, error) {
 	return out, nil
 }
 
+// Root is the directory holding the containers' state.
+func (r *Runtime) Root() string { return r.cfg.Root }
+
 // LogPath is where a detached container's output is kept when its creator
 // sends it there (tangram container run -d does): the container's
 // process writes the file itself, so no process of the runtime stays
-// behind to copy it. Delete removes it.
+// behind to copy it — unless the log rotates (package logfile; older
+// files are LogPath.1, .2, …), which takes a process that copies. Delete
+// removes them all.
 func (r *Runtime) LogPath(id string) string { return filepath.Join(r.cfg.Root, ".logs", id+".log") }
 
 // OpenLog opens (creating) the container's log file for appending.

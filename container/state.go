@@ -129,4 +129,5 @@ func (s *State) alive() bool {
 	return ok && !dead && start == s.InitStart
 }
 
-var errNoState = errors.New("container: no such container")
+// ErrNotExist is returned for an ID no container has.
+var ErrNotExist = errors.New("container: no such container")

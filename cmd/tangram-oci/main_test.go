@@ -207,3 +207,120 @@ func TestRefusedFlags(t *testing.T) {
 		}
 	}
 }
+
+// monitors returns the PIDs of monitor processes for container id.
+func monitors(id string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.HasSuffix(string(cmd), "\x00container-monitor\x00"+id+"\x00") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestDetachedLogRotation: run -d --log-max-size hands the container to a
+// monitor that rotates its log at line ends, keeps --log-max-files files,
+// records the exit code, and leaves nothing running once it ends.
+func TestDetachedLogRotation(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	b := bundle(t, "sh", "-c", `i=0; while [ $i -lt 200 ]; do echo "line $i of the log"; i=$((i+1)); done; exit 3`)
+	if _, errOut, code := oci(t, "--root", root, "run", "-d", "--log-max-size", "1k", "--log-max-files", "2", "--bundle", b, "m1"); code != 0 {
+		t.Fatalf("run -d: code %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { oci(t, "--root", root, "delete", "--force", "m1") })
+	var st container.State
+	wait.For(t, 10*time.Second, "the container to stop with its exit code recorded", func() bool {
+		out, _, code := oci(t, "--root", root, "inspect", "m1")
+		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && st.Status == container.Stopped && st.ExitCode != nil
+	})
+	if *st.ExitCode != 3 {
+		t.Fatalf("exit code %d, want 3", *st.ExitCode)
+	}
+	wait.For(t, 10*time.Second, "the monitor to exit", func() bool { return len(monitors("m1")) == 0 })
+	logDir := filepath.Join(root, ".logs")
+	ents, err := os.ReadDir(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+		fi, _ := e.Info()
+		data, _ := os.ReadFile(filepath.Join(logDir, e.Name()))
+		if fi.Size() > 1024 || !strings.HasSuffix(string(data), "\n") {
+			t.Errorf("%s: %d bytes, ends %q; want at most 1k of whole lines", e.Name(), fi.Size(), data[max(0, len(data)-10):])
+		}
+	}
+	if strings.Join(names, " ") != "m1.log m1.log.1" {
+		t.Fatalf("log files %v, want m1.log and m1.log.1", names)
+	}
+	out, errOut, code := oci(t, "--root", root, "logs", "m1")
+	if code != 0 {
+		t.Fatalf("logs: code %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	first, err := strconv.Atoi(strings.Fields(lines[0])[1])
+	if err != nil || len(lines) < 20 {
+		t.Fatalf("logs printed %d lines starting %q", len(lines), lines[0])
+	}
+	for i, l := range lines {
+		if want := "line " + strconv.Itoa(first+i) + " of the log"; l != want {
+			t.Fatalf("logs line %d: %q, want %q (the kept lines in order, ending with the last)", i, l, want)
+		}
+	}
+	if first+len(lines) != 200 {
+		t.Fatalf("logs end at line %d, want 199", first+len(lines)-1)
+	}
+	if _, _, code := oci(t, "--root", root, "delete", "m1"); code != 0 {
+		t.Fatal("delete failed")
+	}
+	if ents, _ := os.ReadDir(logDir); len(ents) != 0 {
+		t.Fatalf("delete left log files: %v", ents)
+	}
+}
+
+// TestDetachedRemove: run -d --rm deletes the container when it ends —
+// here killed from outside — and its monitor leaves.
+func TestDetachedRemove(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	if _, errOut, code := oci(t, "--root", root, "run", "-d", "--rm", "--pid-file", pidFile, "--bundle", bundle(t, "sleep", "600"), "m2"); code != 0 {
+		t.Fatalf("run -d --rm: code %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { oci(t, "--root", root, "delete", "--force", "m2") })
+	if len(monitors("m2")) != 1 {
+		t.Fatalf("monitors for m2: %v, want one", monitors("m2"))
+	}
+	pid, err := os.ReadFile(pidFile)
+	if err != nil || strings.TrimSpace(string(pid)) == "" {
+		t.Fatalf("pid file: %q %v", pid, err)
+	}
+	if _, errOut, code := oci(t, "--root", root, "kill", "m2", "KILL"); code != 0 {
+		t.Fatalf("kill: code %d: %s", code, errOut)
+	}
+	wait.For(t, 10*time.Second, "the container to be deleted", func() bool {
+		_, errOut, code := oci(t, "--root", root, "state", "m2")
+		return code != 0 && strings.Contains(errOut, "no such container")
+	})
+	wait.For(t, 10*time.Second, "the monitor to exit", func() bool { return len(monitors("m2")) == 0 })
+	// A bundle that cannot start: the error comes back, no monitor stays.
+	_, errOut, code := oci(t, "--root", root, "run", "-d", "--rm", "--bundle", filepath.Join(t.TempDir(), "missing"), "m3")
+	if code != 1 || !strings.Contains(errOut, "config.json") {
+		t.Fatalf("run -d --rm of a missing bundle: code %d, %q", code, errOut)
+	}
+	if len(monitors("m3")) != 0 {
+		t.Fatal("a monitor stayed after a failed start")
+	}
+	if _, errOut, code := oci(t, "--root", root, "run", "--log-max-size", "1m", "--bundle", bundle(t, "true"), "m4"); code != 1 || !strings.Contains(errOut, "--log-max-size is for run -d") {
+		t.Fatalf("--log-max-size without -d: code %d, %q", code, errOut)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/tangram-dev/tangram/cmd/internal/cliout"
 	"github.com/tangram-dev/tangram/container"
 	"github.com/tangram-dev/tangram/container/image"
+	"github.com/tangram-dev/tangram/container/logfile"
 	"github.com/tangram-dev/tangram/container/network"
 )
 
@@ -93,8 +94,9 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	spec.Flags().StringVarP(&specBundle, "bundle", "b", ".", "bundle directory")
 	spec.Flags().StringVar(&specRootfs, "rootfs", "rootfs", "root filesystem, relative to the bundle or absolute")
 
-	var bundle, pidFile string
-	var detach bool
+	var bundle, pidFile, logMaxSize string
+	var detach, remove bool
+	var logMaxFiles int
 	var img imageFlags
 	// makeOne makes the container from --image or from the bundle, created
 	// (waiting for start) or launched (started).
@@ -144,6 +146,39 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			}
 			id := args[0]
 			ctx := context.WithoutCancel(cmd.Context())
+			if logMaxSize != "" && !detach {
+				return fmt.Errorf("--log-max-size is for run -d (a foreground run's output is yours)")
+			}
+			if detach && (remove || logMaxSize != "") {
+				job := monitorJob{Root: r.Root(), Images: images, ID: id, PidFile: pidFile, Remove: remove, LogMaxFiles: logMaxFiles}
+				if logMaxSize != "" {
+					if job.LogMaxSize, err = parseBytes(logMaxSize); err != nil {
+						return fmt.Errorf("--log-max-size: %w", err)
+					}
+					if logMaxFiles < 1 {
+						return fmt.Errorf("--log-max-files %d: keep at least 1", logMaxFiles)
+					}
+				}
+				if img.ref == "" {
+					if len(args) > 1 {
+						return fmt.Errorf("a command after the ID needs --image (a bundle's config.json names its process)")
+					}
+					if job.Bundle, err = filepath.Abs(bundle); err != nil {
+						return err
+					}
+				} else {
+					job.Image = img.ref
+					if job.ImageOptions, err = img.options(args[1:]); err != nil {
+						return err
+					}
+				}
+				if pidFile != "" {
+					if job.PidFile, err = filepath.Abs(pidFile); err != nil {
+						return err
+					}
+				}
+				return spawnMonitor(cmd.Context(), job)
+			}
 			opts := container.CreateOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 			if detach {
 				// Nothing reads a detached container's input; its output
@@ -208,7 +243,10 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 	}
 	run.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
 	run.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
-	run.Flags().BoolVarP(&detach, "detach", "d", false, "start it and return (delete it yourself once it stops)")
+	run.Flags().BoolVarP(&detach, "detach", "d", false, "start it and return (delete it yourself once it stops, or --rm)")
+	run.Flags().BoolVar(&remove, "rm", false, "delete the container when it ends (a foreground run always is; with -d a monitor process waits for it)")
+	run.Flags().StringVar(&logMaxSize, "log-max-size", "", "with -d: rotate the log at this size, e.g. 10m (a monitor process writes it)")
+	run.Flags().IntVar(&logMaxFiles, "log-max-files", 5, "with --log-max-size: log files kept, the current one included")
 	img.add(run)
 
 	create := &cobra.Command{
@@ -477,29 +515,16 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			if _, err := r.State(args[0]); err != nil {
 				return err
 			}
-			f, err := os.Open(r.LogPath(args[0]))
-			if err != nil {
-				return fmt.Errorf("no log for %s: only run -d keeps one: %w", args[0], err)
+			id := args[0]
+			stopped := func() bool {
+				st, err := r.State(id)
+				return err != nil || st.Status == container.Stopped
 			}
-			defer f.Close()
-			for {
-				if _, err := io.Copy(cmd.OutOrStdout(), f); err != nil {
-					return err
-				}
-				if !follow {
-					return nil
-				}
-				st, err := r.State(args[0])
-				if err != nil || st.Status == container.Stopped {
-					_, err := io.Copy(cmd.OutOrStdout(), f)
-					return err
-				}
-				select {
-				case <-cmd.Context().Done():
-					return nil
-				case <-time.After(100 * time.Millisecond):
-				}
+			err = logfile.Copy(cmd.Context(), r.LogPath(id), cmd.OutOrStdout(), follow, stopped, 100*time.Millisecond)
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("no log for %s: only run -d keeps one", id)
 			}
+			return err
 		},
 	}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the container stops")
