@@ -552,7 +552,7 @@ func TestBadSpecs(t *testing.T) {
 		{func(s *specs.Spec) {
 			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_TYPO")
 		}, `unknown capability "CAP_TYPO"`},
-		{func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno} }, "linux.seccomp is not supported"},
+		{func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActNotify} }, "SCMP_ACT_NOTIFY"},
 		{func(s *specs.Spec) { s.Process.Cwd = "relative" }, "must be absolute"},
 		{func(s *specs.Spec) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})

@@ -61,7 +61,9 @@ var procPidnsOnce = sync.OnceValue(func() bool {
 
 // direct reports whether spec can be run without an init process.
 func (r *Runtime) direct(spec *specs.Spec, userNS, cgroupNS bool) bool {
-	if r.cfg.InitProcess || userNS || cgroupNS || spec.Process.Terminal || spec.Annotations[AnnotationNetwork] != "" {
+	// A seccomp filter can only be installed by the process itself, before
+	// its exec: the init does that.
+	if r.cfg.InitProcess || userNS || cgroupNS || spec.Process.Terminal || spec.Annotations[AnnotationNetwork] != "" || spec.Linux.Seccomp != nil {
 		return false
 	}
 	// Rlimits are set on the stopped program from another thread: allowed

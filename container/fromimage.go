@@ -44,6 +44,9 @@ type ImageOptions struct {
 	Ports  []network.Port
 	// Terminal gives the process a pseudo-terminal (Process.Console).
 	Terminal bool
+	// Seccomp is the system call filter (seccomp.Default() is Docker's
+	// kind of profile); nil runs the container without one.
+	Seccomp *specs.LinuxSeccomp
 }
 
 // bundlesDir holds the bundles the runtime makes for image containers.
@@ -157,6 +160,7 @@ func (r *Runtime) fromImage(ctx context.Context, id string, store *image.Store, 
 	}
 	spec.Root.Readonly = o.ReadOnly
 	spec.Process.Terminal = o.Terminal
+	spec.Linux.Seccomp = o.Seccomp
 	if o.NetworkHost {
 		ns := spec.Linux.Namespaces[:0]
 		for _, n := range spec.Linux.Namespaces {

@@ -13,6 +13,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/tangram-dev/tangram/container/seccomp"
 )
 
 // The container's init is this binary run again (/proc/self/exe) with
@@ -131,6 +133,21 @@ func initContainer(pipe *os.File) error {
 	if cwd == "" {
 		cwd = "/"
 	}
+	var filter *seccomp.Filter
+	if s.Linux.Seccomp != nil {
+		if filter, err = seccomp.Compile(s.Linux.Seccomp); err != nil {
+			return err
+		}
+		if !p.NoNewPrivileges {
+			// Without no_new_privs a filter takes CAP_SYS_ADMIN to
+			// install: now, before the capabilities go (as runc does);
+			// what the init does from here on passes through it.
+			if err := filter.Install(); err != nil {
+				return err
+			}
+			filter = nil
+		}
+	}
 	if err := finishProcess(p); err != nil {
 		return err
 	}
@@ -153,6 +170,13 @@ func initContainer(pipe *os.File) error {
 	fifo.Close()
 	unix.Close(initFIFO)
 	pipe.Close()
+	if filter != nil {
+		// As close to the exec as can be: the fewer calls the init
+		// makes under the filter, the fewer a profile must allow.
+		if err := filter.Install(); err != nil {
+			return err
+		}
+	}
 	if err := unix.Exec(path, p.Args, p.Env); err != nil {
 		return fmt.Errorf("container: exec %s: %w", p.Args[0], err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tangram-dev/tangram/container/seccomp"
 )
 
 // DefaultSpec returns the configuration `runc spec` writes, with args as
@@ -146,10 +148,12 @@ func validateSpec(s *specs.Spec) error {
 		if seen[specs.UserNamespace] && len(s.Linux.UIDMappings) == 0 {
 			errs = append(errs, errors.New("a user namespace needs linux.uidMappings"))
 		}
-		// Running without a filter the bundle asks for would be less safe
-		// than it expects: refuse rather than ignore.
+		// A filter that cannot be built is refused here, at create,
+		// rather than by the init.
 		if s.Linux.Seccomp != nil {
-			errs = append(errs, errors.New("linux.seccomp is not supported yet"))
+			if _, err := seccomp.Compile(s.Linux.Seccomp); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop)) > 0 {

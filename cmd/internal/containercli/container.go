@@ -29,6 +29,7 @@ import (
 	"github.com/tangram-dev/tangram/container/image"
 	"github.com/tangram-dev/tangram/container/logfile"
 	"github.com/tangram-dev/tangram/container/network"
+	"github.com/tangram-dev/tangram/container/seccomp"
 )
 
 // ExitCode is an error that ends the process with a given code and no
@@ -72,7 +73,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 		return os.WriteFile(file, []byte(strconv.Itoa(pid)), 0o644)
 	}
 
-	var specRootfs, specBundle string
+	var specRootfs, specBundle, specSeccomp string
 	spec := &cobra.Command{
 		Use:   "spec [-- command [args...]]",
 		Short: "Write a default config.json into a bundle (runc's defaults; the command runs as the process)",
@@ -84,7 +85,12 @@ Containers' state lives under --root, one directory each. Needs root.`,
 			if _, err := os.Stat(path); err == nil {
 				return fmt.Errorf("%s exists; remove it first", path)
 			}
-			if err := container.WriteSpec(specBundle, container.DefaultSpec(specRootfs, args)); err != nil {
+			s := container.DefaultSpec(specRootfs, args)
+			var err error
+			if s.Linux.Seccomp, err = seccompProfile(specSeccomp); err != nil {
+				return err
+			}
+			if err := container.WriteSpec(specBundle, s); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "wrote", path)
@@ -93,6 +99,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	}
 	spec.Flags().StringVarP(&specBundle, "bundle", "b", ".", "bundle directory")
 	spec.Flags().StringVar(&specRootfs, "rootfs", "rootfs", "root filesystem, relative to the bundle or absolute")
+	spec.Flags().StringVar(&specSeccomp, "seccomp", "unconfined", "system call filter to write: unconfined (as runc spec), default, or a file holding linux.seccomp JSON")
 
 	var bundle, pidFile, logMaxSize string
 	var detach, remove bool
@@ -556,6 +563,7 @@ type imageFlags struct {
 	env, ports                                          []string
 	pids                                                int64
 	readOnly, tty                                       bool
+	seccomp                                             string
 }
 
 func (f *imageFlags) add(c *cobra.Command) {
@@ -571,11 +579,16 @@ func (f *imageFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish HOST:CONTAINER[/tcp|udp] (with --net bridge; repeatable)")
 	c.Flags().BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
 	c.Flags().BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal, wired to this one (run only)")
+	c.Flags().StringVar(&f.seccomp, "seccomp", "default", "system call filter for --image: default, unconfined, or a file holding a runtime spec's linux.seccomp JSON")
 	c.Flags().BoolP("interactive", "i", true, "input is this process's (always; accepted so -it works)")
 }
 
 func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
 	o := container.ImageOptions{Args: args, Env: f.env, Hostname: f.hostname, Workdir: f.workdir, User: f.user, ReadOnly: f.readOnly, Terminal: f.tty}
+	var err error
+	if o.Seccomp, err = seccompProfile(f.seccomp); err != nil {
+		return o, err
+	}
 	switch f.network {
 	case "none", "":
 	case "host":
@@ -628,6 +641,29 @@ func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
 }
 
 // parseBytes reads 512, 64k, 64m, 1g (powers of 1024).
+// seccompProfile reads --seccomp: the default profile, none, or a file
+// holding an OCI runtime spec's linux.seccomp object.
+func seccompProfile(v string) (*specs.LinuxSeccomp, error) {
+	switch v {
+	case "default", "":
+		return seccomp.Default(), nil
+	case "unconfined":
+		return nil, nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return nil, fmt.Errorf("--seccomp: %w", err)
+	}
+	var p specs.LinuxSeccomp
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("--seccomp %s: not a runtime spec's linux.seccomp object: %w", v, err)
+	}
+	if _, err := seccomp.Compile(&p); err != nil {
+		return nil, fmt.Errorf("--seccomp %s: %w", v, err)
+	}
+	return &p, nil
+}
+
 func parseBytes(s string) (int64, error) {
 	t := strings.ToLower(strings.TrimSpace(s))
 	t = strings.TrimSuffix(t, "b")
