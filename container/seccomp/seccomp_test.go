@@ -33,7 +33,7 @@ func run(t *testing.T, f *Filter, arch, nr uint32, args ...uint64) uint32 {
 	binary.BigEndian.PutUint32(data[0:], nr)
 	binary.BigEndian.PutUint32(data[4:], arch)
 	for i, a := range args {
-		binary.BigEndian.PutUint32(data[16+8*i:], uint32(a))      // low half first, as on a little-endian machine
+		binary.BigEndian.PutUint32(data[16+8*i:], uint32(a))       // low half first, as on a little-endian machine
 		binary.BigEndian.PutUint32(data[16+8*i+4:], uint32(a>>32)) // then the high half
 	}
 	out, err := vm.Run(data)
