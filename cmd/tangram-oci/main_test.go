@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tangram-dev/tangram/container"
 	"github.com/tangram-dev/tangram/internal/wait"
@@ -322,5 +327,90 @@ func TestDetachedRemove(t *testing.T) {
 	}
 	if _, errOut, code := oci(t, "--root", root, "run", "--log-max-size", "1m", "--bundle", bundle(t, "true"), "m4"); code != 1 || !strings.Contains(errOut, "--log-max-size is for run -d") {
 		t.Fatalf("--log-max-size without -d: code %d, %q", code, errOut)
+	}
+}
+
+// TestConsoleSocket: create with a terminal hands the master to the
+// --console-socket listener (runc's protocol, what containerd's shim
+// listens with); after start, what is typed on it reaches the process
+// and its output comes back, on a terminal of the container's own.
+func TestConsoleSocket(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	b := bundle(t, "sh", "-c", "tty; read line; echo got $line")
+	s, err := container.LoadSpec(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Process.Terminal = true
+	s.Root.Path = "rootfs"
+	if err := container.WriteSpec(b, s); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "console.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan *os.File, 1)
+	go func() {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer conn.Close()
+		buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4))
+		_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			got <- nil
+			return
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		if len(msgs) != 1 {
+			got <- nil
+			return
+		}
+		fds, _ := unix.ParseUnixRights(&msgs[0])
+		if len(fds) != 1 {
+			got <- nil
+			return
+		}
+		got <- os.NewFile(uintptr(fds[0]), "console")
+	}()
+	if _, errOut, code := oci(t, "--root", root, "create", "--console-socket", sock, "--bundle", b, "tty1"); code != 0 {
+		t.Fatalf("create --console-socket: code %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { oci(t, "--root", root, "delete", "--force", "tty1") })
+	var console *os.File
+	select {
+	case console = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing came to the console socket")
+	}
+	if console == nil {
+		t.Fatal("the console socket got no descriptor")
+	}
+	defer console.Close()
+	if _, errOut, code := oci(t, "--root", root, "start", "tty1"); code != 0 {
+		t.Fatalf("start: code %d: %s", code, errOut)
+	}
+	console.Write([]byte("hello\n"))
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() { defer close(done); io.Copy(&out, console) }() // ends with EIO when the process has gone
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the terminal did not close; output so far %q", out.String())
+	}
+	text := strings.ReplaceAll(out.String(), "\r", "")
+	if !strings.Contains(text, "/dev/pts/0\n") || !strings.Contains(text, "got hello\n") {
+		t.Fatalf("through the console: %q; want the container's /dev/pts/0 and the typed line echoed back", text)
+	}
+	// Without a socket, a terminal container is refused by name.
+	if _, errOut, code := oci(t, "--root", root, "create", "--bundle", b, "tty2"); code != 1 || !strings.Contains(errOut, "--console-socket") {
+		t.Fatalf("create of a terminal container without a socket: code %d, %q", code, errOut)
 	}
 }

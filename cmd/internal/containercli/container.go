@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -101,7 +102,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	spec.Flags().StringVar(&specRootfs, "rootfs", "rootfs", "root filesystem, relative to the bundle or absolute")
 	spec.Flags().StringVar(&specSeccomp, "seccomp", "unconfined", "system call filter to write: unconfined (as runc spec), default, or a file holding linux.seccomp JSON")
 
-	var bundle, pidFile, logMaxSize string
+	var bundle, pidFile, logMaxSize, consoleSocket string
 	var detach, remove bool
 	var logMaxFiles int
 	var img imageFlags
@@ -206,7 +207,12 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 			}
 			if detach {
 				if p.Console != nil {
+					err := sendConsole(consoleSocket, p.Console)
 					p.Console.Close()
+					if err != nil {
+						r.Delete(ctx, id, true)
+						return err
+					}
 				}
 				return nil
 			}
@@ -250,6 +256,7 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 	}
 	run.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
 	run.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
+	run.Flags().StringVar(&consoleSocket, "console-socket", "", "with -d and a terminal: send the terminal's master to this unix socket (runc's protocol)")
 	run.Flags().BoolVarP(&detach, "detach", "d", false, "start it and return (delete it yourself once it stops, or --rm)")
 	run.Flags().BoolVar(&remove, "rm", false, "delete the container when it ends (a foreground run always is; with -d a monitor process waits for it)")
 	run.Flags().StringVar(&logMaxSize, "log-max-size", "", "with -d: rotate the log at this size, e.g. 10m (a monitor process writes it)")
@@ -270,17 +277,19 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 				return err
 			}
 			if p.Console != nil {
-				// runc hands the master to a --console-socket; this CLI
-				// has none, so only run can hold a terminal.
+				err := sendConsole(consoleSocket, p.Console)
 				p.Console.Close()
-				r.Delete(cmd.Context(), args[0], true)
-				return fmt.Errorf("a container with a terminal (process.terminal) is run with tangram container run")
+				if err != nil {
+					r.Delete(cmd.Context(), args[0], true)
+					return err
+				}
 			}
 			return writePid(pidFile, p.Pid)
 		},
 	}
 	create.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
 	create.Flags().StringVar(&pidFile, "pid-file", "", "write the container's PID here")
+	create.Flags().StringVar(&consoleSocket, "console-socket", "", "with process.terminal: send the terminal's master to this unix socket (runc's protocol)")
 	img.add(create)
 	var comment string
 	commit := &cobra.Command{
@@ -641,6 +650,24 @@ func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
 }
 
 // parseBytes reads 512, 64k, 64m, 1g (powers of 1024).
+// sendConsole hands a terminal's master to whoever listens on the unix
+// socket at path, as runc's --console-socket does: one message whose data
+// is the terminal's name and whose ancillary data is the descriptor.
+func sendConsole(path string, console *os.File) error {
+	if path == "" {
+		return errors.New("the container has a terminal (process.terminal) and nothing to hand it to: give --console-socket, or use run in the foreground")
+	}
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("--console-socket: %w", err)
+	}
+	defer conn.Close()
+	if _, _, err := conn.WriteMsgUnix([]byte(console.Name()), unix.UnixRights(int(console.Fd())), nil); err != nil {
+		return fmt.Errorf("--console-socket: send the terminal: %w", err)
+	}
+	return nil
+}
+
 // seccompProfile reads --seccomp: the default profile, none, or a file
 // holding an OCI runtime spec's linux.seccomp object.
 func seccompProfile(v string) (*specs.LinuxSeccomp, error) {
