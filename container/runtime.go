@@ -474,8 +474,17 @@ func checkSpec(id string, spec *specs.Spec) (flags uintptr, userNS, cgroupNS boo
 }
 
 // makeGroup makes the container's cgroup and sets its limits, with the
-// default devices allowed.
+// default devices allowed. A rootless runtime (not root) cannot make
+// groups: it makes none — nil, "" — unless the spec asks for limits,
+// which it refuses.
 func makeGroup(id string, spec *specs.Spec) (*cgroup.Group, string, error) {
+	if os.Geteuid() != 0 {
+		if r := spec.Linux.Resources; r != nil && (r.Memory != nil || r.CPU != nil || r.Pids != nil || r.BlockIO != nil ||
+			len(r.HugepageLimits) > 0 || r.Network != nil || len(r.Unified) > 0 || len(r.Rdma) > 0) {
+			return nil, "", errors.New("container: resource limits need a cgroup, which a runtime that is not root cannot make: run as root, or drop the limits from linux.resources")
+		}
+		return nil, "", nil
+	}
 	cgPath := spec.Linux.CgroupsPath
 	if cgPath == "" {
 		cgPath = "tangram/" + id
@@ -656,7 +665,8 @@ func (r *Runtime) List() ([]*State, error) {
 }
 
 // Kill sends sig to the container's init, or with all to every process in
-// its cgroup.
+// its cgroup. A container without a cgroup (made by a rootless runtime)
+// has only its init to signal; SIGKILL to it ends its whole PID namespace.
 func (r *Runtime) Kill(id string, sig syscall.Signal, all bool) error {
 	st, err := r.State(id)
 	if err != nil {
@@ -665,7 +675,7 @@ func (r *Runtime) Kill(id string, sig syscall.Signal, all bool) error {
 	if st.Status == Stopped {
 		return fmt.Errorf("%w: %s", ErrNotRunning, id)
 	}
-	if all {
+	if all && st.Cgroup != "" {
 		g, err := cgroup.Open(st.Cgroup)
 		if err != nil {
 			return err
@@ -687,6 +697,9 @@ func (r *Runtime) Pause(id string) error {
 	if st.Status != Running {
 		return fmt.Errorf("%w: %s is %s", ErrNotRunning, id, st.Status)
 	}
+	if st.Cgroup == "" {
+		return errNoCgroup(id, "pause")
+	}
 	g, err := cgroup.Open(st.Cgroup)
 	if err != nil {
 		return err
@@ -703,6 +716,9 @@ func (r *Runtime) Resume(id string) error {
 	if st.Status != Paused {
 		return fmt.Errorf("container: %s is %s, not paused", id, st.Status)
 	}
+	if st.Cgroup == "" {
+		return errNoCgroup(id, "resume")
+	}
 	g, err := cgroup.Open(st.Cgroup)
 	if err != nil {
 		return err
@@ -715,6 +731,9 @@ func (r *Runtime) Stats(id string) (cgroup.Stats, error) {
 	st, err := r.State(id)
 	if err != nil {
 		return cgroup.Stats{}, err
+	}
+	if st.Cgroup == "" {
+		return cgroup.Stats{}, errNoCgroup(id, "stats")
 	}
 	g, err := cgroup.Open(st.Cgroup)
 	if err != nil {
@@ -886,11 +905,17 @@ func (r *Runtime) Processes(id string) ([]ProcessInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := cgroup.Open(st.Cgroup)
-	if err != nil {
-		return nil, err
+	var pids []int
+	if st.Cgroup == "" {
+		// No cgroup (a rootless runtime made it): the processes in the
+		// init's PID namespace.
+		pids, err = pidNamespaceMembers(st.Pid)
+	} else {
+		var g *cgroup.Group
+		if g, err = cgroup.Open(st.Cgroup); err == nil {
+			pids, err = g.Procs()
+		}
 	}
-	pids, err := g.Procs()
 	if err != nil {
 		return nil, err
 	}
@@ -900,6 +925,37 @@ func (r *Runtime) Processes(id string) ([]ProcessInfo, error) {
 		out = append(out, ProcessInfo{Pid: pid, Command: strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))})
 	}
 	return out, nil
+}
+
+// pidNamespaceMembers lists the processes in the PID namespace of pid
+// (pid included), as this host sees them.
+func pidNamespaceMembers(pid int) ([]int, error) {
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+			out = append(out, p)
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// errNoCgroup explains why a container made without a cgroup cannot be
+// paused or measured.
+func errNoCgroup(id, what string) error {
+	return fmt.Errorf("container: %s has no cgroup (a runtime that is not root made it): %s needs one", id, what)
 }
 
 // Annotations that ask for networking: tangram.network=bridge puts the

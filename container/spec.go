@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -61,6 +62,27 @@ func DefaultSpec(rootfs string, args []string) *specs.Spec {
 			},
 		},
 	}
+}
+
+// Rootless adapts a spec for a runtime that is not root, as `runc spec
+// --rootless` does: a user namespace mapping uid and gid (the runtime's
+// own) to root inside — the one mapping an unprivileged process may write
+// — no gid= option on mounts (no other group is mapped), and no
+// cgroup limits (such a runtime cannot make cgroups). Its own network
+// namespace stays: loopback only, and what lets it mount /sys.
+func Rootless(s *specs.Spec, uid, gid int) {
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace }) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	}
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(uid), Size: 1}}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(gid), Size: 1}}
+	for i, m := range s.Mounts {
+		s.Mounts[i].Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return strings.HasPrefix(o, "gid=") })
+	}
+	s.Linux.Resources = nil
 }
 
 // LoadSpec reads bundle/config.json. A relative root path is taken from

@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/tangram-dev/tangram/container"
@@ -82,6 +84,12 @@ func bundle(t *testing.T, args ...string) string {
 // would wait for the container.
 func oci(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return ociAs(t, nil, ociBin, args...)
+}
+
+// ociAs is oci run as another user (cred nil: this one) from bin.
+func ociAs(t *testing.T, cred *syscall.Credential, bin string, args ...string) (string, string, int) {
+	t.Helper()
 	dir := t.TempDir()
 	stdout, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -93,8 +101,14 @@ func oci(t *testing.T, args ...string) (string, string, int) {
 		t.Fatal(err)
 	}
 	defer stderr.Close()
-	cmd := exec.Command(ociBin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR=")
+		os.Chown(stdout.Name(), int(cred.Uid), int(cred.Gid))
+		os.Chown(stderr.Name(), int(cred.Uid), int(cred.Gid))
+	}
 	err = cmd.Run()
 	code := 0
 	var ee *exec.ExitError
@@ -412,5 +426,86 @@ func TestConsoleSocket(t *testing.T) {
 	// Without a socket, a terminal container is refused by name.
 	if _, errOut, code := oci(t, "--root", root, "create", "--bundle", b, "tty2"); code != 1 || !strings.Contains(errOut, "--console-socket") {
 		t.Fatalf("create of a terminal container without a socket: code %d, %q", code, errOut)
+	}
+}
+
+// TestRootless: a runtime that is not root (nobody here) runs a bundle in
+// a user namespace mapping it to root inside, without cgroups: the
+// process is root inside and nobody outside, ps finds it by its PID
+// namespace, pause says why it cannot, limits are refused by name.
+func TestRootless(t *testing.T) {
+	needRoot(t) // to become nobody
+	for _, f := range []string{"/proc/sys/kernel/unprivileged_userns_clone", "/proc/sys/user/max_user_namespaces"} {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "0" {
+			t.Skipf("%s is 0: this kernel refuses user namespaces to unprivileged users", f)
+		}
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	// Everything nobody uses is nobody's: the binary, the bundle, its
+	// home for state.
+	home := t.TempDir()
+	os.Chmod(home, 0o755)
+	bin := filepath.Join(home, "tangram-oci")
+	data, err := os.ReadFile(ociBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := bundle(t, "true")
+	os.Chmod(filepath.Dir(b), 0o755)
+	root := filepath.Join(home, "state")
+	for _, d := range []string{b, root} {
+		os.MkdirAll(d, 0o755)
+		filepath.Walk(d, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, 65534, 65534) })
+	}
+	os.Remove(filepath.Join(b, "config.json"))
+	as := func(args ...string) (string, string, int) {
+		t.Helper()
+		return ociAs(t, nobody, bin, append([]string{"--root", root}, args...)...)
+	}
+	// spec, run as nobody, writes a rootless spec by default.
+	if _, errOut, code := as("spec", "--bundle", b, "--", "sh", "-c", "id -u; cat /proc/self/uid_map; touch /made; echo pid $$"); code != 0 {
+		t.Fatalf("spec as nobody: code %d: %s", code, errOut)
+	}
+	out, errOut, code := as("run", "--bundle", b, "r1")
+	if code != 0 || strings.Join(strings.Fields(out), " ") != "0 0 65534 1 pid 1" {
+		t.Fatalf("rootless run: code %d, stdout %q, stderr %q; want root inside mapped from 65534, PID 1", code, out, errOut)
+	}
+	if fi, err := os.Stat(filepath.Join(b, "rootfs", "made")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Fatalf("a file made inside: %v; want it owned by nobody outside", err)
+	}
+	// Detached: ps without a cgroup, pause refused with the reason.
+	os.Remove(filepath.Join(b, "config.json"))
+	if _, errOut, code := as("spec", "--bundle", b, "--", "sleep", "60"); code != 0 {
+		t.Fatalf("spec: %s", errOut)
+	}
+	if _, errOut, code := as("run", "-d", "--bundle", b, "r2"); code != 0 {
+		t.Fatalf("rootless run -d: code %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { as("delete", "--force", "r2") })
+	if out, errOut, code := as("ps", "r2"); code != 0 || !strings.Contains(out, "sleep 60") {
+		t.Fatalf("rootless ps: code %d, %q %q", code, out, errOut)
+	}
+	if _, errOut, code := as("pause", "r2"); code != 1 || !strings.Contains(errOut, "has no cgroup") {
+		t.Fatalf("rootless pause: code %d, %q", code, errOut)
+	}
+	if _, errOut, code := as("delete", "--force", "r2"); code != 0 {
+		t.Fatalf("rootless delete -f: code %d: %s", code, errOut)
+	}
+	// Limits need a cgroup: refused by name.
+	s, err := container.LoadSpec(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(64 << 20)
+	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	s.Root.Path = "rootfs"
+	if err := container.WriteSpec(b, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := as("run", "--bundle", b, "r3"); code != 1 || !strings.Contains(errOut, "resource limits need a cgroup") {
+		t.Fatalf("rootless run with a memory limit: code %d, %q", code, errOut)
 	}
 }

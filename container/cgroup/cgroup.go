@@ -194,6 +194,10 @@ func New(path string, controllers ...string) (*Group, error) {
 
 // Open finds an existing group: the hierarchies it was made in.
 func Open(path string) (*Group, error) {
+	if path == "" {
+		// Not the caller's own group, which "" would resolve to.
+		return nil, fmt.Errorf("%w: no group path (a container made without a cgroup)", ErrNotFound)
+	}
 	g, err := locate(path)
 	if err != nil {
 		return nil, err
@@ -349,9 +353,10 @@ func (g *Group) Dir(controller string) string {
 }
 
 // FD opens the group's v2 directory for clone3's CLONE_INTO_CGROUP. In v1
-// it returns -1: the caller adds the process with Add instead.
+// it returns -1: the caller adds the process with Add instead. A nil
+// group (a container without one) returns -1 too.
 func (g *Group) FD() (int, func(), error) {
-	if g.mode != V2 {
+	if g == nil || g.mode != V2 {
 		return -1, func() {}, nil
 	}
 	f, err := os.Open(g.dirs[""])
@@ -361,8 +366,12 @@ func (g *Group) FD() (int, func(), error) {
 	return int(f.Fd()), func() { f.Close() }, nil
 }
 
-// Add moves a process into the group (every v1 hierarchy).
+// Add moves a process into the group (every v1 hierarchy); into a nil
+// group, nowhere.
 func (g *Group) Add(pid int) error {
+	if g == nil {
+		return nil
+	}
 	p := []byte(strconv.Itoa(pid))
 	for c, d := range g.dirs {
 		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), p, 0); err != nil {

@@ -53,13 +53,13 @@ The verbs are runc's, so a containerd-style caller can use tangram in its place
 create, start, state, kill, delete; run does all of them in the foreground.
 Containers' state lives under --root, one directory each. Needs root.`,
 	}
-	c.PersistentFlags().StringVar(&root, "root", "", "state directory (default: env TANGRAM_CONTAINER_ROOT, else /var/lib/tangram/containers)")
+	c.PersistentFlags().StringVar(&root, "root", "", "state directory (default: env TANGRAM_CONTAINER_ROOT, else /var/lib/tangram/containers; not root: $XDG_RUNTIME_DIR/tangram/containers)")
 	var images string
 	c.PersistentFlags().StringVar(&images, "images", "", "image store (default: env TANGRAM_IMAGE_ROOT, else "+image.DefaultRoot+")")
 	store := func() (*image.Store, error) { return openImages(images) }
 	rt := func() (*container.Runtime, error) {
 		if root == "" {
-			root = cliout.EnvOr("TANGRAM_CONTAINER_ROOT", container.DefaultConfig().Root)
+			root = cliout.EnvOr("TANGRAM_CONTAINER_ROOT", defaultRoot())
 		}
 		abs, err := filepath.Abs(root)
 		if err != nil {
@@ -75,6 +75,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	}
 
 	var specRootfs, specBundle, specSeccomp string
+	var specRootless bool
 	spec := &cobra.Command{
 		Use:   "spec [-- command [args...]]",
 		Short: "Write a default config.json into a bundle (runc's defaults; the command runs as the process)",
@@ -87,6 +88,9 @@ Containers' state lives under --root, one directory each. Needs root.`,
 				return fmt.Errorf("%s exists; remove it first", path)
 			}
 			s := container.DefaultSpec(specRootfs, args)
+			if specRootless {
+				container.Rootless(s, os.Geteuid(), os.Getegid())
+			}
 			var err error
 			if s.Linux.Seccomp, err = seccompProfile(specSeccomp); err != nil {
 				return err
@@ -100,6 +104,7 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	}
 	spec.Flags().StringVarP(&specBundle, "bundle", "b", ".", "bundle directory")
 	spec.Flags().StringVar(&specRootfs, "rootfs", "rootfs", "root filesystem, relative to the bundle or absolute")
+	spec.Flags().BoolVar(&specRootless, "rootless", os.Geteuid() != 0, "for a runtime that is not root: a user namespace mapping this user to root inside (default when not root)")
 	spec.Flags().StringVar(&specSeccomp, "seccomp", "unconfined", "system call filter to write: unconfined (as runc spec), default, or a file holding linux.seccomp JSON")
 
 	var bundle, pidFile, logMaxSize, consoleSocket string
@@ -650,6 +655,21 @@ func (f *imageFlags) options(args []string) (container.ImageOptions, error) {
 }
 
 // parseBytes reads 512, 64k, 64m, 1g (powers of 1024).
+// defaultRoot is where containers' state lives: under /var/lib for root,
+// under the user's runtime directory (or home) otherwise.
+func defaultRoot() string {
+	if os.Geteuid() == 0 {
+		return container.DefaultConfig().Root
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "tangram", "containers")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "tangram", "containers")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("tangram-%d", os.Geteuid()), "containers")
+}
+
 // sendConsole hands a terminal's master to whoever listens on the unix
 // socket at path, as runc's --console-socket does: one message whose data
 // is the terminal's name and whose ancillary data is the descriptor.
