@@ -76,6 +76,8 @@ fuzz:
 	$(GO) test ./shard -run '^$$' -fuzz FuzzTemplate -fuzztime 30s
 	$(GO) test ./container/image -run '^$$' -fuzz FuzzExtractLayer -fuzztime 30s
 	$(GO) test ./trace/store -run '^$$' -fuzz FuzzDecodeSpan -fuzztime 30s
+	$(GO) test ./trace/otlp -run '^$$' -fuzz 'FuzzDecodeTraces$$' -fuzztime 30s
+	$(GO) test ./trace/otlp -run '^$$' -fuzz FuzzDecodeTracesJSON -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzRoute -fuzztime 30s
 	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzPacket -fuzztime 30s
 	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzHandshakeResponse -fuzztime 30s

@@ -100,15 +100,15 @@ type Span struct {
 
 // Errors of the span codec.
 var (
-	errShort = errors.New("store: span record ends early")
-	errLong  = errors.New("store: span record has bytes after its end")
+	errShort = errors.New("trace/store: span record ends early")
+	errLong  = errors.New("trace/store: span record has bytes after its end")
 )
 
 // maxCount bounds a decoded list's length before anything is allocated
 // for it: a count can never exceed the bytes left.
 func maxCount(n uint64, left int) error {
 	if n > uint64(left) {
-		return fmt.Errorf("store: a list of %d in %d bytes", n, left)
+		return fmt.Errorf("trace/store: a list of %d in %d bytes", n, left)
 	}
 	return nil
 }
@@ -269,7 +269,7 @@ func (d *decoder) attrs() []Attr {
 		case TypeString, TypeBytes, TypeJSON:
 			a.Value.Str = d.string()
 		default:
-			d.fail(fmt.Errorf("store: unknown attribute value type %d", a.Value.Type))
+			d.fail(fmt.Errorf("trace/store: unknown attribute value type %d", a.Value.Type))
 		}
 		if d.err != nil {
 			return nil

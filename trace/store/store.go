@@ -55,16 +55,16 @@ func DefaultConfig() Config { return Config{SegmentBytes: 64 << 20} }
 // Validate checks cfg.
 func (c Config) Validate() error {
 	if c.Dir == "" {
-		return errors.New("store: Dir is required")
+		return errors.New("trace/store: Dir is required")
 	}
 	if c.SegmentBytes < 0 || c.MaxAge < 0 || c.MaxBytes < 0 {
-		return errors.New("store: SegmentBytes, MaxAge and MaxBytes cannot be negative")
+		return errors.New("trace/store: SegmentBytes, MaxAge and MaxBytes cannot be negative")
 	}
 	return nil
 }
 
 // ErrClosed is returned after Close.
-var ErrClosed = errors.New("store: closed")
+var ErrClosed = errors.New("trace/store: closed")
 
 const (
 	segMagic   = "TGSPANS1"
@@ -130,11 +130,11 @@ func Open(cfg Config) (*Store, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("trace/store: %w", err)
 	}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("trace/store: %w", err)
 	}
 	var seqs []uint64
 	for _, e := range ents {
@@ -160,7 +160,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		if i < len(seqs)-1 {
 			if err := s.loadIndex(seg); err != nil {
-				s.log.Warn("store: rebuilding a segment's index", "segment", seq, "err", err)
+				s.log.Warn("trace/store: rebuilding a segment's index", "segment", seq, "err", err)
 				if err := s.seal(seg); err != nil {
 					seg.f.Close()
 					return fail(err)
@@ -185,11 +185,11 @@ func Open(cfg Config) (*Store, error) {
 func (s *Store) newSegment(seq uint64) (*segment, error) {
 	f, err := os.OpenFile(s.segPath(seq), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("trace/store: %w", err)
 	}
 	if _, err := f.Write([]byte(segMagic)); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("trace/store: %w", err)
 	}
 	return &segment{seq: seq, f: f, size: int64(len(segMagic)), services: map[string]bool{}, byTrace: map[TraceID][]uint32{}}, nil
 }
@@ -199,7 +199,7 @@ func (s *Store) newSegment(seq uint64) (*segment, error) {
 func (s *Store) openSegment(seq uint64) (*segment, error) {
 	f, err := os.OpenFile(s.segPath(seq), os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("trace/store: %w", err)
 	}
 	seg := &segment{seq: seq, f: f, services: map[string]bool{}, byTrace: map[TraceID][]uint32{}}
 	magic := make([]byte, len(segMagic))
@@ -207,11 +207,11 @@ func (s *Store) openSegment(seq uint64) (*segment, error) {
 		// A segment created but cut before its magic reached the disk.
 		if err := f.Truncate(0); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("store: %w", err)
+			return nil, fmt.Errorf("trace/store: %w", err)
 		}
 		if _, err := f.WriteAt([]byte(segMagic), 0); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("store: %w", err)
+			return nil, fmt.Errorf("trace/store: %w", err)
 		}
 		seg.size = int64(len(segMagic))
 		return seg, nil
@@ -224,13 +224,13 @@ func (s *Store) openSegment(seq uint64) (*segment, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("trace/store: %w", err)
 	}
 	if fi.Size() > end {
-		s.log.Warn("store: cutting a torn tail", "segment", seq, "at", end, "bytes", fi.Size()-end)
+		s.log.Warn("trace/store: cutting a torn tail", "segment", seq, "at", end, "bytes", fi.Size()-end)
 		if err := f.Truncate(end); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("store: cut torn tail: %w", err)
+			return nil, fmt.Errorf("trace/store: cut torn tail: %w", err)
 		}
 	}
 	seg.size = end
@@ -293,7 +293,7 @@ func (s *Store) Append(spans []Span) error {
 		n := len(b) - start - frameBytes
 		if n > maxRecord {
 			s.buf = b[:0]
-			return fmt.Errorf("store: a span of %d bytes encoded (at most %d)", n, maxRecord)
+			return fmt.Errorf("trace/store: a span of %d bytes encoded (at most %d)", n, maxRecord)
 		}
 		binary.LittleEndian.PutUint32(b[start:], uint32(n))
 		binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+frameBytes:], crcTable))
@@ -308,16 +308,16 @@ func (s *Store) Append(spans []Span) error {
 		}
 	}
 	if s.active.size+int64(len(b)) > 1<<32-1 {
-		return fmt.Errorf("store: a batch of %d bytes does not fit a segment", len(b))
+		return fmt.Errorf("trace/store: a batch of %d bytes does not fit a segment", len(b))
 	}
 	g := s.active
 	if _, err := g.f.WriteAt(b, g.size); err != nil {
 		// What was written is cut on the next open; keep the size.
-		return fmt.Errorf("store: append: %w", err)
+		return fmt.Errorf("trace/store: append: %w", err)
 	}
 	if s.cfg.Sync {
 		if err := g.f.Sync(); err != nil {
-			return fmt.Errorf("store: sync: %w", err)
+			return fmt.Errorf("trace/store: sync: %w", err)
 		}
 	}
 	for i := range spans {
@@ -411,7 +411,7 @@ func (s *Store) seal(g *segment) error {
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
 	tmp := s.idxPath(g.seq) + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("store: write index: %w", err)
+		return fmt.Errorf("trace/store: write index: %w", err)
 	}
 	if s.cfg.Sync {
 		if f, err := os.Open(tmp); err == nil {
@@ -420,11 +420,11 @@ func (s *Store) seal(g *segment) error {
 		}
 	}
 	if err := os.Rename(tmp, s.idxPath(g.seq)); err != nil {
-		return fmt.Errorf("store: write index: %w", err)
+		return fmt.Errorf("trace/store: write index: %w", err)
 	}
 	idx, err := os.Open(s.idxPath(g.seq))
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
+		return fmt.Errorf("trace/store: %w", err)
 	}
 	if g.idx != nil {
 		g.idx.Close()
@@ -528,7 +528,7 @@ func (g *segment) offsets(id TraceID) ([]uint32, error) {
 		out = append(out, binary.LittleEndian.Uint32(b[16:]))
 	}
 	if readErr != nil {
-		return nil, fmt.Errorf("store: read index %d: %w", g.seq, readErr)
+		return nil, fmt.Errorf("trace/store: read index %d: %w", g.seq, readErr)
 	}
 	return out, nil
 }
@@ -537,18 +537,18 @@ func (g *segment) offsets(id TraceID) ([]uint32, error) {
 func (g *segment) readRecord(off int64) (Span, error) {
 	var h [frameBytes]byte
 	if _, err := g.f.ReadAt(h[:], off); err != nil {
-		return Span{}, fmt.Errorf("store: read segment %d at %d: %w", g.seq, off, err)
+		return Span{}, fmt.Errorf("trace/store: read segment %d at %d: %w", g.seq, off, err)
 	}
 	n := binary.LittleEndian.Uint32(h[:])
 	if n > maxRecord {
-		return Span{}, fmt.Errorf("store: segment %d at %d: a record of %d bytes", g.seq, off, n)
+		return Span{}, fmt.Errorf("trace/store: segment %d at %d: a record of %d bytes", g.seq, off, n)
 	}
 	b := make([]byte, n)
 	if _, err := g.f.ReadAt(b, off+frameBytes); err != nil {
-		return Span{}, fmt.Errorf("store: read segment %d at %d: %w", g.seq, off, err)
+		return Span{}, fmt.Errorf("trace/store: read segment %d at %d: %w", g.seq, off, err)
 	}
 	if crc32.Checksum(b, crcTable) != binary.LittleEndian.Uint32(h[4:]) {
-		return Span{}, fmt.Errorf("store: segment %d at %d: CRC mismatch", g.seq, off)
+		return Span{}, fmt.Errorf("trace/store: segment %d at %d: CRC mismatch", g.seq, off)
 	}
 	return decodeSpan(b)
 }
@@ -747,7 +747,7 @@ func (s *Store) retain(now time.Time) {
 		}
 		os.Remove(s.segPath(g.seq))
 		os.Remove(s.idxPath(g.seq))
-		s.log.Info("store: dropped a segment", "segment", g.seq, "spans", g.spans, "old", old, "over size", big)
+		s.log.Info("trace/store: dropped a segment", "segment", g.seq, "spans", g.spans, "old", old, "over size", big)
 		drop++
 	}
 	s.sealed = s.sealed[drop:]

@@ -1,0 +1,390 @@
+// Package otlp decodes OpenTelemetry's trace export requests — the
+// protobuf body of OTLP/gRPC and OTLP/HTTP, and OTLP/HTTP's JSON — straight
+// into the span store's spans, without building protobuf message objects
+// (no generated code, no gRPC dependency: the wire format is read with
+// protowire). Unknown fields are skipped, as protobuf requires; what the
+// store cannot hold faithfully (array and map attribute values) is kept
+// as JSON text.
+package otlp
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/tangram-dev/tangram/trace/store"
+)
+
+// maxDepth bounds nested array and map values.
+const maxDepth = 16
+
+// DecodeTraces appends the spans of a protobuf ExportTraceServiceRequest
+// to dst.
+func DecodeTraces(dst []store.Span, b []byte) ([]store.Span, error) {
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if num == 1 && typ == protowire.BytesType { // resource_spans
+			var err error
+			dst, err = resourceSpans(dst, v)
+			return err
+		}
+		return nil
+	})
+	return dst, err
+}
+
+// fields calls fn for each field of a message: its number, type, bytes
+// (length-delimited) or scalar value (varint, fixed32, fixed64).
+func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("otlp: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		var v []byte
+		var x uint64
+		switch typ {
+		case protowire.BytesType:
+			v, n = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			x, n = protowire.ConsumeVarint(b)
+		case protowire.Fixed64Type:
+			x, n = protowire.ConsumeFixed64(b)
+		case protowire.Fixed32Type:
+			var x32 uint32
+			x32, n = protowire.ConsumeFixed32(b)
+			x = uint64(x32)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return fmt.Errorf("otlp: field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if err := fn(num, typ, v, x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func resourceSpans(dst []store.Span, b []byte) ([]store.Span, error) {
+	var service string
+	var resource []store.Attr
+	var scopes [][]byte
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		switch num {
+		case 1: // resource
+			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				if num != 1 || typ != protowire.BytesType { // attributes
+					return nil
+				}
+				a, err := keyValue(v, 0)
+				if err != nil {
+					return err
+				}
+				if a.Key == "service.name" && a.Value.Type == store.TypeString {
+					service = a.Value.Str
+					return nil
+				}
+				resource = append(resource, a)
+				return nil
+			})
+		case 2: // scope_spans: after the resource, which may come later
+			scopes = append(scopes, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return dst, err
+	}
+	for _, sc := range scopes {
+		if dst, err = scopeSpans(dst, sc, service, resource); err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+func scopeSpans(dst []store.Span, b []byte, service string, resource []store.Attr) ([]store.Span, error) {
+	var scope []store.Attr
+	var spans [][]byte
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		switch num {
+		case 1: // scope: name 1, version 2
+			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				if typ != protowire.BytesType || len(v) == 0 {
+					return nil
+				}
+				switch num {
+				case 1:
+					scope = append(scope, strAttr("otel.scope.name", string(v)))
+				case 2:
+					scope = append(scope, strAttr("otel.scope.version", string(v)))
+				}
+				return nil
+			})
+		case 2:
+			spans = append(spans, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return dst, err
+	}
+	for _, sp := range spans {
+		s := store.Span{Service: service, Resource: resource}
+		if err := span(&s, sp); err != nil {
+			return dst, err
+		}
+		s.Attrs = append(s.Attrs, scope...)
+		dst = append(dst, s)
+	}
+	return dst, nil
+}
+
+func strAttr(k, v string) store.Attr {
+	return store.Attr{Key: k, Value: store.Value{Type: store.TypeString, Str: v}}
+}
+
+// ids copies a trace or span ID, which must be all or nothing.
+func id(dst []byte, v []byte, what string) error {
+	if len(v) != 0 && len(v) != len(dst) {
+		return fmt.Errorf("otlp: %s of %d bytes, want %d", what, len(v), len(dst))
+	}
+	copy(dst, v)
+	return nil
+}
+
+func span(s *store.Span, b []byte) error {
+	var start, end uint64
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			return id(s.TraceID[:], v, "trace_id")
+		case num == 2 && typ == protowire.BytesType:
+			return id(s.SpanID[:], v, "span_id")
+		case num == 4 && typ == protowire.BytesType:
+			return id(s.ParentID[:], v, "parent_span_id")
+		case num == 5 && typ == protowire.BytesType:
+			s.Name = string(v)
+		case num == 6 && typ == protowire.VarintType:
+			if x <= uint64(store.KindConsumer) {
+				s.Kind = store.Kind(x)
+			}
+		case num == 7 && typ == protowire.Fixed64Type:
+			start = x
+		case num == 8 && typ == protowire.Fixed64Type:
+			end = x
+		case num == 9 && typ == protowire.BytesType:
+			a, err := keyValue(v, 0)
+			if err != nil {
+				return err
+			}
+			s.Attrs = append(s.Attrs, a)
+		case num == 11 && typ == protowire.BytesType:
+			e, err := event(v)
+			if err != nil {
+				return err
+			}
+			s.Events = append(s.Events, e)
+		case num == 13 && typ == protowire.BytesType:
+			l, err := link(v)
+			if err != nil {
+				return err
+			}
+			s.Links = append(s.Links, l)
+		case num == 15 && typ == protowire.BytesType:
+			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+				switch {
+				case num == 2 && typ == protowire.BytesType:
+					s.StatusMessage = string(v)
+				case num == 3 && typ == protowire.VarintType && x <= uint64(store.StatusError):
+					s.Status = store.Status(x)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if s.TraceID == (store.TraceID{}) || s.SpanID == (store.SpanID{}) {
+		return errors.New("otlp: a span without a trace_id or span_id")
+	}
+	s.StartUnixNano = start
+	if end > start {
+		s.DurationNano = end - start
+	}
+	return nil
+}
+
+func event(b []byte) (store.Event, error) {
+	var e store.Event
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			e.TimeUnixNano = x
+		case num == 2 && typ == protowire.BytesType:
+			e.Name = string(v)
+		case num == 3 && typ == protowire.BytesType:
+			a, err := keyValue(v, 0)
+			if err != nil {
+				return err
+			}
+			e.Attrs = append(e.Attrs, a)
+		}
+		return nil
+	})
+	return e, err
+}
+
+func link(b []byte) (store.Link, error) {
+	var l store.Link
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			return id(l.TraceID[:], v, "link trace_id")
+		case num == 2 && typ == protowire.BytesType:
+			return id(l.SpanID[:], v, "link span_id")
+		case num == 4 && typ == protowire.BytesType:
+			a, err := keyValue(v, 0)
+			if err != nil {
+				return err
+			}
+			l.Attrs = append(l.Attrs, a)
+		}
+		return nil
+	})
+	return l, err
+}
+
+func keyValue(b []byte, depth int) (store.Attr, error) {
+	var a store.Attr
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		switch num {
+		case 1:
+			a.Key = string(v)
+		case 2:
+			val, err := anyValue(v, depth)
+			if err != nil {
+				return err
+			}
+			a.Value = val
+		}
+		return nil
+	})
+	return a, err
+}
+
+// anyValue decodes an AnyValue; arrays and maps become JSON text.
+func anyValue(b []byte, depth int) (store.Value, error) {
+	var out store.Value
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			out = store.Value{Type: store.TypeString, Str: string(v)}
+		case num == 2 && typ == protowire.VarintType:
+			out = store.Value{Type: store.TypeBool, Bool: x != 0}
+		case num == 3 && typ == protowire.VarintType:
+			out = store.Value{Type: store.TypeInt, Int: int64(x)}
+		case num == 4 && typ == protowire.Fixed64Type:
+			out = store.Value{Type: store.TypeFloat, Float: math.Float64frombits(x)}
+		case num == 7 && typ == protowire.BytesType:
+			out = store.Value{Type: store.TypeBytes, Str: string(v)}
+		case (num == 5 || num == 6) && typ == protowire.BytesType:
+			g, err := generic(num, v, depth+1)
+			if err != nil {
+				return err
+			}
+			j, err := json.Marshal(g)
+			if err != nil {
+				return fmt.Errorf("otlp: %w", err)
+			}
+			out = store.Value{Type: store.TypeJSON, Str: string(j)}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// generic decodes an ArrayValue (5) or KeyValueList (6) into Go values.
+func generic(kind protowire.Number, b []byte, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, fmt.Errorf("otlp: attribute values nested deeper than %d", maxDepth)
+	}
+	arr := []any{}
+	obj := map[string]any{}
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if num != 1 || typ != protowire.BytesType {
+			return nil
+		}
+		if kind == 5 {
+			val, err := anyValue(v, depth)
+			if err != nil {
+				return err
+			}
+			arr = append(arr, plain(val))
+			return nil
+		}
+		a, err := keyValue(v, depth)
+		if err != nil {
+			return err
+		}
+		obj[a.Key] = plain(a.Value)
+		return nil
+	})
+	if kind == 5 {
+		return arr, err
+	}
+	return obj, err
+}
+
+// plain is a value as a Go value for JSON.
+func plain(v store.Value) any {
+	switch v.Type {
+	case store.TypeInt:
+		return v.Int
+	case store.TypeFloat:
+		if math.IsNaN(v.Float) || math.IsInf(v.Float, 0) {
+			return strconv.FormatFloat(v.Float, 'g', -1, 64)
+		}
+		return v.Float
+	case store.TypeBool:
+		return v.Bool
+	case store.TypeBytes:
+		return base64.StdEncoding.EncodeToString([]byte(v.Str))
+	case store.TypeJSON:
+		return json.RawMessage(v.Str)
+	}
+	return v.Str
+}
+
+// hexID decodes a JSON trace or span ID (hex in OTLP/JSON).
+func hexID(dst []byte, s, what string) error {
+	if s == "" {
+		return nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(dst) {
+		return fmt.Errorf("otlp: %s %q: want %d hex-encoded bytes", what, s, len(dst))
+	}
+	copy(dst, b)
+	return nil
+}
