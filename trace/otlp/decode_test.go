@@ -46,7 +46,7 @@ func request(t testing.TB) []byte {
 			}, {
 				TraceId: tid, SpanId: []byte{2, 2, 2, 2, 2, 2, 2, 2}, ParentSpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}, Name: "publish",
 				Kind: tracepb.Span_SPAN_KIND_PRODUCER, StartTimeUnixNano: 1_700_000_000_010_000_000, EndTimeUnixNano: 1_700_000_000_020_000_000,
-				Links: []*tracepb.Span_Link{{TraceId: tid, SpanId: []byte{9, 9, 9, 9, 9, 9, 9, 9}, Attributes: []*commonpb.KeyValue{str("why", "batch")}}},
+				Links:  []*tracepb.Span_Link{{TraceId: tid, SpanId: []byte{9, 9, 9, 9, 9, 9, 9, 9}, Attributes: []*commonpb.KeyValue{str("why", "batch")}}},
 				Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK},
 			}},
 		}},
@@ -74,7 +74,9 @@ func request(t testing.TB) []byte {
 // want is what request holds, as the store's spans.
 func want() []store.Span {
 	tid := store.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
-	s := func(k, v string) store.Attr { return store.Attr{Key: k, Value: store.Value{Type: store.TypeString, Str: v}} }
+	s := func(k, v string) store.Attr {
+		return store.Attr{Key: k, Value: store.Value{Type: store.TypeString, Str: v}}
+	}
 	scope := []store.Attr{s("otel.scope.name", "tangram/rpc"), s("otel.scope.version", "1.0")}
 	return []store.Span{{
 		TraceID: tid, SpanID: store.SpanID{1, 1, 1, 1, 1, 1, 1, 1}, Service: "checkout", Name: "POST /orders", Kind: store.KindServer,
