@@ -1,6 +1,6 @@
 # Tangram — the two commands that matter: `make run` (or `go run ./cmd/tangram server`) and `make test`.
 GO ?= go
-RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/... ./kv/... ./lock/... ./idgen/... ./cache/... ./txn/... ./shard/...
+RACE_PKGS := ./config/... ./internal/park/... ./internal/store/... ./rpc/... ./registry/... ./job/... ./mq/... ./kv/... ./lock/... ./idgen/... ./cache/... ./txn/... ./shard/... ./trace/...
 
 .PHONY: run build test test-short lint bench services fuzz robustness tour
 

@@ -1,0 +1,358 @@
+// Package server is the trace collector: OTLP/HTTP receivers for any
+// OpenTelemetry SDK (POST /v1/traces, protobuf or JSON, gzip or not), a
+// bounded ingest queue that never makes a sender wait — what does not fit
+// is refused at once, counted, and reported to the sender as OTLP's
+// partial success — a writer that appends batches to the span store, and
+// the query API (a trace by ID, searches).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tangram-dev/tangram/trace/store"
+)
+
+// Config is the collector's configuration.
+type Config struct {
+	// Dir holds the span store (required).
+	Dir string
+	// OTLPHTTPAddr is where OTLP/HTTP is received (default
+	// 127.0.0.1:4318, OTLP's standard port; "off" receives none — spans
+	// then come only through Ingest).
+	OTLPHTTPAddr string
+	// QueueSpans bounds the spans waiting for the writer (default 65536).
+	QueueSpans int
+	// BatchSpans is how many spans the writer appends at once at most
+	// (default 4096).
+	BatchSpans int
+	// MaxRequestBytes bounds an OTLP request body, after gzip (default 32 MiB).
+	MaxRequestBytes int64
+	// Store: segment size, retention, fsync (store.Config without Dir).
+	SegmentBytes int64
+	MaxAge       time.Duration
+	MaxBytes     int64
+	Sync         bool
+	// RetainEvery is how often retention runs besides at each new
+	// segment (default 1 minute).
+	RetainEvery time.Duration
+	Logger      *slog.Logger
+}
+
+// DefaultConfig returns the defaults (Dir still needed).
+func DefaultConfig() Config {
+	return Config{
+		OTLPHTTPAddr: "127.0.0.1:4318", QueueSpans: 65536, BatchSpans: 4096, MaxRequestBytes: 32 << 20,
+		SegmentBytes: store.DefaultConfig().SegmentBytes, MaxAge: 7 * 24 * time.Hour, RetainEvery: time.Minute,
+	}
+}
+
+// Validate checks cfg.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("trace: Dir is required")
+	}
+	if c.QueueSpans < 0 || c.BatchSpans < 0 || c.MaxRequestBytes < 0 || c.RetainEvery < 0 {
+		return errors.New("trace: QueueSpans, BatchSpans, MaxRequestBytes and RetainEvery cannot be negative")
+	}
+	return store.Config{Dir: c.Dir, SegmentBytes: c.SegmentBytes, MaxAge: c.MaxAge, MaxBytes: c.MaxBytes}.Validate()
+}
+
+// ErrServerClosed is returned by Start after Close.
+var ErrServerClosed = errors.New("trace: server closed")
+
+// Server is the collector.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	st     *store.Store
+	ln     net.Listener
+	http   *http.Server
+	queue  chan []store.Span
+	queued atomic.Int64 // spans in queue
+	// stopping refuses Ingest once Shutdown or Close has begun; ingestMu
+	// makes a send that saw it false finish before the writer's last
+	// drain.
+	ingestMu sync.RWMutex
+	stopping bool
+	// pause, set before Start by tests of a full queue, makes the writer
+	// wait until it is closed.
+	pause chan struct{}
+
+	received, dropped, stored, failed atomic.Int64
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// New makes a collector; no I/O until Start.
+func New(cfg Config) (*Server, error) {
+	d := DefaultConfig()
+	if cfg.OTLPHTTPAddr == "" {
+		cfg.OTLPHTTPAddr = d.OTLPHTTPAddr
+	}
+	if cfg.QueueSpans == 0 {
+		cfg.QueueSpans = d.QueueSpans
+	}
+	if cfg.BatchSpans == 0 {
+		cfg.BatchSpans = d.BatchSpans
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if cfg.SegmentBytes == 0 {
+		cfg.SegmentBytes = d.SegmentBytes
+	}
+	if cfg.RetainEvery == 0 {
+		cfg.RetainEvery = d.RetainEvery
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, stop: make(chan struct{})}, nil
+}
+
+// Start opens the store, listens for OTLP and starts the writer.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if s.started {
+		return errors.New("trace: already started")
+	}
+	st, err := store.Open(store.Config{Dir: s.cfg.Dir, SegmentBytes: s.cfg.SegmentBytes, MaxAge: s.cfg.MaxAge, MaxBytes: s.cfg.MaxBytes, Sync: s.cfg.Sync, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	s.st = st
+	// The queue holds batches; QueueSpans bounds the spans in them.
+	s.queue = make(chan []store.Span, max(16, s.cfg.QueueSpans/64))
+	if s.cfg.OTLPHTTPAddr != "off" {
+		ln, err := net.Listen("tcp", s.cfg.OTLPHTTPAddr)
+		if err != nil {
+			st.Close()
+			return fmt.Errorf("trace: listen for OTLP/HTTP: %w", err)
+		}
+		s.ln = ln
+		mux := http.NewServeMux()
+		mux.Handle("POST /v1/traces", http.HandlerFunc(s.receiveHTTP))
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("trace: OTLP/HTTP receiver stopped", "err", err)
+			}
+		}()
+	}
+	s.wg.Add(1)
+	go s.writer()
+	s.started = true
+	return nil
+}
+
+// OTLPAddr is the OTLP/HTTP receiver's address (after Start).
+func (s *Server) OTLPAddr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Ingest queues spans for the store without waiting. It returns how many
+// were refused because the queue is full (all or none of a call's).
+func (s *Server) Ingest(spans []store.Span) (rejected int) {
+	if len(spans) == 0 {
+		return 0
+	}
+	s.received.Add(int64(len(spans)))
+	s.ingestMu.RLock()
+	defer s.ingestMu.RUnlock()
+	if s.stopping || !s.isStarted() {
+		s.dropped.Add(int64(len(spans)))
+		return len(spans)
+	}
+	if s.queued.Add(int64(len(spans))) > int64(s.cfg.QueueSpans) {
+		s.queued.Add(-int64(len(spans)))
+		s.dropped.Add(int64(len(spans)))
+		return len(spans)
+	}
+	select {
+	case s.queue <- spans:
+		return 0
+	default:
+		s.queued.Add(-int64(len(spans)))
+		s.dropped.Add(int64(len(spans)))
+		return len(spans)
+	}
+}
+
+func (s *Server) isStarted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
+}
+
+// writer appends queued spans to the store, several requests' spans per
+// append, and runs retention now and then.
+func (s *Server) writer() {
+	defer s.wg.Done()
+	retain := time.NewTicker(s.cfg.RetainEvery)
+	defer retain.Stop()
+	var batch []store.Span
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := s.st.Append(batch); err != nil {
+			s.failed.Add(int64(len(batch)))
+			s.log.Error("trace: store append failed; spans lost", "spans", len(batch), "err", err)
+		} else {
+			s.stored.Add(int64(len(batch)))
+		}
+		s.queued.Add(-int64(len(batch)))
+		clear(batch)
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case spans := <-s.queue:
+			if p := s.pause; p != nil {
+				<-p
+			}
+			batch = append(batch, spans...)
+		more:
+			for len(batch) < s.cfg.BatchSpans {
+				select {
+				case spans := <-s.queue:
+					batch = append(batch, spans...)
+				default:
+					break more
+				}
+			}
+			flush()
+		case <-retain.C:
+			s.st.Retain(time.Now())
+		case <-s.stop:
+			// Drain what was queued before the stop.
+			for {
+				select {
+				case spans := <-s.queue:
+					batch = append(batch, spans...)
+					if len(batch) >= s.cfg.BatchSpans {
+						flush()
+					}
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+// Store is the span store (after Start), for queries in process.
+func (s *Server) Store() *store.Store { return s.st }
+
+// Shutdown stops receiving, writes what is queued, and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.ingestMu.Lock()
+	s.stopping = true
+	s.ingestMu.Unlock()
+	var err error
+	if s.http != nil {
+		err = s.http.Shutdown(ctx)
+	}
+	close(s.stop)
+	s.wg.Wait()
+	if cerr := s.st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close stops at once: receivers closed, the queue written, the store
+// closed; it returns when every goroutine has ended.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.ingestMu.Lock()
+	s.stopping = true
+	s.ingestMu.Unlock()
+	if s.http != nil {
+		s.http.Close()
+	}
+	close(s.stop)
+	s.wg.Wait()
+	return s.st.Close()
+}
+
+// Collector returns the collector's metrics.
+func (s *Server) Collector() prometheus.Collector { return (*metrics)(s) }
+
+type metrics Server
+
+var (
+	descReceived = prometheus.NewDesc("tangram_trace_spans_received_total", "Spans received by the collector.", nil, nil)
+	descDropped  = prometheus.NewDesc("tangram_trace_spans_dropped_total", "Spans refused because the ingest queue was full.", nil, nil)
+	descStored   = prometheus.NewDesc("tangram_trace_spans_stored_total", "Spans written to the span store.", nil, nil)
+	descFailed   = prometheus.NewDesc("tangram_trace_spans_failed_total", "Spans lost to a store write error.", nil, nil)
+	descQueued   = prometheus.NewDesc("tangram_trace_spans_queued", "Spans waiting for the writer.", nil, nil)
+)
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReceived
+	ch <- descDropped
+	ch <- descStored
+	ch <- descFailed
+	ch <- descQueued
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(m.received.Load()))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(m.dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(descStored, prometheus.CounterValue, float64(m.stored.Load()))
+	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(m.failed.Load()))
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(m.queued.Load()))
+}
+
+// Counts are the collector's counters.
+type Counts struct{ Received, Dropped, Stored, Failed, Queued int64 }
+
+// Counts returns the counters.
+func (s *Server) Counts() Counts {
+	return Counts{s.received.Load(), s.dropped.Load(), s.stored.Load(), s.failed.Load(), s.queued.Load()}
+}

@@ -1,0 +1,71 @@
+// Package trace is the SDK side of Tangram's tracing: the shapes the
+// collector's query API answers with (a trace, a search's matches). The
+// collector itself is trace/server; its span store trace/store; the OTLP
+// decoders trace/otlp.
+package trace
+
+// Span is a stored span as the query API returns it: IDs in hex, times in
+// nanoseconds since the Unix epoch, attributes as JSON values.
+type Span struct {
+	TraceID       string         `json:"trace_id"`
+	SpanID        string         `json:"span_id"`
+	ParentID      string         `json:"parent_id,omitempty"`
+	Service       string         `json:"service"`
+	Name          string         `json:"name"`
+	Kind          string         `json:"kind"`
+	StartUnixNano uint64         `json:"start_unix_nano"`
+	DurationNano  uint64         `json:"duration_nano"`
+	Status        string         `json:"status"`
+	StatusMessage string         `json:"status_message,omitempty"`
+	Attributes    map[string]any `json:"attributes,omitempty"`
+	Resource      map[string]any `json:"resource,omitempty"`
+	Events        []Event        `json:"events,omitempty"`
+	Links         []Link         `json:"links,omitempty"`
+}
+
+// Event is a span's timestamped note.
+type Event struct {
+	TimeUnixNano uint64         `json:"time_unix_nano"`
+	Name         string         `json:"name"`
+	Attributes   map[string]any `json:"attributes,omitempty"`
+}
+
+// Link points to another span.
+type Link struct {
+	TraceID    string         `json:"trace_id"`
+	SpanID     string         `json:"span_id"`
+	Attributes map[string]any `json:"attributes,omitempty"`
+}
+
+// TraceReply is GET /api/v1/trace/traces/{id}: the trace's spans by start.
+type TraceReply struct {
+	TraceID string `json:"trace_id"`
+	Spans   []Span `json:"spans"`
+}
+
+// Match is one trace a search found, named by its first matching span.
+type Match struct {
+	TraceID       string `json:"trace_id"`
+	Service       string `json:"service"`
+	Name          string `json:"name"`
+	StartUnixNano uint64 `json:"start_unix_nano"`
+	DurationNano  uint64 `json:"duration_nano"`
+	Status        string `json:"status"`
+}
+
+// SearchReply is GET /api/v1/trace/traces: matching traces, newest first.
+type SearchReply struct {
+	Traces []Match `json:"traces"`
+}
+
+// StatsReply is GET /api/v1/trace/stats.
+type StatsReply struct {
+	Received int64 `json:"received"`
+	Dropped  int64 `json:"dropped"`
+	Stored   int64 `json:"stored"`
+	Failed   int64 `json:"failed"`
+	Queued   int64 `json:"queued"`
+	Segments int   `json:"segments"`
+	Bytes    int64 `json:"bytes"`
+	Spans    int   `json:"spans"`
+}
