@@ -26,6 +26,7 @@ import (
 	"github.com/tangram-dev/tangram/registry"
 	registryserver "github.com/tangram-dev/tangram/registry/server"
 	"github.com/tangram-dev/tangram/rpc"
+	traceserver "github.com/tangram-dev/tangram/trace/server"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
@@ -94,6 +95,9 @@ var (
 	_ Component        = (*txnserver.Server)(nil)
 	_ HTTPMounter      = (*txnserver.Server)(nil)
 	_ RPCRegistrar     = (*txnserver.Server)(nil)
+	_ Component        = (*traceserver.Server)(nil)
+	_ HTTPMounter      = (*traceserver.Server)(nil)
+	_ MetricsCollector = (*traceserver.Server)(nil)
 )
 
 // The names --components takes, in the order the components start (and
@@ -108,11 +112,12 @@ const (
 	CompLock     = "lock"   // sessions, nodes and locks with ZooKeeper's semantics
 	CompID       = "id"     // segment tags and leased snowflake worker numbers
 	CompTxn      = "txn"    // the distributed-transaction coordinator
+	CompTrace    = "trace"  // the trace collector (OTLP in, span store, queries)
 )
 
 // ComponentNames lists every component, in start order.
 func ComponentNames() []string {
-	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock, CompID, CompTxn}
+	return []string{CompConfig, CompRegistry, CompJob, CompMQ, CompBroker, CompKV, CompLock, CompID, CompTxn, CompTrace}
 }
 
 // selected returns the components to run: Config.Components (all when
@@ -241,6 +246,19 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		}
 		s.txns = x
 		return x, nil
+	case CompTrace:
+		tc := traceserver.DefaultConfig()
+		tc.Dir, tc.OTLPHTTPAddr, tc.Logger = filepath.Join(s.cfg.DataDir, "trace"), s.cfg.OTLPHTTPAddr, s.log.With("component", "trace")
+		if s.cfg.TraceMaxAge != 0 {
+			tc.MaxAge = s.cfg.TraceMaxAge
+		}
+		tc.MaxBytes = s.cfg.TraceMaxBytes
+		c, err := traceserver.New(tc)
+		if err != nil {
+			return nil, err
+		}
+		s.traces = c
+		return c, nil
 	case CompLock:
 		l, err := lockserver.New(lockserver.Config{Store: s.st, Logger: s.log.With("component", "lock")})
 		if err != nil {

@@ -103,3 +103,12 @@ func (s *Server) KVAddr() string {
 
 // Names is the MQ name service (nil when not running).
 func (s *Server) Names() *names.Table { return s.names }
+
+// OTLPAddr is the trace collector's OTLP/HTTP address ("" when it
+// receives none).
+func (s *Server) OTLPAddr() string {
+	if s.traces == nil {
+		return ""
+	}
+	return s.traces.OTLPAddr()
+}

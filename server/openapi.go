@@ -18,6 +18,7 @@ import (
 	jobserver "github.com/tangram-dev/tangram/job/server"
 	lockserver "github.com/tangram-dev/tangram/lock/server"
 	registryserver "github.com/tangram-dev/tangram/registry/server"
+	traceserver "github.com/tangram-dev/tangram/trace/server"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
@@ -33,7 +34,7 @@ func platformRoutes() []apidoc.Route {
 // components a server runs.
 func APIRoutes() []apidoc.Route {
 	var out []apidoc.Route
-	for _, l := range [][]apidoc.Route{platformRoutes(), auth.APIRoutes(), configserver.APIRoutes(), registryserver.APIRoutes(), jobserver.APIRoutes(), lockserver.APIRoutes(), idserver.APIRoutes(), txnserver.APIRoutes()} {
+	for _, l := range [][]apidoc.Route{platformRoutes(), auth.APIRoutes(), configserver.APIRoutes(), registryserver.APIRoutes(), jobserver.APIRoutes(), lockserver.APIRoutes(), idserver.APIRoutes(), txnserver.APIRoutes(), traceserver.APIRoutes()} {
 		out = append(out, l...)
 	}
 	return out

@@ -43,6 +43,7 @@ import (
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/rpc"
+	traceserver "github.com/tangram-dev/tangram/trace/server"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
@@ -148,6 +149,13 @@ type Config struct {
 	KVAddr      string
 	KVFsync     string
 	KVNoPersist bool
+	// OTLPHTTPAddr is where the trace collector receives OTLP/HTTP
+	// (default "127.0.0.1:4318", OTLP's port; "off" receives none). Its
+	// spans are kept in <DataDir>/trace for TraceMaxAge (default 7 days),
+	// at most TraceMaxBytes (0: no cap).
+	OTLPHTTPAddr  string
+	TraceMaxAge   time.Duration
+	TraceMaxBytes int64
 	// MQNameTTL is how long the name service keeps a broker that stopped
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration
@@ -163,7 +171,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", KVAddr: ":6380", DataDir: "./data"}
+	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", KVAddr: ":6380", OTLPHTTPAddr: "127.0.0.1:4318", DataDir: "./data"}
 }
 
 // withDefaults returns c with its zero fields set from DefaultConfig.
@@ -186,6 +194,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KVAddr == "" {
 		c.KVAddr = d.KVAddr
+	}
+	if c.OTLPHTTPAddr == "" {
+		c.OTLPHTTPAddr = d.OTLPHTTPAddr
 	}
 	if c.Store == "" {
 		c.Store = "sqlite://" + filepath.Join(c.DataDir, "tangram.db")
@@ -225,6 +236,7 @@ type Server struct {
 	names     *names.Table
 	broker    *broker.Broker
 	kv        *kvserver.Server
+	traces    *traceserver.Server
 	locks     *lockserver.Server
 	txns      *txnserver.Server
 	ids       *idserver.Server

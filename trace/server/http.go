@@ -11,12 +11,33 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/trace"
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
 const apiBase = "/api/v1/trace"
+
+// APIRoutes documents the query API (docs/openapi.yaml).
+func APIRoutes() []apidoc.Route {
+	t := "trace"
+	return []apidoc.Route{
+		{Method: "GET", Path: apiBase + "/traces/{id}", Tag: t, Summary: "A trace's spans by start time (the ID in 32 hex digits)", Response: trace.TraceReply{}, Also: []int{404}},
+		{Method: "GET", Path: apiBase + "/traces", Tag: t, Summary: "Traces with a span matching every criterion, newest first", Response: trace.SearchReply{}, Query: []apidoc.Param{
+			{Name: "service", Description: "the span's service (its resource's service.name)"},
+			{Name: "operation", Description: "the span's name"},
+			{Name: "min_duration", Description: "at least this long (a Go duration: 250ms)"},
+			{Name: "max_duration", Description: "at most this long"},
+			{Name: "errors", Description: "true: spans whose status is error"},
+			{Name: "start", Description: "started at or after (RFC 3339)"},
+			{Name: "end", Description: "started before (RFC 3339)"},
+			{Name: "attr", Description: "key=value, repeatable; compared as text"},
+			{Name: "limit", Description: "traces, 1 to 1000 (default 20)", Type: "integer"},
+		}},
+		{Method: "GET", Path: apiBase + "/stats", Tag: t, Summary: "The collector's counters and the store's size", Response: trace.StatsReply{}},
+	}
+}
 
 // Mount registers the query API under /api/v1/trace/, each route wrapped
 // by wrap (the platform's authentication); reading needs the read
