@@ -91,11 +91,13 @@ type Server struct {
 
 	received, dropped, stored, failed atomic.Int64
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // New makes a collector; no I/O until Start.
@@ -273,51 +275,51 @@ func (s *Server) writer() {
 // Store is the span store (after Start), for queries in process.
 func (s *Server) Store() *store.Store { return s.st }
 
-// Shutdown stops receiving, writes what is queued, and closes the store.
+// Shutdown stops receiving — letting requests in flight finish until ctx
+// ends — writes what was accepted, and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.started || s.closed {
-		s.closed = true
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.ingestMu.Lock()
-	s.stopping = true
-	s.ingestMu.Unlock()
-	var err error
-	if s.http != nil {
-		err = s.http.Shutdown(ctx)
-	}
-	close(s.stop)
-	s.wg.Wait()
-	if cerr := s.st.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return s.stopWith(func() error {
+		err := s.http.Shutdown(ctx)
+		if err != nil {
+			s.http.Close()
+		}
+		return err
+	})
 }
 
-// Close stops at once: receivers closed, the queue written, the store
-// closed; it returns when every goroutine has ended.
+// Close stops at once: receivers closed, what was accepted written, the
+// store closed; it returns when every goroutine has ended.
 func (s *Server) Close() error {
+	return s.stopWith(func() error { s.http.Close(); return nil })
+}
+
+// stopWith stops the collector once, receivers stopped by stopHTTP; a
+// later or concurrent Shutdown or Close waits for that stop and returns
+// its result.
+func (s *Server) stopWith(stopHTTP func() error) error {
 	s.mu.Lock()
-	if !s.started || s.closed {
-		s.closed = true
-		s.mu.Unlock()
-		return nil
-	}
+	started := s.started
 	s.closed = true
 	s.mu.Unlock()
-	s.ingestMu.Lock()
-	s.stopping = true
-	s.ingestMu.Unlock()
-	if s.http != nil {
-		s.http.Close()
+	if !started {
+		return nil
 	}
-	close(s.stop)
-	s.wg.Wait()
-	return s.st.Close()
+	s.stopOnce.Do(func() {
+		s.ingestMu.Lock()
+		s.stopping = true
+		s.ingestMu.Unlock()
+		var err error
+		if s.http != nil {
+			err = stopHTTP()
+		}
+		close(s.stop)
+		s.wg.Wait()
+		if cerr := s.st.Close(); err == nil {
+			err = cerr
+		}
+		s.stopErr = err
+	})
+	return s.stopErr
 }
 
 // Collector returns the collector's metrics.

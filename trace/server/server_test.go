@@ -325,3 +325,24 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("Start after Close: %v", err)
 	}
 }
+
+// TestCloseWaitsForShutdown: a Close racing a Shutdown returns only once
+// the stop is complete (every goroutine ended, the store closed).
+func TestCloseWaitsForShutdown(t *testing.T) {
+	s, _ := collector(t, Config{})
+	post(t, s, exportRequest(t, "svc", 0, 5), "application/x-protobuf", "")
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.Counts(); c.Stored != 15 || c.Queued != 0 {
+		t.Fatalf("Close returned before the stop finished: %+v", c)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store().Trace([16]byte{}); err == nil {
+		t.Fatal("the store is still open after Close")
+	}
+}
