@@ -28,7 +28,7 @@ import (
 // Errors a caller may test for.
 var (
 	ErrExists     = errors.New("container: a container with this ID exists")
-	ErrNotFound   = ErrNotExist
+	ErrNotFound   = errNoState
 	ErrNotCreated = errors.New("container: not in the created state")
 	ErrRunning    = errors.New("container: still running (stop it, or delete with force)")
 	ErrNotRunning = errors.New("container: not running")

@@ -129,5 +129,4 @@ func (s *State) alive() bool {
 	return ok && !dead && start == s.InitStart
 }
 
-// ErrNotExist is returned for an ID no container has.
-var ErrNotExist = errors.New("container: no such container")
+var errNoState = errors.New("container: no such container")

@@ -146,7 +146,7 @@ func monitorMain(v string, status *os.File) int {
 	if job.Remove {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := r.Delete(ctx, job.ID, true); err != nil && !errors.Is(err, container.ErrNotExist) {
+		if err := r.Delete(ctx, job.ID, true); err != nil && !errors.Is(err, container.ErrNotFound) {
 			return 1
 		}
 	}
