@@ -117,9 +117,8 @@ func TestFollowAcrossRotations(t *testing.T) {
 		if i%4 == 3 {
 			// Pace the writer: wait for the follower every 4 lines (a file
 			// holds 7), so at most one rotation happens between its polls.
-			deadline := time.Now().Add(5 * time.Second)
-			for !strings.HasSuffix(out.String(), fmt.Sprintf("line %03d\n", i)) && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Microsecond) // sleep-ok: pacing a writer against a poller, bounded
+			if !out.waitSuffix(fmt.Sprintf("line %03d\n", i), 5*time.Second) {
+				t.Fatalf("the follower did not print line %d", i)
 			}
 		}
 	}
@@ -142,14 +141,21 @@ func TestFollowAcrossRotations(t *testing.T) {
 	}
 }
 
+// syncBuf is a buffer written by the follower and read by the test,
+// which can wait for what it expects to be written.
 type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed and replaced at each write
 }
 
 func (s *syncBuf) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -157,4 +163,27 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// waitSuffix waits until the buffer ends with suffix, woken by writes;
+// false if it did not within d.
+func (s *syncBuf) waitSuffix(suffix string, d time.Duration) bool {
+	timeout := time.After(d)
+	for {
+		s.mu.Lock()
+		if strings.HasSuffix(s.b.String(), suffix) {
+			s.mu.Unlock()
+			return true
+		}
+		if s.written == nil {
+			s.written = make(chan struct{})
+		}
+		ch := s.written
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout:
+			return false
+		}
+	}
 }
