@@ -216,11 +216,7 @@ func (s *Store) openSegment(seq uint64) (*segment, error) {
 		seg.size = int64(len(segMagic))
 		return seg, nil
 	}
-	end, err := scan(f, func(off int64, sp *Span) { seg.note(off, sp) })
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
+	end := scan(f, func(off int64, sp *Span) { seg.note(off, sp) })
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -239,24 +235,17 @@ func (s *Store) openSegment(seq uint64) (*segment, error) {
 
 // scan reads f's records from after the magic, calling fn with each
 // record's offset and head, and returns where the whole records end.
-func scan(f *os.File, fn func(off int64, sp *Span)) (int64, error) {
-	off := int64(len(segMagic))
-	r := io.NewSectionReader(f, 0, 1<<62)
-	br := newReader(r, off)
+func scan(f *os.File, fn func(off int64, sp *Span)) int64 {
 	var sp Span
-	for {
-		payload, next, ok := br.next()
-		if !ok {
-			return off, nil
-		}
+	return scanRecords(f, 1<<62, func(off int64, payload []byte) bool {
 		d := decoder{b: payload}
 		d.head(&sp)
 		if d.err != nil {
-			return off, nil
+			return false
 		}
 		fn(off, &sp)
-		off = next
-	}
+		return true
+	})
 }
 
 // note records a span written at off in an active segment.
@@ -363,9 +352,7 @@ func (s *Store) seal(g *segment) error {
 	if g.byTrace == nil {
 		g.byTrace = map[TraceID][]uint32{}
 		g.spans, g.services = 0, map[string]bool{}
-		if _, err := scan(g.f, func(off int64, sp *Span) { g.note(off, sp) }); err != nil {
-			return err
-		}
+		scan(g.f, func(off int64, sp *Span) { g.note(off, sp) })
 	}
 	type entry struct {
 		id  TraceID
@@ -627,7 +614,7 @@ func (s *Store) Search(q Query) ([]Match, error) {
 			continue
 		}
 		var found []Match
-		_, err := scanRecords(g.f, g.size, func(payload []byte) bool {
+		scanRecords(g.f, g.size, func(_ int64, payload []byte) bool {
 			d := decoder{b: payload}
 			var sp Span
 			d.head(&sp)
@@ -644,9 +631,6 @@ func (s *Store) Search(q Query) ([]Match, error) {
 			found = append(found, Match{sp.TraceID, sp.Service, sp.Name, sp.StartUnixNano, sp.DurationNano, sp.Status})
 			return true
 		})
-		if err != nil {
-			return nil, err
-		}
 		// Newest first within the segment too: later in the file is
 		// newer among spans that started at the same time.
 		slices.Reverse(found)
@@ -701,17 +685,16 @@ func (v Value) Text() string {
 	return v.Str
 }
 
-// scanRecords calls fn with each whole record's payload up to end.
-func scanRecords(f *os.File, end int64, fn func(payload []byte) bool) (int64, error) {
-	br := newReader(io.NewSectionReader(f, 0, end), int64(len(segMagic)))
+// scanRecords calls fn with each whole record's offset and payload up to
+// end, until fn returns false; it returns the offset it stopped at (the
+// end of the whole records, or the record fn refused).
+func scanRecords(f *os.File, end int64, fn func(off int64, payload []byte) bool) int64 {
 	off := int64(len(segMagic))
+	br := newReader(io.NewSectionReader(f, 0, end), off)
 	for {
 		payload, next, ok := br.next()
-		if !ok {
-			return off, nil
-		}
-		if !fn(payload) {
-			return next, nil
+		if !ok || !fn(off, payload) {
+			return off
 		}
 		off = next
 	}
