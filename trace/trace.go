@@ -1,7 +1,20 @@
-// Package trace is the SDK side of Tangram's tracing: the shapes the
-// collector's query API answers with (a trace, a search's matches). The
-// collector itself is trace/server; its span store trace/store; the OTLP
-// decoders trace/otlp.
+// Package trace is the SDK side of Tangram's tracing, built on the
+// OpenTelemetry Go API and SDK (no tracer of its own):
+//
+//   - New sets up a TracerProvider for a service — parent-based ratio
+//     sampling, a bounded batch queue that drops rather than blocks, and
+//     an OTLP/HTTP Exporter written with protowire (the SDK links no gRPC
+//     and no generated OTLP code) — for Tangram's collector or any other;
+//   - HTTPHandler and Transport trace HTTP servers and clients through
+//     the W3C traceparent header (rpc.ServerTracing and the mq package do
+//     the same for RPC and messages);
+//   - NewLogHandler stamps trace and span IDs on log/slog records and can
+//     record them as span events, so logs travel with their trace;
+//   - the shapes the collector's query API answers with (TraceReply,
+//     SearchReply, StatsReply).
+//
+// The collector itself is trace/server; its span store trace/store; the
+// OTLP decoders trace/otlp.
 package trace
 
 // Span is a stored span as the query API returns it: IDs in hex, times in
