@@ -8,6 +8,8 @@
 package mq
 
 import (
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -37,6 +39,11 @@ type Config struct {
 	// DialOptions are added to every RPC connection.
 	DialOptions []rpc.DialOption
 	Logger      *slog.Logger
+	// TracerProvider records a producer span per send and a consumer span
+	// per message handled (the consumer's a child of the producer's, and
+	// linked to it, across the broker). Nil records none; the caller's
+	// trace context still travels in the messages either way.
+	TracerProvider oteltrace.TracerProvider
 }
 
 // Client holds the connections to the name service and the brokers and a
@@ -46,6 +53,8 @@ type Client struct {
 	log   *slog.Logger
 	names *rpc.Client
 	id    string
+	// tracer is nil when no TracerProvider is set.
+	tracer oteltrace.Tracer
 
 	mu      sync.Mutex
 	brokers map[string]*rpc.Client // by address
@@ -84,7 +93,7 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, brokers: map[string]*rpc.Client{}, routes: map[string]*route{}, stop: make(chan struct{})}
+	c := &Client{cfg: cfg, log: cfg.Logger, tracer: tracerOf(cfg.TracerProvider), brokers: map[string]*rpc.Client{}, routes: map[string]*route{}, stop: make(chan struct{})}
 	var err error
 	if c.names, err = rpc.Dial(ctx, strings.Join(cfg.Servers, ","), c.dialOpts()...); err != nil {
 		return nil, fmt.Errorf("mq: name service: %w", err)

@@ -1,6 +1,8 @@
 package mq
 
 import (
+	"go.opentelemetry.io/otel/codes"
+
 	"context"
 	"errors"
 	"fmt"
@@ -245,12 +247,20 @@ func (cs *Consumer) run(m *Message, pq *processQueue) (err error) {
 	if h == nil {
 		return fmt.Errorf("mq: no handler for topic %q", m.Topic)
 	}
+	ctx, span := cs.startProcess(handlerContext(cs.ctx, m), m)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("mq: handler panicked: %v", r)
 		}
+		if span != nil {
+			if err != nil && !errors.Is(err, ErrNotConsumed) {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}
 	}()
-	return h(handlerContext(cs.ctx, m), m)
+	return h(ctx, m)
 }
 
 func (cs *Consumer) worker() {

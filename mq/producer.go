@@ -207,6 +207,13 @@ func (p *Producer) SendBatch(ctx context.Context, ms []*Message) ([]*SendResult,
 		return nil, nil
 	}
 	topic := ms[0].Topic
+	ctx, span := p.c.startSend(ctx, topic, len(ms))
+	rs, err := p.sendBatch(ctx, topic, ms)
+	endSend(span, rs, err)
+	return rs, err
+}
+
+func (p *Producer) sendBatch(ctx context.Context, topic string, ms []*Message) ([]*SendResult, error) {
 	now := time.Now().UnixMilli()
 	req := &wire.SendRequest{Topic: topic, Msgs: make([]wire.Msg, len(ms)), AutoCreate: p.cfg.AutoCreate, Queues: p.cfg.Queues}
 	for i, m := range ms {
@@ -229,6 +236,18 @@ func (p *Producer) SendBatch(ctx context.Context, ms []*Message) ([]*SendResult,
 // without a linger delay. Order across SendAsync calls is not kept: send
 // ordered streams with Send.
 func (p *Producer) SendAsync(ctx context.Context, m *Message, done func(*SendResult, error)) {
+	ctx, span := p.c.startSend(ctx, m.Topic, 1)
+	if span != nil {
+		userDone := done
+		done = func(r *SendResult, err error) {
+			if r != nil {
+				endSend(span, []*SendResult{r}, err)
+			} else {
+				endSend(span, nil, err)
+			}
+			userDone(r, err)
+		}
+	}
 	w, err := m.wire(ctx, time.Now().UnixMilli())
 	if err != nil {
 		done(nil, err)
@@ -369,7 +388,9 @@ func keyHash(k string) uint32 {
 
 // SendOneway sends without waiting for the broker (no acknowledgement, no
 // retry: the fastest, and may lose the message).
-func (p *Producer) SendOneway(ctx context.Context, m *Message) error {
+func (p *Producer) SendOneway(ctx context.Context, m *Message) (err error) {
+	ctx, span := p.c.startSend(ctx, m.Topic, 1)
+	defer func() { endSend(span, nil, err) }()
 	w, err := m.wire(ctx, time.Now().UnixMilli())
 	if err != nil {
 		return err
