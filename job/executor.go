@@ -1,6 +1,8 @@
 package job
 
 import (
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -85,6 +87,10 @@ type ExecutorConfig struct {
 	// GoGlue runs glue of type "go"; required when Glue lists it (package
 	// job/goglue provides one).
 	GoGlue GoInterpreter
+	// TracerProvider records a span per run, in the trace the scheduler
+	// started for it; the handler's context carries it, so what the
+	// handler calls (RPC, SQL, messages) joins the run's trace. Nil: none.
+	TracerProvider oteltrace.TracerProvider
 }
 
 // Executor runs jobs for the scheduler.
@@ -371,6 +377,7 @@ func (e *Executor) run(ctx context.Context, js *jobState, r *execRun, h Handler)
 		ShardTotal: req.ShardTotal, Attempt: req.Attempt, FireAt: fromMS(req.FireAt), buf: rl,
 		glue: glueOf(req),
 		Log:  slog.New(slog.NewTextHandler(rl, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, span := e.startRunSpan(ctx, req)
 	err := e.call(ctx, h, jc)
 	rl.flush()
 	rep := &ReportRequest{App: e.cfg.App, RunID: req.RunID, Status: StatusSucceeded, Output: truncate(jc.Output, MaxOutput)}
@@ -387,6 +394,7 @@ func (e *Executor) run(ctx context.Context, js *jobState, r *execRun, h Handler)
 			rep.Status = StatusSucceeded // finished before the cancel mattered
 		}
 	}
+	endRunSpan(span, rep)
 	close(r.done)
 	e.mu.Lock()
 	e.enqueueLocked(outMsg{report: rep})

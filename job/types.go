@@ -105,6 +105,10 @@ type RunRequest struct {
 	// executor registered, over the fields above and Stamp (unix ms).
 	Stamp int64  `msgpack:"stamp"`
 	Sig   string `msgpack:"sig"`
+	// TraceParent is the W3C traceparent of the scheduler's span for this
+	// run: the executor's span of the run joins its trace. Not signed (a
+	// forged one can only mislabel a trace).
+	TraceParent string `msgpack:"traceparent,omitempty"`
 }
 
 func (r *RunRequest) canonical() string {

@@ -194,7 +194,8 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 			smtpCfg = &s.cfg.SMTP
 		}
 		j, err := jobserver.New(jobserver.Config{Store: s.st, Logger: s.log.With("component", "job"), NodeName: s.cfg.NodeName,
-			LeaseTTL: s.cfg.JobLeaseTTL, ClaimAhead: s.cfg.JobClaimAhead, MinInterval: s.cfg.JobMinInterval, WebhookAllow: s.cfg.JobWebhookAllow, SMTP: smtpCfg})
+			LeaseTTL: s.cfg.JobLeaseTTL, ClaimAhead: s.cfg.JobClaimAhead, MinInterval: s.cfg.JobMinInterval, WebhookAllow: s.cfg.JobWebhookAllow, SMTP: smtpCfg,
+			TracerProvider: s.tracerFor()})
 		if err != nil {
 			return nil, err
 		}
@@ -226,6 +227,7 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		tc := txnserver.DefaultConfig()
 		tc.Store, tc.Logger, tc.NodeName, tc.Registerer = s.st, s.log.With("component", "txn"), s.cfg.NodeName, s.reg
 		tc.AlarmWebhook, tc.AlarmEmails, tc.SMTP = s.cfg.TxnAlarmWebhook, s.cfg.TxnAlarmEmails, smtpCfg
+		tc.TracerProvider = s.tp
 		// rpc://SERVICE/… branch targets are found in this server's
 		// registry (read at call time: the registry is built first when
 		// this process runs one).

@@ -62,20 +62,26 @@ func (s *Server) startRPC() error {
 		}
 		return auth.WithPrincipal(ctx, p), nil
 	})
+	var traced []rpc.ServerInterceptor
+	var tracedStreams []rpc.StreamServerInterceptor
+	if s.tracingOn() {
+		traced = []rpc.ServerInterceptor{rpc.ServerTracing(s.tp)}
+		tracedStreams = []rpc.StreamServerInterceptor{rpc.StreamServerTracing(s.tp)}
+	}
 	srv, err := rpc.NewServer(rpc.Config{
 		Logger:   s.log.With("component", "rpc"),
 		MaxConns: s.maxConns(),
-		Interceptors: []rpc.ServerInterceptor{m.ServerInterceptor(),
+		Interceptors: append(traced, m.ServerInterceptor(),
 			func(ctx context.Context, req any, info *rpc.CallInfo, next rpc.UnaryHandler) (any, error) {
 				if strings.HasPrefix(info.Method, "tangram.Health/") {
 					return next(ctx, req)
 				}
 				return authn(audit.WithRemote(ctx, hostOf(info.Peer)), req, info, next)
-			}},
-		StreamInterceptors: []rpc.StreamServerInterceptor{func(ctx context.Context, info *rpc.CallInfo, next func(context.Context) error) error {
+			}),
+		StreamInterceptors: append(tracedStreams, func(ctx context.Context, info *rpc.CallInfo, next func(context.Context) error) error {
 			_, err := authn(audit.WithRemote(ctx, hostOf(info.Peer)), nil, info, func(ctx context.Context, _ any) (any, error) { return nil, next(ctx) })
 			return err
-		}},
+		}),
 	})
 	if err != nil {
 		return err

@@ -43,8 +43,10 @@ import (
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/trace"
 	traceserver "github.com/tangram-dev/tangram/trace/server"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
+	oteltrace "go.opentelemetry.io/otel/trace"
 )
 
 // ErrServerClosed is returned by Start after Close.
@@ -156,6 +158,13 @@ type Config struct {
 	OTLPHTTPAddr  string
 	TraceMaxAge   time.Duration
 	TraceMaxBytes int64
+	// TraceEndpoint is where the server sends its own spans (its RPC and
+	// HTTP calls, job dispatches, transaction branches): "" its own
+	// collector when the trace component runs, "off" nowhere, or an
+	// OTLP/HTTP traces URL. TraceSampleRatio is the share of new traces
+	// kept (default 1).
+	TraceEndpoint    string
+	TraceSampleRatio float64
 	// MQNameTTL is how long the name service keeps a broker that stopped
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration
@@ -218,6 +227,9 @@ func (c Config) Validate() error {
 	if _, err := c.selected(); err != nil {
 		return err
 	}
+	if c.TraceSampleRatio < 0 || c.TraceSampleRatio > 1 {
+		return fmt.Errorf("server: TraceSampleRatio %v: want 0 to 1", c.TraceSampleRatio)
+	}
 	return nil
 }
 
@@ -237,20 +249,25 @@ type Server struct {
 	broker    *broker.Broker
 	kv        *kvserver.Server
 	traces    *traceserver.Server
-	locks     *lockserver.Server
-	txns      *txnserver.Server
-	ids       *idserver.Server
-	svcToken  string
-	mqMu      sync.Mutex
-	mqc       *mq.Client
-	httpSrv   *http.Server
-	ln        net.Listener
-	httpLn    *limitListener
-	mux       *recordingMux
-	guard     *idleGuard
-	rpc       *rpc.Server
-	rpcLn     net.Listener
-	parker    *park.Parker
+	// tracing records the server's own spans (nil when off); tp is its
+	// provider (a no-op one when off); self feeds its collector.
+	tracing  *trace.Provider
+	tp       oteltrace.TracerProvider
+	self     *selfExporter
+	locks    *lockserver.Server
+	txns     *txnserver.Server
+	ids      *idserver.Server
+	svcToken string
+	mqMu     sync.Mutex
+	mqc      *mq.Client
+	httpSrv  *http.Server
+	ln       net.Listener
+	httpLn   *limitListener
+	mux      *recordingMux
+	guard    *idleGuard
+	rpc      *rpc.Server
+	rpcLn    net.Listener
+	parker   *park.Parker
 	// debugSrv serves pprof when Config.DebugAddr is set.
 	debugSrv *http.Server
 
@@ -335,6 +352,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Help: "HTTP connections closed on arrival at the connection limit."}, func() float64 { return float64(s.httpLn.refused.Load()) }))
 	s.parker = park.New(s.ln.Addr())
 	selected, _ := s.cfg.selected() // checked by New
+	if err := s.startTracing(selected); err != nil {
+		return err
+	}
 	for _, name := range selected {
 		c, err := s.build(name, key)
 		if err != nil {
@@ -345,6 +365,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("server: start %s: %w", name, err)
 		}
 		s.comps = append(s.comps, running{name, c})
+		if name == CompTrace && s.self != nil {
+			s.self.c.Store(s.traces)
+		}
 		if mc, ok := c.(MetricsCollector); ok {
 			if err := s.reg.Register(mc.Collector()); err != nil {
 				s.log.Warn("component metrics not registered", "component", name, "err", err)
@@ -486,6 +509,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
+	// The server's own spans go to its collector before that closes.
+	if err := s.stopTracing(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("server: tracing shutdown: %w", err))
+	}
 	// Components stop in the reverse of their start order, each within
 	// ctx: config releases its held watches (so their requests end), the
 	// scheduler gives up its partitions, the broker drains, the registry
@@ -626,7 +653,11 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.Handle("/api/", s.require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.NotFound("no API at %s %s", r.Method, r.URL.Path))
 	})))
-	return s.instrument(mux), nil
+	h := s.instrument(mux)
+	if s.tracingOn() {
+		h = trace.HTTPHandler(s.tp, h, untraced)
+	}
+	return h, nil
 }
 
 func (s *Server) instrument(next http.Handler) http.Handler {

@@ -82,3 +82,72 @@ type StatsReply struct {
 	Bytes    int64 `json:"bytes"`
 	Spans    int   `json:"spans"`
 }
+
+// RED is a service's, an operation's or a dependency's figures over some
+// minutes: calls, errors, their rate and ratio, and duration percentiles
+// (milliseconds, read from a histogram whose buckets are 26 % wide).
+type RED struct {
+	Calls      uint64  `json:"calls"`
+	Errors     uint64  `json:"errors"`
+	PerSecond  float64 `json:"per_second"`
+	ErrorRatio float64 `json:"error_ratio"`
+	MeanMS     float64 `json:"mean_ms"`
+	P50MS      float64 `json:"p50_ms"`
+	P95MS      float64 `json:"p95_ms"`
+	P99MS      float64 `json:"p99_ms"`
+}
+
+// ServiceRED is a service's figures: its entry spans (server and consumer
+// spans, and roots).
+type ServiceRED struct {
+	Service string `json:"service"`
+	RED
+}
+
+// OperationRED is an operation's figures.
+type OperationRED struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	RED
+}
+
+// ServicesReply is GET /api/v1/trace/services.
+type ServicesReply struct {
+	Minutes  int          `json:"minutes"`
+	Services []ServiceRED `json:"services"`
+}
+
+// OperationsReply is GET /api/v1/trace/services/{service}/operations.
+type OperationsReply struct {
+	Service    string         `json:"service"`
+	Minutes    int            `json:"minutes"`
+	Operations []OperationRED `json:"operations"`
+}
+
+// Point is one minute of a series.
+type Point struct {
+	Time string `json:"time"` // RFC 3339, the minute's start
+	RED
+}
+
+// SeriesReply is GET /api/v1/trace/series: minute by minute, oldest first.
+type SeriesReply struct {
+	Service   string  `json:"service"`
+	Operation string  `json:"operation,omitempty"`
+	Points    []Point `json:"points"`
+}
+
+// Edge is a dependency: From's spans calling To's (the callee's figures).
+type Edge struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	RED
+}
+
+// DependenciesReply is GET /api/v1/trace/dependencies: the service map,
+// kept up to date as spans arrive.
+type DependenciesReply struct {
+	Minutes  int          `json:"minutes"`
+	Services []ServiceRED `json:"services"`
+	Edges    []Edge       `json:"edges"`
+}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tangram-dev/tangram/trace"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -42,7 +44,12 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 			default:
 				return fmt.Errorf("--log-format %q: want text or json", logFormat)
 			}
-			cfg.Logger = slog.New(h)
+			// Records logged under a span carry its trace and span IDs;
+			// warnings and errors are also kept with the trace.
+			cfg.Logger = slog.New(trace.NewLogHandler(h, trace.LogOptions{SpanEvents: true, MinEventLevel: slog.LevelWarn}))
+			if cfg.TraceSampleRatio == 0 {
+				cfg.TraceEndpoint = "off"
+			}
 			tuneGC()
 			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
 			cfg.SMTP.Password = os.Getenv("TANGRAM_SMTP_PASSWORD")
@@ -105,6 +112,8 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.OTLPHTTPAddr, "otlp-http", cfg.OTLPHTTPAddr, "trace collector's OTLP/HTTP listen address (\"off\" receives none)")
 	f.DurationVar(&cfg.TraceMaxAge, "trace-max-age", 7*24*time.Hour, "drop stored spans older than this")
 	f.Int64Var(&cfg.TraceMaxBytes, "trace-max-bytes", 0, "drop the oldest stored spans past this many bytes (0: no cap)")
+	f.StringVar(&cfg.TraceEndpoint, "trace-endpoint", "", "where the server sends its own spans: its own collector (default, when the trace component runs), \"off\", or an OTLP/HTTP traces URL")
+	f.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", 1, "share of the server's new traces recorded (0 to 1; parent-based: a caller's decision is kept)")
 	f.StringVar(&cfg.KVFsync, "kv-fsync", "everysec", "kv append-only log fsync policy: always, everysec or no")
 	f.BoolVar(&cfg.KVNoPersist, "kv-no-persist", false, "keep kv data in memory only (no append-only log in <data>/kv)")
 	f.StringVar(&cfg.BrokerAddr, "broker", cfg.BrokerAddr, "in-process MQ broker listen address (\"off\" runs none; brokers then run as \"tangram broker\")")

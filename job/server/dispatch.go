@@ -1,6 +1,8 @@
 package server
 
 import (
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -284,9 +286,11 @@ func (s *Scheduler) dispatch(ctx context.Context, j *job.Job, runID int64, part 
 			}
 			return
 		}
+		span := s.startRunSpan(ctx, j, &rr, e.Addr)
 		rr.Stamp = ms(time.Now())
 		rr.Sign(e.SignKey)
 		reply, sent, err := s.send(ctx, e.Addr, &rr)
+		endRunSpan(span, err)
 		if err == nil {
 			s.noteUse(j.ID, e.Addr)
 			if reply.Discarded {
@@ -576,6 +580,7 @@ type sending struct {
 	term    int64
 	fut     *rpc.Future[job.RunReply]
 	dialErr error
+	span    oteltrace.Span // the run's dispatch span (nil untraced)
 }
 
 // sendAsync sends an assigned run without waiting for the answer.
@@ -583,6 +588,7 @@ func (s *Scheduler) sendAsync(ctx context.Context, j *job.Job, a assigned, part 
 	sd := &sending{j: j, a: a, part: part, term: term}
 	rr := job.RunRequest{RunID: a.id, JobID: j.ID, Job: j.Name, Handler: j.Handler, Params: j.Params, ShardIndex: a.shard, ShardTotal: a.total,
 		Block: j.Block, TimeoutMS: j.Timeout.D().Milliseconds(), FireAt: a.fireAt}
+	sd.span = s.startRunSpan(ctx, j, &rr, a.ex.Addr)
 	rr.Stamp = ms(time.Now())
 	rr.Sign(a.ex.SignKey)
 	c, err := s.client(ctx, a.ex.Addr)
@@ -606,6 +612,7 @@ func (s *Scheduler) sent(ctx context.Context, sd *sending) {
 	if err == nil {
 		reply, err = sd.fut.Wait()
 	}
+	endRunSpan(sd.span, err)
 	if err == nil {
 		s.noteUse(sd.j.ID, sd.a.ex.Addr)
 		if reply.Discarded {

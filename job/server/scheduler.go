@@ -1,6 +1,8 @@
 package server
 
 import (
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -81,6 +83,9 @@ type Config struct {
 	WebhookAllow []string
 	// DialOptions for the connections to executors.
 	DialOptions []rpc.DialOption
+	// TracerProvider records a trace per run: the scheduler's span of its
+	// dispatch, which the executor's span of the run joins (nil: none).
+	TracerProvider oteltrace.TracerProvider
 }
 
 // Coalesced counts the fires missed beyond their job's misfire threshold

@@ -14,6 +14,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/apidoc"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/trace"
+	"github.com/tangram-dev/tangram/trace/rollup"
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
@@ -36,7 +37,49 @@ func APIRoutes() []apidoc.Route {
 			{Name: "limit", Description: "traces, 1 to 1000 (default 20)", Type: "integer"},
 		}},
 		{Method: "GET", Path: apiBase + "/stats", Tag: t, Summary: "The collector's counters and the store's size", Response: trace.StatsReply{}},
+		{Method: "GET", Path: apiBase + "/services", Tag: t, Summary: "Each service's rate, errors and latency percentiles over the last minutes (its entry spans)", Response: trace.ServicesReply{}, Query: []apidoc.Param{minutesParam}},
+		{Method: "GET", Path: apiBase + "/services/{service}/operations", Tag: t, Summary: "A service's operations with their rate, errors and latency percentiles, busiest first", Response: trace.OperationsReply{}, Query: []apidoc.Param{minutesParam}},
+		{Method: "GET", Path: apiBase + "/series", Tag: t, Summary: "A service's (or one operation's) figures minute by minute", Response: trace.SeriesReply{}, Query: []apidoc.Param{
+			{Name: "service", Description: "the service (required)"}, {Name: "operation", Description: "one of its operations (default: the service's entry spans)"}, minutesParam}},
+		{Method: "GET", Path: apiBase + "/dependencies", Tag: t, Summary: "The service dependency map: services and the calls between them, kept as spans arrive", Response: trace.DependenciesReply{}, Query: []apidoc.Param{minutesParam}},
 	}
+}
+
+var minutesParam = apidoc.Param{Name: "minutes", Description: "how many of the last minutes (default 15; at most the collector's window, 60 by default)", Type: "integer"}
+
+// minutes reads the minutes parameter.
+func (s *Server) minutes(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("minutes")
+	if v == "" {
+		return min(15, s.roll.Window()), nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > s.roll.Window() {
+		return 0, api.BadRequest("minutes %q: want 1 to %d", v, s.roll.Window())
+	}
+	return n, nil
+}
+
+// red turns rollup figures over n minutes into the API's.
+func red(st *rollup.Stats, minutes int) trace.RED {
+	out := trace.RED{Calls: st.Calls, Errors: st.Errors}
+	if st.Calls == 0 {
+		return out
+	}
+	out.PerSecond = float64(st.Calls) / float64(60*minutes)
+	out.ErrorRatio = float64(st.Errors) / float64(st.Calls)
+	out.MeanMS = float64(st.SumNano) / float64(st.Calls) / 1e6
+	out.P50MS, out.P95MS, out.P99MS = st.Hist.Quantile(0.5)/1e6, st.Hist.Quantile(0.95)/1e6, st.Hist.Quantile(0.99)/1e6
+	return out
+}
+
+func (s *Server) services(n int) []trace.ServiceRED {
+	sums := s.roll.Services(n)
+	out := make([]trace.ServiceRED, len(sums))
+	for i := range sums {
+		out[i] = trace.ServiceRED{Service: sums[i].Service, RED: red(&sums[i].Stats, n)}
+	}
+	return out
 }
 
 // Mount registers the query API under /api/v1/trace/, each route wrapped
@@ -85,6 +128,70 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		for i, m := range found {
 			reply.Traces[i] = trace.Match{TraceID: hex.EncodeToString(m.TraceID[:]), Service: m.Service, Name: m.Name,
 				StartUnixNano: m.StartUnixNano, DurationNano: m.DurationNano, Status: statusNames[m.Status]}
+		}
+		api.WriteJSON(w, http.StatusOK, reply)
+		return nil
+	})
+	h("GET "+apiBase+"/services", func(w http.ResponseWriter, r *http.Request) error {
+		if err := read(r); err != nil {
+			return err
+		}
+		n, err := s.minutes(r)
+		if err != nil {
+			return err
+		}
+		api.WriteJSON(w, http.StatusOK, trace.ServicesReply{Minutes: n, Services: s.services(n)})
+		return nil
+	})
+	h("GET "+apiBase+"/services/{service}/operations", func(w http.ResponseWriter, r *http.Request) error {
+		if err := read(r); err != nil {
+			return err
+		}
+		n, err := s.minutes(r)
+		if err != nil {
+			return err
+		}
+		svc := r.PathValue("service")
+		sums := s.roll.Operations(svc, n)
+		reply := trace.OperationsReply{Service: svc, Minutes: n, Operations: make([]trace.OperationRED, len(sums))}
+		for i := range sums {
+			reply.Operations[i] = trace.OperationRED{Name: sums[i].Operation, Kind: kindNames[sums[i].Kind], RED: red(&sums[i].Stats, n)}
+		}
+		api.WriteJSON(w, http.StatusOK, reply)
+		return nil
+	})
+	h("GET "+apiBase+"/series", func(w http.ResponseWriter, r *http.Request) error {
+		if err := read(r); err != nil {
+			return err
+		}
+		n, err := s.minutes(r)
+		if err != nil {
+			return err
+		}
+		svc, op := r.URL.Query().Get("service"), r.URL.Query().Get("operation")
+		if svc == "" {
+			return api.BadRequest("service is required")
+		}
+		pts := s.roll.Series(svc, op, n)
+		reply := trace.SeriesReply{Service: svc, Operation: op, Points: make([]trace.Point, len(pts))}
+		for i := range pts {
+			reply.Points[i] = trace.Point{Time: pts[i].Minute.Format(time.RFC3339), RED: red(&pts[i].Stats, 1)}
+		}
+		api.WriteJSON(w, http.StatusOK, reply)
+		return nil
+	})
+	h("GET "+apiBase+"/dependencies", func(w http.ResponseWriter, r *http.Request) error {
+		if err := read(r); err != nil {
+			return err
+		}
+		n, err := s.minutes(r)
+		if err != nil {
+			return err
+		}
+		deps := s.roll.Dependencies(n)
+		reply := trace.DependenciesReply{Minutes: n, Services: s.services(n), Edges: make([]trace.Edge, len(deps))}
+		for i := range deps {
+			reply.Edges[i] = trace.Edge{From: deps[i].From, To: deps[i].To, RED: red(&deps[i].Stats, n)}
 		}
 		api.WriteJSON(w, http.StatusOK, reply)
 		return nil

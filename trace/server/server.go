@@ -13,12 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tangram-dev/tangram/trace/rollup"
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
@@ -45,7 +47,10 @@ type Config struct {
 	// RetainEvery is how often retention runs besides at each new
 	// segment (default 1 minute).
 	RetainEvery time.Duration
-	Logger      *slog.Logger
+	// Rollup bounds the RED figures and dependency map kept in memory
+	// (default: 60 minutes, 10,000 series).
+	Rollup rollup.Config
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults (Dir still needed).
@@ -76,6 +81,7 @@ type Server struct {
 	log *slog.Logger
 
 	st     *store.Store
+	roll   *rollup.Rollup
 	ln     net.Listener
 	http   *http.Server
 	queue  chan []store.Span
@@ -128,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, stop: make(chan struct{})}, nil
+	return &Server{cfg: cfg, log: log, stop: make(chan struct{}), roll: rollup.New(cfg.Rollup)}, nil
 }
 
 // Start opens the store, listens for OTLP and starts the writer.
@@ -231,6 +237,8 @@ func (s *Server) writer() {
 		} else {
 			s.stored.Add(int64(len(batch)))
 		}
+		// The figures and the map count every span received, stored or not.
+		s.roll.Add(batch)
 		s.queued.Add(-int64(len(batch)))
 		clear(batch)
 		batch = batch[:0]
@@ -341,9 +349,41 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descStored
 	ch <- descFailed
 	ch <- descQueued
+	ch <- descDuration
+	ch <- descErrors
 }
 
+// The RED series in Prometheus's form, per operation: a duration
+// histogram (its buckets summed from the rollup's finer ones) and errors.
+var (
+	descDuration = prometheus.NewDesc("tangram_trace_span_duration_seconds", "Durations of the spans received, per service, operation and kind (computed at ingest).",
+		[]string{"service", "operation", "kind"}, nil)
+	descErrors = prometheus.NewDesc("tangram_trace_span_errors_total", "Spans received with an error status, per service, operation and kind.",
+		[]string{"service", "operation", "kind"}, nil)
+	promBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+)
+
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	type op struct {
+		k  rollup.OpKey
+		st rollup.Stats
+	}
+	var ops []op
+	m.roll.Totals(func(k rollup.OpKey, st *rollup.Stats) { ops = append(ops, op{k, *st}) })
+	for _, o := range ops {
+		buckets := make(map[float64]uint64, len(promBuckets))
+		for _, b := range promBuckets {
+			buckets[b] = o.st.Hist.CountBelow(b * 1e9)
+		}
+		// Names come from senders: label values must be UTF-8.
+		svc, name, kind := strings.ToValidUTF8(o.k.Service, "?"), strings.ToValidUTF8(o.k.Operation, "?"), kindNames[o.k.Kind]
+		if h, err := prometheus.NewConstHistogram(descDuration, o.st.Calls, float64(o.st.SumNano)/1e9, buckets, svc, name, kind); err == nil {
+			ch <- h
+		}
+		if c, err := prometheus.NewConstMetric(descErrors, prometheus.CounterValue, float64(o.st.Errors), svc, name, kind); err == nil {
+			ch <- c
+		}
+	}
 	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(m.received.Load()))
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(m.dropped.Load()))
 	ch <- prometheus.MustNewConstMetric(descStored, prometheus.CounterValue, float64(m.stored.Load()))
