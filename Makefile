@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test ./trace/store -run '^$$' -fuzz FuzzDecodeSpan -fuzztime 30s
 	$(GO) test ./trace/otlp -run '^$$' -fuzz 'FuzzDecodeTraces$$' -fuzztime 30s
 	$(GO) test ./trace/otlp -run '^$$' -fuzz FuzzDecodeTracesJSON -fuzztime 30s
+	$(GO) test ./trace/server -run '^$$' -fuzz FuzzGRPCMessage -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzRoute -fuzztime 30s
 	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzPacket -fuzztime 30s
 	$(GO) test ./shard/proxy -run '^$$' -fuzz FuzzHandshakeResponse -fuzztime 30s

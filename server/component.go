@@ -250,7 +250,7 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		return x, nil
 	case CompTrace:
 		tc := traceserver.DefaultConfig()
-		tc.Dir, tc.OTLPHTTPAddr, tc.Logger = filepath.Join(s.cfg.DataDir, "trace"), s.cfg.OTLPHTTPAddr, s.log.With("component", "trace")
+		tc.Dir, tc.OTLPHTTPAddr, tc.OTLPGRPCAddr, tc.Logger = filepath.Join(s.cfg.DataDir, "trace"), s.cfg.OTLPHTTPAddr, s.cfg.OTLPGRPCAddr, s.log.With("component", "trace")
 		if s.cfg.TraceMaxAge != 0 {
 			tc.MaxAge = s.cfg.TraceMaxAge
 		}

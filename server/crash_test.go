@@ -67,7 +67,7 @@ var (
 
 func startProcess(t *testing.T, bin, addr, data string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--broker", "off", "--kv", "off", "--otlp-http", "off", "--data", data, "--log-level", "warn"}, extra...)...)
+	cmd := exec.Command(bin, append([]string{"server", "--http", addr, "--rpc", "127.0.0.1:0", "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off", "--data", data, "--log-level", "warn"}, extra...)...)
 	cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+servertest.AdminToken, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
 	// The server's log goes to a file that is shown when the test fails.
 	logf, err := os.CreateTemp(t.TempDir(), "server-*.log")

@@ -110,7 +110,7 @@ func TestRegistryPartitionInNetns(t *testing.T) {
 	bin := buildBinary(t)
 	for i := range 3 {
 		a := lab.addr(i)
-		args := []string{"netns", "exec", lab.ns[i], bin, "server", "--http", a + ":7070", "--rpc", a + ":7071", "--broker", "off", "--kv", "off", "--otlp-http", "off",
+		args := []string{"netns", "exec", lab.ns[i], bin, "server", "--http", a + ":7070", "--rpc", a + ":7071", "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off",
 			"--gossip", a + ":7946", "--data", t.TempDir(), "--log-level", "warn"}
 		if i > 0 {
 			args = append(args, "--join", lab.addr(0)+":7946")

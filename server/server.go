@@ -152,10 +152,12 @@ type Config struct {
 	KVFsync     string
 	KVNoPersist bool
 	// OTLPHTTPAddr is where the trace collector receives OTLP/HTTP
-	// (default "127.0.0.1:4318", OTLP's port; "off" receives none). Its
+	// (default "127.0.0.1:4318", OTLP's port; "off" receives none),
+	// OTLPGRPCAddr OTLP/gRPC (default "127.0.0.1:4317"). Its
 	// spans are kept in <DataDir>/trace for TraceMaxAge (default 7 days),
 	// at most TraceMaxBytes (0: no cap).
 	OTLPHTTPAddr  string
+	OTLPGRPCAddr  string
 	TraceMaxAge   time.Duration
 	TraceMaxBytes int64
 	// TraceEndpoint is where the server sends its own spans (its RPC and
@@ -180,7 +182,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", KVAddr: ":6380", OTLPHTTPAddr: "127.0.0.1:4318", DataDir: "./data"}
+	return Config{HTTPAddr: ":7070", RPCAddr: ":7071", BrokerAddr: ":7072", KVAddr: ":6380", OTLPHTTPAddr: "127.0.0.1:4318", OTLPGRPCAddr: "127.0.0.1:4317", DataDir: "./data"}
 }
 
 // withDefaults returns c with its zero fields set from DefaultConfig.
@@ -206,6 +208,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OTLPHTTPAddr == "" {
 		c.OTLPHTTPAddr = d.OTLPHTTPAddr
+	}
+	if c.OTLPGRPCAddr == "" {
+		c.OTLPGRPCAddr = d.OTLPGRPCAddr
 	}
 	if c.Store == "" {
 		c.Store = "sqlite://" + filepath.Join(c.DataDir, "tangram.db")

@@ -112,7 +112,7 @@ func run(d time.Duration, reps, rate int, bin string) error {
 	if err1 != nil || err2 != nil {
 		return fmt.Errorf("ports: %v %v", err1, err2)
 	}
-	srv := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off",
+	srv := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off",
 		"--components", "id", "--data", filepath.Join(dir, "data"), "--log-level", "error")
 	srv.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token)
 	srv.Stderr = os.Stderr

@@ -284,7 +284,7 @@ func measureServer(bin, dir string, d time.Duration, conc int, contended bool) (
 		return pairs{}, fmt.Errorf("ports: %v %v", err1, err2)
 	}
 	data := filepath.Join(dir, fmt.Sprintf("ours-%d", runs.Add(1)))
-	srv := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off",
+	srv := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off",
 		"--components", "lock", "--data", data, "--log-level", "error")
 	srv.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+token)
 	srv.Stderr = os.Stderr

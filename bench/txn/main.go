@@ -725,7 +725,7 @@ func startTangram(bin, dir, store string, conc int) (*proc, *txn.Client, error) 
 		storeURL = fmt.Sprintf("mysql://%s@%s/%s", cred, net.JoinHostPort(host, strconv.Itoa(port)), name)
 		drop = func() { _, _ = admin.Exec("DROP DATABASE IF EXISTS " + name); admin.Close() }
 	}
-	cmd := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off",
+	cmd := exec.Command(bin, "server", "--http", httpAddr, "--rpc", rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off",
 		"--components", "txn", "--data", filepath.Join(dir, name), "--store", storeURL, "--log-level", "error")
 	if debugAddr != "" {
 		cmd.Args = append(cmd.Args, "--debug-addr", debugAddr)

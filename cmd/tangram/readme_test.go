@@ -57,7 +57,7 @@ func TestREADMETour(t *testing.T) {
 	if len(lines) < 40 {
 		t.Fatalf("found %d tour lines in README.md; the parser is broken", len(lines))
 	}
-	for _, p := range []string{"7070", "7071", "7072", "7080", "7090", "7101", "7102", "7103", "9001", "3307", "18080", "4318"} {
+	for _, p := range []string{"7070", "7071", "7072", "7080", "7090", "7101", "7102", "7103", "9001", "3307", "18080", "4318", "4317"} {
 		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, 200*time.Millisecond); err == nil {
 			c.Close()
 			t.Fatalf("port %s is in use: the README tour needs the ports it names (stop the server holding it)", p)

@@ -110,6 +110,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	_ = f.MarkHidden("config-blocking-watches")
 	f.StringVar(&cfg.KVAddr, "kv", cfg.KVAddr, "Redis-protocol store listen address (\"off\" runs none)")
 	f.StringVar(&cfg.OTLPHTTPAddr, "otlp-http", cfg.OTLPHTTPAddr, "trace collector's OTLP/HTTP listen address (\"off\" receives none)")
+	f.StringVar(&cfg.OTLPGRPCAddr, "otlp-grpc", cfg.OTLPGRPCAddr, "trace collector's OTLP/gRPC listen address (\"off\" receives none)")
 	f.DurationVar(&cfg.TraceMaxAge, "trace-max-age", 7*24*time.Hour, "drop stored spans older than this")
 	f.Int64Var(&cfg.TraceMaxBytes, "trace-max-bytes", 0, "drop the oldest stored spans past this many bytes (0: no cap)")
 	f.StringVar(&cfg.TraceEndpoint, "trace-endpoint", "", "where the server sends its own spans: its own collector (default, when the trace component runs), \"off\", or an OTLP/HTTP traces URL")

@@ -78,7 +78,7 @@ func WithConnLimits(maxConns int, anonIdle time.Duration) Option {
 func Start(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := server.Config{HTTPAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", BrokerAddr: "127.0.0.1:0", KVAddr: "127.0.0.1:0", OTLPHTTPAddr: "127.0.0.1:0", BrokerSegmentSize: 8 << 20, DataDir: dir, BootstrapToken: AdminToken, Logger: logger()}
+	cfg := server.Config{HTTPAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", BrokerAddr: "127.0.0.1:0", KVAddr: "127.0.0.1:0", OTLPHTTPAddr: "127.0.0.1:0", OTLPGRPCAddr: "127.0.0.1:0", BrokerSegmentSize: 8 << 20, DataDir: dir, BootstrapToken: AdminToken, Logger: logger()}
 	// TANGRAM_TEST_STORE=postgres|mysql runs every test server on a fresh
 	// database of that dialect instead of SQLite.
 	if d := os.Getenv("TANGRAM_TEST_STORE"); d != "" && d != "sqlite" {

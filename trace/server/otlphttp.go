@@ -80,17 +80,9 @@ func (s *Server) receiveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-protobuf")
-	var out []byte
 	if rejected > 0 {
-		var ps []byte
-		ps = protowire.AppendTag(ps, 1, protowire.VarintType)
-		ps = protowire.AppendVarint(ps, uint64(rejected))
-		ps = protowire.AppendTag(ps, 2, protowire.BytesType)
-		ps = protowire.AppendString(ps, msg)
-		out = protowire.AppendTag(out, 1, protowire.BytesType)
-		out = protowire.AppendBytes(out, ps)
+		w.Write(partialSuccess(rejected, msg))
 	}
-	w.Write(out)
 }
 
 // writeStatus answers with an error as OTLP/HTTP says: a google.rpc.Status

@@ -30,8 +30,10 @@ type Config struct {
 	Dir string
 	// OTLPHTTPAddr is where OTLP/HTTP is received (default
 	// 127.0.0.1:4318, OTLP's standard port; "off" receives none — spans
-	// then come only through Ingest).
+	// then come only through Ingest), OTLPGRPCAddr OTLP/gRPC (default
+	// 127.0.0.1:4317).
 	OTLPHTTPAddr string
+	OTLPGRPCAddr string
 	// QueueSpans bounds the spans waiting for the writer (default 65536).
 	QueueSpans int
 	// BatchSpans is how many spans the writer appends at once at most
@@ -56,7 +58,7 @@ type Config struct {
 // DefaultConfig returns the defaults (Dir still needed).
 func DefaultConfig() Config {
 	return Config{
-		OTLPHTTPAddr: "127.0.0.1:4318", QueueSpans: 65536, BatchSpans: 4096, MaxRequestBytes: 32 << 20,
+		OTLPHTTPAddr: "127.0.0.1:4318", OTLPGRPCAddr: "127.0.0.1:4317", QueueSpans: 65536, BatchSpans: 4096, MaxRequestBytes: 32 << 20,
 		SegmentBytes: store.DefaultConfig().SegmentBytes, MaxAge: 7 * 24 * time.Hour, RetainEvery: time.Minute,
 	}
 }
@@ -82,10 +84,12 @@ type Server struct {
 
 	st     *store.Store
 	roll   *rollup.Rollup
-	ln     net.Listener
-	http   *http.Server
-	queue  chan []store.Span
-	queued atomic.Int64 // spans in queue
+	ln     net.Listener // OTLP/HTTP
+	grpcLn net.Listener // OTLP/gRPC
+	// receivers are the OTLP servers (HTTP, gRPC) running.
+	receivers []*http.Server
+	queue     chan []store.Span
+	queued    atomic.Int64 // spans in queue
 	// stopping refuses Ingest once Shutdown or Close has begun; ingestMu
 	// makes a send that saw it false finish before the writer's last
 	// drain.
@@ -111,6 +115,9 @@ func New(cfg Config) (*Server, error) {
 	d := DefaultConfig()
 	if cfg.OTLPHTTPAddr == "" {
 		cfg.OTLPHTTPAddr = d.OTLPHTTPAddr
+	}
+	if cfg.OTLPGRPCAddr == "" {
+		cfg.OTLPGRPCAddr = d.OTLPGRPCAddr
 	}
 	if cfg.QueueSpans == 0 {
 		cfg.QueueSpans = d.QueueSpans
@@ -154,23 +161,38 @@ func (s *Server) Start(ctx context.Context) error {
 	s.st = st
 	// The queue holds batches; QueueSpans bounds the spans in them.
 	s.queue = make(chan []store.Span, max(16, s.cfg.QueueSpans/64))
-	if s.cfg.OTLPHTTPAddr != "off" {
-		ln, err := net.Listen("tcp", s.cfg.OTLPHTTPAddr)
-		if err != nil {
-			st.Close()
-			return fmt.Errorf("trace: listen for OTLP/HTTP: %w", err)
+	// Both listeners first, so that a taken port leaves nothing running.
+	var lns [2]net.Listener
+	for i, addr := range []string{s.cfg.OTLPHTTPAddr, s.cfg.OTLPGRPCAddr} {
+		if addr == "off" {
+			continue
 		}
-		s.ln = ln
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				if l != nil {
+					l.Close()
+				}
+			}
+			st.Close()
+			return fmt.Errorf("trace: listen for OTLP/%s: %w", []string{"HTTP", "gRPC"}[i], err)
+		}
+		lns[i] = ln
+	}
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	if lns[0] != nil {
 		mux := http.NewServeMux()
 		mux.Handle("POST /v1/traces", http.HandlerFunc(s.receiveHTTP))
-		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("trace: OTLP/HTTP receiver stopped", "err", err)
-			}
-		}()
+		s.serve(lns[0], &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/HTTP")
+		s.ln = lns[0]
+	}
+	if lns[1] != nil {
+		// gRPC is HTTP/2 without TLS ("prior knowledge"), which net/http
+		// serves itself: no gRPC library.
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		s.serve(lns[1], &http.Server{Handler: http.HandlerFunc(s.receiveGRPC), Protocols: &p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/gRPC")
+		s.grpcLn = lns[1]
 	}
 	s.wg.Add(1)
 	go s.writer()
@@ -184,6 +206,26 @@ func (s *Server) OTLPAddr() string {
 		return ""
 	}
 	return s.ln.Addr().String()
+}
+
+// OTLPGRPCAddr is the OTLP/gRPC listener's address ("" when off).
+func (s *Server) OTLPGRPCAddr() string {
+	if s.grpcLn == nil {
+		return ""
+	}
+	return s.grpcLn.Addr().String()
+}
+
+// serve runs a receiver until it is stopped.
+func (s *Server) serve(ln net.Listener, h *http.Server, what string) {
+	s.receivers = append(s.receivers, h)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := h.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("trace: receiver stopped", "receiver", what, "err", err)
+		}
+	}()
 }
 
 // Ingest queues spans for the store without waiting. It returns how many
@@ -286,10 +328,10 @@ func (s *Server) Store() *store.Store { return s.st }
 // Shutdown stops receiving — letting requests in flight finish until ctx
 // ends — writes what was accepted, and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.stopWith(func() error {
-		err := s.http.Shutdown(ctx)
+	return s.stopWith(func(h *http.Server) error {
+		err := h.Shutdown(ctx)
 		if err != nil {
-			s.http.Close()
+			h.Close()
 		}
 		return err
 	})
@@ -298,13 +340,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops at once: receivers closed, what was accepted written, the
 // store closed; it returns when every goroutine has ended.
 func (s *Server) Close() error {
-	return s.stopWith(func() error { s.http.Close(); return nil })
+	return s.stopWith(func(h *http.Server) error { h.Close(); return nil })
 }
 
 // stopWith stops the collector once, receivers stopped by stopHTTP; a
 // later or concurrent Shutdown or Close waits for that stop and returns
 // its result.
-func (s *Server) stopWith(stopHTTP func() error) error {
+func (s *Server) stopWith(stopHTTP func(*http.Server) error) error {
 	s.mu.Lock()
 	started := s.started
 	s.closed = true
@@ -316,10 +358,11 @@ func (s *Server) stopWith(stopHTTP func() error) error {
 		s.ingestMu.Lock()
 		s.stopping = true
 		s.ingestMu.Unlock()
-		var err error
-		if s.http != nil {
-			err = stopHTTP()
+		var errs []error
+		for _, h := range s.receivers {
+			errs = append(errs, stopHTTP(h))
 		}
+		err := errors.Join(errs...)
 		close(s.stop)
 		s.wg.Wait()
 		if cerr := s.st.Close(); err == nil {

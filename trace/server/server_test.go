@@ -44,6 +44,9 @@ func collector(t *testing.T, cfg Config, beforeStart ...func(*Server)) (*Server,
 	if cfg.OTLPHTTPAddr == "" {
 		cfg.OTLPHTTPAddr = "127.0.0.1:0"
 	}
+	if cfg.OTLPGRPCAddr == "" {
+		cfg.OTLPGRPCAddr = "127.0.0.1:0"
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -310,15 +313,15 @@ func TestConfig(t *testing.T) {
 	if _, err := New(Config{Dir: t.TempDir(), QueueSpans: -1}); err == nil {
 		t.Fatal("negative queue accepted")
 	}
-	s, err := New(Config{Dir: t.TempDir(), OTLPHTTPAddr: "off"})
+	s, err := New(Config{Dir: t.TempDir(), OTLPHTTPAddr: "off", OTLPGRPCAddr: "off"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if s.OTLPAddr() != "" {
-		t.Fatal("a receiver with OTLPHTTPAddr off")
+	if s.OTLPAddr() != "" || s.OTLPGRPCAddr() != "" {
+		t.Fatal("a receiver with OTLPHTTPAddr and OTLPGRPCAddr off")
 	}
 	s.Close()
 	if err := s.Start(context.Background()); err != ErrServerClosed {

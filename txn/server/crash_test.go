@@ -42,7 +42,7 @@ type coordinator struct {
 
 func (c *coordinator) start() {
 	t := c.t
-	c.cmd = exec.Command(c.bin, "server", "--http", c.httpAddr, "--rpc", c.rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off",
+	c.cmd = exec.Command(c.bin, "server", "--http", c.httpAddr, "--rpc", c.rpcAddr, "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off",
 		"--components", "txn", "--data", c.dir, "--log-level", "warn")
 	c.cmd.Env = append(os.Environ(), "TANGRAM_BOOTSTRAP_TOKEN="+servertest.AdminToken, "TANGRAM_SECRET_KEY="+strings.Repeat("ab", 32))
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
