@@ -1,9 +1,9 @@
 package trace
 
 import (
-	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -30,11 +30,12 @@ func HTTPHandler(tp oteltrace.TracerProvider, next http.Handler, skip func(*http
 			return
 		}
 		ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		attrs := []attribute.KeyValue{attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)}
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			attrs = append(attrs, attribute.String("client.address", host))
+		var buf [4]attribute.KeyValue
+		attrs := append(buf[:0], attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path))
+		if i := strings.LastIndexByte(r.RemoteAddr, ':'); i > 0 {
+			attrs = append(attrs, attribute.String("client.address", strings.Trim(r.RemoteAddr[:i], "[]")))
 		}
-		if ua := r.UserAgent(); ua != "" {
+		if ua := r.Header.Get("User-Agent"); ua != "" {
 			attrs = append(attrs, attribute.String("user_agent.original", ua))
 		}
 		ctx, span := tr.Start(ctx, r.Method, oteltrace.WithSpanKind(oteltrace.SpanKindServer), oteltrace.WithAttributes(attrs...))
@@ -42,12 +43,16 @@ func HTTPHandler(tp oteltrace.TracerProvider, next http.Handler, skip func(*http
 		sw := &codeWriter{ResponseWriter: w, code: http.StatusOK}
 		r2 := r.WithContext(ctx)
 		next.ServeHTTP(sw, r2)
-		if r2.Pattern != "" {
-			route := routeOf(r2.Pattern)
-			span.SetName(r.Method + " " + route)
-			span.SetAttributes(attribute.String("http.route", route))
+		if p := r2.Pattern; p != "" {
+			route := routeOf(p)
+			if len(route) == len(p) || p[:len(p)-len(route)-1] != r.Method { // no method in the pattern, or another (HEAD on GET)
+				p = r.Method + " " + route
+			}
+			span.SetName(p)
+			span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", sw.code))
+		} else {
+			span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
 		}
-		span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
 		if sw.code >= 500 {
 			span.SetStatus(codes.Error, strconv.Itoa(sw.code))
 		}

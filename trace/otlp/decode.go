@@ -8,6 +8,8 @@
 package otlp
 
 import (
+	"unsafe"
+
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -25,7 +27,7 @@ import (
 const maxDepth = 16
 
 // DecodeTraces appends the spans of a protobuf ExportTraceServiceRequest
-// to dst.
+// to dst. The spans' strings refer to b, which must not change afterwards.
 func DecodeTraces(dst []store.Span, b []byte) ([]store.Span, error) {
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if num == 1 && typ == protowire.BytesType { // resource_spans
@@ -42,29 +44,9 @@ func DecodeTraces(dst []store.Span, b []byte) ([]store.Span, error) {
 // (length-delimited) or scalar value (varint, fixed32, fixed64).
 func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("otlp: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		var v []byte
-		var x uint64
-		switch typ {
-		case protowire.BytesType:
-			v, n = protowire.ConsumeBytes(b)
-		case protowire.VarintType:
-			x, n = protowire.ConsumeVarint(b)
-		case protowire.Fixed64Type:
-			x, n = protowire.ConsumeFixed64(b)
-		case protowire.Fixed32Type:
-			var x32 uint32
-			x32, n = protowire.ConsumeFixed32(b)
-			x = uint64(x32)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return fmt.Errorf("otlp: field %d: %w", num, protowire.ParseError(n))
+		num, typ, v, x, n, err := next(b)
+		if err != nil {
+			return err
 		}
 		b = b[n:]
 		if err := fn(num, typ, v, x); err != nil {
@@ -72,6 +54,44 @@ func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte
 		}
 	}
 	return nil
+}
+
+// next reads the field at the start of b: its number, type, bytes or
+// scalar value, and how many bytes it took. The hot decoders (spans,
+// attributes, values) loop over it directly, without a callback.
+func next(b []byte) (num protowire.Number, typ protowire.Type, v []byte, x uint64, n int, err error) {
+	// Fast path: a one-byte tag of a length-delimited field with a
+	// one-byte length — most of a span (attribute keys, values, names).
+	if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && b[0]>>3 != 0 {
+		l := int(b[1])
+		if 2+l <= len(b) {
+			return protowire.Number(b[0] >> 3), protowire.BytesType, b[2 : 2+l : 2+l], 0, 2 + l, nil
+		}
+	}
+	num, typ, n = protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, 0, 0, fmt.Errorf("otlp: %w", protowire.ParseError(n))
+	}
+	rest := b[n:]
+	var m int
+	switch typ {
+	case protowire.BytesType:
+		v, m = protowire.ConsumeBytes(rest)
+	case protowire.VarintType:
+		x, m = protowire.ConsumeVarint(rest)
+	case protowire.Fixed64Type:
+		x, m = protowire.ConsumeFixed64(rest)
+	case protowire.Fixed32Type:
+		var x32 uint32
+		x32, m = protowire.ConsumeFixed32(rest)
+		x = uint64(x32)
+	default:
+		m = protowire.ConsumeFieldValue(num, typ, rest)
+	}
+	if m < 0 {
+		return 0, 0, nil, 0, 0, fmt.Errorf("otlp: field %d: %w", num, protowire.ParseError(m))
+	}
+	return num, typ, v, x, n + m, nil
 }
 
 func resourceSpans(dst []store.Span, b []byte) ([]store.Span, error) {
@@ -130,9 +150,9 @@ func scopeSpans(dst []store.Span, b []byte, service string, resource []store.Att
 				}
 				switch num {
 				case 1:
-					scope = append(scope, strAttr("otel.scope.name", string(v)))
+					scope = append(scope, strAttr("otel.scope.name", str(v)))
 				case 2:
-					scope = append(scope, strAttr("otel.scope.version", string(v)))
+					scope = append(scope, strAttr("otel.scope.version", str(v)))
 				}
 				return nil
 			})
@@ -144,12 +164,25 @@ func scopeSpans(dst []store.Span, b []byte, service string, resource []store.Att
 	if err != nil {
 		return dst, err
 	}
+	// The spans' attributes share an arena: one allocation for many spans
+	// instead of a growing slice per span.
+	var arena []store.Attr
 	for _, sp := range spans {
-		s := store.Span{Service: service, Resource: resource}
+		if cap(arena)-len(arena) < 64 {
+			arena = make([]store.Attr, 0, max(1024, 32*len(spans)))
+		}
+		s := store.Span{Service: service, Resource: resource, Attrs: arena[len(arena):len(arena)]}
 		if err := span(&s, sp); err != nil {
 			return dst, err
 		}
 		s.Attrs = append(s.Attrs, scope...)
+		switch n := len(s.Attrs); {
+		case n == 0:
+			s.Attrs = nil
+		case unsafe.SliceData(s.Attrs) == unsafe.SliceData(arena[len(arena):]):
+			arena = arena[:len(arena)+n] // the attributes stayed in the arena
+			s.Attrs = s.Attrs[:n:n]      // a later append must not write into the next span's
+		}
 		dst = append(dst, s)
 	}
 	return dst, nil
@@ -170,16 +203,26 @@ func id(dst []byte, v []byte, what string) error {
 
 func span(s *store.Span, b []byte) error {
 	var start, end uint64
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+	for len(b) > 0 {
+		num, typ, v, x, n, err := next(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
 		switch {
+		case num == 9 && typ == protowire.BytesType: // attributes: the most common field
+			s.Attrs = append(s.Attrs, store.Attr{})
+			if err := keyValueInto(&s.Attrs[len(s.Attrs)-1], v, 0); err != nil {
+				return err
+			}
 		case num == 1 && typ == protowire.BytesType:
-			return id(s.TraceID[:], v, "trace_id")
+			err = id(s.TraceID[:], v, "trace_id")
 		case num == 2 && typ == protowire.BytesType:
-			return id(s.SpanID[:], v, "span_id")
+			err = id(s.SpanID[:], v, "span_id")
 		case num == 4 && typ == protowire.BytesType:
-			return id(s.ParentID[:], v, "parent_span_id")
+			err = id(s.ParentID[:], v, "parent_span_id")
 		case num == 5 && typ == protowire.BytesType:
-			s.Name = string(v)
+			s.Name = str(v)
 		case num == 6 && typ == protowire.VarintType:
 			if x <= uint64(store.KindConsumer) {
 				s.Kind = store.Kind(x)
@@ -188,39 +231,30 @@ func span(s *store.Span, b []byte) error {
 			start = x
 		case num == 8 && typ == protowire.Fixed64Type:
 			end = x
-		case num == 9 && typ == protowire.BytesType:
-			a, err := keyValue(v, 0)
-			if err != nil {
-				return err
-			}
-			s.Attrs = append(s.Attrs, a)
 		case num == 11 && typ == protowire.BytesType:
-			e, err := event(v)
-			if err != nil {
-				return err
+			var e store.Event
+			if e, err = event(v); err == nil {
+				s.Events = append(s.Events, e)
 			}
-			s.Events = append(s.Events, e)
 		case num == 13 && typ == protowire.BytesType:
-			l, err := link(v)
-			if err != nil {
-				return err
+			var l store.Link
+			if l, err = link(v); err == nil {
+				s.Links = append(s.Links, l)
 			}
-			s.Links = append(s.Links, l)
 		case num == 15 && typ == protowire.BytesType:
-			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+			err = fields(v, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 				switch {
 				case num == 2 && typ == protowire.BytesType:
-					s.StatusMessage = string(v)
+					s.StatusMessage = str(v)
 				case num == 3 && typ == protowire.VarintType && x <= uint64(store.StatusError):
 					s.Status = store.Status(x)
 				}
 				return nil
 			})
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		if err != nil {
+			return err
+		}
 	}
 	if s.TraceID == (store.TraceID{}) || s.SpanID == (store.SpanID{}) {
 		return errors.New("otlp: a span without a trace_id or span_id")
@@ -239,7 +273,7 @@ func event(b []byte) (store.Event, error) {
 		case num == 1 && typ == protowire.Fixed64Type:
 			e.TimeUnixNano = x
 		case num == 2 && typ == protowire.BytesType:
-			e.Name = string(v)
+			e.Name = str(v)
 		case num == 3 && typ == protowire.BytesType:
 			a, err := keyValue(v, 0)
 			if err != nil {
@@ -274,40 +308,60 @@ func link(b []byte) (store.Link, error) {
 
 func keyValue(b []byte, depth int) (store.Attr, error) {
 	var a store.Attr
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	err := keyValueInto(&a, b, depth)
+	return a, err
+}
+
+// keyValueInto decodes a KeyValue into a (in place: an attribute is 64
+// bytes, and spans have many).
+func keyValueInto(a *store.Attr, b []byte, depth int) error {
+	for len(b) > 0 {
+		num, typ, v, _, n, err := next(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
 		if typ != protowire.BytesType {
-			return nil
+			continue
 		}
 		switch num {
 		case 1:
-			a.Key = string(v)
+			a.Key = str(v)
 		case 2:
-			val, err := anyValue(v, depth)
-			if err != nil {
+			a.Value = store.Value{} // the last one set wins, as protobuf says
+			if err := anyValueInto(&a.Value, v, depth); err != nil {
 				return err
 			}
-			a.Value = val
 		}
-		return nil
-	})
-	return a, err
+	}
+	return nil
 }
 
 // anyValue decodes an AnyValue; arrays and maps become JSON text.
 func anyValue(b []byte, depth int) (store.Value, error) {
 	var out store.Value
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+	err := anyValueInto(&out, b, depth)
+	return out, err
+}
+
+func anyValueInto(out *store.Value, b []byte, depth int) error {
+	for len(b) > 0 {
+		num, typ, v, x, n, err := next(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			out = store.Value{Type: store.TypeString, Str: string(v)}
+			*out = store.Value{Type: store.TypeString, Str: str(v)}
 		case num == 2 && typ == protowire.VarintType:
-			out = store.Value{Type: store.TypeBool, Bool: x != 0}
+			*out = store.Value{Type: store.TypeBool, Bool: x != 0}
 		case num == 3 && typ == protowire.VarintType:
-			out = store.Value{Type: store.TypeInt, Int: int64(x)}
+			*out = store.Value{Type: store.TypeInt, Int: int64(x)}
 		case num == 4 && typ == protowire.Fixed64Type:
-			out = store.Value{Type: store.TypeFloat, Float: math.Float64frombits(x)}
+			*out = store.Value{Type: store.TypeFloat, Float: math.Float64frombits(x)}
 		case num == 7 && typ == protowire.BytesType:
-			out = store.Value{Type: store.TypeBytes, Str: string(v)}
+			*out = store.Value{Type: store.TypeBytes, Str: str(v)}
 		case (num == 5 || num == 6) && typ == protowire.BytesType:
 			g, err := generic(num, v, depth+1)
 			if err != nil {
@@ -317,11 +371,10 @@ func anyValue(b []byte, depth int) (store.Value, error) {
 			if err != nil {
 				return fmt.Errorf("otlp: %w", err)
 			}
-			out = store.Value{Type: store.TypeJSON, Str: string(j)}
+			*out = store.Value{Type: store.TypeJSON, Str: string(j)}
 		}
-		return nil
-	})
-	return out, err
+	}
+	return nil
 }
 
 // generic decodes an ArrayValue (5) or KeyValueList (6) into Go values.
@@ -387,4 +440,15 @@ func hexID(dst []byte, s, what string) error {
 	}
 	copy(dst, b)
 	return nil
+}
+
+// str is v as a string without a copy: the decoded spans' strings share
+// the request's bytes, which the caller hands over (DecodeTraces's
+// contract). Most of a span is strings — a copy of each was half the
+// decoder's time.
+func str(v []byte) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(v), len(v))
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
-func str(k, v string) *commonpb.KeyValue {
+func kvStr(k, v string) *commonpb.KeyValue {
 	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
 }
 
@@ -25,33 +25,33 @@ func request(t testing.TB) []byte {
 	t.Helper()
 	tid := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	rs := []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", "checkout"), str("host.name", "h1")}},
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{kvStr("service.name", "checkout"), kvStr("host.name", "h1")}},
 		ScopeSpans: []*tracepb.ScopeSpans{{
 			Scope: &commonpb.InstrumentationScope{Name: "tangram/rpc", Version: "1.0"},
 			Spans: []*tracepb.Span{{
 				TraceId: tid, SpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}, Name: "POST /orders", Kind: tracepb.Span_SPAN_KIND_SERVER,
 				StartTimeUnixNano: 1_700_000_000_000_000_000, EndTimeUnixNano: 1_700_000_000_250_000_000,
 				Attributes: []*commonpb.KeyValue{
-					str("http.route", "/orders"),
+					kvStr("http.route", "/orders"),
 					{Key: "http.status_code", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: -500}}},
 					{Key: "sampled", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}}},
 					{Key: "ratio", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: 0.25}}},
 					{Key: "raw", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: []byte{0xff, 0}}}},
 					{Key: "list", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: []*commonpb.AnyValue{
 						{Value: &commonpb.AnyValue_StringValue{StringValue: "a"}}, {Value: &commonpb.AnyValue_IntValue{IntValue: 2}}}}}}},
-					{Key: "map", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_KvlistValue{KvlistValue: &commonpb.KeyValueList{Values: []*commonpb.KeyValue{str("k", "v")}}}}},
+					{Key: "map", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_KvlistValue{KvlistValue: &commonpb.KeyValueList{Values: []*commonpb.KeyValue{kvStr("k", "v")}}}}},
 				},
-				Events: []*tracepb.Span_Event{{TimeUnixNano: 1_700_000_000_100_000_000, Name: "exception", Attributes: []*commonpb.KeyValue{str("exception.message", "boom")}}},
+				Events: []*tracepb.Span_Event{{TimeUnixNano: 1_700_000_000_100_000_000, Name: "exception", Attributes: []*commonpb.KeyValue{kvStr("exception.message", "boom")}}},
 				Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: "boom"},
 			}, {
 				TraceId: tid, SpanId: []byte{2, 2, 2, 2, 2, 2, 2, 2}, ParentSpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}, Name: "publish",
 				Kind: tracepb.Span_SPAN_KIND_PRODUCER, StartTimeUnixNano: 1_700_000_000_010_000_000, EndTimeUnixNano: 1_700_000_000_020_000_000,
-				Links:  []*tracepb.Span_Link{{TraceId: tid, SpanId: []byte{9, 9, 9, 9, 9, 9, 9, 9}, Attributes: []*commonpb.KeyValue{str("why", "batch")}}},
+				Links:  []*tracepb.Span_Link{{TraceId: tid, SpanId: []byte{9, 9, 9, 9, 9, 9, 9, 9}, Attributes: []*commonpb.KeyValue{kvStr("why", "batch")}}},
 				Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK},
 			}},
 		}},
 	}, {
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", "stock")}},
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{kvStr("service.name", "stock")}},
 		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{
 			TraceId: tid, SpanId: []byte{3, 3, 3, 3, 3, 3, 3, 3}, ParentSpanId: []byte{2, 2, 2, 2, 2, 2, 2, 2}, Name: "consume",
 			Kind: tracepb.Span_SPAN_KIND_CONSUMER, StartTimeUnixNano: 1_700_000_000_030_000_000, EndTimeUnixNano: 1_700_000_000_020_000_000, // ends before it starts

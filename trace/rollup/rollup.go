@@ -12,6 +12,7 @@ package rollup
 
 import (
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,12 +128,16 @@ type Rollup struct {
 	last   map[string]int64 // service -> last minute seen
 	recent [2]map[store.SpanID]string
 	wait   [2]map[store.SpanID][]child
+	// names interns service names: spans' strings may share their
+	// request's bytes, which a remembered name must not keep alive.
+	names map[string]string
 }
 
 // New makes an empty Rollup.
 func New(cfg Config) *Rollup {
 	cfg = cfg.withDefaults()
-	r := &Rollup{cfg: cfg, now: time.Now, ops: map[OpKey]*series{}, edges: map[EdgeKey]*series{}, last: map[string]int64{}}
+	r := &Rollup{cfg: cfg, now: time.Now, ops: map[OpKey]*series{}, edges: map[EdgeKey]*series{}, last: map[string]int64{},
+		names: map[string]string{}}
 	for i := range 2 {
 		r.recent[i] = map[store.SpanID]string{}
 		r.wait[i] = map[store.SpanID][]child{}
@@ -156,6 +161,7 @@ func (r *Rollup) Add(spans []store.Span) {
 	defer r.mu.Unlock()
 	for i := range spans {
 		s := &spans[i]
+		service := r.intern(s.Service)
 		m := min(minuteOf(s.StartUnixNano), nowMin)
 		failed := s.Status == store.StatusError
 		op := r.opSeries(OpKey{s.Service, s.Name, s.Kind})
@@ -165,12 +171,12 @@ func (r *Rollup) Add(spans []store.Span) {
 			if isEntry(s) {
 				r.opSeries(OpKey{Service: s.Service, Kind: ServiceKind}).add(m, s.DurationNano, failed)
 			}
-			if m > r.last[s.Service] {
-				r.last[s.Service] = m
+			if m > r.last[service] {
+				r.last[service] = m
 			}
 		}
 		// Parentage: this span may be the parent children wait for.
-		r.remember(s.SpanID, s.Service)
+		r.remember(s.SpanID, service)
 		for g := range 2 {
 			if kids, ok := r.wait[g][s.SpanID]; ok {
 				delete(r.wait[g], s.SpanID)
@@ -182,7 +188,7 @@ func (r *Rollup) Add(spans []store.Span) {
 		if s.ParentID == (store.SpanID{}) {
 			continue
 		}
-		c := child{service: s.Service, minute: m, dur: s.DurationNano, failed: failed}
+		c := child{service: service, minute: m, dur: s.DurationNano, failed: failed}
 		if ps, ok := r.lookup(s.ParentID); ok {
 			r.edge(ps, c, oldest)
 			continue
@@ -192,6 +198,19 @@ func (r *Rollup) Add(spans []store.Span) {
 			r.wait[1], r.wait[0] = r.wait[0], map[store.SpanID][]child{}
 		}
 	}
+}
+
+// intern returns a copy of name owned by the rollup (the same one each
+// time, while there are not absurdly many).
+func (r *Rollup) intern(name string) string {
+	if v, ok := r.names[name]; ok {
+		return v
+	}
+	v := strings.Clone(name)
+	if len(r.names) < 2*r.cfg.MaxSeries {
+		r.names[v] = v
+	}
+	return v
 }
 
 func (r *Rollup) remember(id store.SpanID, service string) {
@@ -233,6 +252,7 @@ func (r *Rollup) opSeries(k OpKey) *series {
 	if s != nil {
 		return s
 	}
+	k.Service, k.Operation = r.intern(k.Service), strings.Clone(k.Operation)
 	if len(r.ops)+len(r.edges) >= r.cfg.MaxSeries {
 		if k.Kind == ServiceKind {
 			k.Service = Other

@@ -13,6 +13,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -262,7 +263,10 @@ func (g *segment) noteMeta(sp *Span) {
 		g.maxStart = sp.StartUnixNano
 	}
 	g.spans++
-	g.services[sp.Service] = true
+	if !g.services[sp.Service] {
+		// A span's strings may share its request's bytes: keep a copy.
+		g.services[strings.Clone(sp.Service)] = true
+	}
 }
 
 // Append writes spans as one batch: one write, and one fsync with Sync.
@@ -364,11 +368,11 @@ func (s *Store) seal(g *segment) error {
 			entries = append(entries, entry{id, o})
 		}
 	}
-	sort.Slice(entries, func(i, j int) bool {
-		if c := compareIDs(entries[i].id, entries[j].id); c != 0 {
-			return c < 0
+	slices.SortFunc(entries, func(a, b entry) int {
+		if c := compareIDs(a.id, b.id); c != 0 {
+			return c
 		}
-		return entries[i].off < entries[j].off
+		return cmp.Compare(a.off, b.off)
 	})
 	bloom := make([]uint64, bloomSize(len(g.byTrace)))
 	for id := range g.byTrace {
@@ -482,7 +486,12 @@ func (s *Store) loadIndex(g *segment) error {
 	return nil
 }
 
-func compareIDs(a, b TraceID) int { return strings.Compare(string(a[:]), string(b[:])) }
+func compareIDs(a, b TraceID) int {
+	if c := cmp.Compare(binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8])); c != 0 {
+		return c
+	}
+	return cmp.Compare(binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:]))
+}
 
 // offsets returns g's record offsets for trace id.
 func (g *segment) offsets(id TraceID) ([]uint32, error) {
