@@ -226,7 +226,9 @@ type sendResult struct {
 	accepted, rejected int64
 	errors             int
 	rate               float64 // spans written per second, end to end
-	seqs               []uint64
+	// whole lists, per sender, the requests accepted whole (their traces
+	// are all stored; a refused request's are not).
+	whole [][]uint64
 }
 
 // send exports from senders connections for d, or until limit spans were
@@ -236,7 +238,7 @@ func send(addr string, senders int, d time.Duration, limit int64, written func()
 	var res sendResult
 	var accepted, rejected atomic.Int64
 	var errs atomic.Int64
-	res.seqs = make([]uint64, senders)
+	res.whole = make([][]uint64, senders)
 	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
@@ -270,7 +272,9 @@ func send(addr string, senders int, d time.Duration, limit int64, written func()
 				r := rejectedOf(reply)
 				rejected.Add(r)
 				accepted.Add(batchSpans - r)
-				res.seqs[s] = seq + 1
+				if r == 0 {
+					res.whole[s] = append(res.whole[s], seq)
+				}
 			}
 		}()
 	}
@@ -492,7 +496,7 @@ func run(d time.Duration, rounds, senders, nspans int, bin, otelBin string) erro
 			}
 			rates[s.name] = append(rates[s.name], res.rate)
 			errs[s.name] += res.errors + int(res.rejected)
-			fmt.Printf("  round %d %-8s %10.0f spans/s written (%d accepted, %d refused, %d errors)\n", r+1, s.name, res.rate, res.accepted, res.rejected, res.errors)
+			fmt.Printf("  round %d %-8s %10.0f spans/s written (%d accepted, %d refused by a full queue, %d errors)\n", r+1, s.name, res.rate, res.accepted, res.rejected, res.errors)
 		}
 	}
 	ours, peer := spread.Summarise(rates["tangram"]), spread.Summarise(rates["otelcol"])
@@ -520,10 +524,10 @@ func run(d time.Duration, rounds, senders, nspans int, bin, otelBin string) erro
 	var qerrs int
 	for range 2000 {
 		s := rng.IntN(senders)
-		if res.seqs[s] == 0 {
+		if len(res.whole[s]) == 0 {
 			continue
 		}
-		id := traceID(s, rng.Uint64N(res.seqs[s]), rng.IntN(batchSpans))
+		id := traceID(s, res.whole[s][rng.IntN(len(res.whole[s]))], rng.IntN(batchSpans))
 		req, _ := http.NewRequest("GET", base+"/api/v1/trace/traces/"+id, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		t0 := time.Now()
