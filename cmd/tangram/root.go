@@ -78,7 +78,7 @@ func newRootWith() (*cobra.Command, *globals) {
 			_, err = cmd.OutOrStdout().Write(doc)
 			return err
 		},
-	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), containercli.Command(&g.Printer), containercli.ImageCommand(&g.Printer))
+	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), newTraceCmd(g), containercli.Command(&g.Printer), containercli.ImageCommand(&g.Printer))
 	refuseUnknownSubcommands(root)
 	return root, g
 }

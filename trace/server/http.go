@@ -18,7 +18,7 @@ import (
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
-const apiBase = "/api/v1/trace"
+const apiBase = trace.APIBase
 
 // APIRoutes documents the query API (docs/openapi.yaml).
 func APIRoutes() []apidoc.Route {

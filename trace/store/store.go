@@ -87,6 +87,9 @@ type Store struct {
 	active *segment
 	buf    []byte
 	closed bool
+	// sealing counts the segments whose index is being written in the
+	// background (Close waits for them).
+	sealing sync.WaitGroup
 }
 
 // segment is one file of records. Its meta fields are set while it is
@@ -107,6 +110,9 @@ type segment struct {
 	entryOff int64
 	entries  int
 	bloom    []uint64
+	// sealing is true while its index is written in the background
+	// (queries use byTrace meanwhile; retention leaves it alone).
+	sealing bool
 }
 
 func (s *Store) segPath(seq uint64) string {
@@ -321,16 +327,36 @@ func (s *Store) Append(spans []Span) error {
 }
 
 // rotate seals the active segment and begins the next; then retention.
+//
+// The full segment's index is written in the background: appends go on
+// into the new segment meanwhile, and queries use the old one's trace map
+// until its index is in place. If the index cannot be written, the map
+// stays (and the next open rebuilds the file).
 func (s *Store) rotate() error {
-	if err := s.seal(s.active); err != nil {
-		return err
-	}
-	s.sealed = append(s.sealed, s.active)
-	seg, err := s.newSegment(s.active.seq + 1)
+	old := s.active
+	seg, err := s.newSegment(old.seq + 1)
 	if err != nil {
 		return err
 	}
+	s.sealed = append(s.sealed, old)
 	s.active = seg
+	old.sealing = true
+	s.sealing.Add(1)
+	go func() {
+		defer s.sealing.Done()
+		ix, err := s.writeIndex(old)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		old.sealing = false
+		switch {
+		case err != nil:
+			s.log.Error("trace/store: writing a segment's index failed; its trace map stays in memory", "segment", old.seq, "err", err)
+		case s.closed:
+			ix.f.Close()
+		default:
+			s.install(old, ix)
+		}
+	}()
 	s.retain(time.Now())
 	return nil
 }
@@ -353,6 +379,34 @@ func bloomProbes(id TraceID, words int) [4]uint64 {
 // seal writes g's index file from its records (scanning g when its trace
 // map is gone) and switches g to it.
 func (s *Store) seal(g *segment) error {
+	ix, err := s.writeIndex(g)
+	if err != nil {
+		return err
+	}
+	s.install(g, ix)
+	return nil
+}
+
+// index is a written index file, open, with what a segment needs of it.
+type index struct {
+	f        *os.File
+	entryOff int64
+	entries  int
+	bloom    []uint64
+}
+
+// install switches g from its trace map to its index file.
+func (s *Store) install(g *segment, ix index) {
+	if g.idx != nil {
+		g.idx.Close()
+	}
+	g.idx, g.entryOff, g.entries, g.bloom, g.byTrace = ix.f, ix.entryOff, ix.entries, ix.bloom, nil
+}
+
+// writeIndex writes g's index file (whole, then renamed into place) and
+// opens it. It reads g's trace map and meta, which no longer change once
+// g is not the active segment; it takes no lock.
+func (s *Store) writeIndex(g *segment) (index, error) {
 	if g.byTrace == nil {
 		g.byTrace = map[TraceID][]uint32{}
 		g.spans, g.services = 0, map[string]bool{}
@@ -402,7 +456,7 @@ func (s *Store) seal(g *segment) error {
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
 	tmp := s.idxPath(g.seq) + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("trace/store: write index: %w", err)
+		return index{}, fmt.Errorf("trace/store: write index: %w", err)
 	}
 	if s.cfg.Sync {
 		if f, err := os.Open(tmp); err == nil {
@@ -411,17 +465,13 @@ func (s *Store) seal(g *segment) error {
 		}
 	}
 	if err := os.Rename(tmp, s.idxPath(g.seq)); err != nil {
-		return fmt.Errorf("trace/store: write index: %w", err)
+		return index{}, fmt.Errorf("trace/store: write index: %w", err)
 	}
 	idx, err := os.Open(s.idxPath(g.seq))
 	if err != nil {
-		return fmt.Errorf("trace/store: %w", err)
+		return index{}, fmt.Errorf("trace/store: %w", err)
 	}
-	if g.idx != nil {
-		g.idx.Close()
-	}
-	g.idx, g.entryOff, g.entries, g.bloom, g.byTrace = idx, int64(entryOff), len(entries), bloom, nil
-	return nil
+	return index{f: idx, entryOff: int64(entryOff), entries: len(entries), bloom: bloom}, nil
 }
 
 // loadIndex reads g's index file's head (meta and Bloom filter) and
@@ -727,6 +777,9 @@ func (s *Store) retain(now time.Time) {
 	drop := 0
 	for drop < len(s.sealed) {
 		g := s.sealed[drop]
+		if g.sealing {
+			break // its index is being written; it is among the newest anyway
+		}
 		old := s.cfg.MaxAge > 0 && g.maxStart < uint64(now.Add(-s.cfg.MaxAge).UnixNano())
 		big := s.cfg.MaxBytes > 0 && total > s.cfg.MaxBytes
 		if !old && !big {
@@ -768,11 +821,15 @@ func (s *Store) Stats() Stats {
 // is rebuilt by the next Open's scan).
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	s.sealing.Wait() // an index being written is finished (and kept for the next open)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.closeFiles()
 }
 

@@ -8,8 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -343,5 +345,59 @@ func TestBadConfig(t *testing.T) {
 	}
 	if _, err := Open(Config{Dir: t.TempDir(), MaxBytes: -1}); err == nil {
 		t.Fatal("negative MaxBytes accepted")
+	}
+}
+
+// TestLookupsWhileSealing: segments sealed in the background while traces
+// are looked up from another goroutine — every trace is found throughout,
+// from the trace map until the index is in place, then from the index;
+// Close waits for the last index, which the next open uses.
+func TestLookupsWhileSealing(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Unix(1_700_000_000, 0)
+	s := open(t, Config{Dir: dir, SegmentBytes: 8 << 10})
+	done := make(chan struct{})
+	var written atomic.Int64
+	var stop atomic.Bool
+	errs := make(chan string, 1)
+	go func() {
+		defer close(done)
+		for i := 0; !stop.Load(); i++ {
+			n := written.Load()
+			if n == 0 {
+				runtime.Gosched()
+				continue
+			}
+			k := i % int(n)
+			got, err := s.Trace(traceID(k))
+			if err != nil || len(got) != 5 {
+				select {
+				case errs <- fmt.Sprintf("trace %d of %d: %d spans, %v", k, n, len(got), err):
+				default:
+				}
+				return
+			}
+		}
+	}()
+	for n := 0; n < 300; n += 10 {
+		fill(t, s, n, n+10, start)
+		written.Store(int64(n + 10))
+	}
+	stop.Store(true)
+	<-done
+	select {
+	case e := <-errs:
+		t.Fatal(e)
+	default:
+	}
+	segs := s.Stats().Segments
+	s.Close()
+	idx, _ := filepath.Glob(filepath.Join(dir, "*.idx"))
+	if len(idx) != segs-1 {
+		t.Fatalf("%d index files for %d sealed segments", len(idx), segs-1)
+	}
+	s = open(t, Config{Dir: dir, SegmentBytes: 8 << 10})
+	for n := range 300 {
+		checkTrace(t, s, n, start)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tangram-dev/tangram/examples/rpc/greet"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/trace"
 )
 
 func main() {
@@ -22,16 +23,32 @@ func main() {
 	reg := flag.String("registry", "", "find the servers through the registry at these RPC addresses instead of -servers")
 	n := flag.Int("n", 50, "calls to make")
 	every := flag.Duration("every", 100*time.Millisecond, "pause between calls")
+	traceTo := flag.String("trace", trace.DefaultEndpoint, "send spans to this OTLP/HTTP endpoint (a tangram server's collector); off: none")
 	flag.Parse()
-	if err := run(*servers, *reg, *n, *every); err != nil {
+	if err := run(*servers, *reg, *n, *every, *traceTo); err != nil {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		os.Exit(1)
 	}
 }
 
-func run(servers, reg string, n int, every time.Duration) error {
+func run(servers, reg string, n int, every time.Duration, traceTo string) error {
 	ctx := context.Background()
 	var extra []rpc.DialOption
+	if traceTo != "off" {
+		// A client span per call; its context travels to the server.
+		cfg := trace.EnvConfig()
+		cfg.Service, cfg.Endpoint = "greeter-client", traceTo
+		p, err := trace.New(cfg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = p.Shutdown(sctx) // export what is left
+		}()
+		extra = append(extra, rpc.WithInterceptors(rpc.ClientTracing(p.TracerProvider())))
+	}
 	if reg != "" {
 		rc, err := registry.NewClient(ctx, registry.ClientConfig{Servers: strings.Split(reg, ","), Token: os.Getenv("TANGRAM_TOKEN")})
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/tangram-dev/tangram/examples/rpc/greet"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/trace"
 )
 
 type greeter struct{ name string }
@@ -43,6 +44,7 @@ func main() {
 	reg := flag.String("registry", "", "register in the registry at these RPC addresses (comma-separated); empty: don't")
 	zone := flag.String("zone", "", "zone to register in")
 	heartbeat := flag.Duration("heartbeat", 5*time.Second, "registry heartbeat interval")
+	flag.StringVar(&traceTo, "trace", trace.DefaultEndpoint, "send spans to this OTLP/HTTP endpoint (a tangram server's collector); off: none")
 	flag.Parse()
 	hbInterval = *heartbeat
 	if *name == "" {
@@ -54,8 +56,39 @@ func main() {
 	}
 }
 
+var traceTo string
+
+// tracing returns the provider for the process's spans (nil when -trace
+// is off) and how to flush them on the way out.
+func tracing(service string) (*trace.Provider, func(), error) {
+	if traceTo == "off" {
+		return nil, func() {}, nil
+	}
+	cfg := trace.EnvConfig()
+	cfg.Service, cfg.Endpoint, cfg.BatchTimeout = service, traceTo, 200*time.Millisecond
+	p, err := trace.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	}, nil
+}
+
 func run(addr, name, reg, zone string) error {
-	srv, err := rpc.NewServer(rpc.Config{Interceptors: []rpc.ServerInterceptor{rpc.ServerLogging(slog.Default())}})
+	ics := []rpc.ServerInterceptor{rpc.ServerLogging(slog.Default())}
+	tp, flush, err := tracing("greeter")
+	if err != nil {
+		return err
+	}
+	defer flush()
+	if tp != nil {
+		// A server span per call, joined to the caller's trace.
+		ics = append([]rpc.ServerInterceptor{rpc.ServerTracing(tp.TracerProvider())}, ics...)
+	}
+	srv, err := rpc.NewServer(rpc.Config{Interceptors: ics})
 	if err != nil {
 		return err
 	}
