@@ -254,7 +254,7 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		if s.cfg.TraceMaxAge != 0 {
 			tc.MaxAge = s.cfg.TraceMaxAge
 		}
-		tc.MaxBytes = s.cfg.TraceMaxBytes
+		tc.MaxBytes, tc.Forward, tc.TailSampling = s.cfg.TraceMaxBytes, s.cfg.TraceForward, s.cfg.TraceTailSampling
 		c, err := traceserver.New(tc)
 		if err != nil {
 			return nil, err

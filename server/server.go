@@ -167,6 +167,13 @@ type Config struct {
 	// kept (default 1).
 	TraceEndpoint    string
 	TraceSampleRatio float64
+	// TraceForward lists OTLP/HTTP traces URLs (Jaeger, Tempo, an
+	// OpenTelemetry Collector) the collector sends everything it receives
+	// on to, beside storing it.
+	TraceForward []string
+	// TraceTailSampling keeps whole traces chosen once seen: every error,
+	// every slow one, a share of the rest (off by default).
+	TraceTailSampling traceserver.TailSampling
 	// MQNameTTL is how long the name service keeps a broker that stopped
 	// registering (default 30 s; brokers register every 10 s).
 	MQNameTTL time.Duration

@@ -78,9 +78,11 @@ type StatsReply struct {
 	Stored   int64 `json:"stored"`
 	Failed   int64 `json:"failed"`
 	Queued   int64 `json:"queued"`
-	Segments int   `json:"segments"`
-	Bytes    int64 `json:"bytes"`
-	Spans    int   `json:"spans"`
+	// SampledOut counts spans tail sampling left out.
+	SampledOut int64 `json:"sampled_out"`
+	Segments   int   `json:"segments"`
+	Bytes      int64 `json:"bytes"`
+	Spans      int   `json:"spans"`
 }
 
 // RED is a service's, an operation's or a dependency's figures over some

@@ -70,7 +70,11 @@ func main() {
 	spans := flag.Int("spans", 10_000_000, "spans stored before the trace-by-ID queries")
 	bin := flag.String("bin", "", "a built tangram binary (default: build ./cmd/tangram)")
 	otelcol := flag.String("otelcol", "", "a built otelcol (default: build bench/trace/otelcol)")
+	cases := flag.String("cases", "ingest,byid,overhead", "which cases to run")
 	flag.Parse()
+	for _, c := range strings.Split(*cases, ",") {
+		want[c] = true
+	}
 	if *quick {
 		*dur, *spans = 4*time.Second, 1_000_000
 	}
@@ -79,6 +83,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// want holds the cases to run.
+var want = map[string]bool{}
 
 // rawCodec sends and receives pre-encoded protobuf bytes, so that the
 // senders spend nothing on encoding: both collectors get the same bytes.
@@ -468,6 +475,32 @@ func run(d time.Duration, rounds, senders, nspans int, bin, otelBin string) erro
 	if otelBin, err = buildOtelcol(tmp, otelBin); err != nil {
 		return err
 	}
+	var rows []spread.Row
+	if want["ingest"] {
+		r, err := ingest(tmp, d, rounds, senders, bin, otelBin)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, r)
+	}
+	if want["byid"] {
+		r, err := byID(tmp, senders, nspans, bin)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, r)
+	}
+	if want["overhead"] {
+		oursNS, bareNS := overhead(rounds)
+		o, b := spread.Summarise(oursNS), spread.Summarise(bareNS)
+		fmt.Printf("%-40s %22s %22s\n", "ns per HTTP server span (ours vs bare SDK)", o.Format("%.0f"), b.Format("%.0f"))
+		rows = append(rows, spread.NewRow("ns per span, trace.HTTPHandler vs bare SDK", o.Median, b.Median, spread.Ratios(bareNS, oursNS), 0))
+	}
+	spread.Print("trace", "otelcol "+otelcolVersion(), rows, map[string]any{"senders": senders, "batch": batchSpans, "attributes": attrsEach})
+	return nil
+}
+
+func ingest(tmp string, d time.Duration, rounds, senders int, bin, otelBin string) (spread.Row, error) {
 	fmt.Printf("ingest: OTLP/gRPC, %d spans × %d attributes per export, %d senders, %v per round, %d rounds\n", batchSpans, attrsEach, senders, d, rounds)
 	fmt.Printf("  otelcol %s: otlp receiver → batch processor (defaults) → file exporter (defaults)\n", otelcolVersion())
 	type sys struct {
@@ -486,13 +519,13 @@ func run(d time.Duration, rounds, senders, nspans int, bin, otelBin string) erro
 			os.MkdirAll(dir, 0o755)
 			p, err := s.start(dir)
 			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
+				return spread.Row{}, fmt.Errorf("%s: %w", s.name, err)
 			}
 			res, err := send(p.grpc, senders, d, 0, p.written)
 			p.stop()
 			os.RemoveAll(dir)
 			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
+				return spread.Row{}, fmt.Errorf("%s: %w", s.name, err)
 			}
 			rates[s.name] = append(rates[s.name], res.rate)
 			errs[s.name] += res.errors + int(res.rejected)
@@ -500,23 +533,25 @@ func run(d time.Duration, rounds, senders, nspans int, bin, otelBin string) erro
 		}
 	}
 	ours, peer := spread.Summarise(rates["tangram"]), spread.Summarise(rates["otelcol"])
-	rows := []spread.Row{spread.NewRow("ingest spans/s (OTLP/gRPC, written)", ours.Median, peer.Median,
-		spread.Ratios(rates["tangram"], rates["otelcol"]), errs["tangram"]+errs["otelcol"])}
 	fmt.Printf("\n%-40s %22s %22s\n", "case", "tangram", "otelcol")
 	fmt.Printf("%-40s %22s %22s\n", "ingest spans/s", ours.Format("%.0f"), peer.Format("%.0f"))
+	return spread.NewRow("ingest spans/s (OTLP/gRPC, written)", ours.Median, peer.Median,
+		spread.Ratios(rates["tangram"], rates["otelcol"]), errs["tangram"]+errs["otelcol"]), nil
+}
 
-	// Trace by ID over nspans stored spans.
+// byID stores nspans spans, then times lookups of random stored traces.
+func byID(tmp string, senders, nspans int, bin string) (spread.Row, error) {
 	dir := filepath.Join(tmp, "byid")
 	os.MkdirAll(dir, 0o755)
 	p, base, err := startTangram(bin, dir)
 	if err != nil {
-		return err
+		return spread.Row{}, err
 	}
 	fmt.Printf("\ntrace by ID: storing %d spans …\n", nspans)
 	res, err := send(p.grpc, senders, time.Hour, int64(nspans), p.written)
 	if err != nil {
 		p.stop()
-		return err
+		return spread.Row{}, err
 	}
 	fmt.Printf("  stored %d spans at %.0f spans/s\n", res.accepted, res.rate)
 	var lat []float64
@@ -548,15 +583,7 @@ func run(d time.Duration, rounds, senders, nspans int, bin, otelBin string) erro
 	slices.Sort(lat)
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
 	fmt.Printf("%-40s %22s %22s\n", fmt.Sprintf("trace by ID over %dM spans p50/p99 ms", res.accepted/1_000_000), fmt.Sprintf("%.2f / %.2f", p50, p99), "(no index)")
-	rows = append(rows, spread.Row{Case: "trace by ID p99 ms", Ours: p99, Note: fmt.Sprintf("%d spans stored, %d queries, p50 %.2f ms", res.accepted, len(lat), p50), Errors: qerrs})
-
-	// Instrumentation overhead.
-	oursNS, bareNS := overhead(rounds)
-	o, b := spread.Summarise(oursNS), spread.Summarise(bareNS)
-	fmt.Printf("%-40s %22s %22s\n", "ns per HTTP server span (ours vs bare SDK)", o.Format("%.0f"), b.Format("%.0f"))
-	rows = append(rows, spread.NewRow("ns per span, trace.HTTPHandler vs bare SDK", o.Median, b.Median, spread.Ratios(bareNS, oursNS), 0))
-	spread.Print("trace", "otelcol "+otelcolVersion(), rows, map[string]any{"senders": senders, "batch": batchSpans, "attributes": attrsEach})
-	return nil
+	return spread.Row{Case: "trace by ID p99 ms", Ours: p99, Note: fmt.Sprintf("%d spans stored, %d queries, p50 %.2f ms", res.accepted, len(lat), p50), Errors: qerrs}, nil
 }
 
 func otelcolVersion() string {

@@ -50,6 +50,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 			if cfg.TraceSampleRatio == 0 {
 				cfg.TraceEndpoint = "off"
 			}
+			cfg.TraceTailSampling.Enabled = cfg.TraceTailSampling.Ratio < 1
 			tuneGC()
 			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
 			cfg.SMTP.Password = os.Getenv("TANGRAM_SMTP_PASSWORD")
@@ -114,6 +115,10 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.DurationVar(&cfg.TraceMaxAge, "trace-max-age", 7*24*time.Hour, "drop stored spans older than this")
 	f.Int64Var(&cfg.TraceMaxBytes, "trace-max-bytes", 0, "drop the oldest stored spans past this many bytes (0: no cap)")
 	f.StringVar(&cfg.TraceEndpoint, "trace-endpoint", "", "where the server sends its own spans: its own collector (default, when the trace component runs), \"off\", or an OTLP/HTTP traces URL")
+	f.StringSliceVar(&cfg.TraceForward, "trace-forward", nil, "also send every export the collector receives to these OTLP/HTTP traces URLs (Jaeger, Tempo, an OpenTelemetry Collector)")
+	f.Float64Var(&cfg.TraceTailSampling.Ratio, "trace-keep-ratio", 1, "tail sampling: the share of ordinary traces the collector stores (below 1 turns it on; traces with an error or a slow span are always kept)")
+	f.DurationVar(&cfg.TraceTailSampling.Slow, "trace-keep-slower-than", time.Second, "tail sampling: always keep traces with a span at least this long")
+	f.DurationVar(&cfg.TraceTailSampling.Wait, "trace-decision-wait", 5*time.Second, "tail sampling: how long a trace's spans are held for its decision")
 	f.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", 1, "share of the server's new traces recorded (0 to 1; parent-based: a caller's decision is kept)")
 	f.StringVar(&cfg.KVFsync, "kv-fsync", "everysec", "kv append-only log fsync policy: always, everysec or no")
 	f.BoolVar(&cfg.KVNoPersist, "kv-no-persist", false, "keep kv data in memory only (no append-only log in <data>/kv)")

@@ -202,7 +202,7 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		}
 		c, st := s.Counts(), s.st.Stats()
 		api.WriteJSON(w, http.StatusOK, trace.StatsReply{Received: c.Received, Dropped: c.Dropped, Stored: c.Stored, Failed: c.Failed,
-			Queued: c.Queued, Segments: st.Segments, Bytes: st.Bytes, Spans: st.Spans})
+			Queued: c.Queued, SampledOut: c.SampledOut, Segments: st.Segments, Bytes: st.Bytes, Spans: st.Spans})
 		return nil
 	})
 }

@@ -11,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	oteltrace "go.opentelemetry.io/otel/trace"
 
+	"github.com/tangram-dev/tangram/trace"
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
@@ -26,6 +27,9 @@ func (e localExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlyS
 	out := make([]store.Span, len(spans))
 	for i, sp := range spans {
 		FromSDK(&out[i], sp)
+	}
+	if len(e.s.fwd) > 0 {
+		e.s.forward(trace.AppendExportRequest(nil, spans), "application/x-protobuf")
 	}
 	if n := e.s.Ingest(out); n > 0 {
 		return fmt.Errorf("trace: the collector's queue refused %d spans", n)

@@ -57,6 +57,7 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var reply []byte
+	s.forward(msg, "application/x-protobuf") // the same message, over OTLP/HTTP
 	if rejected := s.Ingest(spans); rejected > 0 {
 		reply = partialSuccess(rejected, "the collector's ingest queue is full: spans dropped")
 	}

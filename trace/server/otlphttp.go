@@ -65,6 +65,11 @@ func (s *Server) receiveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, isJSON, err.Error())
 		return
 	}
+	if isJSON {
+		s.forward(b, "application/json")
+	} else {
+		s.forward(b, "application/x-protobuf")
+	}
 	rejected := s.Ingest(spans)
 	msg := ""
 	if rejected > 0 {

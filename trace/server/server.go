@@ -52,7 +52,17 @@ type Config struct {
 	// Rollup bounds the RED figures and dependency map kept in memory
 	// (default: 60 minutes, 10,000 series).
 	Rollup rollup.Config
-	Logger *slog.Logger
+	// TailSampling keeps whole traces chosen once seen (off by default:
+	// every span is stored).
+	TailSampling TailSampling
+	// Forward lists OTLP/HTTP traces URLs (Jaeger, Tempo, an
+	// OpenTelemetry Collector, another Tangram) that every export
+	// received is sent on to, as received; ForwardRetry bounds the
+	// retries of one request (default 30 s). A forward queue that is full
+	// drops, never blocks.
+	Forward      []string
+	ForwardRetry time.Duration
+	Logger       *slog.Logger
 }
 
 // DefaultConfig returns the defaults (Dir still needed).
@@ -68,8 +78,16 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("trace: Dir is required")
 	}
+	if t := c.TailSampling; t.Enabled && (t.Ratio < 0 || t.Ratio > 1 || t.Slow < 0 || t.Wait < 0 || t.MaxHeld < 0) {
+		return errors.New("trace: TailSampling: Ratio is 0 to 1; Slow, Wait and MaxHeld cannot be negative")
+	}
 	if c.QueueSpans < 0 || c.BatchSpans < 0 || c.MaxRequestBytes < 0 || c.RetainEvery < 0 {
 		return errors.New("trace: QueueSpans, BatchSpans, MaxRequestBytes and RetainEvery cannot be negative")
+	}
+	for _, f := range c.Forward {
+		if _, err := newForwarder(f, nil); err != nil {
+			return err
+		}
 	}
 	return store.Config{Dir: c.Dir, SegmentBytes: c.SegmentBytes, MaxAge: c.MaxAge, MaxBytes: c.MaxBytes}.Validate()
 }
@@ -84,6 +102,7 @@ type Server struct {
 
 	st     *store.Store
 	roll   *rollup.Rollup
+	fwd    []*forwarder
 	ln     net.Listener // OTLP/HTTP
 	grpcLn net.Listener // OTLP/gRPC
 	// receivers are the OTLP servers (HTTP, gRPC) running.
@@ -100,6 +119,7 @@ type Server struct {
 	pause chan struct{}
 
 	received, dropped, stored, failed atomic.Int64
+	sampledOut                        atomic.Int64 // left out by tail sampling
 
 	mu       sync.Mutex
 	started  bool
@@ -141,7 +161,18 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, stop: make(chan struct{}), roll: rollup.New(cfg.Rollup)}, nil
+	if cfg.ForwardRetry <= 0 {
+		cfg.ForwardRetry = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, log: log, stop: make(chan struct{}), roll: rollup.New(cfg.Rollup)}
+	for _, ep := range cfg.Forward {
+		f, err := newForwarder(ep, log)
+		if err != nil {
+			return nil, err
+		}
+		s.fwd = append(s.fwd, f)
+	}
+	return s, nil
 }
 
 // Start opens the store, listens for OTLP and starts the writer.
@@ -196,6 +227,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go s.writer()
+	for _, f := range s.fwd {
+		f.wg.Add(1)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); f.run(s.stop, s.cfg.ForwardRetry) }()
+	}
 	s.started = true
 	return nil
 }
@@ -268,22 +304,45 @@ func (s *Server) writer() {
 	defer s.wg.Done()
 	retain := time.NewTicker(s.cfg.RetainEvery)
 	defer retain.Stop()
-	var batch []store.Span
-	flush := func() {
-		if len(batch) == 0 {
+	var batch, keep []store.Span
+	var tl *tail
+	var decideC <-chan time.Time
+	if s.cfg.TailSampling.Enabled {
+		tl = newTail(s.cfg.TailSampling)
+		tick := time.NewTicker(tl.cfg.Wait / 4)
+		defer tick.Stop()
+		decideC = tick.C
+	}
+	// flush stores the batch — through the tail sampler when there is
+	// one, which also settles the traces whose wait is over (all of them
+	// when final).
+	flush := func(final bool) {
+		if len(batch) == 0 && tl == nil {
 			return
-		}
-		if err := s.st.Append(batch); err != nil {
-			s.failed.Add(int64(len(batch)))
-			s.log.Error("trace: store append failed; spans lost", "spans", len(batch), "err", err)
-		} else {
-			s.stored.Add(int64(len(batch)))
 		}
 		// The figures and the map count every span received, stored or not.
 		s.roll.Add(batch)
+		out := batch
+		if tl != nil {
+			now := time.Now()
+			var d1, d2 int
+			keep, d1 = tl.add(batch, now, keep[:0])
+			keep, d2 = tl.decide(now, final, keep)
+			s.sampledOut.Add(int64(d1 + d2))
+			out = keep
+		}
+		if len(out) > 0 {
+			if err := s.st.Append(out); err != nil {
+				s.failed.Add(int64(len(out)))
+				s.log.Error("trace: store append failed; spans lost", "spans", len(out), "err", err)
+			} else {
+				s.stored.Add(int64(len(out)))
+			}
+		}
 		s.queued.Add(-int64(len(batch)))
 		clear(batch)
 		batch = batch[:0]
+		clear(keep)
 	}
 	for {
 		select {
@@ -301,7 +360,9 @@ func (s *Server) writer() {
 					break more
 				}
 			}
-			flush()
+			flush(false)
+		case <-decideC:
+			flush(false)
 		case <-retain.C:
 			s.st.Retain(time.Now())
 		case <-s.stop:
@@ -311,10 +372,10 @@ func (s *Server) writer() {
 				case spans := <-s.queue:
 					batch = append(batch, spans...)
 					if len(batch) >= s.cfg.BatchSpans {
-						flush()
+						flush(false)
 					}
 				default:
-					flush()
+					flush(true)
 					return
 				}
 			}
@@ -373,6 +434,22 @@ func (s *Server) stopWith(stopHTTP func(*http.Server) error) error {
 	return s.stopErr
 }
 
+// forward offers a received export to every forwarding endpoint.
+func (s *Server) forward(body []byte, contentType string) {
+	for _, f := range s.fwd {
+		f.offer(body, contentType)
+	}
+}
+
+// Forwarded returns each forwarding endpoint's counters.
+func (s *Server) Forwarded() []ForwardCounts {
+	out := make([]ForwardCounts, len(s.fwd))
+	for i, f := range s.fwd {
+		out[i] = f.counts()
+	}
+	return out
+}
+
 // Collector returns the collector's metrics.
 func (s *Server) Collector() prometheus.Collector { return (*metrics)(s) }
 
@@ -384,6 +461,7 @@ var (
 	descStored   = prometheus.NewDesc("tangram_trace_spans_stored_total", "Spans written to the span store.", nil, nil)
 	descFailed   = prometheus.NewDesc("tangram_trace_spans_failed_total", "Spans lost to a store write error.", nil, nil)
 	descQueued   = prometheus.NewDesc("tangram_trace_spans_queued", "Spans waiting for the writer.", nil, nil)
+	descSampled  = prometheus.NewDesc("tangram_trace_spans_sampled_out_total", "Spans left out by tail sampling (their traces had no error and were not slow).", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
@@ -392,8 +470,10 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descStored
 	ch <- descFailed
 	ch <- descQueued
+	ch <- descSampled
 	ch <- descDuration
 	ch <- descErrors
+	ch <- descForward
 }
 
 // The RED series in Prometheus's form, per operation: a duration
@@ -406,7 +486,17 @@ var (
 	promBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 )
 
+var descForward = prometheus.NewDesc("tangram_trace_forward_requests_total", "Export requests forwarded, by endpoint and outcome (sent, failed after retries, dropped by a full queue).",
+	[]string{"endpoint", "outcome"}, nil)
+
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, f := range (*Server)(m).Forwarded() {
+		for outcome, n := range map[string]int64{"sent": f.Sent, "failed": f.Failed, "dropped": f.Dropped} {
+			if c, err := prometheus.NewConstMetric(descForward, prometheus.CounterValue, float64(n), strings.ToValidUTF8(f.Endpoint, "?"), outcome); err == nil {
+				ch <- c
+			}
+		}
+	}
 	type op struct {
 		k  rollup.OpKey
 		st rollup.Stats
@@ -432,12 +522,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descStored, prometheus.CounterValue, float64(m.stored.Load()))
 	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(m.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(m.queued.Load()))
+	ch <- prometheus.MustNewConstMetric(descSampled, prometheus.CounterValue, float64(m.sampledOut.Load()))
 }
 
 // Counts are the collector's counters.
-type Counts struct{ Received, Dropped, Stored, Failed, Queued int64 }
+type Counts struct{ Received, Dropped, Stored, Failed, Queued, SampledOut int64 }
 
 // Counts returns the counters.
 func (s *Server) Counts() Counts {
-	return Counts{s.received.Load(), s.dropped.Load(), s.stored.Load(), s.failed.Load(), s.queued.Load()}
+	return Counts{s.received.Load(), s.dropped.Load(), s.stored.Load(), s.failed.Load(), s.queued.Load(), s.sampledOut.Load()}
 }

@@ -110,9 +110,6 @@ type segment struct {
 	entryOff int64
 	entries  int
 	bloom    []uint64
-	// sealing is true while its index is written in the background
-	// (queries use byTrace meanwhile; retention leaves it alone).
-	sealing bool
 }
 
 func (s *Store) segPath(seq uint64) string {
@@ -340,19 +337,20 @@ func (s *Store) rotate() error {
 	}
 	s.sealed = append(s.sealed, old)
 	s.active = seg
-	old.sealing = true
 	s.sealing.Add(1)
 	go func() {
 		defer s.sealing.Done()
 		ix, err := s.writeIndex(old)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		old.sealing = false
 		switch {
 		case err != nil:
 			s.log.Error("trace/store: writing a segment's index failed; its trace map stays in memory", "segment", old.seq, "err", err)
 		case s.closed:
 			ix.f.Close()
+		case !slices.Contains(s.sealed, old): // retention dropped it meanwhile
+			ix.f.Close()
+			os.Remove(s.idxPath(old.seq))
 		default:
 			s.install(old, ix)
 		}
@@ -777,9 +775,6 @@ func (s *Store) retain(now time.Time) {
 	drop := 0
 	for drop < len(s.sealed) {
 		g := s.sealed[drop]
-		if g.sealing {
-			break // its index is being written; it is among the newest anyway
-		}
 		old := s.cfg.MaxAge > 0 && g.maxStart < uint64(now.Add(-s.cfg.MaxAge).UnixNano())
 		big := s.cfg.MaxBytes > 0 && total > s.cfg.MaxBytes
 		if !old && !big {
