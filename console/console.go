@@ -40,6 +40,7 @@ import (
 	kvserver "github.com/tangram-dev/tangram/kv/server"
 	lockserver "github.com/tangram-dev/tangram/lock/server"
 	"github.com/tangram-dev/tangram/mq"
+	traceserver "github.com/tangram-dev/tangram/trace/server"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
 )
 
@@ -65,7 +66,10 @@ type Config struct {
 	// worker numbers).
 	IDs *idserver.Server
 	// Txns, optional: the transaction coordinator's pages.
-	Txns          *txnserver.Server
+	Txns *txnserver.Server
+	// Traces, optional: the trace collector's pages (search, waterfall,
+	// service dashboards, the service map).
+	Traces        *traceserver.Server
 	Store         *store.Store
 	Logger        *slog.Logger
 	SecureCookies bool
@@ -105,6 +109,9 @@ func (cfg Config) nav() []NavLink {
 	}
 	if cfg.Config != nil {
 		out = append(out, NavLink{"/shard", "Sharding"})
+	}
+	if cfg.Traces != nil {
+		out = append(out, NavLink{"/traces", "Traces"})
 	}
 	return append(out, NavLink{"/users", "Users"}, NavLink{"/audit", "Audit"})
 }
@@ -183,7 +190,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn", "shard", "shardrules"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn", "shard", "shardrules", "traces", "trace", "traceservice", "tracemap"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err
@@ -232,6 +239,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerIDs(mux)
 	c.registerTxns(mux)
 	c.registerShard(mux)
+	c.registerTraces(mux)
 }
 
 type view struct {

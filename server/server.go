@@ -655,6 +655,7 @@ func (s *Server) routes() (http.Handler, error) {
 	ccfg.Locks = s.locks
 	ccfg.IDs = s.ids
 	ccfg.Txns = s.txns
+	ccfg.Traces = s.traces
 	con, err := console.New(ccfg)
 	if err != nil {
 		return nil, err

@@ -383,6 +383,9 @@ func (s *Server) writer() {
 	}
 }
 
+// Rollup is the RED figures and the dependency map, for queries in process.
+func (s *Server) Rollup() *rollup.Rollup { return s.roll }
+
 // Store is the span store (after Start), for queries in process.
 func (s *Server) Store() *store.Store { return s.st }
 
