@@ -62,7 +62,7 @@ func newRootWith() (*cobra.Command, *globals) {
 		}
 		return g.Check()
 	}
-	root.AddCommand(newServerCmd(), &cobra.Command{
+	root.AddCommand(newServerCmd(), newCollectorCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, args []string) { fmt.Fprintln(cmd.OutOrStdout(), "tangram", server.Version) },

@@ -20,15 +20,32 @@ import (
 )
 
 func newServerCmd() *cobra.Command {
+	return serverCommand("server", "Run the Tangram platform: HTTP API and console, config center, registry, job scheduler, MQ broker",
+		`Run the Tangram platform in one process: the HTTP API and web console, and the
+components. With no flags it keeps its state in ./data (SQLite) and listens on :7070.
+Point several servers at one PostgreSQL or MySQL store to run a cluster.`, server.DefaultConfig())
+}
+
+// newCollectorCmd is the trace collector alone: the platform process with
+// only its trace component (its HTTP API, console and users for the
+// queries), on ports of its own so it runs beside a server.
+func newCollectorCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
+	cfg.Components = []string{server.CompTrace}
+	cfg.HTTPAddr, cfg.RPCAddr, cfg.BrokerAddr, cfg.KVAddr, cfg.DataDir = ":7076", "off", "off", "off", "./data-collector"
+	return serverCommand("collector", "Run the trace collector alone: OTLP/gRPC and OTLP/HTTP in, the span store, queries, console",
+		`Run Tangram's trace collector on its own — the same as "tangram server --components trace"
+with ports of its own: OTLP/gRPC on 127.0.0.1:4317, OTLP/HTTP on 127.0.0.1:4318, the query API and
+console on :7076, state in ./data-collector. Every server flag applies.`, cfg)
+}
+
+func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 	var logFormat, logLevel string
 	cmd := &cobra.Command{
-		Use:   "server",
-		Short: "Run the Tangram platform: HTTP API and console, config center, registry, job scheduler, MQ broker",
-		Long: `Run the Tangram platform in one process: the HTTP API and web console, and the
-components. With no flags it keeps its state in ./data (SQLite) and listens on :7070.
-Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
-		Args: cobra.NoArgs,
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -132,7 +149,7 @@ Point several servers at one PostgreSQL or MySQL store to run a cluster.`,
 	f.StringVar(&cfg.SMTP.Addr, "smtp-addr", "", "mail server (host:port) for alarm e-mails (jobs, transactions)")
 	f.StringVar(&cfg.SMTP.From, "smtp-from", "tangram@localhost", "sender of alarm e-mails")
 	f.StringVar(&cfg.SMTP.Username, "smtp-user", "", "SMTP user (password in TANGRAM_SMTP_PASSWORD); PLAIN auth needs TLS or a local server")
-	f.StringSliceVar(&cfg.Components, "components", nil, "components this process runs, comma-separated: "+strings.Join(server.ComponentNames(), ",")+" (default all)")
+	f.StringSliceVar(&cfg.Components, "components", cfg.Components, "components this process runs, comma-separated: "+strings.Join(server.ComponentNames(), ",")+" (default all)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (unauthenticated: keep it on loopback)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	oteltrace "go.opentelemetry.io/otel/trace"
+
+	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/trace"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestCollectorAndTraceCommands: `tangram collector` runs the collector
+// alone; spans exported to it are seen through `tangram trace` — the map,
+// the services, a search, one trace as a tree, the counters.
+func TestCollectorAndTraceCommands(t *testing.T) {
+	const token = "tgm_collector-test-token-0123456789abc"
+	t.Setenv("TANGRAM_BOOTSTRAP_TOKEN", token)
+	httpAddr, otlpAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs([]string{"collector", "--http", httpAddr, "--otlp-http", otlpAddr, "--otlp-grpc", "off", "--trace-endpoint", "off", "--data", t.TempDir(), "--log-level", "error"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	defer func() {
+		cancel()
+		if err := wait.Receive(t, 20*time.Second, "the collector to stop", done); err != nil {
+			t.Errorf("collector: %v", err)
+		}
+	}()
+	wait.For(t, 20*time.Second, "the collector to answer", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	var id oteltrace.TraceID
+	for _, svc := range []string{"shop", "stock"} {
+		p, err := trace.New(trace.Config{Service: svc, Endpoint: "http://" + otlpAddr + "/v1/traces"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svc == "shop" {
+			_, sp := p.Tracer("t").Start(context.Background(), "GET /buy", oteltrace.WithSpanKind(oteltrace.SpanKindServer))
+			id = sp.SpanContext().TraceID()
+			sp.End()
+		} else {
+			parent := oteltrace.ContextWithRemoteSpanContext(context.Background(), oteltrace.NewSpanContext(oteltrace.SpanContextConfig{
+				TraceID: id, SpanID: oteltrace.SpanID{1}, TraceFlags: oteltrace.FlagsSampled}))
+			_, sp := p.Tracer("t").Start(parent, "stock.Reserve", oteltrace.WithSpanKind(oteltrace.SpanKindServer))
+			sp.End()
+		}
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append([]string{"--server", httpAddr, "--token", token}, args...))
+		if err := root.Execute(); err != nil {
+			t.Fatalf("tangram %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		return out.String()
+	}
+	wait.For(t, 10*time.Second, "both spans stored", func() bool { return strings.Contains(run("trace", "stats", "-o", "json"), `"stored": 2`) })
+	if out := run("trace", "services"); !strings.Contains(out, "shop") || !strings.Contains(out, "stock") {
+		t.Errorf("trace services:\n%s", out)
+	}
+	if out := run("trace", "search", "--service", "stock"); !strings.Contains(out, id.String()) {
+		t.Errorf("trace search:\n%s", out)
+	}
+	if out := run("trace", "get", id.String()); !strings.Contains(out, "GET /buy") || !strings.Contains(out, "stock.Reserve") {
+		t.Errorf("trace get:\n%s", out)
+	}
+	if out := run("trace", "operations", "stock"); !strings.Contains(out, "stock.Reserve") {
+		t.Errorf("trace operations:\n%s", out)
+	}
+}
