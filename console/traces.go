@@ -80,7 +80,7 @@ func (c *Console) tracesPage(w http.ResponseWriter, r *http.Request) error {
 		services = append(services, row)
 	}
 	q := r.URL.Query()
-	data := map[string]any{"Services": services, "Minutes": minutes, "Q": q, "Counts": c.cfg.Traces.Counts()}
+	data := map[string]any{"Services": services, "Minutes": minutes, "Q": q, "Counts": c.cfg.Traces.Counts(), "Alerts": c.cfg.Traces.Alerts()}
 	if q.Get("service") != "" || q.Get("operation") != "" || q.Get("min") != "" || q.Get("errors") != "" {
 		sq := store.Query{Service: q.Get("service"), Operation: q.Get("operation"), OnlyErrors: q.Get("errors") == "on", Limit: 50}
 		if v := q.Get("min"); v != "" {

@@ -83,6 +83,9 @@ func TestTracePagesBrowser(t *testing.T) {
 		}
 	}
 	admin := trace.NewAdmin(h.URL, h.Token)
+	if _, err := admin.SetAlert(context.Background(), trace.AlertRule{Name: "ledger-errors", Service: "ledger", Metric: trace.ErrorRatio, Threshold: 0.1}); err != nil {
+		t.Fatal(err)
+	}
 	wait.For(t, 15*time.Second, "the call between the services", func() bool {
 		d, err := admin.Dependencies(context.Background(), 5)
 		return err == nil && len(d.Edges) == 1 && d.Edges[0].Calls == 20
@@ -123,6 +126,9 @@ func TestTracePagesBrowser(t *testing.T) {
 	step("services", chromedp.Navigate(h.URL+"/traces"), chromedp.WaitVisible(id("trace-services")))
 	if s := text("#trace-services"); !strings.Contains(s, "web") || !strings.Contains(s, "ledger") || !strings.Contains(s, "25.0%") {
 		t.Errorf("services table: %q (want web, ledger, and ledger's 25.0%% errors)", s)
+	}
+	if s := text("#trace-alerts"); !strings.Contains(s, "ledger-errors") || !strings.Contains(s, "error_ratio") {
+		t.Errorf("alerts table: %q", s)
 	}
 	step("search", chromedp.SetValue(chromedp.CSS("input[name=service]"), "ledger"), chromedp.Click(chromedp.CSS("input[name=errors]")),
 		chromedp.Submit(chromedp.CSS("input[name=service]")), chromedp.WaitVisible(id("trace-found")))

@@ -15,6 +15,7 @@ import (
 	configserver "github.com/tangram-dev/tangram/config/server"
 	idserver "github.com/tangram-dev/tangram/idgen/server"
 	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/internal/auth"
 	jobserver "github.com/tangram-dev/tangram/job/server"
 	kvserver "github.com/tangram-dev/tangram/kv/server"
@@ -255,6 +256,17 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 			tc.MaxAge = s.cfg.TraceMaxAge
 		}
 		tc.MaxBytes, tc.Forward, tc.TailSampling = s.cfg.TraceMaxBytes, s.cfg.TraceForward, s.cfg.TraceTailSampling
+		// Alert notifications go out under the server's webhook policy and
+		// SMTP, as job alarms do; rule changes are audited in the store.
+		tc.Alerts.WebhookAllow = s.cfg.JobWebhookAllow
+		if s.cfg.SMTP.Addr != "" {
+			tc.Alerts.SMTP = &s.cfg.SMTP
+		}
+		tc.Audit = func(ctx context.Context, e audit.Entry) {
+			if err := audit.Record(ctx, s.st, e); err != nil {
+				s.log.Error("trace: audit record failed", "action", e.Action, "err", err)
+			}
+		}
 		c, err := traceserver.New(tc)
 		if err != nil {
 			return nil, err

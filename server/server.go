@@ -123,7 +123,7 @@ type Config struct {
 	// JobClaimAhead is how early a fire is claimed in the store; its run
 	// goes to the executor at its exact time (default 100 ms).
 	JobClaimAhead time.Duration
-	// JobWebhookAllow lets job alarm webhooks reach internal addresses
+	// JobWebhookAllow lets job alarm and trace alert webhooks reach internal addresses
 	// (CIDR prefixes, addresses or host names); default: public only.
 	JobWebhookAllow []string
 	// TxnAlarmWebhook and TxnAlarmEmails receive an alarm (the

@@ -124,3 +124,32 @@ func (a *Admin) Stats(ctx context.Context) (StatsReply, error) {
 	err := a.c.Do(ctx, "GET", APIBase+"/stats", nil, &out)
 	return out, err
 }
+
+// Alerts returns every alert rule with its state.
+func (a *Admin) Alerts(ctx context.Context) (AlertsReply, error) {
+	var out AlertsReply
+	err := a.c.Do(ctx, "GET", APIBase+"/alerts", nil, &out)
+	return out, err
+}
+
+// SetAlert creates or replaces a rule.
+func (a *Admin) SetAlert(ctx context.Context, r AlertRule) (AlertRule, error) {
+	var out AlertRule
+	err := a.c.Do(ctx, "PUT", APIBase+"/alerts/"+url.PathEscape(r.Name), r, &out)
+	return out, err
+}
+
+// DeleteAlert deletes a rule.
+func (a *Admin) DeleteAlert(ctx context.Context, name string) error {
+	return a.c.Do(ctx, "DELETE", APIBase+"/alerts/"+url.PathEscape(name), nil, nil)
+}
+
+// Silence holds a rule's notifications for d (0 lifts the silence).
+func (a *Admin) Silence(ctx context.Context, name string, d time.Duration) error {
+	return a.c.Do(ctx, "POST", APIBase+"/alerts/"+url.PathEscape(name)+"/silence", SilenceRequest{For: d.String()}, nil)
+}
+
+// Ack acknowledges a firing alert: no reminders until it resolves.
+func (a *Admin) Ack(ctx context.Context, name string) error {
+	return a.c.Do(ctx, "POST", APIBase+"/alerts/"+url.PathEscape(name)+"/ack", nil, nil)
+}

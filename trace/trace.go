@@ -153,3 +153,77 @@ type DependenciesReply struct {
 	Services []ServiceRED `json:"services"`
 	Edges    []Edge       `json:"edges"`
 }
+
+// AlertMetric is what an alert rule watches.
+type AlertMetric string
+
+// The alert metrics.
+const (
+	ErrorRatio  AlertMetric = "error_ratio"   // errors ÷ calls, 0 to 1
+	P50         AlertMetric = "p50_ms"        // latency percentiles, milliseconds
+	P95         AlertMetric = "p95_ms"        //
+	P99         AlertMetric = "p99_ms"        //
+	CallsPerMin AlertMetric = "calls_per_min" // throughput
+	// BurnRate is how fast the error budget of Objective is spent: the
+	// error ratio over 1 − Objective, over the window and over the short
+	// window (a twelfth of it by default); the rule fires when both are at
+	// least Threshold — the multi-window burn rate of Google's SRE
+	// workbook (14.4 over 1 h and 5 min spends 2 % of a 30-day budget in
+	// an hour).
+	BurnRate AlertMetric = "burn_rate"
+)
+
+// AlertRule is one alert rule of the collector.
+type AlertRule struct {
+	Name      string      `json:"name"`
+	Service   string      `json:"service"`
+	Operation string      `json:"operation,omitempty"` // empty: the service's entry spans
+	Metric    AlertMetric `json:"metric"`
+	// Threshold: the rule fires when the metric is at least this (below
+	// it, with Below: a throughput that drops).
+	Threshold float64 `json:"threshold"`
+	Below     bool    `json:"below,omitempty"`
+	// Window is how many minutes the metric is computed over (default 5;
+	// at most the collector's window, 60).
+	Window int `json:"window_minutes,omitempty"`
+	// Objective (burn_rate only): the share of calls that should succeed,
+	// e.g. 0.999. ShortWindow: its second window (default Window/12, at
+	// least 1).
+	Objective   float64 `json:"objective,omitempty"`
+	ShortWindow int     `json:"short_window_minutes,omitempty"`
+	// MinCalls: below this many calls in the window the rule stays quiet
+	// (default 1; an idle service has no error ratio).
+	MinCalls int `json:"min_calls,omitempty"`
+	// Where notifications go: an http(s) webhook (a POST of JSON) and
+	// e-mails.
+	Webhook string   `json:"webhook,omitempty"`
+	Emails  []string `json:"emails,omitempty"`
+}
+
+// Alert is a rule with its state: "ok", "firing", or "silenced" (firing
+// or not, notifications held until SilencedUntil).
+type Alert struct {
+	Rule   AlertRule `json:"rule"`
+	Status string    `json:"status"`
+	// Value is the metric at the last evaluation (the long window's burn
+	// rate; Short the short window's), over Calls calls.
+	Value float64 `json:"value"`
+	Short float64 `json:"short,omitempty"`
+	Calls uint64  `json:"calls"`
+	// Firing since (RFC 3339), when it is.
+	Since         string `json:"since,omitempty"`
+	SilencedUntil string `json:"silenced_until,omitempty"`
+	// AckedBy: who acknowledged the firing alert (no more reminders until
+	// it resolves).
+	AckedBy string `json:"acked_by,omitempty"`
+}
+
+// AlertsReply is GET /api/v1/trace/alerts.
+type AlertsReply struct {
+	Alerts []Alert `json:"alerts"`
+}
+
+// SilenceRequest is POST /api/v1/trace/alerts/{name}/silence.
+type SilenceRequest struct {
+	For string `json:"for"` // a Go duration: 30m, 2h
+}

@@ -118,7 +118,7 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 	f.IntVar(&cfg.MaxConns, "max-conns", 10000, "connections open at once per listener (HTTP, RPC); more are closed on arrival")
 	f.DurationVar(&cfg.AnonIdleTimeout, "anon-idle-timeout", 10*time.Second, "close an idle keep-alive connection that carried no authenticated request after this long")
 	f.DurationVar(&cfg.JobMinInterval, "job-min-interval", time.Second, "the tightest job schedule a non-admin may set")
-	f.StringSliceVar(&cfg.JobWebhookAllow, "job-webhook-allow", nil, "internal destinations job alarm webhooks may reach (CIDR, address or host name; default: public addresses only)")
+	f.StringSliceVar(&cfg.JobWebhookAllow, "job-webhook-allow", nil, "internal destinations job alarm and trace alert webhooks may reach (CIDR, address or host name; default: public addresses only)")
 	f.StringVar(&cfg.Store, "store", "", "SQL store: sqlite://PATH (default <data>/tangram.db), postgres://… or mysql://user:pass@host:port/db")
 	f.String("secret-key-file", "", "file with the 32-byte key (hex) encrypting secret config items (default <data>/secret.key; env TANGRAM_SECRET_KEY)")
 	f.DurationVar(&cfg.ConfigScanInterval, "config-scan-interval", time.Second, "how often releases made on other servers are picked up")

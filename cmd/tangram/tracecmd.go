@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -160,6 +161,77 @@ func newTraceCmd(g *globals) *cobra.Command {
 			row(w, st.Received, st.Dropped, st.Stored, st.Failed, st.Queued, st.Segments, st.Bytes, st.Spans)
 		})
 	}}
-	cmd.AddCommand(get, search, services, ops, deps, stats)
+	cmd.AddCommand(get, search, services, ops, deps, stats, newTraceAlertCmd(g))
+	return cmd
+}
+
+// newTraceAlertCmd: `tangram trace alert list|set|rm|silence|ack`.
+func newTraceAlertCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "alert", Short: "Alert rules on the figures: error ratio, latency percentiles, throughput, burn rate"}
+	list := &cobra.Command{Use: "list", Short: "Rules with their state (ok, firing, silenced)", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		out, err := g.traceAdmin().Alerts(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return g.Print(out, func(w *tabwriter.Writer) {
+			row(w, "NAME", "SERVICE", "OPERATION", "METRIC", "THRESHOLD", "WINDOW", "STATUS", "VALUE", "CALLS", "SINCE", "ACKED_BY")
+			for _, a := range out.Alerts {
+				r := a.Rule
+				cmp := ">="
+				if r.Below {
+					cmp = "<"
+				}
+				window := r.Window
+				if window == 0 {
+					window = 5
+				}
+				row(w, r.Name, r.Service, r.Operation, r.Metric, cmp+strconv.FormatFloat(r.Threshold, 'g', -1, 64), strconv.Itoa(window)+"m",
+					a.Status, strconv.FormatFloat(a.Value, 'g', 4, 64), a.Calls, a.Since, a.AckedBy)
+			}
+		})
+	}}
+	var r trace.AlertRule
+	var metric string
+	set := &cobra.Command{Use: "set NAME --service S --metric M --threshold X", Short: "Create or replace a rule",
+		Long: `Create or replace an alert rule. Metrics: error_ratio (0 to 1), p50_ms, p95_ms, p99_ms,
+calls_per_min (with --below: fire when throughput drops under the threshold), and burn_rate
+(with --objective 0.999: fire when the error budget burns at least --threshold times too fast over
+--window and over --short-window, e.g. 14.4 over 60 and 5 minutes). Notifications go to --webhook
+(a JSON POST) and --email when the rule starts firing, every hour while it fires unacknowledged,
+and when it resolves.`,
+		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			r.Name, r.Metric = args[0], trace.AlertMetric(metric)
+			out, err := g.traceAdmin().SetAlert(cmd.Context(), r)
+			if err != nil {
+				return err
+			}
+			return g.Print(out, func(w *tabwriter.Writer) { row(w, "SET", out.Name) })
+		}}
+	f := set.Flags()
+	f.StringVar(&r.Service, "service", "", "the service")
+	f.StringVar(&r.Operation, "operation", "", "one of its operations (default: the service's entry spans)")
+	f.StringVar(&metric, "metric", "", "error_ratio, p50_ms, p95_ms, p99_ms, calls_per_min or burn_rate")
+	f.Float64Var(&r.Threshold, "threshold", 0, "fire at or above this (below, with --below)")
+	f.BoolVar(&r.Below, "below", false, "fire below the threshold (throughput drops)")
+	f.IntVar(&r.Window, "window", 5, "minutes the metric is computed over")
+	f.Float64Var(&r.Objective, "objective", 0, "burn_rate: the share of calls that should succeed (0.999)")
+	f.IntVar(&r.ShortWindow, "short-window", 0, "burn_rate: the second window in minutes (default window/12)")
+	f.IntVar(&r.MinCalls, "min-calls", 0, "stay quiet below this many calls in the window (default 1)")
+	f.StringVar(&r.Webhook, "webhook", "", "POST a JSON notification here")
+	f.StringSliceVar(&r.Emails, "email", nil, "e-mail notifications (the server's SMTP)")
+	rm := &cobra.Command{Use: "rm NAME", Short: "Delete a rule", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		return g.traceAdmin().DeleteAlert(cmd.Context(), args[0])
+	}}
+	var silenceFor time.Duration
+	silence := &cobra.Command{Use: "silence NAME --for 1h", Short: "Hold a rule's notifications for a while (--for 0 lifts it)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.traceAdmin().Silence(cmd.Context(), args[0], silenceFor)
+		}}
+	silence.Flags().DurationVar(&silenceFor, "for", time.Hour, "how long")
+	ack := &cobra.Command{Use: "ack NAME", Short: "Acknowledge a firing alert: no reminders until it resolves", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.traceAdmin().Ack(cmd.Context(), args[0])
+		}}
+	cmd.AddCommand(list, set, rm, silence, ack)
 	return cmd
 }

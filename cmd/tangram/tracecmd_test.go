@@ -100,4 +100,16 @@ func TestCollectorAndTraceCommands(t *testing.T) {
 	if out := run("trace", "operations", "stock"); !strings.Contains(out, "stock.Reserve") {
 		t.Errorf("trace operations:\n%s", out)
 	}
+	run("trace", "alert", "set", "stock-burn", "--service", "stock", "--metric", "burn_rate", "--objective", "0.999", "--threshold", "14.4", "--window", "60")
+	if out := run("trace", "alert", "list"); !strings.Contains(out, "stock-burn") || !strings.Contains(out, "burn_rate") || !strings.Contains(out, ">=14.4") {
+		t.Errorf("trace alert list:\n%s", out)
+	}
+	run("trace", "alert", "silence", "stock-burn", "--for", "2h")
+	if out := run("trace", "alert", "list", "-o", "json"); !strings.Contains(out, `"status": "silenced"`) {
+		t.Errorf("a silenced rule:\n%s", out)
+	}
+	run("trace", "alert", "rm", "stock-burn")
+	if out := run("trace", "alert", "list", "-o", "json"); strings.Contains(out, "stock-burn") {
+		t.Errorf("a deleted rule is listed:\n%s", out)
+	}
 }

@@ -31,6 +31,8 @@ type Config struct {
 	// for parent matching (default 200,000): a child whose parent comes
 	// more than about that many spans later is not matched.
 	Recent int
+	// Now is the clock (default time.Now; tests move it).
+	Now func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -42,6 +44,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Recent <= 0 {
 		c.Recent = 200000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }
@@ -136,7 +141,7 @@ type Rollup struct {
 // New makes an empty Rollup.
 func New(cfg Config) *Rollup {
 	cfg = cfg.withDefaults()
-	r := &Rollup{cfg: cfg, now: time.Now, ops: map[OpKey]*series{}, edges: map[EdgeKey]*series{}, last: map[string]int64{},
+	r := &Rollup{cfg: cfg, now: cfg.Now, ops: map[OpKey]*series{}, edges: map[EdgeKey]*series{}, last: map[string]int64{},
 		names: map[string]string{}}
 	for i := range 2 {
 		r.recent[i] = map[store.SpanID]string{}

@@ -41,6 +41,11 @@ func APIRoutes() []apidoc.Route {
 		{Method: "GET", Path: apiBase + "/services/{service}/operations", Tag: t, Summary: "A service's operations with their rate, errors and latency percentiles, busiest first", Response: trace.OperationsReply{}, Query: []apidoc.Param{minutesParam}},
 		{Method: "GET", Path: apiBase + "/series", Tag: t, Summary: "A service's (or one operation's) figures minute by minute", Response: trace.SeriesReply{}, Query: []apidoc.Param{
 			{Name: "service", Description: "the service (required)"}, {Name: "operation", Description: "one of its operations (default: the service's entry spans)"}, minutesParam}},
+		{Method: "GET", Path: apiBase + "/alerts", Tag: t, Summary: "Alert rules with their state: ok, firing (since when, acknowledged by whom) or silenced", Response: trace.AlertsReply{}},
+		{Method: "PUT", Path: apiBase + "/alerts/{name}", Tag: t, Summary: "Create or replace an alert rule (threshold on error ratio, latency percentile or throughput; or a burn rate)", Body: trace.AlertRule{}, Response: trace.AlertRule{}},
+		{Method: "DELETE", Path: apiBase + "/alerts/{name}", Tag: t, Summary: "Delete an alert rule", Status: 204, Also: []int{404}},
+		{Method: "POST", Path: apiBase + "/alerts/{name}/silence", Tag: t, Summary: "Hold an alert's notifications for a while (for: 0 lifts it)", Body: trace.SilenceRequest{}, Status: 204, Also: []int{404}},
+		{Method: "POST", Path: apiBase + "/alerts/{name}/ack", Tag: t, Summary: "Acknowledge a firing alert: no reminders until it resolves", Status: 204, Also: []int{404, 409}},
 		{Method: "GET", Path: apiBase + "/dependencies", Tag: t, Summary: "The service dependency map: services and the calls between them, kept as spans arrive", Response: trace.DependenciesReply{}, Query: []apidoc.Param{minutesParam}},
 	}
 }
@@ -196,6 +201,7 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		api.WriteJSON(w, http.StatusOK, reply)
 		return nil
 	})
+	s.mountAlerts(h)
 	h("GET "+apiBase+"/stats", func(w http.ResponseWriter, r *http.Request) error {
 		if err := read(r); err != nil {
 			return err

@@ -20,6 +20,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tangram-dev/tangram/internal/alarm"
+	"github.com/tangram-dev/tangram/internal/audit"
 	"github.com/tangram-dev/tangram/trace/rollup"
 	"github.com/tangram-dev/tangram/trace/store"
 )
@@ -55,6 +57,11 @@ type Config struct {
 	// TailSampling keeps whole traces chosen once seen (off by default:
 	// every span is stored).
 	TailSampling TailSampling
+	// Alerts: the rules' evaluation and notifications; the rules are kept
+	// in <Dir>/alerts.json.
+	Alerts Alerts
+	// Audit records the alert rules' changes (nil: not recorded).
+	Audit func(ctx context.Context, e audit.Entry)
 	// Forward lists OTLP/HTTP traces URLs (Jaeger, Tempo, an
 	// OpenTelemetry Collector, another Tangram) that every export
 	// received is sent on to, as received; ForwardRetry bounds the
@@ -103,8 +110,11 @@ type Server struct {
 	st     *store.Store
 	roll   *rollup.Rollup
 	fwd    []*forwarder
-	ln     net.Listener // OTLP/HTTP
-	grpcLn net.Listener // OTLP/gRPC
+	alerts *alerter
+	hooks  *alarm.Policy // where alert webhooks may go
+	alarms *alarm.Sender // from Start
+	ln     net.Listener  // OTLP/HTTP
+	grpcLn net.Listener  // OTLP/gRPC
 	// receivers are the OTLP servers (HTTP, gRPC) running.
 	receivers []*http.Server
 	queue     chan []store.Span
@@ -164,7 +174,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ForwardRetry <= 0 {
 		cfg.ForwardRetry = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: log, stop: make(chan struct{}), roll: rollup.New(cfg.Rollup)}
+	if cfg.Alerts.EvalEvery <= 0 {
+		cfg.Alerts.EvalEvery = 15 * time.Second
+	}
+	if cfg.Alerts.Repeat <= 0 {
+		cfg.Alerts.Repeat = time.Hour
+	}
+	hooks, err := alarm.NewPolicy(cfg.Alerts.WebhookAllow)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, stop: make(chan struct{}), roll: rollup.New(cfg.Rollup), hooks: hooks}
 	for _, ep := range cfg.Forward {
 		f, err := newForwarder(ep, log)
 		if err != nil {
@@ -190,6 +210,14 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.st = st
+	if s.alerts, err = newAlerter(s); err != nil {
+		st.Close()
+		return err
+	}
+	if s.alarms, err = alarm.New(alarm.Config{SMTP: s.cfg.Alerts.SMTP, Policy: s.hooks, UserAgent: "tangram-trace-alert", Logger: s.log}); err != nil {
+		st.Close()
+		return err
+	}
 	// The queue holds batches; QueueSpans bounds the spans in them.
 	s.queue = make(chan []store.Span, max(16, s.cfg.QueueSpans/64))
 	// Both listeners first, so that a taken port leaves nothing running.
@@ -225,8 +253,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.serve(lns[1], &http.Server{Handler: http.HandlerFunc(s.receiveGRPC), Protocols: &p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/gRPC")
 		s.grpcLn = lns[1]
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.writer()
+	go func() { defer s.wg.Done(); s.alerts.run(s.stop) }()
 	for _, f := range s.fwd {
 		f.wg.Add(1)
 		s.wg.Add(1)
@@ -429,6 +458,7 @@ func (s *Server) stopWith(stopHTTP func(*http.Server) error) error {
 		err := errors.Join(errs...)
 		close(s.stop)
 		s.wg.Wait()
+		s.alarms.Close()
 		if cerr := s.st.Close(); err == nil {
 			err = cerr
 		}
@@ -464,6 +494,7 @@ var (
 	descStored   = prometheus.NewDesc("tangram_trace_spans_stored_total", "Spans written to the span store.", nil, nil)
 	descFailed   = prometheus.NewDesc("tangram_trace_spans_failed_total", "Spans lost to a store write error.", nil, nil)
 	descQueued   = prometheus.NewDesc("tangram_trace_spans_queued", "Spans waiting for the writer.", nil, nil)
+	descFiring   = prometheus.NewDesc("tangram_trace_alerts_firing", "Alert rules firing now.", nil, nil)
 	descSampled  = prometheus.NewDesc("tangram_trace_spans_sampled_out_total", "Spans left out by tail sampling (their traces had no error and were not slow).", nil, nil)
 )
 
@@ -474,6 +505,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFailed
 	ch <- descQueued
 	ch <- descSampled
+	ch <- descFiring
 	ch <- descDuration
 	ch <- descErrors
 	ch <- descForward
@@ -526,6 +558,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(m.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(m.queued.Load()))
 	ch <- prometheus.MustNewConstMetric(descSampled, prometheus.CounterValue, float64(m.sampledOut.Load()))
+	if m.alerts != nil {
+		ch <- prometheus.MustNewConstMetric(descFiring, prometheus.GaugeValue, float64((*Server)(m).Firing()))
+	}
 }
 
 // Counts are the collector's counters.
