@@ -311,6 +311,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			// A start that failed stops what it started, the tracer's
+			// batch processor included.
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.stopTracing(sctx)
+			cancel()
 			s.closeComponents()
 		}
 	}()

@@ -74,6 +74,7 @@ func (s *Server) stopTracing(ctx context.Context) error {
 		return nil
 	}
 	err := s.tracing.Shutdown(ctx)
+	s.tracing = nil
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return nil // what did not fit in the grace period is dropped
 	}
