@@ -32,6 +32,9 @@ func TestCollectorAndTraceCommands(t *testing.T) {
 	const token = "tgm_collector-test-token-0123456789abc"
 	t.Setenv("TANGRAM_BOOTSTRAP_TOKEN", token)
 	httpAddr, otlpAddr := freeAddr(t), freeAddr(t)
+	for httpAddr == otlpAddr { // a port closed can come straight back
+		otlpAddr = freeAddr(t)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
