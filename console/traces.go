@@ -129,12 +129,10 @@ func (c *Console) tracePage(w http.ResponseWriter, r *http.Request) error {
 	if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
 		return err
 	}
-	var id store.TraceID
-	b, err := hex.DecodeString(r.PathValue("id"))
-	if err != nil || len(b) != len(id) {
+	id, ok := store.ParseTraceID(r.PathValue("id"))
+	if !ok {
 		return api.BadRequest("trace ID %q: want 32 hex digits", r.PathValue("id"))
 	}
-	copy(id[:], b)
 	spans, err := c.cfg.Traces.Store().Trace(id)
 	if err != nil {
 		return err

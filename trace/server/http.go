@@ -97,12 +97,10 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		if err := read(r); err != nil {
 			return err
 		}
-		var id store.TraceID
-		b, err := hex.DecodeString(r.PathValue("id"))
-		if err != nil || len(b) != len(id) {
+		id, ok := store.ParseTraceID(r.PathValue("id"))
+		if !ok {
 			return api.BadRequest("trace ID %q: want 32 hex digits", r.PathValue("id"))
 		}
-		copy(id[:], b)
 		spans, err := s.st.Trace(id)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -333,4 +334,17 @@ func decodeSpan(b []byte) (Span, error) {
 		return Span{}, d.err
 	}
 	return s, nil
+}
+
+// ParseTraceID reads a trace ID written as 32 hex digits (as the API and
+// the console show it).
+func ParseTraceID(s string) (TraceID, bool) {
+	var id TraceID
+	if len(s) != 2*len(id) {
+		return id, false
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, false
+	}
+	return id, true
 }
