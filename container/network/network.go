@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -209,7 +210,9 @@ func (n *Network) Detach(id string, ep *Endpoint) error {
 	}
 	hostIf, _ := ifNames(id)
 	if l, err := netlink.LinkByName(hostIf); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
+		// The kernel removes the pair when the container's namespace goes:
+		// it may have gone between the look-up and the delete.
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
 			errs = append(errs, fmt.Errorf("network: delete %s: %w", hostIf, err))
 		}
 	}
