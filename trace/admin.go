@@ -153,3 +153,25 @@ func (a *Admin) Silence(ctx context.Context, name string, d time.Duration) error
 func (a *Admin) Ack(ctx context.Context, name string) error {
 	return a.c.Do(ctx, "POST", APIBase+"/alerts/"+url.PathEscape(name)+"/ack", nil, nil)
 }
+
+// Metrics lists the metric names the collector keeps.
+func (a *Admin) Metrics(ctx context.Context) (MetricsReply, error) {
+	var out MetricsReply
+	err := a.c.Do(ctx, "GET", APIBase+"/metrics", nil, &out)
+	return out, err
+}
+
+// MetricSeries returns the series named name whose labels have the values
+// in match, over the last minutes (0: the collector's whole window).
+func (a *Admin) MetricSeries(ctx context.Context, name string, match map[string]string, minutes int) (MetricSeriesReply, error) {
+	q := url.Values{"name": {name}}
+	for k, v := range match {
+		q.Add("match", k+"="+v)
+	}
+	if minutes > 0 {
+		q.Set("minutes", strconv.Itoa(minutes))
+	}
+	var out MetricSeriesReply
+	err := a.c.Do(ctx, "GET", APIBase+"/metrics/series?"+q.Encode(), nil, &out)
+	return out, err
+}

@@ -227,3 +227,44 @@ type AlertsReply struct {
 type SilenceRequest struct {
 	For string `json:"for"` // a Go duration: 30m, 2h
 }
+
+// MetricName is a metric series name the collector keeps, with its kind
+// (gauge: the minute's last value; counter: the minute's increase) and
+// how many series (label sets) have it.
+type MetricName struct {
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Series int    `json:"series"`
+}
+
+// MetricsReply lists the metric names and the series store's counters.
+type MetricsReply struct {
+	Names []MetricName `json:"names"`
+	// Series kept, data points received and refused (without a value,
+	// beyond the series bound, outside the window).
+	Series  int   `json:"series"`
+	Points  int64 `json:"points"`
+	Refused int64 `json:"refused"`
+	Minutes int   `json:"minutes"`
+}
+
+// MetricSeries is one series' values minute by minute (a minute with no
+// value is absent).
+type MetricSeries struct {
+	Labels map[string]string `json:"labels"`
+	Kind   string            `json:"kind"`
+	Points []MetricPoint     `json:"points"`
+}
+
+// MetricPoint is a minute's value (time in RFC 3339: the minute's start).
+type MetricPoint struct {
+	Time  string  `json:"time"`
+	Value float64 `json:"value"`
+}
+
+// MetricSeriesReply is the series of one name matching the labels asked.
+type MetricSeriesReply struct {
+	Name    string         `json:"name"`
+	Minutes int            `json:"minutes"`
+	Series  []MetricSeries `json:"series"`
+}

@@ -1,10 +1,11 @@
-// Package otlp decodes OpenTelemetry's trace export requests — the
-// protobuf body of OTLP/gRPC and OTLP/HTTP, and OTLP/HTTP's JSON — straight
+// Package otlp decodes OpenTelemetry's export requests — the protobuf body
+// of OTLP/gRPC and OTLP/HTTP, and OTLP/HTTP's JSON. Traces go straight
 // into the span store's spans, without building protobuf message objects
 // (no generated code, no gRPC dependency: the wire format is read with
-// protowire). Unknown fields are skipped, as protobuf requires; what the
-// store cannot hold faithfully (array and map attribute values) is kept
-// as JSON text.
+// protowire); metrics and logs, far fewer, go through OTLP's generated
+// data-model types. Unknown fields are skipped, as protobuf requires;
+// what the store cannot hold faithfully (array and map attribute values)
+// is kept as JSON text.
 package otlp
 
 import (

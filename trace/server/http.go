@@ -15,6 +15,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/trace"
 	"github.com/tangram-dev/tangram/trace/rollup"
+	"github.com/tangram-dev/tangram/trace/series"
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
@@ -46,6 +47,11 @@ func APIRoutes() []apidoc.Route {
 		{Method: "DELETE", Path: apiBase + "/alerts/{name}", Tag: t, Summary: "Delete an alert rule", Status: 204, Also: []int{404}},
 		{Method: "POST", Path: apiBase + "/alerts/{name}/silence", Tag: t, Summary: "Hold an alert's notifications for a while (for: 0 lifts it)", Body: trace.SilenceRequest{}, Status: 204, Also: []int{404}},
 		{Method: "POST", Path: apiBase + "/alerts/{name}/ack", Tag: t, Summary: "Acknowledge a firing alert: no reminders until it resolves", Status: 204, Also: []int{404, 409}},
+		{Method: "GET", Path: apiBase + "/metrics", Tag: t, Summary: "The metric names kept (from OTLP metrics and the server's own), with the series store's counters", Response: trace.MetricsReply{}},
+		{Method: "GET", Path: apiBase + "/metrics/series", Tag: t, Summary: "A metric's series minute by minute: a gauge's last value, a counter's increase", Response: trace.MetricSeriesReply{}, Query: []apidoc.Param{
+			{Name: "name", Description: "the metric (required)"},
+			{Name: "match", Description: "label=value, repeatable: keep the series with these labels"},
+			{Name: "minutes", Description: "how many of the last minutes (default: the whole window, a day by default)", Type: "integer"}}},
 		{Method: "GET", Path: apiBase + "/dependencies", Tag: t, Summary: "The service dependency map: services and the calls between them, kept as spans arrive", Response: trace.DependenciesReply{}, Query: []apidoc.Param{minutesParam}},
 	}
 }
@@ -195,6 +201,55 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		reply := trace.DependenciesReply{Minutes: n, Services: s.services(n), Edges: make([]trace.Edge, len(deps))}
 		for i := range deps {
 			reply.Edges[i] = trace.Edge{From: deps[i].From, To: deps[i].To, RED: red(&deps[i].Stats, n)}
+		}
+		api.WriteJSON(w, http.StatusOK, reply)
+		return nil
+	})
+	h("GET "+apiBase+"/metrics", func(w http.ResponseWriter, r *http.Request) error {
+		if err := read(r); err != nil {
+			return err
+		}
+		st := s.series.Stats()
+		reply := trace.MetricsReply{Names: []trace.MetricName{}, Series: st.Series, Points: s.metricsReceived.Load(), Refused: s.metricsRefused.Load(), Minutes: s.series.Window()}
+		for _, n := range s.series.Names() {
+			reply.Names = append(reply.Names, trace.MetricName{Name: n.Name, Kind: n.Kind.String(), Series: n.Series})
+		}
+		api.WriteJSON(w, http.StatusOK, reply)
+		return nil
+	})
+	h("GET "+apiBase+"/metrics/series", func(w http.ResponseWriter, r *http.Request) error {
+		if err := read(r); err != nil {
+			return err
+		}
+		q := series.Query{Name: r.URL.Query().Get("name"), Match: map[string]string{}}
+		if q.Name == "" {
+			return api.BadRequest("name is required")
+		}
+		for _, m := range r.URL.Query()["match"] {
+			k, v, ok := strings.Cut(m, "=")
+			if !ok || k == "" {
+				return api.BadRequest("match %q: want label=value", m)
+			}
+			q.Match[k] = v
+		}
+		q.Minutes = s.series.Window()
+		if v := r.URL.Query().Get("minutes"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > s.series.Window() {
+				return api.BadRequest("minutes %q: want 1 to %d", v, s.series.Window())
+			}
+			q.Minutes = n
+		}
+		reply := trace.MetricSeriesReply{Name: q.Name, Minutes: q.Minutes, Series: []trace.MetricSeries{}}
+		for _, se := range s.series.Query(q) {
+			ms := trace.MetricSeries{Labels: map[string]string{}, Kind: se.Kind.String(), Points: make([]trace.MetricPoint, len(se.Points))}
+			for _, l := range se.Labels {
+				ms.Labels[l.Name] = l.Value
+			}
+			for i, p := range se.Points {
+				ms.Points[i] = trace.MetricPoint{Time: p.Minute.Format(time.RFC3339), Value: p.Value}
+			}
+			reply.Series = append(reply.Series, ms)
 		}
 		api.WriteJSON(w, http.StatusOK, reply)
 		return nil

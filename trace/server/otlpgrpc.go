@@ -19,7 +19,8 @@ import (
 
 // The gRPC method OTLP exporters call, and gRPC's status codes used here.
 const (
-	grpcExportPath = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+	grpcExportPath  = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+	grpcMetricsPath = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 	grpcOK                = 0
 	grpcInvalidArgument   = 3
@@ -27,10 +28,11 @@ const (
 	grpcUnimplemented     = 12
 )
 
-// receiveGRPC is OTLP/gRPC's TraceService/Export, spoken over net/http's
-// HTTP/2: a request of one length-prefixed message (gzip-compressed when
-// the exporter says so), a reply of one message — empty, or the refused
-// spans as a partial success — and gRPC's status in the trailers.
+// receiveGRPC is OTLP/gRPC's TraceService/Export and MetricsService/Export,
+// spoken over net/http's HTTP/2: a request of one length-prefixed message
+// (gzip-compressed when the exporter says so), a reply of one message —
+// empty, or what was refused as a partial success — and gRPC's status in
+// the trailers.
 func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/grpc")
 	w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
@@ -42,8 +44,8 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 		grpcStatus(w, grpcInvalidArgument, fmt.Sprintf("content type %q: want application/grpc", ct))
 		return
 	}
-	if r.URL.Path != grpcExportPath {
-		grpcStatus(w, grpcUnimplemented, "unknown method "+r.URL.Path+"; this collector serves "+grpcExportPath)
+	if r.URL.Path != grpcExportPath && r.URL.Path != grpcMetricsPath {
+		grpcStatus(w, grpcUnimplemented, "unknown method "+r.URL.Path+"; this collector serves "+grpcExportPath+" and "+grpcMetricsPath)
 		return
 	}
 	msg, code, err := s.readGRPCMessage(r)
@@ -51,15 +53,26 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 		grpcStatus(w, code, err.Error())
 		return
 	}
-	spans, err := otlp.DecodeTraces(nil, msg)
-	if err != nil {
-		grpcStatus(w, grpcInvalidArgument, err.Error())
-		return
-	}
 	var reply []byte
-	s.forward(msg, "application/x-protobuf") // the same message, over OTLP/HTTP
-	if rejected := s.Ingest(spans); rejected > 0 {
-		reply = partialSuccess(rejected, "the collector's ingest queue is full: spans dropped")
+	if r.URL.Path == grpcMetricsPath {
+		rms, err := otlp.DecodeMetrics(msg)
+		if err != nil {
+			grpcStatus(w, grpcInvalidArgument, err.Error())
+			return
+		}
+		if rejected := s.IngestMetrics(rms); rejected > 0 {
+			reply = partialSuccess(rejected, "data points without a value, beyond the collector's series bound or outside its window")
+		}
+	} else {
+		spans, err := otlp.DecodeTraces(nil, msg)
+		if err != nil {
+			grpcStatus(w, grpcInvalidArgument, err.Error())
+			return
+		}
+		s.forward(msg, "application/x-protobuf") // the same message, over OTLP/HTTP
+		if rejected := s.Ingest(spans); rejected > 0 {
+			reply = partialSuccess(rejected, "the collector's ingest queue is full: spans dropped")
+		}
 	}
 	frame := make([]byte, 5, 5+len(reply))
 	binary.BigEndian.PutUint32(frame[1:], uint32(len(reply)))

@@ -79,7 +79,7 @@ func TestGRPCReceiver(t *testing.T) {
 	if _, st, msg := grpcCall(t, addr, grpcExportPath, []byte{0x0a, 0x05, 0x01}, false); st != "3" || msg == "" {
 		t.Errorf("garbage: status %s %q, want 3 (invalid argument) with a reason", st, msg)
 	}
-	if _, st, _ := grpcCall(t, addr, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", nil, false); st != "12" {
+	if _, st, _ := grpcCall(t, addr, "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export", nil, false); st != "12" {
 		t.Errorf("an unknown method: status %s, want 12 (unimplemented)", st)
 	}
 	close(hold)

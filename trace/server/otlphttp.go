@@ -12,6 +12,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+
 	"github.com/tangram-dev/tangram/trace/otlp"
 	"github.com/tangram-dev/tangram/trace/store"
 )
@@ -20,42 +22,12 @@ import (
 // identity; the reply in the request's encoding, with the refused spans
 // as a partial success.
 func (s *Server) receiveHTTP(w http.ResponseWriter, r *http.Request) {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	isJSON := ct == "application/json"
-	if !isJSON && ct != "application/x-protobuf" {
-		writeStatus(w, http.StatusUnsupportedMediaType, false, fmt.Sprintf("content type %q: want application/x-protobuf or application/json", ct))
-		return
-	}
-	var body io.Reader = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
-	switch r.Header.Get("Content-Encoding") {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			writeStatus(w, http.StatusBadRequest, isJSON, "gzip body: "+err.Error())
-			return
-		}
-		defer zr.Close()
-		body = io.LimitReader(zr, s.cfg.MaxRequestBytes+1)
-	default:
-		writeStatus(w, http.StatusUnsupportedMediaType, isJSON, fmt.Sprintf("content encoding %q: want gzip or none", r.Header.Get("Content-Encoding")))
-		return
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeStatus(w, http.StatusRequestEntityTooLarge, isJSON, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxRequestBytes))
-			return
-		}
-		writeStatus(w, http.StatusBadRequest, isJSON, "read body: "+err.Error())
-		return
-	}
-	if int64(len(b)) > s.cfg.MaxRequestBytes {
-		writeStatus(w, http.StatusRequestEntityTooLarge, isJSON, fmt.Sprintf("request larger than %d bytes once unzipped", s.cfg.MaxRequestBytes))
+	b, isJSON, ok := s.readHTTPBody(w, r)
+	if !ok {
 		return
 	}
 	var spans []store.Span
+	var err error
 	if isJSON {
 		spans, err = otlp.DecodeTracesJSON(nil, b)
 	} else {
@@ -75,11 +47,78 @@ func (s *Server) receiveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rejected > 0 {
 		msg = "the collector's ingest queue is full: spans dropped"
 	}
+	writeReply(w, isJSON, "rejectedSpans", rejected, msg)
+}
+
+// readHTTPBody reads an OTLP/HTTP request's body — protobuf or JSON, gzip
+// or identity, bounded — answering the sender itself when it cannot.
+func (s *Server) readHTTPBody(w http.ResponseWriter, r *http.Request) (b []byte, isJSON, ok bool) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	isJSON = ct == "application/json"
+	if !isJSON && ct != "application/x-protobuf" {
+		writeStatus(w, http.StatusUnsupportedMediaType, false, fmt.Sprintf("content type %q: want application/x-protobuf or application/json", ct))
+		return nil, false, false
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
+	switch r.Header.Get("Content-Encoding") {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			writeStatus(w, http.StatusBadRequest, isJSON, "gzip body: "+err.Error())
+			return nil, isJSON, false
+		}
+		defer zr.Close()
+		body = io.LimitReader(zr, s.cfg.MaxRequestBytes+1)
+	default:
+		writeStatus(w, http.StatusUnsupportedMediaType, isJSON, fmt.Sprintf("content encoding %q: want gzip or none", r.Header.Get("Content-Encoding")))
+		return nil, isJSON, false
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeStatus(w, http.StatusRequestEntityTooLarge, isJSON, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxRequestBytes))
+			return nil, isJSON, false
+		}
+		writeStatus(w, http.StatusBadRequest, isJSON, "read body: "+err.Error())
+		return nil, isJSON, false
+	}
+	if int64(len(b)) > s.cfg.MaxRequestBytes {
+		writeStatus(w, http.StatusRequestEntityTooLarge, isJSON, fmt.Sprintf("request larger than %d bytes once unzipped", s.cfg.MaxRequestBytes))
+		return nil, isJSON, false
+	}
+	return b, isJSON, true
+}
+
+// receiveMetricsHTTP is OTLP/HTTP's POST /v1/metrics.
+func (s *Server) receiveMetricsHTTP(w http.ResponseWriter, r *http.Request) {
+	b, isJSON, ok := s.readHTTPBody(w, r)
+	if !ok {
+		return
+	}
+	var rms []*metricspb.ResourceMetrics
+	var err error
+	if isJSON {
+		rms, err = otlp.DecodeMetricsJSON(b)
+	} else {
+		rms, err = otlp.DecodeMetrics(b)
+	}
+	if err != nil {
+		writeStatus(w, http.StatusBadRequest, isJSON, err.Error())
+		return
+	}
+	writeReply(w, isJSON, "rejectedDataPoints", s.IngestMetrics(rms), "data points without a value, beyond the collector's series bound or outside its window")
+}
+
+// writeReply answers an accepted export: empty, or with a partial success
+// counting what was refused (countKey names it in JSON).
+func writeReply(w http.ResponseWriter, isJSON bool, countKey string, rejected int, msg string) {
 	if isJSON {
 		w.Header().Set("Content-Type", "application/json")
 		reply := map[string]any{}
 		if rejected > 0 {
-			reply["partialSuccess"] = map[string]string{"rejectedSpans": strconv.Itoa(rejected), "errorMessage": msg}
+			reply["partialSuccess"] = map[string]string{countKey: strconv.Itoa(rejected), "errorMessage": msg}
 		}
 		json.NewEncoder(w).Encode(reply)
 		return

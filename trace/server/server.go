@@ -13,16 +13,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 
 	"github.com/tangram-dev/tangram/internal/alarm"
 	"github.com/tangram-dev/tangram/internal/audit"
+	"github.com/tangram-dev/tangram/trace/otlp"
 	"github.com/tangram-dev/tangram/trace/rollup"
+	"github.com/tangram-dev/tangram/trace/series"
 	"github.com/tangram-dev/tangram/trace/store"
 )
 
@@ -54,6 +58,9 @@ type Config struct {
 	// Rollup bounds the RED figures and dependency map kept in memory
 	// (default: 60 minutes, 10,000 series).
 	Rollup rollup.Config
+	// Metrics bounds the metric series received as OTLP metrics (default:
+	// a day, 20,000 series), kept in <Dir>/series.json across restarts.
+	Metrics series.Config
 	// TailSampling keeps whole traces chosen once seen (off by default:
 	// every span is stored).
 	TailSampling TailSampling
@@ -88,6 +95,9 @@ func (c Config) Validate() error {
 	if t := c.TailSampling; t.Enabled && (t.Ratio < 0 || t.Ratio > 1 || t.Slow < 0 || t.Wait < 0 || t.MaxHeld < 0) {
 		return errors.New("trace: TailSampling: Ratio is 0 to 1; Slow, Wait and MaxHeld cannot be negative")
 	}
+	if err := c.Metrics.Validate(); err != nil {
+		return err
+	}
 	if c.QueueSpans < 0 || c.BatchSpans < 0 || c.MaxRequestBytes < 0 || c.RetainEvery < 0 {
 		return errors.New("trace: QueueSpans, BatchSpans, MaxRequestBytes and RetainEvery cannot be negative")
 	}
@@ -109,6 +119,7 @@ type Server struct {
 
 	st     *store.Store
 	roll   *rollup.Rollup
+	series *series.Store // metrics, from Start
 	fwd    []*forwarder
 	alerts *alerter
 	hooks  *alarm.Policy // where alert webhooks may go
@@ -130,6 +141,7 @@ type Server struct {
 
 	received, dropped, stored, failed atomic.Int64
 	sampledOut                        atomic.Int64 // left out by tail sampling
+	metricsReceived, metricsRefused   atomic.Int64 // metric data points
 
 	mu       sync.Mutex
 	started  bool
@@ -210,6 +222,12 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.st = st
+	mcfg := s.cfg.Metrics
+	mcfg.Path = filepath.Join(s.cfg.Dir, "series.json")
+	if s.series, err = series.Open(mcfg); err != nil {
+		st.Close()
+		return err
+	}
 	if s.alerts, err = newAlerter(s); err != nil {
 		st.Close()
 		return err
@@ -242,6 +260,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if lns[0] != nil {
 		mux := http.NewServeMux()
 		mux.Handle("POST /v1/traces", http.HandlerFunc(s.receiveHTTP))
+		mux.Handle("POST /v1/metrics", http.HandlerFunc(s.receiveMetricsHTTP))
 		s.serve(lns[0], &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/HTTP")
 		s.ln = lns[0]
 	}
@@ -253,8 +272,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.serve(lns[1], &http.Server{Handler: http.HandlerFunc(s.receiveGRPC), Protocols: &p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/gRPC")
 		s.grpcLn = lns[1]
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.writer()
+	go s.saveSeries()
 	go func() { defer s.wg.Done(); s.alerts.run(s.stop) }()
 	for _, f := range s.fwd {
 		f.wg.Add(1)
@@ -412,6 +432,46 @@ func (s *Server) writer() {
 	}
 }
 
+// saveSeries writes the metric series' snapshot every minute and at the
+// stop.
+func (s *Server) saveSeries() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.stop:
+			if err := s.series.Save(); err != nil {
+				s.log.Error("trace: saving the metric series failed", "err", err)
+			}
+			return
+		}
+		if err := s.series.Save(); err != nil {
+			s.log.Warn("trace: saving the metric series failed", "err", err)
+		}
+	}
+}
+
+// IngestMetrics records metrics (what OTLP metrics receivers decoded, or
+// a process's own sampled in process). It returns how many data points
+// were refused: without a value, beyond the series bound, outside the
+// window.
+func (s *Server) IngestMetrics(rms []*metricspb.ResourceMetrics) (rejected int) {
+	samples, skipped := otlp.Samples(rms)
+	if !s.isStarted() {
+		s.metricsRefused.Add(int64(len(samples) + skipped))
+		return len(samples) + skipped
+	}
+	refused := s.series.Add(samples) + skipped
+	s.metricsReceived.Add(int64(len(samples) + skipped))
+	s.metricsRefused.Add(int64(refused))
+	return refused
+}
+
+// Series is the metric series, for queries in process (after Start).
+func (s *Server) Series() *series.Store { return s.series }
+
 // Rollup is the RED figures and the dependency map, for queries in process.
 func (s *Server) Rollup() *rollup.Rollup { return s.roll }
 
@@ -496,6 +556,9 @@ var (
 	descQueued   = prometheus.NewDesc("tangram_trace_spans_queued", "Spans waiting for the writer.", nil, nil)
 	descFiring   = prometheus.NewDesc("tangram_trace_alerts_firing", "Alert rules firing now.", nil, nil)
 	descSampled  = prometheus.NewDesc("tangram_trace_spans_sampled_out_total", "Spans left out by tail sampling (their traces had no error and were not slow).", nil, nil)
+	descPoints   = prometheus.NewDesc("tangram_trace_metric_points_received_total", "Metric data points received (OTLP metrics and the server's own samples).", nil, nil)
+	descRefused  = prometheus.NewDesc("tangram_trace_metric_points_refused_total", "Metric data points refused: no value, beyond the series bound, outside the window.", nil, nil)
+	descSeries   = prometheus.NewDesc("tangram_trace_metric_series", "Metric series kept.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
@@ -506,6 +569,9 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descQueued
 	ch <- descSampled
 	ch <- descFiring
+	ch <- descPoints
+	ch <- descRefused
+	ch <- descSeries
 	ch <- descDuration
 	ch <- descErrors
 	ch <- descForward
@@ -558,6 +624,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(m.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(m.queued.Load()))
 	ch <- prometheus.MustNewConstMetric(descSampled, prometheus.CounterValue, float64(m.sampledOut.Load()))
+	ch <- prometheus.MustNewConstMetric(descPoints, prometheus.CounterValue, float64(m.metricsReceived.Load()))
+	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(m.metricsRefused.Load()))
+	if m.series != nil {
+		ch <- prometheus.MustNewConstMetric(descSeries, prometheus.GaugeValue, float64(m.series.Stats().Series))
+	}
 	if m.alerts != nil {
 		ch <- prometheus.MustNewConstMetric(descFiring, prometheus.GaugeValue, float64((*Server)(m).Firing()))
 	}
