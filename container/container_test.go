@@ -224,9 +224,12 @@ func TestLifecycle(t *testing.T) {
 	if err := r.Start(ctx, "life"); !errors.Is(err, ErrNotCreated) {
 		t.Fatalf("second start: %v", err)
 	}
-	if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid)); !strings.HasPrefix(string(cmd), "sleep") {
-		t.Fatalf("started container runs %q", cmd)
-	}
+	// Start returns once the init has taken its go-ahead (as runc's does);
+	// the exec of the user's process follows an instant later.
+	wait.For(t, 10*time.Second, "the started container to exec sleep", func() bool {
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid))
+		return strings.HasPrefix(string(cmd), "sleep")
+	})
 	if st, _ := r.State("life"); st.Status != Running {
 		t.Fatalf("status %s after start", st.Status)
 	}
