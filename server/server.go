@@ -167,6 +167,12 @@ type Config struct {
 	// kept (default 1).
 	TraceEndpoint    string
 	TraceSampleRatio float64
+	// MetricsEvery is how often the server samples its own metrics (the
+	// tangram_ families and a few runtime ones) into its collector, or
+	// to the OTLP/HTTP endpoint its spans go to (…/v1/metrics beside
+	// …/v1/traces), for the console's charts: default 15 s; negative
+	// samples none.
+	MetricsEvery time.Duration
 	// TraceForward lists OTLP/HTTP traces URLs (Jaeger, Tempo, an
 	// OpenTelemetry Collector) the collector sends everything it receives
 	// on to, beside storing it.
@@ -266,6 +272,7 @@ type Server struct {
 	tracing  *trace.Provider
 	tp       oteltrace.TracerProvider
 	self     *selfExporter
+	metrics  *metricSampler
 	locks    *lockserver.Server
 	txns     *txnserver.Server
 	ids      *idserver.Server
@@ -313,6 +320,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		if err != nil {
 			// A start that failed stops what it started, the tracer's
 			// batch processor included.
+			s.stopMetrics()
 			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			_ = s.stopTracing(sctx)
 			cancel()
@@ -415,6 +423,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
 			func() float64 { return float64(s.config.Watchers()) }))
 	}
+	s.startMetrics()
 
 	handler, err := s.routes()
 	if err != nil {
@@ -527,6 +536,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	var errs []error
 	// The server's own spans go to its collector before that closes.
+	s.stopMetrics()
 	if err := s.stopTracing(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("server: tracing shutdown: %w", err))
 	}

@@ -67,6 +67,9 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 			if cfg.TraceSampleRatio == 0 {
 				cfg.TraceEndpoint = "off"
 			}
+			if cfg.MetricsEvery <= 0 {
+				cfg.MetricsEvery = -1 // the flag's 0 is "never"; the Config's is the default
+			}
 			cfg.TraceTailSampling.Enabled = cfg.TraceTailSampling.Ratio < 1
 			tuneGC()
 			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
@@ -136,6 +139,7 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 	f.Float64Var(&cfg.TraceTailSampling.Ratio, "trace-keep-ratio", 1, "tail sampling: the share of ordinary traces the collector stores (below 1 turns it on; traces with an error or a slow span are always kept)")
 	f.DurationVar(&cfg.TraceTailSampling.Slow, "trace-keep-slower-than", time.Second, "tail sampling: always keep traces with a span at least this long")
 	f.DurationVar(&cfg.TraceTailSampling.Wait, "trace-decision-wait", 5*time.Second, "tail sampling: how long a trace's spans are held for its decision")
+	f.DurationVar(&cfg.MetricsEvery, "metrics-every", 15*time.Second, "how often the server samples its own metrics into its collector (or the trace endpoint's /v1/metrics) for the console's charts (0: never)")
 	f.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", 1, "share of the server's new traces recorded (0 to 1; parent-based: a caller's decision is kept)")
 	f.StringVar(&cfg.KVFsync, "kv-fsync", "everysec", "kv append-only log fsync policy: always, everysec or no")
 	f.BoolVar(&cfg.KVNoPersist, "kv-no-persist", false, "keep kv data in memory only (no append-only log in <data>/kv)")
