@@ -41,7 +41,8 @@ func (m *metrics) observePull(n int) { m.msgsOut.Add(int64(n)) }
 
 // Collector exports the broker's metrics to Prometheus: messages and bytes
 // in, messages out, store latency, busy refusals, retries, dead letters,
-// transaction checks, and each consumer group's lag.
+// transaction checks, each topic's messages and each consumer group's
+// lag and consumption.
 func (b *Broker) Collector() prometheus.Collector { return collector{b} }
 
 type collector struct{ b *Broker }
@@ -55,12 +56,14 @@ var (
 	descDLQ     = prometheus.NewDesc("tangram_mq_dead_letters_total", "Messages sent to a dead-letter topic.", []string{"broker"}, nil)
 	descTx      = prometheus.NewDesc("tangram_mq_tx_checks_total", "Transaction check-backs sent.", []string{"broker"}, nil)
 	descLag     = prometheus.NewDesc("tangram_mq_group_lag", "Messages a consumer group has not consumed.", []string{"broker", "group"}, nil)
+	descTopic   = prometheus.NewDesc("tangram_mq_topic_messages_total", "Messages stored in a topic (the sum of its queues' end offsets).", []string{"broker", "topic"}, nil)
+	descGroup   = prometheus.NewDesc("tangram_mq_group_consumed_total", "Messages a consumer group has consumed (the sum of its committed offsets).", []string{"broker", "group"}, nil)
 	descBadConn = prometheus.NewDesc("tangram_mq_bad_connections_total", "Connections closed for protocol errors (garbage, oversized frames).", []string{"broker"}, nil)
 	descRefused = prometheus.NewDesc("tangram_mq_refused_connections_total", "Connections refused at the connection limit.", []string{"broker"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMsgsIn, descBytesIn, descMsgsOut, descBusy, descRetried, descDLQ, descTx, descLag, descBadConn, descRefused} {
+	for _, d := range []*prometheus.Desc{descMsgsIn, descBytesIn, descMsgsOut, descBusy, descRetried, descDLQ, descTx, descLag, descTopic, descGroup, descBadConn, descRefused} {
 		ch <- d
 	}
 	c.b.metrics.putHist.Describe(ch)
@@ -78,6 +81,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, g := range c.b.Groups("") {
 		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(g.Lag), n, g.Group)
+		var consumed int64
+		for _, o := range g.Offsets {
+			consumed += max(o.Offset, 0)
+		}
+		ch <- prometheus.MustNewConstMetric(descGroup, prometheus.CounterValue, float64(consumed), n, g.Group)
+	}
+	for _, t := range c.b.Topics() {
+		var stored int64
+		for _, m := range t.Max {
+			stored += m
+		}
+		ch <- prometheus.MustNewConstMetric(descTopic, prometheus.CounterValue, float64(stored), n, t.Name)
 	}
 	if srv := m.srv.Load(); srv != nil {
 		ch <- prometheus.MustNewConstMetric(descBadConn, prometheus.CounterValue, float64(srv.BadConns()), n)
