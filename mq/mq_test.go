@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tangram-dev/tangram/internal/auth"
+	"github.com/tangram-dev/tangram/internal/metrictest"
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
@@ -226,8 +226,8 @@ func TestSendAndConsumeAcrossBrokers(t *testing.T) {
 	// consumption, broker by broker.
 	var stored, consumed float64
 	for _, b := range []*broker.Broker{b1, b2} {
-		stored += metricValue(t, b.Collector(), "tangram_mq_topic_messages_total", "topic", "orders")
-		consumed += metricValue(t, b.Collector(), "tangram_mq_group_consumed_total", "group", "g1")
+		stored += metrictest.Value(t, b.Collector(), "tangram_mq_topic_messages_total", "topic", "orders")
+		consumed += metrictest.Value(t, b.Collector(), "tangram_mq_group_consumed_total", "group", "g1")
 	}
 	if stored != n || consumed != n {
 		t.Errorf("metrics: %v stored in orders, %v consumed by g1; want %d each", stored, consumed, n)
@@ -903,30 +903,4 @@ func TestGroupConnections(t *testing.T) {
 		cn := gs[0].Conns[0]
 		return cn.Client == c.ID() && strings.HasPrefix(cn.Addr, "127.0.0.1:") && cn.LastBeat > 0 && slices.Contains(cn.Topics, "feed") && cn.Broker == "b1"
 	})
-}
-
-// metricValue is the value of the named metric with the given label value
-// that c collects (summed when several carry it).
-func metricValue(t *testing.T, c prometheus.Collector, name, label, value string) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(c)
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return v
 }

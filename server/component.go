@@ -85,6 +85,7 @@ var (
 	_ RPCRegistrar     = (*names.Table)(nil)
 	_ Component        = (*broker.Broker)(nil)
 	_ MetricsCollector = (*broker.Broker)(nil)
+	_ MetricsCollector = (*jobserver.Scheduler)(nil)
 	_ Component        = (*kvserver.Server)(nil)
 	_ MetricsCollector = (*kvserver.Server)(nil)
 	_ Component        = (*lockserver.Server)(nil)

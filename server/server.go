@@ -414,11 +414,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.registry != nil {
 		s.auth.AddEnvSource(func(context.Context) ([]string, error) { return s.registry.Namespaces(), nil })
 	}
-	if s.jobs != nil {
-		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tangram_job_coalesced_fires_total",
-			Help: "Job fires missed beyond their misfire threshold and collapsed into one run or skipped record (its covers count)."},
-			func() float64 { return float64(s.jobs.Coalesced()) }))
-	}
 	if s.config != nil {
 		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tangram_config_watchers", Help: "Config watches held open."},
 			func() float64 { return float64(s.config.Watchers()) }))

@@ -287,7 +287,7 @@ func (s *Scheduler) dispatch(ctx context.Context, j *job.Job, runID int64, part 
 			return
 		}
 		span := s.startRunSpan(ctx, j, &rr, e.Addr)
-		rr.Stamp = ms(time.Now())
+		s.stamp(&rr)
 		rr.Sign(e.SignKey)
 		reply, sent, err := s.send(ctx, e.Addr, &rr)
 		endRunSpan(span, err)
@@ -335,45 +335,51 @@ func (s *Scheduler) send(ctx context.Context, addr string, rr *job.RunRequest) (
 // nodes of a flow.
 func (s *Scheduler) finish(ctx context.Context, runID int64, status, msg, output string) error {
 	var newRuns []int64
+	var finished bool
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		var err error
-		newRuns, err = s.finishTx(ctx, tx, runID, status, msg, output, time.Now())
+		newRuns, finished, err = s.finishTx(ctx, tx, runID, status, msg, output, time.Now())
 		return err
 	})
 	if err != nil {
 		s.log.Error("job: recording a run's outcome failed", "run", runID, "err", err)
 		return err
 	}
+	if finished {
+		s.metrics.countFinished(status, 1)
+	}
 	s.queueRuns(ctx, newRuns)
 	return nil
 }
 
-// finishTx is finish inside tx; it returns the runs it started.
-func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, status, msg, output string, now time.Time) ([]int64, error) {
+// finishTx is finish inside tx; it returns the runs it started and
+// whether this call finished the run (false for a repeated report).
+func (s *Scheduler) finishTx(ctx context.Context, tx *store.Tx, runID int64, status, msg, output string, now time.Time) (newRuns []int64, finished bool, err error) {
 	res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = ?, error = ?, finished_at = ?, output = ? WHERE id = ? AND status IN ('pending', 'running')`,
 		status, truncate(msg, 4000), ms(now), truncate(output, job.MaxOutput), runID)
 	if err != nil {
-		return nil, fmt.Errorf("job: finish run %d: %w", runID, err)
+		return nil, false, fmt.Errorf("job: finish run %d: %w", runID, err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return nil, nil // already finished: a repeated report
+		return nil, false, nil // already finished: a repeated report
 	}
 	rs, err := readRuns(ctx, tx, []int64{runID}, false)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	r, ok := rs[runID]
 	if !ok {
-		return nil, nil
+		return nil, true, nil
 	}
 	j, err := loadJob(ctx, tx, r.jobID)
 	if errors.Is(err, job.ErrNotFound) {
-		return nil, nil
+		return nil, true, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
-	return s.afterFinish(ctx, tx, r, j, status, msg, output, now)
+	newRuns, err = s.afterFinish(ctx, tx, r, j, status, msg, output, now)
+	return newRuns, true, err
 }
 
 // runRow is what finishing a run needs to know of it.
@@ -589,7 +595,7 @@ func (s *Scheduler) sendAsync(ctx context.Context, j *job.Job, a assigned, part 
 	rr := job.RunRequest{RunID: a.id, JobID: j.ID, Job: j.Name, Handler: j.Handler, Params: j.Params, ShardIndex: a.shard, ShardTotal: a.total,
 		Block: j.Block, TimeoutMS: j.Timeout.D().Milliseconds(), FireAt: a.fireAt}
 	sd.span = s.startRunSpan(ctx, j, &rr, a.ex.Addr)
-	rr.Stamp = ms(time.Now())
+	s.stamp(&rr)
 	rr.Sign(a.ex.SignKey)
 	c, err := s.client(ctx, a.ex.Addr)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/metrictest"
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
@@ -259,6 +260,19 @@ func TestRetryManualTriggerAndChild(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the child never ran")
+	}
+	// The scheduler's metrics: the three failures exactly; every dispatch
+	// with its lateness; successes counted once their reports are in.
+	m := h.Srv.Jobs().Collector()
+	wait.For(t, 10*time.Second, "the child's success counted", func() bool {
+		return metrictest.Value(t, m, "tangram_job_runs_finished_total", "status", job.StatusSucceeded) >= 7 // 5 witnesses, parent, child
+	})
+	if n := metrictest.Value(t, m, "tangram_job_runs_finished_total", "status", job.StatusFailed); n != 3 {
+		t.Errorf("%v failed runs counted, want 3", n)
+	}
+	d := metrictest.Value(t, m, "tangram_job_dispatched_total")
+	if d < 10 || metrictest.Value(t, m, "tangram_job_dispatch_lateness_seconds") != d {
+		t.Errorf("%v dispatches, %v lateness observations; want the same, at least 10", d, metrictest.Value(t, m, "tangram_job_dispatch_lateness_seconds"))
 	}
 }
 

@@ -235,9 +235,11 @@ func (s *Scheduler) deliver(ctx context.Context, req *job.DeliverRequest) error 
 // deliverTx records log chunks and reports of app in one transaction.
 func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []job.LogRequest, reports []job.ReportRequest) ([]int64, error) {
 	var newRuns []int64
+	var ended map[string]int // runs finished by status, counted once committed
 	now := time.Now()
 	err := s.st.InTx(ctx, func(tx *store.Tx) error {
 		newRuns = newRuns[:0]
+		ended = map[string]int{}
 		// One query reads (and on PostgreSQL and MySQL locks) every run
 		// the batch names, one reads their jobs, and one statement
 		// finishes the runs that share a status: a few round trips for a
@@ -311,6 +313,7 @@ func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []job.LogReq
 			}
 			groups[o] = append(groups[o], r.id)
 			done = append(done, finished{r, o})
+			ended[o.status]++
 		}
 		for _, o := range order {
 			for ids := groups[o]; len(ids) > 0; {
@@ -332,13 +335,24 @@ func (s *Scheduler) deliverTx(ctx context.Context, app string, logs []job.LogReq
 		}
 		return nil
 	})
+	if err == nil {
+		for st, n := range ended {
+			s.metrics.countFinished(st, n)
+		}
+	}
 	return newRuns, err
 }
 
 // finishPlain marks a run failed without applying its job's policy (the
 // policy is what failed).
 func (s *Scheduler) finishPlain(ctx context.Context, runID int64, msg string) error {
-	_, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'running')`,
+	res, err := s.st.ExecContext(ctx, `UPDATE job_runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'running')`,
 		truncate(msg, 4000), ms(time.Now()), runID)
-	return err
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		s.metrics.countFinished(job.StatusFailed, 1)
+	}
+	return nil
 }

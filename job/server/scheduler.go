@@ -159,6 +159,7 @@ func (c Config) Validate() error {
 type Scheduler struct {
 	cfg       Config
 	coalesced atomic.Int64 // missed fires collapsed into another's run or record
+	metrics   *schedMetrics
 	hooks     *alarm.Policy
 	log       *slog.Logger
 	st        *store.Store
@@ -220,9 +221,11 @@ func New(cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, holder: store.NewHolder(cfg.NodeName), wheel: newWheel(time.Now()), hooks: hooks,
+	s := &Scheduler{cfg: cfg, log: cfg.Logger, st: cfg.Store, holder: store.NewHolder(cfg.NodeName), wheel: newWheel(time.Now()), hooks: hooks,
 		owned: map[int]int64{}, rr: map[int64]int{}, uses: map[string]int64{}, lastAt: map[string]int64{},
-		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: make(chan fireItem, 8192), kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		conns: map[string]*rpc.Client{}, execs: map[string]execCache{}, slowHits: map[string][]time.Time{}, work: make(chan any, 4096), claims: make(chan fireItem, 8192), kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.metrics = newSchedMetrics(s)
+	return s, nil
 }
 
 // ErrServerClosed is returned by Start after Close.
