@@ -41,7 +41,13 @@ func (c *Console) appsPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c.render(w, r, "apps", "Configuration", map[string]any{"Envs": envs, "Apps": configserver.VisibleApps(r.Context(), apps)})
+	var cs chartSet
+	cs.add(c.metricChart("Watchers", "",
+		metricLine{class: "line-calls", name: "held", metric: "tangram_config_watchers"}))
+	cs.add(c.metricChart("Releases and fetches per minute", "",
+		metricLine{class: "line-errors", name: "releases", metric: "tangram_config_releases_total"},
+		metricLine{class: "line-calls", name: "fetches", metric: "tangram_config_fetches_total"}))
+	c.render(w, r, "apps", "Configuration", map[string]any{"Envs": envs, "Apps": configserver.VisibleApps(r.Context(), apps), "Charts": cs})
 	return nil
 }
 

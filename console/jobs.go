@@ -68,7 +68,13 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) error {
 	for _, d := range stats.PerDay {
 		maxDay = max(maxDay, d.Runs)
 	}
-	c.render(w, r, "jobs", "Jobs", map[string]any{"Stats": stats, "Jobs": rows, "Executors": ex, "MaxDay": maxDay})
+	var cs chartSet
+	cs.add(c.metricChart("Runs finished per minute", "",
+		metricLine{class: "line-calls", name: "succeeded", metric: "tangram_job_runs_finished_total", match: map[string]string{"status": job.StatusSucceeded}},
+		metricLine{class: "line-errors", name: "failed", metric: "tangram_job_runs_finished_total", match: map[string]string{"status": job.StatusFailed}}))
+	cs.add(c.metricChart("Dispatch lateness p99 (ms)", " ms",
+		metricLine{class: "line-p99", name: "p99", metric: "tangram_job_dispatch_lateness_seconds_bucket", how: p99Of, scale: 1000}))
+	c.render(w, r, "jobs", "Jobs", map[string]any{"Stats": stats, "Jobs": rows, "Executors": ex, "MaxDay": maxDay, "Charts": cs})
 	return nil
 }
 

@@ -84,6 +84,14 @@ func (c *Console) mqPage(w http.ResponseWriter, r *http.Request) error {
 		data["Producers"] = visible
 	}
 	data["Errors"] = errs
+	var cs chartSet
+	cs.add(c.metricChart("Messages per minute", "",
+		metricLine{class: "line-calls", name: "stored", metric: "tangram_mq_messages_in_total"},
+		metricLine{class: "line-p95", name: "pulled", metric: "tangram_mq_messages_out_total"}))
+	cs.add(c.metricChart("Dead letters and retries per minute", "",
+		metricLine{class: "line-p95", name: "retried", metric: "tangram_mq_retried_total"},
+		metricLine{class: "line-errors", name: "dead", metric: "tangram_mq_dead_letters_total"}))
+	data["Charts"] = cs
 	c.render(w, r, "mq", "Message queue", data)
 	return nil
 }
@@ -153,6 +161,10 @@ func (c *Console) mqTopicPage(w http.ResponseWriter, r *http.Request) error {
 		data["Browsed"], data["Browse"] = ms, map[string]any{"Broker": b, "Queue": q, "Offset": from, "Next": next}
 	}
 	data["CanSend"] = auth.FromContext(r.Context()).Can(auth.PermEdit, "", topic, "")
+	var cs chartSet
+	cs.add(c.metricChart("Messages stored per minute", "",
+		metricLine{class: "line-calls", name: "stored", metric: "tangram_mq_topic_messages_total", match: map[string]string{"topic": topic}}))
+	data["Charts"] = cs
 	c.render(w, r, "mqtopic", topic, data)
 	return nil
 }
@@ -211,6 +223,13 @@ func (c *Console) mqGroupPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	data["Dead"] = dead
 	data["CanResend"] = auth.FromContext(r.Context()).Can(auth.PermEdit, "", group, "")
+	var cs chartSet
+	by := map[string]string{"group": group}
+	cs.add(c.metricChart("Messages consumed per minute", "",
+		metricLine{class: "line-calls", name: "consumed", metric: "tangram_mq_group_consumed_total", match: by}))
+	cs.add(c.metricChart("Lag (messages not consumed)", "",
+		metricLine{class: "line-p95", name: "lag", metric: "tangram_mq_group_lag", match: by}))
+	data["Charts"] = cs
 	c.render(w, r, "mqgroup", group, data)
 	return nil
 }

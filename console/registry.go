@@ -61,7 +61,13 @@ func (c *Console) registryPage(w http.ResponseWriter, r *http.Request) error {
 		nss = append(nss, n)
 	}
 	sort.Strings(nss)
-	c.render(w, r, "registry", "Registry", map[string]any{"Status": reg.Status(), "Services": rows, "Namespaces": nss, "NS": ns, "Q": r.URL.Query().Get("q")})
+	var cs chartSet
+	cs.add(c.metricChart("Instances", "",
+		metricLine{class: "line-calls", name: "instances", metric: "tangram_registry_instances", how: maxOf}))
+	cs.add(c.metricChart("Heartbeats in the renewal window", "",
+		metricLine{class: "line-calls", name: "received", metric: "tangram_registry_renewals"},
+		metricLine{class: "line-p95", name: "expected", metric: "tangram_registry_expected_renewals"}))
+	c.render(w, r, "registry", "Registry", map[string]any{"Charts": cs, "Status": reg.Status(), "Services": rows, "Namespaces": nss, "NS": ns, "Q": r.URL.Query().Get("q")})
 	return nil
 }
 

@@ -2,7 +2,6 @@ package console
 
 import (
 	"encoding/hex"
-	"fmt"
 	"math"
 	"net/http"
 	"net/url"
@@ -239,71 +238,6 @@ func waterfall(spans []store.Span) []waterfallRow {
 	return rows
 }
 
-// chart is a line chart of one or more series over the window's minutes,
-// in a 600×140 box with a 40-pixel left margin for its scale.
-type chart struct {
-	Title  string
-	Max    string
-	Lines  []chartLine
-	Labels []chartLabel
-}
-
-type chartLine struct {
-	Class, Name, Points string
-}
-
-type chartLabel struct {
-	X            float64
-	Text, Anchor string
-}
-
-const (
-	chartW, chartH, chartLeft = 600.0, 140.0, 40.0
-)
-
-func lineChart(title string, pts []rollup.Point, unit string, series ...struct {
-	class, name string
-	value       func(*rollup.Stats) float64
-}) chart {
-	c := chart{Title: title}
-	top := 0.0
-	for _, s := range series {
-		for i := range pts {
-			top = math.Max(top, s.value(&pts[i].Stats))
-		}
-	}
-	if top == 0 {
-		top = 1
-	}
-	c.Max = strconv.FormatFloat(top, 'g', 3, 64) + unit
-	n := len(pts)
-	x := func(i int) float64 {
-		if n <= 1 {
-			return chartLeft
-		}
-		return chartLeft + (chartW-chartLeft-10)*float64(i)/float64(n-1)
-	}
-	for _, s := range series {
-		var b strings.Builder
-		for i := range pts {
-			y := chartH - 10 - (chartH-20)*s.value(&pts[i].Stats)/top
-			fmt.Fprintf(&b, "%.1f,%.1f ", x(i), y)
-		}
-		c.Lines = append(c.Lines, chartLine{Class: s.class, Name: s.name, Points: strings.TrimSpace(b.String())})
-	}
-	for k, i := range []int{0, n / 2, n - 1} {
-		if i >= 0 && i < n {
-			c.Labels = append(c.Labels, chartLabel{X: x(i), Text: pts[i].Minute.Format("15:04"), Anchor: []string{"start", "middle", "end"}[k]})
-		}
-	}
-	return c
-}
-
-type chartSeries = struct {
-	class, name string
-	value       func(*rollup.Stats) float64
-}
-
 // traceServicePage: a service's dashboard — calls, errors and latency
 // percentiles minute by minute over the window, and its operations.
 func (c *Console) traceServicePage(w http.ResponseWriter, r *http.Request) error {
@@ -313,12 +247,12 @@ func (c *Console) traceServicePage(w http.ResponseWriter, r *http.Request) error
 	svc := r.PathValue("service")
 	roll := c.cfg.Traces.Rollup()
 	pts := roll.Series(svc, "", roll.Window())
-	calls := lineChart("Calls per minute", pts, "", chartSeries{"line-calls", "calls", func(s *rollup.Stats) float64 { return float64(s.Calls) }})
-	errs := lineChart("Errors per minute", pts, "", chartSeries{"line-errors", "errors", func(s *rollup.Stats) float64 { return float64(s.Errors) }})
-	lat := lineChart("Latency (ms)", pts, " ms",
-		chartSeries{"line-p50", "p50", func(s *rollup.Stats) float64 { return s.Hist.Quantile(0.5) / 1e6 }},
-		chartSeries{"line-p95", "p95", func(s *rollup.Stats) float64 { return s.Hist.Quantile(0.95) / 1e6 }},
-		chartSeries{"line-p99", "p99", func(s *rollup.Stats) float64 { return s.Hist.Quantile(0.99) / 1e6 }})
+	calls := rollupChart("Calls per minute", pts, "", rollupLine{"line-calls", "calls", func(s *rollup.Stats) float64 { return float64(s.Calls) }})
+	errs := rollupChart("Errors per minute", pts, "", rollupLine{"line-errors", "errors", func(s *rollup.Stats) float64 { return float64(s.Errors) }})
+	lat := rollupChart("Latency (ms)", pts, " ms",
+		rollupLine{"line-p50", "p50", func(s *rollup.Stats) float64 { return s.Hist.Quantile(0.5) / 1e6 }},
+		rollupLine{"line-p95", "p95", func(s *rollup.Stats) float64 { return s.Hist.Quantile(0.95) / 1e6 }},
+		rollupLine{"line-p99", "p99", func(s *rollup.Stats) float64 { return s.Hist.Quantile(0.99) / 1e6 }})
 	var ops []redRow
 	for _, o := range roll.Operations(svc, 15) {
 		row := redOf(&o.Stats, 15)
