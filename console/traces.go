@@ -122,7 +122,31 @@ type waterfallRow struct {
 	Links                                                 []string
 }
 
-type waterfallEvent struct{ At, Name, Text string }
+type waterfallEvent struct {
+	At, Name, Text string
+	at             uint64 // for ordering
+}
+
+// logEvent is a log record as a line of the waterfall: its time after
+// the span's start (or as a time of day when start is 0), its severity
+// and body, and its attributes.
+func logEvent(l *store.Span, start uint64) waterfallEvent {
+	ev := waterfallEvent{Name: l.StatusMessage, Text: l.Name, at: l.StartUnixNano}
+	if ev.Name == "" {
+		ev.Name = "log"
+	}
+	if start == 0 {
+		ev.At = time.Unix(0, int64(l.StartUnixNano)).UTC().Format("15:04:05.000")
+	} else {
+		ev.At = "+" + msText(float64(l.StartUnixNano-min(l.StartUnixNano, start)))
+	}
+	for _, a := range l.Attrs {
+		if a.Key != "log.severity_number" {
+			ev.Text += " " + a.Key + "=" + a.Value.Text()
+		}
+	}
+	return ev
+}
 
 func (c *Console) tracePage(w http.ResponseWriter, r *http.Request) error {
 	if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
@@ -132,14 +156,39 @@ func (c *Console) tracePage(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return api.BadRequest("trace ID %q: want 32 hex digits", r.PathValue("id"))
 	}
-	spans, err := c.cfg.Traces.Store().Trace(id)
+	records, err := c.cfg.Traces.Store().Trace(id)
 	if err != nil {
 		return err
 	}
-	if len(spans) == 0 {
+	if len(records) == 0 {
 		return api.NotFound("no trace %s", r.PathValue("id"))
 	}
-	rows := waterfall(spans)
+	// Log records go inline under the span they were written in; those
+	// of no span of the trace are listed apart.
+	var spans []store.Span
+	logs := map[store.SpanID][]store.Span{}
+	for _, rec := range records {
+		if rec.Kind == store.KindLog {
+			logs[rec.SpanID] = append(logs[rec.SpanID], rec)
+		} else {
+			spans = append(spans, rec)
+		}
+	}
+	rows := waterfall(spans, logs)
+	for _, s := range spans {
+		delete(logs, s.SpanID)
+	}
+	var loose []waterfallEvent
+	for _, ls := range logs {
+		for _, l := range ls {
+			loose = append(loose, logEvent(&l, 0))
+		}
+	}
+	sort.Slice(loose, func(i, j int) bool { return loose[i].at < loose[j].at })
+	nSpans := len(spans)
+	if nSpans == 0 {
+		spans = records // only logs: their times frame the page
+	}
 	var total uint64
 	t0 := spans[0].StartUnixNano
 	for _, s := range spans {
@@ -151,8 +200,8 @@ func (c *Console) tracePage(w http.ResponseWriter, r *http.Request) error {
 	for _, s := range spans {
 		services[s.Service] = true
 	}
-	c.render(w, r, "trace", "Trace "+r.PathValue("id"), map[string]any{"ID": r.PathValue("id"), "Rows": rows,
-		"Spans": len(spans), "Services": len(services), "Total": msText(float64(total)),
+	c.render(w, r, "trace", "Trace "+r.PathValue("id"), map[string]any{"ID": r.PathValue("id"), "Rows": rows, "Logs": loose,
+		"Spans": nSpans, "Services": len(services), "Total": msText(float64(total)),
 		"Start": time.Unix(0, int64(t0)).UTC().Format("2006-01-02 15:04:05.000")})
 	return nil
 }
@@ -160,7 +209,10 @@ func (c *Console) tracePage(w http.ResponseWriter, r *http.Request) error {
 // waterfall orders a trace's spans as a tree (children under their
 // parent, by start time; spans whose parent is missing at the top) with
 // bars scaled to the trace's extent.
-func waterfall(spans []store.Span) []waterfallRow {
+func waterfall(spans []store.Span, logs map[store.SpanID][]store.Span) []waterfallRow {
+	if len(spans) == 0 {
+		return nil
+	}
 	t0, end := spans[0].StartUnixNano, uint64(0)
 	byID := map[store.SpanID]bool{}
 	for _, s := range spans {
@@ -206,7 +258,7 @@ func waterfall(spans []store.Span) []waterfallRow {
 			}
 		}
 		for _, e := range s.Events {
-			ev := waterfallEvent{At: "+" + msText(float64(e.TimeUnixNano-min(e.TimeUnixNano, s.StartUnixNano))), Name: e.Name}
+			ev := waterfallEvent{At: "+" + msText(float64(e.TimeUnixNano-min(e.TimeUnixNano, s.StartUnixNano))), Name: e.Name, at: e.TimeUnixNano}
 			var parts []string
 			for _, a := range e.Attrs {
 				if a.Key == "log.message" {
@@ -218,6 +270,10 @@ func waterfall(spans []store.Span) []waterfallRow {
 			ev.Text = strings.TrimSpace(ev.Text + " " + strings.Join(parts, " "))
 			row.Events = append(row.Events, ev)
 		}
+		for _, l := range logs[s.SpanID] {
+			row.Events = append(row.Events, logEvent(&l, s.StartUnixNano))
+		}
+		sort.SliceStable(row.Events, func(a, b int) bool { return row.Events[a].at < row.Events[b].at })
 		for _, a := range s.Attrs {
 			row.Attrs = append(row.Attrs, a.Key+"="+a.Value.Text())
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	_ "image/png"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,7 @@ func TestTracePagesBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last oteltrace.TraceID
+	var lastSrv oteltrace.SpanID
 	for i := range 20 {
 		ctx, root := web.Tracer("t").Start(context.Background(), "GET /pay", oteltrace.WithSpanKind(oteltrace.SpanKindServer))
 		ctx, call := web.Tracer("t").Start(ctx, "ledger.Debit", oteltrace.WithSpanKind(oteltrace.SpanKindClient))
@@ -75,14 +77,29 @@ func TestTracePagesBrowser(t *testing.T) {
 		srv.End()
 		call.End()
 		root.End()
-		last = root.SpanContext().TraceID()
+		last, lastSrv = root.SpanContext().TraceID(), srv.SpanContext().SpanID()
 	}
 	for _, p := range []*trace.Provider{web, db} {
 		if err := p.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// A log record sent over OTLP under the last trace's ledger span (as a
+	// service's log SDK sends it) and one under no span of the trace.
+	logs := fmt.Sprintf(`{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"ledger"}}]},"scopeLogs":[{"logRecords":[
+{"timeUnixNano":"%d","severityNumber":13,"body":{"stringValue":"balance below limit"},"traceId":"%s","spanId":"%s"},
+{"timeUnixNano":"%d","severityNumber":9,"body":{"stringValue":"batch closed"},"traceId":"%s"}]}]}]}`,
+		time.Now().UnixNano(), last, lastSrv, time.Now().UnixNano(), last)
+	resp, err := http.Post("http://"+h.Srv.OTLPAddr()+"/v1/logs", "application/json", strings.NewReader(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	admin := trace.NewAdmin(h.URL, h.Token)
+	wait.For(t, 10*time.Second, "the logs kept with the trace", func() bool {
+		tr, err := admin.Trace(context.Background(), last.String())
+		return err == nil && len(tr.Logs) == 2
+	})
 	if _, err := admin.SetAlert(context.Background(), trace.AlertRule{Name: "ledger-errors", Service: "ledger", Metric: trace.ErrorRatio, Threshold: 0.1}); err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +162,13 @@ func TestTracePagesBrowser(t *testing.T) {
 	}
 	if s := text("#waterfall"); !strings.Contains(s, "debited account 19") || !strings.Contains(s, "ledger.Debit") {
 		t.Errorf("waterfall without the span's log inline: %q", s)
+	}
+	// The OTLP log record sits under its span, not as a span of its own.
+	if s := text("#waterfall"); !strings.Contains(s, "WARN balance below limit") {
+		t.Errorf("waterfall without the OTLP log record inline: %q", s)
+	}
+	if s := text("#trace-logs"); !strings.Contains(s, "INFO batch closed") {
+		t.Errorf("the log of no span: %q", s)
 	}
 
 	step("service", chromedp.Navigate(h.URL+"/traces/services/ledger"), chromedp.WaitVisible(chromedp.CSS(".chart-svg")))

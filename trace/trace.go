@@ -54,6 +54,20 @@ type Link struct {
 type TraceReply struct {
 	TraceID string `json:"trace_id"`
 	Spans   []Span `json:"spans"`
+	// Logs are the log records sent with the trace's context (OTLP
+	// logs), by time.
+	Logs []LogRecord `json:"logs,omitempty"`
+}
+
+// LogRecord is a log record kept with its trace: written under span
+// SpanID (empty when under none) by service.
+type LogRecord struct {
+	TimeUnixNano uint64         `json:"time_unix_nano"`
+	SpanID       string         `json:"span_id,omitempty"`
+	Service      string         `json:"service"`
+	Severity     string         `json:"severity,omitempty"`
+	Body         string         `json:"body"`
+	Attributes   map[string]any `json:"attributes,omitempty"`
 }
 
 // Match is one trace a search found, named by its first matching span.

@@ -96,10 +96,23 @@ func next(b []byte) (num protowire.Number, typ protowire.Type, v []byte, x uint6
 }
 
 func resourceSpans(dst []store.Span, b []byte) ([]store.Span, error) {
-	var service string
-	var resource []store.Attr
-	var scopes [][]byte
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	service, resource, scopes, err := resourceOf(b)
+	if err != nil {
+		return dst, err
+	}
+	for _, sc := range scopes {
+		if dst, err = scopeSpans(dst, sc, service, resource); err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+// resourceOf reads a ResourceSpans, ResourceLogs or ResourceMetrics
+// message: its resource's service.name and other attributes, and its
+// scope messages (field 2), read after the resource, which may come later.
+func resourceOf(b []byte) (service string, resource []store.Attr, scopes [][]byte, err error) {
+	err = fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
 			return nil
 		}
@@ -120,48 +133,57 @@ func resourceSpans(dst []store.Span, b []byte) ([]store.Span, error) {
 				resource = append(resource, a)
 				return nil
 			})
-		case 2: // scope_spans: after the resource, which may come later
+		case 2:
 			scopes = append(scopes, v)
 		}
 		return nil
 	})
-	if err != nil {
-		return dst, err
-	}
-	for _, sc := range scopes {
-		if dst, err = scopeSpans(dst, sc, service, resource); err != nil {
-			return dst, err
-		}
-	}
-	return dst, nil
+	return service, resource, scopes, err
 }
 
-func scopeSpans(dst []store.Span, b []byte, service string, resource []store.Attr) ([]store.Span, error) {
-	var scope []store.Attr
-	var spans [][]byte
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+// scopeOf reads a ScopeSpans or ScopeLogs message: its scope as
+// attributes and its items (field 2: spans, log records).
+func scopeOf(b []byte) (scope []store.Attr, items [][]byte, err error) {
+	err = fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
 			return nil
 		}
 		switch num {
 		case 1: // scope: name 1, version 2
-			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				if typ != protowire.BytesType || len(v) == 0 {
-					return nil
-				}
-				switch num {
-				case 1:
-					scope = append(scope, strAttr("otel.scope.name", str(v)))
-				case 2:
-					scope = append(scope, strAttr("otel.scope.version", str(v)))
+			var name, version string
+			err := fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				if typ == protowire.BytesType && num == 1 {
+					name = str(v)
+				} else if typ == protowire.BytesType && num == 2 {
+					version = str(v)
 				}
 				return nil
 			})
+			scope = scopeAttrs(name, version)
+			return err
 		case 2:
-			spans = append(spans, v)
+			items = append(items, v)
 		}
 		return nil
 	})
+	return scope, items, err
+}
+
+// scopeAttrs are an instrumentation scope's name and version as
+// attributes (none when empty).
+func scopeAttrs(name, version string) []store.Attr {
+	var out []store.Attr
+	if name != "" {
+		out = append(out, strAttr("otel.scope.name", name))
+	}
+	if version != "" {
+		out = append(out, strAttr("otel.scope.version", version))
+	}
+	return out
+}
+
+func scopeSpans(dst []store.Span, b []byte, service string, resource []store.Attr) ([]store.Span, error) {
+	scope, spans, err := scopeOf(b)
 	if err != nil {
 		return dst, err
 	}

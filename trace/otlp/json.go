@@ -99,27 +99,12 @@ func DecodeTracesJSON(dst []store.Span, b []byte) ([]store.Span, error) {
 		return dst, fmt.Errorf("otlp: %w", err)
 	}
 	for _, rs := range req.ResourceSpans {
-		var service string
-		var resource []store.Attr
-		for _, kv := range rs.Resource.Attributes {
-			a, err := kv.attr(0)
-			if err != nil {
-				return dst, err
-			}
-			if a.Key == "service.name" && a.Value.Type == store.TypeString {
-				service = a.Value.Str
-				continue
-			}
-			resource = append(resource, a)
+		service, resource, err := jsonResource(rs.Resource.Attributes)
+		if err != nil {
+			return dst, err
 		}
 		for _, ss := range rs.ScopeSpans {
-			var scope []store.Attr
-			if ss.Scope.Name != "" {
-				scope = append(scope, strAttr("otel.scope.name", ss.Scope.Name))
-			}
-			if ss.Scope.Version != "" {
-				scope = append(scope, strAttr("otel.scope.version", ss.Scope.Version))
-			}
+			scope := scopeAttrs(ss.Scope.Name, ss.Scope.Version)
 			for _, js := range ss.Spans {
 				s, err := js.span(service, resource)
 				if err != nil {
@@ -131,6 +116,22 @@ func DecodeTracesJSON(dst []store.Span, b []byte) ([]store.Span, error) {
 		}
 	}
 	return dst, nil
+}
+
+// jsonResource is a resource's service.name and its other attributes.
+func jsonResource(kvs []jsonKV) (service string, resource []store.Attr, err error) {
+	for _, kv := range kvs {
+		a, err := kv.attr(0)
+		if err != nil {
+			return "", nil, err
+		}
+		if a.Key == "service.name" && a.Value.Type == store.TypeString {
+			service = a.Value.Str
+			continue
+		}
+		resource = append(resource, a)
+	}
+	return service, resource, nil
 }
 
 func (js *jsonSpan) span(service string, resource []store.Attr) (store.Span, error) {

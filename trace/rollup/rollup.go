@@ -166,6 +166,9 @@ func (r *Rollup) Add(spans []store.Span) {
 	defer r.mu.Unlock()
 	for i := range spans {
 		s := &spans[i]
+		if s.Kind == store.KindLog {
+			continue // a log record, not a call
+		}
 		service := r.intern(s.Service)
 		m := min(minuteOf(s.StartUnixNano), nowMin)
 		failed := s.Status == store.StatusError

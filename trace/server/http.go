@@ -114,9 +114,13 @@ func (s *Server) Mount(mux api.Mux, wrap func(http.Handler) http.Handler) {
 		if len(spans) == 0 {
 			return api.NotFound("no trace %s", r.PathValue("id"))
 		}
-		reply := trace.TraceReply{TraceID: hex.EncodeToString(id[:]), Spans: make([]trace.Span, len(spans))}
+		reply := trace.TraceReply{TraceID: hex.EncodeToString(id[:]), Spans: make([]trace.Span, 0, len(spans))}
 		for i := range spans {
-			reply.Spans[i] = toAPI(&spans[i])
+			if spans[i].Kind == store.KindLog {
+				reply.Logs = append(reply.Logs, toAPILog(&spans[i]))
+				continue
+			}
+			reply.Spans = append(reply.Spans, toAPI(&spans[i]))
 		}
 		api.WriteJSON(w, http.StatusOK, reply)
 		return nil
@@ -343,6 +347,14 @@ func toAPI(s *store.Span) trace.Span {
 	}
 	for _, l := range s.Links {
 		out.Links = append(out.Links, trace.Link{TraceID: hex.EncodeToString(l.TraceID[:]), SpanID: hex.EncodeToString(l.SpanID[:]), Attributes: attrMap(l.Attrs)})
+	}
+	return out
+}
+
+func toAPILog(s *store.Span) trace.LogRecord {
+	out := trace.LogRecord{TimeUnixNano: s.StartUnixNano, Service: s.Service, Severity: s.StatusMessage, Body: s.Name, Attributes: attrMap(s.Attrs)}
+	if s.SpanID != (store.SpanID{}) {
+		out.SpanID = hex.EncodeToString(s.SpanID[:])
 	}
 	return out
 }

@@ -21,6 +21,7 @@ import (
 const (
 	grpcExportPath  = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 	grpcMetricsPath = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+	grpcLogsPath    = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 	grpcOK                = 0
 	grpcInvalidArgument   = 3
@@ -28,7 +29,8 @@ const (
 	grpcUnimplemented     = 12
 )
 
-// receiveGRPC is OTLP/gRPC's TraceService/Export and MetricsService/Export,
+// receiveGRPC is OTLP/gRPC's TraceService/Export, MetricsService/Export
+// and LogsService/Export,
 // spoken over net/http's HTTP/2: a request of one length-prefixed message
 // (gzip-compressed when the exporter says so), a reply of one message —
 // empty, or what was refused as a partial success — and gRPC's status in
@@ -44,8 +46,10 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 		grpcStatus(w, grpcInvalidArgument, fmt.Sprintf("content type %q: want application/grpc", ct))
 		return
 	}
-	if r.URL.Path != grpcExportPath && r.URL.Path != grpcMetricsPath {
-		grpcStatus(w, grpcUnimplemented, "unknown method "+r.URL.Path+"; this collector serves "+grpcExportPath+" and "+grpcMetricsPath)
+	switch r.URL.Path {
+	case grpcExportPath, grpcMetricsPath, grpcLogsPath:
+	default:
+		grpcStatus(w, grpcUnimplemented, "unknown method "+r.URL.Path+"; this collector serves "+grpcExportPath+", "+grpcMetricsPath+" and "+grpcLogsPath)
 		return
 	}
 	msg, code, err := s.readGRPCMessage(r)
@@ -54,7 +58,17 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var reply []byte
-	if r.URL.Path == grpcMetricsPath {
+	switch r.URL.Path {
+	case grpcLogsPath:
+		records, untraced, err := otlp.DecodeLogs(nil, msg)
+		if err != nil {
+			grpcStatus(w, grpcInvalidArgument, err.Error())
+			return
+		}
+		if rejected := s.IngestLogs(records, untraced); rejected > 0 {
+			reply = partialSuccess(rejected, untracedLogs)
+		}
+	case grpcMetricsPath:
 		rms, err := otlp.DecodeMetrics(msg)
 		if err != nil {
 			grpcStatus(w, grpcInvalidArgument, err.Error())
@@ -63,7 +77,7 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 		if rejected := s.IngestMetrics(rms); rejected > 0 {
 			reply = partialSuccess(rejected, "data points without a value, beyond the collector's series bound or outside its window")
 		}
-	} else {
+	default:
 		spans, err := otlp.DecodeTraces(nil, msg)
 		if err != nil {
 			grpcStatus(w, grpcInvalidArgument, err.Error())

@@ -111,6 +111,30 @@ func (s *Server) receiveMetricsHTTP(w http.ResponseWriter, r *http.Request) {
 	writeReply(w, isJSON, "rejectedDataPoints", s.IngestMetrics(rms), "data points without a value, beyond the collector's series bound or outside its window")
 }
 
+// untracedLogs says why log records were refused.
+const untracedLogs = "log records without a trace ID are not kept (the collector keeps logs with their traces), or the ingest queue is full"
+
+// receiveLogsHTTP is OTLP/HTTP's POST /v1/logs.
+func (s *Server) receiveLogsHTTP(w http.ResponseWriter, r *http.Request) {
+	b, isJSON, ok := s.readHTTPBody(w, r)
+	if !ok {
+		return
+	}
+	var records []store.Span
+	var untraced int
+	var err error
+	if isJSON {
+		records, untraced, err = otlp.DecodeLogsJSON(nil, b)
+	} else {
+		records, untraced, err = otlp.DecodeLogs(nil, b)
+	}
+	if err != nil {
+		writeStatus(w, http.StatusBadRequest, isJSON, err.Error())
+		return
+	}
+	writeReply(w, isJSON, "rejectedLogRecords", s.IngestLogs(records, untraced), untracedLogs)
+}
+
 // writeReply answers an accepted export: empty, or with a partial success
 // counting what was refused (countKey names it in JSON).
 func writeReply(w http.ResponseWriter, isJSON bool, countKey string, rejected int, msg string) {

@@ -142,6 +142,7 @@ type Server struct {
 	received, dropped, stored, failed atomic.Int64
 	sampledOut                        atomic.Int64 // left out by tail sampling
 	metricsReceived, metricsRefused   atomic.Int64 // metric data points
+	logsReceived, logsUntraced        atomic.Int64 // log records; those without a trace ID (not kept)
 
 	mu       sync.Mutex
 	started  bool
@@ -261,6 +262,7 @@ func (s *Server) Start(ctx context.Context) error {
 		mux := http.NewServeMux()
 		mux.Handle("POST /v1/traces", http.HandlerFunc(s.receiveHTTP))
 		mux.Handle("POST /v1/metrics", http.HandlerFunc(s.receiveMetricsHTTP))
+		mux.Handle("POST /v1/logs", http.HandlerFunc(s.receiveLogsHTTP))
 		s.serve(lns[0], &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/HTTP")
 		s.ln = lns[0]
 	}
@@ -339,6 +341,17 @@ func (s *Server) Ingest(spans []store.Span) (rejected int) {
 		s.dropped.Add(int64(len(spans)))
 		return len(spans)
 	}
+}
+
+// IngestLogs queues log records (store.KindLog records, from
+// otlp.DecodeLogs) with their traces' spans, without waiting; untraced
+// is how many the export held without a trace ID, which are counted and
+// not kept. It returns how many were refused: the untraced ones and, when
+// the queue is full, the rest.
+func (s *Server) IngestLogs(records []store.Span, untraced int) (rejected int) {
+	s.logsReceived.Add(int64(len(records) + untraced))
+	s.logsUntraced.Add(int64(untraced))
+	return untraced + s.Ingest(records)
 }
 
 func (s *Server) isStarted() bool {
@@ -559,6 +572,8 @@ var (
 	descPoints   = prometheus.NewDesc("tangram_trace_metric_points_received_total", "Metric data points received (OTLP metrics and the server's own samples).", nil, nil)
 	descRefused  = prometheus.NewDesc("tangram_trace_metric_points_refused_total", "Metric data points refused: no value, beyond the series bound, outside the window.", nil, nil)
 	descSeries   = prometheus.NewDesc("tangram_trace_metric_series", "Metric series kept.", nil, nil)
+	descLogs     = prometheus.NewDesc("tangram_trace_log_records_received_total", "OTLP log records received (kept with their trace's spans; the spans counters include them).", nil, nil)
+	descUntraced = prometheus.NewDesc("tangram_trace_log_records_untraced_total", "OTLP log records received without a trace ID, which are not kept.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
@@ -572,6 +587,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPoints
 	ch <- descRefused
 	ch <- descSeries
+	ch <- descLogs
+	ch <- descUntraced
 	ch <- descDuration
 	ch <- descErrors
 	ch <- descForward
@@ -626,6 +643,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSampled, prometheus.CounterValue, float64(m.sampledOut.Load()))
 	ch <- prometheus.MustNewConstMetric(descPoints, prometheus.CounterValue, float64(m.metricsReceived.Load()))
 	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(m.metricsRefused.Load()))
+	ch <- prometheus.MustNewConstMetric(descLogs, prometheus.CounterValue, float64(m.logsReceived.Load()))
+	ch <- prometheus.MustNewConstMetric(descUntraced, prometheus.CounterValue, float64(m.logsUntraced.Load()))
 	if m.series != nil {
 		ch <- prometheus.MustNewConstMetric(descSeries, prometheus.GaugeValue, float64(m.series.Stats().Series))
 	}

@@ -25,6 +25,11 @@ const (
 	KindClient
 	KindProducer
 	KindConsumer
+	// KindLog marks a log record kept with its trace, not a span: SpanID
+	// is the span it was logged under (zero for none), StartUnixNano its
+	// time, Name its body, StatusMessage its severity. Searches and the
+	// RED figures leave log records out.
+	KindLog Kind = 64
 )
 
 // Status is the span's status code, numbered as OTLP numbers it.

@@ -597,7 +597,8 @@ func (g *segment) readRecord(off int64) (Span, error) {
 	return decodeSpan(b)
 }
 
-// Trace returns every stored span of trace id, by start time.
+// Trace returns every stored record of trace id — its spans and its log
+// records (KindLog) — by start time.
 func (s *Store) Trace(id TraceID) ([]Span, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -706,6 +707,9 @@ func (s *Store) Search(q Query) ([]Match, error) {
 }
 
 func (q *Query) matchHead(sp *Span, lo, hi uint64) bool {
+	if sp.Kind == KindLog {
+		return false // searches find traces by their spans
+	}
 	if sp.StartUnixNano < lo || sp.StartUnixNano >= hi {
 		return false
 	}
