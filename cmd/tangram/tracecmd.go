@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +14,8 @@ import (
 )
 
 func (g *globals) traceAdmin() *trace.Admin { return trace.NewAdmin(g.server, g.token) }
+
+func num(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
 
 func ms(nanos uint64) string { return fmt.Sprintf("%.2fms", float64(nanos)/1e6) }
 
@@ -49,6 +52,17 @@ func newTraceCmd(g *globals) *cobra.Command {
 					status += ": " + s.StatusMessage
 				}
 				row(w, s.SpanID, s.Service, strings.Repeat("  ", d)+s.Name, s.Kind, "+"+ms(s.StartUnixNano-t0), ms(s.DurationNano), status)
+			}
+			// Log records sent with the trace, under the span they were
+			// written in.
+			for _, l := range tr.Logs {
+				span, d := l.SpanID, 0
+				if span == "" {
+					span = "-"
+				} else if p, ok := depth[span]; ok {
+					d = p + 1
+				}
+				row(w, span, l.Service, strings.Repeat("  ", d)+"log: "+l.Body, "log", "+"+ms(l.TimeUnixNano-min(l.TimeUnixNano, t0)), "", l.Severity)
 			}
 		})
 	}}
@@ -161,7 +175,57 @@ func newTraceCmd(g *globals) *cobra.Command {
 			row(w, st.Received, st.Dropped, st.Stored, st.Failed, st.Queued, st.Segments, st.Bytes, st.Spans)
 		})
 	}}
-	cmd.AddCommand(get, search, services, ops, deps, stats, newTraceAlertCmd(g))
+	var match []string
+	var metricMinutes int
+	metrics := &cobra.Command{Use: "metrics [NAME]", Short: "Metrics received over OTLP (and the servers' own): the names, or one name's series", Args: cobra.MaximumNArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			out, err := g.traceAdmin().Metrics(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.Print(out, func(w *tabwriter.Writer) {
+				row(w, "NAME", "KIND", "SERIES")
+				for _, n := range out.Names {
+					row(w, n.Name, n.Kind, n.Series)
+				}
+			})
+		}
+		want := map[string]string{}
+		for _, m := range match {
+			k, v, ok := strings.Cut(m, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("--match %q: want label=value", m)
+			}
+			want[k] = v
+		}
+		out, err := g.traceAdmin().MetricSeries(cmd.Context(), args[0], want, metricMinutes)
+		if err != nil {
+			return err
+		}
+		return g.Print(out, func(w *tabwriter.Writer) {
+			// A counter's minute is its increase, a gauge's its value: the
+			// total and the peak over the window say what each is worth.
+			row(w, "LABELS", "KIND", "MINUTES", "LAST", "TOTAL", "MAX")
+			for _, s := range out.Series {
+				var labels []string
+				for k, v := range s.Labels {
+					labels = append(labels, k+"="+v)
+				}
+				slices.Sort(labels)
+				var last, total, peak float64
+				for i, p := range s.Points {
+					last, total = p.Value, total+p.Value
+					if i == 0 || p.Value > peak {
+						peak = p.Value
+					}
+				}
+				row(w, strings.Join(labels, ","), s.Kind, len(s.Points), num(last), num(total), num(peak))
+			}
+		})
+	}}
+	metrics.Flags().StringSliceVar(&match, "match", nil, "label=value the series must have (repeatable)")
+	metrics.Flags().IntVar(&metricMinutes, "minutes", 60, "over the last minutes")
+	cmd.AddCommand(get, search, services, ops, deps, stats, metrics, newTraceAlertCmd(g))
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,36 @@ func TestCollectorAndTraceCommands(t *testing.T) {
 	}
 	if out := run("trace", "operations", "stock"); !strings.Contains(out, "stock.Reserve") {
 		t.Errorf("trace operations:\n%s", out)
+	}
+	// A log record and a gauge over OTLP/HTTP JSON, as any SDK sends them.
+	now := strconv.FormatInt(time.Now().UnixNano(), 10)
+	postJSON := func(path, doc string) {
+		t.Helper()
+		resp, err := http.Post("http://"+otlpAddr+path, "application/json", strings.NewReader(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %s", path, resp.Status)
+		}
+	}
+	postJSON("/v1/logs", `{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"stock"}}]},"scopeLogs":[{"logRecords":[
+{"timeUnixNano":"`+now+`","severityNumber":13,"body":{"stringValue":"low on widgets"},"traceId":"`+id.String()+`"}]}]}]}`)
+	postJSON("/v1/metrics", `{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"stock"}}]},"scopeMetrics":[{"metrics":[
+{"name":"widgets_left","gauge":{"dataPoints":[{"timeUnixNano":"`+now+`","asInt":"7","attributes":[{"key":"shelf","value":{"stringValue":"a"}}]}]}}]}]}]}`)
+	wait.For(t, 10*time.Second, "the log with the trace", func() bool {
+		return strings.Contains(run("trace", "get", id.String()), "log: low on widgets")
+	})
+	if out := run("trace", "metrics"); !strings.Contains(out, "widgets_left") {
+		t.Errorf("trace metrics:\n%s", out)
+	}
+	out := run("trace", "metrics", "widgets_left", "--match", "shelf=a")
+	if !strings.Contains(out, "service=stock,shelf=a") && !strings.Contains(out, "shelf=a,service=stock") || !strings.Contains(out, "gauge") || !strings.Contains(out, " 7 ") {
+		t.Errorf("trace metrics widgets_left:\n%s", out)
+	}
+	if out := run("trace", "metrics", "widgets_left", "--match", "shelf=b", "-o", "json"); strings.Contains(out, "shelf") {
+		t.Errorf("--match shelf=b matched:\n%s", out)
 	}
 	run("trace", "alert", "set", "stock-burn", "--service", "stock", "--metric", "burn_rate", "--objective", "0.999", "--threshold", "14.4", "--window", "60")
 	if out := run("trace", "alert", "list"); !strings.Contains(out, "stock-burn") || !strings.Contains(out, "burn_rate") || !strings.Contains(out, ">=14.4") {
