@@ -2,7 +2,6 @@ package console_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -88,29 +87,8 @@ func TestComponentChartsBrowser(t *testing.T) {
 		t.Fatalf("metrics export: %s", resp.Status)
 	}
 
-	bctx := browser(t)
-	page := func() string {
-		html, _ := chromedp.Run(context.WithoutCancel(bctx), chromedp.OuterHTML(chromedp.CSS("body")))
-		return html
-	}
-	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, actions...); err != nil {
-			t.Fatalf("%s: %v\npage: %.3000s", name, err, page())
-		}
-	}
-	eval := func(js string) float64 {
-		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.Evaluate[float64](js))
-		if err != nil {
-			t.Fatalf("%s: %v", js, err)
-		}
-		return v
-	}
-	id := func(s string) chromedp.ID { return chromedp.ID(s) }
-	step("sign in", chromedp.Navigate(h.URL+"/mq"), chromedp.WaitVisible(id("login")),
-		chromedp.SetValue(id("user"), "admin"), chromedp.SetValue(id("secret"), h.Token), chromedp.Click(id("login")),
-		chromedp.WaitVisible(id("whoami")))
+	b := newTab(t)
+	b.signIn(h.URL, "/mq", h.Token)
 	for _, p := range []struct {
 		path   string
 		charts int    // charts with data on the page
@@ -123,11 +101,11 @@ func TestComponentChartsBrowser(t *testing.T) {
 		{"/registry", 2, "Instances", 1},
 		{"/config", 2, "Watchers", 1},
 	} {
-		step(p.path, chromedp.Navigate(h.URL+p.path), chromedp.WaitVisible(chromedp.CSS(".chart-svg")))
-		if n := eval(`document.querySelectorAll(".chart-svg").length`); int(n) != p.charts {
+		b.step(p.path, chromedp.Navigate(h.URL+p.path), chromedp.WaitVisible(chromedp.CSS(".chart-svg")))
+		if n := b.eval(`document.querySelectorAll(".chart-svg").length`); int(n) != p.charts {
 			t.Errorf("%s: %v charts, want %d", p.path, n, p.charts)
 		}
-		title, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector(".chart-svg").getAttribute("aria-label")`))
+		title, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector(".chart-svg").getAttribute("aria-label")`))
 		if err != nil || title != p.first {
 			t.Errorf("%s: first chart %q (%v), want %q", p.path, title, err, p.first)
 		}
@@ -135,11 +113,11 @@ func TestComponentChartsBrowser(t *testing.T) {
 		for i := range p.lines {
 			js := fmt.Sprintf(`(() => { const l = document.querySelectorAll(".chart-svg")[0].querySelectorAll("polyline.series")[%d];
 				return l ? new Set(l.getAttribute("points").trim().split(" ").map(p => p.split(",")[1])).size : 0 })()`, i)
-			if n := eval(js); n < 3 {
+			if n := b.eval(js); n < 3 {
 				t.Errorf("%s: line %d of %q has %v distinct heights, want a moving line", p.path, i, p.first, n)
 			}
 		}
-		png, err := chromedp.Run(bctx, chromedp.Screenshot(chromedp.CSS(".chart-svg")))
+		png, err := chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(".chart-svg")))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -910,3 +910,54 @@ func TestGlueEditor(t *testing.T) {
 		t.Fatalf("rollback:\n%.2500s", b)
 	}
 }
+
+// tab drives one browser for a test: each helper fails the test with the
+// page's HTML when the browser cannot do what is asked.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+func newTab(t *testing.T) *tab { return &tab{t: t, ctx: browser(t)} }
+
+// page is the current page's body, for failure messages.
+func (b *tab) page() string {
+	html, _ := chromedp.Run(context.WithoutCancel(b.ctx), chromedp.OuterHTML(chromedp.CSS("body")))
+	return html
+}
+
+// step runs actions, failing the test with the page when one fails.
+func (b *tab) step(name string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v\npage: %.3000s", name, err, b.page())
+	}
+}
+
+// eval is a script's numeric result.
+func (b *tab) eval(js string) float64 {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[float64](js))
+	if err != nil {
+		b.t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+// text is the text of the element sel selects.
+func (b *tab) text(sel string) string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("text of %s: %v\npage: %.3000s", sel, err, b.page())
+	}
+	return s
+}
+
+// signIn logs in as the admin with token, starting at path.
+func (b *tab) signIn(base, path, token string) {
+	b.t.Helper()
+	b.step("sign in", chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.ID("login")),
+		chromedp.SetValue(chromedp.ID("user"), "admin"), chromedp.SetValue(chromedp.ID("secret"), token), chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("whoami")))
+}

@@ -108,38 +108,10 @@ func TestTracePagesBrowser(t *testing.T) {
 		return err == nil && len(d.Edges) == 1 && d.Edges[0].Calls == 20
 	})
 
-	bctx := browser(t)
-	page := func() string {
-		html, _ := chromedp.Run(context.WithoutCancel(bctx), chromedp.OuterHTML(chromedp.CSS("body")))
-		return html
-	}
-	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, actions...); err != nil {
-			t.Fatalf("%s: %v\npage: %.3000s", name, err, page())
-		}
-	}
-	eval := func(js string) float64 {
-		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.Evaluate[float64](js))
-		if err != nil {
-			t.Fatalf("%s: %v", js, err)
-		}
-		return v
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v\npage: %.3000s", sel, err, page())
-		}
-		return s
-	}
-	id := func(s string) chromedp.ID { return chromedp.ID(s) }
-	step("sign in", chromedp.Navigate(h.URL+"/traces"), chromedp.WaitVisible(id("login")),
-		chromedp.SetValue(id("user"), "admin"), chromedp.SetValue(id("secret"), h.Token), chromedp.Click(id("login")),
-		chromedp.WaitVisible(id("whoami")))
-
+	b := newTab(t)
+	b.signIn(h.URL, "/traces", h.Token)
+	step, eval, text, id := b.step, b.eval, b.text, func(s string) chromedp.ID { return chromedp.ID(s) }
+	page := b.page
 	step("services", chromedp.Navigate(h.URL+"/traces"), chromedp.WaitVisible(id("trace-services")))
 	if s := text("#trace-services"); !strings.Contains(s, "web") || !strings.Contains(s, "ledger") || !strings.Contains(s, "25.0%") {
 		t.Errorf("services table: %q (want web, ledger, and ledger's 25.0%% errors)", s)
@@ -179,7 +151,7 @@ func TestTracePagesBrowser(t *testing.T) {
 	if n := eval(`new Set(document.querySelector("polyline.line-calls").getAttribute("points").trim().split(" ").map(p => p.split(",")[1])).size`); n < 2 {
 		t.Errorf("the calls line is flat (%v distinct heights)", n)
 	}
-	png, err := chromedp.Run(bctx, chromedp.Screenshot(chromedp.CSS(".chart-svg")))
+	png, err := chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(".chart-svg")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +167,14 @@ func TestTracePagesBrowser(t *testing.T) {
 	if l := eval(`(() => { const e = document.querySelector("#service-map line.edge").getBoundingClientRect(); return Math.hypot(e.width, e.height) })()`); l < 50 {
 		t.Errorf("the edge is %v pixels long", l)
 	}
-	labels, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById("service-map").textContent`))
+	labels, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.getElementById("service-map").textContent`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s := labels; !strings.Contains(s, "web") || !strings.Contains(s, "ledger") || !strings.Contains(s, "25.0% err") {
 		t.Errorf("map labels: %q", s)
 	}
-	png, err = chromedp.Run(bctx, chromedp.Screenshot(id("service-map")))
+	png, err = chromedp.Run(b.ctx, chromedp.Screenshot(id("service-map")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,10 +182,10 @@ func TestTracePagesBrowser(t *testing.T) {
 		t.Errorf("the map draws nothing: %.4f of its pixels inked", ink)
 	}
 	for i, path := range []string{"/traces", "/traces/map", "/traces/services/ledger", "/traces/" + last.String()} {
-		fits(t, bctx, h.URL, path)
+		fits(t, b.ctx, h.URL, path)
 		// TANGRAM_TEST_SCREENSHOTS=DIR keeps each page as a PNG to look at.
 		if dir := os.Getenv("TANGRAM_TEST_SCREENSHOTS"); dir != "" {
-			png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+			png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
 			if err == nil {
 				os.WriteFile(filepath.Join(dir, fmt.Sprintf("traces-%d.png", i)), png, 0o644)
 			}
