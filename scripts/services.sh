@@ -98,6 +98,11 @@ if ! command -v python3 >/dev/null 2>&1; then
   need_pkg python3
 fi
 
+# Node.js and npm for the OpenTelemetry JS SDK example's test
+# (examples/node: npm ci fetches the SDK from the npm registry).
+command -v node >/dev/null 2>&1 || need_pkg nodejs
+command -v npm >/dev/null 2>&1 || need_pkg npm
+
 # strace for the durability test that reads the store's system calls
 # (mq/store: a new file's directory fsynced before an ack).
 if ! command -v strace >/dev/null 2>&1; then
