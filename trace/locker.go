@@ -52,7 +52,9 @@ func (tl *traced) acquire(ctx context.Context, op string, f func(context.Context
 	return l, err
 }
 
-func (tl *traced) Lock(ctx context.Context) (*lease.Lease, error) { return tl.acquire(ctx, "acquire", tl.l.Lock) }
+func (tl *traced) Lock(ctx context.Context) (*lease.Lease, error) {
+	return tl.acquire(ctx, "acquire", tl.l.Lock)
+}
 
 func (tl *traced) TryLock(ctx context.Context) (*lease.Lease, error) {
 	return tl.acquire(ctx, "try", tl.l.TryLock)
