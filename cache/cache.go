@@ -25,7 +25,11 @@ import (
 
 	"github.com/maypok86/otter/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/tangram-dev/tangram/internal/span"
 )
 
 // ErrNotFound is what a loader returns for a key that does not exist;
@@ -98,6 +102,12 @@ type Config[V any] struct {
 	HotOnly bool
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// TracerProvider, when set, records a span for each fill past the
+	// local tier ("cache fill <name>": a remote hit, a load, an absence),
+	// one for each call of the loader under it ("cache load <name>"), and
+	// one for each Delete; local hits are not traced (a span would cost
+	// a hundred times the hit). Nil records none.
+	TracerProvider oteltrace.TracerProvider
 }
 
 // entry is a local-tier value: the decoded value, or an absence.
@@ -129,6 +139,7 @@ type Cache[V any] struct {
 	hot    *hotKeys
 	mode   Invalidation // resolved: tracking, pub/sub or none
 	log    *slog.Logger
+	span   span.Tracer
 
 	localHits, remoteHits, loads, notFound, errs, invals, voided atomic.Uint64
 
@@ -184,7 +195,7 @@ func New[V any](cfg Config[V]) (*Cache[V], error) {
 	if cfg.HotOnly && cfg.HotKeys < 0 {
 		return nil, errors.New("cache: HotOnly needs the hot-key detector (HotKeys ≥ 0)")
 	}
-	c := &Cache[V]{cfg: cfg, codec: cfg.Codec, prefix: cfg.Prefix + cfg.Name + ":", log: cfg.Logger, ready: make(chan struct{})}
+	c := &Cache[V]{cfg: cfg, codec: cfg.Codec, prefix: cfg.Prefix + cfg.Name + ":", log: cfg.Logger, span: span.New(cfg.TracerProvider, "github.com/tangram-dev/tangram/cache"), ready: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if cfg.HotKeys > 0 {
 		c.hot = newHotKeys(cfg.HotKeys, 4096)
@@ -381,9 +392,41 @@ const (
 	placeholder = "*"
 )
 
-// fillWith reads the remote tier, then the loader, storing what the
-// loader found (or its absence) in the remote tier under a lease.
+// fillWith is fillTiers, traced when the cache has a TracerProvider.
 func (c *Cache[V]) fillWith(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (entry[V], error) {
+	if !c.span.On() {
+		return c.fillTiers(ctx, key, load)
+	}
+	name := attribute.String("cache.name", c.cfg.Name)
+	ctx, s := c.span.Start(ctx, "cache fill "+c.cfg.Name, oteltrace.SpanKindInternal, name)
+	loaded := false
+	e, err := c.fillTiers(ctx, key, func(ctx context.Context, key string) (V, error) {
+		loaded = true
+		ctx, ls := c.span.Start(ctx, "cache load "+c.cfg.Name, oteltrace.SpanKindInternal, name)
+		v, err := load(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			ls.SetAttributes(attribute.Bool("cache.not_found", true))
+			span.End(ls, nil)
+		} else {
+			span.End(ls, err)
+		}
+		return v, err
+	})
+	result := "remote_hit"
+	switch {
+	case err != nil:
+		result = "error"
+	case loaded:
+		result = "loaded"
+	}
+	s.SetAttributes(attribute.String("cache.result", result), attribute.Bool("cache.not_found", err == nil && e.nf))
+	span.End(s, err)
+	return e, err
+}
+
+// fillTiers reads the remote tier, then the loader, storing what the
+// loader found (or its absence) in the remote tier under a lease.
+func (c *Cache[V]) fillTiers(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (entry[V], error) {
 	if c.hot != nil {
 		c.hot.observe(key, 1)
 	}
@@ -652,7 +695,16 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 // voids its fill; the keys are deleted once more after
 // Config.DoubleDelete for fills that take no lease (other programs).
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
-	if err := c.deleteNow(ctx, keys); err != nil {
+	var s oteltrace.Span
+	if c.span.On() {
+		ctx, s = c.span.Start(ctx, "cache delete "+c.cfg.Name, oteltrace.SpanKindClient,
+			attribute.String("cache.name", c.cfg.Name), attribute.Int("cache.keys", len(keys)))
+	}
+	err := c.deleteNow(ctx, keys)
+	if s != nil {
+		span.End(s, err)
+	}
+	if err != nil {
 		return err
 	}
 	if c.cfg.DoubleDelete > 0 && !c.closed.Load() {
