@@ -13,6 +13,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	oteltrace "go.opentelemetry.io/otel/trace"
+
+	"github.com/tangram-dev/tangram/internal/span"
 )
 
 // Executor runs statements over sharded databases: it routes each one,
@@ -39,6 +43,7 @@ type Executor struct {
 	stop     context.CancelFunc       // ends the replica monitor (nil: none)
 	done     chan struct{}
 	close    sync.Once
+	span     span.Tracer
 }
 
 // ExecutorConfig configures NewExecutor.
@@ -52,6 +57,9 @@ type ExecutorConfig struct {
 	LagCheckInterval time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// TracerProvider, when set, records a span per logical statement and
+	// a client span per unit under it, on its data source (nil: none).
+	TracerProvider oteltrace.TracerProvider
 }
 
 // NewExecutor returns an executor over rules r with the data sources'
@@ -72,7 +80,7 @@ func NewExecutor(r *Rules, dbs map[string]*sql.DB, cfg ExecutorConfig) (*Executo
 		cfg.Logger = slog.Default()
 	}
 	e := &Executor{router: NewRouter(r), dbs: dbs, sem: make(chan struct{}, cfg.MaxParallel), reads: newReplicaGroups(r),
-		stmts: newStmtCache()}
+		stmts: newStmtCache(), span: span.New(cfg.TracerProvider, "github.com/tangram-dev/tangram/shard")}
 	if m := r.Migration(); m != nil {
 		e.next, e.phase = NewRouter(m.To), m.Phase
 		for ds, rg := range newReplicaGroups(m.To) {
@@ -178,14 +186,20 @@ type runner interface {
 
 // pool is the runner of a data source outside a transaction.
 func (e *Executor) pool(_ context.Context, ds string) (runner, error) {
-	return pooled{e.dbs[ds], e.stmts}, nil
+	return e.traceUnits(pooled{e.dbs[ds], e.stmts}, ds), nil
 }
 
-func (e *Executor) exec(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (Result, error) {
+func (e *Executor) exec(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (res Result, err error) {
 	e.inflight.Add(1)
 	defer e.inflight.Add(-1)
+	var rd *Routed
+	if e.span.On() {
+		var s oteltrace.Span
+		ctx, s = e.statement(ctx, q)
+		defer func() { endStatement(s, rd, err) }()
+	}
 	primary, secondary := e.writeRouters()
-	rd, err := primary.Route(q, args)
+	rd, err = primary.Route(q, args)
 	if err != nil {
 		return Result{}, err
 	}
@@ -340,10 +354,16 @@ func (e *Executor) Query(ctx context.Context, q string, args ...any) (*Rows, err
 	return e.query(ctx, q, args, e.pool, true)
 }
 
-func (e *Executor) query(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (*Rows, error) {
+func (e *Executor) query(ctx context.Context, q string, args []any, on func(context.Context, string) (runner, error), parallel bool) (_ *Rows, err error) {
 	e.inflight.Add(1)
 	defer e.inflight.Add(-1)
-	rd, err := e.Router().Route(q, args)
+	var rd *Routed
+	if e.span.On() {
+		var s oteltrace.Span
+		ctx, s = e.statement(ctx, q)
+		defer func() { endStatement(s, rd, err) }()
+	}
+	rd, err = e.Router().Route(q, args)
 	if err != nil {
 		return nil, err
 	}
@@ -416,11 +436,17 @@ type Cursor struct {
 }
 
 // Cursor runs a query and returns its rows to be read one at a time.
-func (e *Executor) Cursor(ctx context.Context, q string, args ...any) (*Cursor, error) {
+func (e *Executor) Cursor(ctx context.Context, q string, args ...any) (_ *Cursor, err error) {
 	e.inflight.Add(1)
 	var once sync.Once
 	release := func() { once.Do(func() { e.inflight.Add(-1) }) }
-	rd, err := e.Router().Route(q, args)
+	var rd *Routed
+	if e.span.On() {
+		var s oteltrace.Span
+		ctx, s = e.statement(ctx, q)
+		defer func() { endStatement(s, rd, err) }()
+	}
+	rd, err = e.Router().Route(q, args)
 	if err != nil {
 		release()
 		return nil, err
@@ -631,7 +657,7 @@ func (t *Tx) on(ctx context.Context, ds string) (runner, error) {
 		t.txs[ds] = tx
 		t.mu.Unlock()
 	}
-	return inTx{tx, t.e.dbs[ds], t.e.stmts}, nil
+	return t.e.traceUnits(inTx{tx, t.e.dbs[ds], t.e.stmts}, ds), nil
 }
 
 // Exec runs a write inside the transaction.

@@ -18,6 +18,12 @@ import (
 // of the rules below, and an executor over them.
 func shop(t *testing.T) (*shard.Executor, map[string]*sql.DB) {
 	t.Helper()
+	return shopWith(t, shard.ExecutorConfig{MaxParallel: 4})
+}
+
+// shopWith is shop with an executor configured by cfg.
+func shopWith(t *testing.T, cfg shard.ExecutorConfig) (*shard.Executor, map[string]*sql.DB) {
+	t.Helper()
 	var ddl []string
 	for j := range 4 {
 		ddl = append(ddl,
@@ -26,7 +32,7 @@ func shop(t *testing.T) (*shard.Executor, map[string]*sql.DB) {
 	}
 	ddl = append(ddl, "CREATE TABLE t_dict (code VARCHAR(10) PRIMARY KEY, name VARCHAR(40) NOT NULL)")
 	pools, urls := shardtest.Databases(t, 2, ddl...)
-	ex, err := shard.NewExecutor(shopRules(t, urls), map[string]*sql.DB{"ds_0": pools[0], "ds_1": pools[1]}, shard.ExecutorConfig{MaxParallel: 4})
+	ex, err := shard.NewExecutor(shopRules(t, urls), map[string]*sql.DB{"ds_0": pools[0], "ds_1": pools[1]}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func newReplicaGroups(r *Rules) map[string]*replicaGroup {
 func (e *Executor) readRunner(_ context.Context, ds string) (runner, error) {
 	rg := e.reads[ds]
 	if rg == nil {
-		return pooled{e.dbs[ds], e.stmts}, nil
+		return e.traceUnits(pooled{e.dbs[ds], e.stmts}, ds), nil
 	}
 	n := uint64(len(rg.g.Replicas))
 	var start uint64
@@ -83,10 +83,10 @@ func (e *Executor) readRunner(_ context.Context, ds string) (runner, error) {
 	for i := range n {
 		idx := (start + i) % n
 		if rg.usable[idx].Load() {
-			return pooled{e.dbs[rg.g.Replicas[idx]], e.stmts}, nil
+			return e.traceUnits(pooled{e.dbs[rg.g.Replicas[idx]], e.stmts}, rg.g.Replicas[idx]), nil
 		}
 	}
-	return pooled{e.dbs[ds], e.stmts}, nil
+	return e.traceUnits(pooled{e.dbs[ds], e.stmts}, ds), nil
 }
 
 // Replicas reports every replica's standing, by primary then order.
