@@ -3,9 +3,13 @@ package console
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tangram-dev/tangram/internal/api"
+	"github.com/tangram-dev/tangram/internal/auth"
 
 	"github.com/tangram-dev/tangram/trace/rollup"
 	"github.com/tangram-dev/tangram/trace/series"
@@ -206,4 +210,71 @@ func (cs *chartSet) add(c chart, ok bool) {
 	if ok {
 		*cs = append(*cs, c)
 	}
+}
+
+// maxSeriesCharts bounds the charts a metric's page draws, one per series.
+const maxSeriesCharts = 12
+
+// metricsPage: the metric names the collector keeps (from OTLP and the
+// servers' own sampling), each with its kind and number of series.
+func (c *Console) metricsPage(w http.ResponseWriter, r *http.Request) error {
+	if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+		return err
+	}
+	st := c.cfg.Traces.Series()
+	if st == nil {
+		return api.Errorf(http.StatusServiceUnavailable, "unavailable", "the collector keeps no metrics")
+	}
+	c.render(w, r, "metrics", "Metrics", map[string]any{"Names": st.Names(), "Stats": st.Stats(), "Window": st.Window()})
+	return nil
+}
+
+// metricPage: one metric's series over the last hour, a chart each
+// (narrowed by match=label=value), and their sum.
+func (c *Console) metricPage(w http.ResponseWriter, r *http.Request) error {
+	if err := auth.Check(r.Context(), auth.PermRead, "", "", ""); err != nil {
+		return err
+	}
+	st := c.cfg.Traces.Series()
+	if st == nil {
+		return api.Errorf(http.StatusServiceUnavailable, "unavailable", "the collector keeps no metrics")
+	}
+	name := r.PathValue("name")
+	match := map[string]string{}
+	for _, m := range r.URL.Query()["match"] {
+		k, v, ok := strings.Cut(m, "=")
+		if !ok || k == "" {
+			return api.BadRequest("match %q: want label=value", m)
+		}
+		match[k] = v
+	}
+	ss := st.Query(series.Query{Name: name, Match: match, Minutes: componentMinutes})
+	if len(ss) == 0 {
+		return api.NotFound("no series %s matching %v", name, match)
+	}
+	minutes := st.Minutes(componentMinutes)
+	kind := ss[0].Kind.String()
+	unit := ""
+	if ss[0].Kind == series.Counter {
+		unit = " /min"
+	}
+	var cs []chart
+	if len(ss) > 1 {
+		cs = append(cs, lineChart("All "+strconv.Itoa(len(ss))+" series, added", minutes, unit,
+			line{class: "line-calls", name: "sum", values: gaugeLine(ss, minutes, func(a, b float64) float64 { return a + b })}))
+	}
+	for _, s := range ss[:min(len(ss), maxSeriesCharts)] {
+		var labels []string
+		for _, l := range s.Labels {
+			labels = append(labels, l.Name+"="+l.Value)
+		}
+		title := strings.Join(labels, " ")
+		if title == "" {
+			title = name
+		}
+		cs = append(cs, lineChart(title, minutes, unit, line{class: "line-calls", name: kind, values: gaugeLine([]series.Series{s}, minutes, math.Max)}))
+	}
+	c.render(w, r, "metric", name, map[string]any{"Name": name, "Kind": kind, "Charts": cs, "Series": len(ss),
+		"More": len(ss) > maxSeriesCharts, "Match": r.URL.Query()["match"]})
+	return nil
 }

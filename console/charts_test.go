@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +125,23 @@ func TestComponentChartsBrowser(t *testing.T) {
 		if ink := inked(t, png); ink < 0.005 {
 			t.Errorf("%s: the chart draws nothing: %.4f of its pixels inked", p.path, ink)
 		}
+	}
+
+	// The metrics explorer: every name, then one name's series.
+	b.step("metrics", chromedp.Navigate(h.URL+"/traces/metrics"), chromedp.WaitVisible(chromedp.ID("metric-names")))
+	if s := b.text("#metric-names"); !strings.Contains(s, "tangram_mq_group_lag") || !strings.Contains(s, "tangram_job_runs_finished_total") {
+		t.Errorf("metric names: %q", s)
+	}
+	b.step("a metric", chromedp.Navigate(h.URL+"/traces/metrics/tangram_job_runs_finished_total"), chromedp.WaitVisible(chromedp.CSS(".chart-svg")))
+	if n := b.eval(`document.querySelectorAll(".chart-svg").length`); n != 3 {
+		t.Errorf("%v charts for two series, want 3 (their sum and each)", n)
+	}
+	b.step("narrowed", chromedp.SetValue(chromedp.ID("metric-match"), "status=failed"), chromedp.Submit(chromedp.ID("metric-match")),
+		chromedp.WaitVisible(chromedp.CSS(".chart-svg")))
+	if n := b.eval(`document.querySelectorAll(".chart-svg").length`); n != 1 {
+		t.Errorf("%v charts for status=failed, want 1", n)
+	}
+	if title, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector(".chart-svg").getAttribute("aria-label")`)); !strings.Contains(title, "status=failed") {
+		t.Errorf("the narrowed chart is %q", title)
 	}
 }

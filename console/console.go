@@ -190,7 +190,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: parse layout: %w", err)
 	}
-	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn", "shard", "shardrules", "traces", "trace", "traceservice", "tracemap"} {
+	for _, p := range []string{"login", "apps", "app", "namespace", "diff", "audit", "users", "registry", "service", "jobs", "job", "jobrun", "mq", "mqtopic", "mqgroup", "api", "error", "overview", "jobform", "kv", "locks", "ids", "txns", "txn", "shard", "shardrules", "traces", "trace", "traceservice", "tracemap", "metrics", "metric"} {
 		t, err := layout.Clone()
 		if err != nil {
 			return nil, err

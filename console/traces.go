@@ -26,6 +26,8 @@ func (c *Console) registerTraces(mux *http.ServeMux) {
 	}
 	mux.Handle("GET /traces", c.page(c.tracesPage))
 	mux.Handle("GET /traces/map", c.page(c.traceMapPage))
+	mux.Handle("GET /traces/metrics", c.page(c.metricsPage))
+	mux.Handle("GET /traces/metrics/{name}", c.page(c.metricPage))
 	mux.Handle("GET /traces/services/{service}", c.page(c.traceServicePage))
 	mux.Handle("GET /traces/{id}", c.page(c.tracePage))
 }
