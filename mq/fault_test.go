@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/internal/faults"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/mq"
@@ -53,16 +53,6 @@ func tangramBin(t *testing.T) string {
 		t.Fatal(binErr)
 	}
 	return binPath
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // brokerProc runs `tangram broker` as a child process.
@@ -148,7 +138,7 @@ func TestBrokerKill9KeepsAcknowledged(t *testing.T) {
 	for _, flush := range []string{"sync", "async"} {
 		t.Run(flush, func(t *testing.T) {
 			e := newEnv(t)
-			addr, maddr, dir := freeAddr(t), freeAddr(t), t.TempDir()
+			addr, maddr, dir := port.Free(t), port.Free(t), t.TempDir()
 			bp := startBrokerProc(t, e, "kb", addr, maddr, dir, flush)
 			c := e.client()
 			ctx := ctxT(t, 90*time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/internal/netfault"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/mq"
 	"github.com/tangram-dev/tangram/mq/broker"
 	"github.com/tangram-dev/tangram/mq/wire"
@@ -31,7 +32,7 @@ func TestMasterFailoverToSyncSlave(t *testing.T) {
 	h := servertest.Start(t, func(c *server.Config) { c.BrokerAddr = "off"; c.MQNameTTL = time.Second })
 	e := &env{t: t, h: h}
 	mdir := filepath.Join(t.TempDir(), "master")
-	maddr := freeAddr(t)
+	maddr := port.Free(t)
 	master := e.openBroker("m1", mdir, maddr, func(c *broker.Config) { c.SyncReplicas = true })
 	slave := e.addBroker("m1", func(c *broker.Config) { c.Master = master.Addr(); c.Token = servertest.AdminToken })
 	c := e.client()

@@ -14,6 +14,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/rpc"
 	"github.com/tangram-dev/tangram/server/servertest"
@@ -124,7 +125,7 @@ func TestDiscoveryDrivesRPCClient(t *testing.T) {
 // protection), and the provider's next heartbeat registers it again.
 func TestServerRestartEmptyPushProtectionAndReregister(t *testing.T) {
 	dir := t.TempDir()
-	rpcAddr := freeAddr(t)
+	rpcAddr := port.Free(t)
 	h := servertest.Start(t, servertest.WithDataDir(dir), servertest.WithRPCAddr(rpcAddr), servertest.WithNodeName("reg-1"))
 	provider := newClient(t, h, registry.ClientConfig{Servers: []string{rpcAddr}, HeartbeatInterval: 200 * time.Millisecond})
 	consumer := newClient(t, h, registry.ClientConfig{Servers: []string{rpcAddr}})
@@ -174,15 +175,6 @@ func TestServerRestartEmptyPushProtectionAndReregister(t *testing.T) {
 	wait.For(t, 10*time.Second, "the watcher still holding the instance", func() bool { return len(last()) == 1 })
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // With no server answering, a new client uses its disk snapshot (and says
 // so); a deregistration that really empties the service does reach it.
 func TestDiskSnapshotFallback(t *testing.T) {
@@ -205,7 +197,7 @@ func TestDiskSnapshotFallback(t *testing.T) {
 	cancel()
 	<-done
 
-	dead := freeAddr(t) // nothing listens here
+	dead := port.Free(t) // nothing listens here
 	c2 := newClient(t, h, registry.ClientConfig{Servers: []string{dead}, CacheDir: cache, SnapshotWait: 200 * time.Millisecond})
 	got2 := make(chan []*registry.Instance, 8)
 	ctx2, cancel2 := context.WithCancel(context.Background())

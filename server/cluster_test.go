@@ -13,6 +13,7 @@ import (
 	"github.com/tangram-dev/tangram/internal/wait"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/registry"
 	"github.com/tangram-dev/tangram/server/servertest"
 )
@@ -44,7 +45,7 @@ func TestThreeServerCluster(t *testing.T) {
 	}
 	var srvs []srv
 	for i := range 3 {
-		s := srv{http: freeAddr(t), rpc: freeAddr(t), gossip: freeAddr(t)}
+		s := srv{http: port.Free(t), rpc: port.Free(t), gossip: port.Free(t)}
 		extra := []string{"--rpc", s.rpc, "--broker", "off", "--gossip", s.gossip, "--node-name", "s" + string(rune('1'+i))}
 		if i > 0 {
 			extra = append(extra, "--join", srvs[0].gossip)
@@ -101,7 +102,7 @@ func TestThreeServerCluster(t *testing.T) {
 	runClient("-registry", srvs[1].rpc)
 
 	// A proxy on server 3 routes to it.
-	proxyAddr := freeAddr(t)
+	proxyAddr := port.Free(t)
 	px := exec.Command(bin, "proxy", "--registry", srvs[2].rpc, "--token", servertest.AdminToken, "--route", proxyAddr+"=rpc:greeter")
 	if err := px.Start(); err != nil {
 		t.Fatal(err)

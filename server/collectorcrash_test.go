@@ -12,6 +12,7 @@ import (
 
 	oteltrace "go.opentelemetry.io/otel/trace"
 
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/trace"
 )
@@ -25,7 +26,7 @@ func TestCollectorKill9KeepsWhatWasStored(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	data := t.TempDir()
-	httpAddr, otlpAddr := freeAddr(t), freeAddr(t)
+	httpAddr, otlpAddr := port.Free(t), port.Free(t)
 	const token = "tgm_collector-crash-token-0123456789ab"
 	start := func() *exec.Cmd {
 		t.Helper()

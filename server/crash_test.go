@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/internal/faults"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/server/servertest"
@@ -35,35 +35,6 @@ func buildBinary(t *testing.T) string {
 	}
 	return bin
 }
-
-// freeAddr returns a loopback address free now and not handed out before
-// in this test process: a port closed here can come back from the next
-// Listen, and two flags of one server given the same port made one of its
-// listeners fail ("address already in use").
-func freeAddr(t *testing.T) string {
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		freeMu.Lock()
-		dup := handedOut[addr]
-		handedOut[addr] = true
-		freeMu.Unlock()
-		if !dup {
-			return addr
-		}
-	}
-	t.Fatal("no loopback port that was not handed out already")
-	return ""
-}
-
-var (
-	freeMu    sync.Mutex
-	handedOut = map[string]bool{}
-)
 
 func startProcess(t *testing.T, bin, addr, data string, extra ...string) *exec.Cmd {
 	t.Helper()
@@ -137,7 +108,7 @@ func TestKill9DuringPublishes(t *testing.T) {
 
 func kill9(t *testing.T, bin string, extra []string) {
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := port.Free(t)
 	proc := startProcess(t, bin, addr, data, extra...)
 	c := apiclient.New("http://"+addr, servertest.AdminToken)
 	ctx := context.Background()
@@ -248,7 +219,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
-	addr := freeAddr(t)
+	addr := port.Free(t)
 	proc := startProcess(t, bin, addr, t.TempDir())
 	c := apiclient.New("http://"+addr, servertest.AdminToken)
 	ctx := context.Background()
@@ -299,7 +270,7 @@ func TestClusterOfProcesses(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dsn := storetest.DSN(t, store.Postgres)
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := port.Free(t), port.Free(t)
 	a := startProcess(t, bin, addrA, t.TempDir(), "--store", dsn)
 	defer func() { a.Process.Signal(syscall.SIGTERM); a.Wait() }()
 	b := startProcess(t, bin, addrB, t.TempDir(), "--store", dsn)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
 	"github.com/tangram-dev/tangram/internal/faults"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/store/storetest"
 	"github.com/tangram-dev/tangram/job"
@@ -50,7 +51,7 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 	}
 	srvs := make([]*srv, 2)
 	for i := range srvs {
-		srvs[i] = &srv{http: freeAddr(t), rpc: freeAddr(t), data: t.TempDir()}
+		srvs[i] = &srv{http: port.Free(t), rpc: port.Free(t), data: t.TempDir()}
 		start(i, srvs[i])
 	}
 	t.Cleanup(func() {

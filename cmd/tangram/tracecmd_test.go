@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,19 +11,10 @@ import (
 
 	oteltrace "go.opentelemetry.io/otel/trace"
 
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/trace"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestCollectorAndTraceCommands: `tangram collector` runs the collector
 // alone; spans exported to it are seen through `tangram trace` — the map,
@@ -32,9 +22,9 @@ func freeAddr(t *testing.T) string {
 func TestCollectorAndTraceCommands(t *testing.T) {
 	const token = "tgm_collector-test-token-0123456789abc"
 	t.Setenv("TANGRAM_BOOTSTRAP_TOKEN", token)
-	httpAddr, otlpAddr := freeAddr(t), freeAddr(t)
+	httpAddr, otlpAddr := port.Free(t), port.Free(t)
 	for httpAddr == otlpAddr { // a port closed can come straight back
-		otlpAddr = freeAddr(t)
+		otlpAddr = port.Free(t)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/wait"
 )
 
@@ -52,22 +52,12 @@ func jaegerBin(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startJaeger runs Jaeger with in-memory storage, OTLP/HTTP and its query
 // API on ports of its own; it returns the two addresses.
 func startJaeger(t *testing.T) (otlp, query string) {
 	t.Helper()
 	bin := jaegerBin(t)
-	otlp, query, health, qgrpc := freePort(t), freePort(t), freePort(t), freePort(t)
+	otlp, query, health, qgrpc := port.Free(t), port.Free(t), port.Free(t), port.Free(t)
 	cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:

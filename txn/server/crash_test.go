@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,20 +14,12 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/apiclient"
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/server/servertest"
 	"github.com/tangram-dev/tangram/txn"
 )
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // coordinator is a tangram server process running the txn component
 // alone on a SQLite store in dir, killable with SIGKILL.
@@ -92,7 +83,7 @@ func TestCoordinatorKill9UnderLoad(t *testing.T) {
 			t.Logf("coordinator log:\n%s", b)
 		}
 	})
-	co := &coordinator{t: t, bin: bin, dir: t.TempDir(), httpAddr: freeAddr(t), rpcAddr: freeAddr(t), log: logf}
+	co := &coordinator{t: t, bin: bin, dir: t.TempDir(), httpAddr: port.Free(t), rpcAddr: port.Free(t), log: logf}
 	co.start()
 	t.Cleanup(co.kill9)
 
