@@ -13,7 +13,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/tangram-dev/tangram/container/image"
 	"github.com/tangram-dev/tangram/container/network"
 )
 
@@ -49,6 +48,35 @@ type ImageOptions struct {
 	Seccomp *specs.LinuxSeccomp
 }
 
+// Image is an image resolved for a container: its reference and the
+// digest of its manifest, its layers unpacked into directories (bottom
+// first), and what of its configuration a container takes.
+type Image struct {
+	Ref, Digest string
+	Layers      []string
+	Config      ImageConfig
+}
+
+// ImageConfig is the part of an image's configuration a container uses.
+type ImageConfig struct {
+	Entrypoint, Cmd, Env []string
+	WorkingDir, User     string
+}
+
+// Images is where containers made from images find them, and where their
+// changes are committed: container/image's store, through
+// container/imagesource.New. An interface so that the runtime — and a
+// binary that runs bundles only — does not link the image store and its
+// dependencies (their package initialisation costs every run twice: the
+// runtime's process and the container's init).
+type Images interface {
+	// Resolve finds ref and unpacks its layers.
+	Resolve(ctx context.Context, ref string) (*Image, error)
+	// Commit makes image ref of base (a reference or digest) with the
+	// changes in upper (an overlay upper directory) as a new layer.
+	Commit(ctx context.Context, base, upper, ref, comment string) (*Image, error)
+}
+
 // bundlesDir holds the bundles the runtime makes for image containers.
 func (r *Runtime) bundlesDir() string { return filepath.Join(r.cfg.Root, ".bundles") }
 
@@ -57,28 +85,25 @@ func (r *Runtime) bundlesDir() string { return filepath.Join(r.cfg.Root, ".bundl
 // upper directory of the container's own takes every change. The spec is
 // runc's default with the image's command, environment, working directory
 // and user.
-func (r *Runtime) CreateFromImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions) (*Process, error) {
-	return r.fromImage(ctx, id, store, ref, o, opts, r.CreateFromSpec)
+func (r *Runtime) CreateFromImage(ctx context.Context, id string, images Images, ref string, o ImageOptions, opts CreateOptions) (*Process, error) {
+	return r.fromImage(ctx, id, images, ref, o, opts, r.CreateFromSpec)
 }
 
 // LaunchImage is CreateFromImage and Start in one step (see Launch).
-func (r *Runtime) LaunchImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions) (*Process, error) {
-	return r.fromImage(ctx, id, store, ref, o, opts, r.Launch)
+func (r *Runtime) LaunchImage(ctx context.Context, id string, images Images, ref string, o ImageOptions, opts CreateOptions) (*Process, error) {
+	return r.fromImage(ctx, id, images, ref, o, opts, r.Launch)
 }
 
-func (r *Runtime) fromImage(ctx context.Context, id string, store *image.Store, ref string, o ImageOptions, opts CreateOptions,
+func (r *Runtime) fromImage(ctx context.Context, id string, images Images, ref string, o ImageOptions, opts CreateOptions,
 	create func(context.Context, string, string, *specs.Spec, CreateOptions) (*Process, error)) (_ *Process, err error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
-	img, err := store.Get(ref)
+	img, err := images.Resolve(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	layers, err := store.LayerDirs(ctx, img)
-	if err != nil {
-		return nil, err
-	}
+	layers := img.Layers
 	bundle := filepath.Join(r.bundlesDir(), id)
 	if err := os.MkdirAll(r.bundlesDir(), 0o711); err != nil {
 		return nil, fmt.Errorf("container: %w", err)
@@ -109,7 +134,7 @@ func (r *Runtime) fromImage(ctx context.Context, id string, store *image.Store, 
 	}
 	mounted = true
 
-	cfg := img.Config.Config
+	cfg := img.Config
 	args := append([]string{}, cfg.Entrypoint...)
 	if o.Entrypoint != nil {
 		args = append([]string{}, o.Entrypoint...)
@@ -238,7 +263,7 @@ func (r *Runtime) releaseBundle(st *State) error {
 // Commit records a container's changes — its overlay upper directory — as
 // a new layer on its image, named ref. A running container is paused
 // while its changes are read.
-func (r *Runtime) Commit(ctx context.Context, id string, store *image.Store, ref, comment string) (*image.Image, error) {
+func (r *Runtime) Commit(ctx context.Context, id string, images Images, ref, comment string) (*Image, error) {
 	st, err := r.State(id)
 	if err != nil {
 		return nil, err
@@ -247,16 +272,16 @@ func (r *Runtime) Commit(ctx context.Context, id string, store *image.Store, ref
 	if base == "" {
 		return nil, fmt.Errorf("container: %s was not made from an image: nothing to commit onto", id)
 	}
-	img, err := store.Get(base)
-	if err != nil {
-		return nil, fmt.Errorf("container: base image of %s: %w", id, err)
-	}
 	if st.Status == Running {
 		if err := r.Pause(id); err == nil {
 			defer r.Resume(id)
 		}
 	}
-	return store.Commit(ctx, img, filepath.Join(st.Bundle, "upper"), ref, comment)
+	img, err := images.Commit(ctx, base, filepath.Join(st.Bundle, "upper"), ref, comment)
+	if err != nil {
+		return nil, fmt.Errorf("container: commit %s: %w", id, err)
+	}
+	return img, nil
 }
 
 // ResolveUser turns "uid", "uid:gid", "name" or "name:group" into the IDs

@@ -66,7 +66,7 @@ func runImage(t *testing.T, r *Runtime, store *image.Store, id, ref string, args
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	p, err := r.CreateFromImage(ctx, id, store, ref, ImageOptions{Args: args}, CreateOptions{Stdout: &out, Stderr: &out})
+	p, err := r.CreateFromImage(ctx, id, storeImages{store}, ref, ImageOptions{Args: args}, CreateOptions{Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("create %s from %s: %v", id, ref, err)
 	}
@@ -101,7 +101,7 @@ func TestImageLayersWhiteoutsAndCommit(t *testing.T) {
 	if code, out := runImage(t, r, store, "base-cmd", "demo:base"); code != 0 || out != "hi\n" {
 		t.Fatalf("image command: %d %q", code, out)
 	}
-	if _, err := r.CreateFromImage(ctx, "nope", store, "demo", ImageOptions{}, CreateOptions{}); !errors.Is(err, image.ErrNotFound) {
+	if _, err := r.CreateFromImage(ctx, "nope", storeImages{store}, "demo", ImageOptions{}, CreateOptions{}); !errors.Is(err, image.ErrNotFound) {
 		t.Fatalf("demo (demo:latest) does not exist: %v", err)
 	}
 	if code, out := runImage(t, r, store, "base", "demo:base", "sh", "-c", "cat /etc/motd; echo $FOO; hostname"); code != 0 || out != "motd\nbar\nbase\n" {
@@ -118,7 +118,7 @@ func TestImageLayersWhiteoutsAndCommit(t *testing.T) {
 		t.Fatalf("work: %d %q", code, out)
 	}
 	// runImage deleted it; do it again without deleting, then commit.
-	p, err := r.CreateFromImage(ctx, "work", store, "demo:base", ImageOptions{Args: []string{"sh", "-c", "rm /etc/motd; rm -r /etc/dir; mkdir /etc/dir; echo new > /etc/dir/b; echo made > /made"}}, CreateOptions{})
+	p, err := r.CreateFromImage(ctx, "work", storeImages{store}, "demo:base", ImageOptions{Args: []string{"sh", "-c", "rm /etc/motd; rm -r /etc/dir; mkdir /etc/dir; echo new > /etc/dir/b; echo made > /made"}}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +128,13 @@ func TestImageLayersWhiteoutsAndCommit(t *testing.T) {
 	if code, err := p.Wait(); err != nil || code != 0 {
 		t.Fatalf("work: %d %v", code, err)
 	}
-	img, err := r.Commit(ctx, "work", store, "demo:committed", "test")
+	committed, err := r.Commit(ctx, "work", storeImages{store}, "demo:committed", "test")
 	if err != nil {
 		t.Fatal(err)
+	}
+	img, err := store.Get(committed.Ref)
+	if err != nil || img.Digest != committed.Digest {
+		t.Fatalf("the committed image in the store: %v (%s, committed %s)", err, img.Digest, committed.Digest)
 	}
 	if err := r.Delete(ctx, "work", false); err != nil {
 		t.Fatal(err)
@@ -286,7 +290,7 @@ func TestHelperRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	p, err := r.CreateFromImage(ctx, "survivor", store, "demo:base", ImageOptions{Args: []string{"sh", "-c", "echo alive > /tmp/alive; exec sleep 600"}}, CreateOptions{})
+	p, err := r.CreateFromImage(ctx, "survivor", storeImages{store}, "demo:base", ImageOptions{Args: []string{"sh", "-c", "echo alive > /tmp/alive; exec sleep 600"}}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,4 +360,34 @@ func TestRuntimeKilled(t *testing.T) {
 	if _, err := r.State("survivor"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("state after delete: %v", err)
 	}
+}
+
+// storeImages is the store as the runtime's Images, as
+// container/imagesource.New makes it (which these in-package tests cannot
+// import: it imports this package).
+type storeImages struct{ s *image.Store }
+
+func (si storeImages) Resolve(ctx context.Context, ref string) (*Image, error) {
+	img, err := si.s.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	layers, err := si.s.LayerDirs(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	c := img.Config.Config
+	return &Image{Ref: img.Ref, Digest: img.Digest, Layers: layers, Config: ImageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir, User: c.User}}, nil
+}
+
+func (si storeImages) Commit(ctx context.Context, base, upper, ref, comment string) (*Image, error) {
+	b, err := si.s.Get(base)
+	if err != nil {
+		return nil, err
+	}
+	img, err := si.s.Commit(ctx, b, upper, ref, comment)
+	if err != nil {
+		return nil, err
+	}
+	return &Image{Ref: img.Ref, Digest: img.Digest}, nil
 }

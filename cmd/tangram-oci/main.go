@@ -1,6 +1,9 @@
 // Command tangram-oci is Tangram's OCI runtime in a small binary: the
-// commands of `tangram container` (runc's verbs and flags) and `tangram
-// image`, without the rest of the platform. A containerd-style caller runs
+// commands of `tangram container` (runc's verbs and flags) on OCI
+// bundles, without the rest of the platform — and without the image store
+// (`tangram image`, containers made from images and commit stay in the
+// full binary), whose dependencies' package initialisation would cost
+// every run twice: in this process and in the container's init. A containerd-style caller runs
 // its runtime once per create, start, kill and delete; the full tangram
 // binary spends about 4 ms starting (its other components' package
 // initialisation and a 60 MB image), this one under 2 ms — the difference
@@ -33,9 +36,8 @@ func main() {
 	out := &cliout.Printer{}
 	root := containercli.Command(out)
 	root.Use = "tangram-oci"
-	root.Short = "Tangram's OCI runtime: runc's verbs on OCI bundles, and images"
+	root.Short = "Tangram's OCI runtime: runc's verbs on OCI bundles"
 	root.SilenceUsage, root.SilenceErrors = true, true
-	root.AddCommand(containercli.ImageCommand(out))
 	var logFile, logFormat string
 	var debug, systemd bool
 	pf := root.PersistentFlags()

@@ -219,6 +219,8 @@ func TestRefusedFlags(t *testing.T) {
 		{[]string{"--systemd-cgroup", "list"}, "--systemd-cgroup: not supported"},
 		{[]string{"--log-format", "xml", "list"}, `--log-format "xml"`},
 		{[]string{"-o", "csv", "list"}, `--output "csv"`},
+		// The lean binary runs bundles; images are the full binary's.
+		{[]string{"run", "--image", "busybox", "img1"}, "need the image store"},
 	} {
 		_, errOut, code := oci(t, append([]string{"--root", t.TempDir()}, tc.args...)...)
 		if code != 1 || !strings.Contains(errOut, tc.want) {

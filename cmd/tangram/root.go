@@ -11,6 +11,7 @@ import (
 
 	"github.com/tangram-dev/tangram/cmd/internal/cliout"
 	"github.com/tangram-dev/tangram/cmd/internal/containercli"
+	"github.com/tangram-dev/tangram/cmd/internal/imagecli"
 	"github.com/tangram-dev/tangram/config"
 	"github.com/tangram-dev/tangram/internal/auth"
 	"github.com/tangram-dev/tangram/job"
@@ -78,7 +79,7 @@ func newRootWith() (*cobra.Command, *globals) {
 			_, err = cmd.OutOrStdout().Write(doc)
 			return err
 		},
-	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), newTraceCmd(g), containercli.Command(&g.Printer), containercli.ImageCommand(&g.Printer))
+	}, newStatusCmd(g), newConfigCmd(g), newAuthCmd(g), newRPCCmd(g), newRegistryCmd(g), newProxyCmd(g), newJobCmd(g), newBrokerCmd(g), newMQCmd(g), newKVCmd(), newLockCmd(g), newIDCmd(g), newTxnCmd(g), newShardCmd(g), newTraceCmd(g), containercli.Command(&g.Printer), imagecli.ImageCommand(&g.Printer))
 	refuseUnknownSubcommands(root)
 	return root, g
 }

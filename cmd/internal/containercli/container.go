@@ -27,7 +27,6 @@ import (
 
 	"github.com/tangram-dev/tangram/cmd/internal/cliout"
 	"github.com/tangram-dev/tangram/container"
-	"github.com/tangram-dev/tangram/container/image"
 	"github.com/tangram-dev/tangram/container/logfile"
 	"github.com/tangram-dev/tangram/container/network"
 	"github.com/tangram-dev/tangram/container/seccomp"
@@ -55,8 +54,10 @@ Containers' state lives under --root, one directory each. Needs root.`,
 	}
 	c.PersistentFlags().StringVar(&root, "root", "", "state directory (default: env TANGRAM_CONTAINER_ROOT, else /var/lib/tangram/containers; not root: $XDG_RUNTIME_DIR/tangram/containers)")
 	var images string
-	c.PersistentFlags().StringVar(&images, "images", "", "image store (default: env TANGRAM_IMAGE_ROOT, else "+image.DefaultRoot+")")
-	store := func() (*image.Store, error) { return openImages(images) }
+	if imagesOpen != nil {
+		c.PersistentFlags().StringVar(&images, "images", "", "image store (default: env TANGRAM_IMAGE_ROOT, else "+imagesRoot+")")
+	}
+	store := func() (container.Images, error) { return openImages(images) }
 	rt := func() (*container.Runtime, error) {
 		if root == "" {
 			root = cliout.EnvOr("TANGRAM_CONTAINER_ROOT", defaultRoot())
@@ -730,15 +731,29 @@ func parseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func openImages(root string) (*image.Store, error) {
-	if root == "" {
-		root = cliout.EnvOr("TANGRAM_IMAGE_ROOT", image.DefaultRoot)
+// imagesOpen opens the image store at a root ("" its default), when the
+// program has images (it imports cmd/internal/imagecli); imagesRoot is
+// the default root.
+var (
+	imagesOpen func(root string) (container.Images, error)
+	imagesRoot string
+)
+
+// RegisterImages gives the container commands their images: run --image,
+// create --image, commit. Called by cmd/internal/imagecli's init.
+func RegisterImages(defaultRoot string, open func(root string) (container.Images, error)) {
+	imagesRoot, imagesOpen = defaultRoot, open
+}
+
+// ErrNoImages is what a program without the image store (tangram-oci)
+// answers to an image: it runs bundles, as runc does.
+var ErrNoImages = errors.New("containers from images need the image store, which this binary leaves out (it runs bundles, as runc does): use `tangram container` for images")
+
+func openImages(root string) (container.Images, error) {
+	if imagesOpen == nil {
+		return nil, ErrNoImages
 	}
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		return nil, err
-	}
-	return image.Open(abs)
+	return imagesOpen(root)
 }
 
 // attachTerminal wires this process's terminal to a container's console:

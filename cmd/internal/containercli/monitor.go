@@ -21,7 +21,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tangram-dev/tangram/container"
-	"github.com/tangram-dev/tangram/container/image"
 	"github.com/tangram-dev/tangram/container/logfile"
 )
 
@@ -213,7 +212,7 @@ func monitorLaunch(job monitorJob) (monitored, *logfile.Writer, *container.Runti
 			p, err = r.Launch(ctx, job.ID, job.Bundle, spec, opts)
 		}
 	} else {
-		var s *image.Store
+		var s container.Images
 		if s, err = openImages(job.Images); err == nil {
 			p, err = r.LaunchImage(ctx, job.ID, s, job.Image, job.ImageOptions, opts)
 		}

@@ -1,4 +1,8 @@
-package containercli
+// Package imagecli is `tangram image`, the OCI image store's commands;
+// importing it also gives `tangram container` its images (run --image,
+// commit). The lean runtime binary, tangram-oci, leaves it out: it runs
+// bundles, as runc does, without linking the image store.
+package imagecli
 
 import (
 	"fmt"
@@ -11,9 +15,34 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tangram-dev/tangram/cmd/internal/cliout"
+	"github.com/tangram-dev/tangram/cmd/internal/containercli"
 	"github.com/tangram-dev/tangram/container"
 	"github.com/tangram-dev/tangram/container/image"
+	"github.com/tangram-dev/tangram/container/imagesource"
 )
+
+func init() {
+	containercli.RegisterImages(image.DefaultRoot, func(root string) (container.Images, error) {
+		s, err := openImages(root)
+		if err != nil {
+			return nil, err
+		}
+		return imagesource.New(s), nil
+	})
+}
+
+// openImages opens the store at root (default: env TANGRAM_IMAGE_ROOT,
+// else image.DefaultRoot).
+func openImages(root string) (*image.Store, error) {
+	if root == "" {
+		root = cliout.EnvOr("TANGRAM_IMAGE_ROOT", image.DefaultRoot)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	return image.Open(abs)
+}
 
 // ImageCommand returns `image`: the OCI image store.
 func ImageCommand(g *cliout.Printer) *cobra.Command {
