@@ -41,7 +41,7 @@ func main() {
 	var logFile, logFormat string
 	var debug, systemd bool
 	pf := root.PersistentFlags()
-	pf.StringVarP(&out.Format, "output", "o", "table", "output format: table, json or yaml")
+	pf.StringVarP(&out.Format, "output", "o", "table", "output format: table or json")
 	pf.StringVar(&logFile, "log", "", "append errors and logs to this file (runc's flag; containerd reads the last error from it)")
 	pf.StringVar(&logFormat, "log-format", "text", "log file format: text or json")
 	pf.BoolVar(&debug, "debug", false, "log at debug level")

@@ -219,6 +219,7 @@ func TestRefusedFlags(t *testing.T) {
 		{[]string{"--systemd-cgroup", "list"}, "--systemd-cgroup: not supported"},
 		{[]string{"--log-format", "xml", "list"}, `--log-format "xml"`},
 		{[]string{"-o", "csv", "list"}, `--output "csv"`},
+		{[]string{"-o", "yaml", "list"}, "prints table or json"},
 		// The lean binary runs bundles; images are the full binary's.
 		{[]string{"run", "--image", "busybox", "img1"}, "need the image store"},
 	} {

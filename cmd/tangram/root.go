@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tangram-dev/tangram/cmd/internal/cliout"
+	_ "github.com/tangram-dev/tangram/cmd/internal/cliout/yamlout" // -o yaml
 	"github.com/tangram-dev/tangram/cmd/internal/containercli"
 	"github.com/tangram-dev/tangram/cmd/internal/imagecli"
 	"github.com/tangram-dev/tangram/config"

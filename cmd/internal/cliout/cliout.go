@@ -10,9 +10,15 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-
-	"go.yaml.in/yaml/v3"
 )
+
+// yamlEncode writes a value as YAML, when the program prints YAML (it
+// imports cliout/yamlout). A hook rather than an import so that the lean
+// runtime binary does not pay YAML's package initialisation on every run.
+var yamlEncode func(w io.Writer, v any) error
+
+// RegisterYAML gives the printers YAML output (cliout/yamlout's init).
+func RegisterYAML(encode func(w io.Writer, v any) error) { yamlEncode = encode }
 
 // Printer writes results in Format ("table", "json" or "yaml") to Out.
 type Printer struct {
@@ -23,8 +29,16 @@ type Printer struct {
 // Check refuses an unknown format.
 func (p *Printer) Check() error {
 	switch p.Format {
-	case "table", "json", "yaml":
+	case "table", "json":
 		return nil
+	case "yaml":
+		if yamlEncode != nil {
+			return nil
+		}
+		return fmt.Errorf("--output yaml: this binary prints table or json")
+	}
+	if yamlEncode == nil {
+		return fmt.Errorf("--output %q: want table or json", p.Format)
 	}
 	return fmt.Errorf("--output %q: want table, json or yaml", p.Format)
 }
@@ -47,7 +61,10 @@ func (p *Printer) Print(v any, table func(w *tabwriter.Writer)) error {
 		if err := json.Unmarshal(b, &generic); err != nil {
 			return err
 		}
-		return yaml.NewEncoder(p.Out).Encode(generic)
+		if yamlEncode == nil {
+			return fmt.Errorf("--output yaml: this binary prints table or json")
+		}
+		return yamlEncode(p.Out, generic)
 	}
 	tw := tabwriter.NewWriter(p.Out, 2, 4, 2, ' ', 0)
 	table(tw)
