@@ -747,7 +747,7 @@ func RegisterImages(defaultRoot string, open func(root string) (container.Images
 
 // ErrNoImages is what a program without the image store (tangram-oci)
 // answers to an image: it runs bundles, as runc does.
-var ErrNoImages = errors.New("containers from images need the image store, which this binary leaves out (it runs bundles, as runc does): use `tangram container` for images")
+var ErrNoImages = errors.New("containercli: containers from images need the image store, which this binary leaves out (it runs bundles, as runc does): use `tangram container` for images")
 
 func openImages(root string) (container.Images, error) {
 	if imagesOpen == nil {
