@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -51,9 +50,9 @@ type metricSampler struct {
 	start  time.Time
 	url    string // remote /v1/metrics; "" sends to the local collector
 	client *http.Client
-	stop   chan struct{}
+	ctx    context.Context // ends at the stop: it cuts a slow remote short
+	stop   context.CancelFunc
 	done   chan struct{}
-	once   sync.Once
 }
 
 // startMetrics starts the sampler when there is somewhere to send to.
@@ -65,7 +64,7 @@ func (s *Server) startMetrics() {
 	if every == 0 {
 		every = defaultMetricsEvery
 	}
-	m := &metricSampler{s: s, every: every, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	m := &metricSampler{s: s, every: every, start: time.Now(), done: make(chan struct{})}
 	switch ep := s.cfg.TraceEndpoint; {
 	case strings.HasSuffix(ep, "/v1/traces"):
 		m.url = strings.TrimSuffix(ep, "/v1/traces") + "/v1/metrics"
@@ -77,6 +76,7 @@ func (s *Server) startMetrics() {
 		}
 		return
 	}
+	m.ctx, m.stop = context.WithCancel(context.Background())
 	s.metrics = m
 	go m.run()
 }
@@ -84,7 +84,7 @@ func (s *Server) startMetrics() {
 // stopMetrics stops the sampler (a no-op when none runs).
 func (s *Server) stopMetrics() {
 	if m := s.metrics; m != nil {
-		m.once.Do(func() { close(m.stop) })
+		m.stop()
 		<-m.done
 	}
 }
@@ -95,7 +95,7 @@ func (m *metricSampler) run() {
 	defer t.Stop()
 	for {
 		select {
-		case <-m.stop:
+		case <-m.ctx.Done():
 			return
 		case <-t.C:
 			if err := m.sample(); err != nil {
@@ -121,15 +121,8 @@ func (m *metricSampler) sample() error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.client.Timeout)
+	ctx, cancel := context.WithTimeout(m.ctx, m.client.Timeout)
 	defer cancel()
-	go func() { // a stop cuts a slow remote short
-		select {
-		case <-m.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("metrics endpoint: %w", err)
