@@ -130,7 +130,7 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 		return nil, err
 	}
 	var group *cgroup.Group
-	var proc *os.Process
+	var proc *child
 	defer func() {
 		if err == nil {
 			return
@@ -174,13 +174,18 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 	defer closeCg()
 
 	type result struct {
-		pid int
-		err error
+		pid, pidfd int
+		err        error
 	}
 	res := make(chan result, 1)
 	onThread(func() {
-		pid, err := prepareAndFork(spec, flags, group, cgFD, fds)
-		res <- result{pid, err}
+		pidfd := -1
+		pid, err := prepareAndFork(spec, flags, group, cgFD, fds, &pidfd)
+		if err != nil && pidfd >= 0 {
+			unix.Close(pidfd)
+			pidfd = -1
+		}
+		res <- result{pid, pidfd, err}
 	})
 	out := <-res
 	closeAfter()
@@ -188,10 +193,7 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 		copies.stop()
 		return nil, out.err
 	}
-	if proc, err = os.FindProcess(out.pid); err != nil {
-		copies.stop()
-		return nil, fmt.Errorf("container: %w", err)
-	}
+	proc = newChild(out.pid, out.pidfd)
 	start, _, ok := procStart(out.pid)
 	if !ok {
 		// It ran and exited already; its start time is gone with it.
@@ -207,7 +209,9 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 }
 
 // prepareAndFork runs on thread T (see the comment at the top).
-func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD int, fds []uintptr) (int, error) {
+//
+// The program's pidfd is stored in *pidfd (-1 if the kernel gives none).
+func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD int, fds []uintptr, pidfd *int) (int, error) {
 	hostProc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("container: open /proc: %w", err)
@@ -215,8 +219,8 @@ func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD i
 	defer unix.Close(hostProc)
 	tid := unix.Gettid()
 	var restore func() error
-	if cgFD < 0 {
-		if restore, err = group.AddThread(tid); err != nil {
+	if cgFD < 0 && group != nil {
+		if restore, err = group.AddSelf(); err != nil {
 			return 0, err
 		}
 	}
@@ -256,7 +260,7 @@ func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD i
 		if err := finishProcess(p); err != nil {
 			return 0, err
 		}
-		attr := &syscall.SysProcAttr{Setsid: true, Ptrace: true}
+		attr := &syscall.SysProcAttr{Setsid: true, Ptrace: true, PidFD: pidfd}
 		if cgFD >= 0 {
 			attr.UseCgroupFD, attr.CgroupFD = true, cgFD
 		}
@@ -271,10 +275,18 @@ func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD i
 		}
 		return pid, nil
 	}()
-	if err != nil {
-		if restore != nil {
-			t2.run(func() error { return restore() })
+	if restore != nil {
+		// T leaves the group it joined (it must be T itself: see
+		// cgroup.Group.AddSelf); the program was born in it.
+		if rerr := restore(); rerr != nil && err == nil {
+			unix.Kill(pid, unix.SIGKILL)
+			unix.PtraceDetach(pid)
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WALL, nil)
+			return 0, rerr
 		}
+	}
+	if err != nil {
 		return 0, err
 	}
 	fail := func(err error) (int, error) {
@@ -284,14 +296,7 @@ func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD i
 		unix.Wait4(pid, &ws, unix.WALL, nil)
 		return 0, err
 	}
-	if err := t2.run(func() error {
-		if restore != nil {
-			if err := restore(); err != nil {
-				return err
-			}
-		}
-		return finishRootfs(spec, hostProc, pid)
-	}); err != nil {
+	if err := t2.run(func() error { return finishRootfs(spec, hostProc, pid) }); err != nil {
 		return fail(err)
 	}
 	if err := unix.PtraceDetach(pid); err != nil {

@@ -158,7 +158,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 			if cgFD < 0 {
 				// v1: the thread joins the groups, so its child is born in
 				// them, and leaves them once the child is forked.
-				restore, err := g.AddThread(unix.Gettid())
+				restore, err := g.AddSelf()
 				if err != nil {
 					return started{err: err}
 				}

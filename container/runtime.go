@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -135,9 +136,9 @@ type Process struct {
 	// Console is the pseudo-terminal's master when the spec asks for a
 	// terminal (process.terminal): the container's input and output.
 	Console *os.File
-	cmd     *exec.Cmd   // the init, when there is one
-	proc    *os.Process // the process, started without an init
-	copies  *copiers    // its streams' copiers
+	cmd     *exec.Cmd // the init, when there is one
+	proc    *child    // the process, started without an init
+	copies  *copiers  // its streams' copiers
 	r       *Runtime
 }
 
@@ -159,15 +160,17 @@ func (p *Process) Wait() (int, error) {
 	if p.cmd != nil {
 		err = p.cmd.Wait()
 	} else {
-		var ps *os.ProcessState
-		ps, err = p.proc.Wait()
+		ws, werr := p.proc.Wait()
 		if p.copies.stdin != nil {
 			p.copies.stdin.Close()
 		}
 		p.copies.wait()
-		if err == nil && !ps.Success() {
-			err = &exec.ExitError{ProcessState: ps}
+		if werr != nil {
+			return -1, fmt.Errorf("container: wait %s: %w", p.ID, werr)
 		}
+		code := exitCode(syscall.WaitStatus(ws))
+		p.recordExit(code)
+		return code, nil
 	}
 	code := 0
 	if err != nil {
@@ -175,20 +178,28 @@ func (p *Process) Wait() (int, error) {
 		if !errors.As(err, &ee) {
 			return -1, fmt.Errorf("container: wait %s: %w", p.ID, err)
 		}
-		ws := ee.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Signaled():
-			code = 128 + int(ws.Signal())
-		default:
-			code = ws.ExitStatus()
-		}
+		code = exitCode(ee.Sys().(syscall.WaitStatus))
 	}
+	p.recordExit(code)
+	return code, nil
+}
+
+// exitCode is a wait status as a shell reports it: 128+signal when a
+// signal killed the process.
+func exitCode(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+// recordExit writes the exit code into the container's state.
+func (p *Process) recordExit(code int) {
 	if st, err := readState(p.r.dir(p.ID)); err == nil {
 		st.ExitCode = &code
 		st.Status = Stopped
 		_ = writeState(p.r.dir(p.ID), st)
 	}
-	return code, nil
 }
 
 // Create sets a container up from bundle (a directory with config.json and
@@ -309,17 +320,10 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 		attr.UseCgroupFD, attr.CgroupFD = true, cgFD
 	}
 	cmd.SysProcAttr = attr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("container: start init: %w", err)
+	if err := startInGroup(cmd, group, cgFD < 0); err != nil {
+		return nil, err
 	}
 	childSock.Close()
-	if cgFD < 0 {
-		// v1: the init waits for its orders, so it does nothing before
-		// it is in the group.
-		if err := group.Add(cmd.Process.Pid); err != nil {
-			return nil, err
-		}
-	}
 	order := initOrder{Spec: spec, BindDevices: userNS, CgroupNS: cgroupNS}
 	b, err := json.Marshal(order)
 	if err != nil {
@@ -376,6 +380,42 @@ func (r *Runtime) CreateFromSpec(ctx context.Context, id, bundle string, spec *s
 		return nil, err
 	}
 	return &Process{ID: id, Pid: cmd.Process.Pid, Console: console, cmd: cmd, r: r}, nil
+}
+
+// startInGroup starts cmd in group. On v2 clone3 has placed it already
+// (CgroupFD in its attributes). On v1 a thread of this process joins the
+// group, forks the child there and leaves: moving a thread of its own is
+// far cheaper for the kernel than moving another process afterwards (see
+// cgroup.Group.AddSelf), and the child runs nothing outside its group.
+func startInGroup(cmd *exec.Cmd, group *cgroup.Group, v1 bool) error {
+	if !v1 || group == nil {
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("container: start init: %w", err)
+		}
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// On an error the thread stays locked: it may be left in a group,
+		// so it ends with this goroutine instead of serving others.
+		runtime.LockOSThread()
+		restore, err := group.AddSelf()
+		if err != nil {
+			errc <- err
+			return
+		}
+		err = cmd.Start()
+		if rerr := restore(); rerr != nil {
+			errc <- errors.Join(err, rerr)
+			return
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			err = fmt.Errorf("container: start init: %w", err)
+		}
+		errc <- err
+	}()
+	return <-errc
 }
 
 // receiveConsole takes the pseudo-terminal master the init sends (or its

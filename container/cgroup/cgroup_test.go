@@ -1,9 +1,13 @@
 package cgroup
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -139,4 +143,83 @@ func TestGroupV2(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	wait.For(t, 5*time.Second, "the empty group to be removed", func() bool { return g.Destroy() == nil })
+}
+
+// TestAddSelf moves a thread into a v1 group and back: a process it forks
+// meanwhile is born in the group; the thread and the rest of this process
+// end where they were.
+func TestAddSelf(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CI runs as root)")
+	}
+	g, err := New("tangram-test/addself", "pids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Mode() != V1 {
+		t.Skip("v1 only: this host runs cgroup v2, where clone3 places a child")
+	}
+	defer g.Destroy()
+	type result struct {
+		child, during, after []string
+		err                  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // the thread ends with this goroutine
+		var r result
+		defer func() { res <- r }()
+		tid := syscall.Gettid()
+		restore, err := g.AddSelf()
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.during = groupOf(t, tid)
+		cmd := exec.Command("cat", "/proc/self/cgroup")
+		out, err := cmd.Output()
+		if rerr := restore(); rerr != nil || err != nil {
+			r.err = errors.Join(err, rerr)
+			return
+		}
+		r.child = pidsLine(string(out))
+		r.after = groupOf(t, tid)
+	}()
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	want := "/" + g.Path()
+	if len(r.during) != 1 || r.during[0] != want {
+		t.Fatalf("thread's pids group while added: %v, want %s", r.during, want)
+	}
+	if len(r.child) != 1 || r.child[0] != want {
+		t.Fatalf("child born in pids group %v, want %s", r.child, want)
+	}
+	if len(r.after) != 1 || r.after[0] == want {
+		t.Fatalf("thread's pids group after restore: %v", r.after)
+	}
+	if procs, err := g.Procs(); err != nil || len(procs) != 0 {
+		t.Fatalf("group still lists %v (%v)", procs, err)
+	}
+}
+
+func groupOf(t *testing.T, tid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/cgroup", tid))
+	if err != nil {
+		t.Error(err)
+	}
+	return pidsLine(string(b))
+}
+
+// pidsLine returns the pids hierarchy's path from a /proc/…/cgroup file.
+func pidsLine(s string) []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) == 3 && parts[1] == "pids" {
+			out = append(out, parts[2])
+		}
+	}
+	return out
 }
