@@ -41,6 +41,32 @@ type initOrder struct {
 	CgroupNS bool `json:"cgroup_ns,omitempty"`
 }
 
+// decodeOrder reads the parent's orders, the spec by the fast decoder
+// where it can (see decodeSpec).
+func decodeOrder(b []byte) (initOrder, error) {
+	d := &specDecoder{b: b}
+	var o initOrder
+	d.object(true, func(k string) bool {
+		switch k {
+		case "spec":
+			o.Spec = d.spec()
+		case "bind_devices":
+			o.BindDevices = d.boolean()
+		case "cgroup_ns":
+			o.CgroupNS = d.boolean()
+		default:
+			return false
+		}
+		return true
+	})
+	if d.space(); !d.bad && d.i == len(d.b) {
+		return o, nil
+	}
+	o = initOrder{}
+	err := json.Unmarshal(b, &o)
+	return o, err
+}
+
 // initReply is what the init answers: ready, or the error that stopped it.
 type initReply struct {
 	Ready bool   `json:"ready,omitempty"`
@@ -73,7 +99,7 @@ func initContainer(pipe *os.File) error {
 	if err != nil {
 		return fmt.Errorf("container: init: read orders: %w", err)
 	}
-	if err := json.Unmarshal(line, &order); err != nil {
+	if order, err = decodeOrder(line); err != nil {
 		return fmt.Errorf("container: init: decode orders: %w", err)
 	}
 	s := order.Spec

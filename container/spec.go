@@ -92,8 +92,8 @@ func LoadSpec(bundle string) (*specs.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("container: read bundle config: %w", err)
 	}
-	var s specs.Spec
-	if err := json.Unmarshal(b, &s); err != nil {
+	s, err := decodeSpec(b)
+	if err != nil {
 		return nil, fmt.Errorf("container: %s/config.json is not a runtime spec: %w", bundle, err)
 	}
 	if s.Root != nil && s.Root.Path != "" && !filepath.IsAbs(s.Root.Path) {
@@ -103,7 +103,7 @@ func LoadSpec(bundle string) (*specs.Spec, error) {
 		}
 		s.Root.Path = abs
 	}
-	return &s, nil
+	return s, nil
 }
 
 // WriteSpec writes s as bundle/config.json.
