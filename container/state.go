@@ -1,7 +1,6 @@
 package container
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -60,7 +59,7 @@ func (s State) OCI() specs.State {
 // host that crashes takes its containers with it, so state that outlives
 // only the runtime process (kept in the page cache) is enough.
 func writeState(dir string, st *State) error {
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := encodeState(st)
 	if err != nil {
 		return fmt.Errorf("container: %w", err)
 	}
@@ -87,11 +86,11 @@ func readState(dir string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
+	st, err := decodeState(b)
+	if err != nil {
 		return nil, fmt.Errorf("container: state %s is corrupt: %w", dir, err)
 	}
-	return &st, nil
+	return st, nil
 }
 
 // procStart reads a process's start time and whether it is a zombie or
