@@ -9,7 +9,7 @@ run:
 
 build:
 	$(GO) build -o bin/tangram ./cmd/tangram
-	$(GO) build -o bin/tangram-oci ./cmd/tangram-oci
+	CGO_ENABLED=0 $(GO) build -o bin/tangram-oci ./cmd/tangram-oci
 
 services:
 	bash scripts/services.sh

@@ -19,8 +19,15 @@
 // a median with its spread; ratios are runc's time over ours (above 1 is
 // faster than runc). The last line is JSON. Needs root.
 //
+// tangram-oci is built without cgo, statically linked, as `make build`
+// builds it. Debian's runc is linked dynamically (it needs libseccomp);
+// runc's own release binaries are static (`make static`), and
+// -runc-static names such a build to run beside the others (its run and
+// burst rows, and tangram-oci's ratio against it).
+//
 //	go run ./bench/container           # 50 runs per round, 3 rounds
 //	go run ./bench/container -quick    # 20 runs per round, 3 rounds
+//	go run ./bench/container -runc-static /path/to/static/runc
 package main
 
 import (
@@ -62,7 +69,8 @@ func main() {
 	burst := flag.Int("burst", 20, "containers run at once in the burst case")
 	idle := flag.Int("idle", 10, "idle containers in the memory case")
 	bin := flag.String("bin", "", "a tangram binary built beforehand (default: build ./cmd/tangram)")
-	ociBin := flag.String("oci", "", "a tangram-oci binary built beforehand (default: build ./cmd/tangram-oci)")
+	ociBin := flag.String("oci", "", "a tangram-oci binary built beforehand (default: build ./cmd/tangram-oci without cgo)")
+	runcStatic := flag.String("runc-static", "", "a statically linked runc (as runc's `make static` builds it) to measure beside Debian's")
 	flag.Parse()
 	if *runs == 0 {
 		*runs = 50
@@ -90,7 +98,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	oci, err := tangrambin.BuildCommand(work, *ociBin, "tangram-oci")
+	oci, err := tangrambin.BuildStatic(work, *ociBin, "tangram-oci")
 	if err != nil {
 		fatal(err)
 	}
@@ -106,6 +114,13 @@ func main() {
 	lib, err := container.New(container.Config{Root: libRoot, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		fatal(err)
+	}
+	staticRoot := filepath.Join(work, "runc-static-state")
+	runcStaticSys := system{
+		name: "runc static",
+		run: func(ctx context.Context, id, bundle string) error {
+			return quiet(exec.CommandContext(ctx, *runcStatic, "--root", staticRoot, "run", "-b", bundle, id))
+		},
 	}
 	runcSys := system{
 		name: "runc",
@@ -178,6 +193,14 @@ func main() {
 		},
 	}
 	systems := []system{runcSys, ociSys, cliSys, libSys}
+	if *runcStatic != "" {
+		v, err := exec.Command(*runcStatic, "--version").Output()
+		if err != nil {
+			fatal(fmt.Errorf("-runc-static: %w", err))
+		}
+		fmt.Printf("runc static: %s (%s)\n\n", strings.TrimSpace(firstLine(string(v))), *runcStatic)
+		systems = append(systems, runcStaticSys)
+	}
 
 	// run: one at a time.
 	perRun := map[string][]float64{} // ms per run, median of each round
@@ -303,8 +326,21 @@ func main() {
 	line("run /bin/true, p99", "ms", p99)
 	line(fmt.Sprintf("burst of %d, wall", *burst), "ms", burstMs)
 	line("idle container, cgroup memory", "KiB", idleKiB)
+	if *runcStatic != "" {
+		fmt.Println("\n| case | runc static | tangram-oci | runc static ÷ tangram-oci |")
+		fmt.Println("| --- | --- | --- | --- |")
+		for _, c := range []struct {
+			name string
+			m    map[string][]float64
+		}{{"run /bin/true, median", perRun}, {"run /bin/true, p99", p99}, {fmt.Sprintf("burst of %d, wall", *burst), burstMs}} {
+			peer, ours := c.m["runc static"], c.m["tangram-oci"]
+			r := spread.Ratios(peer, ours)
+			fmt.Printf("| %s | %s ms | %s ms | %s |\n", c.name, spread.Summarise(peer).Format("%.1f"), spread.Summarise(ours).Format("%.1f"), spread.Summarise(r).Format("%.2f×"))
+			rows = append(rows, spread.NewRow(c.name+" (tangram-oci vs runc static)", map[string]any{"ms": spread.Summarise(ours).Median}, map[string]any{"ms": spread.Summarise(peer).Median}, r, errs["tangram-oci"]+errs["runc static"]))
+		}
+	}
 	fmt.Printf("\nruntime processes left running beside %d idle containers: runc %d, tangram-oci %d\n", *idle, resident["runc"], resident["tangram-oci"])
-	fmt.Printf("errors: runc %d, tangram-oci %d, tangram container %d, tangram library %d\n\n", errs["runc"], errs["tangram-oci"], errs["tangram container"], errs["tangram library"])
+	fmt.Printf("errors: runc %d, runc static %d, tangram-oci %d, tangram container %d, tangram library %d\n\n", errs["runc"], errs["runc static"], errs["tangram-oci"], errs["tangram container"], errs["tangram library"])
 	spread.Print("container", "runc "+strings.TrimSpace(strings.TrimPrefix(firstLine(string(runcVersion)), "runc version ")), rows,
 		map[string]any{"runs_per_round": *runs, "burst": *burst, "note": "ratio = runc's time / ours (above 1: faster than runc)"})
 }

@@ -38,6 +38,9 @@ func main() {
 	root.Use = "tangram-oci"
 	root.Short = "Tangram's OCI runtime: runc's verbs on OCI bundles"
 	root.SilenceUsage, root.SilenceErrors = true, true
+	// No completion command: cobra builds it on every run, and what drives
+	// this binary is a container manager (the full tangram has it).
+	root.CompletionOptions.DisableDefaultCmd = true
 	var logFile, logFormat string
 	var debug, systemd bool
 	pf := root.PersistentFlags()

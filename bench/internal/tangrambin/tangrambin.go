@@ -15,13 +15,22 @@ import (
 func Build(dir, bin string) (string, error) { return BuildCommand(dir, bin, "tangram") }
 
 // BuildCommand is Build for another command: ./cmd/<name>.
-func BuildCommand(dir, bin, name string) (string, error) {
+func BuildCommand(dir, bin, name string) (string, error) { return build(dir, bin, name) }
+
+// BuildStatic is BuildCommand without cgo — a statically linked binary, as
+// `make build` makes tangram-oci.
+func BuildStatic(dir, bin, name string) (string, error) {
+	return build(dir, bin, name, "CGO_ENABLED=0")
+}
+
+func build(dir, bin, name string, env ...string) (string, error) {
 	if bin != "" {
 		return bin, nil
 	}
 	bin = filepath.Join(dir, name)
-	fmt.Fprintf(os.Stderr, "building ./cmd/%s …\n", name)
+	fmt.Fprintf(os.Stderr, "building ./cmd/%s %v…\n", name, env)
 	b := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
+	b.Env = append(os.Environ(), env...)
 	b.Stderr = os.Stderr
 	if err := b.Run(); err != nil {
 		return "", fmt.Errorf("build ./cmd/%s: %w", name, err)
