@@ -129,6 +129,17 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 	if err != nil {
 		return nil, err
 	}
+	// Threads T and T2 are started first: making a thread then overlaps
+	// the cgroup's and the state's set-up instead of adding to it.
+	startT := make(chan func(), 1)
+	defer close(startT) // with no work sent, T just ends
+	onThread(func() {
+		if f := <-startT; f != nil {
+			f()
+		}
+	})
+	t2 := newHelper()
+	defer t2.stop()
 	var group *cgroup.Group
 	var proc *child
 	defer func() {
@@ -178,15 +189,15 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 		err        error
 	}
 	res := make(chan result, 1)
-	onThread(func() {
+	startT <- func() {
 		pidfd := -1
-		pid, err := prepareAndFork(spec, flags, group, cgFD, fds, &pidfd)
+		pid, err := prepareAndFork(spec, flags, group, cgFD, fds, t2, &pidfd)
 		if err != nil && pidfd >= 0 {
 			unix.Close(pidfd)
 			pidfd = -1
 		}
 		res <- result{pid, pidfd, err}
-	})
+	}
 	out := <-res
 	closeAfter()
 	if out.err != nil {
@@ -211,7 +222,7 @@ func (r *Runtime) launchDirect(ctx context.Context, id, bundle string, spec *spe
 // prepareAndFork runs on thread T (see the comment at the top).
 //
 // The program's pidfd is stored in *pidfd (-1 if the kernel gives none).
-func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD int, fds []uintptr, pidfd *int) (int, error) {
+func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD int, fds []uintptr, t2 *helper, pidfd *int) (int, error) {
 	hostProc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("container: open /proc: %w", err)
@@ -231,11 +242,13 @@ func prepareAndFork(spec *specs.Spec, flags uintptr, group *cgroup.Group, cgFD i
 		}
 		return 0, fmt.Errorf("container: unshare namespaces: %w", err)
 	}
-	// T2 joins T's mount and network namespaces now, while /proc still
-	// shows the host: it does what needs privileges after the fork.
-	t2 := startHelper(hostProc, tid, flags&unix.CLONE_NEWNET != 0)
-	defer t2.stop()
 	pid, err := func() (int, error) {
+		// T2 joins T's mount and network namespaces now, while /proc
+		// still shows the host: it does what needs privileges after the
+		// fork.
+		if err := t2.join(hostProc, tid, flags&unix.CLONE_NEWNET != 0); err != nil {
+			return 0, err
+		}
 		s := spec
 		withoutProc := *s
 		withoutProc.Mounts = slices.DeleteFunc(slices.Clone(s.Mounts), func(m specs.Mount) bool { return m.Type == "proc" })
@@ -389,56 +402,64 @@ func mountProc(m specs.Mount, hostProc, pid int) error {
 }
 
 // helper is thread T2: privileged, in T's mount (and network) namespace,
-// running what T hands it.
+// running what T hands it. Its thread is started before T needs it
+// (newHelper), so that making a thread overlaps T's own work; join moves
+// it into T's namespaces once T has made them.
 type helper struct {
 	work chan func() error
 	errs chan error
 	dead chan struct{}
 }
 
-func startHelper(hostProc, tid int, net bool) *helper {
+func newHelper() *helper {
 	h := &helper{work: make(chan func() error), errs: make(chan error), dead: make(chan struct{})}
-	ready := make(chan error, 1)
 	onThread(func() {
 		defer close(h.dead)
-		err := func() error {
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("container: helper: unshare fs: %w", err)
-			}
-			kinds := []struct {
-				name string
-				flag int
-			}{{"mnt", unix.CLONE_NEWNS}}
-			if net {
-				kinds = append(kinds, struct {
-					name string
-					flag int
-				}{"net", unix.CLONE_NEWNET})
-			}
-			for _, k := range kinds {
-				fd, err := unix.Openat(hostProc, fmt.Sprintf("%d/ns/%s", tid, k.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-				if err != nil {
-					return fmt.Errorf("container: helper: %w", err)
-				}
-				err = unix.Setns(fd, k.flag)
-				unix.Close(fd)
-				if err != nil {
-					return fmt.Errorf("container: helper: join %s namespace: %w", k.name, err)
-				}
-			}
-			return nil
-		}()
-		ready <- err
+		var broken error
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			broken = fmt.Errorf("container: helper: unshare fs: %w", err)
+		}
 		for f := range h.work {
-			if err != nil {
-				h.errs <- err
+			if broken != nil {
+				h.errs <- broken
 				continue
 			}
-			h.errs <- f()
+			// An error leaves the thread in unknown namespaces: it runs
+			// nothing more.
+			broken = f()
+			h.errs <- broken
 		}
 	})
-	<-ready // an error is reported by every run
 	return h
+}
+
+// join moves T2 into thread tid's mount namespace, and its network
+// namespace when net is set, through hostProc (the host's /proc).
+func (h *helper) join(hostProc, tid int, net bool) error {
+	return h.run(func() error {
+		kinds := []struct {
+			name string
+			flag int
+		}{{"mnt", unix.CLONE_NEWNS}}
+		if net {
+			kinds = append(kinds, struct {
+				name string
+				flag int
+			}{"net", unix.CLONE_NEWNET})
+		}
+		for _, k := range kinds {
+			fd, err := unix.Openat(hostProc, fmt.Sprintf("%d/ns/%s", tid, k.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("container: helper: %w", err)
+			}
+			err = unix.Setns(fd, k.flag)
+			unix.Close(fd)
+			if err != nil {
+				return fmt.Errorf("container: helper: join %s namespace: %w", k.name, err)
+			}
+		}
+		return nil
+	})
 }
 
 func (h *helper) run(f func() error) error {

@@ -140,6 +140,9 @@ type Process struct {
 	proc    *child    // the process, started without an init
 	copies  *copiers  // its streams' copiers
 	r       *Runtime
+	// noRecord: the caller deletes the container after the wait
+	// (WaitThenDelete), so the exit code is not written to the state.
+	noRecord bool
 }
 
 func (p *Process) kill() {
@@ -184,6 +187,19 @@ func (p *Process) Wait() (int, error) {
 	return code, nil
 }
 
+// WaitThenDelete waits for the container's process like Wait, then
+// deletes the container (Delete with force), returning the exit code and
+// the first error. The exit code is not written into the state first: the
+// file is removed at once (a one-shot run saves a write and a rename).
+func (p *Process) WaitThenDelete(ctx context.Context) (int, error) {
+	p.noRecord = true
+	code, err := p.Wait()
+	if derr := p.r.Delete(ctx, p.ID, true); derr != nil && err == nil {
+		err = derr
+	}
+	return code, err
+}
+
 // exitCode is a wait status as a shell reports it: 128+signal when a
 // signal killed the process.
 func exitCode(ws syscall.WaitStatus) int {
@@ -195,6 +211,9 @@ func exitCode(ws syscall.WaitStatus) int {
 
 // recordExit writes the exit code into the container's state.
 func (p *Process) recordExit(code int) {
+	if p.noRecord {
+		return
+	}
 	if st, err := readState(p.r.dir(p.ID)); err == nil {
 		st.ExitCode = &code
 		st.Status = Stopped
@@ -837,8 +856,23 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 			return fmt.Errorf("container: delete %s: %w", id, err)
 		}
 	}
-	if err := os.RemoveAll(r.dir(id)); err != nil {
+	if err := removeDir(r.dir(id)); err != nil {
 		return fmt.Errorf("container: delete %s: %w", id, err)
+	}
+	return nil
+}
+
+// removeDir removes a container's directory: the files the runtime puts
+// there one by one, then the directory; os.RemoveAll if anything else is
+// in it (it takes several more system calls to find out).
+func removeDir(dir string) error {
+	for _, f := range []string{"state.json", "exec.fifo"} {
+		if err := unix.Unlink(filepath.Join(dir, f)); err != nil && err != unix.ENOENT {
+			return os.RemoveAll(dir)
+		}
+	}
+	if err := unix.Rmdir(dir); err != nil && err != unix.ENOENT {
+		return os.RemoveAll(dir)
 	}
 	return nil
 }
@@ -884,6 +918,7 @@ func (r *Runtime) runCreated(ctx context.Context, p *Process) (int, error) {
 		case <-done:
 		}
 	}()
+	p.noRecord = true // deleted next
 	code, err := p.Wait()
 	close(done)
 	<-stopped

@@ -583,6 +583,20 @@ func pidsMax(p *specs.LinuxPids) string {
 
 // setDevicesV1 applies the device allow-list rules in order, as runc does.
 func (g *Group) setDevicesV1(rules []specs.LinuxDeviceCgroup) error {
+	if len(rules) == 0 {
+		return nil
+	}
+	dir := g.Dir("devices")
+	if dir == "" {
+		return errors.New("cgroup: controller devices is not mounted on this host (needed for the device rules)")
+	}
+	// Each write is one rule; the two files stay open across the rules.
+	files := map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	for _, d := range rules {
 		file := "devices.deny"
 		if d.Allow {
@@ -607,8 +621,16 @@ func (g *Group) setDevicesV1(rules []specs.LinuxDeviceCgroup) error {
 		if typ == "a" {
 			rule = "a"
 		}
-		if err := g.write("devices", file, rule); err != nil {
-			return err
+		f := files[file]
+		if f == nil {
+			var err error
+			if f, err = os.OpenFile(filepath.Join(dir, file), os.O_WRONLY, 0); err != nil {
+				return fmt.Errorf("cgroup: %w", err)
+			}
+			files[file] = f
+		}
+		if _, err := f.Write([]byte(rule)); err != nil {
+			return fmt.Errorf("cgroup: write %s=%q in %s: %w", file, rule, g.path, err)
 		}
 	}
 	return nil
@@ -882,13 +904,15 @@ func (g *Group) Kill(sig os.Signal) error {
 func (g *Group) Destroy() error {
 	var first error
 	for c, d := range g.dirs {
-		err := os.Remove(d)
+		// rmdir, not os.Remove, which tries unlink first: a failing
+		// system call per hierarchy.
+		err := unix.Rmdir(d)
 		// The kernel may report EBUSY for a moment after the last process
 		// exits, until it is reaped; with processes still listed, it is
 		// busy for good.
 		for i := 0; err != nil && isBusy(err) && i < 200 && emptyGroup(d); i++ {
 			time.Sleep(5 * time.Millisecond)
-			err = os.Remove(d)
+			err = unix.Rmdir(d)
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 			first = fmt.Errorf("cgroup: remove %s group %s: %w", c, g.path, err)

@@ -242,15 +242,12 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 					}
 				}
 			}()
-			code, err := p.Wait()
+			// The container is dead when the wait returns: the delete
+			// has nothing to wait for, so it needs no deadline.
+			code, err := p.WaitThenDelete(ctx)
 			signal.Stop(sigs)
 			close(done)
 			<-fwd
-			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if derr := r.Delete(dctx, id, true); derr != nil && err == nil {
-				err = derr
-			}
 			if err != nil {
 				return err
 			}
