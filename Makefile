@@ -75,6 +75,8 @@ fuzz:
 	$(GO) test ./shard -run '^$$' -fuzz FuzzParseRules -fuzztime 30s
 	$(GO) test ./shard -run '^$$' -fuzz FuzzTemplate -fuzztime 30s
 	$(GO) test ./container/image -run '^$$' -fuzz FuzzExtractLayer -fuzztime 30s
+	$(GO) test ./container -run '^$$' -fuzz FuzzDecodeSpec -fuzztime 30s
+	$(GO) test ./container -run '^$$' -fuzz FuzzDecodeState -fuzztime 30s
 	$(GO) test ./trace/store -run '^$$' -fuzz FuzzDecodeSpan -fuzztime 30s
 	$(GO) test ./trace/otlp -run '^$$' -fuzz 'FuzzDecodeTraces$$' -fuzztime 30s
 	$(GO) test ./trace/otlp -run '^$$' -fuzz FuzzDecodeTracesJSON -fuzztime 30s
