@@ -302,3 +302,32 @@ func TestKeyedAcquireIsIdempotent(t *testing.T) {
 		t.Fatal("a bad key accepted")
 	}
 }
+
+// An acquisition in a session that has expired fails with
+// ErrSessionExpired and leaves no node in the queue (the insert is
+// conditional on the session in the same statement).
+func TestAcquireInDeadSessionQueuesNothing(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	raw, err := rpc.Dial(ctx, h.Srv.RPCAddr(), rpc.WithToken(h.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ss, err := rpc.Call[lock.Session](ctx, raw, lock.MethodOpen, &lock.SessionRequest{Owner: "short", TTLMs: time.Second.Milliseconds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rpc.Call[lock.AcquireReply](ctx, raw, lock.MethodAcquire, &lock.AcquireRequest{Session: "no-such-session", Name: "orders/dead"}); !errors.Is(err, lock.ErrSessionExpired) {
+		t.Fatalf("acquire in an unknown session: %v", err)
+	}
+	opened := time.Now()
+	wait.For(t, 10*time.Second, "the session's TTL to pass", func() bool { return time.Since(opened) > 1100*time.Millisecond })
+	if _, err := rpc.Call[lock.AcquireReply](ctx, raw, lock.MethodAcquire, &lock.AcquireRequest{Session: ss.ID, Name: "orders/dead"}); !errors.Is(err, lock.ErrSessionExpired) {
+		t.Fatalf("acquire in an expired session: %v", err)
+	}
+	nodes, err := dial(t, h, time.Second).Children(ctx, "/orders/dead")
+	if err != nil || len(nodes) != 0 {
+		t.Fatalf("queue after acquisitions in dead sessions: %+v %v", nodes, err)
+	}
+}
