@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,17 +17,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
 
+	"github.com/tangram-dev/tangram/internal/port"
 	"github.com/tangram-dev/tangram/internal/wait"
 )
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // TestBridgeNetwork: two containers on a bridge reach each other; the host
 // reaches one through a published port, at 127.0.0.1 and at the bridge's
@@ -42,10 +35,11 @@ func TestBridgeNetwork(t *testing.T) {
 			netlink.LinkDel(l)
 		}
 	})
-	port := freePort(t)
+	_, portText, _ := net.SplitHostPort(port.Free(t))
+	hostPort, _ := strconv.Atoi(portText)
 	web := busyboxBundle(t, "sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www")
 	editSpec(t, web, func(s *specs.Spec) {
-		s.Annotations = map[string]string{AnnotationNetwork: "bridge", AnnotationPorts: fmt.Sprintf("%d:80", port)}
+		s.Annotations = map[string]string{AnnotationNetwork: "bridge", AnnotationPorts: fmt.Sprintf("%d:80", hostPort)}
 	})
 	start(t, r, "web", web, CreateOptions{})
 	st, err := r.State("web")
@@ -63,7 +57,7 @@ func TestBridgeNetwork(t *testing.T) {
 		return string(b)
 	}
 	for _, host := range []string{"127.0.0.1", st.Network.Gateway} {
-		url := fmt.Sprintf("http://%s:%d/", host, port)
+		url := fmt.Sprintf("http://%s:%d/", host, hostPort)
 		var got string
 		if !wait.Until(10*time.Second, func() bool { got = get(url); return got == "hello-from-web\n" }) {
 			t.Fatalf("host → %s: %q", url, got)
@@ -85,7 +79,7 @@ func TestBridgeNetwork(t *testing.T) {
 	if _, err := netlink.LinkByName(st.Network.HostIf); err == nil {
 		t.Errorf("host interface %s left behind", st.Network.HostIf)
 	}
-	if got := get(fmt.Sprintf("http://127.0.0.1:%d/", port)); got == "hello-from-web\n" {
+	if got := get(fmt.Sprintf("http://127.0.0.1:%d/", hostPort)); got == "hello-from-web\n" {
 		t.Errorf("the published port still answers after delete")
 	}
 	alloc, _ := os.ReadFile(filepath.Join(r.cfg.Root, ".net", "tgtest0.json"))
