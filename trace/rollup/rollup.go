@@ -159,7 +159,15 @@ func isEntry(s *store.Span) bool {
 
 // Add folds spans in. Spans older than the window are not counted (their
 // parentage still is); spans from the future count in the current minute.
-func (r *Rollup) Add(spans []store.Span) {
+func (r *Rollup) Add(spans []store.Span) { r.add(spans, true) }
+
+// Replay folds in spans that were stored before this process started (a
+// collector's restart): into the minutes of the window and the service
+// map, not into the totals since the start — counters exported as such
+// must begin again at zero, or a restart would count the window twice.
+func (r *Rollup) Replay(spans []store.Span) { r.add(spans, false) }
+
+func (r *Rollup) add(spans []store.Span, totals bool) {
 	nowMin := minuteOf(uint64(r.now().UnixNano()))
 	oldest := nowMin - int64(r.cfg.Window) + 1
 	r.mu.Lock()
@@ -173,7 +181,9 @@ func (r *Rollup) Add(spans []store.Span) {
 		m := min(minuteOf(s.StartUnixNano), nowMin)
 		failed := s.Status == store.StatusError
 		op := r.opSeries(OpKey{s.Service, s.Name, s.Kind})
-		op.count(s.DurationNano, failed)
+		if totals {
+			op.count(s.DurationNano, failed)
+		}
 		if m >= oldest {
 			op.add(m, s.DurationNano, failed)
 			if isEntry(s) {

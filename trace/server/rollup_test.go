@@ -13,14 +13,14 @@ import (
 
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/trace"
+	"github.com/tangram-dev/tangram/trace/rollup"
 )
 
-// TestREDAndDependencies: two services' spans, sent by the SDK over
-// OTLP, give each service's figures, its operations, a minute series and
-// the edge between them — computed as the spans arrived.
-func TestREDAndDependencies(t *testing.T) {
-	s, api := collector(t, Config{})
-	ep := "http://" + s.OTLPAddr() + "/v1/traces"
+// sendCheckouts sends, through the SDK, 10 checkouts of web calling
+// orders (a server span, a client span, orders' server span each); 3 of
+// orders' spans are errors.
+func sendCheckouts(t *testing.T, ep string) {
+	t.Helper()
 	web, err := trace.New(trace.Config{Service: "web", Endpoint: ep})
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +47,14 @@ func TestREDAndDependencies(t *testing.T) {
 	if err := web.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestREDAndDependencies: two services' spans, sent by the SDK over
+// OTLP, give each service's figures, its operations, a minute series and
+// the edge between them — computed as the spans arrived.
+func TestREDAndDependencies(t *testing.T) {
+	s, api := collector(t, Config{})
+	sendCheckouts(t, "http://"+s.OTLPAddr()+"/v1/traces")
 	wait.For(t, 10*time.Second, "30 spans stored", func() bool { return s.Counts().Stored == 30 })
 
 	var svcs trace.ServicesReply
@@ -114,5 +122,37 @@ func TestREDAndDependencies(t *testing.T) {
 			names = append(names, mf.GetName())
 		}
 		t.Errorf("no orders server histogram of 10 spans among %s", strings.Join(names, ", "))
+	}
+}
+
+// TestRollupReplayedAfterRestart: a collector restarted on its data shows
+// the figures and the service map of the spans it stored before, at once;
+// its totals since the start (Prometheus counters) begin again at zero.
+func TestRollupReplayedAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	first, _ := collector(t, Config{Dir: dir})
+	sendCheckouts(t, "http://"+first.OTLPAddr()+"/v1/traces")
+	wait.For(t, 10*time.Second, "30 spans stored", func() bool { return first.Counts().Stored == 30 })
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, api := collector(t, Config{Dir: dir})
+	var svcs trace.ServicesReply
+	if code := get(t, api+"/api/v1/trace/services", &svcs); code != 200 || len(svcs.Services) != 2 {
+		t.Fatalf("services after the restart: %d %+v", code, svcs)
+	}
+	for _, sv := range svcs.Services {
+		if sv.Service == "orders" && (sv.Calls != 10 || sv.Errors != 3) {
+			t.Errorf("orders after the restart: %+v", sv)
+		}
+	}
+	var deps trace.DependenciesReply
+	if code := get(t, api+"/api/v1/trace/dependencies", &deps); code != 200 || len(deps.Edges) != 1 || deps.Edges[0].Calls != 10 {
+		t.Fatalf("dependencies after the restart: %d %+v", code, deps)
+	}
+	var total uint64
+	s.Rollup().Totals(func(_ rollup.OpKey, st *rollup.Stats) { total += st.Calls })
+	if total != 0 {
+		t.Fatalf("totals since the restart count %d replayed calls, want 0", total)
 	}
 }

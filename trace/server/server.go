@@ -223,6 +223,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.st = st
+	s.replay()
 	mcfg := s.cfg.Metrics
 	mcfg.Path = filepath.Join(s.cfg.Dir, "series.json")
 	if s.series, err = series.Open(mcfg); err != nil {
@@ -486,6 +487,37 @@ func (s *Server) IngestMetrics(rms []*metricspb.ResourceMetrics) (rejected int) 
 func (s *Server) Series() *series.Store { return s.series }
 
 // Rollup is the RED figures and the dependency map, for queries in process.
+// Bounds on the replay at start: the rollup's window of a busy collector
+// may hold many millions of spans; the newest are replayed first.
+const (
+	replayMaxSpans = 5_000_000
+	replayBudget   = 3 * time.Second
+)
+
+// replay refills the rollup's window (RED figures by minute, the service
+// map) from the spans stored before this start, so that a restarted
+// collector does not show empty figures until new spans arrive. Totals
+// since the start stay at zero (rollup.Replay). It runs before ingest.
+func (s *Server) replay() {
+	began := time.Now()
+	since := began.Add(-time.Duration(s.roll.Window()) * time.Minute)
+	n, cut := 0, false
+	err := s.st.ScanRecent(since, func(b []store.Span) bool {
+		s.roll.Replay(b)
+		n += len(b)
+		cut = n >= replayMaxSpans || time.Since(began) >= replayBudget
+		return !cut
+	})
+	switch {
+	case err != nil:
+		s.log.Warn("trace: replaying stored spans into the rollup", "err", err)
+	case cut:
+		s.log.Info("trace: rollup replayed in part (the newest spans of its window)", "spans", n, "took", time.Since(began))
+	case n > 0:
+		s.log.Info("trace: rollup replayed from the store", "spans", n, "took", time.Since(began))
+	}
+}
+
 func (s *Server) Rollup() *rollup.Rollup { return s.roll }
 
 // Store is the span store (after Start), for queries in process.

@@ -706,6 +706,46 @@ func (s *Store) Search(q Query) ([]Match, error) {
 	return out, nil
 }
 
+// ScanRecent calls fn with batches of the spans that started at or after
+// since — their heads only: IDs, times, kind, status, service, name, no
+// attributes or events — newest segments first, until fn returns false.
+// Writers wait while it runs: it is for a collector's start, before
+// ingest (replaying the rollup's window).
+func (s *Store) ScanRecent(since time.Time, fn func([]Span) bool) error {
+	lo := uint64(max(since.UnixNano(), 0))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	segs := append(slices.Clone(s.sealed), s.active)
+	batch := make([]Span, 0, 1024)
+	more := true
+	for i := len(segs) - 1; i >= 0 && more; i-- {
+		g := segs[i]
+		if g.spans == 0 || g.maxStart < lo {
+			continue
+		}
+		scanRecords(g.f, g.size, func(_ int64, payload []byte) bool {
+			d := decoder{b: payload}
+			var sp Span
+			d.head(&sp)
+			if d.err != nil || sp.StartUnixNano < lo {
+				return true
+			}
+			if batch = append(batch, sp); len(batch) == cap(batch) {
+				more = fn(batch)
+				batch = batch[:0]
+			}
+			return more
+		})
+	}
+	if more && len(batch) > 0 {
+		fn(batch)
+	}
+	return nil
+}
+
 func (q *Query) matchHead(sp *Span, lo, hi uint64) bool {
 	if sp.Kind == KindLog {
 		return false // searches find traces by their spans

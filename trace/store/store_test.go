@@ -401,3 +401,59 @@ func TestLookupsWhileSealing(t *testing.T) {
 		checkTrace(t, s, n, start)
 	}
 }
+
+// TestScanRecent: the heads of the spans started since a time, across
+// sealed segments and the active one, after a reopen too; fn stops it.
+func TestScanRecent(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	dir := t.TempDir()
+	s := open(t, Config{Dir: dir, SegmentBytes: 16 << 10})
+	fill(t, s, 0, 500, start)
+	scan := func(s *Store, since time.Time, stopAfter int) []Span {
+		t.Helper()
+		var got []Span
+		err := s.ScanRecent(since, func(b []Span) bool {
+			got = append(got, b...)
+			return stopAfter == 0 || len(got) < stopAfter
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	all := scan(s, start, 0)
+	if len(all) != 2500 {
+		t.Fatalf("%d spans since the first, want 2500", len(all))
+	}
+	want := span(7, 3, start)
+	found := false
+	for _, sp := range all {
+		if sp.TraceID == want.TraceID && sp.SpanID == want.SpanID {
+			found = true
+			if sp.Service != want.Service || sp.Name != want.Name || sp.StartUnixNano != want.StartUnixNano ||
+				sp.DurationNano != want.DurationNano || sp.ParentID != want.ParentID || sp.Kind != want.Kind || sp.Attrs != nil {
+				t.Fatalf("head of trace 7 span 3: %+v, want %+v without attributes", sp, want)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("trace 7 span 3 not scanned")
+	}
+	// Spans j start at start+j ms: since start+3ms leaves j = 3, 4.
+	if got := scan(s, start.Add(3*time.Millisecond), 0); len(got) != 1000 {
+		t.Fatalf("%d spans since +3 ms, want 1000", len(got))
+	}
+	if got := scan(s, start.Add(time.Hour), 0); len(got) != 0 {
+		t.Fatalf("%d spans from the future", len(got))
+	}
+	if got := scan(s, start, 1); len(got) != 1024 {
+		t.Fatalf("a scan told to stop after its first batch gave %d spans, want one batch of 1024", len(got))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := open(t, Config{Dir: dir, SegmentBytes: 16 << 10})
+	if got := scan(s2, start, 0); len(got) != 2500 {
+		t.Fatalf("after a reopen: %d spans, want 2500", len(got))
+	}
+}
