@@ -44,6 +44,7 @@ import (
 	"github.com/tangram-dev/tangram/mq/names"
 	"github.com/tangram-dev/tangram/rpc"
 	"github.com/tangram-dev/tangram/trace"
+	"github.com/tangram-dev/tangram/trace/sampler"
 	traceserver "github.com/tangram-dev/tangram/trace/server"
 	txnserver "github.com/tangram-dev/tangram/txn/server"
 	oteltrace "go.opentelemetry.io/otel/trace"
@@ -272,7 +273,7 @@ type Server struct {
 	tracing  *trace.Provider
 	tp       oteltrace.TracerProvider
 	self     *selfExporter
-	metrics  *metricSampler
+	metrics  *sampler.Sampler
 	locks    *lockserver.Server
 	txns     *txnserver.Server
 	ids      *idserver.Server

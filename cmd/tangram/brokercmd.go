@@ -24,6 +24,8 @@ import (
 	"github.com/tangram-dev/tangram/mq/store"
 	"github.com/tangram-dev/tangram/mq/wire"
 	"github.com/tangram-dev/tangram/rpc"
+	"github.com/tangram-dev/tangram/server"
+	"github.com/tangram-dev/tangram/trace/sampler"
 )
 
 // tuneGC raises the garbage collector's target for the long-running
@@ -54,6 +56,8 @@ func newLogger(format, level string) (*slog.Logger, error) {
 func newBrokerCmd(g *globals) *cobra.Command {
 	var (
 		listen, advertise, name, dir, servers, flush, levels, logFormat, logLevel, master, metricsAddr string
+		metricsEndpoint                                                                                string
+		metricsEvery                                                                                   time.Duration
 		syncReplicas                                                                                   bool
 		segment, maxBody                                                                               int
 		autoCreate                                                                                     bool
@@ -74,6 +78,12 @@ role, which lets it register and replicate and nothing else:
 			log, err := newLogger(logFormat, logLevel)
 			if err != nil {
 				return err
+			}
+			metricsURL := ""
+			if metricsEndpoint != "" {
+				if metricsURL, err = sampler.MetricsURL(metricsEndpoint); err != nil {
+					return fmt.Errorf("--metrics-endpoint: %w", err)
+				}
 			}
 			tuneGC()
 			token := g.token
@@ -120,9 +130,20 @@ role, which lets it register and replicate and nothing else:
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "broker %s listening on %s\n", name, b.Addr())
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(b.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			if metricsURL != "" {
+				// The console's MQ charts read what the servers' collector
+				// stores: a broker of its own sends its counters there.
+				sm, err := sampler.Start(sampler.Config{Gatherer: reg, Every: metricsEvery, Sink: sampler.HTTPSink(metricsURL), Logger: log,
+					Service: "tangram-broker", Instance: name, Version: server.Version, Scope: "github.com/tangram-dev/tangram/mq/broker"})
+				if err != nil {
+					b.Close()
+					return err
+				}
+				defer sm.Close()
+			}
 			if metricsAddr != "" {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(b.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 				mux := http.NewServeMux()
 				mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 				mln, err := net.Listen("tcp", metricsAddr)
@@ -157,6 +178,8 @@ role, which lets it register and replicate and nothing else:
 	f.StringVar(&master, "master", "", "run as a slave of the broker at this address (same --name and --segment-size): replicate it, serve reads while it is down")
 	f.BoolVar(&syncReplicas, "sync-replicas", false, "acknowledge a send only once a slave has stored it (on a master)")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on this address (GET /metrics)")
+	f.StringVar(&metricsEndpoint, "metrics-endpoint", "", "send the broker's metrics as OTLP to this collector (a tangram server's OTLP/HTTP address, e.g. http://host:4318) for the console's charts")
+	f.DurationVar(&metricsEvery, "metrics-every", sampler.DefaultEvery, "how often --metrics-endpoint gets a sample")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
