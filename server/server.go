@@ -174,9 +174,10 @@ type Config struct {
 	// …/v1/traces), for the console's charts: default 15 s; negative
 	// samples none.
 	MetricsEvery time.Duration
-	// TraceForward lists OTLP/HTTP traces URLs (Jaeger, Tempo, an
-	// OpenTelemetry Collector) the collector sends everything it receives
-	// on to, beside storing it.
+	// TraceForward lists OTLP/HTTP endpoints (Jaeger, Tempo, an
+	// OpenTelemetry Collector) the collector sends what it receives on
+	// to, beside storing it: a signal's URL (…/v1/traces) gets that
+	// signal, a base URL traces, metrics and logs.
 	TraceForward []string
 	// TraceTailSampling keeps whole traces chosen once seen: every error,
 	// every slow one, a share of the rest (off by default).

@@ -30,7 +30,7 @@ func (s *Server) startMetrics() {
 		sink = sampler.HTTPSink(url)
 	case s.traces != nil:
 		sink = func(_ context.Context, rms []*metricspb.ResourceMetrics) error {
-			if n := s.traces.IngestMetrics(rms); n > 0 {
+			if n := s.traces.ExportMetrics(rms); n > 0 {
 				return fmt.Errorf("the collector refused %d points", n)
 			}
 			return nil

@@ -135,7 +135,7 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 	f.DurationVar(&cfg.TraceMaxAge, "trace-max-age", 7*24*time.Hour, "drop stored spans older than this")
 	f.Int64Var(&cfg.TraceMaxBytes, "trace-max-bytes", 0, "drop the oldest stored spans past this many bytes (0: no cap)")
 	f.StringVar(&cfg.TraceEndpoint, "trace-endpoint", "", "where the server sends its own spans: its own collector (default, when the trace component runs), \"off\", or an OTLP/HTTP traces URL")
-	f.StringSliceVar(&cfg.TraceForward, "trace-forward", nil, "also send every export the collector receives to these OTLP/HTTP traces URLs (Jaeger, Tempo, an OpenTelemetry Collector)")
+	f.StringSliceVar(&cfg.TraceForward, "trace-forward", nil, "also send every export the collector receives to these OTLP/HTTP endpoints: a signal's URL (http://jaeger:4318/v1/traces) gets that signal, a collector's base URL (http://otelcol:4318) traces, metrics and logs")
 	f.Float64Var(&cfg.TraceTailSampling.Ratio, "trace-keep-ratio", 1, "tail sampling: the share of ordinary traces the collector stores (below 1 turns it on; traces with an error or a slow span are always kept)")
 	f.DurationVar(&cfg.TraceTailSampling.Slow, "trace-keep-slower-than", time.Second, "tail sampling: always keep traces with a span at least this long")
 	f.DurationVar(&cfg.TraceTailSampling.Wait, "trace-decision-wait", 5*time.Second, "tail sampling: how long a trace's spans are held for its decision")

@@ -8,10 +8,22 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// signal is an OTLP signal: what a forward endpoint takes.
+type signal int
+
+const (
+	sigTraces signal = iota
+	sigMetrics
+	sigLogs
+)
+
+var signalPaths = [...]string{sigTraces: "/v1/traces", sigMetrics: "/v1/metrics", sigLogs: "/v1/logs"}
 
 // forwarder sends what the collector receives on to another OTLP/HTTP
 // endpoint — Jaeger, Tempo, an OpenTelemetry Collector, another Tangram —
@@ -19,19 +31,26 @@ import (
 // sit beside a backend built for scale. Like the ingest queue it never
 // makes a sender wait: requests that do not fit its bounded queue are
 // dropped and counted.
+//
+// An endpoint given as a signal's URL (…/v1/traces, …/v1/metrics,
+// …/v1/logs) gets that signal only — Jaeger and Tempo take traces alone;
+// any other path is a traces URL, as it always was. A collector's base
+// URL (http://otelcol:4318) gets all three, each at its path.
 type forwarder struct {
-	url    string
-	client *http.Client
-	log    *slog.Logger
-	queue  chan fwdRequest
-	max    int64 // bytes queued at most
-	queued atomic.Int64
+	endpoint string
+	urls     [len(signalPaths)]string // "": the signal is not forwarded here
+	client   *http.Client
+	log      *slog.Logger
+	queue    chan fwdRequest
+	max      int64 // bytes queued at most
+	queued   atomic.Int64
 
 	sent, failed, dropped atomic.Int64
 	wg                    sync.WaitGroup
 }
 
 type fwdRequest struct {
+	url         string
 	body        []byte
 	contentType string
 }
@@ -45,21 +64,42 @@ const (
 func newForwarder(endpoint string, log *slog.Logger) (*forwarder, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("trace: forward endpoint %q: want an OTLP/HTTP traces URL such as http://jaeger:4318/v1/traces", endpoint)
+		return nil, fmt.Errorf("trace: forward endpoint %q: want an OTLP/HTTP URL: a signal's, such as http://jaeger:4318/v1/traces, or a collector's base URL such as http://otelcol:4318 for traces, metrics and logs", endpoint)
 	}
-	return &forwarder{url: endpoint, log: log, queue: make(chan fwdRequest, forwardRequests), max: forwardBytes,
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}}, nil
+	f := &forwarder{endpoint: endpoint, log: log, queue: make(chan fwdRequest, forwardRequests), max: forwardBytes,
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}}
+	switch p := strings.TrimRight(u.Path, "/"); {
+	case p == "":
+		base := strings.TrimRight(endpoint, "/")
+		for sig, path := range signalPaths {
+			f.urls[sig] = base + path
+		}
+	case strings.HasSuffix(p, signalPaths[sigMetrics]):
+		f.urls[sigMetrics] = endpoint
+	case strings.HasSuffix(p, signalPaths[sigLogs]):
+		f.urls[sigLogs] = endpoint
+	default:
+		f.urls[sigTraces] = endpoint
+	}
+	return f, nil
 }
 
-// offer queues a request without waiting; false when it was dropped.
-func (f *forwarder) offer(body []byte, contentType string) bool {
+// takes says whether the endpoint takes sig.
+func (f *forwarder) takes(sig signal) bool { return f.urls[sig] != "" }
+
+// offer queues a request of sig without waiting; false when it was
+// dropped (true, doing nothing, when the endpoint does not take sig).
+func (f *forwarder) offer(sig signal, body []byte, contentType string) bool {
+	if !f.takes(sig) {
+		return true
+	}
 	if f.queued.Add(int64(len(body))) > f.max {
 		f.queued.Add(-int64(len(body)))
 		f.dropped.Add(1)
 		return false
 	}
 	select {
-	case f.queue <- fwdRequest{body, contentType}:
+	case f.queue <- fwdRequest{f.urls[sig], body, contentType}:
 		return true
 	default:
 		f.queued.Add(-int64(len(body)))
@@ -107,7 +147,7 @@ func (f *forwarder) send(r fwdRequest, deadline time.Time, stop <-chan struct{})
 		}
 		if !retry || time.Now().Add(backoff).After(deadline) {
 			f.failed.Add(1)
-			f.log.Warn("trace: forwarding failed; request dropped", "endpoint", f.url, "err", err)
+			f.log.Warn("trace: forwarding failed; request dropped", "endpoint", r.url, "err", err)
 			return
 		}
 		t := time.NewTimer(backoff)
@@ -132,7 +172,7 @@ func (f *forwarder) post(r fwdRequest, deadline time.Time) (retry bool, err erro
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(r.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
 	if err != nil {
 		return false, err
 	}
@@ -159,5 +199,5 @@ type ForwardCounts struct {
 }
 
 func (f *forwarder) counts() ForwardCounts {
-	return ForwardCounts{Endpoint: f.url, Sent: f.sent.Load(), Failed: f.failed.Load(), Dropped: f.dropped.Load()}
+	return ForwardCounts{Endpoint: f.endpoint, Sent: f.sent.Load(), Failed: f.failed.Load(), Dropped: f.dropped.Load()}
 }

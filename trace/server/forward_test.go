@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/trace/series"
 )
 
 // TestForwardToAnotherCollector: what a collector receives — OTLP/HTTP
@@ -65,5 +66,42 @@ func TestForwardToNowhereNeverBlocks(t *testing.T) {
 func TestForwardEndpointValidated(t *testing.T) {
 	if _, err := New(Config{Dir: t.TempDir(), Forward: []string{"jaeger:4318"}}); err == nil {
 		t.Fatal("a forward endpoint without a scheme was accepted")
+	}
+}
+
+// TestForwardSignalsByEndpoint: a collector's base URL gets traces,
+// metrics and logs, each at its path (this process's own metrics too); a
+// traces URL gets traces only.
+func TestForwardSignalsByEndpoint(t *testing.T) {
+	all, _ := collector(t, Config{})
+	tracesOnly, _ := collector(t, Config{})
+	a, _ := collector(t, Config{Forward: []string{"http://" + all.OTLPAddr(), "http://" + tracesOnly.OTLPAddr() + "/v1/traces"}})
+	if code, _ := post(t, a, exportRequest(t, "fwd", 0, 2), "application/x-protobuf", ""); code != 200 {
+		t.Fatalf("traces: %d", code)
+	}
+	if code, body := postMetrics(t, a, counterRequest(t, "fwd-m", time.Now(), 5), "application/x-protobuf"); code != 200 {
+		t.Fatalf("metrics: %d %s", code, body)
+	}
+	if code, body := postLogs(t, a, logsExport(t, "fwd-l", 1, 1, []string{"boom"}, 0), "application/x-protobuf"); code != 200 {
+		t.Fatalf("logs: %d %s", code, body)
+	}
+	orders := func(s *Server) int { return len(s.series.Query(series.Query{Name: "orders"})) }
+	wait.For(t, 10*time.Second, "the spans and the log record at the base URL's collector", func() bool { return all.Counts().Stored == 6+1 })
+	wait.For(t, 10*time.Second, "the metric at the base URL's collector", func() bool { return orders(all) == 1 })
+	wait.For(t, 10*time.Second, "the spans at the traces URL's collector", func() bool { return tracesOnly.Counts().Stored == 6 })
+	wait.For(t, 10*time.Second, "every request counted", func() bool {
+		f := a.Forwarded()
+		return f[0].Sent == 3 && f[1].Sent == 1
+	})
+	if orders(tracesOnly) != 0 || tracesOnly.Counts().Stored != 6 || a.Forwarded()[1].Sent != 1 {
+		t.Fatalf("the traces URL got other signals: %d series, %d records, %+v", orders(tracesOnly), tracesOnly.Counts().Stored, a.Forwarded())
+	}
+	// The process's own metrics go the same way.
+	if n := a.ExportMetrics(nil); n != 0 {
+		t.Fatalf("an empty export rejected %d", n)
+	}
+	wait.For(t, 10*time.Second, "the own export forwarded", func() bool { return a.Forwarded()[0].Sent == 4 })
+	if _, err := newForwarder("otelcol:4318", nil); err == nil {
+		t.Error("a forward endpoint without a scheme taken")
 	}
 }

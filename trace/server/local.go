@@ -29,7 +29,7 @@ func (e localExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlyS
 		FromSDK(&out[i], sp)
 	}
 	if len(e.s.fwd) > 0 {
-		e.s.forward(trace.AppendExportRequest(nil, spans), "application/x-protobuf")
+		e.s.forward(sigTraces, trace.AppendExportRequest(nil, spans), "application/x-protobuf")
 	}
 	if n := e.s.Ingest(out); n > 0 {
 		return fmt.Errorf("trace: the collector's queue refused %d spans", n)

@@ -65,6 +65,7 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 			grpcStatus(w, grpcInvalidArgument, err.Error())
 			return
 		}
+		s.forward(sigLogs, msg, "application/x-protobuf")
 		if rejected := s.IngestLogs(records, untraced); rejected > 0 {
 			reply = partialSuccess(rejected, untracedLogs)
 		}
@@ -74,6 +75,7 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 			grpcStatus(w, grpcInvalidArgument, err.Error())
 			return
 		}
+		s.forward(sigMetrics, msg, "application/x-protobuf")
 		if rejected := s.IngestMetrics(rms); rejected > 0 {
 			reply = partialSuccess(rejected, "data points without a value, beyond the collector's series bound or outside its window")
 		}
@@ -83,7 +85,7 @@ func (s *Server) receiveGRPC(w http.ResponseWriter, r *http.Request) {
 			grpcStatus(w, grpcInvalidArgument, err.Error())
 			return
 		}
-		s.forward(msg, "application/x-protobuf") // the same message, over OTLP/HTTP
+		s.forward(sigTraces, msg, "application/x-protobuf") // the same message, over OTLP/HTTP
 		if rejected := s.Ingest(spans); rejected > 0 {
 			reply = partialSuccess(rejected, "the collector's ingest queue is full: spans dropped")
 		}

@@ -37,11 +37,7 @@ func (s *Server) receiveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, isJSON, err.Error())
 		return
 	}
-	if isJSON {
-		s.forward(b, "application/json")
-	} else {
-		s.forward(b, "application/x-protobuf")
-	}
+	s.forward(sigTraces, b, contentType(isJSON))
 	rejected := s.Ingest(spans)
 	msg := ""
 	if rejected > 0 {
@@ -108,6 +104,7 @@ func (s *Server) receiveMetricsHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, isJSON, err.Error())
 		return
 	}
+	s.forward(sigMetrics, b, contentType(isJSON))
 	writeReply(w, isJSON, "rejectedDataPoints", s.IngestMetrics(rms), "data points without a value, beyond the collector's series bound or outside its window")
 }
 
@@ -132,7 +129,16 @@ func (s *Server) receiveLogsHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, isJSON, err.Error())
 		return
 	}
+	s.forward(sigLogs, b, contentType(isJSON))
 	writeReply(w, isJSON, "rejectedLogRecords", s.IngestLogs(records, untraced), untracedLogs)
+}
+
+// contentType is an OTLP/HTTP body's media type.
+func contentType(isJSON bool) string {
+	if isJSON {
+		return "application/json"
+	}
+	return "application/x-protobuf"
 }
 
 // writeReply answers an accepted export: empty, or with a partial success

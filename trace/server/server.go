@@ -69,9 +69,11 @@ type Config struct {
 	Alerts Alerts
 	// Audit records the alert rules' changes (nil: not recorded).
 	Audit func(ctx context.Context, e audit.Entry)
-	// Forward lists OTLP/HTTP traces URLs (Jaeger, Tempo, an
-	// OpenTelemetry Collector, another Tangram) that every export
-	// received is sent on to, as received; ForwardRetry bounds the
+	// Forward lists OTLP/HTTP endpoints (Jaeger, Tempo, an OpenTelemetry
+	// Collector, another Tangram) that every export received is sent on
+	// to, as received: a signal's URL (…/v1/traces, …/v1/metrics,
+	// …/v1/logs) takes that signal, a base URL (http://host:4318) all
+	// three; ForwardRetry bounds the
 	// retries of one request (default 30 s). A forward queue that is full
 	// drops, never blocks.
 	Forward      []string
@@ -572,11 +574,34 @@ func (s *Server) stopWith(stopHTTP func(*http.Server) error) error {
 	return s.stopErr
 }
 
-// forward offers a received export to every forwarding endpoint.
-func (s *Server) forward(body []byte, contentType string) {
+// forward offers a received export of sig to every forwarding endpoint
+// that takes it.
+func (s *Server) forward(sig signal, body []byte, contentType string) {
 	for _, f := range s.fwd {
-		f.offer(body, contentType)
+		f.offer(sig, body, contentType)
 	}
+}
+
+// forwards says whether any forwarding endpoint takes sig.
+func (s *Server) forwards(sig signal) bool {
+	for _, f := range s.fwd {
+		if f.takes(sig) {
+			return true
+		}
+	}
+	return false
+}
+
+// ExportMetrics is IngestMetrics for this process's own metrics (the
+// server's sampler): they are forwarded too, encoded, to the endpoints
+// that take metrics.
+func (s *Server) ExportMetrics(rms []*metricspb.ResourceMetrics) (rejected int) {
+	if s.forwards(sigMetrics) {
+		if b, err := otlp.AppendMetricsRequest(nil, rms); err == nil {
+			s.forward(sigMetrics, b, "application/x-protobuf")
+		}
+	}
+	return s.IngestMetrics(rms)
 }
 
 // Forwarded returns each forwarding endpoint's counters.
