@@ -36,6 +36,18 @@ func dial(t *testing.T, h *servertest.Harness, ttl time.Duration) *lock.Client {
 	return c
 }
 
+// rawClient is an RPC connection to the server for calling the lock
+// methods by hand (no lock.Client, no keep-alive).
+func rawClient(t *testing.T, h *servertest.Harness) *rpc.Client {
+	t.Helper()
+	raw, err := rpc.Dial(context.Background(), h.Srv.RPCAddr(), rpc.WithToken(h.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
 // Waiters get the lock in the order they queued, each with a larger
 // token; TryLock does not queue.
 func TestMutexQueueAndFence(t *testing.T) {
@@ -112,11 +124,7 @@ func TestMutexQueueAndFence(t *testing.T) {
 func TestExpiredSessionPassesTheLock(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
-	raw, err := rpc.Dial(ctx, h.Srv.RPCAddr(), rpc.WithToken(h.Token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, h)
 	ttl := time.Second
 	ss, err := rpc.Call[lock.Session](ctx, raw, lock.MethodOpen, &lock.SessionRequest{Owner: "silent", TTLMs: ttl.Milliseconds()})
 	if err != nil {
@@ -263,11 +271,7 @@ func TestRestartKeepsNodesAndCounters(t *testing.T) {
 func TestKeyedAcquireIsIdempotent(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
-	raw, err := rpc.Dial(ctx, h.Srv.RPCAddr(), rpc.WithToken(h.Token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, h)
 	ss, err := rpc.Call[lock.Session](ctx, raw, lock.MethodOpen, &lock.SessionRequest{TTLMs: 10000})
 	if err != nil {
 		t.Fatal(err)
@@ -309,11 +313,7 @@ func TestKeyedAcquireIsIdempotent(t *testing.T) {
 func TestAcquireInDeadSessionQueuesNothing(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
-	raw, err := rpc.Dial(ctx, h.Srv.RPCAddr(), rpc.WithToken(h.Token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, h)
 	ss, err := rpc.Call[lock.Session](ctx, raw, lock.MethodOpen, &lock.SessionRequest{Owner: "short", TTLMs: time.Second.Milliseconds()})
 	if err != nil {
 		t.Fatal(err)
