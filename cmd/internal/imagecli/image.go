@@ -53,6 +53,15 @@ func ImageCommand(g *cliout.Printer) *cobra.Command {
 	}
 	c.PersistentFlags().StringVar(&root, "images", "", "image store (default: env TANGRAM_IMAGE_ROOT, else "+image.DefaultRoot+")")
 	store := func() (*image.Store, error) { return openImages(root) }
+	// storeAnd opens the store and finds ref in it.
+	storeAnd := func(ref string) (*image.Store, *image.Image, error) {
+		s, err := store()
+		if err != nil {
+			return nil, nil, err
+		}
+		im, err := s.Get(ref)
+		return s, im, err
+	}
 
 	var name string
 	imp := &cobra.Command{
@@ -106,11 +115,7 @@ func ImageCommand(g *cliout.Printer) *cobra.Command {
 	inspect := &cobra.Command{
 		Use: "inspect IMAGE", Short: "Print an image's manifest and config as JSON", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			im, err := s.Get(args[0])
+			_, im, err := storeAnd(args[0])
 			if err != nil {
 				return err
 			}
@@ -127,11 +132,7 @@ func ImageCommand(g *cliout.Printer) *cobra.Command {
 	history := &cobra.Command{
 		Use: "history IMAGE", Short: "Show how an image's layers were made", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			im, err := s.Get(args[0])
+			_, im, err := storeAnd(args[0])
 			if err != nil {
 				return err
 			}
@@ -152,11 +153,7 @@ func ImageCommand(g *cliout.Printer) *cobra.Command {
 	export := &cobra.Command{
 		Use: "export IMAGE FILE", Short: "Write an image as an OCI image layout tar (import reads it back)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			im, err := s.Get(args[0])
+			s, im, err := storeAnd(args[0])
 			if err != nil {
 				return err
 			}
@@ -193,11 +190,7 @@ func ImageCommand(g *cliout.Printer) *cobra.Command {
 	rm := &cobra.Command{
 		Use: "rm IMAGE", Aliases: []string{"remove"}, Short: "Remove an image (refused while a container uses it, unless --force)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			im, err := s.Get(args[0])
+			s, im, err := storeAnd(args[0])
 			if err != nil {
 				return err
 			}
@@ -275,11 +268,7 @@ func ImageCommand(g *cliout.Printer) *cobra.Command {
 	push := &cobra.Command{
 		Use: "push IMAGE HOST/REPO[:TAG]", Short: "Upload an image to a registry (OCI distribution API)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			im, err := s.Get(args[0])
+			s, im, err := storeAnd(args[0])
 			if err != nil {
 				return err
 			}
