@@ -95,6 +95,14 @@ func TestREADMETour(t *testing.T) {
 			_ = syscall.Kill(-sh.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
+		// The tour's background servers and broker are the shell's group:
+		// the temporary directories go only once every one has exited (a
+		// server still shutting down writes into its data directory).
+		gone := func() bool { return syscall.Kill(-sh.Process.Pid, 0) == syscall.ESRCH }
+		if !wait.Until(10*time.Second, gone) {
+			_ = syscall.Kill(-sh.Process.Pid, syscall.SIGKILL)
+			wait.For(t, 10*time.Second, "the tour's processes to exit", gone)
+		}
 	}()
 	outLines := make(chan string, 1024)
 	go func() {
