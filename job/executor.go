@@ -246,6 +246,10 @@ func (e *Executor) beat(ctx context.Context) error {
 	}
 	sort.Strings(names)
 	e.mu.Lock()
+	// Stamped under the lock that serveRun takes a run under: a run taken
+	// before this instant is in the lists below (or, delivered, finished
+	// in the store).
+	stamp := time.Now().UnixMilli()
 	running := e.running
 	var runs []int64
 	for id := range e.runs {
@@ -267,7 +271,7 @@ func (e *Executor) beat(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err := rpc.Call[Empty](cctx, e.cli, "tangram.Job/Heartbeat", &BeatRequest{App: e.cfg.App, Addr: e.addr, SignKey: e.key,
-		Capacity: e.cfg.Capacity, Running: running, Handlers: names, Runs: runs})
+		Capacity: e.cfg.Capacity, Running: running, Handlers: names, Runs: runs, Stamp: stamp})
 	return err
 }
 
@@ -314,6 +318,12 @@ func (e *Executor) serveRun(ctx context.Context, req *RunRequest) (*RunReply, er
 	h := e.handlers[req.Handler]
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if now := time.Now(); req.Deadline > 0 && now.UnixMilli() > req.Deadline {
+		// Checked under e.mu, as beat stamps its list: see BeatRequest.Stamp.
+		late := now.Sub(time.UnixMilli(req.Deadline)).Round(time.Millisecond)
+		e.log.Warn("job: a run arrived past its dispatch deadline; refused", "run", req.RunID, "late", late)
+		return nil, rpc.Errorf(rpc.FailedPrecondition, "run %d arrived %v past its dispatch deadline (assigned more than %v ago, or this host's clock is ahead of the scheduler's)", req.RunID, late, DispatchWindow)
+	}
 	if _, dup := e.seen[req.RunID]; dup {
 		return nil, rpc.Errorf(rpc.AlreadyExists, "run %d was already received (replay)", req.RunID)
 	}

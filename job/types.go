@@ -97,6 +97,13 @@ type RunRequest struct {
 	Block      string `msgpack:"block"`
 	TimeoutMS  int64  `msgpack:"timeout_ms"`
 	FireAt     int64  `msgpack:"fire_at"`
+	// Deadline (unix ms, the executor's clock) is the last moment the
+	// executor may take the run: its assignment (started_at in the store)
+	// plus DispatchWindow. A request held up past it — a scheduler paused
+	// while the run sat in its wheel, a call retried late — is refused, so
+	// a run the scheduler has since declared lost (and retried) never runs
+	// as well. Zero: no deadline.
+	Deadline int64 `msgpack:"deadline,omitempty"`
 	// Glue jobs carry their current source.
 	GlueType    string `msgpack:"glue_type,omitempty"`
 	GlueVersion int    `msgpack:"glue_version,omitempty"`
@@ -113,8 +120,8 @@ type RunRequest struct {
 
 func (r *RunRequest) canonical() string {
 	src := sha256.Sum256([]byte(r.GlueSource))
-	return fmt.Sprintf("run\n%d\n%d\n%s\n%s\n%d\n%d\n%d\n%s\n%d\n%d\n%d\n%s\n%d\n%x\n%s", r.RunID, r.JobID, r.Job, r.Handler,
-		r.ShardIndex, r.ShardTotal, r.Attempt, r.Block, r.TimeoutMS, r.FireAt, r.Stamp, r.GlueType, r.GlueVersion, src, r.Params)
+	return fmt.Sprintf("run\n%d\n%d\n%s\n%s\n%d\n%d\n%d\n%s\n%d\n%d\n%d\n%d\n%s\n%d\n%x\n%s", r.RunID, r.JobID, r.Job, r.Handler,
+		r.ShardIndex, r.ShardTotal, r.Attempt, r.Block, r.TimeoutMS, r.FireAt, r.Deadline, r.Stamp, r.GlueType, r.GlueVersion, src, r.Params)
 }
 
 // RunReply says whether the executor took the run.
@@ -350,7 +357,16 @@ type BeatRequest struct {
 	// here but is not listed (a dispatch cut short by a crash, an executor
 	// restarted at the same address) is failed, and retried per its job.
 	Runs []int64 `msgpack:"runs"`
+	// Stamp (unix ms, the executor's clock) is when Runs was taken. The
+	// scheduler fails only runs assigned more than twice DispatchWindow
+	// before it: an executor refuses a run past its Deadline, so a run not
+	// listed then can no longer arrive, however late this heartbeat is.
+	Stamp int64 `msgpack:"stamp,omitempty"`
 }
+
+// DispatchWindow is how long after its assignment a run may still be
+// taken by its executor (RunRequest.Deadline).
+const DispatchWindow = 5 * time.Second
 
 // ReportRequest is a run's outcome (tangram.Job/Report).
 type ReportRequest struct {

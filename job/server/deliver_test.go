@@ -228,3 +228,35 @@ func TestRunsPaging(t *testing.T) {
 		}
 	}
 }
+
+// A heartbeat's list counts from when the executor took it, not from when
+// it arrived: a heartbeat held up for seconds (a retried call, a server
+// paused with it) fails only the runs assigned dispatchGrace before its
+// stamp — a run assigned after that could still have reached the executor
+// after the list was taken, and failing it would run it twice.
+func TestReconcileCountsFromTheHeartbeatsStamp(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	var logs syncBuffer
+	s := testScheduler(t, st, &logs)
+	ctx := auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
+	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	taken := now.Add(-4 * time.Second) // the heartbeat's list is 4 s old
+	old := insertRun(t, s, j.ID, ms(taken.Add(-dispatchGrace-time.Second)), job.StatusRunning)
+	recent := insertRun(t, s, j.ID, ms(taken.Add(-dispatchGrace+time.Second)), job.StatusRunning)
+	s.reconcile(ctx, &job.BeatRequest{App: "a", Addr: "ex:1", Stamp: ms(taken)})
+	if r, _ := s.GetRun(ctx, old); r.Status != job.StatusFailed {
+		t.Fatalf("a run assigned %v before the list, not in it: %s (want failed as lost)", dispatchGrace+time.Second, r.Status)
+	}
+	if r, _ := s.GetRun(ctx, recent); r.Status != job.StatusRunning {
+		t.Fatalf("a run assigned %v before the list (it may have arrived after): %s (want still running)", dispatchGrace-time.Second, r.Status)
+	}
+	// Without a stamp (an older executor), the list counts from now.
+	s.reconcile(ctx, &job.BeatRequest{App: "a", Addr: "ex:1"})
+	if r, _ := s.GetRun(ctx, recent); r.Status != job.StatusFailed {
+		t.Fatalf("an unstamped heartbeat: %s (want failed)", r.Status)
+	}
+}

@@ -266,12 +266,14 @@ func (s *Scheduler) dispatch(ctx context.Context, j *job.Job, runID int64, part 
 	var lastErr error
 	for _, e := range s.route(j, rr.ShardIndex, ex) {
 		// Claim: pending → running on e, fenced.
+		started := ms(time.Now())
+		rr.Deadline = started + job.DispatchWindow.Milliseconds()
 		err := s.st.InTx(ctx, func(tx *store.Tx) error {
 			if err := s.fenceTx(ctx, tx, part, term); err != nil {
 				return err
 			}
 			res, err := tx.ExecContext(ctx, `UPDATE job_runs SET status = 'running', executor = ?, started_at = ?, term = ? WHERE id = ? AND status = 'pending'`,
-				e.Addr, ms(time.Now()), term, runID)
+				e.Addr, started, term, runID)
 			if err != nil {
 				return err
 			}
@@ -593,7 +595,7 @@ type sending struct {
 func (s *Scheduler) sendAsync(ctx context.Context, j *job.Job, a assigned, part int, term int64) *sending {
 	sd := &sending{j: j, a: a, part: part, term: term}
 	rr := job.RunRequest{RunID: a.id, JobID: j.ID, Job: j.Name, Handler: j.Handler, Params: j.Params, ShardIndex: a.shard, ShardTotal: a.total,
-		Block: j.Block, TimeoutMS: j.Timeout.D().Milliseconds(), FireAt: a.fireAt}
+		Block: j.Block, TimeoutMS: j.Timeout.D().Milliseconds(), FireAt: a.fireAt, Deadline: a.started + job.DispatchWindow.Milliseconds()}
 	sd.span = s.startRunSpan(ctx, j, &rr, a.ex.Addr)
 	s.stamp(&rr)
 	rr.Sign(a.ex.SignKey)
@@ -624,6 +626,12 @@ func (s *Scheduler) sent(ctx context.Context, sd *sending) {
 		if reply.Discarded {
 			s.finish(ctx, sd.a.id, job.StatusDiscarded, "the previous run is still going (block strategy discard_later)", "")
 		}
+		return
+	}
+	if rpc.CodeOf(err) == rpc.FailedPrecondition {
+		// Refused as past its dispatch deadline (this server was held up):
+		// the executor is fine; the run fails and is retried per its job.
+		s.finish(ctx, sd.a.id, job.StatusFailed, fmt.Sprintf("executor %s: %v", sd.a.ex.Addr, err), "")
 		return
 	}
 	s.forgetExecutors(sd.j.App)

@@ -419,6 +419,9 @@ type assigned struct {
 	shard  int
 	total  int
 	ex     *job.ExecutorInfo
+	// started is the run's started_at (unix ms): its RunRequest.Deadline
+	// is this plus job.DispatchWindow.
+	started int64
 }
 
 // plannedRun is a run a claim inserts: its row's values, and (once
@@ -463,6 +466,7 @@ func (s *Scheduler) planAssigned(ctx context.Context, tx *store.Tx, j *job.Job, 
 			if cands := s.route(j, i, ex); len(cands) > 0 {
 				e := cands[0]
 				pr.a.ex, pr.status, pr.addr, pr.started = &e, job.StatusRunning, e.Addr, ms(now)
+				pr.a.started = pr.started
 			}
 		}
 		out = append(out, pr)

@@ -88,10 +88,20 @@ func (s *Scheduler) heartbeat(ctx context.Context, req *job.BeatRequest) error {
 }
 
 // reconcile fails the runs the store has running on this executor that it
-// does not have (after a grace for a dispatch still on its way).
+// does not have. Only runs assigned dispatchGrace before the executor took
+// its list count: an executor refuses a run DispatchWindow after its
+// assignment (RunRequest.Deadline), so such a run, not listed, can no
+// longer arrive — not from a scheduler that was paused with it, nor from a
+// call retried late — and failing it (and retrying per the job) never runs
+// it twice. Both instants are the executor's clock, so skew between hosts
+// does not matter; a heartbeat without a stamp counts from now.
 func (s *Scheduler) reconcile(ctx context.Context, req *job.BeatRequest) {
+	taken := time.Now()
+	if req.Stamp > 0 && req.Stamp < ms(taken) {
+		taken = fromMS(req.Stamp)
+	}
 	rows, err := s.st.QueryContext(ctx, `SELECT id FROM job_runs WHERE executor = ? AND status = 'running' AND started_at < ?`,
-		req.Addr, ms(time.Now().Add(-dispatchGrace)))
+		req.Addr, ms(taken.Add(-dispatchGrace)))
 	if err != nil {
 		return
 	}
@@ -114,8 +124,9 @@ func (s *Scheduler) reconcile(ctx context.Context, req *job.BeatRequest) {
 }
 
 // dispatchGrace is how long a run may be marked running on an executor
-// before the executor's heartbeats must list it.
-const dispatchGrace = 10 * time.Second
+// before the executor's heartbeats must list it: longer than
+// job.DispatchWindow, after which the executor refuses it.
+const dispatchGrace = 2 * job.DispatchWindow
 
 // appOfRun checks that a run belongs to a job of app.
 func (s *Scheduler) appOfRun(ctx context.Context, runID int64, app string) error {
