@@ -116,6 +116,24 @@ type entry[V any] struct {
 	nf    bool
 	stale bool // its fill was voided by a change during the load: not kept
 	size  uint32
+	// Set when the entry goes into the local tier (Cache.keep): its key,
+	// and when it expires there (the coarse clock's nanoseconds), which
+	// the front checks too.
+	key string
+	exp int64
+	// dead is set (to 1, atomically with its removal) when the local tier
+	// drops the entry for any reason; the front then no longer serves it.
+	// A plain word read with sync/atomic: entries are values until kept.
+	dead uint32
+}
+
+// value is the entry as Get returns it.
+func (e *entry[V]) value() (V, error) {
+	if e.nf {
+		var zero V
+		return zero, ErrNotFound
+	}
+	return e.v, nil
 }
 
 // Stats counts what a Cache did. LocalHits is sampled (one hit in 16
@@ -132,9 +150,10 @@ type Cache[V any] struct {
 	cfg    Config[V]
 	codec  Codec[V]
 	prefix string // Prefix + Name + ":"
-	local  *otter.Cache[string, entry[V]]
+	local  *otter.Cache[string, *entry[V]]
+	front  *front[V] // in front of local (nil without it, or with RefreshAfter)
 	clock  *otter.CoarseClock
-	loader otter.Loader[string, entry[V]]
+	loader otter.Loader[string, *entry[V]]
 	flight singleflight.Group // loads when there is no local tier
 	hot    *hotKeys
 	mode   Invalidation // resolved: tracking, pub/sub or none
@@ -206,22 +225,23 @@ func New[V any](cfg Config[V]) (*Cache[V], error) {
 		// leave the local tier up to 1 ms early (TTLs are jittered by ±5%
 		// anyway) — a reload, never a stale read.
 		c.clock = otter.NewCoarseClock(time.Millisecond)
-		opts := &otter.Options[string, entry[V]]{
+		opts := &otter.Options[string, *entry[V]]{
 			Clock:         c.clock,
 			MaximumWeight: uint64(cfg.LocalMaxBytes),
-			Weigher:       func(k string, e entry[V]) uint32 { return e.size + uint32(len(k)) + 48 },
-			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[V]]) time.Duration {
-				if e.Value.stale {
-					return time.Nanosecond // returned to its caller, kept by no one
-				}
-				if e.Value.nf {
-					return c.jitter(min(cfg.NotFoundTTL, cfg.LocalTTL))
-				}
-				return c.jitter(cfg.LocalTTL)
+			Weigher:       func(k string, e *entry[V]) uint32 { return e.size + uint32(len(k)) + 48 },
+			// The expiry was drawn when the entry was made (keep), so
+			// the front can check it too.
+			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *entry[V]]) time.Duration {
+				return time.Duration(max(e.Value.exp-c.clock.NowNano(), 1))
 			}),
+			OnAtomicDeletion: func(e otter.DeletionEvent[string, *entry[V]]) { atomic.StoreUint32(&e.Value.dead, 1) },
 		}
 		if cfg.RefreshAfter > 0 {
-			opts.RefreshCalculator = otter.RefreshWriting[string, entry[V]](cfg.RefreshAfter)
+			opts.RefreshCalculator = otter.RefreshWriting[string, *entry[V]](cfg.RefreshAfter)
+		} else {
+			// A refreshing tier returns stale entries while it reloads
+			// them: that is its Get's decision, so it has no front.
+			c.front = newFront[V]()
 		}
 		local, err := otter.New(opts)
 		if err != nil {
@@ -296,24 +316,59 @@ func (c *Cache[V]) jitter(d time.Duration) time.Duration {
 // else Config.Load (one load per key at a time in this process; the
 // result is stored in both tiers). A missing key is ErrNotFound.
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
-	if c.local != nil && c.cfg.RefreshAfter == 0 {
-		if e, ok := c.local.GetIfPresent(key); ok {
-			// Hits are counted one in hitSample, by hitSample: a counter
-			// every core writes on each hit would cost more than the hit.
-			if rand.Uint32()&(hitSample-1) == 0 {
-				c.localHits.Add(hitSample)
-				if c.hot != nil {
-					c.hot.observe(key, hitSample)
-				}
-			}
-			if e.nf {
-				var zero V
-				return zero, ErrNotFound
-			}
-			return e.v, nil
+	if c.front != nil {
+		if e, ok := c.localGet(key, true); ok {
+			return e.value()
 		}
 	}
 	return c.miss(ctx, key)
+}
+
+// localGet is a hit in the front or the local tier (with the front: not
+// in RefreshAfter mode). Hits are counted one in hitSample (front hits one
+// in frontSample), with that weight: a counter every core writes on each
+// hit would cost more than the hit. The sampled hits also feed the hot-key
+// detector (observe), promote the key into the front, and — for a front
+// hit, which the local tier does not see — tell the local tier's eviction
+// policy the key is in use (a key hot enough to stay in the front is read
+// there thousands of times between its evictions' decisions).
+func (c *Cache[V]) localGet(key string, observe bool) (*entry[V], bool) {
+	if e, ok := c.front.get(key, c.clock.NowNano()); ok {
+		if rand.Uint32()&(frontSample-1) == 0 {
+			c.sampledHit(key, observe, frontSample)
+			c.local.GetIfPresent(key)
+		}
+		return e, true
+	}
+	e, ok := c.local.GetIfPresent(key)
+	if ok && rand.Uint32()&(hitSample-1) == 0 {
+		c.sampledHit(key, observe, hitSample)
+		c.front.promote(key, e)
+	}
+	return e, ok
+}
+
+func (c *Cache[V]) sampledHit(key string, observe bool, weight uint32) {
+	c.localHits.Add(uint64(weight))
+	if observe && c.hot != nil {
+		c.hot.observe(key, weight)
+	}
+}
+
+// keep makes the entry the local tier stores for key, its expiry drawn
+// now (jittered).
+func (c *Cache[V]) keep(key string, e entry[V]) *entry[V] {
+	e.key = key
+	now := c.clock.NowNano()
+	switch {
+	case e.stale:
+		e.exp = now // returned to its caller, kept by no one
+	case e.nf:
+		e.exp = now + int64(c.jitter(min(c.cfg.NotFoundTTL, c.cfg.LocalTTL)))
+	default:
+		e.exp = now + int64(c.jitter(c.cfg.LocalTTL))
+	}
+	return &e
 }
 
 // miss is Get past the local tier.
@@ -322,7 +377,7 @@ func (c *Cache[V]) miss(ctx context.Context, key string) (V, error) {
 	if c.cfg.Load == nil {
 		return zero, errors.New("cache: no Config.Load; use GetWith")
 	}
-	var e entry[V]
+	var e *entry[V]
 	var err error
 	switch {
 	case c.local != nil && c.cfg.RefreshAfter > 0:
@@ -335,31 +390,29 @@ func (c *Cache[V]) miss(ctx context.Context, key string) (V, error) {
 		var v any
 		v, err, _ = c.flight.Do(key, func() (any, error) { return c.fill(ctx, key) })
 		if err == nil {
-			e = v.(entry[V])
+			x := v.(entry[V])
+			e = &x
 		}
 	}
 	if err != nil {
 		c.errs.Add(1)
 		return zero, err
 	}
-	if e.nf {
-		return zero, ErrNotFound
-	}
-	return e.v, nil
+	return e.value()
 }
 
 // GetWith is Get with a loader for this call (it runs only on a miss).
 func (c *Cache[V]) GetWith(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (V, error) {
-	if c.local != nil {
+	if c.front != nil {
+		if e, ok := c.localGet(key, false); ok {
+			return e.value()
+		}
+	} else if c.local != nil {
 		if e, ok := c.local.GetIfPresent(key); ok {
 			if rand.Uint32()&(hitSample-1) == 0 {
 				c.localHits.Add(hitSample)
 			}
-			if e.nf {
-				var zero V
-				return zero, ErrNotFound
-			}
-			return e.v, nil
+			return e.value()
 		}
 	}
 	var zero V
@@ -370,7 +423,7 @@ func (c *Cache[V]) GetWith(ctx context.Context, key string, load func(ctx contex
 	}
 	e := v.(entry[V])
 	if c.local != nil && !e.stale && (!c.cfg.HotOnly || c.hot.isHot(key)) {
-		c.local.SetIfAbsent(key, e)
+		c.local.SetIfAbsent(key, c.keep(key, e))
 	}
 	if e.nf {
 		return zero, ErrNotFound
@@ -542,30 +595,42 @@ func randToken() []byte {
 }
 
 // hitSample: one local hit in this many is counted by the hot-key
-// detector, with this weight (the hit path stays a few ns).
-const hitSample = 16
+// detector, with this weight (the hit path stays a few ns); frontSample
+// the same for hits in the front, whose hit costs a few ns less again.
+const (
+	hitSample   = 16
+	frontSample = 128
+)
 
 // tierLoader loads into the local tier: Load past it (remote tier, then
 // source); Reload — a stale-while-revalidate refresh — from the source,
 // since the remote tier may hold the same old value.
 type tierLoader[V any] struct{ c *Cache[V] }
 
-func (l tierLoader[V]) Load(ctx context.Context, key string) (entry[V], error) {
-	return l.c.fill(ctx, key)
+func (l tierLoader[V]) Load(ctx context.Context, key string) (*entry[V], error) {
+	e, err := l.c.fill(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return l.c.keep(key, e), nil
 }
 
-func (l tierLoader[V]) Reload(ctx context.Context, key string, _ entry[V]) (entry[V], error) {
+func (l tierLoader[V]) Reload(ctx context.Context, key string, _ *entry[V]) (*entry[V], error) {
 	c := l.c
-	if c.cfg.Remote == nil {
-		return c.fillSource(ctx, key, c.cfg.Load, nil)
+	var expect []byte
+	if c.cfg.Remote != nil {
+		// The value now in the remote tier is what the refresh may
+		// replace: a Delete meanwhile (or a newer fill) voids it.
+		b, err := c.cfg.Remote.Get(ctx, c.prefix+key).Bytes()
+		if err == nil && len(b) > 0 && b[0] != tagLease {
+			expect = b
+		}
 	}
-	// The value now in the remote tier is what the refresh may replace: a
-	// Delete meanwhile (or a newer fill) voids it.
-	b, err := c.cfg.Remote.Get(ctx, c.prefix+key).Bytes()
-	if err != nil || len(b) == 0 || b[0] == tagLease {
-		return c.fillSource(ctx, key, c.cfg.Load, nil)
+	e, err := c.fillSource(ctx, key, c.cfg.Load, expect)
+	if err != nil {
+		return nil, err
 	}
-	return c.fillSource(ctx, key, c.cfg.Load, b)
+	return c.keep(key, e), nil
 }
 
 // fillSource loads key from the source. With expect (the lease, or the
@@ -684,7 +749,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 		c.publish(ctx, key)
 	}
 	if c.local != nil {
-		c.local.Set(key, entry[V]{v: v, size: uint32(len(b))})
+		c.local.Set(key, c.keep(key, entry[V]{v: v, size: uint32(len(b))}))
 	}
 	return nil
 }

@@ -110,7 +110,19 @@ func TestJobsNoDoubleFireUnderKill9(t *testing.T) {
 	// A pause longer than the lease (SIGSTOP: a GC pause, a frozen VM): the
 	// other server takes the partitions; when the paused one wakes, its
 	// stale claims must fail the fencing check.
+	// The paused server is one that holds partitions, so that it has
+	// claimed runs in its wheel when it stops.
+	owned := func(s *srv) int {
+		var st job.Status
+		if apiclient.New("http://"+s.http, servertest.AdminToken).Do(ctx, "GET", "/api/v1/job-status", nil, &st) != nil {
+			return 0
+		}
+		return len(st.Owned)
+	}
 	i := rand.IntN(2)
+	if owned(srvs[i]) == 0 {
+		i = 1 - i
+	}
 	if err := srvs[i].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
