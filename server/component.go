@@ -230,6 +230,7 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 		tc.Store, tc.Logger, tc.NodeName, tc.Registerer = s.st, s.log.With("component", "txn"), s.cfg.NodeName, s.reg
 		tc.AlarmWebhook, tc.AlarmEmails, tc.SMTP = s.cfg.TxnAlarmWebhook, s.cfg.TxnAlarmEmails, smtpCfg
 		tc.TracerProvider = s.tp
+		tc.Allow = s.cfg.TxnAllow
 		// rpc://SERVICE/… branch targets are found in this server's
 		// registry (read at call time: the registry is built first when
 		// this process runs one).

@@ -132,6 +132,9 @@ type Config struct {
 	// coordinator parks a transaction as failed.
 	TxnAlarmWebhook string
 	TxnAlarmEmails  []string
+	// TxnAllow lists where transaction branches may be called
+	// (txn.ParseAllow); empty: anywhere.
+	TxnAllow []string
 	// BrokerAddr is the in-process MQ broker's listener (default ":7072";
 	// "off" runs none: brokers then run as `tangram broker`). Its data is
 	// in <DataDir>/broker. BrokerName defaults to "broker-<hostname>";

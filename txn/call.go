@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 
@@ -95,6 +96,10 @@ type Caller struct {
 	Resolve func(namespace, group, service string) (rpc.Resolver, error)
 	// DialOptions for RPC participants (a token, timeouts).
 	DialOptions []rpc.DialOption
+	// Allow, when set, refuses targets outside it (Allow.Check) and
+	// dials direct RPC targets through Allow.DialContext; the HTTP client
+	// must dial through it too (tangram server sets both up).
+	Allow *Allow
 
 	mu      sync.Mutex
 	clients map[string]*rpc.Client
@@ -105,6 +110,9 @@ type Caller struct {
 func (c *Caller) Call(ctx context.Context, target string, bi BranchInfo, payload []byte) error {
 	t, err := ParseTarget(target)
 	if err != nil {
+		return err
+	}
+	if err := c.Allow.Check(t); err != nil {
 		return err
 	}
 	if t.RPC() {
@@ -185,6 +193,10 @@ func (c *Caller) client(ctx context.Context, t Target) (*rpc.Client, error) {
 		return cl, nil
 	}
 	opts := append([]rpc.DialOption(nil), c.DialOptions...)
+	if c.Allow != nil && t.Direct() {
+		dial := c.Allow.DialContext(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+		opts = append(opts, rpc.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }))
+	}
 	if !t.Direct() {
 		if c.Resolve == nil {
 			return nil, fmt.Errorf("txn: rpc://%s/%s: no registry to find service %q in; name a host:port", t.Host, t.Method, t.Host)

@@ -150,6 +150,7 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 	f.BoolVar(&cfg.BrokerNoAutoCreate, "broker-no-auto-create", false, "refuse sends to topics that do not exist")
 	f.StringVar(&cfg.TxnAlarmWebhook, "txn-alarm-webhook", "", "URL that receives a transaction parked as failed (JSON, POST)")
 	f.StringSliceVar(&cfg.TxnAlarmEmails, "txn-alarm-email", nil, "addresses e-mailed when a transaction is parked as failed (needs --smtp-addr)")
+	f.StringSliceVar(&cfg.TxnAllow, "txn-allow", nil, "where transaction branches may be called: host or service names, *.domain, addresses, networks (10.0.0.0/8); empty: anywhere")
 	f.StringVar(&cfg.SMTP.Addr, "smtp-addr", "", "mail server (host:port) for alarm e-mails (jobs, transactions)")
 	f.StringVar(&cfg.SMTP.From, "smtp-from", "tangram@localhost", "sender of alarm e-mails")
 	f.StringVar(&cfg.SMTP.Username, "smtp-user", "", "SMTP user (password in TANGRAM_SMTP_PASSWORD); PLAIN auth needs TLS or a local server")

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -73,6 +74,12 @@ type Config struct {
 	Resolve func(namespace, group, service string) (rpc.Resolver, error)
 	// BranchDialOptions are used to dial RPC participants.
 	BranchDialOptions []rpc.DialOption
+	// Allow lists where branches may be called (txn.ParseAllow: host
+	// and service names, *.domain, addresses and networks); empty: any
+	// target. A branch outside it is refused when registered and, should
+	// the list change across a restart, when called (a retryable error:
+	// the transaction is parked after its attempts).
+	Allow []string
 	// Alarm is called when a transaction is parked as failed. Without it,
 	// the server logs a warning and, when AlarmWebhook or AlarmEmails is
 	// set, posts the transaction as JSON to the webhook and e-mails it
@@ -161,6 +168,14 @@ func (c Config) Validate() error {
 	if len(c.AlarmEmails) > 0 && (c.SMTP == nil || c.SMTP.Addr == "") {
 		return errors.New("txn/server: alarm e-mails need an SMTP server (tangram server --smtp-addr)")
 	}
+	if _, err := txn.ParseAllow(c.Allow); err != nil {
+		return fmt.Errorf("txn/server: %w", err)
+	}
+	if len(c.Allow) > 0 && c.HTTPClient != nil {
+		if _, ok := c.HTTPClient.Transport.(*http.Transport); !ok {
+			return errors.New("txn/server: Allow needs Config.HTTPClient's Transport to be an *http.Transport (its connections are checked)")
+		}
+	}
 	return nil
 }
 
@@ -176,6 +191,7 @@ type Server struct {
 	alarms *alarm.Sender // nil: Config.Alarm, or a log line only
 	caller *txn.Caller
 	apps   appCache // each transaction's app, for permission checks
+	allow  *txn.Allow
 
 	mu      sync.Mutex
 	started bool
@@ -194,11 +210,22 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	allow, _ := txn.ParseAllow(cfg.Allow) // checked by Validate
+	if allow != nil {
+		// Every HTTP branch connection is checked as it is made.
+		tr := cfg.HTTPClient.Transport.(*http.Transport).Clone()
+		tr.Proxy = nil // a proxy would connect for us, out of the check's sight
+		tr.DialContext = allow.DialContext(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+		hc := *cfg.HTTPClient
+		hc.Transport = tr
+		cfg.HTTPClient = &hc
+	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, sem: make(chan struct{}, cfg.Workers),
 		holder: fmt.Sprintf("%s#%016x", cfg.NodeName, time.Now().UnixNano()), driving: map[string]bool{},
 		waiters: map[string][]*waiter{}, kick: make(chan struct{}, 1), m: newMetrics(),
 		tracer: cfg.TracerProvider.Tracer("github.com/tangram-dev/tangram/txn/server"),
-		caller: &txn.Caller{HTTP: cfg.HTTPClient, Resolve: cfg.Resolve, DialOptions: cfg.BranchDialOptions}}
+		allow:  allow,
+		caller: &txn.Caller{HTTP: cfg.HTTPClient, Resolve: cfg.Resolve, DialOptions: cfg.BranchDialOptions, Allow: allow}}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	if cfg.Registerer != nil {
 		if err := s.m.register(cfg.Registerer); err != nil {
@@ -312,7 +339,7 @@ func (s *Server) options(o txn.Options) txn.Options {
 	return o
 }
 
-func checkStep(mode txn.Mode, st txn.Step, n, i int) error {
+func checkStep(allow *txn.Allow, mode txn.Mode, st txn.Step, n, i int) error {
 	var need []string
 	switch mode {
 	case txn.ModeSaga:
@@ -321,7 +348,11 @@ func checkStep(mode txn.Mode, st txn.Step, n, i int) error {
 		need = []string{st.Confirm, st.Cancel}
 	}
 	for _, t := range need {
-		if err := txn.ValidTarget(t); err != nil {
+		pt, err := txn.ParseTarget(t)
+		if err == nil {
+			err = allow.Check(pt)
+		}
+		if err != nil {
 			return fmt.Errorf("step %d: %w", i, err)
 		}
 	}
@@ -398,7 +429,7 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (txn.Reg
 		if txn.Status(status) != txn.StatusPrepared {
 			return fmt.Errorf("%w: register a branch of %s: it is %s", txn.ErrState, req.XID, status)
 		}
-		if err := checkStep(txn.Mode(mode), req.Step, n+1, n); err != nil {
+		if err := checkStep(s.allow, txn.Mode(mode), req.Step, n+1, n); err != nil {
 			return err
 		}
 		if len(keys) > 0 && txn.Mode(mode) != txn.ModeAT {
@@ -443,7 +474,7 @@ func (s *Server) registerBranch(ctx context.Context, req txn.RegisterRequest) (t
 	if len(req.Step.After) > 0 {
 		return txn.RegisterReply{}, fmt.Errorf("%w: register a branch of %s: after is for saga steps", txn.ErrBadRequest, req.XID)
 	}
-	if err := checkStep(txn.ModeTCC, req.Step, 0, 0); err != nil { // every prepared mode needs the same targets
+	if err := checkStep(s.allow, txn.ModeTCC, req.Step, 0, 0); err != nil { // every prepared mode needs the same targets
 		return txn.RegisterReply{}, err
 	}
 	step, _ := json.Marshal(req.Step)
@@ -669,7 +700,7 @@ func (s *Server) createSaga(ctx context.Context, req txn.SubmitRequest) (txn.Glo
 		return txn.Global{}, err
 	}
 	for i, st := range req.Steps {
-		if err := checkStep(txn.ModeSaga, st, len(req.Steps), i); err != nil {
+		if err := checkStep(s.allow, txn.ModeSaga, st, len(req.Steps), i); err != nil {
 			return txn.Global{}, err
 		}
 	}

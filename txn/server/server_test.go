@@ -387,3 +387,28 @@ func TestCallsCheckTheTransactionsApp(t *testing.T) {
 		t.Fatalf("an editor's own app: %v", err)
 	}
 }
+
+// With --txn-allow, a branch outside the list is refused when the
+// transaction is submitted, naming its host; branches inside run as usual.
+func TestAllowListRefusesOtherTargets(t *testing.T) {
+	c, a, b := setup(t, func(cfg *server.Config) { cfg.TxnAllow = []string{"127.0.0.0/8", "::1"} })
+	ctx := ctxT(t)
+	_, err := c.NewSaga(fast).
+		Add(a.url("/saga/debit"), a.url("/saga/debit-undo"), transfer{"alice", 30}).
+		Add("http://169.254.169.254/latest/meta-data", b.url("/saga/credit-undo"), transfer{"bob", 30}).
+		Submit(ctx, true)
+	if err == nil || !errors.Is(err, txn.ErrBadRequest) || !strings.Contains(err.Error(), "169.254.169.254") {
+		t.Fatalf("a branch at the metadata address: %v (want refused, naming it)", err)
+	}
+	if a.account(t, "alice").balance != 100 {
+		t.Fatalf("the refused transaction moved money: %+v", a.account(t, "alice"))
+	}
+	g, err := c.NewSaga(fast).
+		Add(a.url("/saga/debit"), a.url("/saga/debit-undo"), transfer{"alice", 30}).
+		Add(b.url("/saga/credit"), b.url("/saga/credit-undo"), transfer{"bob", 30}).
+		Submit(ctx, true)
+	if err != nil || g.Status != txn.StatusCommitted {
+		t.Fatalf("branches inside the list: %+v %v", g, err)
+	}
+	conserved(t, a, b)
+}
