@@ -1,6 +1,6 @@
 // Package cache is a two-tier cache for the cache-aside pattern: an
 // in-process tier (otter) over a remote tier (the embedded kv store,
-// Redis or Redis Cluster), with the seed's protections — one load per key
+// Redis or Redis Cluster), with the usual protections — one load per key
 // however many callers miss together (a stampede), not-found placeholders
 // and an optional Bloom filter (penetration), TTL jitter (avalanche),
 // stale-while-revalidate, and a hot-key detector. Writers update the

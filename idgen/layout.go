@@ -1,5 +1,5 @@
 // Package idgen makes unique 64-bit IDs: snowflake generators over a
-// configurable bit layout (Twitter's, Sonyflake's, and the seed's variant
+// configurable bit layout (Twitter's, Sonyflake's, and the "seed" variant
 // that carries the order type, machine and the database and table a row
 // lives in, so the sharding layer can route by ID alone), and Decode to
 // read an ID's fields back. Docs: docs/idgen.md.
@@ -67,12 +67,12 @@ func Sonyflake() Layout {
 		Fields: []Field{{FieldTime, 39}, {FieldSeq, 8}, {"machine", 16}}}
 }
 
-// Seed is the seed's snowflake variant in 63 bits: time (40 bits of ms,
-// 34 years), sequence (8: 256 per ms), order type (3), machine (6), and
-// the database (2) and table (4) suffixes of the row — 4 databases × 16
-// tables, read back by the sharding layer from the ID. (The seed's decimal
-// form, 15 + 4 + 2 + 7 + 2 + 2 digits, does not fit 64 bits; these are its
-// fields in binary.)
+// Seed is the snowflake variant that says where its row lives, in 63
+// bits: time (40 bits of ms, 34 years), sequence (8: 256 per ms), order
+// type (3), machine (6), and the database (2) and table (4) suffixes of
+// the row — 4 databases × 16 tables, read back by the sharding layer from
+// the ID. (Its usual decimal form, 15 + 4 + 2 + 7 + 2 + 2 digits, does not
+// fit 64 bits; these are its fields in binary.)
 func Seed() Layout {
 	return Layout{Name: "seed", Epoch: DefaultEpoch, Unit: time.Millisecond,
 		Fields: []Field{{FieldTime, 40}, {FieldSeq, 8}, {"type", 3}, {"machine", 6}, {"db", 2}, {"table", 4}}}

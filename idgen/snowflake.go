@@ -16,7 +16,7 @@ type Config struct {
 	// Every field but time, seq and the ones given per ID must be here.
 	Fixed map[string]int64
 	// PerID names the fields given with each ID, in NextFor's order
-	// (the seed layout's type, db, table).
+	// (the Seed layout's type, db, table).
 	PerID []string
 	// MaxBackward is how far back the clock may step and be bridged: IDs
 	// go on from the last time used while its sequence lasts, then wait

@@ -10,7 +10,7 @@ import (
 // Idempotent consumption: a message can arrive more than once (a producer
 // retry, a consumer that died before committing, a rebalance), so a
 // handler with effects that must happen once records the messages it
-// processed — the seed's dedup table of message IDs — and skips repeats.
+// processed — a dedup table of message IDs — and skips repeats.
 
 // Claim is what a DedupStore says about a message ID.
 type Claim int

@@ -22,7 +22,7 @@ const (
 	TxRollback
 )
 
-// SendTransaction is the seed's consistent message queue: it stores m as
+// SendTransaction is the reliable-message pattern: it stores m as
 // a half message (invisible to consumers), runs local (the local
 // transaction), and commits the message when local returns TxCommit, or
 // rolls it back on TxRollback or an error. If this process dies or the

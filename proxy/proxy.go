@@ -2,7 +2,7 @@
 // traffic to the healthy instances of services found through the registry,
 // with the RPC client's balancers. Run one per host and it is the sidecar the
 // host's clients share; run it centrally and it is the F5-style proxy — the
-// seed's other two registry deployment modes.
+// other two registry deployment modes (beside the client-side one).
 //
 // RPC routes forward unary and oneway calls frame by frame (bodies are not
 // decoded; metadata passes through), so each call is balanced on its own;

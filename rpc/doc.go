@@ -1,5 +1,5 @@
-// Package rpc is Tangram RPC: a multiplexed binary RPC framework — the seed's
-// "call a remote function like a local one".
+// Package rpc is Tangram RPC: a multiplexed binary RPC framework: "call a
+// remote function like a local one".
 //
 // A Server dispatches calls by "Service/Method" to typed handlers (Handle,
 // HandleStream) or to methods found by reflection (Server.Register). A Client

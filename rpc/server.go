@@ -273,7 +273,7 @@ var (
 //
 //	func (T) Name(ctx context.Context, req *Req) (*Resp, error)
 //
-// as "service/Name", found and called by reflection (the seed's dispatch by
+// as "service/Name", found and called by reflection (dispatch by
 // name). Methods of other shapes are skipped; an impl with none is an error.
 func (s *Server) Register(service string, impl any, opts ...MethodOption) error {
 	v := reflect.ValueOf(impl)

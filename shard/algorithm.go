@@ -448,7 +448,7 @@ func (a *inlineAlg) ranged([]string, string, Cond) ([]string, bool, error) {
 	return nil, false, errRangeRefused
 }
 
-// idSuffixAlg: ID_SUFFIX reads a field of an idgen ID (the seed layout's
+// idSuffixAlg: ID_SUFFIX reads a field of an idgen ID (the Seed layout's
 // db or table suffix) and picks the target ending in it.
 type idSuffixAlg struct {
 	layout idgen.Layout

@@ -15,7 +15,7 @@ var KeyGeneratorTypes = []string{"SNOWFLAKE", "SEED"}
 //
 //   - SNOWFLAKE: idgen's Twitter layout (props worker-id, 0..1023); the
 //     row is then routed by the ID like by any given value.
-//   - SEED: the seed's layout, whose db and table fields say where the row
+//   - SEED: idgen's Seed layout, whose db and table fields say where the row
 //     lives (props machine 0..63, type 0..7): the row is routed first — by
 //     its other sharding columns, and where a strategy shards by the key
 //     itself (which must then be ID_SUFFIX), to the next target in turn —
@@ -77,7 +77,7 @@ func newKeyGen(typ string, p props) (*keyGen, error) {
 }
 
 // checkSeed: under a SEED generator, a strategy on the key column must
-// read the ID's own field (ID_SUFFIX over the seed layout's db or table).
+// read the ID's own field (ID_SUFFIX over the Seed layout's db or table).
 func (k *keyGen) checkSeed(s *strategy, field string) error {
 	if !k.seed || s == nil || len(s.columns) != 1 || s.columns[0] != k.column {
 		return nil

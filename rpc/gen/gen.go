@@ -1,5 +1,5 @@
 // Package gen writes typed Tangram RPC clients and server registrations for
-// Go interfaces — Go's answer to the seed's dynamic proxy: the caller holds a
+// Go interfaces — Go's answer to a Java dynamic proxy: the caller holds a
 // value implementing the service interface, and every method call becomes a
 // remote call. `tangram rpc gen` is its command line.
 //

@@ -1,6 +1,6 @@
 // Package msg sends two-phase messages: a local database transaction and
-// a message to Tangram MQ that both happen or neither does — the seed's
-// consistent message queue, DTM's "2-phase message", built on the
+// a message to Tangram MQ that both happen or neither does — the
+// reliable-message pattern, DTM's "2-phase message", built on the
 // broker's transactional (half) messages with the sub-transaction barrier
 // making the broker's check-back exact.
 //

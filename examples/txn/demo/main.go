@@ -1,4 +1,4 @@
-// Command demo is the seed's transfer example as global transactions: two
+// Command demo is the classic transfer example as global transactions: two
 // banks, each a service with its own database (SQLite files here; any of
 // SQLite, PostgreSQL or MariaDB works the same), move money between
 // alice (bank A) and bob (bank B) through the coordinator of a running

@@ -1,4 +1,4 @@
-// Snowflake IDs in the seed's layout, decoded back.
+// Snowflake IDs in the Seed layout, decoded back.
 package main
 
 import (
