@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
 
@@ -73,6 +74,9 @@ func TestBridgeNetwork(t *testing.T) {
 	if err != nil || code != 0 || out.String() != "hello-from-web\n" {
 		t.Fatalf("container → container: %d %v %q", code, err, out.String())
 	}
+	if err := r.RemoveNetwork(); err == nil || !strings.Contains(err.Error(), "web") {
+		t.Fatalf("removing the network under a container: %v (want refused, naming it)", err)
+	}
 	if err := r.Delete(context.Background(), "web", true); err != nil {
 		t.Fatal(err)
 	}
@@ -85,5 +89,27 @@ func TestBridgeNetwork(t *testing.T) {
 	alloc, _ := os.ReadFile(filepath.Join(r.cfg.Root, ".net", "tgtest0.json"))
 	if strings.Contains(string(alloc), "web") || strings.Contains(string(alloc), "client") {
 		t.Errorf("addresses not released: %s", alloc)
+	}
+	// With no container left the network comes off the host, twice over.
+	for range 2 {
+		if err := r.RemoveNetwork(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := netlink.LinkByName("tgtest0"); err == nil {
+		t.Error("the bridge is still there")
+	}
+	nft, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		if tb.Name == "tgtest0" {
+			t.Error("the nftables table is still there")
+		}
 	}
 }

@@ -1083,3 +1083,18 @@ func (r *Runtime) OpenLog(id string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// RemoveNetwork takes the runtime's bridge network off the host (its
+// bridge and nftables table), refusing while any container it knows of
+// holds an address on it — delete those first.
+func (r *Runtime) RemoveNetwork() error {
+	all, err := r.List()
+	if err != nil {
+		return err
+	}
+	exists := map[string]bool{}
+	for _, s := range all {
+		exists[s.ID] = true
+	}
+	return r.net.Remove(func(id string) bool { return exists[id] })
+}

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -460,6 +461,53 @@ func (n *Network) release(id string) error {
 		for ip, owner := range a {
 			if owner == id {
 				delete(a, ip)
+			}
+		}
+		return nil
+	})
+}
+
+// Remove takes the network off the host: its nftables table (NAT and
+// published ports) and its bridge, under the address file's lock so no
+// Attach runs meanwhile. attached says whether a container still exists:
+// if any with an address does, nothing is removed and the error names
+// them; addresses of containers that are gone (left by a crash) are
+// dropped. Parts already gone are not errors, so Remove may run twice. The
+// forwarding sysctls are left as they are: other software may rely on
+// them.
+func (n *Network) Remove(attached func(id string) bool) error {
+	return n.withAllocations(func(a allocations) error {
+		var busy []string
+		for ip, id := range a {
+			if attached(id) {
+				busy = append(busy, id)
+			} else {
+				delete(a, ip)
+			}
+		}
+		if len(busy) > 0 {
+			slices.Sort(busy)
+			return fmt.Errorf("network: %s still has containers: %s (delete them first)", n.cfg.Bridge, strings.Join(busy, ", "))
+		}
+		c, err := nftables.New()
+		if err != nil {
+			return fmt.Errorf("network: nftables: %w", err)
+		}
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		if err != nil {
+			return fmt.Errorf("network: nftables: %w", err)
+		}
+		for _, t := range tables {
+			if t.Name == n.cfg.Bridge {
+				c.DelTable(t)
+				if err := c.Flush(); err != nil {
+					return fmt.Errorf("network: delete the nftables table %s: %w", t.Name, err)
+				}
+			}
+		}
+		if l, err := netlink.LinkByName(n.cfg.Bridge); err == nil {
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
+				return fmt.Errorf("network: delete bridge %s: %w", n.cfg.Bridge, err)
 			}
 		}
 		return nil

@@ -547,7 +547,18 @@ process), or from an image (--image; a command after -- replaces the image's).`,
 		},
 	}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the container stops")
-	c.AddCommand(execCmd, stop, ps, inspect, logs)
+	netCmd := &cobra.Command{Use: "network", Short: "The bridge network (--net bridge) on this host", Args: cobra.NoArgs}
+	netCmd.AddCommand(&cobra.Command{
+		Use: "rm", Short: "Take the bridge and its NAT and port rules off the host (refused while containers use it)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := rt()
+			if err != nil {
+				return err
+			}
+			return r.RemoveNetwork()
+		},
+	})
+	c.AddCommand(execCmd, stop, ps, inspect, logs, netCmd)
 	c.AddCommand(spec, run, create, commit, start, state, kill, del, list, stats,
 		simple("pause", "Freeze every process of a container", (*container.Runtime).Pause),
 		simple("resume", "Thaw a paused container", (*container.Runtime).Resume))
