@@ -392,7 +392,7 @@ func measureTangram(bin, dir string, servers, n int, period, measure time.Durati
 		if err1 != nil || err2 != nil {
 			return result{}, fmt.Errorf("ports: %v %v", err1, err2)
 		}
-		cmd := exec.Command(bin, "server", "--http", h, "--rpc", r, "--broker", "off", "--otlp-http", "off", "--otlp-grpc", "off", "--data", filepath.Join(dir, fmt.Sprintf("s%d-%d", servers, i)),
+		cmd := exec.Command(bin, "server", "--http", h, "--rpc", r, "--broker", "off", "--kv", "off", "--otlp-http", "off", "--otlp-grpc", "off", "--data", filepath.Join(dir, fmt.Sprintf("s%d-%d", servers, i)),
 			"--store", dsn, "--node-name", fmt.Sprintf("bench-%d", i), "--log-level", "error")
 		if a := os.Getenv("BENCH_JOB_PPROF"); a != "" && i == 0 {
 			cmd.Args = append(cmd.Args, "--debug-addr", a) // profile the first server while it runs
