@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -17,24 +16,9 @@ import (
 // console's MQ charts read them, named by the broker.
 func TestBrokerSendsItsMetrics(t *testing.T) {
 	h := servertest.Start(t, servertest.WithComponents("mq", "trace"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs([]string{"broker", "--token", h.Token, "--servers", h.Srv.RPCAddr(), "--listen", port.Free(t), "--name", "broker-m",
-			"--dir", t.TempDir(), "--segment-size", "8388608", "--log-level", "error",
-			"--metrics-endpoint", "http://" + h.Srv.OTLPAddr(), "--metrics-every", "100ms"})
-		done <- root.ExecuteContext(ctx)
-	}()
-	defer func() {
-		cancel()
-		if err := wait.Receive(t, 20*time.Second, "the broker to stop", done); err != nil {
-			t.Errorf("broker: %v", err)
-		}
-	}()
+	runInBackground(t, "the broker", "broker", "--token", h.Token, "--servers", h.Srv.RPCAddr(), "--listen", port.Free(t), "--name", "broker-m",
+		"--dir", t.TempDir(), "--segment-size", "8388608", "--log-level", "error",
+		"--metrics-endpoint", "http://"+h.Srv.OTLPAddr(), "--metrics-every", "100ms")
 	a := trace.NewAdmin(h.URL, h.Token)
 	wait.For(t, 20*time.Second, "the broker's goroutine gauge at the server's collector", func() bool {
 		r, err := a.MetricSeries(context.Background(), "go_goroutines", map[string]string{"service": "tangram-broker", "instance": "broker-m"}, 10)

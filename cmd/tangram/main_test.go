@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/server/servertest"
 	"go.uber.org/goleak"
 )
@@ -65,4 +68,27 @@ func TestNewcomerErrors(t *testing.T) {
 	if err := root.Execute(); err == nil || !strings.Contains(explain(err, g), "set TANGRAM_TOKEN") {
 		t.Fatalf("no token: %v", err)
 	}
+}
+
+// runInBackground runs the command line args (a long-running command: a
+// broker, a collector) until the test ends, then cancels it and waits for
+// it to return, failing the test on an error.
+func runInBackground(t *testing.T, what string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(args)
+		done <- root.ExecuteContext(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := wait.Receive(t, 20*time.Second, what+" to stop", done); err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	})
 }

@@ -26,22 +26,7 @@ func TestCollectorAndTraceCommands(t *testing.T) {
 	for httpAddr == otlpAddr { // a port closed can come straight back
 		otlpAddr = port.Free(t)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs([]string{"collector", "--http", httpAddr, "--otlp-http", otlpAddr, "--otlp-grpc", "off", "--trace-endpoint", "off", "--data", t.TempDir(), "--log-level", "error"})
-		done <- root.ExecuteContext(ctx)
-	}()
-	defer func() {
-		cancel()
-		if err := wait.Receive(t, 20*time.Second, "the collector to stop", done); err != nil {
-			t.Errorf("collector: %v", err)
-		}
-	}()
+	runInBackground(t, "the collector", "collector", "--http", httpAddr, "--otlp-http", otlpAddr, "--otlp-grpc", "off", "--trace-endpoint", "off", "--data", t.TempDir(), "--log-level", "error")
 	wait.For(t, 20*time.Second, "the collector to answer", func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/healthz")
 		if err == nil {
