@@ -817,8 +817,8 @@ func (c *Cache[V]) Stats() Stats {
 		NotFound: c.notFound.Load(), Errors: c.errs.Load(), Invalidations: c.invals.Load(), Voided: c.voided.Load()}
 }
 
-// HotKeys returns the most read keys (of reads that missed the local
-// tier), most read first.
+// HotKeys returns the most read keys of Get (reads past the local tier,
+// and local hits sampled and weighted), most read first.
 func (c *Cache[V]) HotKeys() []HotKey {
 	if c.hot == nil {
 		return nil
