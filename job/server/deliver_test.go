@@ -42,6 +42,21 @@ func testScheduler(t *testing.T, st *store.Store, logs *syncBuffer) *Scheduler {
 	return s
 }
 
+// manualJob creates job "j" of app "a" (handler "h", triggered by hand).
+func manualJob(t *testing.T, s *Scheduler) *job.Job {
+	t.Helper()
+	j, err := s.Create(context.Background(), job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// asExecutor is the context of an executor's calls (an admin principal).
+func asExecutor() context.Context {
+	return auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
+}
+
 // insertRun adds a run of job to the store as the fire path does.
 func insertRun(t *testing.T, s *Scheduler, jobID int64, fireAt int64, status string) int64 {
 	t.Helper()
@@ -68,7 +83,7 @@ func TestDeliveryBatch(t *testing.T) {
 			st := storetest.Open(t, d)
 			var logs syncBuffer
 			s := testScheduler(t, st, &logs)
-			ctx := auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
+			ctx := asExecutor()
 			mk := func(name, app string, retries int) *job.Job {
 				j, err := s.Create(ctx, job.Job{Name: name, App: app, Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true, Retries: retries})
 				if err != nil {
@@ -127,21 +142,9 @@ func TestDeliveryCutOffIsRedeliveredNotFailed(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
 	var logs syncBuffer
 	s := testScheduler(t, st, &logs)
-	ctx := auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
-	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := ms(time.Now())
-	var runID int64
-	err = st.InTx(ctx, func(tx *store.Tx) error {
-		runID, err = tx.InsertID(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
-			VALUES (?, ?, ?, 0, 0, 1, 'manual', '', 'running', ?, 'ex:1', 0, '', ?, ?, 0, '', 0, '')`, j.ID, partOf(j.ID, s.cfg.Partitions), now, now, now, now)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := asExecutor()
+	j := manualJob(t, s)
+	runID := insertRun(t, s, j.ID, ms(time.Now()), job.StatusRunning)
 	req := &job.DeliverRequest{App: "a", Reports: []job.ReportRequest{{App: "a", RunID: runID, Status: job.StatusSucceeded}}}
 	cut, cancel := context.WithCancel(ctx)
 	cancel()
@@ -169,10 +172,7 @@ func TestStatsCountKilledApart(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
 	s := testScheduler(t, st, &syncBuffer{})
 	ctx := context.Background()
-	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := manualJob(t, s)
 	now := ms(time.Now())
 	for i, status := range []string{job.StatusSucceeded, job.StatusSucceeded, job.StatusSucceeded, job.StatusFailed, job.StatusKilled, job.StatusKilled} {
 		if _, err := st.ExecContext(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
@@ -195,10 +195,7 @@ func TestRunsPaging(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
 	s := testScheduler(t, st, &syncBuffer{})
 	ctx := context.Background()
-	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := manualJob(t, s)
 	for i := range 7 {
 		if _, err := st.ExecContext(ctx, `INSERT INTO job_runs (job_id, part, fire_at, attempt, shard_index, shard_total, cause, params, status, due_at, executor, term, error, created_at, started_at, finished_at, output, flow_id, node)
 			VALUES (?, 0, ?, 0, 0, 1, 'manual', '', 'succeeded', 0, '', 0, '', 0, 0, 0, '', 0, '')`, j.ID, i+1); err != nil {
@@ -238,11 +235,8 @@ func TestReconcileCountsFromTheHeartbeatsStamp(t *testing.T) {
 	st := storetest.Open(t, store.SQLite)
 	var logs syncBuffer
 	s := testScheduler(t, st, &logs)
-	ctx := auth.WithPrincipal(context.Background(), &auth.Principal{Name: "ex", Bindings: []auth.Binding{{Role: auth.Admin, Env: "*", App: "*", NS: "*"}}})
-	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := asExecutor()
+	j := manualJob(t, s)
 	now := time.Now()
 	taken := now.Add(-4 * time.Second) // the heartbeat's list is 4 s old
 	old := insertRun(t, s, j.ID, ms(taken.Add(-dispatchGrace-time.Second)), job.StatusRunning)

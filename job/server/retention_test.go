@@ -29,10 +29,7 @@ func TestRetention(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	j, err := s.Create(ctx, job.Job{Name: "j", App: "a", Handler: "h", Trigger: job.Trigger{Kind: job.TriggerManual}, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := manualJob(t, s)
 	for range 5 {
 		if _, err := s.Trigger(ctx, j.ID, ""); err != nil {
 			t.Fatal(err)
