@@ -137,7 +137,8 @@ func (e *entry[V]) value() (V, error) {
 }
 
 // Stats counts what a Cache did. LocalHits is sampled (one hit in 16
-// counted as 16): an estimate, exact only in expectation.
+// counted as 16, one front hit in 128 as 128): an estimate, exact only in
+// expectation.
 type Stats struct {
 	LocalHits, RemoteHits, Loads, NotFound, Errors, Invalidations uint64
 	// Voided counts fills dropped because the key was deleted (or
