@@ -414,6 +414,9 @@ func (s *Server) Register(ctx context.Context, req txn.RegisterRequest) (txn.Reg
 	if len(keys) == 0 {
 		return s.registerBranch(ctx, req)
 	}
+	if s.st.Dialect() == store.Postgres {
+		return s.registerLocked(ctx, req, keys)
+	}
 	var id int
 	var conflict *txn.LockConflict
 	err = s.st.InTx(ctx, func(tx *store.Tx) error {
@@ -492,6 +495,61 @@ func (s *Server) registerBranch(ctx context.Context, req txn.RegisterRequest) (t
 		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w", err)
 	case res[2] == 0:
 		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: transaction %s", txn.ErrNotFound, req.XID)
+	case res[0] == 0:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: register a branch of %s: it is %s", txn.ErrState, req.XID, status)
+	}
+	return txn.RegisterReply{Branch: n - 1}, nil
+}
+
+// registerLocked registers an AT branch with its row locks on PostgreSQL
+// in one batch (one round trip where the transaction of Register takes
+// seven): the branch count taken only while the transaction is a prepared
+// AT one, the branch inserted with the number it took, the keys this
+// transaction does not hold yet inserted, and the transaction read back.
+// A key another transaction holds fails the insert on the primary key,
+// which rolls the whole batch back; its holder is then looked up for the
+// conflict returned.
+func (s *Server) registerLocked(ctx context.Context, req txn.RegisterRequest, keys []string) (txn.RegisterReply, error) {
+	if len(req.Step.After) > 0 {
+		return txn.RegisterReply{}, fmt.Errorf("%w: register a branch of %s: after is for saga steps", txn.ErrBadRequest, req.XID)
+	}
+	if err := checkStep(s.allow, txn.ModeAT, req.Step, 0, 0); err != nil {
+		return txn.RegisterReply{}, err
+	}
+	step, _ := json.Marshal(req.Step)
+	var status, mode string
+	var n int
+	live := []any{req.XID, txn.StatusPrepared, txn.ModeAT}
+	res, err := s.st.Batch(ctx, false,
+		store.Write{Query: `UPDATE txn_globals SET branches = branches + 1, updated_at = ? WHERE xid = ? AND status = ? AND mode = ?`,
+			Args: append([]any{store.NowMillis()}, live...)},
+		store.Write{Query: `INSERT INTO txn_branches (xid, branch, step, done, attempts) SELECT xid, branches - 1, ?, '', 0 FROM txn_globals WHERE xid = ? AND status = ? AND mode = ?`,
+			Args: append([]any{string(step)}, live...)},
+		store.Write{Query: `INSERT INTO txn_locks (resource, row_key, xid, branch)
+		SELECT ?, k.row_key, g.xid, g.branches - 1 FROM txn_globals g CROSS JOIN unnest(?::text[]) AS k(row_key)
+		WHERE g.xid = ? AND g.status = ? AND g.mode = ?
+		AND NOT EXISTS (SELECT 1 FROM txn_locks l WHERE l.resource = ? AND l.row_key = k.row_key AND l.xid = g.xid)`,
+			Args: append(append([]any{req.Resource, keys}, live...), req.Resource)},
+		store.Write{Query: `SELECT status, mode, branches FROM txn_globals WHERE xid = ?`, Args: []any{req.XID}, Scan: []any{&status, &mode, &n}},
+	)
+	switch {
+	case store.IsUniqueViolation(err):
+		rep, lerr := s.Locks(ctx, txn.LocksRequest{XID: req.XID, Resource: req.Resource, Keys: keys})
+		if lerr != nil {
+			return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w", lerr)
+		}
+		c := rep.Conflict
+		if c == nil { // freed since: the participant tries again
+			c = &txn.LockConflict{Resource: req.Resource, Key: keys[0]}
+			s.m.lockConflicts.WithLabelValues(req.Resource).Inc()
+		}
+		return txn.RegisterReply{Branch: -1, Conflict: c}, nil
+	case err != nil:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w", err)
+	case res[3] == 0:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: transaction %s", txn.ErrNotFound, req.XID)
+	case txn.Mode(mode) != txn.ModeAT:
+		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: register a branch of %s: row locks are for AT transactions, not %s", txn.ErrBadRequest, req.XID, mode)
 	case res[0] == 0:
 		return txn.RegisterReply{}, fmt.Errorf("txn/server: register: %w: register a branch of %s: it is %s", txn.ErrState, req.XID, status)
 	}
