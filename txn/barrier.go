@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/errcode"
@@ -86,6 +87,62 @@ type Barrier struct {
 	Dialect string
 	// Table (default "tangram_barrier").
 	Table string
+
+	mu   sync.Mutex
+	prep prepared // by Init, for exec
+}
+
+// prepared is a statement prepared on db.
+type prepared struct {
+	db *sql.DB
+	q  string
+	st *sql.Stmt
+}
+
+// exec runs q in tx: through its statement prepared by Init when there
+// is one (database/sql prepares it on each connection the first time that
+// connection runs it, on the transaction's own connection, and reuses it
+// after), so a barrier row is one round trip where a driver that prepares
+// every statement with arguments (MySQL's, without interpolateParams)
+// makes it a prepare, an execute and a close.
+func (b *Barrier) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	b.mu.Lock()
+	p := b.prep
+	b.mu.Unlock()
+	if p.st == nil || p.q != q || p.db != b.DB { // none, or prepared for another table or database
+		return tx.ExecContext(ctx, q, args...)
+	}
+	return tx.StmtContext(ctx, p.st).ExecContext(ctx, args...)
+}
+
+// prepare prepares the barrier's insert on b.DB for exec.
+func (b *Barrier) prepare(ctx context.Context, d string) error {
+	q := b.insertSQL(d)
+	st, err := b.DB.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	old := b.prep.st
+	b.prep = prepared{db: b.DB, q: q, st: st}
+	b.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	return nil
+}
+
+// Close closes the statement Init prepared (not the DB). A barrier used
+// after Close runs its statement unprepared.
+func (b *Barrier) Close() error {
+	b.mu.Lock()
+	st := b.prep.st
+	b.prep = prepared{}
+	b.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return st.Close()
 }
 
 func (b *Barrier) table() string {
@@ -114,12 +171,15 @@ func (b *Barrier) dialect() (string, error) {
 	return "", fmt.Errorf("txn: barrier: cannot tell the SQL dialect of driver %s; set Barrier.Dialect", name)
 }
 
-// Init creates the barrier table if it does not exist.
+// Init creates the barrier table if it does not exist and prepares the
+// barrier's statement (a barrier not initialised works, its statement
+// unprepared). Close releases it.
 func (b *Barrier) Init(ctx context.Context) error {
-	if _, err := b.dialect(); err != nil {
+	d, err := b.dialect()
+	if err != nil {
 		return err
 	}
-	_, err := b.DB.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+b.table()+` (
+	_, err = b.DB.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+b.table()+` (
   xid VARCHAR(64) NOT NULL,
   branch VARCHAR(64) NOT NULL,
   op VARCHAR(16) NOT NULL,
@@ -130,21 +190,26 @@ func (b *Barrier) Init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("txn: create barrier table %s: %w", b.table(), err)
 	}
+	if err := b.prepare(ctx, d); err != nil {
+		return fmt.Errorf("txn: barrier table %s: prepare its insert: %w", b.table(), err)
+	}
 	return nil
+}
+
+// insertSQL adds a barrier row unless it exists.
+func (b *Barrier) insertSQL(d string) string {
+	switch d {
+	case "postgres":
+		return `INSERT INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`
+	case "mysql":
+		return `INSERT IGNORE INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
+	}
+	return `INSERT OR IGNORE INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
 }
 
 // insert adds a barrier row unless it exists; it reports whether it did.
 func (b *Barrier) insert(ctx context.Context, tx *sql.Tx, d string, bi BranchInfo, op, reason Op) (bool, error) {
-	var q string
-	switch d {
-	case "postgres":
-		q = `INSERT INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`
-	case "mysql":
-		q = `INSERT IGNORE INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
-	default:
-		q = `INSERT OR IGNORE INTO ` + b.table() + ` (xid, branch, op, reason, created_at) VALUES (?, ?, ?, ?, ?)`
-	}
-	res, err := tx.ExecContext(ctx, q, bi.XID, bi.Branch, string(op), string(reason), time.Now().UnixMilli())
+	res, err := b.exec(ctx, tx, b.insertSQL(d), bi.XID, bi.Branch, string(op), string(reason), time.Now().UnixMilli())
 	if err != nil {
 		return false, fmt.Errorf("txn: barrier %s/%s/%s: %w", bi.XID, bi.Branch, op, err)
 	}
