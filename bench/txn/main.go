@@ -123,7 +123,7 @@ func run(d time.Duration, rounds, conc int, bin, dtmBin string, modes []string) 
 	if bin, err = tangrambin.Build(dir, bin); err != nil {
 		return err
 	}
-	if dtmBin == "" {
+	if dtmBin == "" && slices.ContainsFunc(modes, func(m string) bool { return strings.TrimSpace(m) != "at" }) {
 		if dtmBin, err = buildDTM(dir); err != nil {
 			return err
 		}
