@@ -297,7 +297,7 @@ func (db *DB) primaryKey(ctx context.Context, c *conn, p *plan) ([]string, error
  AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION`
 		args = []driver.Value{p.schema, p.name}
 	}
-	_, rows, err := c.baseQuery(ctx, q, named(args))
+	_, rows, err := c.baseQuery(ctx, q, named(args), false)
 	if err != nil {
 		return nil, fmt.Errorf("txn/at: primary key of %s: %w", p.table, err)
 	}

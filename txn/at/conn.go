@@ -33,6 +33,43 @@ type conn struct {
 	db   *DB
 	base driver.Conn
 	tx   *localTx
+	// own holds the wrapper's own statements (images, the undo log)
+	// prepared on this connection, for drivers that prepare every
+	// statement with arguments (MySQL's without interpolateParams): each
+	// is then one round trip instead of a prepare, an execute and a close.
+	// The application's statements are run as the driver runs them.
+	own map[string]driver.Stmt
+}
+
+// maxOwn bounds a connection's prepared statements of the wrapper's own
+// (image queries differ with the number of rows a statement touched).
+const maxOwn = 64
+
+// prepared returns the wrapper's statement q prepared on this connection
+// (a connection serves one goroutine at a time: no lock).
+func (c *conn) prepared(ctx context.Context, q string) (driver.Stmt, error) {
+	if s, ok := c.own[q]; ok {
+		return s, nil
+	}
+	s, err := c.basePrepare(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.own) >= maxOwn {
+		c.closeOwn()
+	}
+	if c.own == nil {
+		c.own = make(map[string]driver.Stmt)
+	}
+	c.own[q] = s
+	return s, nil
+}
+
+func (c *conn) closeOwn() {
+	for _, s := range c.own {
+		_ = s.Close()
+	}
+	c.own = nil
 }
 
 var (
@@ -65,7 +102,10 @@ func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error
 	return &stmt{c: c, base: s, q: q}, nil
 }
 
-func (c *conn) Close() error { return c.base.Close() }
+func (c *conn) Close() error {
+	c.closeOwn()
+	return c.base.Close()
+}
 
 func (c *conn) Begin() (driver.Tx, error) {
 	return c.BeginTx(context.Background(), driver.TxOptions{})
@@ -130,7 +170,7 @@ func (c *conn) implicit(ctx context.Context, xid, q string, args []driver.NamedV
 		return nil, err
 	}
 	if p.kind == passThrough || p.kind == selectForUpdate {
-		return c.baseExec(ctx, q, args)
+		return c.baseExec(ctx, q, args, false)
 	}
 	t, err := c.BeginTx(ctx, driver.TxOptions{})
 	if err != nil {
@@ -199,27 +239,38 @@ func (c *conn) CheckNamedValue(nv *driver.NamedValue) error {
 }
 
 // baseExec runs a statement on the wrapped connection (through a prepared
-// statement when the driver asks for one).
-func (c *conn) baseExec(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+// statement when the driver asks for one: kept on the connection for the
+// wrapper's own statements, own).
+func (c *conn) baseExec(ctx context.Context, q string, args []driver.NamedValue, own bool) (driver.Result, error) {
 	if e, ok := c.base.(driver.ExecerContext); ok {
 		r, err := e.ExecContext(ctx, q, args)
 		if !errors.Is(err, driver.ErrSkip) {
 			return r, err
 		}
 	}
-	s, err := c.basePrepare(ctx, q)
+	s, err := c.stmtFor(ctx, q, own)
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
+	if !own {
+		defer s.Close()
+	}
 	if se, ok := s.(driver.StmtExecContext); ok {
 		return se.ExecContext(ctx, args)
 	}
 	return s.Exec(values(args)) //nolint:staticcheck // the driver offers nothing better
 }
 
-// baseQuery runs a query on the wrapped connection and reads every row.
-func (c *conn) baseQuery(ctx context.Context, q string, args []driver.NamedValue) ([]string, [][]driver.Value, error) {
+func (c *conn) stmtFor(ctx context.Context, q string, own bool) (driver.Stmt, error) {
+	if own {
+		return c.prepared(ctx, q)
+	}
+	return c.basePrepare(ctx, q)
+}
+
+// baseQuery runs a query on the wrapped connection and reads every row
+// (own: as baseExec).
+func (c *conn) baseQuery(ctx context.Context, q string, args []driver.NamedValue, own bool) ([]string, [][]driver.Value, error) {
 	var rows driver.Rows
 	var err error
 	if qr, ok := c.base.(driver.QueryerContext); ok {
@@ -229,10 +280,12 @@ func (c *conn) baseQuery(ctx context.Context, q string, args []driver.NamedValue
 	}
 	if errors.Is(err, driver.ErrSkip) {
 		var s driver.Stmt
-		if s, err = c.basePrepare(ctx, q); err != nil {
+		if s, err = c.stmtFor(ctx, q, own); err != nil {
 			return nil, nil, err
 		}
-		defer s.Close()
+		if !own {
+			defer s.Close()
+		}
 		if sq, ok := s.(driver.StmtQueryContext); ok {
 			rows, err = sq.QueryContext(ctx, args)
 		} else {

@@ -72,7 +72,7 @@ func (t *localTx) Commit() (err error) {
 	if db.pg {
 		q = rebind(q)
 	}
-	if _, err := t.c.baseExec(ctx, q, named([]driver.Value{t.xid, int64(branch), info, nowMillis()})); err != nil {
+	if _, err := t.c.baseExec(ctx, q, named([]driver.Value{t.xid, int64(branch), info, nowMillis()}), true); err != nil {
 		if db.isDuplicate(err) {
 			return fail(fmt.Errorf("txn/at: branch %d of %s was rolled back before its local transaction committed: %w", branch, t.xid, txn.ErrState))
 		}
@@ -112,7 +112,7 @@ func (t *localTx) exec(ctx context.Context, p *plan, q string, args []driver.Nam
 		if err != nil {
 			return nil, err
 		}
-		res, err := t.c.baseExec(ctx, q, args)
+		res, err := t.c.baseExec(ctx, q, args, false)
 		if err != nil || len(before.Rows) == 0 {
 			return res, err
 		}
@@ -127,7 +127,7 @@ func (t *localTx) exec(ctx context.Context, p *plan, q string, args []driver.Nam
 		if err != nil {
 			return nil, err
 		}
-		res, err := t.c.baseExec(ctx, q, args)
+		res, err := t.c.baseExec(ctx, q, args, false)
 		if err != nil || len(before.Rows) == 0 {
 			return res, err
 		}
@@ -138,7 +138,7 @@ func (t *localTx) exec(ctx context.Context, p *plan, q string, args []driver.Nam
 		if err != nil {
 			return nil, err
 		}
-		res, err := t.c.baseExec(ctx, q, args)
+		res, err := t.c.baseExec(ctx, q, args, false)
 		if err != nil {
 			return res, err
 		}
@@ -230,7 +230,7 @@ func (t *localTx) image(ctx context.Context, p *plan, cols []string, npk int, co
 	if db.pg {
 		q = rebind(q)
 	}
-	names, rows, err := t.c.baseQuery(ctx, q, args)
+	names, rows, err := t.c.baseQuery(ctx, q, args, true)
 	if err != nil {
 		return nil, fmt.Errorf("txn/at: image of %s: %w", p.table, err)
 	}

@@ -386,3 +386,43 @@ func TestATDirtyWriteParksForAnOperator(t *testing.T) {
 		t.Fatalf("locks after the rollback: %+v %v", rep, err)
 	}
 }
+
+// The AT wrapper's own statements (the images, the undo log) are
+// prepared once per connection: on MariaDB a statement with arguments is
+// otherwise a prepare, an execute and a close each time. The
+// application's statements are left as the driver runs them.
+func TestATPreparesItsOwnStatementsOncePerConnection(t *testing.T) {
+	c, _, b := setup(t)
+	ctx := ctxT(t)
+	bb := newATBank(t, b, c, 0)
+	bb.adb.SetMaxOpenConns(1)
+	prepares := func() int {
+		var name string
+		var n int
+		if err := bb.adb.QueryRowContext(ctx, `SHOW SESSION STATUS LIKE 'Com_stmt_prepare'`).Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := prepares()
+	const n = 10
+	for range n {
+		g, err := c.AT(ctx, fast, true, func(ctx context.Context, _ *txn.Txn) error {
+			return bb.move(ctx, transfer{Account: "bob", Amount: 1})
+		})
+		if err != nil || g.Status != txn.StatusCommitted {
+			t.Fatalf("%+v %v", g, err)
+		}
+	}
+	// Each transaction: its two statements and a batch of undo deletes;
+	// once: the wrapper's four (two images of the UPDATE, one of the
+	// INSERT, the undo record), a primary-key look-up per table and a
+	// spare. Unprepared, the wrapper's four come with every transaction
+	// (73 here).
+	if got, most := prepares()-before, 3*n+7; got > most {
+		t.Fatalf("%d AT transactions prepared %d statements on their connection, want at most %d", n, got, most)
+	}
+	if got := b.account(t, "bob").balance; got != 10+n {
+		t.Fatalf("bob %d, want %d", got, 10+n)
+	}
+}
