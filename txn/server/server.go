@@ -902,7 +902,18 @@ func (s *Server) afterDecision(ctx context.Context, xid string, wait bool, waitM
 		w = s.waitFor(xid)
 		defer func() { s.unwait(xid, w) }()
 	}
+	var decided *txn.Global
+	if !wait && pre != nil {
+		// The reply is the decision as written: no read of it back. A
+		// copy, taken before the driver starts changing its own.
+		g := *pre.g
+		g.Branches = slices.Clone(g.Branches)
+		decided = &g
+	}
 	started := s.startDrive(xid, pre)
+	if decided != nil {
+		return *decided, nil
+	}
 	if !started && pre != nil {
 		// Not driven here (closing): the claim runs out and the scanner
 		// of any server takes it.
