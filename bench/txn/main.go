@@ -49,6 +49,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,7 +94,19 @@ func main() {
 	dtmBin := flag.String("dtm", "", "a DTM v1.19.0 binary (default: build it from the module proxy)")
 	modes := flag.String("modes", "saga,tcc,xa,at", "modes to measure")
 	flag.StringVar(&debugAddr, "pprof", "", "serve the tangram server's net/http/pprof on this address (profiling the coordinator)")
+	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile (its participants and clients) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/txn: -cpuprofile:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *quick {
 		*dur = 2 * time.Second
 	}
@@ -101,6 +114,7 @@ func main() {
 	dtmlog.InitLog("error") // its client logs every XA connection at info
 	if err := run(*dur, *rounds, *conc, *bin, *dtmBin, strings.Split(*modes, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/txn:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
