@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,5 +220,52 @@ func TestSequenceExhaustionWaits(t *testing.T) {
 	}
 	if el := time.Since(start); el < 30*time.Millisecond {
 		t.Fatalf("1,280 IDs of a 256-per-10ms layout in %v: the sequence cap was not held", el)
+	}
+}
+
+// A caller held up between its clock reading and its ID (preempted, a GC
+// pause) while others issue IDs in later units is not a clock that went
+// back: its reading is simply late. It gets an ID after theirs.
+func TestLateClockReadingIsNotABackwardStep(t *testing.T) {
+	base := idgen.DefaultEpoch.Add(1000 * time.Hour)
+	var cur atomic.Int64
+	cur.Store(base.UnixNano())
+	var hold atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	now := func() time.Time {
+		t := time.Unix(0, cur.Load())
+		if hold.CompareAndSwap(true, false) {
+			close(entered)
+			<-release // the reading goes stale while others run
+		}
+		return t
+	}
+	g, err := idgen.NewSnowflake(idgen.Config{Fixed: map[string]int64{"datacenter": 1, "worker": 1}, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Next(); err != nil {
+		t.Fatal(err)
+	}
+	hold.Store(true)
+	late := make(chan error, 1)
+	var lateID int64
+	go func() {
+		var err error
+		lateID, err = g.Next()
+		late <- err
+	}()
+	<-entered
+	cur.Add(int64(50 * time.Millisecond)) // five times what is bridged
+	other, err := g.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-late; err != nil {
+		t.Fatalf("a late clock reading: %v, want an ID", err)
+	}
+	if lateID <= other {
+		t.Fatalf("the late caller's ID %d is not after %d, issued meanwhile", lateID, other)
 	}
 }

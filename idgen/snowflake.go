@@ -151,8 +151,12 @@ func (g *Snowflake) Last() time.Time {
 // the next unit.
 func (g *Snowflake) nextTS() (int64, int64, error) {
 	for {
-		now := g.tick()
+		// The state first, then the clock: read the other way round, a
+		// caller preempted between the two (a GC pause, a busy machine)
+		// would compare a stale reading with IDs issued since and take
+		// the delay for the clock stepping back.
 		old := g.state.Load()
+		now := g.tick()
 		ot, os := old>>g.seqBits, old&g.seqMax
 		var nt, ns int64
 		switch {
