@@ -396,14 +396,7 @@ func TestATPreparesItsOwnStatementsOncePerConnection(t *testing.T) {
 	ctx := ctxT(t)
 	bb := newATBank(t, b, c, 0)
 	bb.adb.SetMaxOpenConns(1)
-	prepares := func() int {
-		var name string
-		var n int
-		if err := bb.adb.QueryRowContext(ctx, `SHOW SESSION STATUS LIKE 'Com_stmt_prepare'`).Scan(&name, &n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	prepares := func() int { return sessionPrepares(t, bb.adb.DB) }
 	before := prepares()
 	const n = 10
 	for range n {

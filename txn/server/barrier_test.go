@@ -16,14 +16,7 @@ func TestBarrierPreparesItsInsertOncePerConnection(t *testing.T) {
 	b := newBank(t, "prep", store.MySQL)
 	b.db.SetMaxOpenConns(1)
 	ctx := ctxT(t)
-	prepares := func() int {
-		var name string
-		var n int
-		if err := b.db.QueryRowContext(ctx, `SHOW SESSION STATUS LIKE 'Com_stmt_prepare'`).Scan(&name, &n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	prepares := func() int { return sessionPrepares(t, b.db) }
 	before := prepares()
 	for i := range 20 {
 		bi := txn.BranchInfo{XID: fmt.Sprintf("%024x", i+1), Branch: "0", Op: txn.OpAction, Mode: txn.ModeSaga}
@@ -43,4 +36,16 @@ func TestBarrierPreparesItsInsertOncePerConnection(t *testing.T) {
 	if err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tangram_barrier`).Scan(&n); err != nil || n != 20 {
 		t.Fatalf("barrier rows %d, %v; want 20", n, err)
 	}
+}
+
+// sessionPrepares is how many statements MariaDB has prepared on the
+// session db's next statement runs on (db holds one connection).
+func sessionPrepares(t *testing.T, db *sql.DB) int {
+	t.Helper()
+	var name string
+	var n int
+	if err := db.QueryRowContext(ctxT(t), `SHOW SESSION STATUS LIKE 'Com_stmt_prepare'`).Scan(&name, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
