@@ -39,6 +39,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -61,7 +62,7 @@ import (
 	"github.com/dtm-labs/dtm/client/dtmcli"
 	dtmlog "github.com/dtm-labs/dtm/client/dtmcli/logger"
 	"github.com/go-resty/resty/v2"
-	_ "github.com/go-sql-driver/mysql" // participants' and DTM's database
+	"github.com/go-sql-driver/mysql"   // participants' and DTM's database
 	_ "github.com/jackc/pgx/v5/stdlib" // our store's database (set-up only)
 
 	"github.com/tangram-dev/tangram/bench/internal/spread"
@@ -451,6 +452,9 @@ func newParticipants(accts int) (*participants, error) {
   create_time DATETIME DEFAULT NOW(), update_time DATETIME DEFAULT NOW(), KEY(create_time), KEY(update_time),
   UNIQUE KEY(gid, branch_id, op, barrier_id)) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4`} {
 		if _, err := admin.ExecContext(ctx, q); err != nil {
+			if me := (*mysql.MySQLError)(nil); errors.As(err, &me) && me.Number == 1205 { // lock wait timeout
+				err = fmt.Errorf("%w (a prepared XA branch an earlier run left holds it: restart MariaDB, then XA ROLLBACK each branch XA RECOVER lists)", err)
+			}
 			return nil, fmt.Errorf("DTM barrier table: %w", err)
 		}
 	}
