@@ -173,6 +173,12 @@ func (c *commitLog) addSegmentLocked() error {
 	for c.creating == start {
 		c.allocWait.Wait()
 	}
+	if c.segs[len(c.segs)-1].start >= start {
+		// Another appender added it while this one waited (Wait lets go
+		// of mu): adding it again would map the same file twice and write
+		// at its start over the records appended since.
+		return nil
+	}
 	var seg *segment
 	if c.nextSeg != nil && c.nextSeg.start == start {
 		seg, c.nextSeg = c.nextSeg, nil
@@ -233,19 +239,25 @@ func (c *commitLog) append(m *Message, assign func(m *Message)) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	seg := c.segs[len(c.segs)-1]
-	off := int(c.wrote - seg.start)
-	if off+n > c.size-8 && off < c.size {
-		// Close the segment with a blank record; the next one takes it.
-		encodeBlank(seg.data[off:])
-		c.wrote = seg.start + int64(c.size)
-	}
-	if c.wrote == seg.start+int64(c.size) {
+	var seg *segment
+	var off int
+	for {
+		// Where the log ends now: waiting for a new segment lets go of mu,
+		// and other appenders may have written meanwhile.
+		seg = c.segs[len(c.segs)-1]
+		off = int(c.wrote - seg.start)
+		if off+n > c.size-8 && off < c.size {
+			// Close the segment with a blank record; the next one takes it.
+			encodeBlank(seg.data[off:])
+			c.wrote = seg.start + int64(c.size)
+			off = c.size
+		}
+		if off < c.size {
+			break
+		}
 		if err := c.addSegmentLocked(); err != nil {
 			return err
 		}
-		seg = c.segs[len(c.segs)-1]
-		off = 0
 	}
 	m.Offset, m.Size, m.StoredAt = c.wrote, int32(n), time.Now().UnixMilli()
 	assign(m)
