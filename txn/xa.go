@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -31,6 +32,98 @@ type XA struct {
 	// end even when the caller gives up, so a branch is never cut off
 	// mid-statement.
 	Timeout time.Duration
+	// Hold, on MariaDB/MySQL, keeps the session that prepared a branch
+	// open for up to Hold, so that the branch's Confirm or Cancel, when
+	// it comes to this XA, commits or rolls back on that session. That
+	// saves closing a connection and opening another for every branch,
+	// and it keeps prepared branches from being detached from their
+	// sessions at all — which MariaDB under load was seen to do badly,
+	// leaving a branch that holds its locks while neither XA RECOVER nor
+	// XA COMMIT can reach it until the server restarts. Use it when phase
+	// two reaches the process that ran the Try (one instance, or routing
+	// by XID). A Confirm or Cancel that reaches another process while
+	// the branch is held finds it unknown there and fails, to be retried
+	// by the coordinator once Hold has passed and the session is closed.
+	// 0 (the default): the session is closed after the prepare.
+	Hold time.Duration
+	// MaxHeld bounds the sessions held at once (default 64); a branch
+	// prepared beyond it is detached at once.
+	MaxHeld int
+
+	mu   sync.Mutex
+	held map[string]*heldBranch // by xaID
+}
+
+// heldBranch is a prepared branch's session, kept open for its phase two.
+type heldBranch struct {
+	conn  *sql.Conn
+	timer *time.Timer
+}
+
+// keep holds conn, on which branch id was just prepared, until its phase
+// two takes it or Hold passes; false when it cannot be held.
+func (x *XA) keep(id string, conn *sql.Conn) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	maxHeld := x.MaxHeld
+	if maxHeld <= 0 {
+		maxHeld = 64
+	}
+	if x.Hold <= 0 || len(x.held) >= maxHeld {
+		return false
+	}
+	if x.held == nil {
+		x.held = make(map[string]*heldBranch)
+	}
+	h := &heldBranch{conn: conn}
+	h.timer = time.AfterFunc(x.Hold, func() {
+		if x.take(id, h) != nil {
+			release(conn)
+		}
+	})
+	x.held[id] = h
+	return true
+}
+
+// take removes branch id's held session (only h's, when h is given) and
+// returns its connection; nil when none is held.
+func (x *XA) take(id string, h *heldBranch) *sql.Conn {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	cur := x.held[id]
+	if cur == nil || (h != nil && cur != h) {
+		return nil
+	}
+	delete(x.held, id)
+	cur.timer.Stop()
+	return cur.conn
+}
+
+func (x *XA) isHeld(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.held[id] != nil
+}
+
+// release closes a held session, detaching its prepared branch: any
+// session may then commit or roll it back.
+func release(conn *sql.Conn) {
+	discard(conn)
+	_ = conn.Close()
+}
+
+// Close closes the sessions still held (Hold), detaching their branches
+// for phase two on other sessions.
+func (x *XA) Close() error {
+	x.mu.Lock()
+	held := x.held
+	x.held = nil
+	x.mu.Unlock()
+	for _, h := range held {
+		h.timer.Stop()
+		release(h.conn)
+	}
+	return nil
 }
 
 func (x *XA) timeout() time.Duration {
@@ -96,6 +189,9 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 	if err != nil {
 		return err
 	}
+	if x.isHeld(id) {
+		return nil // a repeated Try, its branch prepared and held here
+	}
 	prepared, err := x.isPrepared(ctx, d, bi)
 	if err != nil {
 		return err
@@ -114,7 +210,12 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 	if err != nil {
 		return fmt.Errorf("txn: XA try: %w", err)
 	}
-	defer conn.Close()
+	held := false
+	defer func() {
+		if !held {
+			conn.Close()
+		}
+	}()
 	start, end, prepare, rollback := "XA START "+id, "XA END "+id, "XA PREPARE "+id, "XA ROLLBACK "+id
 	if d == "postgres" {
 		start, end, prepare, rollback = "BEGIN", "", "PREPARE TRANSACTION "+id, "ROLLBACK"
@@ -173,7 +274,12 @@ func (x *XA) Try(ctx context.Context, bi BranchInfo, fn func(ctx context.Context
 	if d == "mysql" {
 		// MariaDB and MySQL keep a prepared XA branch attached to the
 		// session that prepared it: any other statement there fails
-		// (XAER_RMFAIL) until the session ends. Closing it detaches the
+		// (XAER_RMFAIL) until the session ends, but its XA COMMIT or XA
+		// ROLLBACK runs there — what a held session is for (Hold).
+		if held = x.keep(id, conn); held {
+			return nil
+		}
+		// Closing the session detaches the
 		// branch, which any session may then commit or roll back — once
 		// the server has finished the detaching: answer only then, so the
 		// coordinator's commit never meets a branch half detached (under
@@ -271,15 +377,46 @@ func (x *XA) isPrepared(ctx context.Context, d string, bi BranchInfo) (bool, err
 // committed (nothing prepared under its name) is not an error: Confirm is
 // repeated safely.
 func (x *XA) Commit(ctx context.Context, bi BranchInfo) error {
+	if x.finishHeld(ctx, bi, "XA COMMIT ") {
+		return nil
+	}
 	return x.finish(ctx, bi, "commit", "XA COMMIT ", "COMMIT PREPARED ")
+}
+
+// finishHeld ends a branch prepared on a session still held (Hold) with
+// verb, on that session, and gives the session back to the pool; false
+// when no session of the branch is held here or that failed — then the
+// session is closed (detaching the branch) and the caller goes on as for
+// a branch prepared elsewhere.
+func (x *XA) finishHeld(ctx context.Context, bi BranchInfo, verb string) bool {
+	id, err := xaID("mysql", bi)
+	if err != nil {
+		return false
+	}
+	conn := x.take(id, nil)
+	if conn == nil {
+		return false
+	}
+	// Not cut off midway by the caller giving up: a driver aborting the
+	// statement closes the session under it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.timeout())
+	defer cancel()
+	if _, err := conn.ExecContext(ctx, verb+id); err != nil {
+		release(conn)
+		return false
+	}
+	_ = conn.Close()
+	return true
 }
 
 // Rollback rolls the branch's prepared XA transaction back, and marks
 // its Try as cancelled so a late one is refused. Nothing prepared (the Try
 // failed, never came, or this is a repeat) is not an error.
 func (x *XA) Rollback(ctx context.Context, bi BranchInfo) error {
-	if err := x.finish(ctx, bi, "rollback", "XA ROLLBACK ", "ROLLBACK PREPARED "); err != nil {
-		return err
+	if !x.finishHeld(ctx, bi, "XA ROLLBACK ") {
+		if err := x.finish(ctx, bi, "rollback", "XA ROLLBACK ", "ROLLBACK PREPARED "); err != nil {
+			return err
+		}
 	}
 	// The barrier row says the Try is cancelled: a Try in flight that
 	// prepares after this waits on the row, then fails on it.

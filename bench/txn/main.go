@@ -438,7 +438,9 @@ func newParticipants(accts int) (*participants, error) {
 			}
 		}
 		p.bar[i] = &txn.Barrier{DB: p.dbs[i]}
-		p.xa[i] = &txn.XA{DB: p.dbs[i]}
+		// One participant process: phase two comes back to it, so its XA
+		// keeps each prepared branch's session for the commit (Hold).
+		p.xa[i] = &txn.XA{DB: p.dbs[i], Hold: 10 * time.Second}
 		if err := p.bar[i].Init(ctx); err != nil {
 			return nil, err
 		}
@@ -512,6 +514,7 @@ func (p *participants) sweep(issued *sync.Map, mode string) int {
 func (p *participants) close() {
 	_ = p.srv.Close()
 	for i := range p.dbs {
+		_ = p.xa[i].Close()
 		if p.atDBs[i] != nil {
 			_ = p.atDBs[i].Close()
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tangram-dev/tangram/internal/store"
 	"github.com/tangram-dev/tangram/internal/wait"
 	"github.com/tangram-dev/tangram/txn"
 )
@@ -143,4 +144,88 @@ func TestXAInDoubtResolvedAndLateTryRefused(t *testing.T) {
 	}
 	noneInDoubt(t, a, b)
 	conserved(t, a, b)
+}
+
+// With Hold, a MariaDB branch's Confirm or Cancel runs on the session that
+// prepared it: no connection is closed and opened per branch, no branch is
+// detached from its session, and a Confirm reaching another process while
+// the branch is held is not reported done. A session held past Hold (or
+// at Close) is closed, and the branch is then settled from any session.
+func TestXAHeldSessionSettlesTheBranch(t *testing.T) {
+	b := newBank(t, "held", store.MySQL)
+	b.open(t, "carol", 100)
+	ctx := ctxT(t)
+	x := &txn.XA{DB: b.db, Hold: time.Minute}
+	defer x.Close()
+	elsewhere := &txn.XA{DB: b.db} // another process's XA on the same database
+	debit := func(ids map[int64]bool) func(ctx context.Context, conn *sql.Conn) error {
+		return func(ctx context.Context, conn *sql.Conn) error {
+			var id int64
+			if err := conn.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&id); err != nil {
+				return err
+			}
+			ids[id] = true
+			_, err := conn.ExecContext(ctx, `UPDATE accounts SET balance = balance - 1 WHERE id = 'carol'`)
+			return err
+		}
+	}
+	sessions := map[int64]bool{}
+	for i := range 10 {
+		bi := txn.BranchInfo{XID: fmt.Sprintf("held%d", i), Branch: "0", Op: txn.OpTry, Mode: txn.ModeXA}
+		if err := x.Try(ctx, bi, debit(sessions)); err != nil {
+			t.Fatal(err)
+		}
+		again := map[int64]bool{}
+		if err := x.Try(ctx, bi, debit(again)); err != nil || len(again) != 0 {
+			t.Fatalf("a repeated Try while held: %v, ran its statements %d times", err, len(again))
+		}
+		if err := elsewhere.Commit(ctx, bi); err == nil {
+			t.Fatal("a Confirm on another session said committed while the branch was prepared and held")
+		}
+		if err := x.Commit(ctx, bi); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.account(t, "carol").balance; got != int64(99-i) {
+			t.Fatalf("after commit %d: balance %d", i, got)
+		}
+	}
+	if len(sessions) > 3 {
+		t.Fatalf("10 branches ran on %d sessions: held sessions were not given back to the pool", len(sessions))
+	}
+
+	// Cancel on the held session: the debit is undone and a late Try refused.
+	bi := txn.BranchInfo{XID: "heldcancel", Branch: "0", Op: txn.OpTry, Mode: txn.ModeXA}
+	if err := x.Try(ctx, bi, debit(sessions)); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Rollback(ctx, bi); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Try(ctx, bi, debit(sessions)); !errors.Is(err, txn.ErrSuspended) {
+		t.Fatalf("a Try after its Cancel: %v", err)
+	}
+	if got := b.account(t, "carol").balance; got != 90 {
+		t.Fatalf("after the cancel: balance %d, want 90", got)
+	}
+
+	// Past Hold, and at Close, the session is closed: the branch is then
+	// committed from elsewhere.
+	short := &txn.XA{DB: b.db, Hold: 100 * time.Millisecond}
+	defer short.Close()
+	for i, holder := range []*txn.XA{short, x} {
+		bi := txn.BranchInfo{XID: fmt.Sprintf("heldlate%d", i), Branch: "0", Op: txn.OpTry, Mode: txn.ModeXA}
+		if err := holder.Try(ctx, bi, debit(sessions)); err != nil {
+			t.Fatal(err)
+		}
+		if holder == x {
+			x.Close()
+		}
+		wait.For(t, 10*time.Second, "the branch committed from another session", func() bool {
+			return elsewhere.Commit(ctx, bi) == nil
+		})
+	}
+	if got := b.account(t, "carol").balance; got != 88 {
+		t.Fatalf("after the released branches: balance %d, want 88", got)
+	}
+	noneInDoubt(t, b)
 }
