@@ -23,6 +23,13 @@ type Write struct {
 	// 1, or 0 when it found no row (not an error: the batch's other
 	// statements stand).
 	Scan []any
+	// Each, when set (and Scan is not), makes the statement a query whose
+	// rows are each passed to Each, which reads the row with scan; the
+	// count Batch returns for it is the number of rows. An error from
+	// Each fails the batch. Each is first called with a nil scan at the
+	// start of every run of the batch (a batch is run again after a
+	// deadlock): the rows read so far are to be forgotten.
+	Each func(scan func(dest ...any) error) error
 }
 
 // Batch runs writes as one transaction and returns the rows each
@@ -67,7 +74,14 @@ func IsDeadlock(err error) bool {
 }
 
 func (s *Store) batch(ctx context.Context, relaxed bool, writes []Write) ([]int64, error) {
-	if s.dialect != Postgres && len(writes) == 1 && writes[0].Scan == nil {
+	for _, w := range writes {
+		if w.Scan == nil && w.Each != nil {
+			if err := w.Each(nil); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if s.dialect != Postgres && len(writes) == 1 && writes[0].Scan == nil && writes[0].Each == nil {
 		// A statement alone is its own transaction.
 		res, err := s.db.ExecContext(ctx, writes[0].Query, writes[0].Args...)
 		if err != nil {
@@ -80,6 +94,16 @@ func (s *Store) batch(ctx context.Context, relaxed bool, writes []Write) ([]int6
 		n := make([]int64, len(writes))
 		err := s.InTx(ctx, func(tx *Tx) error {
 			for i, w := range writes {
+				if w.Scan == nil && w.Each != nil {
+					rows, err := tx.QueryContext(ctx, w.Query, w.Args...)
+					if err != nil {
+						return err
+					}
+					if n[i], err = eachRow(rows, func() { _ = rows.Close() }, w.Each); err != nil {
+						return err
+					}
+					continue
+				}
 				if w.Scan != nil {
 					err := tx.QueryRowContext(ctx, w.Query, w.Args...).Scan(w.Scan...)
 					if errors.Is(err, sql.ErrNoRows) {
@@ -129,6 +153,16 @@ func (s *Store) batch(ctx context.Context, relaxed bool, writes []Write) ([]int6
 			}
 		}
 		for i, w := range writes {
+			if w.Scan == nil && w.Each != nil {
+				rows, err := br.Query()
+				if err == nil {
+					n[i], err = eachRow(rows, rows.Close, w.Each)
+				}
+				if err != nil {
+					return errors.Join(err, br.Close())
+				}
+				continue
+			}
 			if w.Scan != nil {
 				err := br.QueryRow().Scan(w.Scan...)
 				if errors.Is(err, pgx.ErrNoRows) {
@@ -152,4 +186,25 @@ func (s *Store) batch(ctx context.Context, relaxed bool, writes []Write) ([]int6
 		return nil, err
 	}
 	return n, nil
+}
+
+// rowIter is what database/sql's and pgx's rows have in common.
+type rowIter interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// eachRow passes every row of rows to each, closes rows (done) and
+// returns how many there were.
+func eachRow(rows rowIter, done func(), each func(scan func(dest ...any) error) error) (int64, error) {
+	defer done()
+	var n int64
+	for rows.Next() {
+		if err := each(rows.Scan); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, rows.Err()
 }

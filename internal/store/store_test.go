@@ -176,6 +176,28 @@ func TestBatch(t *testing.T) {
 			if err != nil || !slices.Equal(n, []int64{1, 1, 0}) || at != 8 {
 				t.Fatalf("a batch with queries: %v, %v, read %d; want [1 1 0], 8", n, err, at)
 			}
+			// A query of many rows passes each to Each, its own batch's
+			// writes included; a run starts with a nil scan.
+			var names []string
+			starts := 0
+			n, err = s.Batch(ctx, false,
+				store.Write{Query: `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, Args: []any{"each", "x", 9}},
+				store.Write{Query: `SELECT name FROM users WHERE created_at IN (?, ?) ORDER BY name`, Args: []any{8, 9}, Each: func(scan func(...any) error) error {
+					if scan == nil {
+						starts++
+						names = nil
+						return nil
+					}
+					var name string
+					err := scan(&name)
+					names = append(names, name)
+					return err
+				}},
+				store.Write{Query: `UPDATE users SET created_at = ? WHERE name = ?`, Args: []any{10, "each"}},
+			)
+			if err != nil || !slices.Equal(n, []int64{1, 2, 1}) || !slices.Equal(names, []string{"each", "ufalse"}) || starts != 1 {
+				t.Fatalf("a batch with a many-row query: %v, %v, read %v after %d starts; want [1 2 1], [each ufalse], 1", n, err, names, starts)
+			}
 			// The second statement fails: the first is rolled back.
 			_, err = s.Batch(ctx, false,
 				store.Write{Query: `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)`, Args: []any{"dy", "x", 1}},

@@ -705,7 +705,7 @@ func (s *Server) Submit(ctx context.Context, req txn.SubmitRequest) (txn.Global,
 // also reads the transaction back (and, for AT, frees its row locks: an
 // AT branch's writes are final once the commit is decided, and phase two
 // only deletes undo images; were this lost, the end of phase two frees
-// them), then its branches. The commit said twice is no error: the
+// them) and its branches. The commit said twice is no error: the
 // transaction is then driven by whoever claimed it (nil preclaim).
 func (s *Server) decideCommit(ctx context.Context, xid string, at bool) (*preclaim, error) {
 	now := store.NowMillis()
@@ -718,6 +718,16 @@ func (s *Server) decideCommit(ctx context.Context, xid string, at bool) (*precla
 		{Query: `SELECT term, ` + globalCols + ` FROM txn_globals WHERE xid = ?`, Args: []any{xid},
 			Scan: append([]any{&term}, globalDest(&g, &opts)...)},
 	}
+	// The branches, read in the same round trip; they are settled: a
+	// transaction that is no longer prepared takes no more.
+	writes = append(writes, store.Write{Query: branchesQuery, Args: []any{xid},
+		Each: func(scan func(...any) error) error {
+			if scan == nil { // a run of the batch starts
+				g.Branches = nil
+				return nil
+			}
+			return appendBranch(&g.Branches, xid, scan)
+		}})
 	if at {
 		writes = append(writes, store.Write{Query: `DELETE FROM txn_locks WHERE xid = ? AND EXISTS (SELECT 1 FROM txn_globals WHERE xid = ? AND status = ?)`,
 			Args: []any{xid, xid, txn.StatusCommitting}})
@@ -735,9 +745,6 @@ func (s *Server) decideCommit(ctx context.Context, xid string, at bool) (*precla
 	}
 	if err := json.Unmarshal([]byte(opts), &g.Options); err != nil {
 		return nil, fmt.Errorf("txn/server: %s: options: %w", xid, err)
-	}
-	if g.Branches, err = s.branches(ctx, s.st, xid); err != nil {
-		return nil, err
 	}
 	return &preclaim{term: term, g: &g}, nil
 }
@@ -1064,29 +1071,40 @@ type querier interface {
 }
 
 func (s *Server) branches(ctx context.Context, q querier, xid string) ([]txn.Branch, error) {
-	rows, err := q.QueryContext(ctx, `SELECT branch, step, done, attempts FROM txn_branches WHERE xid = ? ORDER BY branch`, xid)
+	rows, err := q.QueryContext(ctx, branchesQuery, xid)
 	if err != nil {
 		return nil, fmt.Errorf("txn/server: branches of %s: %w", xid, err)
 	}
 	defer rows.Close()
 	var out []txn.Branch
 	for rows.Next() {
-		var b txn.Branch
-		var step, done string
-		if err := rows.Scan(&b.ID, &step, &done, &b.Attempts); err != nil {
+		if err := appendBranch(&out, xid, rows.Scan); err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal([]byte(step), &b.Step); err != nil {
-			return nil, fmt.Errorf("txn/server: %s branch %d: %w", xid, b.ID, err)
-		}
-		for _, d := range strings.Split(done, ",") {
-			if d != "" {
-				b.Done = append(b.Done, txn.Op(d))
-			}
-		}
-		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+// branchesQuery reads a transaction's branches (appendBranch scans a row).
+const branchesQuery = `SELECT branch, step, done, attempts FROM txn_branches WHERE xid = ? ORDER BY branch`
+
+// appendBranch reads a row of branchesQuery with scan onto out.
+func appendBranch(out *[]txn.Branch, xid string, scan func(dest ...any) error) error {
+	var b txn.Branch
+	var step, done string
+	if err := scan(&b.ID, &step, &done, &b.Attempts); err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(step), &b.Step); err != nil {
+		return fmt.Errorf("txn/server: %s branch %d: %w", xid, b.ID, err)
+	}
+	for _, d := range strings.Split(done, ",") {
+		if d != "" {
+			b.Done = append(b.Done, txn.Op(d))
+		}
+	}
+	*out = append(*out, b)
+	return nil
 }
 
 // List returns a page of transactions, newest first.
