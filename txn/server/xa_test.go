@@ -229,3 +229,49 @@ func TestXAHeldSessionSettlesTheBranch(t *testing.T) {
 	}
 	noneInDoubt(t, b)
 }
+
+// Driven by the coordinator, a participant holding its sessions (Hold)
+// commits and rolls back its branches on them: transfers commit, a
+// failed one is rolled back on the held session, nothing stays prepared.
+func TestXATransferWithHeldSessions(t *testing.T) {
+	c, a, b := setup(t)
+	ctx := ctxT(t)
+	b.xa = &txn.XA{DB: b.db, Hold: time.Minute}
+	defer b.xa.Close()
+	for range 5 {
+		g, err := c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
+			if err := x.XABranch(ctx, a.url("/xa/debit"), transfer{"alice", 2}); err != nil {
+				return err
+			}
+			return x.XABranch(ctx, b.url("/xa/credit"), transfer{"bob", 2})
+		})
+		if err != nil || g.Status != txn.StatusCommitted {
+			t.Fatalf("commit: %+v %v", g, err)
+		}
+	}
+	if a.account(t, "alice").balance != 90 || b.account(t, "bob").balance != 20 {
+		t.Fatalf("alice %+v bob %+v", a.account(t, "alice"), b.account(t, "bob"))
+	}
+	// Bob's debit is prepared and held; the credit fails; the Cancel
+	// rolls the held branch back.
+	var xid string
+	_, err := c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
+		xid = x.XID()
+		if err := x.XABranch(ctx, b.url("/xa/debit"), transfer{"bob", 5}); err != nil {
+			return err
+		}
+		return x.XABranch(ctx, a.url("/xa/credit"), transfer{"nobody", 5})
+	})
+	if !errors.Is(err, txn.ErrFailure) {
+		t.Fatalf("want the Try's failure, got %v", err)
+	}
+	wait.For(t, 15*time.Second, "the rollbacks ran", func() bool {
+		x, err := c.Get(ctx, xid)
+		return err == nil && x.Status == txn.StatusAborted
+	})
+	if got := b.account(t, "bob").balance; got != 20 {
+		t.Fatalf("bob after the rollback: %d, want 20", got)
+	}
+	noneInDoubt(t, a, b)
+	conserved(t, a, b)
+}
