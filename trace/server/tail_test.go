@@ -36,7 +36,10 @@ func TestTailSamplingKeepsErrorsAndSlowTraces(t *testing.T) {
 			t.Errorf("trace %d: %d spans stored, want %d (%v)", id, len(got), want, err)
 		}
 	}
-	if svc := s.roll.Services(1); len(svc) != 1 || svc[0].Calls != 7 {
+	// The last two minutes: the spans were made a few seconds apart, and
+	// a minute may have begun between them (the last minute alone then
+	// held only the late spans: a flake seen in CI).
+	if svc := s.roll.Services(2); len(svc) != 1 || svc[0].Calls != 7 {
 		t.Errorf("the figures %+v: want all 7 spans counted (parentless: each is an entry span), stored or not", svc)
 	}
 }
