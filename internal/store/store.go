@@ -184,6 +184,13 @@ func parseDSN(raw string) (Dialect, string, string, error) {
 		// SQLite — not only those it changed: a guarded write (WHERE term
 		// = ?) that sets a value it already has still counts as done.
 		mc.ClientFoundRows = true
+		// Arguments are put into the statement text by the driver (safe
+		// with utf8mb4; the driver refuses the multibyte charsets where it
+		// would not be): one round trip a statement, where the server-side
+		// prepare the driver does otherwise costs a prepare, an execute
+		// and a close for every statement with arguments. The hot
+		// statements that are worth keeping parsed are prepared (Stmt).
+		mc.InterpolateParams = true
 		mc.Params = map[string]string{"charset": "utf8mb4"}
 		for k, v := range u.Query() {
 			mc.Params[k] = v[0]

@@ -295,3 +295,33 @@ func TestBatchRetriedAfterADeadlock(t *testing.T) {
 		})
 	}
 }
+
+// On MySQL/MariaDB a statement with arguments goes as one statement text
+// (the driver interpolates them): no server-side prepare, execute and
+// close per statement.
+func TestMySQLStatementsAreNotPreparedOneByOne(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.Open(t, store.MySQL)
+	s.DB().SetMaxOpenConns(1) // one session: its counters are ours
+	prepares := func() int64 {
+		var name string
+		var n int64
+		if err := s.QueryRowContext(ctx, `SHOW SESSION STATUS LIKE 'Com_stmt_prepare'`).Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := prepares()
+	for i := range 10 {
+		if _, err := s.ExecContext(ctx, `INSERT INTO server_settings (name, value, updated_at) VALUES (?, ?, ?)`, fmt.Sprintf("interp%d", i), "v'\\\"", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := prepares() - before; n != 0 {
+		t.Fatalf("10 statements with arguments prepared %d times on the server", n)
+	}
+	var v string
+	if err := s.QueryRowContext(ctx, `SELECT value FROM server_settings WHERE name = ?`, "interp3").Scan(&v); err != nil || v != "v'\\\"" {
+		t.Fatalf("a value with quotes and a backslash came back as %q, %v", v, err)
+	}
+}
