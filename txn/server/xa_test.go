@@ -13,6 +13,29 @@ import (
 	"github.com/tangram-dev/tangram/txn"
 )
 
+// failedXATransfer runs an XA transfer of 5 from account at bank from to
+// an account bank to does not have: the credit's Try fails, and it waits
+// until the transaction is rolled back.
+func failedXATransfer(t *testing.T, c *txn.Client, from *bank, account string, to *bank) {
+	t.Helper()
+	ctx := ctxT(t)
+	var xid string
+	_, err := c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
+		xid = x.XID()
+		if err := x.XABranch(ctx, from.url("/xa/debit"), transfer{account, 5}); err != nil {
+			return err
+		}
+		return x.XABranch(ctx, to.url("/xa/credit"), transfer{"nobody", 5})
+	})
+	if !errors.Is(err, txn.ErrFailure) {
+		t.Fatalf("want the Try's failure, got %v", err)
+	}
+	wait.For(t, 15*time.Second, "the rollbacks ran", func() bool {
+		x, err := c.Get(ctx, xid)
+		return err == nil && x.Status == txn.StatusAborted
+	})
+}
+
 // noneInDoubt checks that neither bank holds a prepared branch.
 func noneInDoubt(t *testing.T, banks ...*bank) {
 	t.Helper()
@@ -60,21 +83,7 @@ func TestXATransferCommitAndRollback(t *testing.T) {
 	noneInDoubt(t, a, b)
 	conserved(t, a, b)
 
-	var xid string
-	_, err = c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
-		xid = x.XID()
-		if err := x.XABranch(ctx, a.url("/xa/debit"), transfer{"alice", 5}); err != nil {
-			return err
-		}
-		return x.XABranch(ctx, b.url("/xa/credit"), transfer{"nobody", 5})
-	})
-	if !errors.Is(err, txn.ErrFailure) {
-		t.Fatalf("want the Try's failure, got %v", err)
-	}
-	wait.For(t, 15*time.Second, "the rollbacks ran", func() bool {
-		x, err := c.Get(ctx, xid)
-		return err == nil && x.Status == txn.StatusAborted
-	})
+	failedXATransfer(t, c, a, "alice", b)
 	noneInDoubt(t, a, b)
 	if a.account(t, "alice").balance != 75 {
 		t.Fatalf("alice after rollback: %+v", a.account(t, "alice"))
@@ -254,21 +263,7 @@ func TestXATransferWithHeldSessions(t *testing.T) {
 	}
 	// Bob's debit is prepared and held; the credit fails; the Cancel
 	// rolls the held branch back.
-	var xid string
-	_, err := c.XA(ctx, fast, true, func(ctx context.Context, x *txn.Txn) error {
-		xid = x.XID()
-		if err := x.XABranch(ctx, b.url("/xa/debit"), transfer{"bob", 5}); err != nil {
-			return err
-		}
-		return x.XABranch(ctx, a.url("/xa/credit"), transfer{"nobody", 5})
-	})
-	if !errors.Is(err, txn.ErrFailure) {
-		t.Fatalf("want the Try's failure, got %v", err)
-	}
-	wait.For(t, 15*time.Second, "the rollbacks ran", func() bool {
-		x, err := c.Get(ctx, xid)
-		return err == nil && x.Status == txn.StatusAborted
-	})
+	failedXATransfer(t, c, b, "bob", a)
 	if got := b.account(t, "bob").balance; got != 20 {
 		t.Fatalf("bob after the rollback: %d, want 20", got)
 	}
