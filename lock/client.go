@@ -32,6 +32,11 @@ type Config struct {
 	Logger *slog.Logger
 	// DialOptions are added to the RPC client's.
 	DialOptions []rpc.DialOption
+	// RPC, when set, is a connection to share: many sessions (one Client
+	// each) then ride one connection, as etcd's sessions share one
+	// clientv3, and their calls are written together. Servers, Token and
+	// DialOptions are not used, and Close leaves the connection open.
+	RPC *rpc.Client
 }
 
 // Client is a session with the server backend: ZooKeeper-style locks and
@@ -39,9 +44,10 @@ type Config struct {
 // lost (not renewed within its TTL) every lease it held ends with
 // ErrLockLost and the client opens a new session for what comes next.
 type Client struct {
-	cfg Config
-	rpc *rpc.Client
-	log *slog.Logger
+	cfg    Config
+	rpc    *rpc.Client
+	ownRPC bool // dialled by Dial, closed by Close
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	session string
@@ -57,7 +63,7 @@ type Client struct {
 
 // Dial connects and opens a session.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
-	if len(cfg.Servers) == 0 {
+	if len(cfg.Servers) == 0 && cfg.RPC == nil {
 		return nil, errors.New("lock: Config.Servers is empty")
 	}
 	if cfg.SessionTTL <= 0 {
@@ -66,18 +72,24 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	opts := append([]rpc.DialOption{rpc.WithLogger(cfg.Logger)}, cfg.DialOptions...)
-	if cfg.Token != "" {
-		opts = append(opts, rpc.WithToken(cfg.Token))
+	cl, owned := cfg.RPC, false
+	if cl == nil {
+		opts := append([]rpc.DialOption{rpc.WithLogger(cfg.Logger)}, cfg.DialOptions...)
+		if cfg.Token != "" {
+			opts = append(opts, rpc.WithToken(cfg.Token))
+		}
+		var err error
+		if cl, err = rpc.Dial(ctx, strings.Join(cfg.Servers, ","), opts...); err != nil {
+			return nil, fmt.Errorf("lock: dial: %w", err)
+		}
+		owned = true
 	}
-	cl, err := rpc.Dial(ctx, strings.Join(cfg.Servers, ","), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("lock: dial: %w", err)
-	}
-	c := &Client{cfg: cfg, rpc: cl, log: cfg.Logger, leases: map[*Lease]struct{}{}, kick: make(chan struct{}, 1)}
+	c := &Client{cfg: cfg, rpc: cl, ownRPC: owned, log: cfg.Logger, leases: map[*Lease]struct{}{}, kick: make(chan struct{}, 1)}
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	if err := c.open(ctx); err != nil {
-		_ = cl.Close()
+		if owned {
+			_ = cl.Close()
+		}
 		return nil, err
 	}
 	c.wg.Add(1)
@@ -227,7 +239,7 @@ func (c *Client) wakeKeeper() {
 }
 
 // Close ends the session (its locks and ephemeral nodes are deleted at
-// once) and the connection.
+// once) and the connection, unless it was Config.RPC's.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -250,7 +262,10 @@ func (c *Client) Close() error {
 	for l := range leases {
 		l.End(nil)
 	}
-	return errors.Join(err, c.rpc.Close())
+	if c.ownRPC {
+		err = errors.Join(err, c.rpc.Close())
+	}
+	return err
 }
 
 // Node flags for Create.

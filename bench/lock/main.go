@@ -51,6 +51,7 @@ import (
 	"github.com/tangram-dev/tangram/bench/internal/tangrambin"
 	"github.com/tangram-dev/tangram/lock"
 	"github.com/tangram-dev/tangram/lock/redislock"
+	"github.com/tangram-dev/tangram/rpc"
 )
 
 const token = "tgm_benchlocktoken00000000000000000000"
@@ -294,16 +295,30 @@ func measureServer(bin, dir string, d time.Duration, conc int, contended bool) (
 	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
+	// One connection for the sixteen sessions, as etcd's sixteen sessions
+	// share one clientv3 below.
+	var conn *rpc.Client
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		if conn, err = rpc.Dial(ctx, rpcAddr, rpc.WithToken(token), rpc.WithLogger(quiet)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return pairs{}, fmt.Errorf("dial: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the server is starting
+	}
 	var clients []*lock.Client
 	defer func() {
 		for _, c := range clients {
 			_ = c.Close()
 		}
+		_ = conn.Close()
 	}()
-	deadline := time.Now().Add(30 * time.Second)
 	for i := range conc {
 		for {
-			c, err := lock.Dial(ctx, lock.Config{Servers: []string{rpcAddr}, Token: token, Logger: quiet})
+			c, err := lock.Dial(ctx, lock.Config{RPC: conn, Logger: quiet})
 			if err == nil {
 				clients = append(clients, c)
 				break

@@ -331,3 +331,62 @@ func TestAcquireInDeadSessionQueuesNothing(t *testing.T) {
 		t.Fatalf("queue after acquisitions in dead sessions: %+v %v", nodes, err)
 	}
 }
+
+// Sessions may share one connection (Config.RPC): each is its own
+// session — one waits for the other's lock — and closing one ends its
+// session and leaves the connection to the others.
+func TestSessionsShareOneConnection(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	if _, err := lock.Dial(ctx, lock.Config{}); err == nil {
+		t.Fatal("Dial with neither Servers nor RPC succeeded")
+	}
+	conn := rawClient(t, h)
+	a, err := lock.Dial(ctx, lock.Config{RPC: conn, Owner: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lock.Dial(ctx, lock.Config{RPC: conn, Owner: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.Session() == b.Session() {
+		t.Fatalf("two clients on one connection share session %s", a.Session())
+	}
+	la, err := a.Mutex("orders/share").Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan *lock.Lease, 1)
+	mb := b.Mutex("orders/share")
+	go func() {
+		l, err := mb.Lock(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		granted <- l
+	}()
+	admin := lock.NewAdmin(h.URL, h.Token)
+	wait.For(t, 10*time.Second, "b queued behind a", func() bool {
+		ls, err := admin.Locks(ctx)
+		return err == nil && len(ls) == 1 && len(ls[0].Waiters) == 1
+	})
+	// Closing a ends its session, which releases its lock to b; the
+	// connection stays open for b.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var lb *lock.Lease
+	select {
+	case lb = <-granted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b not granted after a's session closed")
+	}
+	if lb == nil || lb.Fence <= la.Fence {
+		t.Fatalf("b's lease %+v after a's fence %d", lb, la.Fence)
+	}
+	if err := mb.Unlock(ctx); err != nil {
+		t.Fatalf("unlock over the shared connection after the other client closed: %v", err)
+	}
+}
