@@ -104,5 +104,5 @@ func TestParticipantDatabaseRestartMidPhaseTwo(t *testing.T) {
 	if got := b.account(t, "bob").balance; got != 27 {
 		t.Fatalf("bob %d, want 27", got)
 	}
-	noneInDoubt(t, a, b)
+	noneInDoubt(t, knownTo(c), a, b)
 }
