@@ -50,8 +50,9 @@ type XA struct {
 	// prepared beyond it is detached at once.
 	MaxHeld int
 
-	mu   sync.Mutex
-	held map[string]*heldBranch // by xaID
+	mu     sync.Mutex
+	held   map[string]*heldBranch // by xaID
+	closed bool                   // Close ran: hold nothing more
 }
 
 // heldBranch is a prepared branch's session, kept open for its phase two.
@@ -69,7 +70,7 @@ func (x *XA) keep(id string, conn *sql.Conn) bool {
 	if maxHeld <= 0 {
 		maxHeld = 64
 	}
-	if x.Hold <= 0 || len(x.held) >= maxHeld {
+	if x.Hold <= 0 || x.closed || len(x.held) >= maxHeld {
 		return false
 	}
 	if x.held == nil {
@@ -113,11 +114,13 @@ func release(conn *sql.Conn) {
 }
 
 // Close closes the sessions still held (Hold), detaching their branches
-// for phase two on other sessions.
+// for phase two on other sessions; branches prepared after it are
+// detached at once, as without Hold.
 func (x *XA) Close() error {
 	x.mu.Lock()
 	held := x.held
 	x.held = nil
+	x.closed = true
 	x.mu.Unlock()
 	for _, h := range held {
 		h.timer.Stop()

@@ -251,8 +251,17 @@ func TestXAHeldSessionSettlesTheBranch(t *testing.T) {
 			return elsewhere.Commit(ctx, bi) == nil
 		})
 	}
-	if got := b.account(t, "carol").balance; got != 88 {
-		t.Fatalf("after the released branches: balance %d, want 88", got)
+	// After Close nothing is held any more: a later branch is detached
+	// at once, not kept for a minute by a closed XA.
+	bi = txn.BranchInfo{XID: "heldafterclose", Branch: "0", Op: txn.OpTry, Mode: txn.ModeXA}
+	if err := x.Try(ctx, bi, debit(sessions)); err != nil {
+		t.Fatal(err)
+	}
+	if err := elsewhere.Commit(ctx, bi); err != nil {
+		t.Fatalf("a branch prepared after Close is not detached: %v", err)
+	}
+	if got := b.account(t, "carol").balance; got != 87 {
+		t.Fatalf("after the released branches: balance %d, want 87", got)
 	}
 	noneInDoubt(t, func(xid string) bool { return strings.HasPrefix(xid, "held") }, b)
 }
