@@ -258,6 +258,16 @@ func (s *Server) build(name string, key []byte) (Component, error) {
 			tc.MaxAge = s.cfg.TraceMaxAge
 		}
 		tc.MaxBytes, tc.Forward, tc.TailSampling = s.cfg.TraceMaxBytes, s.cfg.TraceForward, s.cfg.TraceTailSampling
+		if s.cfg.otlpAuth() {
+			// Any valid API token may export; the spans name their services.
+			tc.Authenticate = func(ctx context.Context, token string) error {
+				_, err := s.auth.AuthenticateToken(ctx, token)
+				if errors.Is(err, auth.ErrUnauthenticated) {
+					return fmt.Errorf("%w: %v", traceserver.ErrUnauthenticated, err)
+				}
+				return err
+			}
+		}
 		// Alert notifications go out under the server's webhook policy and
 		// SMTP, as job alarms do; rule changes are audited in the store.
 		tc.Alerts.WebhookAllow = s.cfg.JobWebhookAllow

@@ -160,8 +160,12 @@ type Config struct {
 	// OTLPGRPCAddr OTLP/gRPC (default "127.0.0.1:4317"). Its
 	// spans are kept in <DataDir>/trace for TraceMaxAge (default 7 days),
 	// at most TraceMaxBytes (0: no cap).
-	OTLPHTTPAddr  string
-	OTLPGRPCAddr  string
+	OTLPHTTPAddr string
+	OTLPGRPCAddr string
+	// OTLPAuth says whether OTLP exports need an API token (the
+	// Authorization header, "Bearer <token>"): "auto" (the default) when
+	// either receiver listens beyond loopback, "on", or "off".
+	OTLPAuth      string
 	TraceMaxAge   time.Duration
 	TraceMaxBytes int64
 	// TraceEndpoint is where the server sends its own spans (its RPC and
@@ -171,6 +175,11 @@ type Config struct {
 	// kept (default 1).
 	TraceEndpoint    string
 	TraceSampleRatio float64
+	// TraceToken, when set, goes with the spans and metrics the server
+	// sends to a TraceEndpoint URL (Authorization: Bearer): an API token
+	// of the server whose collector receives them, when that one asks
+	// for tokens (OTLPAuth). Never sent to the server's own collector.
+	TraceToken string
 	// MetricsEvery is how often the server samples its own metrics (the
 	// tangram_ families and a few runtime ones) into its collector, or
 	// to the OTLP/HTTP endpoint its spans go to (…/v1/metrics beside
@@ -253,7 +262,43 @@ func (c Config) Validate() error {
 	if c.TraceSampleRatio < 0 || c.TraceSampleRatio > 1 {
 		return fmt.Errorf("server: TraceSampleRatio %v: want 0 to 1", c.TraceSampleRatio)
 	}
+	switch c.OTLPAuth {
+	case "", "auto", "on", "off":
+	default:
+		return fmt.Errorf("server: OTLPAuth %q: want auto, on or off", c.OTLPAuth)
+	}
 	return nil
+}
+
+// otlpAuth says whether the OTLP receivers need a token: OTLPAuth "on",
+// or "auto" (or unset) with a receiver listening beyond loopback.
+func (c Config) otlpAuth() bool {
+	switch c.OTLPAuth {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	for _, addr := range []string{c.OTLPHTTPAddr, c.OTLPGRPCAddr} {
+		if addr != "off" && !loopbackOnly(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// loopbackOnly says whether listening on addr reaches only this machine:
+// a loopback IP or "localhost" (an empty host is every interface).
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Server is a running platform process.

@@ -27,7 +27,11 @@ func (s *Server) startMetrics() {
 			s.log.Warn("the server's metrics are not sent", "err", err)
 			return
 		}
-		sink = sampler.HTTPSink(url)
+		var hdr map[string]string
+		if s.cfg.TraceToken != "" {
+			hdr = map[string]string{"authorization": "Bearer " + s.cfg.TraceToken}
+		}
+		sink = sampler.HTTPSink(url, hdr)
 	case s.traces != nil:
 		sink = func(_ context.Context, rms []*metricspb.ResourceMetrics) error {
 			if n := s.traces.ExportMetrics(rms); n > 0 {

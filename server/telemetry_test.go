@@ -67,12 +67,14 @@ func TestServerSamplesItsMetrics(t *testing.T) {
 }
 
 // TestServerSendsMetricsToItsEndpoint: with a trace endpoint, the
-// metrics go to that collector's /v1/metrics instead.
+// metrics go to that collector's /v1/metrics instead — with the trace
+// token, to a collector that asks for one.
 func TestServerSendsMetricsToItsEndpoint(t *testing.T) {
-	central := servertest.Start(t, withMetricsEvery(-1), servertest.WithNodeName("central"), servertest.WithComponents("trace"))
+	central := servertest.Start(t, withMetricsEvery(-1), servertest.WithNodeName("central"), servertest.WithComponents("trace"),
+		func(c *server.Config) { c.OTLPAuth = "on" })
 	ep := "http://" + central.Srv.OTLPAddr() + "/v1/traces"
 	servertest.Start(t, withMetricsEvery(50*time.Millisecond), servertest.WithNodeName("node-r"), servertest.WithComponents("config"),
-		func(c *server.Config) { c.TraceEndpoint = ep })
+		func(c *server.Config) { c.TraceEndpoint, c.TraceToken = ep, central.Token })
 	a := trace.NewAdmin(central.URL, central.Token)
 	wait.For(t, 10*time.Second, "node-r's goroutines at the central collector", func() bool {
 		v, n := seriesTotal(t, a, "go_goroutines", map[string]string{"instance": "node-r"})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tangram-dev/tangram/internal/wait"
+	"github.com/tangram-dev/tangram/server"
 	"github.com/tangram-dev/tangram/server/servertest"
 	"github.com/tangram-dev/tangram/trace"
 )
@@ -72,5 +73,39 @@ func TestTraceCollector(t *testing.T) {
 	resp.Body.Close()
 	if !regexp.MustCompile(`(?m)^tangram_trace_spans_stored_total [1-9]`).Match(body.Bytes()) {
 		t.Fatalf("/metrics lacks the collector's counters:\n%.2000s", body.String())
+	}
+}
+
+// With OTLPAuth "on" the server's receivers take exports with an API
+// token only: none or an unknown one gets 401.
+func TestOTLPReceiversNeedATokenWhenAsked(t *testing.T) {
+	h := servertest.Start(t, func(c *server.Config) { c.OTLPAuth = "on" }, servertest.WithComponents("trace"))
+	doc := []byte(`{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},
+		"scopeSpans":[{"spans":[{"traceId":"6b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /",
+		"kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000500000000"}]}]}]}`)
+	export := func(token string) int {
+		req, _ := http.NewRequest("POST", "http://"+h.Srv.OTLPAddr()+"/v1/traces", bytes.NewReader(doc))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := export(""); st != 401 {
+		t.Errorf("export without a token: %d, want 401", st)
+	}
+	if st := export("tg_not-a-token"); st != 401 {
+		t.Errorf("export with an unknown token: %d, want 401", st)
+	}
+	if st := export(h.Token); st != 200 {
+		t.Fatalf("export with the admin token: %d, want 200", st)
+	}
+	if _, err := server.New(server.Config{OTLPAuth: "maybe"}); err == nil {
+		t.Error(`OTLPAuth "maybe" accepted`)
 	}
 }

@@ -55,6 +55,9 @@ func (s *Server) startTracing(selected []string) error {
 		cfg.Exporter = s.self
 	} else {
 		cfg.Endpoint = ep
+		if s.cfg.TraceToken != "" {
+			cfg.Headers = map[string]string{"authorization": "Bearer " + s.cfg.TraceToken}
+		}
 	}
 	p, err := trace.New(cfg)
 	if err != nil {

@@ -135,7 +135,7 @@ role, which lets it register and replicate and nothing else:
 			if metricsURL != "" {
 				// The console's MQ charts read what the servers' collector
 				// stores: a broker of its own sends its counters there.
-				sm, err := sampler.Start(sampler.Config{Gatherer: reg, Every: metricsEvery, Sink: sampler.HTTPSink(metricsURL), Logger: log,
+				sm, err := sampler.Start(sampler.Config{Gatherer: reg, Every: metricsEvery, Sink: sampler.HTTPSink(metricsURL, map[string]string{"authorization": "Bearer " + token}), Logger: log,
 					Service: "tangram-broker", Instance: name, Version: server.Version, Scope: "github.com/tangram-dev/tangram/mq/broker"})
 				if err != nil {
 					b.Close()

@@ -74,6 +74,7 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 			tuneGC()
 			cfg.BootstrapToken = os.Getenv("TANGRAM_BOOTSTRAP_TOKEN")
 			cfg.SMTP.Password = os.Getenv("TANGRAM_SMTP_PASSWORD")
+			cfg.TraceToken = os.Getenv("TANGRAM_TRACE_TOKEN")
 			if path, _ := cmd.Flags().GetString("secret-key-file"); path != "" {
 				cfg.SecretKeyFile = path
 			}
@@ -132,6 +133,7 @@ func serverCommand(use, short, long string, cfg server.Config) *cobra.Command {
 	f.StringVar(&cfg.KVAddr, "kv", cfg.KVAddr, "Redis-protocol store listen address (\"off\" runs none)")
 	f.StringVar(&cfg.OTLPHTTPAddr, "otlp-http", cfg.OTLPHTTPAddr, "trace collector's OTLP/HTTP listen address (\"off\" receives none)")
 	f.StringVar(&cfg.OTLPGRPCAddr, "otlp-grpc", cfg.OTLPGRPCAddr, "trace collector's OTLP/gRPC listen address (\"off\" receives none)")
+	f.StringVar(&cfg.OTLPAuth, "otlp-auth", "auto", "whether OTLP exports need an API token (Authorization: Bearer <token>): auto (when a receiver listens beyond loopback), on or off")
 	f.DurationVar(&cfg.TraceMaxAge, "trace-max-age", 7*24*time.Hour, "drop stored spans older than this")
 	f.Int64Var(&cfg.TraceMaxBytes, "trace-max-bytes", 0, "drop the oldest stored spans past this many bytes (0: no cap)")
 	f.StringVar(&cfg.TraceEndpoint, "trace-endpoint", "", "where the server sends its own spans: its own collector (default, when the trace component runs), \"off\", or an OTLP/HTTP traces URL")

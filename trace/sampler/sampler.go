@@ -168,8 +168,9 @@ func MetricsURL(endpoint string) (string, error) {
 	return e + "/v1/metrics", nil
 }
 
-// HTTPSink posts each sample to url (OTLP/HTTP, protobuf).
-func HTTPSink(url string) Sink {
+// HTTPSink posts each sample to url (OTLP/HTTP, protobuf) with headers
+// (e.g. "authorization": "Bearer …" for a collector that asks for tokens).
+func HTTPSink(url string, headers map[string]string) Sink {
 	client := &http.Client{Timeout: 10 * time.Second}
 	return func(ctx context.Context, rms []*metricspb.ResourceMetrics) error {
 		body, err := otlp.AppendMetricsRequest(nil, rms)
@@ -183,6 +184,9 @@ func HTTPSink(url string) Sink {
 			return fmt.Errorf("metrics endpoint: %w", err)
 		}
 		req.Header.Set("Content-Type", "application/x-protobuf")
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("send metrics: %w", err)

@@ -61,7 +61,7 @@ func TestSamplerPostsOTLP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Start(Config{Gatherer: reg, Every: 20 * time.Millisecond, Sink: HTTPSink(url), Service: "svc", Instance: "i-1", Version: "v", Scope: "test"})
+	s, err := Start(Config{Gatherer: reg, Every: 20 * time.Millisecond, Sink: HTTPSink(url, nil), Service: "svc", Instance: "i-1", Version: "v", Scope: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,8 @@ const (
 	grpcInvalidArgument   = 3
 	grpcResourceExhausted = 8
 	grpcUnimplemented     = 12
+	grpcUnavailable       = 14
+	grpcUnauthenticated   = 16
 )
 
 // receiveGRPC is OTLP/gRPC's TraceService/Export, MetricsService/Export

@@ -15,7 +15,7 @@ import (
 
 // grpcCall posts one gRPC message over HTTP/2 without TLS and returns the
 // reply message and the status trailers.
-func grpcCall(t *testing.T, addr, path string, msg []byte, gz bool) (reply []byte, status, message string) {
+func grpcCall(t *testing.T, addr, path string, msg []byte, gz bool, header ...string) (reply []byte, status, message string) {
 	t.Helper()
 	flag := byte(0)
 	if gz {
@@ -36,6 +36,9 @@ func grpcCall(t *testing.T, addr, path string, msg []byte, gz bool) (reply []byt
 	req, _ := http.NewRequestWithContext(context.Background(), "POST", "http://"+addr+path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Header.Set("TE", "trailers")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	if gz {
 		req.Header.Set("Grpc-Encoding", "gzip")
 	}

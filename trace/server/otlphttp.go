@@ -166,6 +166,12 @@ func writeStatus(w http.ResponseWriter, status int, isJSON bool, msg string) {
 	if status == http.StatusRequestEntityTooLarge {
 		code = 8 // RESOURCE_EXHAUSTED
 	}
+	writeCode(w, status, code, isJSON, msg)
+}
+
+// writeCode writes OTLP's Status message (gRPC code and message) with
+// HTTP status status.
+func writeCode(w http.ResponseWriter, status, code int, isJSON bool, msg string) {
 	if isJSON {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)

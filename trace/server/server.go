@@ -40,6 +40,15 @@ type Config struct {
 	// 127.0.0.1:4317).
 	OTLPHTTPAddr string
 	OTLPGRPCAddr string
+	// Authenticate, when set, is asked about every OTLP request's bearer
+	// token (the Authorization header: "Bearer <token>", over HTTP and as
+	// gRPC metadata); a request it refuses is not read. It returns nil to
+	// let the request in, an error wrapping ErrUnauthenticated for a
+	// missing or bad token (HTTP 401, gRPC UNAUTHENTICATED), any other
+	// error when it cannot tell (503, gRPC UNAVAILABLE: exporters retry).
+	// nil: the receivers take every request, as the OpenTelemetry
+	// Collector's do unless given an authenticator.
+	Authenticate func(ctx context.Context, token string) error
 	// QueueSpans bounds the spans waiting for the writer (default 65536).
 	QueueSpans int
 	// BatchSpans is how many spans the writer appends at once at most
@@ -113,6 +122,10 @@ func (c Config) Validate() error {
 
 // ErrServerClosed is returned by Start after Close.
 var ErrServerClosed = errors.New("trace: server closed")
+
+// ErrUnauthenticated is what Config.Authenticate wraps to refuse a
+// request's token.
+var ErrUnauthenticated = errors.New("trace: missing or invalid API token")
 
 // Server is the collector.
 type Server struct {
@@ -266,7 +279,7 @@ func (s *Server) Start(ctx context.Context) error {
 		mux.Handle("POST /v1/traces", http.HandlerFunc(s.receiveHTTP))
 		mux.Handle("POST /v1/metrics", http.HandlerFunc(s.receiveMetricsHTTP))
 		mux.Handle("POST /v1/logs", http.HandlerFunc(s.receiveLogsHTTP))
-		s.serve(lns[0], &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/HTTP")
+		s.serve(lns[0], &http.Server{Handler: s.authHTTP(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/HTTP")
 		s.ln = lns[0]
 	}
 	if lns[1] != nil {
@@ -274,7 +287,7 @@ func (s *Server) Start(ctx context.Context) error {
 		// serves itself: no gRPC library.
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
-		s.serve(lns[1], &http.Server{Handler: http.HandlerFunc(s.receiveGRPC), Protocols: &p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/gRPC")
+		s.serve(lns[1], &http.Server{Handler: s.authGRPC(http.HandlerFunc(s.receiveGRPC)), Protocols: &p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}, "OTLP/gRPC")
 		s.grpcLn = lns[1]
 	}
 	s.wg.Add(3)
