@@ -36,22 +36,13 @@ func (s *Server) check(r *http.Request) (refused bool, err error) {
 // Config.Authenticate is nil); the refusal is OTLP's Status, in the
 // request's encoding.
 func (s *Server) authHTTP(next http.Handler) http.Handler {
-	if s.cfg.Authenticate == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		refused, err := s.check(r)
-		if err == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
+	return s.authed(next, func(w http.ResponseWriter, r *http.Request, refused bool, err error) {
 		isJSON := strings.HasPrefix(r.Header.Get("Content-Type"), "application/json")
 		if refused {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tangram"`)
 			writeCode(w, http.StatusUnauthorized, 16, isJSON, err.Error()) // UNAUTHENTICATED
 			return
 		}
-		s.log.Warn("trace: OTLP export refused: the token could not be checked", "err", err)
 		writeCode(w, http.StatusServiceUnavailable, 14, isJSON, err.Error()) // UNAVAILABLE
 	})
 }
@@ -59,6 +50,20 @@ func (s *Server) authHTTP(next http.Handler) http.Handler {
 // authGRPC is authHTTP for OTLP/gRPC: the status goes in a trailers-only
 // reply.
 func (s *Server) authGRPC(next http.Handler) http.Handler {
+	return s.authed(next, func(w http.ResponseWriter, _ *http.Request, refused bool, err error) {
+		w.Header().Set("Content-Type", "application/grpc")
+		code := grpcUnavailable
+		if refused {
+			code = grpcUnauthenticated
+		}
+		grpcStatus(w, code, err.Error())
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// authed runs next for the requests check lets in and refuse for the
+// others.
+func (s *Server) authed(next http.Handler, refuse func(w http.ResponseWriter, r *http.Request, refused bool, err error)) http.Handler {
 	if s.cfg.Authenticate == nil {
 		return next
 	}
@@ -68,13 +73,9 @@ func (s *Server) authGRPC(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/grpc")
-		if refused {
-			grpcStatus(w, grpcUnauthenticated, err.Error())
-		} else {
+		if !refused {
 			s.log.Warn("trace: OTLP export refused: the token could not be checked", "err", err)
-			grpcStatus(w, grpcUnavailable, err.Error())
 		}
-		w.WriteHeader(http.StatusOK)
+		refuse(w, r, refused, err)
 	})
 }

@@ -1,13 +1,10 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"testing"
 	"time"
 
@@ -32,18 +29,10 @@ func TestOTLPAuthentication(t *testing.T) {
 	s, _ := collector(t, Config{Authenticate: authn})
 	send := func(ct, authz string, body []byte) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest("POST", "http://"+s.OTLPAddr()+"/v1/traces", bytes.NewReader(body))
-		req.Header.Set("Content-Type", ct)
-		if authz != "" {
-			req.Header.Set("Authorization", authz)
+		if authz == "" {
+			return post(t, s, body, ct, "")
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return post(t, s, body, ct, "", "Authorization", authz)
 	}
 	// statusCode reads OTLP's Status message (protobuf): its code.
 	statusCode := func(b []byte) int {

@@ -107,12 +107,15 @@ func exportRequest(t *testing.T, svc string, base, n int) []byte {
 	return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), m)
 }
 
-func post(t *testing.T, s *Server, body []byte, ct, enc string) (int, []byte) {
+func post(t *testing.T, s *Server, body []byte, ct, enc string, header ...string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", "http://"+s.OTLPAddr()+"/v1/traces", bytes.NewReader(body))
 	req.Header.Set("Content-Type", ct)
 	if enc != "" {
 		req.Header.Set("Content-Encoding", enc)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
