@@ -158,7 +158,23 @@ func parseDSN(raw string) (Dialect, string, string, error) {
 		q.Set("_txlock", "immediate")
 		return SQLite, "sqlite", "file:" + path + "?" + q.Encode(), nil
 	case "postgres", "postgresql":
-		return Postgres, "pgx", raw, nil
+		// A session idle inside a transaction for 2 s is ended by the
+		// server, its locks released: no transaction of the store waits
+		// on its client that long, but a process frozen mid-transaction
+		// (SIGSTOP, a paused VM, a GC stall) would otherwise hold its row
+		// locks until it wakes — and its job partitions' rows, say,
+		// would stay locked past their 3 s lease, stalling the server
+		// that takes them over. A value in the DSN is kept.
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", "", "", fmt.Errorf("%w: %v", ErrBadDSN, err)
+		}
+		q := u.Query()
+		if !q.Has("idle_in_transaction_session_timeout") {
+			q.Set("idle_in_transaction_session_timeout", "2000")
+			u.RawQuery = q.Encode()
+		}
+		return Postgres, "pgx", u.String(), nil
 	case "mysql", "mariadb":
 		u, err := url.Parse("mysql://" + rest)
 		if err != nil {
