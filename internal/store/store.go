@@ -79,10 +79,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open(driver, dsn)
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", dialect, err)
-	}
 	maxOpen := cfg.MaxOpenConns
 	if maxOpen == 0 {
 		maxOpen = 32
@@ -90,9 +86,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			maxOpen = 8
 		}
 	}
-	db.SetMaxOpenConns(maxOpen)
-	db.SetMaxIdleConns(maxOpen)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	db, err := openDB(driver, dsn, maxOpen)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dialect, err)
+	}
+	if dialect == MySQL {
+		if db, err = endIdleTransactions(ctx, db, dsn, maxOpen); err != nil {
+			return nil, err
+		}
+	}
 	s := &Store{db: db, dsn: cfg.DSN, dialect: dialect, log: cfg.Logger}
 	if cfg.Registerer != nil {
 		s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -121,6 +123,50 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func openDB(driver, dsn string, maxOpen int) (*sql.DB, error) {
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(maxOpen)
+	db.SetMaxIdleConns(maxOpen)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, nil
+}
+
+// endIdleTransactions reopens db, on MariaDB, with sessions that the
+// server ends after 2 s idle inside a transaction (idle_transaction_timeout,
+// unless the DSN sets it) — what idle_in_transaction_session_timeout does
+// on PostgreSQL (parseDSN): a server frozen mid-transaction must not hold
+// its row locks past the 3 s job lease. MySQL has no such setting; db is
+// returned as it is.
+func endIdleTransactions(ctx context.Context, db *sql.DB, dsn string, maxOpen int) (*sql.DB, error) {
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %v", ErrBadDSN, err)
+	}
+	if _, set := mc.Params["idle_transaction_timeout"]; set {
+		return db, nil
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var version string
+	if err := db.QueryRowContext(pingCtx, `SELECT VERSION()`).Scan(&version); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect to mysql: %w", err)
+	}
+	if !strings.Contains(strings.ToLower(version), "mariadb") {
+		return db, nil
+	}
+	db.Close()
+	if mc.Params == nil {
+		mc.Params = map[string]string{}
+	}
+	mc.Params["idle_transaction_timeout"] = "2"
+	return openDB("mysql", mc.FormatDSN(), maxOpen)
 }
 
 // parseDSN turns a Tangram store URL into a driver name and driver DSN.

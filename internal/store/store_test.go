@@ -326,37 +326,42 @@ func TestMySQLStatementsAreNotPreparedOneByOne(t *testing.T) {
 	}
 }
 
-// On PostgreSQL a session left idle inside a transaction (a process
-// frozen mid-transaction) is ended by the server within seconds, its
-// locks released: the row it updated can be written by another session
-// long before the frozen one would have woken.
-func TestPostgresEndsIdleTransactions(t *testing.T) {
-	ctx := context.Background()
-	s := storetest.Open(t, store.Postgres)
-	if _, err := s.ExecContext(ctx, `INSERT INTO server_settings (name, value, updated_at) VALUES ('frozen', 'a', 0)`); err != nil {
-		t.Fatal(err)
-	}
-	frozen, err := s.DB().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer frozen.Rollback()
-	if _, err := frozen.ExecContext(ctx, `UPDATE server_settings SET value = 'b' WHERE name = 'frozen'`); err != nil {
-		t.Fatal(err)
-	}
-	// The frozen transaction holds the row's lock; another writer gets it
-	// once the server has ended that session (2 s), well within 10 s.
-	start := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := s.ExecContext(wctx, `UPDATE server_settings SET value = 'c' WHERE name = 'frozen'`); err != nil {
-		t.Fatalf("a write behind the frozen transaction's lock: %v after %v", err, time.Since(start))
-	}
-	if err := frozen.Commit(); err == nil {
-		t.Fatal("the frozen transaction committed after the server ended its session")
-	}
-	var v string
-	if err := s.QueryRowContext(ctx, `SELECT value FROM server_settings WHERE name = 'frozen'`).Scan(&v); err != nil || v != "c" {
-		t.Fatalf("value %q, %v; want c", v, err)
+// On PostgreSQL and MariaDB a session left idle inside a transaction (a
+// process frozen mid-transaction) is ended by the server within seconds,
+// its locks released: the row it updated can be written by another
+// session long before the frozen one would have woken.
+func TestIdleTransactionsAreEnded(t *testing.T) {
+	for _, d := range []store.Dialect{store.Postgres, store.MySQL} {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			s := storetest.Open(t, d)
+			if _, err := s.ExecContext(ctx, `INSERT INTO server_settings (name, value, updated_at) VALUES ('frozen', 'a', 0)`); err != nil {
+				t.Fatal(err)
+			}
+			frozen, err := s.DB().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer frozen.Rollback()
+			if _, err := frozen.ExecContext(ctx, s.Rebind(`UPDATE server_settings SET value = 'b' WHERE name = 'frozen'`)); err != nil {
+				t.Fatal(err)
+			}
+			// The frozen transaction holds the row's lock; another writer
+			// gets it once the server has ended that session (2 s), well
+			// within 10 s.
+			start := time.Now()
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if _, err := s.ExecContext(wctx, `UPDATE server_settings SET value = 'c' WHERE name = 'frozen'`); err != nil {
+				t.Fatalf("a write behind the frozen transaction's lock: %v after %v", err, time.Since(start))
+			}
+			if err := frozen.Commit(); err == nil {
+				t.Fatal("the frozen transaction committed after the server ended its session")
+			}
+			var v string
+			if err := s.QueryRowContext(ctx, `SELECT value FROM server_settings WHERE name = 'frozen'`).Scan(&v); err != nil || v != "c" {
+				t.Fatalf("value %q, %v; want c", v, err)
+			}
+		})
 	}
 }
