@@ -4,22 +4,14 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-)
 
-// bearer is the token of an "Authorization: Bearer <token>" header ("" if
-// none; the scheme's case does not matter, as in RFC 7235).
-func bearer(h http.Header) string {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
-}
+	"github.com/tangram-dev/tangram/internal/auth"
+)
 
 // check asks Config.Authenticate about r's token: nil when it may pass;
 // otherwise whether the token was refused (else the check failed) and why.
 func (s *Server) check(r *http.Request) (refused bool, err error) {
-	token := bearer(r.Header)
+	token := auth.Bearer(r)
 	if token == "" {
 		return true, errors.New("OTLP export without a bearer token: send the header Authorization: Bearer <API token> (OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<token>)")
 	}
